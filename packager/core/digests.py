@@ -1,0 +1,62 @@
+"""SHA-256 digests as value objects, and streaming hashing of files."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packager.errors import TamperedError
+
+CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A sha256 digest; ``hex`` is 64 lowercase hex characters."""
+
+    hex: str
+    algorithm: str = "sha256"
+
+    def __post_init__(self) -> None:
+        if self.algorithm != "sha256" or not _HEX64.match(self.hex):
+            raise TamperedError(f"malformed digest {self.algorithm}:{self.hex[:80]!r}")
+
+    @classmethod
+    def parse(cls, ref: str) -> Digest:
+        """Parse ``sha256:<hex>``; raises TamperedError when malformed."""
+        algorithm, _, value = ref.partition(":")
+        return cls(hex=value, algorithm=algorithm)
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        return cls(hashlib.sha256(data).hexdigest())
+
+    @property
+    def raw(self) -> bytes:
+        return bytes.fromhex(self.hex)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def digest_chunks(chunks: Iterable[bytes]) -> tuple[Digest, int]:
+    """Hash an iterable of byte chunks; returns (digest, total size)."""
+    h = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        h.update(chunk)
+        size += len(chunk)
+    return Digest(h.hexdigest()), size
+
+
+def digest_file(path: Path) -> tuple[Digest, int]:
+    """Stream a file through sha256 in 1 MiB reads; returns (digest, size)."""
+    with open(path, "rb") as f:
+        # hashlib.file_digest releases the GIL and reads with a reusable buffer.
+        h = hashlib.file_digest(f, "sha256")
+        size = f.tell()
+    return Digest(h.hexdigest()), size

@@ -1,0 +1,75 @@
+"""The one exception hierarchy of packager.
+
+Every failure a user can cause or meet is a subclass of :class:`PackagerError`;
+the CLI catches it in exactly one place and turns it into a one-line message
+and the exit code documented in the README. Messages say what happened and
+what to do about it. Tampering is never a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+
+class PackagerError(Exception):
+    """Root of every error packager raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(PackagerError):
+    """The command line, a file given on it, or the configuration is wrong."""
+
+    exit_code = 2
+
+
+class VerificationError(PackagerError):
+    """A signature, digest, size or trust check failed: do not use the bundle."""
+
+    exit_code = 3
+
+
+class TamperedError(VerificationError):
+    """Bytes differ from what was signed, or files are missing or extra."""
+
+
+class UntrustedError(VerificationError):
+    """The signature is valid or malformed, but no trusted key made it."""
+
+
+class KeyDecryptionError(VerificationError):
+    """A private key could not be decrypted (wrong password or corrupt key)."""
+
+
+class RollbackError(VerificationError):
+    """The version asked for is lower than one already installed."""
+
+
+class WrongModelError(VerificationError):
+    """A validly signed bundle of another model or version was served."""
+
+
+class RegistryError(PackagerError):
+    """The registry could not be read or written (missing, network, conflict)."""
+
+    exit_code = 4
+
+
+class NotFoundError(RegistryError):
+    """The model or version is not in the registry."""
+
+
+class IncompatibleModelError(PackagerError):
+    """The model cannot be converted, loaded or run, or gave wrong answers."""
+
+    exit_code = 5
+
+
+class ConversionError(IncompatibleModelError):
+    """The trained model could not be converted to ONNX."""
+
+
+class ParityError(IncompatibleModelError):
+    """ONNX answers differ from the original model's beyond tolerance."""
+
+
+class SmokeTestError(IncompatibleModelError):
+    """The installed runtime does not reproduce the bundle's test vectors."""
