@@ -1,0 +1,437 @@
+"""OpenSSF Model Signing (OMS) v1.0 signatures: the bytes of ``model.sig``.
+
+``model.sig`` is a Sigstore bundle v0.3 (JSON) holding one DSSE envelope whose
+payload is an in-toto Statement v1 listing every signed file and its sha256.
+The signature is ECDSA over the DSSE pre-authentication encoding (PAE) of that
+payload, made with a key rather than a certificate, so the bundle carries only
+a hint naming the key (hex sha256 of its PEM SubjectPublicKeyInfo) and no
+transparency-log entries.
+
+This module is pure: keys and bytes in, bytes or a verified
+:class:`SignedStatement` out. Reading files, keys and passwords happens in
+:mod:`packager.keys` and the callers.
+
+What :func:`verify` accepts, beyond what :func:`sign` writes (so that bundles
+signed by other OMS v1.0 signers verify too):
+
+- JSON in any key order and whitespace; unknown fields are ignored (OMS v1.0
+  tells verifiers to ignore unknown predicate fields), known ones are
+  type-checked; duplicate keys, NaN and non-canonical base64 are refused.
+- resources in any order (the subject digest is recomputed in the listed
+  order), any ``ignore_paths`` and either ``allow_symlinks`` value; the
+  caller checks the files on disk against the signed list.
+- a missing or unknown key hint: then every trusted key is tried.
+
+Not accepted: the pre-1.0 predicate ``https://model_signing/Digests/v0.1``.
+It lists files as subjects with no model name, no subject digest over the
+resources and no serialization record, so it cannot be read into a
+:class:`SignedStatement` with the same guarantees; it is refused with a
+message asking to re-sign.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from packager.core.digests import Digest
+from packager.core.manifest import SIGNATURE
+from packager.errors import TamperedError, UntrustedError, UsageError
+
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+MAX_SIGNATURE_BYTES = 1 << 20
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+LEGACY_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
+
+_TRUST_ADVICE = "pass --key PATH to the publisher's cosign.pub"
+
+# Each curve signs with its own hash, as the OMS key format fixes it; signer
+# and verifier must pick the same one.
+_HASH_BY_CURVE: Mapping[str, Callable[[], hashes.HashAlgorithm]] = {
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
+SUPPORTED_CURVES = frozenset(_HASH_BY_CURVE)
+
+
+@dataclass(frozen=True)
+class SignedStatement:
+    """What a verified ``model.sig`` vouches for.
+
+    ``resources`` maps each signed path to its digest, sorted by path and
+    read-only; ``key_hint`` names the trusted key that verified the signature
+    (hex sha256 of its PEM SubjectPublicKeyInfo), not the hint the file claims.
+    """
+
+    subject_name: str
+    resources: Mapping[str, Digest]
+    key_hint: str
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: the exact bytes that get signed."""
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
+
+
+def key_hint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """Hex sha256 of the key's PEM SubjectPublicKeyInfo, as OMS bundles name keys."""
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(pem).hexdigest()
+
+
+def statement_payload(subject_name: str, resources: Mapping[str, Digest]) -> bytes:
+    """The in-toto Statement v1 that :func:`sign` signs, as canonical JSON bytes.
+
+    Keys are sorted, separators compact, text UTF-8; resources are sorted by
+    path and the subject digest is sha256 over their raw digests in that order.
+
+    Raises:
+        UsageError: a path is not a safe relative POSIX path, ``resources`` is
+            empty, or ``subject_name`` is empty.
+    """
+    if not subject_name:
+        raise UsageError("cannot sign: the subject (bundle) name is empty")
+    if not resources:
+        raise UsageError("cannot sign: no files to sign")
+    for path in resources:
+        problem = _path_problem(path)
+        if problem is not None:
+            raise UsageError(f"cannot sign {_short(path)}: {problem}")
+    ordered = sorted(resources.items())
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [
+            {"name": subject_name, "digest": {"sha256": _subject_digest(d for _, d in ordered)}}
+        ],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "serialization": {
+                "method": "files",
+                "hash_type": "sha256",
+                "allow_symlinks": False,
+                "ignore_paths": [SIGNATURE],
+            },
+            "resources": [
+                {"name": path, "algorithm": digest.algorithm, "digest": digest.hex}
+                for path, digest in ordered
+            ],
+        },
+    }
+    return _canonical_json(statement)
+
+
+def sign(
+    *,
+    subject_name: str,
+    resources: Mapping[str, Digest],
+    private_key: ec.EllipticCurvePrivateKey,
+) -> bytes:
+    """Sign ``resources`` and return the bytes of ``model.sig``.
+
+    Deterministic: ECDSA nonces follow RFC 6979, so the same inputs and key give
+    the same bytes (bundles are byte-reproducible).
+
+    Raises:
+        UsageError: the key's curve is not P-256, P-384 or P-521, this
+            cryptography/OpenSSL build cannot sign deterministically, or the
+            statement is invalid (see :func:`statement_payload`).
+    """
+    hash_algorithm = _hash_for(private_key.curve)
+    payload = statement_payload(subject_name, resources)
+    try:
+        signature = private_key.sign(
+            pae(PAYLOAD_TYPE, payload), ec.ECDSA(hash_algorithm, deterministic_signing=True)
+        )
+    except UnsupportedAlgorithm as e:
+        raise UsageError(
+            "this cryptography/OpenSSL build cannot sign deterministically (RFC 6979 "
+            "needs OpenSSL 3.2 or later); install the cryptography wheel from PyPI"
+        ) from e
+    bundle = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {
+            "publicKey": {"hint": key_hint(private_key.public_key())},
+            "tlogEntries": [],
+        },
+        "dsseEnvelope": {
+            "payload": _b64(payload),
+            "payloadType": PAYLOAD_TYPE,
+            # keyid is optional in DSSE; an empty one is what OMS key signers write.
+            "signatures": [{"sig": _b64(signature), "keyid": ""}],
+        },
+    }
+    return _canonical_json(bundle)
+
+
+def verify(sig: bytes, *, public_keys: Sequence[ec.EllipticCurvePublicKey]) -> SignedStatement:
+    """Check ``model.sig`` against the trusted keys; return what it signs.
+
+    Only the statement is checked here, not the files: the caller compares
+    :attr:`SignedStatement.resources` with what it has.
+
+    Raises:
+        UsageError: ``public_keys`` is empty (there is nothing to trust) or
+            holds a key on an unsupported curve.
+        TamperedError: ``sig`` is too large, malformed, or its statement is
+            malformed or inconsistent (bad paths, duplicates, digest mismatch).
+        UntrustedError: no trusted key verifies the signature.
+    """
+    if not public_keys:
+        raise UsageError(f"no trusted public key to verify model.sig with: {_TRUST_ADVICE}")
+    trusted = [(key_hint(key), key, _hash_for(key.curve)) for key in public_keys]
+
+    claimed_hint, payload, signature = _parse_bundle(sig)
+    message = pae(PAYLOAD_TYPE, payload)
+    # The hint is unauthenticated: it only chooses which key to try.
+    named = [entry for entry in trusted if entry[0] == claimed_hint]
+    for hint, key, hash_algorithm in named or trusted:
+        try:
+            key.verify(signature, message, ec.ECDSA(hash_algorithm))
+        except InvalidSignature:
+            continue
+        return _parse_statement(payload, key_hint=hint)
+
+    if named:
+        raise UntrustedError(
+            f"model.sig names trusted key {claimed_hint} but its signature does not verify "
+            "with it: the signed statement or the signature was altered"
+        )
+    signer = f"key {_short(claimed_hint)}" if claimed_hint else "an unnamed key"
+    raise UntrustedError(
+        f"model.sig was signed by {signer}, which is not one of the trusted keys "
+        f"({', '.join(hint for hint, _, _ in trusted)}); to trust the publisher, {_TRUST_ADVICE}"
+    )
+
+
+def _hash_for(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
+    make_hash = _HASH_BY_CURVE.get(curve.name)
+    if make_hash is None:
+        raise UsageError(
+            f"unsupported key curve {curve.name}: use an ECDSA P-256, P-384 or P-521 key"
+        )
+    return make_hash()
+
+
+def _subject_digest(digests: Iterable[Digest]) -> str:
+    h = hashlib.sha256()
+    for digest in digests:
+        h.update(digest.raw)
+    return h.hexdigest()
+
+
+def _path_problem(path: str) -> str | None:
+    """Why ``path`` is not a safe relative POSIX file path, or None if it is."""
+    if not path:
+        return "empty path"
+    if path.startswith("/"):
+        return "absolute path"
+    if "\\" in path:
+        return "backslash in path"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        return "control character in path"
+    segments = path.split("/")
+    if ".." in segments:
+        return "'..' in path"
+    if "" in segments or "." in segments:
+        return "empty or '.' path segment"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "path is not valid UTF-8"
+    return None
+
+
+def _canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# --- strict reading ---------------------------------------------------------
+
+
+def _tampered(what: str) -> TamperedError:
+    return TamperedError(f"model.sig is malformed: {what}; do not use this bundle")
+
+
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # Two parsers could pick different values for a repeated key; refuse it.
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _tampered(f"duplicate JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str) -> object:
+    raise _tampered(f"non-standard JSON number {name}")
+
+
+def _load_json(data: bytes, what: str) -> object:
+    try:
+        text = data.decode("utf-8")
+        return json.loads(
+            text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+        )
+    # ValueError covers invalid UTF-8 and JSON and over-long integers;
+    # RecursionError, absurdly deep nesting.
+    except (ValueError, RecursionError) as e:
+        raise _tampered(f"{what} is not valid JSON ({type(e).__name__})") from e
+
+
+def _get(obj: Mapping[str, object], key: str, where: str) -> object:
+    if key not in obj:
+        raise _tampered(f"{where} has no {key!r}")
+    return obj[key]
+
+
+def _object(value: object, where: str) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise _tampered(f"{where} is not a JSON object")
+    return value
+
+
+def _list(value: object, where: str) -> list[object]:
+    if not isinstance(value, list):
+        raise _tampered(f"{where} is not a JSON array")
+    return value
+
+
+def _str(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _tampered(f"{where} is not a string")
+    return value
+
+
+def _expect(value: object, expected: str, where: str) -> None:
+    if value != expected:
+        raise _tampered(f"{where} is {_short(value)}, expected {expected!r}")
+
+
+def _short(value: object) -> str:
+    """repr() cut to a length fit for an error message (inputs reach 1 MiB)."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _b64decode(value: object, where: str) -> bytes:
+    text = _str(value, where)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError as e:  # binascii.Error included
+        raise _tampered(f"{where} is not base64") from e
+    # Only one spelling per byte string, so the signed bytes have one encoding.
+    if _b64(data) != text:
+        raise _tampered(f"{where} is not canonical base64")
+    return data
+
+
+def _parse_bundle(sig: bytes) -> tuple[str | None, bytes, bytes]:
+    """Return (claimed key hint, payload, signature) from a Sigstore bundle."""
+    if len(sig) > MAX_SIGNATURE_BYTES:
+        raise _tampered(f"it is {len(sig)} bytes, more than the {MAX_SIGNATURE_BYTES} allowed")
+    bundle = _object(_load_json(sig, "the file"), "the bundle")
+    _expect(_get(bundle, "mediaType", "the bundle"), BUNDLE_MEDIA_TYPE, "mediaType")
+
+    material = _object(_get(bundle, "verificationMaterial", "the bundle"), "verificationMaterial")
+    claimed_hint = None
+    if "publicKey" in material:
+        public_key = _object(material["publicKey"], "verificationMaterial.publicKey")
+        if "hint" in public_key:
+            claimed_hint = _str(public_key["hint"], "verificationMaterial.publicKey.hint")
+
+    envelope = _object(_get(bundle, "dsseEnvelope", "the bundle"), "dsseEnvelope")
+    _expect(_get(envelope, "payloadType", "dsseEnvelope"), PAYLOAD_TYPE, "dsseEnvelope.payloadType")
+    payload = _b64decode(_get(envelope, "payload", "dsseEnvelope"), "dsseEnvelope.payload")
+    signatures = _list(_get(envelope, "signatures", "dsseEnvelope"), "dsseEnvelope.signatures")
+    if len(signatures) != 1:
+        raise _tampered(f"{len(signatures)} DSSE signatures, expected exactly 1")
+    entry = _object(signatures[0], "dsseEnvelope.signatures[0]")
+    if "keyid" in entry:
+        _str(entry["keyid"], "dsseEnvelope.signatures[0].keyid")
+    signature = _b64decode(
+        _get(entry, "sig", "dsseEnvelope.signatures[0]"), "dsseEnvelope.signatures[0].sig"
+    )
+    if not signature:
+        raise _tampered("the DSSE signature is empty")
+    return claimed_hint, payload, signature
+
+
+def _parse_statement(payload: bytes, *, key_hint: str) -> SignedStatement:
+    statement = _object(_load_json(payload, "the signed statement"), "the statement")
+    _expect(_get(statement, "_type", "the statement"), STATEMENT_TYPE, "_type")
+    predicate_type = _get(statement, "predicateType", "the statement")
+    if predicate_type == LEGACY_PREDICATE_TYPE:
+        raise _tampered(
+            f"predicateType {LEGACY_PREDICATE_TYPE} (pre-1.0 model signing) is not "
+            f"supported; ask the publisher to re-sign with {PREDICATE_TYPE}"
+        )
+    _expect(predicate_type, PREDICATE_TYPE, "predicateType")
+
+    subjects = _list(_get(statement, "subject", "the statement"), "subject")
+    if len(subjects) != 1:
+        raise _tampered(f"{len(subjects)} subjects, expected exactly 1")
+    subject = _object(subjects[0], "subject[0]")
+    subject_name = _str(_get(subject, "name", "subject[0]"), "subject[0].name")
+    subject_digests = _object(_get(subject, "digest", "subject[0]"), "subject[0].digest")
+    claimed = _str(_get(subject_digests, "sha256", "subject[0].digest"), "subject[0].digest.sha256")
+
+    predicate = _object(_get(statement, "predicate", "the statement"), "predicate")
+    _check_serialization(_get(predicate, "serialization", "predicate"))
+    entries = _list(_get(predicate, "resources", "predicate"), "predicate.resources")
+    if not entries:
+        raise _tampered("predicate.resources is empty")
+
+    listed: list[tuple[str, Digest]] = []
+    for index, item in enumerate(entries):
+        where = f"predicate.resources[{index}]"
+        resource = _object(item, where)
+        path = _str(_get(resource, "name", where), f"{where}.name")
+        problem = _path_problem(path)
+        if problem is not None:
+            raise _tampered(f"{where}.name {_short(path)}: {problem}")
+        _expect(_get(resource, "algorithm", where), "sha256", f"{where}.algorithm")
+        listed.append((path, Digest(_str(_get(resource, "digest", where), f"{where}.digest"))))
+
+    resources = dict(listed)
+    if len(resources) != len(listed):
+        raise _tampered("predicate.resources lists a path twice")
+    if _subject_digest(d for _, d in listed) != claimed:
+        raise _tampered("subject digest does not match the listed resources")
+    return SignedStatement(
+        subject_name=subject_name,
+        resources=MappingProxyType(dict(sorted(resources.items()))),
+        key_hint=key_hint,
+    )
+
+
+def _check_serialization(value: object) -> None:
+    where = "predicate.serialization"
+    record = _object(value, where)
+    # Whole-file sha256 digests are the only resources we can check; shard
+    # names ("path:start:end") are not file paths.
+    _expect(_get(record, "method", where), "files", f"{where}.method")
+    _expect(_get(record, "hash_type", where), "sha256", f"{where}.hash_type")
+    if not isinstance(_get(record, "allow_symlinks", where), bool):
+        raise _tampered(f"{where}.allow_symlinks is not a boolean")
+    if "ignore_paths" in record:
+        ignore_paths = _list(record["ignore_paths"], f"{where}.ignore_paths")
+        for index, path in enumerate(ignore_paths):
+            _str(path, f"{where}.ignore_paths[{index}]")
