@@ -22,13 +22,15 @@ MANIFEST = "manifest.json"
 SIGNATURE = "model.sig"
 RESERVED = frozenset({MANIFEST, SIGNATURE})
 ROLES = ("model", "weights", "testvectors", "doc")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}", re.ASCII)
 # Semantic Versioning 2.0.0, the regular expression the specification suggests.
 SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,
 )
+PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
 MAX_MANIFEST_BYTES = 1 << 20
 
 
@@ -116,7 +118,7 @@ def schema() -> dict[str, Any]:
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise UsageError."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid model name {name!r}: use 1-128 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -126,9 +128,16 @@ def check_name(name: str) -> str:
 
 def check_version(version: str) -> str:
     """Return ``version`` if it is SemVer 2.0, else raise UsageError."""
-    if not SEMVER_RE.match(version):
+    if not SEMVER_RE.fullmatch(version):
         raise UsageError(f"invalid version {version!r}: use Semantic Versioning, e.g. 1.2.0")
     return version
+
+
+def is_safe_path(path: str) -> bool:
+    """A relative POSIX path of plain segments: no '..', '.', empty or absolute parts."""
+    return bool(PATH_RE.fullmatch(path)) and all(
+        part not in (".", "..") for part in path.split("/")
+    )
 
 
 def validate_document(doc: Any) -> None:
@@ -140,7 +149,13 @@ def validate_document(doc: Any) -> None:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         raise TamperedError(f"manifest.json is invalid at {where}: {err.message[:200]}")
+    # JSON Schema's "$" also matches before a final newline: re-check with fullmatch.
+    if not NAME_RE.fullmatch(doc["name"]) or not SEMVER_RE.fullmatch(doc["version"]):
+        raise TamperedError("manifest.json: name or version is malformed")
     paths = [f["path"] for f in doc["files"]]
+    for path in [*paths, doc["model"]["path"], doc["validation"]["testvectors"]]:
+        if not is_safe_path(path):
+            raise TamperedError(f"manifest.json: unsafe file path {path[:80]!r}")
     if len(set(paths)) != len(paths):
         raise TamperedError("manifest.json lists a file twice")
     if RESERVED & set(paths):

@@ -1,0 +1,138 @@
+"""The seam every registry kind implements, and the value objects that cross it.
+
+A registry stores each published version as an OCI artifact (see
+:mod:`packager.registry.artifact`). Everything a registry returns is untrusted until the
+signature in ``model.sig`` has been checked by the caller; the registry itself only
+guarantees that the bytes it hands out match the size and digest it was asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from packager.core.digests import Digest
+from packager.core.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor: what a blob is, its digest and its exact size."""
+
+    media_type: str
+    digest: Digest
+    size: int
+    # Excluded from the hash so descriptors stay hashable; still part of equality.
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The descriptor as an OCI JSON object (annotations only when there are any)."""
+        doc: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": str(self.digest),
+            "size": self.size,
+        }
+        if self.annotations:
+            doc["annotations"] = dict(self.annotations)
+        return doc
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a registry says a version contains. UNTRUSTED until the signature is checked.
+
+    ``files`` maps each bundle path (including manifest.json and model.sig) to the
+    descriptor of the layer holding it.
+    """
+
+    name: str
+    version: str
+    manifest_digest: Digest
+    files: Mapping[str, Descriptor] = field(hash=False)
+    created: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Registry(Protocol):
+    """Where bundles are published and fetched from.
+
+    Implementations turn every foreign exception into a :class:`~packager.errors.PackagerError`
+    subclass: ``NotFoundError`` for a missing model or version, ``TamperedError`` when bytes
+    do not match their descriptor, ``RegistryError`` for everything else that goes wrong.
+    """
+
+    @property
+    def location(self) -> str:
+        """A printable reference to the registry, never containing credentials."""
+        ...
+
+    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
+        """Store the bundle as ``manifest.name``@``manifest.version``.
+
+        Writes every blob (skipping those already present), then the config, then the OCI
+        manifest, then the tag. Publishing a version again with identical content returns
+        the existing artifact.
+
+        Raises:
+            UsageError: the bundle does not match its manifest or cannot be read.
+            RegistryError: the version exists with different content, or writing failed.
+        """
+        ...
+
+    def names(self) -> list[str]:
+        """Every model name in the registry, sorted; empty when there is none.
+
+        Raises:
+            RegistryError: the registry cannot be read.
+        """
+        ...
+
+    def versions(self, name: str) -> list[str]:
+        """Every version of ``name``, sorted by SemVer precedence, lowest first.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            RegistryError: the registry cannot be read.
+        """
+        ...
+
+    def resolve(self, name: str, version: str) -> Artifact:
+        """What ``name``@``version`` contains, as the registry describes it.
+
+        Raises:
+            UsageError: ``name`` or ``version`` is malformed.
+            NotFoundError: the model or version is not in the registry.
+            TamperedError: the OCI manifest does not match its digest or is malformed.
+            RegistryError: the registry cannot be read.
+        """
+        ...
+
+    def read_blob(self, name: str, desc: Descriptor, *, max_size: int) -> bytes:
+        """Read a small blob into memory.
+
+        Refuses ``desc.size > max_size`` before reading anything, reads at most
+        ``desc.size + 1`` bytes, and checks size and sha256.
+
+        Raises:
+            TamperedError: the descriptor is over ``max_size``, or the bytes differ from it.
+            RegistryError: the blob is missing or cannot be read.
+        """
+        ...
+
+    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
+        """Stream a blob into the new file ``dest`` (created, fsynced).
+
+        Stops after ``desc.size + 1`` bytes and checks size and sha256 while copying;
+        ``dest`` is removed on any failure.
+
+        Raises:
+            TamperedError: the bytes differ from the descriptor.
+            RegistryError: the blob is missing or cannot be read, or ``dest`` cannot be
+                written (including when it already exists).
+        """
+        ...
