@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from packager.errors import IncompatibleModelError
@@ -14,16 +15,19 @@ FIRST_RUNTIME_FOR_OPSET: Mapping[int, str] = {
     20: "1.17", 21: "1.18", 22: "1.20", 23: "1.22",
 }
 OLDEST_RUNTIME = "1.10"
+_LEADING_DIGITS = re.compile(r"\d+", re.ASCII)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
     """``"1.32.0"`` -> ``(1, 32, 0)``; local or pre-release suffixes are dropped."""
     parts: list[int] = []
     for piece in version.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
-        if not digits:
+        match = _LEADING_DIGITS.match(piece)
+        if match is None:
             break
-        parts.append(int(digits))
+        parts.append(int(match.group()))
+        if match.end() != len(piece):
+            break
     return tuple(parts)
 
 
