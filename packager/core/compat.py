@@ -11,8 +11,15 @@ from packager.errors import IncompatibleModelError
 # version matrix onnxruntime publishes (docs/Versioning.md). Opsets past the
 # table get the onnxruntime version that validated the bundle.
 FIRST_RUNTIME_FOR_OPSET: Mapping[int, str] = {
-    15: "1.10", 16: "1.11", 17: "1.12", 18: "1.14", 19: "1.15",
-    20: "1.17", 21: "1.18", 22: "1.20", 23: "1.22",
+    15: "1.10",
+    16: "1.11",
+    17: "1.12",
+    18: "1.14",
+    19: "1.15",
+    20: "1.17",
+    21: "1.18",
+    22: "1.20",
+    23: "1.22",
 }
 OLDEST_RUNTIME = "1.10"
 _LEADING_DIGITS = re.compile(r"\d+", re.ASCII)

@@ -1,0 +1,330 @@
+"""Building and checking bundle directories on disk.
+
+``package`` converts a trained model, proves the ONNX graph answers like the
+original, writes test vectors and the manifest, and signs every file.
+``verify_bundle`` checks a bundle directory against its signature.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from packager.core import signature
+from packager.core.compat import minimum_runtime
+from packager.core.digests import Digest, digest_file
+from packager.core.manifest import (
+    MANIFEST,
+    SIGNATURE,
+    Manifest,
+    check_name,
+    check_version,
+    dump_json,
+    validate_document,
+)
+from packager.core.verify import check_files, verify_manifest
+from packager.errors import TamperedError, UsageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        EllipticCurvePrivateKey,
+        EllipticCurvePublicKey,
+    )
+
+    from packager.convert import Conversion
+    from packager.table import Table
+
+MODEL_FILE = "model.onnx"
+TESTVECTORS_FILE = "testvectors.npz"
+README_FILE = "README.md"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a model came from; every field optional."""
+
+    git_commit: str | None = None
+    training_data: Sequence[Path] = ()
+    hyperparameters: Mapping[str, str] = field(default_factory=dict)
+    built_by: str | None = None
+
+
+def source_date_epoch() -> int | None:
+    """``$SOURCE_DATE_EPOCH`` as an int, None when unset.
+
+    Raises:
+        UsageError: it is set but not a non-negative integer.
+    """
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a Unix time in seconds")
+    return int(value)
+
+
+def git_head(cwd: Path) -> str | None:
+    """HEAD of the git repository around ``cwd``, or None outside one (or without git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) in (40, 64) else None
+
+
+def bundle_dir_name(name: str, version: str) -> str:
+    return f"{name}-{version}"
+
+
+def package(
+    model: Any,
+    *,
+    sample: Table,
+    name: str,
+    version: str,
+    key: EllipticCurvePrivateKey,
+    out_dir: Path,
+    rtol: float | None = None,
+    atol: float | None = None,
+    provenance: Provenance | None = None,
+    license: str | None = None,
+    description: str | None = None,
+    readme: Path | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Path:
+    """Convert, validate, write and sign a bundle; returns its directory.
+
+    ``model`` is a fitted estimator, an ``onnx.ModelProto``, or what
+    :func:`packager.convert.load_model_file` returned. The bundle is built in a
+    temporary directory beside its destination and renamed into place, so a
+    failure leaves no partial bundle.
+
+    Raises:
+        UsageError: bad name, version, sample or options.
+        ConversionError: the model cannot be converted.
+        ParityError: ONNX answers differ from the original beyond tolerance.
+    """
+    from packager.convert import convert
+
+    check_name(name)
+    check_version(version)
+    conversion = convert(model, sample, rtol=rtol, atol=atol)
+    epoch = source_date_epoch()
+    created = datetime.fromtimestamp(epoch if epoch is not None else int(time.time()), UTC)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / bundle_dir_name(name, version)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
+    try:
+        _write_bundle(
+            work,
+            conversion,
+            name=name,
+            version=version,
+            key=key,
+            created=created,
+            provenance=provenance or Provenance(),
+            license=license,
+            description=description,
+            readme=readme,
+            labels=labels,
+        )
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=out_dir))
+            os.rename(final, old / final.name)
+            os.rename(work, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _write_bundle(
+    work: Path,
+    conversion: Conversion,
+    *,
+    name: str,
+    version: str,
+    key: EllipticCurvePrivateKey,
+    created: datetime,
+    provenance: Provenance,
+    license: str | None,
+    description: str | None,
+    readme: Path | None,
+    labels: Mapping[str, str] | None,
+) -> None:
+    from packager.runtime import runtime_version
+    from packager.testvectors import write_testvectors
+
+    work.chmod(0o755)
+    (work / MODEL_FILE).write_bytes(conversion.model.SerializeToString(deterministic=True))
+    write_testvectors(
+        work / TESTVECTORS_FILE,
+        inputs=conversion.feeds,
+        outputs=conversion.expected,
+        epoch=int(created.timestamp()),
+    )
+    roles = {MODEL_FILE: "model", TESTVECTORS_FILE: "testvectors"}
+    if readme is not None:
+        try:
+            shutil.copyfile(readme, work / README_FILE)
+        except OSError as e:
+            raise UsageError(f"cannot read --readme {readme}: {e.strerror}") from e
+        roles[README_FILE] = "doc"
+
+    files = []
+    for path in sorted(roles):
+        digest, size = digest_file(work / path)
+        files.append({"path": path, "sha256": digest.hex, "size": size, "role": roles[path]})
+
+    opsets = {(o.domain or "ai.onnx"): int(o.version) for o in conversion.model.opset_import}
+    comparison = conversion.comparison
+    validation: dict[str, Any] = {
+        "testvectors": TESTVECTORS_FILE,
+        "rows": comparison.rows,
+        "rtol": conversion.rtol,
+        "atol": conversion.atol,
+        "maxAbsDiff": comparison.max_abs_diff,
+        "maxRelDiff": comparison.max_rel_diff,
+        "task": conversion.task,
+        "reference": conversion.reference,
+    }
+    if comparison.label_agreement is not None:
+        validation["labelAgreement"] = comparison.label_agreement
+    if conversion.label_outputs:
+        validation["labelOutputs"] = list(conversion.label_outputs)
+    doc: dict[str, Any] = {
+        "schemaVersion": 1,
+        "name": name,
+        "version": version,
+        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {
+            "path": MODEL_FILE,
+            "irVersion": int(conversion.model.ir_version),
+            "opsets": opsets,
+            "inputs": [t.to_json() for t in conversion.inputs],
+            "outputs": [t.to_json() for t in conversion.outputs],
+            "source": dict(conversion.source),
+        },
+        "runtime": {
+            "onnxruntime": minimum_runtime(opsets, validated_with=runtime_version()),
+        },
+        "files": files,
+        "validation": validation,
+    }
+    if description:
+        doc["description"] = description
+    if license:
+        doc["license"] = license
+    if labels:
+        doc["labels"] = dict(labels)
+    prov = _provenance_doc(provenance)
+    if prov:
+        doc["provenance"] = prov
+    validate_document(doc)
+    manifest_bytes = dump_json(doc)
+    (work / MANIFEST).write_bytes(manifest_bytes)
+
+    resources = {str(f["path"]): Digest(str(f["sha256"])) for f in files}
+    resources[MANIFEST] = Digest.of(manifest_bytes)
+    sig = signature.sign(
+        subject_name=bundle_dir_name(name, version), resources=resources, private_key=key
+    )
+    (work / SIGNATURE).write_bytes(sig)
+
+
+def _provenance_doc(provenance: Provenance) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if provenance.git_commit:
+        doc["gitCommit"] = provenance.git_commit
+    if provenance.training_data:
+        entries = []
+        for path in provenance.training_data:
+            try:
+                digest, _ = digest_file(path)
+            except OSError as e:
+                raise UsageError(f"cannot read --training-data {path}: {e.strerror}") from e
+            entries.append({"uri": path.name, "sha256": digest.hex})
+        doc["trainingData"] = entries
+    if provenance.hyperparameters:
+        doc["hyperparameters"] = dict(provenance.hyperparameters)
+    if provenance.built_by:
+        doc["builtBy"] = provenance.built_by
+    return doc
+
+
+def read_bundle_files(bundle: Path) -> dict[str, Path]:
+    """Every file of a bundle directory but model.sig, by relative path.
+
+    Raises:
+        UsageError: not a directory.
+        TamperedError: a symlink, subdirectory or other non-regular entry.
+    """
+    if not bundle.is_dir():
+        raise UsageError(f"{bundle} is not a bundle directory")
+    found: dict[str, Path] = {}
+    for entry in sorted(os.scandir(bundle), key=lambda e: e.name):
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            raise TamperedError(
+                f"{bundle.name}/{entry.name} is not a regular file; bundles hold regular files only"
+            )
+        if entry.name != SIGNATURE:
+            found[entry.name] = Path(entry.path)
+    return found
+
+
+def verify_bundle(bundle: Path, *, keys: Sequence[EllipticCurvePublicKey]) -> Manifest:
+    """Verify a bundle directory: signature, manifest, and every file's digest.
+
+    Raises:
+        UsageError: not a bundle directory, or no keys.
+        VerificationError: unsigned, untrusted, tampered, missing or extra files.
+    """
+    files = read_bundle_files(bundle)
+    try:
+        sig = (bundle / SIGNATURE).read_bytes()
+    except FileNotFoundError:
+        raise TamperedError(
+            f"{bundle.name} has no {SIGNATURE}: it is unsigned; re-package it with --key"
+        ) from None
+    statement = signature.verify(sig, public_keys=keys)
+    if MANIFEST not in files:
+        raise TamperedError(f"{bundle.name} has no {MANIFEST}")
+    manifest = verify_manifest(statement, files[MANIFEST].read_bytes())
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        digests = dict(
+            zip(files, pool.map(lambda p: digest_file(p)[0], files.values()), strict=True)
+        )
+    check_files(statement, digests)
+    for entry in manifest.files:
+        if (bundle / entry.path).stat().st_size != entry.size:
+            raise TamperedError(f"{entry.path}: size differs from manifest.json")
+    return manifest
+
+
+def read_manifest_unverified(bundle: Path) -> Manifest:
+    """The manifest of a bundle directory, validated but NOT signature-checked (for inspect)."""
+    from packager.core.manifest import parse_manifest
+
+    try:
+        return parse_manifest((bundle / MANIFEST).read_bytes())
+    except OSError as e:
+        raise UsageError(f"{bundle} is not a bundle directory: {e.strerror}") from e

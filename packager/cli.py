@@ -1,0 +1,485 @@
+"""The ``packager`` command line: each command parses, calls one library function, prints.
+
+Errors are caught in exactly one place, :func:`main`, and become a one-line
+message on stderr and the exit code documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from packager import __version__
+from packager.config import resolve_home, resolve_registry
+from packager.errors import PackagerError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    def __init__(self, home: Path, quiet: bool) -> None:
+        self.home = home
+        self.quiet = quiet
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
+
+
+def registry_option(f: F) -> F:
+    return click.option(
+        "--registry",
+        "registry_ref",
+        metavar="REF",
+        help="Registry: a directory (default $PACKAGER_HOME/registry, or $PACKAGER_REGISTRY).",
+    )(f)
+
+
+def key_option(required: bool) -> Callable[[F], F]:
+    def decorate(f: F) -> F:
+        return click.option(
+            "--key",
+            "key_paths",
+            multiple=True,
+            required=required,
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Trusted public key (cosign.pub); repeat for several.",
+        )(f)
+
+    return decorate
+
+
+def emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_registry_at(ctx: Context, ref: str | None):  # type: ignore[no-untyped-def]
+    from packager.registry import open_registry
+
+    return open_registry(resolve_registry(ref), home=ctx.home)
+
+
+def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:
+    from packager.keys import load_public_key
+
+    return [load_public_key(p) for p in paths]
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="packager")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="PACKAGER_HOME",
+    help="State directory (default ~/.local/share/packager; env PACKAGER_HOME).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@click.pass_context
+def cli(click_ctx: click.Context, home: Path | None, quiet: bool) -> None:
+    """Package trained models as signed ONNX bundles, publish, verify, install and run them.
+
+    Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 verification or trust
+    failure, 4 registry failure, 5 model incompatible or smoke test failed.
+    """
+    click_ctx.obj = Context(resolve_home(home), quiet)
+
+
+@cli.command()
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."), show_default=True, help="Directory for cosign.key and cosign.pub.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@json_option
+@pass_ctx
+def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
+    """Write a cosign-compatible key pair (ECDSA P-256): cosign.key and cosign.pub.
+
+    The password comes from PACKAGER_KEY_PASSWORD, then COSIGN_PASSWORD, then a prompt.
+    """
+    from packager.keys import keygen as make_keys
+    from packager.keys import password_from_environment
+
+    key, pub = make_keys(out_dir, password=password_from_environment(confirm=True), force=force)
+    if as_json:
+        emit({"privateKey": str(key), "publicKey": str(pub)})
+    else:
+        ctx.say(f"wrote {key} (keep it secret) and {pub} (give it to installers)")
+
+
+def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {item!r} must be KEY=VALUE")
+        params[key] = value
+    return params
+
+
+@cli.command("package")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path, exists=True))
+@click.option("--name", required=True, help="Model name, e.g. iris-classifier.")
+@click.option("--version", "version", required=True, help="SemVer version, e.g. 1.2.0.")
+@click.option(
+    "--sample", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Sample input rows (.csv with header, .npy, .json): checked and kept as test vectors.",
+)
+@click.option(
+    "--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
+)
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+    default=Path("dist"), show_default=True,
+)
+@click.option("--rtol", type=float, help="Relative tolerance for the parity check.")
+@click.option("--atol", type=float, help="Absolute tolerance for the parity check.")
+@click.option("--git-commit", help="Commit recorded as provenance (default: HEAD here, if any).")
+@click.option(
+    "--training-data", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="Training data file whose sha256 is recorded; repeatable.",
+)
+@click.option("--param", "params", multiple=True, help="Hyperparameter KEY=VALUE; repeatable.")
+@click.option("--license", "license_id", help="SPDX license identifier, e.g. Apache-2.0.")
+@click.option("--description", help="One-line description.")
+@click.option("--readme", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@json_option
+@pass_ctx
+def package_cmd(
+    ctx: Context,
+    model_path: Path,
+    name: str,
+    version: str,
+    sample: Path,
+    key_path: Path,
+    out_dir: Path,
+    rtol: float | None,
+    atol: float | None,
+    git_commit: str | None,
+    training_data: tuple[Path, ...],
+    params: tuple[str, ...],
+    license_id: str | None,
+    description: str | None,
+    readme: Path | None,
+    as_json: bool,
+) -> None:
+    """Convert MODEL (pickle/joblib estimator or .onnx) to a signed ONNX bundle."""
+    from packager.bundle import Provenance, git_head, package
+    from packager.convert import load_model_file
+    from packager.keys import load_private_key, password_from_environment
+    from packager.table import read_table
+
+    key = load_private_key(key_path, password=password_from_environment)
+    table = read_table(sample)
+    provenance = Provenance(
+        git_commit=git_commit or git_head(Path.cwd()),
+        training_data=training_data,
+        hyperparameters=_parse_params(params),
+        built_by=f"packager {__version__}",
+    )
+    ctx.say(f"converting {model_path} and checking it against {table.rows} sample rows")
+    bundle = package(
+        load_model_file(model_path),
+        sample=table,
+        name=name,
+        version=version,
+        key=key,
+        out_dir=out_dir,
+        rtol=rtol,
+        atol=atol,
+        provenance=provenance,
+        license=license_id,
+        description=description,
+        readme=readme,
+    )
+    from packager.bundle import read_manifest_unverified
+
+    manifest = read_manifest_unverified(bundle)
+    validation = manifest.data["validation"]
+    if as_json:
+        emit({"bundle": str(bundle), "name": name, "version": version,
+              "validation": validation})
+    else:
+        ctx.say(
+            f"packaged {manifest.ref} -> {bundle} "
+            f"(max abs diff {validation['maxAbsDiff']:.3g}, {validation['rows']} test vectors)"
+        )
+        click.echo(str(bundle))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@key_option(required=True)
+@json_option
+@pass_ctx
+def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: bool) -> None:
+    """Verify a bundle directory's signature and every file's digest."""
+    from packager.bundle import verify_bundle
+
+    manifest = verify_bundle(bundle, keys=load_public_keys(key_paths))
+    if as_json:
+        emit({"verified": True, "name": manifest.name, "version": manifest.version,
+              "files": [f.to_json() for f in manifest.files]})
+    else:
+        click.echo(f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)")
+
+
+def _tensor(spec: Any) -> str:
+    return f"{spec.name}:{spec.dtype}{list(spec.shape or [])}"
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@json_option
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Show a bundle's manifest (not a verification: use `packager verify`)."""
+    from packager.bundle import read_manifest_unverified
+
+    manifest = read_manifest_unverified(bundle)
+    if as_json:
+        emit(manifest.data)
+        return
+    d = manifest.data
+    source = d["model"]["source"]
+    val = d["validation"]
+    rows = [
+        ("name", manifest.name),
+        ("version", manifest.version),
+        ("created", manifest.created),
+        ("source", f"{source['framework']} {source['frameworkVersion']}: {source['estimator']}"),
+        ("converter", f"{source['converter']} {source['converterVersion']}"),
+        ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.opsets.items()))),
+        ("onnxruntime", f">= {manifest.min_onnxruntime}"),
+        ("inputs", ", ".join(_tensor(t) for t in manifest.inputs)),
+        ("outputs", ", ".join(_tensor(t) for t in manifest.outputs)),
+        ("validation", f"{val['rows']} rows, max abs diff {val['maxAbsDiff']:.3g}, "
+                       f"rtol {val['rtol']:g}, atol {val['atol']:g}"),
+    ]
+    if manifest.license:
+        rows.append(("license", manifest.license))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+    click.echo("files:")
+    for f in manifest.files:
+        click.echo(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@registry_option
+@key_option(required=False)
+@json_option
+@pass_ctx
+def publish(
+    ctx: Context, bundle: Path, registry_ref: str | None, key_paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Publish a bundle directory to a registry (default: the embedded one).
+
+    With --key the signature is verified first; without it the files are still
+    checked against manifest.json so a damaged bundle is never published.
+    """
+    from packager.publish import publish_bundle
+
+    registry = open_registry_at(ctx, registry_ref)
+    artifact = publish_bundle(bundle, registry=registry, keys=load_public_keys(key_paths))
+    ref = f"{registry.location}/{artifact.name}:{artifact.version}"
+    if as_json:
+        emit({"name": artifact.name, "version": artifact.version,
+              "digest": str(artifact.manifest_digest), "reference": ref})
+    else:
+        ctx.say(f"published {artifact.name}@{artifact.version} to {registry.location}")
+        click.echo(f"{ref}@{artifact.manifest_digest}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@registry_option
+@json_option
+@pass_ctx
+def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
+    """List the models and versions in a registry."""
+    registry = open_registry_at(ctx, registry_ref)
+    names = [name] if name else registry.names()
+    found = {n: registry.versions(n) for n in names}
+    if as_json:
+        emit({"registry": registry.location, "models": found})
+        return
+    if not any(found.values()):
+        ctx.say(f"no models in {registry.location}; publish one with `packager publish BUNDLE`")
+    for n, versions in found.items():
+        click.echo(f"{n}  {', '.join(versions)}")
+
+
+@cli.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@registry_option
+@key_option(required=False)
+@click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
+@json_option
+@pass_ctx
+def install(
+    ctx: Context, ref: str, registry_ref: str | None, key_paths: tuple[Path, ...],
+    allow_downgrade: bool, as_json: bool,
+) -> None:
+    """Fetch, verify, smoke-test and atomically install a model version."""
+    from packager.install import install as do_install
+    from packager.store import Store
+
+    result = do_install(
+        ref,
+        registry=open_registry_at(ctx, registry_ref),
+        keys=load_public_keys(key_paths),
+        store=Store(ctx.home),
+        now=now(),
+        allow_downgrade=allow_downgrade,
+        progress=ctx.say,
+    )
+    if as_json:
+        emit({"name": result.name, "version": result.version, "path": str(result.directory),
+              "manifestSha256": result.manifest_sha256, "previous": result.previous,
+              "testVectors": result.smoke_test.rows,
+              "maxAbsDiff": result.smoke_test.max_abs_diff})
+    else:
+        click.echo(f"installed {result.name}@{result.version} -> {result.directory}")
+
+
+@cli.command("list")
+@json_option
+@pass_ctx
+def list_cmd(ctx: Context, as_json: bool) -> None:
+    """List installed models (* marks the current version)."""
+    from packager.store import Store
+
+    installed = Store(ctx.home).installed()
+    if as_json:
+        emit([{"name": i.name, "version": i.version, "current": i.current,
+               "path": str(i.directory)} for i in installed])
+        return
+    if not installed:
+        ctx.say("no models installed; run `packager install NAME --key cosign.pub`")
+    for i in installed:
+        click.echo(f"{'*' if i.current else ' '} {i.name}  {i.version}")
+
+
+@cli.command()
+@click.argument("name")
+@json_option
+@pass_ctx
+def rollback(ctx: Context, name: str, as_json: bool) -> None:
+    """Make the previously active installed version current again."""
+    from packager.install import rollback as do_rollback
+    from packager.store import Store
+
+    version = do_rollback(name, store=Store(ctx.home), now=now())
+    if as_json:
+        emit({"name": name, "current": version})
+    else:
+        click.echo(f"{name} current -> {version}")
+
+
+@cli.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def remove(ctx: Context, ref: str) -> None:
+    """Delete an installed version that is not current."""
+    from packager.install import parse_ref
+    from packager.install import remove as do_remove
+    from packager.store import Store
+
+    name, version = parse_ref(ref)
+    if version is None:
+        raise UsageError("remove needs NAME@VERSION")
+    do_remove(name, version, store=Store(ctx.home), now=now())
+    ctx.say(f"removed {name}@{version}")
+
+
+@cli.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option(
+    "--input", "input_path", required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Rows to predict (.csv with header, .json, .npy).",
+)
+@json_option
+@pass_ctx
+def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
+    """Run an installed model on the rows of a file."""
+    from packager.install import parse_ref
+    from packager.runtime import load
+    from packager.table import read_table
+
+    name, version = parse_ref(ref)
+    model = load(name, version, home=ctx.home)
+    outputs = model.predict(read_table(input_path))
+    data = {k: v.tolist() for k, v in outputs.items()}
+    if as_json:
+        emit({"model": model.manifest.ref, "outputs": data})
+        return
+    names = list(data)
+    click.echo("\t".join(["row", *names]))
+    rows = len(next(iter(data.values()))) if data else 0
+    for i in range(rows):
+        click.echo("\t".join([str(i), *(json.dumps(data[n][i]) for n in names)]))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@json_option
+@pass_ctx
+def log(ctx: Context, name: str | None, as_json: bool) -> None:
+    """Show the audit log: every install, refusal, rollback and removal."""
+    from packager.store import Store
+
+    entries = Store(ctx.home).audit_log(name)
+    if as_json:
+        emit([e.__dict__ for e in entries])
+        return
+    for e in entries:
+        what = f"{e.name}@{e.version}" if e.version else (e.name or "-")
+        click.echo(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning packager errors into messages and exit codes."""
+    try:
+        cli.main(args=argv, prog_name="packager", standalone_mode=False)
+    except PackagerError as e:
+        click.echo(f"packager: error: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("packager: aborted", err=True)
+        return 1
+    except click.ClickException as e:
+        e.show()
+        return 2 if isinstance(e, click.UsageError) else e.exit_code
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("packager: interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+

@@ -1,0 +1,497 @@
+"""scikit-learn estimators and pipelines to ONNX with skl2onnx, checked against the original.
+
+Inputs: a model fitted on a DataFrame (it has ``feature_names_in_``) gets one
+ONNX input per column, named like the column, shape ``[None, 1]``: string for
+text columns, int64 for columns the sample gives as integers (JSON, .npy),
+float32 for other numbers. Any other model gets one input ``"input"`` of shape
+``[None, n_features]``, float32 (string when every column is text).
+
+Outputs: classifiers give ``label`` and ``probabilities`` tensors (ZipMap off),
+regressors and transformers one tensor.
+
+The original model runs on exactly the values ONNX sees (the float32 feeds
+widened back to float64), so the comparison measures the conversion, not the
+rounding of the sample.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import numbers
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from packager.convert import DEFAULT_ATOL, DEFAULT_RTOL, SKLEARN_EXTRA, Conversion
+from packager.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
+from packager.core.compare import compare_outputs
+from packager.core.manifest import TensorSpec
+from packager.errors import ConversionError, PackagerError, ParityError, UsageError
+from packager.table import NUMERIC_DTYPES, Table, to_feeds
+
+INPUT_NAME = "input"
+
+
+def convert_sklearn(
+    model: Any, sample: Table, *, rtol: float | None, atol: float | None
+) -> Conversion:
+    """Convert a fitted estimator or pipeline and check it against the original on ``sample``.
+
+    Default tolerances: classifiers' labels exactly and probabilities within
+    rtol 1e-3, atol 1e-4; regressors rtol 1e-3, atol 1e-4 x max(1, max|y|);
+    transformers rtol 1e-3, atol 1e-4. Given ``rtol``/``atol`` override.
+
+    Raises:
+        ConversionError: scikit-learn, skl2onnx or pandas is missing (the
+            message names the extra to install), the estimator is not a
+            classifier, regressor or transformer, or skl2onnx or onnxruntime
+            fails on it.
+        UsageError: the model is not fitted, the sample does not fit it, or
+            the original model fails on the sample.
+        ParityError: ONNX answers differ from the original beyond tolerance;
+            the message shows the worst rows.
+    """
+    sklearn = _require("sklearn")
+    skl2onnx = _require("skl2onnx")
+    _check_fitted(model)
+    task = _task(model)
+    names = _feature_names(model)
+    table = _prepare(sample, model, names)
+    onnx_model = _to_onnx(model, table, names)
+    check_model(onnx_model)
+    inputs, outputs = tensor_specs(onnx_model)
+    feeds = to_feeds(table, inputs)
+    expected = _expected(model, task, _original_input(feeds, names), outputs)
+    actual = run_onnx(onnx_model, feeds)
+    rtol, atol = _tolerances(task, expected, rtol, atol)
+    labels = (outputs[0].name,) if task == "classification" else ()
+    comparison = compare_outputs(actual, expected, rtol=rtol, atol=atol, label_outputs=labels)
+    if not comparison.ok:
+        raise ParityError(
+            f"the ONNX model answers differently from the original {describe(model)} beyond "
+            f"rtol={rtol:g}, atol={atol:g} (max abs diff {comparison.max_abs_diff:.3g}): "
+            + "; ".join(comparison.worst)
+            + ". If these differences are acceptable, raise rtol/atol."
+        )
+    return Conversion(
+        model=onnx_model,
+        inputs=inputs,
+        outputs=outputs,
+        feeds=feeds,
+        expected=expected,
+        reference="original",
+        task=task,
+        label_outputs=labels,
+        source={
+            "framework": "scikit-learn",
+            "frameworkVersion": str(sklearn.__version__),
+            "estimator": describe(model),
+            "converter": "skl2onnx",
+            "converterVersion": str(skl2onnx.__version__),
+        },
+        rtol=rtol,
+        atol=atol,
+        comparison=comparison,
+    )
+
+
+def describe(model: Any) -> str:
+    """``sklearn.pipeline.Pipeline(StandardScaler, LogisticRegression)``-style name of a model."""
+    cls = type(model)
+    # The public package: sklearn.ensemble._hist_gradient_boosting.gradient_boosting
+    # -> sklearn.ensemble, where users import the class from.
+    parts = cls.__module__.split(".")
+    public = itertools.takewhile(lambda p: not p.startswith("_"), parts)
+    module = ".".join(public) or cls.__module__  # e.g. a class defined in __main__
+    return f"{module}.{cls.__qualname__}{_parts(model)}"
+
+
+def _parts(model: Any) -> str:
+    if isinstance(model, str):  # "passthrough" / "drop" steps
+        return ""
+    steps = getattr(model, "steps", None)
+    if steps is None and hasattr(model, "transformers"):
+        steps = [(name, est) for name, est, _ in model.transformers]
+    if not steps:
+        return ""
+    names = [est if isinstance(est, str) else type(est).__name__ + _parts(est) for _, est in steps]
+    return "(" + ", ".join(names) + ")"
+
+
+def _require(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ConversionError(
+            f"converting scikit-learn models needs {module}, which is not installed: "
+            f"{SKLEARN_EXTRA}"
+        ) from e
+
+
+def _check_fitted(model: Any) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(model)
+    except NotFittedError as e:
+        raise UsageError(f"the {describe(model)} is not fitted: fit it before packaging") from e
+    except TypeError as e:  # not an estimator at all (no fit method)
+        raise ConversionError(f"{describe(model)} is not a scikit-learn estimator") from e
+
+
+def _task(model: Any) -> str:
+    from sklearn.base import is_classifier, is_regressor
+
+    if is_classifier(model):
+        return "classification"
+    if is_regressor(model):
+        return "regression"
+    if hasattr(model, "transform") and not hasattr(model, "predict"):
+        return "transform"
+    raise ConversionError(
+        f"{describe(model)}: packager converts classifiers, regressors and transformers"
+    )
+
+
+def _feature_names(model: Any) -> tuple[str, ...] | None:
+    names = getattr(model, "feature_names_in_", None)
+    return None if names is None else tuple(str(n) for n in names)
+
+
+def _prepare(sample: Table, model: Any, names: tuple[str, ...] | None) -> Table:
+    """The sample with the columns the ONNX inputs will have, in the model's order."""
+    if names is None:
+        count = getattr(model, "n_features_in_", None)
+        if count is None:
+            raise ConversionError(f"{describe(model)} does not say how many features it takes")
+        if len(sample.columns) != count:
+            raise UsageError(
+                f"the model takes {count} features, the sample has {len(sample.columns)} columns"
+            )
+        # The model never saw column names: the sample's are labels only, feed by position.
+        return Table(sample.columns, sample.values, named=False)
+    if not sample.named:
+        # Like scikit-learn with a bare array: columns in training order.
+        if len(sample.columns) != len(names):
+            raise UsageError(
+                f"the model takes {len(names)} columns ({', '.join(names)}), "
+                f"the sample has {len(sample.columns)}"
+            )
+        return Table(names, sample.values, named=True)
+    missing = [n for n in names if n not in sample.columns]
+    extra = [c for c in sample.columns if c not in names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append("missing column(s) " + ", ".join(repr(n) for n in missing))
+        if extra:
+            parts.append("unexpected column(s) " + ", ".join(repr(c) for c in extra))
+        raise UsageError("the sample does not match the model's columns: " + "; ".join(parts))
+    values = tuple(sample.values[sample.columns.index(n)] for n in names)
+    return Table(names, values, named=True)
+
+
+def _to_onnx(model: Any, table: Table, names: tuple[str, ...] | None) -> Any:
+    from skl2onnx import convert_sklearn as skl2onnx_convert
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    if names is None:
+        kinds = {v.dtype.kind for v in table.values}
+        if "U" in kinds and kinds != {"U"}:
+            raise UsageError(
+                "the sample mixes text and number columns, but the model takes one array"
+            )
+        tensor = StringTensorType if kinds == {"U"} else FloatTensorType
+        initial_types = [(INPUT_NAME, tensor([None, len(table.columns)]))]
+        target = model
+        wanted: Sequence[str] = [INPUT_NAME]
+    else:
+        initial_types = [(n, _column_type(v)) for n, v in zip(names, table.values, strict=True)]
+        target = model if _reads_columns(model) else _with_column_front(model, table)
+        wanted = names
+    converters, shape_calculators = _hist_gradient_boosting_converters()
+    try:
+        onnx_model = skl2onnx_convert(
+            target,
+            initial_types=initial_types,
+            options={id(c): {"zipmap": False} for c in _final_classifiers(model)} or None,
+            # A fixed name and doc string: the default name is a random uuid.
+            name=type(model).__name__,
+            doc_string="",
+            custom_conversion_functions=converters,
+            custom_shape_calculators=shape_calculators,
+        )
+    except PackagerError:
+        raise
+    except Exception as e:  # skl2onnx raises many types, all meaning "cannot convert"
+        raise ConversionError(
+            f"skl2onnx cannot convert {describe(model)}: {type(e).__name__}: {first_line(e)}"
+        ) from e
+    _rename_inputs(onnx_model.graph, wanted)
+    _sort_opsets(onnx_model)
+    return onnx_model
+
+
+def _column_type(values: np.ndarray) -> Any:
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+
+    if values.dtype.kind == "U":
+        return StringTensorType([None, 1])
+    if values.dtype.kind == "i":
+        return Int64TensorType([None, 1])
+    return FloatTensorType([None, 1])
+
+
+def _reads_columns(model: Any) -> bool:
+    """True when a ColumnTransformer comes first: skl2onnx feeds it one input per column."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(model, Pipeline):
+        model = model.steps[0][1]
+    return isinstance(model, ColumnTransformer)
+
+
+def _with_column_front(model: Any, table: Table) -> Any:
+    """The model behind a passthrough ColumnTransformer, for conversion only.
+
+    skl2onnx gives one input per column only to a ColumnTransformer; in front of
+    any other model the passthrough step concatenates the columns (casting them
+    to one type) into the array the model was trained on. It learns nothing
+    from the sample: fitting only records the column names.
+    """
+    pd = _require("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    frame = pd.DataFrame(dict(zip(table.columns, table.values, strict=True)))
+    front = ColumnTransformer([("columns", "passthrough", list(table.columns))]).fit(frame)
+    return Pipeline([("columns", front), ("model", model)])
+
+
+def _final_classifiers(model: Any) -> list[Any]:
+    """The estimator whose outputs skl2onnx would turn into a ZipMap, if it is a classifier."""
+    from sklearn.base import is_classifier
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(model, Pipeline):
+        model = model.steps[-1][1]
+    return [model] if is_classifier(model) else []
+
+
+def _hist_gradient_boosting_converters() -> tuple[dict[type, Any], dict[type, Any]]:
+    """Converters for HistGradientBoosting* used for this conversion only.
+
+    skl2onnx 1.20 with scikit-learn 1.9 builds ``nodes_missing_value_tracks_true``
+    from scikit-learn's tree records as a mix of numpy.uint8 and Python bool, and
+    onnx.helper.make_attribute refuses booleans in an ints attribute ("Expected an
+    int, got a boolean"). These delegate to skl2onnx's own tree converters with a
+    container that passes integer lists as Python ints. They go in through
+    ``custom_conversion_functions``, so skl2onnx's registry stays untouched for
+    everyone else in the process.
+    """
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from skl2onnx.operator_converters.random_forest import (
+        convert_sklearn_random_forest_classifier,
+        convert_sklearn_random_forest_regressor_converter,
+    )
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    converters = {
+        HistGradientBoostingClassifier: _hist_gradient_boosting(
+            convert_sklearn_random_forest_classifier
+        ),
+        HistGradientBoostingRegressor: _hist_gradient_boosting(
+            convert_sklearn_random_forest_regressor_converter
+        ),
+    }
+    shape_calculators = {
+        HistGradientBoostingClassifier: calculate_linear_classifier_output_shapes,
+        HistGradientBoostingRegressor: calculate_linear_regressor_output_shapes,
+    }
+    return converters, shape_calculators
+
+
+def _hist_gradient_boosting(converter: Callable[..., None]) -> Callable[..., None]:
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        categorical = getattr(operator.raw_operator, "is_categorical_", None)
+        if categorical is not None and np.any(categorical):
+            # skl2onnx reads a categorical split as a threshold split: wrong answers.
+            raise ConversionError(
+                "skl2onnx cannot convert HistGradientBoosting models with categorical "
+                "features; one-hot encode those columns in the pipeline instead"
+            )
+        converter(scope, operator, _IntAttributes(container))
+
+    return convert
+
+
+class _IntAttributes:
+    """Forwards to a skl2onnx container, turning integer-like attribute lists into ints."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def add_node(self, op_type: str, inputs: Any, outputs: Any, *args: Any, **attrs: Any) -> Any:
+        fixed = {key: _as_ints(value) for key, value in attrs.items()}
+        return self._container.add_node(op_type, inputs, outputs, *args, **fixed)
+
+
+def _as_ints(value: Any) -> Any:
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(v, bool | np.bool_ | numbers.Integral) for v in value)
+    ):
+        return [int(v) for v in value]
+    return value
+
+
+def _graphs(graph: Any) -> Iterator[Any]:
+    """The graph and every subgraph in node attributes (If, Loop, Scan)."""
+    import onnx
+
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _graphs(sub)
+
+
+def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
+    """Give the graph inputs the column names skl2onnx made into identifiers.
+
+    skl2onnx turns "petal length (cm)" into "petal_length__cm_"; callers feed
+    by column name, so the inputs take the names back, everywhere they are used.
+    """
+    current = [value.name for value in graph.input]
+    if len(current) != len(wanted):
+        raise ConversionError(f"skl2onnx made {len(current)} inputs for {len(wanted)} columns")
+    mapping = {old: new for old, new in zip(current, wanted, strict=True) if old != new}
+    if not mapping:
+        return
+    taken = _tensor_names(graph) - set(mapping)
+    clash = [new for new in mapping.values() if new in taken]
+    if clash:
+        raise ConversionError(
+            f"column {clash[0]!r} has the name of another tensor in the converted model "
+            "(e.g. an output such as 'label'); rename the column and refit"
+        )
+    for sub in _graphs(graph):
+        for node in sub.node:
+            node.input[:] = [mapping.get(n, n) for n in node.input]
+            node.output[:] = [mapping.get(n, n) for n in node.output]
+        for value in (*sub.input, *sub.output, *sub.value_info):
+            value.name = mapping.get(value.name, value.name)
+
+
+def _tensor_names(graph: Any) -> set[str]:
+    names: set[str] = set()
+    for sub in _graphs(graph):
+        for node in sub.node:
+            names.update(node.input)
+            names.update(node.output)
+        names.update(v.name for v in (*sub.input, *sub.output, *sub.value_info))
+        names.update(t.name for t in sub.initializer)
+    names.discard("")  # an omitted optional input
+    return names
+
+
+def _sort_opsets(model: Any) -> None:
+    """One opset import per domain, sorted by domain.
+
+    skl2onnx lists the default domain twice and in an order that depends on
+    Python's string hashing, so the same model could serialize differently
+    from one run to the next.
+    """
+    versions: dict[str, int] = {}
+    for opset in model.opset_import:
+        versions[opset.domain] = max(versions.get(opset.domain, 0), int(opset.version))
+    del model.opset_import[:]
+    for domain in sorted(versions):
+        model.opset_import.add(domain=domain, version=versions[domain])
+
+
+def _original_input(feeds: Mapping[str, np.ndarray], names: tuple[str, ...] | None) -> Any:
+    """What the original model gets: the ONNX feeds, float32 widened to float64."""
+    if names is None:
+        return _widen(feeds[INPUT_NAME])
+    pd = _require("pandas")
+    return pd.DataFrame({n: _widen(feeds[n][:, 0]) for n in names}, columns=list(names))
+
+
+def _widen(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float64) if values.dtype.kind == "f" else values
+
+
+def _expected(
+    model: Any, task: str, x: Any, outputs: Sequence[TensorSpec]
+) -> dict[str, np.ndarray]:
+    """The original model's outputs, keyed and shaped like the ONNX outputs."""
+    if not outputs or (task != "classification" and len(outputs) != 1):
+        raise ConversionError(f"skl2onnx made {len(outputs)} outputs for a {task} model")
+    try:
+        if task == "classification":
+            label = outputs[0]
+            expected = {label.name: _labels(np.asarray(model.predict(x)), label)}
+            if len(outputs) > 1 and hasattr(model, "predict_proba"):
+                probabilities = np.asarray(model.predict_proba(x), dtype=np.float64)
+                expected[outputs[1].name] = _shaped(probabilities, outputs[1])
+            return expected
+        result = model.predict(x) if task == "regression" else model.transform(x)
+    except PackagerError:
+        raise
+    except Exception as e:  # whatever the estimator raises on data it refuses
+        raise UsageError(
+            f"the original {describe(model)} fails on the sample: {type(e).__name__}: "
+            f"{first_line(e)}"
+        ) from e
+    if hasattr(result, "toarray"):  # sparse output (e.g. OneHotEncoder's default)
+        result = result.toarray()
+    return {outputs[0].name: _shaped(np.asarray(result, dtype=np.float64), outputs[0])}
+
+
+def _labels(labels: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Labels in the ONNX label's dtype when that changes no value (text stays text)."""
+    if spec.dtype == "string" or labels.dtype.kind in "OU":
+        return labels.astype(str)
+    if spec.dtype in NUMERIC_DTYPES:
+        cast = labels.astype(spec.dtype)
+        if np.array_equal(cast, labels):
+            return cast
+    return labels
+
+
+def _shaped(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """scikit-learn's (n,) as ONNX's (n, 1) and back; other shapes as they are."""
+    if spec.shape is None:
+        return values
+    if len(spec.shape) == 2 and values.ndim == 1:
+        return values.reshape(-1, 1)
+    if len(spec.shape) == 1 and values.ndim == 2 and values.shape[1] == 1:
+        return values[:, 0]
+    return values
+
+
+def _tolerances(
+    task: str, expected: Mapping[str, np.ndarray], rtol: float | None, atol: float | None
+) -> tuple[float, float]:
+    default_atol = DEFAULT_ATOL
+    if task == "regression":
+        # float32 trees and sums err in proportion to the targets' size.
+        finite = [np.abs(v[np.isfinite(v)]) for v in expected.values()]
+        largest = max((float(v.max()) for v in finite if v.size), default=0.0)
+        default_atol = DEFAULT_ATOL * max(1.0, largest)
+    return (DEFAULT_RTOL if rtol is None else rtol, default_atol if atol is None else atol)

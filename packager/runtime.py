@@ -1,0 +1,226 @@
+"""Running installed bundles with onnxruntime: ``load(name).predict(...)`` and smoke tests.
+
+onnxruntime and numpy are imported inside the functions that need them so that
+``packager --help`` and ``packager list`` start instantly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from packager.core.compare import Comparison, compare_outputs
+from packager.core.compat import check_runtime
+from packager.core.manifest import MANIFEST, Manifest, TensorSpec, parse_manifest
+from packager.errors import IncompatibleModelError, SmokeTestError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnxruntime
+
+
+@cache
+def runtime_opsets() -> dict[str, int]:
+    """The highest opset per domain that the installed onnxruntime has CPU kernels for."""
+    from onnxruntime.capi import _pybind_state
+
+    opsets: dict[str, int] = {}
+    for kernel in _pybind_state.get_all_opkernel_def():
+        domain = kernel.domain or "ai.onnx"
+        opsets[domain] = max(opsets.get(domain, 0), kernel.version_range[0])
+    return opsets
+
+
+def runtime_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def check_compatible(manifest: Manifest) -> None:
+    """Raise IncompatibleModelError when this instance's onnxruntime cannot run the model."""
+    check_runtime(
+        model_opsets=manifest.opsets,
+        min_runtime=manifest.min_onnxruntime,
+        runtime_version=runtime_version(),
+        runtime_opsets=runtime_opsets(),
+    )
+
+
+def open_session(model_path: Path, *, threads: int = 0) -> onnxruntime.InferenceSession:
+    """Create a CPU inference session; ``threads`` 0 lets onnxruntime choose.
+
+    Raises:
+        IncompatibleModelError: onnxruntime cannot load the graph.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    try:
+        return onnxruntime.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as e:  # onnxruntime raises bare RuntimeError subclasses from C++
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise IncompatibleModelError(
+            f"onnxruntime {runtime_version()} cannot load {model_path.name}: {first_line[:300]}"
+        ) from e
+
+
+def run_session(
+    session: onnxruntime.InferenceSession, feeds: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Run a session and return every output by name.
+
+    Raises:
+        IncompatibleModelError: onnxruntime rejected the inputs or failed while running.
+    """
+    import numpy as np
+
+    names = [o.name for o in session.get_outputs()]
+    try:
+        results = session.run(names, dict(feeds))
+    except Exception as e:  # onnxruntime's own exception types are not importable stably
+        raise IncompatibleModelError(f"onnxruntime failed to run the model: {e}") from e
+    return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+
+
+class Model:
+    """An installed, verified bundle ready to predict.
+
+    Attributes:
+        directory: the bundle directory.
+        manifest: the bundle's validated manifest.
+    """
+
+    def __init__(self, directory: Path, manifest: Manifest, *, threads: int = 0) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._session = open_session(directory / manifest.model_path, threads=threads)
+
+    @classmethod
+    def open(cls, directory: Path, *, threads: int = 0) -> Model:
+        """Open a bundle directory that has already been verified (installed models are).
+
+        Raises:
+            UsageError: the directory is not a bundle.
+            IncompatibleModelError: the installed onnxruntime cannot run it.
+        """
+        try:
+            data = (directory / MANIFEST).read_bytes()
+        except OSError as e:
+            raise UsageError(f"{directory} is not a bundle: {e.strerror}") from e
+        manifest = parse_manifest(data)
+        check_compatible(manifest)
+        return cls(directory, manifest, threads=threads)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.manifest.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.manifest.outputs
+
+    def __repr__(self) -> str:
+        return f"Model({self.manifest.ref})"
+
+    def predict(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Run the model.
+
+        ``inputs`` may be: a mapping of ONNX input names to arrays; a mapping of
+        column names to sequences (mapped to inputs as the sample was); a 2-D
+        array or list of rows (for a model with one input); or a
+        :class:`packager.table.Table`.
+
+        Raises:
+            UsageError: the inputs do not match the model's inputs.
+            IncompatibleModelError: onnxruntime failed.
+        """
+        return run_session(self._session, self.feeds(inputs))
+
+    def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Turn any accepted input form into onnxruntime feeds (see :meth:`predict`)."""
+        import numpy as np
+
+        from packager.table import Table, from_mapping, to_feeds
+
+        names = [spec.name for spec in self.inputs]
+        if isinstance(inputs, Table):
+            return to_feeds(inputs, self.inputs)
+        if isinstance(inputs, Mapping):
+            if set(inputs) == set(names) and all(
+                isinstance(v, np.ndarray) and v.ndim >= 2 for v in inputs.values()
+            ):
+                return {spec.name: _cast(inputs[spec.name], spec) for spec in self.inputs}
+            return to_feeds(from_mapping(inputs), self.inputs)
+        if len(self.inputs) != 1:
+            raise UsageError(
+                f"the model has {len(names)} inputs ({', '.join(names)}); "
+                "pass a mapping of input or column names to values"
+            )
+        array = np.asarray(inputs)
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        return {names[0]: _cast(array, self.inputs[0])}
+
+    def smoke_test(self) -> Comparison:
+        """Run the bundle's test vectors and compare within its recorded tolerance.
+
+        Raises:
+            SmokeTestError: outputs differ beyond tolerance, or vectors are unusable.
+        """
+        from packager.testvectors import read_testvectors
+
+        inputs, expected = read_testvectors(self.directory / self.manifest.testvectors)
+        if set(inputs) != {spec.name for spec in self.inputs}:
+            raise SmokeTestError(
+                f"{self.manifest.ref}: test vectors do not match the model's inputs; "
+                "re-package the model"
+            )
+        try:
+            actual = run_session(self._session, inputs)
+        except IncompatibleModelError as e:
+            raise SmokeTestError(f"{self.manifest.ref}: test vectors failed to run: {e}") from e
+        result = compare_outputs(
+            actual,
+            expected,
+            rtol=self.manifest.rtol,
+            atol=self.manifest.atol,
+            label_outputs=self.manifest.data["validation"].get("labelOutputs", ()),
+        )
+        if not result.ok:
+            detail = "; ".join(result.worst[:3])
+            raise SmokeTestError(
+                f"{self.manifest.ref}: this instance's onnxruntime {runtime_version()} does not "
+                f"reproduce the test vectors (max abs diff {result.max_abs_diff:.3g}): {detail}"
+            )
+        return result
+
+
+def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    import numpy as np
+
+    if spec.dtype == "string":
+        return np.asarray(array, dtype=str)
+    try:
+        return np.asarray(array, dtype=spec.dtype)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"input {spec.name!r} must be {spec.dtype}: {e}") from e
+
+
+def load(name: str, version: str | None = None, *, home: Path | None = None) -> Model:
+    """Load an installed model: the ``current`` version, or ``version`` if given.
+
+    Raises:
+        NotFoundError: the model or version is not installed.
+        IncompatibleModelError: this instance's onnxruntime cannot run it.
+    """
+    from packager.config import resolve_home
+    from packager.store import Store
+
+    store = Store(resolve_home(home))
+    return Model.open(store.installed_dir(name, version))

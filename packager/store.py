@@ -1,0 +1,306 @@
+"""Installed models on the instance and the state that protects them.
+
+Layout under ``$PACKAGER_HOME``::
+
+    models/<name>/<version>/   verified bundle, read-only regular files
+    models/<name>/current      symlink -> <version>, switched with os.replace
+    state.db                   SQLite (WAL): installs, activations, rollback floors, audit log
+    tmp/                       staging, on the same filesystem as models/
+    locks/<name>.lock          serialises installs, rollbacks and removals of one model
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sqlite3
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from packager.core.manifest import check_name
+from packager.core.semver import semver_key
+from packager.errors import NotFoundError, UsageError
+
+CURRENT = "current"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS installs (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS activations (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS floors (name TEXT PRIMARY KEY, version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, action TEXT NOT NULL, name TEXT,
+    version TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Installed:
+    name: str
+    version: str
+    current: bool
+    directory: Path
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: str
+    action: str
+    name: str | None
+    version: str | None
+    outcome: str
+    detail: str
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """Installed models and state.db under one PACKAGER_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.models = home / "models"
+        self.tmp = home / "tmp"
+
+    # -- state.db -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction: committed on success, rolled back on error."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.home / "state.db", timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    def floor(self, name: str) -> str | None:
+        """The highest version ever installed for ``name``: the rollback floor."""
+        if not (self.home / "state.db").exists():
+            return None
+        with self.db() as conn:
+            row = conn.execute("SELECT version FROM floors WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def audit(
+        self,
+        *,
+        action: str,
+        outcome: str,
+        now: datetime,
+        name: str | None = None,
+        version: str | None = None,
+        detail: str = "",
+    ) -> None:
+        """Append one line to the audit log."""
+        with self.db() as conn:
+            conn.execute(
+                "INSERT INTO audit (at, action, name, version, outcome, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (now.isoformat(), action, name, version, outcome, detail),
+            )
+
+    def audit_log(self, name: str | None = None) -> list[AuditEntry]:
+        if not (self.home / "state.db").exists():
+            return []
+        query = "SELECT at, action, name, version, outcome, detail FROM audit"
+        args: tuple[str, ...] = ()
+        if name is not None:
+            query += " WHERE name = ?"
+            args = (name,)
+        with self.db() as conn:
+            rows = conn.execute(query + " ORDER BY id", args).fetchall()
+        return [AuditEntry(*row) for row in rows]
+
+    # -- installed models ------------------------------------------------------------
+
+    def model_dir(self, name: str) -> Path:
+        return self.models / check_name(name)
+
+    def current_version(self, name: str) -> str | None:
+        link = self.model_dir(name) / CURRENT
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            return None
+        return target if "/" not in target else None
+
+    def versions(self, name: str) -> list[str]:
+        """Installed versions of ``name``, lowest first."""
+        root = self.model_dir(name)
+        if not root.is_dir():
+            return []
+        found = [
+            p.name
+            for p in root.iterdir()
+            if p.name != CURRENT and not p.is_symlink() and p.is_dir()
+        ]
+        return sorted(found, key=semver_key)
+
+    def installed(self) -> list[Installed]:
+        result: list[Installed] = []
+        if not self.models.is_dir():
+            return result
+        for root in sorted(self.models.iterdir()):
+            current = self.current_version(root.name)
+            for version in self.versions(root.name):
+                result.append(Installed(root.name, version, version == current, root / version))
+        return result
+
+    def installed_dir(self, name: str, version: str | None = None) -> Path:
+        """The directory of an installed version (``current`` when version is None).
+
+        Raises:
+            NotFoundError: not installed.
+        """
+        version = version or self.current_version(name)
+        if version is None or version not in self.versions(name):
+            what = f"{name}@{version}" if version else name
+            raise NotFoundError(f"{what} is not installed; run `packager install {what}`")
+        return self.model_dir(name) / version
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the per-model lock: installs, rollbacks and removals of one model serialise."""
+        locks = self.home / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{check_name(name)}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """A fresh staging directory under tmp/, removed afterwards unless committed."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{check_name(name)}-", dir=self.tmp))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def commit(
+        self,
+        staged: Path,
+        *,
+        name: str,
+        version: str,
+        manifest_sha256: str,
+        source: str,
+        now: datetime,
+    ) -> Path:
+        """Move a verified staging directory into place and make it ``current``.
+
+        The move and the switch are each one rename, so a crash leaves either the
+        old state or the new one. An identical version already installed is kept.
+        """
+        root = self.model_dir(name)
+        root.mkdir(parents=True, exist_ok=True)
+        target = root / version
+        for child in staged.iterdir():
+            child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            with open(child, "rb") as f:
+                os.fsync(f.fileno())
+        staged.chmod(0o755)
+        _fsync_dir(staged)
+        if target.exists():
+            # Same version, verified again: swap the directories so readers never
+            # see a partial one, then drop the old copy.
+            old = Path(tempfile.mkdtemp(prefix=f"{name}-old-", dir=self.tmp))
+            os.rename(target, old / version)
+            os.rename(staged, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staged, target)
+        _fsync_dir(root)
+        self._switch(name, version)
+        with self.db() as conn:
+            conn.execute(
+                "INSERT INTO installs (name, version, manifest_sha256, source, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, version, manifest_sha256, source, now.isoformat()),
+            )
+            conn.execute(
+                "INSERT INTO activations (name, version, at) VALUES (?, ?, ?)",
+                (name, version, now.isoformat()),
+            )
+            row = conn.execute("SELECT version FROM floors WHERE name = ?", (name,)).fetchone()
+            if row is None or semver_key(version) > semver_key(row[0]):
+                conn.execute(
+                    "INSERT INTO floors (name, version) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET version = excluded.version",
+                    (name, version),
+                )
+        return target
+
+    def _switch(self, name: str, version: str) -> None:
+        root = self.model_dir(name)
+        tmp_link = root / f".{CURRENT}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp_link.unlink()
+        os.symlink(version, tmp_link)
+        os.replace(tmp_link, root / CURRENT)
+        _fsync_dir(root)
+
+    def previous_version(self, name: str) -> str | None:
+        """The most recently active installed version other than ``current``."""
+        current = self.current_version(name)
+        installed = set(self.versions(name))
+        if not (self.home / "state.db").exists():
+            return None
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT version FROM activations WHERE name = ? ORDER BY id DESC", (name,)
+            ).fetchall()
+        for (version,) in rows:
+            if version != current and version in installed:
+                return str(version)
+        return None
+
+    def activate(self, name: str, version: str, *, now: datetime) -> None:
+        """Make an installed version ``current`` (used by rollback)."""
+        self.installed_dir(name, version)
+        self._switch(name, version)
+        with self.db() as conn:
+            conn.execute(
+                "INSERT INTO activations (name, version, at) VALUES (?, ?, ?)",
+                (name, version, now.isoformat()),
+            )
+
+    def remove(self, name: str, version: str) -> Path:
+        """Delete an installed version that is not ``current``.
+
+        Raises:
+            NotFoundError: not installed.
+            UsageError: it is the current version.
+        """
+        directory = self.installed_dir(name, version)
+        if self.current_version(name) == version:
+            raise UsageError(
+                f"{name}@{version} is the current version; `packager rollback {name}` "
+                "or install another version first"
+            )
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self.tmp))
+        os.rename(directory, doomed / version)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return directory

@@ -1,0 +1,164 @@
+"""The command line end to end (package, verify, publish, install, predict) and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from packager.cli import main
+
+from .conftest import KeyPair
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_end_to_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, iris_files: Path, home: Path
+) -> None:
+    keys = tmp_path / "keys"
+    assert cli(capsys, "keygen", "-o", keys)[0] == 0
+    assert (keys / "cosign.key").read_text().startswith("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY")
+
+    code, out, err = cli(
+        capsys,
+        "package",
+        iris_files / "model.joblib",
+        "--name",
+        "iris-classifier",
+        "--version",
+        "1.0.0",
+        "--sample",
+        iris_files / "sample.csv",
+        "--key",
+        keys / "cosign.key",
+        "-o",
+        tmp_path / "dist",
+        "--license",
+        "Apache-2.0",
+        "--param",
+        "C=1.0",
+        "--training-data",
+        iris_files / "sample.csv",
+        "--git-commit",
+        "a" * 40,
+        "--json",
+    )
+    assert code == 0, err
+    bundle = Path(json.loads(out)["bundle"])
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "manifest.json",
+        "model.onnx",
+        "model.sig",
+        "testvectors.npz",
+    ]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["provenance"]["gitCommit"] == "a" * 40
+    assert manifest["provenance"]["hyperparameters"] == {"C": "1.0"}
+    assert manifest["provenance"]["trainingData"][0]["uri"] == "sample.csv"
+    assert manifest["license"] == "Apache-2.0"
+    assert manifest["model"]["source"]["framework"] == "scikit-learn"
+
+    code, out, _ = cli(capsys, "inspect", bundle)
+    assert code == 0 and "iris-classifier" in out and "testvectors.npz" in out
+    assert cli(capsys, "verify", bundle, "--key", keys / "cosign.pub")[0] == 0
+    code, out, _ = cli(capsys, "publish", bundle, "--key", keys / "cosign.pub", "--json")
+    assert code == 0 and json.loads(out)["digest"].startswith("sha256:")
+    code, out, _ = cli(capsys, "search", "--json")
+    assert json.loads(out)["models"] == {"iris-classifier": ["1.0.0"]}
+
+    code, out, err = cli(capsys, "install", "iris-classifier", "--key", keys / "cosign.pub")
+    assert code == 0, err
+    assert "installed iris-classifier@1.0.0" in out
+    code, out, _ = cli(capsys, "list", "--json")
+    assert json.loads(out) == [
+        {
+            "name": "iris-classifier",
+            "version": "1.0.0",
+            "current": True,
+            "path": str(home / "models" / "iris-classifier" / "1.0.0"),
+        }
+    ]
+    code, out, _ = cli(
+        capsys, "predict", "iris-classifier", "--input", iris_files / "input.csv", "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["outputs"]["label"] == [0, 1, 2]
+    code, out, _ = cli(capsys, "log", "--json")
+    assert [e["outcome"] for e in json.loads(out)] == ["ok"]
+
+
+def test_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+) -> None:
+    bundle = bundles["1.0.0"]
+    code, _, err = cli(capsys, "verify", bundle, "--key", other_keypair.pub_path)
+    assert code == 3
+    assert err.count("\n") == 1 and err.startswith("packager: error:")
+    code, _, err = cli(capsys, "install", "nosuchmodel", "--key", keypair.pub_path)
+    assert code == 4 and "packager search" in err
+    code, _, err = cli(capsys, "install", "Bad_Name", "--key", keypair.pub_path)
+    assert code == 2
+    code, _, err = cli(capsys, "package", bundle / "model.onnx", "--name", "x", "--version", "1")
+    assert code == 2
+    code, _, err = cli(capsys, "verify", bundle, "--key", keypair.key_path)
+    assert code == 2 and "private key" in err
+
+
+def test_wrong_password_exit_3(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    iris_files: Path,
+    keypair: KeyPair,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PACKAGER_KEY_PASSWORD", "not-the-password")
+    code, _, err = cli(
+        capsys,
+        "package",
+        iris_files / "model.joblib",
+        "--name",
+        "iris",
+        "--version",
+        "1.0.0",
+        "--sample",
+        iris_files / "sample.csv",
+        "--key",
+        keypair.key_path,
+        "-o",
+        tmp_path / "d",
+    )
+    assert code == 3 and "password" in err
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_cli_start_imports_nothing_heavy() -> None:
+    """`packager --help` and `packager list` must not import numpy, onnx or onnxruntime."""
+    code = (
+        "import sys; from packager.cli import main; main(['list']); main(['--help']);"
+        "heavy = sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'sklearn', 'jsonschema')"
+        " if m in sys.modules); print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_python_m_packager(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "packager", "install", "x", "--registry", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--key" in result.stderr

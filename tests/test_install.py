@@ -1,0 +1,308 @@
+"""Install from the embedded registry: the happy path, and refusals that leave `current` intact."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from packager.core.manifest import MANIFEST, SIGNATURE
+from packager.errors import (
+    NotFoundError,
+    RollbackError,
+    TamperedError,
+    UntrustedError,
+    UsageError,
+    VerificationError,
+    WrongModelError,
+)
+from packager.install import install, parse_ref, remove, rollback
+from packager.publish import publish_bundle
+from packager.registry.layout import LayoutRegistry
+from packager.runtime import load
+from packager.store import Store
+
+from .conftest import KeyPair
+from .hostile import serve_bundle_dir
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> LayoutRegistry:
+    return LayoutRegistry(tmp_path / "registry")
+
+
+@pytest.fixture
+def store(home: Path) -> Store:
+    return Store(home)
+
+
+def publish_raw(registry: LayoutRegistry, bundle: Path) -> None:
+    """Serve whatever the directory holds, bypassing publish-side checks (a hostile registry)."""
+    serve_bundle_dir(registry.root, bundle, name="iris", tag="1.1.0")
+
+
+def assert_current_intact(store: Store, home: Path, version: str) -> None:
+    assert store.current_version("iris") == version
+    model = load("iris", home=home)
+    assert model.manifest.version == version
+    assert model.smoke_test().ok
+    assert not any(store.tmp.iterdir()), "staging left behind"
+
+
+def test_install_happy_path(
+    registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    publish_bundle(bundles["1.0.0"], registry=registry, keys=[keypair.public])
+    messages: list[str] = []
+    result = install(
+        "iris@1.0.0",
+        registry=registry,
+        keys=[keypair.public],
+        store=store,
+        now=NOW,
+        progress=messages.append,
+    )
+    assert result.version == "1.0.0"
+    assert result.previous is None
+    assert result.smoke_test.ok and result.smoke_test.rows == 30
+    installed = home / "models" / "iris" / "1.0.0"
+    assert result.directory == installed
+    assert (home / "models" / "iris" / "current").resolve() == installed
+    assert sorted(p.name for p in installed.iterdir()) == sorted(
+        p.name for p in bundles["1.0.0"].iterdir()
+    )
+    for p in installed.iterdir():
+        assert p.read_bytes() == (bundles["1.0.0"] / p.name).read_bytes()
+        assert p.is_file() and not p.is_symlink()
+        assert p.stat().st_mode & 0o222 == 0, "installed files must be read-only"
+    assert store.floor("iris") == "1.0.0"
+    assert any("signature verified" in m for m in messages)
+    log = store.audit_log("iris")
+    assert [(e.action, e.outcome) for e in log] == [("install", "ok")]
+
+
+def test_install_latest_and_upgrade_then_rollback(
+    registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    for bundle in bundles.values():
+        publish_bundle(bundle, registry=registry, keys=[keypair.public])
+    install("iris@1.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    result = install("iris", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    assert (result.version, result.previous) == ("2.0.0", "1.0.0")
+    assert store.versions("iris") == ["1.0.0", "2.0.0"]
+    assert rollback("iris", store=store, now=NOW) == "1.0.0"
+    assert_current_intact(store, home, "1.0.0")
+    assert rollback("iris", store=store, now=NOW) == "2.0.0"
+    with pytest.raises(UsageError):
+        remove("iris", "2.0.0", store=store, now=NOW)
+    remove("iris", "1.0.0", store=store, now=NOW)
+    assert store.versions("iris") == ["2.0.0"]
+    with pytest.raises(NotFoundError):
+        rollback("iris", store=store, now=NOW)
+    # Reinstalling the same version is allowed and leaves it current.
+    install("iris@2.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    assert_current_intact(store, home, "2.0.0")
+
+
+@pytest.fixture
+def installed_v1(
+    registry: LayoutRegistry, store: Store, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    publish_bundle(bundles["1.0.0"], registry=registry, keys=[keypair.public])
+    install("iris@1.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+
+
+def flip_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def tamper_model(bundle: Path) -> None:
+    flip_byte(bundle / "model.onnx")
+
+
+def tamper_manifest(bundle: Path) -> None:
+    doc = json.loads((bundle / MANIFEST).read_text())
+    doc["description"] = "now with a backdoor"
+    (bundle / MANIFEST).write_text(json.dumps(doc))
+
+
+def tamper_manifest_and_model(bundle: Path) -> None:
+    """Change model.onnx and re-list its digest in manifest.json: the signature must catch it."""
+    from packager.core.digests import digest_file
+
+    flip_byte(bundle / "model.onnx")
+    doc = json.loads((bundle / MANIFEST).read_text())
+    digest, _ = digest_file(bundle / "model.onnx")
+    for entry in doc["files"]:
+        if entry["path"] == "model.onnx":
+            entry["sha256"] = digest.hex
+    (bundle / MANIFEST).write_text(json.dumps(doc))
+
+
+def add_extra_file(bundle: Path) -> None:
+    (bundle / "extra.py").write_text("import os; os.system('id')\n")
+
+
+def drop_testvectors(bundle: Path) -> None:
+    (bundle / "testvectors.npz").unlink()
+
+
+def resign_with_other_key(other: KeyPair) -> object:
+    def tamper(bundle: Path) -> None:
+        from packager.core import signature
+        from packager.core.digests import digest_file
+
+        resources = {
+            p.name: digest_file(p)[0] for p in sorted(bundle.iterdir()) if p.name != SIGNATURE
+        }
+        (bundle / SIGNATURE).write_bytes(
+            signature.sign(subject_name=bundle.name, resources=resources, private_key=other.private)
+        )
+
+    return tamper
+
+
+def test_refusals_leave_current_intact(
+    installed_v1: None,
+    tmp_path: Path,
+    store: Store,
+    home: Path,
+    bundle_copy: Path,
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+) -> None:
+    cases = {
+        "tampered model.onnx": (tamper_model, TamperedError),
+        "tampered manifest.json": (tamper_manifest, TamperedError),
+        "manifest re-listing a changed model": (tamper_manifest_and_model, TamperedError),
+        "extra file": (add_extra_file, TamperedError),
+        "missing file": (drop_testvectors, TamperedError),
+        "signed by an untrusted key": (resign_with_other_key(other_keypair), UntrustedError),
+    }
+    for label, (tamper, expected) in cases.items():
+        bundle = tmp_path / label.replace(" ", "_") / bundle_copy.name
+        shutil.copytree(bundle_copy, bundle)
+        tamper(bundle)
+        hostile = LayoutRegistry(tmp_path / f"hostile-{label.replace(' ', '_')}")
+        publish_raw(hostile, bundle)
+        with pytest.raises(expected) as info:
+            install("iris@1.1.0", registry=hostile, keys=[keypair.public], store=store, now=NOW)
+        assert info.value.exit_code == 3, label
+        assert_current_intact(store, home, "1.0.0")
+        assert store.versions("iris") == ["1.0.0"], label
+    refusals = [e for e in store.audit_log("iris") if e.outcome == "refused"]
+    assert len(refusals) == len(cases)
+
+
+def test_wrong_key_refused(
+    installed_v1: None,
+    registry: LayoutRegistry,
+    store: Store,
+    home: Path,
+    bundles: dict[str, Path],
+    other_keypair: KeyPair,
+) -> None:
+    publish_bundle(bundles["1.1.0"], registry=registry)
+    with pytest.raises(UntrustedError):
+        install("iris@1.1.0", registry=registry, keys=[other_keypair.public], store=store, now=NOW)
+    assert_current_intact(store, home, "1.0.0")
+
+
+def test_unsigned_bundle_refused(
+    installed_v1: None,
+    tmp_path: Path,
+    store: Store,
+    home: Path,
+    bundle_copy: Path,
+    keypair: KeyPair,
+) -> None:
+    (bundle_copy / SIGNATURE).unlink()
+    with pytest.raises(TamperedError, match="unsigned|no model.sig"):
+        publish_bundle(bundle_copy, registry=LayoutRegistry(tmp_path / "r"))
+    # A registry serving a bundle whose signature is not a signature at all.
+    (bundle_copy / SIGNATURE).write_text("{}")
+    hostile = LayoutRegistry(tmp_path / "hostile")
+    publish_raw(hostile, bundle_copy)
+    with pytest.raises(VerificationError):
+        install("iris@1.1.0", registry=hostile, keys=[keypair.public], store=store, now=NOW)
+    assert_current_intact(store, home, "1.0.0")
+
+
+def test_corrupted_blob_in_registry_refused(
+    installed_v1: None,
+    registry: LayoutRegistry,
+    store: Store,
+    home: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+) -> None:
+    from packager.core.digests import digest_file
+
+    publish_bundle(bundles["1.1.0"], registry=registry)
+    digest, _ = digest_file(bundles["1.1.0"] / "model.onnx")
+    blob = registry.root / "iris" / "blobs" / "sha256" / digest.hex
+    blob.chmod(0o644)
+    flip_byte(blob, offset=7)
+    with pytest.raises(TamperedError):
+        install("iris@1.1.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    assert_current_intact(store, home, "1.0.0")
+
+
+def test_downgrade_refused_unless_allowed(
+    registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    for bundle in bundles.values():
+        publish_bundle(bundle, registry=registry)
+    install("iris@1.1.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    remove_then = store.versions("iris")
+    with pytest.raises(RollbackError) as info:
+        install("iris@1.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    assert info.value.exit_code == 3
+    assert store.versions("iris") == remove_then
+    assert_current_intact(store, home, "1.1.0")
+    install(
+        "iris@1.0.0",
+        registry=registry,
+        keys=[keypair.public],
+        store=store,
+        now=NOW,
+        allow_downgrade=True,
+    )
+    assert store.current_version("iris") == "1.0.0"
+    assert store.floor("iris") == "1.1.0", "the floor never goes down"
+
+
+def test_wrong_model_served_refused(
+    installed_v1: None,
+    tmp_path: Path,
+    store: Store,
+    home: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+) -> None:
+    """A validly signed 2.0.0 served under the tag 1.1.0 is the wrong software."""
+    hostile = LayoutRegistry(tmp_path / "hostile")
+    serve_bundle_dir(hostile.root, bundles["2.0.0"], name="iris", tag="1.1.0")
+    with pytest.raises(WrongModelError):
+        install("iris@1.1.0", registry=hostile, keys=[keypair.public], store=store, now=NOW)
+    assert_current_intact(store, home, "1.0.0")
+
+
+def test_no_keys_fails_closed(registry: LayoutRegistry, store: Store) -> None:
+    with pytest.raises(UsageError, match="--key"):
+        install("iris", registry=registry, keys=[], store=store, now=NOW)
+
+
+def test_parse_ref() -> None:
+    assert parse_ref("iris") == ("iris", None)
+    assert parse_ref("iris@1.2.0-rc.1") == ("iris", "1.2.0-rc.1")
+    for bad in ("Iris", "iris@1.2", "../x", "iris@latest@1"):
+        with pytest.raises(UsageError):
+            parse_ref(bad)
