@@ -43,7 +43,8 @@ python - <<'PY'
 import packager
 model = packager.load("iris-classifier")
 out = model.predict([[5.1, 3.5, 1.4, 0.2]])
-print(f"{model!r} label={out['label'].tolist()} probabilities={out['probabilities'].round(3).tolist()}")
+probs = [round(float(p), 3) for p in out["probabilities"][0]]
+print(f"{model!r} label={out['label'].tolist()} probabilities={probs}")
 PY
 
 step "8. The audit log"

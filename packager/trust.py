@@ -1,0 +1,134 @@
+"""Finding, reading and editing the trust policy file (trust.toml)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from packager.core.policy import (
+    Rule,
+    TrustedKey,
+    TrustPolicy,
+    adhoc_policy,
+    check_key_name,
+    load_pem_public_key,
+    parse_policy,
+    render_policy,
+)
+from packager.errors import UsageError
+
+SYSTEM_POLICY = Path("/etc/packager/trust.toml")
+FILENAME = "trust.toml"
+
+
+def policy_path(*, home: Path, explicit: Path | None = None) -> Path | None:
+    """``explicit``, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml, if it exists."""
+    if explicit is not None:
+        return explicit
+    for candidate in (home / FILENAME, SYSTEM_POLICY):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_policy(path: Path) -> TrustPolicy:
+    """Raises UsageError when the file cannot be read or is not a valid policy."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read trust policy {path}: {e.strerror}") from e
+    return parse_policy(text, source=str(path))
+
+
+def resolve_policy(
+    *, home: Path, trust_file: Path | None = None, key_paths: Sequence[Path] = ()
+) -> TrustPolicy:
+    """The policy an install uses: ``--key`` files if given, else the trust policy file.
+
+    Raises:
+        UsageError: no key and no policy (fail closed), or an unreadable policy.
+    """
+    if key_paths:
+        from packager.keys import load_public_key
+
+        return adhoc_policy([load_public_key(p) for p in key_paths])
+    path = policy_path(home=home, explicit=trust_file)
+    if path is None:
+        raise UsageError(
+            "no trusted keys: run `packager trust add-key NAME cosign.pub` "
+            "(or pass --key cosign.pub); refusing to install unverified models"
+        )
+    return read_policy(path)
+
+
+def _load_or_empty(path: Path) -> TrustPolicy:
+    return read_policy(path) if path.exists() else TrustPolicy({}, (), {}, str(path))
+
+
+def _write(path: Path, policy: TrustPolicy) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".trust.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(render_policy(policy))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPolicy:
+    """Add (or replace) key ``name`` from a PEM public key file, trusted for ``models``.
+
+    Raises:
+        UsageError: bad name or key file, or the name is already a different key.
+    """
+    check_key_name(name)
+    try:
+        pem = pub.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {pub}: {e.strerror}") from e
+    key = TrustedKey(name, pem, load_pem_public_key(pem, where=str(pub)))
+    policy = _load_or_empty(path)
+    existing = policy.keys.get(name)
+    if existing is not None and existing.hint != key.hint:
+        raise UsageError(f"{path} already has a different key named {name!r}; pick another name")
+    keys = {**policy.keys, name: key}
+    rules = list(policy.rules)
+    if Rule(models, (name,)) not in rules:
+        rules.append(Rule(models, (name,)))
+    updated = replace(policy, keys=keys, rules=tuple(rules))
+    _write(path, updated)
+    return updated
+
+
+def revoke_key(path: Path, name: str) -> TrustPolicy:
+    """Mark key ``name`` revoked: it is refused even where a rule lists it.
+
+    Raises:
+        UsageError: no such key.
+    """
+    policy = _load_or_empty(path)
+    if name not in policy.keys:
+        raise UsageError(f"{path} has no key named {name!r}; see `packager trust list`")
+    keys = {**policy.keys, name: replace(policy.keys[name], revoked=True)}
+    updated = replace(policy, keys=keys)
+    _write(path, updated)
+    return updated
+
+
+def set_minimum(path: Path, model: str, version: str) -> TrustPolicy:
+    """Never install ``model`` below ``version`` on this instance."""
+    from packager.core.manifest import check_name, check_version
+
+    policy = _load_or_empty(path)
+    minimum = {**policy.minimum, check_name(model): check_version(version)}
+    updated = replace(policy, minimum=minimum)
+    _write(path, updated)
+    return updated
