@@ -17,7 +17,7 @@ import click
 
 from packager import __version__
 from packager.config import resolve_home, resolve_registry
-from packager.errors import PackagerError, UsageError
+from packager.errors import PackagerError, RegistryError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +57,13 @@ def key_option(required: bool) -> Callable[[F], F]:
         )(f)
 
     return decorate
+
+
+def trust_option(f: F) -> F:
+    return click.option(
+        "--trust", "trust_file", type=click.Path(path_type=Path, dir_okay=False),
+        help="Trust policy (default $PACKAGER_HOME/trust.toml, then /etc/packager/trust.toml).",
+    )(f)
 
 
 def emit(data: Any) -> None:
@@ -334,24 +341,44 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 @click.argument("ref", metavar="NAME[@VERSION]")
 @registry_option
 @key_option(required=False)
+@trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
+@click.option(
+    "--insecure-skip-verify", is_flag=True,
+    help="DANGEROUS: do not check the signature (digests are still checked); audited.",
+)
 @json_option
 @pass_ctx
 def install(
     ctx: Context, ref: str, registry_ref: str | None, key_paths: tuple[Path, ...],
-    allow_downgrade: bool, as_json: bool,
+    trust_file: Path | None, allow_downgrade: bool, insecure_skip_verify: bool, as_json: bool,
 ) -> None:
-    """Fetch, verify, smoke-test and atomically install a model version."""
+    """Fetch, verify, smoke-test and atomically install a model version.
+
+    Trusted keys come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
+    else /etc/packager/trust.toml; with none, install refuses.
+    """
     from packager.install import install as do_install
     from packager.store import Store
+    from packager.trust import resolve_policy
 
+    if insecure_skip_verify:
+        click.echo(
+            "packager: WARNING: --insecure-skip-verify: the model's signature will NOT be "
+            "checked; anyone who can write to the registry can choose what runs here",
+            err=True,
+        )
+        trust = None
+    else:
+        trust = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        keys=load_public_keys(key_paths),
+        trust=trust,
         store=Store(ctx.home),
         now=now(),
         allow_downgrade=allow_downgrade,
+        insecure_skip_verify=insecure_skip_verify,
         progress=ctx.say,
     )
     if as_json:
@@ -458,6 +485,187 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
         what = f"{e.name}@{e.version}" if e.version else (e.name or "-")
         click.echo(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
 
+
+@cli.group()
+@click.option("--trust", "trust_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Policy file to edit (default $PACKAGER_HOME/trust.toml).")
+@click.pass_context
+def trust(click_ctx: click.Context, trust_file: Path | None) -> None:
+    """Manage the trust policy: which keys may sign which models."""
+    ctx = click_ctx.find_object(Context)
+    assert ctx is not None
+    click_ctx.obj = ctx
+    click_ctx.meta["trust_file"] = trust_file or ctx.home / "trust.toml"
+
+
+def _trust_file() -> Path:
+    path: Path = click.get_current_context().meta["trust_file"]
+    return path
+
+
+@trust.command("add-key")
+@click.argument("name")
+@click.argument("pub", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--models", default="*", show_default=True, help="Glob of model names it may sign.")
+@pass_ctx
+def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
+    """Trust the public key PUB, under NAME, for models matching --models."""
+    from packager.trust import add_key
+
+    path = _trust_file()
+    add_key(path, name, pub, models=models)
+    ctx.say(f"{path}: key {name} trusted for models {models!r}")
+
+
+@trust.command("revoke")
+@click.argument("name")
+@pass_ctx
+def trust_revoke(ctx: Context, name: str) -> None:
+    """Revoke key NAME: refused from now on, even where a rule lists it."""
+    from packager.trust import revoke_key
+
+    path = _trust_file()
+    revoke_key(path, name)
+    ctx.say(f"{path}: key {name} revoked")
+
+
+@trust.command("minimum")
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def trust_minimum(ctx: Context, ref: str) -> None:
+    """Never install NAME below VERSION on this instance."""
+    from packager.install import parse_ref
+    from packager.trust import set_minimum
+
+    name, version = parse_ref(ref)
+    if version is None:
+        raise UsageError("trust minimum needs NAME@VERSION")
+    path = _trust_file()
+    set_minimum(path, name, version)
+    ctx.say(f"{path}: {name} >= {version}")
+
+
+@trust.command("list")
+@json_option
+def trust_list(as_json: bool) -> None:
+    """Show the trusted keys, rules and minimum versions."""
+    from packager.trust import read_policy
+
+    path = _trust_file()
+    if not path.exists():
+        raise UsageError(f"no trust policy at {path}; add a key with `packager trust add-key`")
+    policy = read_policy(path)
+    keys = sorted(policy.keys.values(), key=lambda k: k.name)
+    if as_json:
+        emit({
+            "policy": str(path),
+            "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in keys],
+            "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
+            "minimum": dict(policy.minimum),
+        })
+        return
+    click.echo(f"policy: {path}")
+    for k in keys:
+        click.echo(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
+    for r in policy.rules:
+        click.echo(f"rule {r.models:<20} {', '.join(r.keys)}")
+    for model, version in sorted(policy.minimum.items()):
+        click.echo(f"min  {model:<20} {version}")
+
+
+@cli.command("export")
+@click.argument("refs", nargs=-1, required=True, metavar="NAME[@VERSION]...")
+@registry_option
+@click.option(
+    "-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="Archive to write, ending in .tar (replaced if it exists).",
+)
+@json_option
+@pass_ctx
+def export_cmd(
+    ctx: Context, refs: tuple[str, ...], registry_ref: str | None, out: Path, as_json: bool
+) -> None:
+    """Write model versions into an archive to carry across an air gap.
+
+    The archive is an OCI image layout in a tar; NAME without @VERSION exports the
+    latest release. On the other side: `packager install NAME --registry models.tar
+    --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`.
+    """
+    from packager.mirror import export
+    from packager.registry.archive import archive_ref
+
+    artifacts = export(
+        list(refs), registry=open_registry_at(ctx, registry_ref), out=out, progress=ctx.say
+    )
+    if as_json:
+        emit({"archive": str(out), "models": [
+            {"name": a.name, "version": a.version, "digest": str(a.manifest_digest),
+             "reference": archive_ref(a.name, a.version)}
+            for a in artifacts
+        ]})
+    else:
+        ctx.say(f"wrote {len(artifacts)} version(s) to {out}")
+        click.echo(str(out))
+
+
+@cli.command("mirror")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@click.argument("refs", nargs=-1, metavar="[NAME[@VERSION]]...")
+@key_option(required=False)
+@click.option(
+    "--no-verify", is_flag=True,
+    help="DANGEROUS: copy without checking signatures (digests are still checked).",
+)
+@json_option
+@pass_ctx
+def mirror_cmd(
+    ctx: Context, source: str, destination: str, refs: tuple[str, ...],
+    key_paths: tuple[Path, ...], no_verify: bool, as_json: bool,
+) -> None:
+    """Copy models from registry SRC to registry DST, verifying every version first.
+
+    SRC and DST are registries: a directory, or an archive ending in .tar. Without NAME,
+    every version of every model is copied; NAME alone copies all its versions. A version
+    already in DST with the same content is skipped; one with other content is a conflict:
+    left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
+    rebuilt atomically and keeps what it held.
+    """
+    from packager.mirror import mirror
+
+    if no_verify:
+        click.echo(
+            "packager: WARNING: --no-verify: signatures will NOT be checked; DST will serve "
+            "whatever SRC holds, signed or not (digests are still checked)",
+            err=True,
+        )
+    report = mirror(
+        open_registry_at(ctx, source),
+        open_registry_at(ctx, destination),
+        list(refs),
+        keys=load_public_keys(key_paths),
+        verify=not no_verify,
+        progress=ctx.say,
+    )
+    if as_json:
+        emit(report.to_json())
+    else:
+        for label, items in (
+            ("copied", report.copied), ("skipped", report.skipped),
+            ("conflict", report.conflicts),
+        ):
+            for item in items:
+                click.echo(f"{label:<8}  {item.name}@{item.version}  {item.destination_digest}")
+        ctx.say(
+            f"{len(report.copied)} copied, {len(report.skipped)} already there, "
+            f"{len(report.conflicts)} conflicting"
+        )
+    if report.conflicts:
+        listed = ", ".join(f"{c.name}@{c.version}" for c in report.conflicts)
+        raise RegistryError(
+            f"{listed} already in {report.destination} with other content and left alone; "
+            "versions are immutable: publish a new version instead"
+        )
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning packager errors into messages and exit codes."""

@@ -26,23 +26,28 @@ from packager.core.manifest import (
     Manifest,
     check_name,
     check_version,
+    parse_manifest,
 )
+from packager.core.policy import TrustPolicy
 from packager.core.semver import semver_key
+from packager.core.signature import SignedStatement
 from packager.core.verify import signed_digest, verify_manifest
 from packager.errors import (
     NotFoundError,
     PackagerError,
     RollbackError,
     TamperedError,
+    UntrustedError,
     UsageError,
 )
-from packager.registry.base import Descriptor, Registry
+from packager.registry.base import Artifact, Descriptor, Registry
 from packager.store import Store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 Progress = Callable[[str], None]
+UNVERIFIED = "unverified"
 
 
 @dataclass(frozen=True)
@@ -87,36 +92,47 @@ def install(
     ref: str,
     *,
     registry: Registry,
-    keys: Sequence[EllipticCurvePublicKey],
+    trust: TrustPolicy | None,
     store: Store,
     now: datetime,
     allow_downgrade: bool = False,
+    insecure_skip_verify: bool = False,
     progress: Progress | None = None,
 ) -> InstallResult:
-    """Install ``name[@version]`` from ``registry`` after verifying it with ``keys``.
+    """Install ``name[@version]`` from ``registry`` after verifying it against ``trust``.
 
+    ``trust`` may be None only together with ``insecure_skip_verify``: then the
+    signature is not checked (digests still are) and the audit log says so.
     Every refusal is written to the audit log before it is raised.
 
     Raises:
-        UsageError: bad reference or no keys.
-        VerificationError: bad signature, tampered or missing files, wrong model,
-            or a rollback below the highest version ever installed.
+        UsageError: bad reference, or no trust policy without insecure_skip_verify.
+        VerificationError: bad or untrusted signature, tampered or missing files, wrong
+            model, a version below the rollback floor or the policy's minimum.
         RegistryError: the registry cannot be read.
         IncompatibleModelError: the runtime cannot run the model or the smoke test failed.
     """
     name, version = parse_ref(ref)
-    if not keys:
-        raise UsageError("no trusted key: pass --key PATH to the publisher's cosign.pub")
+    if trust is None and not insecure_skip_verify:
+        raise UsageError(
+            "no trusted keys: run `packager trust add-key NAME cosign.pub` "
+            "(or pass --key cosign.pub); refusing to install unverified models"
+        )
     say = progress or (lambda _msg: None)
     try:
+        keys = None if trust is None else trust.keys_for(name)
+        revoked = {} if trust is None else trust.revoked_hints()
         if version is None:
             version = latest_version(registry, name)
+        if trust is not None:
+            trust.check_minimum(name, version)
         with store.lock(name):
             return _install_locked(
                 name,
                 version,
                 registry=registry,
                 keys=keys,
+                revoked=revoked,
                 store=store,
                 now=now,
                 allow_downgrade=allow_downgrade,
@@ -139,7 +155,8 @@ def _install_locked(
     version: str,
     *,
     registry: Registry,
-    keys: Sequence[EllipticCurvePublicKey],
+    keys: Sequence[EllipticCurvePublicKey] | None,
+    revoked: Mapping[str, str],
     store: Store,
     now: datetime,
     allow_downgrade: bool,
@@ -155,7 +172,9 @@ def _install_locked(
             "or --allow-downgrade if you really mean it"
         )
     with store.staging(name) as staged:
-        fetched = fetch_verified(name, version, registry=registry, keys=keys, dest=staged, say=say)
+        fetched = fetch_verified(
+            name, version, registry=registry, keys=keys, dest=staged, say=say, revoked=revoked
+        )
         manifest = fetched.manifest
 
         # 5. Can this instance run it, and does it still give the recorded answers?
@@ -178,7 +197,7 @@ def _install_locked(
         )
     store.audit(
         action="install",
-        outcome="ok",
+        outcome="ok" if keys is not None else "insecure",
         now=now,
         name=name,
         version=version,
@@ -205,15 +224,19 @@ def fetch_verified(
     version: str,
     *,
     registry: Registry,
-    keys: Sequence[EllipticCurvePublicKey],
+    keys: Sequence[EllipticCurvePublicKey] | None,
     dest: Path,
     say: Progress | None = None,
+    revoked: Mapping[str, str] | None = None,
 ) -> Fetched:
     """Fetch ``name@version`` into the empty directory ``dest``, verifying as it goes.
 
     Nothing is trusted before the signature over it is checked: the signature first
     (size-capped), then manifest.json against its signed digest, then the file set,
     then every file streamed with its signed size as a cap and its digest checked.
+
+    ``keys`` None skips the signature check (--insecure-skip-verify); ``revoked``
+    maps hints of revoked keys to their names, to refuse them by name.
 
     Raises:
         VerificationError: bad signature, tampered or missing files, wrong model.
@@ -224,10 +247,21 @@ def fetch_verified(
     say(f"resolved {name}@{version} in {registry.location} ({artifact.manifest_digest})")
 
     # 1. The signature, size-capped, verified before anything else is read.
-    sig_desc = _descriptor(artifact.files, SIGNATURE)
-    sig = registry.read_blob(name, sig_desc, max_size=signature.MAX_SIGNATURE_BYTES)
-    statement = signature.verify(sig, public_keys=keys)
-    say(f"signature verified (key {statement.key_hint[:16]})")
+    if keys is None:
+        sig = b""
+        statement = _unverified_statement(registry, artifact)
+        say("WARNING: signature NOT verified (--insecure-skip-verify); digests still checked")
+    else:
+        sig_desc = _descriptor(artifact.files, SIGNATURE)
+        sig = registry.read_blob(name, sig_desc, max_size=signature.MAX_SIGNATURE_BYTES)
+        claimed = signature.claimed_key_hint(sig)
+        if revoked and claimed is not None and claimed in revoked:
+            raise UntrustedError(
+                f"model.sig was made with the revoked key {revoked[claimed]!r}; "
+                "ask the publisher for a version signed with a current key"
+            )
+        statement = signature.verify(sig, public_keys=keys)
+        say(f"signature verified (key {statement.key_hint[:16]})")
 
     # 2. The manifest: must be the signed one, for the model and version asked for.
     manifest_digest = signed_digest(statement, MANIFEST)
@@ -260,8 +294,18 @@ def fetch_verified(
         registry.fetch_blob(name, desc, dest / entry.path)
         say(f"fetched {entry.path} ({entry.size} bytes, sha256 ok)")
     (dest / MANIFEST).write_bytes(manifest_bytes)
-    (dest / SIGNATURE).write_bytes(sig)
+    if sig:
+        (dest / SIGNATURE).write_bytes(sig)
     return Fetched(manifest, manifest_digest, statement.key_hint, dest)
+
+
+def _unverified_statement(registry: Registry, artifact: Artifact) -> SignedStatement:
+    """What --insecure-skip-verify trusts instead of a signature: the manifest as served."""
+    desc = _descriptor(artifact.files, MANIFEST)
+    manifest = parse_manifest(registry.read_blob(artifact.name, desc, max_size=MAX_MANIFEST_BYTES))
+    resources = {entry.path: entry.digest for entry in manifest.files}
+    resources[MANIFEST] = desc.digest
+    return SignedStatement(f"{artifact.name}-{artifact.version}", resources, UNVERIFIED)
 
 
 def _descriptor(files: Mapping[str, Descriptor], path: str) -> Descriptor:

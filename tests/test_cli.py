@@ -162,3 +162,41 @@ def test_python_m_packager(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "--key" in result.stderr
+
+
+def test_trust_policy_commands_and_fail_closed(
+    capsys: pytest.CaptureFixture[str],
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+    home: Path,
+) -> None:
+    assert cli(capsys, "publish", bundles["1.0.0"])[0] == 0
+    code, _, err = cli(capsys, "install", "iris")
+    assert code == 2 and "trust add-key" in err
+    assert cli(capsys, "trust", "add-key", "partner", other_keypair.pub_path)[0] == 0
+    code, _, err = cli(capsys, "install", "iris")
+    assert code == 3, err
+    assert cli(capsys, "trust", "add-key", "platform", keypair.pub_path, "--models", "ir*")[0] == 0
+    code, out, err = cli(capsys, "trust", "list", "--json")
+    assert [k["name"] for k in json.loads(out)["keys"]] == ["partner", "platform"]
+    assert cli(capsys, "install", "iris")[0] == 0
+    assert cli(capsys, "trust", "revoke", "platform")[0] == 0
+    assert cli(capsys, "publish", bundles["1.1.0"])[0] == 0
+    code, _, err = cli(capsys, "install", "iris@1.1.0")
+    assert code == 3 and "revoked" in err
+    assert cli(capsys, "trust", "minimum", "iris@3.0.0")[0] == 0
+    assert cli(capsys, "publish", bundles["2.0.0"])[0] == 0
+    code, _, err = cli(capsys, "install", "iris@2.0.0")
+    assert code == 3 and "minimum version 3.0.0" in err
+    code, _, err = cli(capsys, "install", "iris@1.1.0", "--insecure-skip-verify")
+    assert code == 0, err
+    assert "WARNING" in err
+    code, out, _ = cli(capsys, "log", "iris", "--json")
+    assert [e["outcome"] for e in json.loads(out)] == [
+        "refused",
+        "ok",
+        "refused",
+        "refused",
+        "insecure",
+    ]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from packager.core.manifest import MANIFEST, SIGNATURE
+from packager.core.policy import adhoc_policy
 from packager.errors import (
     NotFoundError,
     RollbackError,
@@ -62,7 +63,7 @@ def test_install_happy_path(
     result = install(
         "iris@1.0.0",
         registry=registry,
-        keys=[keypair.public],
+        trust=adhoc_policy([keypair.public]),
         store=store,
         now=NOW,
         progress=messages.append,
@@ -91,8 +92,12 @@ def test_install_latest_and_upgrade_then_rollback(
 ) -> None:
     for bundle in bundles.values():
         publish_bundle(bundle, registry=registry, keys=[keypair.public])
-    install("iris@1.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
-    result = install("iris", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    install(
+        "iris@1.0.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+    )
+    result = install(
+        "iris", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+    )
     assert (result.version, result.previous) == ("2.0.0", "1.0.0")
     assert store.versions("iris") == ["1.0.0", "2.0.0"]
     assert rollback("iris", store=store, now=NOW) == "1.0.0"
@@ -105,7 +110,9 @@ def test_install_latest_and_upgrade_then_rollback(
     with pytest.raises(NotFoundError):
         rollback("iris", store=store, now=NOW)
     # Reinstalling the same version is allowed and leaves it current.
-    install("iris@2.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    install(
+        "iris@2.0.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+    )
     assert_current_intact(store, home, "2.0.0")
 
 
@@ -114,7 +121,9 @@ def installed_v1(
     registry: LayoutRegistry, store: Store, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
     publish_bundle(bundles["1.0.0"], registry=registry, keys=[keypair.public])
-    install("iris@1.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    install(
+        "iris@1.0.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+    )
 
 
 def flip_byte(path: Path, offset: int = 100) -> None:
@@ -193,7 +202,13 @@ def test_refusals_leave_current_intact(
         hostile = LayoutRegistry(tmp_path / f"hostile-{label.replace(' ', '_')}")
         publish_raw(hostile, bundle)
         with pytest.raises(expected) as info:
-            install("iris@1.1.0", registry=hostile, keys=[keypair.public], store=store, now=NOW)
+            install(
+                "iris@1.1.0",
+                registry=hostile,
+                trust=adhoc_policy([keypair.public]),
+                store=store,
+                now=NOW,
+            )
         assert info.value.exit_code == 3, label
         assert_current_intact(store, home, "1.0.0")
         assert store.versions("iris") == ["1.0.0"], label
@@ -211,7 +226,13 @@ def test_wrong_key_refused(
 ) -> None:
     publish_bundle(bundles["1.1.0"], registry=registry)
     with pytest.raises(UntrustedError):
-        install("iris@1.1.0", registry=registry, keys=[other_keypair.public], store=store, now=NOW)
+        install(
+            "iris@1.1.0",
+            registry=registry,
+            trust=adhoc_policy([other_keypair.public]),
+            store=store,
+            now=NOW,
+        )
     assert_current_intact(store, home, "1.0.0")
 
 
@@ -231,7 +252,13 @@ def test_unsigned_bundle_refused(
     hostile = LayoutRegistry(tmp_path / "hostile")
     publish_raw(hostile, bundle_copy)
     with pytest.raises(VerificationError):
-        install("iris@1.1.0", registry=hostile, keys=[keypair.public], store=store, now=NOW)
+        install(
+            "iris@1.1.0",
+            registry=hostile,
+            trust=adhoc_policy([keypair.public]),
+            store=store,
+            now=NOW,
+        )
     assert_current_intact(store, home, "1.0.0")
 
 
@@ -251,7 +278,13 @@ def test_corrupted_blob_in_registry_refused(
     blob.chmod(0o644)
     flip_byte(blob, offset=7)
     with pytest.raises(TamperedError):
-        install("iris@1.1.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+        install(
+            "iris@1.1.0",
+            registry=registry,
+            trust=adhoc_policy([keypair.public]),
+            store=store,
+            now=NOW,
+        )
     assert_current_intact(store, home, "1.0.0")
 
 
@@ -260,17 +293,25 @@ def test_downgrade_refused_unless_allowed(
 ) -> None:
     for bundle in bundles.values():
         publish_bundle(bundle, registry=registry)
-    install("iris@1.1.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+    install(
+        "iris@1.1.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+    )
     remove_then = store.versions("iris")
     with pytest.raises(RollbackError) as info:
-        install("iris@1.0.0", registry=registry, keys=[keypair.public], store=store, now=NOW)
+        install(
+            "iris@1.0.0",
+            registry=registry,
+            trust=adhoc_policy([keypair.public]),
+            store=store,
+            now=NOW,
+        )
     assert info.value.exit_code == 3
     assert store.versions("iris") == remove_then
     assert_current_intact(store, home, "1.1.0")
     install(
         "iris@1.0.0",
         registry=registry,
-        keys=[keypair.public],
+        trust=adhoc_policy([keypair.public]),
         store=store,
         now=NOW,
         allow_downgrade=True,
@@ -291,13 +332,19 @@ def test_wrong_model_served_refused(
     hostile = LayoutRegistry(tmp_path / "hostile")
     serve_bundle_dir(hostile.root, bundles["2.0.0"], name="iris", tag="1.1.0")
     with pytest.raises(WrongModelError):
-        install("iris@1.1.0", registry=hostile, keys=[keypair.public], store=store, now=NOW)
+        install(
+            "iris@1.1.0",
+            registry=hostile,
+            trust=adhoc_policy([keypair.public]),
+            store=store,
+            now=NOW,
+        )
     assert_current_intact(store, home, "1.0.0")
 
 
 def test_no_keys_fails_closed(registry: LayoutRegistry, store: Store) -> None:
-    with pytest.raises(UsageError, match="--key"):
-        install("iris", registry=registry, keys=[], store=store, now=NOW)
+    with pytest.raises(UsageError, match="trust add-key"):
+        install("iris", registry=registry, trust=None, store=store, now=NOW)
 
 
 def test_parse_ref() -> None:

@@ -81,12 +81,9 @@ class TrustPolicy:
             )
         return allowed
 
-    def revoked_name(self, hint: str) -> str | None:
-        """The name of the revoked key with this hint, if any (for a clearer refusal)."""
-        for key in self.keys.values():
-            if key.revoked and key.hint == hint:
-                return key.name
-        return None
+    def revoked_hints(self) -> dict[str, str]:
+        """Hint -> name of every revoked key (to name it when it signed something)."""
+        return {key.hint: key.name for key in self.keys.values() if key.revoked}
 
     def check_minimum(self, model: str, version: str) -> None:
         """Raises RollbackError when ``version`` is below the policy's minimum for ``model``."""

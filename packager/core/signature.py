@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
 from packager.core.manifest import SIGNATURE
-from packager.errors import TamperedError, UntrustedError, UsageError
+from packager.errors import TamperedError, UntrustedError, UsageError, VerificationError
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -215,6 +215,14 @@ def verify(sig: bytes, *, public_keys: Sequence[ec.EllipticCurvePublicKey]) -> S
         f"model.sig was signed by {signer}, which is not one of the trusted keys "
         f"({', '.join(hint for hint, _, _ in trusted)}); to trust the publisher, {_TRUST_ADVICE}"
     )
+
+
+def claimed_key_hint(sig: bytes) -> str | None:
+    """The key hint ``model.sig`` claims, UNAUTHENTICATED: for messages, never for trust."""
+    try:
+        return _parse_bundle(sig)[0]
+    except VerificationError:
+        return None
 
 
 def _hash_for(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
