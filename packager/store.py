@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from packager.core.manifest import check_name
+from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
-from packager.errors import NotFoundError, UsageError
+from packager.errors import NotFoundError, UsageError, WrongModelError
 
 CURRENT = "current"
 SCHEMA = """
@@ -190,9 +190,17 @@ class Store:
 
     @contextlib.contextmanager
     def staging(self, name: str) -> Iterator[Path]:
-        """A fresh staging directory under tmp/, removed afterwards unless committed."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f"{check_name(name)}-", dir=self.tmp))
+        """A fresh staging directory under tmp/<name>/, removed afterwards.
+
+        Call it holding :meth:`lock`: leftovers of an install that was killed are then
+        known to be stale and are removed first.
+        """
+        parent = self.tmp / check_name(name)
+        if parent.exists():
+            for stale in parent.iterdir():
+                shutil.rmtree(stale, ignore_errors=True)
+        parent.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(dir=parent))
         try:
             yield path
         finally:
@@ -210,29 +218,32 @@ class Store:
     ) -> Path:
         """Move a verified staging directory into place and make it ``current``.
 
-        The move and the switch are each one rename, so a crash leaves either the
-        old state or the new one. An identical version already installed is kept.
+        The move and the switch are each one rename, so a crash leaves either the old
+        state or the new one. The rollback floor is raised before the switch, so a crash
+        can only leave it higher, never lower. A version already installed with the
+        same manifest is kept as it is.
+
+        Raises:
+            WrongModelError: the version is installed with a different signed manifest.
         """
         root = self.model_dir(name)
         root.mkdir(parents=True, exist_ok=True)
         target = root / version
-        for child in staged.iterdir():
-            child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            with open(child, "rb") as f:
-                os.fsync(f.fileno())
-        staged.chmod(0o755)
-        _fsync_dir(staged)
         if target.exists():
-            # Same version, verified again: swap the directories so readers never
-            # see a partial one, then drop the old copy.
-            old = Path(tempfile.mkdtemp(prefix=f"{name}-old-", dir=self.tmp))
-            os.rename(target, old / version)
-            os.rename(staged, target)
-            shutil.rmtree(old, ignore_errors=True)
+            if (target / MANIFEST).read_bytes() != (staged / MANIFEST).read_bytes():
+                raise WrongModelError(
+                    f"{name}@{version} is installed with different signed content than "
+                    f"{source} serves; `packager remove {name}@{version}` first if you trust it"
+                )
         else:
+            for child in staged.iterdir():
+                child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+                with open(child, "rb") as f:
+                    os.fsync(f.fileno())
+            staged.chmod(0o755)
+            _fsync_dir(staged)
             os.rename(staged, target)
-        _fsync_dir(root)
-        self._switch(name, version)
+            _fsync_dir(root)
         with self.db() as conn:
             conn.execute(
                 "INSERT INTO installs (name, version, manifest_sha256, source, at) "
@@ -250,6 +261,7 @@ class Store:
                     "ON CONFLICT(name) DO UPDATE SET version = excluded.version",
                     (name, version),
                 )
+        self._switch(name, version)
         return target
 
     def _switch(self, name: str, version: str) -> None:

@@ -52,7 +52,7 @@ def assert_current_intact(store: Store, home: Path, version: str) -> None:
     model = load("iris", home=home)
     assert model.manifest.version == version
     assert model.smoke_test().ok
-    assert not any(store.tmp.iterdir()), "staging left behind"
+    assert not [p for p in store.tmp.rglob("*") if p.is_file()], "staging left behind"
 
 
 def test_install_happy_path(
