@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from packager.store import Store
 from .conftest import KeyPair
 
 RUNNER = Path(__file__).with_name("crash_runner.py")
-NOW = datetime(2026, 11, 27, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def run_install(home: Path, registry: Path, pub: Path, crash_at: int, count_file: Path) -> int:

@@ -1,0 +1,103 @@
+"""Fuzzing the parsers that read untrusted bytes: only packager's own errors may escape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from packager.core import signature
+from packager.core.digests import Digest
+from packager.core.manifest import parse_manifest
+from packager.core.policy import parse_policy
+from packager.errors import PackagerError
+from packager.keys import generate_private_key
+from packager.registry.artifact import parse_oci_manifest
+
+KEY = generate_private_key()
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+EXAMPLE = Path(__file__).parents[1] / "manifests" / "manifest.example.json"
+
+
+def valid_manifest() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    return doc
+
+
+def replace_at(doc: Any, path: list[Any], value: Any) -> Any:
+    if not path:
+        return value
+    if isinstance(doc, dict) and doc:
+        key = list(doc)[path[0] % len(doc)]
+        return {**doc, key: replace_at(doc[key], path[1:], value)}
+    if isinstance(doc, list) and doc:
+        i = path[0] % len(doc)
+        return [*doc[:i], replace_at(doc[i], path[1:], value), *doc[i + 1 :]]
+    return value
+
+
+def only_our_errors(parse: Any, data: Any) -> None:
+    try:
+        parse(data)
+    except PackagerError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_manifest_parser_bytes(data: bytes) -> None:
+    only_our_errors(parse_manifest, data)
+
+
+@FUZZ
+@given(st.lists(st.integers(min_value=0, max_value=50), max_size=5), json_values)
+def test_manifest_parser_mutations(path: list[int], value: Any) -> None:
+    doc = replace_at(valid_manifest(), path, value)
+    only_our_errors(parse_manifest, json.dumps(doc).encode())
+
+
+SIGNED = signature.sign(
+    subject_name="m", resources={"a": Digest.of(b"a"), "b": Digest.of(b"b")}, private_key=KEY
+)
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_signature_parser_bytes(data: bytes) -> None:
+    only_our_errors(lambda d: signature.verify(d, public_keys=[KEY.public_key()]), data)
+
+
+@FUZZ
+@given(st.lists(st.integers(min_value=0, max_value=50), max_size=5), json_values)
+def test_signature_parser_mutations(path: list[int], value: Any) -> None:
+    doc = replace_at(json.loads(SIGNED), path, value)
+    only_our_errors(
+        lambda d: signature.verify(d, public_keys=[KEY.public_key()]), json.dumps(doc).encode()
+    )
+
+
+@FUZZ
+@given(st.binary(max_size=2048) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_oci_manifest_parser(data: bytes) -> None:
+    only_our_errors(
+        lambda d: parse_oci_manifest(d, name="m", version="1.0.0", digest=Digest.of(d)), data
+    )
+
+
+@FUZZ
+@given(st.text(max_size=1024))
+def test_policy_parser(text: str) -> None:
+    only_our_errors(lambda t: parse_policy(t, source="fuzz"), text)
