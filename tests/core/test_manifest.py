@@ -74,7 +74,9 @@ def test_bad_names(name: str) -> None:
         check_name(name)
 
 
-@pytest.mark.parametrize("version", ["1", "1.0", "01.0.0", "1.0.0\n", "v1.0.0", "1.0.0-", "１.0.0"])
+@pytest.mark.parametrize(
+    "version", ["1", "1.0", "01.0.0", "1.0.0\n", "v1.0.0", "1.0.0-", "\uff11.0.0"]
+)
 def test_bad_versions(version: str) -> None:
     with pytest.raises(UsageError):
         check_version(version)
