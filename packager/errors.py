@@ -43,6 +43,10 @@ class RollbackError(VerificationError):
     """The version asked for is lower than one already installed."""
 
 
+class ExpiredError(VerificationError):
+    """A signed document is past its expiry: the registry may be freezing updates."""
+
+
 class WrongModelError(VerificationError):
     """A validly signed bundle of another model or version was served."""
 

@@ -101,3 +101,24 @@ def test_oci_manifest_parser(data: bytes) -> None:
 @given(st.text(max_size=1024))
 def test_policy_parser(text: str) -> None:
     only_our_errors(lambda t: parse_policy(t, source="fuzz"), text)
+
+
+@FUZZ
+@given(st.binary(max_size=2048) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_channel_parser(data: bytes) -> None:
+    from datetime import UTC, datetime
+
+    from packager.core.channel import parse_channel_payload, verify_channel
+
+    only_our_errors(parse_channel_payload, data)
+    only_our_errors(
+        lambda d: verify_channel(
+            d,
+            public_keys=[KEY.public_key()],
+            name="m",
+            channel="stable",
+            now=datetime.now(UTC),
+            last_seen=None,
+        ),
+        data,
+    )

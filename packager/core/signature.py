@@ -150,11 +150,25 @@ def sign(
             cryptography/OpenSSL build cannot sign deterministically, or the
             statement is invalid (see :func:`statement_payload`).
     """
+    return sign_envelope(
+        PAYLOAD_TYPE, statement_payload(subject_name, resources), private_key=private_key
+    )
+
+
+def sign_envelope(
+    payload_type: str, payload: bytes, *, private_key: ec.EllipticCurvePrivateKey
+) -> bytes:
+    """A Sigstore bundle (v0.3, key method) holding a DSSE envelope over ``payload``.
+
+    Deterministic (RFC 6979). model.sig and channel documents both use it.
+
+    Raises:
+        UsageError: unsupported curve, or no deterministic ECDSA in this build.
+    """
     hash_algorithm = _hash_for(private_key.curve)
-    payload = statement_payload(subject_name, resources)
     try:
         signature = private_key.sign(
-            pae(PAYLOAD_TYPE, payload), ec.ECDSA(hash_algorithm, deterministic_signing=True)
+            pae(payload_type, payload), ec.ECDSA(hash_algorithm, deterministic_signing=True)
         )
     except UnsupportedAlgorithm as e:
         raise UsageError(
@@ -169,7 +183,7 @@ def sign(
         },
         "dsseEnvelope": {
             "payload": _b64(payload),
-            "payloadType": PAYLOAD_TYPE,
+            "payloadType": payload_type,
             # keyid is optional in DSSE; an empty one is what OMS key signers write.
             "signatures": [{"sig": _b64(signature), "keyid": ""}],
         },
@@ -190,12 +204,32 @@ def verify(sig: bytes, *, public_keys: Sequence[ec.EllipticCurvePublicKey]) -> S
             malformed or inconsistent (bad paths, duplicates, digest mismatch).
         UntrustedError: no trusted key verifies the signature.
     """
+    payload, hint = verify_envelope(sig, PAYLOAD_TYPE, public_keys=public_keys, what="model.sig")
+    return _parse_statement(payload, key_hint=hint)
+
+
+def verify_envelope(
+    data: bytes,
+    payload_type: str,
+    *,
+    public_keys: Sequence[ec.EllipticCurvePublicKey],
+    what: str,
+) -> tuple[bytes, str]:
+    """Verify a bundle made by :func:`sign_envelope`; return (payload, hint of the key).
+
+    ``what`` names the document in messages (e.g. "model.sig").
+
+    Raises:
+        UsageError: no keys, or a key on an unsupported curve.
+        TamperedError: malformed bundle or another payload type.
+        UntrustedError: no trusted key verifies it.
+    """
     if not public_keys:
-        raise UsageError(f"no trusted public key to verify model.sig with: {_TRUST_ADVICE}")
+        raise UsageError(f"no trusted public key to verify {what} with: {_TRUST_ADVICE}")
     trusted = [(key_hint(key), key, _hash_for(key.curve)) for key in public_keys]
 
-    claimed_hint, payload, signature = _parse_bundle(sig)
-    message = pae(PAYLOAD_TYPE, payload)
+    claimed_hint, payload, signature = _parse_bundle(data, payload_type)
+    message = pae(payload_type, payload)
     # The hint is unauthenticated: it only chooses which key to try.
     named = [entry for entry in trusted if entry[0] == claimed_hint]
     for hint, key, hash_algorithm in named or trusted:
@@ -203,16 +237,16 @@ def verify(sig: bytes, *, public_keys: Sequence[ec.EllipticCurvePublicKey]) -> S
             key.verify(signature, message, ec.ECDSA(hash_algorithm))
         except InvalidSignature:
             continue
-        return _parse_statement(payload, key_hint=hint)
+        return payload, hint
 
     if named:
         raise UntrustedError(
-            f"model.sig names trusted key {claimed_hint} but its signature does not verify "
-            "with it: the signed statement or the signature was altered"
+            f"{what} names trusted key {claimed_hint} but its signature does not verify "
+            "with it: the signed document or the signature was altered"
         )
     signer = f"key {_short(claimed_hint)}" if claimed_hint else "an unnamed key"
     raise UntrustedError(
-        f"model.sig was signed by {signer}, which is not one of the trusted keys "
+        f"{what} was signed by {signer}, which is not one of the trusted keys "
         f"({', '.join(hint for hint, _, _ in trusted)}); to trust the publisher, {_TRUST_ADVICE}"
     )
 
@@ -220,7 +254,7 @@ def verify(sig: bytes, *, public_keys: Sequence[ec.EllipticCurvePublicKey]) -> S
 def claimed_key_hint(sig: bytes) -> str | None:
     """The key hint ``model.sig`` claims, UNAUTHENTICATED: for messages, never for trust."""
     try:
-        return _parse_bundle(sig)[0]
+        return _parse_bundle(sig, PAYLOAD_TYPE)[0]
     except VerificationError:
         return None
 
@@ -351,7 +385,7 @@ def _b64decode(value: object, where: str) -> bytes:
     return data
 
 
-def _parse_bundle(sig: bytes) -> tuple[str | None, bytes, bytes]:
+def _parse_bundle(sig: bytes, payload_type: str) -> tuple[str | None, bytes, bytes]:
     """Return (claimed key hint, payload, signature) from a Sigstore bundle."""
     if len(sig) > MAX_SIGNATURE_BYTES:
         raise _tampered(f"it is {len(sig)} bytes, more than the {MAX_SIGNATURE_BYTES} allowed")
@@ -366,7 +400,7 @@ def _parse_bundle(sig: bytes) -> tuple[str | None, bytes, bytes]:
             claimed_hint = _str(public_key["hint"], "verificationMaterial.publicKey.hint")
 
     envelope = _object(_get(bundle, "dsseEnvelope", "the bundle"), "dsseEnvelope")
-    _expect(_get(envelope, "payloadType", "dsseEnvelope"), PAYLOAD_TYPE, "dsseEnvelope.payloadType")
+    _expect(_get(envelope, "payloadType", "dsseEnvelope"), payload_type, "dsseEnvelope.payloadType")
     payload = _b64decode(_get(envelope, "payload", "dsseEnvelope"), "dsseEnvelope.payload")
     signatures = _list(_get(envelope, "signatures", "dsseEnvelope"), "dsseEnvelope.signatures")
     if len(signatures) != 1:
