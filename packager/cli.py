@@ -11,13 +11,16 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from packager import __version__
 from packager.config import resolve_home, resolve_registry
 from packager.errors import PackagerError, RegistryError, UsageError
+
+if TYPE_CHECKING:
+    from packager.registry.options import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,8 +44,69 @@ def registry_option(f: F) -> F:
         "--registry",
         "registry_ref",
         metavar="REF",
-        help="Registry: a directory (default $PACKAGER_HOME/registry, or $PACKAGER_REGISTRY).",
+        help="Registry: a directory (default $PACKAGER_HOME/registry, or $PACKAGER_REGISTRY), "
+        "or oci://HOST[:PORT]/NAMESPACE.",
     )(f)
+
+
+def _remember(click_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    click_ctx.meta[f"packager.registry.{param.name}"] = value
+    return value
+
+
+def remote_options(f: F) -> F:
+    """How to reach an oci:// registry; open_registry_at turns these into RegistryOptions."""
+    options = [
+        click.option(
+            "--username", metavar="USER", expose_value=False, callback=_remember,
+            help="Registry user (or $PACKAGER_REGISTRY_USERNAME; else docker config.json).",
+        ),
+        click.option(
+            "--password-stdin", is_flag=True, expose_value=False, callback=_remember,
+            help="Read the registry password or token from stdin "
+            "(or $PACKAGER_REGISTRY_PASSWORD).",
+        ),
+        click.option(
+            "--ca-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            expose_value=False, callback=_remember,
+            help="PEM CA bundle to verify the registry's TLS certificate with.",
+        ),
+        click.option(
+            "--plain-http", is_flag=True, expose_value=False, callback=_remember,
+            help="Allow unencrypted HTTP to the registry (always allowed for loopback).",
+        ),
+        click.option(
+            "--chunk-size", metavar="SIZE", expose_value=False, callback=_remember,
+            help="Upload blobs larger than SIZE in chunks of SIZE (e.g. 16M; default 64M).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def registry_options(ctx: Context) -> RegistryOptions:
+    """RegistryOptions from the remote options of this command and the environment."""
+    from packager.registry.options import DEFAULT_CHUNK_SIZE, options_from_environment, parse_size
+
+    meta = click.get_current_context().meta
+    if "packager.registry.options" not in meta:
+        password = None
+        if meta.get("packager.registry.password_stdin"):
+            password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+            if not password:
+                raise UsageError("--password-stdin: stdin is empty; pipe the password in")
+        chunk_size = meta.get("packager.registry.chunk_size")
+        meta["packager.registry.options"] = options_from_environment(
+            username=meta.get("packager.registry.username"),
+            password=password,
+            ca_cert=meta.get("packager.registry.ca_cert"),
+            plain_http=bool(meta.get("packager.registry.plain_http")),
+            chunk_size=parse_size(chunk_size) if chunk_size else DEFAULT_CHUNK_SIZE,
+            progress=not ctx.quiet and sys.stderr.isatty(),
+        )
+    options: RegistryOptions = meta["packager.registry.options"]
+    return options
 
 
 def key_option(required: bool) -> Callable[[F], F]:
@@ -77,7 +141,7 @@ def now() -> datetime:
 def open_registry_at(ctx: Context, ref: str | None):  # type: ignore[no-untyped-def]
     from packager.registry import open_registry
 
-    return open_registry(resolve_registry(ref), home=ctx.home)
+    return open_registry(resolve_registry(ref), home=ctx.home, options=registry_options(ctx))
 
 
 def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:
@@ -141,6 +205,93 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+def _input_shape(
+    click_ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise click.BadParameter("give positive whole numbers separated by commas, e.g. 1,28,28")
+    return shape
+
+
+def conversion_options(f: F) -> F:
+    """How to convert: precision for all models; input shape and task for PyTorch."""
+    f = click.option(
+        "--task", type=click.Choice(["classification", "regression"]),
+        help="PyTorch: classification adds an argmax 'label' output.",
+    )(f)
+    f = click.option(
+        "--input-shape", callback=_input_shape, metavar="DIMS",
+        help="PyTorch: one row's shape without the batch, e.g. 1,28,28 (default: column count).",
+    )(f)
+    return click.option(
+        "--precision", type=click.Choice(["float32", "float64"]), default="float32",
+        show_default=True,
+        help="float64: a double-precision graph where the converter has one, else a recorded cast.",
+    )(f)
+
+
+@cli.command("benchmark")
+@click.argument("ref", metavar="MODEL_OR_BUNDLE_OR_INSTALLED_NAME")
+@click.option(
+    "--data", "data_path", required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Rows to run (.csv with header, .npy, .json), with --target the true answers.",
+)
+@click.option("--target", help="Column holding the true answers (class or value).")
+@click.option(
+    "--threads", type=click.IntRange(min=0), default=1, show_default=True,
+    help="onnxruntime intra-op threads (0: onnxruntime's default).",
+)
+@click.option(
+    "--chart", type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a PNG chart (needs packager[plot]).",
+)
+@conversion_options
+@json_option
+@pass_ctx
+def benchmark_cmd(
+    ctx: Context,
+    ref: str,
+    data_path: Path,
+    target: str | None,
+    threads: int,
+    chart: Path | None,
+    precision: str,
+    input_shape: tuple[int, ...] | None,
+    task: str | None,
+    as_json: bool,
+) -> None:
+    """Accuracy or error, latency and size: the original framework (for a model file)
+    against onnxruntime. A bundle directory or installed model runs on onnxruntime
+    alone; a bundle's signature is not checked here (use `packager verify`)."""
+    from packager.benchmark import Settings, benchmark_reference, write_chart
+    from packager.table import read_table
+
+    report = benchmark_reference(
+        ref,
+        read_table(data_path),
+        target=target,
+        home=ctx.home,
+        settings=Settings(threads=threads),
+        precision=precision,
+        input_shape=input_shape,
+        task=task,
+    )
+    if chart is not None:
+        write_chart(report, chart)
+        ctx.say(f"wrote {chart}")
+    if as_json:
+        emit(report.to_json())
+    else:
+        click.echo(report.table())
+
+
 @cli.command("package")
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path, exists=True))
 @click.option("--name", required=True, help="Model name, e.g. iris-classifier.")
@@ -168,6 +319,18 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--license", "license_id", help="SPDX license identifier, e.g. Apache-2.0.")
 @click.option("--description", help="One-line description.")
 @click.option("--readme", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@conversion_options
+@click.option(
+    "--quantize", type=click.Choice(["dynamic"]),
+    help="Quantize the graph (onnxruntime quantize_dynamic); kept only if parity still holds.",
+)
+@click.option("--quantize-rtol", type=float, help="Relative tolerance after quantizing.")
+@click.option("--quantize-atol", type=float, help="Absolute tolerance after quantizing.")
+@click.option(
+    "--benchmark", "benchmark_data", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Labelled data (.csv, .npy, .json) to benchmark on; figures go to manifest metrics.",
+)
+@click.option("--target", help="Column of --benchmark data holding the true answers.")
 @json_option
 @pass_ctx
 def package_cmd(
@@ -186,9 +349,23 @@ def package_cmd(
     license_id: str | None,
     description: str | None,
     readme: Path | None,
+    precision: str,
+    input_shape: tuple[int, ...] | None,
+    task: str | None,
+    quantize: str | None,
+    quantize_rtol: float | None,
+    quantize_atol: float | None,
+    benchmark_data: Path | None,
+    target: str | None,
     as_json: bool,
 ) -> None:
-    """Convert MODEL (pickle/joblib estimator or .onnx) to a signed ONNX bundle."""
+    """Convert MODEL to a signed ONNX bundle.
+
+    MODEL: a pickle/joblib scikit-learn, XGBoost or LightGBM model; a PyTorch
+    module (.pt/.pth: TorchScript, or torch.save of the whole module, which is
+    unpickled: only package files you trust); or an .onnx file.
+    """
+    from packager.benchmark import BenchmarkData
     from packager.bundle import Provenance, git_head, package
     from packager.convert import load_model_file
     from packager.keys import load_private_key, password_from_environment
@@ -202,6 +379,13 @@ def package_cmd(
         hyperparameters=_parse_params(params),
         built_by=f"packager {__version__}",
     )
+    if target is not None and benchmark_data is None:
+        raise UsageError("--target names a column of the --benchmark data; give --benchmark")
+    benchmark = None
+    if benchmark_data is not None:
+        benchmark = BenchmarkData(
+            read_table(benchmark_data), target, original_size=model_path.stat().st_size
+        )
     ctx.say(f"converting {model_path} and checking it against {table.rows} sample rows")
     bundle = package(
         load_model_file(model_path),
@@ -216,6 +400,14 @@ def package_cmd(
         license=license_id,
         description=description,
         readme=readme,
+        precision=precision,
+        input_shape=input_shape,
+        task=task,
+        quantize=quantize,
+        quantize_rtol=quantize_rtol,
+        quantize_atol=quantize_atol,
+        benchmark=benchmark,
+        progress=ctx.say,
     )
     from packager.bundle import read_manifest_unverified
 
@@ -223,7 +415,7 @@ def package_cmd(
     validation = manifest.data["validation"]
     if as_json:
         emit({"bundle": str(bundle), "name": name, "version": version,
-              "validation": validation})
+              "validation": validation, "metrics": manifest.data.get("metrics", {})})
     else:
         ctx.say(
             f"packaged {manifest.ref} -> {bundle} "
@@ -293,6 +485,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @registry_option
+@remote_options
 @key_option(required=False)
 @json_option
 @pass_ctx
@@ -321,6 +514,7 @@ def publish(
 @cli.command()
 @click.argument("name", required=False)
 @registry_option
+@remote_options
 @json_option
 @pass_ctx
 def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
@@ -340,6 +534,7 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 @cli.command()
 @click.argument("ref", metavar="NAME[@VERSION]")
 @registry_option
+@remote_options
 @key_option(required=False)
 @trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
@@ -388,6 +583,37 @@ def install(
               "maxAbsDiff": result.smoke_test.max_abs_diff})
     else:
         click.echo(f"installed {result.name}@{result.version} -> {result.directory}")
+
+
+@cli.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@registry_option
+@remote_options
+@key_option(required=True)
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."), show_default=True, help="Directory to write NAME-VERSION/ into.",
+)
+@json_option
+@pass_ctx
+def pull(
+    ctx: Context, ref: str, registry_ref: str | None, key_paths: tuple[Path, ...],
+    out_dir: Path, as_json: bool,
+) -> None:
+    """Fetch and verify a model version into a bundle directory, without installing it."""
+    from packager.install import pull as do_pull
+
+    bundle = do_pull(
+        ref,
+        registry=open_registry_at(ctx, registry_ref),
+        keys=load_public_keys(key_paths),
+        out_dir=out_dir,
+        progress=ctx.say,
+    )
+    if as_json:
+        emit({"bundle": str(bundle)})
+    else:
+        click.echo(str(bundle))
 
 
 @cli.command("list")
@@ -576,6 +802,7 @@ def trust_list(as_json: bool) -> None:
 @cli.command("export")
 @click.argument("refs", nargs=-1, required=True, metavar="NAME[@VERSION]...")
 @registry_option
+@remote_options
 @click.option(
     "-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
     help="Archive to write, ending in .tar (replaced if it exists).",
@@ -612,6 +839,7 @@ def export_cmd(
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
 @click.argument("refs", nargs=-1, metavar="[NAME[@VERSION]]...")
+@remote_options
 @key_option(required=False)
 @click.option(
     "--no-verify", is_flag=True,
@@ -625,7 +853,8 @@ def mirror_cmd(
 ) -> None:
     """Copy models from registry SRC to registry DST, verifying every version first.
 
-    SRC and DST are registries: a directory, or an archive ending in .tar. Without NAME,
+    SRC and DST are registries: a directory, an archive ending in .tar, or oci://HOST/NS
+    (the remote options apply to whichever of them is remote). Without NAME,
     every version of every model is copied; NAME alone copies all its versions. A version
     already in DST with the same content is skipped; one with other content is a conflict:
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is

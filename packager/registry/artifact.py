@@ -349,4 +349,6 @@ def parse_oci_manifest(data: bytes, *, name: str, version: str, digest: Digest) 
         manifest_digest=digest,
         files=MappingProxyType(files),
         created=annotations.get(CREATED_ANNOTATION),
+        config=config,
+        oci_manifest=data,
     )

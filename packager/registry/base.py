@@ -44,7 +44,9 @@ class Artifact:
     """What a registry says a version contains. UNTRUSTED until the signature is checked.
 
     ``files`` maps each bundle path (including manifest.json and model.sig) to the
-    descriptor of the layer holding it.
+    descriptor of the layer holding it. ``config`` and ``oci_manifest`` (the OCI manifest
+    bytes exactly as served) are what copying the version elsewhere needs to keep its
+    manifest digest.
     """
 
     name: str
@@ -52,6 +54,8 @@ class Artifact:
     manifest_digest: Digest
     files: Mapping[str, Descriptor] = field(hash=False)
     created: str | None = None
+    config: Descriptor = field(kw_only=True)
+    oci_manifest: bytes = field(kw_only=True, repr=False)
 
     @property
     def ref(self) -> str:

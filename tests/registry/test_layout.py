@@ -454,11 +454,8 @@ def test_open_registry_default_and_paths(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "ref",
     [
-        "oci://registry.example:5000/models",
         "https://mirror.example/models",
         "http://127.0.0.1:8080/models",
-        "models.tar",
-        Path("exports/models.tar"),
     ],
 )
 def test_other_registry_kinds_are_not_supported_yet(ref: str | Path, tmp_path: Path) -> None:

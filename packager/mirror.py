@@ -1,0 +1,337 @@
+"""Crossing the air gap: export versions into an archive, and mirror between registries.
+
+Both go through the :class:`~packager.registry.base.Registry` protocol only, so any kind of
+registry can be the source, and any that accepts ``publish`` the destination. An archive
+destination (a path ending in ``.tar``) is special: it is rebuilt once, atomically, with
+what it held before plus what was copied.
+
+Mirroring trusts nothing it has not checked: each version is fetched and verified with
+:func:`packager.install.fetch_verified` (signature, manifest, file set, every digest) into
+a temporary directory and only then written to the destination. With ``verify=False`` the
+signature is not checked, but every blob still is against its digest.
+
+What happens to a version already in the destination: with the same content (the same
+OCI manifest, or the same files) it is skipped; with other content it is a conflict,
+reported and left alone while the other versions are still copied; the caller decides what
+a conflict means (the CLI exits 4). A verification failure stops the mirror at once:
+a source that serves one tampered version is not trusted for the next; versions already
+published stay (they were verified), and an archive destination is left untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from packager.core.digests import Digest, digest_file
+from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest, parse_manifest
+from packager.errors import NotFoundError, RegistryError, UsageError, WrongModelError
+from packager.install import Fetched, fetch_verified, latest_version, parse_ref
+from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveRegistry, ArchiveWriter
+from packager.registry.base import Artifact, Registry
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """One version the mirror looked at, with the OCI manifest digest it has in the source
+    and the one it has in the destination (after copying, or as found there)."""
+
+    name: str
+    version: str
+    source_digest: Digest
+    destination_digest: Digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sourceDigest": str(self.source_digest),
+            "destinationDigest": str(self.destination_digest),
+        }
+
+
+@dataclass(frozen=True)
+class MirrorReport:
+    """What a mirror copied, skipped (already there, identical) and left alone (conflicts)."""
+
+    source: str
+    destination: str
+    verified: bool
+    copied: tuple[Mirrored, ...]
+    skipped: tuple[Mirrored, ...]
+    conflicts: tuple[Mirrored, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "verified": self.verified,
+            "copied": [c.to_json() for c in self.copied],
+            "skipped": [c.to_json() for c in self.skipped],
+            "conflicts": [c.to_json() for c in self.conflicts],
+        }
+
+
+def export(
+    refs: Sequence[str],
+    *,
+    registry: Registry,
+    out: Path,
+    progress: Progress | None = None,
+) -> list[Artifact]:
+    """Write ``name[@version]`` (the latest when no version is given) of each ref into the
+    new archive ``out``, replacing any file there; returns the versions exported.
+
+    The OCI manifests are copied as the registry serves them, so every version keeps its
+    manifest digest; every blob is checked against its digest on the way. Signatures are
+    not checked here: whoever installs from the archive does that.
+
+    Raises:
+        UsageError: no refs, a malformed ref, or ``out`` does not end in ``.tar`` or is
+            not in an existing directory.
+        NotFoundError: a model or version is not in ``registry``.
+        TamperedError: a blob differs from its descriptor.
+        RegistryError: the registry cannot be read, or the archive cannot be written.
+    """
+    if not refs:
+        raise UsageError("name at least one model to export, e.g. iris-classifier@1.0.0")
+    _check_archive_path(out)
+    say = progress or (lambda _msg: None)
+    artifacts: dict[tuple[str, str], Artifact] = {}
+    for ref in refs:
+        name, version = parse_ref(ref)
+        version = version or latest_version(registry, name)
+        if (name, version) not in artifacts:
+            artifacts[(name, version)] = registry.resolve(name, version)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
+        writer = ArchiveWriter(Path(work))
+        for artifact in artifacts.values():
+            writer.add_artifact(registry, artifact, files=None)
+            say(f"exported {artifact.ref} ({artifact.manifest_digest})")
+        writer.write(out)
+    return list(artifacts.values())
+
+
+def mirror(
+    source: Registry,
+    destination: Registry,
+    refs: Sequence[str] = (),
+    *,
+    keys: Sequence[EllipticCurvePublicKey],
+    verify: bool = True,
+    progress: Progress | None = None,
+) -> MirrorReport:
+    """Copy versions from ``source`` to ``destination``, verifying each one first.
+
+    ``refs`` are ``name`` (every version of it) or ``name@version``; none means every
+    version of every model in ``source``. See the module docstring for skips, conflicts
+    and failures.
+
+    Raises:
+        UsageError: a malformed ref; ``verify`` without ``keys``; ``keys`` without ``verify``.
+        NotFoundError: a named model or version is not in ``source``.
+        VerificationError: a version fails verification (bad or untrusted signature,
+            tampered or missing files, wrong model); with ``verify=False``, a blob that
+            differs from its digest or a manifest of another model or version.
+        RegistryError: a registry cannot be read or written, or changed during the mirror.
+    """
+    if verify and not keys:
+        raise UsageError(
+            "no trusted key: pass --key PATH to the publisher's cosign.pub "
+            "(or --no-verify to copy without checking signatures)"
+        )
+    if keys and not verify:
+        raise UsageError("--key and --no-verify contradict each other: drop one of them")
+    say = progress or (lambda _msg: None)
+    wanted = _select(source, refs)
+    if isinstance(destination, ArchiveRegistry):
+        _check_archive_path(destination.path)
+        work_parent: Path | None = destination.path.parent
+    else:
+        work_parent = None
+    copied: list[Mirrored] = []
+    skipped: list[Mirrored] = []
+    conflicts: list[Mirrored] = []
+    with tempfile.TemporaryDirectory(prefix=".packager-mirror.", dir=work_parent) as tmp:
+        work = Path(tmp)
+        sink = _sink(destination, work)
+        for i, (name, version) in enumerate(wanted):
+            artifact = source.resolve(name, version)
+            present = sink.existing(name, version)
+            if present is not None:
+                entry = Mirrored(name, version, artifact.manifest_digest, present.manifest_digest)
+                if _same_content(artifact, present):
+                    skipped.append(entry)
+                    say(f"skipped {artifact.ref}: already in {destination.location}")
+                else:
+                    conflicts.append(entry)
+                    say(
+                        f"conflict: {artifact.ref} is in {destination.location} with other "
+                        f"content ({present.manifest_digest}); left alone"
+                    )
+                continue
+            bundle = work / f"version-{i}"
+            bundle.mkdir()
+            if verify:
+                fetched = fetch_verified(
+                    name, version, registry=source, keys=keys, dest=bundle, say=say
+                )
+                _check_unchanged(artifact, fetched, source)
+                manifest = fetched.manifest
+            else:
+                manifest = _fetch_unverified(source, artifact, bundle)
+            digest = sink.add(source, artifact, bundle, manifest)
+            shutil.rmtree(bundle)
+            copied.append(Mirrored(name, version, artifact.manifest_digest, digest))
+            say(f"copied {artifact.ref} to {destination.location} ({digest})")
+        sink.finish()
+    return MirrorReport(
+        source=source.location,
+        destination=destination.location,
+        verified=verify,
+        copied=tuple(copied),
+        skipped=tuple(skipped),
+        conflicts=tuple(conflicts),
+    )
+
+
+def _check_archive_path(out: Path) -> None:
+    if not out.name.endswith(ARCHIVE_SUFFIX):
+        raise UsageError(f"{out}: archive names end in {ARCHIVE_SUFFIX}, so --registry knows them")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent} is not a directory; create it first")
+
+
+def _select(source: Registry, refs: Sequence[str]) -> list[tuple[str, str]]:
+    """The (name, version) pairs to copy, in order, each once."""
+    wanted: dict[tuple[str, str], None] = {}
+    if not refs:
+        for name in source.names():
+            wanted.update(dict.fromkeys((name, v) for v in source.versions(name)))
+    for ref in refs:
+        name, version = parse_ref(ref)
+        versions = [version] if version is not None else source.versions(name)
+        if not versions:
+            raise NotFoundError(f"no version of {name} in {source.location}")
+        wanted.update(dict.fromkeys((name, v) for v in versions))
+    return list(wanted)
+
+
+def _same_content(a: Artifact, b: Artifact) -> bool:
+    # The same files are the same signed bundle, even when another registry encoded the
+    # OCI manifest differently (and so gave it another digest).
+    return a.manifest_digest == b.manifest_digest or _file_map(a) == _file_map(b)
+
+
+def _file_map(artifact: Artifact) -> dict[str, tuple[Digest, int]]:
+    return {path: (desc.digest, desc.size) for path, desc in artifact.files.items()}
+
+
+def _check_unchanged(artifact: Artifact, fetched: Fetched, source: Registry) -> None:
+    """What was verified must be what ``artifact`` describes: fetch_verified resolves the
+    version again, and the source may have changed in between."""
+    verified = {entry.path: (entry.digest, entry.size) for entry in fetched.manifest.files}
+    for path in (MANIFEST, SIGNATURE):
+        verified[path] = digest_file(fetched.directory / path)
+    if verified != _file_map(artifact):
+        raise RegistryError(
+            f"{artifact.ref} changed in {source.location} while it was mirrored; "
+            "run the mirror again"
+        )
+
+
+def _fetch_unverified(source: Registry, artifact: Artifact, bundle: Path) -> Manifest:
+    """Fetch every file of ``artifact`` into ``bundle``, digest-checked, signature unchecked."""
+    name = artifact.name
+    manifest_bytes = source.read_blob(name, artifact.files[MANIFEST], max_size=MAX_MANIFEST_BYTES)
+    manifest = parse_manifest(manifest_bytes)
+    if (manifest.name, manifest.version) != (name, artifact.version):
+        raise WrongModelError(
+            f"{source.location} serves the manifest of {manifest.ref} as {artifact.ref}; "
+            "do not use it"
+        )
+    (bundle / MANIFEST).write_bytes(manifest_bytes)
+    for path, desc in artifact.files.items():
+        if path != MANIFEST:
+            source.fetch_blob(name, desc, bundle / path)
+    return manifest
+
+
+class _Sink(Protocol):
+    """Where mirrored versions go."""
+
+    def existing(self, name: str, version: str) -> Artifact | None:
+        """The destination's artifact of ``name``@``version``, or None."""
+        ...
+
+    def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
+        """Store a version fetched into ``bundle``; returns its digest in the destination."""
+        ...
+
+    def finish(self) -> None:
+        """Make what was added durable."""
+        ...
+
+
+def _sink(destination: Registry, work: Path) -> _Sink:
+    if isinstance(destination, ArchiveRegistry):
+        return _ArchiveSink(destination, work)
+    return _RegistrySink(destination)
+
+
+class _RegistrySink:
+    """Publishes each version as soon as it is verified."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._versions: dict[str, list[str]] = {}
+
+    def existing(self, name: str, version: str) -> Artifact | None:
+        if name not in self._versions:
+            try:
+                self._versions[name] = self._registry.versions(name)
+            except NotFoundError:  # a registry may answer "no such repository"
+                self._versions[name] = []
+        if version not in self._versions[name]:
+            return None
+        return self._registry.resolve(name, version)
+
+    def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
+        return self._registry.publish(bundle, manifest).manifest_digest
+
+    def finish(self) -> None:
+        """Nothing to do: every version was published as it came."""
+
+
+class _ArchiveSink:
+    """Collects versions, then rebuilds the archive once with its old content plus them."""
+
+    def __init__(self, archive: ArchiveRegistry, work: Path) -> None:
+        self._archive = archive
+        self._writer = ArchiveWriter(work)
+        self._kept = self._writer.keep(archive) if archive.path.exists() else frozenset()
+        self._changed = False
+
+    def existing(self, name: str, version: str) -> Artifact | None:
+        if (name, version) not in self._kept:
+            return None
+        return self._archive.resolve(name, version)
+
+    def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
+        # The files were fetched (and verified) into bundle: move them in, never re-fetch.
+        self._writer.add_artifact(source, artifact, files=bundle)
+        self._changed = True
+        return artifact.manifest_digest
+
+    def finish(self) -> None:
+        if self._changed:
+            self._writer.write(self._archive.path)

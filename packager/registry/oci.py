@@ -1,0 +1,617 @@
+"""Any OCI distribution registry: ``oci://host[:port]/namespace``.
+
+Each model is the repository ``<namespace>/<name>``; each version a tag holding the OCI
+artifact of :mod:`packager.registry.artifact`. SemVer build metadata (``1.0.0+build.7``)
+is not allowed in a tag, so ``+`` is written as ``_`` (what other OCI tools do with
+SemVer), and read back the same way: ``_`` cannot occur in a SemVer string, so the
+mapping is reversible.
+
+The registry is untrusted: the client computes the digest of every manifest and blob it
+reads and checks sizes itself (distribution does not), never relying on
+``Docker-Content-Digest`` alone.
+
+Endpoints (OCI distribution spec 1.1): ``HEAD``/``GET /v2/<repo>/blobs/<digest>``,
+``POST /v2/<repo>/blobs/uploads/`` (with ``?mount=&from=`` to mount), ``PATCH`` chunks,
+``PUT …?digest=``, ``GET``/``PUT /v2/<repo>/manifests/<tag>``, ``GET /v2/<repo>/tags/list``
+and ``GET /v2/_catalog``, paginated by ``Link`` headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from packager.core.digests import Digest
+from packager.core.manifest import NAME_RE, Manifest, check_name, check_version
+from packager.core.semver import is_semver, sort_versions
+from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
+from packager.registry.artifact import (
+    MAX_OCI_MANIFEST_BYTES,
+    OCI_MANIFEST_MEDIA_TYPE,
+    TITLE_ANNOTATION,
+    parse_oci_manifest,
+    plan_artifact,
+)
+from packager.registry.auth import RegistryAuth, find_credentials
+from packager.registry.base import Artifact, Descriptor
+from packager.registry.options import RegistryOptions
+from packager.registry.transport import (
+    Body,
+    Progress,
+    Transport,
+    is_loopback,
+    progress_bar,
+)
+
+SCHEME = "oci://"
+# Tag and repository grammar of the distribution spec.
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
+_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
+_HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", re.ASCII)
+# Listings are JSON arrays of short strings; a page this large is not a listing.
+MAX_LIST_BYTES = 16 << 20
+MAX_PAGES = 10_000
+CATALOG_SCOPE = "registry:catalog:*"
+UPLOAD_ACCEPTED = frozenset({201, 202, 204})
+# What a registry answers when it does not implement chunked uploads.
+PATCH_REFUSED = frozenset({405, 501})
+
+
+def version_tag(version: str) -> str:
+    """The tag of ``version``: ``+`` (not allowed in tags) becomes ``_``.
+
+    Raises:
+        UsageError: not a SemVer version, or longer than a tag may be (128).
+    """
+    tag = check_version(version).replace("+", "_")
+    if not _TAG_RE.fullmatch(tag):
+        raise UsageError(f"version {version!r} is too long for an OCI tag (128 characters)")
+    return tag
+
+
+def tag_version(tag: str) -> str | None:
+    """The version a tag holds, or None for tags that are not versions (``latest``…)."""
+    version = tag.replace("_", "+")
+    return version if is_semver(version) else None
+
+
+def parse_reference(ref: str) -> tuple[str, str]:
+    """``oci://host[:port]/namespace`` -> (``host[:port]``, ``namespace``).
+
+    Raises:
+        UsageError: not an oci:// reference, credentials in it, or a malformed host or
+            namespace. Messages never repeat what stands before an ``@``.
+    """
+    if not ref.startswith(SCHEME):
+        raise UsageError(f"not an OCI registry reference: {ref!r} (use oci://host/namespace)")
+    rest = ref[len(SCHEME) :]
+    host, _, namespace = rest.partition("/")
+    if "@" in host:
+        raise UsageError(
+            "put no credentials in the registry reference: use --username and "
+            "--password-stdin, PACKAGER_REGISTRY_USERNAME/PASSWORD, or docker login"
+        )
+    namespace = namespace.strip("/")
+    if not _HOST_RE.fullmatch(host):
+        raise UsageError(f"invalid registry host {host!r} in {ref!r}")
+    if (
+        "?" in namespace
+        or "#" in namespace
+        or not all(_COMPONENT_RE.fullmatch(part) for part in namespace.split("/") if namespace)
+    ):
+        raise UsageError(
+            f"invalid namespace {namespace!r} in {ref!r}: use lowercase path components "
+            "of letters and digits separated by '.', '_' or '-', e.g. oci://host/team/models"
+        )
+    return host.lower(), namespace
+
+
+class OciRegistry:
+    """A remote OCI distribution registry; see the module doc.
+
+    Transfers are sequential for now; the token cache is locked and each transfer keeps
+    its own state, so that parallel layer downloads can be added without a redesign.
+    """
+
+    def __init__(self, ref: str, *, options: RegistryOptions) -> None:
+        """Parse ``oci://host[:port]/namespace``; nothing is sent before the first call.
+
+        Raises:
+            UsageError: a malformed reference, or a Docker config that cannot be read.
+        """
+        self._host, self._namespace = parse_reference(ref)
+        self._options = options
+        self._transport = Transport(options)
+        self._credentials = find_credentials(self._host, options)
+        self._lock = threading.Lock()
+        self._base: str | None = None
+        self._auth: RegistryAuth | None = None
+        # Where this client has seen each blob: a blob missing from one repository but
+        # known in another of the same registry is mounted, not uploaded again.
+        self._seen: dict[Digest, str] = {}
+
+    def __repr__(self) -> str:
+        return f"OciRegistry({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        return f"{SCHEME}{self._host}/{self._namespace}".rstrip("/")
+
+    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
+        """Upload the bundle's blobs (skipping those present), then its OCI manifest,
+        tagged with the version; see :class:`~packager.registry.base.Registry`.
+
+        Raises:
+            UsageError: the bundle does not match its manifest or cannot be read.
+            TamperedError: a bundle file differs from the manifest.
+            RegistryError: the version exists with different content, the registry
+                refused an upload, or the network failed.
+        """
+        plan = plan_artifact(bundle, manifest)
+        repo = self._repository(plan.name)
+        tag = version_tag(plan.version)
+        scope = f"repository:{repo}:pull,push"
+        # Tags have no create-if-absent: two publishers racing on one version with
+        # different content both pass this check and the last tag wins. The signature
+        # still tells installers whose content they got.
+        existing = self._tagged_digest(repo, tag, scope)
+        if existing == plan.manifest_digest:
+            return plan.artifact()
+        if existing is not None:
+            raise RegistryError(
+                f"{plan.name}@{plan.version} already exists with different content in "
+                f"{self.location}; publish a new version"
+            )
+        for desc, source in plan.layers:
+            self._push_blob(repo, desc, source, scope)
+        self._push_blob(repo, plan.config, plan.config_bytes, scope)
+        self._put_manifest(repo, tag, plan.manifest_bytes, plan.manifest_digest, scope)
+        return plan.artifact()
+
+    def names(self) -> list[str]:
+        """Every model name in the namespace, from the registry's catalog; sorted.
+
+        Raises:
+            RegistryError: the registry does not allow listing its repositories (common
+                on hosted registries: name the model instead), or cannot be read.
+        """
+        prefix = f"{self._namespace}/" if self._namespace else ""
+        found: set[str] = set()
+        what = f"list the repositories of {self._host}"
+        for page in self._pages(f"{self._base_url()}/v2/_catalog?n=1000", CATALOG_SCOPE, what):
+            repositories = page.get("repositories") or []
+            if not isinstance(repositories, list):
+                raise RegistryError(f"cannot {what}: the catalog is not a list of names")
+            for repo in repositories:
+                if isinstance(repo, str) and repo.startswith(prefix):
+                    name = repo[len(prefix) :]
+                    if NAME_RE.fullmatch(name):
+                        found.add(name)
+        return sorted(found)
+
+    def versions(self, name: str) -> list[str]:
+        """The tags of ``name`` that are versions, by SemVer precedence; empty when the
+        repository does not exist.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            RegistryError: the registry cannot be read.
+        """
+        repo = self._repository(name)
+        what = f"list the versions of {name} in {self.location}"
+        url = f"{self._base_url()}/v2/{repo}/tags/list"
+        tags: set[str] = set()
+        for page in self._pages(url, f"repository:{repo}:pull", what):
+            listed = page.get("tags") or []
+            if not isinstance(listed, list):
+                raise RegistryError(f"cannot {what}: the tag list is not a list")
+            tags.update(v for t in listed if isinstance(t, str) and (v := tag_version(t)))
+        return sort_versions(tags)
+
+    def resolve(self, name: str, version: str) -> Artifact:
+        """Fetch and check the OCI manifest of ``name``@``version``; the digest is the
+        client's own hash of the bytes.
+
+        Raises:
+            UsageError: ``name`` or ``version`` is malformed.
+            NotFoundError: the model or version is not in the registry.
+            TamperedError: the manifest is too large, malformed, not a model, or the
+                registry claims another digest for it.
+            RegistryError: the registry cannot be read.
+        """
+        repo = self._repository(name)
+        url = f"{self._base_url()}/v2/{repo}/manifests/{version_tag(version)}"
+        what = f"resolve {name}@{version} in {self.location}"
+        response = self._request(
+            "GET",
+            url,
+            what=what,
+            # distribution answers 404 for an OCI manifest unless it is asked for.
+            headers={"Accept": OCI_MANIFEST_MEDIA_TYPE},
+            scope=f"repository:{repo}:pull",
+        )
+        if response.status_code == 404:
+            response.close()
+            raise NotFoundError(
+                f"{name}@{version} not found in {self.location}; "
+                f"run `packager search {name} --registry {self.location}` to list versions"
+            )
+        if response.status_code != 200:
+            raise self._transport.http_error(response, what, self._auth)
+        claimed = response.headers.get("Docker-Content-Digest")
+        data = self._transport.read(
+            response, limit=MAX_OCI_MANIFEST_BYTES, what=what, auth=self._auth
+        )
+        if len(data) > MAX_OCI_MANIFEST_BYTES:
+            raise TamperedError(
+                f"OCI manifest of {name}@{version} is larger than {MAX_OCI_MANIFEST_BYTES} bytes"
+            )
+        digest = Digest.of(data)
+        if claimed is not None and claimed != str(digest):
+            raise TamperedError(
+                f"{self.location} says the manifest of {name}@{version} is {claimed}, "
+                f"but its bytes are {digest}; do not use it"
+            )
+        artifact = parse_oci_manifest(data, name=name, version=version, digest=digest)
+        for desc in artifact.files.values():
+            self._saw(desc.digest, repo)
+        return artifact
+
+    def read_blob(self, name: str, desc: Descriptor, *, max_size: int) -> bytes:
+        """Download a small blob into memory, checking size and digest; see
+        :class:`~packager.registry.base.Registry`.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            TamperedError: ``desc.size`` is over ``max_size``, or the bytes differ.
+            RegistryError: the blob is missing or cannot be read.
+        """
+        if desc.size > max_size:
+            raise TamperedError(
+                f"blob {desc.digest} of {name} declares {desc.size} bytes, "
+                f"more than the {max_size} allowed"
+            )
+        sink = io.BytesIO()
+        repo = self._repository(name)
+        self._transport.download(
+            self._blob_url(repo, desc.digest),
+            sink,
+            size=desc.size,
+            digest=desc.digest,
+            what=f"fetch blob {desc.digest} of {name}",
+            auth=self._authenticator(),
+            scope=f"repository:{repo}:pull",
+        )
+        return sink.getvalue()
+
+    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
+        """Stream a blob into the new file ``dest``, resuming after dropped connections;
+        see :class:`~packager.registry.base.Registry`.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            TamperedError: the bytes differ from the descriptor (``dest`` is removed).
+            RegistryError: the blob is missing or cannot be read, or ``dest`` exists or
+                cannot be written.
+        """
+        repo = self._repository(name)
+        title = desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
+        with progress_bar(
+            f"fetching {title}", desc.size, enabled=self._options.progress
+        ) as progress:
+            self._transport.download_file(
+                self._blob_url(repo, desc.digest),
+                dest,
+                size=desc.size,
+                digest=desc.digest,
+                what=f"fetch {title} ({desc.digest}) of {name}",
+                auth=self._authenticator(),
+                scope=f"repository:{repo}:pull",
+                progress=progress,
+            )
+
+    def _repository(self, name: str) -> str:
+        check_name(name)
+        if not _COMPONENT_RE.fullmatch(name):
+            raise UsageError(
+                f"model name {name!r} is not a valid OCI repository name: end it with a "
+                "letter or digit and do not repeat '.' or mix separators"
+            )
+        return f"{self._namespace}/{name}" if self._namespace else name
+
+    def _base_url(self) -> str:
+        """``http(s)://host[:port]``, decided on first use.
+
+        HTTPS unless --plain-http; a loopback host is tried over HTTPS first and over
+        plain HTTP if that fails and the HTTP endpoint answers like a registry (local
+        test and cache registries rarely have certificates).
+        """
+        with self._lock:
+            if self._base is None:
+                hostname = urlsplit(f"//{self._host}").hostname or self._host
+                if self._options.plain_http:
+                    self._base = f"http://{self._host}"
+                elif not is_loopback(hostname):
+                    self._base = f"https://{self._host}"
+                else:
+                    self._base = self._probe_loopback()
+                self._auth = RegistryAuth(
+                    transport=self._transport,
+                    registry_url=self._base,
+                    credentials=self._credentials,
+                )
+            return self._base
+
+    def _probe_loopback(self) -> str:
+        secure = f"https://{self._host}"
+        what = f"reach {self.location}"
+        try:
+            self._transport.request("GET", f"{secure}/v2/", what=what, retry=False).close()
+        except RegistryError as tls_failure:
+            plain = f"http://{self._host}"
+            try:
+                response = self._transport.request("GET", f"{plain}/v2/", what=what, retry=False)
+            except RegistryError:
+                raise tls_failure from None
+            response.close()
+            if response.status_code not in (200, 401):
+                raise tls_failure from None
+            return plain
+        return secure
+
+    def _authenticator(self) -> RegistryAuth:
+        self._base_url()
+        assert self._auth is not None
+        return self._auth
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        scope: str,
+        headers: dict[str, str] | None = None,
+        body: Body | None = None,
+        params: dict[str, str] | None = None,
+    ) -> requests.Response:
+        return self._transport.request(
+            method,
+            url,
+            what=what,
+            headers=headers,
+            body=body,
+            params=params,
+            auth=self._authenticator(),
+            scope=scope,
+        )
+
+    def _blob_url(self, repo: str, digest: Digest) -> str:
+        return f"{self._base_url()}/v2/{repo}/blobs/{digest}"
+
+    def _saw(self, digest: Digest, repo: str) -> None:
+        self._seen.setdefault(digest, repo)
+
+    def _pages(self, url: str, scope: str, what: str) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a listing and of the pages its ``Link`` headers chain to.
+
+        A 404 is an empty listing; a 401/403/404 on the catalog means it is not offered.
+        """
+        visited: set[str] = set()
+        while url not in visited and len(visited) < MAX_PAGES:
+            visited.add(url)
+            response = self._request("GET", url, what=what, scope=scope)
+            status = response.status_code
+            if scope == CATALOG_SCOPE and status in (401, 403, 404):
+                response.close()
+                raise RegistryError(
+                    f"{self._host} does not let this client list its repositories "
+                    f"(_catalog answered {status}; hosted registries often refuse it, or it "
+                    f"needs credentials): name the model, e.g. `packager search NAME "
+                    f"--registry {self.location}`"
+                )
+            if status == 404:
+                response.close()
+                return
+            if status != 200:
+                raise self._transport.http_error(response, what, self._auth)
+            following = response.links.get("next", {}).get("url")
+            body = self._transport.read(response, limit=MAX_LIST_BYTES, what=what, auth=self._auth)
+            try:
+                page = json.loads(body) if len(body) <= MAX_LIST_BYTES else None
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                page = None
+            if not isinstance(page, dict):
+                raise RegistryError(f"cannot {what}: the registry sent no JSON object")
+            yield page
+            if not following:
+                return
+            url = urljoin(url, following)
+
+    def _tagged_digest(self, repo: str, tag: str, scope: str) -> Digest | None:
+        """The digest of the manifest ``tag`` names (hashed here), or None if untagged."""
+        url = f"{self._base_url()}/v2/{repo}/manifests/{tag}"
+        what = f"check {repo}:{tag} in {self._host}"
+        response = self._request(
+            "GET", url, what=what, scope=scope, headers={"Accept": OCI_MANIFEST_MEDIA_TYPE}
+        )
+        if response.status_code == 404:
+            response.close()
+            return None
+        if response.status_code != 200:
+            raise self._transport.http_error(response, what, self._auth)
+        data = self._transport.read(
+            response, limit=MAX_OCI_MANIFEST_BYTES, what=what, auth=self._auth
+        )
+        return Digest.of(data)
+
+    def _push_blob(self, repo: str, desc: Descriptor, source: Path | bytes, scope: str) -> None:
+        title = desc.annotations.get(TITLE_ANNOTATION, "config")
+        what = f"upload {title} ({desc.digest}) to {self._host}/{repo}"
+        url = self._blob_url(repo, desc.digest)
+        response = self._request("HEAD", url, what=what, scope=scope)
+        response.close()
+        if response.status_code == 200:
+            self._saw(desc.digest, repo)
+            return
+        if response.status_code != 404:
+            raise self._transport.http_error(response, what, self._auth)
+        uploads = f"{self._base_url()}/v2/{repo}/blobs/uploads/"
+        mount_from = self._seen.get(desc.digest)
+        if mount_from is not None and mount_from != repo:
+            response = self._request(
+                "POST",
+                uploads,
+                what=what,
+                scope=f"{scope} repository:{mount_from}:pull",
+                params={"mount": str(desc.digest), "from": mount_from},
+            )
+            if response.status_code == 201:
+                response.close()
+                self._saw(desc.digest, repo)
+                return
+        else:
+            response = self._request("POST", uploads, what=what, scope=scope)
+        # Also the answer to a mount the registry could not do: it opens an upload instead.
+        if response.status_code != 202 or "Location" not in response.headers:
+            raise self._transport.http_error(response, what, self._auth)
+        response.close()
+        location = urljoin(uploads, response.headers["Location"])
+        minimum = response.headers.get("OCI-Chunk-Min-Length", "")
+        chunk = max(self._options.chunk_size, int(minimum) if minimum.isdigit() else 0)
+        with progress_bar(
+            f"uploading {title}", desc.size, enabled=self._options.progress
+        ) as progress:
+            meter = _Meter(progress)
+            final: Body = b""
+            if desc.size <= chunk:
+                final = _body(source, 0, desc.size, meter)
+            else:
+                refused, location = self._patch_chunks(
+                    location, source, desc, chunk=chunk, meter=meter, what=what, scope=scope
+                )
+                if refused:
+                    final = _body(source, 0, desc.size, meter)
+            response = self._request(
+                "PUT",
+                location,
+                what=what,
+                scope=scope,
+                body=final,
+                params={"digest": str(desc.digest)},
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        if response.status_code not in (201, 204):
+            raise self._transport.http_error(response, what, self._auth)
+        response.close()
+        self._saw(desc.digest, repo)
+
+    def _patch_chunks(
+        self,
+        location: str,
+        source: Path | bytes,
+        desc: Descriptor,
+        *,
+        chunk: int,
+        meter: _Meter,
+        what: str,
+        scope: str,
+    ) -> tuple[bool, str]:
+        """Send the blob in PATCH chunks; (True, location) when the registry refuses
+        PATCH on the first chunk, so that the caller uploads in one PUT instead."""
+        offset = 0
+        while offset < desc.size:
+            length = min(chunk, desc.size - offset)
+            response = self._request(
+                "PATCH",
+                location,
+                what=what,
+                scope=scope,
+                body=_body(source, offset, length, meter),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{offset + length - 1}",
+                },
+            )
+            if offset == 0 and response.status_code in PATCH_REFUSED:
+                response.close()
+                return True, location
+            if response.status_code not in UPLOAD_ACCEPTED:
+                raise self._transport.http_error(response, what, self._auth)
+            response.close()
+            location = urljoin(location, response.headers.get("Location", location))
+            offset += length
+        return False, location
+
+    def _put_manifest(self, repo: str, tag: str, data: bytes, digest: Digest, scope: str) -> None:
+        what = f"tag {repo}:{tag} in {self._host}"
+        response = self._request(
+            "PUT",
+            f"{self._base_url()}/v2/{repo}/manifests/{tag}",
+            what=what,
+            scope=scope,
+            body=data,
+            headers={"Content-Type": OCI_MANIFEST_MEDIA_TYPE},
+        )
+        if response.status_code not in (200, 201, 204):
+            raise self._transport.http_error(response, what, self._auth)
+        response.close()
+        stored = response.headers.get("Docker-Content-Digest")
+        if stored is not None and stored != str(digest):
+            raise RegistryError(
+                f"cannot {what}: the registry stored the manifest as {stored}, not {digest}; "
+                "it rewrites manifests and cannot hold signed models"
+            )
+
+
+class _Meter:
+    """Turns read positions into progress steps; re-reads after a retry do not count."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self._high = 0
+
+    def reached(self, position: int) -> None:
+        if self._progress is not None and position > self._high:
+            self._progress(position - self._high)
+            self._high = position
+
+
+class _FileSlice:
+    """Bytes ``[offset, offset + length)`` of a file, as a sized request body."""
+
+    def __init__(self, path: Path, offset: int, length: int, meter: _Meter) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by the transport after sending
+        self._file.seek(offset)
+        self._position = offset
+        self._length = length
+        self._left = length
+        self._meter = meter
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._file.read(self._left if size < 0 else min(size, self._left))
+        self._left -= len(data)
+        self._position += len(data)
+        self._meter.reached(self._position)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _body(source: Path | bytes, offset: int, length: int, meter: _Meter) -> Body:
+    if isinstance(source, bytes):
+        meter.reached(offset + length)
+        return source[offset : offset + length]
+    return lambda: _FileSlice(source, offset, length, meter)

@@ -1,0 +1,563 @@
+"""HTTP for every remote registry kind, on requests: timeouts, retries, TLS, downloads.
+
+What this layer guarantees to the registry clients above it:
+
+- every request has a connect timeout, a stall timeout (the longest wait for the next
+  bytes) and an overall deadline; a request that fails on a connection error, a 5xx or
+  a 429 is retried with exponential backoff (honouring ``Retry-After`` up to a cap);
+- TLS is verified with the system CA bundle or ``--ca-cert``; plain HTTP is refused,
+  before any connection is opened, except to loopback hosts or with ``plain_http``;
+- redirects are followed by hand so that each hop is checked the same way and
+  credentials are sent only to the registry's own host;
+- downloads are capped at the expected size plus one byte, hashed while they arrive,
+  resumed with ``Range`` after a dropped connection, verified as a whole, fsynced, and
+  removed on failure;
+- every foreign exception becomes a one-line :class:`RegistryError` (exit 4) or, when
+  the bytes are not the ones asked for, a :class:`TamperedError` (exit 3). Messages name
+  the host and path, never a query string or a credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3.exceptions
+from requests.exceptions import ChunkedEncodingError
+
+from packager.core.digests import CHUNK, Digest
+from packager.errors import RegistryError, TamperedError
+from packager.registry.options import RegistryOptions
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes a transfer advanced by."""
+
+
+class Reader(Protocol):
+    """A sized request body read front to back, once per attempt."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+Body = bytes | Callable[[], Reader]
+"""A request body: bytes, or a factory opening a fresh reader for each attempt."""
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+# What a request or a body read raises when the network fails (urllib3's own errors come
+# straight through when a body is read from the raw stream).
+NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+# Error bodies are only ever quoted in a message.
+MAX_ERROR_BODY = 64 << 10
+
+
+class Authenticator(Protocol):
+    """Adds credentials to requests for one registry host and answers its challenges."""
+
+    def authorize(self, url: str, scope: str | None) -> Mapping[str, str]:
+        """Headers to send with a request to ``url`` needing ``scope``; empty for any
+        host other than the registry's own."""
+        ...
+
+    def challenge(self, response: requests.Response, scope: str | None) -> bool:
+        """Learn from a 401: True when retrying the request may now succeed.
+
+        Raises:
+            RegistryError: the credentials were refused or a token could not be had.
+        """
+        ...
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret this authenticator knows replaced by ``***``."""
+        ...
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1: names that never leave this machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """(host, port) of ``url``, the port made explicit: what decides where credentials go."""
+    parts = urlsplit(url)
+    return (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+
+
+def where(url: str) -> str:
+    """``host[:port]/path`` of ``url`` for messages: no query, which may carry upload state."""
+    parts = urlsplit(url)
+    return f"{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+@contextmanager
+def progress_bar(label: str, total: int, *, enabled: bool) -> Iterator[Progress | None]:
+    """A progress bar on stderr for a transfer of ``total`` bytes, or None when disabled
+    (the caller decides: not with --quiet, not when stderr is not a terminal)."""
+    if not enabled:
+        yield None
+        return
+    import click
+
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+class Transport:
+    """A requests session with the limits of :class:`RegistryOptions`; see the module doc.
+
+    One transport serves one registry; it may be shared by threads that each hold their
+    own responses (requests sessions pool connections per host).
+    """
+
+    def __init__(
+        self,
+        options: RegistryOptions,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._options = options
+        self._sleep = sleep
+        self._clock = clock
+        self._session = requests.Session()
+        # Credentials come from RegistryOptions and Docker's config only: with no session
+        # auth, requests would add ~/.netrc credentials to any host, redirect targets too.
+        self._session.auth = _no_auth
+        # requests' own "python-requests/x" is what some registries rate-limit hardest.
+        self._session.headers["User-Agent"] = "packager"
+
+    def check_url(self, url: str) -> None:
+        """Refuse a URL this transport must never connect to.
+
+        Raises:
+            RegistryError: not http(s), or plain http to a host other than loopback
+                without ``plain_http``.
+        """
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        if scheme == "https":
+            return
+        if scheme != "http":
+            raise RegistryError(f"refusing to fetch {where(url)}: {scheme!r} is not http(s)")
+        if not (self._options.plain_http or is_loopback(host)):
+            raise RegistryError(
+                f"refusing plain HTTP to {host}: traffic and credentials would be readable "
+                "on the network; use HTTPS, or pass --plain-http if you mean it"
+            )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        body: Body | None = None,
+        params: Mapping[str, str] | None = None,
+        auth: Authenticator | None = None,
+        scope: str | None = None,
+        deadline: float | None = None,
+        retry: bool = True,
+    ) -> requests.Response:
+        """Send a request and return the streamed response for any final status.
+
+        Redirects of GET and HEAD are followed; a 401 is answered once through ``auth``;
+        connection errors, 5xx and 429 are retried (unless ``retry`` is False). The caller
+        reads or closes the response. ``what`` says what the request is for, in messages.
+
+        Raises:
+            RegistryError: the URL is refused, or the request could not be completed.
+        """
+        deadline = self._clock() + self._options.timeouts.deadline if deadline is None else deadline
+        policy = self._options.retry
+        attempt = 0
+        hops = 0
+        challenged = False
+        while True:
+            self.check_url(url)
+            sent = {**(headers or {}), **(auth.authorize(url, scope) if auth else {})}
+            try:
+                response = self._send(method, url, headers=sent, body=body, params=params)
+            except NETWORK_ERRORS as e:
+                # A certificate or protocol mismatch is no less wrong a second later.
+                permanent = isinstance(e, requests.exceptions.SSLError)
+                if permanent or not retry or attempt >= policy.attempts:
+                    raise self.network_error(e, what, url, auth) from e
+                self._wait(attempt, None, deadline, what, url)
+                attempt += 1
+                continue
+            status = response.status_code
+            if status in REDIRECT_STATUSES and method in ("GET", "HEAD"):
+                location = response.headers.get("Location")
+                response.close()
+                hops += 1
+                if not location or hops > MAX_REDIRECTS:
+                    raise RegistryError(
+                        f"cannot {what}: {where(url)} redirects nowhere or too often"
+                    )
+                target = urljoin(url, location)
+                if host_port(target) != host_port(url) and headers and "Authorization" in headers:
+                    # A token realm's credentials stay with the realm's host.
+                    headers = {k: v for k, v in headers.items() if k != "Authorization"}
+                # Parameters belong to the first URL; the Location is complete.
+                url, params = target, None
+                continue
+            if status == 401 and auth is not None and not challenged:
+                challenged = True
+                try:
+                    again = auth.challenge(response, scope)
+                except RegistryError:
+                    response.close()
+                    raise
+                if again:
+                    response.close()
+                    continue
+            if status in RETRY_STATUSES and retry and attempt < policy.attempts:
+                retry_after = response.headers.get("Retry-After")
+                response.close()
+                self._wait(attempt, retry_after, deadline, what, url)
+                attempt += 1
+                continue
+            return response
+
+    def read(
+        self,
+        response: requests.Response,
+        *,
+        limit: int,
+        what: str,
+        auth: Authenticator | None = None,
+    ) -> bytes:
+        """The body of ``response``, at most ``limit + 1`` bytes (so callers can tell
+        "too long" from "exactly ``limit``"); the response is closed.
+
+        Raises:
+            RegistryError: the connection failed, stalled or ran past the deadline.
+        """
+        deadline = self._clock() + self._options.timeouts.deadline
+        sink = io.BytesIO()
+        with response:
+            try:
+                for chunk in self._chunks(response, limit + 1, deadline, what):
+                    sink.write(chunk)
+            except NETWORK_ERRORS as e:
+                raise self.network_error(e, what, response.url, auth) from e
+        return sink.getvalue()
+
+    def download(
+        self,
+        url: str,
+        sink: IO[bytes],
+        *,
+        size: int,
+        digest: Digest,
+        what: str,
+        auth: Authenticator | None = None,
+        scope: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Stream exactly ``size`` bytes whose sha256 is ``digest`` into ``sink``.
+
+        ``sink`` must be empty, seekable and truncatable. A connection that drops or
+        stalls is resumed with ``Range: bytes=N-``: a 206 continues the hash where it
+        stopped, a 200 (the server ignores ranges) restarts from zero, a 416 means the
+        blob is shorter than declared. Attempts that received bytes do not count against
+        the retry budget; the deadline bounds the whole download.
+
+        Raises:
+            TamperedError: more or fewer than ``size`` bytes, or another digest.
+            RegistryError: the download failed, stalled or ran past the deadline.
+        """
+        deadline = self._clock() + self._options.timeouts.deadline
+        hasher = hashlib.sha256()
+        received = reported = 0
+        failures = 0
+        while True:
+            headers = {"Accept-Encoding": "identity"}
+            if received:
+                headers["Range"] = f"bytes={received}-"
+            response = self.request(
+                "GET", url, what=what, headers=headers, auth=auth, scope=scope, deadline=deadline
+            )
+            before = received
+            with response:
+                status = response.status_code
+                if received and status == 416:
+                    raise TamperedError(
+                        f"cannot {what}: it is shorter than the {size} bytes declared"
+                    )
+                if received and status == 206:
+                    _check_content_range(response, received, size, what)
+                elif status == 200:
+                    if received:
+                        sink.seek(0)
+                        sink.truncate()
+                        hasher, received = hashlib.sha256(), 0
+                else:
+                    raise self.http_error(response, what, auth)
+                try:
+                    for chunk in self._chunks(response, size + 1 - received, deadline, what):
+                        hasher.update(chunk)
+                        sink.write(chunk)
+                        received += len(chunk)
+                        if progress is not None and received > reported:
+                            progress(min(received, size) - reported)
+                            reported = min(received, size)
+                except NETWORK_ERRORS as e:
+                    failures = 0 if received > before else failures + 1
+                    if failures > self._options.retry.attempts:
+                        raise self.network_error(e, what, url, auth) from e
+                    self._wait(failures, None, deadline, what, url)
+                    continue
+            break
+        if received != size:
+            longer = "longer" if received > size else "shorter"
+            raise TamperedError(
+                f"cannot {what}: it is {longer} than the {size} bytes declared; do not use it"
+            )
+        if hasher.hexdigest() != digest.hex:
+            raise TamperedError(f"cannot {what}: the bytes do not match {digest}; do not use it")
+
+    def download_file(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        size: int,
+        digest: Digest,
+        what: str,
+        auth: Authenticator | None = None,
+        scope: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """:meth:`download` into the new file ``dest``: created exclusively (never
+        through a link planted there), fsynced, and removed on any failure.
+
+        Raises:
+            TamperedError, RegistryError: as :meth:`download`; RegistryError also when
+                ``dest`` exists or cannot be written.
+        """
+        try:
+            out = open(dest, "xb")  # noqa: SIM115 - closed below, after fsync
+        except OSError as e:
+            raise RegistryError(f"cannot {what}: cannot create {dest}: {e.strerror}") from e
+        try:
+            with out:
+                self.download(
+                    url,
+                    out,
+                    size=size,
+                    digest=digest,
+                    what=what,
+                    auth=auth,
+                    scope=scope,
+                    progress=progress,
+                )
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as e:
+            dest.unlink(missing_ok=True)
+            raise RegistryError(f"cannot {what}: cannot write {dest}: {e.strerror}") from e
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+
+    def http_error(
+        self, response: requests.Response, what: str, auth: Authenticator | None = None
+    ) -> RegistryError:
+        """A one-line error for an unexpected status, quoting the registry's error code
+        and message when it sent the OCI error JSON. Closes the response."""
+        detail = ""
+        try:
+            body = self.read(response, limit=MAX_ERROR_BODY, what=what, auth=auth)
+            detail = _error_detail(body)
+        except RegistryError:
+            pass  # the status alone still says what happened
+        status = response.status_code
+        hint = {
+            401: "; check the credentials (--username/--password-stdin, "
+            "PACKAGER_REGISTRY_USERNAME/PASSWORD or docker login)",
+            403: "; the credentials do not allow this",
+        }.get(status, "")
+        text = f"cannot {what}: {where(response.url)} answered {status}{detail}{hint}"
+        return RegistryError(_one_line(auth.redact(text) if auth else text))
+
+    def network_error(
+        self, error: BaseException, what: str, url: str, auth: Authenticator | None = None
+    ) -> RegistryError:
+        """A one-line error for a failed connection, naming the host and the cause."""
+        text = f"cannot {what}: {where(url)}: {self._cause(error)}"
+        return RegistryError(_one_line(auth.redact(text) if auth else text))
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: Body | None,
+        params: Mapping[str, str] | None,
+    ) -> requests.Response:
+        timeouts = self._options.timeouts
+        data = body() if callable(body) else body
+        try:
+            return self._session.request(
+                method,
+                url,
+                headers=dict(headers),
+                data=data,
+                params=params,
+                # Always streamed: bodies are read with our caps, never all at once.
+                stream=True,
+                allow_redirects=False,
+                timeout=(timeouts.connect, timeouts.stall),
+                # Per request: a Session.verify would lose to REQUESTS_CA_BUNDLE.
+                verify=str(self._options.ca_cert) if self._options.ca_cert else True,
+            )
+        finally:
+            if data is not None and not isinstance(data, bytes):
+                data.close()
+
+    def _chunks(
+        self, response: requests.Response, limit: int, deadline: float, what: str
+    ) -> Iterator[bytes]:
+        remaining = limit
+        while remaining > 0:
+            # read1 returns whatever one receive brings: a trickling server still gets
+            # its deadline checked, where read(n) would wait for n bytes.
+            chunk = response.raw.read1(min(CHUNK, remaining), decode_content=True)
+            if not chunk:
+                return
+            if self._clock() > deadline:
+                raise RegistryError(
+                    f"cannot {what}: not done after {self._options.timeouts.deadline:g} s; "
+                    "the connection is too slow or the server trickles"
+                )
+            remaining -= len(chunk)
+            yield chunk
+
+    def _wait(
+        self, attempt: int, retry_after: str | None, deadline: float, what: str, url: str
+    ) -> None:
+        policy = self._options.retry
+        delay = _retry_after_seconds(retry_after)
+        if delay is None:
+            delay = policy.backoff * 2**attempt
+        delay = min(delay, policy.max_wait)
+        if self._clock() + delay > deadline:
+            raise RegistryError(
+                f"cannot {what}: {where(url)} still failing when the "
+                f"{self._options.timeouts.deadline:g} s deadline ran out"
+            )
+        self._sleep(delay)
+
+    def _cause(self, error: BaseException) -> str:
+        timeouts = self._options.timeouts
+        for e in _causes(error):
+            if isinstance(e, requests.ConnectTimeout) or (
+                # urllib3 derives "could not connect" from its connect timeout.
+                isinstance(e, urllib3.exceptions.ConnectTimeoutError)
+                and not isinstance(e, urllib3.exceptions.NewConnectionError)
+            ):
+                return f"no connection within {timeouts.connect:g} s"
+            if isinstance(e, urllib3.exceptions.ReadTimeoutError | requests.ReadTimeout):
+                return f"stalled: no data for {timeouts.stall:g} s"
+            if isinstance(e, ssl.SSLCertVerificationError):
+                return (
+                    f"TLS certificate not trusted ({e.verify_message}); "
+                    "pass --ca-cert FILE for a private CA"
+                )
+            if isinstance(e, ssl.SSLError):
+                return f"TLS failed ({e.reason or e.strerror})"
+            if isinstance(e, socket.gaierror):
+                return "host name not found"
+            if isinstance(e, urllib3.exceptions.ProtocolError | ChunkedEncodingError):
+                return "the connection broke mid-response"
+            if isinstance(e, OSError) and e.strerror:
+                return e.strerror.lower()
+        return type(error).__name__
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it wraps (requests and urllib3 wrap through args and .reason)."""
+    seen: set[int] = set()
+    todo: list[Any] = [error]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [*e.args, getattr(e, "reason", None), e.__cause__, e.__context__]
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _check_content_range(response: requests.Response, start: int, size: int, what: str) -> None:
+    # "bytes START-END/TOTAL": the part must start where we stopped, and a total is a claim
+    # about the blob's size that can be checked right away.
+    unit, _, spec = response.headers.get("Content-Range", "").partition(" ")
+    first, _, total = spec.partition("/")
+    begin = first.partition("-")[0]
+    if unit != "bytes" or begin != str(start):
+        raise RegistryError(f"cannot {what}: the server resumed at the wrong offset ({spec!r})")
+    if total not in ("*", str(size)):
+        raise TamperedError(
+            f"cannot {what}: the server says it has {total} bytes, not the {size} declared"
+        )
+
+
+def _error_detail(body: bytes) -> str:
+    """`` CODE (message)`` from an OCI error response, or '' when there is none."""
+    try:
+        errors = json.loads(body).get("errors")
+        first = errors[0]
+        code, message = str(first.get("code", "")), str(first.get("message", ""))
+    except (ValueError, AttributeError, TypeError, IndexError, KeyError):
+        return ""
+    return f" {code}" + (f" ({message})" if message else "")
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """Printable, single-line and bounded: servers choose part of this text."""
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"

@@ -1,0 +1,228 @@
+"""The HTTP transport against small real servers on 127.0.0.1 that misbehave on purpose."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from packager.core.digests import Digest
+from packager.errors import RegistryError, TamperedError
+from packager.registry.options import RegistryOptions, RetryPolicy, Timeouts
+from packager.registry.transport import Transport, is_loopback
+
+from .servers import BlobServer, make_tls
+
+DATA = os.urandom(3 << 20)  # more than one read, so drops happen mid-body
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_wait=0.2)
+
+
+def transport(**kwargs: Any) -> Transport:
+    kwargs.setdefault("retry", FAST)
+    return Transport(RegistryOptions(**kwargs))
+
+
+def fetch(t: Transport, server: BlobServer, dest: Path, *, size: int = len(DATA)) -> list[int]:
+    steps: list[int] = []
+    t.download_file(
+        server.url,
+        dest,
+        size=size,
+        digest=Digest(hashlib.sha256(DATA).hexdigest()),
+        what="fetch the test blob",
+        progress=steps.append,
+    )
+    return steps
+
+
+def test_resumes_a_dropped_download_with_range(tmp_path: Path) -> None:
+    with BlobServer(DATA, mode="drop").running() as server:
+        steps = fetch(transport(), server, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == DATA
+    first, second = server.requests
+    assert "Range" not in first
+    assert second["Range"] == f"bytes={len(DATA) // 2}-"
+    # Progress never goes back and adds up to the blob, however the bytes arrived.
+    assert all(s > 0 for s in steps) and sum(steps) == len(DATA)
+
+
+def test_restarts_when_the_server_ignores_range(tmp_path: Path) -> None:
+    with BlobServer(DATA, mode="no-range").running() as server:
+        steps = fetch(transport(), server, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == DATA
+    assert server.requests[1]["Range"] == f"bytes={len(DATA) // 2}-"
+    assert sum(steps) == len(DATA)
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("longer", "longer than"),
+        ("shorter", "shorter than"),
+        ("corrupt", "do not match"),
+        ("shrink", "shorter than"),  # resumed past the end: 416
+    ],
+)
+def test_bytes_other_than_declared_are_tampering(tmp_path: Path, mode: str, message: str) -> None:
+    with (
+        BlobServer(DATA, mode=mode).running() as server,
+        pytest.raises(TamperedError, match=message) as caught,
+    ):
+        fetch(transport(), server, tmp_path / "blob")
+    assert caught.value.exit_code == 3
+    assert not (tmp_path / "blob").exists()
+
+
+def test_in_memory_download_is_capped_at_size_plus_one() -> None:
+    sink = io.BytesIO()
+    with (
+        BlobServer(DATA, mode="longer").running() as server,
+        pytest.raises(TamperedError, match="longer"),
+    ):
+        transport().download(
+            server.url, sink, size=10, digest=Digest.of(DATA[:10]), what="read a small blob"
+        )
+    assert len(sink.getvalue()) == 11
+
+
+def test_retries_server_errors_then_succeeds(tmp_path: Path) -> None:
+    with BlobServer(DATA, mode="fail:2:500").running() as server:
+        fetch(transport(), server, tmp_path / "blob")
+    assert len(server.requests) == 3
+    assert (tmp_path / "blob").read_bytes() == DATA
+
+
+def test_gives_up_after_the_retry_budget(tmp_path: Path) -> None:
+    with (
+        BlobServer(DATA, mode="fail:99:503").running() as server,
+        pytest.raises(RegistryError, match="answered 503") as caught,
+    ):
+        fetch(transport(), server, tmp_path / "blob")
+    assert len(server.requests) == FAST.attempts + 1
+    assert caught.value.exit_code == 4
+    assert not (tmp_path / "blob").exists()
+
+
+def test_honours_retry_after_on_429(tmp_path: Path) -> None:
+    with BlobServer(DATA, mode="fail:1:429", retry_after="1").running() as server:
+        started = time.monotonic()
+        fetch(
+            transport(retry=RetryPolicy(attempts=2, backoff=0.01, max_wait=5)),
+            server,
+            tmp_path / "blob",
+        )
+    assert time.monotonic() - started >= 1.0
+    assert len(server.requests) == 2
+
+
+def test_caps_retry_after(tmp_path: Path) -> None:
+    with BlobServer(DATA, mode="fail:1:429", retry_after="3600").running() as server:
+        started = time.monotonic()
+        fetch(transport(), server, tmp_path / "blob")
+    assert time.monotonic() - started < FAST.max_wait + 1
+
+
+def test_stalled_server_times_out(tmp_path: Path) -> None:
+    slow = transport(
+        timeouts=Timeouts(connect=1, stall=0.3, deadline=30),
+        retry=RetryPolicy(attempts=1, backoff=0.01),
+    )
+    started = time.monotonic()
+    with BlobServer(DATA, mode="stall", pause=3).running() as server:
+        with pytest.raises(RegistryError, match="stalled: no data for 0.3 s"):
+            fetch(slow, server, tmp_path / "blob")
+        assert time.monotonic() - started < 2.5
+    assert not (tmp_path / "blob").exists()
+
+
+def test_trickling_server_hits_the_deadline() -> None:
+    # Each byte comes well within the stall timeout; only the deadline can stop this.
+    slow = transport(timeouts=Timeouts(connect=1, stall=5, deadline=0.5))
+    started = time.monotonic()
+    with BlobServer(DATA[:200], mode="trickle", pause=0.02).running() as server:
+        with pytest.raises(RegistryError, match="not done after 0.5 s"):
+            slow.download(
+                server.url, io.BytesIO(), size=200, digest=Digest.of(DATA[:200]), what="fetch"
+            )
+        assert time.monotonic() - started < 2
+
+
+def test_connection_refused_is_a_registry_error(tmp_path: Path) -> None:
+    with BlobServer(DATA).running() as server:
+        url = server.url
+    with pytest.raises(RegistryError, match="connection refused") as caught:
+        transport().request("GET", url, what="reach a closed port")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.fixture
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every name lookup other than 127.0.0.1's, and lets none reach a resolver."""
+    looked_up: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("127.0.0.1", b"127.0.0.1"):
+            return real(host, *args, **kwargs)
+        looked_up.append(str(host))
+        raise socket.gaierror(socket.EAI_NONAME, "not in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
+def test_plain_http_to_a_remote_host_is_refused_before_any_socket(no_dns: list[str]) -> None:
+    with pytest.raises(RegistryError, match="--plain-http"):
+        transport().request("GET", "http://registry.example.test/v2/", what="probe")
+    assert no_dns == []
+    # Asked for, it is attempted (and fails here only because nothing resolves).
+    with pytest.raises(RegistryError, match="host name not found"):
+        transport(plain_http=True).request("GET", "http://registry.example.test/v2/", what="probe")
+    assert no_dns and set(no_dns) == {"registry.example.test"}
+
+
+def test_a_redirect_to_plain_http_elsewhere_is_refused(tmp_path: Path, no_dns: list[str]) -> None:
+    with (
+        BlobServer(DATA, mode="redirect:http://cdn.example.test/blob").running() as server,
+        pytest.raises(RegistryError, match="refusing plain HTTP to cdn.example.test"),
+    ):
+        fetch(transport(), server, tmp_path / "blob")
+    assert no_dns == []
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host() -> None:
+    with BlobServer(DATA).running() as target:
+        with BlobServer(DATA, mode=f"redirect:{target.url}").running() as server:
+            response = transport().request(
+                "GET", server.url, what="fetch", headers={"Authorization": "Basic c2VjcmV0"}
+            )
+            response.close()
+        assert response.status_code == 200
+    assert server.requests[0]["Authorization"] == "Basic c2VjcmV0"
+    assert "Authorization" not in target.requests[0]
+
+
+def test_ca_cert_verifies_a_private_tls_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The environment's bundle must not win over --ca-cert (it would with Session.verify).
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    tls = make_tls(tmp_path / "tls")
+    with BlobServer(DATA).running(tls) as server:
+        url = server.url.replace("http://", "https://")
+        with pytest.raises(RegistryError, match="not trusted.*--ca-cert"):
+            transport().request("GET", url, what="fetch over TLS")
+        response = transport(ca_cert=tls.cert).request("GET", url, what="fetch over TLS")
+        response.close()
+    assert response.status_code == 200
+
+
+def test_loopback_names() -> None:
+    assert all(map(is_loopback, ["localhost", "127.0.0.1", "127.3.4.5", "::1", "[::1]"]))
+    assert not any(map(is_loopback, ["registry.local", "10.0.0.1", "localhost.example", "::"]))

@@ -1,0 +1,214 @@
+"""Mirroring between registries: embedded directories and archives, verified version by version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packager.cli import main
+from packager.errors import TamperedError, UntrustedError, UsageError
+from packager.mirror import export, mirror
+from packager.publish import publish_bundle
+from packager.registry import ArchiveRegistry, LayoutRegistry
+from packager.registry.base import Registry
+
+from .conftest import KeyPair
+
+VERSIONS = ("1.0.0", "1.1.0", "2.0.0")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def source(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair) -> LayoutRegistry:
+    registry = LayoutRegistry(tmp_path / "source")
+    for version in VERSIONS:
+        publish_bundle(bundles[version], registry=registry, keys=[keypair.public])
+    return registry
+
+
+def digests(registry: Registry) -> dict[str, str]:
+    return {
+        f"{name}@{version}": str(registry.resolve(name, version).manifest_digest)
+        for name in registry.names()
+        for version in registry.versions(name)
+    }
+
+
+def files(registry: Registry, version: str, dest: Path) -> dict[str, bytes]:
+    artifact = registry.resolve("iris", version)
+    dest.mkdir(parents=True)
+    for path, desc in artifact.files.items():
+        registry.fetch_blob("iris", desc, dest / path)
+    return {p.name: p.read_bytes() for p in dest.iterdir()}
+
+
+def test_round_trip_embedded_archive_embedded_keeps_digests_and_bytes(
+    source: LayoutRegistry, keypair: KeyPair, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    carried = ArchiveRegistry(tmp_path / "carry" / "models.tar")
+    carried.path.parent.mkdir()
+    report = mirror(source, carried, keys=[keypair.public])
+    assert [(c.version, c.destination_digest) for c in report.copied] == [
+        (v, source.resolve("iris", v).manifest_digest) for v in VERSIONS
+    ]
+    assert digests(carried) == digests(source)
+
+    target = LayoutRegistry(tmp_path / "target")
+    report = mirror(carried, target, keys=[keypair.public])
+    assert len(report.copied) == 3 and not report.skipped and not report.conflicts
+    assert digests(target) == digests(source)
+    for version in VERSIONS:
+        copied = files(target, version, tmp_path / "fetched" / version)
+        assert copied == {p.name: p.read_bytes() for p in bundles[version].iterdir()}
+
+    # Again: everything is there already, and the archive is not rewritten.
+    before = carried.path.stat()
+    report = mirror(source, carried, keys=[keypair.public])
+    assert [c.version for c in report.skipped] == list(VERSIONS) and not report.copied
+    after = carried.path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_mirror_into_an_archive_extends_it_with_the_same_bytes_as_an_export(
+    source: LayoutRegistry, keypair: KeyPair, tmp_path: Path
+) -> None:
+    archive = tmp_path / "models.tar"
+    export(["iris@1.0.0"], registry=source, out=archive)
+    report = mirror(source, ArchiveRegistry(archive), ["iris@2.0.0"], keys=[keypair.public])
+    assert [c.version for c in report.copied] == ["2.0.0"]
+    assert ArchiveRegistry(archive).versions("iris") == ["1.0.0", "2.0.0"]
+    both = tmp_path / "both.tar"
+    export(["iris@2.0.0", "iris@1.0.0"], registry=source, out=both)
+    assert archive.read_bytes() == both.read_bytes()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left"
+
+
+def test_names_select_versions(source: LayoutRegistry, keypair: KeyPair, tmp_path: Path) -> None:
+    target = LayoutRegistry(tmp_path / "target")
+    mirror(source, target, ["iris@1.1.0"], keys=[keypair.public])
+    assert target.versions("iris") == ["1.1.0"]
+    report = mirror(source, target, ["iris"], keys=[keypair.public])
+    assert [c.version for c in report.copied] == ["1.0.0", "2.0.0"]
+    assert [c.version for c in report.skipped] == ["1.1.0"]
+
+
+def test_untrusted_signature_is_refused_and_nothing_is_written(
+    capsys: pytest.CaptureFixture[str],
+    source: LayoutRegistry,
+    other_keypair: KeyPair,
+    tmp_path: Path,
+) -> None:
+    for destination in (tmp_path / "target", tmp_path / "models.tar"):
+        code, _, err = cli(
+            capsys, "mirror", source.root, destination, "--key", other_keypair.pub_path
+        )
+        assert code == 3, err
+        assert not destination.exists()
+    with pytest.raises(UntrustedError):
+        mirror(source, LayoutRegistry(tmp_path / "t"), keys=[other_keypair.public])
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left"
+
+
+def test_keys_are_required_unless_no_verify(
+    capsys: pytest.CaptureFixture[str], source: LayoutRegistry, keypair: KeyPair, tmp_path: Path
+) -> None:
+    code, _, err = cli(capsys, "mirror", source.root, tmp_path / "target")
+    assert code == 2 and "--key" in err
+    assert not (tmp_path / "target").exists()
+    with pytest.raises(UsageError, match="contradict"):
+        mirror(source, LayoutRegistry(tmp_path / "t"), keys=[keypair.public], verify=False)
+
+
+def test_no_verify_warns_and_still_checks_digests(
+    capsys: pytest.CaptureFixture[str], source: LayoutRegistry, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    code, out, err = cli(capsys, "mirror", source.root, target, "--no-verify", "--json")
+    assert code == 0, err
+    assert err.startswith("packager: WARNING: --no-verify") and "NOT be checked" in err
+    assert [c["version"] for c in json.loads(out)["copied"]] == list(VERSIONS)
+    assert json.loads(out)["verified"] is False
+    assert digests(LayoutRegistry(target)) == digests(source)
+
+    artifact = source.resolve("iris", "1.1.0")
+    blob = source.root / "iris" / "blobs" / "sha256" / artifact.files["model.onnx"].digest.hex
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    code, _, err = cli(capsys, "mirror", source.root, tmp_path / "other", "--no-verify")
+    assert code == 3, err
+    with pytest.raises(TamperedError):
+        mirror(source, ArchiveRegistry(tmp_path / "x.tar"), ["iris@1.1.0"], keys=[], verify=False)
+    assert not (tmp_path / "x.tar").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "archive"])
+def test_conflicting_version_is_reported_and_the_others_are_copied(
+    kind: str,
+    capsys: pytest.CaptureFixture[str],
+    source: LayoutRegistry,
+    keypair: KeyPair,
+    iris_model: object,
+    iris: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    from packager.api import package
+
+    # Another, validly signed iris 1.0.0: different test vectors, so different files.
+    X, _ = iris
+    rebuilt = package(
+        iris_model,
+        sample=X[::7],
+        name="iris",
+        version="1.0.0",
+        key=keypair.private,
+        out_dir=tmp_path / "rebuilt",
+    )
+    target = LayoutRegistry(tmp_path / "target")
+    theirs = publish_bundle(rebuilt, registry=target, keys=[keypair.public]).manifest_digest
+    destination: Path = target.root
+    if kind == "archive":
+        destination = tmp_path / "models.tar"
+        export(["iris@1.0.0"], registry=target, out=destination)
+
+    code, out, err = cli(
+        capsys, "mirror", source.root, destination, "--key", keypair.pub_path, "--json"
+    )
+    assert code == 4, err
+    report = json.loads(out)
+    assert [c["version"] for c in report["copied"]] == ["1.1.0", "2.0.0"]
+    assert report["conflicts"] == [
+        {
+            "name": "iris",
+            "version": "1.0.0",
+            "sourceDigest": str(source.resolve("iris", "1.0.0").manifest_digest),
+            "destinationDigest": str(theirs),
+        }
+    ]
+    assert "iris@1.0.0 already in" in err.splitlines()[-1]
+    result = ArchiveRegistry(destination) if kind == "archive" else LayoutRegistry(destination)
+    assert result.versions("iris") == list(VERSIONS)
+    assert result.resolve("iris", "1.0.0").manifest_digest == theirs
+
+
+def test_text_summary(
+    capsys: pytest.CaptureFixture[str], source: LayoutRegistry, keypair: KeyPair, tmp_path: Path
+) -> None:
+    target = tmp_path / "models.tar"
+    assert (
+        cli(capsys, "mirror", source.root, target, "iris@1.0.0", "--key", keypair.pub_path)[0] == 0
+    )
+    code, out, err = cli(capsys, "mirror", source.root, target, "--key", keypair.pub_path)
+    assert code == 0, err
+    lines = [line.split()[:2] for line in out.splitlines()]
+    assert lines == [["copied", "iris@1.1.0"], ["copied", "iris@2.0.0"], ["skipped", "iris@1.0.0"]]
+    assert "2 copied, 1 already there, 0 conflicting" in err
