@@ -67,8 +67,16 @@ def package(
     training_data: Sequence[str | Path] = (),
     hyperparameters: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    precision: str = "float32",
+    input_shape: Sequence[int] | None = None,
+    task: str | None = None,
+    quantize: str | None = None,
+    quantize_rtol: float | None = None,
+    quantize_atol: float | None = None,
 ) -> Path:
-    """Package a fitted estimator, an ONNX model or a model file as a signed bundle.
+    """Package a fitted estimator, a PyTorch module, an ONNX model or a model file as a
+    signed bundle. ``precision``, ``input_shape``, ``task`` and the quantization options
+    are those of :func:`packager.bundle.package`.
 
     Raises:
         UsageError, ConversionError, ParityError: see :func:`packager.bundle.package`.
@@ -103,4 +111,10 @@ def package(
         description=description,
         readme=Path(readme) if readme is not None else None,
         labels=labels,
+        precision=precision,
+        input_shape=tuple(input_shape) if input_shape is not None else None,
+        task=task,
+        quantize=quantize,
+        quantize_rtol=quantize_rtol,
+        quantize_atol=quantize_atol,
     )

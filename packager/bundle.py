@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from packager.core import signature
 from packager.core.compat import minimum_runtime
 from packager.core.digests import Digest, digest_file
+from packager.core.graph import check_graph
 from packager.core.manifest import (
     MANIFEST,
     SIGNATURE,
@@ -29,6 +30,7 @@ from packager.core.manifest import (
     check_name,
     check_version,
     dump_json,
+    parse_manifest,
     validate_document,
 )
 from packager.core.verify import check_files, verify_manifest
@@ -40,8 +42,11 @@ if TYPE_CHECKING:
         EllipticCurvePublicKey,
     )
 
+    from packager.benchmark import BenchmarkData
     from packager.convert import Conversion
     from packager.table import Table
+
+Progress = Callable[[str], None]
 
 MODEL_FILE = "model.onnx"
 TESTVECTORS_FILE = "testvectors.npz"
@@ -108,24 +113,72 @@ def package(
     description: str | None = None,
     readme: Path | None = None,
     labels: Mapping[str, str] | None = None,
+    precision: str = "float32",
+    input_shape: tuple[int, ...] | None = None,
+    task: str | None = None,
+    quantize: str | None = None,
+    quantize_rtol: float | None = None,
+    quantize_atol: float | None = None,
+    benchmark: BenchmarkData | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Convert, validate, write and sign a bundle; returns its directory.
 
-    ``model`` is a fitted estimator, an ``onnx.ModelProto``, or what
-    :func:`packager.convert.load_model_file` returned. The bundle is built in a
-    temporary directory beside its destination and renamed into place, so a
-    failure leaves no partial bundle.
+    ``model`` is a fitted estimator, a PyTorch module, an ``onnx.ModelProto``,
+    or what :func:`packager.convert.load_model_file` returned; ``precision``,
+    ``input_shape`` and ``task`` go to :func:`packager.convert.convert`.
+    ``quantize`` ("dynamic") quantizes the graph and keeps it only if it still
+    matches the original within ``quantize_rtol``/``quantize_atol`` (default:
+    the parity tolerances); the size change goes to the manifest's
+    ``metrics.quantization``. ``benchmark`` measures the final model on
+    labelled data into ``metrics.benchmark``. ``progress`` receives notes for
+    the user. The bundle is built in a temporary directory beside its
+    destination and renamed into place, so a failure leaves no partial bundle.
 
     Raises:
         UsageError: bad name, version, sample or options.
-        ConversionError: the model cannot be converted.
-        ParityError: ONNX answers differ from the original beyond tolerance.
+        ConversionError: the model cannot be converted (or quantized), or a
+            library it needs is missing (the message names the extra).
+        ParityError: ONNX answers differ from the original beyond tolerance,
+            before or after quantization.
     """
     from packager.convert import convert
 
+    say = progress or (lambda _message: None)
     check_name(name)
     check_version(version)
-    conversion = convert(model, sample, rtol=rtol, atol=atol)
+    conversion = convert(
+        model,
+        sample,
+        rtol=rtol,
+        atol=atol,
+        precision=precision,
+        input_shape=input_shape,
+        task=task,
+    )
+    for note in conversion.notes:
+        say(note)
+    metrics: dict[str, Any] = {}
+    if quantize is not None:
+        from packager.quantize import quantize as quantize_model
+
+        conversion, quantization = quantize_model(
+            conversion, method=quantize, rtol=quantize_rtol, atol=quantize_atol
+        )
+        say(quantization.describe())
+        metrics["quantization"] = quantization.to_json()
+    if benchmark is not None:
+        from packager.benchmark import benchmark_conversion
+
+        report = benchmark_conversion(
+            conversion,
+            benchmark.data,
+            target=benchmark.target,
+            settings=benchmark.settings,
+            original_size=benchmark.original_size,
+        )
+        say(report.table())
+        metrics["benchmark"] = report.to_json()
     epoch = source_date_epoch()
     created = datetime.fromtimestamp(epoch if epoch is not None else int(time.time()), UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +197,7 @@ def package(
             description=description,
             readme=readme,
             labels=labels,
+            metrics=metrics,
         )
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=out_dir))
@@ -170,12 +224,16 @@ def _write_bundle(
     description: str | None,
     readme: Path | None,
     labels: Mapping[str, str] | None,
+    metrics: Mapping[str, Any],
 ) -> None:
+    from packager.convert.onnxfile import save_onnx
     from packager.runtime import runtime_version
     from packager.testvectors import write_testvectors
 
     work.chmod(0o755)
-    (work / MODEL_FILE).write_bytes(conversion.model.SerializeToString(deterministic=True))
+    data_files = save_onnx(
+        conversion.model, work, MODEL_FILE, external_data=conversion.external_data
+    )
     write_testvectors(
         work / TESTVECTORS_FILE,
         inputs=conversion.feeds,
@@ -183,6 +241,7 @@ def _write_bundle(
         epoch=int(created.timestamp()),
     )
     roles = {MODEL_FILE: "model", TESTVECTORS_FILE: "testvectors"}
+    roles.update({path: "weights" for path in data_files})
     if readme is not None:
         try:
             shutil.copyfile(readme, work / README_FILE)
@@ -195,7 +254,10 @@ def _write_bundle(
         digest, size = digest_file(work / path)
         files.append({"path": path, "sha256": digest.hex, "size": size, "role": roles[path]})
 
-    opsets = {(o.domain or "ai.onnx"): int(o.version) for o in conversion.model.opset_import}
+    opsets: dict[str, int] = {}
+    for opset in conversion.model.opset_import:
+        domain = opset.domain or "ai.onnx"
+        opsets[domain] = max(opsets.get(domain, 0), int(opset.version))
     comparison = conversion.comparison
     validation: dict[str, Any] = {
         "testvectors": TESTVECTORS_FILE,
@@ -211,6 +273,8 @@ def _write_bundle(
         validation["labelAgreement"] = comparison.label_agreement
     if conversion.label_outputs:
         validation["labelOutputs"] = list(conversion.label_outputs)
+    if conversion.input_cast:
+        validation["inputCast"] = conversion.input_cast
     doc: dict[str, Any] = {
         "schemaVersion": 1,
         "name": name,
@@ -225,7 +289,11 @@ def _write_bundle(
             "source": dict(conversion.source),
         },
         "runtime": {
-            "onnxruntime": minimum_runtime(opsets, validated_with=runtime_version()),
+            "onnxruntime": minimum_runtime(
+                opsets,
+                ir_version=int(conversion.model.ir_version),
+                validated_with=runtime_version(),
+            ),
         },
         "files": files,
         "validation": validation,
@@ -236,11 +304,16 @@ def _write_bundle(
         doc["license"] = license
     if labels:
         doc["labels"] = dict(labels)
+    if metrics:
+        doc["metrics"] = dict(metrics)
     prov = _provenance_doc(provenance)
     if prov:
         doc["provenance"] = prov
     validate_document(doc)
     manifest_bytes = dump_json(doc)
+    # The instance will check the graph against the manifest before loading it:
+    # a bundle that would fail there is not written.
+    check_graph((work / MODEL_FILE).read_bytes(), parse_manifest(manifest_bytes))
     (work / MANIFEST).write_bytes(manifest_bytes)
 
     resources = {str(f["path"]): Digest(str(f["sha256"])) for f in files}
@@ -322,8 +395,6 @@ def verify_bundle(bundle: Path, *, keys: Sequence[EllipticCurvePublicKey]) -> Ma
 
 def read_manifest_unverified(bundle: Path) -> Manifest:
     """The manifest of a bundle directory, validated but NOT signature-checked (for inspect)."""
-    from packager.core.manifest import parse_manifest
-
     try:
         return parse_manifest((bundle / MANIFEST).read_bytes())
     except OSError as e:

@@ -532,7 +532,7 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 
 
 @cli.command()
-@click.argument("ref", metavar="NAME[@VERSION]")
+@click.argument("ref", metavar="NAME[@VERSION|@CHANNEL]")
 @registry_option
 @remote_options
 @key_option(required=False)
@@ -550,8 +550,10 @@ def install(
 ) -> None:
     """Fetch, verify, smoke-test and atomically install a model version.
 
-    Trusted keys come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
-    else /etc/packager/trust.toml; with none, install refuses.
+    NAME@CHANNEL (e.g. iris@stable) installs the version the channel's signed document
+    names, and the model then follows the channel (`packager update`); installing by
+    version stops following. Trusted keys come from --key, else --trust FILE, else
+    $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none, install refuses.
     """
     from packager.install import install as do_install
     from packager.store import Store
@@ -569,6 +571,7 @@ def install(
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
+        registry_ref=resolve_registry(registry_ref),
         trust=trust,
         store=Store(ctx.home),
         now=now(),
@@ -576,11 +579,18 @@ def install(
         insecure_skip_verify=insecure_skip_verify,
         progress=ctx.say,
     )
+    smoke, channel = result.smoke_test, result.channel
     if as_json:
         emit({"name": result.name, "version": result.version, "path": str(result.directory),
               "manifestSha256": result.manifest_sha256, "previous": result.previous,
-              "testVectors": result.smoke_test.rows,
-              "maxAbsDiff": result.smoke_test.max_abs_diff})
+              "installed": smoke is not None,
+              "testVectors": None if smoke is None else smoke.rows,
+              "maxAbsDiff": None if smoke is None else smoke.max_abs_diff,
+              "channel": None if channel is None else
+              {"channel": channel.channel, "sequence": channel.sequence,
+               "expires": channel.expires.isoformat()}})
+    elif smoke is None:
+        click.echo(f"{result.name}@{result.version} is already current -> {result.directory}")
     else:
         click.echo(f"installed {result.name}@{result.version} -> {result.directory}")
 
@@ -696,11 +706,103 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@click.option("--channel", required=True, help="Channel to point at the version, e.g. stable.")
+@click.option(
+    "--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
+)
+@click.option(
+    "--expires", default="30d", show_default=True, metavar="DURATION",
+    help="How long installers accept the document (e.g. 30d, 12h, 2w); promote again before.",
+)
+@click.option(
+    "--sequence", type=click.IntRange(min=1),
+    help="Sequence number to sign, when the current document is not this key's.",
+)
+@registry_option
+@remote_options
+@json_option
+@pass_ctx
+def promote(
+    ctx: Context, ref: str, channel: str, key_path: Path, expires: str, sequence: int | None,
+    registry_ref: str | None, as_json: bool,
+) -> None:
+    """Point CHANNEL of a model at NAME@VERSION with a signed, expiring document.
+
+    Instances that installed NAME@CHANNEL move to it at their next `packager update`.
+    """
+    from packager.channels import promote as do_promote
+    from packager.core.channel import parse_duration
+    from packager.keys import load_private_key, password_from_environment
+
+    expires_in = parse_duration(expires)
+    promotion = do_promote(
+        ref,
+        channel=channel,
+        registry=open_registry_at(ctx, registry_ref),
+        private_key=load_private_key(key_path, password=password_from_environment),
+        now=now(),
+        expires_in=expires_in,
+        sequence=sequence,
+        progress=ctx.say,
+    )
+    doc = promotion.channel
+    if as_json:
+        emit(promotion.to_json())
+    else:
+        click.echo(f"{doc.name}@{doc.channel} -> {doc.version}  sequence {doc.sequence}  "
+                   f"expires {doc.expires.isoformat()}  {doc.manifest_digest}")
+
+
+@cli.command()
+@registry_option
+@remote_options
+@key_option(required=False)
+@trust_option
+@json_option
+@pass_ctx
+def update(
+    ctx: Context, registry_ref: str | None, key_paths: tuple[Path, ...],
+    trust_file: Path | None, as_json: bool,
+) -> None:
+    """Install what their channel names for every model that follows one.
+
+    Each model is read from the registry it was installed from (--registry: from REF,
+    for this run only), with every check of `install NAME@CHANNEL`. A failing model does
+    not stop the others; the exit code is then the most important failure's (3, then 5,
+    then 4).
+    """
+    from packager.channels import update as do_update
+    from packager.store import Store
+    from packager.trust import resolve_policy
+
+    report = do_update(
+        store=Store(ctx.home),
+        trust=resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths),
+        now=now(),
+        open_registry=lambda ref: open_registry_at(ctx, ref),
+        registry_ref=resolve_registry(registry_ref),
+        progress=ctx.say,
+    )
+    if as_json:
+        emit(report.to_json())
+    else:
+        if not report.models:
+            ctx.say("no model follows a channel; install one with `packager install NAME@CHANNEL`")
+        for m in report.models:
+            what = {"updated": f"{m.previous or '-'} -> {m.version}", "current": m.version,
+                    "refused": str(m.error)}[m.status]
+            click.echo(f"{m.status:<8} {m.name}@{m.channel}  {what}")
+    report.check()
+
+
+@cli.command()
 @click.argument("name", required=False)
 @json_option
 @pass_ctx
 def log(ctx: Context, name: str | None, as_json: bool) -> None:
-    """Show the audit log: every install, refusal, rollback and removal."""
+    """Show the audit log: every install, refusal, rollback, removal and channel event."""
     from packager.store import Store
 
     entries = Store(ctx.home).audit_log(name)
@@ -885,6 +987,8 @@ def mirror_cmd(
         ):
             for item in items:
                 click.echo(f"{label:<8}  {item.name}@{item.version}  {item.destination_digest}")
+        for c in report.channels:
+            click.echo(f"{c.outcome:<8}  {c.name}@{c.channel}  {c.detail}")
         ctx.say(
             f"{len(report.copied)} copied, {len(report.skipped)} already there, "
             f"{len(report.conflicts)} conflicting"
@@ -894,6 +998,12 @@ def mirror_cmd(
         raise RegistryError(
             f"{listed} already in {report.destination} with other content and left alone; "
             "versions are immutable: publish a new version instead"
+        )
+    if report.channel_conflicts:
+        listed = ", ".join(f"{c.name}@{c.channel}" for c in report.channel_conflicts)
+        raise RegistryError(
+            f"channel {listed} left alone in {report.destination}: "
+            f"{report.channel_conflicts[0].detail}"
         )
 
 def main(argv: list[str] | None = None) -> int:

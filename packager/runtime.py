@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from packager.core.compare import Comparison, compare_outputs
 from packager.core.compat import check_runtime
+from packager.core.graph import check_graph
 from packager.core.manifest import MANIFEST, Manifest, TensorSpec, parse_manifest
 from packager.errors import IncompatibleModelError, SmokeTestError, UsageError
 
@@ -39,13 +40,76 @@ def runtime_version() -> str:
     return str(onnxruntime.__version__)
 
 
+# Binary-search bounds for the IR probe: every onnxruntime packager supports loads
+# IR 7 (ONNX 1.7), and no IR version will reach 1024 in this project's lifetime.
+_IR_KNOWN_LOADABLE = 7
+_IR_SEARCH_LIMIT = 1024
+
+
+@cache
+def runtime_ir_version() -> int:
+    """The highest ONNX IR version the installed onnxruntime loads.
+
+    onnxruntime has no API for it, so it is measured: a one-node model is
+    stamped with an IR version and loaded, and a binary search finds the
+    highest version that loads (a few milliseconds, once per process).
+
+    Raises:
+        IncompatibleModelError: the runtime loads not even IR 7.
+    """
+    if not _loads_ir(_IR_KNOWN_LOADABLE):
+        raise IncompatibleModelError(
+            f"onnxruntime {runtime_version()} does not load ONNX IR {_IR_KNOWN_LOADABLE} "
+            "models; install a current onnxruntime"
+        )
+    low, high = _IR_KNOWN_LOADABLE, _IR_SEARCH_LIMIT  # loads at low; assume not at high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _loads_ir(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _loads_ir(ir_version: int) -> bool:
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "ir_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    # Opset 7 has Identity and every onnxruntime that reads IR 7 implements it.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = ir_version
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        onnxruntime.InferenceSession(
+            model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception:  # onnxruntime's load failure: this IR version is not readable
+        return False
+    return True
+
+
 def check_compatible(manifest: Manifest) -> None:
-    """Raise IncompatibleModelError when this instance's onnxruntime cannot run the model."""
+    """Refuse a model this instance's onnxruntime cannot load (opsets, IR version, minimum).
+
+    Raises:
+        IncompatibleModelError: the runtime is too old; the message names the
+            onnxruntime release needed.
+    """
     check_runtime(
         model_opsets=manifest.opsets,
+        model_ir_version=manifest.ir_version,
         min_runtime=manifest.min_onnxruntime,
         runtime_version=runtime_version(),
         runtime_opsets=runtime_opsets(),
+        runtime_ir_version=runtime_ir_version(),
     )
 
 
@@ -97,9 +161,25 @@ class Model:
     """
 
     def __init__(self, directory: Path, manifest: Manifest, *, threads: int = 0) -> None:
+        """Check the graph against the manifest, then load it.
+
+        Raises:
+            UsageError: the model file cannot be read.
+            TamperedError: the graph's external data points outside the files
+                the manifest lists as weights, or its IR version or opsets
+                differ from the manifest's.
+            IncompatibleModelError: onnxruntime cannot load the graph.
+        """
         self.directory = directory
         self.manifest = manifest
-        self._session = open_session(directory / manifest.model_path, threads=threads)
+        model_path = directory / manifest.model_path
+        try:
+            model_bytes = model_path.read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read {model_path}: {e.strerror}") from e
+        # Before onnxruntime sees the graph: it would follow any external-data path.
+        check_graph(model_bytes, manifest)
+        self._session = open_session(model_path, threads=threads)
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 0) -> Model:
@@ -107,6 +187,7 @@ class Model:
 
         Raises:
             UsageError: the directory is not a bundle.
+            TamperedError: the graph does not match the manifest (see :meth:`__init__`).
             IncompatibleModelError: the installed onnxruntime cannot run it.
         """
         try:
@@ -140,7 +221,15 @@ class Model:
             UsageError: the inputs do not match the model's inputs.
             IncompatibleModelError: onnxruntime failed.
         """
-        return run_session(self._session, self.feeds(inputs))
+        return self.run(self.feeds(inputs))
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on ready onnxruntime feeds (see :meth:`feeds`).
+
+        Raises:
+            IncompatibleModelError: onnxruntime rejected the feeds or failed.
+        """
+        return run_session(self._session, feeds)
 
     def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
         """Turn any accepted input form into onnxruntime feeds (see :meth:`predict`)."""
@@ -217,6 +306,7 @@ def load(name: str, version: str | None = None, *, home: Path | None = None) -> 
 
     Raises:
         NotFoundError: the model or version is not installed.
+        TamperedError: the graph does not match its manifest (external data, opsets).
         IncompatibleModelError: this instance's onnxruntime cannot run it.
     """
     from packager.config import resolve_home

@@ -113,7 +113,9 @@ def to_feeds(table: Table, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray
     """Turn a table into onnxruntime feeds for ``inputs``.
 
     One input of rank 2 fed from a positional table or from several columns
-    gets all columns stacked in order, ``[rows, ncols]``. Otherwise columns map
+    gets all columns stacked in order, ``[rows, ncols]``; one input of higher
+    rank with fixed dimensions after the batch (e.g. ``[N, 1, 28, 28]``) gets
+    each row's columns in C order (784 columns here). Otherwise columns map
     to inputs by name, each ``[rows, 1]`` (``[rows]`` for rank-1 inputs).
     Values are cast to the input's dtype.
 
@@ -132,6 +134,8 @@ def to_feeds(table: Table, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray
             return {spec.name: _stack(table, spec)}
         if rank == 1 and len(table.columns) == 1:
             return {spec.name: _feed_column(table, 0, spec)}
+        if rank > 2:
+            return {spec.name: _stack_reshaped(table, spec)}
         raise UsageError(
             f"input {spec.name!r} has rank {rank}: a table of {len(table.columns)} "
             "column(s) can feed only inputs of rank 1 or 2"
@@ -180,6 +184,24 @@ def _stack(table: Table, spec: TensorSpec) -> np.ndarray:
         )
     columns = [_cast(table.columns[i], table.values[i], spec) for i in range(len(table.columns))]
     return np.stack(columns, axis=1)
+
+
+def _stack_reshaped(table: Table, spec: TensorSpec) -> np.ndarray:
+    shape = spec.shape or ()
+    dims = [d for d in shape[1:] if isinstance(d, int)]
+    if len(dims) != len(shape) - 1:
+        raise UsageError(
+            f"input {spec.name!r} has shape {list(shape)}: a table can feed it only when "
+            "every dimension after the batch is fixed"
+        )
+    width = int(np.prod(dims))
+    if width != len(table.columns):
+        raise UsageError(
+            f"input {spec.name!r} takes rows of shape {dims} ({width} values), "
+            f"the table has {len(table.columns)} column(s)"
+        )
+    flat = _stack(table, TensorSpec(spec.name, spec.dtype, (shape[0], width)))
+    return flat.reshape((table.rows, *dims))
 
 
 def _feed_column(table: Table, index: int, spec: TensorSpec) -> np.ndarray:

@@ -332,10 +332,20 @@ def test_int64_bounds_are_checked_exactly() -> None:
         to_feeds(table, [TensorSpec("a", "int64", (None, 1))])
 
 
-def test_higher_rank_inputs_cannot_be_fed_from_a_table() -> None:
+def test_higher_rank_inputs_take_each_row_in_c_order() -> None:
+    values = np.arange(2 * 12, dtype=np.float64).reshape(2, 12)
+    table = from_mapping({f"x{i}": values[:, i] for i in range(12)}, named=False)
+    feeds = to_feeds(table, [TensorSpec("image", "float32", ("batch", 3, 2, 2))])
+    assert feeds["image"].dtype == np.float32
+    np.testing.assert_array_equal(feeds["image"], values.reshape(2, 3, 2, 2))
+
+
+def test_higher_rank_inputs_need_the_right_width_and_fixed_dimensions() -> None:
     table = from_mapping({"x0": [1.0]}, named=False)
-    with pytest.raises(UsageError, match="rank 4"):
+    with pytest.raises(UsageError, match=r"rows of shape \[3, 8, 8\] \(192 values\)"):
         to_feeds(table, [TensorSpec("image", "float32", (None, 3, 8, 8))])
+    with pytest.raises(UsageError, match="every dimension after the batch is fixed"):
+        to_feeds(table, [TensorSpec("image", "float32", (None, 1, "h", "w"))])
 
 
 def test_table_module_imports_numpy_only() -> None:

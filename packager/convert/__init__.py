@@ -1,36 +1,118 @@
 """Build side: a trained model becomes a checked ONNX graph plus proof it answers like the original.
 
-:func:`convert` takes a fitted scikit-learn estimator or pipeline, or an ONNX
-model, and a sample table. It returns a :class:`Conversion`: the graph, its
-inputs and outputs, the sample as ONNX feeds, the original model's outputs on
-the sample (the future test vectors) and the comparison that passed.
+:func:`convert` takes a fitted scikit-learn estimator or pipeline (XGBoost and
+LightGBM models through their scikit-learn API, alone or as a pipeline's last
+step), a PyTorch module, or an ONNX model, and a sample table. It returns a
+:class:`Conversion`: the graph, its inputs and outputs, the sample as ONNX
+feeds, the original model's outputs on the sample (the future test vectors)
+and the comparison that passed.
 
-Importing this package imports neither scikit-learn nor skl2onnx nor onnx:
-the converters load them when called.
+Importing this package imports no framework, converter, nor onnx: each
+converter loads what it needs when called, and a missing one is a
+ConversionError naming the extra to install.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from packager.core.compare import Comparison
 from packager.core.manifest import TensorSpec
-from packager.errors import ConversionError, UsageError
+from packager.errors import ConversionError, ParityError, UsageError
 
 if TYPE_CHECKING:
     import onnx
 
     from packager.table import Table
 
-SKLEARN_EXTRA = "pip install 'packager[sklearn]'"
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-4
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+TORCH_SUFFIXES = (".pt", ".pth")
+PRECISIONS = ("float32", "float64")
+# Which extra brings each module a model file or a converter may need.
+MODULE_EXTRAS: Mapping[str, str] = {
+    "sklearn": "sklearn",
+    "skl2onnx": "sklearn",
+    "joblib": "sklearn",
+    "pandas": "sklearn",
+    "scipy": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "torch": "torch",
+    "onnxscript": "torch",
+    "matplotlib": "plot",
+}
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an extra: ``pip install 'packager[xgboost]'``."""
+    return f"pip install 'packager[{extra}]'"
+
+
+SKLEARN_EXTRA = install_hint("sklearn")
+
+
+def require(module: str, *, extra: str, purpose: str) -> Any:
+    """Import ``module``, or fail with the extra that brings it.
+
+    Raises:
+        ConversionError: the module (or one it imports) is not installed; the
+            message names the extra to install.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        missing = (e.name or module).partition(".")[0]
+        raise ConversionError(
+            f"{purpose} needs {missing}, which is not installed: {install_hint(extra)}"
+        ) from e
+
+
+def parity_failure(
+    subject: str, comparison: Comparison, *, rtol: float, atol: float, advice: str = ""
+) -> ParityError:
+    """The error for a failed comparison: how far off, the worst rows, and what to do.
+
+    ``advice`` replaces the default suggestion (raise rtol/atol).
+    """
+    agreement = comparison.label_agreement
+    hints = []
+    if agreement is not None and agreement < 1:
+        hints.append("Labels must agree exactly; no tolerance changes that.")
+    hints.append(advice or "If these differences are acceptable, raise rtol/atol.")
+    return ParityError(
+        f"{subject} beyond rtol={rtol:g}, atol={atol:g} (max abs diff "
+        f"{comparison.max_abs_diff:.3g}, max rel diff {comparison.max_rel_diff:.3g}, label "
+        f"agreement {'n/a' if agreement is None else f'{agreement:.1%}'}): "
+        + "; ".join(comparison.worst)
+        + ". "
+        + " ".join(hints)
+    )
+
+
+@dataclass(frozen=True)
+class Original:
+    """The original model, runnable on ONNX feeds (build side only; used for benchmarks).
+
+    ``prepare`` turns ONNX feeds into what the model takes natively (a float64
+    array, a DataFrame, a torch tensor); ``predict`` is the model's own call on
+    that, the one worth timing; ``outputs`` gives its answers keyed and shaped
+    like the ONNX outputs.
+    """
+
+    framework: str
+    prepare: Callable[[Mapping[str, np.ndarray]], Any]
+    predict: Callable[[Any], Any]
+    outputs: Callable[[Any], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +123,13 @@ class Conversion:
     output name and shaped like the ONNX outputs (for an .onnx input, what
     onnxruntime answered: ``reference`` says which). ``comparison`` is ONNX
     against ``expected`` within ``rtol``/``atol``, and is always ok.
+
+    ``external_data`` asks the bundle to keep the weights in ``model.onnx.data``
+    (PyTorch's default, an .onnx file that had external data); graphs over
+    2 GiB always get it. ``input_cast`` says how sample values were narrowed
+    for the graph ("float64->float32"), None when they were fed as they are.
+    ``original`` runs the original model again (None for an .onnx file).
+    ``notes`` are things the user should know, e.g. why a float64 graph was not made.
     """
 
     model: onnx.ModelProto
@@ -55,73 +144,153 @@ class Conversion:
     rtol: float
     atol: float
     comparison: Comparison
+    original: Original | None = None
+    external_data: bool = False
+    input_cast: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def load_model_file(path: Path) -> object:
-    """Load a model file: .onnx as an ONNX model, .pkl/.pickle/.joblib with joblib.
+    """Load a model file: .onnx as an ONNX model, .pkl/.pickle/.joblib with joblib,
+    .pt/.pth as a TorchScript file or a whole module saved with ``torch.save``.
 
-    Unpickling runs code from the file: only load files you trust. The
-    instance never does this; it only reads bundles.
+    Unpickling runs code from the file (joblib, and ``torch.load`` with
+    ``weights_only=False``, which a whole saved module needs): only load files
+    you trust. This happens on the build side only; the instance never
+    unpickles anything, it reads bundles.
 
     Raises:
-        UsageError: unknown extension, or the file cannot be read.
-        ConversionError: joblib, or a library the pickle needs (scikit-learn),
-            is not installed; the message names the extra to install.
+        UsageError: unknown extension, or the file cannot be read or holds no model.
+        ConversionError: joblib, torch, or a library the pickle needs (e.g.
+            scikit-learn, xgboost) is not installed; the message names the
+            extra to install.
     """
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         from packager.convert.onnxfile import load_onnx
 
         return load_onnx(path)
-    if suffix not in PICKLE_SUFFIXES:
+    if suffix not in PICKLE_SUFFIXES + TORCH_SUFFIXES:
         raise UsageError(
-            f"{path}: unknown model format {suffix!r}; use .onnx, or .pkl/.pickle/.joblib "
-            "for a pickled scikit-learn model"
+            f"{path}: unknown model format {suffix!r}; use .onnx, .pkl/.pickle/.joblib for a "
+            "pickled scikit-learn, XGBoost or LightGBM model, or .pt/.pth for a PyTorch module"
         )
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    try:
-        import joblib
-    except ImportError as e:
-        raise ConversionError(f"reading {path} needs joblib: {SKLEARN_EXTRA}") from e
+    if suffix in TORCH_SUFFIXES:
+        return _load_torch(path)
+    joblib = require("joblib", extra="sklearn", purpose=f"reading {path}")
     try:
         return joblib.load(os.fspath(path))
     except ImportError as e:
-        # The pickle names classes of a library this environment lacks.
-        missing = (e.name or "a missing module").partition(".")[0]
-        raise ConversionError(f"{path} needs {missing}: {SKLEARN_EXTRA}") from e
+        raise _missing_library(path, e) from e
     except Exception as e:  # unpickling can fail with any exception a class raises
         raise UsageError(f"cannot unpickle {path}: {type(e).__name__}: {e}") from e
 
 
+def _missing_library(path: Path, error: ImportError) -> ConversionError:
+    """The pickle names classes of a library this environment lacks: say which extra has it."""
+    missing = (error.name or "a missing module").partition(".")[0]
+    extra = MODULE_EXTRAS.get(missing, "sklearn")
+    return ConversionError(f"{path} needs {missing}, which is not installed: {install_hint(extra)}")
+
+
+def _load_torch(path: Path) -> object:
+    torch = require("torch", extra="torch", purpose=f"reading the PyTorch file {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            # TorchScript archives carry the module's code; torch.save archives only pickles.
+            scripted = any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UsageError(
+            f"{path} is not a PyTorch file saved with torch.save or torch.jit.save: {e}"
+        ) from e
+    try:
+        if scripted:
+            loaded = torch.jit.load(os.fspath(path), map_location="cpu")
+        else:
+            # A whole saved module is a pickle of its class: this runs code from the file.
+            loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+    except ImportError as e:
+        raise _missing_library(path, e) from e
+    except Exception as e:  # torch and unpickling raise many kinds
+        raise UsageError(f"cannot load {path}: {type(e).__name__}: {e}") from e
+    if isinstance(loaded, Mapping):
+        raise UsageError(
+            f"{path} holds a state_dict (weights without the module): save the whole module "
+            "(torch.save(model, path)) or a TorchScript file (torch.jit.save)"
+        )
+    if not isinstance(loaded, torch.nn.Module):
+        raise UsageError(f"{path} holds a {type(loaded).__name__}, not a torch.nn.Module")
+    return loaded
+
+
 def convert(
-    model: object, sample: Table, *, rtol: float | None = None, atol: float | None = None
+    model: object,
+    sample: Table,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+    precision: str = "float32",
+    input_shape: tuple[int, ...] | None = None,
+    task: str | None = None,
 ) -> Conversion:
     """Convert ``model`` to ONNX and check it against the original on ``sample``.
 
     Tolerances default per task (see the converters); given ones override.
+    ``precision`` "float64" converts to a double-precision graph where the
+    converter supports it, else falls back to float32 inputs and records the
+    cast (``Conversion.input_cast``). ``input_shape`` (the non-batch
+    dimensions) and ``task`` ("classification" adds an argmax ``label``
+    output, "regression") are for PyTorch modules.
 
     Raises:
-        UsageError: a tolerance is negative or not finite, the model is not
-            fitted, or the sample does not fit the model.
+        UsageError: a bad option, a model that is not fitted, or a sample that
+            does not fit the model.
         ConversionError: the model type is not supported, a needed library is
-            missing, or the converter or onnxruntime fails.
+            missing (the message names the extra), or the converter or
+            onnxruntime fails.
         ParityError: ONNX answers differ from the original beyond tolerance.
     """
     for label, value in (("rtol", rtol), ("atol", atol)):
         if value is not None and not (np.isfinite(value) and value >= 0):
             raise UsageError(f"{label} must be a finite number >= 0, got {value!r}")
-    import onnx
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    roots = {cls.__module__.partition(".")[0] for cls in type(model).__mro__}
+    if "torch" in roots:
+        from packager.convert.pytorch import convert_torch
 
-    if isinstance(model, onnx.ModelProto):
-        from packager.convert.onnxfile import convert_onnx
+        return convert_torch(
+            model,
+            sample,
+            rtol=rtol,
+            atol=atol,
+            precision=precision,
+            input_shape=input_shape,
+            task=task,
+        )
+    for option, given in (("input shape", input_shape is not None), ("task", task is not None)):
+        if given:
+            raise UsageError(f"the {option} option is for PyTorch models only")
+    if "onnx" in roots or type(model).__module__ == "packager.convert.onnxfile":
+        import onnx
 
-        return convert_onnx(model, sample, rtol=rtol, atol=atol)
-    if any(cls.__module__.partition(".")[0] == "sklearn" for cls in type(model).__mro__):
+        from packager.convert.onnxfile import OnnxFile, convert_onnx
+
+        if isinstance(model, OnnxFile):
+            return convert_onnx(
+                model.model, sample, rtol=rtol, atol=atol, external_data=model.external_data
+            )
+        if isinstance(model, onnx.ModelProto):
+            return convert_onnx(model, sample, rtol=rtol, atol=atol)
+    if "sklearn" in roots:
         from packager.convert.sklearn import convert_sklearn
 
-        return convert_sklearn(model, sample, rtol=rtol, atol=atol)
+        return convert_sklearn(model, sample, rtol=rtol, atol=atol, precision=precision)
     raise ConversionError(
         f"cannot convert a {type(model).__module__}.{type(model).__qualname__}: packager "
-        "converts scikit-learn estimators and pipelines, and checks existing .onnx models"
+        "converts scikit-learn estimators and pipelines, XGBoost and LightGBM models through "
+        "their scikit-learn API (XGBClassifier, LGBMRegressor, ...), PyTorch modules, and "
+        "checks existing .onnx models"
     )

@@ -7,15 +7,20 @@ with, so onnxruntime's own answers on the sample become the expected outputs.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+from onnx import external_data_helper
 
 from packager.convert import DEFAULT_ATOL, DEFAULT_RTOL, Conversion
 from packager.core.compare import compare_outputs
+from packager.core.graph import is_external, stored_tensors
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, ParityError, UsageError
 from packager.table import Table, to_feeds
@@ -37,9 +42,23 @@ ELEM_DTYPES: Mapping[int, str] = {
     onnx.TensorProto.STRING: "string",
 }
 _FLOAT_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16"})
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Protobuf cannot serialize a message over 2 GiB: larger models need external data.
+MAX_PROTOBUF_BYTES = (2 << 30) - 1
+# Tensors below this stay inside the graph (onnx's own default threshold).
+EXTERNAL_DATA_THRESHOLD = 1024
 
 
-def load_onnx(path: Path) -> onnx.ModelProto:
+@dataclass(frozen=True)
+class OnnxFile:
+    """An .onnx file read into memory; ``external_data`` says whether its weights were
+    in separate files (the bundle keeps them separate too)."""
+
+    model: onnx.ModelProto
+    external_data: bool
+
+
+def load_onnx(path: Path) -> OnnxFile:
     """Load an .onnx file with its external data (files next to it).
 
     Raises:
@@ -47,7 +66,11 @@ def load_onnx(path: Path) -> onnx.ModelProto:
             its external data is missing or outside the model's directory.
     """
     try:
-        return onnx.load(os.fspath(path))
+        # The graph alone first, to learn whether weights live elsewhere; then
+        # onnx.load, whose own checks refuse data outside the model's directory.
+        graph_only = onnx.load(os.fspath(path), load_external_data=False)
+        external = any(is_external(t) for t in stored_tensors(graph_only))
+        return OnnxFile(onnx.load(os.fspath(path)), external)
     except Exception as e:  # protobuf DecodeError, OSError, onnx's external-data checks
         raise UsageError(f"cannot read ONNX model {path}: {first_line(e)}") from e
 
@@ -90,7 +113,12 @@ def run_onnx(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[st
 
 
 def convert_onnx(
-    model: onnx.ModelProto, sample: Table, *, rtol: float | None, atol: float | None
+    model: onnx.ModelProto,
+    sample: Table,
+    *,
+    rtol: float | None,
+    atol: float | None,
+    external_data: bool = False,
 ) -> Conversion:
     """Check an existing ONNX model and record onnxruntime's answers on the sample.
 
@@ -137,7 +165,73 @@ def convert_onnx(
         rtol=rtol,
         atol=atol,
         comparison=comparison,
+        external_data=external_data,
     )
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    """Whether the model is too large for one protobuf file (2 GiB) and must keep weights apart."""
+    return int(model.ByteSize()) > MAX_PROTOBUF_BYTES
+
+
+def save_onnx(
+    model: onnx.ModelProto, directory: Path, name: str, *, external_data: bool
+) -> tuple[str, ...]:
+    """Write ``directory/name``, and with ``external_data`` its weights to ``name + ".data"``.
+
+    Tensors of at least 1 KiB go to the data file, in graph order, so the same
+    model gives the same bytes. Returns the data files written (none when no
+    tensor is that large). ``model`` itself is left unchanged.
+
+    Raises:
+        OSError: a file cannot be written.
+    """
+    path = directory / name
+    if not (external_data or needs_external_data(model)):
+        path.write_bytes(model.SerializeToString(deterministic=True))
+        return ()
+    data_name = f"{name}.data"
+    (directory / data_name).unlink(missing_ok=True)  # onnx appends to an existing file
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    external_data_helper.convert_model_to_external_data(
+        copy,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=EXTERNAL_DATA_THRESHOLD,
+        convert_attribute=False,
+    )
+    copy = external_data_helper.write_external_data_tensors(copy, os.fspath(directory))
+    path.write_bytes(copy.SerializeToString(deterministic=True))
+    return (data_name,) if (directory / data_name).exists() else ()
+
+
+def make_session(model: onnx.ModelProto, *, threads: int = 1) -> Any:
+    """An onnxruntime CPU session over an in-memory model (through a temporary
+    directory when the model is over 2 GiB).
+
+    Raises:
+        ConversionError: onnxruntime cannot load the model.
+    """
+    import onnxruntime as ort  # deferred: only converting needs a session here
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    try:
+        if not needs_external_data(model):
+            return ort.InferenceSession(
+                model.SerializeToString(), sess_options=options, providers=providers
+            )
+        with tempfile.TemporaryDirectory(prefix="packager-onnx-") as tmp:
+            save_onnx(model, Path(tmp), "model.onnx", external_data=True)
+            return ort.InferenceSession(
+                os.fspath(Path(tmp) / "model.onnx"), sess_options=options, providers=providers
+            )
+    except Exception as e:  # onnxruntime raises its own pybind exception types
+        raise ConversionError(f"onnxruntime cannot load the model: {first_line(e)}") from e
 
 
 def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
@@ -170,19 +264,8 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
 
 
 def _session(model: onnx.ModelProto) -> Any:
-    import onnxruntime as ort  # deferred: only converting needs a session here
-
-    options = ort.SessionOptions()
     # One thread: parallel reductions may sum in another order and change the last bits.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(
-            model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as e:  # onnxruntime raises its own pybind exception types
-        raise ConversionError(f"onnxruntime cannot load the model: {first_line(e)}") from e
+    return make_session(model, threads=1)
 
 
 def _run(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -200,6 +283,7 @@ def _run(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an error message, at most ``limit`` characters (converters are verbose)."""
-    lines = str(error).strip().splitlines()
+    # Some converters color their messages for terminals; the escapes are noise here.
+    lines = _ANSI_ESCAPE.sub("", str(error)).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,7 +3,8 @@
 Inputs: a model fitted on a DataFrame (it has ``feature_names_in_``) gets one
 ONNX input per column, named like the column, shape ``[None, 1]``: string for
 text columns, int64 for columns the sample gives as integers (JSON, .npy),
-float32 for other numbers. Any other model gets one input ``"input"`` of shape
+float32 for other numbers (float64 on request, where the model converts in
+double precision). Any other model gets one input ``"input"`` of shape
 ``[None, n_features]``, float32 (string when every column is text).
 
 Outputs: classifiers give ``label`` and ``probabilities`` tensors (ZipMap off),
@@ -24,30 +25,52 @@ from typing import Any
 
 import numpy as np
 
-from packager.convert import DEFAULT_ATOL, DEFAULT_RTOL, SKLEARN_EXTRA, Conversion
+from packager.convert import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    SKLEARN_EXTRA,
+    Conversion,
+    Original,
+    boosting,
+    parity_failure,
+)
 from packager.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
 from packager.core.compare import compare_outputs
 from packager.core.manifest import TensorSpec
-from packager.errors import ConversionError, PackagerError, ParityError, UsageError
+from packager.errors import ConversionError, PackagerError, UsageError
 from packager.table import NUMERIC_DTYPES, Table, to_feeds
 
 INPUT_NAME = "input"
 
 
 def convert_sklearn(
-    model: Any, sample: Table, *, rtol: float | None, atol: float | None
+    model: Any,
+    sample: Table,
+    *,
+    rtol: float | None,
+    atol: float | None,
+    precision: str = "float32",
 ) -> Conversion:
     """Convert a fitted estimator or pipeline and check it against the original on ``sample``.
+
+    XGBoost and LightGBM models (their scikit-learn API), alone or inside a
+    pipeline, convert with onnxmltools' tree converters (see
+    :mod:`packager.convert.boosting`).
+
+    Number columns become float32 inputs; with ``precision`` "float64" they
+    become double inputs where skl2onnx and onnxruntime handle the model in
+    double precision, and otherwise stay float32 with the cast recorded and
+    the reason in ``notes``.
 
     Default tolerances: classifiers' labels exactly and probabilities within
     rtol 1e-3, atol 1e-4; regressors rtol 1e-3, atol 1e-4 x max(1, max|y|);
     transformers rtol 1e-3, atol 1e-4. Given ``rtol``/``atol`` override.
 
     Raises:
-        ConversionError: scikit-learn, skl2onnx or pandas is missing (the
-            message names the extra to install), the estimator is not a
-            classifier, regressor or transformer, or skl2onnx or onnxruntime
-            fails on it.
+        ConversionError: scikit-learn, skl2onnx, pandas, or the XGBoost or
+            LightGBM converters are missing (the message names the extra to
+            install), the estimator is not a classifier, regressor or
+            transformer, or the converter or onnxruntime fails on it.
         UsageError: the model is not fitted, the sample does not fit it, or
             the original model fails on the sample.
         ParityError: ONNX answers differ from the original beyond tolerance;
@@ -59,22 +82,38 @@ def convert_sklearn(
     task = _task(model)
     names = _feature_names(model)
     table = _prepare(sample, model, names)
-    onnx_model = _to_onnx(model, table, names)
-    check_model(onnx_model)
-    inputs, outputs = tensor_specs(onnx_model)
-    feeds = to_feeds(table, inputs)
+    notes: list[str] = []
+    with boosting.registered(model) as converters:
+        attempt = None
+        if precision == "float64":
+            try:
+                attempt = _attempt(model, table, names, converters, double=True)
+            except ConversionError as e:
+                notes.append(
+                    f"no float64 graph for this model ({e}); its inputs are float32 and "
+                    "float64 values are cast"
+                )
+        if attempt is None:
+            attempt = _attempt(model, table, names, converters, double=False)
+    onnx_model, inputs, outputs, feeds, actual = attempt
     expected = _expected(model, task, _original_input(feeds, names), outputs)
-    actual = run_onnx(onnx_model, feeds)
     rtol, atol = _tolerances(task, expected, rtol, atol)
     labels = (outputs[0].name,) if task == "classification" else ()
     comparison = compare_outputs(actual, expected, rtol=rtol, atol=atol, label_outputs=labels)
     if not comparison.ok:
-        raise ParityError(
-            f"the ONNX model answers differently from the original {describe(model)} beyond "
-            f"rtol={rtol:g}, atol={atol:g} (max abs diff {comparison.max_abs_diff:.3g}): "
-            + "; ".join(comparison.worst)
-            + ". If these differences are acceptable, raise rtol/atol."
+        raise parity_failure(
+            f"the ONNX model answers differently from the original {describe(model)}",
+            comparison,
+            rtol=rtol,
+            atol=atol,
         )
+    if converters.framework is not None:
+        framework, framework_version = converters.framework
+        converter = "skl2onnx+onnxmltools"
+        converter_version = f"{skl2onnx.__version__}+{converters.converter_version}"
+    else:
+        framework, framework_version = "scikit-learn", str(sklearn.__version__)
+        converter, converter_version = "skl2onnx", str(skl2onnx.__version__)
     return Conversion(
         model=onnx_model,
         inputs=inputs,
@@ -85,15 +124,62 @@ def convert_sklearn(
         task=task,
         label_outputs=labels,
         source={
-            "framework": "scikit-learn",
-            "frameworkVersion": str(sklearn.__version__),
+            "framework": framework,
+            "frameworkVersion": framework_version,
             "estimator": describe(model),
-            "converter": "skl2onnx",
-            "converterVersion": str(skl2onnx.__version__),
+            "converter": converter,
+            "converterVersion": converter_version,
         },
         rtol=rtol,
         atol=atol,
         comparison=comparison,
+        original=_original(model, task, names, outputs, framework, framework_version),
+        input_cast=input_cast(table, inputs),
+        notes=tuple(notes),
+    )
+
+
+def _attempt(
+    model: Any,
+    table: Table,
+    names: tuple[str, ...] | None,
+    converters: boosting.Converters,
+    *,
+    double: bool,
+) -> tuple[Any, tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, np.ndarray], Any]:
+    """Convert, check and run once: (graph, inputs, outputs, feeds, onnxruntime's answers).
+
+    Raises:
+        ConversionError: the converter, the checker or onnxruntime fails.
+        UsageError: the sample does not fit the graph's inputs.
+    """
+    onnx_model = _to_onnx(model, table, names, converters, double=double)
+    check_model(onnx_model)
+    inputs, outputs = tensor_specs(onnx_model)
+    feeds = to_feeds(table, inputs)
+    return onnx_model, inputs, outputs, feeds, run_onnx(onnx_model, feeds)
+
+
+def input_cast(table: Table, inputs: Sequence[TensorSpec]) -> str | None:
+    """ "float64->float32" when a float64 sample column feeds a float32 input, else None."""
+    float_columns = any(v.dtype == np.float64 for v in table.values)
+    narrow_inputs = any(spec.dtype == "float32" for spec in inputs)
+    return "float64->float32" if float_columns and narrow_inputs else None
+
+
+def _original(
+    model: Any,
+    task: str,
+    names: tuple[str, ...] | None,
+    outputs: tuple[TensorSpec, ...],
+    framework: str,
+    version: str,
+) -> Original:
+    return Original(
+        framework=f"{framework} {version}",
+        prepare=lambda feeds: _original_input(feeds, names),
+        predict=model.predict if task != "transform" else model.transform,
+        outputs=lambda x: _expected(model, task, x, outputs),
     )
 
 
@@ -194,25 +280,37 @@ def _prepare(sample: Table, model: Any, names: tuple[str, ...] | None) -> Table:
     return Table(names, values, named=True)
 
 
-def _to_onnx(model: Any, table: Table, names: tuple[str, ...] | None) -> Any:
+def _to_onnx(
+    model: Any,
+    table: Table,
+    names: tuple[str, ...] | None,
+    converters: boosting.Converters,
+    *,
+    double: bool,
+) -> Any:
     from skl2onnx import convert_sklearn as skl2onnx_convert
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
+    number = DoubleTensorType if double else FloatTensorType
     if names is None:
         kinds = {v.dtype.kind for v in table.values}
         if "U" in kinds and kinds != {"U"}:
             raise UsageError(
                 "the sample mixes text and number columns, but the model takes one array"
             )
-        tensor = StringTensorType if kinds == {"U"} else FloatTensorType
+        tensor = StringTensorType if kinds == {"U"} else number
         initial_types = [(INPUT_NAME, tensor([None, len(table.columns)]))]
         target = model
         wanted: Sequence[str] = [INPUT_NAME]
     else:
-        initial_types = [(n, _column_type(v)) for n, v in zip(names, table.values, strict=True)]
+        initial_types = [
+            (n, _column_type(v, double=double)) for n, v in zip(names, table.values, strict=True)
+        ]
         target = model if _reads_columns(model) else _with_column_front(model, table)
         wanted = names
-    converters, shape_calculators = _hist_gradient_boosting_converters()
+    functions, shape_calculators = _hist_gradient_boosting_converters()
+    functions.update(converters.functions)
+    shape_calculators.update(converters.shape_calculators)
     try:
         onnx_model = skl2onnx_convert(
             target,
@@ -221,7 +319,8 @@ def _to_onnx(model: Any, table: Table, names: tuple[str, ...] | None) -> Any:
             # A fixed name and doc string: the default name is a random uuid.
             name=type(model).__name__,
             doc_string="",
-            custom_conversion_functions=converters,
+            target_opset=converters.target_opset,
+            custom_conversion_functions=functions,
             custom_shape_calculators=shape_calculators,
         )
     except PackagerError:
@@ -235,14 +334,19 @@ def _to_onnx(model: Any, table: Table, names: tuple[str, ...] | None) -> Any:
     return onnx_model
 
 
-def _column_type(values: np.ndarray) -> Any:
-    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+def _column_type(values: np.ndarray, *, double: bool) -> Any:
+    from skl2onnx.common.data_types import (
+        DoubleTensorType,
+        FloatTensorType,
+        Int64TensorType,
+        StringTensorType,
+    )
 
     if values.dtype.kind == "U":
         return StringTensorType([None, 1])
     if values.dtype.kind == "i":
         return Int64TensorType([None, 1])
-    return FloatTensorType([None, 1])
+    return DoubleTensorType([None, 1]) if double else FloatTensorType([None, 1])
 
 
 def _reads_columns(model: Any) -> bool:

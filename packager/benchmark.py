@@ -1,0 +1,550 @@
+"""Benchmarks: quality on labelled data, latency and size, for the original model and onnxruntime.
+
+Quality is accuracy for classifiers and MAE/RMSE for regressors, measured on a
+table whose ``target`` column holds the true answers. Latency is the median and
+95th percentile of repeated calls, for one row and for a batch, after a
+warm-up; onnxruntime's intra-op thread count is recorded with its figures.
+
+On the build side (a model file or estimator) the original framework is
+measured too, through :class:`packager.convert.Original`; on the instance (a
+bundle directory or an installed model) only onnxruntime is, and nothing here
+imports more than numpy and onnxruntime. The chart needs matplotlib
+(``packager[plot]``), imported only to draw it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from packager.core.manifest import TensorSpec
+from packager.errors import UsageError
+from packager.table import Table, to_feeds
+
+if TYPE_CHECKING:
+    from packager.convert import Conversion
+    from packager.runtime import Model
+
+DEFAULT_BATCH_ROWS = 1000
+DEFAULT_BUDGET_SECONDS = 1.0
+MIN_RUNS = 10
+MAX_RUNS = 2000
+WARMUP_RUNS = 3
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall time of one call, in microseconds, over ``runs`` calls."""
+
+    p50_us: float
+    p95_us: float
+    runs: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"p50Us": round(self.p50_us, 1), "p95Us": round(self.p95_us, 1), "runs": self.runs}
+
+
+@dataclass(frozen=True)
+class EngineFigures:
+    """One engine's figures. ``threads`` is onnxruntime's intra-op thread count (None
+    for the original framework); ``quality`` is empty without a target column."""
+
+    engine: str
+    threads: int | None
+    one_row: Latency
+    batch: Latency
+    quality: Mapping[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "engine": self.engine,
+            "oneRow": self.one_row.to_json(),
+            "batch": self.batch.to_json(),
+        }
+        if self.threads is not None:
+            doc["threads"] = self.threads
+        doc.update({k: float(v) for k, v in self.quality.items()})
+        return doc
+
+
+@dataclass(frozen=True)
+class Report:
+    """A benchmark: what was measured, on what data, and each engine's figures.
+
+    ``agreement`` compares the engines with each other (label agreement for
+    classifiers, max abs diff of the predictions for regressors); ``sizes``
+    are bytes on disk (``onnx``: graph and weights; ``original``: the model
+    file, when there was one).
+    """
+
+    model: str
+    task: str
+    rows: int
+    batch_rows: int
+    target: str | None
+    engines: tuple[EngineFigures, ...]
+    sizes: Mapping[str, int]
+    agreement: Mapping[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "model": self.model,
+            "task": self.task,
+            "rows": self.rows,
+            "batchRows": self.batch_rows,
+            "engines": [e.to_json() for e in self.engines],
+            "sizes": dict(self.sizes),
+        }
+        if self.target is not None:
+            doc["target"] = self.target
+        doc.update({k: float(v) for k, v in self.agreement.items()})
+        return doc
+
+    def table(self) -> str:
+        """The report as aligned text lines."""
+        quality_keys = sorted({k for e in self.engines for k in e.quality})
+        header = ["engine", "threads", "1 row p50", "1 row p95", "batch p50", "batch p95"]
+        header += quality_keys
+        rows = [header]
+        for e in self.engines:
+            row = [
+                e.engine,
+                "-" if e.threads is None else str(e.threads),
+                _us(e.one_row.p50_us),
+                _us(e.one_row.p95_us),
+                _us(e.batch.p50_us),
+                _us(e.batch.p95_us),
+            ]
+            row += [f"{e.quality[k]:.4g}" if k in e.quality else "-" for k in quality_keys]
+            rows.append(row)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [
+            f"{self.model} ({self.task}): {self.rows} rows, batch of {self.batch_rows}"
+            + (f", target {self.target!r}" if self.target else ", no target column")
+        ]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        sizes = ", ".join(f"{k} {_bytes(v)}" for k, v in sorted(self.sizes.items()))
+        extra = ", ".join(
+            f"{k} {v:.1%}" if k == "labelAgreement" else f"{k} {v:.3g}"
+            for k, v in sorted(self.agreement.items())
+        )
+        lines.append(f"sizes: {sizes}" + (f"; {extra}" if extra else ""))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Something to measure: ``prepare`` (untimed) turns ONNX feeds into its input,
+    ``run`` is the timed call, ``outputs`` gives answers keyed like the ONNX outputs."""
+
+    name: str
+    threads: int | None
+    prepare: Callable[[Mapping[str, np.ndarray]], Any]
+    run: Callable[[Any], Any]
+    outputs: Callable[[Any], Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to measure: onnxruntime threads, batch size, and time spent per latency figure."""
+
+    threads: int = 1
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.threads < 0 or self.batch_rows < 1 or not self.budget_seconds > 0:
+            raise UsageError("benchmark threads must be >= 0, batch rows >= 1, budget > 0")
+
+
+@dataclass(frozen=True)
+class BenchmarkData:
+    """Labelled data to benchmark on while packaging; ``original_size`` is the model
+    file's size in bytes, when the model came from one."""
+
+    data: Table
+    target: str | None
+    settings: Settings = field(default_factory=Settings)
+    original_size: int | None = None
+
+
+def split_target(data: Table, target: str | None) -> tuple[Table, np.ndarray | None]:
+    """The feature columns and the target column (None without one).
+
+    Raises:
+        UsageError: the target column is not in the table, or is its only column.
+    """
+    if target is None:
+        return data, None
+    if target not in data.columns:
+        raise UsageError(
+            f"the data has no column {target!r}; its columns are {', '.join(data.columns)}"
+        )
+    if len(data.columns) == 1:
+        raise UsageError(f"the data has only the target column {target!r}")
+    index = data.columns.index(target)
+    features = Table(
+        data.columns[:index] + data.columns[index + 1 :],
+        data.values[:index] + data.values[index + 1 :],
+        data.named,
+    )
+    return features, data.values[index]
+
+
+def benchmark_conversion(
+    conversion: Conversion,
+    data: Table,
+    *,
+    target: str | None,
+    settings: Settings | None = None,
+    original_size: int | None = None,
+) -> Report:
+    """Benchmark a converted model (build side): the original, when there is one, and onnxruntime.
+
+    Raises:
+        UsageError: the data does not fit the model, or the target column is
+            missing or not comparable with the model's answers.
+        ConversionError: onnxruntime cannot load the model.
+    """
+    import onnxruntime
+
+    from packager.convert.onnxfile import make_session, save_onnx
+
+    settings = settings or Settings()
+    engines = []
+    if conversion.original is not None:
+        original = conversion.original
+        engines.append(
+            Engine(original.framework, None, original.prepare, original.predict, original.outputs)
+        )
+    session = make_session(conversion.model, threads=settings.threads)
+    engines.append(_onnxruntime_engine(session, str(onnxruntime.__version__), settings.threads))
+    with tempfile.TemporaryDirectory(prefix="packager-size-") as tmp:
+        written = save_onnx(
+            conversion.model, Path(tmp), "model.onnx", external_data=conversion.external_data
+        )
+        onnx_size = sum((Path(tmp) / n).stat().st_size for n in ("model.onnx", *written))
+    sizes = {"onnx": onnx_size}
+    if original_size is not None:
+        sizes["original"] = original_size
+    return run_benchmark(
+        model=conversion.source["estimator"],
+        engines=engines,
+        inputs=conversion.inputs,
+        task=conversion.task,
+        label_outputs=conversion.label_outputs,
+        data=data,
+        target=target,
+        settings=settings,
+        sizes=sizes,
+    )
+
+
+def benchmark_model(
+    model: Model, data: Table, *, target: str | None, settings: Settings | None = None
+) -> Report:
+    """Benchmark a bundle or installed model with onnxruntime alone (instance side).
+
+    ``model`` should have been opened with ``threads=settings.threads``.
+
+    Raises:
+        UsageError: the data does not fit the model, or the target column is
+            missing or not comparable with the model's answers.
+    """
+    from packager.runtime import runtime_version
+
+    settings = settings or Settings()
+    manifest = model.manifest
+    validation = manifest.data["validation"]
+    engine = Engine(
+        f"onnxruntime {runtime_version()}",
+        settings.threads,
+        dict,
+        model.run,
+        model.run,
+    )
+    weights = {manifest.model_path} | {f.path for f in manifest.files if f.role == "weights"}
+    return run_benchmark(
+        model=manifest.ref,
+        engines=[engine],
+        inputs=manifest.inputs,
+        task=str(validation.get("task", "unknown")),
+        label_outputs=tuple(validation.get("labelOutputs", ())),
+        data=data,
+        target=target,
+        settings=settings,
+        sizes={"onnx": sum(f.size for f in manifest.files if f.path in weights)},
+    )
+
+
+def _onnxruntime_engine(session: Any, version: str, threads: int) -> Engine:
+    names = [o.name for o in session.get_outputs()]
+
+    def outputs(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = session.run(names, dict(feeds))
+        return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+
+    return Engine(
+        f"onnxruntime {version}",
+        threads,
+        dict,
+        lambda feeds: session.run(names, feeds),
+        outputs,
+    )
+
+
+def run_benchmark(
+    *,
+    model: str,
+    engines: Sequence[Engine],
+    inputs: Sequence[TensorSpec],
+    task: str,
+    label_outputs: Sequence[str],
+    data: Table,
+    target: str | None,
+    settings: Settings,
+    sizes: Mapping[str, int],
+) -> Report:
+    """Measure every engine on ``data``.
+
+    Raises:
+        UsageError: the data does not fit the inputs, or the target column is
+            not comparable with the answers.
+    """
+    features, truth = split_target(data, target)
+    feeds = to_feeds(features, inputs)
+    rows = features.rows
+    batch_rows = min(rows, settings.batch_rows)
+    one = {k: v[:1] for k, v in feeds.items()}
+    batch = {k: v[:batch_rows] for k, v in feeds.items()}
+    figures = []
+    predictions: list[np.ndarray] = []
+    kind = task
+    for engine in engines:
+        answers = engine.outputs(engine.prepare(feeds))
+        kind, predicted = _predictions(answers, task, label_outputs)
+        predictions.append(predicted)
+        quality = {} if truth is None else _quality(kind, predicted, truth, target or "")
+        figures.append(
+            EngineFigures(
+                engine=engine.name,
+                threads=engine.threads,
+                one_row=_time(engine.run, engine.prepare(one), settings.budget_seconds),
+                batch=_time(engine.run, engine.prepare(batch), settings.budget_seconds),
+                quality=quality,
+            )
+        )
+    agreement: dict[str, float] = {}
+    if len(predictions) > 1:
+        first, last = predictions[0], predictions[-1]
+        if kind == "classification":
+            agreement["labelAgreement"] = float(np.mean(_labels(first) == _labels(last)))
+        else:
+            agreement["maxAbsDiff"] = float(np.max(np.abs(first - last))) if first.size else 0.0
+    return Report(
+        model=model,
+        task=kind,
+        rows=rows,
+        batch_rows=batch_rows,
+        target=target,
+        engines=tuple(figures),
+        sizes=dict(sizes),
+        agreement=agreement,
+    )
+
+
+def _predictions(
+    answers: Mapping[str, np.ndarray], task: str, label_outputs: Sequence[str]
+) -> tuple[str, np.ndarray]:
+    """(classification|regression, one prediction per row) from a model's outputs."""
+    if label_outputs and label_outputs[0] in answers:
+        return "classification", np.asarray(answers[label_outputs[0]]).reshape(-1)
+    values = np.asarray(next(iter(answers.values())))
+    if task == "classification" or (
+        task != "regression" and values.ndim == 2 and values.shape[1] > 1
+    ):
+        # Class scores without a label output (e.g. a network's logits): the argmax is the class.
+        return "classification", np.argmax(values.reshape(len(values), -1), axis=1)
+    if values.ndim > 1 and int(np.prod(values.shape[1:])) != 1:
+        raise UsageError(
+            f"the model answers {values.shape[1:]} values per row; a regression benchmark needs one"
+        )
+    return "regression", values.reshape(-1).astype(np.float64)
+
+
+def _labels(values: np.ndarray) -> np.ndarray:
+    """Labels as text, whole numbers without a decimal point, so 1, 1.0 and "1" agree."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        whole = np.isfinite(values) & (values == np.round(values))
+        if whole.all():
+            return values.astype(np.int64).astype(str)
+    return values.astype(str)
+
+
+def _quality(kind: str, predicted: np.ndarray, truth: np.ndarray, target: str) -> dict[str, float]:
+    if kind == "classification":
+        return {"accuracy": float(np.mean(_labels(predicted) == _labels(truth)))}
+    if truth.dtype.kind not in "fiu":
+        raise UsageError(f"target column {target!r} holds text; a regression needs numbers")
+    error = predicted - truth.astype(np.float64)
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error * error))),
+    }
+
+
+def _time(call: Callable[[Any], Any], argument: Any, budget: float) -> Latency:
+    for _ in range(WARMUP_RUNS):
+        call(argument)
+    durations: list[int] = []
+    deadline = time.perf_counter() + budget
+    while len(durations) < MAX_RUNS and (
+        len(durations) < MIN_RUNS or time.perf_counter() < deadline
+    ):
+        start = time.perf_counter_ns()
+        call(argument)
+        durations.append(time.perf_counter_ns() - start)
+    p50, p95 = np.percentile(np.asarray(durations, dtype=np.float64) / 1000.0, [50, 95])
+    return Latency(float(p50), float(p95), len(durations))
+
+
+def _us(value: float) -> str:
+    return f"{value:.0f} us" if value < 10_000 else f"{value / 1000:.1f} ms"
+
+
+def _bytes(value: int) -> str:
+    if value < 1024:
+        return f"{value} B"
+    if value < 1 << 20:
+        return f"{value / 1024:.1f} KiB"
+    return f"{value / (1 << 20):.1f} MiB"
+
+
+def write_chart(report: Report, path: Path) -> None:
+    """Draw the report as a PNG: latency per engine (median, with the 95th percentile
+    marked) for one row and for the batch, and quality when there was a target.
+
+    Raises:
+        UsageError: matplotlib is not installed (``pip install 'packager[plot]'``),
+            or the file cannot be written.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on servers; only files
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise UsageError(
+            "--chart needs matplotlib, which is not installed: pip install 'packager[plot]'"
+        ) from e
+    quality_keys = sorted({k for e in report.engines for k in e.quality})
+    panels = 2 + (1 if quality_keys else 0)
+    figure, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
+    names = [e.engine for e in report.engines]
+    positions = np.arange(len(names))
+    for ax, attr, title in (
+        (axes[0][0], "one_row", "1 row"),
+        (axes[0][1], "batch", f"batch of {report.batch_rows}"),
+    ):
+        p50 = [getattr(e, attr).p50_us for e in report.engines]
+        p95 = [getattr(e, attr).p95_us for e in report.engines]
+        ax.bar(positions, p50, color="#4c72b0", label="median")
+        ax.scatter(positions, p95, color="#c44e52", marker="_", s=400, label="95th percentile")
+        ax.set_xticks(positions, names, rotation=15, ha="right", fontsize=8)
+        # Engines differ by orders of magnitude (a forest: milliseconds against microseconds).
+        ax.set_yscale("log")
+        ax.set_ylabel("microseconds per call (log scale)")
+        ax.set_title(f"latency, {title}")
+        ax.legend(fontsize=8)
+    if quality_keys:
+        ax = axes[0][2]
+        width = 0.8 / len(quality_keys)
+        for i, key in enumerate(quality_keys):
+            values = [e.quality.get(key, float("nan")) for e in report.engines]
+            ax.bar(positions + i * width, values, width, label=key)
+        ax.set_xticks(
+            positions + width * (len(quality_keys) - 1) / 2,
+            names,
+            rotation=15,
+            ha="right",
+            fontsize=8,
+        )
+        ax.set_title(f"quality on {report.target!r}")
+        ax.legend(fontsize=8)
+    figure.suptitle(f"{report.model} — {report.rows} rows", fontsize=10)
+    figure.tight_layout()
+    try:
+        figure.savefig(path, format="png", dpi=100)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from e
+    finally:
+        plt.close(figure)
+
+
+def benchmark_reference(
+    ref: str,
+    data: Table,
+    *,
+    target: str | None,
+    home: Path,
+    settings: Settings | None = None,
+    precision: str = "float32",
+    input_shape: tuple[int, ...] | None = None,
+    task: str | None = None,
+) -> Report:
+    """Benchmark what ``ref`` names: a model file (converted here, on the build side),
+    a bundle directory, or an installed ``NAME[@VERSION]`` (onnxruntime only).
+
+    A bundle directory's signature is not checked; its graph is still checked
+    against its manifest before onnxruntime loads it.
+
+    Raises:
+        UsageError: bad data or target, or ``ref`` names nothing.
+        NotFoundError: no such installed model.
+        ConversionError, ParityError: a model file cannot be converted faithfully.
+        IncompatibleModelError: onnxruntime cannot run the model.
+        TamperedError: the bundle's graph does not match its manifest.
+    """
+    from packager.runtime import Model, check_compatible
+
+    settings = settings or Settings()
+    path = Path(ref)
+    if path.is_dir():
+        from packager.bundle import read_manifest_unverified
+
+        manifest = read_manifest_unverified(path)
+        check_compatible(manifest)
+        model = Model(path, manifest, threads=settings.threads)
+        return benchmark_model(model, data, target=target, settings=settings)
+    if path.is_file():
+        from packager.convert import convert, load_model_file
+
+        features, _ = split_target(data, target)
+        conversion = convert(
+            load_model_file(path),
+            features,
+            precision=precision,
+            input_shape=input_shape,
+            task=task,
+        )
+        return benchmark_conversion(
+            conversion,
+            data,
+            target=target,
+            settings=settings,
+            original_size=path.stat().st_size,
+        )
+    from packager.install import parse_ref
+    from packager.store import Store
+
+    name, version = parse_ref(ref)
+    directory = Store(home).installed_dir(name, version)
+    model = Model.open(directory, threads=settings.threads)
+    return benchmark_model(model, data, target=target, settings=settings)

@@ -1,0 +1,231 @@
+"""Benchmarks: quality, latency and size on the build side and the instance; table, JSON, chart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from packager.benchmark import (
+    BenchmarkData,
+    Settings,
+    benchmark_conversion,
+    benchmark_reference,
+    write_chart,
+)
+from packager.bundle import package
+from packager.cli import main
+from packager.convert import convert
+from packager.errors import UsageError
+from packager.table import Table, from_mapping, read_table
+
+from .conftest import KeyPair
+
+QUICK = Settings(budget_seconds=0.05)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def labelled_iris(tmp_path: Path) -> Path:
+    x, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])
+    path = tmp_path / "iris.csv"
+    lines = ["a,b,c,d,species"] + [
+        ",".join(f"{v:g}" for v in row) + f",{names[label]}"
+        for row, label in zip(x, y, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def iris_model() -> LogisticRegression:
+    x, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])
+    return LogisticRegression(max_iter=500).fit(x, names[y])
+
+
+def test_classifier_on_the_build_side(iris_model: LogisticRegression, tmp_path: Path) -> None:
+    data = read_table(labelled_iris(tmp_path))
+    features = Table(data.columns[:4], data.values[:4], named=False)
+    conversion = convert(iris_model, features)
+    report = benchmark_conversion(
+        conversion, data, target="species", settings=QUICK, original_size=1234
+    )
+    assert report.task == "classification"
+    assert (report.rows, report.batch_rows) == (150, 150)
+    original, runtime = report.engines
+    assert original.engine.startswith("scikit-learn ")
+    assert original.threads is None
+    assert runtime.engine.startswith("onnxruntime ")
+    assert runtime.threads == 1
+    expected = float(np.mean(iris_model.predict(features_as_array(features)) == data.values[4]))
+    for engine in report.engines:
+        assert engine.quality["accuracy"] == pytest.approx(expected)
+        for latency in (engine.one_row, engine.batch):
+            assert 0 < latency.p50_us <= latency.p95_us
+            assert latency.runs >= 10
+    assert report.agreement == {"labelAgreement": 1.0}
+    assert report.sizes["original"] == 1234
+    assert report.sizes["onnx"] > 0
+    doc = report.to_json()
+    assert doc["engines"][1]["threads"] == 1
+    assert doc["engines"][0]["accuracy"] == pytest.approx(expected)
+    text = report.table()
+    assert "accuracy" in text and "onnxruntime" in text and "labelAgreement 100.0%" in text
+
+
+def features_as_array(features: Table) -> np.ndarray:
+    return np.column_stack(features.values)
+
+
+def test_regressor_reports_mae_and_rmse() -> None:
+    x, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(x, y)
+    columns = {f"x{i}": x[:, i] for i in range(x.shape[1])}
+    data = from_mapping({**columns, "y": y})
+    features = from_mapping(columns, named=False)
+    report = benchmark_conversion(
+        convert(model, features),
+        data,
+        target="y",
+        settings=Settings(budget_seconds=0.05, batch_rows=64),
+    )
+    assert report.task == "regression"
+    assert report.batch_rows == 64
+    error = model.predict(x) - y
+    for engine in report.engines:
+        assert engine.quality["mae"] == pytest.approx(np.mean(np.abs(error)), rel=1e-4)
+        assert engine.quality["rmse"] == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-4)
+    assert report.agreement["maxAbsDiff"] < 1e-3
+
+
+def test_cli_on_a_model_file_a_bundle_and_an_installed_model(
+    iris_model: LogisticRegression,
+    tmp_path: Path,
+    keypair: KeyPair,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = labelled_iris(tmp_path)
+    joblib.dump(iris_model, tmp_path / "model.joblib")
+    chart = tmp_path / "bench.png"
+    args = ["--data", str(data), "--target", "species"]
+    code = main(
+        ["benchmark", str(tmp_path / "model.joblib"), *args, "--json", "--chart", str(chart)]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [e["engine"].split()[0] for e in doc["engines"]] == ["scikit-learn", "onnxruntime"]
+    assert doc["sizes"]["original"] == (tmp_path / "model.joblib").stat().st_size
+    assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    # package --benchmark records the same figures in the manifest.
+    sample = tmp_path / "sample.csv"
+    lines = data.read_text().splitlines()
+    sample.write_text("\n".join(",".join(line.split(",")[:4]) for line in lines[::10]) + "\n")
+    code = main(
+        [
+            "package",
+            str(tmp_path / "model.joblib"),
+            "--name",
+            "iris",
+            "--version",
+            "1.0.0",
+            "--sample",
+            str(sample),
+            "--key",
+            str(keypair.key_path),
+            "-o",
+            str(tmp_path / "dist"),
+            "--benchmark",
+            str(data),
+            "--target",
+            "species",
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    bundle = Path(json.loads(out)["bundle"])
+    metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]["benchmark"]
+    assert metrics["target"] == "species"
+    assert metrics["engines"][0]["accuracy"] == pytest.approx(doc["engines"][0]["accuracy"])
+    assert "labelAgreement" in metrics
+
+    # A bundle directory, then the installed model: onnxruntime only.
+    code = main(["benchmark", str(bundle), *args, "--json", "--threads", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (engine,) = json.loads(out)["engines"]
+    assert engine["engine"].startswith("onnxruntime") and engine["threads"] == 2
+    assert engine["accuracy"] == pytest.approx(doc["engines"][1]["accuracy"])
+    assert main(["publish", str(bundle)]) == 0
+    assert main(["install", "iris", "--key", str(keypair.pub_path)]) == 0
+    capsys.readouterr()
+    code = main(["benchmark", "iris@1.0.0", *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith("iris@1.0.0 (classification): 150 rows")
+    assert "accuracy" in out
+
+    assert main(["benchmark", "iris", "--data", str(data), "--target", "colour"]) == 2
+    assert "no column 'colour'" in capsys.readouterr().err
+    assert main(["benchmark", "nosuchmodel", "--data", str(data)]) == 4
+
+
+def test_chart_needs_the_plot_extra(
+    monkeypatch: pytest.MonkeyPatch, iris_model: LogisticRegression, tmp_path: Path
+) -> None:
+    data = read_table(labelled_iris(tmp_path))
+    features = Table(data.columns[:4], data.values[:4], named=False)
+    # No target column: latency and size only.
+    report = benchmark_conversion(
+        convert(iris_model, features), features, target=None, settings=QUICK
+    )
+    assert all(not e.quality for e in report.engines)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(UsageError, match=r"pip install 'packager\[plot\]'"):
+        write_chart(report, tmp_path / "chart.png")
+
+
+def test_package_benchmark_through_the_api(
+    iris_model: LogisticRegression, tmp_path: Path, keypair: KeyPair
+) -> None:
+    data = read_table(labelled_iris(tmp_path))
+    features = Table(data.columns[:4], data.values[:4], named=False)
+    bundle = package(
+        iris_model,
+        sample=features,
+        name="iris",
+        version="1.0.0",
+        key=keypair.private,
+        out_dir=tmp_path / "dist",
+        benchmark=BenchmarkData(data, "species", QUICK),
+    )
+    metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]
+    assert [e["engine"].split()[0] for e in metrics["benchmark"]["engines"]] == [
+        "scikit-learn",
+        "onnxruntime",
+    ]
+    with pytest.raises(UsageError, match="no column 'label'"):
+        benchmark_reference(str(bundle), data, target="label", home=tmp_path, settings=QUICK)
+
+
+def test_instance_side_benchmark_imports_no_training_library() -> None:
+    code = (
+        "import sys, packager.benchmark;"
+        "print(sorted({'sklearn', 'skl2onnx', 'torch', 'xgboost', 'lightgbm', 'matplotlib'}"
+        " & set(sys.modules)))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert run.stdout.strip() == "[]"
