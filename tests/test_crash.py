@@ -97,3 +97,20 @@ def test_sigkill_at_many_points_during_upgrade(
     # The kills landed both before and after the switch.
     assert outcomes["1.0.0"] > 0
     assert outcomes["2.0.0"] > 0
+
+
+def test_installs_of_one_model_serialise_on_its_lock(
+    tmp_path: Path, home: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    publish_bundle(bundles["1.0.0"], registry=registry)
+    store = Store(home)
+    args = [sys.executable, "-m", "packager", "-q", "install", "iris@1.0.0"]
+    args += ["--registry", str(registry.root), "--key", str(keypair.pub_path)]
+    with store.lock("iris"):
+        waiting = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(timeout=3)  # blocked on the lock we hold
+        assert store.versions("iris") == []
+    assert waiting.wait(timeout=60) == 0
+    assert store.current_version("iris") == "1.0.0"
