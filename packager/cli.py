@@ -781,8 +781,10 @@ def update(
         store=Store(ctx.home),
         trust=resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths),
         now=now(),
+        # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
+        # the embedded one); only --registry overrides what each model recorded.
         open_registry=lambda ref: open_registry_at(ctx, ref),
-        registry_ref=resolve_registry(registry_ref),
+        registry_ref=registry_ref,
         progress=ctx.say,
     )
     if as_json:

@@ -3,6 +3,12 @@
 The order follows the design's verification order; nothing from the registry is
 trusted before the signature over it is checked, and nothing is written outside
 the staging directory until every check has passed.
+
+``name@channel`` is resolved through the channel's signed document first (see
+:mod:`packager.core.channel`): signer allowed for the model by the trust policy, not
+expired, sequence not lower than the last one accepted; the bundle it names must then be
+signed with exactly the manifest digest the document names (mix-and-match). What was
+accepted is recorded in state.db in the same transaction as the install.
 """
 
 from __future__ import annotations
@@ -15,8 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from packager.core import signature
+from packager.core.channel import (
+    ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE,
+)
+from packager.core.channel import (
+    CHANNEL_RE,
+    MAX_CHANNEL_BYTES,
+    Channel,
+    Seen,
+    channel_tag,
+    verify_channel,
+)
 from packager.core.compare import Comparison
 from packager.core.digests import Digest
 from packager.core.manifest import (
@@ -29,7 +47,7 @@ from packager.core.manifest import (
     parse_manifest,
 )
 from packager.core.policy import TrustPolicy
-from packager.core.semver import semver_key
+from packager.core.semver import is_semver, semver_key
 from packager.core.signature import SignedStatement
 from packager.core.verify import signed_digest, verify_manifest
 from packager.errors import (
@@ -41,7 +59,7 @@ from packager.errors import (
     UsageError,
 )
 from packager.registry.base import Artifact, Descriptor, Registry
-from packager.store import Store
+from packager.store import ChannelRecord, Following, Store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -52,12 +70,101 @@ UNVERIFIED = "unverified"
 
 @dataclass(frozen=True)
 class InstallResult:
+    """What an install did. ``smoke_test`` is None when nothing was installed: the channel
+    named the version already current. ``channel`` is the document installed through."""
+
     name: str
     version: str
     directory: Path
     manifest_sha256: str
     previous: str | None
-    smoke_test: Comparison
+    smoke_test: Comparison | None
+    channel: Channel | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an install asks for: a version, a channel, or neither (the latest release)."""
+
+    name: str
+    version: str | None = None
+    channel: str | None = None
+
+
+def parse_target(ref: str) -> Target:
+    """``name``, ``name@version``, or ``name@channel`` (what follows @ is not SemVer).
+
+    Raises:
+        UsageError: the name is malformed, or what follows @ is neither a version nor a
+            channel name.
+    """
+    name, sep, rest = ref.partition("@")
+    check_name(name)
+    if not sep:
+        return Target(name)
+    if is_semver(rest):
+        return Target(name, version=rest)
+    if CHANNEL_RE.fullmatch(rest):
+        return Target(name, channel=rest)
+    raise UsageError(
+        f"{rest!r} in {ref!r} is neither a version (Semantic Versioning, e.g. 1.2.0) nor a "
+        "channel (a lowercase word, e.g. stable)"
+    )
+
+
+def follow_reference(ref: str | None) -> str | None:
+    """The registry reference recorded for a followed channel: None for the default
+    registry, a URL as given, or a path made absolute (``update`` may run elsewhere).
+
+    Raises:
+        UsageError: a URL carrying credentials (they are never stored).
+    """
+    if ref is None:
+        return None
+    if "://" in ref:
+        parts = urlsplit(ref)
+        if parts.username is not None or parts.password is not None:
+            raise UsageError(
+                "put no credentials in the registry reference: use --username and "
+                "--password-stdin, or PACKAGER_REGISTRY_USERNAME/PASSWORD"
+            )
+        return ref
+    return str(Path(ref).expanduser().absolute())
+
+
+def read_channel(
+    registry: Registry,
+    name: str,
+    channel: str,
+    *,
+    keys: Sequence[EllipticCurvePublicKey],
+    now: datetime,
+    last_seen: Seen | None,
+) -> tuple[Channel, str]:
+    """Fetch ``name@channel``'s document (capped) and verify it; returns it and the hint of
+    the key that signed it.
+
+    Raises:
+        NotFoundError: the registry has no such channel.
+        VerificationError: as :func:`packager.core.channel.verify_channel` (untrusted
+            signer, expired, rollback, equivocation, wrong model or channel, malformed).
+        RegistryError: the registry cannot be read.
+    """
+    try:
+        data = registry.get_document(
+            name,
+            channel_tag(channel),
+            artifact_type=CHANNEL_ARTIFACT_TYPE,
+            max_size=MAX_CHANNEL_BYTES,
+        )
+    except NotFoundError as e:
+        raise NotFoundError(
+            f"{registry.location} has no channel {channel} for {name}; the publisher "
+            f"promotes a version with `packager promote {name}@VERSION --channel {channel}`"
+        ) from e
+    return verify_channel(
+        data, public_keys=list(keys), name=name, channel=channel, now=now, last_seen=last_seen
+    )
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -95,30 +202,58 @@ def install(
     trust: TrustPolicy | None,
     store: Store,
     now: datetime,
+    registry_ref: str | None = None,
     allow_downgrade: bool = False,
     insecure_skip_verify: bool = False,
     progress: Progress | None = None,
 ) -> InstallResult:
-    """Install ``name[@version]`` from ``registry`` after verifying it against ``trust``.
+    """Install ``name[@version|@channel]`` from ``registry`` after verifying it against
+    ``trust``.
 
-    ``trust`` may be None only together with ``insecure_skip_verify``: then the
-    signature is not checked (digests still are) and the audit log says so.
-    Every refusal is written to the audit log before it is raised.
+    ``trust`` may be None only together with ``insecure_skip_verify`` and a version:
+    then the signature is not checked (digests still are) and the audit log says so.
+    Through a channel, the model then follows it: ``registry_ref`` (the reference the
+    user gave, None for the default registry) is recorded for ``packager update``.
+    Installing by version stops following. Every refusal is written to the audit log
+    before it is raised ("channel" entries for installs through a channel).
 
     Raises:
-        UsageError: bad reference, or no trust policy without insecure_skip_verify.
+        UsageError: bad reference; no trust policy without insecure_skip_verify, or at
+            all for a channel; credentials in ``registry_ref``.
         VerificationError: bad or untrusted signature, tampered or missing files, wrong
-            model, a version below the rollback floor or the policy's minimum.
+            model, a version below the rollback floor or the policy's minimum; for a
+            channel also an untrusted signer, an expired document (ExpiredError), a
+            sequence lower than seen (RollbackError), the same sequence naming another
+            bundle, or a bundle other than the one the document names (TamperedError).
+        NotFoundError: no such version or channel.
         RegistryError: the registry cannot be read.
         IncompatibleModelError: the runtime cannot run the model or the smoke test failed.
     """
-    name, version = parse_ref(ref)
+    target = parse_target(ref)
+    name, version = target.name, target.version
     if trust is None and not insecure_skip_verify:
         raise UsageError(
             "no trusted keys: run `packager trust add-key NAME cosign.pub` "
             "(or pass --key cosign.pub); refusing to install unverified models"
         )
     say = progress or (lambda _msg: None)
+    if target.channel is not None:
+        if trust is None:
+            raise UsageError(
+                "a channel is only as trustworthy as its signature: install through a "
+                "channel with a trust policy, not --insecure-skip-verify"
+            )
+        return _install_channel(
+            name,
+            target.channel,
+            registry=registry,
+            registry_ref=registry_ref,
+            trust=trust,
+            store=store,
+            now=now,
+            allow_downgrade=allow_downgrade,
+            say=say,
+        )
     try:
         keys = None if trust is None else trust.keys_for(name)
         revoked = {} if trust is None else trust.revoked_hints()
@@ -150,6 +285,81 @@ def install(
         raise
 
 
+def _install_channel(
+    name: str,
+    channel: str,
+    *,
+    registry: Registry,
+    registry_ref: str | None,
+    trust: TrustPolicy,
+    store: Store,
+    now: datetime,
+    allow_downgrade: bool,
+    say: Progress,
+) -> InstallResult:
+    version: str | None = None
+    try:
+        following = Following(name, channel, follow_reference(registry_ref))
+        keys = trust.keys_for(name)
+        with store.lock(name):
+            seen = store.channel_seen(name, channel)
+            doc, hint = read_channel(registry, name, channel, keys=keys, now=now, last_seen=seen)
+            version = doc.version
+            say(
+                f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
+                f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
+            )
+            trust.check_minimum(name, version)
+            # `update` runs often: a document seen before is not audited again.
+            new = seen is None or doc.sequence > seen.sequence
+            record = ChannelRecord(
+                following,
+                Seen(doc.sequence, doc.version, doc.manifest_digest),
+                detail=(
+                    f"{channel} sequence {doc.sequence}: {version} ({doc.manifest_digest}), "
+                    f"key {hint}, issued {doc.issued.isoformat()}, expires "
+                    f"{doc.expires.isoformat()}, from {registry.location}"
+                )
+                if new
+                else None,
+            )
+            current = store.current_version(name)
+            if current == version and store.manifest_digest(name, version) == doc.manifest_digest:
+                store.record_channel(record, now=now)
+                say(f"{name}@{version} is already current")
+                return InstallResult(
+                    name,
+                    version,
+                    store.installed_dir(name, version),
+                    doc.manifest_digest.hex,
+                    current,
+                    None,
+                    doc,
+                )
+            return _install_locked(
+                name,
+                version,
+                registry=registry,
+                keys=keys,
+                revoked=trust.revoked_hints(),
+                store=store,
+                now=now,
+                allow_downgrade=allow_downgrade,
+                say=say,
+                channel=(doc, record),
+            )
+    except PackagerError as e:
+        store.audit(
+            action="channel",
+            outcome="refused",
+            now=now,
+            name=name,
+            version=version,
+            detail=f"{channel}: {type(e).__name__}: {e}",
+        )
+        raise
+
+
 def _install_locked(
     name: str,
     version: str,
@@ -161,6 +371,7 @@ def _install_locked(
     now: datetime,
     allow_downgrade: bool,
     say: Progress,
+    channel: tuple[Channel, ChannelRecord] | None = None,
 ) -> InstallResult:
     from packager.runtime import Model, check_compatible
 
@@ -171,9 +382,17 @@ def _install_locked(
             f"(rollback floor); use `packager rollback {name}` for an installed version, "
             "or --allow-downgrade if you really mean it"
         )
+    doc, record = channel if channel is not None else (None, None)
     with store.staging(name) as staged:
         fetched = fetch_verified(
-            name, version, registry=registry, keys=keys, dest=staged, say=say, revoked=revoked
+            name,
+            version,
+            registry=registry,
+            keys=keys,
+            dest=staged,
+            say=say,
+            revoked=revoked,
+            expected_manifest=None if doc is None else doc.manifest_digest,
         )
         manifest = fetched.manifest
 
@@ -194,7 +413,9 @@ def _install_locked(
             manifest_sha256=fetched.manifest_digest.hex,
             source=registry.location,
             now=now,
+            channel=record,
         )
+    via = "" if doc is None else f"; channel {doc.channel} sequence {doc.sequence}"
     store.audit(
         action="install",
         outcome="ok" if keys is not None else "insecure",
@@ -202,10 +423,10 @@ def _install_locked(
         name=name,
         version=version,
         detail=f"from {registry.location}; manifest {fetched.manifest_digest}; "
-        f"key {fetched.key_hint}; previous {previous or '-'}",
+        f"key {fetched.key_hint}; previous {previous or '-'}{via}",
     )
     return InstallResult(
-        name, version, directory, fetched.manifest_digest.hex, previous, comparison
+        name, version, directory, fetched.manifest_digest.hex, previous, comparison, doc
     )
 
 
@@ -228,6 +449,7 @@ def fetch_verified(
     dest: Path,
     say: Progress | None = None,
     revoked: Mapping[str, str] | None = None,
+    expected_manifest: Digest | None = None,
 ) -> Fetched:
     """Fetch ``name@version`` into the empty directory ``dest``, verifying as it goes.
 
@@ -236,10 +458,13 @@ def fetch_verified(
     then every file streamed with its signed size as a cap and its digest checked.
 
     ``keys`` None skips the signature check (--insecure-skip-verify); ``revoked``
-    maps hints of revoked keys to their names, to refuse them by name.
+    maps hints of revoked keys to their names, to refuse them by name;
+    ``expected_manifest`` is the manifest.json digest a channel document names: a
+    bundle signed with another one is refused before anything else is fetched.
 
     Raises:
-        VerificationError: bad signature, tampered or missing files, wrong model.
+        VerificationError: bad signature, tampered or missing files, wrong model, a
+            manifest other than ``expected_manifest`` (TamperedError: mix-and-match).
         RegistryError: the registry cannot be read.
     """
     say = say or (lambda _msg: None)
@@ -265,6 +490,12 @@ def fetch_verified(
 
     # 2. The manifest: must be the signed one, for the model and version asked for.
     manifest_digest = signed_digest(statement, MANIFEST)
+    if expected_manifest is not None and manifest_digest != expected_manifest:
+        raise TamperedError(
+            f"mix-and-match: the channel names {name}@{version} with manifest.json "
+            f"{expected_manifest}, but the bundle the registry serves as {version} is signed "
+            f"with {manifest_digest}; do not use it"
+        )
     manifest_desc = _descriptor(artifact.files, MANIFEST)
     if manifest_desc.digest != manifest_digest:
         raise TamperedError(
@@ -318,7 +549,8 @@ def _descriptor(files: Mapping[str, Descriptor], path: str) -> Descriptor:
 
 
 def rollback(name: str, *, store: Store, now: datetime) -> str:
-    """Make the previously active installed version current again; returns it.
+    """Make the previously active installed version current again; returns it. The model
+    stops following its channel, if it followed one.
 
     Raises:
         NotFoundError: there is no other installed version to go back to.
@@ -329,6 +561,8 @@ def rollback(name: str, *, store: Store, now: datetime) -> str:
             raise NotFoundError(f"{name} has no previous installed version to roll back to")
         current = store.current_version(name)
         store.activate(name, target, now=now)
+        # Following a channel would undo the rollback at the next `packager update`.
+        store.unfollow(name, now=now, reason=f"rolled back to {target}")
     store.audit(
         action="rollback",
         outcome="ok",

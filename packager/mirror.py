@@ -16,6 +16,13 @@ reported and left alone while the other versions are still copied; the caller de
 a conflict means (the CLI exits 4). A verification failure stops the mirror at once:
 a source that serves one tampered version is not trusted for the next; versions already
 published stay (they were verified), and an archive destination is left untouched.
+
+Channel documents of the models copied go along, byte for byte (they are signed). Export
+carries every one. Mirror, when verifying, checks each with the keys (a failure stops it
+like a tampered version) and copies it only when the destination holds the bundle it
+names and has no document of that channel with a higher sequence; without verifying it
+copies a document only where the destination has none under that channel (it cannot tell
+which of two is newer). A source that cannot list its tags carries no channels, and says so.
 """
 
 from __future__ import annotations
@@ -27,12 +34,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from packager.channels import check_document
+from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
+from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX
 from packager.core.digests import Digest, digest_file
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest, parse_manifest
-from packager.errors import NotFoundError, RegistryError, UsageError, WrongModelError
+from packager.errors import (
+    NotFoundError,
+    RegistryError,
+    UsageError,
+    VerificationError,
+    WrongModelError,
+)
 from packager.install import Fetched, fetch_verified, latest_version, parse_ref
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveRegistry, ArchiveWriter
 from packager.registry.base import Artifact, Registry
+from packager.registry.document import TagLister
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -60,8 +77,28 @@ class Mirrored:
 
 
 @dataclass(frozen=True)
+class MirroredChannel:
+    """One channel document the mirror looked at: ``outcome`` is "copied", "skipped" or
+    "conflict" (left alone), and ``detail`` says why."""
+
+    name: str
+    channel: str
+    outcome: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "channel": self.channel,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
 class MirrorReport:
-    """What a mirror copied, skipped (already there, identical) and left alone (conflicts)."""
+    """What a mirror copied, skipped (already there, identical) and left alone (conflicts),
+    versions and channel documents."""
 
     source: str
     destination: str
@@ -69,6 +106,11 @@ class MirrorReport:
     copied: tuple[Mirrored, ...]
     skipped: tuple[Mirrored, ...]
     conflicts: tuple[Mirrored, ...]
+    channels: tuple[MirroredChannel, ...] = ()
+
+    @property
+    def channel_conflicts(self) -> tuple[MirroredChannel, ...]:
+        return tuple(c for c in self.channels if c.outcome == "conflict")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +120,7 @@ class MirrorReport:
             "copied": [c.to_json() for c in self.copied],
             "skipped": [c.to_json() for c in self.skipped],
             "conflicts": [c.to_json() for c in self.conflicts],
+            "channels": [c.to_json() for c in self.channels],
         }
 
 
@@ -92,8 +135,9 @@ def export(
     new archive ``out``, replacing any file there; returns the versions exported.
 
     The OCI manifests are copied as the registry serves them, so every version keeps its
-    manifest digest; every blob is checked against its digest on the way. Signatures are
-    not checked here: whoever installs from the archive does that.
+    manifest digest; every blob is checked against its digest on the way. Every channel
+    document of the models exported goes along unchanged. Signatures are not checked
+    here: whoever installs from the archive does that.
 
     Raises:
         UsageError: no refs, a malformed ref, or ``out`` does not end in ``.tar`` or is
@@ -117,6 +161,15 @@ def export(
         for artifact in artifacts.values():
             writer.add_artifact(registry, artifact, files=None)
             say(f"exported {artifact.ref} ({artifact.manifest_digest})")
+        for name in dict.fromkeys(name for name, _ in artifacts):
+            for tag in _channel_tags(registry, name, say):
+                writer.add_document(
+                    name,
+                    tag,
+                    _read_document(registry, name, tag),
+                    artifact_type=CHANNEL_ARTIFACT_TYPE,
+                )
+                say(f"exported channel {name}@{tag.removeprefix(TAG_PREFIX)}")
         writer.write(out)
     return list(artifacts.values())
 
@@ -133,15 +186,16 @@ def mirror(
     """Copy versions from ``source`` to ``destination``, verifying each one first.
 
     ``refs`` are ``name`` (every version of it) or ``name@version``; none means every
-    version of every model in ``source``. See the module docstring for skips, conflicts
-    and failures.
+    version of every model in ``source``. See the module docstring for skips, conflicts,
+    failures and channel documents.
 
     Raises:
         UsageError: a malformed ref; ``verify`` without ``keys``; ``keys`` without ``verify``.
         NotFoundError: a named model or version is not in ``source``.
-        VerificationError: a version fails verification (bad or untrusted signature,
-            tampered or missing files, wrong model); with ``verify=False``, a blob that
-            differs from its digest or a manifest of another model or version.
+        VerificationError: a version or channel document fails verification (bad or
+            untrusted signature, tampered or missing files, wrong model); with
+            ``verify=False``, a blob that differs from its digest or a manifest of another
+            model or version.
         RegistryError: a registry cannot be read or written, or changed during the mirror.
     """
     if verify and not keys:
@@ -161,6 +215,9 @@ def mirror(
     copied: list[Mirrored] = []
     skipped: list[Mirrored] = []
     conflicts: list[Mirrored] = []
+    channels: list[MirroredChannel] = []
+    # The manifest.json digest each version processed here has in the destination now.
+    held: dict[tuple[str, str], Digest | None] = {}
     with tempfile.TemporaryDirectory(prefix=".packager-mirror.", dir=work_parent) as tmp:
         work = Path(tmp)
         sink = _sink(destination, work)
@@ -169,6 +226,7 @@ def mirror(
             present = sink.existing(name, version)
             if present is not None:
                 entry = Mirrored(name, version, artifact.manifest_digest, present.manifest_digest)
+                held[(name, version)] = present.files[MANIFEST].digest
                 if _same_content(artifact, present):
                     skipped.append(entry)
                     say(f"skipped {artifact.ref}: already in {destination.location}")
@@ -191,8 +249,16 @@ def mirror(
                 manifest = _fetch_unverified(source, artifact, bundle)
             digest = sink.add(source, artifact, bundle, manifest)
             shutil.rmtree(bundle)
+            held[(name, version)] = artifact.files[MANIFEST].digest
             copied.append(Mirrored(name, version, artifact.manifest_digest, digest))
             say(f"copied {artifact.ref} to {destination.location} ({digest})")
+        for name in dict.fromkeys(name for name, _ in wanted):
+            for tag in _channel_tags(source, name, say):
+                outcome = _mirror_channel(
+                    source, sink, name, tag, keys=keys if verify else None, held=held
+                )
+                channels.append(outcome)
+                say(f"channel {name}@{outcome.channel}: {outcome.outcome}, {outcome.detail}")
         sink.finish()
     return MirrorReport(
         source=source.location,
@@ -201,7 +267,76 @@ def mirror(
         copied=tuple(copied),
         skipped=tuple(skipped),
         conflicts=tuple(conflicts),
+        channels=tuple(channels),
     )
+
+
+def _channel_tags(registry: Registry, name: str, say: Progress) -> list[str]:
+    """The tags of ``name``'s channel documents in ``registry``."""
+    if not isinstance(registry, TagLister):
+        say(f"{registry.location} cannot list tags: channels of {name} are not copied")
+        return []
+    return [tag for tag in registry.tags(name) if tag.startswith(TAG_PREFIX)]
+
+
+def _read_document(registry: Registry, name: str, tag: str) -> bytes:
+    return registry.get_document(
+        name, tag, artifact_type=CHANNEL_ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES
+    )
+
+
+def _mirror_channel(
+    source: Registry,
+    sink: _Sink,
+    name: str,
+    tag: str,
+    *,
+    keys: Sequence[EllipticCurvePublicKey] | None,
+    held: dict[tuple[str, str], Digest | None],
+) -> MirroredChannel:
+    """Copy one channel document unless the destination should keep its own; ``keys``
+    None copies without verifying (only where the destination has none)."""
+    channel = tag.removeprefix(TAG_PREFIX)
+    data = _read_document(source, name, tag)
+    present = sink.document(name, tag)
+    if present == data:
+        return MirroredChannel(name, channel, "skipped", "already there")
+    if keys is None:
+        if present is not None:
+            return MirroredChannel(
+                name,
+                channel,
+                "conflict",
+                "the destination has another document; without "
+                "--key the newer one cannot be told: left alone",
+            )
+        sink.add_document(name, tag, data)
+        return MirroredChannel(name, channel, "copied", "not verified (--no-verify)")
+    doc = check_document(data, keys=keys, name=name, channel=channel)
+    what = f"sequence {doc.sequence} ({doc.version})"
+    if present is not None:
+        try:
+            kept = check_document(present, keys=keys, name=name, channel=channel)
+        except VerificationError:
+            kept = None  # not a document these keys vouch for: replaced
+        if kept is not None and kept.sequence == doc.sequence:
+            return MirroredChannel(
+                name, channel, "conflict", f"the destination has another {what}: left alone"
+            )
+        if kept is not None and kept.sequence > doc.sequence:
+            return MirroredChannel(
+                name, channel, "skipped", f"the destination has the newer sequence {kept.sequence}"
+            )
+    key = (name, doc.version)
+    if key not in held:
+        existing = sink.existing(name, doc.version)
+        held[key] = None if existing is None else existing.files[MANIFEST].digest
+    if held[key] != doc.manifest_digest:
+        return MirroredChannel(
+            name, channel, "skipped", f"{what} names a bundle the destination does not hold"
+        )
+    sink.add_document(name, tag, data)
+    return MirroredChannel(name, channel, "copied", what)
 
 
 def _check_archive_path(out: Path) -> None:
@@ -277,6 +412,14 @@ class _Sink(Protocol):
         """Store a version fetched into ``bundle``; returns its digest in the destination."""
         ...
 
+    def document(self, name: str, tag: str) -> bytes | None:
+        """The destination's channel document under ``tag``, or None."""
+        ...
+
+    def add_document(self, name: str, tag: str, data: bytes) -> None:
+        """Store a channel document under ``tag``, replacing the destination's."""
+        ...
+
     def finish(self) -> None:
         """Make what was added durable."""
         ...
@@ -308,8 +451,17 @@ class _RegistrySink:
     def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
         return self._registry.publish(bundle, manifest).manifest_digest
 
+    def document(self, name: str, tag: str) -> bytes | None:
+        try:
+            return _read_document(self._registry, name, tag)
+        except NotFoundError:
+            return None
+
+    def add_document(self, name: str, tag: str, data: bytes) -> None:
+        self._registry.put_document(name, tag, data, artifact_type=CHANNEL_ARTIFACT_TYPE)
+
     def finish(self) -> None:
-        """Nothing to do: every version was published as it came."""
+        """Nothing to do: every version and document was written as it came."""
 
 
 class _ArchiveSink:
@@ -318,7 +470,8 @@ class _ArchiveSink:
     def __init__(self, archive: ArchiveRegistry, work: Path) -> None:
         self._archive = archive
         self._writer = ArchiveWriter(work)
-        self._kept = self._writer.keep(archive) if archive.path.exists() else frozenset()
+        self._exists = archive.path.exists()
+        self._kept = self._writer.keep(archive) if self._exists else frozenset()
         self._changed = False
 
     def existing(self, name: str, version: str) -> Artifact | None:
@@ -331,6 +484,18 @@ class _ArchiveSink:
         self._writer.add_artifact(source, artifact, files=bundle)
         self._changed = True
         return artifact.manifest_digest
+
+    def document(self, name: str, tag: str) -> bytes | None:
+        if not self._exists:
+            return None
+        try:
+            return _read_document(self._archive, name, tag)
+        except NotFoundError:
+            return None
+
+    def add_document(self, name: str, tag: str, data: bytes) -> None:
+        self._writer.add_document(name, tag, data, artifact_type=CHANNEL_ARTIFACT_TYPE)
+        self._changed = True
 
     def finish(self) -> None:
         if self._changed:

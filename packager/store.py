@@ -4,7 +4,9 @@ Layout under ``$PACKAGER_HOME``::
 
     models/<name>/<version>/   verified bundle, read-only regular files
     models/<name>/current      symlink -> <version>, switched with os.replace
-    state.db                   SQLite (WAL): installs, activations, rollback floors, audit log
+    state.db                   SQLite (WAL): installs, activations, rollback floors, audit log,
+                               the last channel document accepted per model and channel, and
+                               the channel (and registry) each model follows
     tmp/                       staging, on the same filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
 """
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from packager.core.channel import Seen
+from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
 from packager.errors import NotFoundError, UsageError, WrongModelError
@@ -38,6 +42,26 @@ CREATE TABLE IF NOT EXISTS floors (name TEXT PRIMARY KEY, version TEXT NOT NULL)
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, at TEXT NOT NULL, action TEXT NOT NULL, name TEXT,
     version TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    name TEXT NOT NULL, channel TEXT NOT NULL, sequence INTEGER NOT NULL,
+    version TEXT NOT NULL, manifest_sha256 TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (name, channel));
+CREATE TABLE IF NOT EXISTS follows (
+    name TEXT PRIMARY KEY, channel TEXT NOT NULL, registry TEXT, at TEXT NOT NULL);
+"""
+# A sequence never goes down, whatever a caller passes: the rollback check relies on it.
+_RECORD_SEEN = """
+INSERT INTO channels (name, channel, sequence, version, manifest_sha256, at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (name, channel) DO UPDATE SET
+    sequence = excluded.sequence, version = excluded.version,
+    manifest_sha256 = excluded.manifest_sha256, at = excluded.at
+WHERE excluded.sequence >= channels.sequence
+"""
+_RECORD_FOLLOW = """
+INSERT INTO follows (name, channel, registry, at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET
+    channel = excluded.channel, registry = excluded.registry, at = excluded.at
 """
 
 
@@ -47,6 +71,32 @@ class Installed:
     version: str
     current: bool
     directory: Path
+
+
+@dataclass(frozen=True)
+class Following:
+    """A model that ``packager update`` keeps on the version its channel names.
+
+    ``registry`` is the registry reference the channel is read from (never holding
+    credentials); None is the default registry.
+    """
+
+    name: str
+    channel: str
+    registry: str | None
+
+
+@dataclass(frozen=True)
+class ChannelRecord:
+    """A verified channel document to record together with what it caused.
+
+    ``detail`` is the audit line of a promotion not seen before; None records nothing in
+    the audit log (the same document again).
+    """
+
+    following: Following
+    seen: Seen
+    detail: str | None
 
 
 @dataclass(frozen=True)
@@ -111,11 +161,45 @@ class Store:
     ) -> None:
         """Append one line to the audit log."""
         with self.db() as conn:
-            conn.execute(
-                "INSERT INTO audit (at, action, name, version, outcome, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (now.isoformat(), action, name, version, outcome, detail),
-            )
+            _audit(conn, action, outcome, now, name, version, detail)
+
+    # -- channels ---------------------------------------------------------------------
+
+    def channel_seen(self, name: str, channel: str) -> Seen | None:
+        """The last channel document accepted for ``name``@``channel``, or None."""
+        if not (self.home / "state.db").exists():
+            return None
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT sequence, version, manifest_sha256 FROM channels "
+                "WHERE name = ? AND channel = ?",
+                (name, channel),
+            ).fetchone()
+        return None if row is None else Seen(int(row[0]), str(row[1]), Digest(str(row[2])))
+
+    def following(self) -> list[Following]:
+        """Every model that follows a channel, by name."""
+        if not (self.home / "state.db").exists():
+            return []
+        with self.db() as conn:
+            rows = conn.execute("SELECT name, channel, registry FROM follows ORDER BY name")
+            return [Following(str(n), str(c), None if r is None else str(r)) for n, c, r in rows]
+
+    def record_channel(self, record: ChannelRecord, *, now: datetime) -> None:
+        """Record a verified channel document that needed no install (it names the version
+        already current)."""
+        with self.db() as conn:
+            _record_channel(conn, record, now)
+
+    def unfollow(self, name: str, *, now: datetime, reason: str) -> str | None:
+        """Stop following a channel; returns the channel ``name`` followed, if any.
+
+        ``reason`` ends the audit line, e.g. "installed 1.0.0 by version".
+        """
+        if not (self.home / "state.db").exists():
+            return None
+        with self.db() as conn:
+            return _unfollow(conn, name, now, reason)
 
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
         if not (self.home / "state.db").exists():
@@ -215,6 +299,7 @@ class Store:
         manifest_sha256: str,
         source: str,
         now: datetime,
+        channel: ChannelRecord | None = None,
     ) -> Path:
         """Move a verified staging directory into place and make it ``current``.
 
@@ -222,6 +307,10 @@ class Store:
         state or the new one. The rollback floor is raised before the switch, so a crash
         can only leave it higher, never lower. A version already installed with the
         same manifest is kept as it is.
+
+        ``channel`` is the channel document the version was installed through: it is
+        recorded (last seen, followed) in the same transaction as the install. Without
+        one, the model stops following any channel: it was installed by version.
 
         Raises:
             WrongModelError: the version is installed with a different signed manifest.
@@ -261,8 +350,20 @@ class Store:
                     "ON CONFLICT(name) DO UPDATE SET version = excluded.version",
                     (name, version),
                 )
+            if channel is None:
+                _unfollow(conn, name, now, f"installed {version} by version")
+            else:
+                _record_channel(conn, channel, now)
         self._switch(name, version)
         return target
+
+    def manifest_digest(self, name: str, version: str) -> Digest:
+        """The sha256 of an installed version's manifest.json.
+
+        Raises:
+            NotFoundError: not installed.
+        """
+        return Digest.of((self.installed_dir(name, version) / MANIFEST).read_bytes())
 
     def _switch(self, name: str, version: str) -> None:
         root = self.model_dir(name)
@@ -316,3 +417,41 @@ class Store:
         os.rename(directory, doomed / version)
         shutil.rmtree(doomed, ignore_errors=True)
         return directory
+
+
+def _audit(
+    conn: sqlite3.Connection,
+    action: str,
+    outcome: str,
+    now: datetime,
+    name: str | None,
+    version: str | None,
+    detail: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO audit (at, action, name, version, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (now.isoformat(), action, name, version, outcome, detail),
+    )
+
+
+def _record_channel(conn: sqlite3.Connection, record: ChannelRecord, now: datetime) -> None:
+    follow, seen = record.following, record.seen
+    at = now.isoformat()
+    conn.execute(
+        _RECORD_SEEN,
+        (follow.name, follow.channel, seen.sequence, seen.version, seen.manifest_digest.hex, at),
+    )
+    conn.execute(_RECORD_FOLLOW, (follow.name, follow.channel, follow.registry, at))
+    if record.detail is not None:
+        _audit(conn, "channel", "ok", now, follow.name, seen.version, record.detail)
+
+
+def _unfollow(conn: sqlite3.Connection, name: str, now: datetime, reason: str) -> str | None:
+    # SELECT then DELETE, not DELETE ... RETURNING: servers run SQLite older than 3.35.
+    row = conn.execute("SELECT channel FROM follows WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    conn.execute("DELETE FROM follows WHERE name = ?", (name,))
+    channel = str(row[0])
+    _audit(conn, "channel", "unfollow", now, name, None, f"no longer follows {channel}: {reason}")
+    return channel

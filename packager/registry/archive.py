@@ -8,6 +8,9 @@ models.tar
                        and org.opencontainers.image.version = "<version>"
   oci-layout           {"imageLayoutVersion": "1.0.0"}
 ```
+Documents (signed channels) are tagged ``<name>:<tag>`` with a tag that is never a
+version (``iris:channel.stable``); see :mod:`packager.registry.document`.
+
 Several models share one archive, so a reference must name the model as well as the
 version. ``<name>:<version>`` is how an image is named together with its tag, a model name
 never contains ``:``, and skopeo addresses it as ``oci-archive:models.tar:<name>:<version>``
@@ -31,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -53,6 +57,14 @@ from packager.registry.artifact import (
     parse_oci_manifest,
 )
 from packager.registry.base import Artifact, Descriptor, Registry
+from packager.registry.document import (
+    EMPTY_CONFIG,
+    EMPTY_DESCRIPTOR,
+    MAX_DOCUMENT_MANIFEST_BYTES,
+    check_document_tag,
+    document_manifest,
+    parse_document_manifest,
+)
 from packager.registry.layout import (
     FILE_MODE,
     INDEX,
@@ -252,6 +264,75 @@ class ArchiveRegistry:
                 f"cannot fetch blob {desc.digest} of {name} into {dest}: {e}"
             ) from e
 
+    def tags(self, name: str) -> list[str]:
+        """Every tag of ``name`` in the archive (versions and documents), sorted.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            TamperedError, RegistryError: as :meth:`names`.
+        """
+        check_name(name)
+        prefix = archive_ref(name, "")
+        refs = (_ref_of(entry) for entry in self._contents.entries)
+        return sorted({ref[len(prefix) :] for ref in refs if ref and ref.startswith(prefix)})
+
+    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Rebuild the archive with the document tagged ``tag`` (replacing the one there),
+        keeping everything else it holds; an archive that does not exist yet is created.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed, or the archive's directory does
+                not exist.
+            TamperedError: the archive holds a dangerous member or a blob that no longer
+                matches its digest (nothing is written).
+            RegistryError: the archive cannot be read or written.
+        """
+        check_name(name)
+        check_document_tag(tag)
+        if not self.path.parent.is_dir():
+            raise UsageError(f"{self.path.parent} is not a directory; create it first")
+        try:
+            work = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        except OSError as e:
+            raise RegistryError(f"cannot write {self.path}: {e}") from e
+        try:
+            writer = ArchiveWriter(Path(work))
+            if self.path.exists():
+                writer.keep(self)
+            digest = writer.add_document(name, tag, data, artifact_type=artifact_type)
+            writer.write(self.path)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return digest
+
+    def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
+        """The document tagged ``<name>:<tag>``; see :class:`Registry`.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed.
+            NotFoundError: the archive has no such document.
+            TamperedError: a dangerous member, an index tagging it twice, a malformed
+                artifact, or bytes that differ from their descriptor.
+            RegistryError: the archive is missing, unreadable or lacks a blob.
+        """
+        check_name(name)
+        check_document_tag(tag)
+        ref = archive_ref(name, tag)
+        where = f"{ref} in {self.location}"
+        entries = [entry for entry in self._contents.entries if _ref_of(entry) == ref]
+        if not entries:
+            raise NotFoundError(f"no {tag} for {name} in archive {self.location}")
+        if len(entries) > 1:
+            raise TamperedError(f"{INDEX} of {self.location} lists {ref} twice")
+        desc = parse_descriptor(dict(entries[0]), where=where)
+        if desc.media_type != OCI_MANIFEST_MEDIA_TYPE:
+            raise TamperedError(f"{where} is a {desc.media_type}, not an OCI manifest")
+        manifest = self.read_blob(name, desc, max_size=MAX_DOCUMENT_MANIFEST_BYTES)
+        layer = parse_document_manifest(
+            manifest, digest=desc.digest, artifact_type=artifact_type, where=where
+        )
+        return self.read_blob(name, layer, max_size=max_size)
+
     def _locate(self, name: str, desc: Descriptor) -> tuple[_Member, _Identity]:
         """The member holding ``desc`` and the identity of the file it was found in."""
         contents = self._contents
@@ -360,11 +441,17 @@ def _scan(path: Path) -> _Contents:
     )
 
 
+def _ref_of(entry: Mapping[str, Any]) -> str | None:
+    """The ``org.opencontainers.image.ref.name`` of an index entry, if it has one."""
+    annotations = entry.get("annotations")
+    ref = annotations.get(REF_NAME_ANNOTATION) if isinstance(annotations, Mapping) else None
+    return ref if isinstance(ref, str) else None
+
+
 def _version_of(entry: Mapping[str, Any]) -> tuple[str, str] | None:
     """(name, version) of an index entry tagged ``<name>:<version>``, else None."""
-    annotations = entry.get("annotations")
-    ref = annotations.get(REF_NAME_ANNOTATION) if isinstance(annotations, dict) else None
-    return split_archive_ref(ref) if isinstance(ref, str) else None
+    ref = _ref_of(entry)
+    return split_archive_ref(ref) if ref is not None else None
 
 
 def _read_members(f: IO[bytes], path: Path, file_size: int) -> dict[str, _Member]:
@@ -550,6 +637,31 @@ class ArchiveWriter:
             }
         )
         self._versions[key] = artifact.manifest_digest
+
+    def add_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Tag the document ``data`` as ``<name>:<tag>``, replacing whatever that reference
+        named; returns its OCI manifest digest.
+
+        Raises:
+            RegistryError: a blob cannot be staged.
+        """
+        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        digest = Digest.of(manifest)
+        for blob, content in ((EMPTY_DESCRIPTOR, EMPTY_CONFIG), (layer, data)):
+            self._stage(blob.digest, content)
+        self._stage(digest, manifest)
+        ref = archive_ref(name, tag)
+        self._entries = {k: e for k, e in self._entries.items() if _ref_of(e) != ref}
+        self._add_entry(
+            {
+                "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+                "digest": str(digest),
+                "size": len(manifest),
+                "artifactType": artifact_type,
+                "annotations": {REF_NAME_ANNOTATION: ref},
+            }
+        )
+        return digest
 
     def write(self, out: Path) -> None:
         """Write the archive to ``out`` through a temporary file beside it and a rename.

@@ -140,3 +140,30 @@ class Registry(Protocol):
                 written (including when it already exists).
         """
         ...
+
+    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Tag a small signed document (e.g. a channel) in ``name``'s repository as ``tag``.
+
+        Stored as an OCI artifact: an image manifest with ``artifactType``, the empty
+        config (application/vnd.oci.empty.v1+json, ``{}``) and exactly one layer of
+        media type application/vnd.dev.sigstore.bundle.v0.3+json holding ``data``. The
+        tag moves to the new document; returns the new OCI manifest's digest.
+
+        Raises:
+            UsageError: the registry is read-only or ``tag`` is malformed.
+            RegistryError: writing failed.
+        """
+        ...
+
+    def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
+        """The document stored by :meth:`put_document` under ``tag``.
+
+        The OCI manifest (capped) must have ``artifactType`` and exactly one layer; the
+        layer is read with ``max_size`` as a cap and its digest checked.
+
+        Raises:
+            NotFoundError: no such tag.
+            TamperedError: malformed artifact, or bytes that differ from the descriptor.
+            RegistryError: the registry cannot be read.
+        """
+        ...

@@ -17,6 +17,7 @@ updates are serialised with an flock so concurrent publishers never lose a tag.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -42,6 +43,14 @@ from packager.registry.artifact import (
     plan_artifact,
 )
 from packager.registry.base import Artifact, Descriptor
+from packager.registry.document import (
+    EMPTY_CONFIG,
+    EMPTY_DESCRIPTOR,
+    MAX_DOCUMENT_MANIFEST_BYTES,
+    check_document_tag,
+    document_manifest,
+    parse_document_manifest,
+)
 
 OCI_LAYOUT = "oci-layout"
 INDEX = "index.json"
@@ -134,8 +143,17 @@ class LayoutRegistry:
             UsageError: ``name`` is not a valid model name.
             RegistryError: index.json cannot be read or is corrupt.
         """
+        return sort_versions(tag for tag in self.tags(name) if is_semver(tag))
+
+    def tags(self, name: str) -> list[str]:
+        """Every tag in ``name``'s index.json (versions, documents, other tools' tags), sorted.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            RegistryError: index.json cannot be read or is corrupt.
+        """
         refs = {_ref_name(entry) for entry in self._read_index(name) or []}
-        return sort_versions(ref for ref in refs if ref is not None and is_semver(ref))
+        return sorted(ref for ref in refs if ref is not None)
 
     def resolve(self, name: str, version: str) -> Artifact:
         """What ``name``@``version`` contains; see :class:`Registry`.
@@ -229,6 +247,73 @@ class LayoutRegistry:
         finally:
             os.close(fd)
 
+    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Store ``data`` as a document tagged ``tag``; see :class:`Registry`.
+
+        The blobs are durable before index.json names them; the index entry of ``tag`` is
+        replaced under the index lock, so a reader sees the old document or the new one.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
+            RegistryError: writing failed.
+        """
+        layout = self._layout(name)
+        check_document_tag(tag)
+        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        manifest_desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            blobs = _make_dir(_make_dir(_make_dir(layout) / "blobs") / "sha256")
+            if not _is_regular(layout / OCI_LAYOUT):
+                _write_atomic(layout, OCI_LAYOUT, [LAYOUT_VERSION])
+            for desc, content in (
+                (EMPTY_DESCRIPTOR, EMPTY_CONFIG),
+                (layer, data),
+                (manifest_desc, manifest),
+            ):
+                if not _has_blob(blobs, desc):
+                    _write_atomic(blobs, desc.digest.hex, [content])
+            _fsync_dir(blobs)
+            entry = manifest_desc.to_json()
+            entry["artifactType"] = artifact_type
+            entry["annotations"] = {REF_NAME_ANNOTATION: tag}
+            with self._index_lock(layout, name) as entries:
+                kept = [e for e in entries if _ref_name(e) != tag]
+                self._write_index(layout, [*kept, entry])
+        except OSError as e:
+            raise RegistryError(f"cannot store {name}:{tag} in {self.location}: {e}") from e
+        return manifest_desc.digest
+
+    def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
+        """The document tagged ``tag``; see :class:`Registry`.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed.
+            NotFoundError: no such model or tag.
+            TamperedError: malformed artifact, or bytes that differ from their descriptor.
+            RegistryError: the layout cannot be read, is corrupt, or tags ``tag`` twice.
+        """
+        self._layout(name)
+        check_document_tag(tag)
+        where = f"{name}:{tag} in {self.location}"
+        matches = {
+            str(entry.get("digest")): entry
+            for entry in self._read_index(name) or []
+            if _ref_name(entry) == tag
+        }
+        if not matches:
+            raise NotFoundError(f"no {tag} for {name} in {self.location}")
+        if len(matches) > 1:
+            raise RegistryError(f"index.json of {name} tags {tag} more than once")
+        desc = parse_descriptor(next(iter(matches.values())), where=where)
+        if desc.media_type != OCI_MANIFEST_MEDIA_TYPE:
+            raise TamperedError(f"{where} is a {desc.media_type}, not an OCI manifest")
+        manifest = self.read_blob(name, desc, max_size=MAX_DOCUMENT_MANIFEST_BYTES)
+        layer = parse_document_manifest(
+            manifest, digest=desc.digest, artifact_type=artifact_type, where=where
+        )
+        return self.read_blob(name, layer, max_size=max_size)
+
     def _layout(self, name: str) -> Path:
         if not NAME_RE.fullmatch(name):
             raise UsageError(
@@ -287,25 +372,35 @@ class LayoutRegistry:
         return True
 
     def _tag(self, layout: Path, name: str, version: str, desc: Descriptor) -> None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        lock = os.open(layout / INDEX_LOCK, flags, FILE_MODE)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            entries = self._read_index(name) or []
+        with self._index_lock(layout, name) as entries:
             if self._tagged(entries, name, version, desc):
                 return
             entry = desc.to_json()
             entry["artifactType"] = ARTIFACT_TYPE
             entry["annotations"] = {REF_NAME_ANNOTATION: version}
-            index = {
-                "schemaVersion": 2,
-                "mediaType": INDEX_MEDIA_TYPE,
-                "manifests": sorted([*entries, entry], key=_index_order),
-            }
-            _write_atomic(layout, INDEX, [dump_json(index)])
-            _fsync_dir(layout)
+            self._write_index(layout, [*entries, entry])
+
+    @contextlib.contextmanager
+    def _index_lock(self, layout: Path, name: str) -> Iterator[list[dict[str, Any]]]:
+        """Hold the index lock; yields the index's entries as they are under it."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        lock = os.open(layout / INDEX_LOCK, flags, FILE_MODE)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self._read_index(name) or []
         finally:
             os.close(lock)  # releases the flock
+
+    @staticmethod
+    def _write_index(layout: Path, entries: list[dict[str, Any]]) -> None:
+        """Replace index.json (call it holding the index lock)."""
+        index = {
+            "schemaVersion": 2,
+            "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": sorted(entries, key=_index_order),
+        }
+        _write_atomic(layout, INDEX, [dump_json(index)])
+        _fsync_dir(layout)
 
 
 def _ref_name(entry: dict[str, Any]) -> str | None:

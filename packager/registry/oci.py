@@ -14,6 +14,9 @@ Endpoints (OCI distribution spec 1.1): ``HEAD``/``GET /v2/<repo>/blobs/<digest>`
 ``POST /v2/<repo>/blobs/uploads/`` (with ``?mount=&from=`` to mount), ``PATCH`` chunks,
 ``PUT …?digest=``, ``GET``/``PUT /v2/<repo>/manifests/<tag>``, ``GET /v2/<repo>/tags/list``
 and ``GET /v2/_catalog``, paginated by ``Link`` headers.
+
+Documents (signed channels) are OCI 1.1 artifacts in the model's repository, tagged with
+names that are never versions (``channel.stable``); see :mod:`packager.registry.document`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ from packager.registry.artifact import (
 )
 from packager.registry.auth import RegistryAuth, find_credentials
 from packager.registry.base import Artifact, Descriptor
+from packager.registry.document import (
+    EMPTY_CONFIG,
+    EMPTY_DESCRIPTOR,
+    MAX_DOCUMENT_MANIFEST_BYTES,
+    check_document_tag,
+    document_manifest,
+    parse_document_manifest,
+)
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import (
     Body,
@@ -205,16 +216,26 @@ class OciRegistry:
             UsageError: ``name`` is not a valid model name.
             RegistryError: the registry cannot be read.
         """
+        return sort_versions(v for t in self.tags(name) if (v := tag_version(t)))
+
+    def tags(self, name: str) -> list[str]:
+        """Every tag of ``name``'s repository as the registry spells it, sorted; empty when
+        the repository does not exist.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            RegistryError: the registry cannot be read.
+        """
         repo = self._repository(name)
-        what = f"list the versions of {name} in {self.location}"
+        what = f"list the tags of {name} in {self.location}"
         url = f"{self._base_url()}/v2/{repo}/tags/list"
         tags: set[str] = set()
         for page in self._pages(url, f"repository:{repo}:pull", what):
             listed = page.get("tags") or []
             if not isinstance(listed, list):
                 raise RegistryError(f"cannot {what}: the tag list is not a list")
-            tags.update(v for t in listed if isinstance(t, str) and (v := tag_version(t)))
-        return sort_versions(tags)
+            tags.update(t for t in listed if isinstance(t, str) and _TAG_RE.fullmatch(t))
+        return sorted(tags)
 
     def resolve(self, name: str, version: str) -> Artifact:
         """Fetch and check the OCI manifest of ``name``@``version``; the digest is the
@@ -228,38 +249,15 @@ class OciRegistry:
             RegistryError: the registry cannot be read.
         """
         repo = self._repository(name)
-        url = f"{self._base_url()}/v2/{repo}/manifests/{version_tag(version)}"
-        what = f"resolve {name}@{version} in {self.location}"
-        response = self._request(
-            "GET",
-            url,
-            what=what,
-            # distribution answers 404 for an OCI manifest unless it is asked for.
-            headers={"Accept": OCI_MANIFEST_MEDIA_TYPE},
-            scope=f"repository:{repo}:pull",
+        fetched = self._get_manifest(
+            repo, version_tag(version), label=f"{name}@{version}", limit=MAX_OCI_MANIFEST_BYTES
         )
-        if response.status_code == 404:
-            response.close()
+        if fetched is None:
             raise NotFoundError(
                 f"{name}@{version} not found in {self.location}; "
                 f"run `packager search {name} --registry {self.location}` to list versions"
             )
-        if response.status_code != 200:
-            raise self._transport.http_error(response, what, self._auth)
-        claimed = response.headers.get("Docker-Content-Digest")
-        data = self._transport.read(
-            response, limit=MAX_OCI_MANIFEST_BYTES, what=what, auth=self._auth
-        )
-        if len(data) > MAX_OCI_MANIFEST_BYTES:
-            raise TamperedError(
-                f"OCI manifest of {name}@{version} is larger than {MAX_OCI_MANIFEST_BYTES} bytes"
-            )
-        digest = Digest.of(data)
-        if claimed is not None and claimed != str(digest):
-            raise TamperedError(
-                f"{self.location} says the manifest of {name}@{version} is {claimed}, "
-                f"but its bytes are {digest}; do not use it"
-            )
+        data, digest = fetched
         artifact = parse_oci_manifest(data, name=name, version=version, digest=digest)
         for desc in artifact.files.values():
             self._saw(desc.digest, repo)
@@ -317,6 +315,87 @@ class OciRegistry:
                 scope=f"repository:{repo}:pull",
                 progress=progress,
             )
+
+    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Upload the empty config and the document's layer (skipping blobs present), then
+        PUT its OCI manifest by ``tag``, which moves the tag; see
+        :class:`~packager.registry.base.Registry`.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
+            RegistryError: the registry refused an upload or rewrote the manifest, or the
+                network failed.
+        """
+        repo = self._repository(name)
+        check_document_tag(tag)
+        scope = f"repository:{repo}:pull,push"
+        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        self._push_blob(repo, EMPTY_DESCRIPTOR, EMPTY_CONFIG, scope)
+        self._push_blob(repo, layer, data, scope)
+        digest = Digest.of(manifest)
+        self._put_manifest(repo, tag, manifest, digest, scope)
+        return digest
+
+    def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
+        """GET the document's OCI manifest by ``tag`` (capped, hashed here), then its layer
+        (capped at ``max_size``, digest checked); see :class:`~packager.registry.base.Registry`.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed.
+            NotFoundError: no such repository or tag.
+            TamperedError: the manifest is too large, malformed, of another artifact type,
+                or the registry claims another digest for it; the layer differs from its
+                descriptor or is over ``max_size``.
+            RegistryError: the registry cannot be read.
+        """
+        repo = self._repository(name)
+        check_document_tag(tag)
+        label = f"{name}:{tag}"
+        fetched = self._get_manifest(repo, tag, label=label, limit=MAX_DOCUMENT_MANIFEST_BYTES)
+        if fetched is None:
+            raise NotFoundError(f"no {tag} for {name} in {self.location}")
+        data, digest = fetched
+        layer = parse_document_manifest(
+            data, digest=digest, artifact_type=artifact_type, where=f"{label} in {self.location}"
+        )
+        return self.read_blob(name, layer, max_size=max_size)
+
+    def _get_manifest(
+        self, repo: str, tag: str, *, label: str, limit: int
+    ) -> tuple[bytes, Digest] | None:
+        """The OCI manifest ``tag`` names and the digest of its bytes, computed here; None
+        when the registry has no such repository or tag.
+
+        Raises:
+            TamperedError: over ``limit`` bytes, or the registry claims another digest.
+            RegistryError: the registry cannot be read.
+        """
+        url = f"{self._base_url()}/v2/{repo}/manifests/{tag}"
+        what = f"resolve {label} in {self.location}"
+        response = self._request(
+            "GET",
+            url,
+            what=what,
+            # distribution answers 404 for an OCI manifest unless it is asked for.
+            headers={"Accept": OCI_MANIFEST_MEDIA_TYPE},
+            scope=f"repository:{repo}:pull",
+        )
+        if response.status_code == 404:
+            response.close()
+            return None
+        if response.status_code != 200:
+            raise self._transport.http_error(response, what, self._auth)
+        claimed = response.headers.get("Docker-Content-Digest")
+        data = self._transport.read(response, limit=limit, what=what, auth=self._auth)
+        if len(data) > limit:
+            raise TamperedError(f"OCI manifest of {label} is larger than {limit} bytes")
+        digest = Digest.of(data)
+        if claimed is not None and claimed != str(digest):
+            raise TamperedError(
+                f"{self.location} says the manifest of {label} is {claimed}, "
+                f"but its bytes are {digest}; do not use it"
+            )
+        return data, digest
 
     def _repository(self, name: str) -> str:
         check_name(name)

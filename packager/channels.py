@@ -1,0 +1,359 @@
+"""Channels: promoting a version on the publishing side, following it on the instances.
+
+``promote`` signs a channel document (:mod:`packager.core.channel`) naming one exact
+bundle - its version and the digest of its signed manifest.json - and tags it in the
+model's repository. ``packager install NAME@CHANNEL`` (:func:`packager.install.install`)
+verifies the document, installs what it names and records that the model follows the
+channel; ``update`` does the same again for every model that follows one.
+
+Sequence numbers only grow: each promotion takes the previous document's sequence plus
+one, after checking that document with the promoting key. Two promoters racing on one
+channel can still both write the same next sequence; installers then refuse the second
+document they meet (the same sequence naming another bundle), and a new promotion
+settles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from packager.core import signature
+from packager.core.channel import (
+    ARTIFACT_TYPE,
+    MAX_CHANNEL_BYTES,
+    PAYLOAD_TYPE,
+    Channel,
+    channel_tag,
+    check_channel_name,
+    parse_channel_payload,
+    sign_channel,
+)
+from packager.core.digests import Digest
+from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, parse_manifest
+from packager.core.signature import key_hint, verify_envelope
+from packager.core.verify import verify_manifest
+from packager.errors import (
+    NotFoundError,
+    PackagerError,
+    UntrustedError,
+    UsageError,
+    VerificationError,
+    WrongModelError,
+)
+from packager.install import install, parse_target
+from packager.registry.base import Descriptor, Registry
+from packager.store import Store
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from packager.core.policy import TrustPolicy
+
+Progress = Callable[[str], None]
+DEFAULT_EXPIRY = timedelta(days=30)
+# Which failure an update reports when several models fail: trust before compatibility
+# before the registry (the README's exit codes), then usage, then anything else.
+EXIT_PRIORITY = (3, 5, 4, 2, 1)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A channel document as signed and stored.
+
+    ``signed_by_promoter`` tells whether the bundle's model.sig verifies with the
+    promoting key; ``digest`` is the OCI manifest digest the document is stored under.
+    """
+
+    channel: Channel
+    key_hint: str
+    digest: Digest
+    registry: str
+    signed_by_promoter: bool
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.channel
+        return {
+            "name": doc.name,
+            "channel": doc.channel,
+            "version": doc.version,
+            "manifestDigest": str(doc.manifest_digest),
+            "sequence": doc.sequence,
+            "issued": doc.issued.isoformat(),
+            "expires": doc.expires.isoformat(),
+            "key": self.key_hint,
+            "digest": str(self.digest),
+            "registry": self.registry,
+            "signedByPromoter": self.signed_by_promoter,
+        }
+
+
+def promote(
+    ref: str,
+    *,
+    channel: str,
+    registry: Registry,
+    private_key: ec.EllipticCurvePrivateKey,
+    now: datetime,
+    expires_in: timedelta = DEFAULT_EXPIRY,
+    sequence: int | None = None,
+    progress: Progress | None = None,
+) -> Promotion:
+    """Point ``channel`` of a model at ``name@version`` (which must be in ``registry``).
+
+    The document names the version and the digest of its manifest.json as the registry
+    holds it; when model.sig verifies with the promoting key, that manifest must be the
+    signed one for this name and version. When it does not (another key signed the
+    bundle), a warning goes to ``progress`` and installers check the bundle against their
+    own trust policy. The sequence is the previous document's plus one; a previous
+    document that the promoting key does not verify is refused unless ``sequence`` is
+    given.
+
+    Raises:
+        UsageError: ``ref`` is not NAME@VERSION, a malformed channel, a duration that is
+            not positive, a ``sequence`` below 1 or not above the previous one, or a
+            read-only registry.
+        UntrustedError: without ``sequence``, a previous document the key does not verify.
+        NotFoundError: the version is not in the registry.
+        VerificationError: the artifact is malformed, or its manifest.json is not the one
+            model.sig signs or names another model or version.
+        RegistryError: the registry cannot be read or written.
+    """
+    say = progress or (lambda _msg: None)
+    target = parse_target(ref)
+    name, version = target.name, target.version
+    if version is None:
+        raise UsageError(f"promote names one exact version: {target.name}@VERSION")
+    check_channel_name(channel)
+    if expires_in <= timedelta(0):
+        raise UsageError("a channel document must expire in the future: give e.g. --expires 30d")
+    if sequence is not None and sequence < 1:
+        raise UsageError("--sequence must be a positive integer")
+    public_key = private_key.public_key()
+    artifact = registry.resolve(name, version)
+    manifest_digest = artifact.files[MANIFEST].digest
+    signed = _check_bundle(registry, name, version, artifact.files, public_key)
+    if not signed:
+        say(
+            f"WARNING: model.sig of {name}@{version} does not verify with the promoting key; "
+            "installers will check it against their own trust policy"
+        )
+    previous = _previous_sequence(registry, name, channel, public_key)
+    if sequence is None:
+        if previous is None:
+            sequence = 1
+        elif isinstance(previous, int):
+            sequence = previous + 1
+        else:
+            raise UntrustedError(
+                f"the current {name}@{channel} document in {registry.location} does not "
+                f"verify with this key ({previous}); promote with the key that signed it, or "
+                "pass --sequence N above every sequence installers have seen"
+            )
+    elif isinstance(previous, int) and sequence <= previous:
+        raise UsageError(
+            f"--sequence {sequence} is not above {previous}, the sequence of the current "
+            f"{name}@{channel} document; installers would refuse it as a rollback"
+        )
+    issued = now.replace(microsecond=0)
+    doc = Channel(
+        name=name,
+        channel=channel,
+        version=version,
+        manifest_digest=manifest_digest,
+        issued=issued,
+        expires=issued + expires_in,
+        sequence=sequence,
+    )
+    data = sign_channel(doc, private_key=private_key)
+    digest = registry.put_document(name, channel_tag(channel), data, artifact_type=ARTIFACT_TYPE)
+    say(f"{name}@{channel} -> {version} (sequence {sequence}) in {registry.location}")
+    return Promotion(doc, key_hint(public_key), digest, registry.location, signed)
+
+
+def _check_bundle(
+    registry: Registry,
+    name: str,
+    version: str,
+    files: Mapping[str, Descriptor],
+    public_key: ec.EllipticCurvePublicKey,
+) -> bool:
+    """Check that the artifact's manifest.json is for ``name@version``; True when
+    model.sig verifies with ``public_key`` (and then signs that very manifest).
+
+    Raises:
+        TamperedError: model.sig is malformed, or is by this key but signs another
+            manifest.json.
+        WrongModelError: the manifest.json is of another model or version.
+    """
+    sig = registry.read_blob(name, files[SIGNATURE], max_size=signature.MAX_SIGNATURE_BYTES)
+    manifest_bytes = registry.read_blob(name, files[MANIFEST], max_size=MAX_MANIFEST_BYTES)
+    try:
+        statement = signature.verify(sig, public_keys=[public_key])
+    except UntrustedError:
+        manifest = parse_manifest(manifest_bytes)
+        if (manifest.name, manifest.version) != (name, version):
+            raise WrongModelError(
+                f"{registry.location} holds the manifest of {manifest.ref} as {name}@{version}; "
+                "refusing to promote it"
+            ) from None
+        return False
+    verify_manifest(statement, manifest_bytes, name=name, version=version)
+    return True
+
+
+def _previous_sequence(
+    registry: Registry, name: str, channel: str, public_key: ec.EllipticCurvePublicKey
+) -> int | str | None:
+    """The sequence of the channel's current document when the key verifies it, the reason
+    when it does not, None when there is no document yet."""
+    try:
+        data = registry.get_document(
+            name, channel_tag(channel), artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES
+        )
+        # Not verify_channel: an expired document is exactly what a promotion replaces.
+        return check_document(data, keys=[public_key], name=name, channel=channel).sequence
+    except NotFoundError:
+        return None
+    except VerificationError as e:
+        return str(e)
+
+
+def check_document(
+    data: bytes, *, keys: Sequence[ec.EllipticCurvePublicKey], name: str, channel: str
+) -> Channel:
+    """A channel document's signature (by one of ``keys``) and names, but not its expiry
+    or sequence: what promoting over it and copying it need.
+
+    Raises:
+        TamperedError: malformed.
+        UntrustedError: none of ``keys`` signed it.
+        WrongModelError: the document of another model or channel.
+    """
+    payload, _ = verify_envelope(
+        data, PAYLOAD_TYPE, public_keys=keys, what=f"channel {name}@{channel}"
+    )
+    doc = parse_channel_payload(payload)
+    if (doc.name, doc.channel) != (name, channel):
+        raise WrongModelError(
+            f"the document tagged as channel {name}@{channel} is that of {doc.name}@{doc.channel}"
+        )
+    return doc
+
+
+@dataclass(frozen=True)
+class Updated:
+    """What ``update`` did for one model: ``status`` is "updated", "current" or "refused"."""
+
+    name: str
+    channel: str
+    registry: str | None
+    status: str
+    version: str | None = None
+    previous: str | None = None
+    error: PackagerError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "channel": self.channel,
+            "registry": self.registry,
+            "status": self.status,
+            "version": self.version,
+            "previous": self.previous,
+        }
+        if self.error is not None:
+            doc["error"] = f"{type(self.error).__name__}: {self.error}"
+            doc["exitCode"] = self.error.exit_code
+        return doc
+
+
+class UpdateFailedError(PackagerError):
+    """Some models could not be updated (the others were); ``exit_code`` is the most
+    important of their failures'."""
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    models: tuple[Updated, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every model is current or updated, else the most important failure's."""
+        codes = {m.error.exit_code for m in self.models if m.error is not None}
+        return next((code for code in EXIT_PRIORITY if code in codes), max(codes, default=0))
+
+    def check(self) -> None:
+        """Raises UpdateFailedError, naming every model refused, unless none was."""
+        refused = [m for m in self.models if m.error is not None]
+        if refused:
+            listed = "; ".join(f"{m.name}@{m.channel}: {m.error}" for m in refused)
+            raise UpdateFailedError(
+                f"{len(refused)} of {len(self.models)} models not updated: {listed}",
+                exit_code=self.exit_code,
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"models": [m.to_json() for m in self.models], "exitCode": self.exit_code}
+
+
+def update(
+    *,
+    store: Store,
+    trust: TrustPolicy,
+    now: datetime,
+    open_registry: Callable[[str | None], Registry],
+    registry_ref: str | None = None,
+    progress: Progress | None = None,
+) -> UpdateReport:
+    """Bring every model that follows a channel to the version its channel names.
+
+    Each model is resolved through the registry reference recorded when it started
+    following (``registry_ref``, when given, is used instead for this run and not
+    recorded), with every check of ``install NAME@CHANNEL``. A model that fails is
+    reported and audited, and the others are still tried: failures of single models are
+    never raised, they are in the report (see :attr:`UpdateReport.exit_code`).
+    """
+    say = progress or (lambda _msg: None)
+    results: list[Updated] = []
+    for follow in store.following():
+        name, channel = follow.name, follow.channel
+        source = registry_ref if registry_ref is not None else follow.registry
+        try:
+            registry = open_registry(source)
+        except PackagerError as e:
+            store.audit(
+                action="channel",
+                outcome="refused",
+                now=now,
+                name=name,
+                detail=f"{channel}: {type(e).__name__}: {e}",
+            )
+            results.append(Updated(name, channel, follow.registry, "refused", error=e))
+            say(f"{name}@{channel}: {e}")
+            continue
+        try:
+            result = install(
+                f"{name}@{channel}",
+                registry=registry,
+                registry_ref=follow.registry,
+                trust=trust,
+                store=store,
+                now=now,
+                progress=say,
+            )
+        except PackagerError as e:
+            results.append(Updated(name, channel, follow.registry, "refused", error=e))
+            say(f"{name}@{channel}: {e}")
+            continue
+        status = "current" if result.smoke_test is None else "updated"
+        results.append(
+            Updated(name, channel, follow.registry, status, result.version, result.previous)
+        )
+    return UpdateReport(tuple(results))

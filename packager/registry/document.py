@@ -1,0 +1,107 @@
+"""Small signed documents stored beside the versions of a model (pure).
+
+A document (a channel, for now) is an OCI 1.1 artifact: an image manifest with its own
+``artifactType``, the empty config (``{}``, application/vnd.oci.empty.v1+json) and one
+layer holding the signed bytes. It is tagged with a name that is never a SemVer version
+(``channel.stable``), so :meth:`~packager.registry.base.Registry.versions` never lists it,
+and the tag moves each time a new document is put.
+
+Every registry kind builds the manifest with :func:`document_manifest` and checks what it
+reads back with :func:`parse_document_manifest`; the document's signature is checked by
+the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Protocol, runtime_checkable
+
+from packager.core.digests import Digest
+from packager.core.manifest import dump_json
+from packager.core.semver import is_semver
+from packager.errors import TamperedError, UsageError
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, parse_descriptor
+from packager.registry.base import Descriptor
+
+EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY_CONFIG = b"{}"
+EMPTY_DESCRIPTOR = Descriptor(EMPTY_MEDIA_TYPE, Digest.of(EMPTY_CONFIG), len(EMPTY_CONFIG))
+LAYER_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+# A document manifest is a few hundred bytes; the cap keeps a hostile registry from
+# making a reader buffer megabytes before anything is checked.
+MAX_DOCUMENT_MANIFEST_BYTES = 64 << 10
+# The tag grammar of the OCI distribution spec.
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
+
+
+@runtime_checkable
+class TagLister(Protocol):
+    """A registry that can list every tag of a model's repository (versions and documents)."""
+
+    def tags(self, name: str) -> list[str]:
+        """Every tag in ``name``'s repository, sorted; empty when there is none."""
+        ...
+
+
+def check_document_tag(tag: str) -> str:
+    """Raises UsageError unless ``tag`` is an OCI tag that cannot be read as a version."""
+    if not _TAG_RE.fullmatch(tag):
+        raise UsageError(f"invalid document tag {tag!r}: use letters, digits, '.', '_', '-'")
+    # "_" stands for "+" in the tags of remote registries (1.0.0_build.1).
+    if is_semver(tag) or is_semver(tag.replace("_", "+")):
+        raise UsageError(f"document tag {tag!r} would read as a version; use e.g. channel.stable")
+    return tag
+
+
+def document_manifest(data: bytes, *, artifact_type: str) -> tuple[bytes, Descriptor]:
+    """The OCI manifest (canonical JSON) storing ``data``, and the descriptor of its layer."""
+    layer = Descriptor(LAYER_MEDIA_TYPE, Digest.of(data), len(data))
+    manifest = dump_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+            "artifactType": artifact_type,
+            "config": EMPTY_DESCRIPTOR.to_json(),
+            "layers": [layer.to_json()],
+        }
+    )
+    return manifest, layer
+
+
+def parse_document_manifest(
+    data: bytes, *, digest: Digest, artifact_type: str, where: str
+) -> Descriptor:
+    """Check the OCI manifest of a document against ``digest``; return its layer descriptor.
+
+    ``where`` names the document in messages.
+
+    Raises:
+        TamperedError: too large, not matching ``digest``, not JSON, not an OCI image
+            manifest, another artifact type, or not exactly one layer of the document
+            media type.
+    """
+    if len(data) > MAX_DOCUMENT_MANIFEST_BYTES:
+        raise TamperedError(f"{where}: manifest is larger than {MAX_DOCUMENT_MANIFEST_BYTES} bytes")
+    if Digest.of(data) != digest:
+        raise TamperedError(f"{where}: manifest does not match its digest {digest}")
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TamperedError(f"{where}: manifest is not JSON: {e}") from e
+    if not isinstance(doc, dict) or doc.get("mediaType") != OCI_MANIFEST_MEDIA_TYPE:
+        raise TamperedError(f"{where}: not an OCI image manifest")
+    schema_version = doc.get("schemaVersion")
+    if type(schema_version) is not int or schema_version != 2:
+        raise TamperedError(f"{where}: schemaVersion is {schema_version!r}, not 2")
+    if doc.get("artifactType") != artifact_type:
+        raise TamperedError(
+            f"{where}: artifactType is {doc.get('artifactType')!r}, not {artifact_type!r}"
+        )
+    layers = doc.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1:
+        raise TamperedError(f"{where}: a document has exactly one layer")
+    layer = parse_descriptor(layers[0], where=f"{where} layer")
+    if layer.media_type != LAYER_MEDIA_TYPE:
+        raise TamperedError(f"{where}: layer is a {layer.media_type!r}, not a signed document")
+    return layer

@@ -1,0 +1,737 @@
+"""Channels end to end: promote, install NAME@CHANNEL, update; and every refusal a hostile
+registry can provoke (freeze, replay, equivocation, mix-and-match, an untrusted signer),
+with fixed clocks through the library and a few real CLI runs for the exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from packager.channels import Updated, UpdateReport, promote, update
+from packager.cli import main
+from packager.core.channel import ARTIFACT_TYPE, MAX_CHANNEL_BYTES, Channel, Seen, sign_channel
+from packager.core.digests import Digest
+from packager.core.manifest import MANIFEST
+from packager.core.policy import Rule, TrustedKey, TrustPolicy, adhoc_policy
+from packager.errors import (
+    ExpiredError,
+    IncompatibleModelError,
+    NotFoundError,
+    PackagerError,
+    RegistryError,
+    RollbackError,
+    TamperedError,
+    UntrustedError,
+    UsageError,
+    VerificationError,
+)
+from packager.install import Target, install, parse_target, rollback
+from packager.keys import encode_public_key
+from packager.mirror import export, mirror
+from packager.publish import publish_bundle
+from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
+from packager.registry.base import Registry
+from packager.store import Following, Store
+
+from .conftest import KeyPair
+from .hostile import serve_bundle_dir
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+TAG = "channel.stable"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def registry(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair) -> LayoutRegistry:
+    registry = LayoutRegistry(tmp_path / "registry")
+    for bundle in bundles.values():
+        publish_bundle(bundle, registry=registry, keys=[keypair.public])
+    return registry
+
+
+@pytest.fixture
+def store(home: Path) -> Store:
+    return Store(home)
+
+
+@pytest.fixture
+def trust(keypair: KeyPair) -> TrustPolicy:
+    return adhoc_policy([keypair.public])
+
+
+def manifest_digest(bundle: Path) -> Digest:
+    return Digest.of((bundle / MANIFEST).read_bytes())
+
+
+def install_channel(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy, now: datetime
+) -> str:
+    result = install(
+        "iris@stable",
+        registry=registry,
+        registry_ref=str(registry.root),
+        trust=trust,
+        store=store,
+        now=now,
+    )
+    return result.version
+
+
+def run_update(store: Store, trust: TrustPolicy, now: datetime, home: Path) -> UpdateReport:
+    return update(
+        store=store,
+        trust=trust,
+        now=now,
+        open_registry=lambda ref: open_registry(ref, home=home),
+    )
+
+
+def channel_log(store: Store, name: str = "iris") -> list[tuple[str, str]]:
+    return [(e.outcome, e.detail) for e in store.audit_log(name) if e.action == "channel"]
+
+
+def craft(
+    keypair: KeyPair,
+    *,
+    version: str,
+    digest: Digest,
+    sequence: int,
+    issued: datetime = T0,
+    expires: datetime = T0 + 30 * DAY,
+) -> bytes:
+    """A validly signed channel document saying whatever the test needs."""
+    doc = Channel("iris", "stable", version, digest, issued, expires, sequence)
+    return sign_channel(doc, private_key=keypair.private)
+
+
+def put_channel(registry: Registry, data: bytes) -> None:
+    registry.put_document("iris", TAG, data, artifact_type=ARTIFACT_TYPE)
+
+
+def state(store: Store) -> tuple[str | None, Seen | None, list[Following]]:
+    return store.current_version("iris"), store.channel_seen("iris", "stable"), store.following()
+
+
+# -- the happy path ---------------------------------------------------------------------------
+
+
+def test_promote_install_promote_update(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    first = promote(
+        "iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0
+    )
+    doc = first.channel
+    assert (doc.version, doc.sequence, doc.issued, doc.expires) == ("1.1.0", 1, T0, T0 + 30 * DAY)
+    assert doc.manifest_digest == manifest_digest(bundles["1.1.0"])
+    assert first.signed_by_promoter and first.registry == str(registry.root)
+    assert registry.versions("iris") == ["1.0.0", "1.1.0", "2.0.0"]
+
+    assert install_channel(registry, store, trust, T0 + HOUR) == "1.1.0"
+    assert state(store) == (
+        "1.1.0",
+        Seen(1, "1.1.0", doc.manifest_digest),
+        [Following("iris", "stable", str(registry.root))],
+    )
+
+    report = run_update(store, trust, T0 + 2 * HOUR, home)
+    assert [(m.status, m.version) for m in report.models] == [("current", "1.1.0")]
+    assert report.exit_code == 0
+
+    second = promote(
+        "iris@2.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0 + DAY
+    )
+    assert second.channel.sequence == 2
+    report = run_update(store, trust, T0 + DAY + HOUR, home)
+    assert [(m.status, m.previous, m.version) for m in report.models] == [
+        ("updated", "1.1.0", "2.0.0")
+    ]
+    assert report.exit_code == 0
+    current, seen, following = state(store)
+    assert (current, seen) == ("2.0.0", Seen(2, "2.0.0", manifest_digest(bundles["2.0.0"])))
+    assert following == [Following("iris", "stable", str(registry.root))]
+
+    # One "channel ok" line per promotion seen, not one per update run.
+    log = channel_log(store)
+    assert [outcome for outcome, _ in log] == ["ok", "ok"]
+    assert "stable sequence 1: 1.1.0" in log[0][1] and "stable sequence 2: 2.0.0" in log[1][1]
+    installs = [e.detail for e in store.audit_log("iris") if e.action == "install"]
+    assert installs[-1].endswith("channel stable sequence 2")
+
+
+def test_a_new_promotion_of_the_current_version_is_recorded_without_installing(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy, keypair: KeyPair, home: Path
+) -> None:
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    install_channel(registry, store, trust, T0 + HOUR)
+    # Promoting the same version again only moves the expiry on.
+    promote(
+        "iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0 + DAY
+    )
+    report = run_update(store, trust, T0 + DAY + HOUR, home)
+    assert [(m.status, m.version) for m in report.models] == [("current", "1.1.0")]
+    assert store.channel_seen("iris", "stable") == Seen(
+        2, "1.1.0", store.manifest_digest("iris", "1.1.0")
+    )
+    assert [e.action for e in store.audit_log("iris")] == ["channel", "install", "channel"]
+
+
+def test_installing_by_version_or_rolling_back_stops_following(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy, keypair: KeyPair, home: Path
+) -> None:
+    promote("iris@1.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    install_channel(registry, store, trust, T0 + HOUR)
+    install("iris@1.1.0", registry=registry, trust=trust, store=store, now=T0 + HOUR)
+    assert store.following() == []
+    assert run_update(store, trust, T0 + 2 * HOUR, home).models == ()
+    assert store.current_version("iris") == "1.1.0"
+
+    promote(
+        "iris@2.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=keypair.private,
+        now=T0 + HOUR,
+    )
+    assert install_channel(registry, store, trust, T0 + 3 * HOUR) == "2.0.0"
+    # Following would undo the rollback at the next update.
+    assert rollback("iris", store=store, now=T0 + 3 * HOUR) == "1.1.0"
+    assert store.following() == []
+    assert run_update(store, trust, T0 + 4 * HOUR, home).models == ()
+    assert [outcome for outcome, _ in channel_log(store)] == ["ok", "unfollow", "ok", "unfollow"]
+
+
+def test_parse_target() -> None:
+    assert parse_target("iris@stable").channel == "stable"
+    assert parse_target("iris@1.2.0").version == "1.2.0"
+    assert parse_target("iris") == Target("iris")
+    for bad in ("iris@Stable", "iris@1.2", "iris@", "Iris@stable"):
+        with pytest.raises(UsageError):
+            parse_target(bad)
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+
+def test_an_expired_channel_is_refused_and_nothing_changes(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy, keypair: KeyPair, home: Path
+) -> None:
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    install_channel(registry, store, trust, T0 + HOUR)
+    promote(
+        "iris@2.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=keypair.private,
+        now=T0 + DAY,
+        expires_in=DAY,
+    )
+    before = state(store)
+    report = run_update(store, trust, T0 + 2 * DAY, home)
+    [refused] = report.models
+    assert refused.status == "refused" and isinstance(refused.error, ExpiredError)
+    assert report.exit_code == 3
+    assert state(store) == before
+    assert channel_log(store)[-1][0] == "refused"
+    assert "ExpiredError" in channel_log(store)[-1][1]
+    with pytest.raises(ExpiredError, match="expired"):
+        install_channel(registry, store, trust, T0 + 2 * DAY)
+    # Refused from the second it expires on; accepted a second before.
+    assert install_channel(registry, store, trust, T0 + 2 * DAY - timedelta(seconds=1)) == "2.0.0"
+
+
+def test_a_replayed_older_document_is_refused_as_a_rollback(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    old = registry.get_document(
+        "iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES
+    )
+    install_channel(registry, store, trust, T0 + HOUR)
+    promote(
+        "iris@2.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=keypair.private,
+        now=T0 + HOUR,
+    )
+    assert run_update(store, trust, T0 + 2 * HOUR, home).exit_code == 0
+    seen = store.channel_seen("iris", "stable")
+
+    put_channel(registry, old)  # the registry replays sequence 1, still unexpired
+    report = run_update(store, trust, T0 + 3 * HOUR, home)
+    assert isinstance(report.models[0].error, RollbackError)
+    with pytest.raises(RollbackError, match="replaying"):
+        install_channel(registry, store, trust, T0 + 3 * HOUR)
+    assert (store.current_version("iris"), store.channel_seen("iris", "stable")) == ("2.0.0", seen)
+    assert "RollbackError" in channel_log(store)[-1][1]
+
+    # The same sequence naming another bundle: two signed documents for one sequence.
+    put_channel(
+        registry,
+        craft(keypair, version="1.1.0", digest=manifest_digest(bundles["1.1.0"]), sequence=2),
+    )
+    with pytest.raises(TamperedError, match="two different"):
+        install_channel(registry, store, trust, T0 + 3 * HOUR)
+    assert store.current_version("iris") == "2.0.0"
+
+
+def test_the_rollback_floor_still_applies(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy, keypair: KeyPair
+) -> None:
+    promote("iris@2.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    install_channel(registry, store, trust, T0 + HOUR)
+    promote(
+        "iris@1.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=keypair.private,
+        now=T0 + HOUR,
+    )
+    with pytest.raises(RollbackError, match="rollback floor"):
+        install_channel(registry, store, trust, T0 + 2 * HOUR)
+    assert store.current_version("iris") == "2.0.0"
+    assert store.channel_seen("iris", "stable") == Seen(
+        1, "2.0.0", store.manifest_digest("iris", "2.0.0")
+    )
+
+
+def test_mix_and_match_version_with_another_versions_digest(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+) -> None:
+    put_channel(
+        registry,
+        craft(keypair, version="1.1.0", digest=manifest_digest(bundles["2.0.0"]), sequence=1),
+    )
+    with pytest.raises(TamperedError, match="mix-and-match"):
+        install_channel(registry, store, trust, T0 + HOUR)
+    assert state(store) == (None, None, [])
+    assert not (store.models / "iris").exists()
+    assert "mix-and-match" in channel_log(store)[-1][1]
+
+
+def test_mix_and_match_tag_pointing_at_other_content(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+) -> None:
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    # The registry now serves 2.0.0's validly signed files under the tag 1.1.0.
+    serve_bundle_dir(registry.root, bundles["2.0.0"], name="iris", tag="1.1.0")
+    with pytest.raises(TamperedError, match="mix-and-match"):
+        install_channel(registry, store, trust, T0 + HOUR)
+    assert state(store) == (None, None, [])
+
+
+def test_a_signer_the_policy_does_not_allow_for_the_model_is_refused(
+    registry: LayoutRegistry, store: Store, keypair: KeyPair, other_keypair: KeyPair
+) -> None:
+    def key(name: str, pair: KeyPair) -> TrustedKey:
+        return TrustedKey(name, encode_public_key(pair.public), pair.public)
+
+    # The other key is trusted, but only for spam-* models.
+    policy = TrustPolicy(
+        {"publisher": key("publisher", keypair), "spam-team": key("spam-team", other_keypair)},
+        (Rule("iris", ("publisher",)), Rule("spam-*", ("spam-team",))),
+    )
+    messages: list[str] = []
+    promotion = promote(
+        "iris@1.1.0",
+        channel="stable",
+        registry=registry,
+        private_key=other_keypair.private,
+        now=T0,
+        progress=messages.append,
+    )
+    assert not promotion.signed_by_promoter
+    assert any("does not verify with the promoting key" in m for m in messages)
+    with pytest.raises(UntrustedError, match="not one of the trusted keys"):
+        install_channel(registry, store, policy, T0 + HOUR)
+    assert state(store) == (None, None, [])
+    # A model no rule covers has no trusted key at all.
+    with pytest.raises(UntrustedError, match="no rule covers"):
+        install("other@stable", registry=registry, trust=policy, store=store, now=T0)
+
+
+def test_channels_need_a_trust_policy(registry: LayoutRegistry, store: Store) -> None:
+    with pytest.raises(UsageError, match="channel"):
+        install(
+            "iris@stable",
+            registry=registry,
+            trust=None,
+            store=store,
+            now=T0,
+            insecure_skip_verify=True,
+        )
+
+
+def test_a_missing_channel_says_how_to_promote(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy
+) -> None:
+    with pytest.raises(NotFoundError, match="packager promote iris@VERSION --channel stable"):
+        install_channel(registry, store, trust, T0)
+
+
+def test_credentials_are_never_recorded(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy, keypair: KeyPair
+) -> None:
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    with pytest.raises(UsageError, match="no credentials"):
+        install(
+            "iris@stable",
+            registry=registry,
+            registry_ref="https://alice:secret@mirror.example/models",
+            trust=trust,
+            store=store,
+            now=T0 + HOUR,
+        )
+    for state_file in store.home.glob("state.db*"):  # the WAL too
+        assert b"secret" not in state_file.read_bytes()
+
+
+# -- promote ---------------------------------------------------------------------------------
+
+
+def test_promote_sequences(
+    registry: LayoutRegistry, keypair: KeyPair, other_keypair: KeyPair
+) -> None:
+    def run(pair: KeyPair, sequence: int | None = None, version: str = "1.1.0") -> int:
+        promotion = promote(
+            f"iris@{version}",
+            channel="stable",
+            registry=registry,
+            private_key=pair.private,
+            now=T0,
+            sequence=sequence,
+        )
+        return promotion.channel.sequence
+
+    assert run(keypair) == 1
+    assert run(keypair) == 2
+    # Another key cannot read the sequence it would have to follow.
+    with pytest.raises(UntrustedError, match="--sequence"):
+        run(other_keypair)
+    assert run(other_keypair, sequence=7) == 7
+    # The key that verifies the current document cannot go back below it.
+    with pytest.raises(UsageError, match="not above 7"):
+        run(other_keypair, sequence=7)
+    with pytest.raises(NotFoundError):
+        run(keypair, version="9.9.9")
+    with pytest.raises(UsageError, match="exact version"):
+        promote("iris", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    with pytest.raises(UsageError):
+        promote(
+            "iris@1.1.0",
+            channel="stable",
+            registry=registry,
+            private_key=keypair.private,
+            now=T0,
+            expires_in=timedelta(0),
+        )
+
+
+def test_promote_refuses_a_manifest_that_is_not_the_signed_one(
+    registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "evil" / bundles["1.1.0"].name
+    shutil.copytree(bundles["1.1.0"], bundle)
+    (bundle / MANIFEST).chmod(0o644)
+    doc = json.loads((bundle / MANIFEST).read_text())
+    doc["description"] = "not what was signed"
+    (bundle / MANIFEST).write_text(json.dumps(doc))
+    serve_bundle_dir(registry.root, bundle, name="iris", tag="1.1.0")
+    with pytest.raises(VerificationError):
+        promote(
+            "iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0
+        )
+    with pytest.raises(NotFoundError):
+        registry.get_document("iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES)
+
+
+# -- update ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aster(
+    tmp_path_factory: pytest.TempPathFactory,
+    iris_model: object,
+    iris: tuple[object, object],
+    keypair: KeyPair,
+) -> Path:
+    """The same pipeline packaged as another model, "aster" 1.0.0 (sorted before iris)."""
+    from packager.api import package
+
+    X, _ = iris
+    out = tmp_path_factory.mktemp("aster")
+    return package(
+        iris_model,
+        sample=X[::5],  # type: ignore[index]
+        name="aster",
+        version="1.0.0",
+        key=keypair.private,
+        out_dir=out,
+    )
+
+
+def test_update_continues_past_a_failing_model(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    aster: Path,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    elsewhere = LayoutRegistry(tmp_path / "aster-registry")
+    publish_bundle(aster, registry=elsewhere, keys=[keypair.public])
+    promote(
+        "aster@1.0.0", channel="stable", registry=elsewhere, private_key=keypair.private, now=T0
+    )
+    install(
+        "aster@stable",
+        registry=elsewhere,
+        registry_ref=str(elsewhere.root),
+        trust=trust,
+        store=store,
+        now=T0,
+    )
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    install_channel(registry, store, trust, T0)
+    promote(
+        "iris@2.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=keypair.private,
+        now=T0 + HOUR,
+    )
+    shutil.rmtree(elsewhere.root)  # aster's registry is gone
+
+    report = run_update(store, trust, T0 + 2 * HOUR, home)
+    assert [(m.name, m.status) for m in report.models] == [
+        ("aster", "refused"),
+        ("iris", "updated"),
+    ]
+    assert isinstance(report.models[0].error, NotFoundError)
+    assert report.exit_code == 4
+    assert store.current_version("iris") == "2.0.0"
+    assert store.current_version("aster") == "1.0.0"
+    assert channel_log(store, "aster")[-1][0] == "refused"
+
+
+def test_update_reports_the_most_important_failure() -> None:
+    def refused(error: PackagerError) -> Updated:
+        return Updated("m", "stable", None, "refused", error=error)
+
+    ok = Updated("m", "stable", None, "current", "1.0.0")
+    assert UpdateReport((ok,)).exit_code == 0
+    assert UpdateReport((refused(RegistryError("x")), refused(ExpiredError("x")))).exit_code == 3
+    failures = (refused(RegistryError("x")), refused(IncompatibleModelError("x")), ok)
+    assert UpdateReport(failures).exit_code == 5
+    assert UpdateReport((refused(UsageError("x")), refused(RegistryError("x")))).exit_code == 4
+
+
+# -- mirror and export carry channels ---------------------------------------------------------
+
+
+def test_mirror_carries_verified_channels_and_keeps_newer_ones(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+    tmp_path: Path,
+) -> None:
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    carried = ArchiveRegistry(tmp_path / "carry.tar")
+    report = mirror(registry, carried, keys=[keypair.public])
+    assert [(c.channel, c.outcome) for c in report.channels] == [("stable", "copied")]
+    target = LayoutRegistry(tmp_path / "air-gapped")
+    report = mirror(carried, target, ["iris@1.1.0"], keys=[keypair.public])
+    assert [(c.channel, c.outcome) for c in report.channels] == [("stable", "copied")]
+    assert install_channel(target, store, trust, T0 + HOUR) == "1.1.0"
+
+    # Again: identical, skipped. A newer promotion in the destination is kept.
+    assert mirror(registry, target, keys=[keypair.public]).channels[0].outcome == "skipped"
+    promote("iris@2.0.0", channel="stable", registry=target, private_key=keypair.private, now=T0)
+    report = mirror(registry, target, keys=[keypair.public])
+    assert [(c.outcome, c.detail) for c in report.channels] == [
+        ("skipped", "the destination has the newer sequence 2")
+    ]
+
+    # A channel naming a version the destination does not get is not copied.
+    partial = LayoutRegistry(tmp_path / "partial")
+    report = mirror(registry, partial, ["iris@1.0.0"], keys=[keypair.public])
+    assert report.channels[0].outcome == "skipped"
+    with pytest.raises(NotFoundError):
+        partial.get_document("iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES)
+
+    # A channel the keys do not verify stops the mirror like a tampered version.
+    promote(
+        "iris@1.1.0",
+        channel="stable",
+        registry=registry,
+        private_key=other_keypair.private,
+        now=T0,
+        sequence=5,
+    )
+    with pytest.raises(UntrustedError):
+        mirror(registry, LayoutRegistry(tmp_path / "fresh"), keys=[keypair.public])
+
+
+def test_mirror_without_verifying_copies_only_where_there_is_none(
+    registry: LayoutRegistry, keypair: KeyPair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    target = LayoutRegistry(tmp_path / "target")
+    report = mirror(registry, target, verify=False, keys=[])
+    assert report.channels[0].outcome == "copied"
+    promote("iris@2.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    report = mirror(registry, target, verify=False, keys=[])
+    assert report.channels[0].outcome == "conflict"
+    code, out, err = cli(capsys, "mirror", registry.root, target.root, "--no-verify")
+    assert code == 4, err
+    assert "conflict  iris@stable" in out
+
+
+def test_export_then_install_from_the_archive(
+    registry: LayoutRegistry, store: Store, trust: TrustPolicy, keypair: KeyPair, tmp_path: Path
+) -> None:
+    promote("iris@2.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    out = tmp_path / "models.tar"
+    export(["iris@2.0.0"], registry=registry, out=out)
+    archive = ArchiveRegistry(out)
+    result = install(
+        "iris@stable", registry=archive, registry_ref=str(out), trust=trust, store=store, now=T0
+    )
+    assert result.version == "2.0.0"
+    assert store.following() == [Following("iris", "stable", str(out))]
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_promote_install_update_log(
+    capsys: pytest.CaptureFixture[str],
+    registry: LayoutRegistry,
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    reg = registry.root
+    code, out, err = cli(
+        capsys,
+        "promote",
+        "iris@1.1.0",
+        "--channel",
+        "stable",
+        "--key",
+        keypair.key_path,
+        "--registry",
+        reg,
+        "--expires",
+        "2w",
+        "--json",
+    )
+    assert code == 0, err
+    promoted = json.loads(out)
+    assert (promoted["version"], promoted["sequence"], promoted["signedByPromoter"]) == (
+        "1.1.0",
+        1,
+        True,
+    )
+    issued = datetime.fromisoformat(promoted["issued"])
+    assert datetime.fromisoformat(promoted["expires"]) - issued == timedelta(weeks=2)
+
+    code, out, err = cli(
+        capsys, "install", "iris@stable", "--registry", reg, "--key", keypair.pub_path, "--json"
+    )
+    assert code == 0, err
+    installed = json.loads(out)
+    assert installed["version"] == "1.1.0" and installed["installed"]
+    assert installed["channel"]["sequence"] == 1
+
+    code, out, err = cli(
+        capsys,
+        "promote",
+        "iris@2.0.0",
+        "--channel",
+        "stable",
+        "--key",
+        keypair.key_path,
+        "--registry",
+        reg,
+    )
+    assert code == 0, err
+    code, out, err = cli(capsys, "update", "--key", keypair.pub_path, "--json")
+    assert code == 0, err
+    assert [(m["status"], m["version"]) for m in json.loads(out)["models"]] == [
+        ("updated", "2.0.0")
+    ]
+    code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
+    assert code == 0, err
+    assert out.startswith("current  iris@stable  2.0.0")
+
+    code, out, err = cli(capsys, "log", "iris")
+    assert code == 0, err
+    assert [line.split()[1:3] for line in out.splitlines() if line.split()[1] == "channel"] == [
+        ["channel", "ok"],
+        ["channel", "ok"],
+    ]
+
+
+def test_cli_exit_codes_for_an_expired_channel_and_a_failing_update(
+    capsys: pytest.CaptureFixture[str],
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+) -> None:
+    past = datetime.now(UTC) - 40 * DAY
+    promote(
+        "iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=past
+    )
+    code, _, err = cli(
+        capsys, "install", "iris@stable", "--registry", registry.root, "--key", keypair.pub_path
+    )
+    assert code == 3
+    assert "expired" in err
+    assert not (store.models / "iris").exists()
+
+    recent = datetime.now(UTC) - HOUR
+    promote(
+        "iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=recent
+    )
+    install_channel(registry, store, trust, recent + timedelta(minutes=1))
+    shutil.rmtree(registry.root)
+    code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
+    assert code == 4
+    assert out.startswith("refused  iris@stable")
+    assert "1 of 1 models not updated: iris@stable:" in err
+    code, _, err = cli(capsys, "install", "iris@Stable", "--key", keypair.pub_path)
+    assert code == 2
