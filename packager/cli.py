@@ -45,7 +45,7 @@ def registry_option(f: F) -> F:
         "registry_ref",
         metavar="REF",
         help="Registry: a directory (default $PACKAGER_HOME/registry, or $PACKAGER_REGISTRY), "
-        "or oci://HOST[:PORT]/NAMESPACE.",
+        "oci://HOST[:PORT]/NAMESPACE, an https:// static mirror, or an archive .tar.",
     )(f)
 
 
@@ -55,7 +55,8 @@ def _remember(click_ctx: click.Context, param: click.Parameter, value: Any) -> A
 
 
 def remote_options(f: F) -> F:
-    """How to reach an oci:// registry; open_registry_at turns these into RegistryOptions."""
+    """How to reach an oci:// registry or https:// mirror; open_registry_at turns these
+    into RegistryOptions."""
     options = [
         click.option(
             "--username", metavar="USER", expose_value=False, callback=_remember,
@@ -957,8 +958,9 @@ def mirror_cmd(
 ) -> None:
     """Copy models from registry SRC to registry DST, verifying every version first.
 
-    SRC and DST are registries: a directory, an archive ending in .tar, or oci://HOST/NS
-    (the remote options apply to whichever of them is remote). Without NAME,
+    SRC and DST are registries: a directory, an archive ending in .tar, oci://HOST/NS, or
+    (SRC only) an https:// static mirror (the remote options apply to whichever of them is
+    remote). Without NAME,
     every version of every model is copied; NAME alone copies all its versions. A version
     already in DST with the same content is skipped; one with other content is a conflict:
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is

@@ -34,9 +34,10 @@ def open_registry(
 ) -> Registry:
     """Open the registry ``ref`` names; None is the embedded one at ``home/registry``.
 
-    ``oci://host[:port]/namespace`` is an OCI distribution registry, reached with
-    ``options`` (credentials, TLS, timeouts; default: anonymous, verified HTTPS); local
-    kinds ignore them.
+    ``oci://host[:port]/namespace`` is an OCI distribution registry and
+    ``https://host[:port]/path`` a read-only static mirror of a registry directory, both
+    reached with ``options`` (credentials, TLS, timeouts; default: anonymous, verified
+    HTTPS); local kinds ignore them.
 
     Raises:
         UsageError: ``ref`` is malformed or names a kind of registry not supported yet.
@@ -50,6 +51,10 @@ def open_registry(
         from packager.registry.oci import OciRegistry
 
         return OciRegistry(text, options=options or RegistryOptions())
+    if scheme and scheme.group(0).lower() in ("http://", "https://"):
+        from packager.registry.http import StaticMirrorRegistry
+
+        return StaticMirrorRegistry(text, options=options or RegistryOptions())
     if scheme:
         # Only the scheme is echoed: the rest of a URL may carry credentials.
         raise UsageError(f"{scheme.group(0)} registries are not supported yet; use a directory")

@@ -110,6 +110,7 @@ class LayoutRegistry:
                     _write_atomic(blobs, desc.digest.hex, chunks)
             _fsync_dir(blobs)
             self._tag(layout, plan.name, plan.version, manifest_desc)
+            self._write_models_index()
         except OSError as e:
             raise RegistryError(f"cannot publish {plan.name} to {self.location}: {e}") from e
         return plan.artifact()
@@ -379,6 +380,19 @@ class LayoutRegistry:
             entry["artifactType"] = ARTIFACT_TYPE
             entry["annotations"] = {REF_NAME_ANNOTATION: version}
             self._write_index(layout, [*entries, entry])
+
+    def _write_models_index(self) -> None:
+        """Rewrite ``<root>/models.json``: static web servers cannot list directories, so
+        a mirror of this registry served over HTTP learns its model names from it."""
+        from packager.registry.http import MODELS_INDEX, render_models_index
+
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        lock = os.open(self.root / f"{MODELS_INDEX}.lock", flags, FILE_MODE)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _write_atomic(self.root, MODELS_INDEX, [render_models_index(self.names())])
+        finally:
+            os.close(lock)
 
     @contextlib.contextmanager
     def _index_lock(self, layout: Path, name: str) -> Iterator[list[dict[str, Any]]]:

@@ -454,8 +454,8 @@ def test_open_registry_default_and_paths(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "ref",
     [
-        "https://mirror.example/models",
-        "http://127.0.0.1:8080/models",
+        "ftp://mirror.example/models",
+        "s3://bucket/models",
     ],
 )
 def test_other_registry_kinds_are_not_supported_yet(ref: str | Path, tmp_path: Path) -> None:
@@ -515,3 +515,12 @@ def test_layout_written_by_skopeo_is_readable_and_publishable(
     copy.publish(*make_bundle(tmp_path / "b", version="1.1.0"))
     assert copy.versions("iris") == ["1.0.0", "1.1.0"]
     run_skopeo("copy", f"oci:{copy.root / 'iris'}:1.1.0", f"dir:{tmp_path / 'again'}")
+
+
+def test_publish_keeps_models_json_for_static_mirrors(tmp_path: Path) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    for name in ("spam-filter", "iris"):
+        bundle, manifest = make_bundle(tmp_path / name, name=name)
+        registry.publish(bundle, manifest)
+    assert json.loads((registry.root / "models.json").read_text()) == ["iris", "spam-filter"]
+    assert registry.names() == ["iris", "spam-filter"]
