@@ -533,7 +533,7 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 
 
 @cli.command()
-@click.argument("ref", metavar="NAME[@VERSION|@CHANNEL]")
+@click.argument("ref", metavar="NAME[@VERSION|@CHANNEL] | ARCHIVE.tar")
 @registry_option
 @remote_options
 @key_option(required=False)
@@ -560,6 +560,18 @@ def install(
     from packager.store import Store
     from packager.trust import resolve_policy
 
+    if ref.endswith(".tar") and Path(ref).is_file():
+        # `packager install ./models.tar`: the archive is the registry; it must hold one model.
+        if registry_ref:
+            raise UsageError("give either an archive or --registry, not both")
+        registry_ref = ref
+        names = open_registry_at(ctx, ref).names()
+        if len(names) != 1:
+            raise UsageError(
+                f"{ref} holds {len(names)} models ({', '.join(names) or 'none'}); "
+                f"run `packager install NAME --registry {ref}`"
+            )
+        ref = names[0]
     if insecure_skip_verify:
         click.echo(
             "packager: WARNING: --insecure-skip-verify: the model's signature will NOT be "

@@ -221,6 +221,30 @@ def test_install_from_archive_gives_the_original_bytes(
     assert tree(installed) == tree(bundles["1.1.0"])
 
 
+def test_install_an_archive_file_directly(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    layout: LayoutRegistry,
+    archive: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    """`packager install ./x.tar` takes the archive's only model, at its latest version."""
+    single = tmp_path / "iris.tar"
+    export(["iris@1.1.0"], registry=layout, out=single)
+    code, _, err = cli(capsys, "install", str(single), "--key", keypair.pub_path)
+    assert code == 0, err
+    assert tree(home / "models" / "iris" / "1.1.0") == tree(bundles["1.1.0"])
+    spam = tmp_path / "spam.tar"
+    export(["iris@1.1.0"], registry=layout, out=spam)
+    code, _, err = cli(
+        capsys, "install", str(single), "--registry", spam, "--key", keypair.pub_path
+    )
+    assert code == 2
+    assert "not both" in err
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every way this process could reach the network now raises, and is recorded."""
