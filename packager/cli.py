@@ -59,25 +59,38 @@ def remote_options(f: F) -> F:
     into RegistryOptions."""
     options = [
         click.option(
-            "--username", metavar="USER", expose_value=False, callback=_remember,
+            "--username",
+            metavar="USER",
+            expose_value=False,
+            callback=_remember,
             help="Registry user (or $PACKAGER_REGISTRY_USERNAME; else docker config.json).",
         ),
         click.option(
-            "--password-stdin", is_flag=True, expose_value=False, callback=_remember,
-            help="Read the registry password or token from stdin "
-            "(or $PACKAGER_REGISTRY_PASSWORD).",
+            "--password-stdin",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember,
+            help="Read the registry password or token from stdin (or $PACKAGER_REGISTRY_PASSWORD).",
         ),
         click.option(
-            "--ca-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-            expose_value=False, callback=_remember,
+            "--ca-cert",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            expose_value=False,
+            callback=_remember,
             help="PEM CA bundle to verify the registry's TLS certificate with.",
         ),
         click.option(
-            "--plain-http", is_flag=True, expose_value=False, callback=_remember,
+            "--plain-http",
+            is_flag=True,
+            expose_value=False,
+            callback=_remember,
             help="Allow unencrypted HTTP to the registry (always allowed for loopback).",
         ),
         click.option(
-            "--chunk-size", metavar="SIZE", expose_value=False, callback=_remember,
+            "--chunk-size",
+            metavar="SIZE",
+            expose_value=False,
+            callback=_remember,
             help="Upload blobs larger than SIZE in chunks of SIZE (e.g. 16M; default 64M).",
         ),
     ]
@@ -126,7 +139,9 @@ def key_option(required: bool) -> Callable[[F], F]:
 
 def trust_option(f: F) -> F:
     return click.option(
-        "--trust", "trust_file", type=click.Path(path_type=Path, dir_okay=False),
+        "--trust",
+        "trust_file",
+        type=click.Path(path_type=Path, dir_okay=False),
         help="Trust policy (default $PACKAGER_HOME/trust.toml, then /etc/packager/trust.toml).",
     )(f)
 
@@ -175,8 +190,13 @@ def cli(click_ctx: click.Context, home: Path | None, quiet: bool) -> None:
 
 @cli.command()
 @click.option(
-    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."), show_default=True, help="Directory for cosign.key and cosign.pub.",
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Directory for cosign.key and cosign.pub.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @json_option
@@ -223,15 +243,20 @@ def _input_shape(
 def conversion_options(f: F) -> F:
     """How to convert: precision for all models; input shape and task for PyTorch."""
     f = click.option(
-        "--task", type=click.Choice(["classification", "regression"]),
+        "--task",
+        type=click.Choice(["classification", "regression"]),
         help="PyTorch: classification adds an argmax 'label' output.",
     )(f)
     f = click.option(
-        "--input-shape", callback=_input_shape, metavar="DIMS",
+        "--input-shape",
+        callback=_input_shape,
+        metavar="DIMS",
         help="PyTorch: one row's shape without the batch, e.g. 1,28,28 (default: column count).",
     )(f)
     return click.option(
-        "--precision", type=click.Choice(["float32", "float64"]), default="float32",
+        "--precision",
+        type=click.Choice(["float32", "float64"]),
+        default="float32",
         show_default=True,
         help="float64: a double-precision graph where the converter has one, else a recorded cast.",
     )(f)
@@ -240,17 +265,23 @@ def conversion_options(f: F) -> F:
 @cli.command("benchmark")
 @click.argument("ref", metavar="MODEL_OR_BUNDLE_OR_INSTALLED_NAME")
 @click.option(
-    "--data", "data_path", required=True,
+    "--data",
+    "data_path",
+    required=True,
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Rows to run (.csv with header, .npy, .json), with --target the true answers.",
 )
 @click.option("--target", help="Column holding the true answers (class or value).")
 @click.option(
-    "--threads", type=click.IntRange(min=0), default=1, show_default=True,
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
     help="onnxruntime intra-op threads (0: onnxruntime's default).",
 )
 @click.option(
-    "--chart", type=click.Path(path_type=Path, dir_okay=False),
+    "--chart",
+    type=click.Path(path_type=Path, dir_okay=False),
     help="Write a PNG chart (needs packager[plot]).",
 )
 @conversion_options
@@ -298,22 +329,33 @@ def benchmark_cmd(
 @click.option("--name", required=True, help="Model name, e.g. iris-classifier.")
 @click.option("--version", "version", required=True, help="SemVer version, e.g. 1.2.0.")
 @click.option(
-    "--sample", required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    "--sample",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Sample input rows (.csv with header, .npy, .json): checked and kept as test vectors.",
 )
 @click.option(
-    "--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
     help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
 )
 @click.option(
-    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-    default=Path("dist"), show_default=True,
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("dist"),
+    show_default=True,
 )
 @click.option("--rtol", type=float, help="Relative tolerance for the parity check.")
 @click.option("--atol", type=float, help="Absolute tolerance for the parity check.")
 @click.option("--git-commit", help="Commit recorded as provenance (default: HEAD here, if any).")
 @click.option(
-    "--training-data", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+    "--training-data",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
     help="Training data file whose sha256 is recorded; repeatable.",
 )
 @click.option("--param", "params", multiple=True, help="Hyperparameter KEY=VALUE; repeatable.")
@@ -322,13 +364,16 @@ def benchmark_cmd(
 @click.option("--readme", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @conversion_options
 @click.option(
-    "--quantize", type=click.Choice(["dynamic"]),
+    "--quantize",
+    type=click.Choice(["dynamic"]),
     help="Quantize the graph (onnxruntime quantize_dynamic); kept only if parity still holds.",
 )
 @click.option("--quantize-rtol", type=float, help="Relative tolerance after quantizing.")
 @click.option("--quantize-atol", type=float, help="Absolute tolerance after quantizing.")
 @click.option(
-    "--benchmark", "benchmark_data", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    "--benchmark",
+    "benchmark_data",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Labelled data (.csv, .npy, .json) to benchmark on; figures go to manifest metrics.",
 )
 @click.option("--target", help="Column of --benchmark data holding the true answers.")
@@ -415,8 +460,15 @@ def package_cmd(
     manifest = read_manifest_unverified(bundle)
     validation = manifest.data["validation"]
     if as_json:
-        emit({"bundle": str(bundle), "name": name, "version": version,
-              "validation": validation, "metrics": manifest.data.get("metrics", {})})
+        emit(
+            {
+                "bundle": str(bundle),
+                "name": name,
+                "version": version,
+                "validation": validation,
+                "metrics": manifest.data.get("metrics", {}),
+            }
+        )
     else:
         ctx.say(
             f"packaged {manifest.ref} -> {bundle} "
@@ -436,8 +488,14 @@ def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: boo
 
     manifest = verify_bundle(bundle, keys=load_public_keys(key_paths))
     if as_json:
-        emit({"verified": True, "name": manifest.name, "version": manifest.version,
-              "files": [f.to_json() for f in manifest.files]})
+        emit(
+            {
+                "verified": True,
+                "name": manifest.name,
+                "version": manifest.version,
+                "files": [f.to_json() for f in manifest.files],
+            }
+        )
     else:
         click.echo(f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)")
 
@@ -470,8 +528,11 @@ def inspect(bundle: Path, as_json: bool) -> None:
         ("onnxruntime", f">= {manifest.min_onnxruntime}"),
         ("inputs", ", ".join(_tensor(t) for t in manifest.inputs)),
         ("outputs", ", ".join(_tensor(t) for t in manifest.outputs)),
-        ("validation", f"{val['rows']} rows, max abs diff {val['maxAbsDiff']:.3g}, "
-                       f"rtol {val['rtol']:g}, atol {val['atol']:g}"),
+        (
+            "validation",
+            f"{val['rows']} rows, max abs diff {val['maxAbsDiff']:.3g}, "
+            f"rtol {val['rtol']:g}, atol {val['atol']:g}",
+        ),
     ]
     if manifest.license:
         rows.append(("license", manifest.license))
@@ -491,7 +552,10 @@ def inspect(bundle: Path, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def publish(
-    ctx: Context, bundle: Path, registry_ref: str | None, key_paths: tuple[Path, ...],
+    ctx: Context,
+    bundle: Path,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Publish a bundle directory to a registry (default: the embedded one).
@@ -505,8 +569,14 @@ def publish(
     artifact = publish_bundle(bundle, registry=registry, keys=load_public_keys(key_paths))
     ref = f"{registry.location}/{artifact.name}:{artifact.version}"
     if as_json:
-        emit({"name": artifact.name, "version": artifact.version,
-              "digest": str(artifact.manifest_digest), "reference": ref})
+        emit(
+            {
+                "name": artifact.name,
+                "version": artifact.version,
+                "digest": str(artifact.manifest_digest),
+                "reference": ref,
+            }
+        )
     else:
         ctx.say(f"published {artifact.name}@{artifact.version} to {registry.location}")
         click.echo(f"{ref}@{artifact.manifest_digest}")
@@ -540,14 +610,21 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 @trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
 @click.option(
-    "--insecure-skip-verify", is_flag=True,
+    "--insecure-skip-verify",
+    is_flag=True,
     help="DANGEROUS: do not check the signature (digests are still checked); audited.",
 )
 @json_option
 @pass_ctx
 def install(
-    ctx: Context, ref: str, registry_ref: str | None, key_paths: tuple[Path, ...],
-    trust_file: Path | None, allow_downgrade: bool, insecure_skip_verify: bool, as_json: bool,
+    ctx: Context,
+    ref: str,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    allow_downgrade: bool,
+    insecure_skip_verify: bool,
+    as_json: bool,
 ) -> None:
     """Fetch, verify, smoke-test and atomically install a model version.
 
@@ -594,14 +671,25 @@ def install(
     )
     smoke, channel = result.smoke_test, result.channel
     if as_json:
-        emit({"name": result.name, "version": result.version, "path": str(result.directory),
-              "manifestSha256": result.manifest_sha256, "previous": result.previous,
-              "installed": smoke is not None,
-              "testVectors": None if smoke is None else smoke.rows,
-              "maxAbsDiff": None if smoke is None else smoke.max_abs_diff,
-              "channel": None if channel is None else
-              {"channel": channel.channel, "sequence": channel.sequence,
-               "expires": channel.expires.isoformat()}})
+        emit(
+            {
+                "name": result.name,
+                "version": result.version,
+                "path": str(result.directory),
+                "manifestSha256": result.manifest_sha256,
+                "previous": result.previous,
+                "installed": smoke is not None,
+                "testVectors": None if smoke is None else smoke.rows,
+                "maxAbsDiff": None if smoke is None else smoke.max_abs_diff,
+                "channel": None
+                if channel is None
+                else {
+                    "channel": channel.channel,
+                    "sequence": channel.sequence,
+                    "expires": channel.expires.isoformat(),
+                },
+            }
+        )
     elif smoke is None:
         click.echo(f"{result.name}@{result.version} is already current -> {result.directory}")
     else:
@@ -614,14 +702,23 @@ def install(
 @remote_options
 @key_option(required=True)
 @click.option(
-    "-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."), show_default=True, help="Directory to write NAME-VERSION/ into.",
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Directory to write NAME-VERSION/ into.",
 )
 @json_option
 @pass_ctx
 def pull(
-    ctx: Context, ref: str, registry_ref: str | None, key_paths: tuple[Path, ...],
-    out_dir: Path, as_json: bool,
+    ctx: Context,
+    ref: str,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    out_dir: Path,
+    as_json: bool,
 ) -> None:
     """Fetch and verify a model version into a bundle directory, without installing it."""
     from packager.install import pull as do_pull
@@ -648,8 +745,17 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 
     installed = Store(ctx.home).installed()
     if as_json:
-        emit([{"name": i.name, "version": i.version, "current": i.current,
-               "path": str(i.directory)} for i in installed])
+        emit(
+            [
+                {
+                    "name": i.name,
+                    "version": i.version,
+                    "current": i.current,
+                    "path": str(i.directory),
+                }
+                for i in installed
+            ]
+        )
         return
     if not installed:
         ctx.say("no models installed; run `packager install NAME --key cosign.pub`")
@@ -692,7 +798,9 @@ def remove(ctx: Context, ref: str) -> None:
 @cli.command()
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option(
-    "--input", "input_path", required=True,
+    "--input",
+    "input_path",
+    required=True,
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Rows to predict (.csv with header, .json, .npy).",
 )
@@ -722,15 +830,22 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @click.argument("ref", metavar="NAME@VERSION")
 @click.option("--channel", required=True, help="Channel to point at the version, e.g. stable.")
 @click.option(
-    "--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
     help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
 )
 @click.option(
-    "--expires", default="30d", show_default=True, metavar="DURATION",
+    "--expires",
+    default="30d",
+    show_default=True,
+    metavar="DURATION",
     help="How long installers accept the document (e.g. 30d, 12h, 2w); promote again before.",
 )
 @click.option(
-    "--sequence", type=click.IntRange(min=1),
+    "--sequence",
+    type=click.IntRange(min=1),
     help="Sequence number to sign, when the current document is not this key's.",
 )
 @registry_option
@@ -738,8 +853,14 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def promote(
-    ctx: Context, ref: str, channel: str, key_path: Path, expires: str, sequence: int | None,
-    registry_ref: str | None, as_json: bool,
+    ctx: Context,
+    ref: str,
+    channel: str,
+    key_path: Path,
+    expires: str,
+    sequence: int | None,
+    registry_ref: str | None,
+    as_json: bool,
 ) -> None:
     """Point CHANNEL of a model at NAME@VERSION with a signed, expiring document.
 
@@ -764,8 +885,10 @@ def promote(
     if as_json:
         emit(promotion.to_json())
     else:
-        click.echo(f"{doc.name}@{doc.channel} -> {doc.version}  sequence {doc.sequence}  "
-                   f"expires {doc.expires.isoformat()}  {doc.manifest_digest}")
+        click.echo(
+            f"{doc.name}@{doc.channel} -> {doc.version}  sequence {doc.sequence}  "
+            f"expires {doc.expires.isoformat()}  {doc.manifest_digest}"
+        )
 
 
 @cli.command()
@@ -776,8 +899,11 @@ def promote(
 @json_option
 @pass_ctx
 def update(
-    ctx: Context, registry_ref: str | None, key_paths: tuple[Path, ...],
-    trust_file: Path | None, as_json: bool,
+    ctx: Context,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
 
@@ -806,8 +932,11 @@ def update(
         if not report.models:
             ctx.say("no model follows a channel; install one with `packager install NAME@CHANNEL`")
         for m in report.models:
-            what = {"updated": f"{m.previous or '-'} -> {m.version}", "current": m.version,
-                    "refused": str(m.error)}[m.status]
+            what = {
+                "updated": f"{m.previous or '-'} -> {m.version}",
+                "current": m.version,
+                "refused": str(m.error),
+            }[m.status]
             click.echo(f"{m.status:<8} {m.name}@{m.channel}  {what}")
     report.check()
 
@@ -830,8 +959,12 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
 
 
 @cli.group()
-@click.option("--trust", "trust_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Policy file to edit (default $PACKAGER_HOME/trust.toml).")
+@click.option(
+    "--trust",
+    "trust_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Policy file to edit (default $PACKAGER_HOME/trust.toml).",
+)
 @click.pass_context
 def trust(click_ctx: click.Context, trust_file: Path | None) -> None:
     """Manage the trust policy: which keys may sign which models."""
@@ -900,12 +1033,14 @@ def trust_list(as_json: bool) -> None:
     policy = read_policy(path)
     keys = sorted(policy.keys.values(), key=lambda k: k.name)
     if as_json:
-        emit({
-            "policy": str(path),
-            "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in keys],
-            "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
-            "minimum": dict(policy.minimum),
-        })
+        emit(
+            {
+                "policy": str(path),
+                "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in keys],
+                "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
+                "minimum": dict(policy.minimum),
+            }
+        )
         return
     click.echo(f"policy: {path}")
     for k in keys:
@@ -921,7 +1056,11 @@ def trust_list(as_json: bool) -> None:
 @registry_option
 @remote_options
 @click.option(
-    "-o", "--output", "out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
     help="Archive to write, ending in .tar (replaced if it exists).",
 )
 @json_option
@@ -942,11 +1081,20 @@ def export_cmd(
         list(refs), registry=open_registry_at(ctx, registry_ref), out=out, progress=ctx.say
     )
     if as_json:
-        emit({"archive": str(out), "models": [
-            {"name": a.name, "version": a.version, "digest": str(a.manifest_digest),
-             "reference": archive_ref(a.name, a.version)}
-            for a in artifacts
-        ]})
+        emit(
+            {
+                "archive": str(out),
+                "models": [
+                    {
+                        "name": a.name,
+                        "version": a.version,
+                        "digest": str(a.manifest_digest),
+                        "reference": archive_ref(a.name, a.version),
+                    }
+                    for a in artifacts
+                ],
+            }
+        )
     else:
         ctx.say(f"wrote {len(artifacts)} version(s) to {out}")
         click.echo(str(out))
@@ -959,14 +1107,20 @@ def export_cmd(
 @remote_options
 @key_option(required=False)
 @click.option(
-    "--no-verify", is_flag=True,
+    "--no-verify",
+    is_flag=True,
     help="DANGEROUS: copy without checking signatures (digests are still checked).",
 )
 @json_option
 @pass_ctx
 def mirror_cmd(
-    ctx: Context, source: str, destination: str, refs: tuple[str, ...],
-    key_paths: tuple[Path, ...], no_verify: bool, as_json: bool,
+    ctx: Context,
+    source: str,
+    destination: str,
+    refs: tuple[str, ...],
+    key_paths: tuple[Path, ...],
+    no_verify: bool,
+    as_json: bool,
 ) -> None:
     """Copy models from registry SRC to registry DST, verifying every version first.
 
@@ -998,7 +1152,8 @@ def mirror_cmd(
         emit(report.to_json())
     else:
         for label, items in (
-            ("copied", report.copied), ("skipped", report.skipped),
+            ("copied", report.copied),
+            ("skipped", report.skipped),
             ("conflict", report.conflicts),
         ):
             for item in items:
@@ -1021,6 +1176,7 @@ def mirror_cmd(
             f"channel {listed} left alone in {report.destination}: "
             f"{report.channel_conflicts[0].detail}"
         )
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning packager errors into messages and exit codes."""
@@ -1045,4 +1201,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     sys.exit(main())
-
