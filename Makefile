@@ -21,6 +21,12 @@ demo: venv
 test: venv
 	$(BIN)/pytest
 
+# Performance against openssl, model_signing, skopeo and raw onnxruntime, measured side by
+# side on this machine: several GiB of fixtures in a temporary directory, about 10 minutes.
+# Writes BENCHMARKS.md and the README's figures. Not part of `make test`.
+bench: venv
+	$(BIN)/python benchmarks/run_all.py --write BENCHMARKS.md --readme README.md
+
 lint: venv
 	$(BIN)/ruff check packager tests benchmarks examples
 	$(BIN)/ruff format --check packager tests benchmarks examples

@@ -13,15 +13,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packager.core import signature
 from packager.core.compat import minimum_runtime
-from packager.core.digests import Digest, digest_file
+from packager.core.digests import Digest, FileHasher, digest_file, digest_files
 from packager.core.graph import check_graph
 from packager.core.manifest import (
     MANIFEST,
@@ -33,7 +31,6 @@ from packager.core.manifest import (
     parse_manifest,
     validate_document,
 )
-from packager.core.verify import check_files, verify_manifest
 from packager.errors import TamperedError, UsageError
 
 if TYPE_CHECKING:
@@ -227,6 +224,7 @@ def _write_bundle(
     metrics: Mapping[str, Any],
 ) -> None:
     from packager.convert.onnxfile import save_onnx
+    from packager.core import signature
     from packager.runtime import runtime_version
     from packager.testvectors import write_testvectors
 
@@ -249,10 +247,13 @@ def _write_bundle(
             raise UsageError(f"cannot read --readme {readme}: {e.strerror}") from e
         roles[README_FILE] = "doc"
 
-    files = []
-    for path in sorted(roles):
-        digest, size = digest_file(work / path)
-        files.append({"path": path, "sha256": digest.hex, "size": size, "role": roles[path]})
+    paths = sorted(roles)
+    files = [
+        {"path": path, "sha256": digest.hex, "size": size, "role": roles[path]}
+        for path, (digest, size) in zip(
+            paths, digest_files(work / path for path in paths), strict=True
+        )
+    ]
 
     opsets: dict[str, int] = {}
     for opset in conversion.model.opset_import:
@@ -364,11 +365,18 @@ def read_bundle_files(bundle: Path) -> dict[str, Path]:
     return found
 
 
-def verify_bundle(bundle: Path, *, keys: Sequence[EllipticCurvePublicKey]) -> Manifest:
+def verify_bundle(
+    bundle: Path,
+    *,
+    keys: Sequence[EllipticCurvePublicKey] | Callable[[], Sequence[EllipticCurvePublicKey]],
+) -> Manifest:
     """Verify a bundle directory: signature, manifest, and every file's digest.
 
+    ``keys`` may be a function returning them, called once hashing has started: loading
+    keys (and the cryptography modules that read them) then overlaps the hashing.
+
     Raises:
-        UsageError: not a bundle directory, or no keys.
+        UsageError: not a bundle directory, no keys, or (from ``keys``) unreadable keys.
         VerificationError: unsigned, untrusted, tampered, missing or extra files.
     """
     files = read_bundle_files(bundle)
@@ -378,17 +386,23 @@ def verify_bundle(bundle: Path, *, keys: Sequence[EllipticCurvePublicKey]) -> Ma
         raise TamperedError(
             f"{bundle.name} has no {SIGNATURE}: it is unsigned; re-package it with --key"
         ) from None
-    statement = signature.verify(sig, public_keys=keys)
-    if MANIFEST not in files:
-        raise TamperedError(f"{bundle.name} has no {MANIFEST}")
-    manifest = verify_manifest(statement, files[MANIFEST].read_bytes())
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
-        digests = dict(
-            zip(files, pool.map(lambda p: digest_file(p)[0], files.values()), strict=True)
-        )
-    check_files(statement, digests)
+    # Every file is hashed from the start, on every core, while the signature and the
+    # manifest are checked (and the modules that check them imported: they cost
+    # `packager verify` more than hashing a small bundle does); the digests are compared
+    # only once the signature holds. A failed check leaves the block, which stops the
+    # hashing rather than waiting for it.
+    with FileHasher(files.values()) as hashing:
+        from packager.core import signature
+        from packager.core.verify import check_files, verify_manifest
+
+        statement = signature.verify(sig, public_keys=keys() if callable(keys) else keys)
+        if MANIFEST not in files:
+            raise TamperedError(f"{bundle.name} has no {MANIFEST}")
+        manifest = verify_manifest(statement, files[MANIFEST].read_bytes())
+        hashed = hashing.results()
+    check_files(statement, {path: hashed[source][0] for path, source in files.items()})
     for entry in manifest.files:
-        if (bundle / entry.path).stat().st_size != entry.size:
+        if hashed[files[entry.path]][1] != entry.size:
             raise TamperedError(f"{entry.path}: size differs from manifest.json")
     return manifest
 

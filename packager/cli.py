@@ -486,7 +486,7 @@ def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: boo
     """Verify a bundle directory's signature and every file's digest."""
     from packager.bundle import verify_bundle
 
-    manifest = verify_bundle(bundle, keys=load_public_keys(key_paths))
+    manifest = verify_bundle(bundle, keys=lambda: load_public_keys(key_paths))
     if as_json:
         emit(
             {
@@ -681,6 +681,8 @@ def install(
                 "installed": smoke is not None,
                 "testVectors": None if smoke is None else smoke.rows,
                 "maxAbsDiff": None if smoke is None else smoke.max_abs_diff,
+                "smokeTestSeconds": result.smoke_seconds,
+                "smokeTestPeakRss": result.smoke_peak_rss,
                 "channel": None
                 if channel is None
                 else {

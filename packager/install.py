@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -66,12 +67,17 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 UNVERIFIED = "unverified"
+# Files fetched at once: enough to keep the cores and the network busy with a bundle of
+# many files, few enough to be a polite client of a shared registry.
+PARALLEL_FETCHES = 4
 
 
 @dataclass(frozen=True)
 class InstallResult:
     """What an install did. ``smoke_test`` is None when nothing was installed: the channel
-    named the version already current. ``channel`` is the document installed through."""
+    named the version already current. ``channel`` is the document installed through.
+    ``smoke_seconds`` and ``smoke_peak_rss`` (bytes) are the smoke test's wall time and the
+    peak memory of the child process it ran in (see :mod:`packager.smoke`)."""
 
     name: str
     version: str
@@ -80,6 +86,8 @@ class InstallResult:
     previous: str | None
     smoke_test: Comparison | None
     channel: Channel | None = None
+    smoke_seconds: float | None = None
+    smoke_peak_rss: int | None = None
 
 
 @dataclass(frozen=True)
@@ -373,7 +381,7 @@ def _install_locked(
     say: Progress,
     channel: tuple[Channel, ChannelRecord] | None = None,
 ) -> InstallResult:
-    from packager.runtime import Model, check_compatible
+    from packager.smoke import run_smoke_test
 
     floor = store.floor(name)
     if floor is not None and semver_key(version) < semver_key(floor) and not allow_downgrade:
@@ -397,11 +405,12 @@ def _install_locked(
         manifest = fetched.manifest
 
         # 5. Can this instance run it, and does it still give the recorded answers?
-        check_compatible(manifest)
-        comparison = Model(staged, manifest).smoke_test()
+        smoke = run_smoke_test(staged, manifest)
+        comparison = smoke.comparison
         say(
             f"smoke test passed: {comparison.rows} test vectors, "
-            f"max abs diff {comparison.max_abs_diff:.3g}"
+            f"max abs diff {comparison.max_abs_diff:.3g} "
+            f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
         )
 
         # 6. Only now move it into place.
@@ -426,7 +435,15 @@ def _install_locked(
         f"key {fetched.key_hint}; previous {previous or '-'}{via}",
     )
     return InstallResult(
-        name, version, directory, fetched.manifest_digest.hex, previous, comparison, doc
+        name,
+        version,
+        directory,
+        fetched.manifest_digest.hex,
+        previous,
+        comparison,
+        doc,
+        smoke_seconds=smoke.seconds,
+        smoke_peak_rss=smoke.peak_rss,
     )
 
 
@@ -455,7 +472,8 @@ def fetch_verified(
 
     Nothing is trusted before the signature over it is checked: the signature first
     (size-capped), then manifest.json against its signed digest, then the file set,
-    then every file streamed with its signed size as a cap and its digest checked.
+    then every file streamed with its signed size as a cap and its digest checked (several
+    files at once: see :func:`_fetch_files`).
 
     ``keys`` None skips the signature check (--insecure-skip-verify); ``revoked``
     maps hints of revoked keys to their names, to refuse them by name;
@@ -522,12 +540,61 @@ def fetch_verified(
                 f"the registry serves {entry.path} as {desc.digest} ({desc.size} bytes) "
                 f"but the signed manifest says {entry.digest} ({entry.size} bytes)"
             )
-        registry.fetch_blob(name, desc, dest / entry.path)
-        say(f"fetched {entry.path} ({entry.size} bytes, sha256 ok)")
+    _fetch_files(
+        registry,
+        name,
+        {entry.path: artifact.files[entry.path] for entry in manifest.files},
+        dest,
+        say,
+    )
     (dest / MANIFEST).write_bytes(manifest_bytes)
     if sig:
         (dest / SIGNATURE).write_bytes(sig)
     return Fetched(manifest, manifest_digest, statement.key_hint, dest)
+
+
+def _fetch_files(
+    registry: Registry, name: str, files: Mapping[str, Descriptor], dest: Path, say: Progress
+) -> None:
+    """Fetch ``files`` (path -> descriptor) into ``dest``, several at once.
+
+    Each file is fetched (size-capped, digest-checked) by the registry on a thread of its
+    own, PARALLEL_FETCHES at a time, so that the transfers, copies and hashing of several
+    files overlap. At the first failure the fetches not started are dropped, the running
+    ones are waited for, every file fetched is removed, and the failure of the first file
+    (in ``files`` order) that failed is raised.
+
+    Raises:
+        TamperedError, RegistryError: as :meth:`Registry.fetch_blob`.
+    """
+    order = list(files)
+    pool = ThreadPoolExecutor(
+        max_workers=max(1, min(PARALLEL_FETCHES, len(files))), thread_name_prefix="packager-fetch"
+    )
+    futures = {
+        pool.submit(registry.fetch_blob, name, desc, dest / path): path
+        for path, desc in files.items()
+    }
+    try:
+        for future in as_completed(futures):
+            if future.exception() is not None:
+                # Several may fail at once (a registry gone away): report the first in order.
+                pool.shutdown(wait=True, cancel_futures=True)
+                failed = [f for f in futures if not f.cancelled() and f.exception() is not None]
+                error = min(failed, key=lambda f: order.index(futures[f])).exception()
+                assert error is not None
+                raise error
+            path = futures[future]
+            say(f"fetched {path} ({files[path].size} bytes, sha256 ok)")
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, path in futures.items():
+            # A failed fetch removed its own file; a cancelled one created none.
+            if not future.cancelled() and future.exception() is None:
+                (dest / path).unlink(missing_ok=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _unverified_statement(registry: Registry, artifact: Artifact) -> SignedStatement:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from packager.bundle import read_bundle_files, verify_bundle
-from packager.core.digests import digest_file
+from packager.core.digests import digest_files
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.errors import TamperedError
 from packager.registry.base import Artifact, Registry
@@ -35,8 +35,8 @@ def check_bundle_files(bundle: Path) -> Manifest:
     if listed != present:
         odd = sorted(listed ^ present)[0]
         raise TamperedError(f"{bundle.name}: {odd} is missing or not listed in manifest.json")
-    for entry in manifest.files:
-        digest, size = digest_file(files[entry.path])
+    hashed = digest_files(files[entry.path] for entry in manifest.files)
+    for entry, (digest, size) in zip(manifest.files, hashed, strict=True):
         if digest != entry.digest or size != entry.size:
             raise TamperedError(f"{entry.path} differs from manifest.json; re-package the model")
     return manifest

@@ -1,7 +1,12 @@
 """Running installed bundles with onnxruntime: ``load(name).predict(...)`` and smoke tests.
 
-onnxruntime and numpy are imported inside the functions that need them so that
-``packager --help`` and ``packager list`` start instantly.
+Nothing on the way to ``packager --help`` or ``packager list`` imports this module, and
+onnxruntime itself is imported inside the functions that need it.
+
+``Model.predict`` is on a service's hot path: one row through a small model takes
+onnxruntime a few microseconds, so everything that can be worked out once (output
+names, input dtypes) is worked out when the model is loaded, and a 2-D array of the
+input's own dtype goes to onnxruntime as it is.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from packager.core.compare import Comparison, compare_outputs
 from packager.core.compat import check_runtime
 from packager.core.graph import check_graph
@@ -18,7 +25,6 @@ from packager.core.manifest import MANIFEST, Manifest, TensorSpec, parse_manifes
 from packager.errors import IncompatibleModelError, SmokeTestError, UsageError
 
 if TYPE_CHECKING:
-    import numpy as np
     import onnxruntime
 
 
@@ -134,24 +140,6 @@ def open_session(model_path: Path, *, threads: int = 0) -> onnxruntime.Inference
         ) from e
 
 
-def run_session(
-    session: onnxruntime.InferenceSession, feeds: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Run a session and return every output by name.
-
-    Raises:
-        IncompatibleModelError: onnxruntime rejected the inputs or failed while running.
-    """
-    import numpy as np
-
-    names = [o.name for o in session.get_outputs()]
-    try:
-        results = session.run(names, dict(feeds))
-    except Exception as e:  # onnxruntime's own exception types are not importable stably
-        raise IncompatibleModelError(f"onnxruntime failed to run the model: {e}") from e
-    return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
-
-
 class Model:
     """An installed, verified bundle ready to predict.
 
@@ -180,6 +168,11 @@ class Model:
         # Before onnxruntime sees the graph: it would follow any external-data path.
         check_graph(model_bytes, manifest)
         self._session = open_session(model_path, threads=threads)
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        # The input a 2-D array can go to unconverted: the only one, when it is numeric.
+        self._direct: tuple[str, np.dtype[Any]] | None = None
+        if len(manifest.inputs) == 1 and manifest.inputs[0].dtype != "string":
+            self._direct = (manifest.inputs[0].name, np.dtype(manifest.inputs[0].dtype))
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 0) -> Model:
@@ -229,12 +222,26 @@ class Model:
         Raises:
             IncompatibleModelError: onnxruntime rejected the feeds or failed.
         """
-        return run_session(self._session, feeds)
+        try:
+            results = self._session.run(
+                self._output_names, feeds if type(feeds) is dict else dict(feeds)
+            )
+        except Exception as e:  # onnxruntime's own exception types are not importable stably
+            raise IncompatibleModelError(f"onnxruntime failed to run the model: {e}") from e
+        return {
+            name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)
+        }
 
     def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
         """Turn any accepted input form into onnxruntime feeds (see :meth:`predict`)."""
-        import numpy as np
-
+        direct = self._direct
+        if (
+            direct is not None
+            and type(inputs) is np.ndarray
+            and inputs.ndim == 2
+            and inputs.dtype == direct[1]
+        ):
+            return {direct[0]: inputs}
         from packager.table import Table, from_mapping, to_feeds
 
         names = [spec.name for spec in self.inputs]
@@ -271,7 +278,7 @@ class Model:
                 "re-package the model"
             )
         try:
-            actual = run_session(self._session, inputs)
+            actual = self.run(inputs)
         except IncompatibleModelError as e:
             raise SmokeTestError(f"{self.manifest.ref}: test vectors failed to run: {e}") from e
         result = compare_outputs(
@@ -291,8 +298,6 @@ class Model:
 
 
 def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    import numpy as np
-
     if spec.dtype == "string":
         return np.asarray(array, dtype=str)
     try:

@@ -24,12 +24,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from packager.core.channel import Seen
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
 from packager.errors import NotFoundError, UsageError, WrongModelError
+
+if TYPE_CHECKING:
+    from packager.core.channel import Seen
 
 CURRENT = "current"
 SCHEMA = """
@@ -167,6 +170,9 @@ class Store:
 
     def channel_seen(self, name: str, channel: str) -> Seen | None:
         """The last channel document accepted for ``name``@``channel``, or None."""
+        # Deferred: core.channel brings in cryptography, which `packager list` never needs.
+        from packager.core.channel import Seen
+
         if not (self.home / "state.db").exists():
             return None
         with self.db() as conn:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.api import package
 from packager.bundle import verify_bundle
@@ -89,6 +90,26 @@ def test_verify_refuses_changes(
     (bundle_copy / "testvectors.npz").write_bytes(bytes(data))
     with pytest.raises(TamperedError, match="testvectors.npz"):
         verify_bundle(bundle_copy, keys=[keypair.public])
+
+
+def test_verify_loads_keys_once_hashing_has_started(
+    bundle_copy: Path, keypair: KeyPair, other_keypair: KeyPair
+) -> None:
+    """Keys given as a function are loaded after the hashing started, and checked the same;
+    a bundle refused before that (unsigned) never loads them."""
+    loaded: list[str] = []
+
+    def keys(pair: KeyPair) -> list[ec.EllipticCurvePublicKey]:
+        loaded.append("keys")
+        return [pair.public]
+
+    assert verify_bundle(bundle_copy, keys=lambda: keys(keypair)).ref == "iris@1.1.0"
+    with pytest.raises(UntrustedError):
+        verify_bundle(bundle_copy, keys=lambda: keys(other_keypair))
+    (bundle_copy / "model.sig").unlink()
+    with pytest.raises(TamperedError, match="unsigned"):
+        verify_bundle(bundle_copy, keys=lambda: keys(keypair))
+    assert loaded == ["keys", "keys"]
 
 
 def model_signing_cli() -> str:

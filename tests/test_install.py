@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -20,8 +22,9 @@ from packager.errors import (
     VerificationError,
     WrongModelError,
 )
-from packager.install import install, parse_ref, remove, rollback
+from packager.install import fetch_verified, install, parse_ref, remove, rollback
 from packager.publish import publish_bundle
+from packager.registry.base import Descriptor, Registry
 from packager.registry.layout import LayoutRegistry
 from packager.runtime import load
 from packager.store import Store
@@ -353,3 +356,53 @@ def test_parse_ref() -> None:
     for bad in ("Iris", "iris@1.2", "../x", "iris@latest@1"):
         with pytest.raises(UsageError):
             parse_ref(bad)
+
+
+class GatedRegistry:
+    """The embedded registry, with model.onnx's fetch held until another fetch has
+    failed: a download still running when its neighbour fails."""
+
+    def __init__(self, inner: LayoutRegistry) -> None:
+        self.inner = inner
+        self.failed = threading.Event()
+        self.fetched: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
+        if dest.name == "model.onnx":
+            assert self.failed.wait(10)
+        try:
+            self.inner.fetch_blob(name, desc, dest)
+        except TamperedError:
+            self.failed.set()
+            raise
+        self.fetched.append(dest.name)
+
+
+def test_a_failed_fetch_removes_the_files_fetched_beside_it(
+    registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair, tmp_path: Path
+) -> None:
+    """Files are fetched several at once; when one fails, the fetches still running are
+    waited for, every file fetched is removed, and the failure is what is raised."""
+    from packager.core.digests import digest_file
+
+    publish_bundle(bundles["1.1.0"], registry=registry)
+    digest, _ = digest_file(bundles["1.1.0"] / "testvectors.npz")
+    blob = registry.root / "iris" / "blobs" / "sha256" / digest.hex
+    blob.chmod(0o644)
+    flip_byte(blob, offset=7)
+    gated = GatedRegistry(registry)
+    dest = tmp_path / "staged"
+    dest.mkdir()
+    with pytest.raises(TamperedError, match=digest.hex):
+        fetch_verified(
+            "iris",
+            "1.1.0",
+            registry=cast(Registry, gated),
+            keys=[keypair.public],
+            dest=dest,
+        )
+    assert gated.fetched == ["model.onnx"]  # it completed, after the failure
+    assert list(dest.iterdir()) == []

@@ -51,6 +51,7 @@ from packager.registry.document import (
     document_manifest,
     parse_document_manifest,
 )
+from packager.registry.files import copy_into
 
 OCI_LAYOUT = "oci-layout"
 INDEX = "index.json"
@@ -100,14 +101,15 @@ class LayoutRegistry:
             blobs = _make_dir(_make_dir(_make_dir(layout) / "blobs") / "sha256")
             if not _is_regular(layout / OCI_LAYOUT):
                 _write_atomic(layout, OCI_LAYOUT, [LAYOUT_VERSION])
-            writes: list[tuple[Descriptor, Iterable[bytes]]] = [
-                *((desc, _verified_chunks(source, desc)) for desc, source in plan.layers),
-                (plan.config, [plan.config_bytes]),
-                (manifest_desc, [plan.manifest_bytes]),
-            ]
-            for desc, chunks in writes:
+            for desc, source in plan.layers:
                 if not _has_blob(blobs, desc):
-                    _write_atomic(blobs, desc.digest.hex, chunks)
+                    _copy_atomic(blobs, desc, source)
+            for desc, data in (
+                (plan.config, plan.config_bytes),
+                (manifest_desc, plan.manifest_bytes),
+            ):
+                if not _has_blob(blobs, desc):
+                    _write_atomic(blobs, desc.digest.hex, [data])
             _fsync_dir(blobs)
             self._tag(layout, plan.name, plan.version, manifest_desc)
             self._write_models_index()
@@ -226,21 +228,17 @@ class LayoutRegistry:
         fd = self._open_blob(name, desc)
         try:
             # Exclusive creation never follows a link planted at dest, and a failure to
-            # create leaves whatever was there alone.
-            with open(dest, "xb") as out:
-                try:
-                    digest = hashlib.sha256()
-                    size = 0
-                    for chunk in _read_capped(fd, desc.size + 1):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        out.write(chunk)
-                    _check_blob(name, desc, size, digest.hexdigest())
-                    out.flush()
-                    os.fsync(out.fileno())
-                except BaseException:
-                    dest.unlink(missing_ok=True)
-                    raise
+            # create leaves whatever was there alone. Readable too: the copy is hashed
+            # from dest itself.
+            out = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                digest, size = copy_into(fd, out, limit=desc.size + 1)
+                _check_blob(name, desc, size, digest.hex)
+            except BaseException:
+                dest.unlink(missing_ok=True)
+                raise
+            finally:
+                os.close(out)
         except OSError as e:
             raise RegistryError(
                 f"cannot fetch blob {desc.digest} of {name} into {dest}: {e}"
@@ -475,17 +473,29 @@ def _check_blob(name: str, desc: Descriptor, size: int, hexdigest: str) -> None:
         raise TamperedError(f"blob {desc.digest} of {name} does not match its digest")
 
 
-def _verified_chunks(source: Path, desc: Descriptor) -> Iterator[bytes]:
-    """Yield a bundle file's bytes, raising at the end unless they are still ``desc``."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(source, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            yield chunk
-    if (size, Digest(digest.hexdigest())) != (desc.size, desc.digest):
-        raise TamperedError(f"{source} changed while it was published; publish it again")
+def _copy_atomic(blobs: Path, desc: Descriptor, source: Path) -> None:
+    """Copy a bundle file into the blob ``desc`` names, through a fsynced temporary file and
+    a rename (see :func:`~packager.registry.files.copy_into`: in the kernel, hashed behind
+    the copy).
+
+    Raises:
+        TamperedError: the copy is not ``desc``: the file changed since it was hashed.
+        OSError: reading or writing failed.
+    """
+    fd, tmp = tempfile.mkstemp(dir=blobs, prefix=f".{desc.digest.hex}.", suffix=".tmp")
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with open(source, "rb") as src:
+                digest, size = copy_into(src.fileno(), fd, limit=desc.size + 1)
+        finally:
+            os.close(fd)
+        if (size, digest) != (desc.size, desc.digest):
+            raise TamperedError(f"{source} changed while it was published; publish it again")
+        os.replace(tmp, blobs / desc.digest.hex)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _write_atomic(directory: Path, name: str, chunks: Iterable[bytes]) -> None:

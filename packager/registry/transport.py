@@ -19,7 +19,6 @@ What this layer guarantees to the registry clients above it:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import ipaddress
 import json
@@ -39,8 +38,9 @@ import requests
 import urllib3.exceptions
 from requests.exceptions import ChunkedEncodingError
 
-from packager.core.digests import CHUNK, Digest
+from packager.core.digests import CHUNK, BackgroundHasher, Digest
 from packager.errors import RegistryError, TamperedError
+from packager.registry.files import flushing
 from packager.registry.options import RegistryOptions
 
 Progress = Callable[[int], None]
@@ -294,54 +294,67 @@ class Transport:
             RegistryError: the download failed, stalled or ran past the deadline.
         """
         deadline = self._clock() + self._options.timeouts.deadline
-        hasher = hashlib.sha256()
-        received = reported = 0
-        failures = 0
-        while True:
-            headers = {"Accept-Encoding": "identity"}
-            if received:
-                headers["Range"] = f"bytes={received}-"
-            response = self.request(
-                "GET", url, what=what, headers=headers, auth=auth, scope=scope, deadline=deadline
-            )
-            before = received
-            with response:
-                status = response.status_code
-                if received and status == 416:
-                    raise TamperedError(
-                        f"cannot {what}: it is shorter than the {size} bytes declared"
-                    )
-                if received and status == 206:
-                    _check_content_range(response, received, size, what)
-                elif status == 200:
-                    if received:
-                        sink.seek(0)
-                        sink.truncate()
-                        hasher, received = hashlib.sha256(), 0
-                else:
-                    raise self.http_error(response, what, auth)
-                try:
-                    for chunk in self._chunks(response, size + 1 - received, deadline, what):
-                        hasher.update(chunk)
-                        sink.write(chunk)
-                        received += len(chunk)
-                        if progress is not None and received > reported:
-                            progress(min(received, size) - reported)
-                            reported = min(received, size)
-                except NETWORK_ERRORS as e:
-                    failures = 0 if received > before else failures + 1
-                    if failures > self._options.retry.attempts:
-                        raise self.network_error(e, what, url, auth) from e
-                    self._wait(failures, None, deadline, what, url)
-                    continue
-            break
-        if received != size:
-            longer = "longer" if received > size else "shorter"
-            raise TamperedError(
-                f"cannot {what}: it is {longer} than the {size} bytes declared; do not use it"
-            )
-        if hasher.hexdigest() != digest.hex:
-            raise TamperedError(f"cannot {what}: the bytes do not match {digest}; do not use it")
+        # Hashed on a thread of its own while this one receives and writes.
+        hasher = BackgroundHasher()
+        try:
+            received = reported = 0
+            failures = 0
+            while True:
+                headers = {"Accept-Encoding": "identity"}
+                if received:
+                    headers["Range"] = f"bytes={received}-"
+                response = self.request(
+                    "GET",
+                    url,
+                    what=what,
+                    headers=headers,
+                    auth=auth,
+                    scope=scope,
+                    deadline=deadline,
+                )
+                before = received
+                with response:
+                    status = response.status_code
+                    if received and status == 416:
+                        raise TamperedError(
+                            f"cannot {what}: it is shorter than the {size} bytes declared"
+                        )
+                    if received and status == 206:
+                        _check_content_range(response, received, size, what)
+                    elif status == 200:
+                        if received:
+                            sink.seek(0)
+                            sink.truncate()
+                            hasher.close()
+                            hasher, received = BackgroundHasher(), 0
+                    else:
+                        raise self.http_error(response, what, auth)
+                    try:
+                        for chunk in self._chunks(response, size + 1 - received, deadline, what):
+                            hasher.update(chunk)
+                            sink.write(chunk)
+                            received += len(chunk)
+                            if progress is not None and received > reported:
+                                progress(min(received, size) - reported)
+                                reported = min(received, size)
+                    except NETWORK_ERRORS as e:
+                        failures = 0 if received > before else failures + 1
+                        if failures > self._options.retry.attempts:
+                            raise self.network_error(e, what, url, auth) from e
+                        self._wait(failures, None, deadline, what, url)
+                        continue
+                break
+            if received != size:
+                longer = "longer" if received > size else "shorter"
+                raise TamperedError(
+                    f"cannot {what}: it is {longer} than the {size} bytes declared; do not use it"
+                )
+            if hasher.hexdigest() != digest.hex:
+                raise TamperedError(
+                    f"cannot {what}: the bytes do not match {digest}; do not use it"
+                )
+        finally:
+            hasher.close()
 
     def download_file(
         self,
@@ -368,16 +381,18 @@ class Transport:
             raise RegistryError(f"cannot {what}: cannot create {dest}: {e.strerror}") from e
         try:
             with out:
-                self.download(
-                    url,
-                    out,
-                    size=size,
-                    digest=digest,
-                    what=what,
-                    auth=auth,
-                    scope=scope,
-                    progress=progress,
-                )
+                # Written back while it arrives: the fsync then waits for the last MiB only.
+                with flushing(out.fileno()):
+                    self.download(
+                        url,
+                        out,
+                        size=size,
+                        digest=digest,
+                        what=what,
+                        auth=auth,
+                        scope=scope,
+                        progress=progress,
+                    )
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as e:

@@ -15,7 +15,7 @@ import pytest
 from packager.core.digests import Digest
 from packager.core.manifest import Manifest, dump_json, parse_manifest
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
-from packager.registry import LayoutRegistry, open_registry
+from packager.registry import LayoutRegistry, layout, open_registry
 from packager.registry.artifact import MAX_OCI_MANIFEST_BYTES
 from packager.registry.base import Artifact, Descriptor
 
@@ -238,6 +238,29 @@ def test_bundle_changed_after_packaging_is_not_published(
     assert registry.versions("iris") == []
 
 
+def test_bundle_changed_while_copied_is_not_published(
+    registry: LayoutRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy into the registry is hashed again: a file changed after the plan hashed it
+    is refused, and no temporary blob is left behind."""
+    bundle, manifest = make_bundle(tmp_path / "b", weights=os.urandom(3 * (8 << 20)))
+    real = layout.plan_artifact
+
+    def plan_then_change(source: Path, found: Manifest) -> Any:
+        plan = real(source, found)
+        with open(source / "model.onnx.data", "r+b") as f:
+            f.seek(12 << 20)
+            f.write(b"swapped")
+        return plan
+
+    monkeypatch.setattr(layout, "plan_artifact", plan_then_change)
+    with pytest.raises(TamperedError, match="changed while it was published"):
+        registry.publish(bundle, manifest)
+    assert registry.versions("iris") == []
+    blobs = registry.root / "iris" / "blobs" / "sha256"
+    assert not [p.name for p in blobs.iterdir() if p.name.startswith(".")]
+
+
 # --- reading what is not there ------------------------------------------------------------
 
 
@@ -339,7 +362,7 @@ def test_overlong_blob_is_refused_without_reading_it_all(
     # desc.size + 1 bytes takes microseconds.
     os.truncate(blob, desc.size + (1 << 40))
     read = 0
-    real_read = os.read
+    real_read, real_copy = os.read, os.copy_file_range
 
     def counting_read(fd: int, n: int) -> bytes:
         nonlocal read
@@ -347,7 +370,14 @@ def test_overlong_blob_is_refused_without_reading_it_all(
         read += len(chunk)
         return chunk
 
+    def counting_copy(source: int, dest: int, n: int, *offsets: int | None) -> int:
+        nonlocal read
+        copied = real_copy(source, dest, n, *offsets)
+        read += copied
+        return copied
+
     monkeypatch.setattr(os, "read", counting_read)
+    monkeypatch.setattr(os, "copy_file_range", counting_copy)
     dest = tmp_path / "model.onnx.data"
     with pytest.raises(TamperedError, match="longer"):
         registry.fetch_blob("iris", desc, dest)

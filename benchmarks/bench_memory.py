@@ -1,0 +1,75 @@
+"""Target 4: peak resident memory of verify, publish and install, for 1 GiB and 4 GiB.
+
+    python benchmarks/bench_memory.py [--runs N] [--keep DIR]
+
+Each must stay <= 150 MB (MiB here) and must not grow with the bundle's size: the 4 GiB
+figure may exceed the 1 GiB one by at most 8 MiB. The figure is the CLI process's own
+peak (see rss.py): the install's onnxruntime smoke test loads the whole model, so it
+runs in a child process whose peak is reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from harness import MIB, Fixtures, Row, Sample, packager_self_rss, standalone
+
+LIMIT = 150 * MIB
+GROWTH = 8 * MIB
+
+
+def rows(fx: Fixtures, runs: int) -> list[Row]:
+    sizes = {"1 GiB": fx.big(), "4 GiB": fx.big4()}
+    registries = {label: fx.layout(bundle) for label, bundle in sizes.items()}
+    scratch = fx.root / "memory"
+    peaks: dict[tuple[str, str], int] = {}
+    smoke: dict[str, int] = {}
+    for label, bundle in sizes.items():
+        name = bundle.name.rsplit("-", 1)[0]
+        commands: dict[str, list[str | Path]] = {
+            "verify": ["verify", bundle, "--key", fx.pub],
+            "publish": ["-q", "publish", bundle, "--registry", scratch / "registry"],
+            "install": [
+                "-q", "install", f"{name}@1.0.0", "--json", "--registry", registries[label],
+                "--key", fx.pub,
+            ],
+        }  # fmt: skip
+        for command, args in commands.items():
+            samples: list[Sample] = []
+            for _ in range(max(1, min(runs, 2))):
+                shutil.rmtree(scratch, ignore_errors=True)
+                samples.append(packager_self_rss(args, env=fx.env(scratch / "home")))
+            peaks[command, label] = max(s.peak_rss for s in samples)
+            if command == "install":
+                smoke[label] = max(int(json.loads(s.stdout)["smokeTestPeakRss"]) for s in samples)
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = []
+    for command in ("verify", "publish", "install"):
+        small, large = peaks[command, "1 GiB"], peaks[command, "4 GiB"]
+        for label, value in (("1 GiB", small), ("4 GiB", large)):
+            note = ""
+            if label == "4 GiB":
+                note = f"{command}: {(large - small) / MIB:+.1f} MiB from 1 GiB to 4 GiB"
+                if command == "install":
+                    note += (
+                        f"; smoke-test child peaks {smoke['1 GiB'] / MIB:.0f} MiB (1 GiB) and "
+                        f"{smoke['4 GiB'] / MIB:.0f} MiB (4 GiB), reported apart"
+                    )
+            result.append(
+                Row(
+                    "4 memory",
+                    f"`packager {command}` {label}, peak RSS",
+                    value,
+                    LIMIT if label == "1 GiB" else min(LIMIT, small + GROWTH),
+                    unit="bytes",
+                    note=note,
+                )
+            )
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(standalone(__doc__ or "", rows))
