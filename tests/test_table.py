@@ -211,7 +211,8 @@ def test_from_mapping_takes_lists_and_arrays() -> None:
 
 
 def test_from_mapping_takes_a_dataframe() -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     frame = pd.DataFrame({"color": ["red", "blue"], "size": [1.0, 2.0], "n": [3, 4]})
     table = from_mapping(frame)
     assert table.columns == ("color", "size", "n")

@@ -286,11 +286,17 @@ def test_install_from_archive_opens_no_connection(
 def test_install_from_archive_in_a_namespace_without_network(
     archive: Path, keypair: KeyPair, tmp_path: Path
 ) -> None:
+    in_ci = os.environ.get("CI") == "true"
     if shutil.which("unshare") is None:
+        if in_ci:
+            pytest.fail("unshare is required in CI: apt-get install util-linux")
         pytest.skip("unshare (util-linux) is not installed")
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"cannot create a network namespace here: {probe.stderr.decode().strip()}")
+        reason = f"cannot create a network namespace here: {probe.stderr.decode().strip()}"
+        if in_ci:
+            pytest.fail(reason)
+        pytest.skip(reason)
     # Inside the namespace the only interface is the loopback, and it is down.
     script = (
         "import socket, sys\n"
