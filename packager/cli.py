@@ -146,6 +146,16 @@ def trust_option(f: F) -> F:
     )(f)
 
 
+def exact_ref(ref: str, command: str) -> tuple[str, str]:
+    """NAME@VERSION, or UsageError naming ``command``."""
+    from packager.install import parse_ref
+
+    name, version = parse_ref(ref)
+    if version is None:
+        raise UsageError(f"{command} needs NAME@VERSION")
+    return name, version
+
+
 def emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -786,13 +796,10 @@ def rollback(ctx: Context, name: str, as_json: bool) -> None:
 @pass_ctx
 def remove(ctx: Context, ref: str) -> None:
     """Delete an installed version that is not current."""
-    from packager.install import parse_ref
     from packager.install import remove as do_remove
     from packager.store import Store
 
-    name, version = parse_ref(ref)
-    if version is None:
-        raise UsageError("remove needs NAME@VERSION")
+    name, version = exact_ref(ref, "remove")
     do_remove(name, version, store=Store(ctx.home), now=now())
     ctx.say(f"removed {name}@{version}")
 
@@ -1012,12 +1019,9 @@ def trust_revoke(ctx: Context, name: str) -> None:
 @pass_ctx
 def trust_minimum(ctx: Context, ref: str) -> None:
     """Never install NAME below VERSION on this instance."""
-    from packager.install import parse_ref
     from packager.trust import set_minimum
 
-    name, version = parse_ref(ref)
-    if version is None:
-        raise UsageError("trust minimum needs NAME@VERSION")
+    name, version = exact_ref(ref, "trust minimum")
     path = _trust_file()
     set_minimum(path, name, version)
     ctx.say(f"{path}: {name} >= {version}")
