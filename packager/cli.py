@@ -146,6 +146,16 @@ def trust_option(f: F) -> F:
     )(f)
 
 
+def signing_key_option(f: F) -> F:
+    return click.option(
+        "--key",
+        "key_path",
+        required=True,
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
+    )(f)
+
+
 def exact_ref(ref: str, command: str) -> tuple[str, str]:
     """NAME@VERSION, or UsageError naming ``command``."""
     from packager.install import parse_ref
@@ -344,13 +354,7 @@ def benchmark_cmd(
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Sample input rows (.csv with header, .npy, .json): checked and kept as test vectors.",
 )
-@click.option(
-    "--key",
-    "key_path",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
-)
+@signing_key_option
 @click.option(
     "-o",
     "--output",
@@ -838,13 +842,7 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @cli.command()
 @click.argument("ref", metavar="NAME@VERSION")
 @click.option("--channel", required=True, help="Channel to point at the version, e.g. stable.")
-@click.option(
-    "--key",
-    "key_path",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
-)
+@signing_key_option
 @click.option(
     "--expires",
     default="30d",
