@@ -319,8 +319,8 @@ class Fixtures:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        from packager.api import package
-        from packager.keys import load_private_key
+        from packager._io.keys import load_private_key
+        from packager.build.api import package
 
         x, y = load_iris(return_X_y=True)
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
@@ -415,10 +415,11 @@ def _write_graph(path: Path, parts: Sequence[tuple[str, int]]) -> None:
 def _derive(base: Path, work: Path, name: str, key_path: Path) -> None:
     """Complete ``work`` (new graph and data files already there) into a signed bundle
     named ``name``, with ``base``'s test vectors and manifest otherwise."""
+    from packager._io.hashing import digest_files
+    from packager._io.keys import load_private_key
     from packager.core import signature
-    from packager.core.digests import Digest, digest_files
+    from packager.core.digests import Digest
     from packager.core.manifest import MANIFEST, SIGNATURE, dump_json, validate_document
-    from packager.keys import load_private_key
 
     shutil.copyfile(base / "testvectors.npz", work / "testvectors.npz")
     doc = json.loads((base / MANIFEST).read_text())

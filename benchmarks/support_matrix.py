@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from packager.table import Table, from_mapping
+from packager._io.table import Table, from_mapping
 
 START = "<!-- support-matrix:start -->"
 END = "<!-- support-matrix:end -->"
@@ -36,7 +36,7 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 @dataclass(frozen=True)
 class Case:
     """One model to package. ``build`` trains it and returns (model, sample);
-    ``options`` go to packager.bundle.package; ``refused`` names the error a
+    ``options`` go to packager.build.bundle.package; ``refused`` names the error a
     limitation ends in (None: it must work) and ``match`` a phrase of its message."""
 
     id: str
@@ -424,14 +424,14 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
 
     Only packager's own errors count as refusals: anything else propagates.
     """
-    from packager.bundle import package
+    from packager.build.bundle import package
     from packager.core.policy import adhoc_policy
+    from packager.distribution.publish import publish_bundle
     from packager.errors import PackagerError
-    from packager.install import install
-    from packager.publish import publish_bundle
+    from packager.instance.install import install
+    from packager.instance.models import load
+    from packager.instance.store import Store
     from packager.registry.layout import LayoutRegistry
-    from packager.runtime import load
-    from packager.store import Store
 
     model, sample = case.build()
     notes: list[str] = []
@@ -476,7 +476,7 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
 
 
 def _expected_outputs(model: Any) -> set[str]:
-    from packager.testvectors import read_testvectors
+    from packager._io.testvectors import read_testvectors
 
     _, expected = read_testvectors(model.directory / model.manifest.testvectors)
     return set(expected)
@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", type=Path, help="README to update between the markers")
     args = parser.parse_args(argv)
-    from packager.keys import keygen, load_private_key, load_public_key
+    from packager._io.keys import keygen, load_private_key, load_public_key
 
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="support-matrix-") as tmp:

@@ -13,15 +13,15 @@ if TYPE_CHECKING:
 
 
 def load(name: str, version: str | None = None, *, home: Path | None = None) -> Model:
-    """Load an installed model (see :func:`packager.runtime.load`)."""
-    from packager.runtime import load as _load
+    """Load an installed model (see :func:`packager.instance.models.load`)."""
+    from packager.instance.models import load as _load
 
     return _load(name, version, home=home)
 
 
 def package(estimator_or_path: Any, **kwargs: Any) -> Path:
-    """Package a model as a signed bundle (see :func:`packager.api.package`)."""
-    from packager.api import package as _package
+    """Package a model as a signed bundle (see :func:`packager.build.api.package`)."""
+    from packager.build.api import package as _package
 
     return _package(estimator_or_path, **kwargs)
 

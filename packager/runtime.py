@@ -208,7 +208,7 @@ class Model:
         ``inputs`` may be: a mapping of ONNX input names to arrays; a mapping of
         column names to sequences (mapped to inputs as the sample was); a 2-D
         array or list of rows (for a model with one input); or a
-        :class:`packager.table.Table`.
+        :class:`packager._io.table.Table`.
 
         Raises:
             UsageError: the inputs do not match the model's inputs.
@@ -242,7 +242,7 @@ class Model:
             and inputs.dtype == direct[1]
         ):
             return {direct[0]: inputs}
-        from packager.table import Table, from_mapping, to_feeds
+        from packager._io.table import Table, from_mapping, to_feeds
 
         names = [spec.name for spec in self.inputs]
         if isinstance(inputs, Table):
@@ -269,7 +269,7 @@ class Model:
         Raises:
             SmokeTestError: outputs differ beyond tolerance, or vectors are unusable.
         """
-        from packager.testvectors import read_testvectors
+        from packager._io.testvectors import read_testvectors
 
         inputs, expected = read_testvectors(self.directory / self.manifest.testvectors)
         if set(inputs) != {spec.name for spec in self.inputs}:
@@ -304,18 +304,3 @@ def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
         return np.asarray(array, dtype=spec.dtype)
     except (TypeError, ValueError) as e:
         raise UsageError(f"input {spec.name!r} must be {spec.dtype}: {e}") from e
-
-
-def load(name: str, version: str | None = None, *, home: Path | None = None) -> Model:
-    """Load an installed model: the ``current`` version, or ``version`` if given.
-
-    Raises:
-        NotFoundError: the model or version is not installed.
-        TamperedError: the graph does not match its manifest (external data, opsets).
-        IncompatibleModelError: this instance's onnxruntime cannot run it.
-    """
-    from packager.config import resolve_home
-    from packager.store import Store
-
-    store = Store(resolve_home(home))
-    return Model.open(store.installed_dir(name, version))

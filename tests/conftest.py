@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.keys import keygen
+from packager._io.keys import keygen
 
 PASSWORD = "test-password"
 
@@ -25,7 +25,7 @@ class KeyPair:
 
 
 def make_keypair(out: Path) -> KeyPair:
-    from packager.keys import load_private_key, load_public_key
+    from packager._io.keys import load_private_key, load_public_key
 
     key_path, pub_path = keygen(out, password=PASSWORD.encode())
     private = load_private_key(key_path, password=lambda: PASSWORD.encode())
@@ -96,7 +96,7 @@ def bundles(
     keypair: KeyPair,
 ) -> dict[str, Path]:
     """The iris pipeline packaged as versions 1.0.0, 1.1.0 and 2.0.0, signed by ``keypair``."""
-    from packager.api import package
+    from packager.build.api import package
 
     X, _ = iris
     out = tmp_path_factory.mktemp("dist")

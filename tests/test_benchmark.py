@@ -13,18 +13,18 @@ import pytest
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from packager.benchmark import (
+from packager._io.table import Table, from_mapping, read_table
+from packager.build.benchmark import (
     BenchmarkData,
     Settings,
     benchmark_conversion,
     benchmark_reference,
     write_chart,
 )
-from packager.bundle import package
+from packager.build.bundle import package
+from packager.build.convert import convert
 from packager.cli import main
-from packager.convert import convert
 from packager.errors import UsageError
-from packager.table import Table, from_mapping, read_table
 
 from .conftest import KeyPair
 
@@ -216,12 +216,12 @@ def test_package_benchmark_through_the_api(
         "onnxruntime",
     ]
     with pytest.raises(UsageError, match="no column 'label'"):
-        benchmark_reference(str(bundle), data, target="label", home=tmp_path, settings=QUICK)
+        benchmark_reference(str(bundle), data, target="label", settings=QUICK)
 
 
 def test_instance_side_benchmark_imports_no_training_library() -> None:
     code = (
-        "import sys, packager.benchmark;"
+        "import sys, packager.build.benchmark;"
         "print(sorted({'sklearn', 'skl2onnx', 'torch', 'xgboost', 'lightgbm', 'matplotlib'}"
         " & set(sys.modules)))"
     )

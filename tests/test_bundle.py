@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.api import package
-from packager.bundle import verify_bundle
+from packager._io.bundledir import verify_bundle
+from packager.build.api import package
 from packager.core.manifest import parse_manifest
 from packager.errors import TamperedError, UntrustedError
 

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from packager.channels import Updated, UpdateReport, promote, update
+from packager._io.keys import encode_public_key
 from packager.cli import main
 from packager.core.channel import ARTIFACT_TYPE, MAX_CHANNEL_BYTES, Channel, Seen, sign_channel
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST
+from packager.core.names import Target, parse_target
 from packager.core.policy import Rule, TrustedKey, TrustPolicy, adhoc_policy
+from packager.distribution.mirror import export, mirror
+from packager.distribution.promote import promote
+from packager.distribution.publish import publish_bundle
 from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
@@ -29,13 +33,11 @@ from packager.errors import (
     UsageError,
     VerificationError,
 )
-from packager.install import Target, install, parse_target, rollback
-from packager.keys import encode_public_key
-from packager.mirror import export, mirror
-from packager.publish import publish_bundle
+from packager.instance.install import install, rollback
+from packager.instance.store import Following, Store
+from packager.instance.update import Updated, UpdateReport, update
 from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
 from packager.registry.base import Registry
-from packager.store import Following, Store
 
 from .conftest import KeyPair
 from .hostile import serve_bundle_dir
@@ -486,7 +488,7 @@ def aster(
     keypair: KeyPair,
 ) -> Path:
     """The same pipeline packaged as another model, "aster" 1.0.0 (sorted before iris)."""
-    from packager.api import package
+    from packager.build.api import package
 
     X, _ = iris
     out = tmp_path_factory.mktemp("aster")

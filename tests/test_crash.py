@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from packager.bundle import verify_bundle
+from packager._io.bundledir import verify_bundle
 from packager.core.policy import adhoc_policy
-from packager.install import install
-from packager.publish import publish_bundle
+from packager.distribution.publish import publish_bundle
+from packager.instance.install import install
+from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
 from packager.runtime import Model
-from packager.store import Store
 
 from .conftest import KeyPair
 

@@ -17,21 +17,23 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from packager.bundle import package
+from packager._io.hashing import digest_file
+from packager._io.table import from_mapping
+from packager.build.bundle import package
+from packager.build.convert import load_model_file
 from packager.cli import main
-from packager.convert import load_model_file
 from packager.core import signature
-from packager.core.digests import Digest, digest_file
+from packager.core.digests import Digest
 from packager.core.graph import check_graph
 from packager.core.manifest import MANIFEST, SIGNATURE, dump_json, parse_manifest
 from packager.core.policy import adhoc_policy
+from packager.distribution.publish import publish_bundle
 from packager.errors import IncompatibleModelError, TamperedError
-from packager.install import install
-from packager.publish import publish_bundle
+from packager.instance.install import install
+from packager.instance.models import load
+from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
-from packager.runtime import Model, load, runtime_ir_version, runtime_opsets, runtime_version
-from packager.store import Store
-from packager.table import from_mapping
+from packager.runtime import Model, runtime_ir_version, runtime_opsets, runtime_version
 
 from .conftest import KeyPair
 from .hostile import serve_bundle_dir

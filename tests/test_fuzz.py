@@ -10,12 +10,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from packager._io.keys import generate_private_key
 from packager.core import signature
 from packager.core.digests import Digest
 from packager.core.manifest import parse_manifest
 from packager.core.policy import parse_policy
 from packager.errors import PackagerError
-from packager.keys import generate_private_key
 from packager.registry.artifact import parse_oci_manifest
 
 KEY = generate_private_key()

@@ -30,21 +30,21 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from packager.channels import promote
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES
 from packager.core.manifest import dump_json
 from packager.core.policy import adhoc_policy
+from packager.distribution.promote import promote
+from packager.distribution.publish import publish_bundle
 from packager.errors import PackagerError, RegistryError, TamperedError
-from packager.install import InstallResult, install
-from packager.publish import publish_bundle
+from packager.instance.install import InstallResult, install
+from packager.instance.store import Store
 from packager.registry.artifact import MAX_OCI_MANIFEST_BYTES, OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Artifact, Registry
-from packager.registry.http import MAX_MODELS_INDEX_BYTES, StaticMirrorRegistry
-from packager.registry.layout import MAX_INDEX_BYTES, LayoutRegistry
+from packager.registry.http import StaticMirrorRegistry
+from packager.registry.layout import MAX_INDEX_BYTES, MAX_MODELS_INDEX_BYTES, LayoutRegistry
 from packager.registry.oci import MAX_LIST_BYTES, OciRegistry
 from packager.registry.options import RegistryOptions, RetryPolicy, Timeouts
-from packager.store import Store
 
 from .conftest import KeyPair
 from .registry.servers import _Quiet, serve

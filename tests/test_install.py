@@ -12,7 +12,9 @@ from typing import Any, cast
 import pytest
 
 from packager.core.manifest import MANIFEST, SIGNATURE
+from packager.core.names import parse_ref
 from packager.core.policy import adhoc_policy
+from packager.distribution.publish import publish_bundle
 from packager.errors import (
     NotFoundError,
     RollbackError,
@@ -22,12 +24,12 @@ from packager.errors import (
     VerificationError,
     WrongModelError,
 )
-from packager.install import fetch_verified, install, parse_ref, remove, rollback
-from packager.publish import publish_bundle
+from packager.instance.install import install, remove, rollback
+from packager.instance.models import load
+from packager.instance.store import Store
 from packager.registry.base import Descriptor, Registry
 from packager.registry.layout import LayoutRegistry
-from packager.runtime import load
-from packager.store import Store
+from packager.registry.verified import fetch_verified
 
 from .conftest import KeyPair
 from .hostile import serve_bundle_dir
@@ -147,7 +149,7 @@ def tamper_manifest(bundle: Path) -> None:
 
 def tamper_manifest_and_model(bundle: Path) -> None:
     """Change model.onnx and re-list its digest in manifest.json: the signature must catch it."""
-    from packager.core.digests import digest_file
+    from packager._io.hashing import digest_file
 
     flip_byte(bundle / "model.onnx")
     doc = json.loads((bundle / MANIFEST).read_text())
@@ -168,8 +170,8 @@ def drop_testvectors(bundle: Path) -> None:
 
 def resign_with_other_key(other: KeyPair) -> object:
     def tamper(bundle: Path) -> None:
+        from packager._io.hashing import digest_file
         from packager.core import signature
-        from packager.core.digests import digest_file
 
         resources = {
             p.name: digest_file(p)[0] for p in sorted(bundle.iterdir()) if p.name != SIGNATURE
@@ -273,7 +275,7 @@ def test_corrupted_blob_in_registry_refused(
     bundles: dict[str, Path],
     keypair: KeyPair,
 ) -> None:
-    from packager.core.digests import digest_file
+    from packager._io.hashing import digest_file
 
     publish_bundle(bundles["1.1.0"], registry=registry)
     digest, _ = digest_file(bundles["1.1.0"] / "model.onnx")
@@ -386,7 +388,7 @@ def test_a_failed_fetch_removes_the_files_fetched_beside_it(
 ) -> None:
     """Files are fetched several at once; when one fails, the fetches still running are
     waited for, every file fetched is removed, and the failure is what is raised."""
-    from packager.core.digests import digest_file
+    from packager._io.hashing import digest_file
 
     publish_bundle(bundles["1.1.0"], registry=registry)
     digest, _ = digest_file(bundles["1.1.0"] / "testvectors.npz")

@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from nacl.secret import SecretBox
 
-from packager.errors import KeyDecryptionError, UsageError
-from packager.keys import (
+from packager._io.keys import (
     encode_cosign_private_key,
     encode_public_key,
     generate_private_key,
@@ -30,6 +29,7 @@ from packager.keys import (
     load_public_key,
     password_from_environment,
 )
+from packager.errors import KeyDecryptionError, UsageError
 
 PASSWORD = b"correct horse"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from packager.cli import main
+from packager.distribution.mirror import export, mirror
+from packager.distribution.publish import publish_bundle
 from packager.errors import TamperedError, UntrustedError, UsageError
-from packager.mirror import export, mirror
-from packager.publish import publish_bundle
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.base import Registry
 
@@ -161,7 +161,7 @@ def test_conflicting_version_is_reported_and_the_others_are_copied(
     iris: tuple[np.ndarray, np.ndarray],
     tmp_path: Path,
 ) -> None:
-    from packager.api import package
+    from packager.build.api import package
 
     # Another, validly signed iris 1.0.0: different test vectors, so different files.
     X, _ = iris

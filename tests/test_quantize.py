@@ -11,16 +11,16 @@ import pytest
 import torch
 from sklearn.ensemble import RandomForestRegressor
 
-from packager.bundle import package
+from packager._io.table import Table, from_mapping
+from packager.build.bundle import package
 from packager.cli import main
 from packager.core.policy import adhoc_policy
+from packager.distribution.publish import publish_bundle
 from packager.errors import ParityError, UsageError
-from packager.install import install
-from packager.publish import publish_bundle
+from packager.instance.install import install
+from packager.instance.models import load
+from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
-from packager.runtime import load
-from packager.store import Store
-from packager.table import Table, from_mapping
 
 from .conftest import KeyPair
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from packager._io.table import from_mapping
 from packager.errors import IncompatibleModelError, UsageError
 from packager.runtime import Model
-from packager.table import from_mapping
 
 
 @pytest.fixture(scope="module")

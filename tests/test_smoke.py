@@ -10,7 +10,7 @@ import pytest
 
 from packager.core.manifest import MANIFEST, Manifest, parse_manifest
 from packager.errors import SmokeTestError
-from packager.smoke import run_smoke_test
+from packager.instance.smoke import run_smoke_test
 
 
 def manifest_of(bundle: Path) -> Manifest:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from packager._io.table import Table, from_mapping, read_table, to_feeds
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
-from packager.table import Table, from_mapping, read_table, to_feeds
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -351,7 +351,7 @@ def test_higher_rank_inputs_need_the_right_width_and_fixed_dimensions() -> None:
 
 def test_table_module_imports_numpy_only() -> None:
     code = (
-        "import sys, packager.table, packager.testvectors, packager.core.compare;"
+        "import sys, packager._io.table, packager._io.testvectors, packager.core.compare;"
         "heavy = {'pandas', 'sklearn', 'skl2onnx', 'onnxruntime'} & set(sys.modules);"
         "print(sorted(heavy))"
     )

@@ -14,11 +14,11 @@ import pytest
 from packager.core import signature
 from packager.core.digests import Digest
 from packager.core.policy import adhoc_policy
+from packager.distribution.publish import publish_bundle
 from packager.errors import PackagerError, VerificationError
-from packager.install import install
-from packager.publish import publish_bundle
+from packager.instance.install import install
+from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
-from packager.store import Store
 
 from .conftest import KeyPair
 from .hostile import serve_files

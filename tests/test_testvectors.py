@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from packager._io.testvectors import read_testvectors, write_testvectors
 from packager.errors import ConversionError, SmokeTestError
-from packager.testvectors import read_testvectors, write_testvectors
 
 EPOCH = 1_700_000_000  # 2023-11-14T22:13:20Z
 

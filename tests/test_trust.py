@@ -6,7 +6,7 @@ import pytest
 
 from packager.core.signature import key_hint
 from packager.errors import UntrustedError, UsageError
-from packager.trust import add_key, read_policy, resolve_policy, revoke_key, set_minimum
+from packager.instance.trust import add_key, read_policy, resolve_policy, revoke_key, set_minimum
 
 from .conftest import KeyPair
 

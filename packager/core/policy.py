@@ -1,7 +1,7 @@
 """Trust policy: which keys may sign which models, revocations, minimum versions (pure).
 
 The policy is parsed from TOML text by :func:`parse_policy`; files are read by
-:mod:`packager.trust`. It fails closed: a model no rule covers has no trusted key,
+:mod:`packager.instance.trust`. It fails closed: a model no rule covers has no trusted key,
 and a revoked key is never trusted, whatever the rules say.
 
 ::

@@ -9,7 +9,7 @@ transparency-log entries.
 
 This module is pure: keys and bytes in, bytes or a verified
 :class:`SignedStatement` out. Reading files, keys and passwords happens in
-:mod:`packager.keys` and the callers.
+:mod:`packager._io.keys` and the callers.
 
 What :func:`verify` accepts, beyond what :func:`sign` writes (so that bundles
 signed by other OMS v1.0 signers verify too):

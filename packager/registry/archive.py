@@ -44,7 +44,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Protocol
 
-from packager.core.digests import CHUNK, Digest
+from packager._io.hashing import CHUNK
+from packager.core.digests import Digest
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key, sort_versions
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError

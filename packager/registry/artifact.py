@@ -22,7 +22,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from packager.core.digests import Digest, digest_file
+from packager._io.hashing import digest_file
+from packager.core.digests import Digest
 from packager.core.manifest import (
     MANIFEST,
     MAX_MANIFEST_BYTES,

@@ -24,7 +24,8 @@ import os
 import threading
 from collections.abc import Iterator
 
-from packager.core.digests import CHUNK, WINDOW, Digest, hash_range
+from packager._io.hashing import CHUNK, WINDOW, hash_range
+from packager.core.digests import Digest
 
 # The copier's step, which the hasher follows window by window.
 STEP = WINDOW

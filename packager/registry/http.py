@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from packager.core.digests import Digest
-from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
+from packager.core.manifest import NAME_RE, Manifest, check_name, check_version
 from packager.core.semver import is_semver, sort_versions
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
 from packager.registry.artifact import (
@@ -47,27 +46,20 @@ from packager.registry.document import (
     check_document_tag,
     parse_document_manifest,
 )
-from packager.registry.layout import INDEX, MAX_INDEX_BYTES, REF_NAME_ANNOTATION
+from packager.registry.layout import (
+    INDEX,
+    MAX_INDEX_BYTES,
+    MAX_MODELS_INDEX_BYTES,
+    MODELS_INDEX,
+    REF_NAME_ANNOTATION,
+)
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import Transport, progress_bar, where
 
-MODELS_INDEX = "models.json"
-# 128-character names: a MiB lists thousands of models.
-MAX_MODELS_INDEX_BYTES = 1 << 20
 # What static servers answer for a file they do not have.
 _MISSING = frozenset({404, 410})
 # Compressed answers would hide a body's real size until it is decoded.
 _IDENTITY = {"Accept-Encoding": "identity"}
-
-
-def render_models_index(names: Iterable[str]) -> bytes:
-    """The ``models.json`` of a registry directory: its model names as a JSON array,
-    sorted and without duplicates, in packager's canonical JSON.
-
-    Raises:
-        UsageError: a name is not a valid model name.
-    """
-    return dump_json(sorted({check_name(name) for name in names}))
 
 
 class StaticMirrorRegistry:

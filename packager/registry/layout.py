@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packager.core.digests import CHUNK, Digest
-from packager.core.manifest import NAME_RE, Manifest, dump_json
+from packager._io.hashing import CHUNK
+from packager.core.digests import Digest
+from packager.core.manifest import NAME_RE, Manifest, check_name, dump_json
 from packager.core.semver import is_semver, semver_key, sort_versions
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
 from packager.registry.artifact import (
@@ -382,7 +383,6 @@ class LayoutRegistry:
     def _write_models_index(self) -> None:
         """Rewrite ``<root>/models.json``: static web servers cannot list directories, so
         a mirror of this registry served over HTTP learns its model names from it."""
-        from packager.registry.http import MODELS_INDEX, render_models_index
 
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         lock = os.open(self.root / f"{MODELS_INDEX}.lock", flags, FILE_MODE)
@@ -553,3 +553,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+MODELS_INDEX = "models.json"
+
+
+# 128-character names: a MiB lists thousands of models.
+MAX_MODELS_INDEX_BYTES = 1 << 20
+
+
+def render_models_index(names: Iterable[str]) -> bytes:
+    """The ``models.json`` of a registry directory: its model names as a JSON array,
+    sorted and without duplicates, in packager's canonical JSON.
+
+    Raises:
+        UsageError: a name is not a valid model name.
+    """
+    return dump_json(sorted({check_name(name) for name in names}))

@@ -38,7 +38,8 @@ import requests
 import urllib3.exceptions
 from requests.exceptions import ChunkedEncodingError
 
-from packager.core.digests import CHUNK, BackgroundHasher, Digest
+from packager._io.hashing import CHUNK, BackgroundHasher
+from packager.core.digests import Digest
 from packager.errors import RegistryError, TamperedError
 from packager.registry.files import flushing
 from packager.registry.options import RegistryOptions

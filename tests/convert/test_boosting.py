@@ -16,9 +16,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier, XGBRegressor
 
-from packager.convert import convert, load_model_file
+from packager._io.table import Table, from_mapping
+from packager.build.convert import convert, load_model_file
 from packager.errors import ConversionError, ParityError
-from packager.table import Table, from_mapping
 
 
 def positional(x: np.ndarray) -> Table:

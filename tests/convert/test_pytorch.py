@@ -11,10 +11,10 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from packager.convert import convert, load_model_file
+from packager._io.table import Table, from_mapping
+from packager.build.convert import convert, load_model_file
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, UsageError
-from packager.table import Table, from_mapping
 
 
 def positional(x: np.ndarray) -> Table:

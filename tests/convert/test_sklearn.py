@@ -30,10 +30,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from packager.convert import Conversion, convert, load_model_file
+from packager._io.table import Table, from_mapping
+from packager.build.convert import Conversion, convert, load_model_file
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, ParityError, UsageError
-from packager.table import Table, from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -305,8 +305,8 @@ def test_conversion_is_deterministic_across_processes(tmp_path: Path) -> None:
             from sklearn.ensemble import HistGradientBoostingClassifier
             from sklearn.pipeline import make_pipeline
             from sklearn.preprocessing import OneHotEncoder, StandardScaler
-            from packager.convert import convert
-            from packager.table import from_mapping
+            from packager.build.convert import convert
+            from packager._io.table import from_mapping
 
             rng = np.random.default_rng(0)
             frame = pd.DataFrame({"c": rng.choice(["a", "b"], 60), "x": rng.normal(size=60)})
@@ -453,7 +453,10 @@ def test_unfitted_and_unsupported_models(iris: tuple[np.ndarray, np.ndarray]) ->
 def test_importing_convert_does_not_import_training_libraries() -> None:
     heavy = {"sklearn", "skl2onnx", "pandas", "onnx", "onnxruntime", "onnxmltools"}
     heavy |= {"xgboost", "lightgbm", "torch", "onnxscript", "matplotlib"}
-    code = f"import sys, packager.convert; print(sorted(set({sorted(heavy)!r}) & set(sys.modules)))"
+    code = (
+        "import sys, packager.build.convert; "
+        f"print(sorted(set({sorted(heavy)!r}) & set(sys.modules)))"
+    )
     run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from packager._io.keys import generate_private_key
 from packager.core.channel import (
     Channel,
     Seen,
@@ -22,7 +23,6 @@ from packager.errors import (
     UsageError,
     WrongModelError,
 )
-from packager.keys import generate_private_key
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 KEY = generate_private_key()

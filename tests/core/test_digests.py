@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from packager.core import digests
-from packager.core.digests import (
+from packager._io import hashing
+from packager._io.hashing import (
     WINDOW,
     BackgroundHasher,
-    Digest,
     FileHasher,
     HashingStopped,
     digest_file,
     digest_files,
 )
+from packager.core.digests import Digest
 
 
 def sha256(data: bytes) -> Digest:
@@ -96,7 +96,7 @@ def test_stopping_ends_hashing_at_the_next_window(
         paths.append(tmp_path / f"f{i}")
         paths[-1].write_bytes(data)
     started = threading.Event()
-    real = digests.hash_range
+    real = hashing.hash_range
     calls = 0
 
     def slow(fd: int, start: int, end: int, h: object, *, stop: threading.Event) -> None:
@@ -106,7 +106,7 @@ def test_stopping_ends_hashing_at_the_next_window(
         stop.wait(5)  # still busy with the first window when the caller gives up
         real(fd, start, end, h, stop=stop)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(digests, "hash_range", slow)
+    monkeypatch.setattr(hashing, "hash_range", slow)
     hasher = FileHasher(paths, workers=1)
     assert started.wait(5)
     hasher.stop()

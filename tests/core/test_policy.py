@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from packager._io.keys import encode_public_key, generate_private_key
 from packager.core.policy import Rule, TrustPolicy, adhoc_policy, parse_policy, render_policy
 from packager.core.signature import key_hint
 from packager.errors import RollbackError, UntrustedError, UsageError
-from packager.keys import encode_public_key, generate_private_key
 
 
 def pem(key: ec.EllipticCurvePrivateKey) -> str:

@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.core.digests import Digest, digest_file
+from packager._io.hashing import digest_file
+from packager.core.digests import Digest
 from packager.core.signature import (
     MAX_SIGNATURE_BYTES,
     PAYLOAD_TYPE,

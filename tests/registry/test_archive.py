@@ -18,9 +18,9 @@ import pytest
 
 from packager.cli import main
 from packager.core.digests import Digest
+from packager.distribution.mirror import export
+from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
-from packager.mirror import export
-from packager.publish import publish_bundle
 from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
 
 from ..conftest import KeyPair
@@ -582,7 +582,7 @@ def test_mirror_through_an_oci_registry_keeps_digests(
     tmp_path: Path,
     home: Path,
 ) -> None:
-    from packager.mirror import mirror
+    from packager.distribution.mirror import mirror
 
     remote = open_registry(f"oci://{registry_host}/{namespace}", home=home)
     mirror(layout, remote, keys=[keypair.public])

@@ -13,15 +13,15 @@ import pytest
 import requests
 
 from packager.core.digests import Digest
+from packager.distribution.mirror import export
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
-from packager.mirror import export
+from packager.instance.store import Following, Store
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Registry
 from packager.registry.document import EMPTY_DESCRIPTOR, LAYER_MEDIA_TYPE, TagLister
 from packager.registry.oci import OciRegistry
 from packager.registry.options import RegistryOptions
-from packager.store import Following, Store
 
 from ..conftest import KeyPair
 from .servers import Proxy, ProxyHandler

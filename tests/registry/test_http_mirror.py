@@ -17,16 +17,18 @@ from typing import Any
 
 import pytest
 
-from packager.channels import promote
 from packager.cli import main
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES
 from packager.core.digests import Digest
 from packager.core.manifest import dump_json
 from packager.core.policy import adhoc_policy
+from packager.distribution.promote import promote
+from packager.distribution.publish import publish_bundle
+from packager.distribution.pull import pull
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
-from packager.install import install, pull
-from packager.publish import publish_bundle
+from packager.instance.install import install
+from packager.instance.store import Store
 from packager.registry import open_registry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.document import (
@@ -34,10 +36,9 @@ from packager.registry.document import (
     LAYER_MEDIA_TYPE,
     MAX_DOCUMENT_MANIFEST_BYTES,
 )
-from packager.registry.http import StaticMirrorRegistry, render_models_index
-from packager.registry.layout import LayoutRegistry
+from packager.registry.http import StaticMirrorRegistry
+from packager.registry.layout import LayoutRegistry, render_models_index
 from packager.registry.options import RegistryOptions, RetryPolicy
-from packager.store import Store
 
 from ..conftest import KeyPair
 from .servers import TlsFiles, make_tls, serve

@@ -19,14 +19,14 @@ from packager.cli import main
 from packager.core.digests import Digest
 from packager.core.manifest import parse_manifest
 from packager.core.policy import adhoc_policy
+from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, RegistryError, UsageError
-from packager.install import install
-from packager.publish import publish_bundle
+from packager.instance.install import install
+from packager.instance.store import Store
 from packager.registry import open_registry
 from packager.registry.artifact import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.oci import OciRegistry, parse_reference, tag_version, version_tag
 from packager.registry.options import RegistryOptions, RetryPolicy
-from packager.store import Store
 
 from ..conftest import KeyPair
 from .servers import Proxy, ProxyHandler, make_tls, require

@@ -6,7 +6,7 @@ table whose ``target`` column holds the true answers. Latency is the median and
 warm-up; onnxruntime's intra-op thread count is recorded with its figures.
 
 On the build side (a model file or estimator) the original framework is
-measured too, through :class:`packager.convert.Original`; on the instance (a
+measured too, through :class:`packager.build.convert.Original`; on the instance (a
 bundle directory or an installed model) only onnxruntime is, and nothing here
 imports more than numpy and onnxruntime. The chart needs matplotlib
 (``packager[plot]``), imported only to draw it.
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from packager._io.table import Table, to_feeds
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
-from packager.table import Table, to_feeds
 
 if TYPE_CHECKING:
-    from packager.convert import Conversion
+    from packager.build.convert import Conversion
     from packager.runtime import Model
 
 DEFAULT_BATCH_ROWS = 1000
@@ -214,7 +214,7 @@ def benchmark_conversion(
     """
     import onnxruntime
 
-    from packager.convert.onnxfile import make_session, save_onnx
+    from packager.build.convert.onnxfile import make_session, save_onnx
 
     settings = settings or Settings()
     engines = []
@@ -493,21 +493,19 @@ def benchmark_reference(
     data: Table,
     *,
     target: str | None,
-    home: Path,
     settings: Settings | None = None,
     precision: str = "float32",
     input_shape: tuple[int, ...] | None = None,
     task: str | None = None,
 ) -> Report:
     """Benchmark what ``ref`` names: a model file (converted here, on the build side),
-    a bundle directory, or an installed ``NAME[@VERSION]`` (onnxruntime only).
+    or a bundle directory (onnxruntime only; an installed model is its directory).
 
     A bundle directory's signature is not checked; its graph is still checked
     against its manifest before onnxruntime loads it.
 
     Raises:
         UsageError: bad data or target, or ``ref`` names nothing.
-        NotFoundError: no such installed model.
         ConversionError, ParityError: a model file cannot be converted faithfully.
         IncompatibleModelError: onnxruntime cannot run the model.
         TamperedError: the bundle's graph does not match its manifest.
@@ -517,14 +515,14 @@ def benchmark_reference(
     settings = settings or Settings()
     path = Path(ref)
     if path.is_dir():
-        from packager.bundle import read_manifest_unverified
+        from packager._io.bundledir import read_manifest_unverified
 
         manifest = read_manifest_unverified(path)
         check_compatible(manifest)
         model = Model(path, manifest, threads=settings.threads)
         return benchmark_model(model, data, target=target, settings=settings)
     if path.is_file():
-        from packager.convert import convert, load_model_file
+        from packager.build.convert import convert, load_model_file
 
         features, _ = split_target(data, target)
         conversion = convert(
@@ -541,10 +539,4 @@ def benchmark_reference(
             settings=settings,
             original_size=path.stat().st_size,
         )
-    from packager.install import parse_ref
-    from packager.store import Store
-
-    name, version = parse_ref(ref)
-    directory = Store(home).installed_dir(name, version)
-    model = Model.open(directory, threads=settings.threads)
-    return benchmark_model(model, data, target=target, settings=settings)
+    raise UsageError(f"{ref} is neither a model file nor a bundle directory")

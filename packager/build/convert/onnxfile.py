@@ -18,12 +18,12 @@ import numpy as np
 import onnx
 from onnx import external_data_helper
 
-from packager.convert import DEFAULT_ATOL, DEFAULT_RTOL, Conversion
+from packager._io.table import Table, to_feeds
+from packager.build.convert.base import DEFAULT_ATOL, DEFAULT_RTOL, Conversion
 from packager.core.compare import compare_outputs
 from packager.core.graph import is_external, stored_tensors
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, ParityError, UsageError
-from packager.table import Table, to_feeds
 
 ELEM_DTYPES: Mapping[int, str] = {
     onnx.TensorProto.FLOAT: "float32",

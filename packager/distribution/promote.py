@@ -1,8 +1,8 @@
-"""Channels: promoting a version on the publishing side, following it on the instances.
+"""Channels on the publishing side: promoting a version (following one: packager.instance.update).
 
 ``promote`` signs a channel document (:mod:`packager.core.channel`) naming one exact
 bundle - its version and the digest of its signed manifest.json - and tags it in the
-model's repository. ``packager install NAME@CHANNEL`` (:func:`packager.install.install`)
+model's repository. ``packager install NAME@CHANNEL`` (:func:`packager.instance.install.install`)
 verifies the document, installs what it names and records that the model follows the
 channel; ``update`` does the same again for every model that follows one.
 
@@ -33,30 +33,24 @@ from packager.core.channel import (
 )
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, parse_manifest
+from packager.core.names import parse_target
 from packager.core.signature import key_hint, verify_envelope
 from packager.core.verify import verify_manifest
 from packager.errors import (
     NotFoundError,
-    PackagerError,
     UntrustedError,
     UsageError,
     VerificationError,
     WrongModelError,
 )
-from packager.install import install, parse_target
 from packager.registry.base import Descriptor, Registry
-from packager.store import Store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from packager.core.policy import TrustPolicy
 
 Progress = Callable[[str], None]
 DEFAULT_EXPIRY = timedelta(days=30)
-# Which failure an update reports when several models fail: trust before compatibility
-# before the registry (the README's exit codes), then usage, then anything else.
-EXIT_PRIORITY = (3, 5, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -241,119 +235,3 @@ def check_document(
             f"the document tagged as channel {name}@{channel} is that of {doc.name}@{doc.channel}"
         )
     return doc
-
-
-@dataclass(frozen=True)
-class Updated:
-    """What ``update`` did for one model: ``status`` is "updated", "current" or "refused"."""
-
-    name: str
-    channel: str
-    registry: str | None
-    status: str
-    version: str | None = None
-    previous: str | None = None
-    error: PackagerError | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "name": self.name,
-            "channel": self.channel,
-            "registry": self.registry,
-            "status": self.status,
-            "version": self.version,
-            "previous": self.previous,
-        }
-        if self.error is not None:
-            doc["error"] = f"{type(self.error).__name__}: {self.error}"
-            doc["exitCode"] = self.error.exit_code
-        return doc
-
-
-class UpdateFailedError(PackagerError):
-    """Some models could not be updated (the others were); ``exit_code`` is the most
-    important of their failures'."""
-
-    def __init__(self, message: str, *, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class UpdateReport:
-    models: tuple[Updated, ...]
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every model is current or updated, else the most important failure's."""
-        codes = {m.error.exit_code for m in self.models if m.error is not None}
-        return next((code for code in EXIT_PRIORITY if code in codes), max(codes, default=0))
-
-    def check(self) -> None:
-        """Raises UpdateFailedError, naming every model refused, unless none was."""
-        refused = [m for m in self.models if m.error is not None]
-        if refused:
-            listed = "; ".join(f"{m.name}@{m.channel}: {m.error}" for m in refused)
-            raise UpdateFailedError(
-                f"{len(refused)} of {len(self.models)} models not updated: {listed}",
-                exit_code=self.exit_code,
-            )
-
-    def to_json(self) -> dict[str, Any]:
-        return {"models": [m.to_json() for m in self.models], "exitCode": self.exit_code}
-
-
-def update(
-    *,
-    store: Store,
-    trust: TrustPolicy,
-    now: datetime,
-    open_registry: Callable[[str | None], Registry],
-    registry_ref: str | None = None,
-    progress: Progress | None = None,
-) -> UpdateReport:
-    """Bring every model that follows a channel to the version its channel names.
-
-    Each model is resolved through the registry reference recorded when it started
-    following (``registry_ref``, when given, is used instead for this run and not
-    recorded), with every check of ``install NAME@CHANNEL``. A model that fails is
-    reported and audited, and the others are still tried: failures of single models are
-    never raised, they are in the report (see :attr:`UpdateReport.exit_code`).
-    """
-    say = progress or (lambda _msg: None)
-    results: list[Updated] = []
-    for follow in store.following():
-        name, channel = follow.name, follow.channel
-        source = registry_ref if registry_ref is not None else follow.registry
-        try:
-            registry = open_registry(source)
-        except PackagerError as e:
-            store.audit(
-                action="channel",
-                outcome="refused",
-                now=now,
-                name=name,
-                detail=f"{channel}: {type(e).__name__}: {e}",
-            )
-            results.append(Updated(name, channel, follow.registry, "refused", error=e))
-            say(f"{name}@{channel}: {e}")
-            continue
-        try:
-            result = install(
-                f"{name}@{channel}",
-                registry=registry,
-                registry_ref=follow.registry,
-                trust=trust,
-                store=store,
-                now=now,
-                progress=say,
-            )
-        except PackagerError as e:
-            results.append(Updated(name, channel, follow.registry, "refused", error=e))
-            say(f"{name}@{channel}: {e}")
-            continue
-        status = "current" if result.smoke_test is None else "updated"
-        results.append(
-            Updated(name, channel, follow.registry, status, result.version, result.previous)
-        )
-    return UpdateReport(tuple(results))

@@ -8,7 +8,7 @@ process, and the installer learns the outcome, how long it took and the child's 
 memory. A child that crashes (onnxruntime aborting on a hostile graph, the kernel's
 out-of-memory killer) is a failed smoke test, not a dead installer.
 
-The child is ``python -m packager.smoke DIRECTORY``: the verified manifest.json comes on
+The child is ``python -m packager.instance.smoke DIRECTORY``: the verified manifest.json comes on
 stdin, the result goes back as one JSON object on a descriptor of its own, so that
 nothing the runtime prints can be mistaken for it.
 """
@@ -61,7 +61,7 @@ def run_smoke_test(directory: Path, manifest: Manifest) -> SmokeTest:
     source = str(Path(packager.__file__).resolve().parent.parent)
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": source + (os.pathsep + path if path else "")}
-    command = [sys.executable, "-m", "packager.smoke", str(directory)]
+    command = [sys.executable, "-m", "packager.instance.smoke", str(directory)]
     read_end, write_end = os.pipe()
     start = time.monotonic()
     with os.fdopen(read_end, "rb") as results, tempfile.TemporaryFile() as stderr:

@@ -18,30 +18,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from packager._io.hashing import digest_file, digest_files
 from packager.core.compat import minimum_runtime
-from packager.core.digests import Digest, FileHasher, digest_file, digest_files
+from packager.core.digests import Digest
 from packager.core.graph import check_graph
 from packager.core.manifest import (
     MANIFEST,
     SIGNATURE,
-    Manifest,
     check_name,
     check_version,
     dump_json,
     parse_manifest,
     validate_document,
 )
-from packager.errors import TamperedError, UsageError
+from packager.errors import UsageError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import (
         EllipticCurvePrivateKey,
-        EllipticCurvePublicKey,
     )
 
-    from packager.benchmark import BenchmarkData
-    from packager.convert import Conversion
-    from packager.table import Table
+    from packager._io.table import Table
+    from packager.build.benchmark import BenchmarkData
+    from packager.build.convert import Conversion
 
 Progress = Callable[[str], None]
 
@@ -122,8 +121,8 @@ def package(
     """Convert, validate, write and sign a bundle; returns its directory.
 
     ``model`` is a fitted estimator, a PyTorch module, an ``onnx.ModelProto``,
-    or what :func:`packager.convert.load_model_file` returned; ``precision``,
-    ``input_shape`` and ``task`` go to :func:`packager.convert.convert`.
+    or what :func:`packager.build.convert.load_model_file` returned; ``precision``,
+    ``input_shape`` and ``task`` go to :func:`packager.build.convert.convert`.
     ``quantize`` ("dynamic") quantizes the graph and keeps it only if it still
     matches the original within ``quantize_rtol``/``quantize_atol`` (default:
     the parity tolerances); the size change goes to the manifest's
@@ -139,7 +138,7 @@ def package(
         ParityError: ONNX answers differ from the original beyond tolerance,
             before or after quantization.
     """
-    from packager.convert import convert
+    from packager.build.convert import convert
 
     say = progress or (lambda _message: None)
     check_name(name)
@@ -157,7 +156,7 @@ def package(
         say(note)
     metrics: dict[str, Any] = {}
     if quantize is not None:
-        from packager.quantize import quantize as quantize_model
+        from packager.build.quantize import quantize as quantize_model
 
         conversion, quantization = quantize_model(
             conversion, method=quantize, rtol=quantize_rtol, atol=quantize_atol
@@ -165,7 +164,7 @@ def package(
         say(quantization.describe())
         metrics["quantization"] = quantization.to_json()
     if benchmark is not None:
-        from packager.benchmark import benchmark_conversion
+        from packager.build.benchmark import benchmark_conversion
 
         report = benchmark_conversion(
             conversion,
@@ -223,10 +222,10 @@ def _write_bundle(
     labels: Mapping[str, str] | None,
     metrics: Mapping[str, Any],
 ) -> None:
-    from packager.convert.onnxfile import save_onnx
+    from packager._io.testvectors import write_testvectors
+    from packager.build.convert.onnxfile import save_onnx
     from packager.core import signature
     from packager.runtime import runtime_version
-    from packager.testvectors import write_testvectors
 
     work.chmod(0o755)
     data_files = save_onnx(
@@ -343,73 +342,3 @@ def _provenance_doc(provenance: Provenance) -> dict[str, Any]:
     if provenance.built_by:
         doc["builtBy"] = provenance.built_by
     return doc
-
-
-def read_bundle_files(bundle: Path) -> dict[str, Path]:
-    """Every file of a bundle directory but model.sig, by relative path.
-
-    Raises:
-        UsageError: not a directory.
-        TamperedError: a symlink, subdirectory or other non-regular entry.
-    """
-    if not bundle.is_dir():
-        raise UsageError(f"{bundle} is not a bundle directory")
-    found: dict[str, Path] = {}
-    for entry in sorted(os.scandir(bundle), key=lambda e: e.name):
-        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-            raise TamperedError(
-                f"{bundle.name}/{entry.name} is not a regular file; bundles hold regular files only"
-            )
-        if entry.name != SIGNATURE:
-            found[entry.name] = Path(entry.path)
-    return found
-
-
-def verify_bundle(
-    bundle: Path,
-    *,
-    keys: Sequence[EllipticCurvePublicKey] | Callable[[], Sequence[EllipticCurvePublicKey]],
-) -> Manifest:
-    """Verify a bundle directory: signature, manifest, and every file's digest.
-
-    ``keys`` may be a function returning them, called once hashing has started: loading
-    keys (and the cryptography modules that read them) then overlaps the hashing.
-
-    Raises:
-        UsageError: not a bundle directory, no keys, or (from ``keys``) unreadable keys.
-        VerificationError: unsigned, untrusted, tampered, missing or extra files.
-    """
-    files = read_bundle_files(bundle)
-    try:
-        sig = (bundle / SIGNATURE).read_bytes()
-    except FileNotFoundError:
-        raise TamperedError(
-            f"{bundle.name} has no {SIGNATURE}: it is unsigned; re-package it with --key"
-        ) from None
-    # Every file is hashed from the start, on every core, while the signature and the
-    # manifest are checked (and the modules that check them imported: they cost
-    # `packager verify` more than hashing a small bundle does); the digests are compared
-    # only once the signature holds. A failed check leaves the block, which stops the
-    # hashing rather than waiting for it.
-    with FileHasher(files.values()) as hashing:
-        from packager.core import signature
-        from packager.core.verify import check_files, verify_manifest
-
-        statement = signature.verify(sig, public_keys=keys() if callable(keys) else keys)
-        if MANIFEST not in files:
-            raise TamperedError(f"{bundle.name} has no {MANIFEST}")
-        manifest = verify_manifest(statement, files[MANIFEST].read_bytes())
-        hashed = hashing.results()
-    check_files(statement, {path: hashed[source][0] for path, source in files.items()})
-    for entry in manifest.files:
-        if hashed[files[entry.path]][1] != entry.size:
-            raise TamperedError(f"{entry.path}: size differs from manifest.json")
-    return manifest
-
-
-def read_manifest_unverified(bundle: Path) -> Manifest:
-    """The manifest of a bundle directory, validated but NOT signature-checked (for inspect)."""
-    try:
-        return parse_manifest((bundle / MANIFEST).read_bytes())
-    except OSError as e:
-        raise UsageError(f"{bundle} is not a bundle directory: {e.strerror}") from e

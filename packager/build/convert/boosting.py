@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from packager.convert import require
+from packager.build.convert.base import require
 
 # The highest opsets onnxmltools 1.16's tree converters write.
 TARGET_OPSET = {"": 15, "ai.onnx.ml": 3}

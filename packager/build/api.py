@@ -11,7 +11,7 @@ from packager.errors import UsageError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-    from packager.table import Table
+    from packager._io.table import Table
 
 
 def as_table(sample: Any) -> Table:
@@ -22,7 +22,7 @@ def as_table(sample: Any) -> Table:
     """
     import numpy as np
 
-    from packager.table import Table, from_mapping, read_table
+    from packager._io.table import Table, from_mapping, read_table
 
     if isinstance(sample, Table):
         return sample
@@ -41,7 +41,7 @@ def as_table(sample: Any) -> Table:
 def as_private_key(key: Any) -> EllipticCurvePrivateKey:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from packager.keys import load_private_key, password_from_environment
+    from packager._io.keys import load_private_key, password_from_environment
 
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key
@@ -76,15 +76,15 @@ def package(
 ) -> Path:
     """Package a fitted estimator, a PyTorch module, an ONNX model or a model file as a
     signed bundle. ``precision``, ``input_shape``, ``task`` and the quantization options
-    are those of :func:`packager.bundle.package`.
+    are those of :func:`packager.build.bundle.package`.
 
     Raises:
-        UsageError, ConversionError, ParityError: see :func:`packager.bundle.package`.
+        UsageError, ConversionError, ParityError: see :func:`packager.build.bundle.package`.
     """
     from packager import __version__
-    from packager.bundle import Provenance, git_head
-    from packager.bundle import package as build
-    from packager.convert import load_model_file
+    from packager.build.bundle import Provenance, git_head
+    from packager.build.bundle import package as build
+    from packager.build.convert import load_model_file
 
     model = (
         load_model_file(Path(estimator_or_path))

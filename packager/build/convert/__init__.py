@@ -14,140 +14,49 @@ ConversionError naming the extra to install.
 
 from __future__ import annotations
 
-import importlib
 import os
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from packager.core.compare import Comparison
-from packager.core.manifest import TensorSpec
-from packager.errors import ConversionError, ParityError, UsageError
+from packager.build.convert.base import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    MODULE_EXTRAS,
+    PICKLE_SUFFIXES,
+    PRECISIONS,
+    SKLEARN_EXTRA,
+    TORCH_SUFFIXES,
+    Conversion,
+    Original,
+    install_hint,
+    parity_failure,
+    require,
+)
+from packager.errors import ConversionError, UsageError
+
+__all__ = [
+    "DEFAULT_ATOL",
+    "DEFAULT_RTOL",
+    "MODULE_EXTRAS",
+    "PICKLE_SUFFIXES",
+    "PRECISIONS",
+    "SKLEARN_EXTRA",
+    "TORCH_SUFFIXES",
+    "Conversion",
+    "Original",
+    "convert",
+    "install_hint",
+    "load_model_file",
+    "parity_failure",
+    "require",
+]
 
 if TYPE_CHECKING:
-    import onnx
-
-    from packager.table import Table
-
-DEFAULT_RTOL = 1e-3
-DEFAULT_ATOL = 1e-4
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-TORCH_SUFFIXES = (".pt", ".pth")
-PRECISIONS = ("float32", "float64")
-# Which extra brings each module a model file or a converter may need.
-MODULE_EXTRAS: Mapping[str, str] = {
-    "sklearn": "sklearn",
-    "skl2onnx": "sklearn",
-    "joblib": "sklearn",
-    "pandas": "sklearn",
-    "scipy": "sklearn",
-    "xgboost": "xgboost",
-    "lightgbm": "lightgbm",
-    "torch": "torch",
-    "onnxscript": "torch",
-    "matplotlib": "plot",
-}
-
-
-def install_hint(extra: str) -> str:
-    """The command that installs an extra: ``pip install 'packager[xgboost]'``."""
-    return f"pip install 'packager[{extra}]'"
-
-
-SKLEARN_EXTRA = install_hint("sklearn")
-
-
-def require(module: str, *, extra: str, purpose: str) -> Any:
-    """Import ``module``, or fail with the extra that brings it.
-
-    Raises:
-        ConversionError: the module (or one it imports) is not installed; the
-            message names the extra to install.
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        missing = (e.name or module).partition(".")[0]
-        raise ConversionError(
-            f"{purpose} needs {missing}, which is not installed: {install_hint(extra)}"
-        ) from e
-
-
-def parity_failure(
-    subject: str, comparison: Comparison, *, rtol: float, atol: float, advice: str = ""
-) -> ParityError:
-    """The error for a failed comparison: how far off, the worst rows, and what to do.
-
-    ``advice`` replaces the default suggestion (raise rtol/atol).
-    """
-    agreement = comparison.label_agreement
-    hints = []
-    if agreement is not None and agreement < 1:
-        hints.append("Labels must agree exactly; no tolerance changes that.")
-    hints.append(advice or "If these differences are acceptable, raise rtol/atol.")
-    return ParityError(
-        f"{subject} beyond rtol={rtol:g}, atol={atol:g} (max abs diff "
-        f"{comparison.max_abs_diff:.3g}, max rel diff {comparison.max_rel_diff:.3g}, label "
-        f"agreement {'n/a' if agreement is None else f'{agreement:.1%}'}): "
-        + "; ".join(comparison.worst)
-        + ". "
-        + " ".join(hints)
-    )
-
-
-@dataclass(frozen=True)
-class Original:
-    """The original model, runnable on ONNX feeds (build side only; used for benchmarks).
-
-    ``prepare`` turns ONNX feeds into what the model takes natively (a float64
-    array, a DataFrame, a torch tensor); ``predict`` is the model's own call on
-    that, the one worth timing; ``outputs`` gives its answers keyed and shaped
-    like the ONNX outputs.
-    """
-
-    framework: str
-    prepare: Callable[[Mapping[str, np.ndarray]], Any]
-    predict: Callable[[Any], Any]
-    outputs: Callable[[Any], dict[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """A converted model and the evidence that it answers like the original.
-
-    ``expected`` holds the original model's outputs on ``feeds``, keyed by ONNX
-    output name and shaped like the ONNX outputs (for an .onnx input, what
-    onnxruntime answered: ``reference`` says which). ``comparison`` is ONNX
-    against ``expected`` within ``rtol``/``atol``, and is always ok.
-
-    ``external_data`` asks the bundle to keep the weights in ``model.onnx.data``
-    (PyTorch's default, an .onnx file that had external data); graphs over
-    2 GiB always get it. ``input_cast`` says how sample values were narrowed
-    for the graph ("float64->float32"), None when they were fed as they are.
-    ``original`` runs the original model again (None for an .onnx file).
-    ``notes`` are things the user should know, e.g. why a float64 graph was not made.
-    """
-
-    model: onnx.ModelProto
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    feeds: dict[str, np.ndarray]
-    expected: dict[str, np.ndarray]
-    reference: str
-    task: str
-    label_outputs: tuple[str, ...]
-    source: dict[str, str]
-    rtol: float
-    atol: float
-    comparison: Comparison
-    original: Original | None = None
-    external_data: bool = False
-    input_cast: str | None = None
-    notes: tuple[str, ...] = ()
+    from packager._io.table import Table
 
 
 def load_model_file(path: Path) -> object:
@@ -167,7 +76,7 @@ def load_model_file(path: Path) -> object:
     """
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        from packager.convert.onnxfile import load_onnx
+        from packager.build.convert.onnxfile import load_onnx
 
         return load_onnx(path)
     if suffix not in PICKLE_SUFFIXES + TORCH_SUFFIXES:
@@ -259,7 +168,7 @@ def convert(
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     roots = {cls.__module__.partition(".")[0] for cls in type(model).__mro__}
     if "torch" in roots:
-        from packager.convert.pytorch import convert_torch
+        from packager.build.convert.pytorch import convert_torch
 
         return convert_torch(
             model,
@@ -273,10 +182,10 @@ def convert(
     for option, given in (("input shape", input_shape is not None), ("task", task is not None)):
         if given:
             raise UsageError(f"the {option} option is for PyTorch models only")
-    if "onnx" in roots or type(model).__module__ == "packager.convert.onnxfile":
+    if "onnx" in roots or type(model).__module__ == "packager.build.convert.onnxfile":
         import onnx
 
-        from packager.convert.onnxfile import OnnxFile, convert_onnx
+        from packager.build.convert.onnxfile import OnnxFile, convert_onnx
 
         if isinstance(model, OnnxFile):
             return convert_onnx(
@@ -285,7 +194,7 @@ def convert(
         if isinstance(model, onnx.ModelProto):
             return convert_onnx(model, sample, rtol=rtol, atol=atol)
     if "sklearn" in roots:
-        from packager.convert.sklearn import convert_sklearn
+        from packager.build.convert.sklearn import convert_sklearn
 
         return convert_sklearn(model, sample, rtol=rtol, atol=atol, precision=precision)
     raise ConversionError(

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from packager.convert import (
+from packager._io.table import Table, to_feeds
+from packager.build.convert.base import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     Conversion,
@@ -36,11 +37,10 @@ from packager.convert import (
     parity_failure,
     require,
 )
-from packager.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
+from packager.build.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
 from packager.core.compare import compare_outputs
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
-from packager.table import Table, to_feeds
 
 INPUT_NAME = "input"
 LABEL_NAME = "label"

@@ -52,7 +52,7 @@ def resolve_policy(
         UsageError: no key and no policy (fail closed), or an unreadable policy.
     """
     if key_paths:
-        from packager.keys import load_public_key
+        from packager._io.keys import load_public_key
 
         return adhoc_policy([load_public_key(p) for p in key_paths])
     path = policy_path(home=home, explicit=trust_file)

@@ -25,20 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from packager.convert import (
+from packager._io.table import NUMERIC_DTYPES, Table, to_feeds
+from packager.build.convert import boosting
+from packager.build.convert.base import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     SKLEARN_EXTRA,
     Conversion,
     Original,
-    boosting,
     parity_failure,
 )
-from packager.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
+from packager.build.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
 from packager.core.compare import compare_outputs
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
-from packager.table import NUMERIC_DTYPES, Table, to_feeds
 
 INPUT_NAME = "input"
 
@@ -55,7 +55,7 @@ def convert_sklearn(
 
     XGBoost and LightGBM models (their scikit-learn API), alone or inside a
     pipeline, convert with onnxmltools' tree converters (see
-    :mod:`packager.convert.boosting`).
+    :mod:`packager.build.convert.boosting`).
 
     Number columns become float32 inputs; with ``precision`` "float64" they
     become double inputs where skl2onnx and onnxruntime handle the model in

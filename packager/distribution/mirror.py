@@ -6,7 +6,7 @@ destination (a path ending in ``.tar``) is special: it is rebuilt once, atomical
 what it held before plus what was copied.
 
 Mirroring trusts nothing it has not checked: each version is fetched and verified with
-:func:`packager.install.fetch_verified` (signature, manifest, file set, every digest) into
+:func:`packager.instance.install.fetch_verified` (signature, manifest, file set, every digest) into
 a temporary directory and only then written to the destination. With ``verify=False`` the
 signature is not checked, but every blob still is against its digest.
 
@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from packager.channels import check_document
+from packager._io.hashing import digest_file
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX
-from packager.core.digests import Digest, digest_file
+from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest, parse_manifest
+from packager.core.names import parse_ref
+from packager.distribution.promote import check_document
 from packager.errors import (
     NotFoundError,
     RegistryError,
@@ -46,10 +48,10 @@ from packager.errors import (
     VerificationError,
     WrongModelError,
 )
-from packager.install import Fetched, fetch_verified, latest_version, parse_ref
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveRegistry, ArchiveWriter
 from packager.registry.base import Artifact, Registry
 from packager.registry.document import TagLister
+from packager.registry.verified import Fetched, fetch_verified, latest_version
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from packager import __version__
-from packager.config import resolve_home, resolve_registry
+from packager._io.config import resolve_home, resolve_registry
 from packager.errors import PackagerError, RegistryError, UsageError
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def signing_key_option(f: F) -> F:
 
 def exact_ref(ref: str, command: str) -> tuple[str, str]:
     """NAME@VERSION, or UsageError naming ``command``."""
-    from packager.install import parse_ref
+    from packager.core.names import parse_ref
 
     name, version = parse_ref(ref)
     if version is None:
@@ -181,7 +181,7 @@ def open_registry_at(ctx: Context, ref: str | None):  # type: ignore[no-untyped-
 
 
 def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:
-    from packager.keys import load_public_key
+    from packager._io.keys import load_public_key
 
     return [load_public_key(p) for p in paths]
 
@@ -226,8 +226,8 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
 
     The password comes from PACKAGER_KEY_PASSWORD, then COSIGN_PASSWORD, then a prompt.
     """
-    from packager.keys import keygen as make_keys
-    from packager.keys import password_from_environment
+    from packager._io.keys import keygen as make_keys
+    from packager._io.keys import password_from_environment
 
     key, pub = make_keys(out_dir, password=password_from_environment(confirm=True), force=force)
     if as_json:
@@ -322,14 +322,18 @@ def benchmark_cmd(
     """Accuracy or error, latency and size: the original framework (for a model file)
     against onnxruntime. A bundle directory or installed model runs on onnxruntime
     alone; a bundle's signature is not checked here (use `packager verify`)."""
-    from packager.benchmark import Settings, benchmark_reference, write_chart
-    from packager.table import read_table
+    from packager._io.table import read_table
+    from packager.build.benchmark import Settings, benchmark_reference, write_chart
 
+    if not Path(ref).exists():
+        from packager.core.names import parse_ref
+        from packager.instance.store import Store
+
+        ref = str(Store(ctx.home).installed_dir(*parse_ref(ref)))
     report = benchmark_reference(
         ref,
         read_table(data_path),
         target=target,
-        home=ctx.home,
         settings=Settings(threads=threads),
         precision=precision,
         input_shape=input_shape,
@@ -425,11 +429,11 @@ def package_cmd(
     module (.pt/.pth: TorchScript, or torch.save of the whole module, which is
     unpickled: only package files you trust); or an .onnx file.
     """
-    from packager.benchmark import BenchmarkData
-    from packager.bundle import Provenance, git_head, package
-    from packager.convert import load_model_file
-    from packager.keys import load_private_key, password_from_environment
-    from packager.table import read_table
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager._io.table import read_table
+    from packager.build.benchmark import BenchmarkData
+    from packager.build.bundle import Provenance, git_head, package
+    from packager.build.convert import load_model_file
 
     key = load_private_key(key_path, password=password_from_environment)
     table = read_table(sample)
@@ -469,7 +473,7 @@ def package_cmd(
         benchmark=benchmark,
         progress=ctx.say,
     )
-    from packager.bundle import read_manifest_unverified
+    from packager._io.bundledir import read_manifest_unverified
 
     manifest = read_manifest_unverified(bundle)
     validation = manifest.data["validation"]
@@ -498,7 +502,7 @@ def package_cmd(
 @pass_ctx
 def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: bool) -> None:
     """Verify a bundle directory's signature and every file's digest."""
-    from packager.bundle import verify_bundle
+    from packager._io.bundledir import verify_bundle
 
     manifest = verify_bundle(bundle, keys=lambda: load_public_keys(key_paths))
     if as_json:
@@ -523,7 +527,7 @@ def _tensor(spec: Any) -> str:
 @json_option
 def inspect(bundle: Path, as_json: bool) -> None:
     """Show a bundle's manifest (not a verification: use `packager verify`)."""
-    from packager.bundle import read_manifest_unverified
+    from packager._io.bundledir import read_manifest_unverified
 
     manifest = read_manifest_unverified(bundle)
     if as_json:
@@ -577,7 +581,7 @@ def publish(
     With --key the signature is verified first; without it the files are still
     checked against manifest.json so a damaged bundle is never published.
     """
-    from packager.publish import publish_bundle
+    from packager.distribution.publish import publish_bundle
 
     registry = open_registry_at(ctx, registry_ref)
     artifact = publish_bundle(bundle, registry=registry, keys=load_public_keys(key_paths))
@@ -647,9 +651,9 @@ def install(
     version stops following. Trusted keys come from --key, else --trust FILE, else
     $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none, install refuses.
     """
-    from packager.install import install as do_install
-    from packager.store import Store
-    from packager.trust import resolve_policy
+    from packager.instance.install import install as do_install
+    from packager.instance.store import Store
+    from packager.instance.trust import resolve_policy
 
     if ref.endswith(".tar") and Path(ref).is_file():
         # `packager install ./models.tar`: the archive is the registry; it must hold one model.
@@ -737,7 +741,7 @@ def pull(
     as_json: bool,
 ) -> None:
     """Fetch and verify a model version into a bundle directory, without installing it."""
-    from packager.install import pull as do_pull
+    from packager.distribution.pull import pull as do_pull
 
     bundle = do_pull(
         ref,
@@ -757,7 +761,7 @@ def pull(
 @pass_ctx
 def list_cmd(ctx: Context, as_json: bool) -> None:
     """List installed models (* marks the current version)."""
-    from packager.store import Store
+    from packager.instance.store import Store
 
     installed = Store(ctx.home).installed()
     if as_json:
@@ -785,8 +789,8 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def rollback(ctx: Context, name: str, as_json: bool) -> None:
     """Make the previously active installed version current again."""
-    from packager.install import rollback as do_rollback
-    from packager.store import Store
+    from packager.instance.install import rollback as do_rollback
+    from packager.instance.store import Store
 
     version = do_rollback(name, store=Store(ctx.home), now=now())
     if as_json:
@@ -800,8 +804,8 @@ def rollback(ctx: Context, name: str, as_json: bool) -> None:
 @pass_ctx
 def remove(ctx: Context, ref: str) -> None:
     """Delete an installed version that is not current."""
-    from packager.install import remove as do_remove
-    from packager.store import Store
+    from packager.instance.install import remove as do_remove
+    from packager.instance.store import Store
 
     name, version = exact_ref(ref, "remove")
     do_remove(name, version, store=Store(ctx.home), now=now())
@@ -821,9 +825,9 @@ def remove(ctx: Context, ref: str) -> None:
 @pass_ctx
 def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
     """Run an installed model on the rows of a file."""
-    from packager.install import parse_ref
-    from packager.runtime import load
-    from packager.table import read_table
+    from packager._io.table import read_table
+    from packager.core.names import parse_ref
+    from packager.instance.models import load
 
     name, version = parse_ref(ref)
     model = load(name, version, home=ctx.home)
@@ -873,9 +877,9 @@ def promote(
 
     Instances that installed NAME@CHANNEL move to it at their next `packager update`.
     """
-    from packager.channels import promote as do_promote
+    from packager._io.keys import load_private_key, password_from_environment
     from packager.core.channel import parse_duration
-    from packager.keys import load_private_key, password_from_environment
+    from packager.distribution.promote import promote as do_promote
 
     expires_in = parse_duration(expires)
     promotion = do_promote(
@@ -919,9 +923,9 @@ def update(
     not stop the others; the exit code is then the most important failure's (3, then 5,
     then 4).
     """
-    from packager.channels import update as do_update
-    from packager.store import Store
-    from packager.trust import resolve_policy
+    from packager.instance.store import Store
+    from packager.instance.trust import resolve_policy
+    from packager.instance.update import update as do_update
 
     report = do_update(
         store=Store(ctx.home),
@@ -954,7 +958,7 @@ def update(
 @pass_ctx
 def log(ctx: Context, name: str | None, as_json: bool) -> None:
     """Show the audit log: every install, refusal, rollback, removal and channel event."""
-    from packager.store import Store
+    from packager.instance.store import Store
 
     entries = Store(ctx.home).audit_log(name)
     if as_json:
@@ -993,7 +997,7 @@ def _trust_file() -> Path:
 @pass_ctx
 def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
     """Trust the public key PUB, under NAME, for models matching --models."""
-    from packager.trust import add_key
+    from packager.instance.trust import add_key
 
     path = _trust_file()
     add_key(path, name, pub, models=models)
@@ -1005,7 +1009,7 @@ def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
 @pass_ctx
 def trust_revoke(ctx: Context, name: str) -> None:
     """Revoke key NAME: refused from now on, even where a rule lists it."""
-    from packager.trust import revoke_key
+    from packager.instance.trust import revoke_key
 
     path = _trust_file()
     revoke_key(path, name)
@@ -1017,7 +1021,7 @@ def trust_revoke(ctx: Context, name: str) -> None:
 @pass_ctx
 def trust_minimum(ctx: Context, ref: str) -> None:
     """Never install NAME below VERSION on this instance."""
-    from packager.trust import set_minimum
+    from packager.instance.trust import set_minimum
 
     name, version = exact_ref(ref, "trust minimum")
     path = _trust_file()
@@ -1029,7 +1033,7 @@ def trust_minimum(ctx: Context, ref: str) -> None:
 @json_option
 def trust_list(as_json: bool) -> None:
     """Show the trusted keys, rules and minimum versions."""
-    from packager.trust import read_policy
+    from packager.instance.trust import read_policy
 
     path = _trust_file()
     if not path.exists():
@@ -1078,7 +1082,7 @@ def export_cmd(
     latest release. On the other side: `packager install NAME --registry models.tar
     --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`.
     """
-    from packager.mirror import export
+    from packager.distribution.mirror import export
     from packager.registry.archive import archive_ref
 
     artifacts = export(
@@ -1136,7 +1140,7 @@ def mirror_cmd(
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
     rebuilt atomically and keeps what it held.
     """
-    from packager.mirror import mirror
+    from packager.distribution.mirror import mirror
 
     if no_verify:
         click.echo(

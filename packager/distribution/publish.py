@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from packager.bundle import read_bundle_files, verify_bundle
-from packager.core.digests import digest_files
+from packager._io.bundledir import read_bundle_files, verify_bundle
+from packager._io.hashing import digest_files
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.errors import TamperedError
 from packager.registry.base import Artifact, Registry

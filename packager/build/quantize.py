@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packager.convert import Conversion, parity_failure
-from packager.convert.onnxfile import check_model, first_line, run_onnx, save_onnx
+from packager.build.convert import Conversion, parity_failure
+from packager.build.convert.onnxfile import check_model, first_line, run_onnx, save_onnx
 from packager.core.compare import compare_outputs
 from packager.errors import ConversionError, PackagerError, UsageError
 

@@ -1,0 +1,149 @@
+"""The one strict JSON loader for everything read from outside (pure).
+
+Registry answers, signed documents, archives and files a user hands in all go through
+:func:`loads`. Two parsers may read the same bytes differently when a key repeats, a
+number is not finite, or nesting is deep enough to exhaust one parser's stack and not the
+other's: such input is refused, never interpreted. Bounds keep a small hostile document
+from costing much memory or time: total size, nesting depth, digits of an integer,
+length of a string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from packager.errors import PackagerError, TamperedError
+
+# Big enough for any document packager reads (16 MiB OCI indexes), small for a server.
+DEFAULT_MAX_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one JSON document; every field is a hard limit, not a hint."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    # Nothing packager reads nests deeper than a handful of levels.
+    max_depth: int = 32
+    # A sequence number or size fits in 20 digits; JSON allows 4,300 before Python refuses.
+    max_int_digits: int = 20
+    max_string: int = 1 << 20
+
+
+DEFAULT_LIMITS = Limits()
+ErrorFactory = Callable[[str], PackagerError]
+
+
+class _Refused(ValueError):
+    """Raised inside the parser's hooks; becomes the caller's error."""
+
+
+def loads(
+    data: bytes | str,
+    *,
+    what: str,
+    error: ErrorFactory = TamperedError,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Any:
+    """Parse ``data`` strictly; ``what`` names it in the error ("manifest.json").
+
+    Refused: more than ``limits.max_bytes``, invalid UTF-8 or JSON, a duplicate key in
+    any object, NaN/Infinity or a float that overflows, an integer of more than
+    ``limits.max_int_digits`` digits, a string longer than ``limits.max_string``, nesting
+    deeper than ``limits.max_depth``.
+
+    Raises:
+        PackagerError: made by ``error`` (TamperedError by default) with a one-line
+            message naming ``what`` and the reason.
+    """
+    size = len(data)
+    if size > limits.max_bytes:
+        raise error(f"{what} is larger than {limits.max_bytes} bytes")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        doc = json.loads(
+            text,
+            object_pairs_hook=_refuse_duplicates,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_int_parser(limits.max_int_digits),
+        )
+    except _Refused as e:
+        raise error(f"{what} is not acceptable JSON: {e}") from None
+    # ValueError: invalid UTF-8 or JSON; RecursionError: nesting past the parser's stack.
+    except (ValueError, RecursionError) as e:
+        raise error(f"{what} is not valid JSON ({type(e).__name__})") from None
+    reason = _check_shape(doc, limits)
+    if reason is not None:
+        raise error(f"{what} is not acceptable JSON: {reason}")
+    return doc
+
+
+def loads_object(
+    data: bytes | str,
+    *,
+    what: str,
+    error: ErrorFactory = TamperedError,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """:func:`loads`, and the document must be a JSON object.
+
+    Raises:
+        PackagerError: as :func:`loads`, or the document is not an object.
+    """
+    doc = loads(data, what=what, error=error, limits=limits)
+    if not isinstance(doc, dict):
+        raise error(f"{what} is not a JSON object")
+    return doc
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Refused(f"duplicate key {key[:64]!r}")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"non-standard number {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"number {text[:32]} out of range")
+    return value
+
+
+def _int_parser(max_digits: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if len(text.lstrip("-")) > max_digits:
+            raise _Refused(f"integer of {len(text)} digits")
+        return int(text)
+
+    return parse
+
+
+def _check_shape(doc: Any, limits: Limits) -> str | None:
+    """Depth and string lengths, walked without recursion."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if len(value) > limits.max_string:
+                return f"a string of {len(value)} characters"
+        elif isinstance(value, dict | list):
+            if depth > limits.max_depth:
+                return f"nested deeper than {limits.max_depth} levels"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and len(key) > limits.max_string:
+                    return f"a key of {len(key)} characters"
+                stack.append((item, depth + 1))
+    return None

@@ -1,0 +1,363 @@
+"""Fetch, verify, stage, smoke-test and atomically install a bundle on the instance.
+
+The order follows the design's verification order; nothing from the registry is
+trusted before the signature over it is checked, and nothing is written outside
+the staging directory until every check has passed.
+
+``name@channel`` is resolved through the channel's signed document first (see
+:mod:`packager.core.channel`): signer allowed for the model by the trust policy, not
+expired, sequence not lower than the last one accepted; the bundle it names must then be
+signed with exactly the manifest digest the document names (mix-and-match). What was
+accepted is recorded in state.db in the same transaction as the install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from packager.core.channel import (
+    Channel,
+    Seen,
+)
+from packager.core.compare import Comparison
+from packager.core.names import parse_target
+from packager.core.policy import TrustPolicy
+from packager.core.semver import semver_key
+from packager.errors import (
+    NotFoundError,
+    PackagerError,
+    RollbackError,
+    UsageError,
+)
+from packager.instance.store import ChannelRecord, Following, Store
+from packager.registry.base import Registry
+from packager.registry.verified import fetch_verified, latest_version, read_channel
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What an install did. ``smoke_test`` is None when nothing was installed: the channel
+    named the version already current. ``channel`` is the document installed through.
+    ``smoke_seconds`` and ``smoke_peak_rss`` (bytes) are the smoke test's wall time and the
+    peak memory of the child process it ran in (see :mod:`packager.instance.smoke`)."""
+
+    name: str
+    version: str
+    directory: Path
+    manifest_sha256: str
+    previous: str | None
+    smoke_test: Comparison | None
+    channel: Channel | None = None
+    smoke_seconds: float | None = None
+    smoke_peak_rss: int | None = None
+
+
+def follow_reference(ref: str | None) -> str | None:
+    """The registry reference recorded for a followed channel: None for the default
+    registry, a URL as given, or a path made absolute (``update`` may run elsewhere).
+
+    Raises:
+        UsageError: a URL carrying credentials (they are never stored).
+    """
+    if ref is None:
+        return None
+    if "://" in ref:
+        parts = urlsplit(ref)
+        if parts.username is not None or parts.password is not None:
+            raise UsageError(
+                "put no credentials in the registry reference: use --username and "
+                "--password-stdin, or PACKAGER_REGISTRY_USERNAME/PASSWORD"
+            )
+        return ref
+    return str(Path(ref).expanduser().absolute())
+
+
+def install(
+    ref: str,
+    *,
+    registry: Registry,
+    trust: TrustPolicy | None,
+    store: Store,
+    now: datetime,
+    registry_ref: str | None = None,
+    allow_downgrade: bool = False,
+    insecure_skip_verify: bool = False,
+    progress: Progress | None = None,
+) -> InstallResult:
+    """Install ``name[@version|@channel]`` from ``registry`` after verifying it against
+    ``trust``.
+
+    ``trust`` may be None only together with ``insecure_skip_verify`` and a version:
+    then the signature is not checked (digests still are) and the audit log says so.
+    Through a channel, the model then follows it: ``registry_ref`` (the reference the
+    user gave, None for the default registry) is recorded for ``packager update``.
+    Installing by version stops following. Every refusal is written to the audit log
+    before it is raised ("channel" entries for installs through a channel).
+
+    Raises:
+        UsageError: bad reference; no trust policy without insecure_skip_verify, or at
+            all for a channel; credentials in ``registry_ref``.
+        VerificationError: bad or untrusted signature, tampered or missing files, wrong
+            model, a version below the rollback floor or the policy's minimum; for a
+            channel also an untrusted signer, an expired document (ExpiredError), a
+            sequence lower than seen (RollbackError), the same sequence naming another
+            bundle, or a bundle other than the one the document names (TamperedError).
+        NotFoundError: no such version or channel.
+        RegistryError: the registry cannot be read.
+        IncompatibleModelError: the runtime cannot run the model or the smoke test failed.
+    """
+    target = parse_target(ref)
+    name, version = target.name, target.version
+    if trust is None and not insecure_skip_verify:
+        raise UsageError(
+            "no trusted keys: run `packager trust add-key NAME cosign.pub` "
+            "(or pass --key cosign.pub); refusing to install unverified models"
+        )
+    say = progress or (lambda _msg: None)
+    if target.channel is not None:
+        if trust is None:
+            raise UsageError(
+                "a channel is only as trustworthy as its signature: install through a "
+                "channel with a trust policy, not --insecure-skip-verify"
+            )
+        return _install_channel(
+            name,
+            target.channel,
+            registry=registry,
+            registry_ref=registry_ref,
+            trust=trust,
+            store=store,
+            now=now,
+            allow_downgrade=allow_downgrade,
+            say=say,
+        )
+    try:
+        keys = None if trust is None else trust.keys_for(name)
+        revoked = {} if trust is None else trust.revoked_hints()
+        if version is None:
+            version = latest_version(registry, name)
+        if trust is not None:
+            trust.check_minimum(name, version)
+        with store.lock(name):
+            return _install_locked(
+                name,
+                version,
+                registry=registry,
+                keys=keys,
+                revoked=revoked,
+                store=store,
+                now=now,
+                allow_downgrade=allow_downgrade,
+                say=say,
+            )
+    except PackagerError as e:
+        store.audit(
+            action="install",
+            outcome="refused",
+            now=now,
+            name=name,
+            version=version,
+            detail=f"{type(e).__name__}: {e}",
+        )
+        raise
+
+
+def _install_channel(
+    name: str,
+    channel: str,
+    *,
+    registry: Registry,
+    registry_ref: str | None,
+    trust: TrustPolicy,
+    store: Store,
+    now: datetime,
+    allow_downgrade: bool,
+    say: Progress,
+) -> InstallResult:
+    version: str | None = None
+    try:
+        following = Following(name, channel, follow_reference(registry_ref))
+        keys = trust.keys_for(name)
+        with store.lock(name):
+            seen = store.channel_seen(name, channel)
+            doc, hint = read_channel(registry, name, channel, keys=keys, now=now, last_seen=seen)
+            version = doc.version
+            say(
+                f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
+                f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
+            )
+            trust.check_minimum(name, version)
+            # `update` runs often: a document seen before is not audited again.
+            new = seen is None or doc.sequence > seen.sequence
+            record = ChannelRecord(
+                following,
+                Seen(doc.sequence, doc.version, doc.manifest_digest),
+                detail=(
+                    f"{channel} sequence {doc.sequence}: {version} ({doc.manifest_digest}), "
+                    f"key {hint}, issued {doc.issued.isoformat()}, expires "
+                    f"{doc.expires.isoformat()}, from {registry.location}"
+                )
+                if new
+                else None,
+            )
+            current = store.current_version(name)
+            if current == version and store.manifest_digest(name, version) == doc.manifest_digest:
+                store.record_channel(record, now=now)
+                say(f"{name}@{version} is already current")
+                return InstallResult(
+                    name,
+                    version,
+                    store.installed_dir(name, version),
+                    doc.manifest_digest.hex,
+                    current,
+                    None,
+                    doc,
+                )
+            return _install_locked(
+                name,
+                version,
+                registry=registry,
+                keys=keys,
+                revoked=trust.revoked_hints(),
+                store=store,
+                now=now,
+                allow_downgrade=allow_downgrade,
+                say=say,
+                channel=(doc, record),
+            )
+    except PackagerError as e:
+        store.audit(
+            action="channel",
+            outcome="refused",
+            now=now,
+            name=name,
+            version=version,
+            detail=f"{channel}: {type(e).__name__}: {e}",
+        )
+        raise
+
+
+def _install_locked(
+    name: str,
+    version: str,
+    *,
+    registry: Registry,
+    keys: Sequence[EllipticCurvePublicKey] | None,
+    revoked: Mapping[str, str],
+    store: Store,
+    now: datetime,
+    allow_downgrade: bool,
+    say: Progress,
+    channel: tuple[Channel, ChannelRecord] | None = None,
+) -> InstallResult:
+    from packager.instance.smoke import run_smoke_test
+
+    floor = store.floor(name)
+    if floor is not None and semver_key(version) < semver_key(floor) and not allow_downgrade:
+        raise RollbackError(
+            f"refusing to install {name}@{version}: {floor} was installed before "
+            f"(rollback floor); use `packager rollback {name}` for an installed version, "
+            "or --allow-downgrade if you really mean it"
+        )
+    doc, record = channel if channel is not None else (None, None)
+    with store.staging(name) as staged:
+        fetched = fetch_verified(
+            name,
+            version,
+            registry=registry,
+            keys=keys,
+            dest=staged,
+            say=say,
+            revoked=revoked,
+            expected_manifest=None if doc is None else doc.manifest_digest,
+        )
+        manifest = fetched.manifest
+
+        # 5. Can this instance run it, and does it still give the recorded answers?
+        smoke = run_smoke_test(staged, manifest)
+        comparison = smoke.comparison
+        say(
+            f"smoke test passed: {comparison.rows} test vectors, "
+            f"max abs diff {comparison.max_abs_diff:.3g} "
+            f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
+        )
+
+        # 6. Only now move it into place.
+        previous = store.current_version(name)
+        directory = store.commit(
+            staged,
+            name=name,
+            version=version,
+            manifest_sha256=fetched.manifest_digest.hex,
+            source=registry.location,
+            now=now,
+            channel=record,
+        )
+    via = "" if doc is None else f"; channel {doc.channel} sequence {doc.sequence}"
+    store.audit(
+        action="install",
+        outcome="ok" if keys is not None else "insecure",
+        now=now,
+        name=name,
+        version=version,
+        detail=f"from {registry.location}; manifest {fetched.manifest_digest}; "
+        f"key {fetched.key_hint}; previous {previous or '-'}{via}",
+    )
+    return InstallResult(
+        name,
+        version,
+        directory,
+        fetched.manifest_digest.hex,
+        previous,
+        comparison,
+        doc,
+        smoke_seconds=smoke.seconds,
+        smoke_peak_rss=smoke.peak_rss,
+    )
+
+
+def rollback(name: str, *, store: Store, now: datetime) -> str:
+    """Make the previously active installed version current again; returns it. The model
+    stops following its channel, if it followed one.
+
+    Raises:
+        NotFoundError: there is no other installed version to go back to.
+    """
+    with store.lock(name):
+        target = store.previous_version(name)
+        if target is None:
+            raise NotFoundError(f"{name} has no previous installed version to roll back to")
+        current = store.current_version(name)
+        store.activate(name, target, now=now)
+        # Following a channel would undo the rollback at the next `packager update`.
+        store.unfollow(name, now=now, reason=f"rolled back to {target}")
+    store.audit(
+        action="rollback",
+        outcome="ok",
+        now=now,
+        name=name,
+        version=target,
+        detail=f"from {current}",
+    )
+    return target
+
+
+def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
+    """Delete an installed, non-current version.
+
+    Raises:
+        NotFoundError, UsageError: see :meth:`Store.remove`.
+    """
+    with store.lock(name):
+        store.remove(name, version)
+    store.audit(action="remove", outcome="ok", now=now, name=name, version=version)

@@ -1,0 +1,21 @@
+"""Installed models, by name: what a service on the instance loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from packager._io.config import resolve_home
+from packager.instance.store import Store
+from packager.runtime import Model
+
+
+def load(name: str, version: str | None = None, *, home: Path | None = None) -> Model:
+    """Load an installed model: the ``current`` version, or ``version`` if given.
+
+    Raises:
+        NotFoundError: the model or version is not installed.
+        TamperedError: the graph does not match its manifest (external data, opsets).
+        IncompatibleModelError: this instance's onnxruntime cannot run it.
+    """
+    store = Store(resolve_home(home))
+    return Model.open(store.installed_dir(name, version))

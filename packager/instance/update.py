@@ -1,0 +1,137 @@
+"""``packager update``: bring every model that follows a channel to the version it names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from packager.core.policy import TrustPolicy
+from packager.errors import PackagerError
+from packager.instance.install import install
+from packager.instance.store import Store
+from packager.registry.base import Registry
+
+Progress = Callable[[str], None]
+
+
+# Which failure an update reports when several models fail: trust before compatibility
+# before the registry (the README's exit codes), then usage, then anything else.
+EXIT_PRIORITY = (3, 5, 4, 2, 1)
+
+
+@dataclass(frozen=True)
+class Updated:
+    """What ``update`` did for one model: ``status`` is "updated", "current" or "refused"."""
+
+    name: str
+    channel: str
+    registry: str | None
+    status: str
+    version: str | None = None
+    previous: str | None = None
+    error: PackagerError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "channel": self.channel,
+            "registry": self.registry,
+            "status": self.status,
+            "version": self.version,
+            "previous": self.previous,
+        }
+        if self.error is not None:
+            doc["error"] = f"{type(self.error).__name__}: {self.error}"
+            doc["exitCode"] = self.error.exit_code
+        return doc
+
+
+class UpdateFailedError(PackagerError):
+    """Some models could not be updated (the others were); ``exit_code`` is the most
+    important of their failures'."""
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    models: tuple[Updated, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every model is current or updated, else the most important failure's."""
+        codes = {m.error.exit_code for m in self.models if m.error is not None}
+        return next((code for code in EXIT_PRIORITY if code in codes), max(codes, default=0))
+
+    def check(self) -> None:
+        """Raises UpdateFailedError, naming every model refused, unless none was."""
+        refused = [m for m in self.models if m.error is not None]
+        if refused:
+            listed = "; ".join(f"{m.name}@{m.channel}: {m.error}" for m in refused)
+            raise UpdateFailedError(
+                f"{len(refused)} of {len(self.models)} models not updated: {listed}",
+                exit_code=self.exit_code,
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"models": [m.to_json() for m in self.models], "exitCode": self.exit_code}
+
+
+def update(
+    *,
+    store: Store,
+    trust: TrustPolicy,
+    now: datetime,
+    open_registry: Callable[[str | None], Registry],
+    registry_ref: str | None = None,
+    progress: Progress | None = None,
+) -> UpdateReport:
+    """Bring every model that follows a channel to the version its channel names.
+
+    Each model is resolved through the registry reference recorded when it started
+    following (``registry_ref``, when given, is used instead for this run and not
+    recorded), with every check of ``install NAME@CHANNEL``. A model that fails is
+    reported and audited, and the others are still tried: failures of single models are
+    never raised, they are in the report (see :attr:`UpdateReport.exit_code`).
+    """
+    say = progress or (lambda _msg: None)
+    results: list[Updated] = []
+    for follow in store.following():
+        name, channel = follow.name, follow.channel
+        source = registry_ref if registry_ref is not None else follow.registry
+        try:
+            registry = open_registry(source)
+        except PackagerError as e:
+            store.audit(
+                action="channel",
+                outcome="refused",
+                now=now,
+                name=name,
+                detail=f"{channel}: {type(e).__name__}: {e}",
+            )
+            results.append(Updated(name, channel, follow.registry, "refused", error=e))
+            say(f"{name}@{channel}: {e}")
+            continue
+        try:
+            result = install(
+                f"{name}@{channel}",
+                registry=registry,
+                registry_ref=follow.registry,
+                trust=trust,
+                store=store,
+                now=now,
+                progress=say,
+            )
+        except PackagerError as e:
+            results.append(Updated(name, channel, follow.registry, "refused", error=e))
+            say(f"{name}@{channel}: {e}")
+            continue
+        status = "current" if result.smoke_test is None else "updated"
+        results.append(
+            Updated(name, channel, follow.registry, status, result.version, result.previous)
+        )
+    return UpdateReport(tuple(results))
