@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from packager.errors import TamperedError
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Digest:
     algorithm: str = "sha256"
 
     def __post_init__(self) -> None:
-        if self.algorithm != "sha256" or not _HEX64.match(self.hex):
+        if self.algorithm != "sha256" or not _HEX64.fullmatch(self.hex):
             raise TamperedError(f"malformed digest {self.algorithm}:{self.hex[:80]!r}")
 
     @classmethod

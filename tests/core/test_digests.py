@@ -20,6 +20,7 @@ from packager._io.hashing import (
     digest_files,
 )
 from packager.core.digests import Digest
+from packager.errors import TamperedError
 
 
 def sha256(data: bytes) -> Digest:
@@ -148,3 +149,18 @@ def test_background_hasher_thread_ends_when_abandoned() -> None:
     with BackgroundHasher() as hasher:
         hasher.update(b"partial")
     assert not any(t.name == "packager-sha256" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sha256:" + "a" * 64 + "\n",
+        "sha256:" + "a" * 63,
+        "sha256:" + "A" * 64,
+        "sha512:" + "a" * 64,
+        "sha256:" + "a" * 65,
+    ],
+)
+def test_malformed_digests_are_refused_whole_string(text: str) -> None:
+    with pytest.raises(TamperedError, match="malformed digest"):
+        Digest.parse(text)
