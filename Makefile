@@ -31,6 +31,7 @@ lint: venv
 	$(BIN)/ruff check packager tests benchmarks examples
 	$(BIN)/ruff format --check packager tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) demo dist .pytest_cache .mypy_cache .ruff_cache
