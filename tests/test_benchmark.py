@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from packager._io.table import Table, from_mapping, read_table
 from packager.build.benchmark import (
     BenchmarkData,
+    Latency,
     Settings,
     benchmark_conversion,
     benchmark_reference,
@@ -229,3 +230,9 @@ def test_instance_side_benchmark_imports_no_training_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert run.stdout.strip() == "[]"
+
+
+def test_latency_is_the_median_and_95th_percentile_in_microseconds() -> None:
+    latency = Latency.of([3_000, 1_000, 2_000, 4_000, 5_000])
+    assert (latency.p50_us, latency.p95_us, latency.runs) == (3.0, pytest.approx(4.8), 5)
+    assert latency.to_json() == {"p50Us": 3.0, "p95Us": 4.8, "runs": 5}

@@ -46,6 +46,13 @@ class Latency:
     p95_us: float
     runs: int
 
+    @classmethod
+    def of(cls, durations_ns: Sequence[int]) -> Latency:
+        """The median and 95th percentile of call durations measured in nanoseconds."""
+        microseconds = np.asarray(durations_ns, dtype=np.float64) / 1000.0
+        p50, p95 = np.percentile(microseconds, [50, 95])
+        return cls(float(p50), float(p95), len(durations_ns))
+
     def to_json(self) -> dict[str, Any]:
         return {"p50Us": round(self.p50_us, 1), "p95Us": round(self.p95_us, 1), "runs": self.runs}
 
@@ -340,13 +347,6 @@ def run_benchmark(
                 quality=quality,
             )
         )
-    agreement: dict[str, float] = {}
-    if len(predictions) > 1:
-        first, last = predictions[0], predictions[-1]
-        if kind == "classification":
-            agreement["labelAgreement"] = float(np.mean(_labels(first) == _labels(last)))
-        else:
-            agreement["maxAbsDiff"] = float(np.max(np.abs(first - last))) if first.size else 0.0
     return Report(
         model=model,
         task=kind,
@@ -355,8 +355,19 @@ def run_benchmark(
         target=target,
         engines=tuple(figures),
         sizes=dict(sizes),
-        agreement=agreement,
+        agreement=_agreement(kind, predictions),
     )
+
+
+def _agreement(kind: str, predictions: Sequence[np.ndarray]) -> dict[str, float]:
+    """How the first engine's predictions (the original's) compare with the last's
+    (onnxruntime's): label agreement, or the largest difference; nothing for one engine."""
+    if len(predictions) < 2:
+        return {}
+    first, last = predictions[0], predictions[-1]
+    if kind == "classification":
+        return {"labelAgreement": float(np.mean(_labels(first) == _labels(last)))}
+    return {"maxAbsDiff": float(np.max(np.abs(first - last))) if first.size else 0.0}
 
 
 def _predictions(
@@ -411,8 +422,7 @@ def _time(call: Callable[[Any], Any], argument: Any, budget: float) -> Latency:
         start = time.perf_counter_ns()
         call(argument)
         durations.append(time.perf_counter_ns() - start)
-    p50, p95 = np.percentile(np.asarray(durations, dtype=np.float64) / 1000.0, [50, 95])
-    return Latency(float(p50), float(p95), len(durations))
+    return Latency.of(durations)
 
 
 def _us(value: float) -> str:
@@ -435,6 +445,25 @@ def write_chart(report: Report, path: Path) -> None:
         UsageError: matplotlib is not installed (``pip install 'packager[plot]'``),
             or the file cannot be written.
     """
+    plt = _pyplot()
+    quality_keys = sorted({k for e in report.engines for k in e.quality})
+    panels = 2 + (1 if quality_keys else 0)
+    figure, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
+    _latency_panel(axes[0][0], report, "one_row", "1 row")
+    _latency_panel(axes[0][1], report, "batch", f"batch of {report.batch_rows}")
+    if quality_keys:
+        _quality_panel(axes[0][2], report, quality_keys)
+    figure.suptitle(f"{report.model} — {report.rows} rows", fontsize=10)
+    figure.tight_layout()
+    try:
+        figure.savefig(path, format="png", dpi=100)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from e
+    finally:
+        plt.close(figure)
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -444,48 +473,42 @@ def write_chart(report: Report, path: Path) -> None:
         raise UsageError(
             "--chart needs matplotlib, which is not installed: pip install 'packager[plot]'"
         ) from e
-    quality_keys = sorted({k for e in report.engines for k in e.quality})
-    panels = 2 + (1 if quality_keys else 0)
-    figure, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
+    return plt
+
+
+def _latency_panel(ax: Any, report: Report, attr: str, title: str) -> None:
+    """Bars of each engine's median latency, its 95th percentile marked."""
     names = [e.engine for e in report.engines]
     positions = np.arange(len(names))
-    for ax, attr, title in (
-        (axes[0][0], "one_row", "1 row"),
-        (axes[0][1], "batch", f"batch of {report.batch_rows}"),
-    ):
-        p50 = [getattr(e, attr).p50_us for e in report.engines]
-        p95 = [getattr(e, attr).p95_us for e in report.engines]
-        ax.bar(positions, p50, color="#4c72b0", label="median")
-        ax.scatter(positions, p95, color="#c44e52", marker="_", s=400, label="95th percentile")
-        ax.set_xticks(positions, names, rotation=15, ha="right", fontsize=8)
-        # Engines differ by orders of magnitude (a forest: milliseconds against microseconds).
-        ax.set_yscale("log")
-        ax.set_ylabel("microseconds per call (log scale)")
-        ax.set_title(f"latency, {title}")
-        ax.legend(fontsize=8)
-    if quality_keys:
-        ax = axes[0][2]
-        width = 0.8 / len(quality_keys)
-        for i, key in enumerate(quality_keys):
-            values = [e.quality.get(key, float("nan")) for e in report.engines]
-            ax.bar(positions + i * width, values, width, label=key)
-        ax.set_xticks(
-            positions + width * (len(quality_keys) - 1) / 2,
-            names,
-            rotation=15,
-            ha="right",
-            fontsize=8,
-        )
-        ax.set_title(f"quality on {report.target!r}")
-        ax.legend(fontsize=8)
-    figure.suptitle(f"{report.model} — {report.rows} rows", fontsize=10)
-    figure.tight_layout()
-    try:
-        figure.savefig(path, format="png", dpi=100)
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from e
-    finally:
-        plt.close(figure)
+    p50 = [getattr(e, attr).p50_us for e in report.engines]
+    p95 = [getattr(e, attr).p95_us for e in report.engines]
+    ax.bar(positions, p50, color="#4c72b0", label="median")
+    ax.scatter(positions, p95, color="#c44e52", marker="_", s=400, label="95th percentile")
+    ax.set_xticks(positions, names, rotation=15, ha="right", fontsize=8)
+    # Engines differ by orders of magnitude (a forest: milliseconds against microseconds).
+    ax.set_yscale("log")
+    ax.set_ylabel("microseconds per call (log scale)")
+    ax.set_title(f"latency, {title}")
+    ax.legend(fontsize=8)
+
+
+def _quality_panel(ax: Any, report: Report, quality_keys: Sequence[str]) -> None:
+    """Grouped bars of each engine's quality figures on the target column."""
+    names = [e.engine for e in report.engines]
+    positions = np.arange(len(names))
+    width = 0.8 / len(quality_keys)
+    for i, key in enumerate(quality_keys):
+        values = [e.quality.get(key, float("nan")) for e in report.engines]
+        ax.bar(positions + i * width, values, width, label=key)
+    ax.set_xticks(
+        positions + width * (len(quality_keys) - 1) / 2,
+        names,
+        rotation=15,
+        ha="right",
+        fontsize=8,
+    )
+    ax.set_title(f"quality on {report.target!r}")
+    ax.legend(fontsize=8)
 
 
 def benchmark_reference(

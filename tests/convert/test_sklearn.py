@@ -278,10 +278,15 @@ def test_tolerances_given_override_the_defaults(iris: tuple[np.ndarray, np.ndarr
         convert(model, positional(iris[0]), atol=-1)
 
 
-def test_parity_failure_names_the_worst_rows(iris: tuple[np.ndarray, np.ndarray]) -> None:
+def test_parity_failure_names_the_model_and_the_worst_rows(
+    iris: tuple[np.ndarray, np.ndarray],
+) -> None:
     # float32 ONNX arithmetic cannot reproduce float64 probabilities to the last bit.
     model = LogisticRegression(max_iter=500).fit(*iris)
-    with pytest.raises(ParityError, match=r"rtol=0, atol=0 .*output 'probabilities' row \d+"):
+    subject = r"the original sklearn\.linear_model\.LogisticRegression \(scikit-learn [\d.]+\)"
+    with pytest.raises(
+        ParityError, match=subject + r" beyond rtol=0, atol=0 .*output 'probabilities' row \d+"
+    ):
         convert(model, positional(iris[0]), rtol=0, atol=0)
 
 

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from packager.build.convert.base import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -31,6 +29,7 @@ from packager.build.convert.base import (
     SKLEARN_EXTRA,
     TORCH_SUFFIXES,
     Conversion,
+    Options,
     Original,
     install_hint,
     parity_failure,
@@ -47,6 +46,7 @@ __all__ = [
     "SKLEARN_EXTRA",
     "TORCH_SUFFIXES",
     "Conversion",
+    "Options",
     "Original",
     "convert",
     "install_hint",
@@ -161,24 +161,12 @@ def convert(
             onnxruntime fails.
         ParityError: ONNX answers differ from the original beyond tolerance.
     """
-    for label, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (np.isfinite(value) and value >= 0):
-            raise UsageError(f"{label} must be a finite number >= 0, got {value!r}")
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    options = Options(rtol, atol, precision, input_shape, task)
     roots = {cls.__module__.partition(".")[0] for cls in type(model).__mro__}
     if "torch" in roots:
         from packager.build.convert.pytorch import convert_torch
 
-        return convert_torch(
-            model,
-            sample,
-            rtol=rtol,
-            atol=atol,
-            precision=precision,
-            input_shape=input_shape,
-            task=task,
-        )
+        return convert_torch(model, sample, options)
     for option, given in (("input shape", input_shape is not None), ("task", task is not None)):
         if given:
             raise UsageError(f"the {option} option is for PyTorch models only")
@@ -196,7 +184,7 @@ def convert(
     if "sklearn" in roots:
         from packager.build.convert.sklearn import convert_sklearn
 
-        return convert_sklearn(model, sample, rtol=rtol, atol=atol, precision=precision)
+        return convert_sklearn(model, sample, options)
     raise ConversionError(
         f"cannot convert a {type(model).__module__}.{type(model).__qualname__}: packager "
         "converts scikit-learn estimators and pipelines, XGBoost and LightGBM models through "

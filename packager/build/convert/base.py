@@ -1,9 +1,10 @@
-"""What every converter shares: the result of a conversion, tolerances, and the extras hint."""
+"""What every converter shares: the options, the result of a conversion, tolerances, the
+extras hint, and a walk over a graph's subgraphs."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from packager.core.compare import Comparison
 from packager.core.manifest import TensorSpec
-from packager.errors import ConversionError, ParityError
+from packager.errors import ConversionError, ParityError, UsageError
 
 if TYPE_CHECKING:
     import onnx
@@ -45,6 +46,32 @@ MODULE_EXTRAS: Mapping[str, str] = {
     "onnxscript": "torch",
     "matplotlib": "plot",
 }
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a conversion was asked for: tolerances (None: the converter's default for the
+    task), the graph's ``precision``, and for PyTorch modules ``input_shape`` (the
+    non-batch dimensions) and ``task``.
+
+    Raises:
+        UsageError: a tolerance is not a finite number >= 0, or an unknown precision.
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    precision: str = "float32"
+    input_shape: tuple[int, ...] | None = None
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        for label, value in (("rtol", self.rtol), ("atol", self.atol)):
+            if value is not None and not (np.isfinite(value) and value >= 0):
+                raise UsageError(f"{label} must be a finite number >= 0, got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
 
 def install_hint(extra: str) -> str:
@@ -142,3 +169,17 @@ class Conversion:
     external_data: bool = False
     input_cast: str | None = None
     notes: tuple[str, ...] = ()
+
+
+def graphs(graph: Any) -> Iterator[Any]:
+    """An onnx.GraphProto and every subgraph in its nodes' attributes (If, Loop, Scan)."""
+    import onnx  # deferred: importing the converters' common ground needs no onnx
+
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from graphs(sub)

@@ -22,23 +22,16 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from packager._io.table import Table, to_feeds
-from packager.build.convert.base import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    Conversion,
-    Original,
-    parity_failure,
-    require,
-)
-from packager.build.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
-from packager.core.compare import compare_outputs
+from packager.build.convert.base import Conversion, Options, Original, graphs, require
+from packager.build.convert.onnxfile import first_line
+from packager.build.convert.parity import Graph, check_parity, run_graph
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
 
@@ -48,21 +41,13 @@ TASKS = ("classification", "regression")
 EXTRA = "torch"
 
 
-def convert_torch(
-    module: Any,
-    sample: Table,
-    *,
-    rtol: float | None,
-    atol: float | None,
-    precision: str,
-    input_shape: Sequence[int] | None,
-    task: str | None,
-) -> Conversion:
+def convert_torch(module: Any, sample: Table, options: Options) -> Conversion:
     """Export a module (put in eval mode) and check it against the module on ``sample``.
 
-    ``input_shape`` is the shape of one row without the batch dimension
-    (default: the sample's column count). Default tolerances: rtol 1e-3,
-    atol 1e-4 x max(1, max |output|); labels exactly.
+    ``options.input_shape`` is the shape of one row without the batch dimension
+    (default: the sample's column count); ``options.task`` "classification" adds
+    the ``label`` output. Default tolerances: rtol 1e-3, atol 1e-4 x max(1, max
+    |output|); labels exactly.
 
     Raises:
         ConversionError: torch or onnxscript is missing (the message names the
@@ -72,85 +57,88 @@ def convert_torch(
         ParityError: ONNX answers differ from the module's beyond tolerance.
     """
     torch = require("torch", extra=EXTRA, purpose="converting PyTorch models")
+    task = options.task
     if task is not None and task not in TASKS:
         raise UsageError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    scripted = isinstance(module, torch.jit.ScriptModule)
-    if scripted:
-        converter = "torch.onnx (TorchScript exporter)"
-        converter_version = str(torch.__version__)
-    else:
-        onnxscript = require("onnxscript", extra=EXTRA, purpose="exporting PyTorch models")
-        converter = "torch.onnx (dynamo exporter)"
-        converter_version = f"{torch.__version__}+onnxscript-{onnxscript.__version__}"
+    source = _source(module, torch)
     # Inference behaviour of dropout and batch norm; exporting in training mode is wrong.
     module.eval()
     dtype = _parameter_dtype(module, torch)
-    shape = _input_shape(input_shape, len(sample.columns))
-    spec = TensorSpec(INPUT_NAME, dtype, ("batch", *shape))
-    feeds = to_feeds(Table(sample.columns, sample.values, named=False), (spec,))
-    notes: list[str] = []
-    if precision == "float64" and dtype != "float64":
-        notes.append(
-            f"the module's parameters are {dtype}, so its inputs are too and float64 values "
-            "are cast; call module.double() before packaging for a float64 graph"
-        )
+    table = Table(sample.columns, sample.values, named=False)
+    shape = _input_shape(options.input_shape, len(table.columns))
+    feeds = to_feeds(table, (TensorSpec(INPUT_NAME, dtype, ("batch", *shape)),))
+    graph, output_names = _graph(module, table, feeds, task, torch)
+    original = Original(
+        framework=f"pytorch {torch.__version__}",
+        prepare=lambda f: torch.from_numpy(f[INPUT_NAME]),
+        predict=lambda t: _call(module, t, torch),
+        outputs=lambda t: _expected(module, t, output_names, task, torch),
+    )
+    return check_parity(
+        graph,
+        original,
+        options,
+        task=task or "unknown",
+        labels=(LABEL_NAME,) if task == "classification" else (),
+        source=source,
+        scaled=True,
+        notes=_precision_notes(options.precision, dtype),
+        external_data=True,
+    )
+
+
+def _graph(
+    module: Any, table: Table, feeds: dict[str, np.ndarray], task: str | None, torch: Any
+) -> tuple[Graph, list[str]]:
+    """The exported graph run on ``feeds``, and the names of the module's outputs in it.
+
+    Raises:
+        ConversionError: the module's outputs are not tensors, or the exporter or
+            onnxruntime fails.
+        UsageError: the module fails on the sample.
+    """
     x = torch.from_numpy(feeds[INPUT_NAME])
     # Two rows at least: an example batch of 1 would fix the batch dimension at 1.
     example = x[:2] if len(x) >= 2 else x.repeat(2, *([1] * (x.dim() - 1)))
     output_names = _output_names(_call(module, example, torch))
-    onnx_model = _export(module, example, output_names, scripted=scripted, torch=torch)
+    onnx_model = _export(module, example, output_names, torch=torch)
     if task == "classification":
         _add_argmax(onnx_model, output_names[0])
-    check_model(onnx_model)
-    inputs, outputs = tensor_specs(onnx_model)
-    if [s.name for s in inputs] != [INPUT_NAME]:
-        raise ConversionError(f"the exported graph has inputs {[s.name for s in inputs]}")
-    actual = run_onnx(onnx_model, feeds)
-    expected = _expected(module, x, output_names, task, torch)
-    labels = (LABEL_NAME,) if task == "classification" else ()
-    rtol, atol = _tolerances(expected, labels, rtol, atol)
-    comparison = compare_outputs(actual, expected, rtol=rtol, atol=atol, label_outputs=labels)
-    if not comparison.ok:
-        raise parity_failure(
-            f"the ONNX model answers differently from the PyTorch module {_describe(module)}",
-            comparison,
-            rtol=rtol,
-            atol=atol,
+    return run_graph(onnx_model, table, feeds), output_names
+
+
+def _source(module: Any, torch: Any) -> dict[str, str]:
+    """The manifest's ``model.source``; the exporter is the one that takes ``module``.
+
+    Raises:
+        ConversionError: onnxscript, which the dynamo exporter needs, is not installed.
+    """
+    if _scripted(module, torch):
+        converter, version = "torch.onnx (TorchScript exporter)", str(torch.__version__)
+    else:
+        onnxscript = require("onnxscript", extra=EXTRA, purpose="exporting PyTorch models")
+        converter = "torch.onnx (dynamo exporter)"
+        version = f"{torch.__version__}+onnxscript-{onnxscript.__version__}"
+    return {
+        "framework": "pytorch",
+        "frameworkVersion": str(torch.__version__),
+        "estimator": _describe(module),
+        "converter": converter,
+        "converterVersion": version,
+    }
+
+
+def _scripted(module: Any, torch: Any) -> bool:
+    return isinstance(module, torch.jit.ScriptModule)
+
+
+def _precision_notes(precision: str, dtype: str) -> tuple[str, ...]:
+    if precision == "float64" and dtype != "float64":
+        return (
+            f"the module's parameters are {dtype}, so its inputs are too and float64 values "
+            "are cast; call module.double() before packaging for a float64 graph",
         )
-    framework = f"pytorch {torch.__version__}"
-    return Conversion(
-        model=onnx_model,
-        inputs=inputs,
-        outputs=outputs,
-        feeds=feeds,
-        expected=expected,
-        reference="original",
-        task=task or "unknown",
-        label_outputs=labels,
-        source={
-            "framework": "pytorch",
-            "frameworkVersion": str(torch.__version__),
-            "estimator": _describe(module),
-            "converter": converter,
-            "converterVersion": converter_version,
-        },
-        rtol=rtol,
-        atol=atol,
-        comparison=comparison,
-        original=Original(
-            framework=framework,
-            prepare=lambda f: torch.from_numpy(f[INPUT_NAME]),
-            predict=lambda t: _call(module, t, torch),
-            outputs=lambda t: _expected(module, t, output_names, task, torch),
-        ),
-        external_data=True,
-        input_cast="float64->float32" if dtype == "float32" and _has_floats(sample) else None,
-        notes=tuple(notes),
-    )
-
-
-def _has_floats(sample: Table) -> bool:
-    return any(v.dtype == np.float64 for v in sample.values)
+    return ()
 
 
 def _describe(module: Any) -> str:
@@ -222,22 +210,6 @@ def _expected(
     return expected
 
 
-def _tolerances(
-    expected: Mapping[str, np.ndarray],
-    labels: Sequence[str],
-    rtol: float | None,
-    atol: float | None,
-) -> tuple[float, float]:
-    # Float32 sums err in proportion to the outputs' size (logits, regression targets).
-    largest = 0.0
-    for name, values in expected.items():
-        finite = values[np.isfinite(values)] if name not in labels else values[:0]
-        if finite.size:
-            largest = max(largest, float(np.abs(finite).max()))
-    default_atol = DEFAULT_ATOL * max(1.0, largest)
-    return (DEFAULT_RTOL if rtol is None else rtol, default_atol if atol is None else atol)
-
-
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporters print progress on stdout (which --json owns), graph dumps on
@@ -260,36 +232,20 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _export(
-    module: Any, example: Any, output_names: list[str], *, scripted: bool, torch: Any
-) -> Any:
+def _export(module: Any, example: Any, output_names: list[str], *, torch: Any) -> Any:
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="packager-torch-") as tmp, _quiet_exporter():
         path = Path(tmp) / "model.onnx"
         try:
-            if scripted:
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(path),
-                    dynamo=False,
-                    input_names=[INPUT_NAME],
-                    output_names=output_names,
-                    dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *output_names]},
-                )
-            else:
-                torch.onnx.export(
-                    module,
-                    (example,),
-                    str(path),
-                    dynamo=True,
-                    input_names=[INPUT_NAME],
-                    output_names=output_names,
-                    dynamic_shapes=({0: torch.export.Dim("batch")},),
-                    external_data=True,
-                    verbose=False,
-                )
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=output_names,
+                **_exporter_options(module, output_names, torch),
+            )
             model = onnx.load(str(path))
         except PackagerError:
             raise
@@ -304,9 +260,26 @@ def _export(
     return model
 
 
+def _exporter_options(module: Any, output_names: list[str], torch: Any) -> dict[str, Any]:
+    """What differs between the exporters: a TorchScript module goes through the
+    TorchScript exporter, the only one that takes it; an nn.Module through dynamo,
+    which keeps the weights in a data file as torch itself does."""
+    if _scripted(module, torch):
+        return {
+            "dynamo": False,
+            "dynamic_axes": {name: {0: "batch"} for name in [INPUT_NAME, *output_names]},
+        }
+    return {
+        "dynamo": True,
+        "dynamic_shapes": ({0: torch.export.Dim("batch")},),
+        "external_data": True,
+        "verbose": False,
+    }
+
+
 def _strip_build_metadata(model: Any) -> None:
     model.doc_string = ""
-    for graph in _graphs(model.graph):
+    for graph in graphs(model.graph):
         graph.doc_string = ""
         for node in graph.node:
             del node.metadata_props[:]
@@ -316,19 +289,6 @@ def _strip_build_metadata(model: Any) -> None:
             value.doc_string = ""
         for tensor in graph.initializer:
             del tensor.metadata_props[:]
-
-
-def _graphs(graph: Any) -> Iterator[Any]:
-    import onnx
-
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
 
 
 def _add_argmax(model: Any, scores: str) -> None:

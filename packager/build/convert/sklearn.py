@@ -20,45 +20,31 @@ from __future__ import annotations
 import importlib
 import itertools
 import numbers
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from packager._io.table import NUMERIC_DTYPES, Table, to_feeds
+from packager._io.table import NUMERIC_DTYPES, Table
 from packager.build.convert import boosting
-from packager.build.convert.base import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    SKLEARN_EXTRA,
-    Conversion,
-    Original,
-    parity_failure,
-)
-from packager.build.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
-from packager.core.compare import compare_outputs
+from packager.build.convert.base import SKLEARN_EXTRA, Conversion, Options, Original, graphs
+from packager.build.convert.onnxfile import first_line
+from packager.build.convert.parity import Graph, check_parity, run_graph
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
 
 INPUT_NAME = "input"
 
 
-def convert_sklearn(
-    model: Any,
-    sample: Table,
-    *,
-    rtol: float | None,
-    atol: float | None,
-    precision: str = "float32",
-) -> Conversion:
+def convert_sklearn(model: Any, sample: Table, options: Options) -> Conversion:
     """Convert a fitted estimator or pipeline and check it against the original on ``sample``.
 
     XGBoost and LightGBM models (their scikit-learn API), alone or inside a
     pipeline, convert with onnxmltools' tree converters (see
     :mod:`packager.build.convert.boosting`).
 
-    Number columns become float32 inputs; with ``precision`` "float64" they
-    become double inputs where skl2onnx and onnxruntime handle the model in
+    Number columns become float32 inputs; with ``options.precision`` "float64"
+    they become double inputs where skl2onnx and onnxruntime handle the model in
     double precision, and otherwise stay float32 with the cast recorded and
     the reason in ``notes``.
 
@@ -82,31 +68,25 @@ def convert_sklearn(
     task = _task(model)
     names = _feature_names(model)
     table = _prepare(sample, model, names)
-    notes: list[str] = []
     with boosting.registered(model) as converters:
-        attempt = None
-        if precision == "float64":
-            try:
-                attempt = _attempt(model, table, names, converters, double=True)
-            except ConversionError as e:
-                notes.append(
-                    f"no float64 graph for this model ({e}); its inputs are float32 and "
-                    "float64 values are cast"
-                )
-        if attempt is None:
-            attempt = _attempt(model, table, names, converters, double=False)
-    onnx_model, inputs, outputs, feeds, actual = attempt
-    expected = _expected(model, task, _original_input(feeds, names), outputs)
-    rtol, atol = _tolerances(task, expected, rtol, atol)
-    labels = (outputs[0].name,) if task == "classification" else ()
-    comparison = compare_outputs(actual, expected, rtol=rtol, atol=atol, label_outputs=labels)
-    if not comparison.ok:
-        raise parity_failure(
-            f"the ONNX model answers differently from the original {describe(model)}",
-            comparison,
-            rtol=rtol,
-            atol=atol,
-        )
+        graph, notes = _graph(model, table, names, converters, precision=options.precision)
+    source = _source(model, converters, sklearn, skl2onnx)
+    return check_parity(
+        graph,
+        _original(model, task, names, graph.outputs, source),
+        options,
+        task=task,
+        labels=tuple(o.name for o in graph.outputs[:1]) if task == "classification" else (),
+        source=source,
+        scaled=task == "regression",
+        notes=notes,
+    )
+
+
+def _source(
+    model: Any, converters: boosting.Converters, sklearn: Any, skl2onnx: Any
+) -> dict[str, str]:
+    """The manifest's ``model.source``: the model's framework and what converted it."""
     if converters.framework is not None:
         framework, framework_version = converters.framework
         converter = "skl2onnx+onnxmltools"
@@ -114,57 +94,40 @@ def convert_sklearn(
     else:
         framework, framework_version = "scikit-learn", str(sklearn.__version__)
         converter, converter_version = "skl2onnx", str(skl2onnx.__version__)
-    return Conversion(
-        model=onnx_model,
-        inputs=inputs,
-        outputs=outputs,
-        feeds=feeds,
-        expected=expected,
-        reference="original",
-        task=task,
-        label_outputs=labels,
-        source={
-            "framework": framework,
-            "frameworkVersion": framework_version,
-            "estimator": describe(model),
-            "converter": converter,
-            "converterVersion": converter_version,
-        },
-        rtol=rtol,
-        atol=atol,
-        comparison=comparison,
-        original=_original(model, task, names, outputs, framework, framework_version),
-        input_cast=input_cast(table, inputs),
-        notes=tuple(notes),
-    )
+    return {
+        "framework": framework,
+        "frameworkVersion": framework_version,
+        "estimator": describe(model),
+        "converter": converter,
+        "converterVersion": converter_version,
+    }
 
 
-def _attempt(
+def _graph(
     model: Any,
     table: Table,
     names: tuple[str, ...] | None,
     converters: boosting.Converters,
     *,
-    double: bool,
-) -> tuple[Any, tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, np.ndarray], Any]:
-    """Convert, check and run once: (graph, inputs, outputs, feeds, onnxruntime's answers).
+    precision: str,
+) -> tuple[Graph, tuple[str, ...]]:
+    """The graph in the ``precision`` asked for, run once; or a float32 graph and a note
+    saying why there is no float64 one.
 
     Raises:
         ConversionError: the converter, the checker or onnxruntime fails.
         UsageError: the sample does not fit the graph's inputs.
     """
-    onnx_model = _to_onnx(model, table, names, converters, double=double)
-    check_model(onnx_model)
-    inputs, outputs = tensor_specs(onnx_model)
-    feeds = to_feeds(table, inputs)
-    return onnx_model, inputs, outputs, feeds, run_onnx(onnx_model, feeds)
-
-
-def input_cast(table: Table, inputs: Sequence[TensorSpec]) -> str | None:
-    """ "float64->float32" when a float64 sample column feeds a float32 input, else None."""
-    float_columns = any(v.dtype == np.float64 for v in table.values)
-    narrow_inputs = any(spec.dtype == "float32" for spec in inputs)
-    return "float64->float32" if float_columns and narrow_inputs else None
+    notes: tuple[str, ...] = ()
+    if precision == "float64":
+        try:
+            return run_graph(_to_onnx(model, table, names, converters, double=True), table), notes
+        except ConversionError as e:
+            notes = (
+                f"no float64 graph for this model ({e}); its inputs are float32 and "
+                "float64 values are cast",
+            )
+    return run_graph(_to_onnx(model, table, names, converters, double=False), table), notes
 
 
 def _original(
@@ -172,11 +135,10 @@ def _original(
     task: str,
     names: tuple[str, ...] | None,
     outputs: tuple[TensorSpec, ...],
-    framework: str,
-    version: str,
+    source: Mapping[str, str],
 ) -> Original:
     return Original(
-        framework=f"{framework} {version}",
+        framework=f"{source['framework']} {source['frameworkVersion']}",
         prepare=lambda feeds: _original_input(feeds, names),
         predict=model.predict if task != "transform" else model.transform,
         outputs=lambda x: _expected(model, task, x, outputs),
@@ -289,25 +251,8 @@ def _to_onnx(
     double: bool,
 ) -> Any:
     from skl2onnx import convert_sklearn as skl2onnx_convert
-    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
-    number = DoubleTensorType if double else FloatTensorType
-    if names is None:
-        kinds = {v.dtype.kind for v in table.values}
-        if "U" in kinds and kinds != {"U"}:
-            raise UsageError(
-                "the sample mixes text and number columns, but the model takes one array"
-            )
-        tensor = StringTensorType if kinds == {"U"} else number
-        initial_types = [(INPUT_NAME, tensor([None, len(table.columns)]))]
-        target = model
-        wanted: Sequence[str] = [INPUT_NAME]
-    else:
-        initial_types = [
-            (n, _column_type(v, double=double)) for n, v in zip(names, table.values, strict=True)
-        ]
-        target = model if _reads_columns(model) else _with_column_front(model, table)
-        wanted = names
+    target, initial_types, wanted = _inputs(model, table, names, double=double)
     functions, shape_calculators = _hist_gradient_boosting_converters()
     functions.update(converters.functions)
     shape_calculators.update(converters.shape_calculators)
@@ -332,6 +277,31 @@ def _to_onnx(
     _rename_inputs(onnx_model.graph, wanted)
     _sort_opsets(onnx_model)
     return onnx_model
+
+
+def _inputs(
+    model: Any, table: Table, names: tuple[str, ...] | None, *, double: bool
+) -> tuple[Any, list[tuple[str, Any]], Sequence[str]]:
+    """What skl2onnx converts, its initial types, and the input names the graph must have:
+    one array ``input`` for a model that never saw column names, else one input per column.
+
+    Raises:
+        UsageError: the sample mixes text and numbers for a model that takes one array.
+    """
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
+
+    if names is not None:
+        types = [
+            (n, _column_type(v, double=double)) for n, v in zip(names, table.values, strict=True)
+        ]
+        target = model if _reads_columns(model) else _with_column_front(model, table)
+        return target, types, names
+    kinds = {v.dtype.kind for v in table.values}
+    if "U" in kinds and kinds != {"U"}:
+        raise UsageError("the sample mixes text and number columns, but the model takes one array")
+    number = DoubleTensorType if double else FloatTensorType
+    tensor = StringTensorType if kinds == {"U"} else number
+    return model, [(INPUT_NAME, tensor([None, len(table.columns)]))], [INPUT_NAME]
 
 
 def _column_type(values: np.ndarray, *, double: bool) -> Any:
@@ -460,20 +430,6 @@ def _as_ints(value: Any) -> Any:
     return value
 
 
-def _graphs(graph: Any) -> Iterator[Any]:
-    """The graph and every subgraph in node attributes (If, Loop, Scan)."""
-    import onnx
-
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
-
-
 def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
     """Give the graph inputs the column names skl2onnx made into identifiers.
 
@@ -493,7 +449,7 @@ def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
             f"column {clash[0]!r} has the name of another tensor in the converted model "
             "(e.g. an output such as 'label'); rename the column and refit"
         )
-    for sub in _graphs(graph):
+    for sub in graphs(graph):
         for node in sub.node:
             node.input[:] = [mapping.get(n, n) for n in node.input]
             node.output[:] = [mapping.get(n, n) for n in node.output]
@@ -503,7 +459,7 @@ def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
 
 def _tensor_names(graph: Any) -> set[str]:
     names: set[str] = set()
-    for sub in _graphs(graph):
+    for sub in graphs(graph):
         for node in sub.node:
             names.update(node.input)
             names.update(node.output)
@@ -587,15 +543,3 @@ def _shaped(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if len(spec.shape) == 1 and values.ndim == 2 and values.shape[1] == 1:
         return values[:, 0]
     return values
-
-
-def _tolerances(
-    task: str, expected: Mapping[str, np.ndarray], rtol: float | None, atol: float | None
-) -> tuple[float, float]:
-    default_atol = DEFAULT_ATOL
-    if task == "regression":
-        # float32 trees and sums err in proportion to the targets' size.
-        finite = [np.abs(v[np.isfinite(v)]) for v in expected.values()]
-        largest = max((float(v.max()) for v in finite if v.size), default=0.0)
-        default_atol = DEFAULT_ATOL * max(1.0, largest)
-    return (DEFAULT_RTOL if rtol is None else rtol, default_atol if atol is None else atol)
