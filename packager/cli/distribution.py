@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from packager.cli import render
 from packager.cli.options import (
     Context,
     json_option,
@@ -18,8 +19,6 @@ from packager.cli.options import (
     remote_options,
     signing_key_option,
 )
-from packager.cli.render import emit
-from packager.errors import RegistryError
 
 
 @click.command()
@@ -45,19 +44,9 @@ def publish(
 
     registry = open_registry_at(ctx, registry_ref)
     artifact = publish_bundle(bundle, registry=registry, keys=load_public_keys(key_paths))
-    ref = f"{registry.location}/{artifact.name}:{artifact.version}"
-    if as_json:
-        emit(
-            {
-                "name": artifact.name,
-                "version": artifact.version,
-                "digest": str(artifact.manifest_digest),
-                "reference": ref,
-            }
-        )
-    else:
-        ctx.say(f"published {artifact.name}@{artifact.version} to {registry.location}")
-        click.echo(f"{ref}@{artifact.manifest_digest}")
+    render.show(
+        ctx, render.PUBLISHED, render.Published(artifact, registry.location), as_json=as_json
+    )
 
 
 @click.command()
@@ -70,14 +59,8 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
     """List the models and versions in a registry."""
     registry = open_registry_at(ctx, registry_ref)
     names = [name] if name else registry.names()
-    found = {n: registry.versions(n) for n in names}
-    if as_json:
-        emit({"registry": registry.location, "models": found})
-        return
-    if not any(found.values()):
-        ctx.say(f"no models in {registry.location}; publish one with `packager publish BUNDLE`")
-    for n, versions in found.items():
-        click.echo(f"{n}  {', '.join(versions)}")
+    catalog = render.Catalog(registry.location, {n: registry.versions(n) for n in names})
+    render.show(ctx, render.CATALOG, catalog, as_json=as_json)
 
 
 @click.command()
@@ -114,10 +97,7 @@ def pull(
         out_dir=out_dir,
         progress=ctx.say,
     )
-    if as_json:
-        emit({"bundle": str(bundle)})
-    else:
-        click.echo(str(bundle))
+    render.show(ctx, render.PULLED, bundle, as_json=as_json)
 
 
 @click.command()
@@ -169,14 +149,7 @@ def promote(
         sequence=sequence,
         progress=ctx.say,
     )
-    doc = promotion.channel
-    if as_json:
-        emit(promotion.to_json())
-    else:
-        click.echo(
-            f"{doc.name}@{doc.channel} -> {doc.version}  sequence {doc.sequence}  "
-            f"expires {doc.expires.isoformat()}  {doc.manifest_digest}"
-        )
+    render.show(ctx, render.PROMOTED, promotion, as_json=as_json)
 
 
 @click.command("export")
@@ -203,29 +176,11 @@ def export_cmd(
     --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`.
     """
     from packager.distribution.mirror import export
-    from packager.registry.archive import archive_ref
 
     artifacts = export(
         list(refs), registry=open_registry_at(ctx, registry_ref), out=out, progress=ctx.say
     )
-    if as_json:
-        emit(
-            {
-                "archive": str(out),
-                "models": [
-                    {
-                        "name": a.name,
-                        "version": a.version,
-                        "digest": str(a.manifest_digest),
-                        "reference": archive_ref(a.name, a.version),
-                    }
-                    for a in artifacts
-                ],
-            }
-        )
-    else:
-        ctx.say(f"wrote {len(artifacts)} version(s) to {out}")
-        click.echo(str(out))
+    render.show(ctx, render.EXPORTED, render.Exported(out, artifacts), as_json=as_json)
 
 
 @click.command("mirror")
@@ -263,11 +218,7 @@ def mirror_cmd(
     from packager.distribution.mirror import mirror
 
     if no_verify:
-        click.echo(
-            "packager: WARNING: --no-verify: signatures will NOT be checked; DST will serve "
-            "whatever SRC holds, signed or not (digests are still checked)",
-            err=True,
-        )
+        render.warn(render.MIRRORING_UNVERIFIED)
     report = mirror(
         open_registry_at(ctx, source),
         open_registry_at(ctx, destination),
@@ -276,34 +227,8 @@ def mirror_cmd(
         verify=not no_verify,
         progress=ctx.say,
     )
-    if as_json:
-        emit(report.to_json())
-    else:
-        for label, items in (
-            ("copied", report.copied),
-            ("skipped", report.skipped),
-            ("conflict", report.conflicts),
-        ):
-            for item in items:
-                click.echo(f"{label:<8}  {item.name}@{item.version}  {item.destination_digest}")
-        for c in report.channels:
-            click.echo(f"{c.outcome:<8}  {c.name}@{c.channel}  {c.detail}")
-        ctx.say(
-            f"{len(report.copied)} copied, {len(report.skipped)} already there, "
-            f"{len(report.conflicts)} conflicting"
-        )
-    if report.conflicts:
-        listed = ", ".join(f"{c.name}@{c.version}" for c in report.conflicts)
-        raise RegistryError(
-            f"{listed} already in {report.destination} with other content and left alone; "
-            "versions are immutable: publish a new version instead"
-        )
-    if report.channel_conflicts:
-        listed = ", ".join(f"{c.name}@{c.channel}" for c in report.channel_conflicts)
-        raise RegistryError(
-            f"channel {listed} left alone in {report.destination}: "
-            f"{report.channel_conflicts[0].detail}"
-        )
+    render.show(ctx, render.MIRRORED, report, as_json=as_json)
+    report.check()
 
 
 COMMANDS = (publish, search, pull, promote, export_cmd, mirror_cmd)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from packager._io.config import resolve_registry
+from packager.cli import render
 from packager.cli.options import (
     Context,
     exact_ref,
@@ -20,7 +20,6 @@ from packager.cli.options import (
     remote_options,
     trust_option,
 )
-from packager.cli.render import emit
 from packager.errors import UsageError
 
 
@@ -56,6 +55,7 @@ def install(
     $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none, install refuses.
     """
     from packager.instance.install import install as do_install
+    from packager.instance.install import only_model
     from packager.instance.store import Store
     from packager.instance.trust import resolve_policy
 
@@ -64,19 +64,9 @@ def install(
         if registry_ref:
             raise UsageError("give either an archive or --registry, not both")
         registry_ref = ref
-        names = open_registry_at(ctx, ref).names()
-        if len(names) != 1:
-            raise UsageError(
-                f"{ref} holds {len(names)} models ({', '.join(names) or 'none'}); "
-                f"run `packager install NAME --registry {ref}`"
-            )
-        ref = names[0]
+        ref = only_model(open_registry_at(ctx, ref), ref)
     if insecure_skip_verify:
-        click.echo(
-            "packager: WARNING: --insecure-skip-verify: the model's signature will NOT be "
-            "checked; anyone who can write to the registry can choose what runs here",
-            err=True,
-        )
+        render.warn(render.SKIPPING_VERIFICATION)
         trust = None
     else:
         trust = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
@@ -91,33 +81,7 @@ def install(
         insecure_skip_verify=insecure_skip_verify,
         progress=ctx.say,
     )
-    smoke, channel = result.smoke_test, result.channel
-    if as_json:
-        emit(
-            {
-                "name": result.name,
-                "version": result.version,
-                "path": str(result.directory),
-                "manifestSha256": result.manifest_sha256,
-                "previous": result.previous,
-                "installed": smoke is not None,
-                "testVectors": None if smoke is None else smoke.rows,
-                "maxAbsDiff": None if smoke is None else smoke.max_abs_diff,
-                "smokeTestSeconds": result.smoke_seconds,
-                "smokeTestPeakRss": result.smoke_peak_rss,
-                "channel": None
-                if channel is None
-                else {
-                    "channel": channel.channel,
-                    "sequence": channel.sequence,
-                    "expires": channel.expires.isoformat(),
-                },
-            }
-        )
-    elif smoke is None:
-        click.echo(f"{result.name}@{result.version} is already current -> {result.directory}")
-    else:
-        click.echo(f"installed {result.name}@{result.version} -> {result.directory}")
+    render.show(ctx, render.INSTALLED, result, as_json=as_json)
 
 
 @click.command("list")
@@ -127,24 +91,7 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
     """List installed models (* marks the current version)."""
     from packager.instance.store import Store
 
-    installed = Store(ctx.home).installed()
-    if as_json:
-        emit(
-            [
-                {
-                    "name": i.name,
-                    "version": i.version,
-                    "current": i.current,
-                    "path": str(i.directory),
-                }
-                for i in installed
-            ]
-        )
-        return
-    if not installed:
-        ctx.say("no models installed; run `packager install NAME --key cosign.pub`")
-    for i in installed:
-        click.echo(f"{'*' if i.current else ' '} {i.name}  {i.version}")
+    render.show(ctx, render.LISTED, Store(ctx.home).installed(), as_json=as_json)
 
 
 @click.command()
@@ -157,10 +104,7 @@ def rollback(ctx: Context, name: str, as_json: bool) -> None:
     from packager.instance.store import Store
 
     version = do_rollback(name, store=Store(ctx.home), now=now())
-    if as_json:
-        emit({"name": name, "current": version})
-    else:
-        click.echo(f"{name} current -> {version}")
+    render.show(ctx, render.ROLLED_BACK, render.RolledBack(name, version), as_json=as_json)
 
 
 @click.command()
@@ -173,7 +117,7 @@ def remove(ctx: Context, ref: str) -> None:
 
     name, version = exact_ref(ref, "remove")
     do_remove(name, version, store=Store(ctx.home), now=now())
-    ctx.say(f"removed {name}@{version}")
+    render.removed(ctx, name, version)
 
 
 @click.command()
@@ -196,15 +140,8 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
     name, version = parse_ref(ref)
     model = load(name, version, home=ctx.home)
     outputs = model.predict(read_table(input_path))
-    data = {k: v.tolist() for k, v in outputs.items()}
-    if as_json:
-        emit({"model": model.manifest.ref, "outputs": data})
-        return
-    names = list(data)
-    click.echo("\t".join(["row", *names]))
-    rows = len(next(iter(data.values()))) if data else 0
-    for i in range(rows):
-        click.echo("\t".join([str(i), *(json.dumps(data[n][i]) for n in names)]))
+    prediction = render.Prediction(model.manifest.ref, {k: v.tolist() for k, v in outputs.items()})
+    render.show(ctx, render.PREDICTION, prediction, as_json=as_json)
 
 
 @click.command()
@@ -242,18 +179,7 @@ def update(
         registry_ref=registry_ref,
         progress=ctx.say,
     )
-    if as_json:
-        emit(report.to_json())
-    else:
-        if not report.models:
-            ctx.say("no model follows a channel; install one with `packager install NAME@CHANNEL`")
-        for m in report.models:
-            what = {
-                "updated": f"{m.previous or '-'} -> {m.version}",
-                "current": m.version,
-                "refused": str(m.error),
-            }[m.status]
-            click.echo(f"{m.status:<8} {m.name}@{m.channel}  {what}")
+    render.show(ctx, render.UPDATED, report, as_json=as_json)
     report.check()
 
 
@@ -265,13 +191,7 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
     """Show the audit log: every install, refusal, rollback, removal and channel event."""
     from packager.instance.store import Store
 
-    entries = Store(ctx.home).audit_log(name)
-    if as_json:
-        emit([e.__dict__ for e in entries])
-        return
-    for e in entries:
-        what = f"{e.name}@{e.version}" if e.version else (e.name or "-")
-        click.echo(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
+    render.show(ctx, render.AUDIT_LOG, Store(ctx.home).audit_log(name), as_json=as_json)
 
 
 @click.group()
@@ -306,7 +226,7 @@ def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
 
     path = _trust_file()
     add_key(path, name, pub, models=models)
-    ctx.say(f"{path}: key {name} trusted for models {models!r}")
+    render.key_trusted(ctx, path, name, models)
 
 
 @trust.command("revoke")
@@ -318,7 +238,7 @@ def trust_revoke(ctx: Context, name: str) -> None:
 
     path = _trust_file()
     revoke_key(path, name)
-    ctx.say(f"{path}: key {name} revoked")
+    render.key_revoked(ctx, path, name)
 
 
 @trust.command("minimum")
@@ -331,37 +251,20 @@ def trust_minimum(ctx: Context, ref: str) -> None:
     name, version = exact_ref(ref, "trust minimum")
     path = _trust_file()
     set_minimum(path, name, version)
-    ctx.say(f"{path}: {name} >= {version}")
+    render.minimum_set(ctx, path, name, version)
 
 
 @trust.command("list")
 @json_option
-def trust_list(as_json: bool) -> None:
+@pass_ctx
+def trust_list(ctx: Context, as_json: bool) -> None:
     """Show the trusted keys, rules and minimum versions."""
     from packager.instance.trust import read_policy
 
     path = _trust_file()
     if not path.exists():
         raise UsageError(f"no trust policy at {path}; add a key with `packager trust add-key`")
-    policy = read_policy(path)
-    keys = sorted(policy.keys.values(), key=lambda k: k.name)
-    if as_json:
-        emit(
-            {
-                "policy": str(path),
-                "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in keys],
-                "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
-                "minimum": dict(policy.minimum),
-            }
-        )
-        return
-    click.echo(f"policy: {path}")
-    for k in keys:
-        click.echo(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
-    for r in policy.rules:
-        click.echo(f"rule {r.models:<20} {', '.join(r.keys)}")
-    for model, version in sorted(policy.minimum.items()):
-        click.echo(f"min  {model:<20} {version}")
+    render.show(ctx, render.POLICY, render.Policy(path, read_policy(path)), as_json=as_json)
 
 
 COMMANDS = (install, update, list_cmd, rollback, remove, predict, log, trust)
