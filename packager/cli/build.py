@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from packager import __version__
+from packager.build.options import ConvertOptions, PackageOptions
+from packager.cli import render
 from packager.cli.options import (
     Context,
     conversion_options,
     json_option,
     key_option,
     load_public_keys,
+    package_options,
     pass_ctx,
     signing_key_option,
 )
-from packager.cli.render import emit
-from packager.errors import UsageError
 
 
 @click.command()
@@ -43,20 +42,7 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
     from packager._io.keys import password_from_environment
 
     key, pub = make_keys(out_dir, password=password_from_environment(confirm=True), force=force)
-    if as_json:
-        emit({"privateKey": str(key), "publicKey": str(pub)})
-    else:
-        ctx.say(f"wrote {key} (keep it secret) and {pub} (give it to installers)")
-
-
-def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param {item!r} must be KEY=VALUE")
-        params[key] = value
-    return params
+    render.show(ctx, render.KEYS, render.KeyPair(key, pub), as_json=as_json)
 
 
 @click.command("benchmark")
@@ -91,9 +77,7 @@ def benchmark_cmd(
     target: str | None,
     threads: int,
     chart: Path | None,
-    precision: str,
-    input_shape: tuple[int, ...] | None,
-    task: str | None,
+    conversion: ConvertOptions,
     as_json: bool,
 ) -> None:
     """Accuracy or error, latency and size: the original framework (for a model file)
@@ -101,28 +85,21 @@ def benchmark_cmd(
     alone; a bundle's signature is not checked here (use `packager verify`)."""
     from packager._io.table import read_table
     from packager.build.benchmark import Settings, benchmark_reference, write_chart
+    from packager.instance.models import model_path
 
-    if not Path(ref).exists():
-        from packager.core.names import parse_ref
-        from packager.instance.store import Store
-
-        ref = str(Store(ctx.home).installed_dir(*parse_ref(ref)))
     report = benchmark_reference(
-        ref,
+        str(model_path(ref, home=ctx.home)),
         read_table(data_path),
         target=target,
         settings=Settings(threads=threads),
-        precision=precision,
-        input_shape=input_shape,
-        task=task,
+        precision=conversion.precision,
+        input_shape=conversion.input_shape,
+        task=conversion.task,
     )
     if chart is not None:
         write_chart(report, chart)
         ctx.say(f"wrote {chart}")
-    if as_json:
-        emit(report.to_json())
-    else:
-        click.echo(report.table())
+    render.show(ctx, render.BENCHMARK, report, as_json=as_json)
 
 
 @click.command("package")
@@ -144,34 +121,7 @@ def benchmark_cmd(
     default=Path("dist"),
     show_default=True,
 )
-@click.option("--rtol", type=float, help="Relative tolerance for the parity check.")
-@click.option("--atol", type=float, help="Absolute tolerance for the parity check.")
-@click.option("--git-commit", help="Commit recorded as provenance (default: HEAD here, if any).")
-@click.option(
-    "--training-data",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Training data file whose sha256 is recorded; repeatable.",
-)
-@click.option("--param", "params", multiple=True, help="Hyperparameter KEY=VALUE; repeatable.")
-@click.option("--license", "license_id", help="SPDX license identifier, e.g. Apache-2.0.")
-@click.option("--description", help="One-line description.")
-@click.option("--readme", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@conversion_options
-@click.option(
-    "--quantize",
-    type=click.Choice(["dynamic"]),
-    help="Quantize the graph (onnxruntime quantize_dynamic); kept only if parity still holds.",
-)
-@click.option("--quantize-rtol", type=float, help="Relative tolerance after quantizing.")
-@click.option("--quantize-atol", type=float, help="Absolute tolerance after quantizing.")
-@click.option(
-    "--benchmark",
-    "benchmark_data",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Labelled data (.csv, .npy, .json) to benchmark on; figures go to manifest metrics.",
-)
-@click.option("--target", help="Column of --benchmark data holding the true answers.")
+@package_options
 @json_option
 @pass_ctx
 def package_cmd(
@@ -182,22 +132,7 @@ def package_cmd(
     sample: Path,
     key_path: Path,
     out_dir: Path,
-    rtol: float | None,
-    atol: float | None,
-    git_commit: str | None,
-    training_data: tuple[Path, ...],
-    params: tuple[str, ...],
-    license_id: str | None,
-    description: str | None,
-    readme: Path | None,
-    precision: str,
-    input_shape: tuple[int, ...] | None,
-    task: str | None,
-    quantize: str | None,
-    quantize_rtol: float | None,
-    quantize_atol: float | None,
-    benchmark_data: Path | None,
-    target: str | None,
+    options: PackageOptions,
     as_json: bool,
 ) -> None:
     """Convert MODEL to a signed ONNX bundle.
@@ -206,70 +141,21 @@ def package_cmd(
     module (.pt/.pth: TorchScript, or torch.save of the whole module, which is
     unpickled: only package files you trust); or an .onnx file.
     """
-    from packager._io.keys import load_private_key, password_from_environment
-    from packager._io.table import read_table
-    from packager.build.benchmark import BenchmarkData
-    from packager.build.bundle import Provenance, git_head, package
-    from packager.build.convert import load_model_file
+    from packager._io.bundledir import read_manifest_unverified
+    from packager.build.api import package
 
-    key = load_private_key(key_path, password=password_from_environment)
-    table = read_table(sample)
-    provenance = Provenance(
-        git_commit=git_commit or git_head(Path.cwd()),
-        training_data=training_data,
-        hyperparameters=_parse_params(params),
-        built_by=f"packager {__version__}",
-    )
-    if target is not None and benchmark_data is None:
-        raise UsageError("--target names a column of the --benchmark data; give --benchmark")
-    benchmark = None
-    if benchmark_data is not None:
-        benchmark = BenchmarkData(
-            read_table(benchmark_data), target, original_size=model_path.stat().st_size
-        )
-    ctx.say(f"converting {model_path} and checking it against {table.rows} sample rows")
     bundle = package(
-        load_model_file(model_path),
-        sample=table,
+        model_path,
+        sample=sample,
         name=name,
         version=version,
-        key=key,
+        key=key_path,
         out_dir=out_dir,
-        rtol=rtol,
-        atol=atol,
-        provenance=provenance,
-        license=license_id,
-        description=description,
-        readme=readme,
-        precision=precision,
-        input_shape=input_shape,
-        task=task,
-        quantize=quantize,
-        quantize_rtol=quantize_rtol,
-        quantize_atol=quantize_atol,
-        benchmark=benchmark,
+        options=options,
         progress=ctx.say,
     )
-    from packager._io.bundledir import read_manifest_unverified
-
-    manifest = read_manifest_unverified(bundle)
-    validation = manifest.data["validation"]
-    if as_json:
-        emit(
-            {
-                "bundle": str(bundle),
-                "name": name,
-                "version": version,
-                "validation": validation,
-                "metrics": manifest.data.get("metrics", {}),
-            }
-        )
-    else:
-        ctx.say(
-            f"packaged {manifest.ref} -> {bundle} "
-            f"(max abs diff {validation['maxAbsDiff']:.3g}, {validation['rows']} test vectors)"
-        )
-        click.echo(str(bundle))
+    packaged = render.Packaged(bundle, read_manifest_unverified(bundle))
+    render.show(ctx, render.PACKAGED, packaged, as_json=as_json)
 
 
 @click.command()
@@ -282,61 +168,18 @@ def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: boo
     from packager._io.bundledir import verify_bundle
 
     manifest = verify_bundle(bundle, keys=lambda: load_public_keys(key_paths))
-    if as_json:
-        emit(
-            {
-                "verified": True,
-                "name": manifest.name,
-                "version": manifest.version,
-                "files": [f.to_json() for f in manifest.files],
-            }
-        )
-    else:
-        click.echo(f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)")
-
-
-def _tensor(spec: Any) -> str:
-    return f"{spec.name}:{spec.dtype}{list(spec.shape or [])}"
+    render.show(ctx, render.VERIFIED, manifest, as_json=as_json)
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
 @json_option
-def inspect(bundle: Path, as_json: bool) -> None:
+@pass_ctx
+def inspect(ctx: Context, bundle: Path, as_json: bool) -> None:
     """Show a bundle's manifest (not a verification: use `packager verify`)."""
     from packager._io.bundledir import read_manifest_unverified
 
-    manifest = read_manifest_unverified(bundle)
-    if as_json:
-        emit(manifest.data)
-        return
-    d = manifest.data
-    source = d["model"]["source"]
-    val = d["validation"]
-    rows = [
-        ("name", manifest.name),
-        ("version", manifest.version),
-        ("created", manifest.created),
-        ("source", f"{source['framework']} {source['frameworkVersion']}: {source['estimator']}"),
-        ("converter", f"{source['converter']} {source['converterVersion']}"),
-        ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.opsets.items()))),
-        ("onnxruntime", f">= {manifest.min_onnxruntime}"),
-        ("inputs", ", ".join(_tensor(t) for t in manifest.inputs)),
-        ("outputs", ", ".join(_tensor(t) for t in manifest.outputs)),
-        (
-            "validation",
-            f"{val['rows']} rows, max abs diff {val['maxAbsDiff']:.3g}, "
-            f"rtol {val['rtol']:g}, atol {val['atol']:g}",
-        ),
-    ]
-    if manifest.license:
-        rows.append(("license", manifest.license))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        click.echo(f"{k:<{width}}  {v}")
-    click.echo("files:")
-    for f in manifest.files:
-        click.echo(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
+    render.show(ctx, render.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
 
 
 COMMANDS = (keygen, package_cmd, verify, inspect, benchmark_cmd)
