@@ -36,7 +36,7 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 @dataclass(frozen=True)
 class Case:
     """One model to package. ``build`` trains it and returns (model, sample);
-    ``options`` go to packager.build.bundle.package; ``refused`` names the error a
+    ``options`` are its ConvertOptions (precision, input shape, task); ``refused`` names the error a
     limitation ends in (None: it must work) and ``match`` a phrase of its message."""
 
     id: str
@@ -425,6 +425,7 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
     Only packager's own errors count as refusals: anything else propagates.
     """
     from packager.build.bundle import package
+    from packager.build.options import ConvertOptions, PackageOptions
     from packager.core.policy import adhoc_policy
     from packager.distribution.publish import publish_bundle
     from packager.errors import PackagerError
@@ -443,8 +444,8 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
             version="1.0.0",
             key=key,
             out_dir=work / "dist",
+            options=PackageOptions(conversion=ConvertOptions(**case.options)),
             progress=notes.append,
-            **case.options,
         )
     except PackagerError as e:
         return Outcome(case, type(e).__name__, error=str(e))

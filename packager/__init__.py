@@ -1,29 +1,177 @@
-"""packager: signed, portable ONNX bundles from trained models, verified and installed."""
+"""packager: signed, portable ONNX bundles from trained models, verified and installed.
+
+The public Python API is exactly what ``__all__`` lists: :func:`load` (run an installed
+model), :func:`package` with :class:`PackageOptions` (build a signed bundle),
+:func:`verify_bundle` (check a bundle directory against public keys), :class:`Model`,
+and the exception classes of :mod:`packager.errors`. Every other module, including the
+subpackages (``packager.core``, ``packager.build``, ``packager.registry`` ...), is
+internal and may change in any release.
+
+Importing ``packager`` is cheap: onnxruntime, numpy and the training frameworks are
+imported only when a function needs them.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from packager.build.options import (
+    ConvertOptions,
+    Metadata,
+    PackageOptions,
+    Provenance,
+    QuantizeOptions,
+    Tolerance,
+)
+from packager.errors import (
+    ConversionError,
+    ExpiredError,
+    IncompatibleModelError,
+    KeyDecryptionError,
+    NotFoundError,
+    PackagerError,
+    ParityError,
+    RegistryError,
+    RollbackError,
+    SmokeTestError,
+    TamperedError,
+    UntrustedError,
+    UsageError,
+    VerificationError,
+    WrongModelError,
+)
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        EllipticCurvePrivateKey,
+        EllipticCurvePublicKey,
+    )
+
+    from packager.core.manifest import Manifest
     from packager.runtime import Model
 
 
-def load(name: str, version: str | None = None, *, home: Path | None = None) -> Model:
-    """Load an installed model (see :func:`packager.instance.models.load`)."""
+def load(name: str, version: str | None = None, *, home: str | Path | None = None) -> Model:
+    """Load an installed model: its current version, or ``version``. ``home`` defaults to
+    ``$PACKAGER_HOME``, else ``~/.local/share/packager``.
+
+    Raises:
+        NotFoundError: the model or version is not installed.
+        TamperedError: the graph does not match its manifest.
+        IncompatibleModelError: this machine's onnxruntime cannot run it.
+    """
+    from pathlib import Path
+
     from packager.instance.models import load as _load
 
-    return _load(name, version, home=home)
+    return _load(name, version, home=Path(home) if home is not None else None)
 
 
-def package(estimator_or_path: Any, **kwargs: Any) -> Path:
-    """Package a model as a signed bundle (see :func:`packager.build.api.package`)."""
+def package(
+    model: Any,
+    *,
+    sample: Any,
+    name: str,
+    version: str,
+    key: str | Path | EllipticCurvePrivateKey,
+    out_dir: str | Path = "dist",
+    options: PackageOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Convert ``model``, check it against ``sample``, and write a signed bundle
+    ``NAME-VERSION/`` in ``out_dir``; returns its directory.
+
+    ``model``: a fitted scikit-learn estimator or pipeline (XGBoost, LightGBM through
+    their scikit-learn API), a PyTorch module, an ``onnx.ModelProto``, or the path of a
+    pickle/joblib, ``.pt``/``.pth`` or ``.onnx`` file (a pickle runs code: package only
+    files you trust). ``sample``: rows of model inputs, as a path (.csv, .npy, .json), a
+    pandas DataFrame, a mapping of columns or a 2-D array; they become the test vectors.
+    ``key``: an EC private key or the path of one (``cosign.key``: password from
+    ``$PACKAGER_KEY_PASSWORD``, ``$COSIGN_PASSWORD`` or a prompt). ``options``: how to
+    convert, validate, quantize and describe the model. ``progress`` receives notes.
+
+    Raises:
+        UsageError: a bad name, version, sample, key file or option.
+        KeyDecryptionError: the key's password is wrong.
+        ConversionError: the model cannot be converted, or a library it needs is missing.
+        ParityError: the ONNX model answers differently from the original beyond tolerance.
+    """
     from packager.build.api import package as _package
 
-    return _package(estimator_or_path, **kwargs)
+    return _package(
+        model,
+        sample=sample,
+        name=name,
+        version=version,
+        key=key,
+        out_dir=out_dir,
+        options=options,
+        progress=progress,
+    )
 
 
-__all__ = ["__version__", "load", "package"]
+def verify_bundle(
+    bundle: str | Path, *, keys: Sequence[str | Path | EllipticCurvePublicKey]
+) -> Manifest:
+    """Verify a bundle directory: its signature by one of ``keys`` (public keys, or paths
+    of ``cosign.pub`` PEM files), its manifest, and every file's digest; returns the
+    verified manifest.
+
+    Raises:
+        UsageError: not a bundle directory, no keys, or a key file that cannot be read.
+        UntrustedError: none of ``keys`` signed it.
+        TamperedError: unsigned, or a file differs from what was signed, is missing or extra.
+    """
+    from pathlib import Path
+
+    from packager._io.bundledir import verify_bundle as _verify_bundle
+    from packager._io.keys import load_public_key
+
+    def public_keys() -> list[EllipticCurvePublicKey]:
+        return [k if not isinstance(k, (str, Path)) else load_public_key(Path(k)) for k in keys]
+
+    return _verify_bundle(Path(bundle), keys=public_keys)
+
+
+def __getattr__(name: str) -> Any:
+    # Model needs numpy (and onnxruntime to run): imported on first use only.
+    if name == "Model":
+        from packager.runtime import Model
+
+        return Model
+    raise AttributeError(f"module 'packager' has no attribute {name!r}")
+
+
+__all__ = [
+    "ConversionError",
+    "ConvertOptions",
+    "ExpiredError",
+    "IncompatibleModelError",
+    "KeyDecryptionError",
+    "Metadata",
+    "Model",
+    "NotFoundError",
+    "PackageOptions",
+    "PackagerError",
+    "ParityError",
+    "Provenance",
+    "QuantizeOptions",
+    "RegistryError",
+    "RollbackError",
+    "SmokeTestError",
+    "TamperedError",
+    "Tolerance",
+    "UntrustedError",
+    "UsageError",
+    "VerificationError",
+    "WrongModelError",
+    "__version__",
+    "load",
+    "package",
+    "verify_bundle",
+]

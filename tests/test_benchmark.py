@@ -24,6 +24,7 @@ from packager.build.benchmark import (
 )
 from packager.build.bundle import package
 from packager.build.convert import convert
+from packager.build.options import PackageOptions
 from packager.cli import main
 from packager.errors import UsageError
 
@@ -209,7 +210,7 @@ def test_package_benchmark_through_the_api(
         version="1.0.0",
         key=keypair.private,
         out_dir=tmp_path / "dist",
-        benchmark=BenchmarkData(data, "species", QUICK),
+        options=PackageOptions(benchmark=BenchmarkData(data, "species", QUICK)),
     )
     metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]
     assert [e["engine"].split()[0] for e in metrics["benchmark"]["engines"]] == [

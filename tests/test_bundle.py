@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.bundledir import verify_bundle
 from packager.build.api import package
+from packager.build.options import PackageOptions, Provenance
 from packager.core.manifest import parse_manifest
 from packager.errors import TamperedError, UntrustedError
 
@@ -39,7 +40,7 @@ def test_byte_reproducible(
         version="1.0.0",
         key=keypair.private,
         out_dir=tmp_path / "a",
-        git_commit="b" * 40,
+        options=PackageOptions(provenance=Provenance(git_commit="b" * 40)),
     )
     second = package(
         iris_model,
@@ -48,7 +49,7 @@ def test_byte_reproducible(
         version="1.0.0",
         key=keypair.key_path,
         out_dir=tmp_path / "b",
-        git_commit="b" * 40,
+        options=PackageOptions(provenance=Provenance(git_commit="b" * 40)),
     )
     assert tree_bytes(first) == tree_bytes(second)
     manifest = parse_manifest((first / "manifest.json").read_bytes())

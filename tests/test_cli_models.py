@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import packager
+from packager.build.options import ConvertOptions, PackageOptions
 from packager.cli import main
 
 from .conftest import KeyPair
@@ -118,8 +119,9 @@ def test_python_api_passes_the_conversion_options(tmp_path: Path, keypair: KeyPa
         version="1.0.0",
         key=keypair.private,
         out_dir=tmp_path,
-        input_shape=[1, 8, 8],
-        task="classification",
+        options=PackageOptions(
+            conversion=ConvertOptions(input_shape=(1, 8, 8), task="classification")
+        ),
     )
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["inputs"][0]["shape"] == ["batch", 1, 8, 8]

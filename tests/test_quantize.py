@@ -13,6 +13,7 @@ from sklearn.ensemble import RandomForestRegressor
 
 from packager._io.table import Table, from_mapping
 from packager.build.bundle import package
+from packager.build.options import PackageOptions, QuantizeOptions, Tolerance
 from packager.cli import main
 from packager.core.policy import adhoc_policy
 from packager.distribution.publish import publish_bundle
@@ -56,8 +57,7 @@ def test_quantized_model_is_kept_within_tolerance_and_installs(
         version="1.0.0",
         key=keypair.private,
         out_dir=tmp_path / "dist",
-        quantize="dynamic",
-        quantize_atol=0.05,
+        options=PackageOptions(quantize=QuantizeOptions(tolerance=Tolerance(atol=0.05))),
         progress=notes.append,
     )
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -95,7 +95,7 @@ def test_quantization_beyond_tolerance_is_refused(
             version="1.0.0",
             key=keypair.private,
             out_dir=tmp_path / "dist",
-            quantize="dynamic",
+            options=PackageOptions(quantize=QuantizeOptions()),
         )
     assert info.value.exit_code == 5
     assert not (tmp_path / "dist" / "wide-1.0.0").exists()
@@ -107,7 +107,7 @@ def test_quantization_beyond_tolerance_is_refused(
             version="1.0.0",
             key=keypair.private,
             out_dir=tmp_path / "dist",
-            quantize="static",
+            options=PackageOptions(quantize=QuantizeOptions(method="static")),
         )
 
 
@@ -156,7 +156,7 @@ def test_trees_have_nothing_to_quantize(keypair: KeyPair, tmp_path: Path) -> Non
         version="1.0.0",
         key=keypair.private,
         out_dir=tmp_path,
-        quantize="dynamic",
+        options=PackageOptions(quantize=QuantizeOptions()),
     )
     quantization = json.loads((bundle / "manifest.json").read_text())["metrics"]["quantization"]
     assert quantization["sizeAfter"] >= quantization["sizeBefore"] * 0.9

@@ -1,17 +1,22 @@
-"""The build-side Python API: ``packager.package(estimator, sample=X, ...)``."""
+"""The build-side Python API: ``packager.package(estimator, sample=X, ...)``, which
+``packager package`` calls too."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from packager.build.options import PackageOptions
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
     from packager._io.table import Table
+
+Progress = Callable[[str], None]
 
 
 def as_table(sample: Any) -> Table:
@@ -39,6 +44,12 @@ def as_table(sample: Any) -> Table:
 
 
 def as_private_key(key: Any) -> EllipticCurvePrivateKey:
+    """The key itself, or the one read from a path (password from the environment or a prompt).
+
+    Raises:
+        UsageError: ``key`` is neither, or the file is not a private key.
+        KeyDecryptionError: the password is wrong.
+    """
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from packager._io.keys import load_private_key, password_from_environment
@@ -51,70 +62,63 @@ def as_private_key(key: Any) -> EllipticCurvePrivateKey:
 
 
 def package(
-    estimator_or_path: Any,
+    model: Any,
     *,
     sample: Any,
     name: str,
     version: str,
-    key: Any,
+    key: str | Path | EllipticCurvePrivateKey,
     out_dir: str | Path = "dist",
-    rtol: float | None = None,
-    atol: float | None = None,
-    license: str | None = None,
-    description: str | None = None,
-    readme: str | Path | None = None,
-    git_commit: str | None = None,
-    training_data: Sequence[str | Path] = (),
-    hyperparameters: Mapping[str, str] | None = None,
-    labels: Mapping[str, str] | None = None,
-    precision: str = "float32",
-    input_shape: Sequence[int] | None = None,
-    task: str | None = None,
-    quantize: str | None = None,
-    quantize_rtol: float | None = None,
-    quantize_atol: float | None = None,
+    options: PackageOptions | None = None,
+    progress: Progress | None = None,
 ) -> Path:
-    """Package a fitted estimator, a PyTorch module, an ONNX model or a model file as a
-    signed bundle. ``precision``, ``input_shape``, ``task`` and the quantization options
-    are those of :func:`packager.build.bundle.package`.
+    """Package a fitted estimator, a PyTorch module, an ONNX model or a model file (a path)
+    as a signed bundle in ``out_dir``; returns the bundle directory.
+
+    ``sample`` is what :func:`as_table` reads; ``key`` a private key or the path of one
+    (its password from the environment or a prompt). Unset provenance fields get the
+    git HEAD of the working directory and this packager's version; a benchmark of a
+    model file records the file's size. ``options`` and ``progress`` are those of
+    :func:`packager.build.bundle.package`.
 
     Raises:
-        UsageError, ConversionError, ParityError: see :func:`packager.build.bundle.package`.
+        UsageError: a bad sample, key path, name, version or option.
+        KeyDecryptionError: the key's password is wrong.
+        ConversionError, ParityError: see :func:`packager.build.bundle.package`.
     """
-    from packager import __version__
-    from packager.build.bundle import Provenance, git_head
     from packager.build.bundle import package as build
     from packager.build.convert import load_model_file
 
-    model = (
-        load_model_file(Path(estimator_or_path))
-        if isinstance(estimator_or_path, (str, Path))
-        else estimator_or_path
-    )
-    provenance = Provenance(
-        git_commit=git_commit or git_head(Path.cwd()),
-        training_data=tuple(Path(p) for p in training_data),
-        hyperparameters=dict(hyperparameters or {}),
-        built_by=f"packager {__version__}",
-    )
+    private_key = as_private_key(key)
+    table = as_table(sample)
+    options = _with_defaults(options or PackageOptions(), model)
+    if progress is not None:
+        what = model if isinstance(model, (str, Path)) else f"the {type(model).__name__}"
+        progress(f"converting {what} and checking it against {table.rows} sample rows")
     return build(
-        model,
-        sample=as_table(sample),
+        load_model_file(Path(model)) if isinstance(model, (str, Path)) else model,
+        sample=table,
         name=name,
         version=version,
-        key=as_private_key(key),
+        key=private_key,
         out_dir=Path(out_dir),
-        rtol=rtol,
-        atol=atol,
-        provenance=provenance,
-        license=license,
-        description=description,
-        readme=Path(readme) if readme is not None else None,
-        labels=labels,
-        precision=precision,
-        input_shape=tuple(input_shape) if input_shape is not None else None,
-        task=task,
-        quantize=quantize,
-        quantize_rtol=quantize_rtol,
-        quantize_atol=quantize_atol,
+        options=options,
+        progress=progress,
     )
+
+
+def _with_defaults(options: PackageOptions, model: Any) -> PackageOptions:
+    """``options`` with the provenance and benchmark fields packaging can fill itself."""
+    from packager import __version__
+    from packager.build.bundle import git_head
+
+    provenance = options.provenance
+    provenance = replace(
+        provenance,
+        git_commit=provenance.git_commit or git_head(Path.cwd()),
+        built_by=provenance.built_by or f"packager {__version__}",
+    )
+    benchmark = options.benchmark
+    if benchmark is not None and benchmark.original_size is None and isinstance(model, (str, Path)):
+        benchmark = replace(benchmark, original_size=Path(model).stat().st_size)
+    return replace(options, provenance=provenance, benchmark=benchmark)

@@ -12,13 +12,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packager._io.hashing import digest_file, digest_files
+from packager.build.options import PackageOptions, Provenance
 from packager.core.compat import minimum_runtime
 from packager.core.digests import Digest
 from packager.core.graph import check_graph
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     )
 
     from packager._io.table import Table
-    from packager.build.benchmark import BenchmarkData
     from packager.build.convert import Conversion
 
 Progress = Callable[[str], None]
@@ -47,16 +46,6 @@ Progress = Callable[[str], None]
 MODEL_FILE = "model.onnx"
 TESTVECTORS_FILE = "testvectors.npz"
 README_FILE = "README.md"
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """Where a model came from; every field optional."""
-
-    git_commit: str | None = None
-    training_data: Sequence[Path] = ()
-    hyperparameters: Mapping[str, str] = field(default_factory=dict)
-    built_by: str | None = None
 
 
 def source_date_epoch() -> int | None:
@@ -102,34 +91,22 @@ def package(
     version: str,
     key: EllipticCurvePrivateKey,
     out_dir: Path,
-    rtol: float | None = None,
-    atol: float | None = None,
-    provenance: Provenance | None = None,
-    license: str | None = None,
-    description: str | None = None,
-    readme: Path | None = None,
-    labels: Mapping[str, str] | None = None,
-    precision: str = "float32",
-    input_shape: tuple[int, ...] | None = None,
-    task: str | None = None,
-    quantize: str | None = None,
-    quantize_rtol: float | None = None,
-    quantize_atol: float | None = None,
-    benchmark: BenchmarkData | None = None,
+    options: PackageOptions | None = None,
     progress: Progress | None = None,
 ) -> Path:
     """Convert, validate, write and sign a bundle; returns its directory.
 
     ``model`` is a fitted estimator, a PyTorch module, an ``onnx.ModelProto``,
-    or what :func:`packager.build.convert.load_model_file` returned; ``precision``,
-    ``input_shape`` and ``task`` go to :func:`packager.build.convert.convert`.
-    ``quantize`` ("dynamic") quantizes the graph and keeps it only if it still
-    matches the original within ``quantize_rtol``/``quantize_atol`` (default:
-    the parity tolerances); the size change goes to the manifest's
-    ``metrics.quantization``. ``benchmark`` measures the final model on
-    labelled data into ``metrics.benchmark``. ``progress`` receives notes for
-    the user. The bundle is built in a temporary directory beside its
-    destination and renamed into place, so a failure leaves no partial bundle.
+    or what :func:`packager.build.convert.load_model_file` returned;
+    ``options.conversion`` and ``options.validation`` go to
+    :func:`packager.build.convert.convert`. ``options.quantize`` quantizes the
+    graph and keeps it only if it still matches the original within its
+    tolerance (default: the parity tolerances); the size change goes to the
+    manifest's ``metrics.quantization``. ``options.benchmark`` measures the
+    final model on labelled data into ``metrics.benchmark``. ``progress``
+    receives notes for the user. The bundle is built in a temporary directory
+    beside its destination and renamed into place, so a failure leaves no
+    partial bundle.
 
     Raises:
         UsageError: bad name, version, sample or options.
@@ -140,29 +117,32 @@ def package(
     """
     from packager.build.convert import convert
 
+    options = options or PackageOptions()
     say = progress or (lambda _message: None)
     check_name(name)
     check_version(version)
     conversion = convert(
         model,
         sample,
-        rtol=rtol,
-        atol=atol,
-        precision=precision,
-        input_shape=input_shape,
-        task=task,
+        rtol=options.validation.rtol,
+        atol=options.validation.atol,
+        precision=options.conversion.precision,
+        input_shape=options.conversion.input_shape,
+        task=options.conversion.task,
     )
     for note in conversion.notes:
         say(note)
     metrics: dict[str, Any] = {}
-    if quantize is not None:
-        from packager.build.quantize import quantize as quantize_model
+    if options.quantize is not None:
+        from packager.build.quantize import quantize
 
-        conversion, quantization = quantize_model(
-            conversion, method=quantize, rtol=quantize_rtol, atol=quantize_atol
+        tolerance = options.quantize.tolerance
+        conversion, quantization = quantize(
+            conversion, method=options.quantize.method, rtol=tolerance.rtol, atol=tolerance.atol
         )
         say(quantization.describe())
         metrics["quantization"] = quantization.to_json()
+    benchmark = options.benchmark
     if benchmark is not None:
         from packager.build.benchmark import benchmark_conversion
 
@@ -188,11 +168,11 @@ def package(
             version=version,
             key=key,
             created=created,
-            provenance=provenance or Provenance(),
-            license=license,
-            description=description,
-            readme=readme,
-            labels=labels,
+            provenance=options.provenance,
+            license=options.metadata.license,
+            description=options.metadata.description,
+            readme=options.metadata.readme,
+            labels=options.metadata.labels,
             metrics=metrics,
         )
         if final.exists():

@@ -114,6 +114,22 @@ class MirrorReport:
     def channel_conflicts(self) -> tuple[MirroredChannel, ...]:
         return tuple(c for c in self.channels if c.outcome == "conflict")
 
+    def check(self) -> None:
+        """Raises RegistryError naming the versions, then the channels, left alone in the
+        destination because it holds other content, unless there are none."""
+        if self.conflicts:
+            listed = ", ".join(f"{c.name}@{c.version}" for c in self.conflicts)
+            raise RegistryError(
+                f"{listed} already in {self.destination} with other content and left alone; "
+                "versions are immutable: publish a new version instead"
+            )
+        if self.channel_conflicts:
+            listed = ", ".join(f"{c.name}@{c.channel}" for c in self.channel_conflicts)
+            raise RegistryError(
+                f"channel {listed} left alone in {self.destination}: "
+                f"{self.channel_conflicts[0].detail}"
+            )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,

@@ -361,3 +361,18 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
     with store.lock(name):
         store.remove(name, version)
     store.audit(action="remove", outcome="ok", now=now, name=name, version=version)
+
+
+def only_model(archive: Registry, location: str) -> str:
+    """The name of the one model an archive holds: ``packager install ./models.tar`` means it.
+
+    Raises:
+        UsageError: the archive holds no model or several (the message says how to pick one).
+    """
+    names = archive.names()
+    if len(names) != 1:
+        raise UsageError(
+            f"{location} holds {len(names)} models ({', '.join(names) or 'none'}); "
+            f"run `packager install NAME --registry {location}`"
+        )
+    return names[0]

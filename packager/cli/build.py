@@ -1,0 +1,185 @@
+"""Build-side commands: keygen, package, verify, inspect, benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from packager.build.options import ConvertOptions, PackageOptions
+from packager.cli import render
+from packager.cli.options import (
+    Context,
+    conversion_options,
+    json_option,
+    key_option,
+    load_public_keys,
+    package_options,
+    pass_ctx,
+    signing_key_option,
+)
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Directory for cosign.key and cosign.pub.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@json_option
+@pass_ctx
+def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
+    """Write a cosign-compatible key pair (ECDSA P-256): cosign.key and cosign.pub.
+
+    The password comes from PACKAGER_KEY_PASSWORD, then COSIGN_PASSWORD, then a prompt.
+    """
+    from packager._io.keys import keygen as make_keys
+    from packager._io.keys import password_from_environment
+
+    key, pub = make_keys(out_dir, password=password_from_environment(confirm=True), force=force)
+    render.show(ctx, render.KEYS, render.KeyPair(key, pub), as_json=as_json)
+
+
+@click.command("benchmark")
+@click.argument("ref", metavar="MODEL_OR_BUNDLE_OR_INSTALLED_NAME")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Rows to run (.csv with header, .npy, .json), with --target the true answers.",
+)
+@click.option("--target", help="Column holding the true answers (class or value).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="onnxruntime intra-op threads (0: onnxruntime's default).",
+)
+@click.option(
+    "--chart",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a PNG chart (needs packager[plot]).",
+)
+@conversion_options
+@json_option
+@pass_ctx
+def benchmark_cmd(
+    ctx: Context,
+    ref: str,
+    data_path: Path,
+    target: str | None,
+    threads: int,
+    chart: Path | None,
+    conversion: ConvertOptions,
+    as_json: bool,
+) -> None:
+    """Accuracy or error, latency and size: the original framework (for a model file)
+    against onnxruntime. A bundle directory or installed model runs on onnxruntime
+    alone; a bundle's signature is not checked here (use `packager verify`)."""
+    from packager._io.table import read_table
+    from packager.build.benchmark import Settings, benchmark_reference, write_chart
+    from packager.instance.models import model_path
+
+    report = benchmark_reference(
+        str(model_path(ref, home=ctx.home)),
+        read_table(data_path),
+        target=target,
+        settings=Settings(threads=threads),
+        precision=conversion.precision,
+        input_shape=conversion.input_shape,
+        task=conversion.task,
+    )
+    if chart is not None:
+        write_chart(report, chart)
+        ctx.say(f"wrote {chart}")
+    render.show(ctx, render.BENCHMARK, report, as_json=as_json)
+
+
+@click.command("package")
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path, exists=True))
+@click.option("--name", required=True, help="Model name, e.g. iris-classifier.")
+@click.option("--version", "version", required=True, help="SemVer version, e.g. 1.2.0.")
+@click.option(
+    "--sample",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Sample input rows (.csv with header, .npy, .json): checked and kept as test vectors.",
+)
+@signing_key_option
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("dist"),
+    show_default=True,
+)
+@package_options
+@json_option
+@pass_ctx
+def package_cmd(
+    ctx: Context,
+    model_path: Path,
+    name: str,
+    version: str,
+    sample: Path,
+    key_path: Path,
+    out_dir: Path,
+    options: PackageOptions,
+    as_json: bool,
+) -> None:
+    """Convert MODEL to a signed ONNX bundle.
+
+    MODEL: a pickle/joblib scikit-learn, XGBoost or LightGBM model; a PyTorch
+    module (.pt/.pth: TorchScript, or torch.save of the whole module, which is
+    unpickled: only package files you trust); or an .onnx file.
+    """
+    from packager._io.bundledir import read_manifest_unverified
+    from packager.build.api import package
+
+    bundle = package(
+        model_path,
+        sample=sample,
+        name=name,
+        version=version,
+        key=key_path,
+        out_dir=out_dir,
+        options=options,
+        progress=ctx.say,
+    )
+    packaged = render.Packaged(bundle, read_manifest_unverified(bundle))
+    render.show(ctx, render.PACKAGED, packaged, as_json=as_json)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@key_option(required=True)
+@json_option
+@pass_ctx
+def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: bool) -> None:
+    """Verify a bundle directory's signature and every file's digest."""
+    from packager._io.bundledir import verify_bundle
+
+    manifest = verify_bundle(bundle, keys=lambda: load_public_keys(key_paths))
+    render.show(ctx, render.VERIFIED, manifest, as_json=as_json)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@json_option
+@pass_ctx
+def inspect(ctx: Context, bundle: Path, as_json: bool) -> None:
+    """Show a bundle's manifest (not a verification: use `packager verify`)."""
+    from packager._io.bundledir import read_manifest_unverified
+
+    render.show(ctx, render.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
+
+
+COMMANDS = (keygen, package_cmd, verify, inspect, benchmark_cmd)

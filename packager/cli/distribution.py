@@ -1,0 +1,234 @@
+"""Distribution commands: publish, promote, mirror, export, pull, search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from packager.cli import render
+from packager.cli.options import (
+    Context,
+    json_option,
+    key_option,
+    load_public_keys,
+    now,
+    open_registry_at,
+    pass_ctx,
+    registry_option,
+    remote_options,
+    signing_key_option,
+)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@registry_option
+@remote_options
+@key_option(required=False)
+@json_option
+@pass_ctx
+def publish(
+    ctx: Context,
+    bundle: Path,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Publish a bundle directory to a registry (default: the embedded one).
+
+    With --key the signature is verified first; without it the files are still
+    checked against manifest.json so a damaged bundle is never published.
+    """
+    from packager.distribution.publish import publish_bundle
+
+    registry = open_registry_at(ctx, registry_ref)
+    artifact = publish_bundle(bundle, registry=registry, keys=load_public_keys(key_paths))
+    render.show(
+        ctx, render.PUBLISHED, render.Published(artifact, registry.location), as_json=as_json
+    )
+
+
+@click.command()
+@click.argument("name", required=False)
+@registry_option
+@remote_options
+@json_option
+@pass_ctx
+def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
+    """List the models and versions in a registry."""
+    registry = open_registry_at(ctx, registry_ref)
+    names = [name] if name else registry.names()
+    catalog = render.Catalog(registry.location, {n: registry.versions(n) for n in names})
+    render.show(ctx, render.CATALOG, catalog, as_json=as_json)
+
+
+@click.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@registry_option
+@remote_options
+@key_option(required=True)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Directory to write NAME-VERSION/ into.",
+)
+@json_option
+@pass_ctx
+def pull(
+    ctx: Context,
+    ref: str,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    out_dir: Path,
+    as_json: bool,
+) -> None:
+    """Fetch and verify a model version into a bundle directory, without installing it."""
+    from packager.distribution.pull import pull as do_pull
+
+    bundle = do_pull(
+        ref,
+        registry=open_registry_at(ctx, registry_ref),
+        keys=load_public_keys(key_paths),
+        out_dir=out_dir,
+        progress=ctx.say,
+    )
+    render.show(ctx, render.PULLED, bundle, as_json=as_json)
+
+
+@click.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@click.option("--channel", required=True, help="Channel to point at the version, e.g. stable.")
+@signing_key_option
+@click.option(
+    "--expires",
+    default="30d",
+    show_default=True,
+    metavar="DURATION",
+    help="How long installers accept the document (e.g. 30d, 12h, 2w); promote again before.",
+)
+@click.option(
+    "--sequence",
+    type=click.IntRange(min=1),
+    help="Sequence number to sign, when the current document is not this key's.",
+)
+@registry_option
+@remote_options
+@json_option
+@pass_ctx
+def promote(
+    ctx: Context,
+    ref: str,
+    channel: str,
+    key_path: Path,
+    expires: str,
+    sequence: int | None,
+    registry_ref: str | None,
+    as_json: bool,
+) -> None:
+    """Point CHANNEL of a model at NAME@VERSION with a signed, expiring document.
+
+    Instances that installed NAME@CHANNEL move to it at their next `packager update`.
+    """
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager.core.channel import parse_duration
+    from packager.distribution.promote import promote as do_promote
+
+    expires_in = parse_duration(expires)
+    promotion = do_promote(
+        ref,
+        channel=channel,
+        registry=open_registry_at(ctx, registry_ref),
+        private_key=load_private_key(key_path, password=password_from_environment),
+        now=now(),
+        expires_in=expires_in,
+        sequence=sequence,
+        progress=ctx.say,
+    )
+    render.show(ctx, render.PROMOTED, promotion, as_json=as_json)
+
+
+@click.command("export")
+@click.argument("refs", nargs=-1, required=True, metavar="NAME[@VERSION]...")
+@registry_option
+@remote_options
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Archive to write, ending in .tar (replaced if it exists).",
+)
+@json_option
+@pass_ctx
+def export_cmd(
+    ctx: Context, refs: tuple[str, ...], registry_ref: str | None, out: Path, as_json: bool
+) -> None:
+    """Write model versions into an archive to carry across an air gap.
+
+    The archive is an OCI image layout in a tar; NAME without @VERSION exports the
+    latest release. On the other side: `packager install NAME --registry models.tar
+    --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`.
+    """
+    from packager.distribution.mirror import export
+
+    artifacts = export(
+        list(refs), registry=open_registry_at(ctx, registry_ref), out=out, progress=ctx.say
+    )
+    render.show(ctx, render.EXPORTED, render.Exported(out, artifacts), as_json=as_json)
+
+
+@click.command("mirror")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@click.argument("refs", nargs=-1, metavar="[NAME[@VERSION]]...")
+@remote_options
+@key_option(required=False)
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="DANGEROUS: copy without checking signatures (digests are still checked).",
+)
+@json_option
+@pass_ctx
+def mirror_cmd(
+    ctx: Context,
+    source: str,
+    destination: str,
+    refs: tuple[str, ...],
+    key_paths: tuple[Path, ...],
+    no_verify: bool,
+    as_json: bool,
+) -> None:
+    """Copy models from registry SRC to registry DST, verifying every version first.
+
+    SRC and DST are registries: a directory, an archive ending in .tar, oci://HOST/NS, or
+    (SRC only) an https:// static mirror (the remote options apply to whichever of them is
+    remote). Without NAME,
+    every version of every model is copied; NAME alone copies all its versions. A version
+    already in DST with the same content is skipped; one with other content is a conflict:
+    left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
+    rebuilt atomically and keeps what it held.
+    """
+    from packager.distribution.mirror import mirror
+
+    if no_verify:
+        render.warn(render.MIRRORING_UNVERIFIED)
+    report = mirror(
+        open_registry_at(ctx, source),
+        open_registry_at(ctx, destination),
+        list(refs),
+        keys=load_public_keys(key_paths),
+        verify=not no_verify,
+        progress=ctx.say,
+    )
+    render.show(ctx, render.MIRRORED, report, as_json=as_json)
+    report.check()
+
+
+COMMANDS = (publish, search, pull, promote, export_cmd, mirror_cmd)

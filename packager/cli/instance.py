@@ -1,0 +1,270 @@
+"""Instance commands: install, update, list, rollback, remove, predict, log, trust."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from packager._io.config import resolve_registry
+from packager.cli import render
+from packager.cli.options import (
+    Context,
+    exact_ref,
+    json_option,
+    key_option,
+    now,
+    open_registry_at,
+    pass_ctx,
+    registry_option,
+    remote_options,
+    trust_option,
+)
+from packager.errors import UsageError
+
+
+@click.command()
+@click.argument("ref", metavar="NAME[@VERSION|@CHANNEL] | ARCHIVE.tar")
+@registry_option
+@remote_options
+@key_option(required=False)
+@trust_option
+@click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
+@click.option(
+    "--insecure-skip-verify",
+    is_flag=True,
+    help="DANGEROUS: do not check the signature (digests are still checked); audited.",
+)
+@json_option
+@pass_ctx
+def install(
+    ctx: Context,
+    ref: str,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    allow_downgrade: bool,
+    insecure_skip_verify: bool,
+    as_json: bool,
+) -> None:
+    """Fetch, verify, smoke-test and atomically install a model version.
+
+    NAME@CHANNEL (e.g. iris@stable) installs the version the channel's signed document
+    names, and the model then follows the channel (`packager update`); installing by
+    version stops following. Trusted keys come from --key, else --trust FILE, else
+    $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none, install refuses.
+    """
+    from packager.instance.install import install as do_install
+    from packager.instance.install import only_model
+    from packager.instance.store import Store
+    from packager.instance.trust import resolve_policy
+
+    if ref.endswith(".tar") and Path(ref).is_file():
+        # `packager install ./models.tar`: the archive is the registry; it must hold one model.
+        if registry_ref:
+            raise UsageError("give either an archive or --registry, not both")
+        registry_ref = ref
+        ref = only_model(open_registry_at(ctx, ref), ref)
+    if insecure_skip_verify:
+        render.warn(render.SKIPPING_VERIFICATION)
+        trust = None
+    else:
+        trust = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+    result = do_install(
+        ref,
+        registry=open_registry_at(ctx, registry_ref),
+        registry_ref=resolve_registry(registry_ref),
+        trust=trust,
+        store=Store(ctx.home),
+        now=now(),
+        allow_downgrade=allow_downgrade,
+        insecure_skip_verify=insecure_skip_verify,
+        progress=ctx.say,
+    )
+    render.show(ctx, render.INSTALLED, result, as_json=as_json)
+
+
+@click.command("list")
+@json_option
+@pass_ctx
+def list_cmd(ctx: Context, as_json: bool) -> None:
+    """List installed models (* marks the current version)."""
+    from packager.instance.store import Store
+
+    render.show(ctx, render.LISTED, Store(ctx.home).installed(), as_json=as_json)
+
+
+@click.command()
+@click.argument("name")
+@json_option
+@pass_ctx
+def rollback(ctx: Context, name: str, as_json: bool) -> None:
+    """Make the previously active installed version current again."""
+    from packager.instance.install import rollback as do_rollback
+    from packager.instance.store import Store
+
+    version = do_rollback(name, store=Store(ctx.home), now=now())
+    render.show(ctx, render.ROLLED_BACK, render.RolledBack(name, version), as_json=as_json)
+
+
+@click.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def remove(ctx: Context, ref: str) -> None:
+    """Delete an installed version that is not current."""
+    from packager.instance.install import remove as do_remove
+    from packager.instance.store import Store
+
+    name, version = exact_ref(ref, "remove")
+    do_remove(name, version, store=Store(ctx.home), now=now())
+    render.removed(ctx, name, version)
+
+
+@click.command()
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Rows to predict (.csv with header, .json, .npy).",
+)
+@json_option
+@pass_ctx
+def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
+    """Run an installed model on the rows of a file."""
+    from packager._io.table import read_table
+    from packager.core.names import parse_ref
+    from packager.instance.models import load
+
+    name, version = parse_ref(ref)
+    model = load(name, version, home=ctx.home)
+    outputs = model.predict(read_table(input_path))
+    prediction = render.Prediction(model.manifest.ref, {k: v.tolist() for k, v in outputs.items()})
+    render.show(ctx, render.PREDICTION, prediction, as_json=as_json)
+
+
+@click.command()
+@registry_option
+@remote_options
+@key_option(required=False)
+@trust_option
+@json_option
+@pass_ctx
+def update(
+    ctx: Context,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Install what their channel names for every model that follows one.
+
+    Each model is read from the registry it was installed from (--registry: from REF,
+    for this run only), with every check of `install NAME@CHANNEL`. A failing model does
+    not stop the others; the exit code is then the most important failure's (3, then 5,
+    then 4).
+    """
+    from packager.instance.store import Store
+    from packager.instance.trust import resolve_policy
+    from packager.instance.update import update as do_update
+
+    report = do_update(
+        store=Store(ctx.home),
+        trust=resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths),
+        now=now(),
+        # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
+        # the embedded one); only --registry overrides what each model recorded.
+        open_registry=lambda ref: open_registry_at(ctx, ref),
+        registry_ref=registry_ref,
+        progress=ctx.say,
+    )
+    render.show(ctx, render.UPDATED, report, as_json=as_json)
+    report.check()
+
+
+@click.command()
+@click.argument("name", required=False)
+@json_option
+@pass_ctx
+def log(ctx: Context, name: str | None, as_json: bool) -> None:
+    """Show the audit log: every install, refusal, rollback, removal and channel event."""
+    from packager.instance.store import Store
+
+    render.show(ctx, render.AUDIT_LOG, Store(ctx.home).audit_log(name), as_json=as_json)
+
+
+@click.group()
+@click.option(
+    "--trust",
+    "trust_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Policy file to edit (default $PACKAGER_HOME/trust.toml).",
+)
+@click.pass_context
+def trust(click_ctx: click.Context, trust_file: Path | None) -> None:
+    """Manage the trust policy: which keys may sign which models."""
+    ctx = click_ctx.find_object(Context)
+    assert ctx is not None
+    click_ctx.obj = ctx
+    click_ctx.meta["trust_file"] = trust_file or ctx.home / "trust.toml"
+
+
+def _trust_file() -> Path:
+    path: Path = click.get_current_context().meta["trust_file"]
+    return path
+
+
+@trust.command("add-key")
+@click.argument("name")
+@click.argument("pub", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--models", default="*", show_default=True, help="Glob of model names it may sign.")
+@pass_ctx
+def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
+    """Trust the public key PUB, under NAME, for models matching --models."""
+    from packager.instance.trust import add_key
+
+    path = _trust_file()
+    add_key(path, name, pub, models=models)
+    render.key_trusted(ctx, path, name, models)
+
+
+@trust.command("revoke")
+@click.argument("name")
+@pass_ctx
+def trust_revoke(ctx: Context, name: str) -> None:
+    """Revoke key NAME: refused from now on, even where a rule lists it."""
+    from packager.instance.trust import revoke_key
+
+    path = _trust_file()
+    revoke_key(path, name)
+    render.key_revoked(ctx, path, name)
+
+
+@trust.command("minimum")
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def trust_minimum(ctx: Context, ref: str) -> None:
+    """Never install NAME below VERSION on this instance."""
+    from packager.instance.trust import set_minimum
+
+    name, version = exact_ref(ref, "trust minimum")
+    path = _trust_file()
+    set_minimum(path, name, version)
+    render.minimum_set(ctx, path, name, version)
+
+
+@trust.command("list")
+@json_option
+@pass_ctx
+def trust_list(ctx: Context, as_json: bool) -> None:
+    """Show the trusted keys, rules and minimum versions."""
+    from packager.instance.trust import read_policy
+
+    path = _trust_file()
+    if not path.exists():
+        raise UsageError(f"no trust policy at {path}; add a key with `packager trust add-key`")
+    render.show(ctx, render.POLICY, render.Policy(path, read_policy(path)), as_json=as_json)
+
+
+COMMANDS = (install, update, list_cmd, rollback, remove, predict, log, trust)

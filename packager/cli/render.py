@@ -1,0 +1,437 @@
+"""All output of the commands: each result has one JSON rendering (``--json``, on stdout)
+and one text rendering (results on stdout, notes on stderr unless ``--quiet``).
+
+Only modules needed to print are imported here; result types are for annotations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import click
+
+from packager.cli.options import Context
+
+if TYPE_CHECKING:
+    from packager.build.benchmark import Report
+    from packager.core.manifest import Manifest, TensorSpec
+    from packager.core.policy import TrustedKey, TrustPolicy
+    from packager.distribution.mirror import MirrorReport
+    from packager.distribution.promote import Promotion
+    from packager.instance.install import InstallResult
+    from packager.instance.store import AuditEntry, Installed
+    from packager.instance.update import UpdateReport
+    from packager.registry.base import Artifact
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Rendering(Generic[T]):
+    """How one kind of result is shown: as JSON data, or as text through the context."""
+
+    json: Callable[[T], Any]
+    text: Callable[[Context, T], None]
+
+
+def show(ctx: Context, rendering: Rendering[T], result: T, *, as_json: bool) -> None:
+    if as_json:
+        emit(rendering.json(result))
+    else:
+        rendering.text(ctx, result)
+
+
+def emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def warn(message: str) -> None:
+    """A warning the user must see: on stderr even with --quiet."""
+    click.echo(f"packager: WARNING: {message}", err=True)
+
+
+SKIPPING_VERIFICATION = (
+    "--insecure-skip-verify: the model's signature will NOT be checked; anyone who can "
+    "write to the registry can choose what runs here"
+)
+MIRRORING_UNVERIFIED = (
+    "--no-verify: signatures will NOT be checked; DST will serve whatever SRC holds, "
+    "signed or not (digests are still checked)"
+)
+
+
+# Build side
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: Path
+    public: Path
+
+
+KEYS: Rendering[KeyPair] = Rendering(
+    json=lambda keys: {"privateKey": str(keys.private), "publicKey": str(keys.public)},
+    text=lambda ctx, keys: ctx.say(
+        f"wrote {keys.private} (keep it secret) and {keys.public} (give it to installers)"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Packaged:
+    bundle: Path
+    manifest: Manifest
+
+
+def _packaged_json(result: Packaged) -> dict[str, Any]:
+    return {
+        "bundle": str(result.bundle),
+        "name": result.manifest.name,
+        "version": result.manifest.version,
+        "validation": result.manifest.data["validation"],
+        "metrics": result.manifest.data.get("metrics", {}),
+    }
+
+
+def _packaged_text(ctx: Context, result: Packaged) -> None:
+    validation = result.manifest.data["validation"]
+    ctx.say(
+        f"packaged {result.manifest.ref} -> {result.bundle} "
+        f"(max abs diff {validation['maxAbsDiff']:.3g}, {validation['rows']} test vectors)"
+    )
+    click.echo(str(result.bundle))
+
+
+PACKAGED = Rendering(_packaged_json, _packaged_text)
+
+
+VERIFIED: Rendering[Manifest] = Rendering(
+    json=lambda manifest: {
+        "verified": True,
+        "name": manifest.name,
+        "version": manifest.version,
+        "files": [f.to_json() for f in manifest.files],
+    },
+    text=lambda _ctx, manifest: click.echo(
+        f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)"
+    ),
+)
+
+
+def _tensor(spec: TensorSpec) -> str:
+    return f"{spec.name}:{spec.dtype}{list(spec.shape or [])}"
+
+
+def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
+    source = manifest.data["model"]["source"]
+    val = manifest.data["validation"]
+    rows = [
+        ("name", manifest.name),
+        ("version", manifest.version),
+        ("created", manifest.created),
+        ("source", f"{source['framework']} {source['frameworkVersion']}: {source['estimator']}"),
+        ("converter", f"{source['converter']} {source['converterVersion']}"),
+        ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.opsets.items()))),
+        ("onnxruntime", f">= {manifest.min_onnxruntime}"),
+        ("inputs", ", ".join(_tensor(t) for t in manifest.inputs)),
+        ("outputs", ", ".join(_tensor(t) for t in manifest.outputs)),
+        (
+            "validation",
+            f"{val['rows']} rows, max abs diff {val['maxAbsDiff']:.3g}, "
+            f"rtol {val['rtol']:g}, atol {val['atol']:g}",
+        ),
+    ]
+    if manifest.license:
+        rows.append(("license", manifest.license))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+    click.echo("files:")
+    for f in manifest.files:
+        click.echo(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
+
+
+MANIFEST: Rendering[Manifest] = Rendering(json=lambda manifest: manifest.data, text=_manifest_text)
+
+BENCHMARK: Rendering[Report] = Rendering(
+    json=lambda report: report.to_json(),
+    text=lambda _ctx, report: click.echo(report.table()),
+)
+
+
+# Distribution side
+
+
+@dataclass(frozen=True)
+class Published:
+    artifact: Artifact
+    location: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.location}/{self.artifact.name}:{self.artifact.version}"
+
+
+def _published_text(ctx: Context, result: Published) -> None:
+    a = result.artifact
+    ctx.say(f"published {a.name}@{a.version} to {result.location}")
+    click.echo(f"{result.reference}@{a.manifest_digest}")
+
+
+PUBLISHED: Rendering[Published] = Rendering(
+    json=lambda result: {
+        "name": result.artifact.name,
+        "version": result.artifact.version,
+        "digest": str(result.artifact.manifest_digest),
+        "reference": result.reference,
+    },
+    text=_published_text,
+)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    location: str
+    models: dict[str, list[str]]
+
+
+def _catalog_text(ctx: Context, catalog: Catalog) -> None:
+    if not any(catalog.models.values()):
+        ctx.say(f"no models in {catalog.location}; publish one with `packager publish BUNDLE`")
+    for name, versions in catalog.models.items():
+        click.echo(f"{name}  {', '.join(versions)}")
+
+
+CATALOG: Rendering[Catalog] = Rendering(
+    json=lambda catalog: {"registry": catalog.location, "models": catalog.models},
+    text=_catalog_text,
+)
+
+PULLED: Rendering[Path] = Rendering(
+    json=lambda bundle: {"bundle": str(bundle)},
+    text=lambda _ctx, bundle: click.echo(str(bundle)),
+)
+
+
+def _promotion_text(_ctx: Context, promotion: Promotion) -> None:
+    doc = promotion.channel
+    click.echo(
+        f"{doc.name}@{doc.channel} -> {doc.version}  sequence {doc.sequence}  "
+        f"expires {doc.expires.isoformat()}  {doc.manifest_digest}"
+    )
+
+
+PROMOTED: Rendering[Promotion] = Rendering(json=lambda p: p.to_json(), text=_promotion_text)
+
+
+@dataclass(frozen=True)
+class Exported:
+    archive: Path
+    artifacts: Sequence[Artifact]
+
+
+def _exported_json(result: Exported) -> dict[str, Any]:
+    from packager.registry.archive import archive_ref
+
+    return {
+        "archive": str(result.archive),
+        "models": [
+            {
+                "name": a.name,
+                "version": a.version,
+                "digest": str(a.manifest_digest),
+                "reference": archive_ref(a.name, a.version),
+            }
+            for a in result.artifacts
+        ],
+    }
+
+
+def _exported_text(ctx: Context, result: Exported) -> None:
+    ctx.say(f"wrote {len(result.artifacts)} version(s) to {result.archive}")
+    click.echo(str(result.archive))
+
+
+EXPORTED = Rendering(_exported_json, _exported_text)
+
+
+def _mirrored_text(ctx: Context, report: MirrorReport) -> None:
+    for label, items in (
+        ("copied", report.copied),
+        ("skipped", report.skipped),
+        ("conflict", report.conflicts),
+    ):
+        for item in items:
+            click.echo(f"{label:<8}  {item.name}@{item.version}  {item.destination_digest}")
+    for c in report.channels:
+        click.echo(f"{c.outcome:<8}  {c.name}@{c.channel}  {c.detail}")
+    ctx.say(
+        f"{len(report.copied)} copied, {len(report.skipped)} already there, "
+        f"{len(report.conflicts)} conflicting"
+    )
+
+
+MIRRORED: Rendering[MirrorReport] = Rendering(json=lambda r: r.to_json(), text=_mirrored_text)
+
+
+# Instance side
+
+
+def _installed_json(result: InstallResult) -> dict[str, Any]:
+    smoke, channel = result.smoke_test, result.channel
+    return {
+        "name": result.name,
+        "version": result.version,
+        "path": str(result.directory),
+        "manifestSha256": result.manifest_sha256,
+        "previous": result.previous,
+        "installed": smoke is not None,
+        "testVectors": None if smoke is None else smoke.rows,
+        "maxAbsDiff": None if smoke is None else smoke.max_abs_diff,
+        "smokeTestSeconds": result.smoke_seconds,
+        "smokeTestPeakRss": result.smoke_peak_rss,
+        "channel": None
+        if channel is None
+        else {
+            "channel": channel.channel,
+            "sequence": channel.sequence,
+            "expires": channel.expires.isoformat(),
+        },
+    }
+
+
+def _installed_text(_ctx: Context, result: InstallResult) -> None:
+    if result.smoke_test is None:
+        click.echo(f"{result.name}@{result.version} is already current -> {result.directory}")
+    else:
+        click.echo(f"installed {result.name}@{result.version} -> {result.directory}")
+
+
+INSTALLED = Rendering(_installed_json, _installed_text)
+
+
+def _updated_text(ctx: Context, report: UpdateReport) -> None:
+    if not report.models:
+        ctx.say("no model follows a channel; install one with `packager install NAME@CHANNEL`")
+    for m in report.models:
+        what = {
+            "updated": f"{m.previous or '-'} -> {m.version}",
+            "current": m.version,
+            "refused": str(m.error),
+        }[m.status]
+        click.echo(f"{m.status:<8} {m.name}@{m.channel}  {what}")
+
+
+UPDATED: Rendering[UpdateReport] = Rendering(json=lambda r: r.to_json(), text=_updated_text)
+
+
+def _listed_text(ctx: Context, installed: Sequence[Installed]) -> None:
+    if not installed:
+        ctx.say("no models installed; run `packager install NAME --key cosign.pub`")
+    for i in installed:
+        click.echo(f"{'*' if i.current else ' '} {i.name}  {i.version}")
+
+
+LISTED: Rendering[Sequence[Installed]] = Rendering(
+    json=lambda installed: [
+        {"name": i.name, "version": i.version, "current": i.current, "path": str(i.directory)}
+        for i in installed
+    ],
+    text=_listed_text,
+)
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    name: str
+    current: str
+
+
+ROLLED_BACK: Rendering[RolledBack] = Rendering(
+    json=lambda r: {"name": r.name, "current": r.current},
+    text=lambda _ctx, r: click.echo(f"{r.name} current -> {r.current}"),
+)
+
+
+def removed(ctx: Context, name: str, version: str) -> None:
+    ctx.say(f"removed {name}@{version}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    outputs: dict[str, list[Any]]
+
+
+def _prediction_text(_ctx: Context, prediction: Prediction) -> None:
+    data = prediction.outputs
+    names = list(data)
+    click.echo("\t".join(["row", *names]))
+    rows = len(next(iter(data.values()))) if data else 0
+    for i in range(rows):
+        click.echo("\t".join([str(i), *(json.dumps(data[n][i]) for n in names)]))
+
+
+PREDICTION: Rendering[Prediction] = Rendering(
+    json=lambda p: {"model": p.model, "outputs": p.outputs}, text=_prediction_text
+)
+
+
+def _log_text(_ctx: Context, entries: Sequence[AuditEntry]) -> None:
+    for e in entries:
+        what = f"{e.name}@{e.version}" if e.version else (e.name or "-")
+        click.echo(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
+
+
+AUDIT_LOG: Rendering[Sequence[AuditEntry]] = Rendering(
+    json=lambda entries: [e.__dict__ for e in entries], text=_log_text
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: Path
+    policy: TrustPolicy
+
+    @property
+    def keys(self) -> list[TrustedKey]:
+        return sorted(self.policy.keys.values(), key=lambda k: k.name)
+
+
+def _policy_json(result: Policy) -> dict[str, Any]:
+    policy = result.policy
+    return {
+        "policy": str(result.path),
+        "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in result.keys],
+        "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
+        "minimum": dict(policy.minimum),
+    }
+
+
+def _policy_text(_ctx: Context, result: Policy) -> None:
+    click.echo(f"policy: {result.path}")
+    for k in result.keys:
+        click.echo(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
+    for r in result.policy.rules:
+        click.echo(f"rule {r.models:<20} {', '.join(r.keys)}")
+    for model, version in sorted(result.policy.minimum.items()):
+        click.echo(f"min  {model:<20} {version}")
+
+
+POLICY = Rendering(_policy_json, _policy_text)
+
+
+def key_trusted(ctx: Context, path: Path, name: str, models: str) -> None:
+    ctx.say(f"{path}: key {name} trusted for models {models!r}")
+
+
+def key_revoked(ctx: Context, path: Path, name: str) -> None:
+    ctx.say(f"{path}: key {name} revoked")
+
+
+def minimum_set(ctx: Context, path: Path, name: str, version: str) -> None:
+    ctx.say(f"{path}: {name} >= {version}")
