@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from packager._version import __version__
 from packager.build.options import (
     ConvertOptions,
     Metadata,
@@ -40,8 +41,6 @@ from packager.errors import (
     VerificationError,
     WrongModelError,
 )
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -109,7 +109,7 @@ def package(
 
 def _with_defaults(options: PackageOptions, model: Any) -> PackageOptions:
     """``options`` with the provenance and benchmark fields packaging can fill itself."""
-    from packager import __version__
+    from packager._version import __version__
     from packager.build.bundle import git_head
 
     provenance = options.provenance

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from packager import __version__
 from packager._io.config import resolve_home
+from packager._version import __version__
 from packager.cli import build, distribution, instance
 from packager.cli.options import Context
 from packager.errors import PackagerError

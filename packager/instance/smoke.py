@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import packager
 from packager import errors
 from packager.core.compare import Comparison
 from packager.core.manifest import MAX_MANIFEST_BYTES, Manifest, dump_json, parse_manifest
@@ -58,7 +57,7 @@ def run_smoke_test(directory: Path, manifest: Manifest) -> SmokeTest:
         UsageError: the model file cannot be read.
     """
     # The child must import this very packager, wherever it was imported from.
-    source = str(Path(packager.__file__).resolve().parent.parent)
+    source = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": source + (os.pathsep + path if path else "")}
     command = [sys.executable, "-m", "packager.instance.smoke", str(directory)]
