@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from packager.cli import main
-from packager.distribution.mirror import export, mirror
+from packager.core.policy import Trusted, Unverified, adhoc_policy
+from packager.distribution.mirror import export, mirror, mirror_mode
 from packager.distribution.publish import publish_bundle
 from packager.errors import TamperedError, UntrustedError, UsageError
 from packager.registry import ArchiveRegistry, LayoutRegistry
@@ -30,7 +31,9 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 def source(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair) -> LayoutRegistry:
     registry = LayoutRegistry(tmp_path / "source")
     for version in VERSIONS:
-        publish_bundle(bundles[version], registry=registry, keys=[keypair.public])
+        publish_bundle(
+            bundles[version], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+        )
     return registry
 
 
@@ -55,14 +58,14 @@ def test_round_trip_embedded_archive_embedded_keeps_digests_and_bytes(
 ) -> None:
     carried = ArchiveRegistry(tmp_path / "carry" / "models.tar")
     carried.path.parent.mkdir()
-    report = mirror(source, carried, keys=[keypair.public])
+    report = mirror(source, carried, mode=Trusted(adhoc_policy([keypair.public])))
     assert [(c.version, c.destination_digest) for c in report.copied] == [
         (v, source.resolve("iris", v).manifest_digest) for v in VERSIONS
     ]
     assert digests(carried) == digests(source)
 
     target = LayoutRegistry(tmp_path / "target")
-    report = mirror(carried, target, keys=[keypair.public])
+    report = mirror(carried, target, mode=Trusted(adhoc_policy([keypair.public])))
     assert len(report.copied) == 3 and not report.skipped and not report.conflicts
     assert digests(target) == digests(source)
     for version in VERSIONS:
@@ -71,7 +74,7 @@ def test_round_trip_embedded_archive_embedded_keeps_digests_and_bytes(
 
     # Again: everything is there already, and the archive is not rewritten.
     before = carried.path.stat()
-    report = mirror(source, carried, keys=[keypair.public])
+    report = mirror(source, carried, mode=Trusted(adhoc_policy([keypair.public])))
     assert [c.version for c in report.skipped] == list(VERSIONS) and not report.copied
     after = carried.path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -82,7 +85,12 @@ def test_mirror_into_an_archive_extends_it_with_the_same_bytes_as_an_export(
 ) -> None:
     archive = tmp_path / "models.tar"
     export(["iris@1.0.0"], registry=source, out=archive)
-    report = mirror(source, ArchiveRegistry(archive), ["iris@2.0.0"], keys=[keypair.public])
+    report = mirror(
+        source,
+        ArchiveRegistry(archive),
+        ["iris@2.0.0"],
+        mode=Trusted(adhoc_policy([keypair.public])),
+    )
     assert [c.version for c in report.copied] == ["2.0.0"]
     assert ArchiveRegistry(archive).versions("iris") == ["1.0.0", "2.0.0"]
     both = tmp_path / "both.tar"
@@ -93,9 +101,9 @@ def test_mirror_into_an_archive_extends_it_with_the_same_bytes_as_an_export(
 
 def test_names_select_versions(source: LayoutRegistry, keypair: KeyPair, tmp_path: Path) -> None:
     target = LayoutRegistry(tmp_path / "target")
-    mirror(source, target, ["iris@1.1.0"], keys=[keypair.public])
+    mirror(source, target, ["iris@1.1.0"], mode=Trusted(adhoc_policy([keypair.public])))
     assert target.versions("iris") == ["1.1.0"]
-    report = mirror(source, target, ["iris"], keys=[keypair.public])
+    report = mirror(source, target, ["iris"], mode=Trusted(adhoc_policy([keypair.public])))
     assert [c.version for c in report.copied] == ["1.0.0", "2.0.0"]
     assert [c.version for c in report.skipped] == ["1.1.0"]
 
@@ -113,7 +121,11 @@ def test_untrusted_signature_is_refused_and_nothing_is_written(
         assert code == 3, err
         assert not destination.exists()
     with pytest.raises(UntrustedError):
-        mirror(source, LayoutRegistry(tmp_path / "t"), keys=[other_keypair.public])
+        mirror(
+            source,
+            LayoutRegistry(tmp_path / "t"),
+            mode=Trusted(adhoc_policy([other_keypair.public])),
+        )
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left"
 
 
@@ -123,8 +135,16 @@ def test_keys_are_required_unless_no_verify(
     code, _, err = cli(capsys, "mirror", source.root, tmp_path / "target")
     assert code == 2 and "--key" in err
     assert not (tmp_path / "target").exists()
+    code, _, err = cli(
+        capsys, "mirror", source.root, tmp_path / "target", "--key", keypair.pub_path, "--no-verify"
+    )
+    assert code == 2 and "contradict" in err
+    assert not (tmp_path / "target").exists()
     with pytest.raises(UsageError, match="contradict"):
-        mirror(source, LayoutRegistry(tmp_path / "t"), keys=[keypair.public], verify=False)
+        mirror_mode([keypair.public], no_verify=True)
+    with pytest.raises(UsageError, match="--key"):
+        mirror_mode([], no_verify=False)
+    assert mirror_mode([], no_verify=True) == Unverified("--no-verify")
 
 
 def test_no_verify_warns_and_still_checks_digests(
@@ -147,7 +167,12 @@ def test_no_verify_warns_and_still_checks_digests(
     code, _, err = cli(capsys, "mirror", source.root, tmp_path / "other", "--no-verify")
     assert code == 3, err
     with pytest.raises(TamperedError):
-        mirror(source, ArchiveRegistry(tmp_path / "x.tar"), ["iris@1.1.0"], keys=[], verify=False)
+        mirror(
+            source,
+            ArchiveRegistry(tmp_path / "x.tar"),
+            ["iris@1.1.0"],
+            mode=Unverified("--no-verify"),
+        )
     assert not (tmp_path / "x.tar").exists()
 
 
@@ -174,7 +199,9 @@ def test_conflicting_version_is_reported_and_the_others_are_copied(
         out_dir=tmp_path / "rebuilt",
     )
     target = LayoutRegistry(tmp_path / "target")
-    theirs = publish_bundle(rebuilt, registry=target, keys=[keypair.public]).manifest_digest
+    theirs = publish_bundle(
+        rebuilt, registry=target, mode=Trusted(adhoc_policy([keypair.public]))
+    ).manifest_digest
     destination: Path = target.root
     if kind == "archive":
         destination = tmp_path / "models.tar"

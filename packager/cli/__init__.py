@@ -502,9 +502,9 @@ def package_cmd(
 @pass_ctx
 def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: bool) -> None:
     """Verify a bundle directory's signature and every file's digest."""
-    from packager._io.bundledir import verify_bundle
+    from packager._io.bundledir import trusted_keys, verify_bundle
 
-    manifest = verify_bundle(bundle, keys=lambda: load_public_keys(key_paths))
+    manifest = verify_bundle(bundle, mode=lambda: trusted_keys(key_paths))
     if as_json:
         emit(
             {
@@ -581,10 +581,16 @@ def publish(
     With --key the signature is verified first; without it the files are still
     checked against manifest.json so a damaged bundle is never published.
     """
+    from packager.core.policy import Trusted, Unverified, adhoc_policy
     from packager.distribution.publish import publish_bundle
 
     registry = open_registry_at(ctx, registry_ref)
-    artifact = publish_bundle(bundle, registry=registry, keys=load_public_keys(key_paths))
+    keys = load_public_keys(key_paths)
+    artifact = publish_bundle(
+        bundle,
+        registry=registry,
+        mode=Trusted(adhoc_policy(keys)) if keys else Unverified("publish without --key"),
+    )
     ref = f"{registry.location}/{artifact.name}:{artifact.version}"
     if as_json:
         emit(
@@ -651,6 +657,8 @@ def install(
     version stops following. Trusted keys come from --key, else --trust FILE, else
     $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none, install refuses.
     """
+    from packager.core.policy import Trusted, Unverified, VerifyMode
+    from packager.instance.install import InstallOptions
     from packager.instance.install import install as do_install
     from packager.instance.store import Store
     from packager.instance.trust import resolve_policy
@@ -673,19 +681,20 @@ def install(
             "checked; anyone who can write to the registry can choose what runs here",
             err=True,
         )
-        trust = None
+        mode: VerifyMode = Unverified("--insecure-skip-verify")
     else:
-        trust = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+        mode = Trusted(resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        registry_ref=resolve_registry(registry_ref),
-        trust=trust,
         store=Store(ctx.home),
         now=now(),
-        allow_downgrade=allow_downgrade,
-        insecure_skip_verify=insecure_skip_verify,
-        progress=ctx.say,
+        options=InstallOptions(
+            verify=mode,
+            allow_downgrade=allow_downgrade,
+            registry_ref=resolve_registry(registry_ref),
+            progress=ctx.say,
+        ),
     )
     smoke, channel = result.smoke_test, result.channel
     if as_json:
@@ -741,12 +750,13 @@ def pull(
     as_json: bool,
 ) -> None:
     """Fetch and verify a model version into a bundle directory, without installing it."""
+    from packager.core.policy import Trusted, adhoc_policy
     from packager.distribution.pull import pull as do_pull
 
     bundle = do_pull(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        keys=load_public_keys(key_paths),
+        mode=Trusted(adhoc_policy(load_public_keys(key_paths))),
         out_dir=out_dir,
         progress=ctx.say,
     )
@@ -923,19 +933,20 @@ def update(
     not stop the others; the exit code is then the most important failure's (3, then 5,
     then 4).
     """
+    from packager.core.policy import Trusted
+    from packager.instance.install import InstallOptions
     from packager.instance.store import Store
     from packager.instance.trust import resolve_policy
     from packager.instance.update import update as do_update
 
+    policy = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     report = do_update(
         store=Store(ctx.home),
-        trust=resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths),
         now=now(),
         # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
         # the embedded one); only --registry overrides what each model recorded.
         open_registry=lambda ref: open_registry_at(ctx, ref),
-        registry_ref=registry_ref,
-        progress=ctx.say,
+        options=InstallOptions(verify=Trusted(policy), registry_ref=registry_ref, progress=ctx.say),
     )
     if as_json:
         emit(report.to_json())
@@ -1140,7 +1151,7 @@ def mirror_cmd(
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
     rebuilt atomically and keeps what it held.
     """
-    from packager.distribution.mirror import mirror
+    from packager.distribution.mirror import mirror, mirror_mode
 
     if no_verify:
         click.echo(
@@ -1148,12 +1159,12 @@ def mirror_cmd(
             "whatever SRC holds, signed or not (digests are still checked)",
             err=True,
         )
+    mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
     report = mirror(
         open_registry_at(ctx, source),
         open_registry_at(ctx, destination),
         list(refs),
-        keys=load_public_keys(key_paths),
-        verify=not no_verify,
+        mode=mode,
         progress=ctx.say,
     )
     if as_json:
