@@ -32,6 +32,7 @@ from packager.errors import (
     UntrustedError,
     UsageError,
     VerificationError,
+    WrongModelError,
 )
 from packager.instance.install import InstallOptions, install, rollback
 from packager.instance.store import Following, Store
@@ -484,6 +485,23 @@ def test_promote_refuses_a_manifest_that_is_not_the_signed_one(
         promote(
             "iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0
         )
+    with pytest.raises(NotFoundError):
+        registry.get_document("iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES)
+
+
+def test_promote_refuses_another_version_served_under_the_tag(
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+) -> None:
+    """Signed by the promoting key or not, a bundle of 2.0.0 tagged 1.1.0 is not promoted."""
+    serve_bundle_dir(registry.root, bundles["2.0.0"], name="iris", tag="1.1.0")
+    for key, kind in ((keypair, "signed"), (other_keypair, "unverified")):
+        with pytest.raises(WrongModelError, match=f"the {kind} bundle is iris@2.0.0; .* version"):
+            promote(
+                "iris@1.1.0", channel="stable", registry=registry, private_key=key.private, now=T0
+            )
     with pytest.raises(NotFoundError):
         registry.get_document("iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES)
 

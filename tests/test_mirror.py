@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from packager.distribution.mirror import export, mirror, mirror_mode
 from packager.distribution.publish import publish_bundle
 from packager.errors import TamperedError, UntrustedError, UsageError
 from packager.registry import ArchiveRegistry, LayoutRegistry
-from packager.registry.base import Registry
+from packager.registry.base import Artifact, Registry
 
 from .conftest import KeyPair
 
@@ -106,6 +107,35 @@ def test_names_select_versions(source: LayoutRegistry, keypair: KeyPair, tmp_pat
     report = mirror(source, target, ["iris"], mode=Trusted(adhoc_policy([keypair.public])))
     assert [c.version for c in report.copied] == ["1.0.0", "2.0.0"]
     assert [c.version for c in report.skipped] == ["1.1.0"]
+
+
+class CountingRegistry:
+    """The embedded registry, counting how often each version is resolved."""
+
+    def __init__(self, inner: LayoutRegistry) -> None:
+        self.inner = inner
+        self.resolved: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def resolve(self, name: str, version: str) -> Artifact:
+        self.resolved.append(f"{name}@{version}")
+        return self.inner.resolve(name, version)
+
+
+@pytest.mark.parametrize("mode", ["trusted", "unverified"])
+def test_each_version_is_resolved_once_and_copied_as_verified(
+    mode: str, source: LayoutRegistry, keypair: KeyPair, tmp_path: Path
+) -> None:
+    """What is verified is what is copied: no second look at the source in between."""
+    counting = CountingRegistry(source)
+    target = LayoutRegistry(tmp_path / "target")
+    chosen = mirror_mode([keypair.public] if mode == "trusted" else [], no_verify=mode != "trusted")
+    report = mirror(cast(Registry, counting), target, mode=chosen)
+    assert report.verified is (mode == "trusted")
+    assert counting.resolved == [f"iris@{v}" for v in VERSIONS]
+    assert digests(target) == digests(source)
 
 
 def test_untrusted_signature_is_refused_and_nothing_is_written(

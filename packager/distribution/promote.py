@@ -30,15 +30,15 @@ from packager.core.channel import (
     sign_channel,
 )
 from packager.core.digests import Digest
-from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE
+from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, parse_manifest
 from packager.core.names import parse_target
-from packager.core.policy import Trusted, Unverified, adhoc_policy
+from packager.core.policy import Trusted, adhoc_policy
 from packager.core.signature import key_hint
 from packager.core.verify import (
+    check_binding,
     check_channel_document,
     check_manifest,
     served_file,
-    unverified_statement,
     verify_signature,
 )
 from packager.errors import NotFoundError, UntrustedError, UsageError, VerificationError
@@ -190,13 +190,15 @@ def _check_bundle(
         statement = verify_signature(sig, _promoter(public_key), name=name)
     except UntrustedError:
         # Another key signed it: installers check it against their own trust policy.
-        statement = unverified_statement(
-            manifest_bytes, Unverified("model.sig is not by the promoting key")
+        manifest = parse_manifest(manifest_bytes)
+        check_binding(
+            manifest, name=name, version=artifact.version, signed=False, source=registry.location
         )
+        return False
     check_manifest(
         statement, manifest_bytes, name=name, version=artifact.version, source=registry.location
     )
-    return statement.signed
+    return True
 
 
 def _promoter(public_key: ec.EllipticCurvePublicKey) -> Trusted:

@@ -140,7 +140,6 @@ def install(
         check_trusted(options.verify, name)
         if version is None:
             version = latest_version(registry, name)
-        check_version_allowed(name, version, mode=options.verify)
         with store.lock(name):
             return _install_locked(
                 name, version, registry=registry, store=store, now=now, options=options
