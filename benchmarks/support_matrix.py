@@ -426,10 +426,10 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
     """
     from packager.build.bundle import package
     from packager.build.options import ConvertOptions, PackageOptions
-    from packager.core.policy import adhoc_policy
+    from packager.core.policy import Trusted, Unverified, adhoc_policy
     from packager.distribution.publish import publish_bundle
     from packager.errors import PackagerError
-    from packager.instance.install import install
+    from packager.instance.install import InstallOptions, install
     from packager.instance.models import load
     from packager.instance.store import Store
     from packager.registry.layout import LayoutRegistry
@@ -450,10 +450,14 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
     except PackagerError as e:
         return Outcome(case, type(e).__name__, error=str(e))
     registry = LayoutRegistry(work / "registry")
-    publish_bundle(bundle, registry=registry)
+    publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
     home = work / "home"
     install(
-        case.id, registry=registry, trust=adhoc_policy([public_key]), store=Store(home), now=NOW
+        case.id,
+        registry=registry,
+        store=Store(home),
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([public_key]))),
     )
     installed = load(case.id, home=home)
     answers = installed.predict(sample)

@@ -15,6 +15,7 @@ from packager._io.bundledir import verify_bundle
 from packager.build.api import package
 from packager.build.options import PackageOptions, Provenance
 from packager.core.manifest import parse_manifest
+from packager.core.policy import Trusted, adhoc_policy
 from packager.errors import TamperedError, UntrustedError
 
 from .conftest import KeyPair
@@ -58,7 +59,7 @@ def test_byte_reproducible(
 
 def test_manifest_contents(bundles: dict[str, Path], keypair: KeyPair) -> None:
     bundle = bundles["1.0.0"]
-    manifest = verify_bundle(bundle, keys=[keypair.public])
+    manifest = verify_bundle(bundle, mode=Trusted(adhoc_policy([keypair.public])))
     assert bundle.name == "iris-1.0.0"
     assert [f.path for f in manifest.files] == ["model.onnx", "testvectors.npz"]
     assert {f.role for f in manifest.files} == {"model", "testvectors"}
@@ -75,22 +76,22 @@ def test_manifest_contents(bundles: dict[str, Path], keypair: KeyPair) -> None:
 def test_verify_refuses_changes(
     bundle_copy: Path, keypair: KeyPair, other_keypair: KeyPair
 ) -> None:
-    verify_bundle(bundle_copy, keys=[keypair.public])
+    verify_bundle(bundle_copy, mode=Trusted(adhoc_policy([keypair.public])))
     with pytest.raises(UntrustedError):
-        verify_bundle(bundle_copy, keys=[other_keypair.public])
+        verify_bundle(bundle_copy, mode=Trusted(adhoc_policy([other_keypair.public])))
     (bundle_copy / "notes.txt").write_text("extra")
     with pytest.raises(TamperedError, match="notes.txt"):
-        verify_bundle(bundle_copy, keys=[keypair.public])
+        verify_bundle(bundle_copy, mode=Trusted(adhoc_policy([keypair.public])))
     (bundle_copy / "notes.txt").unlink()
     (bundle_copy / "link").symlink_to("model.onnx")
     with pytest.raises(TamperedError, match="regular file"):
-        verify_bundle(bundle_copy, keys=[keypair.public])
+        verify_bundle(bundle_copy, mode=Trusted(adhoc_policy([keypair.public])))
     (bundle_copy / "link").unlink()
     data = bytearray((bundle_copy / "testvectors.npz").read_bytes())
     data[-1] ^= 1
     (bundle_copy / "testvectors.npz").write_bytes(bytes(data))
     with pytest.raises(TamperedError, match="testvectors.npz"):
-        verify_bundle(bundle_copy, keys=[keypair.public])
+        verify_bundle(bundle_copy, mode=Trusted(adhoc_policy([keypair.public])))
 
 
 def test_verify_loads_keys_once_hashing_has_started(
@@ -104,12 +105,15 @@ def test_verify_loads_keys_once_hashing_has_started(
         loaded.append("keys")
         return [pair.public]
 
-    assert verify_bundle(bundle_copy, keys=lambda: keys(keypair)).ref == "iris@1.1.0"
+    assert (
+        verify_bundle(bundle_copy, mode=lambda: Trusted(adhoc_policy(keys(keypair)))).ref
+        == "iris@1.1.0"
+    )
     with pytest.raises(UntrustedError):
-        verify_bundle(bundle_copy, keys=lambda: keys(other_keypair))
+        verify_bundle(bundle_copy, mode=lambda: Trusted(adhoc_policy(keys(other_keypair))))
     (bundle_copy / "model.sig").unlink()
     with pytest.raises(TamperedError, match="unsigned"):
-        verify_bundle(bundle_copy, keys=lambda: keys(keypair))
+        verify_bundle(bundle_copy, mode=lambda: Trusted(adhoc_policy(keys(keypair))))
     assert loaded == ["keys", "keys"]
 
 

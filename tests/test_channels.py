@@ -17,7 +17,7 @@ from packager.core.channel import ARTIFACT_TYPE, MAX_CHANNEL_BYTES, Channel, See
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST
 from packager.core.names import Target, parse_target
-from packager.core.policy import Rule, TrustedKey, TrustPolicy, adhoc_policy
+from packager.core.policy import Rule, Trusted, TrustedKey, TrustPolicy, Unverified, adhoc_policy
 from packager.distribution.mirror import export, mirror
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
@@ -32,8 +32,9 @@ from packager.errors import (
     UntrustedError,
     UsageError,
     VerificationError,
+    WrongModelError,
 )
-from packager.instance.install import install, rollback
+from packager.instance.install import InstallOptions, install, rollback
 from packager.instance.store import Following, Store
 from packager.instance.update import Updated, UpdateReport, update
 from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
@@ -58,7 +59,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 def registry(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair) -> LayoutRegistry:
     registry = LayoutRegistry(tmp_path / "registry")
     for bundle in bundles.values():
-        publish_bundle(bundle, registry=registry, keys=[keypair.public])
+        publish_bundle(bundle, registry=registry, mode=Trusted(adhoc_policy([keypair.public])))
     return registry
 
 
@@ -82,10 +83,9 @@ def install_channel(
     result = install(
         "iris@stable",
         registry=registry,
-        registry_ref=str(registry.root),
-        trust=trust,
         store=store,
         now=now,
+        options=InstallOptions(verify=Trusted(trust), registry_ref=str(registry.root)),
     )
     return result.version
 
@@ -93,9 +93,9 @@ def install_channel(
 def run_update(store: Store, trust: TrustPolicy, now: datetime, home: Path) -> UpdateReport:
     return update(
         store=store,
-        trust=trust,
         now=now,
         open_registry=lambda ref: open_registry(ref, home=home),
+        options=InstallOptions(verify=Trusted(trust)),
     )
 
 
@@ -199,7 +199,13 @@ def test_installing_by_version_or_rolling_back_stops_following(
 ) -> None:
     promote("iris@1.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
     install_channel(registry, store, trust, T0 + HOUR)
-    install("iris@1.1.0", registry=registry, trust=trust, store=store, now=T0 + HOUR)
+    install(
+        "iris@1.1.0",
+        registry=registry,
+        store=store,
+        now=T0 + HOUR,
+        options=InstallOptions(verify=Trusted(trust)),
+    )
     assert store.following() == []
     assert run_update(store, trust, T0 + 2 * HOUR, home).models == ()
     assert store.current_version("iris") == "1.1.0"
@@ -379,7 +385,13 @@ def test_a_signer_the_policy_does_not_allow_for_the_model_is_refused(
     assert state(store) == (None, None, [])
     # A model no rule covers has no trusted key at all.
     with pytest.raises(UntrustedError, match="no rule covers"):
-        install("other@stable", registry=registry, trust=policy, store=store, now=T0)
+        install(
+            "other@stable",
+            registry=registry,
+            store=store,
+            now=T0,
+            options=InstallOptions(verify=Trusted(policy)),
+        )
 
 
 def test_channels_need_a_trust_policy(registry: LayoutRegistry, store: Store) -> None:
@@ -387,10 +399,9 @@ def test_channels_need_a_trust_policy(registry: LayoutRegistry, store: Store) ->
         install(
             "iris@stable",
             registry=registry,
-            trust=None,
             store=store,
             now=T0,
-            insecure_skip_verify=True,
+            options=InstallOptions(verify=Unverified("--insecure-skip-verify")),
         )
 
 
@@ -409,10 +420,11 @@ def test_credentials_are_never_recorded(
         install(
             "iris@stable",
             registry=registry,
-            registry_ref="https://alice:secret@mirror.example/models",
-            trust=trust,
             store=store,
             now=T0 + HOUR,
+            options=InstallOptions(
+                verify=Trusted(trust), registry_ref="https://alice:secret@mirror.example/models"
+            ),
         )
     for state_file in store.home.glob("state.db*"):  # the WAL too
         assert b"secret" not in state_file.read_bytes()
@@ -477,6 +489,23 @@ def test_promote_refuses_a_manifest_that_is_not_the_signed_one(
         registry.get_document("iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES)
 
 
+def test_promote_refuses_another_version_served_under_the_tag(
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+) -> None:
+    """Signed by the promoting key or not, a bundle of 2.0.0 tagged 1.1.0 is not promoted."""
+    serve_bundle_dir(registry.root, bundles["2.0.0"], name="iris", tag="1.1.0")
+    for key, kind in ((keypair, "signed"), (other_keypair, "unverified")):
+        with pytest.raises(WrongModelError, match=f"the {kind} bundle is iris@2.0.0; .* version"):
+            promote(
+                "iris@1.1.0", channel="stable", registry=registry, private_key=key.private, now=T0
+            )
+    with pytest.raises(NotFoundError):
+        registry.get_document("iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES)
+
+
 # -- update ----------------------------------------------------------------------------------
 
 
@@ -512,17 +541,16 @@ def test_update_continues_past_a_failing_model(
     home: Path,
 ) -> None:
     elsewhere = LayoutRegistry(tmp_path / "aster-registry")
-    publish_bundle(aster, registry=elsewhere, keys=[keypair.public])
+    publish_bundle(aster, registry=elsewhere, mode=Trusted(adhoc_policy([keypair.public])))
     promote(
         "aster@1.0.0", channel="stable", registry=elsewhere, private_key=keypair.private, now=T0
     )
     install(
         "aster@stable",
         registry=elsewhere,
-        registry_ref=str(elsewhere.root),
-        trust=trust,
         store=store,
         now=T0,
+        options=InstallOptions(verify=Trusted(trust), registry_ref=str(elsewhere.root)),
     )
     promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
     install_channel(registry, store, trust, T0)
@@ -572,24 +600,27 @@ def test_mirror_carries_verified_channels_and_keeps_newer_ones(
 ) -> None:
     promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
     carried = ArchiveRegistry(tmp_path / "carry.tar")
-    report = mirror(registry, carried, keys=[keypair.public])
+    report = mirror(registry, carried, mode=Trusted(adhoc_policy([keypair.public])))
     assert [(c.channel, c.outcome) for c in report.channels] == [("stable", "copied")]
     target = LayoutRegistry(tmp_path / "air-gapped")
-    report = mirror(carried, target, ["iris@1.1.0"], keys=[keypair.public])
+    report = mirror(carried, target, ["iris@1.1.0"], mode=Trusted(adhoc_policy([keypair.public])))
     assert [(c.channel, c.outcome) for c in report.channels] == [("stable", "copied")]
     assert install_channel(target, store, trust, T0 + HOUR) == "1.1.0"
 
     # Again: identical, skipped. A newer promotion in the destination is kept.
-    assert mirror(registry, target, keys=[keypair.public]).channels[0].outcome == "skipped"
+    assert (
+        mirror(registry, target, mode=Trusted(adhoc_policy([keypair.public]))).channels[0].outcome
+        == "skipped"
+    )
     promote("iris@2.0.0", channel="stable", registry=target, private_key=keypair.private, now=T0)
-    report = mirror(registry, target, keys=[keypair.public])
+    report = mirror(registry, target, mode=Trusted(adhoc_policy([keypair.public])))
     assert [(c.outcome, c.detail) for c in report.channels] == [
         ("skipped", "the destination has the newer sequence 2")
     ]
 
     # A channel naming a version the destination does not get is not copied.
     partial = LayoutRegistry(tmp_path / "partial")
-    report = mirror(registry, partial, ["iris@1.0.0"], keys=[keypair.public])
+    report = mirror(registry, partial, ["iris@1.0.0"], mode=Trusted(adhoc_policy([keypair.public])))
     assert report.channels[0].outcome == "skipped"
     with pytest.raises(NotFoundError):
         partial.get_document("iris", TAG, artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES)
@@ -604,7 +635,11 @@ def test_mirror_carries_verified_channels_and_keeps_newer_ones(
         sequence=5,
     )
     with pytest.raises(UntrustedError):
-        mirror(registry, LayoutRegistry(tmp_path / "fresh"), keys=[keypair.public])
+        mirror(
+            registry,
+            LayoutRegistry(tmp_path / "fresh"),
+            mode=Trusted(adhoc_policy([keypair.public])),
+        )
 
 
 def test_mirror_without_verifying_copies_only_where_there_is_none(
@@ -612,10 +647,10 @@ def test_mirror_without_verifying_copies_only_where_there_is_none(
 ) -> None:
     promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
     target = LayoutRegistry(tmp_path / "target")
-    report = mirror(registry, target, verify=False, keys=[])
+    report = mirror(registry, target, mode=Unverified("--no-verify"))
     assert report.channels[0].outcome == "copied"
     promote("iris@2.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
-    report = mirror(registry, target, verify=False, keys=[])
+    report = mirror(registry, target, mode=Unverified("--no-verify"))
     assert report.channels[0].outcome == "conflict"
     code, out, err = cli(capsys, "mirror", registry.root, target.root, "--no-verify")
     assert code == 4, err
@@ -630,7 +665,11 @@ def test_export_then_install_from_the_archive(
     export(["iris@2.0.0"], registry=registry, out=out)
     archive = ArchiveRegistry(out)
     result = install(
-        "iris@stable", registry=archive, registry_ref=str(out), trust=trust, store=store, now=T0
+        "iris@stable",
+        registry=archive,
+        store=store,
+        now=T0,
+        options=InstallOptions(verify=Trusted(trust), registry_ref=str(out)),
     )
     assert result.version == "2.0.0"
     assert store.following() == [Following("iris", "stable", str(out))]

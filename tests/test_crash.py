@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from packager._io.bundledir import verify_bundle
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
-from packager.instance.install import install
+from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
 from packager.runtime import Model
@@ -45,7 +45,9 @@ def assert_consistent(home: Path, keypair: KeyPair) -> str:
     assert current in ("1.0.0", "2.0.0")
     for version in store.versions("iris"):
         # A listed version is always a complete, verified bundle.
-        verify_bundle(store.installed_dir("iris", version), keys=[keypair.public])
+        verify_bundle(
+            store.installed_dir("iris", version), mode=Trusted(adhoc_policy([keypair.public]))
+        )
     assert Model.open(store.installed_dir("iris")).smoke_test().ok
     return current
 
@@ -56,14 +58,16 @@ def test_sigkill_at_many_points_during_upgrade(
 ) -> None:
     registry = LayoutRegistry(tmp_path / "registry")
     for version in ("1.0.0", "2.0.0"):
-        publish_bundle(bundles[version], registry=registry)
+        publish_bundle(
+            bundles[version], registry=registry, mode=Unverified("publish without --key")
+        )
     template = tmp_path / "template"
     install(
         "iris@1.0.0",
         registry=registry,
-        trust=adhoc_policy([keypair.public]),
         store=Store(template),
         now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
 
     count_file = tmp_path / "count"
@@ -88,9 +92,9 @@ def test_sigkill_at_many_points_during_upgrade(
         install(
             "iris@2.0.0",
             registry=registry,
-            trust=adhoc_policy([keypair.public]),
             store=Store(home),
             now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
         )
         assert assert_consistent(home, keypair) == "2.0.0"
         assert not [p for p in (home / "tmp").rglob("*") if p.is_file()]
@@ -103,7 +107,7 @@ def test_installs_of_one_model_serialise_on_its_lock(
     tmp_path: Path, home: Path, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
     registry = LayoutRegistry(tmp_path / "registry")
-    publish_bundle(bundles["1.0.0"], registry=registry)
+    publish_bundle(bundles["1.0.0"], registry=registry, mode=Unverified("publish without --key"))
     store = Store(home)
     args = [sys.executable, "-m", "packager", "-q", "install", "iris@1.0.0"]
     args += ["--registry", str(registry.root), "--key", str(keypair.pub_path)]

@@ -26,10 +26,10 @@ from packager.core import signature
 from packager.core.digests import Digest
 from packager.core.graph import check_graph
 from packager.core.manifest import MANIFEST, SIGNATURE, dump_json, parse_manifest
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import IncompatibleModelError, TamperedError
-from packager.instance.install import install
+from packager.instance.install import InstallOptions, install
 from packager.instance.models import load
 from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
@@ -103,9 +103,9 @@ def install_from(
     return install(
         f"{name}@1.0.0",
         registry=registry,
-        trust=adhoc_policy([keypair.public]),
         store=Store(home),
         now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
 
 
@@ -129,9 +129,13 @@ def test_torch_weights_are_bundled_installed_and_loaded(
     assert locations == {"model.onnx.data"}
 
     registry = LayoutRegistry(tmp_path / "registry")
-    publish_bundle(torch_bundle, registry=registry)
+    publish_bundle(torch_bundle, registry=registry, mode=Unverified("publish without --key"))
     install(
-        "mlp", registry=registry, trust=adhoc_policy([keypair.public]), store=Store(home), now=NOW
+        "mlp",
+        registry=registry,
+        store=Store(home),
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     installed = Store(home).installed_dir("mlp")
     data = installed / "model.onnx.data"

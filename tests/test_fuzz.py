@@ -108,13 +108,15 @@ def test_policy_parser(text: str) -> None:
 def test_channel_parser(data: bytes) -> None:
     from datetime import UTC, datetime
 
-    from packager.core.channel import parse_channel_payload, verify_channel
+    from packager.core.channel import parse_channel_payload
+    from packager.core.policy import Trusted, adhoc_policy
+    from packager.core.verify import accept_channel
 
     only_our_errors(parse_channel_payload, data)
     only_our_errors(
-        lambda d: verify_channel(
+        lambda d: accept_channel(
             d,
-            public_keys=[KEY.public_key()],
+            Trusted(adhoc_policy([KEY.public_key()])),
             name="m",
             channel="stable",
             now=datetime.now(UTC),

@@ -33,11 +33,11 @@ import pytest
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES
 from packager.core.manifest import dump_json
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.errors import PackagerError, RegistryError, TamperedError
-from packager.instance.install import InstallResult, install
+from packager.instance.install import InstallOptions, InstallResult, install
 from packager.instance.store import Store
 from packager.registry.artifact import MAX_OCI_MANIFEST_BYTES, OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Artifact, Registry
@@ -326,7 +326,9 @@ class Published:
 def published(tmp_path: Path, bundles: dict[str, Path]) -> Published:
     root = tmp_path / "registry"
     registry = LayoutRegistry(root)
-    artifact = publish_bundle(bundles["1.0.0"], registry=registry)
+    artifact = publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Unverified("publish without --key")
+    )
     (root / "models.json").write_text('["iris"]\n')
     return Published(root, bundles["1.0.0"], artifact)
 
@@ -353,9 +355,9 @@ def install_from(
     return install(
         ref,
         registry=registry,
-        trust=adhoc_policy([keypair.public]),
         store=Store(home),
         now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
 
 

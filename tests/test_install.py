@@ -13,7 +13,7 @@ import pytest
 
 from packager.core.manifest import MANIFEST, SIGNATURE
 from packager.core.names import parse_ref
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, TrustPolicy, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import (
     NotFoundError,
@@ -24,7 +24,7 @@ from packager.errors import (
     VerificationError,
     WrongModelError,
 )
-from packager.instance.install import install, remove, rollback
+from packager.instance.install import InstallOptions, install, remove, rollback
 from packager.instance.models import load
 from packager.instance.store import Store
 from packager.registry.base import Descriptor, Registry
@@ -63,15 +63,18 @@ def assert_current_intact(store: Store, home: Path, version: str) -> None:
 def test_install_happy_path(
     registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
-    publish_bundle(bundles["1.0.0"], registry=registry, keys=[keypair.public])
+    publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+    )
     messages: list[str] = []
     result = install(
         "iris@1.0.0",
         registry=registry,
-        trust=adhoc_policy([keypair.public]),
         store=store,
         now=NOW,
-        progress=messages.append,
+        options=InstallOptions(
+            verify=Trusted(adhoc_policy([keypair.public])), progress=messages.append
+        ),
     )
     assert result.version == "1.0.0"
     assert result.previous is None
@@ -96,12 +99,20 @@ def test_install_latest_and_upgrade_then_rollback(
     registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
     for bundle in bundles.values():
-        publish_bundle(bundle, registry=registry, keys=[keypair.public])
+        publish_bundle(bundle, registry=registry, mode=Trusted(adhoc_policy([keypair.public])))
     install(
-        "iris@1.0.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+        "iris@1.0.0",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     result = install(
-        "iris", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+        "iris",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     assert (result.version, result.previous) == ("2.0.0", "1.0.0")
     assert store.versions("iris") == ["1.0.0", "2.0.0"]
@@ -116,7 +127,11 @@ def test_install_latest_and_upgrade_then_rollback(
         rollback("iris", store=store, now=NOW)
     # Reinstalling the same version is allowed and leaves it current.
     install(
-        "iris@2.0.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+        "iris@2.0.0",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     assert_current_intact(store, home, "2.0.0")
 
@@ -125,9 +140,15 @@ def test_install_latest_and_upgrade_then_rollback(
 def installed_v1(
     registry: LayoutRegistry, store: Store, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
-    publish_bundle(bundles["1.0.0"], registry=registry, keys=[keypair.public])
+    publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+    )
     install(
-        "iris@1.0.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+        "iris@1.0.0",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
 
 
@@ -210,9 +231,9 @@ def test_refusals_leave_current_intact(
             install(
                 "iris@1.1.0",
                 registry=hostile,
-                trust=adhoc_policy([keypair.public]),
                 store=store,
                 now=NOW,
+                options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
             )
         assert info.value.exit_code == 3, label
         assert_current_intact(store, home, "1.0.0")
@@ -229,14 +250,14 @@ def test_wrong_key_refused(
     bundles: dict[str, Path],
     other_keypair: KeyPair,
 ) -> None:
-    publish_bundle(bundles["1.1.0"], registry=registry)
+    publish_bundle(bundles["1.1.0"], registry=registry, mode=Unverified("publish without --key"))
     with pytest.raises(UntrustedError):
         install(
             "iris@1.1.0",
             registry=registry,
-            trust=adhoc_policy([other_keypair.public]),
             store=store,
             now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([other_keypair.public]))),
         )
     assert_current_intact(store, home, "1.0.0")
 
@@ -251,7 +272,11 @@ def test_unsigned_bundle_refused(
 ) -> None:
     (bundle_copy / SIGNATURE).unlink()
     with pytest.raises(TamperedError, match="unsigned|no model.sig"):
-        publish_bundle(bundle_copy, registry=LayoutRegistry(tmp_path / "r"))
+        publish_bundle(
+            bundle_copy,
+            registry=LayoutRegistry(tmp_path / "r"),
+            mode=Unverified("publish without --key"),
+        )
     # A registry serving a bundle whose signature is not a signature at all.
     (bundle_copy / SIGNATURE).write_text("{}")
     hostile = LayoutRegistry(tmp_path / "hostile")
@@ -260,9 +285,9 @@ def test_unsigned_bundle_refused(
         install(
             "iris@1.1.0",
             registry=hostile,
-            trust=adhoc_policy([keypair.public]),
             store=store,
             now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
         )
     assert_current_intact(store, home, "1.0.0")
 
@@ -277,7 +302,7 @@ def test_corrupted_blob_in_registry_refused(
 ) -> None:
     from packager._io.hashing import digest_file
 
-    publish_bundle(bundles["1.1.0"], registry=registry)
+    publish_bundle(bundles["1.1.0"], registry=registry, mode=Unverified("publish without --key"))
     digest, _ = digest_file(bundles["1.1.0"] / "model.onnx")
     blob = registry.root / "iris" / "blobs" / "sha256" / digest.hex
     blob.chmod(0o644)
@@ -286,10 +311,38 @@ def test_corrupted_blob_in_registry_refused(
         install(
             "iris@1.1.0",
             registry=registry,
-            trust=adhoc_policy([keypair.public]),
             store=store,
             now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
         )
+    assert_current_intact(store, home, "1.0.0")
+
+
+def test_insecure_install_says_why_and_still_checks_digests(
+    registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path]
+) -> None:
+    """Unverified is one explicit mode with its reason: warned, audited as insecure with
+    the reason, and every digest is still checked."""
+    from packager._io.hashing import digest_file
+
+    for version in ("1.0.0", "1.1.0"):
+        publish_bundle(bundles[version], registry=registry, mode=Unverified("publish"))
+    messages: list[str] = []
+    insecure = InstallOptions(verify=Unverified("--insecure-skip-verify"), progress=messages.append)
+    result = install("iris@1.0.0", registry=registry, store=store, now=NOW, options=insecure)
+    assert result.version == "1.0.0"
+    assert "WARNING: signature NOT verified (--insecure-skip-verify); digests still checked" in (
+        messages
+    )
+    entry = store.audit_log("iris")[-1]
+    assert (entry.action, entry.outcome) == ("install", "insecure")
+    assert "signature not verified (--insecure-skip-verify)" in entry.detail
+    digest, _ = digest_file(bundles["1.1.0"] / "model.onnx")
+    blob = registry.root / "iris" / "blobs" / "sha256" / digest.hex
+    blob.chmod(0o644)
+    flip_byte(blob, offset=7)
+    with pytest.raises(TamperedError):
+        install("iris@1.1.0", registry=registry, store=store, now=NOW, options=insecure)
     assert_current_intact(store, home, "1.0.0")
 
 
@@ -297,18 +350,22 @@ def test_downgrade_refused_unless_allowed(
     registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
     for bundle in bundles.values():
-        publish_bundle(bundle, registry=registry)
+        publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
     install(
-        "iris@1.1.0", registry=registry, trust=adhoc_policy([keypair.public]), store=store, now=NOW
+        "iris@1.1.0",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     remove_then = store.versions("iris")
     with pytest.raises(RollbackError) as info:
         install(
             "iris@1.0.0",
             registry=registry,
-            trust=adhoc_policy([keypair.public]),
             store=store,
             now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
         )
     assert info.value.exit_code == 3
     assert store.versions("iris") == remove_then
@@ -316,10 +373,11 @@ def test_downgrade_refused_unless_allowed(
     install(
         "iris@1.0.0",
         registry=registry,
-        trust=adhoc_policy([keypair.public]),
         store=store,
         now=NOW,
-        allow_downgrade=True,
+        options=InstallOptions(
+            verify=Trusted(adhoc_policy([keypair.public])), allow_downgrade=True
+        ),
     )
     assert store.current_version("iris") == "1.0.0"
     assert store.floor("iris") == "1.1.0", "the floor never goes down"
@@ -340,16 +398,28 @@ def test_wrong_model_served_refused(
         install(
             "iris@1.1.0",
             registry=hostile,
-            trust=adhoc_policy([keypair.public]),
             store=store,
             now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
         )
     assert_current_intact(store, home, "1.0.0")
 
 
-def test_no_keys_fails_closed(registry: LayoutRegistry, store: Store) -> None:
+def test_no_keys_fails_closed(
+    registry: LayoutRegistry, store: Store, home: Path, bundles: dict[str, Path]
+) -> None:
+    """Without --key or a policy file there is no mode to install with; an empty policy
+    trusts nothing. Either way nothing is fetched, let alone installed."""
+    from packager.instance.trust import resolve_policy
+
     with pytest.raises(UsageError, match="trust add-key"):
-        install("iris", registry=registry, trust=None, store=store, now=NOW)
+        resolve_policy(home=home)
+    publish_bundle(bundles["1.0.0"], registry=registry, mode=Unverified("publish without --key"))
+    empty = InstallOptions(verify=Trusted(TrustPolicy({}, (), {})))
+    with pytest.raises(UntrustedError, match="trust add-key"):
+        install("iris", registry=registry, store=store, now=NOW, options=empty)
+    assert store.versions("iris") == []
+    assert [(e.action, e.outcome) for e in store.audit_log("iris")] == [("install", "refused")]
 
 
 def test_parse_ref() -> None:
@@ -390,7 +460,7 @@ def test_a_failed_fetch_removes_the_files_fetched_beside_it(
     waited for, every file fetched is removed, and the failure is what is raised."""
     from packager._io.hashing import digest_file
 
-    publish_bundle(bundles["1.1.0"], registry=registry)
+    publish_bundle(bundles["1.1.0"], registry=registry, mode=Unverified("publish without --key"))
     digest, _ = digest_file(bundles["1.1.0"] / "testvectors.npz")
     blob = registry.root / "iris" / "blobs" / "sha256" / digest.hex
     blob.chmod(0o644)
@@ -400,10 +470,9 @@ def test_a_failed_fetch_removes_the_files_fetched_beside_it(
     dest.mkdir()
     with pytest.raises(TamperedError, match=digest.hex):
         fetch_verified(
-            "iris",
-            "1.1.0",
-            registry=cast(Registry, gated),
-            keys=[keypair.public],
+            cast(Registry, gated),
+            registry.resolve("iris", "1.1.0"),
+            mode=Trusted(adhoc_policy([keypair.public])),
             dest=dest,
         )
     assert gated.fetched == ["model.onnx"]  # it completed, after the failure

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from packager.cli import main
-from packager.distribution.mirror import export, mirror
+from packager.core.policy import Trusted, Unverified, adhoc_policy
+from packager.distribution.mirror import export, mirror, mirror_mode
 from packager.distribution.publish import publish_bundle
 from packager.errors import TamperedError, UntrustedError, UsageError
 from packager.registry import ArchiveRegistry, LayoutRegistry
-from packager.registry.base import Registry
+from packager.registry.base import Artifact, Registry
 
 from .conftest import KeyPair
 
@@ -30,7 +32,9 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 def source(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair) -> LayoutRegistry:
     registry = LayoutRegistry(tmp_path / "source")
     for version in VERSIONS:
-        publish_bundle(bundles[version], registry=registry, keys=[keypair.public])
+        publish_bundle(
+            bundles[version], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+        )
     return registry
 
 
@@ -55,14 +59,14 @@ def test_round_trip_embedded_archive_embedded_keeps_digests_and_bytes(
 ) -> None:
     carried = ArchiveRegistry(tmp_path / "carry" / "models.tar")
     carried.path.parent.mkdir()
-    report = mirror(source, carried, keys=[keypair.public])
+    report = mirror(source, carried, mode=Trusted(adhoc_policy([keypair.public])))
     assert [(c.version, c.destination_digest) for c in report.copied] == [
         (v, source.resolve("iris", v).manifest_digest) for v in VERSIONS
     ]
     assert digests(carried) == digests(source)
 
     target = LayoutRegistry(tmp_path / "target")
-    report = mirror(carried, target, keys=[keypair.public])
+    report = mirror(carried, target, mode=Trusted(adhoc_policy([keypair.public])))
     assert len(report.copied) == 3 and not report.skipped and not report.conflicts
     assert digests(target) == digests(source)
     for version in VERSIONS:
@@ -71,7 +75,7 @@ def test_round_trip_embedded_archive_embedded_keeps_digests_and_bytes(
 
     # Again: everything is there already, and the archive is not rewritten.
     before = carried.path.stat()
-    report = mirror(source, carried, keys=[keypair.public])
+    report = mirror(source, carried, mode=Trusted(adhoc_policy([keypair.public])))
     assert [c.version for c in report.skipped] == list(VERSIONS) and not report.copied
     after = carried.path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -82,7 +86,12 @@ def test_mirror_into_an_archive_extends_it_with_the_same_bytes_as_an_export(
 ) -> None:
     archive = tmp_path / "models.tar"
     export(["iris@1.0.0"], registry=source, out=archive)
-    report = mirror(source, ArchiveRegistry(archive), ["iris@2.0.0"], keys=[keypair.public])
+    report = mirror(
+        source,
+        ArchiveRegistry(archive),
+        ["iris@2.0.0"],
+        mode=Trusted(adhoc_policy([keypair.public])),
+    )
     assert [c.version for c in report.copied] == ["2.0.0"]
     assert ArchiveRegistry(archive).versions("iris") == ["1.0.0", "2.0.0"]
     both = tmp_path / "both.tar"
@@ -93,11 +102,40 @@ def test_mirror_into_an_archive_extends_it_with_the_same_bytes_as_an_export(
 
 def test_names_select_versions(source: LayoutRegistry, keypair: KeyPair, tmp_path: Path) -> None:
     target = LayoutRegistry(tmp_path / "target")
-    mirror(source, target, ["iris@1.1.0"], keys=[keypair.public])
+    mirror(source, target, ["iris@1.1.0"], mode=Trusted(adhoc_policy([keypair.public])))
     assert target.versions("iris") == ["1.1.0"]
-    report = mirror(source, target, ["iris"], keys=[keypair.public])
+    report = mirror(source, target, ["iris"], mode=Trusted(adhoc_policy([keypair.public])))
     assert [c.version for c in report.copied] == ["1.0.0", "2.0.0"]
     assert [c.version for c in report.skipped] == ["1.1.0"]
+
+
+class CountingRegistry:
+    """The embedded registry, counting how often each version is resolved."""
+
+    def __init__(self, inner: LayoutRegistry) -> None:
+        self.inner = inner
+        self.resolved: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def resolve(self, name: str, version: str) -> Artifact:
+        self.resolved.append(f"{name}@{version}")
+        return self.inner.resolve(name, version)
+
+
+@pytest.mark.parametrize("mode", ["trusted", "unverified"])
+def test_each_version_is_resolved_once_and_copied_as_verified(
+    mode: str, source: LayoutRegistry, keypair: KeyPair, tmp_path: Path
+) -> None:
+    """What is verified is what is copied: no second look at the source in between."""
+    counting = CountingRegistry(source)
+    target = LayoutRegistry(tmp_path / "target")
+    chosen = mirror_mode([keypair.public] if mode == "trusted" else [], no_verify=mode != "trusted")
+    report = mirror(cast(Registry, counting), target, mode=chosen)
+    assert report.verified is (mode == "trusted")
+    assert counting.resolved == [f"iris@{v}" for v in VERSIONS]
+    assert digests(target) == digests(source)
 
 
 def test_untrusted_signature_is_refused_and_nothing_is_written(
@@ -113,7 +151,11 @@ def test_untrusted_signature_is_refused_and_nothing_is_written(
         assert code == 3, err
         assert not destination.exists()
     with pytest.raises(UntrustedError):
-        mirror(source, LayoutRegistry(tmp_path / "t"), keys=[other_keypair.public])
+        mirror(
+            source,
+            LayoutRegistry(tmp_path / "t"),
+            mode=Trusted(adhoc_policy([other_keypair.public])),
+        )
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left"
 
 
@@ -123,8 +165,16 @@ def test_keys_are_required_unless_no_verify(
     code, _, err = cli(capsys, "mirror", source.root, tmp_path / "target")
     assert code == 2 and "--key" in err
     assert not (tmp_path / "target").exists()
+    code, _, err = cli(
+        capsys, "mirror", source.root, tmp_path / "target", "--key", keypair.pub_path, "--no-verify"
+    )
+    assert code == 2 and "contradict" in err
+    assert not (tmp_path / "target").exists()
     with pytest.raises(UsageError, match="contradict"):
-        mirror(source, LayoutRegistry(tmp_path / "t"), keys=[keypair.public], verify=False)
+        mirror_mode([keypair.public], no_verify=True)
+    with pytest.raises(UsageError, match="--key"):
+        mirror_mode([], no_verify=False)
+    assert mirror_mode([], no_verify=True) == Unverified("--no-verify")
 
 
 def test_no_verify_warns_and_still_checks_digests(
@@ -147,7 +197,12 @@ def test_no_verify_warns_and_still_checks_digests(
     code, _, err = cli(capsys, "mirror", source.root, tmp_path / "other", "--no-verify")
     assert code == 3, err
     with pytest.raises(TamperedError):
-        mirror(source, ArchiveRegistry(tmp_path / "x.tar"), ["iris@1.1.0"], keys=[], verify=False)
+        mirror(
+            source,
+            ArchiveRegistry(tmp_path / "x.tar"),
+            ["iris@1.1.0"],
+            mode=Unverified("--no-verify"),
+        )
     assert not (tmp_path / "x.tar").exists()
 
 
@@ -174,7 +229,9 @@ def test_conflicting_version_is_reported_and_the_others_are_copied(
         out_dir=tmp_path / "rebuilt",
     )
     target = LayoutRegistry(tmp_path / "target")
-    theirs = publish_bundle(rebuilt, registry=target, keys=[keypair.public]).manifest_digest
+    theirs = publish_bundle(
+        rebuilt, registry=target, mode=Trusted(adhoc_policy([keypair.public]))
+    ).manifest_digest
     destination: Path = target.root
     if kind == "archive":
         destination = tmp_path / "models.tar"

@@ -15,10 +15,10 @@ from packager._io.table import Table, from_mapping
 from packager.build.bundle import package
 from packager.build.options import PackageOptions, QuantizeOptions, Tolerance
 from packager.cli import main
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import ParityError, UsageError
-from packager.instance.install import install
+from packager.instance.install import InstallOptions, install
 from packager.instance.models import load
 from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
@@ -73,13 +73,13 @@ def test_quantized_model_is_kept_within_tolerance_and_installs(
     assert validation["atol"] == 0.05
     assert 0 < validation["maxAbsDiff"] <= 0.05
     registry = LayoutRegistry(tmp_path / "registry")
-    publish_bundle(bundle, registry=registry)
+    publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
     install(
         "wide",
         registry=registry,
-        trust=adhoc_policy([keypair.public]),
         store=Store(home),
         now=datetime(2026, 11, 27, tzinfo=UTC),
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     assert load("wide", home=home).smoke_test().max_abs_diff <= 0.05
 

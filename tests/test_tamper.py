@@ -13,10 +13,10 @@ import pytest
 
 from packager.core import signature
 from packager.core.digests import Digest
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import PackagerError, VerificationError
-from packager.instance.install import install
+from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
 
@@ -115,8 +115,14 @@ def test_every_tampering_is_refused_and_changes_nothing(
     trust = adhoc_policy([keypair.public])
     store = Store(home)
     origin = LayoutRegistry(tmp_path / "origin")
-    publish_bundle(bundles["1.0.0"], registry=origin)
-    install("iris@1.0.0", registry=origin, trust=trust, store=store, now=NOW)
+    publish_bundle(bundles["1.0.0"], registry=origin, mode=Unverified("publish without --key"))
+    install(
+        "iris@1.0.0",
+        registry=origin,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(trust)),
+    )
     before = snapshot(home)
     count = 0
     for label, files in cases(bundles, other_keypair):
@@ -124,7 +130,13 @@ def test_every_tampering_is_refused_and_changes_nothing(
         serve_files(hostile.root, "iris", "1.1.0", files)
         count += 1
         with pytest.raises(PackagerError) as info:
-            install("iris@1.1.0", registry=hostile, trust=trust, store=store, now=NOW)
+            install(
+                "iris@1.1.0",
+                registry=hostile,
+                store=store,
+                now=NOW,
+                options=InstallOptions(verify=Trusted(trust)),
+            )
         assert isinstance(info.value, VerificationError), f"{label}: {info.value!r}"
         assert info.value.exit_code == 3, label
         assert snapshot(home) == before, label
@@ -141,10 +153,22 @@ def test_replaying_an_older_version_is_a_rollback(
     store = Store(home)
     registry = LayoutRegistry(tmp_path / "r")
     for bundle in bundles.values():
-        publish_bundle(bundle, registry=registry)
-    install("iris@2.0.0", registry=registry, trust=trust, store=store, now=NOW)
+        publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
+    install(
+        "iris@2.0.0",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(trust)),
+    )
     before = snapshot(home)
     for version in ("1.0.0", "1.1.0"):
         with pytest.raises(VerificationError, match="rollback floor"):
-            install(f"iris@{version}", registry=registry, trust=trust, store=store, now=NOW)
+            install(
+                f"iris@{version}",
+                registry=registry,
+                store=store,
+                now=NOW,
+                options=InstallOptions(verify=Trusted(trust)),
+            )
     assert snapshot(home) == before

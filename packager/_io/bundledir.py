@@ -12,7 +12,7 @@ from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.errors import TamperedError, UsageError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from packager.core.policy import Trusted, VerifyMode
 
 
 def read_bundle_files(bundle: Path) -> dict[str, Path]:
@@ -35,18 +35,16 @@ def read_bundle_files(bundle: Path) -> dict[str, Path]:
     return found
 
 
-def verify_bundle(
-    bundle: Path,
-    *,
-    keys: Sequence[EllipticCurvePublicKey] | Callable[[], Sequence[EllipticCurvePublicKey]],
-) -> Manifest:
-    """Verify a bundle directory: signature, manifest, and every file's digest.
+def verify_bundle(bundle: Path, *, mode: VerifyMode | Callable[[], VerifyMode]) -> Manifest:
+    """Verify a bundle directory: signature, manifest, and every file's digest and size.
 
-    ``keys`` may be a function returning them, called once hashing has started: loading
-    keys (and the cryptography modules that read them) then overlaps the hashing.
+    ``mode`` may be a function returning it, called once hashing has started: loading
+    keys (and the cryptography modules that read them) then overlaps the hashing. In an
+    :class:`~packager.core.policy.Unverified` mode model.sig must still be there, but the
+    files are checked against manifest.json only.
 
     Raises:
-        UsageError: not a bundle directory, no keys, or (from ``keys``) unreadable keys.
+        UsageError: not a bundle directory, or (from ``mode``) unreadable keys.
         VerificationError: unsigned, untrusted, tampered, missing or extra files.
     """
     files = read_bundle_files(bundle)
@@ -62,19 +60,37 @@ def verify_bundle(
     # only once the signature holds. A failed check leaves the block, which stops the
     # hashing rather than waiting for it.
     with FileHasher(files.values()) as hashing:
-        from packager.core import signature
-        from packager.core.verify import check_files, verify_manifest
+        from packager.core import verify
+        from packager.core.policy import Trusted
 
-        statement = signature.verify(sig, public_keys=keys() if callable(keys) else keys)
         if MANIFEST not in files:
             raise TamperedError(f"{bundle.name} has no {MANIFEST}")
-        manifest = verify_manifest(statement, files[MANIFEST].read_bytes())
+        manifest_bytes = files[MANIFEST].read_bytes()
+        chosen = mode() if callable(mode) else mode
+        if isinstance(chosen, Trusted):
+            # The name only chooses the keys; check_manifest then binds it to the signature.
+            name = parse_manifest(manifest_bytes).name
+            statement = verify.verify_signature(sig, chosen, name=name)
+        else:
+            statement = verify.unverified_statement(manifest_bytes, chosen)
+        manifest = verify.check_manifest(statement, manifest_bytes)
         hashed = hashing.results()
-    check_files(statement, {path: hashed[source][0] for path, source in files.items()})
-    for entry in manifest.files:
-        if hashed[files[entry.path]][1] != entry.size:
-            raise TamperedError(f"{entry.path}: size differs from manifest.json")
+    verify.check_files(
+        statement, manifest, {path: hashed[source] for path, source in files.items()}
+    )
     return manifest
+
+
+def trusted_keys(paths: Sequence[Path]) -> Trusted:
+    """The mode ``--key PATH`` (repeatable) means: those public keys trusted for every model.
+
+    Raises:
+        UsageError: a key file cannot be read or is not a public key.
+    """
+    from packager._io.keys import load_public_key
+    from packager.core.policy import Trusted, adhoc_policy
+
+    return Trusted(adhoc_policy([load_public_key(p) for p in paths]))
 
 
 def read_manifest_unverified(bundle: Path) -> Manifest:

@@ -165,9 +165,9 @@ def package_cmd(
 @pass_ctx
 def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: bool) -> None:
     """Verify a bundle directory's signature and every file's digest."""
-    from packager._io.bundledir import verify_bundle
+    from packager._io.bundledir import trusted_keys, verify_bundle
 
-    manifest = verify_bundle(bundle, keys=lambda: load_public_keys(key_paths))
+    manifest = verify_bundle(bundle, mode=lambda: trusted_keys(key_paths))
     render.show(ctx, render.VERIFIED, manifest, as_json=as_json)
 
 

@@ -40,10 +40,16 @@ def publish(
     With --key the signature is verified first; without it the files are still
     checked against manifest.json so a damaged bundle is never published.
     """
+    from packager.core.policy import Trusted, Unverified, adhoc_policy
     from packager.distribution.publish import publish_bundle
 
     registry = open_registry_at(ctx, registry_ref)
-    artifact = publish_bundle(bundle, registry=registry, keys=load_public_keys(key_paths))
+    keys = load_public_keys(key_paths)
+    artifact = publish_bundle(
+        bundle,
+        registry=registry,
+        mode=Trusted(adhoc_policy(keys)) if keys else Unverified("publish without --key"),
+    )
     render.show(
         ctx, render.PUBLISHED, render.Published(artifact, registry.location), as_json=as_json
     )
@@ -88,12 +94,13 @@ def pull(
     as_json: bool,
 ) -> None:
     """Fetch and verify a model version into a bundle directory, without installing it."""
+    from packager.core.policy import Trusted, adhoc_policy
     from packager.distribution.pull import pull as do_pull
 
     bundle = do_pull(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        keys=load_public_keys(key_paths),
+        mode=Trusted(adhoc_policy(load_public_keys(key_paths))),
         out_dir=out_dir,
         progress=ctx.say,
     )
@@ -215,16 +222,16 @@ def mirror_cmd(
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
     rebuilt atomically and keeps what it held.
     """
-    from packager.distribution.mirror import mirror
+    from packager.distribution.mirror import mirror, mirror_mode
 
     if no_verify:
         render.warn(render.MIRRORING_UNVERIFIED)
+    mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
     report = mirror(
         open_registry_at(ctx, source),
         open_registry_at(ctx, destination),
         list(refs),
-        keys=load_public_keys(key_paths),
-        verify=not no_verify,
+        mode=mode,
         progress=ctx.say,
     )
     render.show(ctx, render.MIRRORED, report, as_json=as_json)

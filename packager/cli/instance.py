@@ -54,8 +54,9 @@ def install(
     version stops following. Trusted keys come from --key, else --trust FILE, else
     $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none, install refuses.
     """
+    from packager.core.policy import Trusted, Unverified, VerifyMode
+    from packager.instance.install import InstallOptions, only_model
     from packager.instance.install import install as do_install
-    from packager.instance.install import only_model
     from packager.instance.store import Store
     from packager.instance.trust import resolve_policy
 
@@ -67,19 +68,20 @@ def install(
         ref = only_model(open_registry_at(ctx, ref), ref)
     if insecure_skip_verify:
         render.warn(render.SKIPPING_VERIFICATION)
-        trust = None
+        mode: VerifyMode = Unverified("--insecure-skip-verify")
     else:
-        trust = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+        mode = Trusted(resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        registry_ref=resolve_registry(registry_ref),
-        trust=trust,
         store=Store(ctx.home),
         now=now(),
-        allow_downgrade=allow_downgrade,
-        insecure_skip_verify=insecure_skip_verify,
-        progress=ctx.say,
+        options=InstallOptions(
+            verify=mode,
+            allow_downgrade=allow_downgrade,
+            registry_ref=resolve_registry(registry_ref),
+            progress=ctx.say,
+        ),
     )
     render.show(ctx, render.INSTALLED, result, as_json=as_json)
 
@@ -165,19 +167,20 @@ def update(
     not stop the others; the exit code is then the most important failure's (3, then 5,
     then 4).
     """
+    from packager.core.policy import Trusted
+    from packager.instance.install import InstallOptions
     from packager.instance.store import Store
     from packager.instance.trust import resolve_policy
     from packager.instance.update import update as do_update
 
+    policy = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     report = do_update(
         store=Store(ctx.home),
-        trust=resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths),
         now=now(),
         # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
         # the embedded one); only --registry overrides what each model recorded.
         open_registry=lambda ref: open_registry_at(ctx, ref),
-        registry_ref=registry_ref,
-        progress=ctx.say,
+        options=InstallOptions(verify=Trusted(policy), registry_ref=registry_ref, progress=ctx.say),
     )
     render.show(ctx, render.UPDATED, report, as_json=as_json)
     report.check()

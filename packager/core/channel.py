@@ -3,7 +3,8 @@
 A channel document says "channel C of model N is version V, whose signed
 manifest.json has digest D", with an issue time, an expiry and a sequence number
 that only grows. It is a Sigstore bundle holding a DSSE envelope, the same
-format as model.sig, with its own payload type. Verification refuses:
+format as model.sig, with its own payload type. Verification
+(:func:`packager.core.verify.accept_channel`) refuses:
 
 - a signer the caller does not trust for N (arbitrary installation),
 - an expired document (indefinite freeze: a registry replaying an old channel),
@@ -27,14 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
 from packager.core.manifest import NAME_RE, SEMVER_RE
-from packager.core.signature import sign_envelope, verify_envelope
-from packager.errors import (
-    ExpiredError,
-    RollbackError,
-    TamperedError,
-    UsageError,
-    WrongModelError,
-)
+from packager.core.signature import sign_envelope
+from packager.errors import TamperedError, UsageError
 
 PAYLOAD_TYPE = "application/vnd.packager.channel.v1+json"
 DOCUMENT_TYPE = "https://packager.dev/channel/v1"
@@ -163,53 +158,3 @@ class Seen:
     sequence: int
     version: str
     manifest_digest: Digest
-
-
-def verify_channel(
-    data: bytes,
-    *,
-    public_keys: list[ec.EllipticCurvePublicKey],
-    name: str,
-    channel: str,
-    now: datetime,
-    last_seen: Seen | None,
-) -> tuple[Channel, str]:
-    """Verify a channel document; return it and the hint of the key that signed it.
-
-    Raises:
-        UntrustedError: no key allowed for ``name`` signed it.
-        TamperedError: malformed, or the same sequence as before naming another bundle.
-        WrongModelError: a document for another model or channel.
-        ExpiredError: past its expiry at ``now``.
-        RollbackError: a sequence lower than the last one seen.
-    """
-    if len(data) > MAX_CHANNEL_BYTES:
-        raise TamperedError(f"channel document is larger than {MAX_CHANNEL_BYTES} bytes")
-    payload, hint = verify_envelope(
-        data, PAYLOAD_TYPE, public_keys=public_keys, what=f"channel {name}@{channel}"
-    )
-    doc = parse_channel_payload(payload)
-    if (doc.name, doc.channel) != (name, channel):
-        raise WrongModelError(
-            f"asked for {name}@{channel} but the registry serves the channel document of "
-            f"{doc.name}@{doc.channel}"
-        )
-    if now >= doc.expires:
-        raise ExpiredError(
-            f"channel {name}@{channel} expired at {_timestamp(doc.expires)} (sequence "
-            f"{doc.sequence}); the registry may be withholding updates: ask the publisher "
-            "to promote again"
-        )
-    if last_seen is not None:
-        if doc.sequence < last_seen.sequence:
-            raise RollbackError(
-                f"channel {name}@{channel} sequence {doc.sequence} is older than "
-                f"{last_seen.sequence} seen before: the registry is replaying an old promotion"
-            )
-        same = (doc.version, doc.manifest_digest) == (last_seen.version, last_seen.manifest_digest)
-        if doc.sequence == last_seen.sequence and not same:
-            raise TamperedError(
-                f"channel {name}@{channel} sequence {doc.sequence} now names {doc.version}, "
-                f"but named {last_seen.version} before: two different signed documents"
-            )
-    return doc, hint

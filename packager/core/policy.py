@@ -16,6 +16,11 @@ and a revoked key is never trusted, whatever the rules say.
 
     [minimum]
     spam-filter = "2.0.0"          # never install below this version
+
+Whether to verify at all is one explicit value, a :data:`VerifyMode`: :class:`Trusted`
+(check every signature against a policy) or :class:`Unverified` (check none, only digests;
+made by ``--insecure-skip-verify`` and ``mirror --no-verify``, and always audited with its
+reason), like sigstore's ``UnsafeNoOp``. There is no third spelling (no ``None``, no flag).
 """
 
 from __future__ import annotations
@@ -30,9 +35,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.manifest import NAME_RE, SEMVER_RE
-from packager.core.semver import semver_key
 from packager.core.signature import key_hint
-from packager.errors import RollbackError, UntrustedError, UsageError
+from packager.errors import UntrustedError, UsageError
 
 KEY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -85,13 +89,31 @@ class TrustPolicy:
         """Hint -> name of every revoked key (to name it when it signed something)."""
         return {key.hint: key.name for key in self.keys.values() if key.revoked}
 
-    def check_minimum(self, model: str, version: str) -> None:
-        """Raises RollbackError when ``version`` is below the policy's minimum for ``model``."""
-        floor = self.minimum.get(model)
-        if floor is not None and semver_key(version) < semver_key(floor):
-            raise RollbackError(
-                f"{model}@{version} is below the minimum version {floor} set in {self.source}"
-            )
+
+@dataclass(frozen=True)
+class Trusted:
+    """Verify every signature against ``policy`` (fail closed: see :class:`TrustPolicy`)."""
+
+    policy: TrustPolicy
+
+
+@dataclass(frozen=True)
+class Unverified:
+    """Check no signature, only digests and sizes. ``reason`` (the option that asked for
+    it, e.g. ``--insecure-skip-verify``) is shown in warnings and written to the audit log.
+
+    Raises:
+        UsageError: an empty reason: skipping verification is never silent.
+    """
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise UsageError("an unverified mode must say why signatures are not checked")
+
+
+VerifyMode = Trusted | Unverified
 
 
 def load_pem_public_key(pem: bytes, *, where: str) -> ec.EllipticCurvePublicKey:

@@ -1,55 +1,241 @@
-"""Checks that bind a verified signature to a manifest and a set of files (pure)."""
+"""Every rule that decides whether bytes are trusted (pure), like python-tuf's
+``TrustedMetadataSet``: bytes and parsed objects in, a decision out.
+
+Fetching, reading files and writing them is the callers' job (:mod:`packager.registry.verified`,
+:mod:`packager._io.bundledir`); they hand the bytes over in the verification order:
+
+0. :func:`check_trusted`: before anything is fetched, some key is trusted for the model;
+1. :func:`verify_signature` (or :func:`unverified_statement`, in an
+   :class:`~packager.core.policy.Unverified` mode) gives the :class:`Statement`: what the
+   bundle must consist of (:func:`served_file`: a registry answer without model.sig or
+   manifest.json is no signed bundle);
+2. :func:`check_manifest_digest` then :func:`check_manifest`: the manifest.json served is the
+   signed one (and the one a channel names), for the model and version asked for
+   (:func:`check_binding`, the one name/version rule), listing exactly the signed files;
+3. :func:`check_served` (what a registry describes) or :func:`check_files` (what a
+   directory holds): every file's digest and size are the signed ones;
+4. :func:`check_version_allowed`: the policy's minimum version and the rollback floor.
+
+Channel documents: :func:`check_channel_document` (signer and name/channel binding) and
+:func:`accept_channel` (also expiry, replay and equivocation); :func:`check_channel_mode`
+refuses to follow a channel unverified.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
 
+from packager.core import signature
+from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
+from packager.core.channel import parse_channel_payload as _parse_channel_payload
 from packager.core.digests import Digest
-from packager.core.manifest import MANIFEST, Manifest, parse_manifest
-from packager.core.signature import SignedStatement
-from packager.errors import TamperedError, WrongModelError
+from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
+from packager.core.policy import Trusted, TrustPolicy, Unverified, VerifyMode
+from packager.core.semver import semver_key
+from packager.errors import (
+    ExpiredError,
+    RollbackError,
+    TamperedError,
+    UntrustedError,
+    UsageError,
+    WrongModelError,
+)
+
+# What a file is described by: its digest and its size in bytes.
+Described = tuple[Digest, int]
+T = TypeVar("T")
 
 
-def signed_digest(statement: SignedStatement, path: str) -> Digest:
-    """The digest the signature gives ``path``; TamperedError when it covers no such file."""
+@dataclass(frozen=True)
+class Statement:
+    """What a bundle must consist of: each file but model.sig, by path, with its digest.
+
+    ``signer`` is the hint of the trusted key whose signature vouches for ``resources``;
+    it is None only in an :class:`~packager.core.policy.Unverified` ``mode``, where
+    ``resources`` are what manifest.json lists as served.
+    """
+
+    resources: Mapping[str, Digest]
+    mode: VerifyMode
+    signer: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.signer is not None
+
+    def describe(self) -> str:
+        """Who vouches for the bundle, for messages and the audit log."""
+        if self.signer is not None:
+            return f"key {self.signer}"
+        reason = self.mode.reason if isinstance(self.mode, Unverified) else "-"
+        return f"signature not verified ({reason})"
+
+
+def check_trusted(mode: VerifyMode, name: str) -> None:
+    """Fail closed before anything is fetched: in a trusted mode, some key must be trusted
+    for model ``name``.
+
+    Raises:
+        UntrustedError: no rule covers ``name``, or every key its rules name is revoked.
+    """
+    if isinstance(mode, Trusted):
+        mode.policy.keys_for(name)
+
+
+def check_channel_mode(mode: VerifyMode) -> Trusted:
+    """A channel is only as trustworthy as its signature: never followed unverified.
+
+    Raises:
+        UsageError: ``mode`` is unverified.
+    """
+    if isinstance(mode, Unverified):
+        raise UsageError(
+            "a channel is only as trustworthy as its signature: install through a "
+            f"channel with a trust policy, not {mode.reason}"
+        )
+    return mode
+
+
+def served_file(served: Mapping[str, T], path: str) -> T:
+    """What a registry answer describes for ``path``.
+
+    Raises:
+        TamperedError: it describes no such file: not a signed bundle.
+    """
+    try:
+        return served[path]
+    except KeyError:
+        raise TamperedError(
+            f"the registry artifact has no {path}; it is not a signed bundle"
+        ) from None
+
+
+def verify_signature(sig: bytes, mode: Trusted, *, name: str) -> Statement:
+    """Verify ``model.sig`` with the keys ``mode``'s policy allows for model ``name``.
+
+    Raises:
+        UntrustedError: no key is trusted for ``name``, the signature was made with a
+            revoked key (named), or no trusted key verifies it.
+        TamperedError: ``sig`` is too large or malformed.
+    """
+    keys = mode.policy.keys_for(name)
+    revoked = mode.policy.revoked_hints()
+    claimed = signature.claimed_key_hint(sig)
+    if claimed is not None and claimed in revoked:
+        raise UntrustedError(
+            f"model.sig was made with the revoked key {revoked[claimed]!r}; "
+            "ask the publisher for a version signed with a current key"
+        )
+    statement = signature.verify(sig, public_keys=keys)
+    return Statement(statement.resources, mode, statement.key_hint)
+
+
+def unverified_statement(manifest_bytes: bytes, mode: Unverified) -> Statement:
+    """What an unverified mode trusts instead of a signature: manifest.json as served.
+
+    Raises:
+        TamperedError: the manifest is not a valid manifest.json.
+    """
+    manifest = parse_manifest(manifest_bytes)
+    resources = {entry.path: entry.digest for entry in manifest.files}
+    resources[MANIFEST] = Digest.of(manifest_bytes)
+    return Statement(resources, mode)
+
+
+def signed_digest(statement: Statement, path: str) -> Digest:
+    """The digest the statement gives ``path``.
+
+    Raises:
+        TamperedError: the statement covers no such file.
+    """
     try:
         return statement.resources[path]
     except KeyError:
         raise TamperedError(f"{path} is not covered by the signature") from None
 
 
-def verify_manifest(
-    statement: SignedStatement,
+def check_manifest_digest(
+    statement: Statement, served: Digest, *, ref: str, expected: Digest | None = None
+) -> Digest:
+    """The signed manifest.json digest, checked against the one a channel document names
+    (``expected``) and the one the registry serves (``served``) for ``ref``.
+
+    Raises:
+        TamperedError: the bundle is signed with another manifest.json than the channel
+            names (mix-and-match), or the registry serves a manifest.json that is not the
+            signed one.
+    """
+    digest = signed_digest(statement, MANIFEST)
+    if expected is not None and digest != expected:
+        version = ref.rpartition("@")[2]
+        raise TamperedError(
+            f"mix-and-match: the channel names {ref} with manifest.json {expected}, but the "
+            f"bundle the registry serves as {version} is signed with {digest}; do not use it"
+        )
+    if served != digest:
+        raise TamperedError(
+            "the registry serves a manifest.json that is not the signed one; "
+            "do not use this artifact"
+        )
+    return digest
+
+
+def check_manifest(
+    statement: Statement,
     data: bytes,
     *,
     name: str | None = None,
     version: str | None = None,
+    source: str = "the registry",
 ) -> Manifest:
-    """Check manifest.json bytes against the signature, parse it, and bind the files.
+    """Check manifest.json bytes against the statement, parse it, and bind name, version
+    and files.
 
     Raises:
         TamperedError: the bytes are not the signed manifest, the manifest is invalid,
             or signed resources and manifest files differ (missing or extra files).
-        WrongModelError: a validly signed manifest of another model or version.
+        WrongModelError: a manifest of another model or version (see :func:`check_binding`).
     """
     if Digest.of(data) != signed_digest(statement, MANIFEST):
         raise TamperedError("manifest.json does not match its signed digest")
     manifest = parse_manifest(data)
-    if name is not None and manifest.name != name:
-        raise WrongModelError(
-            f"asked for {name} but the signed bundle is {manifest.ref}; "
-            "the registry serves the wrong model"
-        )
-    if version is not None and manifest.version != version:
-        raise WrongModelError(
-            f"asked for {name or manifest.name}@{version} but the signed bundle is "
-            f"{manifest.ref}; the registry serves the wrong version"
-        )
+    check_binding(manifest, name=name, version=version, signed=statement.signed, source=source)
     check_resources(statement, manifest)
     return manifest
 
 
-def check_resources(statement: SignedStatement, manifest: Manifest) -> None:
+def check_binding(
+    manifest: Manifest,
+    *,
+    name: str | None,
+    version: str | None,
+    signed: bool = True,
+    source: str = "the registry",
+) -> None:
+    """The one name/version rule: a manifest of another model or version than the one
+    asked for is the wrong software, however validly signed (None: not asked).
+
+    Raises:
+        WrongModelError: naming what was asked for, what was served and by whom.
+    """
+    if name is not None and manifest.name != name:
+        wrong = "model"
+    elif version is not None and manifest.version != version:
+        wrong = "version"
+    else:
+        return
+    asked = name if version is None else f"{name or manifest.name}@{version}"
+    kind = "signed" if signed else "unverified"
+    raise WrongModelError(
+        f"asked for {asked} but the {kind} bundle is {manifest.ref}; "
+        f"{source} serves the wrong {wrong}"
+    )
+
+
+def check_resources(statement: Statement, manifest: Manifest) -> None:
     """Signed resources must be exactly the manifest's files plus manifest.json, same digests.
 
     Raises:
@@ -68,16 +254,159 @@ def check_resources(statement: SignedStatement, manifest: Manifest) -> None:
             raise TamperedError(f"{path}: manifest.json and the signature disagree on its digest")
 
 
-def check_files(statement: SignedStatement, present: Mapping[str, Digest]) -> None:
-    """Files found (path -> digest, model.sig excluded) must equal the signed resources.
+def check_served(statement: Statement, manifest: Manifest, served: Mapping[str, Described]) -> None:
+    """What a registry describes (path -> digest and size, model.sig included or not)
+    must be exactly the signed files, with the signed digests and sizes.
+
+    Raises:
+        TamperedError: another file set, or a file described with another digest or size.
+    """
+    files = set(served) - {SIGNATURE}
+    if files != set(statement.resources):
+        odd = sorted(files ^ set(statement.resources))[0]
+        than = "was signed" if statement.signed else "manifest.json lists"
+        raise TamperedError(
+            f"the registry serves a different file set than {than} ({odd}); "
+            "do not use this artifact"
+        )
+    for entry in manifest.files:
+        digest, size = served[entry.path]
+        if digest != entry.digest or size != entry.size:
+            raise TamperedError(
+                f"the registry serves {entry.path} as {digest} ({size} bytes) "
+                f"but the signed manifest says {entry.digest} ({entry.size} bytes)"
+            )
+
+
+def check_files(statement: Statement, manifest: Manifest, present: Mapping[str, Described]) -> None:
+    """Files found (path -> digest and size, model.sig excluded) must be exactly the signed
+    resources, with the signed digests and the manifest's sizes.
 
     Raises:
         TamperedError: a file is missing, extra, or differs from what was signed.
     """
+    signed = statement.signed
     for path in sorted(set(present) | set(statement.resources)):
         if path not in statement.resources:
-            raise TamperedError(f"{path} is not covered by the signature (extra file)")
+            raise TamperedError(
+                f"{path} is not covered by the signature (extra file)"
+                if signed
+                else f"{path} is not listed in manifest.json (extra file)"
+            )
         if path not in present:
-            raise TamperedError(f"{path} is signed but missing")
-        if present[path] != statement.resources[path]:
-            raise TamperedError(f"{path} was modified after signing (sha256 differs)")
+            raise TamperedError(
+                f"{path} is signed but missing"
+                if signed
+                else f"{path} is listed in manifest.json but missing"
+            )
+        if present[path][0] != statement.resources[path]:
+            raise TamperedError(
+                f"{path} was modified after signing (sha256 differs)"
+                if signed
+                else f"{path} differs from manifest.json; re-package the model"
+            )
+    for entry in manifest.files:
+        if present[entry.path][1] != entry.size:
+            raise TamperedError(f"{entry.path}: size differs from manifest.json")
+
+
+def check_version_allowed(
+    name: str,
+    version: str,
+    *,
+    mode: VerifyMode,
+    floor: str | None = None,
+    allow_downgrade: bool = False,
+) -> None:
+    """``version`` must not be below the trust policy's minimum for ``name`` (never
+    overridden), nor below the rollback ``floor`` (the highest version installed before)
+    unless ``allow_downgrade``.
+
+    Raises:
+        RollbackError: naming the minimum or the floor, and what to do.
+    """
+    if isinstance(mode, Trusted):
+        minimum = mode.policy.minimum.get(name)
+        if minimum is not None and semver_key(version) < semver_key(minimum):
+            raise RollbackError(
+                f"{name}@{version} is below the minimum version {minimum} set in "
+                f"{mode.policy.source}"
+            )
+    if floor is not None and semver_key(version) < semver_key(floor) and not allow_downgrade:
+        raise RollbackError(
+            f"refusing to install {name}@{version}: {floor} was installed before "
+            f"(rollback floor); use `packager rollback {name}` for an installed version, "
+            "or --allow-downgrade if you really mean it"
+        )
+
+
+def check_channel_document(
+    data: bytes, policy: TrustPolicy, *, name: str, channel: str
+) -> tuple[Channel, str]:
+    """A channel document's signature (by a key ``policy`` allows for ``name``) and its
+    name/channel binding, but not its expiry or sequence: what promoting over a document
+    and copying one need. Returns the document and the hint of the key that signed it.
+
+    Raises:
+        TamperedError: larger than the cap, or malformed.
+        UntrustedError: no key is trusted for ``name``, or none of them signed it.
+        WrongModelError: the document of another model or channel.
+    """
+    if len(data) > MAX_CHANNEL_BYTES:
+        raise TamperedError(f"channel document is larger than {MAX_CHANNEL_BYTES} bytes")
+    payload, hint = signature.verify_envelope(
+        data, PAYLOAD_TYPE, public_keys=policy.keys_for(name), what=f"channel {name}@{channel}"
+    )
+    doc = _parse_channel_payload(payload)
+    if (doc.name, doc.channel) != (name, channel):
+        raise WrongModelError(
+            f"asked for {name}@{channel} but the registry serves the channel document of "
+            f"{doc.name}@{doc.channel}"
+        )
+    return doc, hint
+
+
+def accept_channel(
+    data: bytes,
+    mode: Trusted,
+    *,
+    name: str,
+    channel: str,
+    now: datetime,
+    last_seen: Seen | None,
+) -> tuple[Channel, str]:
+    """Verify a channel document an instance is to follow; return it and the hint of the
+    key that signed it.
+
+    Raises:
+        UntrustedError: no key allowed for ``name`` signed it.
+        TamperedError: malformed, or the same sequence as before naming another bundle
+            (equivocation).
+        WrongModelError: a document for another model or channel.
+        ExpiredError: past its expiry at ``now`` (a registry freezing updates).
+        RollbackError: a sequence lower than the last one seen (a replay).
+    """
+    doc, hint = check_channel_document(data, mode.policy, name=name, channel=channel)
+    if now >= doc.expires:
+        raise ExpiredError(
+            f"channel {name}@{channel} expired at {_timestamp(doc.expires)} (sequence "
+            f"{doc.sequence}); the registry may be withholding updates: ask the publisher "
+            "to promote again"
+        )
+    if last_seen is not None:
+        if doc.sequence < last_seen.sequence:
+            raise RollbackError(
+                f"channel {name}@{channel} sequence {doc.sequence} is older than "
+                f"{last_seen.sequence} seen before: the registry is replaying an old promotion"
+            )
+        same = (doc.version, doc.manifest_digest) == (last_seen.version, last_seen.manifest_digest)
+        if doc.sequence == last_seen.sequence and not same:
+            raise TamperedError(
+                f"channel {name}@{channel} sequence {doc.sequence} now names {doc.version}, "
+                f"but named {last_seen.version} before: two different signed documents"
+            )
+    return doc, hint
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -5,10 +5,11 @@ registry can be the source, and any that accepts ``publish`` the destination. An
 destination (a path ending in ``.tar``) is special: it is rebuilt once, atomically, with
 what it held before plus what was copied.
 
-Mirroring trusts nothing it has not checked: each version is fetched and verified with
-:func:`packager.instance.install.fetch_verified` (signature, manifest, file set, every digest) into
-a temporary directory and only then written to the destination. With ``verify=False`` the
-signature is not checked, but every blob still is against its digest.
+Mirroring trusts nothing it has not checked: each version is resolved once, fetched and
+verified with :func:`packager.registry.verified.fetch_verified` (signature, manifest, file
+set, every digest) into a temporary directory, and exactly those bytes are then written to
+the destination. In an unverified mode (``--no-verify``) the signature is not checked, but
+every blob still is against its digest and the files against manifest.json.
 
 What happens to a version already in the destination: with the same content (the same
 OCI manifest, or the same files) it is skipped; with other content it is a conflict,
@@ -34,24 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from packager._io.hashing import digest_file
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
-from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX
+from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX, Channel
 from packager.core.digests import Digest
-from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest, parse_manifest
+from packager.core.manifest import MANIFEST, Manifest
 from packager.core.names import parse_ref
-from packager.distribution.promote import check_document
-from packager.errors import (
-    NotFoundError,
-    RegistryError,
-    UsageError,
-    VerificationError,
-    WrongModelError,
-)
+from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
+from packager.core.verify import check_channel_document
+from packager.errors import NotFoundError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveRegistry, ArchiveWriter
 from packager.registry.base import Artifact, Registry
 from packager.registry.document import TagLister
-from packager.registry.verified import Fetched, fetch_verified, latest_version
+from packager.registry.verified import fetch_verified, latest_version
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -192,37 +187,49 @@ def export(
     return list(artifacts.values())
 
 
+def mirror_mode(keys: Sequence[EllipticCurvePublicKey], *, no_verify: bool) -> VerifyMode:
+    """The verify mode ``mirror`` runs in, from its options: ``--key`` (repeatable) trusts
+    those keys for every model; ``--no-verify`` checks no signature (digests still are).
+
+    Raises:
+        UsageError: neither, or both.
+    """
+    if no_verify:
+        if keys:
+            raise UsageError("--key and --no-verify contradict each other: drop one of them")
+        return Unverified("--no-verify")
+    if not keys:
+        raise UsageError(
+            "no trusted key: pass --key PATH to the publisher's cosign.pub "
+            "(or --no-verify to copy without checking signatures)"
+        )
+    return Trusted(adhoc_policy(keys))
+
+
 def mirror(
     source: Registry,
     destination: Registry,
     refs: Sequence[str] = (),
     *,
-    keys: Sequence[EllipticCurvePublicKey],
-    verify: bool = True,
+    mode: VerifyMode,
     progress: Progress | None = None,
 ) -> MirrorReport:
     """Copy versions from ``source`` to ``destination``, verifying each one first.
 
     ``refs`` are ``name`` (every version of it) or ``name@version``; none means every
     version of every model in ``source``. See the module docstring for skips, conflicts,
-    failures and channel documents.
+    failures and channel documents. Each version is resolved once, and exactly the bytes
+    verified against that resolution are copied.
 
     Raises:
-        UsageError: a malformed ref; ``verify`` without ``keys``; ``keys`` without ``verify``.
+        UsageError: a malformed ref.
         NotFoundError: a named model or version is not in ``source``.
         VerificationError: a version or channel document fails verification (bad or
-            untrusted signature, tampered or missing files, wrong model); with
-            ``verify=False``, a blob that differs from its digest or a manifest of another
-            model or version.
-        RegistryError: a registry cannot be read or written, or changed during the mirror.
+            untrusted signature, tampered or missing files, wrong model); in an unverified
+            ``mode``, a blob that differs from its digest, a file set other than the
+            manifest's or a manifest of another model or version.
+        RegistryError: a registry cannot be read or written.
     """
-    if verify and not keys:
-        raise UsageError(
-            "no trusted key: pass --key PATH to the publisher's cosign.pub "
-            "(or --no-verify to copy without checking signatures)"
-        )
-    if keys and not verify:
-        raise UsageError("--key and --no-verify contradict each other: drop one of them")
     say = progress or (lambda _msg: None)
     wanted = _select(source, refs)
     if isinstance(destination, ArchiveRegistry):
@@ -257,31 +264,22 @@ def mirror(
                 continue
             bundle = work / f"version-{i}"
             bundle.mkdir()
-            if verify:
-                fetched = fetch_verified(
-                    name, version, registry=source, keys=keys, dest=bundle, say=say
-                )
-                _check_unchanged(artifact, fetched, source)
-                manifest = fetched.manifest
-            else:
-                manifest = _fetch_unverified(source, artifact, bundle)
-            digest = sink.add(source, artifact, bundle, manifest)
+            fetched = fetch_verified(source, artifact, mode=mode, dest=bundle, say=say)
+            digest = sink.add(source, artifact, bundle, fetched.manifest)
             shutil.rmtree(bundle)
-            held[(name, version)] = artifact.files[MANIFEST].digest
+            held[(name, version)] = fetched.manifest_digest
             copied.append(Mirrored(name, version, artifact.manifest_digest, digest))
             say(f"copied {artifact.ref} to {destination.location} ({digest})")
         for name in dict.fromkeys(name for name, _ in wanted):
             for tag in _channel_tags(source, name, say):
-                outcome = _mirror_channel(
-                    source, sink, name, tag, keys=keys if verify else None, held=held
-                )
+                outcome = _mirror_channel(source, sink, name, tag, mode=mode, held=held)
                 channels.append(outcome)
                 say(f"channel {name}@{outcome.channel}: {outcome.outcome}, {outcome.detail}")
         sink.finish()
     return MirrorReport(
         source=source.location,
         destination=destination.location,
-        verified=verify,
+        verified=isinstance(mode, Trusted),
         copied=tuple(copied),
         skipped=tuple(skipped),
         conflicts=tuple(conflicts),
@@ -309,17 +307,17 @@ def _mirror_channel(
     name: str,
     tag: str,
     *,
-    keys: Sequence[EllipticCurvePublicKey] | None,
+    mode: VerifyMode,
     held: dict[tuple[str, str], Digest | None],
 ) -> MirroredChannel:
-    """Copy one channel document unless the destination should keep its own; ``keys``
-    None copies without verifying (only where the destination has none)."""
+    """Copy one channel document unless the destination should keep its own; unverified,
+    only where the destination has none."""
     channel = tag.removeprefix(TAG_PREFIX)
     data = _read_document(source, name, tag)
     present = sink.document(name, tag)
     if present == data:
         return MirroredChannel(name, channel, "skipped", "already there")
-    if keys is None:
+    if isinstance(mode, Unverified):
         if present is not None:
             return MirroredChannel(
                 name,
@@ -329,12 +327,14 @@ def _mirror_channel(
                 "--key the newer one cannot be told: left alone",
             )
         sink.add_document(name, tag, data)
-        return MirroredChannel(name, channel, "copied", "not verified (--no-verify)")
-    doc = check_document(data, keys=keys, name=name, channel=channel)
+        return MirroredChannel(name, channel, "copied", f"not verified ({mode.reason})")
+    doc, _ = check_channel_document(data, mode.policy, name=name, channel=channel)
     what = f"sequence {doc.sequence} ({doc.version})"
     if present is not None:
         try:
-            kept = check_document(present, keys=keys, name=name, channel=channel)
+            kept: Channel | None = check_channel_document(
+                present, mode.policy, name=name, channel=channel
+            )[0]
         except VerificationError:
             kept = None  # not a document these keys vouch for: replaced
         if kept is not None and kept.sequence == doc.sequence:
@@ -387,36 +387,6 @@ def _same_content(a: Artifact, b: Artifact) -> bool:
 
 def _file_map(artifact: Artifact) -> dict[str, tuple[Digest, int]]:
     return {path: (desc.digest, desc.size) for path, desc in artifact.files.items()}
-
-
-def _check_unchanged(artifact: Artifact, fetched: Fetched, source: Registry) -> None:
-    """What was verified must be what ``artifact`` describes: fetch_verified resolves the
-    version again, and the source may have changed in between."""
-    verified = {entry.path: (entry.digest, entry.size) for entry in fetched.manifest.files}
-    for path in (MANIFEST, SIGNATURE):
-        verified[path] = digest_file(fetched.directory / path)
-    if verified != _file_map(artifact):
-        raise RegistryError(
-            f"{artifact.ref} changed in {source.location} while it was mirrored; "
-            "run the mirror again"
-        )
-
-
-def _fetch_unverified(source: Registry, artifact: Artifact, bundle: Path) -> Manifest:
-    """Fetch every file of ``artifact`` into ``bundle``, digest-checked, signature unchecked."""
-    name = artifact.name
-    manifest_bytes = source.read_blob(name, artifact.files[MANIFEST], max_size=MAX_MANIFEST_BYTES)
-    manifest = parse_manifest(manifest_bytes)
-    if (manifest.name, manifest.version) != (name, artifact.version):
-        raise WrongModelError(
-            f"{source.location} serves the manifest of {manifest.ref} as {artifact.ref}; "
-            "do not use it"
-        )
-    (bundle / MANIFEST).write_bytes(manifest_bytes)
-    for path, desc in artifact.files.items():
-        if path != MANIFEST:
-            source.fetch_blob(name, desc, bundle / path)
-    return manifest
 
 
 class _Sink(Protocol):

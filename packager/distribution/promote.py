@@ -15,7 +15,7 @@ settles it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,26 +24,25 @@ from packager.core import signature
 from packager.core.channel import (
     ARTIFACT_TYPE,
     MAX_CHANNEL_BYTES,
-    PAYLOAD_TYPE,
     Channel,
     channel_tag,
     check_channel_name,
-    parse_channel_payload,
     sign_channel,
 )
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, parse_manifest
 from packager.core.names import parse_target
-from packager.core.signature import key_hint, verify_envelope
-from packager.core.verify import verify_manifest
-from packager.errors import (
-    NotFoundError,
-    UntrustedError,
-    UsageError,
-    VerificationError,
-    WrongModelError,
+from packager.core.policy import Trusted, adhoc_policy
+from packager.core.signature import key_hint
+from packager.core.verify import (
+    check_binding,
+    check_channel_document,
+    check_manifest,
+    served_file,
+    verify_signature,
 )
-from packager.registry.base import Descriptor, Registry
+from packager.errors import NotFoundError, UntrustedError, UsageError, VerificationError
+from packager.registry.base import Artifact, Registry
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -127,8 +126,8 @@ def promote(
         raise UsageError("--sequence must be a positive integer")
     public_key = private_key.public_key()
     artifact = registry.resolve(name, version)
-    manifest_digest = artifact.files[MANIFEST].digest
-    signed = _check_bundle(registry, name, version, artifact.files, public_key)
+    manifest_digest = served_file(artifact.files, MANIFEST).digest
+    signed = _check_bundle(registry, artifact, public_key)
     if not signed:
         say(
             f"WARNING: model.sig of {name}@{version} does not verify with the promoting key; "
@@ -169,33 +168,42 @@ def promote(
 
 def _check_bundle(
     registry: Registry,
-    name: str,
-    version: str,
-    files: Mapping[str, Descriptor],
+    artifact: Artifact,
     public_key: ec.EllipticCurvePublicKey,
 ) -> bool:
-    """Check that the artifact's manifest.json is for ``name@version``; True when
+    """Check that the artifact's manifest.json is for its name and version; True when
     model.sig verifies with ``public_key`` (and then signs that very manifest).
 
     Raises:
-        TamperedError: model.sig is malformed, or is by this key but signs another
-            manifest.json.
+        TamperedError: model.sig is missing or malformed, or is by this key but signs
+            another manifest.json.
         WrongModelError: the manifest.json is of another model or version.
     """
-    sig = registry.read_blob(name, files[SIGNATURE], max_size=signature.MAX_SIGNATURE_BYTES)
-    manifest_bytes = registry.read_blob(name, files[MANIFEST], max_size=MAX_MANIFEST_BYTES)
+    name = artifact.name
+    sig = registry.read_blob(
+        name, served_file(artifact.files, SIGNATURE), max_size=signature.MAX_SIGNATURE_BYTES
+    )
+    manifest_bytes = registry.read_blob(
+        name, served_file(artifact.files, MANIFEST), max_size=MAX_MANIFEST_BYTES
+    )
     try:
-        statement = signature.verify(sig, public_keys=[public_key])
+        statement = verify_signature(sig, _promoter(public_key), name=name)
     except UntrustedError:
+        # Another key signed it: installers check it against their own trust policy.
         manifest = parse_manifest(manifest_bytes)
-        if (manifest.name, manifest.version) != (name, version):
-            raise WrongModelError(
-                f"{registry.location} holds the manifest of {manifest.ref} as {name}@{version}; "
-                "refusing to promote it"
-            ) from None
+        check_binding(
+            manifest, name=name, version=artifact.version, signed=False, source=registry.location
+        )
         return False
-    verify_manifest(statement, manifest_bytes, name=name, version=version)
+    check_manifest(
+        statement, manifest_bytes, name=name, version=artifact.version, source=registry.location
+    )
     return True
+
+
+def _promoter(public_key: ec.EllipticCurvePublicKey) -> Trusted:
+    """Trusting the promoting key, and it alone."""
+    return Trusted(adhoc_policy([public_key]))
 
 
 def _previous_sequence(
@@ -207,31 +215,12 @@ def _previous_sequence(
         data = registry.get_document(
             name, channel_tag(channel), artifact_type=ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES
         )
-        # Not verify_channel: an expired document is exactly what a promotion replaces.
-        return check_document(data, keys=[public_key], name=name, channel=channel).sequence
+        # Not accept_channel: an expired document is exactly what a promotion replaces.
+        doc, _ = check_channel_document(
+            data, _promoter(public_key).policy, name=name, channel=channel
+        )
     except NotFoundError:
         return None
     except VerificationError as e:
         return str(e)
-
-
-def check_document(
-    data: bytes, *, keys: Sequence[ec.EllipticCurvePublicKey], name: str, channel: str
-) -> Channel:
-    """A channel document's signature (by one of ``keys``) and names, but not its expiry
-    or sequence: what promoting over it and copying it need.
-
-    Raises:
-        TamperedError: malformed.
-        UntrustedError: none of ``keys`` signed it.
-        WrongModelError: the document of another model or channel.
-    """
-    payload, _ = verify_envelope(
-        data, PAYLOAD_TYPE, public_keys=keys, what=f"channel {name}@{channel}"
-    )
-    doc = parse_channel_payload(payload)
-    if (doc.name, doc.channel) != (name, channel):
-        raise WrongModelError(
-            f"the document tagged as channel {name}@{channel} is that of {doc.name}@{doc.channel}"
-        )
-    return doc
+    return doc.sequence

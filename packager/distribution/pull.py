@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packager.core.names import parse_ref
+from packager.core.policy import Trusted
+from packager.core.verify import check_trusted
 from packager.errors import UsageError
 from packager.registry.base import Registry
 from packager.registry.verified import fetch_verified, latest_version
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 Progress = Callable[[str], None]
 
@@ -24,7 +22,7 @@ def pull(
     ref: str,
     *,
     registry: Registry,
-    keys: Sequence[EllipticCurvePublicKey],
+    mode: Trusted,
     out_dir: Path,
     progress: Progress | None = None,
 ) -> Path:
@@ -34,21 +32,21 @@ def pull(
     renamed into place only once verified.
 
     Raises:
-        UsageError: bad reference or no keys.
+        UsageError: bad reference, or the destination exists.
         VerificationError, RegistryError: as for :func:`fetch_verified`.
     """
     name, version = parse_ref(ref)
-    if not keys:
-        raise UsageError("no trusted key: pass --key PATH to the publisher's cosign.pub")
+    check_trusted(mode, name)
     if version is None:
         version = latest_version(registry, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"{name}-{version}"
     if final.exists():
         raise UsageError(f"{final} already exists; remove it or pull into another directory")
+    artifact = registry.resolve(name, version)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
-        fetch_verified(name, version, registry=registry, keys=keys, dest=work, say=progress)
+        fetch_verified(registry, artifact, mode=mode, dest=work, say=progress)
         work.chmod(0o755)
         os.rename(work, final)
     finally:

@@ -4,44 +4,57 @@ The order follows the design's verification order; nothing from the registry is
 trusted before the signature over it is checked, and nothing is written outside
 the staging directory until every check has passed.
 
-``name@channel`` is resolved through the channel's signed document first (see
-:mod:`packager.core.channel`): signer allowed for the model by the trust policy, not
-expired, sequence not lower than the last one accepted; the bundle it names must then be
-signed with exactly the manifest digest the document names (mix-and-match). What was
-accepted is recorded in state.db in the same transaction as the install.
+Every decision is :mod:`packager.core.verify`'s. ``name@channel`` is resolved through the
+channel's signed document first (:func:`packager.core.verify.accept_channel`): signer
+allowed for the model by the trust policy, not expired, sequence not lower than the last
+one accepted; the bundle it names must then be signed with exactly the manifest digest the
+document names (mix-and-match). What was accepted is recorded in state.db in the same
+transaction as the install.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from packager.core.channel import (
-    Channel,
-    Seen,
-)
+from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
 from packager.core.names import parse_target
-from packager.core.policy import TrustPolicy
-from packager.core.semver import semver_key
-from packager.errors import (
-    NotFoundError,
-    PackagerError,
-    RollbackError,
-    UsageError,
-)
+from packager.core.policy import Trusted, VerifyMode
+from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
+from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.store import ChannelRecord, Following, Store
 from packager.registry.base import Registry
 from packager.registry.verified import fetch_verified, latest_version, read_channel
 
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    """How to install, the same for the CLI and the API (``install`` and ``update``).
+
+    ``verify`` is the one switch for signatures: :class:`~packager.core.policy.Trusted`
+    with the trust policy, or :class:`~packager.core.policy.Unverified` with its reason
+    (``--insecure-skip-verify``: digests still checked, audited as "insecure"; never for a
+    channel). ``allow_downgrade`` installs below the rollback floor (never below the
+    policy's minimum). ``registry_ref`` is the reference the user gave (None: the default
+    registry): a model installed through a channel records it for ``packager update``,
+    which reads every model from it for one run when it is given there. ``progress``
+    receives a line per step.
+    """
+
+    verify: VerifyMode
+    allow_downgrade: bool = False
+    registry_ref: str | None = None
+    progress: Progress | None = None
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
 
 
 @dataclass(frozen=True)
@@ -86,27 +99,22 @@ def install(
     ref: str,
     *,
     registry: Registry,
-    trust: TrustPolicy | None,
     store: Store,
     now: datetime,
-    registry_ref: str | None = None,
-    allow_downgrade: bool = False,
-    insecure_skip_verify: bool = False,
-    progress: Progress | None = None,
+    options: InstallOptions,
 ) -> InstallResult:
-    """Install ``name[@version|@channel]`` from ``registry`` after verifying it against
-    ``trust``.
+    """Install ``name[@version|@channel]`` from ``registry`` after verifying it as
+    ``options.verify`` says.
 
-    ``trust`` may be None only together with ``insecure_skip_verify`` and a version:
-    then the signature is not checked (digests still are) and the audit log says so.
-    Through a channel, the model then follows it: ``registry_ref`` (the reference the
-    user gave, None for the default registry) is recorded for ``packager update``.
-    Installing by version stops following. Every refusal is written to the audit log
-    before it is raised ("channel" entries for installs through a channel).
+    Unverified, the signature is not checked (digests still are) and the audit log says
+    so, with the reason. Through a channel, the model then follows it: ``registry_ref``
+    is recorded for ``packager update``. Installing by version stops following. Every
+    refusal is written to the audit log before it is raised ("channel" entries for
+    installs through a channel).
 
     Raises:
-        UsageError: bad reference; no trust policy without insecure_skip_verify, or at
-            all for a channel; credentials in ``registry_ref``.
+        UsageError: bad reference; an unverified mode for a channel; credentials in
+            ``registry_ref``.
         VerificationError: bad or untrusted signature, tampered or missing files, wrong
             model, a version below the rollback floor or the policy's minimum; for a
             channel also an untrusted signer, an expired document (ExpiredError), a
@@ -118,47 +126,23 @@ def install(
     """
     target = parse_target(ref)
     name, version = target.name, target.version
-    if trust is None and not insecure_skip_verify:
-        raise UsageError(
-            "no trusted keys: run `packager trust add-key NAME cosign.pub` "
-            "(or pass --key cosign.pub); refusing to install unverified models"
-        )
-    say = progress or (lambda _msg: None)
     if target.channel is not None:
-        if trust is None:
-            raise UsageError(
-                "a channel is only as trustworthy as its signature: install through a "
-                "channel with a trust policy, not --insecure-skip-verify"
-            )
         return _install_channel(
             name,
             target.channel,
+            check_channel_mode(options.verify),
             registry=registry,
-            registry_ref=registry_ref,
-            trust=trust,
             store=store,
             now=now,
-            allow_downgrade=allow_downgrade,
-            say=say,
+            options=options,
         )
     try:
-        keys = None if trust is None else trust.keys_for(name)
-        revoked = {} if trust is None else trust.revoked_hints()
+        check_trusted(options.verify, name)
         if version is None:
             version = latest_version(registry, name)
-        if trust is not None:
-            trust.check_minimum(name, version)
         with store.lock(name):
             return _install_locked(
-                name,
-                version,
-                registry=registry,
-                keys=keys,
-                revoked=revoked,
-                store=store,
-                now=now,
-                allow_downgrade=allow_downgrade,
-                say=say,
+                name, version, registry=registry, store=store, now=now, options=options
             )
     except PackagerError as e:
         store.audit(
@@ -175,28 +159,26 @@ def install(
 def _install_channel(
     name: str,
     channel: str,
+    mode: Trusted,
     *,
     registry: Registry,
-    registry_ref: str | None,
-    trust: TrustPolicy,
     store: Store,
     now: datetime,
-    allow_downgrade: bool,
-    say: Progress,
+    options: InstallOptions,
 ) -> InstallResult:
     version: str | None = None
     try:
-        following = Following(name, channel, follow_reference(registry_ref))
-        keys = trust.keys_for(name)
+        following = Following(name, channel, follow_reference(options.registry_ref))
+        check_trusted(mode, name)
         with store.lock(name):
             seen = store.channel_seen(name, channel)
-            doc, hint = read_channel(registry, name, channel, keys=keys, now=now, last_seen=seen)
+            doc, hint = read_channel(registry, name, channel, mode=mode, now=now, last_seen=seen)
             version = doc.version
-            say(
+            options.say(
                 f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
                 f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
             )
-            trust.check_minimum(name, version)
+            check_version_allowed(name, version, mode=mode)
             # `update` runs often: a document seen before is not audited again.
             new = seen is None or doc.sequence > seen.sequence
             record = ChannelRecord(
@@ -213,7 +195,7 @@ def _install_channel(
             current = store.current_version(name)
             if current == version and store.manifest_digest(name, version) == doc.manifest_digest:
                 store.record_channel(record, now=now)
-                say(f"{name}@{version} is already current")
+                options.say(f"{name}@{version} is already current")
                 return InstallResult(
                     name,
                     version,
@@ -227,12 +209,9 @@ def _install_channel(
                 name,
                 version,
                 registry=registry,
-                keys=keys,
-                revoked=trust.revoked_hints(),
                 store=store,
                 now=now,
-                allow_downgrade=allow_downgrade,
-                say=say,
+                options=options,
                 channel=(doc, record),
             )
     except PackagerError as e:
@@ -252,33 +231,29 @@ def _install_locked(
     version: str,
     *,
     registry: Registry,
-    keys: Sequence[EllipticCurvePublicKey] | None,
-    revoked: Mapping[str, str],
     store: Store,
     now: datetime,
-    allow_downgrade: bool,
-    say: Progress,
+    options: InstallOptions,
     channel: tuple[Channel, ChannelRecord] | None = None,
 ) -> InstallResult:
     from packager.instance.smoke import run_smoke_test
 
-    floor = store.floor(name)
-    if floor is not None and semver_key(version) < semver_key(floor) and not allow_downgrade:
-        raise RollbackError(
-            f"refusing to install {name}@{version}: {floor} was installed before "
-            f"(rollback floor); use `packager rollback {name}` for an installed version, "
-            "or --allow-downgrade if you really mean it"
-        )
+    check_version_allowed(
+        name,
+        version,
+        mode=options.verify,
+        floor=store.floor(name),
+        allow_downgrade=options.allow_downgrade,
+    )
     doc, record = channel if channel is not None else (None, None)
+    artifact = registry.resolve(name, version)
     with store.staging(name) as staged:
         fetched = fetch_verified(
-            name,
-            version,
-            registry=registry,
-            keys=keys,
+            registry,
+            artifact,
+            mode=options.verify,
             dest=staged,
-            say=say,
-            revoked=revoked,
+            say=options.say,
             expected_manifest=None if doc is None else doc.manifest_digest,
         )
         manifest = fetched.manifest
@@ -286,7 +261,7 @@ def _install_locked(
         # 5. Can this instance run it, and does it still give the recorded answers?
         smoke = run_smoke_test(staged, manifest)
         comparison = smoke.comparison
-        say(
+        options.say(
             f"smoke test passed: {comparison.rows} test vectors, "
             f"max abs diff {comparison.max_abs_diff:.3g} "
             f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
@@ -306,12 +281,12 @@ def _install_locked(
     via = "" if doc is None else f"; channel {doc.channel} sequence {doc.sequence}"
     store.audit(
         action="install",
-        outcome="ok" if keys is not None else "insecure",
+        outcome="ok" if fetched.statement.signed else "insecure",
         now=now,
         name=name,
         version=version,
         detail=f"from {registry.location}; manifest {fetched.manifest_digest}; "
-        f"key {fetched.key_hint}; previous {previous or '-'}{via}",
+        f"{fetched.statement.describe()}; previous {previous or '-'}{via}",
     )
     return InstallResult(
         name,

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from packager.core.policy import TrustPolicy
 from packager.errors import PackagerError
-from packager.instance.install import install
+from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.registry.base import Registry
-
-Progress = Callable[[str], None]
-
 
 # Which failure an update reports when several models fail: trust before compatibility
 # before the registry (the README's exit codes), then usage, then anything else.
@@ -84,25 +80,23 @@ class UpdateReport:
 def update(
     *,
     store: Store,
-    trust: TrustPolicy,
     now: datetime,
     open_registry: Callable[[str | None], Registry],
-    registry_ref: str | None = None,
-    progress: Progress | None = None,
+    options: InstallOptions,
 ) -> UpdateReport:
     """Bring every model that follows a channel to the version its channel names.
 
     Each model is resolved through the registry reference recorded when it started
-    following (``registry_ref``, when given, is used instead for this run and not
-    recorded), with every check of ``install NAME@CHANNEL``. A model that fails is
-    reported and audited, and the others are still tried: failures of single models are
-    never raised, they are in the report (see :attr:`UpdateReport.exit_code`).
+    following (``options.registry_ref``, when given, is used instead for this run and not
+    recorded), with every check of ``install NAME@CHANNEL`` (so an unverified
+    ``options.verify`` refuses every model). A model that fails is reported and audited,
+    and the others are still tried: failures of single models are never raised, they are
+    in the report (see :attr:`UpdateReport.exit_code`).
     """
-    say = progress or (lambda _msg: None)
     results: list[Updated] = []
     for follow in store.following():
         name, channel = follow.name, follow.channel
-        source = registry_ref if registry_ref is not None else follow.registry
+        source = options.registry_ref if options.registry_ref is not None else follow.registry
         try:
             registry = open_registry(source)
         except PackagerError as e:
@@ -114,21 +108,19 @@ def update(
                 detail=f"{channel}: {type(e).__name__}: {e}",
             )
             results.append(Updated(name, channel, follow.registry, "refused", error=e))
-            say(f"{name}@{channel}: {e}")
+            options.say(f"{name}@{channel}: {e}")
             continue
         try:
             result = install(
                 f"{name}@{channel}",
                 registry=registry,
-                registry_ref=follow.registry,
-                trust=trust,
                 store=store,
                 now=now,
-                progress=say,
+                options=replace(options, registry_ref=follow.registry),
             )
         except PackagerError as e:
             results.append(Updated(name, channel, follow.registry, "refused", error=e))
-            say(f"{name}@{channel}: {e}")
+            options.say(f"{name}@{channel}: {e}")
             continue
         status = "current" if result.smoke_test is None else "updated"
         results.append(

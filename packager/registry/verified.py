@@ -1,37 +1,41 @@
 """The verified read path: a bundle or a signed document fetched from any registry kind.
 
-Nothing is trusted before the signature over it is checked: the signature first
-(size-capped), then manifest.json against its signed digest, then the file set, then every
-file streamed with its signed size as a cap and its digest checked.
+This module only fetches: every decision is :mod:`packager.core.verify`'s, made on the bytes
+as they arrive and before the next ones are fetched. Nothing is trusted before the
+signature over it is checked: the signature first (size-capped), then manifest.json against
+its signed digest, then the file set, then every file streamed with its signed size as a
+cap and its digest checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packager.core import signature
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
-from packager.core.channel import MAX_CHANNEL_BYTES, Channel, Seen, channel_tag, verify_channel
+from packager.core.channel import MAX_CHANNEL_BYTES, Channel, Seen, channel_tag
 from packager.core.digests import Digest
-from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest, parse_manifest
+from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest
+from packager.core.policy import Trusted, VerifyMode
 from packager.core.semver import semver_key
-from packager.core.signature import SignedStatement
-from packager.core.verify import signed_digest, verify_manifest
-from packager.errors import NotFoundError, TamperedError, UntrustedError
+from packager.core.verify import (
+    Statement,
+    accept_channel,
+    check_manifest,
+    check_manifest_digest,
+    check_served,
+    served_file,
+    unverified_statement,
+    verify_signature,
+)
+from packager.errors import NotFoundError
 from packager.registry.base import Artifact, Descriptor, Registry
 
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-
 Progress = Callable[[str], None]
-
-
-UNVERIFIED = "unverified"
 
 
 # Files fetched at once: enough to keep the cores and the network busy with a bundle of
@@ -44,7 +48,7 @@ def read_channel(
     name: str,
     channel: str,
     *,
-    keys: Sequence[EllipticCurvePublicKey],
+    mode: Trusted,
     now: datetime,
     last_seen: Seen | None,
 ) -> tuple[Channel, str]:
@@ -53,7 +57,7 @@ def read_channel(
 
     Raises:
         NotFoundError: the registry has no such channel.
-        VerificationError: as :func:`packager.core.channel.verify_channel` (untrusted
+        VerificationError: as :func:`packager.core.verify.accept_channel` (untrusted
             signer, expired, rollback, equivocation, wrong model or channel, malformed).
         RegistryError: the registry cannot be read.
     """
@@ -69,9 +73,7 @@ def read_channel(
             f"{registry.location} has no channel {channel} for {name}; the publisher "
             f"promotes a version with `packager promote {name}@VERSION --channel {channel}`"
         ) from e
-    return verify_channel(
-        data, public_keys=list(keys), name=name, channel=channel, now=now, last_seen=last_seen
-    )
+    return accept_channel(data, mode, name=name, channel=channel, now=now, last_seen=last_seen)
 
 
 def latest_version(registry: Registry, name: str) -> str:
@@ -91,97 +93,77 @@ def latest_version(registry: Registry, name: str) -> str:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A bundle fetched into a directory and verified (steps 1-4 of the verification order)."""
+    """A bundle fetched into a directory and verified (steps 1-4 of the verification order):
+    ``statement`` says who vouched for it (a key, or nobody in an unverified mode)."""
 
     manifest: Manifest
     manifest_digest: Digest
-    key_hint: str
+    statement: Statement
     directory: Path
 
 
 def fetch_verified(
-    name: str,
-    version: str,
-    *,
     registry: Registry,
-    keys: Sequence[EllipticCurvePublicKey] | None,
+    artifact: Artifact,
+    *,
+    mode: VerifyMode,
     dest: Path,
     say: Progress | None = None,
-    revoked: Mapping[str, str] | None = None,
     expected_manifest: Digest | None = None,
 ) -> Fetched:
-    """Fetch ``name@version`` into the empty directory ``dest``, verifying as it goes.
+    """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
+    empty directory ``dest``, verifying as it goes: the files written are exactly the
+    bytes verified against ``artifact``'s descriptors.
 
     Nothing is trusted before the signature over it is checked: the signature first
     (size-capped), then manifest.json against its signed digest, then the file set,
     then every file streamed with its signed size as a cap and its digest checked (several
     files at once: see :func:`_fetch_files`).
 
-    ``keys`` None skips the signature check (--insecure-skip-verify); ``revoked``
-    maps hints of revoked keys to their names, to refuse them by name;
-    ``expected_manifest`` is the manifest.json digest a channel document names: a
-    bundle signed with another one is refused before anything else is fetched.
+    In an :class:`~packager.core.policy.Unverified` ``mode`` the signature is not checked
+    (model.sig, when served, is still copied along) and the manifest as served stands in
+    for it: digests and sizes are still checked. ``expected_manifest`` is the
+    manifest.json digest a channel document names: a bundle signed with another one is
+    refused before anything else is fetched.
 
     Raises:
-        VerificationError: bad signature, tampered or missing files, wrong model, a
-            manifest other than ``expected_manifest`` (TamperedError: mix-and-match).
+        VerificationError: bad, untrusted or revoked signature, tampered or missing files,
+            wrong model, a manifest other than ``expected_manifest`` (TamperedError:
+            mix-and-match).
         RegistryError: the registry cannot be read.
     """
     say = say or (lambda _msg: None)
-    artifact = registry.resolve(name, version)
-    say(f"resolved {name}@{version} in {registry.location} ({artifact.manifest_digest})")
+    name = artifact.name
+    say(f"resolved {artifact.ref} in {registry.location} ({artifact.manifest_digest})")
+    manifest_desc = served_file(artifact.files, MANIFEST)
+    manifest_bytes: bytes | None = None
 
     # 1. The signature, size-capped, verified before anything else is read.
-    if keys is None:
-        sig = b""
-        statement = _unverified_statement(registry, artifact)
-        say("WARNING: signature NOT verified (--insecure-skip-verify); digests still checked")
+    sig: bytes | None
+    if isinstance(mode, Trusted):
+        sig = _read_signature(registry, artifact)
+        statement = verify_signature(sig, mode, name=name)
+        say(f"signature verified (key {str(statement.signer)[:16]})")
     else:
-        sig_desc = _descriptor(artifact.files, SIGNATURE)
-        sig = registry.read_blob(name, sig_desc, max_size=signature.MAX_SIGNATURE_BYTES)
-        claimed = signature.claimed_key_hint(sig)
-        if revoked and claimed is not None and claimed in revoked:
-            raise UntrustedError(
-                f"model.sig was made with the revoked key {revoked[claimed]!r}; "
-                "ask the publisher for a version signed with a current key"
-            )
-        statement = signature.verify(sig, public_keys=keys)
-        say(f"signature verified (key {statement.key_hint[:16]})")
+        # Not checked, but copied along: a mirror of the bundle stays a signed bundle.
+        sig = _read_signature(registry, artifact) if SIGNATURE in artifact.files else None
+        manifest_bytes = _read_manifest(registry, name, manifest_desc)
+        statement = unverified_statement(manifest_bytes, mode)
+        say(f"WARNING: signature NOT verified ({mode.reason}); digests still checked")
 
     # 2. The manifest: must be the signed one, for the model and version asked for.
-    manifest_digest = signed_digest(statement, MANIFEST)
-    if expected_manifest is not None and manifest_digest != expected_manifest:
-        raise TamperedError(
-            f"mix-and-match: the channel names {name}@{version} with manifest.json "
-            f"{expected_manifest}, but the bundle the registry serves as {version} is signed "
-            f"with {manifest_digest}; do not use it"
-        )
-    manifest_desc = _descriptor(artifact.files, MANIFEST)
-    if manifest_desc.digest != manifest_digest:
-        raise TamperedError(
-            "the registry serves a manifest.json that is not the signed one; "
-            "do not use this artifact"
-        )
-    manifest_bytes = registry.read_blob(name, manifest_desc, max_size=MAX_MANIFEST_BYTES)
-    # 3. verify_manifest also checks signed resources == manifest files + manifest.json.
-    manifest = verify_manifest(statement, manifest_bytes, name=name, version=version)
-    served = set(artifact.files) - {SIGNATURE}
-    signed = set(statement.resources)
-    if served != signed:
-        odd = sorted(served ^ signed)[0]
-        raise TamperedError(
-            f"the registry serves a different file set than was signed ({odd}); "
-            "do not use this artifact"
-        )
+    manifest_digest = check_manifest_digest(
+        statement, manifest_desc.digest, ref=artifact.ref, expected=expected_manifest
+    )
+    if manifest_bytes is None:
+        manifest_bytes = _read_manifest(registry, name, manifest_desc)
+    # 3. check_manifest also checks signed resources == manifest files + manifest.json.
+    manifest = check_manifest(statement, manifest_bytes, name=name, version=artifact.version)
+    check_served(
+        statement, manifest, {path: (d.digest, d.size) for path, d in artifact.files.items()}
+    )
 
     # 4. Every file, capped at its signed size and checked against its signed digest.
-    for entry in manifest.files:
-        desc = artifact.files[entry.path]
-        if desc.digest != entry.digest or desc.size != entry.size:
-            raise TamperedError(
-                f"the registry serves {entry.path} as {desc.digest} ({desc.size} bytes) "
-                f"but the signed manifest says {entry.digest} ({entry.size} bytes)"
-            )
     _fetch_files(
         registry,
         name,
@@ -190,9 +172,18 @@ def fetch_verified(
         say,
     )
     (dest / MANIFEST).write_bytes(manifest_bytes)
-    if sig:
+    if sig is not None:
         (dest / SIGNATURE).write_bytes(sig)
-    return Fetched(manifest, manifest_digest, statement.key_hint, dest)
+    return Fetched(manifest, manifest_digest, statement, dest)
+
+
+def _read_signature(registry: Registry, artifact: Artifact) -> bytes:
+    desc = served_file(artifact.files, SIGNATURE)
+    return registry.read_blob(artifact.name, desc, max_size=signature.MAX_SIGNATURE_BYTES)
+
+
+def _read_manifest(registry: Registry, name: str, desc: Descriptor) -> bytes:
+    return registry.read_blob(name, desc, max_size=MAX_MANIFEST_BYTES)
 
 
 def _fetch_files(
@@ -237,21 +228,3 @@ def _fetch_files(
         raise
     finally:
         pool.shutdown(wait=True)
-
-
-def _unverified_statement(registry: Registry, artifact: Artifact) -> SignedStatement:
-    """What --insecure-skip-verify trusts instead of a signature: the manifest as served."""
-    desc = _descriptor(artifact.files, MANIFEST)
-    manifest = parse_manifest(registry.read_blob(artifact.name, desc, max_size=MAX_MANIFEST_BYTES))
-    resources = {entry.path: entry.digest for entry in manifest.files}
-    resources[MANIFEST] = desc.digest
-    return SignedStatement(f"{artifact.name}-{artifact.version}", resources, UNVERIFIED)
-
-
-def _descriptor(files: Mapping[str, Descriptor], path: str) -> Descriptor:
-    try:
-        return files[path]
-    except KeyError:
-        raise TamperedError(
-            f"the registry artifact has no {path}; it is not a signed bundle"
-        ) from None

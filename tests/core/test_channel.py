@@ -12,9 +12,10 @@ from packager.core.channel import (
     channel_tag,
     parse_duration,
     sign_channel,
-    verify_channel,
 )
 from packager.core.digests import Digest
+from packager.core.policy import Trusted, adhoc_policy
+from packager.core.verify import accept_channel
 from packager.errors import (
     ExpiredError,
     RollbackError,
@@ -54,9 +55,9 @@ def check(
     name: str = "iris",
     channel: str = "stable",
 ) -> Channel:
-    result, _ = verify_channel(
+    result, _ = accept_channel(
         data,
-        public_keys=keys or [KEY.public_key()],
+        Trusted(adhoc_policy(keys or [KEY.public_key()])),
         name=name,
         channel=channel,
         now=now,

@@ -4,8 +4,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import encode_public_key, generate_private_key
-from packager.core.policy import Rule, TrustPolicy, adhoc_policy, parse_policy, render_policy
+from packager.core.policy import (
+    Rule,
+    Trusted,
+    TrustPolicy,
+    Unverified,
+    adhoc_policy,
+    parse_policy,
+    render_policy,
+)
 from packager.core.signature import key_hint
+from packager.core.verify import check_version_allowed
 from packager.errors import RollbackError, UntrustedError, UsageError
 
 
@@ -64,12 +73,15 @@ def test_rules_globs_and_revocation(
 def test_minimum_version(
     alice: ec.EllipticCurvePrivateKey, bob: ec.EllipticCurvePrivateKey
 ) -> None:
-    policy = parse_policy(policy_text(alice, bob), source="trust.toml")
-    policy.check_minimum("security-scanner", "2.0.0")
-    policy.check_minimum("security-scanner", "10.0.0")
-    policy.check_minimum("other", "0.0.1")
-    with pytest.raises(RollbackError, match=r"minimum version 2\.0\.0"):
-        policy.check_minimum("security-scanner", "1.9.9")
+    mode = Trusted(parse_policy(policy_text(alice, bob), source="trust.toml"))
+    check_version_allowed("security-scanner", "2.0.0", mode=mode)
+    check_version_allowed("security-scanner", "10.0.0", mode=mode)
+    check_version_allowed("other", "0.0.1", mode=mode)
+    with pytest.raises(RollbackError, match=r"minimum version 2\.0\.0 set in trust\.toml"):
+        check_version_allowed("security-scanner", "1.9.9", mode=mode)
+    # --allow-downgrade is for the rollback floor only, never for the policy's minimum.
+    with pytest.raises(RollbackError, match="minimum version"):
+        check_version_allowed("security-scanner", "1.9.9", mode=mode, allow_downgrade=True)
 
 
 def test_render_round_trip(
@@ -118,3 +130,13 @@ def test_malformed_policies_are_usage_errors(text: str, message: str) -> None:
 def test_revoked_must_be_bool(alice: ec.EllipticCurvePrivateKey) -> None:
     with pytest.raises(UsageError, match="revoked must be"):
         parse_policy(f"[keys.a]\npem = '''{pem(alice)}'''\nrevoked = 'yes'\n", source="t")
+
+
+def test_an_unverified_mode_always_says_why() -> None:
+    assert Unverified("--insecure-skip-verify").reason == "--insecure-skip-verify"
+    for empty in ("", "  "):
+        with pytest.raises(UsageError, match="why"):
+            Unverified(empty)
+    mode = Trusted(TrustPolicy({}, (), {}))
+    with pytest.raises(AttributeError):
+        mode.policy = TrustPolicy({}, (), {})  # type: ignore[misc]

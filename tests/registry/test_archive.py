@@ -18,6 +18,7 @@ import pytest
 
 from packager.cli import main
 from packager.core.digests import Digest
+from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.mirror import export
 from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
@@ -41,7 +42,9 @@ def layout(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair) -> Layout
     """The embedded registry holding iris 1.0.0, 1.1.0 and 2.0.0, signed by ``keypair``."""
     registry = LayoutRegistry(tmp_path / "registry")
     for version in VERSIONS:
-        publish_bundle(bundles[version], registry=registry, keys=[keypair.public])
+        publish_bundle(
+            bundles[version], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+        )
     return registry
 
 
@@ -585,12 +588,14 @@ def test_mirror_through_an_oci_registry_keeps_digests(
     from packager.distribution.mirror import mirror
 
     remote = open_registry(f"oci://{registry_host}/{namespace}", home=home)
-    mirror(layout, remote, keys=[keypair.public])
+    mirror(layout, remote, mode=Trusted(adhoc_policy([keypair.public])))
     carried = ArchiveRegistry(tmp_path / "from-oci.tar")
-    report = mirror(remote, carried, ["iris@1.0.0", "iris@2.0.0"], keys=[keypair.public])
+    report = mirror(
+        remote, carried, ["iris@1.0.0", "iris@2.0.0"], mode=Trusted(adhoc_policy([keypair.public]))
+    )
     assert [c.version for c in report.copied] == ["1.0.0", "2.0.0"]
     back = LayoutRegistry(tmp_path / "back")
-    mirror(carried, back, keys=[keypair.public])
+    mirror(carried, back, mode=Trusted(adhoc_policy([keypair.public])))
     for version in ("1.0.0", "2.0.0"):
         original = layout.resolve("iris", version).manifest_digest
         assert remote.resolve("iris", version).manifest_digest == original

@@ -22,12 +22,12 @@ from packager.core.channel import ARTIFACT_TYPE as CHANNEL_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES
 from packager.core.digests import Digest
 from packager.core.manifest import dump_json
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.distribution.pull import pull
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
-from packager.instance.install import install
+from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.registry import open_registry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
@@ -102,7 +102,7 @@ def site(tmp_path: Path, bundles: dict[str, Path]) -> Site:
     site = Site(tmp_path / "site")
     registry = LayoutRegistry(site.registry_dir)
     for bundle in bundles.values():
-        publish_bundle(bundle, registry=registry)
+        publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
     (site.registry_dir / "models.json").write_bytes(render_models_index(registry.names()))
     return site
 
@@ -151,7 +151,11 @@ def test_search_install_and_pull_from_a_static_mirror(
     registry = open_registry(served.url, home=home, options=RegistryOptions(retry=FAST))
     assert isinstance(registry, StaticMirrorRegistry)
     result = install(
-        "iris", registry=registry, trust=adhoc_policy([keypair.public]), store=Store(home), now=NOW
+        "iris",
+        registry=registry,
+        store=Store(home),
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     assert result.version == "2.0.0"
     assert result.smoke_test is not None and result.smoke_test.rows > 0
@@ -196,9 +200,9 @@ def test_install_through_a_channel_and_mirror_it_with_its_channel(
     result = install(
         "iris@stable",
         registry=mirror_at(served),
-        trust=adhoc_policy([keypair.public]),
         store=Store(home),
         now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     assert result.version == "1.1.0"
     assert files_of(result.directory) == files_of(bundles["1.1.0"])
@@ -233,9 +237,9 @@ def test_tls_with_a_private_ca(
         result = install(
             "iris@1.1.0",
             registry=registry,
-            trust=adhoc_policy([keypair.public]),
             store=Store(home),
             now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
         )
         assert files_of(result.directory) == files_of(bundles["1.1.0"])
         code, out, err = cli(capsys, "search", "--registry", site.url, "--ca-cert", tls.cert)
@@ -314,7 +318,9 @@ def test_a_mirror_is_read_only(
 ) -> None:
     registry = mirror_at(served)
     with pytest.raises(UsageError, match="read-only mirror; publish") as caught:
-        publish_bundle(bundles["1.0.0"], registry=registry)
+        publish_bundle(
+            bundles["1.0.0"], registry=registry, mode=Unverified("publish without --key")
+        )
     assert caught.value.exit_code == 2
     with pytest.raises(UsageError, match="read-only mirror"):
         registry.put_document("iris", "channel.stable", b"{}", artifact_type=CHANNEL_TYPE)
@@ -505,7 +511,10 @@ def test_pull_writes_nothing_when_a_blob_is_missing(
     out = tmp_path / "pulled"
     with pytest.raises(RegistryError, match="answered 404") as caught:
         pull(
-            "iris@1.0.0", registry=mirror_at(served), keys=[keypair.public], out_dir=tmp_path / "o"
+            "iris@1.0.0",
+            registry=mirror_at(served),
+            out_dir=tmp_path / "o",
+            mode=Trusted(adhoc_policy([keypair.public])),
         )
     assert caught.value.exit_code == 4
     assert not out.exists() or not any(out.iterdir())

@@ -18,10 +18,10 @@ import requests
 from packager.cli import main
 from packager.core.digests import Digest
 from packager.core.manifest import parse_manifest
-from packager.core.policy import adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, RegistryError, UsageError
-from packager.instance.install import install
+from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.registry import open_registry
 from packager.registry.artifact import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
@@ -52,7 +52,9 @@ def registry_at(host: str, namespace: str, **options: Any) -> OciRegistry:
 
 
 def publish(registry: OciRegistry, bundle: Path) -> Digest:
-    return publish_bundle(bundle, registry=registry).manifest_digest
+    return publish_bundle(
+        bundle, registry=registry, mode=Unverified("publish without --key")
+    ).manifest_digest
 
 
 def served_manifest(host: str, repository: str, tag: str) -> bytes:
@@ -127,11 +129,17 @@ def test_publish_and_install_via_the_library(
         oci(registry_host, namespace), home=home, options=RegistryOptions(retry=FAST)
     )
     for version in ("1.0.0", "2.0.0"):
-        publish_bundle(bundles[version], registry=registry, keys=[keypair.public])
+        publish_bundle(
+            bundles[version], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+        )
     assert registry.names() == ["iris"]
     assert registry.versions("iris") == ["1.0.0", "2.0.0"]
     result = install(
-        "iris", registry=registry, trust=adhoc_policy([keypair.public]), store=Store(home), now=NOW
+        "iris",
+        registry=registry,
+        store=Store(home),
+        now=NOW,
+        options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
     )
     assert result.version == "2.0.0"
     assert result.smoke_test.rows > 0
