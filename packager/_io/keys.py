@@ -27,6 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from packager.core.jsonio import loads
 from packager.core.signature import SUPPORTED_CURVES
 from packager.core.signature import key_hint as key_hint
 from packager.errors import KeyDecryptionError, UsageError
@@ -254,7 +255,11 @@ def _load_pem_private(path: Path, label: str, block: bytes, ask: Callable[[], by
 
 def _decrypt_cosign(path: Path, body: bytes, ask: Callable[[], bytes]) -> object:
     try:
-        document = json.loads(base64.b64decode(b"".join(body.split()), validate=True))
+        document = loads(
+            base64.b64decode(b"".join(body.split()), validate=True),
+            what=f"{path} (a cosign key)",
+            error=UsageError,
+        )
         kdf, cipher = document["kdf"], document["cipher"]
         params = kdf["params"]
         n, r, p = params["N"], params["r"], params["p"]

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from packager.core.digests import Digest
+from packager.core.jsonio import Limits, loads_object
 from packager.errors import TamperedError, UsageError
 
 MANIFEST = "manifest.json"
@@ -32,6 +33,7 @@ SEMVER_RE = re.compile(
 )
 PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
 MAX_MANIFEST_BYTES = 1 << 20
+_MANIFEST_LIMITS = Limits(max_bytes=MAX_MANIFEST_BYTES)
 
 
 @dataclass(frozen=True)
@@ -199,12 +201,7 @@ def parse_manifest(data: bytes) -> Manifest:
     Raises:
         TamperedError: the bytes are too large, not JSON, or not a valid v1 manifest.
     """
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise TamperedError(f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TamperedError(f"manifest.json is not valid JSON: {e}") from e
+    doc = loads_object(data, what=MANIFEST, limits=_MANIFEST_LIMITS)
     validate_document(doc)
     return manifest_from_document(doc)
 
