@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
@@ -121,14 +122,6 @@ class AuditEntry:
     version: str | None
     outcome: str
     detail: str
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Store:
@@ -344,12 +337,11 @@ class Store:
         else:
             for child in staged.iterdir():
                 child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-                with open(child, "rb") as f:
-                    os.fsync(f.fileno())
+                fsync_file(child)
             staged.chmod(0o755)
-            _fsync_dir(staged)
+            fsync_dir(staged)
             os.rename(staged, target)
-            _fsync_dir(root)
+            fsync_dir(root)
         with self.db() as conn:
             conn.execute(
                 "INSERT INTO installs (name, version, manifest_sha256, source, at) "
@@ -389,7 +381,7 @@ class Store:
             tmp_link.unlink()
         os.symlink(version, tmp_link)
         os.replace(tmp_link, root / CURRENT)
-        _fsync_dir(root)
+        fsync_dir(root)
 
     def previous_version(self, name: str) -> str | None:
         """The most recently active installed version other than ``current``."""
