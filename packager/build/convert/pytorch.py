@@ -39,6 +39,7 @@ from packager.build.convert.base import (
 )
 from packager.build.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
 from packager.core.compare import compare_outputs
+from packager.core.graph import walk_graphs
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
 
@@ -306,7 +307,7 @@ def _export(
 
 def _strip_build_metadata(model: Any) -> None:
     model.doc_string = ""
-    for graph in _graphs(model.graph):
+    for graph in walk_graphs(model.graph):
         graph.doc_string = ""
         for node in graph.node:
             del node.metadata_props[:]
@@ -316,19 +317,6 @@ def _strip_build_metadata(model: Any) -> None:
             value.doc_string = ""
         for tensor in graph.initializer:
             del tensor.metadata_props[:]
-
-
-def _graphs(graph: Any) -> Iterator[Any]:
-    import onnx
-
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
 
 
 def _add_argmax(model: Any, scores: str) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import numbers
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from packager.build.convert.base import (
 )
 from packager.build.convert.onnxfile import check_model, first_line, run_onnx, tensor_specs
 from packager.core.compare import compare_outputs
+from packager.core.graph import walk_graphs
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
 
@@ -460,20 +461,6 @@ def _as_ints(value: Any) -> Any:
     return value
 
 
-def _graphs(graph: Any) -> Iterator[Any]:
-    """The graph and every subgraph in node attributes (If, Loop, Scan)."""
-    import onnx
-
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)
-
-
 def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
     """Give the graph inputs the column names skl2onnx made into identifiers.
 
@@ -493,7 +480,7 @@ def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
             f"column {clash[0]!r} has the name of another tensor in the converted model "
             "(e.g. an output such as 'label'); rename the column and refit"
         )
-    for sub in _graphs(graph):
+    for sub in walk_graphs(graph):
         for node in sub.node:
             node.input[:] = [mapping.get(n, n) for n in node.input]
             node.output[:] = [mapping.get(n, n) for n in node.output]
@@ -503,7 +490,7 @@ def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
 
 def _tensor_names(graph: Any) -> set[str]:
     names: set[str] = set()
-    for sub in _graphs(graph):
+    for sub in walk_graphs(graph):
         for node in sub.node:
             names.update(node.input)
             names.update(node.output)
