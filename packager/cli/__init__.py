@@ -476,21 +476,21 @@ def package_cmd(
     from packager._io.bundledir import read_manifest_unverified
 
     manifest = read_manifest_unverified(bundle)
-    validation = manifest.data["validation"]
+    validation = manifest.validation
     if as_json:
         emit(
             {
                 "bundle": str(bundle),
                 "name": name,
                 "version": version,
-                "validation": validation,
-                "metrics": manifest.data.get("metrics", {}),
+                "validation": validation.to_dict(),
+                "metrics": dict(manifest.metrics or {}),
             }
         )
     else:
         ctx.say(
             f"packaged {manifest.ref} -> {bundle} "
-            f"(max abs diff {validation['maxAbsDiff']:.3g}, {validation['rows']} test vectors)"
+            f"(max abs diff {validation.max_abs_diff:.3g}, {validation.rows} test vectors)"
         )
         click.echo(str(bundle))
 
@@ -511,7 +511,7 @@ def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: boo
                 "verified": True,
                 "name": manifest.name,
                 "version": manifest.version,
-                "files": [f.to_json() for f in manifest.files],
+                "files": [f.to_dict() for f in manifest.files],
             }
         )
     else:
@@ -531,25 +531,24 @@ def inspect(bundle: Path, as_json: bool) -> None:
 
     manifest = read_manifest_unverified(bundle)
     if as_json:
-        emit(manifest.data)
+        emit(manifest.to_dict())
         return
-    d = manifest.data
-    source = d["model"]["source"]
-    val = d["validation"]
+    source = manifest.model.source
+    val = manifest.validation
     rows = [
         ("name", manifest.name),
         ("version", manifest.version),
         ("created", manifest.created),
-        ("source", f"{source['framework']} {source['frameworkVersion']}: {source['estimator']}"),
-        ("converter", f"{source['converter']} {source['converterVersion']}"),
-        ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.opsets.items()))),
-        ("onnxruntime", f">= {manifest.min_onnxruntime}"),
-        ("inputs", ", ".join(_tensor(t) for t in manifest.inputs)),
-        ("outputs", ", ".join(_tensor(t) for t in manifest.outputs)),
+        ("source", f"{source.framework} {source.framework_version}: {source.estimator}"),
+        ("converter", f"{source.converter} {source.converter_version}"),
+        ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.model.opsets.items()))),
+        ("onnxruntime", f">= {manifest.runtime.onnxruntime}"),
+        ("inputs", ", ".join(_tensor(t) for t in manifest.model.inputs)),
+        ("outputs", ", ".join(_tensor(t) for t in manifest.model.outputs)),
         (
             "validation",
-            f"{val['rows']} rows, max abs diff {val['maxAbsDiff']:.3g}, "
-            f"rtol {val['rtol']:g}, atol {val['atol']:g}",
+            f"{val.rows} rows, max abs diff {val.max_abs_diff:.3g}, "
+            f"rtol {val.rtol:g}, atol {val.atol:g}",
         ),
     ]
     if manifest.license:

@@ -43,27 +43,27 @@ def check_graph(model_bytes: bytes, manifest: Manifest) -> None:
     try:
         model = onnx.load_model_from_string(model_bytes)
     except Exception as e:  # protobuf's DecodeError and friends
-        raise TamperedError(f"{manifest.model_path} is not a readable ONNX model: {e}") from e
-    if int(model.ir_version) != manifest.ir_version:
+        raise TamperedError(f"{manifest.model.path} is not a readable ONNX model: {e}") from e
+    if int(model.ir_version) != manifest.model.ir_version:
         raise TamperedError(
-            f"{manifest.model_path} has IR version {model.ir_version}, "
-            f"manifest.json says {manifest.ir_version}"
+            f"{manifest.model.path} has IR version {model.ir_version}, "
+            f"manifest.json says {manifest.model.ir_version}"
         )
     graph_opsets: dict[str, int] = {}
     for opset in model.opset_import:
         key = domain_key(opset.domain)
         graph_opsets[key] = max(graph_opsets.get(key, 0), int(opset.version))
-    declared = {domain_key(d): v for d, v in manifest.opsets.items()}
+    declared = {domain_key(d): v for d, v in manifest.model.opsets.items()}
     if graph_opsets != declared:
         raise TamperedError(
-            f"{manifest.model_path} imports opsets {dict(sorted(graph_opsets.items()))}, "
+            f"{manifest.model.path} imports opsets {dict(sorted(graph_opsets.items()))}, "
             f"manifest.json says {dict(sorted(declared.items()))}"
         )
     weights = {f.path: f.size for f in manifest.files if f.role == WEIGHTS_ROLE}
-    model_dir = posixpath.dirname(manifest.model_path)
+    model_dir = posixpath.dirname(manifest.model.path)
     for tensor in stored_tensors(model):
         if is_external(tensor):
-            _check_entry(tensor, weights, model_dir, manifest.model_path)
+            _check_entry(tensor, weights, model_dir, manifest.model.path)
 
 
 def _check_entry(tensor: Any, weights: dict[str, int], model_dir: str, model_path: str) -> None:

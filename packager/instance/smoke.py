@@ -32,7 +32,7 @@ import packager
 from packager import errors
 from packager.core.compare import Comparison
 from packager.core.jsonio import loads_object
-from packager.core.manifest import MAX_MANIFEST_BYTES, Manifest, dump_json, parse_manifest
+from packager.core.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from packager.errors import PackagerError, SmokeTestError
 
 # The child's stderr is kept only to quote its end when the child dies.
@@ -85,7 +85,7 @@ def run_smoke_test(directory: Path, manifest: Manifest) -> SmokeTest:
         with child:
             assert child.stdin is not None
             try:
-                child.stdin.write(dump_json(manifest.data))
+                child.stdin.write(manifest.to_bytes())
                 child.stdin.close()
             except BrokenPipeError:
                 pass  # it died before reading: its exit status says why
