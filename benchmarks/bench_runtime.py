@@ -37,7 +37,7 @@ CHILD = textwrap.dedent(
     import onnxruntime
 
     session = onnxruntime.InferenceSession(
-        str(model.directory / model.manifest.model_path), providers=["CPUExecutionProvider"]
+        str(model.directory / model.manifest.model.path), providers=["CPUExecutionProvider"]
     )
     name = session.get_inputs()[0].name
     row = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)

@@ -40,7 +40,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -419,23 +419,28 @@ def _derive(base: Path, work: Path, name: str, key_path: Path) -> None:
     from packager._io.keys import load_private_key
     from packager.core import signature
     from packager.core.digests import Digest
-    from packager.core.manifest import MANIFEST, SIGNATURE, dump_json, validate_document
+    from packager.core.manifest import (
+        MANIFEST,
+        SIGNATURE,
+        FileEntry,
+        parse_manifest,
+        validate_document,
+    )
 
     shutil.copyfile(base / "testvectors.npz", work / "testvectors.npz")
-    doc = json.loads((base / MANIFEST).read_text())
-    doc["name"] = name
     roles = {p.name: "weights" for p in work.iterdir() if p.name.endswith(".data")}
     roles |= {"model.onnx": "model", "testvectors.npz": "testvectors"}
     paths = sorted(roles)
-    doc["files"] = [
-        {"path": path, "sha256": digest.hex, "size": size, "role": roles[path]}
+    files = tuple(
+        FileEntry(path, digest, size, roles[path])
         for path, (digest, size) in zip(paths, digest_files(work / p for p in paths), strict=True)
-    ]
-    validate_document(doc)
-    manifest = dump_json(doc)
-    (work / MANIFEST).write_bytes(manifest)
-    resources = {f["path"]: Digest(f["sha256"]) for f in doc["files"]}
-    resources[MANIFEST] = Digest.of(manifest)
+    )
+    manifest = replace(parse_manifest((base / MANIFEST).read_bytes()), name=name, files=files)
+    validate_document(manifest.to_dict())
+    manifest_bytes = manifest.to_bytes()
+    (work / MANIFEST).write_bytes(manifest_bytes)
+    resources = {f.path: f.digest for f in files}
+    resources[MANIFEST] = Digest.of(manifest_bytes)
     key = load_private_key(key_path, password=lambda: PASSWORD.encode())
     sig = signature.sign(subject_name=f"{name}-1.0.0", resources=resources, private_key=key)
     (work / SIGNATURE).write_bytes(sig)

@@ -462,18 +462,18 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
     installed = load(case.id, home=home)
     answers = installed.predict(sample)
     rows = {len(v) for v in answers.values()}
-    validation = installed.manifest.data["validation"]
+    validation = installed.manifest.validation
     status = "ok"
-    if validation.get("inputCast") and case.options.get("precision") == "float64":
+    if validation.input_cast and case.options.get("precision") == "float64":
         status = "cast"  # asked for a float64 graph, got float32 inputs
     elif len(installed.outputs) > len(_expected_outputs(installed)):
         status = "labels-only"  # some outputs have nothing in the original to check against
     return Outcome(
         case,
         status,
-        max_abs_diff=float(validation["maxAbsDiff"]),
-        label_agreement=validation.get("labelAgreement"),
-        input_cast=validation.get("inputCast"),
+        max_abs_diff=float(validation.max_abs_diff),
+        label_agreement=validation.label_agreement,
+        input_cast=validation.input_cast,
         input_dtypes=", ".join(sorted({spec.dtype for spec in installed.inputs})),
         error=" ".join(notes),
         predicted_rows=rows.pop() if len(rows) == 1 else -1,
@@ -483,7 +483,7 @@ def run_case(case: Case, *, work: Path, key: Any, public_key: Any) -> Outcome:
 def _expected_outputs(model: Any) -> set[str]:
     from packager._io.testvectors import read_testvectors
 
-    _, expected = read_testvectors(model.directory / model.manifest.testvectors)
+    _, expected = read_testvectors(model.directory / model.manifest.validation.testvectors)
     return set(expected)
 
 

@@ -130,11 +130,15 @@ def verify_bundle(
 
     from packager._io.bundledir import verify_bundle as _verify_bundle
     from packager._io.keys import load_public_key
+    from packager.core.policy import Trusted, adhoc_policy
 
-    def public_keys() -> list[EllipticCurvePublicKey]:
-        return [k if not isinstance(k, (str, Path)) else load_public_key(Path(k)) for k in keys]
+    def mode() -> Trusted:
+        public = [k if not isinstance(k, (str, Path)) else load_public_key(Path(k)) for k in keys]
+        if not public:
+            raise UsageError("verify_bundle needs at least one public key")
+        return Trusted(adhoc_policy(public))
 
-    return _verify_bundle(Path(bundle), keys=public_keys)
+    return _verify_bundle(Path(bundle), mode=mode)
 
 
 def __getattr__(name: str) -> Any:

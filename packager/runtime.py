@@ -110,9 +110,9 @@ def check_compatible(manifest: Manifest) -> None:
             onnxruntime release needed.
     """
     check_runtime(
-        model_opsets=manifest.opsets,
-        model_ir_version=manifest.ir_version,
-        min_runtime=manifest.min_onnxruntime,
+        model_opsets=manifest.model.opsets,
+        model_ir_version=manifest.model.ir_version,
+        min_runtime=manifest.runtime.onnxruntime,
         runtime_version=runtime_version(),
         runtime_opsets=runtime_opsets(),
         runtime_ir_version=runtime_ir_version(),
@@ -160,7 +160,7 @@ class Model:
         """
         self.directory = directory
         self.manifest = manifest
-        model_path = directory / manifest.model_path
+        model_path = directory / manifest.model.path
         try:
             model_bytes = model_path.read_bytes()
         except OSError as e:
@@ -171,8 +171,9 @@ class Model:
         self._output_names = [o.name for o in self._session.get_outputs()]
         # The input a 2-D array can go to unconverted: the only one, when it is numeric.
         self._direct: tuple[str, np.dtype[Any]] | None = None
-        if len(manifest.inputs) == 1 and manifest.inputs[0].dtype != "string":
-            self._direct = (manifest.inputs[0].name, np.dtype(manifest.inputs[0].dtype))
+        inputs = manifest.model.inputs
+        if len(inputs) == 1 and inputs[0].dtype != "string":
+            self._direct = (inputs[0].name, np.dtype(inputs[0].dtype))
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 0) -> Model:
@@ -193,11 +194,11 @@ class Model:
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        return self.manifest.inputs
+        return self.manifest.model.inputs
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
-        return self.manifest.outputs
+        return self.manifest.model.outputs
 
     def __repr__(self) -> str:
         return f"Model({self.manifest.ref})"
@@ -271,7 +272,7 @@ class Model:
         """
         from packager._io.testvectors import read_testvectors
 
-        inputs, expected = read_testvectors(self.directory / self.manifest.testvectors)
+        inputs, expected = read_testvectors(self.directory / self.manifest.validation.testvectors)
         if set(inputs) != {spec.name for spec in self.inputs}:
             raise SmokeTestError(
                 f"{self.manifest.ref}: test vectors do not match the model's inputs; "
@@ -284,9 +285,9 @@ class Model:
         result = compare_outputs(
             actual,
             expected,
-            rtol=self.manifest.rtol,
-            atol=self.manifest.atol,
-            label_outputs=self.manifest.data["validation"].get("labelOutputs", ()),
+            rtol=self.manifest.validation.rtol,
+            atol=self.manifest.validation.atol,
+            label_outputs=self.manifest.validation.label_outputs or (),
         )
         if not result.ok:
             detail = "; ".join(result.worst[:3])

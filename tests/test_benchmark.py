@@ -26,9 +26,11 @@ from packager.build.bundle import package
 from packager.build.convert import convert
 from packager.build.options import PackageOptions
 from packager.cli import main
+from packager.core.manifest import parse_manifest
 from packager.errors import UsageError
 
 from .conftest import KeyPair
+from .core.test_manifest import assert_round_trips
 
 QUICK = Settings(budget_seconds=0.05)
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +159,9 @@ def test_cli_on_a_model_file_a_bundle_and_an_installed_model(
     out, err = capsys.readouterr()
     assert code == 0, err
     bundle = Path(json.loads(out)["bundle"])
-    metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]["benchmark"]
+    manifest = assert_round_trips((bundle / "manifest.json").read_bytes())
+    assert manifest.metrics is not None
+    metrics = manifest.metrics["benchmark"]
     assert metrics["target"] == "species"
     assert metrics["engines"][0]["accuracy"] == pytest.approx(doc["engines"][0]["accuracy"])
     assert "labelAgreement" in metrics
@@ -212,7 +216,8 @@ def test_package_benchmark_through_the_api(
         out_dir=tmp_path / "dist",
         options=PackageOptions(benchmark=BenchmarkData(data, "species", QUICK)),
     )
-    metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]
+    metrics = parse_manifest((bundle / "manifest.json").read_bytes()).metrics
+    assert metrics is not None
     assert [e["engine"].split()[0] for e in metrics["benchmark"]["engines"]] == [
         "scikit-learn",
         "onnxruntime",

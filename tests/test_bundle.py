@@ -63,14 +63,14 @@ def test_manifest_contents(bundles: dict[str, Path], keypair: KeyPair) -> None:
     assert bundle.name == "iris-1.0.0"
     assert [f.path for f in manifest.files] == ["model.onnx", "testvectors.npz"]
     assert {f.role for f in manifest.files} == {"model", "testvectors"}
-    assert manifest.inputs[0].dtype == "float32"
-    assert [o.name for o in manifest.outputs] == ["label", "probabilities"]
-    validation = manifest.data["validation"]
-    assert validation["rows"] == 30
-    assert validation["labelAgreement"] == 1.0
-    assert 0 <= validation["maxAbsDiff"] < 1e-4
-    assert validation["reference"] == "original"
-    assert "ai.onnx" in manifest.opsets
+    assert manifest.model.inputs[0].dtype == "float32"
+    assert [o.name for o in manifest.model.outputs] == ["label", "probabilities"]
+    validation = manifest.validation
+    assert validation.rows == 30
+    assert validation.label_agreement == 1.0
+    assert 0 <= validation.max_abs_diff < 1e-4
+    assert validation.reference == "original"
+    assert "ai.onnx" in manifest.model.opsets
 
 
 def test_verify_refuses_changes(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from packager._io.keys import encode_public_key
 from packager.cli import main
 from packager.core.channel import ARTIFACT_TYPE, MAX_CHANNEL_BYTES, Channel, Seen, sign_channel
 from packager.core.digests import Digest
-from packager.core.manifest import MANIFEST
+from packager.core.manifest import MANIFEST, parse_manifest
 from packager.core.names import Target, parse_target
 from packager.core.policy import Rule, Trusted, TrustedKey, TrustPolicy, Unverified, adhoc_policy
 from packager.distribution.mirror import export, mirror
@@ -477,9 +478,8 @@ def test_promote_refuses_a_manifest_that_is_not_the_signed_one(
     bundle = tmp_path / "evil" / bundles["1.1.0"].name
     shutil.copytree(bundles["1.1.0"], bundle)
     (bundle / MANIFEST).chmod(0o644)
-    doc = json.loads((bundle / MANIFEST).read_text())
-    doc["description"] = "not what was signed"
-    (bundle / MANIFEST).write_text(json.dumps(doc))
+    manifest = parse_manifest((bundle / MANIFEST).read_bytes())
+    (bundle / MANIFEST).write_bytes(replace(manifest, description="not what was signed").to_bytes())
     serve_bundle_dir(registry.root, bundle, name="iris", tag="1.1.0")
     with pytest.raises(VerificationError):
         promote(

@@ -12,6 +12,7 @@ import pytest
 from packager.cli import main
 
 from .conftest import KeyPair
+from .core.test_manifest import assert_round_trips
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -59,12 +60,14 @@ def test_end_to_end(
         "model.sig",
         "testvectors.npz",
     ]
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["provenance"]["gitCommit"] == "a" * 40
-    assert manifest["provenance"]["hyperparameters"] == {"C": "1.0"}
-    assert manifest["provenance"]["trainingData"][0]["uri"] == "sample.csv"
-    assert manifest["license"] == "Apache-2.0"
-    assert manifest["model"]["source"]["framework"] == "scikit-learn"
+    manifest = assert_round_trips((bundle / "manifest.json").read_bytes())
+    assert manifest.provenance is not None
+    assert manifest.provenance.git_commit == "a" * 40
+    assert manifest.provenance.hyperparameters == {"C": "1.0"}
+    assert manifest.provenance.training_data is not None
+    assert manifest.provenance.training_data[0].uri == "sample.csv"
+    assert manifest.license == "Apache-2.0"
+    assert manifest.model.source.framework == "scikit-learn"
 
     code, out, _ = cli(capsys, "inspect", bundle)
     assert code == 0 and "iris-classifier" in out and "testvectors.npz" in out

@@ -12,8 +12,10 @@ import torch
 import packager
 from packager.build.options import ConvertOptions, PackageOptions
 from packager.cli import main
+from packager.core.manifest import TensorSpec, parse_manifest
 
 from .conftest import KeyPair
+from .core.test_manifest import assert_round_trips
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -60,14 +62,12 @@ def test_torch_cnn_file_end_to_end(
     )
     assert code == 0, err
     bundle = Path(json.loads(out)["bundle"])
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["model"]["inputs"] == [
-        {"name": "input", "dtype": "float32", "shape": ["batch", 1, 28, 28]}
-    ]
-    assert {f["path"]: f["role"] for f in manifest["files"]}["model.onnx.data"] == "weights"
-    assert manifest["validation"]["labelAgreement"] == 1.0
-    assert manifest["validation"]["inputCast"] == "float64->float32"
-    assert manifest["model"]["source"]["framework"] == "pytorch"
+    manifest = assert_round_trips((bundle / "manifest.json").read_bytes())
+    assert manifest.model.inputs == (TensorSpec("input", "float32", ("batch", 1, 28, 28)),)
+    assert manifest.file("model.onnx.data").role == "weights"
+    assert manifest.validation.label_agreement == 1.0
+    assert manifest.validation.input_cast == "float64->float32"
+    assert manifest.model.source.framework == "pytorch"
 
     assert cli(capsys, "publish", bundle)[0] == 0
     assert cli(capsys, "install", "digits", "--key", keypair.pub_path)[0] == 0
@@ -105,8 +105,8 @@ def test_precision_float64(
     doc = json.loads(out)
     assert "inputCast" not in doc["validation"]
     assert doc["validation"]["maxAbsDiff"] < 1e-12
-    manifest = json.loads((Path(doc["bundle"]) / "manifest.json").read_text())
-    assert manifest["model"]["inputs"][0]["dtype"] == "float64"
+    manifest = parse_manifest((Path(doc["bundle"]) / "manifest.json").read_bytes())
+    assert manifest.model.inputs[0].dtype == "float64"
 
 
 def test_python_api_passes_the_conversion_options(tmp_path: Path, keypair: KeyPair) -> None:
@@ -123,6 +123,6 @@ def test_python_api_passes_the_conversion_options(tmp_path: Path, keypair: KeyPa
             conversion=ConvertOptions(input_shape=(1, 8, 8), task="classification")
         ),
     )
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["model"]["inputs"][0]["shape"] == ["batch", 1, 8, 8]
-    assert manifest["validation"]["labelOutputs"] == ["label"]
+    manifest = parse_manifest((bundle / "manifest.json").read_bytes())
+    assert manifest.model.inputs[0].shape == ("batch", 1, 8, 8)
+    assert manifest.validation.label_outputs == ("label",)

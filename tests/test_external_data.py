@@ -6,8 +6,9 @@ publisher signed but this instance's onnxruntime cannot load.
 
 from __future__ import annotations
 
-import json
 import shutil
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,14 @@ from packager.cli import main
 from packager.core import signature
 from packager.core.digests import Digest
 from packager.core.graph import check_graph
-from packager.core.manifest import MANIFEST, SIGNATURE, dump_json, parse_manifest
+from packager.core.manifest import (
+    MANIFEST,
+    SIGNATURE,
+    FileEntry,
+    Manifest,
+    RuntimeRequirement,
+    parse_manifest,
+)
 from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import IncompatibleModelError, TamperedError
@@ -36,6 +44,7 @@ from packager.registry.layout import LayoutRegistry
 from packager.runtime import Model, runtime_ir_version, runtime_opsets, runtime_version
 
 from .conftest import KeyPair
+from .core.test_manifest import assert_round_trips
 from .hostile import serve_bundle_dir
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -74,21 +83,17 @@ def writable_copy(bundle: Path, dest: Path) -> Path:
     return copy
 
 
-def resign(bundle: Path, key: KeyPair, *, edit: dict[str, object] | None = None) -> None:
+def resign(
+    bundle: Path, key: KeyPair, *, edit: Callable[[Manifest], Manifest] | None = None
+) -> None:
     """Re-list every file in manifest.json (applying ``edit``) and sign: a publisher's bundle."""
-    doc = json.loads((bundle / MANIFEST).read_text())
-    for key_path, value in (edit or {}).items():
-        target = doc
-        *parents, last = key_path.split(".")
-        for part in parents:
-            target = target[part]
-        target[last] = value
-    for entry in doc["files"]:
-        digest, size = digest_file(bundle / entry["path"])
-        entry["sha256"], entry["size"] = digest.hex, size
-    manifest_bytes = dump_json(doc)
+    manifest = parse_manifest((bundle / MANIFEST).read_bytes())
+    if edit is not None:
+        manifest = edit(manifest)
+    files = tuple(FileEntry(f.path, *digest_file(bundle / f.path), f.role) for f in manifest.files)
+    manifest_bytes = replace(manifest, files=files).to_bytes()
     (bundle / MANIFEST).write_bytes(manifest_bytes)
-    resources = {f["path"]: Digest(f["sha256"]) for f in doc["files"]}
+    resources = {f.path: f.digest for f in files}
     resources[MANIFEST] = Digest.of(manifest_bytes)
     (bundle / SIGNATURE).write_bytes(
         signature.sign(subject_name=bundle.name, resources=resources, private_key=key.private)
@@ -176,7 +181,7 @@ def test_onnx_file_with_external_data_keeps_it(
         key=keypair.private,
         out_dir=tmp_path / "dist",
     )
-    manifest = parse_manifest((bundle / MANIFEST).read_bytes())
+    manifest = assert_round_trips((bundle / MANIFEST).read_bytes())
     # The bundle names the data file after its model, whatever the source called it.
     assert {f.path: f.role for f in manifest.files}["model.onnx.data"] == "weights"
     assert manifest.file("model.onnx.data").size == weights.nbytes
@@ -237,25 +242,24 @@ def test_external_data_must_fit_the_signed_file(
 def test_weights_listed_with_another_role_are_refused(
     torch_bundle: Path, keypair: KeyPair, tmp_path: Path
 ) -> None:
-    manifest = json.loads((torch_bundle / MANIFEST).read_text())
-    for entry in manifest["files"]:
-        if entry["path"] == "model.onnx.data":
-            entry["role"] = "doc"
+    manifest = parse_manifest((torch_bundle / MANIFEST).read_bytes())
+    files = tuple(
+        replace(f, role="doc") if f.path == "model.onnx.data" else f for f in manifest.files
+    )
     with pytest.raises(TamperedError, match="does not list as weights"):
-        check_graph((torch_bundle / "model.onnx").read_bytes(), parse_manifest(dump_json(manifest)))
+        check_graph((torch_bundle / "model.onnx").read_bytes(), replace(manifest, files=files))
 
 
 def test_graph_must_declare_the_manifest_opsets_and_ir(torch_bundle: Path) -> None:
     data = (torch_bundle / "model.onnx").read_bytes()
-    manifest = json.loads((torch_bundle / MANIFEST).read_text())
-    check_graph(data, parse_manifest(dump_json(manifest)))
-    manifest["model"]["opsets"] = {"ai.onnx": 13}
+    manifest = parse_manifest((torch_bundle / MANIFEST).read_bytes())
+    check_graph(data, manifest)
+    old_opsets = replace(manifest.model, opsets={"ai.onnx": 13})
     with pytest.raises(TamperedError, match="imports opsets"):
-        check_graph(data, parse_manifest(dump_json(manifest)))
-    manifest = json.loads((torch_bundle / MANIFEST).read_text())
-    manifest["model"]["irVersion"] = 7
+        check_graph(data, parse_manifest(replace(manifest, model=old_opsets).to_bytes()))
+    old_ir = replace(manifest.model, ir_version=7)
     with pytest.raises(TamperedError, match="IR version"):
-        check_graph(data, parse_manifest(dump_json(manifest)))
+        check_graph(data, parse_manifest(replace(manifest, model=old_ir).to_bytes()))
     with pytest.raises(TamperedError, match="not a readable ONNX model"):
         check_graph(b"\xff\xff garbage", parse_manifest((torch_bundle / MANIFEST).read_bytes()))
 
@@ -283,7 +287,13 @@ def test_opset_newer_than_the_runtime_is_refused_naming_the_release(
     _stamp(bundle / "model.onnx", opset=too_new)
     # What a newer packager would write: the opset and the release that implements it.
     resign(
-        bundle, keypair, edit={"model.opsets": {"ai.onnx": too_new}, "runtime.onnxruntime": "9.1"}
+        bundle,
+        keypair,
+        edit=lambda m: replace(
+            m,
+            model=replace(m.model, opsets={"ai.onnx": too_new}),
+            runtime=RuntimeRequirement("9.1"),
+        ),
     )
     serve_bundle_dir(tmp_path / "registry", bundle, name="mlp", tag="1.0.0")
     code = main(
@@ -302,7 +312,7 @@ def test_opset_newer_than_the_runtime_is_refused_naming_the_release(
     assert not Store(home).installed()
 
     # A manifest that claims this runtime suffices is still checked against the graph's opset.
-    resign(bundle, keypair, edit={"runtime.onnxruntime": "1.10"})
+    resign(bundle, keypair, edit=lambda m: replace(m, runtime=RuntimeRequirement("1.10")))
     with pytest.raises(IncompatibleModelError, match=f"needs opset {too_new} of 'ai.onnx'") as info:
         install_from(tmp_path / "registry2", bundle, keypair, home)
     assert f"an onnxruntime newer than {runtime_version()}" in str(info.value)
@@ -314,7 +324,7 @@ def test_ir_version_newer_than_the_runtime_is_refused(
     too_new = runtime_ir_version() + 1
     bundle = writable_copy(torch_bundle, tmp_path)
     _stamp(bundle / "model.onnx", ir_version=too_new)
-    resign(bundle, keypair, edit={"model.irVersion": too_new})
+    resign(bundle, keypair, edit=lambda m: replace(m, model=replace(m.model, ir_version=too_new)))
     with pytest.raises(IncompatibleModelError, match=f"IR version {too_new}") as info:
         install_from(tmp_path / "registry", bundle, keypair, home)
     assert info.value.exit_code == 5

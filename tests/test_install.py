@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from packager.core.manifest import MANIFEST, SIGNATURE
+from packager.core.manifest import MANIFEST, SIGNATURE, parse_manifest
 from packager.core.names import parse_ref
 from packager.core.policy import Trusted, TrustPolicy, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
@@ -163,9 +163,8 @@ def tamper_model(bundle: Path) -> None:
 
 
 def tamper_manifest(bundle: Path) -> None:
-    doc = json.loads((bundle / MANIFEST).read_text())
-    doc["description"] = "now with a backdoor"
-    (bundle / MANIFEST).write_text(json.dumps(doc))
+    manifest = parse_manifest((bundle / MANIFEST).read_bytes())
+    (bundle / MANIFEST).write_bytes(replace(manifest, description="now with a backdoor").to_bytes())
 
 
 def tamper_manifest_and_model(bundle: Path) -> None:
@@ -173,12 +172,12 @@ def tamper_manifest_and_model(bundle: Path) -> None:
     from packager._io.hashing import digest_file
 
     flip_byte(bundle / "model.onnx")
-    doc = json.loads((bundle / MANIFEST).read_text())
+    manifest = parse_manifest((bundle / MANIFEST).read_bytes())
     digest, _ = digest_file(bundle / "model.onnx")
-    for entry in doc["files"]:
-        if entry["path"] == "model.onnx":
-            entry["sha256"] = digest.hex
-    (bundle / MANIFEST).write_text(json.dumps(doc))
+    files = tuple(
+        replace(f, digest=digest) if f.path == "model.onnx" else f for f in manifest.files
+    )
+    (bundle / MANIFEST).write_bytes(replace(manifest, files=files).to_bytes())
 
 
 def add_extra_file(bundle: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from packager._io.table import Table, from_mapping
 from packager.build.bundle import package
 from packager.build.options import PackageOptions, QuantizeOptions, Tolerance
 from packager.cli import main
+from packager.core.manifest import parse_manifest
 from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import ParityError, UsageError
@@ -24,6 +24,7 @@ from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
 
 from .conftest import KeyPair
+from .core.test_manifest import assert_round_trips
 
 
 def positional(x: np.ndarray) -> Table:
@@ -60,18 +61,19 @@ def test_quantized_model_is_kept_within_tolerance_and_installs(
         options=PackageOptions(quantize=QuantizeOptions(tolerance=Tolerance(atol=0.05))),
         progress=notes.append,
     )
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    quantization = manifest["metrics"]["quantization"]
+    manifest = assert_round_trips((bundle / "manifest.json").read_bytes())
+    assert manifest.metrics is not None
+    quantization = manifest.metrics["quantization"]
     assert quantization["method"] == "dynamic"
     # int8 weights: about a quarter of the float32 bytes.
     assert quantization["sizeAfter"] < quantization["sizeBefore"] / 2
-    on_disk = sum(f["size"] for f in manifest["files"] if f["role"] in ("model", "weights"))
+    on_disk = sum(f.size for f in manifest.files if f.role in ("model", "weights"))
     assert on_disk == quantization["sizeAfter"]
     assert any(n.startswith("quantized (dynamic):") and "bytes" in n for n in notes)
     # The bundle records the tolerance it was accepted with, against the ORIGINAL outputs.
-    validation = manifest["validation"]
-    assert validation["atol"] == 0.05
-    assert 0 < validation["maxAbsDiff"] <= 0.05
+    validation = manifest.validation
+    assert validation.atol == 0.05
+    assert 0 < validation.max_abs_diff <= 0.05
     registry = LayoutRegistry(tmp_path / "registry")
     publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
     install(
@@ -158,5 +160,7 @@ def test_trees_have_nothing_to_quantize(keypair: KeyPair, tmp_path: Path) -> Non
         out_dir=tmp_path,
         options=PackageOptions(quantize=QuantizeOptions()),
     )
-    quantization = json.loads((bundle / "manifest.json").read_text())["metrics"]["quantization"]
+    metrics = parse_manifest((bundle / "manifest.json").read_bytes()).metrics
+    assert metrics is not None
+    quantization = metrics["quantization"]
     assert quantization["sizeAfter"] >= quantization["sizeBefore"] * 0.9

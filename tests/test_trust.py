@@ -59,3 +59,26 @@ def test_add_key_refuses_private_key(tmp_path: Path, keypair: KeyPair) -> None:
     with pytest.raises(UsageError):
         add_key(tmp_path / "trust.toml", "k", keypair.key_path)
     assert not (tmp_path / "trust.toml").exists()
+
+
+def test_written_policy_round_trips(
+    tmp_path: Path, keypair: KeyPair, other_keypair: KeyPair
+) -> None:
+    path = tmp_path / "trust.toml"
+    # A dotted key name and a glob with TOML metacharacters must survive quoting.
+    add_key(path, "team.platform", keypair.pub_path, models='sec-"quoted"\\*')
+    add_key(path, "partner", other_keypair.pub_path)
+    revoke_key(path, "partner")
+    written = set_minimum(path, "security-x", "1.2.0-rc.1")
+    text = path.read_text()
+    assert text.startswith("# packager trust policy")
+    assert "-----BEGIN PUBLIC KEY-----\n" in text  # the PEM stays readable, one line per line
+    again = read_policy(path)
+    assert again.keys == written.keys
+    assert again.rules == written.rules
+    assert again.minimum == written.minimum
+    assert again.keys["partner"].revoked
+    assert again.rules[0].models == 'sec-"quoted"\\*'
+    # Rewriting what was read gives the same text: the rendering is stable.
+    set_minimum(path, "security-x", "1.2.0-rc.1")
+    assert path.read_text() == text

@@ -22,6 +22,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Make the contents of the regular file ``path`` durable (it is opened read-only)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def atomic_write(
     path: Path,
     data: bytes | Iterable[bytes],

@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from packager._io.fs import atomic_write
+from packager.core.jsonio import loads
 from packager.core.signature import SUPPORTED_CURVES
 from packager.core.signature import key_hint as key_hint
 from packager.errors import KeyDecryptionError, UsageError
@@ -130,8 +131,9 @@ def keygen(out_dir: Path, *, password: bytes, force: bool = False) -> tuple[Path
     key = generate_private_key()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(private_path, encode_cosign_private_key(key, password), mode=0o600)
-        _write_atomically(public_path, encode_public_key(key.public_key()), mode=0o644)
+        # Created 0600 and renamed into place: the private key is never readable by others.
+        atomic_write(private_path, encode_cosign_private_key(key, password), mode=0o600)
+        atomic_write(public_path, encode_public_key(key.public_key()), mode=0o644)
     except OSError as e:
         raise UsageError(f"cannot write the key pair to {out_dir}: {e.strerror or e}") from e
     return private_path, public_path
@@ -254,7 +256,11 @@ def _load_pem_private(path: Path, label: str, block: bytes, ask: Callable[[], by
 
 def _decrypt_cosign(path: Path, body: bytes, ask: Callable[[], bytes]) -> object:
     try:
-        document = json.loads(base64.b64decode(b"".join(body.split()), validate=True))
+        document = loads(
+            base64.b64decode(b"".join(body.split()), validate=True),
+            what=f"{path} (a cosign key)",
+            error=UsageError,
+        )
         kdf, cipher = document["kdf"], document["cipher"]
         params = kdf["params"]
         n, r, p = params["N"], params["r"], params["p"]
@@ -304,24 +310,3 @@ def _pem(label: str, body: bytes) -> bytes:
     return b"\n".join(
         [f"-----BEGIN {label}-----".encode(), *lines, f"-----END {label}-----".encode(), b""]
     )
-
-
-def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
-    # mkstemp creates the file 0600, so the private key is never readable by
-    # others, not even for a moment.
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,10 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from packager.core.jsonio import Limits, loads
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
 
 MAX_TABLE_BYTES = 256 << 20
+# Integers get a few more digits than int64 holds so that the column check, not the
+# parser, says which value does not fit.
+_JSON_LIMITS = Limits(max_bytes=MAX_TABLE_BYTES, max_int_digits=40)
 NUMERIC_DTYPES = frozenset(
     {"float16", "float32", "float64", "int8", "int16", "int32", "int64"}
     | {"uint8", "uint16", "uint32", "uint64", "bool"}
@@ -335,10 +338,7 @@ def _parse_npy(data: bytes, where: Path) -> Table:
 
 
 def _parse_json(data: bytes, where: Path) -> Table:
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{where}: not valid JSON: {e}") from e
+    doc = loads(data, what=str(where), error=UsageError, limits=_JSON_LIMITS)
     if isinstance(doc, dict):
         names = list(doc)
         for name in names:

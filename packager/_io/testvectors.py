@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packager._io.fs import atomic_write
 from packager.errors import ConversionError, SmokeTestError
 
 MAX_MEMBERS = 1024
@@ -70,7 +69,7 @@ def write_testvectors(
             info.external_attr = _EXTERNAL_ATTR
             info.create_system = _UNIX  # ZipInfo defaults to the platform running us
             zf.writestr(info, _npy_bytes(member, array))
-    _write_atomically(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue(), mode=0o644)  # bundle files are world-readable
 
 
 def read_testvectors(
@@ -195,17 +194,3 @@ def _parse_npy(data: bytes, where: str) -> np.ndarray:
         )
     flat = np.frombuffer(body, dtype=dtype, count=count)
     return flat.reshape(shape, order="F" if fortran else "C").copy()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; bundle files are world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -268,7 +268,7 @@ def benchmark_model(
 
     settings = settings or Settings()
     manifest = model.manifest
-    validation = manifest.data["validation"]
+    validation = manifest.validation
     engine = Engine(
         f"onnxruntime {runtime_version()}",
         settings.threads,
@@ -276,13 +276,13 @@ def benchmark_model(
         model.run,
         model.run,
     )
-    weights = {manifest.model_path} | {f.path for f in manifest.files if f.role == "weights"}
+    weights = {manifest.model.path} | {f.path for f in manifest.files if f.role == "weights"}
     return run_benchmark(
         model=manifest.ref,
         engines=[engine],
-        inputs=manifest.inputs,
-        task=str(validation.get("task", "unknown")),
-        label_outputs=tuple(validation.get("labelOutputs", ())),
+        inputs=manifest.model.inputs,
+        task=validation.task or "unknown",
+        label_outputs=validation.label_outputs or (),
         data=data,
         target=target,
         settings=settings,

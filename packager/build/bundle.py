@@ -25,11 +25,17 @@ from packager.core.graph import check_graph
 from packager.core.manifest import (
     MANIFEST,
     SIGNATURE,
+    FileEntry,
+    Manifest,
+    ModelInfo,
+    ProvenanceRecord,
+    RuntimeRequirement,
+    Source,
+    TrainingData,
+    Validation,
     check_name,
     check_version,
-    dump_json,
     parse_manifest,
-    validate_document,
 )
 from packager.errors import UsageError
 
@@ -227,76 +233,46 @@ def _write_bundle(
         roles[README_FILE] = "doc"
 
     paths = sorted(roles)
-    files = [
-        {"path": path, "sha256": digest.hex, "size": size, "role": roles[path]}
+    files = tuple(
+        FileEntry(path, digest, size, roles[path])
         for path, (digest, size) in zip(
             paths, digest_files(work / path for path in paths), strict=True
         )
-    ]
-
+    )
+    ir_version = int(conversion.model.ir_version)
     opsets: dict[str, int] = {}
     for opset in conversion.model.opset_import:
         domain = opset.domain or "ai.onnx"
         opsets[domain] = max(opsets.get(domain, 0), int(opset.version))
-    comparison = conversion.comparison
-    validation: dict[str, Any] = {
-        "testvectors": TESTVECTORS_FILE,
-        "rows": comparison.rows,
-        "rtol": conversion.rtol,
-        "atol": conversion.atol,
-        "maxAbsDiff": comparison.max_abs_diff,
-        "maxRelDiff": comparison.max_rel_diff,
-        "task": conversion.task,
-        "reference": conversion.reference,
-    }
-    if comparison.label_agreement is not None:
-        validation["labelAgreement"] = comparison.label_agreement
-    if conversion.label_outputs:
-        validation["labelOutputs"] = list(conversion.label_outputs)
-    if conversion.input_cast:
-        validation["inputCast"] = conversion.input_cast
-    doc: dict[str, Any] = {
-        "schemaVersion": 1,
-        "name": name,
-        "version": version,
-        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": {
-            "path": MODEL_FILE,
-            "irVersion": int(conversion.model.ir_version),
-            "opsets": opsets,
-            "inputs": [t.to_json() for t in conversion.inputs],
-            "outputs": [t.to_json() for t in conversion.outputs],
-            "source": dict(conversion.source),
-        },
-        "runtime": {
-            "onnxruntime": minimum_runtime(
-                opsets,
-                ir_version=int(conversion.model.ir_version),
-                validated_with=runtime_version(),
-            ),
-        },
-        "files": files,
-        "validation": validation,
-    }
-    if description:
-        doc["description"] = description
-    if license:
-        doc["license"] = license
-    if labels:
-        doc["labels"] = dict(labels)
-    if metrics:
-        doc["metrics"] = dict(metrics)
-    prov = _provenance_doc(provenance)
-    if prov:
-        doc["provenance"] = prov
-    validate_document(doc)
-    manifest_bytes = dump_json(doc)
+    onnxruntime = minimum_runtime(opsets, ir_version=ir_version, validated_with=runtime_version())
+    manifest = Manifest(
+        name=name,
+        version=version,
+        created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        model=ModelInfo(
+            path=MODEL_FILE,
+            ir_version=ir_version,
+            opsets=opsets,
+            inputs=tuple(conversion.inputs),
+            outputs=tuple(conversion.outputs),
+            source=Source.from_dict(conversion.source),
+        ),
+        runtime=RuntimeRequirement(onnxruntime),
+        files=files,
+        validation=_validation(conversion),
+        description=description or None,
+        license=license or None,
+        labels=dict(labels) if labels else None,
+        metrics=dict(metrics) if metrics else None,
+        provenance=_provenance_record(provenance),
+    )
+    manifest_bytes = manifest.to_bytes()
     # The instance will check the graph against the manifest before loading it:
     # a bundle that would fail there is not written.
     check_graph((work / MODEL_FILE).read_bytes(), parse_manifest(manifest_bytes))
     (work / MANIFEST).write_bytes(manifest_bytes)
 
-    resources = {str(f["path"]): Digest(str(f["sha256"])) for f in files}
+    resources = {f.path: f.digest for f in files}
     resources[MANIFEST] = Digest.of(manifest_bytes)
     sig = signature.sign(
         subject_name=bundle_dir_name(name, version), resources=resources, private_key=key
@@ -304,21 +280,36 @@ def _write_bundle(
     (work / SIGNATURE).write_bytes(sig)
 
 
-def _provenance_doc(provenance: Provenance) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    if provenance.git_commit:
-        doc["gitCommit"] = provenance.git_commit
-    if provenance.training_data:
-        entries = []
-        for path in provenance.training_data:
-            try:
-                digest, _ = digest_file(path)
-            except OSError as e:
-                raise UsageError(f"cannot read --training-data {path}: {e.strerror}") from e
-            entries.append({"uri": path.name, "sha256": digest.hex})
-        doc["trainingData"] = entries
-    if provenance.hyperparameters:
-        doc["hyperparameters"] = dict(provenance.hyperparameters)
-    if provenance.built_by:
-        doc["builtBy"] = provenance.built_by
-    return doc
+def _validation(conversion: Conversion) -> Validation:
+    comparison = conversion.comparison
+    return Validation(
+        testvectors=TESTVECTORS_FILE,
+        rows=comparison.rows,
+        rtol=conversion.rtol,
+        atol=conversion.atol,
+        max_abs_diff=comparison.max_abs_diff,
+        max_rel_diff=comparison.max_rel_diff,
+        label_agreement=comparison.label_agreement,
+        task=conversion.task,
+        reference=conversion.reference,
+        label_outputs=tuple(conversion.label_outputs) or None,
+        input_cast=conversion.input_cast or None,
+    )
+
+
+def _provenance_record(provenance: Provenance) -> ProvenanceRecord | None:
+    """What the manifest records of ``provenance``; None when there is nothing to record."""
+    training: list[TrainingData] = []
+    for path in provenance.training_data:
+        try:
+            digest, _ = digest_file(path)
+        except OSError as e:
+            raise UsageError(f"cannot read --training-data {path}: {e.strerror}") from e
+        training.append(TrainingData(path.name, digest))
+    record = ProvenanceRecord(
+        git_commit=provenance.git_commit or None,
+        training_data=tuple(training) or None,
+        hyperparameters=dict(provenance.hyperparameters) or None,
+        built_by=provenance.built_by or None,
+    )
+    return record if record != ProvenanceRecord() else None

@@ -13,7 +13,6 @@ from packager.cli.options import (
     conversion_options,
     json_option,
     key_option,
-    load_public_keys,
     package_options,
     pass_ctx,
     signing_key_option,

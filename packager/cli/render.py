@@ -92,16 +92,16 @@ def _packaged_json(result: Packaged) -> dict[str, Any]:
         "bundle": str(result.bundle),
         "name": result.manifest.name,
         "version": result.manifest.version,
-        "validation": result.manifest.data["validation"],
-        "metrics": result.manifest.data.get("metrics", {}),
+        "validation": result.manifest.validation.to_dict(),
+        "metrics": dict(result.manifest.metrics or {}),
     }
 
 
 def _packaged_text(ctx: Context, result: Packaged) -> None:
-    validation = result.manifest.data["validation"]
+    validation = result.manifest.validation
     ctx.say(
         f"packaged {result.manifest.ref} -> {result.bundle} "
-        f"(max abs diff {validation['maxAbsDiff']:.3g}, {validation['rows']} test vectors)"
+        f"(max abs diff {validation.max_abs_diff:.3g}, {validation.rows} test vectors)"
     )
     click.echo(str(result.bundle))
 
@@ -114,7 +114,7 @@ VERIFIED: Rendering[Manifest] = Rendering(
         "verified": True,
         "name": manifest.name,
         "version": manifest.version,
-        "files": [f.to_json() for f in manifest.files],
+        "files": [f.to_dict() for f in manifest.files],
     },
     text=lambda _ctx, manifest: click.echo(
         f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)"
@@ -127,22 +127,22 @@ def _tensor(spec: TensorSpec) -> str:
 
 
 def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
-    source = manifest.data["model"]["source"]
-    val = manifest.data["validation"]
+    source = manifest.model.source
+    val = manifest.validation
     rows = [
         ("name", manifest.name),
         ("version", manifest.version),
         ("created", manifest.created),
-        ("source", f"{source['framework']} {source['frameworkVersion']}: {source['estimator']}"),
-        ("converter", f"{source['converter']} {source['converterVersion']}"),
-        ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.opsets.items()))),
-        ("onnxruntime", f">= {manifest.min_onnxruntime}"),
-        ("inputs", ", ".join(_tensor(t) for t in manifest.inputs)),
-        ("outputs", ", ".join(_tensor(t) for t in manifest.outputs)),
+        ("source", f"{source.framework} {source.framework_version}: {source.estimator}"),
+        ("converter", f"{source.converter} {source.converter_version}"),
+        ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.model.opsets.items()))),
+        ("onnxruntime", f">= {manifest.runtime.onnxruntime}"),
+        ("inputs", ", ".join(_tensor(t) for t in manifest.model.inputs)),
+        ("outputs", ", ".join(_tensor(t) for t in manifest.model.outputs)),
         (
             "validation",
-            f"{val['rows']} rows, max abs diff {val['maxAbsDiff']:.3g}, "
-            f"rtol {val['rtol']:g}, atol {val['atol']:g}",
+            f"{val.rows} rows, max abs diff {val.max_abs_diff:.3g}, "
+            f"rtol {val.rtol:g}, atol {val.atol:g}",
         ),
     ]
     if manifest.license:
@@ -155,7 +155,9 @@ def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
         click.echo(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
 
 
-MANIFEST: Rendering[Manifest] = Rendering(json=lambda manifest: manifest.data, text=_manifest_text)
+MANIFEST: Rendering[Manifest] = Rendering(
+    json=lambda manifest: manifest.to_dict(), text=_manifest_text
+)
 
 BENCHMARK: Rendering[Report] = Rendering(
     json=lambda report: report.to_json(),

@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
+from packager.core.jsonio import loads
 from packager.core.manifest import NAME_RE, SEMVER_RE
 from packager.core.signature import sign_envelope
 from packager.errors import TamperedError, UsageError
@@ -115,10 +116,7 @@ def parse_channel_payload(payload: bytes) -> Channel:
     Raises:
         TamperedError: malformed document.
     """
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TamperedError(f"channel document is not JSON: {e}") from e
+    doc = loads(payload, what="channel document")
     fields = {
         "_type",
         "name",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from packager.core.compat import domain_key
@@ -43,27 +43,27 @@ def check_graph(model_bytes: bytes, manifest: Manifest) -> None:
     try:
         model = onnx.load_model_from_string(model_bytes)
     except Exception as e:  # protobuf's DecodeError and friends
-        raise TamperedError(f"{manifest.model_path} is not a readable ONNX model: {e}") from e
-    if int(model.ir_version) != manifest.ir_version:
+        raise TamperedError(f"{manifest.model.path} is not a readable ONNX model: {e}") from e
+    if int(model.ir_version) != manifest.model.ir_version:
         raise TamperedError(
-            f"{manifest.model_path} has IR version {model.ir_version}, "
-            f"manifest.json says {manifest.ir_version}"
+            f"{manifest.model.path} has IR version {model.ir_version}, "
+            f"manifest.json says {manifest.model.ir_version}"
         )
     graph_opsets: dict[str, int] = {}
     for opset in model.opset_import:
         key = domain_key(opset.domain)
         graph_opsets[key] = max(graph_opsets.get(key, 0), int(opset.version))
-    declared = {domain_key(d): v for d, v in manifest.opsets.items()}
+    declared = {domain_key(d): v for d, v in manifest.model.opsets.items()}
     if graph_opsets != declared:
         raise TamperedError(
-            f"{manifest.model_path} imports opsets {dict(sorted(graph_opsets.items()))}, "
+            f"{manifest.model.path} imports opsets {dict(sorted(graph_opsets.items()))}, "
             f"manifest.json says {dict(sorted(declared.items()))}"
         )
     weights = {f.path: f.size for f in manifest.files if f.role == WEIGHTS_ROLE}
-    model_dir = posixpath.dirname(manifest.model_path)
+    model_dir = posixpath.dirname(manifest.model.path)
     for tensor in stored_tensors(model):
         if is_external(tensor):
-            _check_entry(tensor, weights, model_dir, manifest.model_path)
+            _check_entry(tensor, weights, model_dir, manifest.model.path)
 
 
 def _check_entry(tensor: Any, weights: dict[str, int], model_dir: str, model_path: str) -> None:
@@ -112,42 +112,69 @@ def is_external(tensor: Any) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0
 
 
+def walk_graphs(graph: Any) -> Iterator[Any]:
+    """An onnx.GraphProto and every subgraph nested in its node attributes (If, Loop,
+    Scan bodies), depth first, each graph before its subgraphs.
+
+    The one walk over subgraphs: checks and converters all use it, so none can miss a
+    level. It keeps its own stack: nesting depth costs memory, not recursion.
+    """
+    stack = [graph]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(list(_subgraphs(current.node))))
+
+
 def stored_tensors(model: Any) -> Iterator[Any]:
     """Every TensorProto an onnx.ModelProto stores: initializers, sparse ones and node
     attributes, in the main graph, every subgraph and every local function."""
-    import onnx
-
-    yield from _graph_tensors(model.graph, onnx)
+    for graph in walk_graphs(model.graph):
+        yield from _graph_tensors(graph)
     for function in model.functions:
-        for node in function.node:
-            yield from _node_tensors(node, onnx)
+        yield from _node_tensors(function.node)
+        for sub in _subgraphs(function.node):
+            for graph in walk_graphs(sub):
+                yield from _graph_tensors(graph)
 
 
-def _graph_tensors(graph: Any, onnx: Any) -> Iterator[Any]:
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    """Tensors one graph stores itself (its subgraphs excluded)."""
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield sparse.values
         yield sparse.indices
-    for node in graph.node:
-        yield from _node_tensors(node, onnx)
+    yield from _node_tensors(graph.node)
 
 
-def _node_tensors(node: Any, onnx: Any) -> Iterator[Any]:
+def _subgraphs(nodes: Iterable[Any]) -> Iterator[Any]:
+    """The graphs held directly in the attributes of ``nodes`` (not their subgraphs)."""
+    import onnx
+
     kinds = onnx.AttributeProto
-    for attr in node.attribute:
-        if attr.type == kinds.TENSOR:
-            yield attr.t
-        elif attr.type == kinds.TENSORS:
-            yield from attr.tensors
-        elif attr.type == kinds.SPARSE_TENSOR:
-            yield attr.sparse_tensor.values
-            yield attr.sparse_tensor.indices
-        elif attr.type == kinds.SPARSE_TENSORS:
-            for sparse in attr.sparse_tensors:
-                yield sparse.values
-                yield sparse.indices
-        elif attr.type == kinds.GRAPH:
-            yield from _graph_tensors(attr.g, onnx)
-        elif attr.type == kinds.GRAPHS:
-            for sub in attr.graphs:
-                yield from _graph_tensors(sub, onnx)
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == kinds.GRAPH:
+                yield attr.g
+            elif attr.type == kinds.GRAPHS:
+                yield from attr.graphs
+
+
+def _node_tensors(nodes: Iterable[Any]) -> Iterator[Any]:
+    """Tensors held in the attributes of ``nodes`` themselves (subgraphs excluded)."""
+    import onnx
+
+    kinds = onnx.AttributeProto
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == kinds.TENSOR:
+                yield attr.t
+            elif attr.type == kinds.TENSORS:
+                yield from attr.tensors
+            elif attr.type == kinds.SPARSE_TENSOR:
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            elif attr.type == kinds.SPARSE_TENSORS:
+                for sparse in attr.sparse_tensors:
+                    yield sparse.values
+                    yield sparse.indices

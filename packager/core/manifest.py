@@ -1,8 +1,10 @@
 """The bundle manifest (manifest.json): frozen value objects, parsing and canonical bytes.
 
-``parse_manifest`` is the only way bytes become a :class:`Manifest`; it validates
-against ``manifests/manifest.v1.schema.json`` and the rules JSON Schema cannot say
-(unique paths, the model and test vectors listed, no reserved names).
+``parse_manifest`` is the only way bytes become a :class:`Manifest`. The model is
+symmetric: :meth:`Manifest.from_dict` validates a document against
+``manifests/manifest.v1.schema.json`` and the rules JSON Schema cannot say (unique paths,
+the model and test vectors listed, no reserved names) and reads it into typed fields;
+:meth:`Manifest.to_dict` gives the same document back. Only these two know the JSON keys.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from packager.core.digests import Digest
+from packager.core.jsonio import Limits, loads_object
 from packager.errors import TamperedError, UsageError
 
 MANIFEST = "manifest.json"
@@ -32,6 +35,8 @@ SEMVER_RE = re.compile(
 )
 PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
 MAX_MANIFEST_BYTES = 1 << 20
+SCHEMA_VERSION = 1
+_MANIFEST_LIMITS = Limits(max_bytes=MAX_MANIFEST_BYTES)
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str | None, ...] | None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "dtype": self.dtype,
@@ -50,9 +55,86 @@ class TensorSpec:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> TensorSpec:
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
         shape = d["shape"]
         return cls(d["name"], d["dtype"], None if shape is None else tuple(shape))
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the model was converted from, and by which converter."""
+
+    framework: str
+    framework_version: str
+    estimator: str
+    converter: str
+    converter_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "framework": self.framework,
+            "frameworkVersion": self.framework_version,
+            "estimator": self.estimator,
+            "converter": self.converter,
+            "converterVersion": self.converter_version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Source:
+        return cls(
+            framework=d["framework"],
+            framework_version=d["frameworkVersion"],
+            estimator=d["estimator"],
+            converter=d["converter"],
+            converter_version=d["converterVersion"],
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The ONNX graph: its file, the IR version and opsets it declares, its tensors."""
+
+    path: str
+    ir_version: int
+    opsets: Mapping[str, int]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    source: Source
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "irVersion": self.ir_version,
+            "opsets": dict(self.opsets),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "source": self.source.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelInfo:
+        return cls(
+            path=d["path"],
+            ir_version=d["irVersion"],
+            opsets=dict(d["opsets"]),
+            inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+            source=Source.from_dict(d["source"]),
+        )
+
+
+@dataclass(frozen=True)
+class RuntimeRequirement:
+    """The oldest onnxruntime ("1.20") that runs the graph."""
+
+    onnxruntime: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"onnxruntime": self.onnxruntime}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RuntimeRequirement:
+        return cls(onnxruntime=d["onnxruntime"])
 
 
 @dataclass(frozen=True)
@@ -62,28 +144,143 @@ class FileEntry:
     size: int
     role: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.digest.hex, "size": self.size, "role": self.role}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FileEntry:
+        return cls(path=d["path"], digest=Digest(d["sha256"]), size=d["size"], role=d["role"])
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How the bundle was checked: the test vectors, tolerances and what was measured.
+
+    Numbers keep the JSON type they were read with, so a document round-trips exactly.
+    None is a field the document leaves out.
+    """
+
+    testvectors: str
+    rows: int
+    rtol: float
+    atol: float
+    max_abs_diff: float
+    max_rel_diff: float | None = None
+    label_agreement: float | None = None
+    task: str | None = None
+    reference: str | None = None
+    label_outputs: tuple[str, ...] | None = None
+    input_cast: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "testvectors": self.testvectors,
+            "rows": self.rows,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "maxAbsDiff": self.max_abs_diff,
+        }
+        optional = {
+            "maxRelDiff": self.max_rel_diff,
+            "labelAgreement": self.label_agreement,
+            "task": self.task,
+            "reference": self.reference,
+            "labelOutputs": None if self.label_outputs is None else list(self.label_outputs),
+            "inputCast": self.input_cast,
+        }
+        doc.update({key: value for key, value in optional.items() if value is not None})
+        return doc
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Validation:
+        labels = d.get("labelOutputs")
+        return cls(
+            testvectors=d["testvectors"],
+            rows=d["rows"],
+            rtol=d["rtol"],
+            atol=d["atol"],
+            max_abs_diff=d["maxAbsDiff"],
+            max_rel_diff=d.get("maxRelDiff"),
+            label_agreement=d.get("labelAgreement"),
+            task=d.get("task"),
+            reference=d.get("reference"),
+            label_outputs=None if labels is None else tuple(labels),
+            input_cast=d.get("inputCast"),
+        )
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A training data file, by name and digest (never by path: paths stay private)."""
+
+    uri: str
+    digest: Digest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri, "sha256": self.digest.hex}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainingData:
+        return cls(uri=d["uri"], digest=Digest(d["sha256"]))
+
+
+@dataclass(frozen=True)
+class ProvenanceRecord:
+    """Where the model came from, as recorded in the manifest; None is a field left out."""
+
+    git_commit: str | None = None
+    training_data: tuple[TrainingData, ...] | None = None
+    hyperparameters: Mapping[str, str] | None = None
+    built_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+        if self.git_commit is not None:
+            doc["gitCommit"] = self.git_commit
+        if self.training_data is not None:
+            doc["trainingData"] = [t.to_dict() for t in self.training_data]
+        if self.hyperparameters is not None:
+            doc["hyperparameters"] = dict(self.hyperparameters)
+        if self.built_by is not None:
+            doc["builtBy"] = self.built_by
+        return doc
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProvenanceRecord:
+        training = d.get("trainingData")
+        hyperparameters = d.get("hyperparameters")
+        return cls(
+            git_commit=d.get("gitCommit"),
+            training_data=None
+            if training is None
+            else tuple(TrainingData.from_dict(t) for t in training),
+            hyperparameters=None if hyperparameters is None else dict(hyperparameters),
+            built_by=d.get("builtBy"),
+        )
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest. ``data`` is the whole parsed document; the rest are views of it."""
+    """A manifest.json document as typed fields.
+
+    :meth:`from_dict` and :meth:`to_dict` own the JSON keys (camelCase in JSON,
+    snake_case here); ``to_dict(from_dict(doc)) == doc`` for every valid document.
+    ``labels`` and ``metrics`` are free-form; None is a field the document leaves out.
+    """
 
     name: str
     version: str
     created: str
-    model_path: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    opsets: Mapping[str, int]
-    ir_version: int
-    min_onnxruntime: str
+    model: ModelInfo
+    runtime: RuntimeRequirement
     files: tuple[FileEntry, ...]
-    testvectors: str
-    rtol: float
-    atol: float
-    data: Mapping[str, Any] = field(repr=False, compare=False)
+    validation: Validation
+    description: str | None = None
+    license: str | None = None
+    authors: tuple[str, ...] | None = None
+    labels: Mapping[str, str] | None = None
+    metrics: Mapping[str, Any] | None = None
+    provenance: ProvenanceRecord | None = None
 
     @property
     def ref(self) -> str:
@@ -95,13 +292,58 @@ class Manifest:
                 return entry
         raise KeyError(path)
 
-    @property
-    def license(self) -> str | None:
-        value = self.data.get("license")
-        return value if isinstance(value, str) else None
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (plain dicts and lists), ready for :func:`dump_json`."""
+        doc: dict[str, Any] = {
+            "schemaVersion": SCHEMA_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+            "model": self.model.to_dict(),
+            "runtime": self.runtime.to_dict(),
+            "files": [f.to_dict() for f in self.files],
+            "validation": self.validation.to_dict(),
+        }
+        optional = {
+            "description": self.description,
+            "license": self.license,
+            "authors": None if self.authors is None else list(self.authors),
+            "labels": None if self.labels is None else dict(self.labels),
+            "metrics": None if self.metrics is None else dict(self.metrics),
+            "provenance": None if self.provenance is None else self.provenance.to_dict(),
+        }
+        doc.update({key: value for key, value in optional.items() if value is not None})
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Manifest:
+        """Validate a parsed manifest document and read it into typed fields.
+
+        Raises:
+            TamperedError: the document is not a valid v1 manifest.
+        """
+        validate_document(doc)
+        authors, labels, metrics = doc.get("authors"), doc.get("labels"), doc.get("metrics")
+        provenance = doc.get("provenance")
+        return cls(
+            name=doc["name"],
+            version=doc["version"],
+            created=doc["created"],
+            model=ModelInfo.from_dict(doc["model"]),
+            runtime=RuntimeRequirement.from_dict(doc["runtime"]),
+            files=tuple(FileEntry.from_dict(f) for f in doc["files"]),
+            validation=Validation.from_dict(doc["validation"]),
+            description=doc.get("description"),
+            license=doc.get("license"),
+            authors=None if authors is None else tuple(authors),
+            labels=None if labels is None else dict(labels),
+            metrics=None if metrics is None else dict(metrics),
+            provenance=None if provenance is None else ProvenanceRecord.from_dict(provenance),
+        )
 
     def to_bytes(self) -> bytes:
-        return dump_json(self.data)
+        """The canonical manifest.json bytes."""
+        return dump_json(self.to_dict())
 
 
 def dump_json(doc: Any) -> bytes:
@@ -169,44 +411,13 @@ def validate_document(doc: Any) -> None:
         )
 
 
-def manifest_from_document(doc: Mapping[str, Any]) -> Manifest:
-    """Build a Manifest from an already validated document."""
-    model = doc["model"]
-    validation = doc["validation"]
-    return Manifest(
-        name=doc["name"],
-        version=doc["version"],
-        created=doc["created"],
-        model_path=model["path"],
-        inputs=tuple(TensorSpec.from_json(t) for t in model["inputs"]),
-        outputs=tuple(TensorSpec.from_json(t) for t in model["outputs"]),
-        opsets=dict(model["opsets"]),
-        ir_version=model["irVersion"],
-        min_onnxruntime=doc["runtime"]["onnxruntime"],
-        files=tuple(
-            FileEntry(f["path"], Digest(f["sha256"]), f["size"], f["role"]) for f in doc["files"]
-        ),
-        testvectors=validation["testvectors"],
-        rtol=float(validation["rtol"]),
-        atol=float(validation["atol"]),
-        data=doc,
-    )
-
-
 def parse_manifest(data: bytes) -> Manifest:
     """Parse and validate manifest.json bytes.
 
     Raises:
         TamperedError: the bytes are too large, not JSON, or not a valid v1 manifest.
     """
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise TamperedError(f"manifest.json is larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TamperedError(f"manifest.json is not valid JSON: {e}") from e
-    validate_document(doc)
-    return manifest_from_document(doc)
+    return Manifest.from_dict(loads_object(data, what=MANIFEST, limits=_MANIFEST_LIMITS))
 
 
 def resource_names(manifest: Manifest) -> Sequence[str]:

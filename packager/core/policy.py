@@ -195,26 +195,19 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
 
 def render_policy(policy: TrustPolicy) -> str:
     """TOML text for a policy; ``parse_policy(render_policy(p))`` gives ``p`` back."""
-    lines = ["# packager trust policy: which keys may sign which models.", ""]
-    for key in sorted(policy.keys.values(), key=lambda k: k.name):
-        lines += [
-            f"[keys.{_toml_string(key.name)}]",
-            f"pem = '''\n{key.pem.decode().strip()}\n'''",
-            f"revoked = {'true' if key.revoked else 'false'}",
-            "",
-        ]
-    for rule in policy.rules:
-        names = ", ".join(f'"{n}"' for n in rule.keys)
-        lines += ["[[rules]]", f"models = {_toml_string(rule.models)}", f"keys = [{names}]", ""]
+    import tomli_w  # deferred: only `packager trust` writes policies
+
+    doc: dict[str, Any] = {
+        "keys": {
+            key.name: {"pem": key.pem.decode().strip() + "\n", "revoked": key.revoked}
+            for key in sorted(policy.keys.values(), key=lambda k: k.name)
+        },
+        "rules": [{"models": rule.models, "keys": list(rule.keys)} for rule in policy.rules],
+    }
     if policy.minimum:
-        lines.append("[minimum]")
-        lines += [f'"{m}" = "{v}"' for m, v in sorted(policy.minimum.items())]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        doc["minimum"] = dict(sorted(policy.minimum.items()))
+    header = "# packager trust policy: which keys may sign which models.\n\n"
+    return header + tomli_w.dumps(doc, multiline_strings=True)
 
 
 def adhoc_policy(keys: Sequence[ec.EllipticCurvePublicKey]) -> TrustPolicy:

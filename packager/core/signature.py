@@ -43,12 +43,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
+from packager.core.jsonio import Limits, loads
 from packager.core.manifest import SIGNATURE
 from packager.errors import TamperedError, UntrustedError, UsageError, VerificationError
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 MAX_SIGNATURE_BYTES = 1 << 20
+_SIGNATURE_LIMITS = Limits(max_bytes=MAX_SIGNATURE_BYTES)
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 LEGACY_PREDICATE_TYPE = "https://model_signing/Digests/v0.1"
@@ -312,30 +314,8 @@ def _tampered(what: str) -> TamperedError:
     return TamperedError(f"model.sig is malformed: {what}; do not use this bundle")
 
 
-def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    # Two parsers could pick different values for a repeated key; refuse it.
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _tampered(f"duplicate JSON key {key!r}")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> object:
-    raise _tampered(f"non-standard JSON number {name}")
-
-
 def _load_json(data: bytes, what: str) -> object:
-    try:
-        text = data.decode("utf-8")
-        return json.loads(
-            text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
-        )
-    # ValueError covers invalid UTF-8 and JSON and over-long integers;
-    # RecursionError, absurdly deep nesting.
-    except (ValueError, RecursionError) as e:
-        raise _tampered(f"{what} is not valid JSON ({type(e).__name__})") from e
+    return loads(data, what=what, error=_tampered, limits=_SIGNATURE_LIMITS)
 
 
 def _get(obj: Mapping[str, object], key: str, where: str) -> object:

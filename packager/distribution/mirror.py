@@ -42,7 +42,7 @@ from packager.core.manifest import MANIFEST, Manifest
 from packager.core.names import parse_ref
 from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
 from packager.core.verify import check_channel_document
-from packager.errors import NotFoundError, UsageError, VerificationError
+from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveRegistry, ArchiveWriter
 from packager.registry.base import Artifact, Registry
 from packager.registry.document import TagLister

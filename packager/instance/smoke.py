@@ -16,6 +16,7 @@ nothing the runtime prints can be mistaken for it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import signal
@@ -29,7 +30,8 @@ from typing import Any
 
 from packager import errors
 from packager.core.compare import Comparison
-from packager.core.manifest import MAX_MANIFEST_BYTES, Manifest, dump_json, parse_manifest
+from packager.core.jsonio import loads_object
+from packager.core.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from packager.errors import PackagerError, SmokeTestError
 
 # The child's stderr is kept only to quote its end when the child dies.
@@ -82,7 +84,7 @@ def run_smoke_test(directory: Path, manifest: Manifest) -> SmokeTest:
         with child:
             assert child.stdin is not None
             try:
-                child.stdin.write(dump_json(manifest.data))
+                child.stdin.write(manifest.to_bytes())
                 child.stdin.close()
             except BrokenPipeError:
                 pass  # it died before reading: its exit status says why
@@ -96,18 +98,31 @@ def run_smoke_test(directory: Path, manifest: Manifest) -> SmokeTest:
                 f"{manifest.ref}: the smoke test process {_death(child.returncode)}"
                 + (f": {tail[-1][:300]}" if tail else "")
             )
-    try:
-        result = json.loads(data)
-    except ValueError as e:
-        raise SmokeTestError(f"{manifest.ref}: the smoke test process sent no result") from e
+    result = loads_object(data, what=f"{manifest.ref}: the smoke test result", error=SmokeTestError)
     if "error" in result:
         kind = getattr(errors, str(result["error"]), None)
         if not (isinstance(kind, type) and issubclass(kind, PackagerError)):
             kind = SmokeTestError
         raise kind(str(result["message"]))
     found = result["comparison"]
-    comparison = Comparison(**{**found, "worst": tuple(found["worst"])})
+    # The child sends an infinite difference (NaN on one side) as a string: JSON has no inf.
+    comparison = Comparison(
+        **{
+            **found,
+            "max_abs_diff": float(found["max_abs_diff"]),
+            "max_rel_diff": float(found["max_rel_diff"]),
+            "worst": tuple(found["worst"]),
+        }
+    )
     return SmokeTest(comparison, seconds, int(result["peakRss"]))
+
+
+def _comparison_json(comparison: Comparison) -> dict[str, Any]:
+    doc = asdict(comparison)
+    for key in ("max_abs_diff", "max_rel_diff"):
+        if not math.isfinite(doc[key]):
+            doc[key] = str(doc[key])
+    return doc
 
 
 def _death(returncode: int) -> str:
@@ -129,7 +144,7 @@ def main(argv: list[str]) -> int:
     try:
         manifest = parse_manifest(sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1))
         check_compatible(manifest)
-        result = {"comparison": asdict(Model(directory, manifest).smoke_test())}
+        result = {"comparison": _comparison_json(Model(directory, manifest).smoke_test())}
     except PackagerError as e:
         result = {"error": type(e).__name__, "message": str(e)}
     # ru_maxrss is in KiB on Linux; it is at least the installer's own peak, which Linux

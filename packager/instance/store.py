@@ -6,7 +6,8 @@ Layout under ``$PACKAGER_HOME``::
     models/<name>/current      symlink -> <version>, switched with os.replace
     state.db                   SQLite (WAL): installs, activations, rollback floors, audit log,
                                the last channel document accepted per model and channel, and
-                               the channel (and registry) each model follows
+                               the channel (and registry) each model follows; its schema
+                               version is PRAGMA user_version, migrated forward on open
     tmp/                       staging, on the same filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
 """
@@ -26,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
@@ -35,23 +37,33 @@ if TYPE_CHECKING:
     from packager.core.channel import Seen
 
 CURRENT = "current"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS installs (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
-    manifest_sha256 TEXT NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS activations (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS floors (name TEXT PRIMARY KEY, version TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY, at TEXT NOT NULL, action TEXT NOT NULL, name TEXT,
-    version TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS channels (
-    name TEXT NOT NULL, channel TEXT NOT NULL, sequence INTEGER NOT NULL,
-    version TEXT NOT NULL, manifest_sha256 TEXT NOT NULL, at TEXT NOT NULL,
-    PRIMARY KEY (name, channel));
-CREATE TABLE IF NOT EXISTS follows (
-    name TEXT PRIMARY KEY, channel TEXT NOT NULL, registry TEXT, at TEXT NOT NULL);
-"""
+STATE_DB = "state.db"
+# Each step brings state.db from the version before it to its own (PRAGMA user_version).
+# Version 0 is a database from before versioning (or a new, empty one): step 1 creates
+# the tables it may already have, IF NOT EXISTS, and adds the indexes lookups by model use.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS installs (
+            id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
+            manifest_sha256 TEXT NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS activations (
+            id INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,
+            at TEXT NOT NULL)""",
+        "CREATE TABLE IF NOT EXISTS floors (name TEXT PRIMARY KEY, version TEXT NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS audit (
+            id INTEGER PRIMARY KEY, at TEXT NOT NULL, action TEXT NOT NULL, name TEXT,
+            version TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS channels (
+            name TEXT NOT NULL, channel TEXT NOT NULL, sequence INTEGER NOT NULL,
+            version TEXT NOT NULL, manifest_sha256 TEXT NOT NULL, at TEXT NOT NULL,
+            PRIMARY KEY (name, channel))""",
+        """CREATE TABLE IF NOT EXISTS follows (
+            name TEXT PRIMARY KEY, channel TEXT NOT NULL, registry TEXT, at TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS activations_by_name ON activations (name, id)",
+        "CREATE INDEX IF NOT EXISTS audit_by_name ON audit (name, id)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 # A sequence never goes down, whatever a caller passes: the rollback check relies on it.
 _RECORD_SEEN = """
 INSERT INTO channels (name, channel, sequence, version, manifest_sha256, at)
@@ -112,14 +124,6 @@ class AuditEntry:
     detail: str
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Store:
     """Installed models and state.db under one PACKAGER_HOME."""
 
@@ -134,11 +138,11 @@ class Store:
     def db(self) -> Iterator[sqlite3.Connection]:
         """A connection in one transaction: committed on success, rolled back on error."""
         self.home.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.home / "state.db", timeout=30)
+        conn = sqlite3.connect(self.home / STATE_DB, timeout=30)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
+            _migrate(conn, self.home / STATE_DB)
             with conn:
                 yield conn
         finally:
@@ -146,7 +150,7 @@ class Store:
 
     def floor(self, name: str) -> str | None:
         """The highest version ever installed for ``name``: the rollback floor."""
-        if not (self.home / "state.db").exists():
+        if not (self.home / STATE_DB).exists():
             return None
         with self.db() as conn:
             row = conn.execute("SELECT version FROM floors WHERE name = ?", (name,)).fetchone()
@@ -173,7 +177,7 @@ class Store:
         # Deferred: core.channel brings in cryptography, which `packager list` never needs.
         from packager.core.channel import Seen
 
-        if not (self.home / "state.db").exists():
+        if not (self.home / STATE_DB).exists():
             return None
         with self.db() as conn:
             row = conn.execute(
@@ -185,7 +189,7 @@ class Store:
 
     def following(self) -> list[Following]:
         """Every model that follows a channel, by name."""
-        if not (self.home / "state.db").exists():
+        if not (self.home / STATE_DB).exists():
             return []
         with self.db() as conn:
             rows = conn.execute("SELECT name, channel, registry FROM follows ORDER BY name")
@@ -202,13 +206,13 @@ class Store:
 
         ``reason`` ends the audit line, e.g. "installed 1.0.0 by version".
         """
-        if not (self.home / "state.db").exists():
+        if not (self.home / STATE_DB).exists():
             return None
         with self.db() as conn:
             return _unfollow(conn, name, now, reason)
 
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
-        if not (self.home / "state.db").exists():
+        if not (self.home / STATE_DB).exists():
             return []
         query = "SELECT at, action, name, version, outcome, detail FROM audit"
         args: tuple[str, ...] = ()
@@ -333,12 +337,11 @@ class Store:
         else:
             for child in staged.iterdir():
                 child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-                with open(child, "rb") as f:
-                    os.fsync(f.fileno())
+                fsync_file(child)
             staged.chmod(0o755)
-            _fsync_dir(staged)
+            fsync_dir(staged)
             os.rename(staged, target)
-            _fsync_dir(root)
+            fsync_dir(root)
         with self.db() as conn:
             conn.execute(
                 "INSERT INTO installs (name, version, manifest_sha256, source, at) "
@@ -378,13 +381,13 @@ class Store:
             tmp_link.unlink()
         os.symlink(version, tmp_link)
         os.replace(tmp_link, root / CURRENT)
-        _fsync_dir(root)
+        fsync_dir(root)
 
     def previous_version(self, name: str) -> str | None:
         """The most recently active installed version other than ``current``."""
         current = self.current_version(name)
         installed = set(self.versions(name))
-        if not (self.home / "state.db").exists():
+        if not (self.home / STATE_DB).exists():
             return None
         with self.db() as conn:
             rows = conn.execute(
@@ -423,6 +426,39 @@ class Store:
         os.rename(directory, doomed / version)
         shutil.rmtree(doomed, ignore_errors=True)
         return directory
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring state.db to :data:`SCHEMA_VERSION` in one transaction, or refuse a newer one.
+
+    Raises:
+        UsageError: the database was written by a newer packager: using it could lose
+            what that version records.
+    """
+    if _schema_version(conn) == SCHEMA_VERSION:
+        return
+    # IMMEDIATE: two processes opening an old database migrate it one after the other.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = _schema_version(conn)
+        if found > SCHEMA_VERSION:
+            raise UsageError(
+                f"{path} has schema version {found}, newer than this packager knows "
+                f"({SCHEMA_VERSION}); upgrade packager to use it"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        # PRAGMA takes no parameters; SCHEMA_VERSION is our own integer.
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def _audit(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from packager._io.fs import atomic_write
 from packager.core.policy import (
     Rule,
     TrustedKey,
@@ -70,17 +69,7 @@ def _load_or_empty(path: Path) -> TrustPolicy:
 
 def _write(path: Path, policy: TrustPolicy) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".trust.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(render_policy(policy))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, render_policy(policy).encode(), mode=0o644)
 
 
 def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPolicy:

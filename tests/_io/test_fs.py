@@ -6,9 +6,13 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from packager._io.fs import atomic_write
+from packager._io.fs import atomic_write, fsync_dir, fsync_file
+from packager._io.keys import keygen
+from packager._io.testvectors import read_testvectors, write_testvectors
+from packager.instance.trust import add_key
 
 
 def test_writes_bytes_and_chunks_with_the_mode(tmp_path: Path) -> None:
@@ -34,3 +38,37 @@ def test_a_failure_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
         atomic_write(target, chunks())
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["a"]
+
+
+def test_fsync_file_and_directory(tmp_path: Path) -> None:
+    target = tmp_path / "a"
+    target.write_bytes(b"data")
+    fsync_file(target)
+    fsync_dir(tmp_path)
+    with pytest.raises(NotADirectoryError):
+        fsync_dir(target)
+
+
+def test_every_writer_replaces_whole_files_with_their_modes(tmp_path: Path) -> None:
+    """Key pair, test vectors and trust.toml are written through atomic_write: final
+    modes as documented, no temporary file left behind, an old file replaced whole."""
+    keys = tmp_path / "keys"
+    private, public = keygen(keys, password=b"pw")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644
+    keygen(keys, password=b"pw", force=True)
+    assert sorted(os.listdir(keys)) == ["cosign.key", "cosign.pub"]
+
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    path = vectors / "testvectors.npz"
+    path.write_bytes(b"old and much longer than nothing")
+    write_testvectors(path, inputs={"x": np.zeros(2)}, outputs={"y": np.ones(2)}, epoch=0)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert os.listdir(vectors) == ["testvectors.npz"]
+    assert read_testvectors(path)[1]["y"].tolist() == [1.0, 1.0]
+
+    trust = tmp_path / "etc" / "trust.toml"
+    add_key(trust, "k", public)
+    assert stat.S_IMODE(trust.stat().st_mode) == 0o644
+    assert os.listdir(trust.parent) == ["trust.toml"]

@@ -5,10 +5,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from packager.core.digests import Digest
-from packager.core.manifest import check_name, check_version, dump_json, parse_manifest
+from packager.core.manifest import (
+    MANIFEST,
+    FileEntry,
+    Manifest,
+    ModelInfo,
+    ProvenanceRecord,
+    RuntimeRequirement,
+    Source,
+    TensorSpec,
+    TrainingData,
+    Validation,
+    check_name,
+    check_version,
+    dump_json,
+    parse_manifest,
+)
 from packager.errors import TamperedError, UsageError
 from packager.registry.artifact import build_config
 
@@ -85,3 +102,159 @@ def test_bad_versions(version: str) -> None:
 def test_good_versions() -> None:
     for version in ("0.0.0", "1.2.3-rc.1", "1.2.3+build.5", "10.20.30-alpha.beta-1+x"):
         assert check_version(version) == version
+
+
+# --- the symmetric model: from_dict and to_dict own the JSON keys -------------------------
+
+
+def assert_round_trips(data: bytes) -> Manifest:
+    """manifest.json bytes read into the model and written back are the same bytes, and
+    the model and the document each survive the trip the other way."""
+    doc = json.loads(data)
+    manifest = Manifest.from_dict(doc)
+    assert manifest.to_dict() == doc
+    assert Manifest.from_dict(manifest.to_dict()) == manifest
+    assert parse_manifest(data) == manifest
+    assert manifest.to_bytes() == data
+    return manifest
+
+
+def test_example_round_trips_with_every_field_typed() -> None:
+    manifest = assert_round_trips(EXAMPLE.read_bytes())
+    assert manifest.model.source.converter_version == "1.20.0"
+    assert manifest.model.inputs == (TensorSpec("input", "float32", (None, 4)),)
+    assert manifest.runtime.onnxruntime == "1.20"
+    assert manifest.validation.label_outputs == ("label",)
+    assert manifest.validation.input_cast is None
+    assert manifest.provenance is not None
+    assert manifest.provenance.training_data == (
+        TrainingData(
+            "iris.csv", Digest("6f608b71a7317216319b4d27b4d9bc84e6abd734eda7872b71a458569e2656c0")
+        ),
+    )
+    assert manifest.labels is None and manifest.metrics is None and manifest.authors is None
+
+
+def test_bundles_round_trip(bundles: dict[str, Path]) -> None:
+    for bundle in bundles.values():
+        assert_round_trips((bundle / MANIFEST).read_bytes())
+
+
+def test_from_dict_validates() -> None:
+    doc = example()
+    del doc["validation"]["rows"]
+    with pytest.raises(TamperedError, match="rows"):
+        Manifest.from_dict(doc)
+
+
+def test_absent_and_empty_optional_fields_stay_apart() -> None:
+    doc = example()
+    doc.update(labels={}, metrics={}, provenance={}, authors=[], description="")
+    doc["validation"].pop("maxRelDiff")
+    manifest = Manifest.from_dict(doc)
+    assert (manifest.labels, manifest.metrics, manifest.authors) == ({}, {}, ())
+    assert manifest.provenance == ProvenanceRecord()
+    assert manifest.validation.max_rel_diff is None
+    assert manifest.to_dict() == doc
+
+
+_WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
+_NAME = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
+_VERSION = st.builds(
+    "{}.{}.{}{}".format,
+    st.integers(0, 99),
+    st.integers(0, 99),
+    st.integers(0, 99),
+    st.sampled_from(["", "-rc.1", "+build.5", "-alpha-1+x"]),
+)
+_HEX = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+_NUMBER = st.floats(min_value=0, max_value=1e6, allow_nan=False) | st.integers(0, 10**6)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**9), 10**9)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_WORD, inner, max_size=3),
+    max_leaves=8,
+)
+_DTYPES = ["float32", "float64", "float16", "int64", "bool", "string", "uint8"]
+_TENSOR = st.builds(
+    TensorSpec,
+    _WORD,
+    st.sampled_from(_DTYPES),
+    st.none() | st.tuples(st.none() | st.integers(0, 64) | _WORD, st.integers(1, 64)),
+)
+
+
+def _optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | strategy
+
+
+@st.composite
+def manifests(draw: st.DrawFn) -> Manifest:
+    extra = draw(st.lists(_WORD.map(lambda w: f"extra/{w}.bin"), max_size=3, unique=True))
+    files = [
+        FileEntry("model.onnx", Digest(draw(_HEX)), draw(st.integers(0, 2**40)), "model"),
+        FileEntry("tv.npz", Digest(draw(_HEX)), draw(st.integers(0, 2**40)), "testvectors"),
+        *(
+            FileEntry(p, Digest(draw(_HEX)), 1, draw(st.sampled_from(["weights", "doc"])))
+            for p in extra
+        ),
+    ]
+    provenance = st.builds(
+        ProvenanceRecord,
+        _optional(st.from_regex(r"[0-9a-f]{40}", fullmatch=True)),
+        _optional(
+            st.lists(st.builds(TrainingData, _WORD, _HEX.map(Digest)), max_size=2).map(tuple)
+        ),
+        _optional(st.dictionaries(_WORD, st.text(max_size=8), max_size=3)),
+        _optional(st.text(max_size=12)),
+    )
+    return Manifest(
+        name=draw(_NAME),
+        version=draw(_VERSION),
+        created=draw(st.sampled_from(["2026-01-01T00:00:00Z", "2026-11-27T12:00:00.5+01:00"])),
+        model=ModelInfo(
+            path="model.onnx",
+            ir_version=draw(st.integers(1, 12)),
+            opsets=draw(
+                st.dictionaries(
+                    st.sampled_from(["ai.onnx", "ai.onnx.ml", "x"]), st.integers(1, 30), min_size=1
+                )
+            ),
+            inputs=tuple(draw(st.lists(_TENSOR, min_size=1, max_size=3))),
+            outputs=tuple(draw(st.lists(_TENSOR, min_size=1, max_size=3))),
+            source=draw(st.builds(Source, _WORD, _WORD, st.text(max_size=20), _WORD, _WORD)),
+        ),
+        runtime=RuntimeRequirement(draw(st.sampled_from(["1.18", "1.20.1"]))),
+        files=tuple(draw(st.permutations(files))),
+        validation=Validation(
+            testvectors="tv.npz",
+            rows=draw(st.integers(1, 10**6)),
+            rtol=draw(_NUMBER),
+            atol=draw(_NUMBER),
+            max_abs_diff=draw(_NUMBER),
+            max_rel_diff=draw(_optional(_NUMBER)),
+            label_agreement=draw(_optional(st.floats(0, 1))),
+            task=draw(_optional(st.sampled_from(["classification", "regression", "unknown"]))),
+            reference=draw(_optional(st.sampled_from(["original", "onnxruntime"]))),
+            label_outputs=draw(_optional(st.lists(_WORD, max_size=2).map(tuple))),
+            input_cast=draw(_optional(st.sampled_from(["float64->float32", "int64->int32"]))),
+        ),
+        description=draw(_optional(st.text(max_size=20))),
+        license=draw(_optional(st.sampled_from(["MIT", "Apache-2.0", "GPL-2.0 OR MIT"]))),
+        authors=draw(_optional(st.lists(st.text(max_size=8), max_size=2).map(tuple))),
+        labels=draw(_optional(st.dictionaries(_WORD, st.text(max_size=8), max_size=3))),
+        metrics=draw(_optional(st.dictionaries(_WORD, _JSON, max_size=3))),
+        provenance=draw(_optional(provenance)),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(manifests())
+def test_every_manifest_round_trips(manifest: Manifest) -> None:
+    doc = manifest.to_dict()
+    assert Manifest.from_dict(doc) == manifest
+    assert Manifest.from_dict(doc).to_dict() == doc
+    assert parse_manifest(manifest.to_bytes()) == manifest

@@ -1,10 +1,10 @@
 """What every converter shares: the options, the result of a conversion, tolerances, the
-extras hint, and a walk over a graph's subgraphs."""
+extras hint."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -169,17 +169,3 @@ class Conversion:
     external_data: bool = False
     input_cast: str | None = None
     notes: tuple[str, ...] = ()
-
-
-def graphs(graph: Any) -> Iterator[Any]:
-    """An onnx.GraphProto and every subgraph in its nodes' attributes (If, Loop, Scan)."""
-    import onnx  # deferred: importing the converters' common ground needs no onnx
-
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from graphs(sub)

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 
 from packager._io.table import Table, to_feeds
-from packager.build.convert.base import Conversion, Options, Original, graphs, require
+from packager.build.convert.base import Conversion, Options, Original, require
 from packager.build.convert.onnxfile import first_line
 from packager.build.convert.parity import Graph, check_parity, run_graph
+from packager.core.graph import walk_graphs
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
 
@@ -279,7 +280,7 @@ def _exporter_options(module: Any, output_names: list[str], torch: Any) -> dict[
 
 def _strip_build_metadata(model: Any) -> None:
     model.doc_string = ""
-    for graph in graphs(model.graph):
+    for graph in walk_graphs(model.graph):
         graph.doc_string = ""
         for node in graph.node:
             del node.metadata_props[:]

@@ -27,9 +27,10 @@ import numpy as np
 
 from packager._io.table import NUMERIC_DTYPES, Table
 from packager.build.convert import boosting
-from packager.build.convert.base import SKLEARN_EXTRA, Conversion, Options, Original, graphs
+from packager.build.convert.base import SKLEARN_EXTRA, Conversion, Options, Original
 from packager.build.convert.onnxfile import first_line
 from packager.build.convert.parity import Graph, check_parity, run_graph
+from packager.core.graph import walk_graphs
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, PackagerError, UsageError
 
@@ -449,7 +450,7 @@ def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
             f"column {clash[0]!r} has the name of another tensor in the converted model "
             "(e.g. an output such as 'label'); rename the column and refit"
         )
-    for sub in graphs(graph):
+    for sub in walk_graphs(graph):
         for node in sub.node:
             node.input[:] = [mapping.get(n, n) for n in node.input]
             node.output[:] = [mapping.get(n, n) for n in node.output]
@@ -459,7 +460,7 @@ def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
 
 def _tensor_names(graph: Any) -> set[str]:
     names: set[str] = set()
-    for sub in graphs(graph):
+    for sub in walk_graphs(graph):
         for node in sub.node:
             names.update(node.input)
             names.update(node.output)
