@@ -43,7 +43,7 @@ def publish(
     from packager.core.policy import Trusted, Unverified, adhoc_policy
     from packager.distribution.publish import publish_bundle
 
-    registry = open_registry_at(ctx, registry_ref)
+    registry = open_registry_at(ctx, registry_ref, writing=True)
     keys = load_public_keys(key_paths)
     artifact = publish_bundle(
         bundle,
@@ -149,7 +149,7 @@ def promote(
     promotion = do_promote(
         ref,
         channel=channel,
-        registry=open_registry_at(ctx, registry_ref),
+        registry=open_registry_at(ctx, registry_ref, writing=True),
         private_key=load_private_key(key_path, password=password_from_environment),
         now=now(),
         expires_in=expires_in,
@@ -229,7 +229,7 @@ def mirror_cmd(
     mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
     report = mirror(
         open_registry_at(ctx, source),
-        open_registry_at(ctx, destination),
+        open_registry_at(ctx, destination, writing=True),
         list(refs),
         mode=mode,
         progress=ctx.say,

@@ -174,10 +174,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def open_registry_at(ctx: Context, ref: str | None):  # type: ignore[no-untyped-def]
-    from packager.registry import open_registry
+def open_registry_at(ctx: Context, ref: str | None, *, writing: bool = False):  # type: ignore[no-untyped-def]
+    """The registry ``ref`` names; ``writing`` refuses one that cannot be written (exit 2)."""
+    from packager.registry import open_destination, open_registry
 
-    return open_registry(resolve_registry(ref), home=ctx.home, options=registry_options(ctx))
+    opener = open_destination if writing else open_registry
+    return opener(resolve_registry(ref), home=ctx.home, options=registry_options(ctx))
 
 
 def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:

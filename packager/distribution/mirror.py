@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX, Channel
@@ -43,7 +43,7 @@ from packager.core.names import parse_ref
 from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
-from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveRegistry, ArchiveWriter
+from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
 from packager.registry.base import Artifact, Registry
 from packager.registry.document import TagLister
 from packager.registry.verified import fetch_verified, latest_version
@@ -232,20 +232,18 @@ def mirror(
     """
     say = progress or (lambda _msg: None)
     wanted = _select(source, refs)
-    if isinstance(destination, ArchiveRegistry):
-        _check_archive_path(destination.path)
-        work_parent: Path | None = destination.path.parent
-    else:
-        work_parent = None
     copied: list[Mirrored] = []
     skipped: list[Mirrored] = []
     conflicts: list[Mirrored] = []
     channels: list[MirroredChannel] = []
     # The manifest.json digest each version processed here has in the destination now.
     held: dict[tuple[str, str], Digest | None] = {}
-    with tempfile.TemporaryDirectory(prefix=".packager-mirror.", dir=work_parent) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=".packager-mirror.") as tmp,
+        destination.batch(),
+    ):
         work = Path(tmp)
-        sink = _sink(destination, work)
+        sink = _Sink(destination)
         for i, (name, version) in enumerate(wanted):
             artifact = source.resolve(name, version)
             present = sink.existing(name, version)
@@ -275,7 +273,6 @@ def mirror(
                 outcome = _mirror_channel(source, sink, name, tag, mode=mode, held=held)
                 channels.append(outcome)
                 say(f"channel {name}@{outcome.channel}: {outcome.outcome}, {outcome.detail}")
-        sink.finish()
     return MirrorReport(
         source=source.location,
         destination=destination.location,
@@ -389,44 +386,16 @@ def _file_map(artifact: Artifact) -> dict[str, tuple[Digest, int]]:
     return {path: (desc.digest, desc.size) for path, desc in artifact.files.items()}
 
 
-class _Sink(Protocol):
-    """Where mirrored versions go."""
-
-    def existing(self, name: str, version: str) -> Artifact | None:
-        """The destination's artifact of ``name``@``version``, or None."""
-        ...
-
-    def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
-        """Store a version fetched into ``bundle``; returns its digest in the destination."""
-        ...
-
-    def document(self, name: str, tag: str) -> bytes | None:
-        """The destination's channel document under ``tag``, or None."""
-        ...
-
-    def add_document(self, name: str, tag: str, data: bytes) -> None:
-        """Store a channel document under ``tag``, replacing the destination's."""
-        ...
-
-    def finish(self) -> None:
-        """Make what was added durable."""
-        ...
-
-
-def _sink(destination: Registry, work: Path) -> _Sink:
-    if isinstance(destination, ArchiveRegistry):
-        return _ArchiveSink(destination, work)
-    return _RegistrySink(destination)
-
-
-class _RegistrySink:
-    """Publishes each version as soon as it is verified."""
+class _Sink:
+    """The destination as the mirror sees it: each version is published as soon as it is
+    verified (an archive rebuilds itself once, when the mirror's batch ends)."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self._versions: dict[str, list[str]] = {}
 
     def existing(self, name: str, version: str) -> Artifact | None:
+        """The destination's artifact of ``name``@``version``, or None."""
         if name not in self._versions:
             try:
                 self._versions[name] = self._registry.versions(name)
@@ -437,54 +406,16 @@ class _RegistrySink:
         return self._registry.resolve(name, version)
 
     def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
+        """Store a version fetched into ``bundle``; returns its digest in the destination."""
         return self._registry.publish(bundle, manifest).manifest_digest
 
     def document(self, name: str, tag: str) -> bytes | None:
+        """The destination's channel document under ``tag``, or None."""
         try:
             return _read_document(self._registry, name, tag)
         except NotFoundError:
             return None
 
     def add_document(self, name: str, tag: str, data: bytes) -> None:
+        """Store a channel document under ``tag``, replacing the destination's."""
         self._registry.put_document(name, tag, data, artifact_type=CHANNEL_ARTIFACT_TYPE)
-
-    def finish(self) -> None:
-        """Nothing to do: every version and document was written as it came."""
-
-
-class _ArchiveSink:
-    """Collects versions, then rebuilds the archive once with its old content plus them."""
-
-    def __init__(self, archive: ArchiveRegistry, work: Path) -> None:
-        self._archive = archive
-        self._writer = ArchiveWriter(work)
-        self._exists = archive.path.exists()
-        self._kept = self._writer.keep(archive) if self._exists else frozenset()
-        self._changed = False
-
-    def existing(self, name: str, version: str) -> Artifact | None:
-        if (name, version) not in self._kept:
-            return None
-        return self._archive.resolve(name, version)
-
-    def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
-        # The files were fetched (and verified) into bundle: move them in, never re-fetch.
-        self._writer.add_artifact(source, artifact, files=bundle)
-        self._changed = True
-        return artifact.manifest_digest
-
-    def document(self, name: str, tag: str) -> bytes | None:
-        if not self._exists:
-            return None
-        try:
-            return _read_document(self._archive, name, tag)
-        except NotFoundError:
-            return None
-
-    def add_document(self, name: str, tag: str, data: bytes) -> None:
-        self._writer.add_document(name, tag, data, artifact_type=CHANNEL_ARTIFACT_TYPE)
-        self._changed = True
-
-    def finish(self) -> None:
-        if self._changed:
-            self._writer.write(self._archive.path)

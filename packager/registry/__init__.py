@@ -1,7 +1,9 @@
 """Registries: where bundles are published and fetched from.
 
-:func:`open_registry` is the one place a registry reference becomes a :class:`Registry`;
-new kinds (OCI distribution, HTTPS mirrors, archives) are added here and nowhere else.
+This is the one place a registry reference becomes a registry:
+:func:`open_registry` for reading (any kind) and :func:`open_destination` for writing
+(every kind but static mirrors, which are filled by copying). New kinds are added here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from pathlib import Path
 
 from packager.errors import UsageError
 from packager.registry.archive import ArchiveRegistry, is_archive_ref
-from packager.registry.base import Artifact, Descriptor, Registry
+from packager.registry.base import (
+    Artifact,
+    Descriptor,
+    Registry,
+    RegistryReader,
+    RegistryWriter,
+)
 from packager.registry.layout import LayoutRegistry
 from packager.registry.options import RegistryOptions
 
@@ -22,6 +30,9 @@ __all__ = [
     "LayoutRegistry",
     "Registry",
     "RegistryOptions",
+    "RegistryReader",
+    "RegistryWriter",
+    "open_destination",
     "open_registry",
 ]
 
@@ -31,16 +42,38 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 def open_registry(
     ref: str | Path | None, *, home: Path, options: RegistryOptions | None = None
-) -> Registry:
-    """Open the registry ``ref`` names; None is the embedded one at ``home/registry``.
+) -> RegistryReader:
+    """Open the registry ``ref`` names for reading; None is the embedded one at
+    ``home/registry``.
 
     ``oci://host[:port]/namespace`` is an OCI distribution registry and
     ``https://host[:port]/path`` a read-only static mirror of a registry directory, both
     reached with ``options`` (credentials, TLS, timeouts; default: anonymous, verified
-    HTTPS); local kinds ignore them.
+    HTTPS); a path ending in ``.tar`` is an archive; any other path a directory. Local
+    kinds ignore ``options``.
 
     Raises:
         UsageError: ``ref`` is malformed or names a kind of registry not supported yet.
+    """
+    text = "" if ref is None else str(ref)
+    if _is_mirror(text):
+        from packager.registry.http import StaticMirrorRegistry
+
+        return StaticMirrorRegistry(text, options=options or RegistryOptions())
+    return open_destination(ref, home=home, options=options)
+
+
+def open_destination(
+    ref: str | Path | None, *, home: Path, options: RegistryOptions | None = None
+) -> Registry:
+    """Open the registry ``ref`` names for writing (and reading); see :func:`open_registry`.
+
+    An archive that does not exist yet is created by the first write.
+
+    Raises:
+        UsageError: ``ref`` is malformed, names a kind not supported yet, or a registry
+            that cannot be written: a static mirror, or an archive in a directory that
+            does not exist.
     """
     if ref is None:
         return LayoutRegistry(home / "registry")
@@ -51,13 +84,21 @@ def open_registry(
         from packager.registry.oci import OciRegistry
 
         return OciRegistry(text, options=options or RegistryOptions())
-    if scheme and scheme.group(0).lower() in ("http://", "https://"):
-        from packager.registry.http import StaticMirrorRegistry
+    if _is_mirror(text):
+        from packager.registry.http import mirror_base
 
-        return StaticMirrorRegistry(text, options=options or RegistryOptions())
+        raise UsageError(
+            f"{mirror_base(text)} is a read-only mirror; publish to the registry it mirrors "
+            "and copy that directory to the web server again"
+        )
     if scheme:
         # Only the scheme is echoed: the rest of a URL may carry credentials.
         raise UsageError(f"{scheme.group(0)} registries are not supported yet; use a directory")
     if is_archive_ref(text):
         return ArchiveRegistry(Path(text).expanduser())
-    return LayoutRegistry(Path(ref).expanduser())
+    return LayoutRegistry(Path(text).expanduser())
+
+
+def _is_mirror(ref: str) -> bool:
+    scheme = _URL_RE.match(ref)
+    return scheme is not None and scheme.group(0).lower() in ("http://", "https://")

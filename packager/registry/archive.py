@@ -30,51 +30,56 @@ members sorted by name, regular files only, fixed mtime, owner and mode.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
-import json
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Protocol
 
+from packager._io.fs import fsync_dir
 from packager._io.hashing import CHUNK
 from packager.core.digests import Digest
+from packager.core.jsonio import Limits, loads_object
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
-from packager.core.semver import is_semver, semver_key, sort_versions
+from packager.core.semver import is_semver, semver_key
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
+from packager.registry._verified_read import Tagged, VerifiedRegistry
 from packager.registry.artifact import (
     ARTIFACT_TYPE,
-    MAX_OCI_MANIFEST_BYTES,
     OCI_MANIFEST_MEDIA_TYPE,
     VERSION_ANNOTATION,
-    parse_descriptor,
-    parse_oci_manifest,
+    plan_artifact,
 )
-from packager.registry.base import Artifact, Descriptor, Registry
+from packager.registry.base import Artifact, Descriptor, RegistryReader
 from packager.registry.document import (
     EMPTY_CONFIG,
     EMPTY_DESCRIPTOR,
-    MAX_DOCUMENT_MANIFEST_BYTES,
     check_document_tag,
     document_manifest,
-    parse_document_manifest,
 )
-from packager.registry.layout import (
-    FILE_MODE,
+from packager.registry.files import copy_into
+from packager.registry.index import (
     INDEX,
-    INDEX_MEDIA_TYPE,
     LAYOUT_VERSION,
     MAX_INDEX_BYTES,
     OCI_LAYOUT,
     REF_NAME_ANNOTATION,
+    Entry,
+    OciIndex,
+    manifest_entry,
+    parse_index,
+    ref_name,
+    render_index,
 )
+from packager.registry.layout import FILE_MODE, semver_tag
 
 ARCHIVE_SUFFIX = ".tar"
 BLOB_DIR = "blobs/sha256/"
@@ -124,31 +129,47 @@ class _Contents:
 
     identity: _Identity
     blobs: Mapping[str, _Member]  # by sha256 hex
-    entries: tuple[Mapping[str, Any], ...]  # index.json manifests, verbatim
-    versions: Mapping[tuple[str, str], Mapping[str, Any]]  # (name, version) -> entry
+    index: OciIndex
+    versions: Mapping[tuple[str, str], Entry]  # (name, version) -> entry
 
 
-@dataclass(frozen=True)
-class ArchiveRegistry:
-    """A read-only registry in an archive file (a path ending in ``.tar``)."""
+class ArchiveStore:
+    """The blobs and tags of an archive file, read in place, unchecked."""
 
-    path: Path
-    # The last scan, by file identity: an archive rewritten since (by export or mirror) is
-    # scanned again rather than read at stale offsets.
-    _scans: dict[_Identity, _Contents] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # The last scan, by file identity: an archive rewritten since (by export or
+        # mirror) is scanned again rather than read at stale offsets.
+        self._scans: dict[_Identity, _Contents] = {}
 
     @property
     def location(self) -> str:
         return str(self.path)
 
+    check_name = staticmethod(check_name)
+    version_tag = staticmethod(check_version)
+    tag_version = staticmethod(semver_tag)
+
+    def close(self) -> None:
+        """Nothing is held open between calls; the scan is forgotten."""
+        self._scans.clear()
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
     @property
-    def _contents(self) -> _Contents:
+    def contents(self) -> _Contents:
+        """The archive's scan, made again when the file changed.
+
+        Raises:
+            NotFoundError: there is no archive at the path.
+            TamperedError: the archive holds a dangerous member or a contradictory index.
+            RegistryError: the archive is unreadable or not an OCI image layout.
+        """
         try:
             identity = _identity(os.stat(self.path))
         except FileNotFoundError as e:
-            raise RegistryError(f"no archive at {self.path}; check the path") from e
+            raise NotFoundError(f"no archive at {self.path}; check the path") from e
         except OSError as e:
             raise RegistryError(f"cannot open archive {self.path}: {e.strerror}") from e
         contents = self._scans.get(identity)
@@ -158,128 +179,118 @@ class ArchiveRegistry:
             self._scans[contents.identity] = contents
         return contents
 
-    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
-        """Archives are not published to one bundle at a time.
+    def list_names(self) -> list[str]:
+        return [name for name, _ in self.contents.versions]
 
-        Raises:
-            UsageError: always; the message says how to add to an archive.
-        """
-        raise UsageError(
-            f"{self.location} is an archive: add {manifest.ref} to it with "
-            f"`packager mirror SRC {self.location} {manifest.ref}`, or publish to a directory"
-        )
-
-    def names(self) -> list[str]:
-        """Every model name in the archive, sorted.
-
-        Raises:
-            TamperedError: the archive holds a dangerous member or a contradictory index.
-            RegistryError: the archive is missing, unreadable or not an OCI image layout.
-        """
-        return sorted({name for name, _ in self._contents.versions})
-
-    def versions(self, name: str) -> list[str]:
-        """Every version of ``name`` in the archive, lowest first.
-
-        Raises:
-            UsageError: ``name`` is not a valid model name.
-            TamperedError, RegistryError: as :meth:`names`.
-        """
-        check_name(name)
-        return sort_versions(v for n, v in self._contents.versions if n == name)
-
-    def resolve(self, name: str, version: str) -> Artifact:
-        """What ``name``@``version`` contains; every blob it names must be in the archive
-        with its declared size.
-
-        Raises:
-            UsageError: ``name`` or ``version`` is malformed.
-            NotFoundError: the version is not in the archive.
-            TamperedError: a dangerous member, or a manifest or blob that differs from its
-                descriptor.
-            RegistryError: the archive is missing, unreadable, not an OCI image layout, or
-                lacks a blob.
-        """
-        check_name(name)
-        check_version(version)
-        entry = self._contents.versions.get((name, version))
-        if entry is None:
-            raise NotFoundError(
-                f"{name}@{version} is not in archive {self.location}; "
-                f"run `packager search --registry {self.location}` to list what it holds"
-            )
-        where = f"index.json of {self.location}"
-        desc = parse_descriptor(dict(entry), where=where)
-        if desc.media_type != OCI_MANIFEST_MEDIA_TYPE:
-            raise TamperedError(f"{where}: {name}@{version} is a {desc.media_type}, not a manifest")
-        data = self.read_blob(name, desc, max_size=MAX_OCI_MANIFEST_BYTES)
-        artifact = parse_oci_manifest(data, name=name, version=version, digest=desc.digest)
-        # Refuse a short or padded blob before the caller fetches anything.
-        for blob in (artifact.config, *artifact.files.values()):
-            self._locate(name, blob)
-        return artifact
-
-    def read_blob(self, name: str, desc: Descriptor, *, max_size: int) -> bytes:
-        """Read a small blob into memory; see :class:`Registry`.
-
-        Raises:
-            TamperedError: ``desc.size`` is over ``max_size``, the member's size is not
-                ``desc.size``, or the bytes do not match the digest.
-            RegistryError: the blob is missing, or the archive cannot be read or changed.
-        """
-        if desc.size > max_size:
-            raise TamperedError(
-                f"blob {desc.digest} of {name} declares {desc.size} bytes, "
-                f"more than the {max_size} allowed"
-            )
-        data = b"".join(self._chunks(*self._locate(name, desc)))
-        self._check_digest(name, desc, hashlib.sha256(data).hexdigest())
-        return data
-
-    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
-        """Stream a blob into the new file ``dest``; see :class:`Registry`.
-
-        Raises:
-            TamperedError: the member's size is not ``desc.size``, or the bytes do not
-                match the digest (``dest`` is removed).
-            RegistryError: the blob is missing, the archive cannot be read or changed, or
-                ``dest`` cannot be created (it must not exist) or written.
-        """
-        member, identity = self._locate(name, desc)
-        try:
-            # Exclusive creation never follows a link planted at dest.
-            with open(dest, "xb") as out:
-                try:
-                    digest = hashlib.sha256()
-                    for chunk in self._chunks(member, identity):
-                        digest.update(chunk)
-                        out.write(chunk)
-                    self._check_digest(name, desc, digest.hexdigest())
-                    out.flush()
-                    os.fsync(out.fileno())
-                except BaseException:
-                    dest.unlink(missing_ok=True)
-                    raise
-        except OSError as e:
-            raise RegistryError(
-                f"cannot fetch blob {desc.digest} of {name} into {dest}: {e}"
-            ) from e
-
-    def tags(self, name: str) -> list[str]:
-        """Every tag of ``name`` in the archive (versions and documents), sorted.
-
-        Raises:
-            UsageError: ``name`` is not a valid model name.
-            TamperedError, RegistryError: as :meth:`names`.
-        """
-        check_name(name)
+    def list_tags(self, name: str) -> list[str]:
         prefix = archive_ref(name, "")
-        refs = (_ref_of(entry) for entry in self._contents.entries)
-        return sorted({ref[len(prefix) :] for ref in refs if ref and ref.startswith(prefix)})
+        return [ref[len(prefix) :] for ref in self.contents.index.refs if ref.startswith(prefix)]
+
+    def find_tag(self, name: str, tag: str, *, limit: int) -> Tagged | None:
+        desc = self.contents.index.descriptor(archive_ref(name, tag))
+        return None if desc is None else Tagged(descriptor=desc)
+
+    def stored_size(self, name: str, desc: Descriptor) -> int:
+        return self._locate(name, desc)[0].size
+
+    def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
+        with self._open(*self._locate(name, desc)) as (f, member):
+            for chunk in _read_range(f, member, self.location):
+                sink.write(chunk)
+
+    def copy_blob_into(self, name: str, desc: Descriptor, out: int) -> tuple[Digest, int]:
+        """In the kernel from the member's offset, hashed behind the copy."""
+        with self._open(*self._locate(name, desc)) as (f, member):
+            return copy_into(f.fileno(), out, offset=member.offset, limit=member.size)
+
+    def _locate(self, name: str, desc: Descriptor) -> tuple[_Member, _Identity]:
+        """The member holding ``desc`` and the identity of the file it was found in."""
+        contents = self.contents
+        member = contents.blobs.get(desc.digest.hex)
+        if member is None:
+            raise RegistryError(
+                f"blob {desc.digest} of {name} is missing from {self.location}; "
+                "the archive is incomplete: export it again"
+            )
+        return member, contents.identity
+
+    @contextlib.contextmanager
+    def _open(self, member: _Member, identity: _Identity) -> Iterator[tuple[IO[bytes], _Member]]:
+        """The archive file, if it is still the one the member was found in."""
+        try:
+            with open(self.path, "rb") as f:
+                if _identity(os.fstat(f.fileno())) != identity:
+                    raise RegistryError(
+                        f"{self.location} changed while it was read; run the command again"
+                    )
+                yield f, member
+        except OSError as e:
+            raise RegistryError(f"cannot read {self.location}: {e}") from e
+
+
+class ArchiveRegistry(VerifiedRegistry):
+    """A registry in an archive file (a path ending in ``.tar``).
+
+    Read in place. Written by rebuilding the whole file: each :meth:`publish` or
+    :meth:`put_document` rewrites it, and writes inside :meth:`batch` are rewritten once
+    at the end of the block (nothing is written when the block fails). Reads always see
+    the archive as it is on disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._archive = ArchiveStore(path)
+        self._pending: ArchiveWriter | None = None
+        super().__init__(self._archive)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group writes into one rebuild of the archive, keeping everything it held.
+
+        Raises:
+            UsageError: the archive's directory does not exist.
+            TamperedError: the archive holds a dangerous member or a blob that no longer
+                matches its digest (nothing is written).
+            RegistryError: the archive cannot be read or written.
+        """
+        if self._pending is not None:
+            yield
+            return
+        if not self.path.parent.is_dir():
+            raise UsageError(f"{self.path.parent} is not a directory; create it first")
+        try:
+            work = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        except OSError as e:
+            raise RegistryError(f"cannot write {self.path}: {e}") from e
+        try:
+            writer = ArchiveWriter(Path(work), location=self.location)
+            if self._archive.exists():
+                writer.keep(self._archive)
+            self._pending = writer
+            yield
+            if writer.changed:
+                writer.write(self.path)
+        finally:
+            self._pending = None
+            shutil.rmtree(work, ignore_errors=True)
+
+    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
+        """Add the bundle as ``manifest.name``@``manifest.version``; see
+        :class:`~packager.registry.base.RegistryWriter`.
+
+        Raises:
+            UsageError: the bundle does not match its manifest or cannot be read, or the
+                archive's directory does not exist.
+            TamperedError: a bundle file differs from the manifest.
+            RegistryError: the version exists with different content, or writing failed.
+        """
+        with self.batch():
+            assert self._pending is not None
+            return self._pending.add_bundle(bundle, manifest)
 
     def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
-        """Rebuild the archive with the document tagged ``tag`` (replacing the one there),
-        keeping everything else it holds; an archive that does not exist yet is created.
+        """Tag the document ``data`` as ``<name>:<tag>`` (replacing the one there), keeping
+        everything else the archive holds; an archive that does not exist yet is created.
 
         Raises:
             UsageError: ``name`` or ``tag`` is malformed, or the archive's directory does
@@ -290,84 +301,9 @@ class ArchiveRegistry:
         """
         check_name(name)
         check_document_tag(tag)
-        if not self.path.parent.is_dir():
-            raise UsageError(f"{self.path.parent} is not a directory; create it first")
-        try:
-            work = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        except OSError as e:
-            raise RegistryError(f"cannot write {self.path}: {e}") from e
-        try:
-            writer = ArchiveWriter(Path(work))
-            if self.path.exists():
-                writer.keep(self)
-            digest = writer.add_document(name, tag, data, artifact_type=artifact_type)
-            writer.write(self.path)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return digest
-
-    def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
-        """The document tagged ``<name>:<tag>``; see :class:`Registry`.
-
-        Raises:
-            UsageError: ``name`` or ``tag`` is malformed.
-            NotFoundError: the archive has no such document.
-            TamperedError: a dangerous member, an index tagging it twice, a malformed
-                artifact, or bytes that differ from their descriptor.
-            RegistryError: the archive is missing, unreadable or lacks a blob.
-        """
-        check_name(name)
-        check_document_tag(tag)
-        ref = archive_ref(name, tag)
-        where = f"{ref} in {self.location}"
-        entries = [entry for entry in self._contents.entries if _ref_of(entry) == ref]
-        if not entries:
-            raise NotFoundError(f"no {tag} for {name} in archive {self.location}")
-        if len(entries) > 1:
-            raise TamperedError(f"{INDEX} of {self.location} lists {ref} twice")
-        desc = parse_descriptor(dict(entries[0]), where=where)
-        if desc.media_type != OCI_MANIFEST_MEDIA_TYPE:
-            raise TamperedError(f"{where} is a {desc.media_type}, not an OCI manifest")
-        manifest = self.read_blob(name, desc, max_size=MAX_DOCUMENT_MANIFEST_BYTES)
-        layer = parse_document_manifest(
-            manifest, digest=desc.digest, artifact_type=artifact_type, where=where
-        )
-        return self.read_blob(name, layer, max_size=max_size)
-
-    def _locate(self, name: str, desc: Descriptor) -> tuple[_Member, _Identity]:
-        """The member holding ``desc`` and the identity of the file it was found in."""
-        contents = self._contents
-        member = contents.blobs.get(desc.digest.hex)
-        if member is None:
-            raise RegistryError(
-                f"blob {desc.digest} of {name} is missing from {self.location}; "
-                "the archive is incomplete: export it again"
-            )
-        if member.size != desc.size:
-            raise TamperedError(
-                f"blob {desc.digest} of {name} in {self.location} is {member.size} bytes, "
-                f"not the {desc.size} its descriptor declares; do not use this archive"
-            )
-        return member, contents.identity
-
-    def _check_digest(self, name: str, desc: Descriptor, hexdigest: str) -> None:
-        if hexdigest != desc.digest.hex:
-            raise TamperedError(
-                f"blob {desc.digest} of {name} in {self.location} does not match its digest; "
-                "do not use this archive"
-            )
-
-    def _chunks(self, member: _Member, identity: _Identity) -> Iterator[bytes]:
-        """Yield exactly the member's bytes, from the file the member was found in."""
-        try:
-            with open(self.path, "rb") as f:
-                if _identity(os.fstat(f.fileno())) != identity:
-                    raise RegistryError(
-                        f"{self.location} changed while it was read; run the command again"
-                    )
-                yield from _read_range(f, member, self.location)
-        except OSError as e:
-            raise RegistryError(f"cannot read {self.location}: {e}") from e
+        with self.batch():
+            assert self._pending is not None
+            return self._pending.add_document(name, tag, data, artifact_type=artifact_type)
 
 
 def _identity(st: os.stat_result) -> _Identity:
@@ -396,7 +332,7 @@ def _scan(path: Path) -> _Contents:
     try:
         f = open(path, "rb")  # noqa: SIM115 - the with below closes it
     except FileNotFoundError as e:
-        raise RegistryError(f"no archive at {path}; check the path") from e
+        raise NotFoundError(f"no archive at {path}; check the path") from e
     except OSError as e:
         raise RegistryError(f"cannot open archive {path}: {e.strerror}") from e
     with f:
@@ -406,28 +342,27 @@ def _scan(path: Path) -> _Contents:
                 raise RegistryError(f"{path} is not a regular file, so not an archive")
             members = _read_members(f, path, st.st_size)
             layout = _read_small(f, members, OCI_LAYOUT, MAX_LAYOUT_BYTES, path)
-            index = _read_small(f, members, INDEX, MAX_INDEX_BYTES, path)
+            index_bytes = _read_small(f, members, INDEX, MAX_INDEX_BYTES, path)
         except OSError as e:
             raise RegistryError(f"cannot read archive {path}: {e}") from e
-    layout_doc = _json(layout, OCI_LAYOUT, path)
-    if not isinstance(layout_doc, dict) or layout_doc.get("imageLayoutVersion") != "1.0.0":
+    layout_doc = loads_object(
+        layout,
+        what=f"{OCI_LAYOUT} in {path}",
+        error=RegistryError,
+        limits=Limits(max_bytes=MAX_LAYOUT_BYTES),
+    )
+    if layout_doc.get("imageLayoutVersion") != "1.0.0":
         raise RegistryError(f"{path} is not an OCI image layout version 1.0.0")
-    doc = _json(index, INDEX, path)
-    manifests = doc.get("manifests") if isinstance(doc, dict) else None
-    if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
-        raise RegistryError(f"{INDEX} of {path} has no list of manifests; export it again")
-    versions: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for entry in manifests:
-        key = _version_of(entry)
+    index = parse_index(index_bytes, where=f"{INDEX} of {path}", hint="export it again")
+    versions: dict[tuple[str, str], Entry] = {}
+    for ref, entry in index.refs.items():
+        key = split_archive_ref(ref)
         if key is None:
             continue  # not a model version (another tool's tag): kept, never resolved
-        name, version = key
-        if key in versions:
-            raise TamperedError(f"{INDEX} of {path} lists {name}@{version} twice")
-        tagged = entry["annotations"].get(VERSION_ANNOTATION, version)
-        if tagged != version:
-            raise TamperedError(f"{INDEX} of {path} tags version {tagged!r} as {name}@{version}")
-        versions[key] = MappingProxyType(entry)
+        tagged = entry["annotations"].get(VERSION_ANNOTATION, key[1])
+        if tagged != key[1]:
+            raise TamperedError(f"{INDEX} of {path} tags version {tagged!r} as {key[0]}@{key[1]}")
+        versions[key] = entry
     return _Contents(
         identity=_identity(st),
         blobs=MappingProxyType(
@@ -437,21 +372,14 @@ def _scan(path: Path) -> _Contents:
                 if name.startswith(BLOB_DIR) and _is_hex_digest(name.removeprefix(BLOB_DIR))
             }
         ),
-        entries=tuple(MappingProxyType(entry) for entry in manifests),
+        index=index,
         versions=MappingProxyType(versions),
     )
 
 
-def _ref_of(entry: Mapping[str, Any]) -> str | None:
-    """The ``org.opencontainers.image.ref.name`` of an index entry, if it has one."""
-    annotations = entry.get("annotations")
-    ref = annotations.get(REF_NAME_ANNOTATION) if isinstance(annotations, Mapping) else None
-    return ref if isinstance(ref, str) else None
-
-
 def _version_of(entry: Mapping[str, Any]) -> tuple[str, str] | None:
     """(name, version) of an index entry tagged ``<name>:<version>``, else None."""
-    ref = _ref_of(entry)
+    ref = ref_name(entry)
     return split_archive_ref(ref) if ref is not None else None
 
 
@@ -536,13 +464,6 @@ def _read_small(
     return b"".join(_read_range(f, member, str(path)))
 
 
-def _json(data: bytes, name: str, path: Path) -> Any:
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RegistryError(f"{name} in {path} is corrupt ({e}); export the archive again") from e
-
-
 @dataclass(frozen=True)
 class _Source:
     """A blob's bytes: ``size`` bytes at ``offset`` in ``path``."""
@@ -557,11 +478,12 @@ class ArchiveWriter:
 
     Blobs are staged under ``work`` (a directory the caller owns and removes) or read from
     an existing archive; every one is checked against its digest while it is written, so a
-    blob that changed after it was staged never reaches the archive.
+    blob that changed after it was staged never reaches the archive. ``changed`` says
+    whether anything was added since the archive kept.
     """
 
-    def __init__(self, work: Path) -> None:
-        """Stage blobs in ``work/blobs``.
+    def __init__(self, work: Path, *, location: str = "the archive") -> None:
+        """Stage blobs in ``work/blobs``; ``location`` names the archive in messages.
 
         Raises:
             RegistryError: the staging directory cannot be created.
@@ -571,27 +493,29 @@ class ArchiveWriter:
             self._blob_dir.mkdir()
         except OSError as e:
             raise RegistryError(f"cannot stage blobs in {work}: {e}") from e
+        self._location = location
         self._sources: dict[str, _Source] = {}
-        self._entries: dict[bytes, Mapping[str, Any]] = {}
+        self._entries: dict[bytes, Entry] = {}
         self._versions: dict[tuple[str, str], Digest] = {}
+        self.changed = False
 
-    def keep(self, archive: ArchiveRegistry) -> frozenset[tuple[str, str]]:
-        """Carry over everything an existing archive holds, every blob and index entry;
-        returns the (name, version) pairs it holds.
+    def keep(self, archive: ArchiveStore) -> None:
+        """Carry over everything an existing archive holds, every blob and index entry.
 
         Raises:
-            TamperedError, RegistryError: as :meth:`ArchiveRegistry.names`.
+            TamperedError, RegistryError: as :attr:`ArchiveStore.contents`.
         """
-        contents = archive._contents
+        contents = archive.contents
         for hexdigest, member in contents.blobs.items():
             self._add_source(Digest(hexdigest), _Source(archive.path, member.offset, member.size))
-        for entry in contents.entries:
+        for entry in contents.index.entries:
             self._add_entry(entry)
         for key, entry in contents.versions.items():
             self._versions[key] = Digest.parse(str(entry.get("digest")))
-        return frozenset(contents.versions)
 
-    def add_artifact(self, registry: Registry, artifact: Artifact, *, files: Path | None) -> None:
+    def add_artifact(
+        self, registry: RegistryReader, artifact: Artifact, *, files: Path | None
+    ) -> None:
         """Add a version: its OCI manifest exactly as served, its config read from
         ``registry``, and its layers moved from ``files`` (a directory holding the bundle's
         files, already fetched and checked) or, when None, fetched from ``registry``.
@@ -601,14 +525,8 @@ class ArchiveWriter:
                 blob cannot be read or staged.
             TamperedError: a blob differs from its descriptor.
         """
-        key = (artifact.name, artifact.version)
-        if key in self._versions:
-            if self._versions[key] == artifact.manifest_digest:
-                return
-            raise RegistryError(
-                f"the archive already holds {artifact.ref} with other content "
-                f"({self._versions[key]})"
-            )
+        if self._holds(artifact):
+            return
         self._stage(artifact.manifest_digest, artifact.oci_manifest)
         if artifact.config.digest.hex not in self._sources:
             config = registry.read_blob(artifact.name, artifact.config, max_size=MAX_CONFIG_BYTES)
@@ -625,19 +543,28 @@ class ArchiveWriter:
                 except OSError as e:
                     raise RegistryError(f"cannot stage {title} of {artifact.ref}: {e}") from e
             self._add_source(desc.digest, _Source(dest, 0, desc.size))
-        self._add_entry(
-            {
-                "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-                "digest": str(artifact.manifest_digest),
-                "size": len(artifact.oci_manifest),
-                "artifactType": ARTIFACT_TYPE,
-                "annotations": {
-                    REF_NAME_ANNOTATION: archive_ref(artifact.name, artifact.version),
-                    VERSION_ANNOTATION: artifact.version,
-                },
-            }
-        )
-        self._versions[key] = artifact.manifest_digest
+        self._add_version(artifact)
+
+    def add_bundle(self, bundle: Path, manifest: Manifest) -> Artifact:
+        """Add the bundle directory ``bundle`` as ``manifest.name``@``manifest.version``;
+        its files are linked (or copied) into the staging directory.
+
+        Raises:
+            UsageError, TamperedError: as :func:`~packager.registry.artifact.plan_artifact`.
+            RegistryError: the archive already holds the version with another digest, or
+                a file cannot be staged.
+        """
+        plan = plan_artifact(bundle, manifest)
+        artifact = plan.artifact()
+        if self._holds(artifact):
+            return artifact
+        self._stage(plan.manifest_digest, plan.manifest_bytes)
+        self._stage(plan.config.digest, plan.config_bytes)
+        for desc, source in plan.layers:
+            if desc.digest.hex not in self._sources:
+                self._stage_file(desc, source)
+        self._add_version(artifact)
+        return artifact
 
     def add_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
         """Tag the document ``data`` as ``<name>:<tag>``, replacing whatever that reference
@@ -652,7 +579,8 @@ class ArchiveWriter:
             self._stage(blob.digest, content)
         self._stage(digest, manifest)
         ref = archive_ref(name, tag)
-        self._entries = {k: e for k, e in self._entries.items() if _ref_of(e) != ref}
+        self._entries = {k: e for k, e in self._entries.items() if ref_name(e) != ref}
+        self.changed = True
         self._add_entry(
             {
                 "mediaType": OCI_MANIFEST_MEDIA_TYPE,
@@ -680,19 +608,44 @@ class ArchiveWriter:
                 with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
                     for hexdigest in sorted(self._sources):
                         self._write_blob(tar, hexdigest, self._sources[hexdigest])
-                    for name, data in ((INDEX, self._index()), (OCI_LAYOUT, LAYOUT_VERSION)):
+                    index = render_index(self._entries.values(), order=_entry_order)
+                    for name, data in ((INDEX, index), (OCI_LAYOUT, LAYOUT_VERSION)):
                         _add_member(tar, name, len(data), io.BytesIO(data))
                 f.flush()
                 os.fchmod(f.fileno(), FILE_MODE)
                 os.fsync(f.fileno())
             os.replace(tmp, out)
-            _fsync_dir(out.parent)
+            fsync_dir(out.parent)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)
             raise RegistryError(f"cannot write {out}: {e}") from e
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _holds(self, artifact: Artifact) -> bool:
+        """True when the archive already holds ``artifact``; raises if with other content."""
+        held = self._versions.get((artifact.name, artifact.version))
+        if held is None:
+            return False
+        if held != artifact.manifest_digest:
+            raise RegistryError(
+                f"{artifact.ref} already exists with different content in {self._location} "
+                f"({held}); publish a new version"
+            )
+        return True
+
+    def _add_version(self, artifact: Artifact) -> None:
+        desc = Descriptor(
+            OCI_MANIFEST_MEDIA_TYPE, artifact.manifest_digest, len(artifact.oci_manifest)
+        )
+        annotations = {
+            REF_NAME_ANNOTATION: archive_ref(artifact.name, artifact.version),
+            VERSION_ANNOTATION: artifact.version,
+        }
+        self._add_entry(manifest_entry(desc, artifact_type=ARTIFACT_TYPE, annotations=annotations))
+        self._versions[(artifact.name, artifact.version)] = artifact.manifest_digest
+        self.changed = True
 
     def _stage(self, digest: Digest, data: bytes) -> None:
         if digest.hex in self._sources:
@@ -704,22 +657,24 @@ class ArchiveWriter:
             raise RegistryError(f"cannot stage blob {digest}: {e}") from e
         self._add_source(digest, _Source(dest, 0, len(data)))
 
+    def _stage_file(self, desc: Descriptor, source: Path) -> None:
+        # A link costs nothing and survives the caller removing the bundle; the bytes are
+        # checked against the digest when the archive is written either way.
+        dest = self._blob_dir / desc.digest.hex
+        try:
+            try:
+                os.link(source, dest)
+            except OSError:
+                shutil.copyfile(source, dest)
+        except OSError as e:
+            raise RegistryError(f"cannot stage {source}: {e}") from e
+        self._add_source(desc.digest, _Source(dest, 0, desc.size))
+
     def _add_source(self, digest: Digest, source: _Source) -> None:
         self._sources.setdefault(digest.hex, source)
 
-    def _add_entry(self, entry: Mapping[str, Any]) -> None:
+    def _add_entry(self, entry: Entry) -> None:
         self._entries.setdefault(dump_json(dict(entry)), entry)
-
-    def _index(self) -> bytes:
-        return dump_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": INDEX_MEDIA_TYPE,
-                "manifests": [
-                    dict(entry) for _, entry in sorted(self._entries.items(), key=_entry_order)
-                ],
-            }
-        )
 
     def _write_blob(self, tar: tarfile.TarFile, hexdigest: str, source: _Source) -> None:
         with open(source.path, "rb") as f:
@@ -733,10 +688,10 @@ class ArchiveWriter:
                 )
 
 
-def _entry_order(item: tuple[bytes, Mapping[str, Any]]) -> tuple[Any, ...]:
+def _entry_order(entry: Entry) -> tuple[Any, ...]:
     # Model versions by name and SemVer precedence, then anything other tools wrote; the
     # canonical JSON breaks every remaining tie, so the order (and the bytes) are fixed.
-    canonical, entry = item
+    canonical = dump_json(dict(entry))
     key = _version_of(entry)
     if key is None:
         return (1, "", (), canonical)
@@ -781,11 +736,3 @@ def _add_member(tar: tarfile.TarFile, name: str, size: int, reader: _Readable) -
     info.uname = info.gname = ""
     info.type = tarfile.REGTYPE
     tar.addfile(info, reader)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -9,9 +9,10 @@ guarantees that the bytes it hands out match the size and digest it was asked fo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from packager.core.digests import Digest
 from packager.core.manifest import Manifest
@@ -62,30 +63,19 @@ class Artifact:
         return f"{self.name}@{self.version}"
 
 
-class Registry(Protocol):
-    """Where bundles are published and fetched from.
+class RegistryReader(Protocol):
+    """Where bundles are fetched from: every kind of registry is one.
 
     Implementations turn every foreign exception into a :class:`~packager.errors.PackagerError`
     subclass: ``NotFoundError`` for a missing model or version, ``TamperedError`` when bytes
-    do not match their descriptor, ``RegistryError`` for everything else that goes wrong.
+    do not match their descriptor or the registry contradicts itself, ``RegistryError`` for
+    everything else that goes wrong. A reader holds connections or files until
+    :meth:`close`; it is a context manager that closes on exit.
     """
 
     @property
     def location(self) -> str:
         """A printable reference to the registry, never containing credentials."""
-        ...
-
-    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
-        """Store the bundle as ``manifest.name``@``manifest.version``.
-
-        Writes every blob (skipping those already present), then the config, then the OCI
-        manifest, then the tag. Publishing a version again with identical content returns
-        the existing artifact.
-
-        Raises:
-            UsageError: the bundle does not match its manifest or cannot be read.
-            RegistryError: the version exists with different content, or writing failed.
-        """
         ...
 
     def names(self) -> list[str]:
@@ -101,6 +91,16 @@ class Registry(Protocol):
 
         Raises:
             UsageError: ``name`` is not a valid model name.
+            RegistryError: the registry cannot be read.
+        """
+        ...
+
+    def tags(self, name: str) -> list[str]:
+        """Every tag in ``name``'s repository (versions, documents, other tools'), sorted.
+
+        Raises:
+            UsageError: ``name`` is not a valid model name.
+            TamperedError: the registry lists a tag more than once.
             RegistryError: the registry cannot be read.
         """
         ...
@@ -141,22 +141,8 @@ class Registry(Protocol):
         """
         ...
 
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
-        """Tag a small signed document (e.g. a channel) in ``name``'s repository as ``tag``.
-
-        Stored as an OCI artifact: an image manifest with ``artifactType``, the empty
-        config (application/vnd.oci.empty.v1+json, ``{}``) and exactly one layer of
-        media type application/vnd.dev.sigstore.bundle.v0.3+json holding ``data``. The
-        tag moves to the new document; returns the new OCI manifest's digest.
-
-        Raises:
-            UsageError: the registry is read-only or ``tag`` is malformed.
-            RegistryError: writing failed.
-        """
-        ...
-
     def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
-        """The document stored by :meth:`put_document` under ``tag``.
+        """The document stored by :meth:`RegistryWriter.put_document` under ``tag``.
 
         The OCI manifest (capped) must have ``artifactType`` and exactly one layer; the
         layer is read with ``max_size`` as a cap and its digest checked.
@@ -167,3 +153,64 @@ class Registry(Protocol):
             RegistryError: the registry cannot be read.
         """
         ...
+
+    def close(self) -> None:
+        """Release connections and files; the reader must not be used afterwards."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class RegistryWriter(Protocol):
+    """Where bundles are published to. Static mirrors are not writers."""
+
+    @property
+    def location(self) -> str:
+        """A printable reference to the registry, never containing credentials."""
+        ...
+
+    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
+        """Store the bundle as ``manifest.name``@``manifest.version``.
+
+        Writes every blob (skipping those already present), then the config, then the OCI
+        manifest, then the tag. Publishing a version again with identical content returns
+        the existing artifact.
+
+        Raises:
+            UsageError: the bundle does not match its manifest or cannot be read.
+            RegistryError: the version exists with different content, or writing failed.
+        """
+        ...
+
+    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Tag a small signed document (e.g. a channel) in ``name``'s repository as ``tag``.
+
+        Stored as an OCI artifact: an image manifest with ``artifactType``, the empty
+        config (application/vnd.oci.empty.v1+json, ``{}``) and exactly one layer of
+        media type application/vnd.dev.sigstore.bundle.v0.3+json holding ``data``. The
+        tag moves to the new document; returns the new OCI manifest's digest.
+
+        Raises:
+            UsageError: ``tag`` is malformed.
+            RegistryError: writing failed.
+        """
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A block whose writes become visible together when it ends without an error.
+
+        Kinds that write as they go (directories, OCI registries) do nothing special; an
+        archive is rebuilt once at the end of the block, and left untouched on an error.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+class Registry(RegistryReader, RegistryWriter, Protocol):
+    """A registry that can be read and written: the embedded directory, OCI registries,
+    archives and the in-memory registry."""

@@ -21,26 +21,26 @@ names that are never versions (``channel.stable``); see :mod:`packager.registry.
 
 from __future__ import annotations
 
-import io
-import json
+import contextlib
 import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from packager.core.digests import Digest
+from packager.core.jsonio import Limits, loads
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version
-from packager.core.semver import is_semver, sort_versions
-from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
+from packager.core.semver import is_semver
+from packager.errors import RegistryError, TamperedError, UsageError
+from packager.registry._verified_read import Tagged, VerifiedRegistry
 from packager.registry.artifact import (
     MAX_OCI_MANIFEST_BYTES,
     OCI_MANIFEST_MEDIA_TYPE,
     TITLE_ANNOTATION,
-    parse_oci_manifest,
     plan_artifact,
 )
 from packager.registry.auth import RegistryAuth, find_credentials
@@ -48,10 +48,8 @@ from packager.registry.base import Artifact, Descriptor
 from packager.registry.document import (
     EMPTY_CONFIG,
     EMPTY_DESCRIPTOR,
-    MAX_DOCUMENT_MANIFEST_BYTES,
     check_document_tag,
     document_manifest,
-    parse_document_manifest,
 )
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import (
@@ -70,6 +68,7 @@ _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", re.ASCI
 # Listings are JSON arrays of short strings; a page this large is not a listing.
 MAX_LIST_BYTES = 16 << 20
 MAX_PAGES = 10_000
+_LIST_LIMITS = Limits(max_bytes=MAX_LIST_BYTES)
 CATALOG_SCOPE = "registry:catalog:*"
 UPLOAD_ACCEPTED = frozenset({201, 202, 204})
 # What a registry answers when it does not implement chunked uploads.
@@ -125,11 +124,12 @@ def parse_reference(ref: str) -> tuple[str, str]:
     return host.lower(), namespace
 
 
-class OciRegistry:
-    """A remote OCI distribution registry; see the module doc.
+class OciStore:
+    """The blobs, manifests and tags of an OCI distribution registry, unchecked; and the
+    requests that write to it.
 
-    Transfers are sequential for now; the token cache is locked and each transfer keeps
-    its own state, so that parallel layer downloads can be added without a redesign.
+    The token cache is locked and each transfer keeps its own state, so that layers can
+    be downloaded in parallel through one store.
     """
 
     def __init__(self, ref: str, *, options: RegistryOptions) -> None:
@@ -149,53 +149,29 @@ class OciRegistry:
         # known in another of the same registry is mounted, not uploaded again.
         self._seen: dict[Digest, str] = {}
 
-    def __repr__(self) -> str:
-        return f"OciRegistry({self.location!r})"
-
     @property
     def location(self) -> str:
         return f"{SCHEME}{self._host}/{self._namespace}".rstrip("/")
 
-    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
-        """Upload the bundle's blobs (skipping those present), then its OCI manifest,
-        tagged with the version; see :class:`~packager.registry.base.Registry`.
+    version_tag = staticmethod(version_tag)
+    tag_version = staticmethod(tag_version)
 
-        Raises:
-            UsageError: the bundle does not match its manifest or cannot be read.
-            TamperedError: a bundle file differs from the manifest.
-            RegistryError: the version exists with different content, the registry
-                refused an upload, or the network failed.
-        """
-        plan = plan_artifact(bundle, manifest)
-        repo = self._repository(plan.name)
-        tag = version_tag(plan.version)
-        scope = f"repository:{repo}:pull,push"
-        # Tags have no create-if-absent: two publishers racing on one version with
-        # different content both pass this check and the last tag wins. The signature
-        # still tells installers whose content they got.
-        existing = self._tagged_digest(repo, tag, scope)
-        if existing == plan.manifest_digest:
-            return plan.artifact()
-        if existing is not None:
-            raise RegistryError(
-                f"{plan.name}@{plan.version} already exists with different content in "
-                f"{self.location}; publish a new version"
-            )
-        for desc, source in plan.layers:
-            self._push_blob(repo, desc, source, scope)
-        self._push_blob(repo, plan.config, plan.config_bytes, scope)
-        self._put_manifest(repo, tag, plan.manifest_bytes, plan.manifest_digest, scope)
-        return plan.artifact()
+    def check_name(self, name: str) -> str:
+        self.repository(name)
+        return name
 
-    def names(self) -> list[str]:
-        """Every model name in the namespace, from the registry's catalog; sorted.
+    def close(self) -> None:
+        self._transport.close()
+
+    def list_names(self) -> list[str]:
+        """Every model name in the namespace, from the registry's catalog.
 
         Raises:
             RegistryError: the registry does not allow listing its repositories (common
                 on hosted registries: name the model instead), or cannot be read.
         """
         prefix = f"{self._namespace}/" if self._namespace else ""
-        found: set[str] = set()
+        found: list[str] = []
         what = f"list the repositories of {self._host}"
         for page in self._pages(f"{self._base_url()}/v2/_catalog?n=1000", CATALOG_SCOPE, what):
             repositories = page.get("repositories") or []
@@ -205,174 +181,38 @@ class OciRegistry:
                 if isinstance(repo, str) and repo.startswith(prefix):
                     name = repo[len(prefix) :]
                     if NAME_RE.fullmatch(name):
-                        found.add(name)
-        return sorted(found)
+                        found.append(name)
+        return found
 
-    def versions(self, name: str) -> list[str]:
-        """The tags of ``name`` that are versions, by SemVer precedence; empty when the
+    def list_tags(self, name: str) -> list[str]:
+        """Every tag of ``name``'s repository as the registry lists it; empty when the
         repository does not exist.
 
         Raises:
-            UsageError: ``name`` is not a valid model name.
             RegistryError: the registry cannot be read.
         """
-        return sort_versions(v for t in self.tags(name) if (v := tag_version(t)))
-
-    def tags(self, name: str) -> list[str]:
-        """Every tag of ``name``'s repository as the registry spells it, sorted; empty when
-        the repository does not exist.
-
-        Raises:
-            UsageError: ``name`` is not a valid model name.
-            RegistryError: the registry cannot be read.
-        """
-        repo = self._repository(name)
+        repo = self.repository(name)
         what = f"list the tags of {name} in {self.location}"
         url = f"{self._base_url()}/v2/{repo}/tags/list"
-        tags: set[str] = set()
+        tags: list[str] = []
         for page in self._pages(url, f"repository:{repo}:pull", what):
             listed = page.get("tags") or []
             if not isinstance(listed, list):
                 raise RegistryError(f"cannot {what}: the tag list is not a list")
-            tags.update(t for t in listed if isinstance(t, str) and _TAG_RE.fullmatch(t))
-        return sorted(tags)
+            tags += [t for t in listed if isinstance(t, str) and _TAG_RE.fullmatch(t)]
+        return tags
 
-    def resolve(self, name: str, version: str) -> Artifact:
-        """Fetch and check the OCI manifest of ``name``@``version``; the digest is the
-        client's own hash of the bytes.
+    def find_tag(self, name: str, tag: str, *, limit: int) -> Tagged | None:
+        """The OCI manifest ``tag`` names, read to ``limit`` + 1 bytes, and the digest the
+        registry claims for it; None when there is no such repository or tag.
 
         Raises:
-            UsageError: ``name`` or ``version`` is malformed.
-            NotFoundError: the model or version is not in the registry.
-            TamperedError: the manifest is too large, malformed, not a model, or the
-                registry claims another digest for it.
             RegistryError: the registry cannot be read.
         """
-        repo = self._repository(name)
-        fetched = self._get_manifest(
-            repo, version_tag(version), label=f"{name}@{version}", limit=MAX_OCI_MANIFEST_BYTES
-        )
-        if fetched is None:
-            raise NotFoundError(
-                f"{name}@{version} not found in {self.location}; "
-                f"run `packager search {name} --registry {self.location}` to list versions"
-            )
-        data, digest = fetched
-        artifact = parse_oci_manifest(data, name=name, version=version, digest=digest)
-        for desc in artifact.files.values():
-            self._saw(desc.digest, repo)
-        return artifact
-
-    def read_blob(self, name: str, desc: Descriptor, *, max_size: int) -> bytes:
-        """Download a small blob into memory, checking size and digest; see
-        :class:`~packager.registry.base.Registry`.
-
-        Raises:
-            UsageError: ``name`` is not a valid model name.
-            TamperedError: ``desc.size`` is over ``max_size``, or the bytes differ.
-            RegistryError: the blob is missing or cannot be read.
-        """
-        if desc.size > max_size:
-            raise TamperedError(
-                f"blob {desc.digest} of {name} declares {desc.size} bytes, "
-                f"more than the {max_size} allowed"
-            )
-        sink = io.BytesIO()
-        repo = self._repository(name)
-        self._transport.download(
-            self._blob_url(repo, desc.digest),
-            sink,
-            size=desc.size,
-            digest=desc.digest,
-            what=f"fetch blob {desc.digest} of {name}",
-            auth=self._authenticator(),
-            scope=f"repository:{repo}:pull",
-        )
-        return sink.getvalue()
-
-    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
-        """Stream a blob into the new file ``dest``, resuming after dropped connections;
-        see :class:`~packager.registry.base.Registry`.
-
-        Raises:
-            UsageError: ``name`` is not a valid model name.
-            TamperedError: the bytes differ from the descriptor (``dest`` is removed).
-            RegistryError: the blob is missing or cannot be read, or ``dest`` exists or
-                cannot be written.
-        """
-        repo = self._repository(name)
-        title = desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
-        with progress_bar(
-            f"fetching {title}", desc.size, enabled=self._options.progress
-        ) as progress:
-            self._transport.download_file(
-                self._blob_url(repo, desc.digest),
-                dest,
-                size=desc.size,
-                digest=desc.digest,
-                what=f"fetch {title} ({desc.digest}) of {name}",
-                auth=self._authenticator(),
-                scope=f"repository:{repo}:pull",
-                progress=progress,
-            )
-
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
-        """Upload the empty config and the document's layer (skipping blobs present), then
-        PUT its OCI manifest by ``tag``, which moves the tag; see
-        :class:`~packager.registry.base.Registry`.
-
-        Raises:
-            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
-            RegistryError: the registry refused an upload or rewrote the manifest, or the
-                network failed.
-        """
-        repo = self._repository(name)
-        check_document_tag(tag)
-        scope = f"repository:{repo}:pull,push"
-        manifest, layer = document_manifest(data, artifact_type=artifact_type)
-        self._push_blob(repo, EMPTY_DESCRIPTOR, EMPTY_CONFIG, scope)
-        self._push_blob(repo, layer, data, scope)
-        digest = Digest.of(manifest)
-        self._put_manifest(repo, tag, manifest, digest, scope)
-        return digest
-
-    def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
-        """GET the document's OCI manifest by ``tag`` (capped, hashed here), then its layer
-        (capped at ``max_size``, digest checked); see :class:`~packager.registry.base.Registry`.
-
-        Raises:
-            UsageError: ``name`` or ``tag`` is malformed.
-            NotFoundError: no such repository or tag.
-            TamperedError: the manifest is too large, malformed, of another artifact type,
-                or the registry claims another digest for it; the layer differs from its
-                descriptor or is over ``max_size``.
-            RegistryError: the registry cannot be read.
-        """
-        repo = self._repository(name)
-        check_document_tag(tag)
-        label = f"{name}:{tag}"
-        fetched = self._get_manifest(repo, tag, label=label, limit=MAX_DOCUMENT_MANIFEST_BYTES)
-        if fetched is None:
-            raise NotFoundError(f"no {tag} for {name} in {self.location}")
-        data, digest = fetched
-        layer = parse_document_manifest(
-            data, digest=digest, artifact_type=artifact_type, where=f"{label} in {self.location}"
-        )
-        return self.read_blob(name, layer, max_size=max_size)
-
-    def _get_manifest(
-        self, repo: str, tag: str, *, label: str, limit: int
-    ) -> tuple[bytes, Digest] | None:
-        """The OCI manifest ``tag`` names and the digest of its bytes, computed here; None
-        when the registry has no such repository or tag.
-
-        Raises:
-            TamperedError: over ``limit`` bytes, or the registry claims another digest.
-            RegistryError: the registry cannot be read.
-        """
+        repo = self.repository(name)
         url = f"{self._base_url()}/v2/{repo}/manifests/{tag}"
-        what = f"resolve {label} in {self.location}"
-        response = self._request(
+        what = f"resolve {name}:{tag} in {self.location}"
+        response = self.request(
             "GET",
             url,
             what=what,
@@ -387,17 +227,39 @@ class OciRegistry:
             raise self._transport.http_error(response, what, self._auth)
         claimed = response.headers.get("Docker-Content-Digest")
         data = self._transport.read(response, limit=limit, what=what, auth=self._auth)
-        if len(data) > limit:
-            raise TamperedError(f"OCI manifest of {label} is larger than {limit} bytes")
-        digest = Digest.of(data)
-        if claimed is not None and claimed != str(digest):
-            raise TamperedError(
-                f"{self.location} says the manifest of {label} is {claimed}, "
-                f"but its bytes are {digest}; do not use it"
-            )
-        return data, digest
+        return Tagged(data=data, claimed=_claimed_digest(claimed, what))
 
-    def _repository(self, name: str) -> str:
+    def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
+        repo = self.repository(name)
+        self._transport.download(
+            self.blob_url(repo, desc.digest),
+            sink,
+            size=desc.size,
+            digest=desc.digest,
+            what=f"fetch blob {desc.digest} of {name}",
+            auth=self.authenticator(),
+            scope=f"repository:{repo}:pull",
+        )
+
+    def copy_blob_into(self, name: str, desc: Descriptor, out: int) -> tuple[Digest, int]:
+        """Streamed, resumed after dropped connections, hashed on a thread of its own."""
+        repo = self.repository(name)
+        title = desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
+        with progress_bar(
+            f"fetching {title}", desc.size, enabled=self._options.progress
+        ) as progress:
+            return self._transport.download_into(
+                self.blob_url(repo, desc.digest),
+                out,
+                size=desc.size,
+                digest=desc.digest,
+                what=f"fetch {title} ({desc.digest}) of {name}",
+                auth=self.authenticator(),
+                scope=f"repository:{repo}:pull",
+                progress=progress,
+            )
+
+    def repository(self, name: str) -> str:
         check_name(name)
         if not _COMPONENT_RE.fullmatch(name):
             raise UsageError(
@@ -446,12 +308,12 @@ class OciRegistry:
             return plain
         return secure
 
-    def _authenticator(self) -> RegistryAuth:
+    def authenticator(self) -> RegistryAuth:
         self._base_url()
         assert self._auth is not None
         return self._auth
 
-    def _request(
+    def request(
         self,
         method: str,
         url: str,
@@ -469,14 +331,14 @@ class OciRegistry:
             headers=headers,
             body=body,
             params=params,
-            auth=self._authenticator(),
+            auth=self.authenticator(),
             scope=scope,
         )
 
-    def _blob_url(self, repo: str, digest: Digest) -> str:
+    def blob_url(self, repo: str, digest: Digest) -> str:
         return f"{self._base_url()}/v2/{repo}/blobs/{digest}"
 
-    def _saw(self, digest: Digest, repo: str) -> None:
+    def saw(self, digest: Digest, repo: str) -> None:
         self._seen.setdefault(digest, repo)
 
     def _pages(self, url: str, scope: str, what: str) -> Iterator[dict[str, Any]]:
@@ -487,7 +349,7 @@ class OciRegistry:
         visited: set[str] = set()
         while url not in visited and len(visited) < MAX_PAGES:
             visited.add(url)
-            response = self._request("GET", url, what=what, scope=scope)
+            response = self.request("GET", url, what=what, scope=scope)
             status = response.status_code
             if scope == CATALOG_SCOPE and status in (401, 403, 404):
                 response.close()
@@ -504,22 +366,19 @@ class OciRegistry:
                 raise self._transport.http_error(response, what, self._auth)
             following = response.links.get("next", {}).get("url")
             body = self._transport.read(response, limit=MAX_LIST_BYTES, what=what, auth=self._auth)
-            try:
-                page = json.loads(body) if len(body) <= MAX_LIST_BYTES else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                page = None
+            page = loads(body, what=what, error=_no_listing, limits=_LIST_LIMITS)
             if not isinstance(page, dict):
-                raise RegistryError(f"cannot {what}: the registry sent no JSON object")
+                raise _no_listing(f"cannot {what}")
             yield page
             if not following:
                 return
             url = urljoin(url, following)
 
-    def _tagged_digest(self, repo: str, tag: str, scope: str) -> Digest | None:
+    def tagged_digest(self, repo: str, tag: str, scope: str) -> Digest | None:
         """The digest of the manifest ``tag`` names (hashed here), or None if untagged."""
         url = f"{self._base_url()}/v2/{repo}/manifests/{tag}"
         what = f"check {repo}:{tag} in {self._host}"
-        response = self._request(
+        response = self.request(
             "GET", url, what=what, scope=scope, headers={"Accept": OCI_MANIFEST_MEDIA_TYPE}
         )
         if response.status_code == 404:
@@ -532,21 +391,21 @@ class OciRegistry:
         )
         return Digest.of(data)
 
-    def _push_blob(self, repo: str, desc: Descriptor, source: Path | bytes, scope: str) -> None:
+    def push_blob(self, repo: str, desc: Descriptor, source: Path | bytes, scope: str) -> None:
         title = desc.annotations.get(TITLE_ANNOTATION, "config")
         what = f"upload {title} ({desc.digest}) to {self._host}/{repo}"
-        url = self._blob_url(repo, desc.digest)
-        response = self._request("HEAD", url, what=what, scope=scope)
+        url = self.blob_url(repo, desc.digest)
+        response = self.request("HEAD", url, what=what, scope=scope)
         response.close()
         if response.status_code == 200:
-            self._saw(desc.digest, repo)
+            self.saw(desc.digest, repo)
             return
         if response.status_code != 404:
             raise self._transport.http_error(response, what, self._auth)
         uploads = f"{self._base_url()}/v2/{repo}/blobs/uploads/"
         mount_from = self._seen.get(desc.digest)
         if mount_from is not None and mount_from != repo:
-            response = self._request(
+            response = self.request(
                 "POST",
                 uploads,
                 what=what,
@@ -555,10 +414,10 @@ class OciRegistry:
             )
             if response.status_code == 201:
                 response.close()
-                self._saw(desc.digest, repo)
+                self.saw(desc.digest, repo)
                 return
         else:
-            response = self._request("POST", uploads, what=what, scope=scope)
+            response = self.request("POST", uploads, what=what, scope=scope)
         # Also the answer to a mount the registry could not do: it opens an upload instead.
         if response.status_code != 202 or "Location" not in response.headers:
             raise self._transport.http_error(response, what, self._auth)
@@ -579,7 +438,7 @@ class OciRegistry:
                 )
                 if refused:
                     final = _body(source, 0, desc.size, meter)
-            response = self._request(
+            response = self.request(
                 "PUT",
                 location,
                 what=what,
@@ -591,7 +450,7 @@ class OciRegistry:
         if response.status_code not in (201, 204):
             raise self._transport.http_error(response, what, self._auth)
         response.close()
-        self._saw(desc.digest, repo)
+        self.saw(desc.digest, repo)
 
     def _patch_chunks(
         self,
@@ -609,7 +468,7 @@ class OciRegistry:
         offset = 0
         while offset < desc.size:
             length = min(chunk, desc.size - offset)
-            response = self._request(
+            response = self.request(
                 "PATCH",
                 location,
                 what=what,
@@ -630,9 +489,9 @@ class OciRegistry:
             offset += length
         return False, location
 
-    def _put_manifest(self, repo: str, tag: str, data: bytes, digest: Digest, scope: str) -> None:
+    def put_manifest(self, repo: str, tag: str, data: bytes, digest: Digest, scope: str) -> None:
         what = f"tag {repo}:{tag} in {self._host}"
-        response = self._request(
+        response = self.request(
             "PUT",
             f"{self._base_url()}/v2/{repo}/manifests/{tag}",
             what=what,
@@ -649,6 +508,99 @@ class OciRegistry:
                 f"cannot {what}: the registry stored the manifest as {stored}, not {digest}; "
                 "it rewrites manifests and cannot hold signed models"
             )
+
+
+class OciRegistry(VerifiedRegistry):
+    """A remote OCI distribution registry, read and written; see the module doc."""
+
+    def __init__(self, ref: str, *, options: RegistryOptions) -> None:
+        """Parse ``oci://host[:port]/namespace``; nothing is sent before the first call.
+
+        Raises:
+            UsageError: a malformed reference, or a Docker config that cannot be read.
+        """
+        self._oci = OciStore(ref, options=options)
+        super().__init__(self._oci)
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Every write is done when it returns: nothing to group."""
+        return contextlib.nullcontext()
+
+    def resolve(self, name: str, version: str) -> Artifact:
+        """What ``name``@``version`` contains (the manifest's digest is the client's own
+        hash of its bytes); its blobs are remembered for cross-repository mounts."""
+        artifact = super().resolve(name, version)
+        repo = self._oci.repository(name)
+        for desc in artifact.files.values():
+            self._oci.saw(desc.digest, repo)
+        return artifact
+
+    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
+        """Upload the bundle's blobs (skipping those present), then its OCI manifest,
+        tagged with the version; see :class:`~packager.registry.base.RegistryWriter`.
+
+        Raises:
+            UsageError: the bundle does not match its manifest or cannot be read.
+            TamperedError: a bundle file differs from the manifest.
+            RegistryError: the version exists with different content, the registry
+                refused an upload, or the network failed.
+        """
+        plan = plan_artifact(bundle, manifest)
+        oci = self._oci
+        repo = oci.repository(plan.name)
+        tag = version_tag(plan.version)
+        scope = f"repository:{repo}:pull,push"
+        # Tags have no create-if-absent: two publishers racing on one version with
+        # different content both pass this check and the last tag wins. The signature
+        # still tells installers whose content they got.
+        existing = oci.tagged_digest(repo, tag, scope)
+        if existing == plan.manifest_digest:
+            return plan.artifact()
+        if existing is not None:
+            raise RegistryError(
+                f"{plan.name}@{plan.version} already exists with different content in "
+                f"{self.location}; publish a new version"
+            )
+        for desc, source in plan.layers:
+            oci.push_blob(repo, desc, source, scope)
+        oci.push_blob(repo, plan.config, plan.config_bytes, scope)
+        oci.put_manifest(repo, tag, plan.manifest_bytes, plan.manifest_digest, scope)
+        return plan.artifact()
+
+    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Upload the empty config and the document's layer (skipping blobs present), then
+        PUT its OCI manifest by ``tag``, which moves the tag; see
+        :class:`~packager.registry.base.RegistryWriter`.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
+            RegistryError: the registry refused an upload or rewrote the manifest, or the
+                network failed.
+        """
+        oci = self._oci
+        repo = oci.repository(name)
+        check_document_tag(tag)
+        scope = f"repository:{repo}:pull,push"
+        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        oci.push_blob(repo, EMPTY_DESCRIPTOR, EMPTY_CONFIG, scope)
+        oci.push_blob(repo, layer, data, scope)
+        digest = Digest.of(manifest)
+        oci.put_manifest(repo, tag, manifest, digest, scope)
+        return digest
+
+
+def _no_listing(reason: str) -> RegistryError:
+    return RegistryError(f"{reason}: the registry sent no JSON object")
+
+
+def _claimed_digest(claimed: str | None, what: str) -> Digest | None:
+    """The ``Docker-Content-Digest`` a registry sent, parsed; a malformed one is a lie."""
+    if claimed is None:
+        return None
+    try:
+        return Digest.parse(claimed)
+    except TamperedError as e:
+        raise TamperedError(f"cannot {what}: the registry claims the digest {claimed!r}") from e
 
 
 class _Meter:

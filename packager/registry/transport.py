@@ -41,6 +41,8 @@ from requests.exceptions import ChunkedEncodingError
 from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
 from packager.errors import RegistryError, TamperedError
+from packager.registry._verified_read import check_blob, new_file
+from packager.registry.base import Descriptor
 from packager.registry.files import flushing
 from packager.registry.options import RegistryOptions
 
@@ -281,14 +283,16 @@ class Transport:
         auth: Authenticator | None = None,
         scope: str | None = None,
         progress: Progress | None = None,
-    ) -> None:
-        """Stream exactly ``size`` bytes whose sha256 is ``digest`` into ``sink``.
+    ) -> tuple[Digest, int]:
+        """Stream exactly ``size`` bytes whose sha256 is ``digest`` into ``sink``; returns
+        the digest and size received.
 
         ``sink`` must be empty, seekable and truncatable. A connection that drops or
         stalls is resumed with ``Range: bytes=N-``: a 206 continues the hash where it
         stopped, a 200 (the server ignores ranges) restarts from zero, a 416 means the
         blob is shorter than declared. Attempts that received bytes do not count against
-        the retry budget; the deadline bounds the whole download.
+        the retry budget; the deadline bounds the whole download. The bytes are judged
+        by :func:`~packager.registry._verified_read.check_blob`.
 
         Raises:
             TamperedError: more or fewer than ``size`` bytes, or another digest.
@@ -296,14 +300,13 @@ class Transport:
         """
         deadline = self._clock() + self._options.timeouts.deadline
         # Hashed on a thread of its own while this one receives and writes.
-        hasher = BackgroundHasher()
+        state = _Received(sink, progress, size)
         try:
-            received = reported = 0
             failures = 0
             while True:
                 headers = {"Accept-Encoding": "identity"}
-                if received:
-                    headers["Range"] = f"bytes={received}-"
+                if state.received:
+                    headers["Range"] = f"bytes={state.received}-"
                 response = self.request(
                     "GET",
                     url,
@@ -313,49 +316,79 @@ class Transport:
                     scope=scope,
                     deadline=deadline,
                 )
-                before = received
+                before = state.received
                 with response:
-                    status = response.status_code
-                    if received and status == 416:
-                        raise TamperedError(
-                            f"cannot {what}: it is shorter than the {size} bytes declared"
-                        )
-                    if received and status == 206:
-                        _check_content_range(response, received, size, what)
-                    elif status == 200:
-                        if received:
-                            sink.seek(0)
-                            sink.truncate()
-                            hasher.close()
-                            hasher, received = BackgroundHasher(), 0
-                    else:
-                        raise self.http_error(response, what, auth)
+                    self._start_part(response, state, what, auth)
                     try:
-                        for chunk in self._chunks(response, size + 1 - received, deadline, what):
-                            hasher.update(chunk)
-                            sink.write(chunk)
-                            received += len(chunk)
-                            if progress is not None and received > reported:
-                                progress(min(received, size) - reported)
-                                reported = min(received, size)
+                        for chunk in self._chunks(
+                            response, size + 1 - state.received, deadline, what
+                        ):
+                            state.add(chunk)
                     except NETWORK_ERRORS as e:
-                        failures = 0 if received > before else failures + 1
+                        failures = 0 if state.received > before else failures + 1
                         if failures > self._options.retry.attempts:
                             raise self.network_error(e, what, url, auth) from e
                         self._wait(failures, None, deadline, what, url)
                         continue
                 break
-            if received != size:
-                longer = "longer" if received > size else "shorter"
-                raise TamperedError(
-                    f"cannot {what}: it is {longer} than the {size} bytes declared; do not use it"
-                )
-            if hasher.hexdigest() != digest.hex:
-                raise TamperedError(
-                    f"cannot {what}: the bytes do not match {digest}; do not use it"
-                )
+            got = Digest(state.hasher.hexdigest())
+            check_blob(what, Descriptor("", digest, size), state.received, got)
+            return got, state.received
         finally:
-            hasher.close()
+            state.hasher.close()
+
+    def _start_part(
+        self,
+        response: requests.Response,
+        state: _Received,
+        what: str,
+        auth: Authenticator | None,
+    ) -> None:
+        """Check where a (resumed) response starts; a full answer restarts the sink."""
+        status = response.status_code
+        if state.received and status == 416:
+            raise TamperedError(
+                f"cannot {what}: it is shorter than the {state.size} bytes declared"
+            )
+        if state.received and status == 206:
+            _check_content_range(response, state.received, state.size, what)
+        elif status == 200:
+            state.restart()
+        else:
+            raise self.http_error(response, what, auth)
+
+    def download_into(
+        self,
+        url: str,
+        out: int,
+        *,
+        size: int,
+        digest: Digest,
+        what: str,
+        auth: Authenticator | None = None,
+        scope: str | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[Digest, int]:
+        """:meth:`download` into the empty file ``out``, written back to disk while the
+        bytes arrive (the caller's fsync then waits for the last MiB only).
+
+        Raises:
+            TamperedError, RegistryError: as :meth:`download`.
+            OSError: ``out`` cannot be written.
+        """
+        with os.fdopen(os.dup(out), "r+b") as sink, flushing(out):
+            received = self.download(
+                url,
+                sink,
+                size=size,
+                digest=digest,
+                what=what,
+                auth=auth,
+                scope=scope,
+                progress=progress,
+            )
+            sink.flush()
+        return received
 
     def download_file(
         self,
@@ -365,43 +398,21 @@ class Transport:
         size: int,
         digest: Digest,
         what: str,
-        auth: Authenticator | None = None,
-        scope: str | None = None,
         progress: Progress | None = None,
     ) -> None:
-        """:meth:`download` into the new file ``dest``: created exclusively (never
+        """:meth:`download_into` the new file ``dest``: created exclusively (never
         through a link planted there), fsynced, and removed on any failure.
 
         Raises:
             TamperedError, RegistryError: as :meth:`download`; RegistryError also when
                 ``dest`` exists or cannot be written.
         """
-        try:
-            out = open(dest, "xb")  # noqa: SIM115 - closed below, after fsync
-        except OSError as e:
-            raise RegistryError(f"cannot {what}: cannot create {dest}: {e.strerror}") from e
-        try:
-            with out:
-                # Written back while it arrives: the fsync then waits for the last MiB only.
-                with flushing(out.fileno()):
-                    self.download(
-                        url,
-                        out,
-                        size=size,
-                        digest=digest,
-                        what=what,
-                        auth=auth,
-                        scope=scope,
-                        progress=progress,
-                    )
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as e:
-            dest.unlink(missing_ok=True)
-            raise RegistryError(f"cannot {what}: cannot write {dest}: {e.strerror}") from e
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
+        with new_file(dest, what) as out:
+            self.download_into(url, out, size=size, digest=digest, what=what, progress=progress)
+
+    def close(self) -> None:
+        """Close the session's pooled connections."""
+        self._session.close()
 
     def http_error(
         self, response: requests.Response, what: str, auth: Authenticator | None = None
@@ -517,6 +528,34 @@ class Transport:
             if isinstance(e, OSError) and e.strerror:
                 return e.strerror.lower()
         return type(error).__name__
+
+
+class _Received:
+    """What one download has received so far: written to the sink, hashed, reported."""
+
+    def __init__(self, sink: IO[bytes], progress: Progress | None, size: int) -> None:
+        self.sink = sink
+        self.progress = progress
+        self.size = size
+        self.received = 0
+        self.reported = 0
+        self.hasher = BackgroundHasher()
+
+    def add(self, chunk: bytes) -> None:
+        self.hasher.update(chunk)
+        self.sink.write(chunk)
+        self.received += len(chunk)
+        if self.progress is not None and self.received > self.reported:
+            self.progress(min(self.received, self.size) - self.reported)
+            self.reported = min(self.received, self.size)
+
+    def restart(self) -> None:
+        """The server sent the whole blob again: start over (progress never goes back)."""
+        if self.received:
+            self.sink.seek(0)
+            self.sink.truncate()
+            self.hasher.close()
+            self.hasher, self.received = BackgroundHasher(), 0
 
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -22,7 +22,7 @@ from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.mirror import export
 from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
-from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
+from packager.registry import ArchiveRegistry, LayoutRegistry, open_destination, open_registry
 
 from ..conftest import KeyPair
 from .test_layout import make_bundle
@@ -171,9 +171,10 @@ def test_export_cli(
 # --- the archive as a registry ------------------------------------------------------------
 
 
-def test_archive_is_a_read_only_registry(archive: Path, layout: LayoutRegistry) -> None:
+def test_archive_is_a_registry_read_in_place(archive: Path, layout: LayoutRegistry) -> None:
     registry = open_registry(archive, home=archive.parent)
-    assert registry == ArchiveRegistry(archive)
+    assert isinstance(registry, ArchiveRegistry)
+    assert registry.path == archive
     assert registry.names() == ["iris"]
     assert registry.versions("iris") == list(VERSIONS)
     for version in VERSIONS:
@@ -182,6 +183,32 @@ def test_archive_is_a_read_only_registry(archive: Path, layout: LayoutRegistry) 
         registry.resolve("iris", "3.0.0")
     with pytest.raises(UsageError):
         registry.publish(archive.parent, layout_manifest(layout))
+
+
+def test_publishing_to_an_archive_rebuilds_it_keeping_everything(
+    tmp_path: Path, layout: LayoutRegistry, bundles: dict[str, Path]
+) -> None:
+    out = tmp_path / "grown.tar"
+    export(["iris@1.0.0"], registry=layout, out=out)
+    archive = open_destination(out, home=tmp_path)
+    assert isinstance(archive, ArchiveRegistry)
+    manifest = layout_manifest(layout)
+    again = archive.publish(bundles["1.0.0"], manifest)
+    assert again == layout.resolve("iris", "1.0.0")
+    artifact = publish_bundle(bundles["2.0.0"], registry=archive)
+    assert archive.versions("iris") == ["1.0.0", "2.0.0"]
+    assert archive.resolve("iris", "2.0.0") == artifact == layout.resolve("iris", "2.0.0")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # Writes in a batch land together, or not at all.
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError), archive.batch():
+        publish_bundle(bundles["1.1.0"], registry=archive)
+        raise RuntimeError("stop")
+    assert out.read_bytes() == before
+    with pytest.raises(UsageError, match="not a directory"):
+        open_destination(tmp_path / "missing" / "x.tar", home=tmp_path).put_document(
+            "iris", "channel.stable", b"{}", artifact_type="application/x-test"
+        )
 
 
 def layout_manifest(layout: LayoutRegistry) -> Any:

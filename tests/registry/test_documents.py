@@ -14,7 +14,7 @@ import requests
 
 from packager.core.digests import Digest
 from packager.distribution.mirror import export
-from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
+from packager.errors import NotFoundError, TamperedError, UsageError
 from packager.instance.store import Following, Store
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
@@ -155,16 +155,21 @@ def test_layout_refuses_a_tampered_document_blob(layout: LayoutRegistry) -> None
         get(layout)
 
 
-def test_layout_refuses_a_tag_listed_twice(layout: LayoutRegistry) -> None:
+@pytest.mark.parametrize("other_digest", [True, False], ids=["two-digests", "same-entry"])
+def test_layout_refuses_a_tag_listed_twice(layout: LayoutRegistry, other_digest: bool) -> None:
+    # An index that contradicts itself is tampering (exit 3), even with identical entries.
     put(layout, DOC_1)
     index_path = layout.root / "iris" / "index.json"
     index = json.loads(index_path.read_text())
     entry = next(e for e in index["manifests"] if e.get("artifactType") == KIND)
-    other = dict(entry, digest=f"sha256:{'0' * 64}")
+    other = dict(entry, digest=f"sha256:{'0' * 64}") if other_digest else dict(entry)
     index["manifests"].append(other)
     index_path.write_text(json.dumps(index))
-    with pytest.raises(RegistryError, match="more than once"):
+    with pytest.raises(TamperedError, match="more than once") as caught:
         get(layout)
+    assert caught.value.exit_code == 3
+    with pytest.raises(TamperedError, match="more than once"):
+        layout.tags("iris")
 
 
 def test_documents_and_versions_written_concurrently_are_all_kept(

@@ -29,7 +29,7 @@ from packager.distribution.pull import pull
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
 from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
-from packager.registry import open_registry
+from packager.registry import open_destination, open_registry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.document import (
     EMPTY_MEDIA_TYPE,
@@ -314,17 +314,29 @@ def test_a_tampered_blob_on_the_server_is_refused_with_exit_3(
 
 
 def test_a_mirror_is_read_only(
-    capsys: pytest.CaptureFixture[str], served: Site, bundles: dict[str, Path]
+    capsys: pytest.CaptureFixture[str], served: Site, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
+    # A mirror has no write methods at all; asking for a writer is refused when opening.
     registry = mirror_at(served)
+    assert not hasattr(registry, "publish")
+    assert not hasattr(registry, "put_document")
     with pytest.raises(UsageError, match="read-only mirror; publish") as caught:
-        publish_bundle(
-            bundles["1.0.0"], registry=registry, mode=Unverified("publish without --key")
-        )
+        open_destination(served.url, home=served.registry_dir)
     assert caught.value.exit_code == 2
-    with pytest.raises(UsageError, match="read-only mirror"):
-        registry.put_document("iris", "channel.stable", b"{}", artifact_type=CHANNEL_TYPE)
     code, _, err = cli(capsys, "publish", bundles["1.0.0"], "--registry", served.url)
+    assert code == 2
+    assert "read-only mirror" in err
+    code, _, err = cli(
+        capsys,
+        "promote",
+        "iris@1.0.0",
+        "--channel",
+        "stable",
+        "--key",
+        keypair.key_path,
+        "--registry",
+        served.url,
+    )
     assert code == 2
     assert "read-only mirror" in err
     assert served.requests == []
@@ -351,8 +363,8 @@ def corrupted(index: dict[str, Any], how: str) -> bytes:
     [
         ("not-json", RegistryError, "not an OCI image index"),
         ("no-list", RegistryError, "not an OCI image index"),
-        ("same-entry-twice", None, ""),
-        ("two-digests", RegistryError, "tags 1.0.0 more than once"),
+        ("same-entry-twice", TamperedError, "tags 1.0.0 more than once"),
+        ("two-digests", TamperedError, "tags 1.0.0 more than once"),
         ("not-a-manifest", TamperedError, "not an OCI manifest"),
     ],
 )

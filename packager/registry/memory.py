@@ -1,0 +1,212 @@
+"""A registry in memory: a reader and writer for tests, which can also be made to lie.
+
+It keeps what the embedded directory keeps - one OCI image index per model, as bytes,
+and content-addressed blobs - and reads it through the same
+:class:`~packager.registry._verified_read.VerifiedRegistry` and
+:func:`~packager.registry.index.parse_index` as every other kind, so whatever a test
+makes it serve meets the real checks. The hooks play a compromised registry:
+:meth:`MemoryRegistry.serve` hands out other bytes for a blob, :meth:`put_blob` and
+:meth:`set_tag` store anything under any tag (an entry may lie about a size or a
+digest), :meth:`duplicate_tag` and :meth:`drop_tag` change the index, and
+:meth:`snapshot` / :meth:`roll_back` put an earlier state back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any
+
+from packager.core.digests import Digest
+from packager.core.jsonio import loads_object
+from packager.core.manifest import Manifest, check_name, check_version
+from packager.errors import NotFoundError, RegistryError, TamperedError
+from packager.registry._verified_read import Tagged, VerifiedRegistry
+from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
+from packager.registry.base import Artifact, Descriptor
+from packager.registry.document import (
+    EMPTY_CONFIG,
+    check_document_tag,
+    document_manifest,
+)
+from packager.registry.index import (
+    EMPTY_INDEX,
+    INDEX,
+    REF_NAME_ANNOTATION,
+    Entry,
+    OciIndex,
+    already_tagged,
+    manifest_entry,
+    parse_index,
+    ref_name,
+    render_index,
+)
+from packager.registry.layout import semver_tag
+
+
+@dataclass(frozen=True)
+class MemorySnapshot:
+    """The indexes of a :class:`MemoryRegistry` at one moment (blobs are never removed)."""
+
+    indexes: Mapping[str, bytes]
+
+
+class MemoryStore:
+    """Blobs by digest and index.json bytes by model name, unchecked."""
+
+    def __init__(self, location: str) -> None:
+        self._location = location
+        self.blobs: dict[str, bytes] = {}
+        self.indexes: dict[str, bytes] = {}
+        self.served: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    check_name = staticmethod(check_name)
+    version_tag = staticmethod(check_version)
+    tag_version = staticmethod(semver_tag)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def list_names(self) -> list[str]:
+        return list(self.indexes)
+
+    def list_tags(self, name: str) -> list[str]:
+        index = self.index(name)
+        return list(index.refs) if index is not None else []
+
+    def find_tag(self, name: str, tag: str, *, limit: int) -> Tagged | None:
+        index = self.index(name)
+        if index is None:
+            raise NotFoundError(f"model {name!r} not found in {self.location}")
+        desc = index.descriptor(tag)
+        return None if desc is None else Tagged(descriptor=desc)
+
+    def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
+        hexdigest = desc.digest.hex
+        data = self.served.get(hexdigest, self.blobs.get(hexdigest))
+        if data is None:
+            raise RegistryError(f"blob {desc.digest} of {name} is missing from {self.location}")
+        sink.write(data[: desc.size + 1])
+
+    def index(self, name: str) -> OciIndex | None:
+        data = self.indexes.get(name)
+        if data is None:
+            return None
+        return parse_index(data, where=f"{INDEX} of {name} in {self.location}", hint="reset it")
+
+    def put(self, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        self.blobs.setdefault(digest.hex, data)
+        return digest
+
+    def write_index(self, name: str, entries: list[Entry]) -> None:
+        self.indexes[name] = render_index(entries, order=lambda e: ref_name(e) or "")
+
+
+class MemoryRegistry(VerifiedRegistry):
+    """A registry held in memory; see the module doc."""
+
+    def __init__(self, location: str = "memory://registry") -> None:
+        self._memory = MemoryStore(location)
+        super().__init__(self._memory)
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Every write is visible when it returns: nothing to group."""
+        return contextlib.nullcontext()
+
+    def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
+        """Store the bundle as ``manifest.name``@``manifest.version``; see
+        :class:`~packager.registry.base.RegistryWriter`.
+
+        Raises:
+            UsageError: the bundle does not match its manifest or cannot be read.
+            TamperedError: a bundle file changed since it was hashed.
+            RegistryError: the version exists with different content.
+        """
+        plan = plan_artifact(bundle, manifest)
+        desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, plan.manifest_digest, len(plan.manifest_bytes))
+        label = f"{plan.name}@{plan.version}"
+        with self._memory.lock:
+            index = self._memory.index(plan.name) or EMPTY_INDEX
+            if already_tagged(index, plan.version, desc, label=label, location=self.location):
+                return plan.artifact()
+            for layer, source in plan.layers:
+                if self._memory.put(source.read_bytes()) != layer.digest:
+                    raise TamperedError(f"{source} changed while it was published")
+            self._memory.put(plan.config_bytes)
+            self._memory.put(plan.manifest_bytes)
+            entry = manifest_entry(
+                desc, artifact_type=ARTIFACT_TYPE, annotations={REF_NAME_ANNOTATION: plan.version}
+            )
+            self._memory.write_index(plan.name, [*index.entries, entry])
+        return plan.artifact()
+
+    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+        """Store ``data`` as the document tagged ``tag``; see
+        :class:`~packager.registry.base.RegistryWriter`."""
+        check_name(name)
+        check_document_tag(tag)
+        manifest, _ = document_manifest(data, artifact_type=artifact_type)
+        with self._memory.lock:
+            for content in (EMPTY_CONFIG, data, manifest):
+                self._memory.put(content)
+            desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
+            self.set_tag(
+                name, tag, manifest_entry(desc, artifact_type=artifact_type, annotations={})
+            )
+        return desc.digest
+
+    # -- hooks: a compromised registry ----------------------------------------------------
+
+    def put_blob(self, data: bytes) -> Digest:
+        """Store ``data`` as a blob, unchecked; returns its digest."""
+        return self._memory.put(data)
+
+    def set_tag(self, name: str, tag: str, entry: Mapping[str, Any]) -> None:
+        """Make ``tag`` of ``name`` the index entry ``entry`` (annotated with the tag),
+        whatever it says: a lie about a size or a digest is served as it is."""
+        tagged = {
+            **entry,
+            "annotations": {**entry.get("annotations", {}), REF_NAME_ANNOTATION: tag},
+        }
+        kept = [e for e in self._entries(name) if ref_name(e) != tag]
+        self._memory.write_index(name, [*kept, tagged])
+
+    def duplicate_tag(self, name: str, tag: str, *, digest: Digest | None = None) -> None:
+        """List ``tag`` a second time, naming ``digest`` (default: the same manifest)."""
+        entries = self._entries(name)
+        entry = next(e for e in entries if ref_name(e) == tag)
+        copy = dict(entry, digest=str(digest)) if digest is not None else dict(entry)
+        self._memory.write_index(name, [*entries, copy])
+
+    def drop_tag(self, name: str, tag: str) -> None:
+        """Remove every index entry of ``tag``."""
+        self._memory.write_index(name, [e for e in self._entries(name) if ref_name(e) != tag])
+
+    def serve(self, digest: Digest, data: bytes) -> None:
+        """Hand out ``data`` whenever the blob ``digest`` is read."""
+        self._memory.served[digest.hex] = data
+
+    def snapshot(self) -> MemorySnapshot:
+        """The registry's tags as they are now, for :meth:`roll_back`."""
+        return MemorySnapshot(MappingProxyType(dict(self._memory.indexes)))
+
+    def roll_back(self, snapshot: MemorySnapshot) -> None:
+        """Serve the tags of ``snapshot`` again, as a registry restored from an old backup."""
+        self._memory.indexes = dict(snapshot.indexes)
+
+    def _entries(self, name: str) -> list[Entry]:
+        """The raw entries of ``name``'s index, read without the checks readers apply."""
+        data = self._memory.indexes.get(name)
+        if data is None:
+            return []
+        return list(loads_object(data, what=INDEX, error=RegistryError)["manifests"])
