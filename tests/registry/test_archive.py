@@ -201,9 +201,14 @@ def test_publishing_to_an_archive_rebuilds_it_keeping_everything(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # Writes in a batch land together, or not at all.
     before = out.read_bytes()
-    with pytest.raises(RuntimeError), archive.batch():
-        publish_bundle(bundles["1.1.0"], registry=archive)
-        raise RuntimeError("stop")
+
+    def fail_in_a_batch() -> None:
+        with archive.batch():
+            publish_bundle(bundles["1.1.0"], registry=archive)
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        fail_in_a_batch()
     assert out.read_bytes() == before
     with pytest.raises(UsageError, match="not a directory"):
         open_destination(tmp_path / "missing" / "x.tar", home=tmp_path).put_document(
