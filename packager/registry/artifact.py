@@ -12,7 +12,6 @@ in a way that matters to a reader (unsafe or duplicate titles, malformed descrip
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -24,6 +23,7 @@ from typing import Any
 
 from packager._io.hashing import digest_file
 from packager.core.digests import Digest
+from packager.core.jsonio import Limits, loads_object
 from packager.core.manifest import (
     MANIFEST,
     MAX_MANIFEST_BYTES,
@@ -51,6 +51,7 @@ CREATED_ANNOTATION = "org.opencontainers.image.created"
 
 # CNCF distribution rejects larger manifests, so no registry can legitimately serve one.
 MAX_OCI_MANIFEST_BYTES = 4 << 20
+_MANIFEST_LIMITS = Limits(max_bytes=MAX_OCI_MANIFEST_BYTES)
 
 _ROLE_MEDIA_TYPES: Mapping[str, str] = MappingProxyType(
     {
@@ -302,13 +303,8 @@ def parse_oci_manifest(data: bytes, *, name: str, version: str, digest: Digest) 
         raise TamperedError(f"OCI manifest of {ref} is larger than {MAX_OCI_MANIFEST_BYTES} bytes")
     if Digest.of(data) != digest:
         raise TamperedError(f"OCI manifest of {ref} does not match its digest {digest}")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TamperedError(f"OCI manifest of {ref} is not valid JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise TamperedError(f"OCI manifest of {ref} is not a JSON object")
     where = f"OCI manifest of {ref}"
+    doc = loads_object(data, what=where, limits=_MANIFEST_LIMITS)
     schema_version = doc.get("schemaVersion")
     if type(schema_version) is not int or schema_version != 2:
         raise TamperedError(f"{where}: schemaVersion is {schema_version!r}, not 2")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
+from packager.core.jsonio import Limits, loads, loads_object
 from packager.errors import RegistryError, UsageError
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import Transport, host_port, where
@@ -94,10 +94,18 @@ def docker_credentials(host: str, config: Path) -> Credentials | None:
         return None
     except OSError as e:
         raise UsageError(f"cannot read Docker config {config}: {e.strerror}") from e
-    try:
-        doc = json.loads(data) if len(data) <= MAX_CONFIG_BYTES else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"Docker config {config} is not valid JSON: fix or remove it") from e
+    if len(data) > MAX_CONFIG_BYTES:
+        return None
+
+    def invalid(message: str) -> UsageError:
+        return UsageError(f"{message}: fix or remove it")
+
+    doc = loads(
+        data,
+        what=f"Docker config {config}",
+        error=invalid,
+        limits=Limits(max_bytes=MAX_CONFIG_BYTES),
+    )
     auths = doc.get("auths") if isinstance(doc, dict) else None
     if not isinstance(auths, dict):
         return None
@@ -265,12 +273,15 @@ class RegistryAuth:
         return self._parse_token(body, what)
 
     def _parse_token(self, body: bytes, what: str) -> _Token:
-        try:
-            doc = json.loads(body) if len(body) <= MAX_TOKEN_RESPONSE else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            doc = None
-        if not isinstance(doc, dict):
-            raise RegistryError(f"cannot {what}: the answer is not a JSON object")
+        def refused(message: str) -> RegistryError:
+            return RegistryError(f"cannot {what}: {message}")
+
+        doc = loads_object(
+            body,
+            what="the answer",
+            error=refused,
+            limits=Limits(max_bytes=MAX_TOKEN_RESPONSE),
+        )
         value = doc.get("token") or doc.get("access_token")
         if not isinstance(value, str) or not _HEADER_SAFE_RE.fullmatch(value):
             raise RegistryError(f"cannot {what}: the answer holds no usable token")

@@ -13,11 +13,11 @@ the caller.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Protocol, runtime_checkable
 
 from packager.core.digests import Digest
+from packager.core.jsonio import Limits, loads_object
 from packager.core.manifest import dump_json
 from packager.core.semver import is_semver
 from packager.errors import TamperedError, UsageError
@@ -31,6 +31,7 @@ LAYER_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 # A document manifest is a few hundred bytes; the cap keeps a hostile registry from
 # making a reader buffer megabytes before anything is checked.
 MAX_DOCUMENT_MANIFEST_BYTES = 64 << 10
+_MANIFEST_LIMITS = Limits(max_bytes=MAX_DOCUMENT_MANIFEST_BYTES)
 # The tag grammar of the OCI distribution spec.
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 
@@ -85,11 +86,8 @@ def parse_document_manifest(
         raise TamperedError(f"{where}: manifest is larger than {MAX_DOCUMENT_MANIFEST_BYTES} bytes")
     if Digest.of(data) != digest:
         raise TamperedError(f"{where}: manifest does not match its digest {digest}")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TamperedError(f"{where}: manifest is not JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("mediaType") != OCI_MANIFEST_MEDIA_TYPE:
+    doc = loads_object(data, what=f"{where}: manifest", limits=_MANIFEST_LIMITS)
+    if doc.get("mediaType") != OCI_MANIFEST_MEDIA_TYPE:
         raise TamperedError(f"{where}: not an OCI image manifest")
     schema_version = doc.get("schemaVersion")
     if type(schema_version) is not int or schema_version != 2:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import ipaddress
-import json
 import os
 import socket
 import ssl
@@ -40,6 +39,7 @@ from requests.exceptions import ChunkedEncodingError
 
 from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
+from packager.core.jsonio import loads_object
 from packager.errors import RegistryError, TamperedError
 from packager.registry._verified_read import check_blob, new_file
 from packager.registry.base import Descriptor
@@ -604,10 +604,10 @@ def _check_content_range(response: requests.Response, start: int, size: int, wha
 def _error_detail(body: bytes) -> str:
     """`` CODE (message)`` from an OCI error response, or '' when there is none."""
     try:
-        errors = json.loads(body).get("errors")
+        errors: Any = loads_object(body, what="error body", error=RegistryError).get("errors")
         first = errors[0]
         code, message = str(first.get("code", "")), str(first.get("message", ""))
-    except (ValueError, AttributeError, TypeError, IndexError, KeyError):
+    except (RegistryError, AttributeError, TypeError, IndexError, KeyError):
         return ""
     return f" {code}" + (f" ({message})" if message else "")
 
