@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import keygen
+from packager.registry.memory import MemoryRegistry
 
 PASSWORD = "test-password"
 
@@ -106,6 +108,13 @@ def bundles(
         )
         for v in ("1.0.0", "1.1.0", "2.0.0")
     }
+
+
+@pytest.fixture
+def memory_registry() -> Iterator[MemoryRegistry]:
+    """An empty in-memory registry (reader and writer) whose hooks can make it lie."""
+    with MemoryRegistry() as registry:
+        yield registry
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from packager.registry.artifact import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, layer_media_type
+from packager.registry.memory import MemoryRegistry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ROLES = {
@@ -23,25 +24,66 @@ ROLES = {
 }
 
 
-def _blob(layout: Path, data: bytes) -> dict[str, object]:
-    digest = hashlib.sha256(data).hexdigest()
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
-    (blobs / digest).write_bytes(data)
-    return {"digest": f"sha256:{digest}", "size": len(data)}
+class _LayoutTarget:
+    """Writes straight into the files of an OCI image layout under ``root``."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.layout = root / name
+        self.layout.mkdir(parents=True, exist_ok=True)
+        (self.layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+    def blob(self, data: bytes) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        blobs = self.layout / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    def tag(self, tag: str, entry: dict[str, object]) -> None:
+        index_path = self.layout / "index.json"
+        index = (
+            json.loads(index_path.read_text())
+            if index_path.exists()
+            else {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [],
+            }
+        )
+        index["manifests"] = [
+            m
+            for m in index["manifests"]
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
+        ] + [{**entry, "annotations": {"org.opencontainers.image.ref.name": tag}}]
+        index_path.write_text(json.dumps(index))
 
 
-def serve_files(root: Path, name: str, tag: str, files: Mapping[str, bytes]) -> None:
-    """Tag ``name:tag`` in the layout under ``root`` as an artifact holding exactly ``files``."""
-    layout = root / name
-    layout.mkdir(parents=True, exist_ok=True)
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+class _MemoryTarget:
+    """Stores through the hooks of an in-memory registry."""
+
+    def __init__(self, registry: MemoryRegistry, name: str) -> None:
+        self.registry = registry
+        self.name = name
+
+    def blob(self, data: bytes) -> dict[str, object]:
+        return {"digest": str(self.registry.put_blob(data)), "size": len(data)}
+
+    def tag(self, tag: str, entry: dict[str, object]) -> None:
+        self.registry.set_tag(self.name, tag, entry)
+
+
+def serve_files(
+    target: Path | MemoryRegistry, name: str, tag: str, files: Mapping[str, bytes]
+) -> None:
+    """Tag ``name:tag`` as an artifact holding exactly ``files``, in the layout under the
+    directory ``target`` or in the in-memory registry ``target``."""
+    store = _LayoutTarget(target, name) if isinstance(target, Path) else _MemoryTarget(target, name)
     layers = []
     for path, data in sorted(files.items()):
         layers.append(
             {
                 "mediaType": layer_media_type(path, ROLES.get(path, "doc")),
-                **_blob(layout, data),
+                **store.blob(data),
                 "annotations": {
                     "org.opencontainers.image.title": path,
                     "org.cncf.model.filepath": path,
@@ -60,32 +102,12 @@ def serve_files(root: Path, name: str, tag: str, files: Mapping[str, bytes]) -> 
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "artifactType": ARTIFACT_TYPE,
-            "config": {"mediaType": CONFIG_MEDIA_TYPE, **_blob(layout, config)},
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, **store.blob(config)},
             "layers": layers,
             "annotations": {"org.opencontainers.image.version": tag},
         }
     ).encode()
-    entry = {
-        "mediaType": OCI_MANIFEST,
-        **_blob(layout, manifest),
-        "annotations": {"org.opencontainers.image.ref.name": tag},
-    }
-    index_path = layout / "index.json"
-    index = (
-        json.loads(index_path.read_text())
-        if index_path.exists()
-        else {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [],
-        }
-    )
-    index["manifests"] = [
-        m
-        for m in index["manifests"]
-        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
-    ] + [entry]
-    index_path.write_text(json.dumps(index))
+    store.tag(tag, {"mediaType": OCI_MANIFEST, **store.blob(manifest)})
 
 
 def serve_bundle_dir(root: Path, bundle: Path, *, name: str, tag: str) -> None:

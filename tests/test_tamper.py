@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,17 +13,26 @@ import pytest
 
 from packager.core import signature
 from packager.core.digests import Digest
-from packager.core.policy import Trusted, Unverified, adhoc_policy
+from packager.core.policy import Trusted, TrustPolicy, Unverified, adhoc_policy
+from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
-from packager.errors import PackagerError, VerificationError
+from packager.errors import NotFoundError, PackagerError, RollbackError, VerificationError
 from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
+from packager.registry.base import Registry
 from packager.registry.layout import LayoutRegistry
+from packager.registry.memory import MemoryRegistry
 
 from .conftest import KeyPair
 from .hostile import serve_files
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
+UNSIGNED = Unverified("publish without --key")
+
+
+def trusted(trust: TrustPolicy) -> InstallOptions:
+    return InstallOptions(verify=Trusted(trust))
 
 
 def snapshot(home: Path) -> dict[str, str]:
@@ -109,34 +118,45 @@ def cases(bundles: dict[str, Path], other: KeyPair) -> Iterator[tuple[str, dict[
     yield "empty signature", {**good, "model.sig": b""}
 
 
+Hostile = Callable[[], tuple[Registry, Path | MemoryRegistry]]
+
+
+@pytest.fixture(params=["memory", "layout"])
+def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hostile]:
+    """Makes a fresh registry for each case: in memory, or the embedded directory kind;
+    with what :func:`serve_files` writes into."""
+    made: list[Registry] = []
+
+    def make() -> tuple[Registry, Path | MemoryRegistry]:
+        if request.param == "memory":
+            memory = MemoryRegistry()
+            made.append(memory)
+            return memory, memory
+        layout = LayoutRegistry(tmp_path / f"case-{len(made)}")
+        made.append(layout)
+        return layout, layout.root
+
+    yield make
+    for registry in made:
+        registry.close()
+
+
 def test_every_tampering_is_refused_and_changes_nothing(
-    tmp_path: Path, home: Path, bundles: dict[str, Path], keypair: KeyPair, other_keypair: KeyPair
+    home: Path, bundles: dict[str, Path], keypair: KeyPair, other_keypair: KeyPair, hostile: Hostile
 ) -> None:
     trust = adhoc_policy([keypair.public])
     store = Store(home)
-    origin = LayoutRegistry(tmp_path / "origin")
-    publish_bundle(bundles["1.0.0"], registry=origin, mode=Unverified("publish without --key"))
-    install(
-        "iris@1.0.0",
-        registry=origin,
-        store=store,
-        now=NOW,
-        options=InstallOptions(verify=Trusted(trust)),
-    )
+    origin, _ = hostile()
+    publish_bundle(bundles["1.0.0"], registry=origin, mode=UNSIGNED)
+    install("iris@1.0.0", registry=origin, store=store, now=NOW, options=trusted(trust))
     before = snapshot(home)
     count = 0
     for label, files in cases(bundles, other_keypair):
-        hostile = LayoutRegistry(tmp_path / f"case-{count}")
-        serve_files(hostile.root, "iris", "1.1.0", files)
+        registry, target = hostile()
+        serve_files(target, "iris", "1.1.0", files)
         count += 1
         with pytest.raises(PackagerError) as info:
-            install(
-                "iris@1.1.0",
-                registry=hostile,
-                store=store,
-                now=NOW,
-                options=InstallOptions(verify=Trusted(trust)),
-            )
+            install("iris@1.1.0", registry=registry, store=store, now=NOW, options=trusted(trust))
         assert isinstance(info.value, VerificationError), f"{label}: {info.value!r}"
         assert info.value.exit_code == 3, label
         assert snapshot(home) == before, label
@@ -146,29 +166,157 @@ def test_every_tampering_is_refused_and_changes_nothing(
     assert len(refusals) == count
 
 
-def test_replaying_an_older_version_is_a_rollback(
-    tmp_path: Path, home: Path, bundles: dict[str, Path], keypair: KeyPair
+def _entry(registry: MemoryRegistry, tag: str) -> dict[str, Any]:
+    artifact = registry.resolve("iris", tag)
+    return {
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "digest": str(artifact.manifest_digest),
+        "size": len(artifact.oci_manifest),
+    }
+
+
+def _serve_other_model_bytes(registry: MemoryRegistry) -> None:
+    desc = registry.resolve("iris", "1.1.0").files["model.onnx"]
+    registry.serve(desc.digest, b"\0" * desc.size)
+
+
+def _serve_a_longer_blob(registry: MemoryRegistry) -> None:
+    desc = registry.resolve("iris", "1.1.0").files["model.onnx"]
+    registry.serve(desc.digest, b"\0" * (desc.size + 10))
+
+
+def _serve_a_shorter_signature(registry: MemoryRegistry) -> None:
+    desc = registry.resolve("iris", "1.1.0").files["model.sig"]
+    registry.serve(desc.digest, b"{}")
+
+
+def _lie_about_the_manifest_size(registry: MemoryRegistry) -> None:
+    entry = _entry(registry, "1.1.0")
+    registry.set_tag("iris", "1.1.0", {**entry, "size": entry["size"] + 1})
+
+
+def _lie_about_a_huge_manifest(registry: MemoryRegistry) -> None:
+    registry.set_tag("iris", "1.1.0", {**_entry(registry, "1.1.0"), "size": 1 << 40})
+
+
+def _tag_the_manifest_of_another_version(registry: MemoryRegistry) -> None:
+    registry.set_tag("iris", "1.1.0", _entry(registry, "1.0.0"))
+
+
+def _tag_twice_with_two_digests(registry: MemoryRegistry) -> None:
+    registry.duplicate_tag(
+        "iris", "1.1.0", digest=registry.resolve("iris", "1.0.0").manifest_digest
+    )
+
+
+def _tag_twice_identically(registry: MemoryRegistry) -> None:
+    registry.duplicate_tag("iris", "1.1.0")
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        _serve_other_model_bytes,
+        _serve_a_longer_blob,
+        _serve_a_shorter_signature,
+        _lie_about_the_manifest_size,
+        _lie_about_a_huge_manifest,
+        _tag_the_manifest_of_another_version,
+        _tag_twice_with_two_digests,
+        _tag_twice_identically,
+    ],
+)
+def test_every_lie_of_a_registry_is_refused_and_changes_nothing(
+    home: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    memory_registry: MemoryRegistry,
+    lie: Callable[[MemoryRegistry], None],
 ) -> None:
     trust = adhoc_policy([keypair.public])
     store = Store(home)
-    registry = LayoutRegistry(tmp_path / "r")
-    for bundle in bundles.values():
-        publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
-    install(
-        "iris@2.0.0",
-        registry=registry,
-        store=store,
+    for version in ("1.0.0", "1.1.0"):
+        publish_bundle(bundles[version], registry=memory_registry, mode=UNSIGNED)
+    install("iris@1.0.0", registry=memory_registry, store=store, now=NOW, options=trusted(trust))
+    before = snapshot(home)
+    lie(memory_registry)
+    with pytest.raises(VerificationError) as info:
+        install(
+            "iris@1.1.0", registry=memory_registry, store=store, now=NOW, options=trusted(trust)
+        )
+    assert info.value.exit_code == 3
+    assert snapshot(home) == before
+    assert not [p for p in store.tmp.rglob("*") if p.is_file()]
+
+
+def test_a_dropped_tag_is_not_found(
+    home: Path, bundles: dict[str, Path], keypair: KeyPair, memory_registry: MemoryRegistry
+) -> None:
+    publish_bundle(bundles["1.0.0"], registry=memory_registry, mode=UNSIGNED)
+    memory_registry.drop_tag("iris", "1.0.0")
+    with pytest.raises(NotFoundError) as info:
+        install(
+            "iris@1.0.0",
+            registry=memory_registry,
+            store=Store(home),
+            now=NOW,
+            options=trusted(adhoc_policy([keypair.public])),
+        )
+    assert info.value.exit_code == 4
+
+
+def test_a_registry_rolled_back_to_an_older_channel_is_refused(
+    home: Path, bundles: dict[str, Path], keypair: KeyPair, memory_registry: MemoryRegistry
+) -> None:
+    trust = adhoc_policy([keypair.public])
+    store = Store(home)
+    for version in ("1.1.0", "2.0.0"):
+        publish_bundle(bundles[version], registry=memory_registry, mode=UNSIGNED)
+    promote(
+        "iris@1.1.0",
+        channel="stable",
+        registry=memory_registry,
+        private_key=keypair.private,
         now=NOW,
-        options=InstallOptions(verify=Trusted(trust)),
     )
+    old = memory_registry.snapshot()
+    promote(
+        "iris@2.0.0",
+        channel="stable",
+        registry=memory_registry,
+        private_key=keypair.private,
+        now=NOW,
+    )
+    install("iris@stable", registry=memory_registry, store=store, now=NOW, options=trusted(trust))
+    before = snapshot(home)
+    memory_registry.roll_back(old)
+    with pytest.raises(RollbackError):
+        install(
+            "iris@stable", registry=memory_registry, store=store, now=NOW, options=trusted(trust)
+        )
+    assert snapshot(home) == before
+    assert store.current_version("iris") == "2.0.0"
+
+
+@pytest.mark.parametrize("kind", ["memory", "layout"])
+def test_replaying_an_older_version_is_a_rollback(
+    tmp_path: Path,
+    home: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    memory_registry: MemoryRegistry,
+    kind: str,
+) -> None:
+    trust = adhoc_policy([keypair.public])
+    store = Store(home)
+    registry = memory_registry if kind == "memory" else LayoutRegistry(tmp_path / "r")
+    for bundle in bundles.values():
+        publish_bundle(bundle, registry=registry, mode=UNSIGNED)
+    install("iris@2.0.0", registry=registry, store=store, now=NOW, options=trusted(trust))
     before = snapshot(home)
     for version in ("1.0.0", "1.1.0"):
         with pytest.raises(VerificationError, match="rollback floor"):
             install(
-                f"iris@{version}",
-                registry=registry,
-                store=store,
-                now=NOW,
-                options=InstallOptions(verify=Trusted(trust)),
+                f"iris@{version}", registry=registry, store=store, now=NOW, options=trusted(trust)
             )
     assert snapshot(home) == before
