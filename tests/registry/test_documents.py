@@ -277,6 +277,26 @@ def test_oci_a_lying_registry_is_refused(
         get(registry_at(proxy.host, namespace))
 
 
+def list_a_tag_twice(handler: ProxyHandler) -> bool:
+    if handler.command != "GET" or "/tags/list" not in handler.path:
+        return False
+    doc = json.loads(handler.upstream().read())
+    doc["tags"] = [*doc["tags"], doc["tags"][0]]
+    handler.answer(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+    return True
+
+
+def test_oci_a_tag_listed_twice_is_tampering(
+    remote: OciRegistry, registry_host: str, namespace: str
+) -> None:
+    # The rule every kind follows: a registry answer that contradicts itself is exit 3.
+    put(remote, DOC_1)
+    proxy = Proxy(registry_host, hook=list_a_tag_twice)
+    with proxy.running(), pytest.raises(TamperedError, match="more than once") as caught:
+        registry_at(proxy.host, namespace).tags("iris")
+    assert caught.value.exit_code == 3
+
+
 def test_a_channel_through_a_remote_registry(
     capsys: pytest.CaptureFixture[str],
     registry_host: str,

@@ -530,3 +530,12 @@ def test_pull_writes_nothing_when_a_blob_is_missing(
         )
     assert caught.value.exit_code == 4
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_closing_a_mirror_closes_its_connections(served: Site) -> None:
+    with mirror_at(served) as registry:
+        assert registry.versions("iris")
+        session = registry._store._transport._session  # type: ignore[attr-defined]
+        pools = session.get_adapter(served.url).poolmanager.pools
+        assert len(pools) == 1
+    assert len(pools) == 0

@@ -554,3 +554,17 @@ def test_publish_keeps_models_json_for_static_mirrors(tmp_path: Path) -> None:
         registry.publish(bundle, manifest)
     assert json.loads((registry.root / "models.json").read_text()) == ["iris", "spam-filter"]
     assert registry.names() == ["iris", "spam-filter"]
+
+
+def test_every_kind_of_registry_is_a_context_manager(tmp_path: Path) -> None:
+    from packager.registry import open_destination, open_registry
+    from packager.registry.memory import MemoryRegistry
+
+    refs: list[str | None] = [None, str(tmp_path / "dir"), str(tmp_path / "a.tar")]
+    for ref in refs:
+        with open_registry(ref, home=tmp_path) as reader:
+            assert reader.location
+        with open_destination(ref, home=tmp_path) as writer:
+            assert writer.location
+    with MemoryRegistry() as memory:
+        assert memory.names() == []

@@ -625,3 +625,12 @@ def test_progress_is_reported_on_stderr_when_asked(
     assert "uploading model.onnx.data" in err and "fetching model.onnx.data" in err
     registry_at(registry_host, namespace).fetch_blob("iris", desc, tmp_path / "again")
     assert capsys.readouterr().err == ""
+
+
+def test_closing_an_oci_registry_closes_its_connections(registry_host: str, namespace: str) -> None:
+    with registry_at(registry_host, namespace) as registry:
+        assert registry.versions("iris") == []
+        session = registry._oci._transport._session  # type: ignore[attr-defined]
+        pools = [adapter.poolmanager.pools for adapter in session.adapters.values()]
+        assert sum(len(p) for p in pools) >= 1
+    assert sum(len(p) for p in pools) == 0
