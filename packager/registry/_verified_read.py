@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import io
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from packager.registry.document import (
     check_document_tag,
     parse_document_manifest,
 )
+from packager.registry.index import OciIndex
 
 # Exclusive creation never follows a link planted at the destination, and a failure to
 # create leaves whatever was there alone. Readable too: copies are hashed from the file.
@@ -119,6 +121,31 @@ class BlobStore(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+class IndexedStore(ABC):
+    """The tags of a store that keeps one OCI image index per model (a registry
+    directory, its static mirrors, the in-memory registry)."""
+
+    @abstractmethod
+    def index(self, name: str) -> OciIndex | None:
+        """``name``'s index (see :func:`~packager.registry.index.parse_index`), or None
+        when the store has no such model."""
+
+    @abstractmethod
+    def missing_model(self, name: str) -> NotFoundError:
+        """The error for a model the store does not have, saying what to do."""
+
+    def list_tags(self, name: str) -> list[str]:
+        index = self.index(name)
+        return list(index.refs) if index is not None else []
+
+    def find_tag(self, name: str, tag: str, *, limit: int) -> Tagged | None:
+        index = self.index(name)
+        if index is None:
+            raise self.missing_model(name)
+        desc = index.descriptor(tag)
+        return None if desc is None else Tagged(descriptor=desc)
 
 
 @runtime_checkable

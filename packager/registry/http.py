@@ -29,14 +29,13 @@ from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads
 from packager.core.manifest import NAME_RE, check_name, check_version
 from packager.errors import NotFoundError, RegistryError, UsageError
-from packager.registry._verified_read import Tagged, VerifiedRegistry
-from packager.registry.artifact import TITLE_ANNOTATION
+from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.auth import RegistryAuth, find_credentials
 from packager.registry.base import Descriptor
 from packager.registry.index import INDEX, MAX_INDEX_BYTES, OciIndex, parse_index
 from packager.registry.layout import MAX_MODELS_INDEX_BYTES, MODELS_INDEX, semver_tag
 from packager.registry.options import RegistryOptions
-from packager.registry.transport import Transport, progress_bar, where
+from packager.registry.transport import Transport, where
 
 # What static servers answer for a file they do not have.
 _MISSING = frozenset({404, 410})
@@ -74,7 +73,7 @@ def mirror_base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
 
 
-class HttpStore:
+class HttpStore(IndexedStore):
     """The files of a registry directory on a static web server, unchecked."""
 
     def __init__(self, url: str, *, options: RegistryOptions) -> None:
@@ -129,47 +128,23 @@ class HttpStore:
             raise refused("not a list of model names")
         return names
 
-    def list_tags(self, name: str) -> list[str]:
-        index = self._index(name)
-        return list(index.refs) if index is not None else []
-
-    def find_tag(self, name: str, tag: str, *, limit: int) -> Tagged | None:
-        index = self._index(name)
-        if index is None:
-            raise NotFoundError(
-                f"model {name!r} not found in {self.location}; check the name, or run "
-                f"`packager search --registry {self.location}` to list the models"
-            )
-        desc = index.descriptor(tag)
-        return None if desc is None else Tagged(descriptor=desc)
+    def missing_model(self, name: str) -> NotFoundError:
+        return NotFoundError(
+            f"model {name!r} not found in {self.location}; check the name, or run "
+            f"`packager search --registry {self.location}` to list the models"
+        )
 
     def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
-        self._transport.download(
-            self._blob_url(name, desc.digest),
-            sink,
-            size=desc.size,
-            digest=desc.digest,
-            what=f"fetch blob {desc.digest} of {name}",
-            auth=self._auth,
+        self._transport.read_blob(
+            self._blob_url(name, desc.digest), name, desc, sink, auth=self._auth
         )
 
     def copy_blob_into(self, name: str, desc: Descriptor, out: int) -> tuple[Digest, int]:
         """Streamed, resumed after dropped connections, hashed on a thread of its own."""
-        title = desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
-        with progress_bar(
-            f"fetching {title}", desc.size, enabled=self._options.progress
-        ) as progress:
-            return self._transport.download_into(
-                self._blob_url(name, desc.digest),
-                out,
-                size=desc.size,
-                digest=desc.digest,
-                what=f"fetch {title} ({desc.digest}) of {name}",
-                auth=self._auth,
-                progress=progress,
-            )
+        url = self._blob_url(name, desc.digest)
+        return self._transport.copy_blob(url, name, desc, out, auth=self._auth)
 
-    def _index(self, name: str) -> OciIndex | None:
+    def index(self, name: str) -> OciIndex | None:
         """``name``'s index.json, or None when the mirror has none."""
         what = f"read {INDEX} of {name} in {self.location}"
         data = self._get(f"{name}/{INDEX}", limit=MAX_INDEX_BYTES, what=what)

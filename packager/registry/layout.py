@@ -33,7 +33,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
-from packager.registry._verified_read import Tagged, VerifiedRegistry
+from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
 from packager.registry.base import Artifact, Descriptor
 from packager.registry.document import (
@@ -86,7 +86,7 @@ def semver_tag(tag: str) -> str | None:
     return tag if is_semver(tag) else None
 
 
-class LayoutStore:
+class LayoutStore(IndexedStore):
     """The blobs, tags and names of a registry directory, unchecked."""
 
     def __init__(self, root: Path) -> None:
@@ -123,19 +123,11 @@ class LayoutStore:
         except OSError as e:
             raise RegistryError(f"cannot list registry {self.location}: {e}") from e
 
-    def list_tags(self, name: str) -> list[str]:
-        index = self.index(name)
-        return list(index.refs) if index is not None else []
-
-    def find_tag(self, name: str, tag: str, *, limit: int) -> Tagged | None:
-        index = self.index(name)
-        if index is None:
-            raise NotFoundError(
-                f"model {name!r} not found in {self.location}; publish it with "
-                f"`packager publish BUNDLE --registry {self.location}`"
-            )
-        desc = index.descriptor(tag)
-        return None if desc is None else Tagged(descriptor=desc)
+    def missing_model(self, name: str) -> NotFoundError:
+        return NotFoundError(
+            f"model {name!r} not found in {self.location}; publish it with "
+            f"`packager publish BUNDLE --registry {self.location}`"
+        )
 
     def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
         fd = self._open_blob(name, desc)

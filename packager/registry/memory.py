@@ -25,7 +25,7 @@ from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
 from packager.core.manifest import Manifest, check_name, check_version
 from packager.errors import NotFoundError, RegistryError, TamperedError
-from packager.registry._verified_read import Tagged, VerifiedRegistry
+from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
 from packager.registry.base import Artifact, Descriptor
 from packager.registry.document import (
@@ -55,7 +55,7 @@ class MemorySnapshot:
     indexes: Mapping[str, bytes]
 
 
-class MemoryStore:
+class MemoryStore(IndexedStore):
     """Blobs by digest and index.json bytes by model name, unchecked."""
 
     def __init__(self, location: str) -> None:
@@ -79,16 +79,8 @@ class MemoryStore:
     def list_names(self) -> list[str]:
         return list(self.indexes)
 
-    def list_tags(self, name: str) -> list[str]:
-        index = self.index(name)
-        return list(index.refs) if index is not None else []
-
-    def find_tag(self, name: str, tag: str, *, limit: int) -> Tagged | None:
-        index = self.index(name)
-        if index is None:
-            raise NotFoundError(f"model {name!r} not found in {self.location}")
-        desc = index.descriptor(tag)
-        return None if desc is None else Tagged(descriptor=desc)
+    def missing_model(self, name: str) -> NotFoundError:
+        return NotFoundError(f"model {name!r} not found in {self.location}")
 
     def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
         hexdigest = desc.digest.hex

@@ -231,33 +231,16 @@ class OciStore:
 
     def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
         repo = self.repository(name)
-        self._transport.download(
-            self.blob_url(repo, desc.digest),
-            sink,
-            size=desc.size,
-            digest=desc.digest,
-            what=f"fetch blob {desc.digest} of {name}",
-            auth=self.authenticator(),
-            scope=f"repository:{repo}:pull",
-        )
+        url, scope = self.blob_url(repo, desc.digest), f"repository:{repo}:pull"
+        self._transport.read_blob(url, name, desc, sink, auth=self.authenticator(), scope=scope)
 
     def copy_blob_into(self, name: str, desc: Descriptor, out: int) -> tuple[Digest, int]:
         """Streamed, resumed after dropped connections, hashed on a thread of its own."""
         repo = self.repository(name)
-        title = desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
-        with progress_bar(
-            f"fetching {title}", desc.size, enabled=self._options.progress
-        ) as progress:
-            return self._transport.download_into(
-                self.blob_url(repo, desc.digest),
-                out,
-                size=desc.size,
-                digest=desc.digest,
-                what=f"fetch {title} ({desc.digest}) of {name}",
-                auth=self.authenticator(),
-                scope=f"repository:{repo}:pull",
-                progress=progress,
-            )
+        url, scope = self.blob_url(repo, desc.digest), f"repository:{repo}:pull"
+        return self._transport.copy_blob(
+            url, name, desc, out, auth=self.authenticator(), scope=scope
+        )
 
     def repository(self, name: str) -> str:
         check_name(name)

@@ -42,6 +42,7 @@ from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
 from packager.errors import RegistryError, TamperedError
 from packager.registry._verified_read import check_blob, new_file
+from packager.registry.artifact import TITLE_ANNOTATION
 from packager.registry.base import Descriptor
 from packager.registry.files import flushing
 from packager.registry.options import RegistryOptions
@@ -389,6 +390,54 @@ class Transport:
             )
             sink.flush()
         return received
+
+    def read_blob(
+        self,
+        url: str,
+        name: str,
+        desc: Descriptor,
+        sink: IO[bytes],
+        *,
+        auth: Authenticator | None,
+        scope: str | None = None,
+    ) -> None:
+        """:meth:`download` the blob ``desc`` of model ``name`` from ``url`` into ``sink``."""
+        self.download(
+            url,
+            sink,
+            size=desc.size,
+            digest=desc.digest,
+            what=f"fetch blob {desc.digest} of {name}",
+            auth=auth,
+            scope=scope,
+        )
+
+    def copy_blob(
+        self,
+        url: str,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        *,
+        auth: Authenticator | None,
+        scope: str | None = None,
+    ) -> tuple[Digest, int]:
+        """:meth:`download_into` the blob ``desc`` of model ``name`` from ``url``, with a
+        progress bar named after its title when the options ask for one."""
+        title = desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
+        with progress_bar(
+            f"fetching {title}", desc.size, enabled=self._options.progress
+        ) as progress:
+            return self.download_into(
+                url,
+                out,
+                size=desc.size,
+                digest=desc.digest,
+                what=f"fetch {title} ({desc.digest}) of {name}",
+                auth=auth,
+                scope=scope,
+                progress=progress,
+            )
 
     def download_file(
         self,
