@@ -17,6 +17,7 @@ from packager.core.manifest import parse_manifest
 from packager.core.policy import parse_policy
 from packager.errors import PackagerError
 from packager.registry.artifact import parse_oci_manifest
+from packager.registry.index import parse_index
 
 KEY = generate_private_key()
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -95,6 +96,22 @@ def test_oci_manifest_parser(data: bytes) -> None:
     only_our_errors(
         lambda d: parse_oci_manifest(d, name="m", version="1.0.0", digest=Digest.of(d)), data
     )
+
+
+def _index_lookups(data: bytes) -> None:
+    index = parse_index(data, where="index.json", hint="fuzz")
+    for ref in index.refs:
+        index.descriptor(ref)
+
+
+@FUZZ
+@given(
+    st.binary(max_size=2048)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.lists(json_values, max_size=4).map(lambda m: json.dumps({"manifests": m}).encode())
+)
+def test_oci_index_parser(data: bytes) -> None:
+    only_our_errors(_index_lookups, data)
 
 
 @FUZZ

@@ -68,12 +68,12 @@ def open_destination(
 ) -> Registry:
     """Open the registry ``ref`` names for writing (and reading); see :func:`open_registry`.
 
-    An archive that does not exist yet is created by the first write.
+    An archive that does not exist yet is created by the first write (which raises
+    UsageError when its directory does not exist).
 
     Raises:
         UsageError: ``ref`` is malformed, names a kind not supported yet, or a registry
-            that cannot be written: a static mirror, or an archive in a directory that
-            does not exist.
+            that cannot be written: a static mirror.
     """
     if ref is None:
         return LayoutRegistry(home / "registry")
