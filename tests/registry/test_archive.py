@@ -18,7 +18,7 @@ import pytest
 
 from packager.cli import main
 from packager.core.digests import Digest
-from packager.core.policy import Trusted, adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.mirror import export
 from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
@@ -28,6 +28,7 @@ from ..conftest import KeyPair
 from .test_layout import make_bundle
 
 VERSIONS = ("1.0.0", "1.1.0", "2.0.0")
+UNSIGNED = Unverified("publish without --key")
 Member = tuple[tarfile.TarInfo, bytes]
 
 
@@ -195,7 +196,7 @@ def test_publishing_to_an_archive_rebuilds_it_keeping_everything(
     manifest = layout_manifest(layout)
     again = archive.publish(bundles["1.0.0"], manifest)
     assert again == layout.resolve("iris", "1.0.0")
-    artifact = publish_bundle(bundles["2.0.0"], registry=archive)
+    artifact = publish_bundle(bundles["2.0.0"], registry=archive, mode=UNSIGNED)
     assert archive.versions("iris") == ["1.0.0", "2.0.0"]
     assert archive.resolve("iris", "2.0.0") == artifact == layout.resolve("iris", "2.0.0")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -204,7 +205,7 @@ def test_publishing_to_an_archive_rebuilds_it_keeping_everything(
 
     def fail_in_a_batch() -> None:
         with archive.batch():
-            publish_bundle(bundles["1.1.0"], registry=archive)
+            publish_bundle(bundles["1.1.0"], registry=archive, mode=UNSIGNED)
             raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError):
