@@ -11,7 +11,7 @@ import pytest
 
 from packager.core.digests import Digest
 from packager.core.manifest import Manifest, dump_json, parse_manifest
-from packager.errors import TamperedError, UsageError
+from packager.errors import RegistryError, TamperedError, UsageError
 from packager.registry.artifact import (
     ARTIFACT_TYPE,
     CONFIG_MEDIA_TYPE,
@@ -33,6 +33,8 @@ from packager.registry.artifact import (
     plan_artifact,
 )
 from packager.registry.base import Descriptor
+from packager.registry.document import parse_document_manifest
+from packager.registry.index import parse_index
 
 ROLES = {".onnx": "model", ".data": "weights", ".npz": "testvectors"}
 
@@ -450,3 +452,17 @@ def test_safe_titles(title: str, safe: bool) -> None:
 def test_parse_descriptor_reports_where() -> None:
     with pytest.raises(TamperedError, match="index entry 3"):
         parse_descriptor({"mediaType": "x", "digest": "md5:00", "size": 1}, where="index entry 3")
+
+
+def test_registry_json_with_a_repeated_key_is_refused() -> None:
+    manifest = b'{"schemaVersion": 2, "schemaVersion": 2}'
+    with pytest.raises(TamperedError, match="duplicate key 'schemaVersion'"):
+        parse_oci_manifest(manifest, name="m", version="1.0.0", digest=Digest.of(manifest))
+    with pytest.raises(TamperedError, match="duplicate key"):
+        parse_document_manifest(
+            manifest, digest=Digest.of(manifest), artifact_type="x", where="m:channel.stable"
+        )
+    with pytest.raises(RegistryError, match="duplicate key 'manifests'"):
+        parse_index(b'{"manifests": [], "manifests": []}', where="index.json", hint="fix it")
+    with pytest.raises(RegistryError, match="non-standard number"):
+        parse_index(b'{"manifests": [{"size": NaN}]}', where="index.json", hint="fix it")
