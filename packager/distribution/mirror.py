@@ -44,8 +44,7 @@ from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
-from packager.registry.base import Artifact, Registry
-from packager.registry.document import TagLister
+from packager.registry.base import Artifact, Registry, RegistryReader
 from packager.registry.verified import fetch_verified, latest_version
 
 if TYPE_CHECKING:
@@ -140,7 +139,7 @@ class MirrorReport:
 def export(
     refs: Sequence[str],
     *,
-    registry: Registry,
+    registry: RegistryReader,
     out: Path,
     progress: Progress | None = None,
 ) -> list[Artifact]:
@@ -175,7 +174,7 @@ def export(
             writer.add_artifact(registry, artifact, files=None)
             say(f"exported {artifact.ref} ({artifact.manifest_digest})")
         for name in dict.fromkeys(name for name, _ in artifacts):
-            for tag in _channel_tags(registry, name, say):
+            for tag in _channel_tags(registry, name):
                 writer.add_document(
                     name,
                     tag,
@@ -207,7 +206,7 @@ def mirror_mode(keys: Sequence[EllipticCurvePublicKey], *, no_verify: bool) -> V
 
 
 def mirror(
-    source: Registry,
+    source: RegistryReader,
     destination: Registry,
     refs: Sequence[str] = (),
     *,
@@ -269,7 +268,7 @@ def mirror(
             copied.append(Mirrored(name, version, artifact.manifest_digest, digest))
             say(f"copied {artifact.ref} to {destination.location} ({digest})")
         for name in dict.fromkeys(name for name, _ in wanted):
-            for tag in _channel_tags(source, name, say):
+            for tag in _channel_tags(source, name):
                 outcome = _mirror_channel(source, sink, name, tag, mode=mode, held=held)
                 channels.append(outcome)
                 say(f"channel {name}@{outcome.channel}: {outcome.outcome}, {outcome.detail}")
@@ -284,22 +283,19 @@ def mirror(
     )
 
 
-def _channel_tags(registry: Registry, name: str, say: Progress) -> list[str]:
+def _channel_tags(registry: RegistryReader, name: str) -> list[str]:
     """The tags of ``name``'s channel documents in ``registry``."""
-    if not isinstance(registry, TagLister):
-        say(f"{registry.location} cannot list tags: channels of {name} are not copied")
-        return []
     return [tag for tag in registry.tags(name) if tag.startswith(TAG_PREFIX)]
 
 
-def _read_document(registry: Registry, name: str, tag: str) -> bytes:
+def _read_document(registry: RegistryReader, name: str, tag: str) -> bytes:
     return registry.get_document(
         name, tag, artifact_type=CHANNEL_ARTIFACT_TYPE, max_size=MAX_CHANNEL_BYTES
     )
 
 
 def _mirror_channel(
-    source: Registry,
+    source: RegistryReader,
     sink: _Sink,
     name: str,
     tag: str,
@@ -361,7 +357,7 @@ def _check_archive_path(out: Path) -> None:
         raise UsageError(f"{out.parent} is not a directory; create it first")
 
 
-def _select(source: Registry, refs: Sequence[str]) -> list[tuple[str, str]]:
+def _select(source: RegistryReader, refs: Sequence[str]) -> list[tuple[str, str]]:
     """The (name, version) pairs to copy, in order, each once."""
     wanted: dict[tuple[str, str], None] = {}
     if not refs:
@@ -405,7 +401,9 @@ class _Sink:
             return None
         return self._registry.resolve(name, version)
 
-    def add(self, source: Registry, artifact: Artifact, bundle: Path, manifest: Manifest) -> Digest:
+    def add(
+        self, source: RegistryReader, artifact: Artifact, bundle: Path, manifest: Manifest
+    ) -> Digest:
         """Store a version fetched into ``bundle``; returns its digest in the destination."""
         return self._registry.publish(bundle, manifest).manifest_digest
 

@@ -10,10 +10,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from packager.core.policy import VerifyMode
-    from packager.registry.base import Artifact, Registry
+    from packager.registry.base import Artifact, RegistryWriter
 
 
-def publish_bundle(bundle: Path, *, registry: Registry, mode: VerifyMode) -> Artifact:
+def publish_bundle(bundle: Path, *, registry: RegistryWriter, mode: VerifyMode) -> Artifact:
     """Check a bundle, then publish it: with a :class:`~packager.core.policy.Trusted` mode
     its signature too; with an :class:`~packager.core.policy.Unverified` one (``publish``
     without ``--key``) model.sig must be there and every file must match manifest.json, so

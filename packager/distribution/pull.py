@@ -12,7 +12,7 @@ from packager.core.names import parse_ref
 from packager.core.policy import Trusted
 from packager.core.verify import check_trusted
 from packager.errors import UsageError
-from packager.registry.base import Registry
+from packager.registry.base import RegistryReader
 from packager.registry.verified import fetch_verified, latest_version
 
 Progress = Callable[[str], None]
@@ -21,7 +21,7 @@ Progress = Callable[[str], None]
 def pull(
     ref: str,
     *,
-    registry: Registry,
+    registry: RegistryReader,
     mode: Trusted,
     out_dir: Path,
     progress: Progress | None = None,

@@ -27,7 +27,7 @@ from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.store import ChannelRecord, Following, Store
-from packager.registry.base import Registry
+from packager.registry.base import RegistryReader
 from packager.registry.verified import fetch_verified, latest_version, read_channel
 
 Progress = Callable[[str], None]
@@ -98,7 +98,7 @@ def follow_reference(ref: str | None) -> str | None:
 def install(
     ref: str,
     *,
-    registry: Registry,
+    registry: RegistryReader,
     store: Store,
     now: datetime,
     options: InstallOptions,
@@ -161,7 +161,7 @@ def _install_channel(
     channel: str,
     mode: Trusted,
     *,
-    registry: Registry,
+    registry: RegistryReader,
     store: Store,
     now: datetime,
     options: InstallOptions,
@@ -230,7 +230,7 @@ def _install_locked(
     name: str,
     version: str,
     *,
-    registry: Registry,
+    registry: RegistryReader,
     store: Store,
     now: datetime,
     options: InstallOptions,
@@ -338,7 +338,7 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
     store.audit(action="remove", outcome="ok", now=now, name=name, version=version)
 
 
-def only_model(archive: Registry, location: str) -> str:
+def only_model(archive: RegistryReader, location: str) -> str:
     """The name of the one model an archive holds: ``packager install ./models.tar`` means it.
 
     Raises:

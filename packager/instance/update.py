@@ -10,7 +10,7 @@ from typing import Any
 from packager.errors import PackagerError
 from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
-from packager.registry.base import Registry
+from packager.registry.base import RegistryReader
 
 # Which failure an update reports when several models fail: trust before compatibility
 # before the registry (the README's exit codes), then usage, then anything else.
@@ -81,7 +81,7 @@ def update(
     *,
     store: Store,
     now: datetime,
-    open_registry: Callable[[str | None], Registry],
+    open_registry: Callable[[str | None], RegistryReader],
     options: InstallOptions,
 ) -> UpdateReport:
     """Bring every model that follows a channel to the version its channel names.

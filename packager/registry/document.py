@@ -14,7 +14,6 @@ the caller.
 from __future__ import annotations
 
 import re
-from typing import Protocol, runtime_checkable
 
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
@@ -34,15 +33,6 @@ MAX_DOCUMENT_MANIFEST_BYTES = 64 << 10
 _MANIFEST_LIMITS = Limits(max_bytes=MAX_DOCUMENT_MANIFEST_BYTES)
 # The tag grammar of the OCI distribution spec.
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
-
-
-@runtime_checkable
-class TagLister(Protocol):
-    """A registry that can list every tag of a model's repository (versions and documents)."""
-
-    def tags(self, name: str) -> list[str]:
-        """Every tag in ``name``'s repository, sorted; empty when there is none."""
-        ...
 
 
 def check_document_tag(tag: str) -> str:

@@ -33,7 +33,7 @@ from packager.core.verify import (
     verify_signature,
 )
 from packager.errors import NotFoundError
-from packager.registry.base import Artifact, Descriptor, Registry
+from packager.registry.base import Artifact, Descriptor, RegistryReader
 
 Progress = Callable[[str], None]
 
@@ -44,7 +44,7 @@ PARALLEL_FETCHES = 4
 
 
 def read_channel(
-    registry: Registry,
+    registry: RegistryReader,
     name: str,
     channel: str,
     *,
@@ -76,7 +76,7 @@ def read_channel(
     return accept_channel(data, mode, name=name, channel=channel, now=now, last_seen=last_seen)
 
 
-def latest_version(registry: Registry, name: str) -> str:
+def latest_version(registry: RegistryReader, name: str) -> str:
     """The highest release (pre-releases only when there is no release).
 
     Raises:
@@ -103,7 +103,7 @@ class Fetched:
 
 
 def fetch_verified(
-    registry: Registry,
+    registry: RegistryReader,
     artifact: Artifact,
     *,
     mode: VerifyMode,
@@ -177,17 +177,17 @@ def fetch_verified(
     return Fetched(manifest, manifest_digest, statement, dest)
 
 
-def _read_signature(registry: Registry, artifact: Artifact) -> bytes:
+def _read_signature(registry: RegistryReader, artifact: Artifact) -> bytes:
     desc = served_file(artifact.files, SIGNATURE)
     return registry.read_blob(artifact.name, desc, max_size=signature.MAX_SIGNATURE_BYTES)
 
 
-def _read_manifest(registry: Registry, name: str, desc: Descriptor) -> bytes:
+def _read_manifest(registry: RegistryReader, name: str, desc: Descriptor) -> bytes:
     return registry.read_blob(name, desc, max_size=MAX_MANIFEST_BYTES)
 
 
 def _fetch_files(
-    registry: Registry, name: str, files: Mapping[str, Descriptor], dest: Path, say: Progress
+    registry: RegistryReader, name: str, files: Mapping[str, Descriptor], dest: Path, say: Progress
 ) -> None:
     """Fetch ``files`` (path -> descriptor) into ``dest``, several at once.
 
@@ -198,7 +198,7 @@ def _fetch_files(
     (in ``files`` order) that failed is raised.
 
     Raises:
-        TamperedError, RegistryError: as :meth:`Registry.fetch_blob`.
+        TamperedError, RegistryError: as :meth:`RegistryReader.fetch_blob`.
     """
     order = list(files)
     pool = ThreadPoolExecutor(
