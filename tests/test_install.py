@@ -476,3 +476,49 @@ def test_a_failed_fetch_removes_the_files_fetched_beside_it(
         )
     assert gated.fetched == ["model.onnx"]  # it completed, after the failure
     assert list(dest.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def builds(
+    tmp_path_factory: pytest.TempPathFactory,
+    iris_model: object,
+    iris: tuple[Any, Any],
+    keypair: KeyPair,
+) -> dict[str, Path]:
+    """Two builds of one version: 1.0.0+build.1 and 1.0.0+build.2, signed by ``keypair``."""
+    from packager.build.api import package
+
+    X, _ = iris
+    out = tmp_path_factory.mktemp("builds")
+    return {
+        v: package(
+            iris_model, sample=X[::5], name="iris", version=v, key=keypair.private, out_dir=out
+        )
+        for v in ("1.0.0+build.1", "1.0.0+build.2")
+    }
+
+
+def test_another_build_of_the_installed_version_is_refused_as_a_rollback(
+    registry: LayoutRegistry, store: Store, home: Path, builds: dict[str, Path], keypair: KeyPair
+) -> None:
+    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])))
+    for bundle in builds.values():
+        publish_bundle(bundle, registry=registry, mode=options.verify)
+    with pytest.raises(UsageError, match=r"lists 1\.0\.0\+build\.1 and 1\.0\.0\+build\.2"):
+        install("iris", registry=registry, store=store, now=NOW, options=options)
+    assert store.current_version("iris") is None
+    install("iris@1.0.0+build.2", registry=registry, store=store, now=NOW, options=options)
+    with pytest.raises(RollbackError, match="differs only in build metadata"):
+        install("iris@1.0.0+build.1", registry=registry, store=store, now=NOW, options=options)
+    assert store.current_version("iris") == "1.0.0+build.2"
+    assert store.audit_log("iris")[-1].outcome == "refused"
+    # The same build again is a reinstall; the other one needs --allow-downgrade.
+    install("iris@1.0.0+build.2", registry=registry, store=store, now=NOW, options=options)
+    install(
+        "iris@1.0.0+build.1",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=replace(options, allow_downgrade=True),
+    )
+    assert store.current_version("iris") == "1.0.0+build.1"

@@ -322,6 +322,11 @@ def check_version_allowed(
     overridden), nor below the rollback ``floor`` (the highest version installed before)
     unless ``allow_downgrade``.
 
+    A version of the same precedence as the floor but spelled differently
+    (``1.0.0+build.1`` after ``1.0.0+build.2``: build metadata has no order) is another
+    build that cannot be shown to be newer, so it is refused like a lower one; the floor's
+    own version again is a reinstall.
+
     Raises:
         RollbackError: naming the minimum or the floor, and what to do.
     """
@@ -332,11 +337,19 @@ def check_version_allowed(
                 f"{name}@{version} is below the minimum version {minimum} set in "
                 f"{mode.policy.source}"
             )
-    if floor is not None and semver_key(version) < semver_key(floor) and not allow_downgrade:
+    if floor is None or allow_downgrade or version == floor:
+        return
+    if semver_key(version) < semver_key(floor):
         raise RollbackError(
             f"refusing to install {name}@{version}: {floor} was installed before "
             f"(rollback floor); use `packager rollback {name}` for an installed version, "
             "or --allow-downgrade if you really mean it"
+        )
+    if semver_key(version) == semver_key(floor):
+        raise RollbackError(
+            f"refusing to install {name}@{version}: {floor} was installed before and differs "
+            "only in build metadata, which does not say which build is newer (rollback "
+            "floor); publish a higher version, or pass --allow-downgrade if you really mean it"
         )
 
 

@@ -32,7 +32,7 @@ from packager.core.verify import (
     unverified_statement,
     verify_signature,
 )
-from packager.errors import NotFoundError
+from packager.errors import NotFoundError, UsageError
 from packager.registry.base import Artifact, Descriptor, RegistryReader
 
 Progress = Callable[[str], None]
@@ -79,8 +79,12 @@ def read_channel(
 def latest_version(registry: RegistryReader, name: str) -> str:
     """The highest release (pre-releases only when there is no release).
 
+    Two versions of that same precedence (``1.0.0+build.1`` and ``1.0.0+build.2``) are
+    two builds with nothing to say which is newer: refused, never picked by their text.
+
     Raises:
         NotFoundError: the registry has no version of ``name``.
+        UsageError: the highest precedence is held by more than one version.
     """
     versions = registry.versions(name)
     if not versions:
@@ -88,7 +92,16 @@ def latest_version(registry: RegistryReader, name: str) -> str:
             f"no version of {name} in {registry.location}; run `packager search` to list models"
         )
     releases = [v for v in versions if "-" not in v.split("+")[0]]
-    return max(releases or versions, key=semver_key)
+    candidates = releases or versions
+    top = max(semver_key(v) for v in candidates)
+    highest = sorted(v for v in candidates if semver_key(v) == top)
+    if len(highest) > 1:
+        raise UsageError(
+            f"{registry.location} lists {' and '.join(highest)} of {name}, which differ only "
+            f"in build metadata, so neither is the latest; name one: "
+            f"`packager install {name}@VERSION`"
+        )
+    return highest[0]
 
 
 @dataclass(frozen=True)

@@ -341,6 +341,18 @@ def test_the_rollback_floor_and_the_minimum_version() -> None:
         check_version_allowed("iris", "0.1.0", mode=INSECURE, floor="1.0.0")
 
 
+def test_another_build_of_the_floors_version_is_a_rollback() -> None:
+    mode = policy_with()
+    # The floor's own version again is a reinstall.
+    check_version_allowed("iris", "1.0.0+build.2", mode=mode, floor="1.0.0+build.2")
+    # Build metadata has no order: either other build of the same precedence is refused.
+    for version, floor in (("1.0.0+build.1", "1.0.0+build.2"), ("1.0.0", "1.0.0+build.1")):
+        with pytest.raises(RollbackError, match=r"differs only in build metadata"):
+            check_version_allowed("iris", version, mode=mode, floor=floor)
+        check_version_allowed("iris", version, mode=mode, floor=floor, allow_downgrade=True)
+    check_version_allowed("iris", "1.0.1+build.1", mode=mode, floor="1.0.0+build.2")
+
+
 # Channel documents.
 
 D1 = Digest.of(b"manifest 1")
