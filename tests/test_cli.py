@@ -203,3 +203,34 @@ def test_trust_policy_commands_and_fail_closed(
         "refused",
         "insecure",
     ]
+
+
+def test_an_unusable_key_is_refused_by_add_key_and_skipped_with_a_warning_in_trust_toml(
+    capsys: pytest.CaptureFixture[str], bundles: dict[str, Path], keypair: KeyPair, home: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    k1 = home.parent / "k1.pub"
+    k1.write_bytes(
+        ec.generate_private_key(ec.SECP256K1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    code, _, err = cli(capsys, "trust", "add-key", "k1", k1)
+    assert code == 2 and "curve secp256k1" in err and err.count("\n") == 1, err
+    assert cli(capsys, "trust", "add-key", "platform", keypair.pub_path)[0] == 0
+    # A key written into trust.toml by hand (or by an older packager) trusts nothing...
+    trust = home / "trust.toml"
+    pem = k1.read_text()
+    trust.write_text(f"[keys.k1]\npem = '''{pem}'''\n\n" + trust.read_text())
+    trust.write_text(trust.read_text() + '\n[[rules]]\nmodels = "*"\nkeys = ["k1"]\n')
+    assert cli(capsys, "publish", bundles["1.0.0"])[0] == 0
+    # ...and does not stop the usable key from verifying.
+    code, _, err = cli(capsys, "install", "iris")
+    assert code == 0, err
+    assert "WARNING: key k1 is skipped" in err and "secp256k1" in err
+    code, out, _ = cli(capsys, "trust", "list", "--json")
+    assert [k["name"] for k in json.loads(out)["unusable"]] == ["k1"]
+    assert cli(capsys, "trust", "revoke", "k1")[0] == 0
+    assert "revoked = true" in trust.read_text().split("[keys.platform]")[0]

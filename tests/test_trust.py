@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.signature import key_hint
 from packager.errors import UntrustedError, UsageError
@@ -82,3 +84,21 @@ def test_written_policy_round_trips(
     # Rewriting what was read gives the same text: the rendering is stable.
     set_minimum(path, "security-x", "1.2.0-rc.1")
     assert path.read_text() == text
+
+
+def test_add_key_refuses_a_curve_packager_cannot_verify_with(
+    tmp_path: Path, keypair: KeyPair
+) -> None:
+    path = tmp_path / "trust.toml"
+    add_key(path, "platform", keypair.pub_path)
+    before = path.read_bytes()
+    pub = tmp_path / "k1.pub"
+    pub.write_bytes(
+        ec.generate_private_key(ec.SECP256K1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(UsageError, match="curve secp256k1") as caught:
+        add_key(path, "k1", pub)
+    assert caught.value.exit_code == 2
+    assert path.read_bytes() == before

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.fs import atomic_write
 from packager.core.jsonio import loads
+from packager.core.policy import load_pem_public_key
 from packager.core.signature import SUPPORTED_CURVES
 from packager.core.signature import key_hint as key_hint
 from packager.errors import KeyDecryptionError, UsageError
@@ -179,15 +180,7 @@ def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     labels = [label for label, _, _ in _pem_blocks(data)]
     if any(label.endswith("PRIVATE KEY") for label in labels):
         raise UsageError(f"{path} is a private key; pass the .pub file")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm) as e:
-        raise UsageError(f"{path} is not a PEM public key (expected cosign.pub)") from e
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise UsageError(f"{path} is not an ECDSA public key")
-    if key.curve.name not in SUPPORTED_CURVES:
-        raise UsageError(f"{path} uses curve {key.curve.name}; expected P-256, P-384 or P-521")
-    return key
+    return load_pem_public_key(data, where=str(path))
 
 
 def password_from_environment(*, confirm: bool = False) -> bytes:

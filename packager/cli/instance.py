@@ -70,7 +70,9 @@ def install(
         render.warn(render.SKIPPING_VERIFICATION)
         mode: VerifyMode = Unverified("--insecure-skip-verify")
     else:
-        mode = Trusted(resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
+        policy = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+        render.unusable_keys(policy)
+        mode = Trusted(policy)
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
@@ -174,6 +176,7 @@ def update(
     from packager.instance.update import update as do_update
 
     policy = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+    render.unusable_keys(policy)
     report = do_update(
         store=Store(ctx.home),
         now=now(),

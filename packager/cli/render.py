@@ -409,6 +409,10 @@ def _policy_json(result: Policy) -> dict[str, Any]:
     return {
         "policy": str(result.path),
         "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in result.keys],
+        "unusable": [
+            {"name": k.name, "revoked": k.revoked, "reason": k.reason}
+            for _, k in sorted(policy.unusable.items())
+        ],
         "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
         "minimum": dict(policy.minimum),
     }
@@ -418,6 +422,8 @@ def _policy_text(_ctx: Context, result: Policy) -> None:
     click.echo(f"policy: {result.path}")
     for k in result.keys:
         click.echo(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
+    for _, u in sorted(result.policy.unusable.items()):
+        click.echo(f"key  {u.name:<20} UNUSABLE{'  REVOKED' if u.revoked else ''}  {u.reason}")
     for r in result.policy.rules:
         click.echo(f"rule {r.models:<20} {', '.join(r.keys)}")
     for model, version in sorted(result.policy.minimum.items()):
@@ -425,6 +431,12 @@ def _policy_text(_ctx: Context, result: Policy) -> None:
 
 
 POLICY = Rendering(_policy_json, _policy_text)
+
+
+def unusable_keys(policy: TrustPolicy) -> None:
+    """Warn about each key of ``policy`` that trusts nothing because packager cannot use it."""
+    for _, key in sorted(policy.unusable.items()):
+        warn(f"key {key.name} is skipped: {key.reason}")
 
 
 def key_trusted(ctx: Context, path: Path, name: str, models: str) -> None:

@@ -31,13 +31,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.manifest import NAME_RE, SEMVER_RE
-from packager.core.signature import key_hint
+from packager.core.signature import SUPPORTED_CURVES, key_hint
 from packager.errors import UntrustedError, UsageError
 
+_USE = "use an ECDSA P-256, P-384 or P-521 key (`packager keygen` makes one)"
 KEY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -51,6 +53,17 @@ class TrustedKey:
     @property
     def hint(self) -> str:
         return key_hint(self.public_key)
+
+
+@dataclass(frozen=True)
+class UnusableKey:
+    """A key in the policy file that packager cannot verify with (``reason`` says why): it
+    is kept in the file and trusted for nothing, so it never stops the usable keys."""
+
+    name: str
+    pem: bytes
+    revoked: bool
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,7 @@ class TrustPolicy:
     rules: tuple[Rule, ...]
     minimum: Mapping[str, str] = field(default_factory=dict)
     source: str = "trust policy"
+    unusable: Mapping[str, UnusableKey] = field(default_factory=dict)
 
     def keys_for(self, model: str) -> list[ec.EllipticCurvePublicKey]:
         """Public keys allowed to sign ``model``: named by a covering rule and not revoked.
@@ -76,9 +90,12 @@ class TrustPolicy:
             UntrustedError: no rule covers the model, or every key it names is revoked.
         """
         names = sorted({k for rule in self.rules if rule.covers(model) for k in rule.keys})
-        allowed = [self.keys[n].public_key for n in names if not self.keys[n].revoked]
+        usable = [self.keys[n] for n in names if n in self.keys]
+        allowed = [key.public_key for key in usable if not key.revoked]
         if not allowed:
-            why = "every key its rules name is revoked" if names else "no rule covers it"
+            why = (
+                "every key its rules name is revoked or unusable" if names else "no rule covers it"
+            )
             raise UntrustedError(
                 f"no trusted key for {model} in {self.source} ({why}); add one with "
                 f"`packager trust add-key NAME cosign.pub --models '{model}'`"
@@ -117,13 +134,27 @@ VerifyMode = Trusted | Unverified
 
 
 def load_pem_public_key(pem: bytes, *, where: str) -> ec.EllipticCurvePublicKey:
-    """Raises UsageError unless ``pem`` is an EC public key in PEM SPKI form."""
+    """The public key in ``pem`` (PEM SubjectPublicKeyInfo): the one rule for which keys
+    packager accepts, which is exactly the keys it verifies signatures with (ECDSA on
+    P-256, P-384 or P-521).
+
+    Raises:
+        UsageError: not a PEM public key, not an ECDSA key, or on another curve (named).
+    """
     try:
         key = serialization.load_pem_public_key(pem)
+    except UnsupportedAlgorithm as e:
+        raise UsageError(f"{where}: a key packager cannot verify with ({e}); {_USE}") from e
     except (ValueError, TypeError) as e:
         raise UsageError(f"{where}: not a PEM public key ({e})") from e
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise UsageError(f"{where}: only ECDSA public keys are supported")
+        kind = type(key).__name__.removesuffix("PublicKey")
+        raise UsageError(f"{where}: an {kind} key is not an ECDSA public key; {_USE}")
+    if key.curve.name not in SUPPORTED_CURVES:
+        raise UsageError(
+            f"{where}: an ECDSA key on curve {key.curve.name}, which packager cannot verify "
+            f"with; {_USE}"
+        )
     return key
 
 
@@ -153,6 +184,7 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
     if unknown:
         raise UsageError(f"{source}: unknown section {sorted(unknown)[0]!r}")
     keys: dict[str, TrustedKey] = {}
+    unusable: dict[str, UnusableKey] = {}
     for name, entry in _table(doc.get("keys", {}), f"{source}: [keys]").items():
         where = f"{source}: [keys.{name}]"
         check_key_name(name)
@@ -163,7 +195,11 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         if not isinstance(revoked, bool):
             raise UsageError(f"{where}: revoked must be true or false")
         pem = entry["pem"].encode()
-        keys[name] = TrustedKey(name, pem, load_pem_public_key(pem, where=where), revoked)
+        try:
+            keys[name] = TrustedKey(name, pem, load_pem_public_key(pem, where=where), revoked)
+        except UsageError as e:
+            # One key packager cannot verify with must not stop the others: it signs nothing.
+            unusable[name] = UnusableKey(name, pem, revoked, str(e))
     rules: list[Rule] = []
     raw_rules = doc.get("rules", [])
     if not isinstance(raw_rules, list):
@@ -179,7 +215,7 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
             or not all(isinstance(n, str) for n in names)
         ):
             raise UsageError(f'{where} needs models = "GLOB" and keys = ["NAME", ...]')
-        missing = [n for n in names if n not in keys]
+        missing = [n for n in names if n not in keys and n not in unusable]
         if missing:
             raise UsageError(f"{where} names unknown key {missing[0]!r}")
         rules.append(Rule(models, tuple(names)))
@@ -190,17 +226,18 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         if not SEMVER_RE.fullmatch(version):
             raise UsageError(f"{source}: [minimum] {model} = {version!r} is not a SemVer version")
         minimum[model] = version
-    return TrustPolicy(keys, tuple(rules), minimum, source)
+    return TrustPolicy(keys, tuple(rules), minimum, source, unusable)
 
 
 def render_policy(policy: TrustPolicy) -> str:
     """TOML text for a policy; ``parse_policy(render_policy(p))`` gives ``p`` back."""
     import tomli_w  # deferred: only `packager trust` writes policies
 
+    every: list[TrustedKey | UnusableKey] = [*policy.keys.values(), *policy.unusable.values()]
     doc: dict[str, Any] = {
         "keys": {
             key.name: {"pem": key.pem.decode().strip() + "\n", "revoked": key.revoked}
-            for key in sorted(policy.keys.values(), key=lambda k: k.name)
+            for key in sorted(every, key=lambda k: k.name)
         },
         "rules": [{"models": rule.models, "keys": list(rule.keys)} for rule in policy.rules],
     }

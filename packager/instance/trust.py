@@ -76,7 +76,8 @@ def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPoli
     """Add (or replace) key ``name`` from a PEM public key file, trusted for ``models``.
 
     Raises:
-        UsageError: bad name or key file, or the name is already a different key.
+        UsageError: bad name or key file (not a key packager verifies with: the message
+            names its type or curve), or the name is already a different key.
     """
     check_key_name(name)
     try:
@@ -86,7 +87,7 @@ def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPoli
     key = TrustedKey(name, pem, load_pem_public_key(pem, where=str(pub)))
     policy = _load_or_empty(path)
     existing = policy.keys.get(name)
-    if existing is not None and existing.hint != key.hint:
+    if name in policy.unusable or (existing is not None and existing.hint != key.hint):
         raise UsageError(f"{path} already has a different key named {name!r}; pick another name")
     keys = {**policy.keys, name: key}
     rules = list(policy.rules)
@@ -104,10 +105,14 @@ def revoke_key(path: Path, name: str) -> TrustPolicy:
         UsageError: no such key.
     """
     policy = _load_or_empty(path)
-    if name not in policy.keys:
+    if name in policy.unusable:
+        unusable = {**policy.unusable, name: replace(policy.unusable[name], revoked=True)}
+        updated = replace(policy, unusable=unusable)
+    elif name in policy.keys:
+        keys = {**policy.keys, name: replace(policy.keys[name], revoked=True)}
+        updated = replace(policy, keys=keys)
+    else:
         raise UsageError(f"{path} has no key named {name!r}; see `packager trust list`")
-    keys = {**policy.keys, name: replace(policy.keys[name], revoked=True)}
-    updated = replace(policy, keys=keys)
     _write(path, updated)
     return updated
 

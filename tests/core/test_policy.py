@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from packager._io.keys import encode_public_key, generate_private_key
 from packager.core.policy import (
@@ -10,6 +13,7 @@ from packager.core.policy import (
     TrustPolicy,
     Unverified,
     adhoc_policy,
+    load_pem_public_key,
     parse_policy,
     render_policy,
 )
@@ -113,7 +117,6 @@ def test_adhoc_policy_trusts_given_keys_for_every_model(alice: ec.EllipticCurveP
         ("[keys", "not valid TOML"),
         ("[other]\n", "unknown section"),
         ("[keys.a]\nfile = 'x'\n", "needs pem"),
-        ("[keys.a]\npem = 'nope'\n", "not a PEM public key"),
         ("[[rules]]\nmodels = '*'\nkeys = ['ghost']\n", "unknown key 'ghost'"),
         ("[[rules]]\nmodels = 1\nkeys = []\n", "needs models"),
         ("rules = 3\n", "array of tables"),
@@ -140,3 +143,70 @@ def test_an_unverified_mode_always_says_why() -> None:
     mode = Trusted(TrustPolicy({}, (), {}))
     with pytest.raises(AttributeError):
         mode.policy = TrustPolicy({}, (), {})  # type: ignore[misc]
+
+
+def spki(key: object) -> bytes:
+    public = key.public_key()  # type: ignore[attr-defined]
+    return bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+# An ECDSA key on sect283k1, a binary curve this cryptography build cannot even load.
+SECT283K1 = b"""-----BEGIN PUBLIC KEY-----
+MF4wEAYHKoZIzj0CAQYFK4EEABADSgAEAdcuY9TxUvIEH84FzoNZVxbCTsWzPT6c
+vVgPwUJz2w4wmR4SAItB2uJ1dw1sqVIq/ADL7HiIMtcC359FaH2wxE3fTGtZ7h5s
+-----END PUBLIC KEY-----
+"""
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: spki(ec.generate_private_key(ec.SECP256K1())), "curve secp256k1"),
+        (lambda: spki(ec.generate_private_key(ec.BrainpoolP256R1())), "curve brainpoolP256r1"),
+        (lambda: spki(ec.generate_private_key(ec.SECP192R1())), "curve secp192r1"),
+        (lambda: SECT283K1, "1.3.132.0.16"),
+        (lambda: spki(ed25519.Ed25519PrivateKey.generate()), "Ed25519 key"),
+        (lambda: spki(rsa.generate_private_key(65537, 2048)), "RSA key"),
+    ],
+    ids=["secp256k1", "brainpool", "p192", "sect283k1", "ed25519", "rsa"],
+)
+def test_only_keys_packager_verifies_with_are_accepted(make: object, named: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(named)) as caught:
+        load_pem_public_key(make(), where="k.pub")  # type: ignore[operator]
+    message = str(caught.value)
+    assert "\n" not in message and "P-256, P-384 or P-521" in message
+    for curve in (ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()):
+        load_pem_public_key(spki(ec.generate_private_key(curve)), where="k.pub")
+
+
+def test_an_unusable_key_in_the_policy_does_not_stop_the_usable_ones(
+    alice: ec.EllipticCurvePrivateKey,
+) -> None:
+    k1 = spki(ec.generate_private_key(ec.SECP256K1())).decode()
+    text = f"""
+[keys.k1]
+pem = '''{k1}'''
+
+[keys.alice]
+pem = '''{pem(alice)}'''
+
+[[rules]]
+models = "iris"
+keys = ["k1", "alice"]
+
+[[rules]]
+models = "only-k1"
+keys = ["k1"]
+"""
+    policy = parse_policy(text, source="t.toml")
+    assert hints(policy.keys_for("iris")) == [key_hint(alice.public_key())]
+    assert list(policy.unusable) == ["k1"] and "secp256k1" in policy.unusable["k1"].reason
+    with pytest.raises(UntrustedError, match="revoked or unusable"):
+        policy.keys_for("only-k1")
+    # Rewriting the policy keeps the unusable key as it was.
+    again = parse_policy(render_policy(policy), source="t.toml")
+    assert again.unusable == policy.unusable and again.rules == policy.rules
