@@ -776,3 +776,65 @@ def test_cli_exit_codes_for_an_expired_channel_and_a_failing_update(
     assert "1 of 1 models not updated: iris@stable:" in err
     code, _, err = cli(capsys, "install", "iris@Stable", "--key", keypair.pub_path)
     assert code == 2
+
+
+class BrokenRegistry(LayoutRegistry):
+    """A registry whose backend fails in a way no packager error describes (a bug or a
+    hostile server tripping one): every channel document read raises."""
+
+    def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
+        raise RuntimeError(f"backend exploded reading {name}:{tag}")
+
+
+def test_update_continues_past_a_registry_that_breaks_in_any_way(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    aster: Path,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    elsewhere = LayoutRegistry(tmp_path / "aster-registry")
+    publish_bundle(aster, registry=elsewhere, mode=Trusted(adhoc_policy([keypair.public])))
+    promote(
+        "aster@1.0.0", channel="stable", registry=elsewhere, private_key=keypair.private, now=T0
+    )
+    install(
+        "aster@stable",
+        registry=elsewhere,
+        store=store,
+        now=T0,
+        options=InstallOptions(verify=Trusted(trust), registry_ref=str(elsewhere.root)),
+    )
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    install_channel(registry, store, trust, T0)
+    promote(
+        "iris@2.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=keypair.private,
+        now=T0 + HOUR,
+    )
+    broken = BrokenRegistry(elsewhere.root)
+
+    report = update(
+        store=store,
+        now=T0 + 2 * HOUR,
+        open_registry=lambda ref: (
+            broken if ref == str(elsewhere.root) else open_registry(ref, home=home)
+        ),
+        options=InstallOptions(verify=Trusted(trust)),
+    )
+    assert [(m.name, m.status) for m in report.models] == [
+        ("aster", "refused"),
+        ("iris", "updated"),
+    ]
+    error = report.models[0].error
+    assert isinstance(error, RegistryError) and "RuntimeError: backend exploded" in str(error)
+    assert report.exit_code == 4
+    assert store.current_version("iris") == "2.0.0"
+    assert store.current_version("aster") == "1.0.0"
+    outcome, detail = channel_log(store, "aster")[-1]
+    assert outcome == "refused" and "backend exploded" in detail
+    assert not [p for p in store.tmp.rglob("*") if p.is_file()], "staging left behind"

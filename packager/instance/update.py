@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from packager.errors import PackagerError
-from packager.instance.install import InstallOptions, install
-from packager.instance.store import Store
+from packager.errors import PackagerError, RegistryError
+from packager.instance.install import InstallOptions, InstallResult, install
+from packager.instance.store import Following, Store
 from packager.registry.base import RegistryReader
 
 # Which failure an update reports when several models fail: trust before compatibility
@@ -89,41 +89,69 @@ def update(
     Each model is resolved through the registry reference recorded when it started
     following (``options.registry_ref``, when given, is used instead for this run and not
     recorded), with every check of ``install NAME@CHANNEL`` (so an unverified
-    ``options.verify`` refuses every model). A model that fails is reported and audited,
-    and the others are still tried: failures of single models are never raised, they are
-    in the report (see :attr:`UpdateReport.exit_code`).
+    ``options.verify`` refuses every model). A model that fails in any way, even with an
+    exception that is not packager's (a registry broken beyond what its client foresaw:
+    reported as a RegistryError, exit 4), is reported and audited, and the others are
+    still tried: failures of single models are never raised, they are in the report (see
+    :attr:`UpdateReport.exit_code`).
     """
     results: list[Updated] = []
     for follow in store.following():
         name, channel = follow.name, follow.channel
-        source = options.registry_ref if options.registry_ref is not None else follow.registry
         try:
-            registry = open_registry(source)
-        except PackagerError as e:
-            store.audit(
-                action="channel",
-                outcome="refused",
-                now=now,
-                name=name,
-                detail=f"{channel}: {type(e).__name__}: {e}",
-            )
-            results.append(Updated(name, channel, follow.registry, "refused", error=e))
-            options.say(f"{name}@{channel}: {e}")
-            continue
-        try:
-            result = install(
-                f"{name}@{channel}",
-                registry=registry,
-                store=store,
-                now=now,
-                options=replace(options, registry_ref=follow.registry),
+            result = _update_one(
+                follow, store=store, now=now, open_registry=open_registry, options=options
             )
         except PackagerError as e:
-            results.append(Updated(name, channel, follow.registry, "refused", error=e))
-            options.say(f"{name}@{channel}: {e}")
+            error = e
+        # The per-model boundary: one model's registry, however broken, never stops the others.
+        except Exception as e:
+            error = RegistryError(
+                f"reading {name}@{channel} failed unexpectedly ({type(e).__name__}: {e}); "
+                "the registry may be broken or hostile"
+            )
+            _audit_refusal(store, now, follow, error)
+        else:
+            status = "current" if result.smoke_test is None else "updated"
+            results.append(
+                Updated(name, channel, follow.registry, status, result.version, result.previous)
+            )
             continue
-        status = "current" if result.smoke_test is None else "updated"
-        results.append(
-            Updated(name, channel, follow.registry, status, result.version, result.previous)
-        )
+        results.append(Updated(name, channel, follow.registry, "refused", error=error))
+        options.say(f"{name}@{channel}: {error}")
     return UpdateReport(tuple(results))
+
+
+def _update_one(
+    follow: Following,
+    *,
+    store: Store,
+    now: datetime,
+    open_registry: Callable[[str | None], RegistryReader],
+    options: InstallOptions,
+) -> InstallResult:
+    """``install NAME@CHANNEL`` from the registry the model follows (install audits its own
+    refusals; a registry that cannot be opened is audited here)."""
+    source = options.registry_ref if options.registry_ref is not None else follow.registry
+    try:
+        registry = open_registry(source)
+    except PackagerError as e:
+        _audit_refusal(store, now, follow, e)
+        raise
+    return install(
+        f"{follow.name}@{follow.channel}",
+        registry=registry,
+        store=store,
+        now=now,
+        options=replace(options, registry_ref=follow.registry),
+    )
+
+
+def _audit_refusal(store: Store, now: datetime, follow: Following, error: PackagerError) -> None:
+    store.audit(
+        action="channel",
+        outcome="refused",
+        now=now,
+        name=follow.name,
+        detail=f"{follow.channel}: {type(error).__name__}: {error}",
+    )
