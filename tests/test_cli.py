@@ -234,3 +234,71 @@ def test_an_unusable_key_is_refused_by_add_key_and_skipped_with_a_warning_in_tru
     assert [k["name"] for k in json.loads(out)["unusable"]] == ["k1"]
     assert cli(capsys, "trust", "revoke", "k1")[0] == 0
     assert "revoked = true" in trust.read_text().split("[keys.platform]")[0]
+
+
+HOSTILE = "\x1b[2K\rinstall ok\n2026-12-02T00:00:00+00:00  install  ok       iris@9.9.9  forged"
+
+
+def assert_shown_as_data(text: str) -> None:
+    """Nothing a registry sent acts on the terminal or starts a line of its own."""
+    assert "\x1b" not in text and "\r" not in text
+    assert "\\x1b[2K\\rinstall ok\\n2026-12-02" in text
+    assert not any(line.startswith("2026-12-02T00:00:00") for line in text.splitlines())
+
+
+def test_a_registry_forging_lines_through_a_media_type_is_shown_as_data(
+    capsys: pytest.CaptureFixture[str], keypair: KeyPair, home: Path, tmp_path: Path
+) -> None:
+    from .hostile import _LayoutTarget
+
+    root = tmp_path / "hostile-registry"
+    target = _LayoutTarget(root, "iris")
+    target.tag("1.0.0", {"mediaType": HOSTILE, **target.blob(b"{}")})
+    assert cli(capsys, "trust", "add-key", "platform", keypair.pub_path)[0] == 0
+    code, out, err = cli(capsys, "install", "iris@1.0.0", "--registry", root)
+    assert code == 3, err
+    assert err.count("\n") == 1 and err.startswith("packager: error: ")
+    assert_shown_as_data(err)
+    code, out, _ = cli(capsys, "log", "iris")
+    assert code == 0 and out.count("\n") == 1, out
+    assert_shown_as_data(out)
+    code, out, _ = cli(capsys, "log", "iris", "--json")
+    [entry] = json.loads(out)
+    assert entry["outcome"] == "refused" and "\\x1b[2K" in entry["detail"]
+
+
+def test_a_registry_forging_lines_through_an_error_body_is_shown_as_data(
+    capsys: pytest.CaptureFixture[str], keypair: KeyPair, home: Path
+) -> None:
+    from http.server import BaseHTTPRequestHandler
+
+    from .registry.servers import serve
+
+    body = json.dumps({"errors": [{"code": "DENIED", "message": HOSTILE}]}).encode()
+
+    class Hostile(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    assert cli(capsys, "trust", "add-key", "platform", keypair.pub_path)[0] == 0
+    with serve(Hostile, None) as port:
+        code, _, err = cli(
+            capsys, "install", "iris", "--registry", f"oci://127.0.0.1:{port}/ml", "--plain-http"
+        )
+    assert code == 4, err
+    assert err.count("\n") == 1 and "answered 403 DENIED" in err
+    assert_shown_as_data(err)
+    code, out, _ = cli(capsys, "log", "iris")
+    assert out.count("\n") == 1, out
+    assert_shown_as_data(out)

@@ -113,3 +113,21 @@ def test_newer_database_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "newer than this packager knows" in lines[0]
+
+
+def test_the_audit_log_stores_what_registries_said_as_escaped_capped_text(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    forged = (
+        "TamperedError: \x1b[2K\rinstall ok\n2026-12-02T00:00:00+00:00  install  ok  iris@9.9.9"
+    )
+    store.audit(action="install", outcome="refused", now=NOW, name="iris", detail=forged)
+    store.audit(action="install", outcome="refused", now=NOW, name="iris", detail="x" * 10_000)
+    first, second = store.audit_log("iris")
+    assert first.detail == (
+        "TamperedError: \\x1b[2K\\rinstall ok\\n2026-12-02T00:00:00+00:00  install  ok  iris@9.9.9"
+    )
+    assert second.detail == "x" * 2000 + "… (8000 more characters)"
+    # Whatever reads state.db directly sees one row per entry, with no control characters.
+    with sqlite3.connect(tmp_path / STATE_DB) as conn:
+        rows = conn.execute("SELECT detail FROM audit").fetchall()
+    assert all(row[0].isprintable() for row in rows)

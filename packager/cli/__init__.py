@@ -15,6 +15,7 @@ from packager._io.config import resolve_home
 from packager._version import __version__
 from packager.cli import build, distribution, instance
 from packager.cli.options import Context
+from packager.core.text import printable
 from packager.errors import PackagerError
 
 
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="packager", standalone_mode=False)
     except PackagerError as e:
-        click.echo(f"packager: error: {e}", err=True)
+        # Messages quote what registries sent: shown as data, never as terminal control.
+        click.echo(f"packager: error: {printable(str(e), limit=None)}", err=True)
         return e.exit_code
     except click.exceptions.Abort:
         click.echo("packager: aborted", err=True)

@@ -20,6 +20,7 @@ from packager.build.options import (
     QuantizeOptions,
     Tolerance,
 )
+from packager.core.text import printable
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class Context:
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            click.echo(message, err=True)
+            click.echo(printable(message, limit=None), err=True)
 
 
 def json_option(f: F) -> F:

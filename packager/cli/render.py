@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import click
 
 from packager.cli.options import Context
+from packager.core.text import printable
 
 if TYPE_CHECKING:
     from packager.build.benchmark import Report
@@ -49,9 +50,15 @@ def emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def line(text: str, *, err: bool = False) -> None:
+    """Print one line of text output: what it quotes from registries, bundles or the audit
+    log is shown as data (escaped), never as terminal control or a line break."""
+    click.echo(printable(text, limit=None), err=err)
+
+
 def warn(message: str) -> None:
     """A warning the user must see: on stderr even with --quiet."""
-    click.echo(f"packager: WARNING: {message}", err=True)
+    line(f"packager: WARNING: {message}", err=True)
 
 
 SKIPPING_VERIFICATION = (
@@ -103,7 +110,7 @@ def _packaged_text(ctx: Context, result: Packaged) -> None:
         f"packaged {result.manifest.ref} -> {result.bundle} "
         f"(max abs diff {validation.max_abs_diff:.3g}, {validation.rows} test vectors)"
     )
-    click.echo(str(result.bundle))
+    line(str(result.bundle))
 
 
 PACKAGED = Rendering(_packaged_json, _packaged_text)
@@ -116,7 +123,7 @@ VERIFIED: Rendering[Manifest] = Rendering(
         "version": manifest.version,
         "files": [f.to_dict() for f in manifest.files],
     },
-    text=lambda _ctx, manifest: click.echo(
+    text=lambda _ctx, manifest: line(
         f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)"
     ),
 )
@@ -149,10 +156,10 @@ def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
         rows.append(("license", manifest.license))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        click.echo(f"{k:<{width}}  {v}")
-    click.echo("files:")
+        line(f"{k:<{width}}  {v}")
+    line("files:")
     for f in manifest.files:
-        click.echo(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
+        line(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
 
 
 MANIFEST: Rendering[Manifest] = Rendering(
@@ -181,7 +188,7 @@ class Published:
 def _published_text(ctx: Context, result: Published) -> None:
     a = result.artifact
     ctx.say(f"published {a.name}@{a.version} to {result.location}")
-    click.echo(f"{result.reference}@{a.manifest_digest}")
+    line(f"{result.reference}@{a.manifest_digest}")
 
 
 PUBLISHED: Rendering[Published] = Rendering(
@@ -205,7 +212,7 @@ def _catalog_text(ctx: Context, catalog: Catalog) -> None:
     if not any(catalog.models.values()):
         ctx.say(f"no models in {catalog.location}; publish one with `packager publish BUNDLE`")
     for name, versions in catalog.models.items():
-        click.echo(f"{name}  {', '.join(versions)}")
+        line(f"{name}  {', '.join(versions)}")
 
 
 CATALOG: Rendering[Catalog] = Rendering(
@@ -215,13 +222,13 @@ CATALOG: Rendering[Catalog] = Rendering(
 
 PULLED: Rendering[Path] = Rendering(
     json=lambda bundle: {"bundle": str(bundle)},
-    text=lambda _ctx, bundle: click.echo(str(bundle)),
+    text=lambda _ctx, bundle: line(str(bundle)),
 )
 
 
 def _promotion_text(_ctx: Context, promotion: Promotion) -> None:
     doc = promotion.channel
-    click.echo(
+    line(
         f"{doc.name}@{doc.channel} -> {doc.version}  sequence {doc.sequence}  "
         f"expires {doc.expires.isoformat()}  {doc.manifest_digest}"
     )
@@ -255,7 +262,7 @@ def _exported_json(result: Exported) -> dict[str, Any]:
 
 def _exported_text(ctx: Context, result: Exported) -> None:
     ctx.say(f"wrote {len(result.artifacts)} version(s) to {result.archive}")
-    click.echo(str(result.archive))
+    line(str(result.archive))
 
 
 EXPORTED = Rendering(_exported_json, _exported_text)
@@ -268,9 +275,9 @@ def _mirrored_text(ctx: Context, report: MirrorReport) -> None:
         ("conflict", report.conflicts),
     ):
         for item in items:
-            click.echo(f"{label:<8}  {item.name}@{item.version}  {item.destination_digest}")
+            line(f"{label:<8}  {item.name}@{item.version}  {item.destination_digest}")
     for c in report.channels:
-        click.echo(f"{c.outcome:<8}  {c.name}@{c.channel}  {c.detail}")
+        line(f"{c.outcome:<8}  {c.name}@{c.channel}  {c.detail}")
     ctx.say(
         f"{len(report.copied)} copied, {len(report.skipped)} already there, "
         f"{len(report.conflicts)} conflicting"
@@ -308,9 +315,9 @@ def _installed_json(result: InstallResult) -> dict[str, Any]:
 
 def _installed_text(_ctx: Context, result: InstallResult) -> None:
     if result.smoke_test is None:
-        click.echo(f"{result.name}@{result.version} is already current -> {result.directory}")
+        line(f"{result.name}@{result.version} is already current -> {result.directory}")
     else:
-        click.echo(f"installed {result.name}@{result.version} -> {result.directory}")
+        line(f"installed {result.name}@{result.version} -> {result.directory}")
 
 
 INSTALLED = Rendering(_installed_json, _installed_text)
@@ -325,7 +332,7 @@ def _updated_text(ctx: Context, report: UpdateReport) -> None:
             "current": m.version,
             "refused": str(m.error),
         }[m.status]
-        click.echo(f"{m.status:<8} {m.name}@{m.channel}  {what}")
+        line(f"{m.status:<8} {m.name}@{m.channel}  {what}")
 
 
 UPDATED: Rendering[UpdateReport] = Rendering(json=lambda r: r.to_json(), text=_updated_text)
@@ -335,7 +342,7 @@ def _listed_text(ctx: Context, installed: Sequence[Installed]) -> None:
     if not installed:
         ctx.say("no models installed; run `packager install NAME --key cosign.pub`")
     for i in installed:
-        click.echo(f"{'*' if i.current else ' '} {i.name}  {i.version}")
+        line(f"{'*' if i.current else ' '} {i.name}  {i.version}")
 
 
 LISTED: Rendering[Sequence[Installed]] = Rendering(
@@ -355,7 +362,7 @@ class RolledBack:
 
 ROLLED_BACK: Rendering[RolledBack] = Rendering(
     json=lambda r: {"name": r.name, "current": r.current},
-    text=lambda _ctx, r: click.echo(f"{r.name} current -> {r.current}"),
+    text=lambda _ctx, r: line(f"{r.name} current -> {r.current}"),
 )
 
 
@@ -372,7 +379,7 @@ class Prediction:
 def _prediction_text(_ctx: Context, prediction: Prediction) -> None:
     data = prediction.outputs
     names = list(data)
-    click.echo("\t".join(["row", *names]))
+    click.echo("\t".join(["row", *(printable(n, limit=None) for n in names)]))
     rows = len(next(iter(data.values()))) if data else 0
     for i in range(rows):
         click.echo("\t".join([str(i), *(json.dumps(data[n][i]) for n in names)]))
@@ -386,7 +393,7 @@ PREDICTION: Rendering[Prediction] = Rendering(
 def _log_text(_ctx: Context, entries: Sequence[AuditEntry]) -> None:
     for e in entries:
         what = f"{e.name}@{e.version}" if e.version else (e.name or "-")
-        click.echo(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
+        line(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
 
 
 AUDIT_LOG: Rendering[Sequence[AuditEntry]] = Rendering(
@@ -419,15 +426,15 @@ def _policy_json(result: Policy) -> dict[str, Any]:
 
 
 def _policy_text(_ctx: Context, result: Policy) -> None:
-    click.echo(f"policy: {result.path}")
+    line(f"policy: {result.path}")
     for k in result.keys:
-        click.echo(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
+        line(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
     for _, u in sorted(result.policy.unusable.items()):
-        click.echo(f"key  {u.name:<20} UNUSABLE{'  REVOKED' if u.revoked else ''}  {u.reason}")
+        line(f"key  {u.name:<20} UNUSABLE{'  REVOKED' if u.revoked else ''}  {u.reason}")
     for r in result.policy.rules:
-        click.echo(f"rule {r.models:<20} {', '.join(r.keys)}")
+        line(f"rule {r.models:<20} {', '.join(r.keys)}")
     for model, version in sorted(result.policy.minimum.items()):
-        click.echo(f"min  {model:<20} {version}")
+        line(f"min  {model:<20} {version}")
 
 
 POLICY = Rendering(_policy_json, _policy_text)

@@ -31,6 +31,7 @@ from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
+from packager.core.text import printable
 from packager.errors import NotFoundError, UsageError, WrongModelError
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# Details quote registries' messages: a hostile one must not grow state.db at every update.
+MAX_AUDIT_DETAIL = 2000
 # A sequence never goes down, whatever a caller passes: the rollback check relies on it.
 _RECORD_SEEN = """
 INSERT INTO channels (name, channel, sequence, version, manifest_sha256, at)
@@ -166,7 +169,13 @@ class Store:
         version: str | None = None,
         detail: str = "",
     ) -> None:
-        """Append one line to the audit log."""
+        """Append one entry to the audit log: one row, each field in its own column.
+
+        ``detail`` often quotes what a registry sent; it is stored escaped (see
+        :func:`packager.core.text.printable`) and capped at :data:`MAX_AUDIT_DETAIL`
+        characters, so a newline or an escape sequence in it can never read as another
+        entry, whatever reads the log.
+        """
         with self.db() as conn:
             _audit(conn, action, outcome, now, name, version, detail)
 
@@ -472,7 +481,7 @@ def _audit(
 ) -> None:
     conn.execute(
         "INSERT INTO audit (at, action, name, version, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (now.isoformat(), action, name, version, outcome, detail),
+        (now.isoformat(), action, name, version, outcome, printable(detail, MAX_AUDIT_DETAIL)),
     )
 
 

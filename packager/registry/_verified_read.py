@@ -39,6 +39,7 @@ from packager._io.hashing import hash_range
 from packager.core.digests import Digest
 from packager.core.manifest import check_version
 from packager.core.semver import sort_versions
+from packager.core.text import printable
 from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry.artifact import (
     MAX_OCI_MANIFEST_BYTES,
@@ -345,7 +346,8 @@ class VerifiedRegistry:
         if desc is not None:
             if desc.media_type != OCI_MANIFEST_MEDIA_TYPE:
                 raise TamperedError(
-                    f"{name}:{tag} in {self.location} is a {desc.media_type}, not an OCI manifest"
+                    f"{name}:{tag} in {self.location} is a {printable(desc.media_type)}, "
+                    "not an OCI manifest"
                 )
             return self.read_blob(name, desc, max_size=limit), desc.digest
         if len(found.data) > limit:

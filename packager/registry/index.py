@@ -20,6 +20,7 @@ from typing import Any
 
 from packager.core.jsonio import Limits, loads_object
 from packager.core.manifest import dump_json
+from packager.core.text import printable
 from packager.errors import RegistryError, TamperedError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, parse_descriptor
 from packager.registry.base import Descriptor
@@ -62,7 +63,9 @@ class OciIndex:
             return None
         desc = parse_descriptor(dict(entry), where=self.where)
         if desc.media_type != OCI_MANIFEST_MEDIA_TYPE:
-            raise TamperedError(f"{self.where}: {ref} is a {desc.media_type}, not an OCI manifest")
+            raise TamperedError(
+                f"{self.where}: {ref} is a {printable(desc.media_type)}, not an OCI manifest"
+            )
         return desc
 
 

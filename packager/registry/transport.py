@@ -40,6 +40,7 @@ from requests.exceptions import ChunkedEncodingError
 from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
+from packager.core.text import printable
 from packager.errors import RegistryError, TamperedError
 from packager.registry._verified_read import check_blob, new_file
 from packager.registry.artifact import TITLE_ANNOTATION
@@ -663,5 +664,4 @@ def _error_detail(body: bytes) -> str:
 
 def _one_line(text: str, limit: int = 400) -> str:
     """Printable, single-line and bounded: servers choose part of this text."""
-    clean = "".join(c if c.isprintable() else " " for c in text)
-    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+    return printable(text, limit)
