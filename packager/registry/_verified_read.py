@@ -266,7 +266,7 @@ class VerifiedRegistry:
         if len(set(listed)) != len(listed):
             twice = sorted({tag for tag in listed if listed.count(tag) > 1})
             raise TamperedError(
-                f"{self.location} lists tag {twice[0]} of {name} more than once; "
+                f"{self.location} lists tag {printable(twice[0])} of {name} more than once; "
                 "readers could disagree on what it names"
             )
         return sorted(listed)

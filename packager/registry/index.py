@@ -90,7 +90,7 @@ def parse_index(data: bytes, *, where: str, hint: str) -> OciIndex:
             continue
         if ref in refs:
             raise TamperedError(
-                f"{where} tags {ref} more than once; readers could disagree on what it "
+                f"{where} tags {printable(ref)} more than once; readers could disagree on what it "
                 "names, so the index is refused"
             )
         refs[ref] = MappingProxyType(entry)
