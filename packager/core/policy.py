@@ -87,7 +87,8 @@ class TrustPolicy:
         """Public keys allowed to sign ``model``: named by a covering rule and not revoked.
 
         Raises:
-            UntrustedError: no rule covers the model, or every key it names is revoked.
+            UntrustedError: no rule covers the model, or every key it names is revoked or
+                unusable (see :class:`UnusableKey`).
         """
         names = sorted({k for rule in self.rules if rule.covers(model) for k in rule.keys})
         usable = [self.keys[n] for n in names if n in self.keys]
@@ -149,7 +150,7 @@ def load_pem_public_key(pem: bytes, *, where: str) -> ec.EllipticCurvePublicKey:
         raise UsageError(f"{where}: not a PEM public key ({e})") from e
     if not isinstance(key, ec.EllipticCurvePublicKey):
         kind = type(key).__name__.removesuffix("PublicKey")
-        raise UsageError(f"{where}: an {kind} key is not an ECDSA public key; {_USE}")
+        raise UsageError(f"{where}: the {kind} key is not an ECDSA public key; {_USE}")
     if key.curve.name not in SUPPORTED_CURVES:
         raise UsageError(
             f"{where}: an ECDSA key on curve {key.curve.name}, which packager cannot verify "
