@@ -141,5 +141,6 @@ def test_pickle_of_a_missing_library_names_its_extra(
     joblib.dump(XGBClassifier(n_estimators=3).fit(*iris), tmp_path / "model.joblib")
     for name in [m for m in sys.modules if m == "xgboost" or m.startswith("xgboost.")]:
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ConversionError, match=r"needs xgboost.*pip install 'packager\[xgboost\]'"):
+    hint = r"needs xgboost.*pip install 'onnx-packager\[xgboost\]'"
+    with pytest.raises(ConversionError, match=hint):
         load_model_file(tmp_path / "model.joblib")

@@ -154,7 +154,7 @@ def test_missing_torch_or_onnxscript_names_the_extra(
     with pytest.raises(ConversionError, match=r"needs onnxscript.*packager\[torch\]"):
         convert(module, positional(rows))
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ConversionError, match=r"needs torch.*pip install 'packager\[torch\]'"):
+    with pytest.raises(ConversionError, match=r"needs torch.*pip install 'onnx-packager\[torch\]'"):
         load_model_file(tmp_path / "whole.pt")
 
 

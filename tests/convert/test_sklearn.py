@@ -438,10 +438,11 @@ def test_missing_extra_is_named(
     joblib.dump(model, tmp_path / "model.pkl")
     # A None entry makes `import skl2onnx` fail as if it were not installed.
     monkeypatch.setitem(sys.modules, "skl2onnx", None)
-    with pytest.raises(ConversionError, match=r"needs skl2onnx.*pip install 'packager\[sklearn\]'"):
+    hint = r"needs skl2onnx.*pip install 'onnx-packager\[sklearn\]'"
+    with pytest.raises(ConversionError, match=hint):
         convert(model, positional(iris[0]))
     monkeypatch.setitem(sys.modules, "joblib", None)
-    with pytest.raises(ConversionError, match=r"pip install 'packager\[sklearn\]'"):
+    with pytest.raises(ConversionError, match=r"pip install 'onnx-packager\[sklearn\]'"):
         load_model_file(tmp_path / "model.pkl")
 
 

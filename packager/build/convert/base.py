@@ -74,9 +74,13 @@ class Options:
             )
 
 
+# The name on PyPI; the import package and the command stay ``packager``.
+DISTRIBUTION = "onnx-packager"
+
+
 def install_hint(extra: str) -> str:
-    """The command that installs an extra: ``pip install 'packager[xgboost]'``."""
-    return f"pip install 'packager[{extra}]'"
+    """The command that installs an extra: ``pip install 'onnx-packager[xgboost]'``."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 SKLEARN_EXTRA = install_hint("sklearn")
