@@ -69,6 +69,7 @@ def test_classifiers(make: object, iris: tuple[np.ndarray, np.ndarray]) -> None:
     np.testing.assert_array_equal(conversion.expected["label"], model.predict(seen))
     assert conversion.source["converter"] == "skl2onnx+onnxmltools"
     assert conversion.source["framework"] in ("xgboost", "lightgbm")
+    assert conversion.accepts_missing is True  # NaN has a branch in every tree, as in ONNX
     # onnxmltools' tree converters stop at these opsets.
     opsets = {o.domain: o.version for o in conversion.model.opset_import}
     assert opsets["ai.onnx.ml"] == 3

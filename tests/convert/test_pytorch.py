@@ -69,6 +69,7 @@ def test_mlp_classifier_gets_an_argmax_label(rows: np.ndarray) -> None:
     assert conversion.source["framework"] == "pytorch"
     assert conversion.source["converter"] == "torch.onnx (dynamo exporter)"
     assert conversion.source["estimator"] == f"{__name__}.MLP"
+    assert conversion.accepts_missing is False  # NaN in, NaN out: the module does not handle it
 
 
 def test_batch_dimension_is_dynamic(rows: np.ndarray) -> None:

@@ -150,6 +150,7 @@ def test_hist_gradient_boosting_classifier_with_missing_values(
     (tree,) = [n for n in conversion.model.graph.node if n.op_type == "TreeEnsembleClassifier"]
     tracks = next(a for a in tree.attribute if a.name == "nodes_missing_value_tracks_true")
     assert set(tracks.ints) == {0, 1}  # NaN goes left in some splits and right in others
+    assert conversion.accepts_missing is True
 
 
 def test_hist_gradient_boosting_regressor_in_a_pipeline(

@@ -155,6 +155,9 @@ class Conversion:
     for the graph ("float64->float32"), None when they were fed as they are.
     ``original`` runs the original model again (None for an .onnx file).
     ``notes`` are things the user should know, e.g. why a float64 graph was not made.
+    ``accepts_missing``: whether instances may feed missing values (see
+    :func:`packager.build.convert.parity.probe_missing`); None when there is no original
+    to ask (an .onnx file).
     """
 
     model: onnx.ModelProto
@@ -173,3 +176,4 @@ class Conversion:
     external_data: bool = False
     input_cast: str | None = None
     notes: tuple[str, ...] = ()
+    accepts_missing: bool | None = None
