@@ -180,3 +180,21 @@ def test_predict_refuses_a_blank_cell_and_a_json_null_with_exit_2(
     text.write_text("color,size\nred,10\nblue,12\n")
     code, err = predict(capsys, "shop", text)
     assert code == 0, err
+
+
+def test_a_graph_that_answers_nan_otherwise_than_the_original_refuses_it(
+    iris: tuple[np.ndarray, np.ndarray], gaps: np.ndarray
+) -> None:
+    """scikit-learn's own trees learn where NaN goes; skl2onnx's tree converter does not
+    carry that, so the graph would answer missing values differently: recorded as refused."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    from packager._io.table import from_mapping
+    from packager.build.convert import convert
+
+    model = DecisionTreeClassifier(random_state=0).fit(gaps, iris[1])
+    model.predict(gaps[:5])  # the original does take NaN
+    conversion = convert(model, from_mapping({n: iris[0][::5, i] for i, n in enumerate(COLUMNS)}))
+    assert conversion.accepts_missing is False
+    (note,) = conversion.notes
+    assert "takes missing values (NaN) but the ONNX model answers differently" in note
