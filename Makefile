@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench offline-installer clean
 
 venv: $(STAMP)
 
@@ -27,9 +27,19 @@ test: venv
 bench: venv
 	$(BIN)/python benchmarks/run_all.py --write BENCHMARKS.md --readme README.md
 
+# One archive that installs packager (instance side) with no network: wheels for a target
+# Python and platform plus install.sh. Default target: this machine. Needs an index to build.
+#   make offline-installer PYTHON_VERSION=3.11 PLATFORM=manylinux_2_28_x86_64
+PYTHON_VERSION ?=
+PLATFORM ?=
+offline-installer: venv
+	$(BIN)/python tools/offline_installer.py -o dist \
+		$(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) \
+		$(foreach p,$(PLATFORM),--platform $(p))
+
 lint: venv
-	$(BIN)/ruff check packager tests benchmarks examples
-	$(BIN)/ruff format --check packager tests benchmarks examples
+	$(BIN)/ruff check packager tests benchmarks examples tools
+	$(BIN)/ruff format --check packager tests benchmarks examples tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 

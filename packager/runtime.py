@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from packager._io.table import Table, from_mapping, refuse_missing, to_feeds
 from packager.core.compare import Comparison, compare_outputs
 from packager.core.compat import check_runtime
 from packager.core.graph import check_graph
@@ -174,6 +175,8 @@ class Model:
         inputs = manifest.model.inputs
         if len(inputs) == 1 and inputs[0].dtype != "string":
             self._direct = (inputs[0].name, np.dtype(inputs[0].dtype))
+        # Unknown (a bundle that does not say) is refused like False.
+        self._refuse_missing = manifest.model.accepts_missing is not True
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 0) -> Model:
@@ -211,8 +214,12 @@ class Model:
         array or list of rows (for a model with one input); or a
         :class:`packager._io.table.Table`.
 
+        A missing value (NaN, None, empty text) is refused unless the manifest says the
+        model takes them (``model.acceptsMissing``).
+
         Raises:
-            UsageError: the inputs do not match the model's inputs.
+            UsageError: the inputs do not match the model's inputs, or hold a missing value
+                the model does not take.
             IncompatibleModelError: onnxruntime failed.
         """
         return self.run(self.feeds(inputs))
@@ -234,7 +241,18 @@ class Model:
         }
 
     def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
-        """Turn any accepted input form into onnxruntime feeds (see :meth:`predict`)."""
+        """Turn any accepted input form into onnxruntime feeds (see :meth:`predict`).
+
+        Raises:
+            UsageError: as :meth:`predict`.
+        """
+        feeds, table = self._feeds(inputs)
+        if self._refuse_missing:
+            refuse_missing(feeds, table.columns if table is not None and table.named else None)
+        return feeds
+
+    def _feeds(self, inputs: Any) -> tuple[dict[str, np.ndarray], Table | None]:
+        """The feeds, and the table they were made from if there was one."""
         direct = self._direct
         if (
             direct is not None
@@ -242,18 +260,17 @@ class Model:
             and inputs.ndim == 2
             and inputs.dtype == direct[1]
         ):
-            return {direct[0]: inputs}
-        from packager._io.table import Table, from_mapping, to_feeds
-
+            return {direct[0]: inputs}, None
         names = [spec.name for spec in self.inputs]
         if isinstance(inputs, Table):
-            return to_feeds(inputs, self.inputs)
+            return to_feeds(inputs, self.inputs), inputs
         if isinstance(inputs, Mapping):
             if set(inputs) == set(names) and all(
                 isinstance(v, np.ndarray) and v.ndim >= 2 for v in inputs.values()
             ):
-                return {spec.name: _cast(inputs[spec.name], spec) for spec in self.inputs}
-            return to_feeds(from_mapping(inputs), self.inputs)
+                return {spec.name: _cast(inputs[spec.name], spec) for spec in self.inputs}, None
+            table = from_mapping(inputs)
+            return to_feeds(table, self.inputs), table
         if len(self.inputs) != 1:
             raise UsageError(
                 f"the model has {len(names)} inputs ({', '.join(names)}); "
@@ -262,7 +279,7 @@ class Model:
         array = np.asarray(inputs)
         if array.ndim == 1:
             array = array.reshape(1, -1)
-        return {names[0]: _cast(array, self.inputs[0])}
+        return {names[0]: _cast(array, self.inputs[0])}, None
 
     def smoke_test(self) -> Comparison:
         """Run the bundle's test vectors and compare within its recorded tolerance.

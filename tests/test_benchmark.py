@@ -198,7 +198,7 @@ def test_chart_needs_the_plot_extra(
     )
     assert all(not e.quality for e in report.engines)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(UsageError, match=r"pip install 'packager\[plot\]'"):
+    with pytest.raises(UsageError, match=r"pip install 'onnx-packager\[plot\]'"):
         write_chart(report, tmp_path / "chart.png")
 
 

@@ -1,4 +1,4 @@
-"""`pip install packager` without extras: the instance side works with the base dependencies.
+"""`pip install onnx-packager` without extras: the instance side works with the base dependencies.
 
 A fresh virtual environment gets packager from this source tree with no extra; bundles are
 packaged and published here (the development environment), then every instance command runs
@@ -63,7 +63,7 @@ def lean_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         timeout=1200,
     )
-    assert result.returncode == 0, f"pip install packager (no extras) failed:\n{result.stderr}"
+    assert result.returncode == 0, f"pip install onnx-packager (no extras) failed:\n{result.stderr}"
     return venv / "bin"
 
 
@@ -189,5 +189,5 @@ def test_packaging_without_the_extra_names_it(
         *("--key", keypair.key_path, "-o", out),
     )
     assert result.returncode == 5, result.stderr
-    assert "packager[sklearn]" in result.stderr
+    assert "pip install 'onnx-packager[sklearn]'" in result.stderr
     assert not out.exists()

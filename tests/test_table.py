@@ -154,6 +154,13 @@ def test_json_records_are_named(tmp_path: Path) -> None:
     assert table.values[2].dtype == np.float64  # an int and a float make floats
 
 
+def test_a_null_in_a_text_column_is_empty_text_as_a_blank_csv_cell(tmp_path: Path) -> None:
+    from_json = read_table(write(tmp_path, "s.json", json.dumps({"c": ["a", None]})))
+    from_csv = read_table(write(tmp_path, "s.csv", 'c\na\n""\n'))
+    assert from_json.values[0].tolist() == from_csv.values[0].tolist() == ["a", ""]
+    assert from_mapping({"c": ["a", float("nan")]}).values[0].tolist() == ["a", ""]
+
+
 def test_json_columns_are_named(tmp_path: Path) -> None:
     table = read_table(write(tmp_path, "s.json", json.dumps({"b": [True, False], "a": [1, 2]})))
     assert table.columns == ("b", "a")
@@ -168,7 +175,7 @@ def test_json_columns_are_named(tmp_path: Path) -> None:
         ({"a": [1, 2], "b": [1]}, "different lengths"),
         ({"a": 1}, "must be a list"),
         ([[1, "x"], ["y", 2]], "mixes text"),
-        ([["a"], [None]], "mixes text"),
+        ([["a"], [1.5]], "mixes text"),
         ([[[1, 2]]], "holds a list"),
         ([[2**70]], "int64"),
         ([[1], {"a": 1}], "all be lists or all be objects"),

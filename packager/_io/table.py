@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -164,6 +165,48 @@ def to_feeds(table: Table, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray
         column = _feed_column(table, table.columns.index(spec.name), spec)
         feeds[spec.name] = column if rank == 1 else column.reshape(-1, 1)
     return feeds
+
+
+def refuse_missing(feeds: Mapping[str, np.ndarray], columns: Sequence[str] | None = None) -> None:
+    """Refuse a missing value in onnxruntime feeds: NaN in a number input, empty or blank
+    text in a text input. For a model that was not packaged as taking them: converted
+    graphs answer NaN with a confident-looking prediction where the original refused it.
+
+    ``columns`` names the columns of the table that was stacked into a single input.
+
+    Raises:
+        UsageError: the first missing value, by column (or input and position) and row.
+    """
+    for name, feed in feeds.items():
+        if feed.dtype.kind == "f":
+            # On the hot path: one reduction, to which any NaN propagates (no overflow, as
+            # a sum could have); the position is looked for only when there is one.
+            if not feed.size or not math.isnan(feed.min()):
+                continue
+            missing, what = np.isnan(feed), "NaN"
+        elif feed.dtype.kind == "U":
+            missing, what = np.char.str_len(np.char.strip(feed)) == 0, "empty"
+        else:
+            continue
+        if missing.any():
+            index = tuple(int(i) for i in np.argwhere(missing)[0])
+            raise UsageError(
+                f"{_cell(name, index, feed.shape, columns)} is missing ({what}), and the model "
+                "does not take missing values: fill it in or leave the row out"
+            )
+
+
+def _cell(name: str, index: tuple[int, ...], shape: tuple[int, ...], columns: object) -> str:
+    """Where a value of the feed ``name`` is, in the words of the table it came from."""
+    row = index[0]
+    if len(shape) <= 1 or (len(shape) == 2 and shape[1] == 1):
+        return f"column {name!r} row {row}"
+    if len(shape) == 2:
+        column = index[1]
+        if isinstance(columns, Sequence) and len(columns) == shape[1]:
+            return f"column {columns[column]!r} row {row}"
+        return f"column {column} of input {name!r}, row {row}"
+    return f"input {name!r} row {row} at {list(index[1:])}"
 
 
 def _rank(spec: TensorSpec) -> int:
@@ -398,11 +441,12 @@ def _column_from_values(name: str, items: Sequence[Any], where: object) -> np.nd
     """Type a column of Python (or numpy scalar) values.
 
     All whole numbers -> int64; numbers with fractions or nulls -> float64
-    (null is NaN); all text -> unicode. Booleans count as 0 and 1.
+    (null is NaN); all text -> unicode, where a null (or NaN, as pandas marks a missing
+    string) is empty text, as a blank CSV cell is. Booleans count as 0 and 1.
     """
     kinds = set()
     for item in items:
-        if item is None:
+        if item is None or (isinstance(item, float) and item != item):
             kinds.add("null")
         elif isinstance(item, str):
             kinds.add("text")
@@ -415,9 +459,9 @@ def _column_from_values(name: str, items: Sequence[Any], where: object) -> np.nd
                 f"{where}: column {name!r} holds a {type(item).__name__}; use numbers or text"
             )
     if "text" in kinds:
-        if kinds != {"text"}:
-            raise UsageError(f"{where}: column {name!r} mixes text with numbers or nulls")
-        return np.array(items, dtype=str)
+        if not kinds <= {"text", "null"}:
+            raise UsageError(f"{where}: column {name!r} mixes text with numbers")
+        return np.array([i if isinstance(i, str) else "" for i in items], dtype=str)
     if kinds <= {"int"}:
         try:
             return np.array([int(i) for i in items], dtype=np.int64)

@@ -9,7 +9,7 @@ On the build side (a model file or estimator) the original framework is
 measured too, through :class:`packager.build.convert.Original`; on the instance (a
 bundle directory or an installed model) only onnxruntime is, and nothing here
 imports more than numpy and onnxruntime. The chart needs matplotlib
-(``packager[plot]``), imported only to draw it.
+(``onnx-packager[plot]``), imported only to draw it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from packager._io.table import Table, to_feeds
+from packager.build.convert.base import install_hint
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
 
@@ -442,7 +443,7 @@ def write_chart(report: Report, path: Path) -> None:
     marked) for one row and for the batch, and quality when there was a target.
 
     Raises:
-        UsageError: matplotlib is not installed (``pip install 'packager[plot]'``),
+        UsageError: matplotlib is not installed (``pip install 'onnx-packager[plot]'``),
             or the file cannot be written.
     """
     plt = _pyplot()
@@ -471,7 +472,7 @@ def _pyplot() -> Any:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise UsageError(
-            "--chart needs matplotlib, which is not installed: pip install 'packager[plot]'"
+            f"--chart needs matplotlib, which is not installed: {install_hint('plot')}"
         ) from e
     return plt
 

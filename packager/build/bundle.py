@@ -256,6 +256,7 @@ def _write_bundle(
             inputs=tuple(conversion.inputs),
             outputs=tuple(conversion.outputs),
             source=Source.from_dict(conversion.source),
+            accepts_missing=conversion.accepts_missing,
         ),
         runtime=RuntimeRequirement(onnxruntime),
         files=files,

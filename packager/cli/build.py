@@ -64,7 +64,7 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
 @click.option(
     "--chart",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Write a PNG chart (needs packager[plot]).",
+    help="Write a PNG chart (needs onnx-packager[plot]).",
 )
 @conversion_options
 @json_option

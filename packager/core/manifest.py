@@ -92,7 +92,12 @@ class Source:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The ONNX graph: its file, the IR version and opsets it declares, its tensors."""
+    """The ONNX graph: its file, the IR version and opsets it declares, its tensors.
+
+    ``accepts_missing`` is whether the original model took missing values (NaN, blank
+    text) and the graph answers as it does on them; None (left out: an .onnx file, a
+    bundle made before it was recorded) is unknown, and instances treat it as False.
+    """
 
     path: str
     ir_version: int
@@ -100,9 +105,10 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     source: Source
+    accepts_missing: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "path": self.path,
             "irVersion": self.ir_version,
             "opsets": dict(self.opsets),
@@ -110,6 +116,9 @@ class ModelInfo:
             "outputs": [t.to_dict() for t in self.outputs],
             "source": self.source.to_dict(),
         }
+        if self.accepts_missing is not None:
+            doc["acceptsMissing"] = self.accepts_missing
+        return doc
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelInfo:
@@ -120,6 +129,7 @@ class ModelInfo:
             inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
             source=Source.from_dict(d["source"]),
+            accepts_missing=d.get("acceptsMissing"),
         )
 
 

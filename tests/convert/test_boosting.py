@@ -69,6 +69,7 @@ def test_classifiers(make: object, iris: tuple[np.ndarray, np.ndarray]) -> None:
     np.testing.assert_array_equal(conversion.expected["label"], model.predict(seen))
     assert conversion.source["converter"] == "skl2onnx+onnxmltools"
     assert conversion.source["framework"] in ("xgboost", "lightgbm")
+    assert conversion.accepts_missing is True  # NaN has a branch in every tree, as in ONNX
     # onnxmltools' tree converters stop at these opsets.
     opsets = {o.domain: o.version for o in conversion.model.opset_import}
     assert opsets["ai.onnx.ml"] == 3
@@ -141,5 +142,6 @@ def test_pickle_of_a_missing_library_names_its_extra(
     joblib.dump(XGBClassifier(n_estimators=3).fit(*iris), tmp_path / "model.joblib")
     for name in [m for m in sys.modules if m == "xgboost" or m.startswith("xgboost.")]:
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ConversionError, match=r"needs xgboost.*pip install 'packager\[xgboost\]'"):
+    hint = r"needs xgboost.*pip install 'onnx-packager\[xgboost\]'"
+    with pytest.raises(ConversionError, match=hint):
         load_model_file(tmp_path / "model.joblib")

@@ -69,6 +69,7 @@ def test_mlp_classifier_gets_an_argmax_label(rows: np.ndarray) -> None:
     assert conversion.source["framework"] == "pytorch"
     assert conversion.source["converter"] == "torch.onnx (dynamo exporter)"
     assert conversion.source["estimator"] == f"{__name__}.MLP"
+    assert conversion.accepts_missing is False  # NaN in, NaN out: the module does not handle it
 
 
 def test_batch_dimension_is_dynamic(rows: np.ndarray) -> None:
@@ -154,7 +155,7 @@ def test_missing_torch_or_onnxscript_names_the_extra(
     with pytest.raises(ConversionError, match=r"needs onnxscript.*packager\[torch\]"):
         convert(module, positional(rows))
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ConversionError, match=r"needs torch.*pip install 'packager\[torch\]'"):
+    with pytest.raises(ConversionError, match=r"needs torch.*pip install 'onnx-packager\[torch\]'"):
         load_model_file(tmp_path / "whole.pt")
 
 

@@ -150,6 +150,7 @@ def test_hist_gradient_boosting_classifier_with_missing_values(
     (tree,) = [n for n in conversion.model.graph.node if n.op_type == "TreeEnsembleClassifier"]
     tracks = next(a for a in tree.attribute if a.name == "nodes_missing_value_tracks_true")
     assert set(tracks.ints) == {0, 1}  # NaN goes left in some splits and right in others
+    assert conversion.accepts_missing is True
 
 
 def test_hist_gradient_boosting_regressor_in_a_pipeline(
@@ -438,10 +439,11 @@ def test_missing_extra_is_named(
     joblib.dump(model, tmp_path / "model.pkl")
     # A None entry makes `import skl2onnx` fail as if it were not installed.
     monkeypatch.setitem(sys.modules, "skl2onnx", None)
-    with pytest.raises(ConversionError, match=r"needs skl2onnx.*pip install 'packager\[sklearn\]'"):
+    hint = r"needs skl2onnx.*pip install 'onnx-packager\[sklearn\]'"
+    with pytest.raises(ConversionError, match=hint):
         convert(model, positional(iris[0]))
     monkeypatch.setitem(sys.modules, "joblib", None)
-    with pytest.raises(ConversionError, match=r"pip install 'packager\[sklearn\]'"):
+    with pytest.raises(ConversionError, match=r"pip install 'onnx-packager\[sklearn\]'"):
         load_model_file(tmp_path / "model.pkl")
 
 

@@ -226,6 +226,7 @@ def manifests(draw: st.DrawFn) -> Manifest:
             inputs=tuple(draw(st.lists(_TENSOR, min_size=1, max_size=3))),
             outputs=tuple(draw(st.lists(_TENSOR, min_size=1, max_size=3))),
             source=draw(st.builds(Source, _WORD, _WORD, st.text(max_size=20), _WORD, _WORD)),
+            accepts_missing=draw(_optional(st.booleans())),
         ),
         runtime=RuntimeRequirement(draw(st.sampled_from(["1.18", "1.20.1"]))),
         files=tuple(draw(st.permutations(files))),

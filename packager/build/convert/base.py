@@ -74,9 +74,13 @@ class Options:
             )
 
 
+# The name on PyPI; the import package and the command stay ``packager``.
+DISTRIBUTION = "onnx-packager"
+
+
 def install_hint(extra: str) -> str:
-    """The command that installs an extra: ``pip install 'packager[xgboost]'``."""
-    return f"pip install 'packager[{extra}]'"
+    """The command that installs an extra: ``pip install 'onnx-packager[xgboost]'``."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 SKLEARN_EXTRA = install_hint("sklearn")
@@ -151,6 +155,9 @@ class Conversion:
     for the graph ("float64->float32"), None when they were fed as they are.
     ``original`` runs the original model again (None for an .onnx file).
     ``notes`` are things the user should know, e.g. why a float64 graph was not made.
+    ``accepts_missing``: whether instances may feed missing values (see
+    :func:`packager.build.convert.parity.probe_missing`); None when there is no original
+    to ask (an .onnx file).
     """
 
     model: onnx.ModelProto
@@ -169,3 +176,4 @@ class Conversion:
     external_data: bool = False
     input_cast: str | None = None
     notes: tuple[str, ...] = ()
+    accepts_missing: bool | None = None

@@ -96,6 +96,9 @@ def check_parity(
     max(1, the largest finite |value| among the other outputs). ``source`` is the
     manifest's ``model.source``; ``notes`` and ``external_data`` go to the Conversion.
 
+    Whether instances may feed the model missing values is then asked of the original
+    (:func:`probe_missing`).
+
     Raises:
         UsageError: the original model fails on the sample.
         ConversionError: the original's answers do not match the graph's outputs.
@@ -114,6 +117,9 @@ def check_parity(
             rtol=rtol,
             atol=atol,
         )
+    accepts_missing, missing_notes = probe_missing(
+        graph, original, rtol=rtol, atol=atol, labels=labels
+    )
     return Conversion(
         model=graph.model,
         inputs=graph.inputs,
@@ -130,8 +136,51 @@ def check_parity(
         original=original,
         external_data=external_data,
         input_cast=graph.input_cast,
-        notes=tuple(notes),
+        notes=(*notes, *missing_notes),
+        accepts_missing=accepts_missing,
     )
+
+
+def probe_missing(
+    graph: Graph, original: Original, *, rtol: float, atol: float, labels: tuple[str, ...]
+) -> tuple[bool, tuple[str, ...]]:
+    """Whether missing values may reach the model on an instance, and a note when the
+    answer needs one.
+
+    The sample's first row gets NaN for every number. The model takes missing values when
+    the original answers that without raising and without NaN or infinity in its outputs
+    (a model that passes NaN through does not handle it), and the graph answers as the
+    original does there. The whole row is blanked, not one value, so that a model which
+    handles missing values in some columns only is recorded as not taking them.
+    """
+    blanked = {name: _blank_first_row(feed) for name, feed in graph.feeds.items()}
+    if all(blanked[name] is feed for name, feed in graph.feeds.items()):
+        return False, ()  # no number to blank: only text inputs
+    try:
+        expected = original.outputs(original.prepare(blanked))
+    except Exception:  # the original refuses NaN its own way (ValueError, RuntimeError, ...)
+        return False, ()
+    if not all(np.isfinite(v).all() for v in expected.values() if v.dtype.kind == "f"):
+        return False, ()
+    try:
+        answers = run_onnx(graph.model, blanked)
+    except ConversionError:
+        answers = {}  # compares as every output missing
+    if compare_outputs(answers, expected, rtol=rtol, atol=atol, label_outputs=labels).ok:
+        return True, ()
+    return False, (
+        f"the original {original.framework} model takes missing values (NaN) but the ONNX "
+        "model answers differently on them: installed, the model refuses missing values",
+    )
+
+
+def _blank_first_row(feed: np.ndarray) -> np.ndarray:
+    """``feed`` with its first row NaN when it holds floats; the same object otherwise."""
+    if feed.dtype.kind != "f" or not len(feed):
+        return feed
+    blanked = feed.copy()
+    blanked[0] = np.nan
+    return blanked
 
 
 def _tolerances(
