@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from packager.core import signature
+from packager.core import signature, x509
 from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
 from packager.core.channel import parse_channel_payload as _parse_channel_payload
 from packager.core.digests import Digest
@@ -55,12 +55,14 @@ class Statement:
 
     ``signer`` is the hint of the trusted key whose signature vouches for ``resources``;
     it is None only in an :class:`~packager.core.policy.Unverified` ``mode``, where
-    ``resources`` are what manifest.json lists as served.
+    ``resources`` are what manifest.json lists as served. ``certificate`` describes the
+    signing certificate and its CA when a trusted CA certified that key.
     """
 
     resources: Mapping[str, Digest]
     mode: VerifyMode
     signer: str | None = None
+    certificate: str | None = None
 
     @property
     def signed(self) -> bool:
@@ -68,6 +70,8 @@ class Statement:
 
     def describe(self) -> str:
         """Who vouches for the bundle, for messages and the audit log."""
+        if self.certificate is not None:
+            return self.certificate
         if self.signer is not None:
             return f"key {self.signer}"
         reason = self.mode.reason if isinstance(self.mode, Unverified) else "-"
@@ -75,14 +79,14 @@ class Statement:
 
 
 def check_trusted(mode: VerifyMode, name: str) -> None:
-    """Fail closed before anything is fetched: in a trusted mode, some key must be trusted
-    for model ``name``.
+    """Fail closed before anything is fetched: in a trusted mode, some key or CA must be
+    trusted for model ``name``.
 
     Raises:
-        UntrustedError: no rule covers ``name``, or every key its rules name is revoked.
+        UntrustedError: no rule covers ``name``, or every key and CA its rules name is revoked.
     """
     if isinstance(mode, Trusted):
-        mode.policy.keys_for(name)
+        mode.policy.check_covered(name)
 
 
 def check_channel_mode(mode: VerifyMode) -> Trusted:
@@ -113,14 +117,23 @@ def served_file(served: Mapping[str, T], path: str) -> T:
         ) from None
 
 
-def verify_signature(sig: bytes, mode: Trusted, *, name: str) -> Statement:
-    """Verify ``model.sig`` with the keys ``mode``'s policy allows for model ``name``.
+def verify_signature(
+    sig: bytes, mode: Trusted, *, name: str, now: datetime | None = None
+) -> Statement:
+    """Verify ``model.sig`` with the keys ``mode``'s policy allows for model ``name``, or,
+    when it carries a certificate chain, with the CAs it allows (:func:`certified_signer`,
+    certificates valid at ``now``, default the current time).
 
     Raises:
-        UntrustedError: no key is trusted for ``name``, the signature was made with a
-            revoked key (named), or no trusted key verifies it.
+        UntrustedError: no key (CA) is trusted for ``name``, the signature was made with a
+            revoked key (under a revoked CA: named), or no trusted key (CA) vouches for it.
         TamperedError: ``sig`` is too large or malformed.
     """
+    chain = signature.certificate_chain(sig)
+    if chain is not None:
+        signer = certified_signer(chain, mode.policy, name=name, now=now, what="model.sig")
+        certified = signature.verify_with_certificate(sig, leaf_key=signer.public_key())
+        return Statement(certified.resources, mode, certified.key_hint, signer.describe())
     keys = mode.policy.keys_for(name)
     revoked = mode.policy.revoked_hints()
     claimed = signature.claimed_key_hint(sig)
@@ -131,6 +144,32 @@ def verify_signature(sig: bytes, mode: Trusted, *, name: str) -> Statement:
         )
     statement = signature.verify(sig, public_keys=keys)
     return Statement(statement.resources, mode, statement.key_hint)
+
+
+def certified_signer(
+    chain: tuple[bytes, ...],
+    policy: TrustPolicy,
+    *,
+    name: str,
+    now: datetime | None,
+    what: str,
+) -> x509.CertifiedSigner:
+    """The one certificate rule: ``chain`` (DER, leaf first, as a signature carries it)
+    leads to a CA ``policy`` trusts for model ``name``, valid at ``now`` (default: the
+    current time: nothing in a bundle proves when it was signed), through no revoked CA,
+    to a leaf that may sign and matches the CA's identities (:func:`x509.verify_chain`).
+
+    Raises:
+        UntrustedError: no CA is trusted for ``name``, or the chain fails any check.
+        TamperedError: the certificates are not DER X.509.
+    """
+    return x509.verify_chain(
+        x509.parse_chain(chain, what=what),
+        policy.cas_for(name),
+        revoked=policy.revoked_cas(),
+        now=now or datetime.now(UTC),
+        what=what,
+    )
 
 
 def unverified_statement(manifest_bytes: bytes, mode: Unverified) -> Statement:
@@ -341,7 +380,7 @@ def check_version_allowed(
 
 
 def check_channel_document(
-    data: bytes, policy: TrustPolicy, *, name: str, channel: str
+    data: bytes, policy: TrustPolicy, *, name: str, channel: str, now: datetime | None = None
 ) -> tuple[Channel, str]:
     """A channel document's signature (by a key ``policy`` allows for ``name``) and its
     name/channel binding, but not its expiry or sequence: what promoting over a document
@@ -354,9 +393,18 @@ def check_channel_document(
     """
     if len(data) > MAX_CHANNEL_BYTES:
         raise TamperedError(f"channel document is larger than {MAX_CHANNEL_BYTES} bytes")
-    payload, hint = signature.verify_envelope(
-        data, PAYLOAD_TYPE, public_keys=policy.keys_for(name), what=f"channel {name}@{channel}"
-    )
+    what = f"channel {name}@{channel}"
+    chain = signature.certificate_chain(data, PAYLOAD_TYPE)
+    if chain is not None:
+        leaf_key = certified_signer(chain, policy, name=name, now=now, what=what).public_key()
+        payload = signature.verify_envelope_with_certificate(
+            data, PAYLOAD_TYPE, leaf_key=leaf_key, what=what
+        )
+        hint = signature.key_hint(leaf_key)
+    else:
+        payload, hint = signature.verify_envelope(
+            data, PAYLOAD_TYPE, public_keys=policy.keys_for(name), what=what
+        )
     doc = _parse_channel_payload(payload)
     if (doc.name, doc.channel) != (name, channel):
         raise WrongModelError(
@@ -386,7 +434,7 @@ def accept_channel(
         ExpiredError: past its expiry at ``now`` (a registry freezing updates).
         RollbackError: a sequence lower than the last one seen (a replay).
     """
-    doc, hint = check_channel_document(data, mode.policy, name=name, channel=channel)
+    doc, hint = check_channel_document(data, mode.policy, name=name, channel=channel, now=now)
     if now >= doc.expires:
         raise ExpiredError(
             f"channel {name}@{channel} expired at {_timestamp(doc.expires)} (sequence "
