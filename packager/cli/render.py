@@ -409,7 +409,19 @@ def _policy_json(result: Policy) -> dict[str, Any]:
     return {
         "policy": str(result.path),
         "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in result.keys],
-        "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
+        "cas": [
+            {
+                "name": ca.name,
+                "subject": ca.certificate.subject.rfc4514_string(),
+                "sha256": ca.fingerprint,
+                "identities": [str(i) for i in ca.identities],
+                "revoked": ca.revoked,
+            }
+            for ca in sorted(policy.cas.values(), key=lambda c: c.name)
+        ],
+        "rules": [
+            {"models": r.models, "keys": list(r.keys), "cas": list(r.cas)} for r in policy.rules
+        ],
         "minimum": dict(policy.minimum),
     }
 
@@ -418,8 +430,12 @@ def _policy_text(_ctx: Context, result: Policy) -> None:
     click.echo(f"policy: {result.path}")
     for k in result.keys:
         click.echo(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
+    for ca in sorted(result.policy.cas.values(), key=lambda c: c.name):
+        who = ", ".join(str(i) for i in ca.identities) or "any identity"
+        revoked = "  REVOKED" if ca.revoked else ""
+        click.echo(f"ca   {ca.name:<20} {ca.fingerprint[:16]} ({who}){revoked}")
     for r in result.policy.rules:
-        click.echo(f"rule {r.models:<20} {', '.join(r.keys)}")
+        click.echo(f"rule {r.models:<20} {', '.join((*r.keys, *r.cas))}")
     for model, version in sorted(result.policy.minimum.items()):
         click.echo(f"min  {model:<20} {version}")
 
@@ -431,8 +447,13 @@ def key_trusted(ctx: Context, path: Path, name: str, models: str) -> None:
     ctx.say(f"{path}: key {name} trusted for models {models!r}")
 
 
+def ca_trusted(ctx: Context, path: Path, name: str, models: str, identities: Sequence[str]) -> None:
+    who = f" for signers {', '.join(identities)}" if identities else " for any signer it certifies"
+    ctx.say(f"{path}: CA {name} trusted for models {models!r}{who}")
+
+
 def key_revoked(ctx: Context, path: Path, name: str) -> None:
-    ctx.say(f"{path}: key {name} revoked")
+    ctx.say(f"{path}: {name} revoked")
 
 
 def minimum_set(ctx: Context, path: Path, name: str, version: str) -> None:

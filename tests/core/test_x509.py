@@ -209,6 +209,17 @@ def test_a_revoked_ca_is_refused_by_name() -> None:
     )
     with pytest.raises(UntrustedError, match="signed under the revoked CA 'corp'"):
         verify_signature(sign(pki), Trusted(other), name="security-scan", now=NOW)
+    # With another CA still trusted for the model, the message names the revoked one:
+    partner = make_pki()
+    beside = parse_policy(
+        render_policy(trusted.policy)
+        + f"\n[cas.partner]\npem = {toml_string(partner.root.pem)}\n"
+        + '\n[[rules]]\nmodels = "*"\ncas = ["partner"]\n',
+        source="t.toml",
+    )
+    verify_signature(sign(partner), Trusted(beside), name="security-scan", now=NOW)
+    with pytest.raises(UntrustedError, match="signed under the revoked CA 'corp'"):
+        verify_signature(sign(pki), Trusted(beside), name="security-scan", now=NOW)
 
 
 def test_a_revoked_intermediate_is_refused_even_below_a_trusted_root() -> None:
