@@ -206,12 +206,16 @@ def load_certificate_chain(
 
     try:
         certificates = x509.load_pem_x509_certificates(_read(path))
-    except ValueError as e:
+    except (ValueError, x509.InvalidVersion) as e:
         raise UsageError(f"{path} is not a PEM certificate chain (leaf first): {e}") from e
-    if certificates[0].public_key() != private_key.public_key():
+    try:
+        certified = certificates[0].public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise UsageError(f"the first certificate in {path} holds no usable key: {e}") from e
+    if certified != private_key.public_key():
         raise UsageError(
-            f"the first certificate in {path} ({certificates[0].subject.rfc4514_string()}) "
-            "does not certify the signing key; put the signing key's certificate first"
+            f"the first certificate in {path} does not certify the signing key; "
+            "put the signing key's certificate first, then its intermediates"
         )
     return tuple(c.public_bytes(serialization.Encoding.DER) for c in certificates)
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
@@ -74,11 +75,12 @@ class Identity:
         return f"{self.kind}:{self.value}"
 
     def matches(self, leaf: x509.Certificate) -> bool:
-        if self.kind == "subject":
-            return leaf.subject.rfc4514_string() == self.value
+        """Whether ``leaf`` names this identity (a name that does not parse never does)."""
         try:
+            if self.kind == "subject":
+                return leaf.subject.rfc4514_string() == self.value
             names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
+        except (x509.ExtensionNotFound, ValueError):
             return False
         kind = x509.RFC822Name if self.kind == "email" else x509.UniformResourceIdentifier
         return self.value in names.get_values_for_type(kind)
@@ -121,7 +123,10 @@ class CertifiedSigner:
         Raises:
             UntrustedError: another kind of key or curve.
         """
-        key = self.leaf.public_key()
+        try:
+            key = self.leaf.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            key = None
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in SUPPORTED_CURVES:
             raise UntrustedError(
                 f"signing certificate {describe_leaf(self.leaf)} does not hold an ECDSA "
@@ -138,7 +143,7 @@ def load_ca_certificate(pem: bytes, *, where: str) -> x509.Certificate:
     """
     try:
         certificates = x509.load_pem_x509_certificates(pem)
-    except ValueError as e:
+    except (ValueError, x509.InvalidVersion) as e:
         raise UsageError(f"{where}: not a PEM certificate ({e})") from e
     if len(certificates) != 1:
         raise UsageError(
@@ -168,7 +173,7 @@ def parse_chain(ders: Sequence[bytes], *, what: str) -> list[x509.Certificate]:
     for index, der in enumerate(ders):
         try:
             certificates.append(x509.load_der_x509_certificate(der))
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion) as e:
             raise TamperedError(f"{what}: certificate {index} is not DER X.509 ({e})") from e
     return certificates
 
@@ -196,7 +201,7 @@ def verify_chain(
     anchors = [ca.certificate for ca in cas]
     try:
         verified = _verifier(anchors, now).verify(leaf, intermediates)
-    except verification.VerificationError as e:
+    except (verification.VerificationError, ValueError) as e:
         refusal = _revoked_refusal(leaf, intermediates, revoked, now, what)
         raise refusal or UntrustedError(
             f"{what} is signed with certificate {describe_leaf(leaf)}, whose chain does not "
@@ -224,9 +229,12 @@ def describe_leaf(leaf: x509.Certificate) -> str:
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         sans = [f"email:{v}" for v in names.get_values_for_type(x509.RFC822Name)]
         sans += [f"uri:{v}" for v in names.get_values_for_type(x509.UniformResourceIdentifier)]
+        text = ", ".join(sans) if sans else f"subject:{leaf.subject.rfc4514_string()}"
     except (x509.ExtensionNotFound, ValueError):
-        sans = []
-    text = ", ".join(sans) if sans else f"subject:{leaf.subject.rfc4514_string()}"
+        try:
+            text = f"subject:{leaf.subject.rfc4514_string()}"
+        except ValueError:
+            text = "with an unreadable subject"
     return repr(text if len(text) <= 200 else text[:197] + "...")
 
 
@@ -278,7 +286,7 @@ def _revoked_refusal(
     for ca in revoked:
         try:
             _verifier([ca.certificate], now).verify(leaf, intermediates)
-        except verification.VerificationError:
+        except (verification.VerificationError, ValueError):
             continue
         return _revoked_error(ca, what)
     return None

@@ -266,6 +266,22 @@ def test_malformed_chains_are_tampered(material: dict[str, object], message: str
         verify_signature(json.dumps(bundle).encode(), policy(pki), name="security-scan", now=NOW)
 
 
+def test_every_corrupted_leaf_is_refused_with_our_errors() -> None:
+    pki = make_pki()
+    trusted = policy(pki)
+    for position in range(0, len(pki.leaf.der), 3):
+        leaf = bytearray(pki.leaf.der)
+        leaf[position] ^= 0x41
+        sig = signature.sign(
+            subject_name="s",
+            resources=RESOURCES,
+            private_key=pki.leaf.key,
+            certificate_chain=(bytes(leaf), pki.intermediate.der),
+        )
+        with pytest.raises((UntrustedError, TamperedError)):
+            verify_signature(sig, trusted, name="security-scan", now=NOW)
+
+
 def test_a_key_and_a_chain_together_are_tampered() -> None:
     pki = make_pki()
     bundle = json.loads(sign(pki))
