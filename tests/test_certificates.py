@@ -69,6 +69,19 @@ def test_signed_with_a_chain_verified_by_model_signing_and_installed_with_a_ca(
     assert f"certificate 'email:{EMAIL}" in out
     assert "issued under CA corp" in out
 
+    # Channels: promoted with the chain, followed with the CA trusted; promoting again
+    # recognises the previous document as signed with the same key.
+    promote = ("promote", "iris-classifier@1.0.0", "--channel", "stable", "--key")
+    promote += (pki_files["leaf.key"], "--cert-chain", pki_files["chain.pem"], "--json")
+    code, out, err = cli(capsys, *promote)
+    assert code == 0, err
+    assert json.loads(out)["sequence"] == 1
+    code, _, err = cli(capsys, "install", "iris-classifier@stable")
+    assert code == 0, err
+    code, out, err = cli(capsys, *promote)
+    assert code == 0, err
+    assert json.loads(out)["sequence"] == 2
+
 
 @pytest.mark.slow
 def test_model_signing_certificate_signatures_verify_with_a_trusted_ca(

@@ -315,18 +315,14 @@ def certificate_chain(data: bytes, payload_type: str = PAYLOAD_TYPE) -> tuple[by
     return tuple(ders)
 
 
-def verify_with_certificate(sig: bytes, *, leaf_key: ec.EllipticCurvePublicKey) -> SignedStatement:
-    """Check ``model.sig`` with the key of its (already trusted) leaf certificate.
+def parse_verified_statement(payload: bytes, *, key_hint: str) -> SignedStatement:
+    """What the payload of a VERIFIED model.sig signs (:func:`verify_envelope` or
+    :func:`verify_envelope_with_certificate` returned it), ``key_hint`` the signing key's.
 
     Raises:
-        UsageError: the leaf key is on an unsupported curve.
-        TamperedError: malformed bundle or statement.
-        UntrustedError: the signature does not verify with the leaf's key.
+        TamperedError: the statement is malformed or inconsistent.
     """
-    payload = verify_envelope_with_certificate(
-        sig, PAYLOAD_TYPE, leaf_key=leaf_key, what="model.sig"
-    )
-    return _parse_statement(payload, key_hint=key_hint(leaf_key))
+    return _parse_statement(payload, key_hint=key_hint)
 
 
 def verify_envelope_with_certificate(

@@ -23,7 +23,7 @@ refuses to follow a channel unverified.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -120,21 +120,14 @@ def served_file(served: Mapping[str, T], path: str) -> T:
 def verify_signature(
     sig: bytes, mode: Trusted, *, name: str, now: datetime | None = None
 ) -> Statement:
-    """Verify ``model.sig`` with the keys ``mode``'s policy allows for model ``name``, or,
-    when it carries a certificate chain, with the CAs it allows (:func:`certified_signer`,
-    certificates valid at ``now``, default the current time).
+    """Verify ``model.sig``: its signer must be trusted for model ``name`` by ``mode``'s
+    policy (:func:`_signed_payload`; certificates valid at ``now``, default the current time).
 
     Raises:
-        UntrustedError: no key (CA) is trusted for ``name``, the signature was made with a
-            revoked key (under a revoked CA: named), or no trusted key (CA) vouches for it.
+        UntrustedError: no key or CA is trusted for ``name``, the signature was made with a
+            revoked key (under a revoked CA: named), or no trusted key or CA vouches for it.
         TamperedError: ``sig`` is too large or malformed.
     """
-    chain = signature.certificate_chain(sig)
-    if chain is not None:
-        signer = certified_signer(chain, mode.policy, name=name, now=now, what="model.sig")
-        certified = signature.verify_with_certificate(sig, leaf_key=signer.public_key())
-        return Statement(certified.resources, mode, certified.key_hint, signer.describe())
-    keys = mode.policy.keys_for(name)
     revoked = mode.policy.revoked_hints()
     claimed = signature.claimed_key_hint(sig)
     if claimed is not None and claimed in revoked:
@@ -142,8 +135,67 @@ def verify_signature(
             f"model.sig was made with the revoked key {revoked[claimed]!r}; "
             "ask the publisher for a version signed with a current key"
         )
-    statement = signature.verify(sig, public_keys=keys)
-    return Statement(statement.resources, mode, statement.key_hint)
+    payload, hint, certificate = _signed_payload(
+        sig, signature.PAYLOAD_TYPE, mode.policy, name=name, now=now, what="model.sig"
+    )
+    statement = signature.parse_verified_statement(payload, key_hint=hint)
+    return Statement(statement.resources, mode, statement.key_hint, certificate)
+
+
+def _signed_payload(
+    data: bytes,
+    payload_type: str,
+    policy: TrustPolicy,
+    *,
+    name: str,
+    now: datetime | None,
+    what: str,
+) -> tuple[bytes, str, str | None]:
+    """The one signer rule, for model.sig and channel documents alike: the signature is
+    trusted for model ``name`` when it carries a certificate chain that leads to a CA the
+    policy allows for ``name`` (:func:`certified_signer`), or when its key is one of the
+    keys the policy allows for ``name`` (a certificate adds nothing to a trusted key).
+
+    Returns the payload, the hint of the signing key, and who the certificate names under
+    which CA when a CA vouched (else None).
+
+    Raises:
+        UntrustedError: neither; when the chain was refused by a CA the policy allows for
+            ``name``, that refusal.
+        TamperedError: malformed.
+    """
+    chain = signature.certificate_chain(data, payload_type)
+    refused: UntrustedError | None = None
+    if chain is not None:
+        try:
+            signer = certified_signer(chain, policy, name=name, now=now, what=what)
+        except UntrustedError as e:
+            if not _trusts(policy.keys_for, name):
+                raise
+            refused = e if _trusts(policy.cas_for, name) else None
+        else:
+            leaf_key = signer.public_key()
+            payload = signature.verify_envelope_with_certificate(
+                data, payload_type, leaf_key=leaf_key, what=what
+            )
+            return payload, signature.key_hint(leaf_key), signer.describe()
+    try:
+        payload, hint = signature.verify_envelope(
+            data, payload_type, public_keys=policy.keys_for(name), what=what
+        )
+    except UntrustedError:
+        if refused is None:
+            raise
+        raise refused from None
+    return payload, hint, None
+
+
+def _trusts(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except UntrustedError:
+        return False
+    return True
 
 
 def certified_signer(
@@ -382,29 +434,20 @@ def check_version_allowed(
 def check_channel_document(
     data: bytes, policy: TrustPolicy, *, name: str, channel: str, now: datetime | None = None
 ) -> tuple[Channel, str]:
-    """A channel document's signature (by a key ``policy`` allows for ``name``) and its
+    """A channel document's signature (by a signer ``policy`` allows for ``name``) and its
     name/channel binding, but not its expiry or sequence: what promoting over a document
     and copying one need. Returns the document and the hint of the key that signed it.
 
     Raises:
         TamperedError: larger than the cap, or malformed.
-        UntrustedError: no key is trusted for ``name``, or none of them signed it.
+        UntrustedError: no key or CA is trusted for ``name``, or none of them vouches for it.
         WrongModelError: the document of another model or channel.
     """
     if len(data) > MAX_CHANNEL_BYTES:
         raise TamperedError(f"channel document is larger than {MAX_CHANNEL_BYTES} bytes")
-    what = f"channel {name}@{channel}"
-    chain = signature.certificate_chain(data, PAYLOAD_TYPE)
-    if chain is not None:
-        leaf_key = certified_signer(chain, policy, name=name, now=now, what=what).public_key()
-        payload = signature.verify_envelope_with_certificate(
-            data, PAYLOAD_TYPE, leaf_key=leaf_key, what=what
-        )
-        hint = signature.key_hint(leaf_key)
-    else:
-        payload, hint = signature.verify_envelope(
-            data, PAYLOAD_TYPE, public_keys=policy.keys_for(name), what=what
-        )
+    payload, hint, _ = _signed_payload(
+        data, PAYLOAD_TYPE, policy, name=name, now=now, what=f"channel {name}@{channel}"
+    )
     doc = _parse_channel_payload(payload)
     if (doc.name, doc.channel) != (name, channel):
         raise WrongModelError(

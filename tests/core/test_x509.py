@@ -241,10 +241,29 @@ def test_a_key_signed_bundle_still_verifies_with_keys() -> None:
     statement = verify_signature(sig, trusted, name="security-scan", now=NOW)
     assert statement.certificate is None
     assert statement.describe() == f"key {signature.key_hint(key.public_key())}"
-    # ... and a certificate-signed one is never checked against the keys alone.
+    # Without a trusted CA, a certificate's key must be a trusted key itself:
     only_keys = Trusted(TrustPolicy(trusted.policy.keys, (trusted.policy.rules[1],), {}, "t"))
-    with pytest.raises(UntrustedError, match="no trusted CA for security-scan"):
+    with pytest.raises(UntrustedError, match="not one of the trusted keys"):
         verify_signature(sign(pki), only_keys, name="security-scan", now=NOW)
+    with pytest.raises(UntrustedError, match="no trusted CA for security-scan"):
+        verify_signature(sign(pki), Trusted(TrustPolicy({}, (), {})), name="security-scan")
+
+
+def test_a_certificates_key_trusted_as_a_key_needs_no_ca() -> None:
+    pki = make_pki(eku=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    # The CA refuses this leaf (not for code signing) ...
+    refused = policy(pki)
+    with pytest.raises(UntrustedError, match="extendedKeyUsage does not allow codeSigning"):
+        verify_signature(sign(pki), refused, name="security-scan", now=NOW)
+    # ... and says so, even when other keys are trusted for the model; but a policy that
+    # trusts the key itself accepts what it signed, whatever certificate comes with it.
+    stranger = ec.generate_private_key(ec.SECP256R1()).public_key()
+    with pytest.raises(UntrustedError, match="extendedKeyUsage does not allow codeSigning"):
+        verify_signature(sign(pki), policy(pki, key=stranger), name="security-scan", now=NOW)
+    trusted = policy(pki, key=pki.leaf.key.public_key())
+    statement = verify_signature(sign(pki), trusted, name="security-scan", now=NOW)
+    assert statement.certificate is None
+    assert statement.signer == signature.key_hint(pki.leaf.key.public_key())
 
 
 @pytest.mark.parametrize(
