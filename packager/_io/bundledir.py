@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +12,7 @@ from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.errors import TamperedError, UsageError
 
 if TYPE_CHECKING:
-    from packager.core.policy import Trusted, VerifyMode
+    from packager.core.policy import VerifyMode
 
 
 def read_bundle_files(bundle: Path) -> dict[str, Path]:
@@ -79,18 +79,6 @@ def verify_bundle(bundle: Path, *, mode: VerifyMode | Callable[[], VerifyMode]) 
         statement, manifest, {path: hashed[source] for path, source in files.items()}
     )
     return manifest
-
-
-def trusted_keys(paths: Sequence[Path]) -> Trusted:
-    """The mode ``--key PATH`` (repeatable) means: those public keys trusted for every model.
-
-    Raises:
-        UsageError: a key file cannot be read or is not a public key.
-    """
-    from packager._io.keys import load_public_key
-    from packager.core.policy import Trusted, adhoc_policy
-
-    return Trusted(adhoc_policy([load_public_key(p) for p in paths]))
 
 
 def read_manifest_unverified(bundle: Path) -> Manifest:

@@ -183,6 +183,36 @@ def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     return load_pem_public_key(data, where=str(path))
 
 
+def load_certificate_chain(
+    path: Path, *, private_key: ec.EllipticCurvePrivateKey
+) -> tuple[bytes, ...]:
+    """Read a PEM certificate chain, leaf first then intermediates, as DER for model.sig.
+
+    The chain is the signer's claim: instances check it against the CAs they trust.
+    Only that the leaf certifies ``private_key`` is checked here, so that a bundle
+    is never signed with a key its certificate does not name.
+
+    Raises:
+        UsageError: unreadable, no PEM certificate, or a leaf for another key.
+    """
+    from cryptography import x509
+
+    try:
+        certificates = x509.load_pem_x509_certificates(_read(path))
+    except (ValueError, x509.InvalidVersion) as e:
+        raise UsageError(f"{path} is not a PEM certificate chain (leaf first): {e}") from e
+    try:
+        certified = certificates[0].public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise UsageError(f"the first certificate in {path} holds no usable key: {e}") from e
+    if certified != private_key.public_key():
+        raise UsageError(
+            f"the first certificate in {path} does not certify the signing key; "
+            "put the signing key's certificate first, then its intermediates"
+        )
+    return tuple(c.public_bytes(serialization.Encoding.DER) for c in certificates)
+
+
 def password_from_environment(*, confirm: bool = False) -> bytes:
     """The key password: PACKAGER_KEY_PASSWORD, then COSIGN_PASSWORD, then a prompt.
 

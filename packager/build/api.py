@@ -71,6 +71,7 @@ def package(
     out_dir: str | Path = "dist",
     options: PackageOptions | None = None,
     progress: Progress | None = None,
+    certificate_chain: str | Path | None = None,
 ) -> Path:
     """Package a fitted estimator, a PyTorch module, an ONNX model or a model file (a path)
     as a signed bundle in ``out_dir``; returns the bundle directory.
@@ -79,10 +80,12 @@ def package(
     (its password from the environment or a prompt). Unset provenance fields get the
     git HEAD of the working directory and this packager's version; a benchmark of a
     model file records the file's size. ``options`` and ``progress`` are those of
-    :func:`packager.build.bundle.package`.
+    :func:`packager.build.bundle.package`. ``certificate_chain``, a PEM file (the
+    key's certificate first, then intermediates), signs with that chain instead of a
+    bare key.
 
     Raises:
-        UsageError: a bad sample, key path, name, version or option.
+        UsageError: a bad sample, key path, certificate chain, name, version or option.
         KeyDecryptionError: the key's password is wrong.
         ConversionError, ParityError: see :func:`packager.build.bundle.package`.
     """
@@ -90,6 +93,11 @@ def package(
     from packager.build.convert import load_model_file
 
     private_key = as_private_key(key)
+    chain: tuple[bytes, ...] = ()
+    if certificate_chain is not None:
+        from packager._io.keys import load_certificate_chain
+
+        chain = load_certificate_chain(Path(certificate_chain), private_key=private_key)
     table = as_table(sample)
     options = _with_defaults(options or PackageOptions(), model)
     if progress is not None:
@@ -104,6 +112,7 @@ def package(
         out_dir=Path(out_dir),
         options=options,
         progress=progress,
+        certificate_chain=chain,
     )
 
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +99,7 @@ def package(
     out_dir: Path,
     options: PackageOptions | None = None,
     progress: Progress | None = None,
+    certificate_chain: Sequence[bytes] = (),
 ) -> Path:
     """Convert, validate, write and sign a bundle; returns its directory.
 
@@ -110,7 +111,9 @@ def package(
     tolerance (default: the parity tolerances); the size change goes to the
     manifest's ``metrics.quantization``. ``options.benchmark`` measures the
     final model on labelled data into ``metrics.benchmark``. ``progress``
-    receives notes for the user. The bundle is built in a temporary directory
+    receives notes for the user. ``certificate_chain`` (DER, leaf first, the leaf
+    certifying ``key``) goes into model.sig, as ``model_signing sign certificate``
+    writes it. The bundle is built in a temporary directory
     beside its destination and renamed into place, so a failure leaves no
     partial bundle.
 
@@ -122,6 +125,7 @@ def package(
             before or after quantization.
     """
     from packager.build.convert import convert
+    from packager.core import signature
 
     options = options or PackageOptions()
     say = progress or (lambda _message: None)
@@ -167,12 +171,11 @@ def package(
     final = out_dir / bundle_dir_name(name, version)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
-        _write_bundle(
+        resources = _write_bundle(
             work,
             conversion,
             name=name,
             version=version,
-            key=key,
             created=created,
             provenance=options.provenance,
             license=options.metadata.license,
@@ -181,6 +184,13 @@ def package(
             labels=options.metadata.labels,
             metrics=metrics,
         )
+        sig = signature.sign(
+            subject_name=final.name,
+            resources=resources,
+            private_key=key,
+            certificate_chain=certificate_chain,
+        )
+        (work / SIGNATURE).write_bytes(sig)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=out_dir))
             os.rename(final, old / final.name)
@@ -199,7 +209,6 @@ def _write_bundle(
     *,
     name: str,
     version: str,
-    key: EllipticCurvePrivateKey,
     created: datetime,
     provenance: Provenance,
     license: str | None,
@@ -207,10 +216,10 @@ def _write_bundle(
     readme: Path | None,
     labels: Mapping[str, str] | None,
     metrics: Mapping[str, Any],
-) -> None:
+) -> dict[str, Digest]:
+    """Write every file of the bundle but model.sig; return what model.sig signs."""
     from packager._io.testvectors import write_testvectors
     from packager.build.convert.onnxfile import save_onnx
-    from packager.core import signature
     from packager.runtime import runtime_version
 
     work.chmod(0o755)
@@ -275,10 +284,7 @@ def _write_bundle(
 
     resources = {f.path: f.digest for f in files}
     resources[MANIFEST] = Digest.of(manifest_bytes)
-    sig = signature.sign(
-        subject_name=bundle_dir_name(name, version), resources=resources, private_key=key
-    )
-    (work / SIGNATURE).write_bytes(sig)
+    return resources
 
 
 def _validation(conversion: Conversion) -> Validation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,7 +17,11 @@ from packager.cli.options import (
     package_options,
     pass_ctx,
     signing_key_option,
+    trust_option,
 )
+
+if TYPE_CHECKING:
+    from packager.core.policy import Trusted
 
 
 @click.command()
@@ -113,6 +118,12 @@ def benchmark_cmd(
 )
 @signing_key_option
 @click.option(
+    "--cert-chain",
+    "cert_chain",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM certificate chain for --key (its certificate first, then intermediates).",
+)
+@click.option(
     "-o",
     "--output",
     "out_dir",
@@ -130,6 +141,7 @@ def package_cmd(
     version: str,
     sample: Path,
     key_path: Path,
+    cert_chain: Path | None,
     out_dir: Path,
     options: PackageOptions,
     as_json: bool,
@@ -152,6 +164,7 @@ def package_cmd(
         out_dir=out_dir,
         options=options,
         progress=ctx.say,
+        certificate_chain=cert_chain,
     )
     packaged = render.Packaged(bundle, read_manifest_unverified(bundle))
     render.show(ctx, render.PACKAGED, packaged, as_json=as_json)
@@ -159,14 +172,32 @@ def package_cmd(
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
-@key_option(required=True)
+@key_option(required=False)
+@trust_option
 @json_option
 @pass_ctx
-def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: bool) -> None:
-    """Verify a bundle directory's signature and every file's digest."""
-    from packager._io.bundledir import trusted_keys, verify_bundle
+def verify(
+    ctx: Context,
+    bundle: Path,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Verify a bundle directory's signature and every file's digest.
 
-    manifest = verify_bundle(bundle, mode=lambda: trusted_keys(key_paths))
+    Trusted keys and CAs come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
+    else /etc/packager/trust.toml.
+    """
+    from packager._io.bundledir import verify_bundle
+
+    def mode() -> Trusted:
+        # Imported here: verify_bundle calls this once hashing has started.
+        from packager.core.policy import Trusted
+        from packager.instance.trust import resolve_policy
+
+        return Trusted(resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
+
+    manifest = verify_bundle(bundle, mode=mode)
     render.show(ctx, render.VERIFIED, manifest, as_json=as_json)
 
 

@@ -123,6 +123,12 @@ def pull(
     type=click.IntRange(min=1),
     help="Sequence number to sign, when the current document is not this key's.",
 )
+@click.option(
+    "--cert-chain",
+    "cert_chain",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM certificate chain for --key (its certificate first, then intermediates).",
+)
 @registry_option
 @remote_options
 @json_option
@@ -134,6 +140,7 @@ def promote(
     key_path: Path,
     expires: str,
     sequence: int | None,
+    cert_chain: Path | None,
     registry_ref: str | None,
     as_json: bool,
 ) -> None:
@@ -141,20 +148,29 @@ def promote(
 
     Instances that installed NAME@CHANNEL move to it at their next `packager update`.
     """
-    from packager._io.keys import load_private_key, password_from_environment
+    from packager._io.keys import (
+        load_certificate_chain,
+        load_private_key,
+        password_from_environment,
+    )
     from packager.core.channel import parse_duration
     from packager.distribution.promote import promote as do_promote
 
     expires_in = parse_duration(expires)
+    private_key = load_private_key(key_path, password=password_from_environment)
+    chain = (
+        () if cert_chain is None else load_certificate_chain(cert_chain, private_key=private_key)
+    )
     promotion = do_promote(
         ref,
         channel=channel,
         registry=open_registry_at(ctx, registry_ref, writing=True),
-        private_key=load_private_key(key_path, password=password_from_environment),
+        private_key=private_key,
         now=now(),
         expires_in=expires_in,
         sequence=sequence,
         progress=ctx.say,
+        certificate_chain=chain,
     )
     render.show(ctx, render.PROMOTED, promotion, as_json=as_json)
 

@@ -209,7 +209,7 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
 )
 @click.pass_context
 def trust(click_ctx: click.Context, trust_file: Path | None) -> None:
-    """Manage the trust policy: which keys may sign which models."""
+    """Manage the trust policy: which keys and CAs may sign which models."""
     ctx = click_ctx.find_object(Context)
     assert ctx is not None
     click_ctx.obj = ctx
@@ -235,11 +235,34 @@ def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
     render.key_trusted(ctx, path, name, models)
 
 
+@trust.command("add-ca")
+@click.argument("name")
+@click.argument("certificate", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--models", default="*", show_default=True, help="Glob of model names it may sign.")
+@click.option(
+    "--identity",
+    "identities",
+    multiple=True,
+    help="Signer the leaf certificate must name: email:ADDRESS, uri:URI or subject:DN "
+    "(repeatable: any one; none: any signer the CA certifies).",
+)
+@pass_ctx
+def trust_add_ca(
+    ctx: Context, name: str, certificate: Path, models: str, identities: tuple[str, ...]
+) -> None:
+    """Trust the CA certificate CERTIFICATE, under NAME, to certify signers of --models."""
+    from packager.instance.trust import add_ca
+
+    path = _trust_file()
+    add_ca(path, name, certificate, models=models, identities=identities)
+    render.ca_trusted(ctx, path, name, models, identities)
+
+
 @trust.command("revoke")
 @click.argument("name")
 @pass_ctx
 def trust_revoke(ctx: Context, name: str) -> None:
-    """Revoke key NAME: refused from now on, even where a rule lists it."""
+    """Revoke key or CA NAME: refused from now on, even where a rule lists it."""
     from packager.instance.trust import revoke_key
 
     path = _trust_file()

@@ -420,7 +420,19 @@ def _policy_json(result: Policy) -> dict[str, Any]:
             {"name": k.name, "revoked": k.revoked, "reason": k.reason}
             for _, k in sorted(policy.unusable.items())
         ],
-        "rules": [{"models": r.models, "keys": list(r.keys)} for r in policy.rules],
+        "cas": [
+            {
+                "name": ca.name,
+                "subject": ca.certificate.subject.rfc4514_string(),
+                "sha256": ca.fingerprint,
+                "identities": [str(i) for i in ca.identities],
+                "revoked": ca.revoked,
+            }
+            for ca in sorted(policy.cas.values(), key=lambda c: c.name)
+        ],
+        "rules": [
+            {"models": r.models, "keys": list(r.keys), "cas": list(r.cas)} for r in policy.rules
+        ],
         "minimum": dict(policy.minimum),
     }
 
@@ -431,8 +443,12 @@ def _policy_text(_ctx: Context, result: Policy) -> None:
         line(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
     for _, u in sorted(result.policy.unusable.items()):
         line(f"key  {u.name:<20} UNUSABLE{'  REVOKED' if u.revoked else ''}  {u.reason}")
+    for ca in sorted(result.policy.cas.values(), key=lambda c: c.name):
+        who = ", ".join(str(i) for i in ca.identities) or "any identity"
+        revoked = "  REVOKED" if ca.revoked else ""
+        line(f"ca   {ca.name:<20} {ca.fingerprint[:16]} ({who}){revoked}")
     for r in result.policy.rules:
-        line(f"rule {r.models:<20} {', '.join(r.keys)}")
+        line(f"rule {r.models:<20} {', '.join((*r.keys, *r.cas))}")
     for model, version in sorted(result.policy.minimum.items()):
         line(f"min  {model:<20} {version}")
 
@@ -450,8 +466,13 @@ def key_trusted(ctx: Context, path: Path, name: str, models: str) -> None:
     ctx.say(f"{path}: key {name} trusted for models {models!r}")
 
 
+def ca_trusted(ctx: Context, path: Path, name: str, models: str, identities: Sequence[str]) -> None:
+    who = f" for signers {', '.join(identities)}" if identities else " for any signer it certifies"
+    ctx.say(f"{path}: CA {name} trusted for models {models!r}{who}")
+
+
 def key_revoked(ctx: Context, path: Path, name: str) -> None:
-    ctx.say(f"{path}: key {name} revoked")
+    ctx.say(f"{path}: {name} revoked")
 
 
 def minimum_set(ctx: Context, path: Path, name: str, version: str) -> None:

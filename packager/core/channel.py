@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,9 +92,20 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-def sign_channel(channel: Channel, *, private_key: ec.EllipticCurvePrivateKey) -> bytes:
-    """The signed channel document's bytes."""
-    return sign_envelope(PAYLOAD_TYPE, channel.payload(), private_key=private_key)
+def sign_channel(
+    channel: Channel,
+    *,
+    private_key: ec.EllipticCurvePrivateKey,
+    certificate_chain: Sequence[bytes] = (),
+) -> bytes:
+    """The signed channel document's bytes (with the key's certificate chain, DER, leaf
+    first, when given)."""
+    return sign_envelope(
+        PAYLOAD_TYPE,
+        channel.payload(),
+        private_key=private_key,
+        certificate_chain=certificate_chain,
+    )
 
 
 def _timestamp(moment: datetime) -> str:

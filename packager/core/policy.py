@@ -1,4 +1,4 @@
-"""Trust policy: which keys may sign which models, revocations, minimum versions (pure).
+"""Trust policy: which keys and CAs may sign which models, revocations, minimum versions (pure).
 
 The policy is parsed from TOML text by :func:`parse_policy`; files are read by
 :mod:`packager.instance.trust`. It fails closed: a model no rule covers has no trusted key,
@@ -10,9 +10,15 @@ and a revoked key is never trusted, whatever the rules say.
     pem = '''-----BEGIN PUBLIC KEY----- ...'''
     revoked = false
 
+    [cas.corp]                     # a CA certifying signers (see packager.core.x509)
+    pem = '''-----BEGIN CERTIFICATE----- ...'''
+    identities = ["email:ml-release@example.com"]   # the leaf must match one; [] = any
+    revoked = false
+
     [[rules]]
     models = "security-*"          # glob over model names
     keys = ["platform"]
+    cas = ["corp"]                 # optional; a rule names keys, CAs or both
 
     [minimum]
     spam-filter = "2.0.0"          # never install below this version
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.manifest import NAME_RE, SEMVER_RE
 from packager.core.signature import SUPPORTED_CURVES, key_hint
+from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UntrustedError, UsageError
 
 _USE = "use an ECDSA P-256, P-384 or P-521 key (`packager keygen` makes one)"
@@ -70,6 +77,7 @@ class UnusableKey:
 class Rule:
     models: str
     keys: tuple[str, ...]
+    cas: tuple[str, ...] = ()
 
     def covers(self, model: str) -> bool:
         return fnmatch.fnmatchcase(model, self.models)
@@ -82,6 +90,7 @@ class TrustPolicy:
     minimum: Mapping[str, str] = field(default_factory=dict)
     source: str = "trust policy"
     unusable: Mapping[str, UnusableKey] = field(default_factory=dict)
+    cas: Mapping[str, TrustedCA] = field(default_factory=dict)
 
     def keys_for(self, model: str) -> list[ec.EllipticCurvePublicKey]:
         """Public keys allowed to sign ``model``: named by a covering rule and not revoked.
@@ -94,14 +103,52 @@ class TrustPolicy:
         usable = [self.keys[n] for n in names if n in self.keys]
         allowed = [key.public_key for key in usable if not key.revoked]
         if not allowed:
-            why = (
-                "every key its rules name is revoked or unusable" if names else "no rule covers it"
-            )
-            raise UntrustedError(
-                f"no trusted key for {model} in {self.source} ({why}); add one with "
-                f"`packager trust add-key NAME cosign.pub --models '{model}'`"
-            )
+            raise self._none_trusted(model, "key", bool(names))
         return allowed
+
+    def cas_for(self, model: str) -> list[TrustedCA]:
+        """CAs allowed to certify signers of ``model``: named by a covering rule, not revoked.
+
+        Raises:
+            UntrustedError: no rule names a CA for the model, or every one it names is revoked.
+        """
+        names = sorted({c for rule in self.rules if rule.covers(model) for c in rule.cas})
+        allowed = [self.cas[n] for n in names if not self.cas[n].revoked]
+        if not allowed:
+            raise self._none_trusted(model, "CA", bool(names))
+        return allowed
+
+    def check_covered(self, model: str) -> None:
+        """Fail closed: some key or CA must be trusted for ``model``.
+
+        Raises:
+            UntrustedError: none is (see :meth:`keys_for`).
+        """
+        try:
+            self.cas_for(model)
+        except UntrustedError:
+            self.keys_for(model)
+
+    def revoked_cas(self) -> list[TrustedCA]:
+        return [ca for ca in self.cas.values() if ca.revoked]
+
+    def _none_trusted(self, model: str, kind: str, named: bool) -> UntrustedError:
+        if named:
+            why = f"every {kind} its rules name is revoked" + (
+                " or unusable" if kind == "key" else ""
+            )
+        elif any(rule.covers(model) for rule in self.rules):
+            why = f"its rules name no {kind}"
+        else:
+            why = "no rule covers it"
+        how = (
+            f"`packager trust add-key NAME cosign.pub --models '{model}'`"
+            if kind == "key"
+            else f"`packager trust add-ca NAME ca.pem --models '{model}'`"
+        )
+        return UntrustedError(
+            f"no trusted {kind} for {model} in {self.source} ({why}); add one with {how}"
+        )
 
     def revoked_hints(self) -> dict[str, str]:
         """Hint -> name of every revoked key (to name it when it signed something)."""
@@ -175,13 +222,14 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
     """Parse trust.toml text.
 
     Raises:
-        UsageError: malformed TOML, unknown fields, bad keys, rules naming unknown keys.
+        UsageError: malformed TOML, unknown fields, bad keys or CAs, a name used twice,
+            rules naming unknown keys or CAs.
     """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{source} is not valid TOML: {e}") from e
-    unknown = set(doc) - {"keys", "rules", "minimum"}
+    unknown = set(doc) - {"keys", "cas", "rules", "minimum"}
     if unknown:
         raise UsageError(f"{source}: unknown section {sorted(unknown)[0]!r}")
     keys: dict[str, TrustedKey] = {}
@@ -192,34 +240,21 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         entry = _table(entry, where)
         if set(entry) - {"pem", "revoked"} or not isinstance(entry.get("pem"), str):
             raise UsageError(f"{where} needs pem = '''...''' and optionally revoked = true|false")
-        revoked = entry.get("revoked", False)
-        if not isinstance(revoked, bool):
-            raise UsageError(f"{where}: revoked must be true or false")
         pem = entry["pem"].encode()
+        revoked = _revoked(entry, where)
         try:
             keys[name] = TrustedKey(name, pem, load_pem_public_key(pem, where=where), revoked)
         except UsageError as e:
             # One key packager cannot verify with must not stop the others: it signs nothing.
             unusable[name] = UnusableKey(name, pem, revoked, str(e))
-    rules: list[Rule] = []
-    raw_rules = doc.get("rules", [])
-    if not isinstance(raw_rules, list):
-        raise UsageError(f"{source}: rules must be an array of tables ([[rules]])")
-    for i, entry in enumerate(raw_rules):
-        where = f"{source}: rules[{i}]"
-        entry = _table(entry, where)
-        models, names = entry.get("models"), entry.get("keys")
-        if (
-            set(entry) - {"models", "keys"}
-            or not isinstance(models, str)
-            or not isinstance(names, list)
-            or not all(isinstance(n, str) for n in names)
-        ):
-            raise UsageError(f'{where} needs models = "GLOB" and keys = ["NAME", ...]')
-        missing = [n for n in names if n not in keys and n not in unusable]
-        if missing:
-            raise UsageError(f"{where} names unknown key {missing[0]!r}")
-        rules.append(Rule(models, tuple(names)))
+    cas = _parse_cas(doc.get("cas", {}), source)
+    both = sorted((set(keys) | set(unusable)) & set(cas))
+    if both:
+        raise UsageError(f"{source}: {both[0]!r} names both a key and a CA; rename one")
+    rules = [
+        _parse_rule(entry, f"{source}: rules[{i}]", {*keys, *unusable}, cas)
+        for i, entry in enumerate(_array(doc.get("rules", []), source))
+    ]
     minimum: dict[str, str] = {}
     for model, version in _table(doc.get("minimum", {}), f"{source}: [minimum]").items():
         if not NAME_RE.fullmatch(model) or not isinstance(version, str):
@@ -227,7 +262,69 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         if not SEMVER_RE.fullmatch(version):
             raise UsageError(f"{source}: [minimum] {model} = {version!r} is not a SemVer version")
         minimum[model] = version
-    return TrustPolicy(keys, tuple(rules), minimum, source, unusable)
+    return TrustPolicy(keys, tuple(rules), minimum, source, unusable, cas)
+
+
+def _revoked(entry: Mapping[str, Any], where: str) -> bool:
+    revoked = entry.get("revoked", False)
+    if not isinstance(revoked, bool):
+        raise UsageError(f"{where}: revoked must be true or false")
+    return revoked
+
+
+def _array(value: Any, source: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise UsageError(f"{source}: rules must be an array of tables ([[rules]])")
+    return value
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(n, str) for n in value)
+
+
+def _parse_cas(section: Any, source: str) -> dict[str, TrustedCA]:
+    cas: dict[str, TrustedCA] = {}
+    for name, entry in _table(section, f"{source}: [cas]").items():
+        where = f"{source}: [cas.{name}]"
+        check_key_name(name)
+        entry = _table(entry, where)
+        identities = entry.get("identities", [])
+        if (
+            set(entry) - {"pem", "identities", "revoked"}
+            or not isinstance(entry.get("pem"), str)
+            or not _names(identities)
+        ):
+            raise UsageError(
+                f"{where} needs pem = '''...''' and optionally identities = "
+                '["email:ADDRESS" | "uri:URI" | "subject:DN", ...] and revoked = true|false'
+            )
+        pem = entry["pem"].encode()
+        certificate = load_ca_certificate(pem, where=where)
+        parsed = tuple(Identity.parse(i) for i in identities)
+        cas[name] = TrustedCA(name, pem, certificate, parsed, _revoked(entry, where))
+    return cas
+
+
+def _parse_rule(
+    entry: Any, where: str, keys: Collection[str], cas: Mapping[str, TrustedCA]
+) -> Rule:
+    entry = _table(entry, where)
+    models, names, ca_names = entry.get("models"), entry.get("keys", []), entry.get("cas", [])
+    if (
+        set(entry) - {"models", "keys", "cas"}
+        or not isinstance(models, str)
+        or not _names(names)
+        or not _names(ca_names)
+        or not ({"keys", "cas"} & set(entry))
+    ):
+        raise UsageError(
+            f'{where} needs models = "GLOB" and keys = ["NAME", ...] or cas = ["NAME", ...]'
+        )
+    missing = [n for n in names if n not in keys] + [n for n in ca_names if n not in cas]
+    if missing:
+        kind = "key" if missing[0] not in ca_names else "CA"
+        raise UsageError(f"{where} names unknown {kind} {missing[0]!r}")
+    return Rule(models, tuple(names), tuple(ca_names))
 
 
 def render_policy(policy: TrustPolicy) -> str:
@@ -240,12 +337,28 @@ def render_policy(policy: TrustPolicy) -> str:
             key.name: {"pem": key.pem.decode().strip() + "\n", "revoked": key.revoked}
             for key in sorted(every, key=lambda k: k.name)
         },
-        "rules": [{"models": rule.models, "keys": list(rule.keys)} for rule in policy.rules],
     }
+    if policy.cas:
+        doc["cas"] = {
+            ca.name: {
+                "pem": ca.pem.decode().strip() + "\n",
+                "identities": [str(i) for i in ca.identities],
+                "revoked": ca.revoked,
+            }
+            for ca in sorted(policy.cas.values(), key=lambda c: c.name)
+        }
+    doc["rules"] = [_render_rule(rule) for rule in policy.rules]
     if policy.minimum:
         doc["minimum"] = dict(sorted(policy.minimum.items()))
-    header = "# packager trust policy: which keys may sign which models.\n\n"
+    header = "# packager trust policy: which keys and CAs may sign which models.\n\n"
     return header + tomli_w.dumps(doc, multiline_strings=True)
+
+
+def _render_rule(rule: Rule) -> dict[str, Any]:
+    rendered: dict[str, Any] = {"models": rule.models, "keys": list(rule.keys)}
+    if rule.cas:
+        rendered["cas"] = list(rule.cas)
+    return rendered
 
 
 def adhoc_policy(keys: Sequence[ec.EllipticCurvePublicKey]) -> TrustPolicy:

@@ -141,11 +141,13 @@ def sign(
     subject_name: str,
     resources: Mapping[str, Digest],
     private_key: ec.EllipticCurvePrivateKey,
+    certificate_chain: Sequence[bytes] = (),
 ) -> bytes:
     """Sign ``resources`` and return the bytes of ``model.sig``.
 
     Deterministic: ECDSA nonces follow RFC 6979, so the same inputs and key give
-    the same bytes (bundles are byte-reproducible).
+    the same bytes (bundles are byte-reproducible). ``certificate_chain`` (DER, leaf
+    first): see :func:`sign_envelope`.
 
     Raises:
         UsageError: the key's curve is not P-256, P-384 or P-521, this
@@ -153,16 +155,27 @@ def sign(
             statement is invalid (see :func:`statement_payload`).
     """
     return sign_envelope(
-        PAYLOAD_TYPE, statement_payload(subject_name, resources), private_key=private_key
+        PAYLOAD_TYPE,
+        statement_payload(subject_name, resources),
+        private_key=private_key,
+        certificate_chain=certificate_chain,
     )
 
 
 def sign_envelope(
-    payload_type: str, payload: bytes, *, private_key: ec.EllipticCurvePrivateKey
+    payload_type: str,
+    payload: bytes,
+    *,
+    private_key: ec.EllipticCurvePrivateKey,
+    certificate_chain: Sequence[bytes] = (),
 ) -> bytes:
-    """A Sigstore bundle (v0.3, key method) holding a DSSE envelope over ``payload``.
+    """A Sigstore bundle (v0.3) holding a DSSE envelope over ``payload``.
 
-    Deterministic (RFC 6979). model.sig and channel documents both use it.
+    Deterministic (RFC 6979). model.sig and channel documents both use it. Without
+    ``certificate_chain`` the bundle names the key by its hint (key method); with it
+    (DER certificates, leaf first, the leaf certifying ``private_key``) the bundle
+    carries the chain as ``x509CertificateChain``, as ``model_signing sign certificate``
+    writes it.
 
     Raises:
         UsageError: unsupported curve, or no deterministic ECDSA in this build.
@@ -177,12 +190,18 @@ def sign_envelope(
             "this cryptography/OpenSSL build cannot sign deterministically (RFC 6979 "
             "needs OpenSSL 3.2 or later); install the cryptography wheel from PyPI"
         ) from e
+    material: dict[str, object] = (
+        {
+            "x509CertificateChain": {
+                "certificates": [{"rawBytes": _b64(d)} for d in certificate_chain]
+            }
+        }
+        if certificate_chain
+        else {"publicKey": {"hint": key_hint(private_key.public_key())}}
+    )
     bundle = {
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {
-            "publicKey": {"hint": key_hint(private_key.public_key())},
-            "tlogEntries": [],
-        },
+        "verificationMaterial": {**material, "tlogEntries": []},
         "dsseEnvelope": {
             "payload": _b64(payload),
             "payloadType": payload_type,
@@ -259,6 +278,72 @@ def claimed_key_hint(sig: bytes) -> str | None:
         return _parse_bundle(sig, PAYLOAD_TYPE)[0]
     except VerificationError:
         return None
+
+
+# --- signatures made with a certificate ---------------------------------------
+# Which certificates are trusted is decided in packager.core.x509; these functions only
+# read the chain a bundle carries and check the signature with the leaf's key.
+
+
+def certificate_chain(data: bytes, payload_type: str = PAYLOAD_TYPE) -> tuple[bytes, ...] | None:
+    """The DER certificates (leaf first) a bundle carries, UNAUTHENTICATED; None when it
+    names a key instead (``x509CertificateChain``, or one ``certificate`` as Sigstore
+    bundles v0.3 may hold).
+
+    Raises:
+        TamperedError: malformed bundle, or both a key and certificates.
+    """
+    _parse_bundle(data, payload_type)
+    bundle = _object(_load_json(data, "the file"), "the bundle")
+    material = _object(bundle["verificationMaterial"], "verificationMaterial")
+    present = [k for k in ("publicKey", "x509CertificateChain", "certificate") if k in material]
+    if len(present) > 1:
+        raise _tampered(f"verificationMaterial holds both {present[0]} and {present[1]}")
+    if "certificate" in material:
+        where = "verificationMaterial.certificate"
+        single = _object(material["certificate"], where)
+        return (_b64decode(_get(single, "rawBytes", where), f"{where}.rawBytes"),)
+    if "x509CertificateChain" not in material:
+        return None
+    where = "verificationMaterial.x509CertificateChain"
+    chain = _object(material["x509CertificateChain"], where)
+    entries = _list(_get(chain, "certificates", where), f"{where}.certificates")
+    ders = []
+    for index, entry in enumerate(entries):
+        at = f"{where}.certificates[{index}]"
+        ders.append(_b64decode(_get(_object(entry, at), "rawBytes", at), f"{at}.rawBytes"))
+    return tuple(ders)
+
+
+def parse_verified_statement(payload: bytes, *, key_hint: str) -> SignedStatement:
+    """What the payload of a VERIFIED model.sig signs (:func:`verify_envelope` or
+    :func:`verify_envelope_with_certificate` returned it), ``key_hint`` the signing key's.
+
+    Raises:
+        TamperedError: the statement is malformed or inconsistent.
+    """
+    return _parse_statement(payload, key_hint=key_hint)
+
+
+def verify_envelope_with_certificate(
+    data: bytes, payload_type: str, *, leaf_key: ec.EllipticCurvePublicKey, what: str
+) -> bytes:
+    """The payload of a bundle whose signature verifies with ``leaf_key``.
+
+    Raises:
+        UsageError: the leaf key is on an unsupported curve.
+        TamperedError: malformed bundle or another payload type.
+        UntrustedError: the signature does not verify with the leaf's key.
+    """
+    _, payload, signature = _parse_bundle(data, payload_type)
+    try:
+        leaf_key.verify(signature, pae(payload_type, payload), ec.ECDSA(_hash_for(leaf_key.curve)))
+    except InvalidSignature:
+        raise UntrustedError(
+            f"{what}'s signature does not verify with the key of its signing certificate: "
+            "the signed document or the signature was altered"
+        ) from None
+    return payload
 
 
 def _hash_for(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:

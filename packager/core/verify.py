@@ -23,12 +23,12 @@ refuses to follow a channel unverified.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from packager.core import signature
+from packager.core import signature, x509
 from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
 from packager.core.channel import parse_channel_payload as _parse_channel_payload
 from packager.core.digests import Digest
@@ -55,12 +55,14 @@ class Statement:
 
     ``signer`` is the hint of the trusted key whose signature vouches for ``resources``;
     it is None only in an :class:`~packager.core.policy.Unverified` ``mode``, where
-    ``resources`` are what manifest.json lists as served.
+    ``resources`` are what manifest.json lists as served. ``certificate`` describes the
+    signing certificate and its CA when a trusted CA certified that key.
     """
 
     resources: Mapping[str, Digest]
     mode: VerifyMode
     signer: str | None = None
+    certificate: str | None = None
 
     @property
     def signed(self) -> bool:
@@ -68,6 +70,8 @@ class Statement:
 
     def describe(self) -> str:
         """Who vouches for the bundle, for messages and the audit log."""
+        if self.certificate is not None:
+            return self.certificate
         if self.signer is not None:
             return f"key {self.signer}"
         reason = self.mode.reason if isinstance(self.mode, Unverified) else "-"
@@ -75,14 +79,14 @@ class Statement:
 
 
 def check_trusted(mode: VerifyMode, name: str) -> None:
-    """Fail closed before anything is fetched: in a trusted mode, some key must be trusted
-    for model ``name``.
+    """Fail closed before anything is fetched: in a trusted mode, some key or CA must be
+    trusted for model ``name``.
 
     Raises:
-        UntrustedError: no rule covers ``name``, or every key its rules name is revoked.
+        UntrustedError: no rule covers ``name``, or every key and CA its rules name is revoked.
     """
     if isinstance(mode, Trusted):
-        mode.policy.keys_for(name)
+        mode.policy.check_covered(name)
 
 
 def check_channel_mode(mode: VerifyMode) -> Trusted:
@@ -113,15 +117,17 @@ def served_file(served: Mapping[str, T], path: str) -> T:
         ) from None
 
 
-def verify_signature(sig: bytes, mode: Trusted, *, name: str) -> Statement:
-    """Verify ``model.sig`` with the keys ``mode``'s policy allows for model ``name``.
+def verify_signature(
+    sig: bytes, mode: Trusted, *, name: str, now: datetime | None = None
+) -> Statement:
+    """Verify ``model.sig``: its signer must be trusted for model ``name`` by ``mode``'s
+    policy (:func:`_signed_payload`; certificates valid at ``now``, default the current time).
 
     Raises:
-        UntrustedError: no key is trusted for ``name``, the signature was made with a
-            revoked key (named), or no trusted key verifies it.
+        UntrustedError: no key or CA is trusted for ``name``, the signature was made with a
+            revoked key (under a revoked CA: named), or no trusted key or CA vouches for it.
         TamperedError: ``sig`` is too large or malformed.
     """
-    keys = mode.policy.keys_for(name)
     revoked = mode.policy.revoked_hints()
     claimed = signature.claimed_key_hint(sig)
     if claimed is not None and claimed in revoked:
@@ -129,8 +135,93 @@ def verify_signature(sig: bytes, mode: Trusted, *, name: str) -> Statement:
             f"model.sig was made with the revoked key {revoked[claimed]!r}; "
             "ask the publisher for a version signed with a current key"
         )
-    statement = signature.verify(sig, public_keys=keys)
-    return Statement(statement.resources, mode, statement.key_hint)
+    payload, hint, certificate = _signed_payload(
+        sig, signature.PAYLOAD_TYPE, mode.policy, name=name, now=now, what="model.sig"
+    )
+    statement = signature.parse_verified_statement(payload, key_hint=hint)
+    return Statement(statement.resources, mode, statement.key_hint, certificate)
+
+
+def _signed_payload(
+    data: bytes,
+    payload_type: str,
+    policy: TrustPolicy,
+    *,
+    name: str,
+    now: datetime | None,
+    what: str,
+) -> tuple[bytes, str, str | None]:
+    """The one signer rule, for model.sig and channel documents alike: the signature is
+    trusted for model ``name`` when it carries a certificate chain that leads to a CA the
+    policy allows for ``name`` (:func:`certified_signer`), or when its key is one of the
+    keys the policy allows for ``name`` (a certificate adds nothing to a trusted key).
+
+    Returns the payload, the hint of the signing key, and who the certificate names under
+    which CA when a CA vouched (else None).
+
+    Raises:
+        UntrustedError: neither; when the chain was refused by a CA the policy allows for
+            ``name``, that refusal.
+        TamperedError: malformed.
+    """
+    chain = signature.certificate_chain(data, payload_type)
+    refused: UntrustedError | None = None
+    if chain is not None:
+        try:
+            signer = certified_signer(chain, policy, name=name, now=now, what=what)
+        except UntrustedError as e:
+            if not _trusts(policy.keys_for, name):
+                raise
+            refused = e if _trusts(policy.cas_for, name) else None
+        else:
+            leaf_key = signer.public_key()
+            payload = signature.verify_envelope_with_certificate(
+                data, payload_type, leaf_key=leaf_key, what=what
+            )
+            return payload, signature.key_hint(leaf_key), signer.describe()
+    try:
+        payload, hint = signature.verify_envelope(
+            data, payload_type, public_keys=policy.keys_for(name), what=what
+        )
+    except UntrustedError:
+        if refused is None:
+            raise
+        raise refused from None
+    return payload, hint, None
+
+
+def _trusts(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except UntrustedError:
+        return False
+    return True
+
+
+def certified_signer(
+    chain: tuple[bytes, ...],
+    policy: TrustPolicy,
+    *,
+    name: str,
+    now: datetime | None,
+    what: str,
+) -> x509.CertifiedSigner:
+    """The one certificate rule: ``chain`` (DER, leaf first, as a signature carries it)
+    leads to a CA ``policy`` trusts for model ``name``, valid at ``now`` (default: the
+    current time: nothing in a bundle proves when it was signed), through no revoked CA,
+    to a leaf that may sign and matches the CA's identities (:func:`x509.verify_chain`).
+
+    Raises:
+        UntrustedError: no CA is trusted for ``name``, or the chain fails any check.
+        TamperedError: the certificates are not DER X.509.
+    """
+    return x509.verify_chain(
+        x509.parse_chain(chain, what=what),
+        policy.cas_for(name),
+        revoked=policy.revoked_cas(),
+        now=now or datetime.now(UTC),
+        what=what,
+    )
 
 
 def unverified_statement(manifest_bytes: bytes, mode: Unverified) -> Statement:
@@ -354,21 +445,21 @@ def check_version_allowed(
 
 
 def check_channel_document(
-    data: bytes, policy: TrustPolicy, *, name: str, channel: str
+    data: bytes, policy: TrustPolicy, *, name: str, channel: str, now: datetime | None = None
 ) -> tuple[Channel, str]:
-    """A channel document's signature (by a key ``policy`` allows for ``name``) and its
+    """A channel document's signature (by a signer ``policy`` allows for ``name``) and its
     name/channel binding, but not its expiry or sequence: what promoting over a document
     and copying one need. Returns the document and the hint of the key that signed it.
 
     Raises:
         TamperedError: larger than the cap, or malformed.
-        UntrustedError: no key is trusted for ``name``, or none of them signed it.
+        UntrustedError: no key or CA is trusted for ``name``, or none of them vouches for it.
         WrongModelError: the document of another model or channel.
     """
     if len(data) > MAX_CHANNEL_BYTES:
         raise TamperedError(f"channel document is larger than {MAX_CHANNEL_BYTES} bytes")
-    payload, hint = signature.verify_envelope(
-        data, PAYLOAD_TYPE, public_keys=policy.keys_for(name), what=f"channel {name}@{channel}"
+    payload, hint, _ = _signed_payload(
+        data, PAYLOAD_TYPE, policy, name=name, now=now, what=f"channel {name}@{channel}"
     )
     doc = _parse_channel_payload(payload)
     if (doc.name, doc.channel) != (name, channel):
@@ -399,7 +490,7 @@ def accept_channel(
         ExpiredError: past its expiry at ``now`` (a registry freezing updates).
         RollbackError: a sequence lower than the last one seen (a replay).
     """
-    doc, hint = check_channel_document(data, mode.policy, name=name, channel=channel)
+    doc, hint = check_channel_document(data, mode.policy, name=name, channel=channel, now=now)
     if now >= doc.expires:
         raise ExpiredError(
             f"channel {name}@{channel} expired at {_timestamp(doc.expires)} (sequence "

@@ -15,7 +15,7 @@ settles it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -93,8 +93,12 @@ def promote(
     expires_in: timedelta = DEFAULT_EXPIRY,
     sequence: int | None = None,
     progress: Progress | None = None,
+    certificate_chain: Sequence[bytes] = (),
 ) -> Promotion:
     """Point ``channel`` of a model at ``name@version`` (which must be in ``registry``).
+
+    ``certificate_chain`` (DER, the key's certificate first) goes into the document, for
+    instances that trust the CA rather than the key.
 
     The document names the version and the digest of its manifest.json as the registry
     holds it; when model.sig verifies with the promoting key, that manifest must be the
@@ -160,7 +164,7 @@ def promote(
         expires=issued + expires_in,
         sequence=sequence,
     )
-    data = sign_channel(doc, private_key=private_key)
+    data = sign_channel(doc, private_key=private_key, certificate_chain=certificate_chain)
     digest = registry.put_document(name, channel_tag(channel), data, artifact_type=ARTIFACT_TYPE)
     say(f"{name}@{channel} -> {version} (sequence {sequence}) in {registry.location}")
     return Promotion(doc, key_hint(public_key), digest, registry.location, signed)

@@ -17,6 +17,7 @@ from packager.core.policy import (
     parse_policy,
     render_policy,
 )
+from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UsageError
 
 SYSTEM_POLICY = Path("/etc/packager/trust.toml")
@@ -86,6 +87,8 @@ def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPoli
         raise UsageError(f"cannot read {pub}: {e.strerror}") from e
     key = TrustedKey(name, pem, load_pem_public_key(pem, where=str(pub)))
     policy = _load_or_empty(path)
+    if name in policy.cas:
+        raise UsageError(f"{path} already has a CA named {name!r}; pick another name")
     existing = policy.keys.get(name)
     if name in policy.unusable or (existing is not None and existing.hint != key.hint):
         raise UsageError(f"{path} already has a different key named {name!r}; pick another name")
@@ -98,21 +101,55 @@ def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPoli
     return updated
 
 
-def revoke_key(path: Path, name: str) -> TrustPolicy:
-    """Mark key ``name`` revoked: it is refused even where a rule lists it.
+def add_ca(
+    path: Path, name: str, certificate: Path, *, models: str = "*", identities: Sequence[str] = ()
+) -> TrustPolicy:
+    """Add (or replace) CA ``name`` from a PEM CA certificate file, trusted to certify
+    signers of ``models`` whose certificate matches one of ``identities`` (none: any).
 
     Raises:
-        UsageError: no such key.
+        UsageError: bad name, certificate file or identity, or the name is already a key
+            or a different CA.
+    """
+    check_key_name(name)
+    try:
+        pem = certificate.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {certificate}: {e.strerror}") from e
+    parsed = tuple(Identity.parse(i) for i in identities)
+    ca = TrustedCA(name, pem, load_ca_certificate(pem, where=str(certificate)), parsed)
+    policy = _load_or_empty(path)
+    if name in policy.keys or name in policy.unusable:
+        raise UsageError(f"{path} already has a key named {name!r}; pick another name")
+    existing = policy.cas.get(name)
+    if existing is not None and existing.fingerprint != ca.fingerprint:
+        raise UsageError(f"{path} already has a different CA named {name!r}; pick another name")
+    rules = list(policy.rules)
+    if Rule(models, (), (name,)) not in rules:
+        rules.append(Rule(models, (), (name,)))
+    updated = replace(policy, cas={**policy.cas, name: ca}, rules=tuple(rules))
+    _write(path, updated)
+    return updated
+
+
+def revoke_key(path: Path, name: str) -> TrustPolicy:
+    """Mark key or CA ``name`` revoked: it is refused even where a rule lists it.
+
+    Raises:
+        UsageError: no such key or CA.
     """
     policy = _load_or_empty(path)
-    if name in policy.unusable:
+    if name in policy.cas:
+        updated = replace(policy, cas={**policy.cas, name: replace(policy.cas[name], revoked=True)})
+    elif name in policy.unusable:
         unusable = {**policy.unusable, name: replace(policy.unusable[name], revoked=True)}
         updated = replace(policy, unusable=unusable)
     elif name in policy.keys:
-        keys = {**policy.keys, name: replace(policy.keys[name], revoked=True)}
-        updated = replace(policy, keys=keys)
+        updated = replace(
+            policy, keys={**policy.keys, name: replace(policy.keys[name], revoked=True)}
+        )
     else:
-        raise UsageError(f"{path} has no key named {name!r}; see `packager trust list`")
+        raise UsageError(f"{path} has no key or CA named {name!r}; see `packager trust list`")
     _write(path, updated)
     return updated
 
