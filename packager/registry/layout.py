@@ -35,7 +35,7 @@ from packager.core.semver import is_semver, semver_key
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
-from packager.registry.base import Artifact, Descriptor
+from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
 from packager.registry.document import (
     EMPTY_CONFIG,
     EMPTY_DESCRIPTOR,
@@ -86,7 +86,14 @@ def semver_tag(tag: str) -> str | None:
     return tag if is_semver(tag) else None
 
 
-class LayoutStore(IndexedStore):
+class VersionTags:
+    """The tags of a store that tags each version with the version itself."""
+
+    version_tag = staticmethod(check_version)
+    tag_version = staticmethod(semver_tag)
+
+
+class LayoutStore(VersionTags, IndexedStore):
     """The blobs, tags and names of a registry directory, unchecked."""
 
     def __init__(self, root: Path) -> None:
@@ -97,8 +104,6 @@ class LayoutStore(IndexedStore):
         return str(self.root)
 
     check_name = staticmethod(check_layout_name)
-    version_tag = staticmethod(check_version)
-    tag_version = staticmethod(semver_tag)
 
     def close(self) -> None:
         """Nothing is held open between calls."""
@@ -179,7 +184,7 @@ class LayoutStore(IndexedStore):
             raise RegistryError(f"cannot open {where}: {e}") from e
 
 
-class LayoutRegistry(VerifiedRegistry):
+class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
     """A registry in a local directory (the default is ``$PACKAGER_HOME/registry``)."""
 
     def __init__(self, root: Path) -> None:
@@ -192,10 +197,6 @@ class LayoutRegistry(VerifiedRegistry):
 
     def __hash__(self) -> int:
         return hash(self.root)
-
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        """Every write is durable when it returns: nothing to group."""
-        return contextlib.nullcontext()
 
     def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
         """Store the bundle as ``manifest.name``@``manifest.version``; see

@@ -13,7 +13,6 @@ digest), :meth:`duplicate_tag` and :meth:`drop_tag` change the index, and
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from typing import IO, Any
 
 from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
-from packager.core.manifest import Manifest, check_name, check_version
+from packager.core.manifest import Manifest, check_name
 from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
-from packager.registry.base import Artifact, Descriptor
+from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
 from packager.registry.document import (
     EMPTY_CONFIG,
     check_document_tag,
@@ -45,7 +44,7 @@ from packager.registry.index import (
     ref_name,
     render_index,
 )
-from packager.registry.layout import semver_tag
+from packager.registry.layout import VersionTags
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class MemorySnapshot:
     indexes: Mapping[str, bytes]
 
 
-class MemoryStore(IndexedStore):
+class MemoryStore(VersionTags, IndexedStore):
     """Blobs by digest and index.json bytes by model name, unchecked."""
 
     def __init__(self, location: str) -> None:
@@ -70,8 +69,6 @@ class MemoryStore(IndexedStore):
         return self._location
 
     check_name = staticmethod(check_name)
-    version_tag = staticmethod(check_version)
-    tag_version = staticmethod(semver_tag)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -104,16 +101,12 @@ class MemoryStore(IndexedStore):
         self.indexes[name] = render_index(entries, order=lambda e: ref_name(e) or "")
 
 
-class MemoryRegistry(VerifiedRegistry):
+class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
     """A registry held in memory; see the module doc."""
 
     def __init__(self, location: str = "memory://registry") -> None:
         self._memory = MemoryStore(location)
         super().__init__(self._memory)
-
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        """Every write is visible when it returns: nothing to group."""
-        return contextlib.nullcontext()
 
     def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
         """Store the bundle as ``manifest.name``@``manifest.version``; see
