@@ -9,26 +9,22 @@ import click
 from packager.build.options import ConvertOptions, PackageOptions
 from packager.cli import render
 from packager.cli.options import (
+    DIRECTORY,
+    FILE,
     Context,
     conversion_options,
     json_option,
     key_option,
+    output_option,
     package_options,
     pass_ctx,
+    rows_option,
     signing_key_option,
 )
 
 
 @click.command()
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="Directory for cosign.key and cosign.pub.",
-)
+@output_option(Path("."), "Directory for cosign.key and cosign.pub.")
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @json_option
 @pass_ctx
@@ -46,11 +42,9 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
 
 @click.command("benchmark")
 @click.argument("ref", metavar="MODEL_OR_BUNDLE_OR_INSTALLED_NAME")
-@click.option(
+@rows_option(
     "--data",
     "data_path",
-    required=True,
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Rows to run (.csv with header, .npy, .json), with --target the true answers.",
 )
 @click.option("--target", help="Column holding the true answers (class or value).")
@@ -63,7 +57,7 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
 )
 @click.option(
     "--chart",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="Write a PNG chart (needs packager[plot]).",
 )
 @conversion_options
@@ -105,21 +99,12 @@ def benchmark_cmd(
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path, exists=True))
 @click.option("--name", required=True, help="Model name, e.g. iris-classifier.")
 @click.option("--version", "version", required=True, help="SemVer version, e.g. 1.2.0.")
-@click.option(
+@rows_option(
     "--sample",
-    required=True,
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Sample input rows (.csv with header, .npy, .json): checked and kept as test vectors.",
 )
 @signing_key_option
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("dist"),
-    show_default=True,
-)
+@output_option(Path("dist"))
 @package_options
 @json_option
 @pass_ctx
@@ -158,7 +143,7 @@ def package_cmd(
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("bundle", type=DIRECTORY)
 @key_option(required=True)
 @json_option
 @pass_ctx
@@ -171,7 +156,7 @@ def verify(ctx: Context, bundle: Path, key_paths: tuple[Path, ...], as_json: boo
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("bundle", type=DIRECTORY)
 @json_option
 @pass_ctx
 def inspect(ctx: Context, bundle: Path, as_json: bool) -> None:

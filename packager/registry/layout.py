@@ -32,7 +32,7 @@ from packager._io.hashing import CHUNK
 from packager.core.digests import Digest
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
-from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
+from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
@@ -71,29 +71,21 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = _READ_FLAGS | os.O_DIRECTORY
 
 
-def check_layout_name(name: str) -> str:
-    """``name``; raises UsageError unless it is a model name (a directory of the registry)."""
-    if not NAME_RE.fullmatch(name):
-        raise UsageError(
-            f"invalid model name {name!r}: use 1-128 lowercase letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit"
-        )
-    return name
-
-
 def semver_tag(tag: str) -> str | None:
     """The version a tag of a registry directory or archive holds: the tag itself."""
     return tag if is_semver(tag) else None
 
 
-class VersionTags:
-    """The tags of a store that tags each version with the version itself."""
+class LayoutNaming:
+    """Names and tags as a registry directory has them: model names as manifests have
+    them, each version tagged with the version itself."""
 
+    check_name = staticmethod(check_name)
     version_tag = staticmethod(check_version)
     tag_version = staticmethod(semver_tag)
 
 
-class LayoutStore(VersionTags, IndexedStore):
+class LayoutStore(LayoutNaming, IndexedStore):
     """The blobs, tags and names of a registry directory, unchecked."""
 
     def __init__(self, root: Path) -> None:
@@ -102,8 +94,6 @@ class LayoutStore(VersionTags, IndexedStore):
     @property
     def location(self) -> str:
         return str(self.root)
-
-    check_name = staticmethod(check_layout_name)
 
     def close(self) -> None:
         """Nothing is held open between calls."""
@@ -270,7 +260,7 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
         return manifest_desc.digest
 
     def _layout(self, name: str) -> Path:
-        check_layout_name(name)
+        check_name(name)
         return self.root / name
 
     def _blob_dir(self, layout: Path) -> Path:

@@ -44,7 +44,7 @@ from packager.registry.index import (
     ref_name,
     render_index,
 )
-from packager.registry.layout import VersionTags
+from packager.registry.layout import LayoutNaming
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class MemorySnapshot:
     indexes: Mapping[str, bytes]
 
 
-class MemoryStore(VersionTags, IndexedStore):
+class MemoryStore(LayoutNaming, IndexedStore):
     """Blobs by digest and index.json bytes by model name, unchecked."""
 
     def __init__(self, location: str) -> None:
@@ -67,8 +67,6 @@ class MemoryStore(VersionTags, IndexedStore):
     @property
     def location(self) -> str:
         return self._location
-
-    check_name = staticmethod(check_name)
 
     def close(self) -> None:
         """Nothing to release."""
