@@ -121,21 +121,13 @@ def package(
         ParityError: ONNX answers differ from the original beyond tolerance,
             before or after quantization.
     """
-    from packager.build.convert import convert
+    from packager.build.convert import Options, convert
 
     options = options or PackageOptions()
     say = progress or (lambda _message: None)
     check_name(name)
     check_version(version)
-    conversion = convert(
-        model,
-        sample,
-        rtol=options.validation.rtol,
-        atol=options.validation.atol,
-        precision=options.conversion.precision,
-        input_shape=options.conversion.input_shape,
-        task=options.conversion.task,
-    )
+    conversion = convert(model, sample, Options.of(options.conversion, options.validation))
     for note in conversion.notes:
         say(note)
     metrics: dict[str, Any] = {}
@@ -152,13 +144,7 @@ def package(
     if benchmark is not None:
         from packager.build.benchmark import benchmark_conversion
 
-        report = benchmark_conversion(
-            conversion,
-            benchmark.data,
-            target=benchmark.target,
-            settings=benchmark.settings,
-            original_size=benchmark.original_size,
-        )
+        report = benchmark_conversion(conversion, benchmark)
         say(report.table())
         metrics["benchmark"] = report.to_json()
     epoch = source_date_epoch()

@@ -77,7 +77,8 @@ def benchmark_cmd(
     against onnxruntime. A bundle directory or installed model runs on onnxruntime
     alone; a bundle's signature is not checked here (use `packager verify`)."""
     from packager._io.table import read_table
-    from packager.build.benchmark import Settings, benchmark_reference, write_chart
+    from packager.build.benchmark import benchmark_reference, write_chart
+    from packager.build.options import Settings
     from packager.instance.models import model_path
 
     report = benchmark_reference(
@@ -85,9 +86,7 @@ def benchmark_cmd(
         read_table(data_path),
         target=target,
         settings=Settings(threads=threads),
-        precision=conversion.precision,
-        input_shape=conversion.input_shape,
-        task=conversion.task,
+        conversion=conversion,
     )
     if chart is not None:
         write_chart(report, chart)

@@ -13,6 +13,7 @@ import click
 
 from packager._io.config import resolve_registry
 from packager.build.options import (
+    BenchmarkData,
     ConvertOptions,
     Metadata,
     PackageOptions,
@@ -23,7 +24,6 @@ from packager.build.options import (
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
-    from packager.build.benchmark import BenchmarkData
     from packager.registry.options import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -296,7 +296,6 @@ def _benchmark(benchmark_data: Path | None, target: str | None) -> BenchmarkData
             raise UsageError("--target names a column of the --benchmark data; give --benchmark")
         return None
     from packager._io.table import read_table
-    from packager.build.benchmark import BenchmarkData
 
     return BenchmarkData(read_table(benchmark_data), target)
 
