@@ -49,14 +49,14 @@ from packager.registry.index import (
     LAYOUT_VERSION,
     MAX_INDEX_BYTES,
     OCI_LAYOUT,
-    REF_NAME_ANNOTATION,
     Entry,
     OciIndex,
     already_tagged,
-    manifest_entry,
     parse_index,
     ref_name,
     render_index,
+    retag,
+    tagged_entry,
 )
 
 INDEX_LOCK = "index.json.lock"
@@ -249,12 +249,9 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
                 if not _has_blob(blobs, desc):
                     _write(blobs / desc.digest.hex, content)
             fsync_dir(blobs)
-            entry = manifest_entry(
-                manifest_desc, artifact_type=artifact_type, annotations={REF_NAME_ANNOTATION: tag}
-            )
+            entry = tagged_entry(manifest_desc, tag, artifact_type=artifact_type)
             with self._index_lock(layout, name) as index:
-                kept = [e for e in index.entries if ref_name(e) != tag]
-                self._write_index(layout, [*kept, entry])
+                self._write_index(layout, retag(index.entries, entry))
         except OSError as e:
             raise RegistryError(f"cannot store {name}:{tag} in {self.location}: {e}") from e
         return manifest_desc.digest
@@ -281,9 +278,7 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
         with self._index_lock(layout, layout.name) as index:
             if self._tagged(index, layout.name, version, desc):
                 return
-            entry = manifest_entry(
-                desc, artifact_type=ARTIFACT_TYPE, annotations={REF_NAME_ANNOTATION: version}
-            )
+            entry = tagged_entry(desc, version, artifact_type=ARTIFACT_TYPE)
             self._write_index(layout, [*index.entries, entry])
 
     def _write_models_index(self) -> None:

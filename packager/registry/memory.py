@@ -39,10 +39,11 @@ from packager.registry.index import (
     Entry,
     OciIndex,
     already_tagged,
-    manifest_entry,
     parse_index,
     ref_name,
     render_index,
+    retag,
+    tagged_entry,
 )
 from packager.registry.layout import LayoutNaming
 
@@ -127,9 +128,7 @@ class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
                     raise TamperedError(f"{source} changed while it was published")
             self._memory.put(plan.config_bytes)
             self._memory.put(plan.manifest_bytes)
-            entry = manifest_entry(
-                desc, artifact_type=ARTIFACT_TYPE, annotations={REF_NAME_ANNOTATION: plan.version}
-            )
+            entry = tagged_entry(desc, plan.version, artifact_type=ARTIFACT_TYPE)
             self._memory.write_index(plan.name, [*index.entries, entry])
         return plan.artifact()
 
@@ -143,9 +142,7 @@ class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
             for content in (EMPTY_CONFIG, data, manifest):
                 self._memory.put(content)
             desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
-            self.set_tag(
-                name, tag, manifest_entry(desc, artifact_type=artifact_type, annotations={})
-            )
+            self.set_tag(name, tag, tagged_entry(desc, tag, artifact_type=artifact_type))
         return desc.digest
 
     # -- hooks: a compromised registry ----------------------------------------------------
@@ -161,8 +158,7 @@ class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
             **entry,
             "annotations": {**entry.get("annotations", {}), REF_NAME_ANNOTATION: tag},
         }
-        kept = [e for e in self._entries(name) if ref_name(e) != tag]
-        self._memory.write_index(name, [*kept, tagged])
+        self._memory.write_index(name, retag(self._entries(name), tagged))
 
     def duplicate_tag(self, name: str, tag: str, *, digest: Digest | None = None) -> None:
         """List ``tag`` a second time, naming ``digest`` (default: the same manifest)."""
