@@ -147,25 +147,12 @@ def package(
         report = benchmark_conversion(conversion, benchmark)
         say(report.table())
         metrics["benchmark"] = report.to_json()
-    epoch = source_date_epoch()
-    created = datetime.fromtimestamp(epoch if epoch is not None else int(time.time()), UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / bundle_dir_name(name, version)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
         _write_bundle(
-            work,
-            conversion,
-            name=name,
-            version=version,
-            key=key,
-            created=created,
-            provenance=options.provenance,
-            license=options.metadata.license,
-            description=options.metadata.description,
-            readme=options.metadata.readme,
-            labels=options.metadata.labels,
-            metrics=metrics,
+            work, conversion, name=name, version=version, key=key, options=options, metrics=metrics
         )
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=out_dir))
@@ -186,19 +173,18 @@ def _write_bundle(
     name: str,
     version: str,
     key: EllipticCurvePrivateKey,
-    created: datetime,
-    provenance: Provenance,
-    license: str | None,
-    description: str | None,
-    readme: Path | None,
-    labels: Mapping[str, str] | None,
+    options: PackageOptions,
     metrics: Mapping[str, Any],
 ) -> None:
+    """Write and sign the bundle in ``work``; the manifest describes the model as
+    ``options.metadata`` and ``options.provenance`` say."""
     from packager._io.testvectors import write_testvectors
     from packager.build.convert.onnxfile import save_onnx
     from packager.core import signature
     from packager.runtime import runtime_version
 
+    epoch = source_date_epoch()
+    created = datetime.fromtimestamp(epoch if epoch is not None else int(time.time()), UTC)
     work.chmod(0o755)
     data_files = save_onnx(
         conversion.model, work, MODEL_FILE, external_data=conversion.external_data
@@ -211,6 +197,8 @@ def _write_bundle(
     )
     roles = {MODEL_FILE: "model", TESTVECTORS_FILE: "testvectors"}
     roles.update({path: "weights" for path in data_files})
+    metadata = options.metadata
+    readme = metadata.readme
     if readme is not None:
         try:
             shutil.copyfile(readme, work / README_FILE)
@@ -246,11 +234,11 @@ def _write_bundle(
         runtime=RuntimeRequirement(onnxruntime),
         files=files,
         validation=_validation(conversion),
-        description=description or None,
-        license=license or None,
-        labels=dict(labels) if labels else None,
+        description=metadata.description or None,
+        license=metadata.license or None,
+        labels=dict(metadata.labels) if metadata.labels else None,
         metrics=dict(metrics) if metrics else None,
-        provenance=_provenance_record(provenance),
+        provenance=_provenance_record(options.provenance),
     )
     manifest_bytes = manifest.to_bytes()
     # The instance will check the graph against the manifest before loading it:
