@@ -79,13 +79,12 @@ def package(
     their scikit-learn API), a PyTorch module, an ``onnx.ModelProto``, or the path of a
     pickle/joblib, ``.pt``/``.pth`` or ``.onnx`` file (a pickle runs code: package only
     files you trust). ``sample``: rows of model inputs, as a path (.csv, .npy, .json), a
-    pandas DataFrame, a mapping of columns or a 2-D array (see :func:`as_table`); they
-    become the test vectors. ``key``: an EC private key or the path of one
-    (``cosign.key``: password from ``$PACKAGER_KEY_PASSWORD``, ``$COSIGN_PASSWORD`` or a
-    prompt). ``options``: how to convert, validate, quantize and describe the model;
-    unset provenance fields get the git HEAD of the working directory and this
-    packager's version, and a benchmark of a model file records the file's size.
-    ``progress`` receives notes.
+    pandas DataFrame, a mapping of columns or a 2-D array; they become the test vectors.
+    ``key``: an EC private key or the path of one (``cosign.key``: password from
+    ``$PACKAGER_KEY_PASSWORD``, ``$COSIGN_PASSWORD`` or a prompt). ``options``: how to
+    convert, validate, quantize and describe the model; unset provenance fields get the
+    git HEAD of the working directory and this packager's version, and a benchmark of a
+    model file records the file's size. ``progress`` receives notes.
 
     Raises:
         UsageError: a bad name, version, sample, key file or option.
