@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from packager._version import __version__
+from packager.build.api import package
 from packager.build.options import (
     ConvertOptions,
     Metadata,
@@ -43,13 +44,10 @@ from packager.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
-    from cryptography.hazmat.primitives.asymmetric.ec import (
-        EllipticCurvePrivateKey,
-        EllipticCurvePublicKey,
-    )
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
     from packager.core.manifest import Manifest
     from packager.runtime import Model
@@ -69,49 +67,6 @@ def load(name: str, version: str | None = None, *, home: str | Path | None = Non
     from packager.instance.models import load as _load
 
     return _load(name, version, home=Path(home) if home is not None else None)
-
-
-def package(
-    model: Any,
-    *,
-    sample: Any,
-    name: str,
-    version: str,
-    key: str | Path | EllipticCurvePrivateKey,
-    out_dir: str | Path = "dist",
-    options: PackageOptions | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> Path:
-    """Convert ``model``, check it against ``sample``, and write a signed bundle
-    ``NAME-VERSION/`` in ``out_dir``; returns its directory.
-
-    ``model``: a fitted scikit-learn estimator or pipeline (XGBoost, LightGBM through
-    their scikit-learn API), a PyTorch module, an ``onnx.ModelProto``, or the path of a
-    pickle/joblib, ``.pt``/``.pth`` or ``.onnx`` file (a pickle runs code: package only
-    files you trust). ``sample``: rows of model inputs, as a path (.csv, .npy, .json), a
-    pandas DataFrame, a mapping of columns or a 2-D array; they become the test vectors.
-    ``key``: an EC private key or the path of one (``cosign.key``: password from
-    ``$PACKAGER_KEY_PASSWORD``, ``$COSIGN_PASSWORD`` or a prompt). ``options``: how to
-    convert, validate, quantize and describe the model. ``progress`` receives notes.
-
-    Raises:
-        UsageError: a bad name, version, sample, key file or option.
-        KeyDecryptionError: the key's password is wrong.
-        ConversionError: the model cannot be converted, or a library it needs is missing.
-        ParityError: the ONNX model answers differently from the original beyond tolerance.
-    """
-    from packager.build.api import package as _package
-
-    return _package(
-        model,
-        sample=sample,
-        name=name,
-        version=version,
-        key=key,
-        out_dir=out_dir,
-        options=options,
-        progress=progress,
-    )
 
 
 def verify_bundle(

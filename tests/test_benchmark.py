@@ -15,16 +15,14 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from packager._io.table import Table, from_mapping, read_table
 from packager.build.benchmark import (
-    BenchmarkData,
     Latency,
-    Settings,
     benchmark_conversion,
     benchmark_reference,
     write_chart,
 )
 from packager.build.bundle import package
 from packager.build.convert import convert
-from packager.build.options import PackageOptions
+from packager.build.options import BenchmarkData, PackageOptions, Settings
 from packager.cli import main
 from packager.core.manifest import parse_manifest
 from packager.errors import UsageError
@@ -59,9 +57,8 @@ def test_classifier_on_the_build_side(iris_model: LogisticRegression, tmp_path: 
     data = read_table(labelled_iris(tmp_path))
     features = Table(data.columns[:4], data.values[:4], named=False)
     conversion = convert(iris_model, features)
-    report = benchmark_conversion(
-        conversion, data, target="species", settings=QUICK, original_size=1234
-    )
+    bench = BenchmarkData(data, "species", QUICK, original_size=1234)
+    report = benchmark_conversion(conversion, bench)
     assert report.task == "classification"
     assert (report.rows, report.batch_rows) == (150, 150)
     original, runtime = report.engines
@@ -95,12 +92,8 @@ def test_regressor_reports_mae_and_rmse() -> None:
     columns = {f"x{i}": x[:, i] for i in range(x.shape[1])}
     data = from_mapping({**columns, "y": y})
     features = from_mapping(columns, named=False)
-    report = benchmark_conversion(
-        convert(model, features),
-        data,
-        target="y",
-        settings=Settings(budget_seconds=0.05, batch_rows=64),
-    )
+    quick = Settings(budget_seconds=0.05, batch_rows=64)
+    report = benchmark_conversion(convert(model, features), BenchmarkData(data, "y", quick))
     assert report.task == "regression"
     assert report.batch_rows == 64
     error = model.predict(x) - y
@@ -194,7 +187,7 @@ def test_chart_needs_the_plot_extra(
     features = Table(data.columns[:4], data.values[:4], named=False)
     # No target column: latency and size only.
     report = benchmark_conversion(
-        convert(iris_model, features), features, target=None, settings=QUICK
+        convert(iris_model, features), BenchmarkData(features, None, QUICK)
     )
     assert all(not e.quality for e in report.engines)
     monkeypatch.setitem(sys.modules, "matplotlib", None)

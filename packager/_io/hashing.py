@@ -16,9 +16,11 @@ import mmap
 import os
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from packager.core.digests import Digest
 
@@ -30,7 +32,25 @@ CHUNK = 1 << 20
 WINDOW = 8 << 20
 
 
-class BackgroundHasher:
+class _Threaded(ABC):
+    """A context manager whose threads :meth:`close` ends, also on leaving the ``with`` block."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class BackgroundHasher(_Threaded):
     """sha256 computed on a thread of its own, fed chunk by chunk: the feeding thread
     (receiving from the network, writing a file) goes on while each chunk is hashed.
 
@@ -44,17 +64,6 @@ class BackgroundHasher:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="packager-sha256", daemon=True)
         self._thread.start()
-
-    def __enter__(self) -> BackgroundHasher:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def update(self, chunk: bytes) -> None:
         self._queue.put(chunk)
@@ -75,7 +84,7 @@ class BackgroundHasher:
 
 
 class HashingStopped(Exception):
-    """Hashing was stopped (``stop`` set, :meth:`FileHasher.stop`) before the file was done."""
+    """Hashing was stopped (``stop`` set, :meth:`FileHasher.close`) before the file was done."""
 
 
 def digest_file(path: Path, *, stop: threading.Event | None = None) -> tuple[Digest, int]:
@@ -139,7 +148,7 @@ def _size(path: Path) -> int:
         return 0  # hashing it will raise the error, in its turn
 
 
-class FileHasher:
+class FileHasher(_Threaded):
     """Hash files in parallel in the background; a context manager.
 
     Hashing starts on construction, on one thread per core (or ``workers``), largest
@@ -163,17 +172,6 @@ class FileHasher:
         self._running = count
         for worker in self._workers:
             worker.start()
-
-    def __enter__(self) -> FileHasher:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def result(self, path: Path) -> tuple[Digest, int]:
         """(digest, size) of ``path``, waiting for it.
@@ -204,7 +202,7 @@ class FileHasher:
         """
         return {path: self.result(path) for path in self._paths}
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop hashing: files not started are dropped, running ones end at their next
         window; returns once every thread has finished."""
         self._stop.set()

@@ -147,16 +147,7 @@ def to_feeds(table: Table, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray
     if not table.named:
         wanted = ", ".join(repr(s.name) for s in inputs)
         raise UsageError(f"the model has inputs {wanted}: give a table with column names")
-    input_names = [s.name for s in inputs]
-    missing = [n for n in input_names if n not in table.columns]
-    extra = [c for c in table.columns if c not in input_names]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append("missing column(s) " + ", ".join(repr(n) for n in missing))
-        if extra:
-            parts.append("unexpected column(s) " + ", ".join(repr(c) for c in extra))
-        raise UsageError("the table does not match the model's inputs: " + "; ".join(parts))
+    check_columns(table, [s.name for s in inputs], "the table does not match the model's inputs")
     feeds = {}
     for spec in inputs:
         rank = _rank(spec)
@@ -207,6 +198,23 @@ def _cell(name: str, index: tuple[int, ...], shape: tuple[int, ...], columns: ob
             return f"column {columns[column]!r} row {row}"
         return f"column {column} of input {name!r}, row {row}"
     return f"input {name!r} row {row} at {list(index[1:])}"
+
+
+def check_columns(table: Table, expected: Sequence[str], mismatch: str) -> None:
+    """Check that ``table`` has exactly the columns ``expected``, in any order.
+
+    Raises:
+        UsageError: ``mismatch``, then the missing and the unexpected columns.
+    """
+    missing = [n for n in expected if n not in table.columns]
+    extra = [c for c in table.columns if c not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append("missing column(s) " + ", ".join(repr(n) for n in missing))
+        if extra:
+            parts.append("unexpected column(s) " + ", ".join(repr(c) for c in extra))
+        raise UsageError(f"{mismatch}: " + "; ".join(parts))
 
 
 def _rank(spec: TensorSpec) -> int:

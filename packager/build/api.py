@@ -1,5 +1,5 @@
-"""The build-side Python API: ``packager.package(estimator, sample=X, ...)``, which
-``packager package`` calls too."""
+"""The build-side Python API: :func:`package`, exported as ``packager.package`` and called by
+``packager package`` too."""
 
 from __future__ import annotations
 
@@ -73,21 +73,27 @@ def package(
     progress: Progress | None = None,
     certificate_chain: str | Path | None = None,
 ) -> Path:
-    """Package a fitted estimator, a PyTorch module, an ONNX model or a model file (a path)
-    as a signed bundle in ``out_dir``; returns the bundle directory.
+    """Convert ``model``, check it against ``sample``, and write a signed bundle
+    ``NAME-VERSION/`` in ``out_dir``; returns its directory.
 
-    ``sample`` is what :func:`as_table` reads; ``key`` a private key or the path of one
-    (its password from the environment or a prompt). Unset provenance fields get the
-    git HEAD of the working directory and this packager's version; a benchmark of a
-    model file records the file's size. ``options`` and ``progress`` are those of
-    :func:`packager.build.bundle.package`. ``certificate_chain``, a PEM file (the
-    key's certificate first, then intermediates), signs with that chain instead of a
-    bare key.
+    ``model``: a fitted scikit-learn estimator or pipeline (XGBoost, LightGBM through
+    their scikit-learn API), a PyTorch module, an ``onnx.ModelProto``, or the path of a
+    pickle/joblib, ``.pt``/``.pth`` or ``.onnx`` file (a pickle runs code: package only
+    files you trust). ``sample``: rows of model inputs, as a path (.csv, .npy, .json), a
+    pandas DataFrame, a mapping of columns or a 2-D array; they become the test vectors.
+    ``key``: an EC private key or the path of one (``cosign.key``: password from
+    ``$PACKAGER_KEY_PASSWORD``, ``$COSIGN_PASSWORD`` or a prompt). ``options``: how to
+    convert, validate, quantize and describe the model; unset provenance fields get the
+    git HEAD of the working directory and this packager's version, and a benchmark of a
+    model file records the file's size. ``progress`` receives notes.
+    ``certificate_chain``, a PEM file (the key's certificate first, then intermediates),
+    signs with that chain instead of a bare key.
 
     Raises:
-        UsageError: a bad sample, key path, certificate chain, name, version or option.
+        UsageError: a bad name, version, sample, key file, certificate chain or option.
         KeyDecryptionError: the key's password is wrong.
-        ConversionError, ParityError: see :func:`packager.build.bundle.package`.
+        ConversionError: the model cannot be converted, or a library it needs is missing.
+        ParityError: the ONNX model answers differently from the original beyond tolerance.
     """
     from packager.build.bundle import package as build
     from packager.build.convert import load_model_file

@@ -25,6 +25,7 @@ import numpy as np
 
 from packager._io.table import Table, to_feeds
 from packager.build.convert.base import install_hint
+from packager.build.options import BenchmarkData, ConvertOptions, Settings
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
 
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from packager.build.convert import Conversion
     from packager.runtime import Model
 
-DEFAULT_BATCH_ROWS = 1000
-DEFAULT_BUDGET_SECONDS = 1.0
 MIN_RUNS = 10
 MAX_RUNS = 2000
 WARMUP_RUNS = 3
@@ -158,30 +157,6 @@ class Engine:
     outputs: Callable[[Any], Mapping[str, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How to measure: onnxruntime threads, batch size, and time spent per latency figure."""
-
-    threads: int = 1
-    batch_rows: int = DEFAULT_BATCH_ROWS
-    budget_seconds: float = DEFAULT_BUDGET_SECONDS
-
-    def __post_init__(self) -> None:
-        if self.threads < 0 or self.batch_rows < 1 or not self.budget_seconds > 0:
-            raise UsageError("benchmark threads must be >= 0, batch rows >= 1, budget > 0")
-
-
-@dataclass(frozen=True)
-class BenchmarkData:
-    """Labelled data to benchmark on while packaging; ``original_size`` is the model
-    file's size in bytes, when the model came from one."""
-
-    data: Table
-    target: str | None
-    settings: Settings = field(default_factory=Settings)
-    original_size: int | None = None
-
-
 def split_target(data: Table, target: str | None) -> tuple[Table, np.ndarray | None]:
     """The feature columns and the target column (None without one).
 
@@ -205,15 +180,9 @@ def split_target(data: Table, target: str | None) -> tuple[Table, np.ndarray | N
     return features, data.values[index]
 
 
-def benchmark_conversion(
-    conversion: Conversion,
-    data: Table,
-    *,
-    target: str | None,
-    settings: Settings | None = None,
-    original_size: int | None = None,
-) -> Report:
-    """Benchmark a converted model (build side): the original, when there is one, and onnxruntime.
+def benchmark_conversion(conversion: Conversion, bench: BenchmarkData) -> Report:
+    """Benchmark a converted model (build side) on ``bench``: the original, when there is
+    one, and onnxruntime.
 
     Raises:
         UsageError: the data does not fit the model, or the target column is
@@ -224,7 +193,7 @@ def benchmark_conversion(
 
     from packager.build.convert.onnxfile import make_session, save_onnx
 
-    settings = settings or Settings()
+    data, target, settings = bench.data, bench.target, bench.settings
     engines = []
     if conversion.original is not None:
         original = conversion.original
@@ -239,8 +208,8 @@ def benchmark_conversion(
         )
         onnx_size = sum((Path(tmp) / n).stat().st_size for n in ("model.onnx", *written))
     sizes = {"onnx": onnx_size}
-    if original_size is not None:
-        sizes["original"] = original_size
+    if bench.original_size is not None:
+        sizes["original"] = bench.original_size
     return run_benchmark(
         model=conversion.source["estimator"],
         engines=engines,
@@ -518,9 +487,7 @@ def benchmark_reference(
     *,
     target: str | None,
     settings: Settings | None = None,
-    precision: str = "float32",
-    input_shape: tuple[int, ...] | None = None,
-    task: str | None = None,
+    conversion: ConvertOptions | None = None,
 ) -> Report:
     """Benchmark what ``ref`` names: a model file (converted here, on the build side),
     or a bundle directory (onnxruntime only; an installed model is its directory).
@@ -546,21 +513,11 @@ def benchmark_reference(
         model = Model(path, manifest, threads=settings.threads)
         return benchmark_model(model, data, target=target, settings=settings)
     if path.is_file():
-        from packager.build.convert import convert, load_model_file
+        from packager.build.convert import Options, convert, load_model_file
 
         features, _ = split_target(data, target)
-        conversion = convert(
-            load_model_file(path),
-            features,
-            precision=precision,
-            input_shape=input_shape,
-            task=task,
-        )
+        bench = BenchmarkData(data, target, settings, original_size=path.stat().st_size)
         return benchmark_conversion(
-            conversion,
-            data,
-            target=target,
-            settings=settings,
-            original_size=path.stat().st_size,
+            convert(load_model_file(path), features, Options.of(conversion)), bench
         )
     raise UsageError(f"{ref} is neither a model file nor a bundle directory")

@@ -124,22 +124,14 @@ def package(
         ParityError: ONNX answers differ from the original beyond tolerance,
             before or after quantization.
     """
-    from packager.build.convert import convert
+    from packager.build.convert import Options, convert
     from packager.core import signature
 
     options = options or PackageOptions()
     say = progress or (lambda _message: None)
     check_name(name)
     check_version(version)
-    conversion = convert(
-        model,
-        sample,
-        rtol=options.validation.rtol,
-        atol=options.validation.atol,
-        precision=options.conversion.precision,
-        input_shape=options.conversion.input_shape,
-        task=options.conversion.task,
-    )
+    conversion = convert(model, sample, Options.of(options.conversion, options.validation))
     for note in conversion.notes:
         say(note)
     metrics: dict[str, Any] = {}
@@ -156,33 +148,15 @@ def package(
     if benchmark is not None:
         from packager.build.benchmark import benchmark_conversion
 
-        report = benchmark_conversion(
-            conversion,
-            benchmark.data,
-            target=benchmark.target,
-            settings=benchmark.settings,
-            original_size=benchmark.original_size,
-        )
+        report = benchmark_conversion(conversion, benchmark)
         say(report.table())
         metrics["benchmark"] = report.to_json()
-    epoch = source_date_epoch()
-    created = datetime.fromtimestamp(epoch if epoch is not None else int(time.time()), UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / bundle_dir_name(name, version)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
         resources = _write_bundle(
-            work,
-            conversion,
-            name=name,
-            version=version,
-            created=created,
-            provenance=options.provenance,
-            license=options.metadata.license,
-            description=options.metadata.description,
-            readme=options.metadata.readme,
-            labels=options.metadata.labels,
-            metrics=metrics,
+            work, conversion, name=name, version=version, options=options, metrics=metrics
         )
         sig = signature.sign(
             subject_name=final.name,
@@ -209,19 +183,17 @@ def _write_bundle(
     *,
     name: str,
     version: str,
-    created: datetime,
-    provenance: Provenance,
-    license: str | None,
-    description: str | None,
-    readme: Path | None,
-    labels: Mapping[str, str] | None,
+    options: PackageOptions,
     metrics: Mapping[str, Any],
 ) -> dict[str, Digest]:
-    """Write every file of the bundle but model.sig; return what model.sig signs."""
+    """Write every file of the bundle but model.sig (the manifest describes the model as
+    ``options.metadata`` and ``options.provenance`` say); return what model.sig signs."""
     from packager._io.testvectors import write_testvectors
     from packager.build.convert.onnxfile import save_onnx
     from packager.runtime import runtime_version
 
+    epoch = source_date_epoch()
+    created = datetime.fromtimestamp(epoch if epoch is not None else int(time.time()), UTC)
     work.chmod(0o755)
     data_files = save_onnx(
         conversion.model, work, MODEL_FILE, external_data=conversion.external_data
@@ -234,6 +206,8 @@ def _write_bundle(
     )
     roles = {MODEL_FILE: "model", TESTVECTORS_FILE: "testvectors"}
     roles.update({path: "weights" for path in data_files})
+    metadata = options.metadata
+    readme = metadata.readme
     if readme is not None:
         try:
             shutil.copyfile(readme, work / README_FILE)
@@ -270,11 +244,11 @@ def _write_bundle(
         runtime=RuntimeRequirement(onnxruntime),
         files=files,
         validation=_validation(conversion),
-        description=description or None,
-        license=license or None,
-        labels=dict(labels) if labels else None,
+        description=metadata.description or None,
+        license=metadata.license or None,
+        labels=dict(metadata.labels) if metadata.labels else None,
         metrics=dict(metrics) if metrics else None,
-        provenance=_provenance_record(provenance),
+        provenance=_provenance_record(options.provenance),
     )
     manifest_bytes = manifest.to_bytes()
     # The instance will check the graph against the manifest before loading it:

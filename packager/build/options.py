@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packager.errors import UsageError
+
 if TYPE_CHECKING:
-    from packager.build.benchmark import BenchmarkData
+    from packager._io.table import Table
+
+DEFAULT_BATCH_ROWS = 1000
+DEFAULT_BUDGET_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,30 @@ class Provenance:
     training_data: Sequence[Path] = ()
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     built_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to measure: onnxruntime threads, batch size, and time spent per latency figure."""
+
+    threads: int = 1
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.threads < 0 or self.batch_rows < 1 or not self.budget_seconds > 0:
+            raise UsageError("benchmark threads must be >= 0, batch rows >= 1, budget > 0")
+
+
+@dataclass(frozen=True)
+class BenchmarkData:
+    """Labelled data to benchmark on while packaging; ``original_size`` is the model
+    file's size in bytes, when the model came from one."""
+
+    data: Table
+    target: str | None
+    settings: Settings = field(default_factory=Settings)
+    original_size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,16 @@ import click
 from packager.build.options import ConvertOptions, PackageOptions
 from packager.cli import render
 from packager.cli.options import (
+    DIRECTORY,
+    FILE,
     Context,
     conversion_options,
     json_option,
     key_option,
+    output_option,
     package_options,
     pass_ctx,
+    rows_option,
     signing_key_option,
     trust_option,
 )
@@ -25,15 +29,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="Directory for cosign.key and cosign.pub.",
-)
+@output_option(Path("."), "Directory for cosign.key and cosign.pub.")
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @json_option
 @pass_ctx
@@ -51,11 +47,9 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
 
 @click.command("benchmark")
 @click.argument("ref", metavar="MODEL_OR_BUNDLE_OR_INSTALLED_NAME")
-@click.option(
+@rows_option(
     "--data",
     "data_path",
-    required=True,
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Rows to run (.csv with header, .npy, .json), with --target the true answers.",
 )
 @click.option("--target", help="Column holding the true answers (class or value).")
@@ -68,7 +62,7 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
 )
 @click.option(
     "--chart",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="Write a PNG chart (needs onnx-packager[plot]).",
 )
 @conversion_options
@@ -88,7 +82,8 @@ def benchmark_cmd(
     against onnxruntime. A bundle directory or installed model runs on onnxruntime
     alone; a bundle's signature is not checked here (use `packager verify`)."""
     from packager._io.table import read_table
-    from packager.build.benchmark import Settings, benchmark_reference, write_chart
+    from packager.build.benchmark import benchmark_reference, write_chart
+    from packager.build.options import Settings
     from packager.instance.models import model_path
 
     report = benchmark_reference(
@@ -96,9 +91,7 @@ def benchmark_cmd(
         read_table(data_path),
         target=target,
         settings=Settings(threads=threads),
-        precision=conversion.precision,
-        input_shape=conversion.input_shape,
-        task=conversion.task,
+        conversion=conversion,
     )
     if chart is not None:
         write_chart(report, chart)
@@ -110,27 +103,18 @@ def benchmark_cmd(
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path, exists=True))
 @click.option("--name", required=True, help="Model name, e.g. iris-classifier.")
 @click.option("--version", "version", required=True, help="SemVer version, e.g. 1.2.0.")
-@click.option(
+@rows_option(
     "--sample",
-    required=True,
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Sample input rows (.csv with header, .npy, .json): checked and kept as test vectors.",
 )
 @signing_key_option
 @click.option(
     "--cert-chain",
     "cert_chain",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="PEM certificate chain for --key (its certificate first, then intermediates).",
 )
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("dist"),
-    show_default=True,
-)
+@output_option(Path("dist"))
 @package_options
 @json_option
 @pass_ctx
@@ -171,7 +155,7 @@ def package_cmd(
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("bundle", type=DIRECTORY)
 @key_option(required=False)
 @trust_option
 @json_option
@@ -202,7 +186,7 @@ def verify(
 
 
 @click.command()
-@click.argument("bundle", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("bundle", type=DIRECTORY)
 @json_option
 @pass_ctx
 def inspect(ctx: Context, bundle: Path, as_json: bool) -> None:

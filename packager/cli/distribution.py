@@ -8,12 +8,14 @@ import click
 
 from packager.cli import render
 from packager.cli.options import (
+    FILE,
     Context,
     json_option,
     key_option,
     load_public_keys,
     now,
     open_registry_at,
+    output_option,
     pass_ctx,
     registry_option,
     remote_options,
@@ -74,15 +76,7 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 @registry_option
 @remote_options
 @key_option(required=True)
-@click.option(
-    "-o",
-    "--output",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("."),
-    show_default=True,
-    help="Directory to write NAME-VERSION/ into.",
-)
+@output_option(Path("."), "Directory to write NAME-VERSION/ into.")
 @json_option
 @pass_ctx
 def pull(
@@ -184,7 +178,7 @@ def promote(
     "--output",
     "out",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="Archive to write, ending in .tar (replaced if it exists).",
 )
 @json_option

@@ -9,6 +9,7 @@ import click
 from packager._io.config import resolve_registry
 from packager.cli import render
 from packager.cli.options import (
+    FILE,
     Context,
     exact_ref,
     json_option,
@@ -18,6 +19,7 @@ from packager.cli.options import (
     pass_ctx,
     registry_option,
     remote_options,
+    rows_option,
     trust_option,
 )
 from packager.errors import UsageError
@@ -126,13 +128,7 @@ def remove(ctx: Context, ref: str) -> None:
 
 @click.command()
 @click.argument("ref", metavar="NAME[@VERSION]")
-@click.option(
-    "--input",
-    "input_path",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="Rows to predict (.csv with header, .json, .npy).",
-)
+@rows_option("--input", "input_path", help="Rows to predict (.csv with header, .json, .npy).")
 @json_option
 @pass_ctx
 def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
@@ -204,7 +200,7 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
 @click.option(
     "--trust",
     "trust_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="Policy file to edit (default $PACKAGER_HOME/trust.toml).",
 )
 @click.pass_context
@@ -223,7 +219,7 @@ def _trust_file() -> Path:
 
 @trust.command("add-key")
 @click.argument("name")
-@click.argument("pub", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("pub", type=FILE)
 @click.option("--models", default="*", show_default=True, help="Glob of model names it may sign.")
 @pass_ctx
 def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:

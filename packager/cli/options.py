@@ -13,6 +13,7 @@ import click
 
 from packager._io.config import resolve_registry
 from packager.build.options import (
+    BenchmarkData,
     ConvertOptions,
     Metadata,
     PackageOptions,
@@ -24,10 +25,14 @@ from packager.core.text import printable
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
-    from packager.build.benchmark import BenchmarkData
     from packager.registry.options import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The kinds of path the commands take.
+DIRECTORY = click.Path(path_type=Path, file_okay=False)
+FILE = click.Path(path_type=Path, dir_okay=False)
+EXISTING_FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 
 
 class Context:
@@ -42,6 +47,18 @@ class Context:
 
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
+
+
+def output_option(default: Path, help: str | None = None) -> Callable[[F], F]:
+    """``-o/--output DIR`` (``out_dir``): the directory a command writes into."""
+    return click.option(
+        "-o", "--output", "out_dir", type=DIRECTORY, default=default, show_default=True, help=help
+    )
+
+
+def rows_option(*names: str, help: str, required: bool = True) -> Callable[[F], F]:
+    """An existing file of rows (.csv with header, .npy, .json)."""
+    return click.option(*names, required=required, type=EXISTING_FILE, help=help)
 
 
 def registry_option(f: F) -> F:
@@ -79,7 +96,7 @@ def remote_options(f: F) -> F:
         ),
         click.option(
             "--ca-cert",
-            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            type=EXISTING_FILE,
             expose_value=False,
             callback=_remember,
             help="PEM CA bundle to verify the registry's TLS certificate with.",
@@ -128,36 +145,27 @@ def registry_options(ctx: Context) -> RegistryOptions:
     return options
 
 
-def key_option(required: bool) -> Callable[[F], F]:
-    def decorate(f: F) -> F:
-        return click.option(
-            "--key",
-            "key_paths",
-            multiple=True,
-            required=required,
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="Trusted public key (cosign.pub); repeat for several.",
-        )(f)
+def _key_option(dest: str, help: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option("--key", dest, type=FILE, help=help, **kwargs)
 
-    return decorate
+
+def key_option(required: bool) -> Callable[[F], F]:
+    """``--key``, repeatable (``key_paths``): the public keys to trust."""
+    help = "Trusted public key (cosign.pub); repeat for several."
+    return _key_option("key_paths", help, multiple=True, required=required)
+
+
+signing_key_option = _key_option(
+    "key_path", "Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.", required=True
+)
 
 
 def trust_option(f: F) -> F:
     return click.option(
         "--trust",
         "trust_file",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=FILE,
         help="Trust policy (default $PACKAGER_HOME/trust.toml, then /etc/packager/trust.toml).",
-    )(f)
-
-
-def signing_key_option(f: F) -> F:
-    return click.option(
-        "--key",
-        "key_path",
-        required=True,
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.",
     )(f)
 
 
@@ -289,7 +297,6 @@ def _benchmark(benchmark_data: Path | None, target: str | None) -> BenchmarkData
             raise UsageError("--target names a column of the --benchmark data; give --benchmark")
         return None
     from packager._io.table import read_table
-    from packager.build.benchmark import BenchmarkData
 
     return BenchmarkData(read_table(benchmark_data), target)
 
@@ -310,7 +317,7 @@ _PACKAGE_GROUPS = (
         click.option(
             "--training-data",
             multiple=True,
-            type=click.Path(path_type=Path, dir_okay=False),
+            type=FILE,
             help="Training data file whose sha256 is recorded; repeatable.",
         ),
         click.option(
@@ -322,7 +329,7 @@ _PACKAGE_GROUPS = (
         _metadata,
         click.option("--license", "license_id", help="SPDX license identifier, e.g. Apache-2.0."),
         click.option("--description", help="One-line description."),
-        click.option("--readme", type=click.Path(path_type=Path, dir_okay=False, exists=True)),
+        click.option("--readme", type=EXISTING_FILE),
     ),
     conversion_options,
     option_group(
@@ -340,10 +347,10 @@ _PACKAGE_GROUPS = (
     option_group(
         "benchmark",
         _benchmark,
-        click.option(
+        rows_option(
             "--benchmark",
             "benchmark_data",
-            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            required=False,
             help="Labelled data (.csv, .npy, .json) to benchmark on; "
             "figures go to manifest metrics.",
         ),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from packager.core.compat import domain_key
@@ -142,8 +142,7 @@ def _graph_tensors(graph: Any) -> Iterator[Any]:
     """Tensors one graph stores itself (its subgraphs excluded)."""
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
+        yield from _tensor_parts(sparse)
     yield from _node_tensors(graph.node)
 
 
@@ -152,12 +151,7 @@ def _subgraphs(nodes: Iterable[Any]) -> Iterator[Any]:
     import onnx
 
     kinds = onnx.AttributeProto
-    for node in nodes:
-        for attr in node.attribute:
-            if attr.type == kinds.GRAPH:
-                yield attr.g
-            elif attr.type == kinds.GRAPHS:
-                yield from attr.graphs
+    return _attribute_values(nodes, {kinds.GRAPH, kinds.GRAPHS})
 
 
 def _node_tensors(nodes: Iterable[Any]) -> Iterator[Any]:
@@ -165,16 +159,29 @@ def _node_tensors(nodes: Iterable[Any]) -> Iterator[Any]:
     import onnx
 
     kinds = onnx.AttributeProto
+    tensor_kinds = {kinds.TENSOR, kinds.TENSORS, kinds.SPARSE_TENSOR, kinds.SPARSE_TENSORS}
+    for tensor in _attribute_values(nodes, tensor_kinds):
+        yield from _tensor_parts(tensor)
+
+
+def _attribute_values(nodes: Iterable[Any], kinds: Collection[int]) -> Iterator[Any]:
+    """The values of the attributes of ``nodes`` whose type is one of ``kinds``; a
+    repeated attribute (GRAPHS, TENSORS ...) gives each of its values."""
+    from onnx.helper import get_attribute_value
+
     for node in nodes:
         for attr in node.attribute:
-            if attr.type == kinds.TENSOR:
-                yield attr.t
-            elif attr.type == kinds.TENSORS:
-                yield from attr.tensors
-            elif attr.type == kinds.SPARSE_TENSOR:
-                yield attr.sparse_tensor.values
-                yield attr.sparse_tensor.indices
-            elif attr.type == kinds.SPARSE_TENSORS:
-                for sparse in attr.sparse_tensors:
-                    yield sparse.values
-                    yield sparse.indices
+            if attr.type in kinds:
+                value = get_attribute_value(attr)
+                yield from value if isinstance(value, list) else (value,)
+
+
+def _tensor_parts(tensor: Any) -> Iterator[Any]:
+    """A TensorProto itself; the values and indices TensorProtos of a SparseTensorProto."""
+    import onnx
+
+    if isinstance(tensor, onnx.SparseTensorProto):
+        yield tensor.values
+        yield tensor.indices
+    else:
+        yield tensor

@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Self
 
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
+from packager.core.records import as_json, from_json
 from packager.errors import TamperedError, UsageError
 
 MANIFEST = "manifest.json"
@@ -37,6 +38,18 @@ PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
 MAX_MANIFEST_BYTES = 1 << 20
 SCHEMA_VERSION = 1
 _MANIFEST_LIMITS = Limits(max_bytes=MAX_MANIFEST_BYTES)
+
+
+class _FlatPart:
+    """A part of the document whose keys are its fields' (see :mod:`packager.core.records`);
+    a field that is None is left out."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return as_json(self, omit_none=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        return from_json(cls, d)
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class Source:
+class Source(_FlatPart):
     """What the model was converted from, and by which converter."""
 
     framework: str
@@ -69,25 +82,6 @@ class Source:
     estimator: str
     converter: str
     converter_version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "framework": self.framework,
-            "frameworkVersion": self.framework_version,
-            "estimator": self.estimator,
-            "converter": self.converter,
-            "converterVersion": self.converter_version,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Source:
-        return cls(
-            framework=d["framework"],
-            framework_version=d["frameworkVersion"],
-            estimator=d["estimator"],
-            converter=d["converter"],
-            converter_version=d["converterVersion"],
-        )
 
 
 @dataclass(frozen=True)
@@ -163,7 +157,7 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
-class Validation:
+class Validation(_FlatPart):
     """How the bundle was checked: the test vectors, tolerances and what was measured.
 
     Numbers keep the JSON type they were read with, so a document round-trips exactly.
@@ -181,42 +175,6 @@ class Validation:
     reference: str | None = None
     label_outputs: tuple[str, ...] | None = None
     input_cast: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "testvectors": self.testvectors,
-            "rows": self.rows,
-            "rtol": self.rtol,
-            "atol": self.atol,
-            "maxAbsDiff": self.max_abs_diff,
-        }
-        optional = {
-            "maxRelDiff": self.max_rel_diff,
-            "labelAgreement": self.label_agreement,
-            "task": self.task,
-            "reference": self.reference,
-            "labelOutputs": None if self.label_outputs is None else list(self.label_outputs),
-            "inputCast": self.input_cast,
-        }
-        doc.update({key: value for key, value in optional.items() if value is not None})
-        return doc
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Validation:
-        labels = d.get("labelOutputs")
-        return cls(
-            testvectors=d["testvectors"],
-            rows=d["rows"],
-            rtol=d["rtol"],
-            atol=d["atol"],
-            max_abs_diff=d["maxAbsDiff"],
-            max_rel_diff=d.get("maxRelDiff"),
-            label_agreement=d.get("labelAgreement"),
-            task=d.get("task"),
-            reference=d.get("reference"),
-            label_outputs=None if labels is None else tuple(labels),
-            input_cast=d.get("inputCast"),
-        )
 
 
 @dataclass(frozen=True)
@@ -370,19 +328,21 @@ def schema() -> dict[str, Any]:
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise UsageError."""
-    if not NAME_RE.fullmatch(name):
-        raise UsageError(
-            f"invalid model name {name!r}: use 1-128 lowercase letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    rule = "use 1-128 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+    return check_grammar(NAME_RE, name, "model name", rule)
 
 
 def check_version(version: str) -> str:
     """Return ``version`` if it is SemVer 2.0, else raise UsageError."""
-    if not SEMVER_RE.fullmatch(version):
-        raise UsageError(f"invalid version {version!r}: use Semantic Versioning, e.g. 1.2.0")
-    return version
+    return check_grammar(SEMVER_RE, version, "version", "use Semantic Versioning, e.g. 1.2.0")
+
+
+def check_grammar(grammar: re.Pattern[str], value: str, what: str, rule: str) -> str:
+    """Return ``value`` if all of it matches ``grammar``, else raise UsageError saying it is
+    an invalid ``what`` and the ``rule`` to follow."""
+    if not grammar.fullmatch(value):
+        raise UsageError(f"invalid {what} {value!r}: {rule}")
+    return value
 
 
 def is_safe_path(path: str) -> bool:

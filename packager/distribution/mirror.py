@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX, Channel
@@ -41,6 +41,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, Manifest
 from packager.core.names import parse_ref
 from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
+from packager.core.records import JsonRecord
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
@@ -54,7 +55,7 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class Mirrored:
+class Mirrored(JsonRecord):
     """One version the mirror looked at, with the OCI manifest digest it has in the source
     and the one it has in the destination (after copying, or as found there)."""
 
@@ -63,17 +64,9 @@ class Mirrored:
     source_digest: Digest
     destination_digest: Digest
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "sourceDigest": str(self.source_digest),
-            "destinationDigest": str(self.destination_digest),
-        }
-
 
 @dataclass(frozen=True)
-class MirroredChannel:
+class MirroredChannel(JsonRecord):
     """One channel document the mirror looked at: ``outcome`` is "copied", "skipped" or
     "conflict" (left alone), and ``detail`` says why."""
 
@@ -82,17 +75,9 @@ class MirroredChannel:
     outcome: str
     detail: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "channel": self.channel,
-            "outcome": self.outcome,
-            "detail": self.detail,
-        }
-
 
 @dataclass(frozen=True)
-class MirrorReport:
+class MirrorReport(JsonRecord):
     """What a mirror copied, skipped (already there, identical) and left alone (conflicts),
     versions and channel documents."""
 
@@ -123,17 +108,6 @@ class MirrorReport:
                 f"channel {listed} left alone in {self.destination}: "
                 f"{self.channel_conflicts[0].detail}"
             )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "destination": self.destination,
-            "verified": self.verified,
-            "copied": [c.to_json() for c in self.copied],
-            "skipped": [c.to_json() for c in self.skipped],
-            "conflicts": [c.to_json() for c in self.conflicts],
-            "channels": [c.to_json() for c in self.channels],
-        }
 
 
 def export(

@@ -126,179 +126,160 @@ def install(
     """
     target = parse_target(ref)
     name, version = target.name, target.version
+    job = _Install(registry, store, now, options)
     if target.channel is not None:
-        return _install_channel(
-            name,
-            target.channel,
-            check_channel_mode(options.verify),
-            registry=registry,
-            store=store,
-            now=now,
-            options=options,
-        )
+        return job.by_channel(name, target.channel, check_channel_mode(options.verify))
     try:
         check_trusted(options.verify, name)
         if version is None:
             version = latest_version(registry, name)
         with store.lock(name):
-            return _install_locked(
-                name, version, registry=registry, store=store, now=now, options=options
-            )
+            return job.by_version(name, version)
     except PackagerError as e:
-        store.audit(
+        job.refused(e, "install", name, version)
+        raise
+
+
+@dataclass(frozen=True)
+class _Install:
+    """An install's registry, store, time and options, the same for each of its steps."""
+
+    registry: RegistryReader
+    store: Store
+    now: datetime
+    options: InstallOptions
+
+    def refused(
+        self, error: PackagerError, action: str, name: str, version: str | None, about: str = ""
+    ) -> None:
+        """Write ``error`` to the audit log as a refused ``action`` (its detail after ``about``)."""
+        detail = f"{type(error).__name__}: {error}"
+        self.store.audit(
+            action=action,
+            outcome="refused",
+            now=self.now,
+            name=name,
+            version=version,
+            detail=f"{about}: {detail}" if about else detail,
+        )
+
+    def by_channel(self, name: str, channel: str, mode: Trusted) -> InstallResult:
+        version: str | None = None
+        try:
+            following = Following(name, channel, follow_reference(self.options.registry_ref))
+            check_trusted(mode, name)
+            with self.store.lock(name):
+                seen = self.store.channel_seen(name, channel)
+                doc, hint = read_channel(
+                    self.registry, name, channel, mode=mode, now=self.now, last_seen=seen
+                )
+                version = doc.version
+                self.options.say(
+                    f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
+                    f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
+                )
+                check_version_allowed(name, version, mode=mode)
+                # `update` runs often: a document seen before is not audited again.
+                new = seen is None or doc.sequence > seen.sequence
+                record = ChannelRecord(
+                    following,
+                    Seen(doc.sequence, doc.version, doc.manifest_digest),
+                    detail=(
+                        f"{channel} sequence {doc.sequence}: {version} ({doc.manifest_digest}), "
+                        f"key {hint}, issued {doc.issued.isoformat()}, expires "
+                        f"{doc.expires.isoformat()}, from {self.registry.location}"
+                    )
+                    if new
+                    else None,
+                )
+                current = self.store.current_version(name)
+                if (
+                    current == version
+                    and self.store.manifest_digest(name, version) == doc.manifest_digest
+                ):
+                    self.store.record_channel(record, now=self.now)
+                    self.options.say(f"{name}@{version} is already current")
+                    return InstallResult(
+                        name,
+                        version,
+                        self.store.installed_dir(name, version),
+                        doc.manifest_digest.hex,
+                        current,
+                        None,
+                        doc,
+                    )
+                return self.by_version(name, version, channel=(doc, record))
+        except PackagerError as e:
+            self.refused(e, "channel", name, version, about=channel)
+            raise
+
+    def by_version(
+        self, name: str, version: str, channel: tuple[Channel, ChannelRecord] | None = None
+    ) -> InstallResult:
+        """Install ``version`` of ``name``; the caller holds the model's lock."""
+        from packager.instance.smoke import run_smoke_test
+
+        check_version_allowed(
+            name,
+            version,
+            mode=self.options.verify,
+            floor=self.store.floor(name),
+            allow_downgrade=self.options.allow_downgrade,
+        )
+        doc, record = channel if channel is not None else (None, None)
+        artifact = self.registry.resolve(name, version)
+        with self.store.staging(name) as staged:
+            fetched = fetch_verified(
+                self.registry,
+                artifact,
+                mode=self.options.verify,
+                dest=staged,
+                say=self.options.say,
+                expected_manifest=None if doc is None else doc.manifest_digest,
+            )
+            manifest = fetched.manifest
+
+            # 5. Can this instance run it, and does it still give the recorded answers?
+            smoke = run_smoke_test(staged, manifest)
+            comparison = smoke.comparison
+            self.options.say(
+                f"smoke test passed: {comparison.rows} test vectors, "
+                f"max abs diff {comparison.max_abs_diff:.3g} "
+                f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
+            )
+
+            # 6. Only now move it into place.
+            previous = self.store.current_version(name)
+            directory = self.store.commit(
+                staged,
+                name=name,
+                version=version,
+                manifest_sha256=fetched.manifest_digest.hex,
+                source=self.registry.location,
+                now=self.now,
+                channel=record,
+            )
+        via = "" if doc is None else f"; channel {doc.channel} sequence {doc.sequence}"
+        self.store.audit(
             action="install",
-            outcome="refused",
-            now=now,
+            outcome="ok" if fetched.statement.signed else "insecure",
+            now=self.now,
             name=name,
             version=version,
-            detail=f"{type(e).__name__}: {e}",
+            detail=f"from {self.registry.location}; manifest {fetched.manifest_digest}; "
+            f"{fetched.statement.describe()}; previous {previous or '-'}{via}",
         )
-        raise
-
-
-def _install_channel(
-    name: str,
-    channel: str,
-    mode: Trusted,
-    *,
-    registry: RegistryReader,
-    store: Store,
-    now: datetime,
-    options: InstallOptions,
-) -> InstallResult:
-    version: str | None = None
-    try:
-        following = Following(name, channel, follow_reference(options.registry_ref))
-        check_trusted(mode, name)
-        with store.lock(name):
-            seen = store.channel_seen(name, channel)
-            doc, hint = read_channel(registry, name, channel, mode=mode, now=now, last_seen=seen)
-            version = doc.version
-            options.say(
-                f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
-                f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
-            )
-            check_version_allowed(name, version, mode=mode)
-            # `update` runs often: a document seen before is not audited again.
-            new = seen is None or doc.sequence > seen.sequence
-            record = ChannelRecord(
-                following,
-                Seen(doc.sequence, doc.version, doc.manifest_digest),
-                detail=(
-                    f"{channel} sequence {doc.sequence}: {version} ({doc.manifest_digest}), "
-                    f"key {hint}, issued {doc.issued.isoformat()}, expires "
-                    f"{doc.expires.isoformat()}, from {registry.location}"
-                )
-                if new
-                else None,
-            )
-            current = store.current_version(name)
-            if current == version and store.manifest_digest(name, version) == doc.manifest_digest:
-                store.record_channel(record, now=now)
-                options.say(f"{name}@{version} is already current")
-                return InstallResult(
-                    name,
-                    version,
-                    store.installed_dir(name, version),
-                    doc.manifest_digest.hex,
-                    current,
-                    None,
-                    doc,
-                )
-            return _install_locked(
-                name,
-                version,
-                registry=registry,
-                store=store,
-                now=now,
-                options=options,
-                channel=(doc, record),
-            )
-    except PackagerError as e:
-        store.audit(
-            action="channel",
-            outcome="refused",
-            now=now,
-            name=name,
-            version=version,
-            detail=f"{channel}: {type(e).__name__}: {e}",
+        return InstallResult(
+            name,
+            version,
+            directory,
+            fetched.manifest_digest.hex,
+            previous,
+            comparison,
+            doc,
+            smoke_seconds=smoke.seconds,
+            smoke_peak_rss=smoke.peak_rss,
         )
-        raise
-
-
-def _install_locked(
-    name: str,
-    version: str,
-    *,
-    registry: RegistryReader,
-    store: Store,
-    now: datetime,
-    options: InstallOptions,
-    channel: tuple[Channel, ChannelRecord] | None = None,
-) -> InstallResult:
-    from packager.instance.smoke import run_smoke_test
-
-    check_version_allowed(
-        name,
-        version,
-        mode=options.verify,
-        floor=store.floor(name),
-        allow_downgrade=options.allow_downgrade,
-    )
-    doc, record = channel if channel is not None else (None, None)
-    artifact = registry.resolve(name, version)
-    with store.staging(name) as staged:
-        fetched = fetch_verified(
-            registry,
-            artifact,
-            mode=options.verify,
-            dest=staged,
-            say=options.say,
-            expected_manifest=None if doc is None else doc.manifest_digest,
-        )
-        manifest = fetched.manifest
-
-        # 5. Can this instance run it, and does it still give the recorded answers?
-        smoke = run_smoke_test(staged, manifest)
-        comparison = smoke.comparison
-        options.say(
-            f"smoke test passed: {comparison.rows} test vectors, "
-            f"max abs diff {comparison.max_abs_diff:.3g} "
-            f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
-        )
-
-        # 6. Only now move it into place.
-        previous = store.current_version(name)
-        directory = store.commit(
-            staged,
-            name=name,
-            version=version,
-            manifest_sha256=fetched.manifest_digest.hex,
-            source=registry.location,
-            now=now,
-            channel=record,
-        )
-    via = "" if doc is None else f"; channel {doc.channel} sequence {doc.sequence}"
-    store.audit(
-        action="install",
-        outcome="ok" if fetched.statement.signed else "insecure",
-        now=now,
-        name=name,
-        version=version,
-        detail=f"from {registry.location}; manifest {fetched.manifest_digest}; "
-        f"{fetched.statement.describe()}; previous {previous or '-'}{via}",
-    )
-    return InstallResult(
-        name,
-        version,
-        directory,
-        fetched.manifest_digest.hex,
-        previous,
-        comparison,
-        doc,
-        smoke_seconds=smoke.seconds,
-        smoke_peak_rss=smoke.peak_rss,
-    )
 
 
 def rollback(name: str, *, store: Store, now: datetime) -> str:

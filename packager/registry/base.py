@@ -9,7 +9,7 @@ guarantees that the bytes it hands out match the size and digest it was asked fo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -209,6 +209,14 @@ class RegistryWriter(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+class WritesAsItGoes:
+    """The :meth:`RegistryWriter.batch` of a kind whose every write is durable and visible
+    when it returns: there is nothing to group."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class Registry(RegistryReader, RegistryWriter, Protocol):

@@ -122,6 +122,17 @@ def manifest_entry(
     return entry
 
 
+def tagged_entry(desc: Descriptor, tag: str, *, artifact_type: str) -> Entry:
+    """The index entry naming the OCI manifest ``desc``, of ``artifact_type``, as ``tag``."""
+    return manifest_entry(desc, artifact_type=artifact_type, annotations={REF_NAME_ANNOTATION: tag})
+
+
+def retag(entries: Iterable[Entry], entry: Entry) -> list[Entry]:
+    """``entries`` with ``entry`` in place of any other under its tag."""
+    tag = ref_name(entry)
+    return [*(e for e in entries if ref_name(e) != tag), entry]
+
+
 def _unreadable(hint: str) -> Callable[[str], RegistryError]:
     def error(message: str) -> RegistryError:
         return RegistryError(f"{message}: not an OCI image index; {hint}")

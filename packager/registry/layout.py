@@ -32,10 +32,10 @@ from packager._io.hashing import CHUNK
 from packager.core.digests import Digest
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
-from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
+from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
-from packager.registry.base import Artifact, Descriptor
+from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
 from packager.registry.document import (
     EMPTY_CONFIG,
     EMPTY_DESCRIPTOR,
@@ -49,14 +49,14 @@ from packager.registry.index import (
     LAYOUT_VERSION,
     MAX_INDEX_BYTES,
     OCI_LAYOUT,
-    REF_NAME_ANNOTATION,
     Entry,
     OciIndex,
     already_tagged,
-    manifest_entry,
     parse_index,
     ref_name,
     render_index,
+    retag,
+    tagged_entry,
 )
 
 INDEX_LOCK = "index.json.lock"
@@ -71,22 +71,21 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = _READ_FLAGS | os.O_DIRECTORY
 
 
-def check_layout_name(name: str) -> str:
-    """``name``; raises UsageError unless it is a model name (a directory of the registry)."""
-    if not NAME_RE.fullmatch(name):
-        raise UsageError(
-            f"invalid model name {name!r}: use 1-128 lowercase letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit"
-        )
-    return name
-
-
 def semver_tag(tag: str) -> str | None:
     """The version a tag of a registry directory or archive holds: the tag itself."""
     return tag if is_semver(tag) else None
 
 
-class LayoutStore(IndexedStore):
+class LayoutNaming:
+    """Names and tags as a registry directory has them: model names as manifests have
+    them, each version tagged with the version itself."""
+
+    check_name = staticmethod(check_name)
+    version_tag = staticmethod(check_version)
+    tag_version = staticmethod(semver_tag)
+
+
+class LayoutStore(LayoutNaming, IndexedStore):
     """The blobs, tags and names of a registry directory, unchecked."""
 
     def __init__(self, root: Path) -> None:
@@ -95,10 +94,6 @@ class LayoutStore(IndexedStore):
     @property
     def location(self) -> str:
         return str(self.root)
-
-    check_name = staticmethod(check_layout_name)
-    version_tag = staticmethod(check_version)
-    tag_version = staticmethod(semver_tag)
 
     def close(self) -> None:
         """Nothing is held open between calls."""
@@ -179,7 +174,7 @@ class LayoutStore(IndexedStore):
             raise RegistryError(f"cannot open {where}: {e}") from e
 
 
-class LayoutRegistry(VerifiedRegistry):
+class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
     """A registry in a local directory (the default is ``$PACKAGER_HOME/registry``)."""
 
     def __init__(self, root: Path) -> None:
@@ -192,10 +187,6 @@ class LayoutRegistry(VerifiedRegistry):
 
     def __hash__(self) -> int:
         return hash(self.root)
-
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        """Every write is durable when it returns: nothing to group."""
-        return contextlib.nullcontext()
 
     def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
         """Store the bundle as ``manifest.name``@``manifest.version``; see
@@ -258,18 +249,15 @@ class LayoutRegistry(VerifiedRegistry):
                 if not _has_blob(blobs, desc):
                     _write(blobs / desc.digest.hex, content)
             fsync_dir(blobs)
-            entry = manifest_entry(
-                manifest_desc, artifact_type=artifact_type, annotations={REF_NAME_ANNOTATION: tag}
-            )
+            entry = tagged_entry(manifest_desc, tag, artifact_type=artifact_type)
             with self._index_lock(layout, name) as index:
-                kept = [e for e in index.entries if ref_name(e) != tag]
-                self._write_index(layout, [*kept, entry])
+                self._write_index(layout, retag(index.entries, entry))
         except OSError as e:
             raise RegistryError(f"cannot store {name}:{tag} in {self.location}: {e}") from e
         return manifest_desc.digest
 
     def _layout(self, name: str) -> Path:
-        check_layout_name(name)
+        check_name(name)
         return self.root / name
 
     def _blob_dir(self, layout: Path) -> Path:
@@ -290,9 +278,7 @@ class LayoutRegistry(VerifiedRegistry):
         with self._index_lock(layout, layout.name) as index:
             if self._tagged(index, layout.name, version, desc):
                 return
-            entry = manifest_entry(
-                desc, artifact_type=ARTIFACT_TYPE, annotations={REF_NAME_ANNOTATION: version}
-            )
+            entry = tagged_entry(desc, version, artifact_type=ARTIFACT_TYPE)
             self._write_index(layout, [*index.entries, entry])
 
     def _write_models_index(self) -> None:

@@ -13,7 +13,6 @@ digest), :meth:`duplicate_tag` and :meth:`drop_tag` change the index, and
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from typing import IO, Any
 
 from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
-from packager.core.manifest import Manifest, check_name, check_version
+from packager.core.manifest import Manifest, check_name
 from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
-from packager.registry.base import Artifact, Descriptor
+from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
 from packager.registry.document import (
     EMPTY_CONFIG,
     check_document_tag,
@@ -40,12 +39,13 @@ from packager.registry.index import (
     Entry,
     OciIndex,
     already_tagged,
-    manifest_entry,
     parse_index,
     ref_name,
     render_index,
+    retag,
+    tagged_entry,
 )
-from packager.registry.layout import semver_tag
+from packager.registry.layout import LayoutNaming
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class MemorySnapshot:
     indexes: Mapping[str, bytes]
 
 
-class MemoryStore(IndexedStore):
+class MemoryStore(LayoutNaming, IndexedStore):
     """Blobs by digest and index.json bytes by model name, unchecked."""
 
     def __init__(self, location: str) -> None:
@@ -68,10 +68,6 @@ class MemoryStore(IndexedStore):
     @property
     def location(self) -> str:
         return self._location
-
-    check_name = staticmethod(check_name)
-    version_tag = staticmethod(check_version)
-    tag_version = staticmethod(semver_tag)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -104,16 +100,12 @@ class MemoryStore(IndexedStore):
         self.indexes[name] = render_index(entries, order=lambda e: ref_name(e) or "")
 
 
-class MemoryRegistry(VerifiedRegistry):
+class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
     """A registry held in memory; see the module doc."""
 
     def __init__(self, location: str = "memory://registry") -> None:
         self._memory = MemoryStore(location)
         super().__init__(self._memory)
-
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        """Every write is visible when it returns: nothing to group."""
-        return contextlib.nullcontext()
 
     def publish(self, bundle: Path, manifest: Manifest) -> Artifact:
         """Store the bundle as ``manifest.name``@``manifest.version``; see
@@ -136,9 +128,7 @@ class MemoryRegistry(VerifiedRegistry):
                     raise TamperedError(f"{source} changed while it was published")
             self._memory.put(plan.config_bytes)
             self._memory.put(plan.manifest_bytes)
-            entry = manifest_entry(
-                desc, artifact_type=ARTIFACT_TYPE, annotations={REF_NAME_ANNOTATION: plan.version}
-            )
+            entry = tagged_entry(desc, plan.version, artifact_type=ARTIFACT_TYPE)
             self._memory.write_index(plan.name, [*index.entries, entry])
         return plan.artifact()
 
@@ -152,9 +142,7 @@ class MemoryRegistry(VerifiedRegistry):
             for content in (EMPTY_CONFIG, data, manifest):
                 self._memory.put(content)
             desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
-            self.set_tag(
-                name, tag, manifest_entry(desc, artifact_type=artifact_type, annotations={})
-            )
+            self.set_tag(name, tag, tagged_entry(desc, tag, artifact_type=artifact_type))
         return desc.digest
 
     # -- hooks: a compromised registry ----------------------------------------------------
@@ -170,8 +158,7 @@ class MemoryRegistry(VerifiedRegistry):
             **entry,
             "annotations": {**entry.get("annotations", {}), REF_NAME_ANNOTATION: tag},
         }
-        kept = [e for e in self._entries(name) if ref_name(e) != tag]
-        self._memory.write_index(name, [*kept, tagged])
+        self._memory.write_index(name, retag(self._entries(name), tagged))
 
     def duplicate_tag(self, name: str, tag: str, *, digest: Digest | None = None) -> None:
         """List ``tag`` a second time, naming ``digest`` (default: the same manifest)."""

@@ -18,6 +18,7 @@ from xgboost import XGBClassifier, XGBRegressor
 
 from packager._io.table import Table, from_mapping
 from packager.build.convert import convert, load_model_file
+from packager.build.convert.base import Options
 from packager.errors import ConversionError, ParityError
 
 
@@ -113,7 +114,7 @@ def test_scaled_features_before_xgboost_fail_parity(iris: tuple[np.ndarray, np.n
 
 def test_float64_falls_back_to_a_recorded_cast(iris: tuple[np.ndarray, np.ndarray]) -> None:
     model = LGBMClassifier(n_estimators=5, verbose=-1).fit(*iris)
-    conversion = convert(model, positional(iris[0]), precision="float64")
+    conversion = convert(model, positional(iris[0]), Options(precision="float64"))
     assert conversion.inputs[0].dtype == "float32"
     assert conversion.input_cast == "float64->float32"
     assert conversion.notes and "no float64 graph" in conversion.notes[0]

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from packager._io.table import Table, from_mapping
 from packager.build.convert import convert, load_model_file
+from packager.build.convert.base import Options
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, UsageError
 
@@ -51,7 +52,7 @@ def rows() -> np.ndarray:
 def test_mlp_classifier_gets_an_argmax_label(rows: np.ndarray) -> None:
     torch.manual_seed(0)
     module = MLP()
-    conversion = convert(module, positional(rows), task="classification")
+    conversion = convert(module, positional(rows), Options(task="classification"))
     assert conversion.inputs == (TensorSpec("input", "float32", ("batch", 4)),)
     assert conversion.outputs == (
         TensorSpec("output", "float32", ("batch", 3)),
@@ -86,7 +87,7 @@ def test_cnn_takes_rows_reshaped_to_the_input_shape() -> None:
     images = np.random.default_rng(1).random((6, 28 * 28))
     torch.manual_seed(0)
     module = CNN()
-    conversion = convert(module, positional(images), input_shape=(1, 28, 28))
+    conversion = convert(module, positional(images), Options(input_shape=(1, 28, 28)))
     assert conversion.inputs == (TensorSpec("input", "float32", ("batch", 1, 28, 28)),)
     assert conversion.feeds["input"].shape == (6, 1, 28, 28)
     with torch.no_grad():
@@ -94,17 +95,17 @@ def test_cnn_takes_rows_reshaped_to_the_input_shape() -> None:
     np.testing.assert_allclose(conversion.expected["output"], expected.numpy())
     assert conversion.comparison.max_abs_diff < 1e-5
     with pytest.raises(UsageError, match=r"input shape \[1, 27, 27\] holds 729 values"):
-        convert(module, positional(images), input_shape=(1, 27, 27))
+        convert(module, positional(images), Options(input_shape=(1, 27, 27)))
     with pytest.raises(UsageError, match="positive whole numbers"):
-        convert(module, positional(images), input_shape=(0, 784))
+        convert(module, positional(images), Options(input_shape=(0, 784)))
 
 
 def test_float64_module_gets_a_float64_graph(rows: np.ndarray) -> None:
-    conversion = convert(MLP().double(), positional(rows), precision="float64")
+    conversion = convert(MLP().double(), positional(rows), Options(precision="float64"))
     assert conversion.inputs[0].dtype == "float64"
     assert conversion.input_cast is None
     assert conversion.comparison.max_abs_diff < 1e-12
-    float32 = convert(MLP(), positional(rows), precision="float64")
+    float32 = convert(MLP(), positional(rows), Options(precision="float64"))
     assert float32.input_cast == "float64->float32"
     assert "module.double()" in float32.notes[0]
 
@@ -162,8 +163,8 @@ def test_missing_torch_or_onnxscript_names_the_extra(
 def test_torch_options_are_refused_for_other_models(rows: np.ndarray) -> None:
     model = LogisticRegression().fit(rows, (rows[:, 0] > 0).astype(int))
     with pytest.raises(UsageError, match="input shape option is for PyTorch"):
-        convert(model, positional(rows), input_shape=(4,))
+        convert(model, positional(rows), Options(input_shape=(4,)))
     with pytest.raises(UsageError, match="task must be one of"):
-        convert(MLP(), positional(rows), task="ranking")
+        convert(MLP(), positional(rows), Options(task="ranking"))
     with pytest.raises(UsageError, match=r"classification needs an output of shape \[batch"):
-        convert(torch.nn.Flatten(0), positional(rows), task="classification")
+        convert(torch.nn.Flatten(0), positional(rows), Options(task="classification"))

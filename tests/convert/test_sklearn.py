@@ -32,6 +32,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from packager._io.table import Table, from_mapping
 from packager.build.convert import Conversion, convert, load_model_file
+from packager.build.convert.base import Options
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, ParityError, UsageError
 
@@ -273,10 +274,10 @@ def test_transformer(iris: tuple[np.ndarray, np.ndarray]) -> None:
 
 def test_tolerances_given_override_the_defaults(iris: tuple[np.ndarray, np.ndarray]) -> None:
     model = LogisticRegression(max_iter=500).fit(*iris)
-    conversion = convert(model, positional(iris[0]), rtol=0.01, atol=0.5)
+    conversion = convert(model, positional(iris[0]), Options(rtol=0.01, atol=0.5))
     assert (conversion.rtol, conversion.atol) == (0.01, 0.5)
     with pytest.raises(UsageError, match="atol must be a finite number"):
-        convert(model, positional(iris[0]), atol=-1)
+        convert(model, positional(iris[0]), Options(atol=-1))
 
 
 def test_parity_failure_names_the_model_and_the_worst_rows(
@@ -288,7 +289,7 @@ def test_parity_failure_names_the_model_and_the_worst_rows(
     with pytest.raises(
         ParityError, match=subject + r" beyond rtol=0, atol=0 .*output 'probabilities' row \d+"
     ):
-        convert(model, positional(iris[0]), rtol=0, atol=0)
+        convert(model, positional(iris[0]), Options(rtol=0, atol=0))
 
 
 def test_conversion_is_deterministic(

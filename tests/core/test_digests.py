@@ -110,7 +110,7 @@ def test_stopping_ends_hashing_at_the_next_window(
     monkeypatch.setattr(hashing, "hash_range", slow)
     hasher = FileHasher(paths, workers=1)
     assert started.wait(5)
-    hasher.stop()
+    hasher.close()
     assert calls == 1  # the other two files were never started
     for path in paths:
         with pytest.raises(HashingStopped):

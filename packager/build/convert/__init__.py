@@ -134,20 +134,11 @@ def _load_torch(path: Path) -> object:
     return loaded
 
 
-def convert(
-    model: object,
-    sample: Table,
-    *,
-    rtol: float | None = None,
-    atol: float | None = None,
-    precision: str = "float32",
-    input_shape: tuple[int, ...] | None = None,
-    task: str | None = None,
-) -> Conversion:
+def convert(model: object, sample: Table, options: Options | None = None) -> Conversion:
     """Convert ``model`` to ONNX and check it against the original on ``sample``.
 
-    Tolerances default per task (see the converters); given ones override.
-    ``precision`` "float64" converts to a double-precision graph where the
+    Unset tolerances default per task (see the converters). ``options.precision``
+    "float64" converts to a double-precision graph where the
     converter supports it, else falls back to float32 inputs and records the
     cast (``Conversion.input_cast``). ``input_shape`` (the non-batch
     dimensions) and ``task`` ("classification" adds an argmax ``label``
@@ -161,13 +152,17 @@ def convert(
             onnxruntime fails.
         ParityError: ONNX answers differ from the original beyond tolerance.
     """
-    options = Options(rtol, atol, precision, input_shape, task)
+    options = options or Options()
+    rtol, atol = options.rtol, options.atol
     roots = {cls.__module__.partition(".")[0] for cls in type(model).__mro__}
     if "torch" in roots:
         from packager.build.convert.pytorch import convert_torch
 
         return convert_torch(model, sample, options)
-    for option, given in (("input shape", input_shape is not None), ("task", task is not None)):
+    for option, given in (
+        ("input shape", options.input_shape is not None),
+        ("task", options.task is not None),
+    ):
         if given:
             raise UsageError(f"the {option} option is for PyTorch models only")
     if "onnx" in roots or type(model).__module__ == "packager.build.convert.onnxfile":

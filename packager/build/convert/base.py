@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from packager.build.options import ConvertOptions, Tolerance
 from packager.core.compare import Comparison
 from packager.core.manifest import TensorSpec
 from packager.errors import ConversionError, ParityError, UsageError
@@ -63,6 +64,13 @@ class Options:
     precision: str = "float32"
     input_shape: tuple[int, ...] | None = None
     task: str | None = None
+
+    @classmethod
+    def of(cls, conversion: ConvertOptions | None, tolerance: Tolerance | None = None) -> Options:
+        """What ``packager package`` asks for: its conversion options and parity tolerance."""
+        conversion, tolerance = conversion or ConvertOptions(), tolerance or Tolerance()
+        shape, task = conversion.input_shape, conversion.task
+        return cls(tolerance.rtol, tolerance.atol, conversion.precision, shape, task)
 
     def __post_init__(self) -> None:
         for label, value in (("rtol", self.rtol), ("atol", self.atol)):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from packager._io.table import NUMERIC_DTYPES, Table
+from packager._io.table import NUMERIC_DTYPES, Table, check_columns
 from packager.build.convert import boosting
 from packager.build.convert.base import SKLEARN_EXTRA, Conversion, Options, Original
 from packager.build.convert.onnxfile import first_line
@@ -230,15 +230,7 @@ def _prepare(sample: Table, model: Any, names: tuple[str, ...] | None) -> Table:
                 f"the sample has {len(sample.columns)}"
             )
         return Table(names, sample.values, named=True)
-    missing = [n for n in names if n not in sample.columns]
-    extra = [c for c in sample.columns if c not in names]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append("missing column(s) " + ", ".join(repr(n) for n in missing))
-        if extra:
-            parts.append("unexpected column(s) " + ", ".join(repr(c) for c in extra))
-        raise UsageError("the sample does not match the model's columns: " + "; ".join(parts))
+    check_columns(sample, names, "the sample does not match the model's columns")
     values = tuple(sample.values[sample.columns.index(n)] for n in names)
     return Table(names, values, named=True)
 
