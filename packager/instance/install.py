@@ -15,7 +15,7 @@ transaction as the install.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
 from packager.errors import NotFoundError, PackagerError, UsageError
+from packager.instance.roots import trusted_mode
 from packager.instance.store import ChannelRecord, Following, Store
 from packager.registry.base import RegistryReader
 from packager.registry.verified import fetch_verified, latest_version, read_channel
@@ -126,6 +127,16 @@ def install(
     """
     target = parse_target(ref)
     name, version = target.name, target.version
+    # With a pinned root, the registry's delegations join the policy before anything else.
+    verify = trusted_mode(
+        options.verify,
+        registry=registry,
+        store=store,
+        now=now,
+        name=name,
+        progress=options.progress,
+    )
+    options = replace(options, verify=verify)
     if target.channel is not None:
         return _install_channel(
             name,
