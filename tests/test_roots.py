@@ -4,14 +4,17 @@ and rotating a model signing key with no edit to trust.toml."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import generate_private_key
+from packager.cli import main
 from packager.core.policy import Trusted, TrustPolicy, adhoc_policy, parse_policy, render_policy
 from packager.core.root import (
     DELEGATIONS_PAYLOAD_TYPE,
@@ -42,7 +45,7 @@ from packager.instance.roots import instance_policy, pin, trust_state
 from packager.instance.store import Store
 from packager.registry.memory import MemoryRegistry
 
-from .conftest import KeyPair
+from .conftest import KeyPair, make_keypair
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
@@ -253,3 +256,81 @@ def test_instance_policy_needs_a_policy_or_a_pinned_root(home: Path, store: Stor
     assert instance_policy(home=home).rules == ()
     with pytest.raises(UsageError, match="no trusted keys"):
         instance_policy(home=home / "elsewhere")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_rotating_a_signing_key_needs_no_edit_on_the_instance(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+    iris_model: object,
+    iris: tuple[np.ndarray, np.ndarray],
+    home: Path,
+) -> None:
+    """End to end through the CLI on the embedded registry: root, delegation, pin, install;
+    then the publisher moves 'iris*' to a new signing key and rotates the root; the
+    instance installs what the new key signed and refuses the old key, trust.toml untouched."""
+    from packager.build.api import package
+
+    reg = tmp_path / "registry"
+    r1, r2, r3, online = (make_keypair(tmp_path / name) for name in ("r1", "r2", "r3", "online"))
+    root1, root2 = tmp_path / "root.json", tmp_path / "root.2.json"
+    assert cli(capsys, "root", "init", "--key", r1.key_path, "--key", r2.key_path,
+               "--root-key", r3.pub_path, "--threshold", "2",
+               "--delegation-key", online.pub_path, "-o", root1)[0] == 0  # fmt: skip
+    code, out, _ = cli(capsys, "root", "publish", root1, "--registry", reg, "--json")
+    assert code == 0 and json.loads(out)["reference"].endswith("packager-trust:root.1")
+    delegate = ("delegate", "iris*", "--delegation-key", online.key_path, "--registry", reg)
+    assert cli(capsys, *delegate, "--key", keypair.pub_path)[0] == 0
+    for version in ("1.0.0", "2.0.0"):
+        assert cli(capsys, "publish", bundles[version], "--registry", reg)[0] == 0
+
+    # The instance pins root 1 and has no trust.toml at all.
+    assert cli(capsys, "trust", "pin-root", root1)[0] == 0
+    assert not (home / "trust.toml").exists()
+    assert cli(capsys, "install", "iris@1.0.0", "--registry", reg)[0] == 0
+
+    # The publisher: a new signing key for 'iris*' (online key only), then a new root
+    # that drops r1: r3 signs it first, r2 (a key of roots 1 and 2) adds its signature.
+    dist = tmp_path / "dist"
+    X, _ = iris
+    rotated = package(iris_model, sample=X[::5], name="iris", version="1.2.0",
+                      key=other_keypair.private, out_dir=dist)  # fmt: skip
+    assert cli(capsys, "publish", rotated, "--registry", reg)[0] == 0
+    code, out, _ = cli(capsys, *delegate, "--key", other_keypair.pub_path, "--json")
+    assert code == 0 and json.loads(out)["version"] == 2
+    assert cli(capsys, "root", "init", "--key", r3.key_path, "--root-key", r2.pub_path,
+               "--threshold", "2", "--delegation-key", online.pub_path,
+               "--version", "2", "-o", root2)[0] == 0  # fmt: skip
+    code, _, err = cli(capsys, "root", "publish", root2, "--registry", reg)
+    assert code == 3 and "root v2 is signed by 1 of the trusted keys" in err
+    assert cli(capsys, "root", "sign", root2, "--key", r2.key_path)[0] == 0
+    assert cli(capsys, "root", "publish", root2, "--registry", reg)[0] == 0
+
+    assert cli(capsys, "install", "iris@1.2.0", "--registry", reg)[0] == 0
+    code, _, err = cli(capsys, "install", "iris@2.0.0", "--registry", reg)
+    assert code == 3 and "not one of the trusted keys" in err
+    assert not (home / "trust.toml").exists()
+    code, out, _ = cli(capsys, "log", "--json")
+    trust = [(e["outcome"], e["detail"]) for e in json.loads(out) if e["action"] == "trust"]
+    assert ("accepted", "root version 2 (was 1)") in trust
+    assert ("accepted", "delegations version 2") in trust
+
+
+def test_cli_refusals_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], keypair: KeyPair
+) -> None:
+    bad = tmp_path / "root.json"
+    bad.write_bytes(b"not json")
+    code, _, err = cli(capsys, "trust", "pin-root", bad)
+    assert code == 3 and err.startswith("packager: error:") and err.count("\n") == 1
+    args = ("--key", keypair.pub_path, "--delegation-key", keypair.key_path)
+    code, _, err = cli(capsys, "delegate", "iris*", *args, "--registry", tmp_path / "r")
+    assert code == 4 and "no root of trust" in err
