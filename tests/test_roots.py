@@ -32,6 +32,7 @@ from packager.core.root import (
     sign_document,
 )
 from packager.core.signature import key_hint
+from packager.distribution.mirror import export, mirror
 from packager.distribution.publish import publish_bundle
 from packager.errors import (
     ExpiredError,
@@ -43,7 +44,10 @@ from packager.errors import (
 from packager.instance.install import InstallOptions, install
 from packager.instance.roots import instance_policy, pin, trust_state
 from packager.instance.store import Store
+from packager.registry import ArchiveRegistry, LayoutRegistry
+from packager.registry.base import RegistryReader
 from packager.registry.memory import MemoryRegistry
+from packager.registry.roots import read_trust_document, trust_documents
 
 from .conftest import KeyPair, make_keypair
 
@@ -118,7 +122,7 @@ def store(home: Path) -> Store:
 
 
 def install_iris(
-    registry: MemoryRegistry, store: Store, ref: str = "iris@1.0.0", policy: TrustPolicy = EMPTY
+    registry: RegistryReader, store: Store, ref: str = "iris@1.0.0", policy: TrustPolicy = EMPTY
 ) -> str:
     result = install(
         ref, registry=registry, store=store, now=NOW, options=InstallOptions(verify=Trusted(policy))
@@ -318,6 +322,8 @@ def test_rotating_a_signing_key_needs_no_edit_on_the_instance(
     code, _, err = cli(capsys, "install", "iris@2.0.0", "--registry", reg)
     assert code == 3 and "not one of the trusted keys" in err
     assert not (home / "trust.toml").exists()
+    code, out, _ = cli(capsys, "search", "--registry", reg, "--json")
+    assert code == 0 and "packager-trust" not in out and "iris" in out
     code, out, _ = cli(capsys, "log", "--json")
     trust = [(e["outcome"], e["detail"]) for e in json.loads(out) if e["action"] == "trust"]
     assert ("accepted", "root version 2 (was 1)") in trust
@@ -334,3 +340,27 @@ def test_cli_refusals_are_one_line_errors(
     args = ("--key", keypair.pub_path, "--delegation-key", keypair.key_path)
     code, _, err = cli(capsys, "delegate", "iris*", *args, "--registry", tmp_path / "r")
     assert code == 4 and "no root of trust" in err
+
+
+def test_mirror_and_export_carry_the_trust_documents(
+    registry: MemoryRegistry, store: Store, tmp_path: Path, keypair: KeyPair
+) -> None:
+    put(registry, root_tag(2), root_doc(2))
+    mode = Trusted(adhoc_policy([keypair.public]))
+    destination = LayoutRegistry(tmp_path / "mirror")
+    mirror(registry, destination, ["iris@1.0.0"], mode=mode)
+    assert trust_documents(destination) == trust_documents(registry)
+    assert [tag for tag, _ in trust_documents(destination)] == ["root.1", "root.2", "delegations"]
+    # A newer delegations version replaces the mirror's; an older one does not.
+    put(registry, DELEGATIONS_TAG, delegations_doc(3, keypair.public))
+    mirror(registry, destination, ["iris@1.0.0"], mode=mode)
+    put(registry, DELEGATIONS_TAG, delegations_doc(2, keypair.public))
+    mirror(registry, destination, ["iris@1.0.0"], mode=mode)
+    assert read_trust_document(destination, DELEGATIONS_TAG) == delegations_doc(3, keypair.public)
+
+    archive = tmp_path / "iris.tar"
+    export(["iris@1.0.0"], registry=destination, out=archive)
+    with ArchiveRegistry(archive) as carried:
+        assert install_iris(carried, store) == "1.0.0"
+    state = trust_state(store)
+    assert state is not None and (state.root.version, state.delegations_version) == (2, 3)

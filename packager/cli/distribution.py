@@ -63,8 +63,11 @@ def publish(
 @pass_ctx
 def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
     """List the models and versions in a registry."""
+    from packager.core.root import TRUST_REPOSITORY
+
     registry = open_registry_at(ctx, registry_ref)
-    names = [name] if name else registry.names()
+    # The root of trust's repository holds documents, not models.
+    names = [name] if name else [n for n in registry.names() if n != TRUST_REPOSITORY]
     catalog = render.Catalog(registry.location, {n: registry.versions(n) for n in names})
     render.show(ctx, render.CATALOG, catalog, as_json=as_json)
 

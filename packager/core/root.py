@@ -295,6 +295,18 @@ def covers(doc: Delegations, model: str) -> bool:
     return any(fnmatch.fnmatchcase(model, d.models) for d in doc.delegations)
 
 
+def claimed_version(data: bytes, payload_type: str) -> int:
+    """The version a document CLAIMS, unauthenticated: to order copies, never for trust.
+
+    Raises:
+        TamperedError: malformed.
+    """
+    payload = unverified_payload(_capped(data, "trust"), payload_type)
+    if payload_type == ROOT_PAYLOAD_TYPE:
+        return _parse_root(payload).version
+    return _parse_delegations(payload).version
+
+
 # -- parsing ----------------------------------------------------------------------------
 
 
