@@ -216,6 +216,7 @@ def test_a_key_a_newer_root_removed_is_no_longer_accepted(
 def test_old_root_mixed_with_new_delegations(
     registry: MemoryRegistry, store: Store, keypair: KeyPair
 ) -> None:
+    put(registry, DELEGATIONS_TAG, delegations_doc(2, keypair.public))
     install_iris(registry, store)
     # Root 2 rotates the delegation key, but the registry still serves delegations signed
     # by root 1's key.
