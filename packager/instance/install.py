@@ -120,7 +120,9 @@ def install(
             model, a version below the rollback floor or the policy's minimum; for a
             channel also an untrusted signer, an expired document (ExpiredError), a
             sequence lower than seen (RollbackError), the same sequence naming another
-            bundle, or a bundle other than the one the document names (TamperedError).
+            bundle, or a bundle other than the one the document names (TamperedError);
+            with a pinned root, a root or delegations document refused
+            (:func:`packager.instance.roots.trusted_mode`).
         NotFoundError: no such version or channel.
         RegistryError: the registry cannot be read.
         IncompatibleModelError: the runtime cannot run the model or the smoke test failed.
