@@ -249,14 +249,7 @@ def accept_delegations(root: Root, data: bytes, *, now: datetime, floor: int | N
         ExpiredError: past its expiry.
         RollbackError: a version below ``floor`` (a replayed older document).
     """
-    payload, _ = _verify(
-        _capped(data, "delegations"),
-        DELEGATIONS_PAYLOAD_TYPE,
-        root.role_keys(root.delegations),
-        root.delegations,
-        f"the delegations (by the keys of root v{root.version})",
-    )
-    doc = _parse_delegations(payload)
+    doc = verify_delegations(root, data)
     if now >= doc.expires:
         raise ExpiredError(
             f"delegations version {doc.version} expired at {_timestamp(doc.expires)}; the "
@@ -268,6 +261,24 @@ def accept_delegations(root: Root, data: bytes, *, now: datetime, floor: int | N
             "the registry is replaying an old document"
         )
     return doc
+
+
+def verify_delegations(root: Root, data: bytes) -> Delegations:
+    """Delegations signed by the threshold of ``root``'s delegations role, whatever their
+    expiry and version (what the publisher builds the next version on).
+
+    Raises:
+        TamperedError: malformed.
+        UntrustedError: the threshold of the delegations keys ``root`` names is not met.
+    """
+    payload, _ = _verify(
+        _capped(data, "delegations"),
+        DELEGATIONS_PAYLOAD_TYPE,
+        root.role_keys(root.delegations),
+        root.delegations,
+        f"the delegations (by the keys of root v{root.version})",
+    )
+    return _parse_delegations(payload)
 
 
 def delegated_policy(policy: TrustPolicy, doc: Delegations) -> TrustPolicy:

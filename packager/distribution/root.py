@@ -39,8 +39,15 @@ from packager.core.root import (
     root_payload,
     root_tag,
     sign_document,
+    verify_delegations,
 )
-from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
+from packager.errors import (
+    NotFoundError,
+    RegistryError,
+    UntrustedError,
+    UsageError,
+    VerificationError,
+)
 from packager.registry.base import Registry, RegistryReader
 from packager.registry.roots import read_trust_document, walk_roots
 
@@ -187,7 +194,7 @@ def delegate(
         RegistryError: the registry cannot be read or written.
     """
     root = newest_root(registry)
-    current = _current_delegations(registry, root, now)
+    current = _current_delegations(registry, root)
     kept = [d for d in (current.delegations if current else ()) if d.models != models]
     if signer_keys:
         kept.append(Delegation(models, tuple(keys_by_hint(signer_keys))))
@@ -216,16 +223,15 @@ def delegate(
     return Published("delegations", doc.version, DELEGATIONS_TAG, registry.location, doc.expires)
 
 
-def _current_delegations(registry: RegistryReader, root: Root, now: datetime) -> Delegations | None:
-    """The registry's delegations, if the newest root accepts them (expired ones too: the
-    next version replaces them); None when there are none or an older root's key signed
-    them (the new delegation key starts afresh, above their version)."""
+def _current_delegations(registry: RegistryReader, root: Root) -> Delegations | None:
+    """The registry's delegations if the newest root's delegation keys signed them (expired
+    ones too: the next version replaces them); None when there are none, or when a key an
+    older root named signed them: the new delegation keys start afresh (instances reset
+    their floor when the delegations role changes)."""
     data = read_trust_document(registry, DELEGATIONS_TAG)
     if data is None:
         return None
     try:
-        return accept_delegations(
-            root, data, now=datetime.min.replace(tzinfo=now.tzinfo), floor=None
-        )
-    except VerificationError:
+        return verify_delegations(root, data)
+    except UntrustedError:
         return None
