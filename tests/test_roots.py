@@ -33,6 +33,7 @@ from packager.core.root import (
 )
 from packager.core.signature import key_hint
 from packager.distribution.mirror import export, mirror
+from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.errors import (
     ExpiredError,
@@ -44,6 +45,7 @@ from packager.errors import (
 from packager.instance.install import InstallOptions, install
 from packager.instance.roots import instance_policy, pin, trust_state
 from packager.instance.store import Store
+from packager.instance.update import update
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.base import RegistryReader
 from packager.registry.memory import MemoryRegistry
@@ -365,3 +367,29 @@ def test_mirror_and_export_carry_the_trust_documents(
         assert install_iris(carried, store) == "1.0.0"
     state = trust_state(store)
     assert state is not None and (state.root.version, state.delegations_version) == (2, 3)
+
+
+def test_channels_and_update_follow_the_delegations(
+    registry: MemoryRegistry, store: Store, keypair: KeyPair, other_keypair: KeyPair
+) -> None:
+    promote("iris@1.0.0", channel="stable", registry=registry, private_key=keypair.private,
+            now=T0, expires_in=timedelta(days=30))  # fmt: skip
+    result = install(
+        "iris@stable",
+        registry=registry,
+        store=store,
+        now=NOW,
+        options=InstallOptions(verify=Trusted(EMPTY)),
+    )
+    assert result.version == "1.0.0"
+    # The channel's key loses its delegation: update refuses the next promotion by it.
+    put(registry, DELEGATIONS_TAG, delegations_doc(2, other_keypair.public))
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private,
+            now=T0, expires_in=timedelta(days=30))  # fmt: skip
+    report = update(
+        store=store,
+        now=NOW,
+        open_registry=lambda _ref: registry,
+        options=InstallOptions(verify=Trusted(EMPTY)),
+    )
+    assert report.exit_code == 3 and store.current_version("iris") == "1.0.0"
