@@ -24,7 +24,6 @@ canonical predicate.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import re
@@ -301,20 +300,14 @@ def delegated_policy(policy: TrustPolicy, doc: Delegations) -> TrustPolicy:
     return TrustPolicy(keys, rules, policy.minimum, source)
 
 
-def covers(doc: Delegations, model: str) -> bool:
-    """Whether some delegation names ``model``."""
-    return any(fnmatch.fnmatchcase(model, d.models) for d in doc.delegations)
-
-
-def claimed_version(data: bytes, payload_type: str) -> int:
-    """The version a document CLAIMS, unauthenticated: to order copies, never for trust.
+def claimed_delegations_version(data: bytes) -> int:
+    """The version a delegations document CLAIMS, unauthenticated: to order copies, never
+    for trust.
 
     Raises:
         TamperedError: malformed.
     """
-    payload = unverified_payload(_capped(data, "trust"), payload_type)
-    if payload_type == ROOT_PAYLOAD_TYPE:
-        return _parse_root(payload).version
+    payload = unverified_payload(_capped(data, "delegations"), DELEGATIONS_PAYLOAD_TYPE)
     return _parse_delegations(payload).version
 
 

@@ -15,7 +15,7 @@ from packager.core.root import (
     ROOT_TAG_PREFIX,
     TRUST_REPOSITORY,
     Root,
-    claimed_version,
+    claimed_delegations_version,
     next_root,
     root_tag,
 )
@@ -104,8 +104,8 @@ def copy_trust_documents(source: RegistryReader, destination: Registry) -> list[
         present = read_trust_document(destination, tag)
         if present == data or (present is not None and tag != DELEGATIONS_TAG):
             continue
-        if present is not None and claimed_version(present, DELEGATIONS_PAYLOAD_TYPE) >= (
-            claimed_version(data, DELEGATIONS_PAYLOAD_TYPE)
+        if present is not None and (
+            claimed_delegations_version(present) >= claimed_delegations_version(data)
         ):
             continue
         destination.put_document(
