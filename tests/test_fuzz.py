@@ -141,3 +141,72 @@ def test_channel_parser(data: bytes) -> None:
         ),
         data,
     )
+
+
+@FUZZ
+@given(st.binary(max_size=2048) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_root_of_trust_parsers(data: bytes) -> None:
+    from datetime import UTC, datetime
+
+    from packager.core.root import (
+        DELEGATIONS_PAYLOAD_TYPE,
+        ROOT_PAYLOAD_TYPE,
+        accept_delegations,
+        pin_root,
+    )
+    from packager.core.signature import sign_envelope
+
+    only_our_errors(pin_root, data)
+    for payload_type in (ROOT_PAYLOAD_TYPE, DELEGATIONS_PAYLOAD_TYPE):
+        # Signed, so that the parsers behind the signature check see the bytes too.
+        signed = sign_envelope(payload_type, data, private_key=KEY)
+        only_our_errors(pin_root, signed)
+    root = pin_root(_ROOT)
+    only_our_errors(
+        lambda d: accept_delegations(root, d, now=datetime.now(UTC), floor=None),
+        sign_envelope(DELEGATIONS_PAYLOAD_TYPE, data, private_key=KEY),
+    )
+
+
+def _one_key_root() -> bytes:
+    from datetime import UTC, datetime
+
+    from packager.core.root import (
+        ROOT_PAYLOAD_TYPE,
+        Role,
+        Root,
+        keys_by_hint,
+        root_payload,
+        sign_document,
+    )
+    from packager.core.signature import key_hint
+
+    hint = key_hint(KEY.public_key())
+    root = Root(1, datetime(2100, 1, 1, tzinfo=UTC), keys_by_hint([KEY.public_key()]),
+                Role((hint,), 1), Role((hint,), 1))  # fmt: skip
+    return sign_document(ROOT_PAYLOAD_TYPE, root_payload(root), [KEY])
+
+
+_ROOT = _one_key_root()
+
+
+@FUZZ
+@given(json_values)
+def test_root_of_trust_predicates(predicate: Any) -> None:
+    """Any predicate inside a well-formed, signed statement: refused with our errors."""
+    import hashlib
+
+    from packager.core.root import ROOT_PAYLOAD_TYPE, ROOT_PREDICATE_TYPE, pin_root
+    from packager.core.signature import STATEMENT_TYPE, sign_envelope
+
+    canonical = json.dumps(predicate, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [
+            {"name": "root.1", "digest": {"sha256": hashlib.sha256(canonical.encode()).hexdigest()}}
+        ],
+        "predicateType": ROOT_PREDICATE_TYPE,
+        "predicate": predicate,
+    }
+    data = sign_envelope(ROOT_PAYLOAD_TYPE, json.dumps(statement).encode(), private_key=KEY)
+    only_our_errors(pin_root, data)

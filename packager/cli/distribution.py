@@ -1,4 +1,4 @@
-"""Distribution commands: publish, promote, mirror, export, pull, search."""
+"""Distribution commands: publish, promote, mirror, export, pull, search, root, delegate."""
 
 from __future__ import annotations
 
@@ -65,8 +65,11 @@ def publish(
 @pass_ctx
 def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
     """List the models and versions in a registry."""
+    from packager.core.root import TRUST_REPOSITORY
+
     registry = open_registry_at(ctx, registry_ref)
-    names = [name] if name else registry.names()
+    # The root of trust's repository holds documents, not models.
+    names = [name] if name else [n for n in registry.names() if n != TRUST_REPOSITORY]
     catalog = render.Catalog(registry.location, {n: registry.versions(n) for n in names})
     render.show(ctx, render.CATALOG, catalog, as_json=as_json)
 
@@ -248,4 +251,156 @@ def mirror_cmd(
     report.check()
 
 
-COMMANDS = (publish, search, pull, promote, export_cmd, mirror_cmd)
+@click.group()
+def root() -> None:
+    """Make, sign and publish the root of trust (offline root keys)."""
+
+
+@root.command("init")
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Root signing key at hand: a root key, and it signs now; repeat.",
+)
+@click.option(
+    "--root-key",
+    "root_pubs",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Public root key that signs later (`packager root sign`); repeat.",
+)
+@click.option("--threshold", type=click.IntRange(min=1), required=True, help="Root keys needed.")
+@click.option(
+    "--delegation-key",
+    "delegation_pubs",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Public key of the online key that signs delegations; repeat.",
+)
+@click.option("--delegation-threshold", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--expires", default="365d", show_default=True, metavar="DURATION")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@pass_ctx
+def root_init(
+    ctx: Context,
+    key_paths: tuple[Path, ...],
+    root_pubs: tuple[Path, ...],
+    threshold: int,
+    delegation_pubs: tuple[Path, ...],
+    delegation_threshold: int,
+    version: int,
+    expires: str,
+    output: Path,
+) -> None:
+    """Write a root document naming the root keys and the delegation keys.
+
+    The next root (--version N+1) must also be signed by a threshold of the current
+    root's keys: add their signatures with `packager root sign`.
+    """
+    from packager._io.fs import atomic_write
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager.core.channel import parse_duration
+    from packager.distribution.root import RootSpec, init_root
+
+    spec = RootSpec(
+        signing_keys=[load_private_key(p, password=password_from_environment) for p in key_paths],
+        threshold=threshold,
+        delegation_keys=load_public_keys(delegation_pubs),
+        other_root_keys=load_public_keys(root_pubs),
+        delegation_threshold=delegation_threshold,
+        version=version,
+    )
+    data = init_root(spec, now=now(), expires_in=parse_duration(expires))
+    atomic_write(output, data, mode=0o644)
+    render.root_written(ctx, output, version, len(key_paths))
+
+
+@root.command("sign")
+@click.argument("document", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@signing_key_option
+@pass_ctx
+def root_sign(ctx: Context, document: Path, key_path: Path) -> None:
+    """Add a signature by another root key (of this root or of the one before) to DOCUMENT."""
+    from packager._io.fs import atomic_write
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager.distribution.root import sign_root
+
+    data = sign_root(
+        document.read_bytes(),
+        private_key=load_private_key(key_path, password=password_from_environment),
+    )
+    atomic_write(document, data, mode=0o644)
+    ctx.say(f"{document}: signed")
+
+
+@root.command("publish")
+@click.argument("document", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@registry_option
+@remote_options
+@json_option
+@pass_ctx
+def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json: bool) -> None:
+    """Store the root DOCUMENT in a registry once it verifies (the chain's next root)."""
+    from packager.distribution.root import publish_root
+
+    published = publish_root(
+        document.read_bytes(), registry=open_registry_at(ctx, registry_ref, writing=True)
+    )
+    render.show(ctx, render.TRUST_PUBLISHED, published, as_json=as_json)
+
+
+@click.command()
+@click.argument("models", metavar="NAME-GLOB")
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Public key that may sign these models (replaces the glob's keys); none removes it.",
+)
+@click.option(
+    "--delegation-key",
+    "delegation_key_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The online delegation key the newest root names; repeat up to its threshold.",
+)
+@click.option("--expires", default="90d", show_default=True, metavar="DURATION")
+@registry_option
+@remote_options
+@json_option
+@pass_ctx
+def delegate(
+    ctx: Context,
+    models: str,
+    key_paths: tuple[Path, ...],
+    delegation_key_paths: tuple[Path, ...],
+    expires: str,
+    registry_ref: str | None,
+    as_json: bool,
+) -> None:
+    """Let the --key public keys sign models matching NAME-GLOB: signs and stores the next
+    delegations version. Instances with a pinned root follow it at their next install."""
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager.core.channel import parse_duration
+    from packager.distribution.root import delegate as do_delegate
+
+    published = do_delegate(
+        models,
+        signer_keys=load_public_keys(key_paths),
+        delegation_keys=[
+            load_private_key(p, password=password_from_environment) for p in delegation_key_paths
+        ],
+        registry=open_registry_at(ctx, registry_ref, writing=True),
+        now=now(),
+        expires_in=parse_duration(expires),
+    )
+    render.show(ctx, render.TRUST_PUBLISHED, published, as_json=as_json)
+
+
+COMMANDS = (publish, search, pull, promote, export_cmd, mirror_cmd, root, delegate)

@@ -54,13 +54,14 @@ def install(
     NAME@CHANNEL (e.g. iris@stable) installs the version the channel's signed document
     names, and the model then follows the channel (`packager update`); installing by
     version stops following. Trusted keys come from --key, else --trust FILE, else
-    $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none, install refuses.
+    $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none (and no pinned
+    root: `packager trust pin-root`), install refuses.
     """
     from packager.core.policy import Trusted, Unverified, VerifyMode
     from packager.instance.install import InstallOptions, only_model
     from packager.instance.install import install as do_install
+    from packager.instance.roots import instance_policy
     from packager.instance.store import Store
-    from packager.instance.trust import resolve_policy
 
     if ref.endswith(".tar") and Path(ref).is_file():
         # `packager install ./models.tar`: the archive is the registry; it must hold one model.
@@ -72,7 +73,7 @@ def install(
         render.warn(render.SKIPPING_VERIFICATION)
         mode: VerifyMode = Unverified("--insecure-skip-verify")
     else:
-        policy = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+        policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
         render.unusable_keys(policy)
         mode = Trusted(policy)
     result = do_install(
@@ -167,11 +168,11 @@ def update(
     """
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
+    from packager.instance.roots import instance_policy
     from packager.instance.store import Store
-    from packager.instance.trust import resolve_policy
     from packager.instance.update import update as do_update
 
-    policy = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+    policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     render.unusable_keys(policy)
     report = do_update(
         store=Store(ctx.home),
@@ -290,6 +291,21 @@ def trust_list(ctx: Context, as_json: bool) -> None:
     if not path.exists():
         raise UsageError(f"no trust policy at {path}; add a key with `packager trust add-key`")
     render.show(ctx, render.POLICY, render.Policy(path, read_policy(path)), as_json=as_json)
+
+
+@trust.command("pin-root")
+@click.argument("document", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@pass_ctx
+def trust_pin_root(ctx: Context, document: Path) -> None:
+    """Pin the root of trust DOCUMENT (root.json from the publisher, checked out of band).
+
+    From then on install and update follow the registry's newer roots and delegations.
+    """
+    from packager.instance.roots import pin
+    from packager.instance.store import Store
+
+    root = pin(Store(ctx.home), document.read_bytes(), now=now())
+    render.root_pinned(ctx, root.version)
 
 
 COMMANDS = (install, update, list_cmd, rollback, remove, predict, log, trust)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from packager.core.policy import TrustedKey, TrustPolicy
     from packager.distribution.mirror import MirrorReport
     from packager.distribution.promote import Promotion
+    from packager.distribution.root import Published as TrustPublished
     from packager.instance.install import InstallResult
     from packager.instance.store import AuditEntry, Installed
     from packager.instance.update import UpdateReport
@@ -477,3 +478,22 @@ def key_revoked(ctx: Context, path: Path, name: str) -> None:
 
 def minimum_set(ctx: Context, path: Path, name: str, version: str) -> None:
     ctx.say(f"{path}: {name} >= {version}")
+
+
+def _trust_document_text(ctx: Context, result: TrustPublished) -> None:
+    data = result.to_json()
+    click.echo(data["reference"])
+    ctx.say(f"{result.kind} version {result.version}, expires {data['expires']}")
+
+
+TRUST_PUBLISHED: Rendering[TrustPublished] = Rendering(
+    json=lambda p: p.to_json(), text=_trust_document_text
+)
+
+
+def root_written(ctx: Context, path: Path, version: int, signatures: int) -> None:
+    ctx.say(f"{path}: root version {version}, {signatures} signature(s)")
+
+
+def root_pinned(ctx: Context, version: int) -> None:
+    ctx.say(f"root version {version} pinned: installs now follow its delegations")

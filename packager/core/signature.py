@@ -50,6 +50,9 @@ from packager.errors import TamperedError, UntrustedError, UsageError, Verificat
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 MAX_SIGNATURE_BYTES = 1 << 20
+# Documents signed by a threshold of keys (roots) carry several signatures; each costs a
+# verification per trusted key, so their number is bounded.
+MAX_DSSE_SIGNATURES = 16
 _SIGNATURE_LIMITS = Limits(max_bytes=MAX_SIGNATURE_BYTES)
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -346,6 +349,91 @@ def verify_envelope_with_certificate(
     return payload
 
 
+def verify_threshold(
+    data: bytes,
+    payload_type: str,
+    *,
+    public_keys: Sequence[ec.EllipticCurvePublicKey],
+    threshold: int,
+    what: str,
+) -> tuple[bytes, frozenset[str]]:
+    """Verify an envelope that ``threshold`` of ``public_keys`` must have signed; return
+    (payload, hints of the distinct trusted keys whose signature verifies).
+
+    Each trusted key counts once, however many signatures it made; a signature no trusted
+    key verifies is ignored (it may be another role's).
+
+    Raises:
+        UsageError: a key on an unsupported curve, or a threshold below 1.
+        TamperedError: malformed bundle or another payload type.
+        UntrustedError: fewer than ``threshold`` distinct trusted keys signed it.
+    """
+    if threshold < 1:
+        raise UsageError(f"the signature threshold of {what} must be at least 1")
+    trusted = [(key_hint(key), key, _hash_for(key.curve)) for key in public_keys]
+    _, payload, signatures = _parse_envelope(data, payload_type)
+    message = pae(payload_type, payload)
+    signers: set[str] = set()
+    for keyid, signature in signatures:
+        # keyid is unauthenticated: it only chooses which key to try first.
+        named = [entry for entry in trusted if entry[0] == keyid]
+        for hint, key, hash_algorithm in named or trusted:
+            if hint in signers:
+                continue
+            try:
+                key.verify(signature, message, ec.ECDSA(hash_algorithm))
+            except InvalidSignature:
+                continue
+            signers.add(hint)
+            break
+    if len(signers) < threshold:
+        raise UntrustedError(
+            f"{what} is signed by {len(signers)} of the trusted keys, fewer than the "
+            f"threshold of {threshold}"
+        )
+    return payload, frozenset(signers)
+
+
+def unverified_payload(data: bytes, payload_type: str) -> bytes:
+    """The payload of an envelope, UNAUTHENTICATED: to learn which keys must have signed it.
+
+    Raises:
+        TamperedError: malformed bundle or another payload type.
+    """
+    return _parse_envelope(data, payload_type)[1]
+
+
+def add_signature(
+    data: bytes, payload_type: str, *, private_key: ec.EllipticCurvePrivateKey
+) -> bytes:
+    """The envelope ``data`` with one more signature, by ``private_key`` (keyid: its hint).
+
+    Raises:
+        UsageError: the key already signed it, unsupported curve, or no deterministic ECDSA.
+        TamperedError: ``data`` is malformed, or already holds the most signatures allowed.
+    """
+    claimed_hint, payload, signatures = _parse_envelope(data, payload_type)
+    if len(signatures) >= MAX_DSSE_SIGNATURES:
+        raise _tampered(f"it already holds {MAX_DSSE_SIGNATURES} signatures")
+    hint = key_hint(private_key.public_key())
+    try:
+        verify_threshold(
+            data, payload_type, public_keys=[private_key.public_key()], threshold=1, what="it"
+        )
+    except UntrustedError:
+        pass
+    else:
+        raise UsageError(f"key {hint[:16]} has already signed this document")
+    extra = json.loads(sign_envelope(payload_type, payload, private_key=private_key))
+    bundle = json.loads(data)
+    bundle["dsseEnvelope"]["signatures"] = [
+        {"sig": _b64(sig), "keyid": keyid} for keyid, sig in signatures
+    ] + [{"sig": extra["dsseEnvelope"]["signatures"][0]["sig"], "keyid": hint}]
+    if claimed_hint is None:
+        bundle["verificationMaterial"]["publicKey"] = {"hint": hint}
+    return _canonical_json(bundle)
+
+
 def _hash_for(curve: ec.EllipticCurve) -> hashes.HashAlgorithm:
     make_hash = _HASH_BY_CURVE.get(curve.name)
     if make_hash is None:
@@ -451,7 +539,17 @@ def _b64decode(value: object, where: str) -> bytes:
 
 
 def _parse_bundle(sig: bytes, payload_type: str) -> tuple[str | None, bytes, bytes]:
-    """Return (claimed key hint, payload, signature) from a Sigstore bundle."""
+    """Return (claimed key hint, payload, signature) from a Sigstore bundle of one signature."""
+    claimed_hint, payload, signatures = _parse_envelope(sig, payload_type)
+    if len(signatures) != 1:
+        raise _tampered(f"{len(signatures)} DSSE signatures, expected exactly 1")
+    return claimed_hint, payload, signatures[0][1]
+
+
+def _parse_envelope(
+    sig: bytes, payload_type: str
+) -> tuple[str | None, bytes, list[tuple[str, bytes]]]:
+    """Return (claimed key hint, payload, [(keyid, signature)]) from a Sigstore bundle."""
     if len(sig) > MAX_SIGNATURE_BYTES:
         raise _tampered(f"it is {len(sig)} bytes, more than the {MAX_SIGNATURE_BYTES} allowed")
     bundle = _object(_load_json(sig, "the file"), "the bundle")
@@ -467,18 +565,19 @@ def _parse_bundle(sig: bytes, payload_type: str) -> tuple[str | None, bytes, byt
     envelope = _object(_get(bundle, "dsseEnvelope", "the bundle"), "dsseEnvelope")
     _expect(_get(envelope, "payloadType", "dsseEnvelope"), payload_type, "dsseEnvelope.payloadType")
     payload = _b64decode(_get(envelope, "payload", "dsseEnvelope"), "dsseEnvelope.payload")
-    signatures = _list(_get(envelope, "signatures", "dsseEnvelope"), "dsseEnvelope.signatures")
-    if len(signatures) != 1:
-        raise _tampered(f"{len(signatures)} DSSE signatures, expected exactly 1")
-    entry = _object(signatures[0], "dsseEnvelope.signatures[0]")
-    if "keyid" in entry:
-        _str(entry["keyid"], "dsseEnvelope.signatures[0].keyid")
-    signature = _b64decode(
-        _get(entry, "sig", "dsseEnvelope.signatures[0]"), "dsseEnvelope.signatures[0].sig"
-    )
-    if not signature:
-        raise _tampered("the DSSE signature is empty")
-    return claimed_hint, payload, signature
+    entries = _list(_get(envelope, "signatures", "dsseEnvelope"), "dsseEnvelope.signatures")
+    if not 1 <= len(entries) <= MAX_DSSE_SIGNATURES:
+        raise _tampered(f"{len(entries)} DSSE signatures, expected 1 to {MAX_DSSE_SIGNATURES}")
+    signatures = []
+    for index, item in enumerate(entries):
+        where = f"dsseEnvelope.signatures[{index}]"
+        entry = _object(item, where)
+        keyid = _str(entry["keyid"], f"{where}.keyid") if "keyid" in entry else ""
+        signature = _b64decode(_get(entry, "sig", where), f"{where}.sig")
+        if not signature:
+            raise _tampered("the DSSE signature is empty")
+        signatures.append((keyid, signature))
+    return claimed_hint, payload, signatures
 
 
 def _parse_statement(payload: bytes, *, key_hint: str) -> SignedStatement:

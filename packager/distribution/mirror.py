@@ -24,6 +24,9 @@ like a tampered version) and copies it only when the destination holds the bundl
 names and has no document of that channel with a higher sequence; without verifying it
 copies a document only where the destination has none under that channel (it cannot tell
 which of two is newer). A source that cannot list its tags carries no channels, and says so.
+
+The root of trust's documents (:mod:`packager.registry.roots`) go along too: export carries
+all of them; mirror copies the roots the destination lacks and newer delegations.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from packager.core.manifest import MANIFEST, Manifest
 from packager.core.names import parse_ref
 from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
 from packager.core.records import JsonRecord
+from packager.core.root import TRUST_REPOSITORY
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
 from packager.registry.base import Artifact, Registry, RegistryReader
+from packager.registry.roots import copy_trust_documents, trust_document_type, trust_documents
 from packager.registry.verified import fetch_verified, latest_version
 
 if TYPE_CHECKING:
@@ -156,6 +161,9 @@ def export(
                     artifact_type=CHANNEL_ARTIFACT_TYPE,
                 )
                 say(f"exported channel {name}@{tag.removeprefix(TAG_PREFIX)}")
+        for tag, data in trust_documents(registry):
+            writer.add_document(TRUST_REPOSITORY, tag, data, artifact_type=trust_document_type(tag))
+            say(f"exported root of trust document {tag}")
         writer.write(out)
     return list(artifacts.values())
 
@@ -246,6 +254,8 @@ def mirror(
                 outcome = _mirror_channel(source, sink, name, tag, mode=mode, held=held)
                 channels.append(outcome)
                 say(f"channel {name}@{outcome.channel}: {outcome.outcome}, {outcome.detail}")
+        for tag in copy_trust_documents(source, destination):
+            say(f"copied root of trust document {tag}")
     return MirrorReport(
         source=source.location,
         destination=destination.location,

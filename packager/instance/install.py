@@ -15,7 +15,7 @@ transaction as the install.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
 from packager.errors import NotFoundError, PackagerError, UsageError
+from packager.instance.roots import trusted_mode
 from packager.instance.store import ChannelRecord, Following, Store
 from packager.registry.base import RegistryReader
 from packager.registry.verified import fetch_verified, latest_version, read_channel
@@ -119,13 +120,25 @@ def install(
             model, a version below the rollback floor or the policy's minimum; for a
             channel also an untrusted signer, an expired document (ExpiredError), a
             sequence lower than seen (RollbackError), the same sequence naming another
-            bundle, or a bundle other than the one the document names (TamperedError).
+            bundle, or a bundle other than the one the document names (TamperedError);
+            with a pinned root, a root or delegations document refused
+            (:func:`packager.instance.roots.trusted_mode`).
         NotFoundError: no such version or channel.
         RegistryError: the registry cannot be read.
         IncompatibleModelError: the runtime cannot run the model or the smoke test failed.
     """
     target = parse_target(ref)
     name, version = target.name, target.version
+    # With a pinned root, the registry's delegations join the policy before anything else.
+    verify = trusted_mode(
+        options.verify,
+        registry=registry,
+        store=store,
+        now=now,
+        name=name,
+        progress=options.progress,
+    )
+    options = replace(options, verify=verify)
     job = _Install(registry, store, now, options)
     if target.channel is not None:
         return job.by_channel(name, target.channel, check_channel_mode(options.verify))

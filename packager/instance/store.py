@@ -6,7 +6,8 @@ Layout under ``$PACKAGER_HOME``::
     models/<name>/current      symlink -> <version>, switched with os.replace
     state.db                   SQLite (WAL): installs, activations, rollback floors, audit log,
                                the last channel document accepted per model and channel, and
-                               the channel (and registry) each model follows; its schema
+                               the channel (and registry) each model follows, the root
+                               of trust pinned and accepted since; its schema
                                version is PRAGMA user_version, migrated forward on open
     tmp/                       staging, on the same filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
@@ -39,6 +40,13 @@ if TYPE_CHECKING:
 
 CURRENT = "current"
 STATE_DB = "state.db"
+# The pinned root of trust, the newest root and delegations accepted since (see
+# packager.instance.roots): one row per kind, whose version only goes up.
+_TRUST_DOCUMENTS = (
+    """CREATE TABLE trust_documents (
+        kind TEXT PRIMARY KEY CHECK (kind IN ('root', 'delegations')),
+        version INTEGER NOT NULL, data BLOB NOT NULL, at TEXT NOT NULL)""",
+)
 # Each step brings state.db from the version before it to its own (PRAGMA user_version).
 # Version 0 is a database from before versioning (or a new, empty one): step 1 creates
 # the tables it may already have, IF NOT EXISTS, and adds the indexes lookups by model use.
@@ -63,6 +71,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS activations_by_name ON activations (name, id)",
         "CREATE INDEX IF NOT EXISTS audit_by_name ON audit (name, id)",
     ),
+    _TRUST_DOCUMENTS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Details quote registries' messages: a hostile one must not grow state.db at every update.
