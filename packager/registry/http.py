@@ -84,6 +84,7 @@ class HttpStore(IndexedStore):
             transport=self._transport,
             registry_url=self._base,
             credentials=find_credentials(urlsplit(self._base).netloc, options),
+            plain_http=options.plain_http,
         )
 
     @property

@@ -271,6 +271,7 @@ class OciStore:
                     transport=self._transport,
                     registry_url=self._base,
                     credentials=self._credentials,
+                    plain_http=self._options.plain_http,
                 )
             return self._base
 

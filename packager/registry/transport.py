@@ -7,8 +7,9 @@ What this layer guarantees to the registry clients above it:
   a 429 is retried with exponential backoff (honouring ``Retry-After`` up to a cap);
 - TLS is verified with the system CA bundle or ``--ca-cert``; plain HTTP is refused,
   before any connection is opened, except to loopback hosts or with ``plain_http``;
-- redirects are followed by hand so that each hop is checked the same way and
-  credentials are sent only to the registry's own host;
+- redirects are followed by hand so that each hop is checked the same way; a redirect
+  from a host that is not loopback to loopback, or from HTTPS to plain HTTP, is refused;
+- an ``Authorization`` header goes out only where :func:`may_send_credentials` allows;
 - downloads are capped at the expected size plus one byte, hashed while they arrive,
   resumed with ``Range`` after a dropped connection, verified as a whole, fsynced, and
   removed on failure;
@@ -26,7 +27,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -93,6 +94,31 @@ class Authenticator(Protocol):
     def redact(self, text: str) -> str:
         """``text`` with every secret this authenticator knows replaced by ``***``."""
         ...
+
+    def may_send(self, url: str, *, origin: str) -> bool:
+        """Whether a request to ``url`` (first sent to ``origin``) may carry credentials:
+        :func:`may_send_credentials` with what this authenticator knows."""
+        ...
+
+
+def may_send_credentials(
+    url: str, *, origin: str, registry: str, realms: Collection[str], plain_http: bool
+) -> bool:
+    """The one rule for where a registry's credentials (password or token) may go.
+
+    ``url`` must be on the ``host:port`` the request was first sent to (``origin``: never
+    to where a redirect points), and that must be the registry's own (``registry``: its
+    base URL) or a token realm it named over TLS (``realms``). HTTPS, or plain HTTP only
+    to the registry when ``plain_http`` was asked for: never over the automatic plain
+    HTTP to a loopback registry, where any local user could be listening.
+    """
+    target = host_port(url)
+    if target != host_port(origin):
+        return False
+    scheme = urlsplit(url).scheme
+    if target == host_port(registry):
+        return scheme == "https" or (scheme == "http" and plain_http)
+    return scheme == "https" and target in {host_port(realm) for realm in realms}
 
 
 def is_loopback(host: str) -> bool:
@@ -202,9 +228,12 @@ class Transport:
         attempt = 0
         hops = 0
         challenged = False
+        origin = url
         while True:
             self.check_url(url)
             sent = {**(headers or {}), **(auth.authorize(url, scope) if auth else {})}
+            if not (auth is not None and auth.may_send(url, origin=origin)):
+                sent.pop("Authorization", None)
             try:
                 response = self._send(method, url, headers=sent, body=body, params=params)
             except NETWORK_ERRORS as e:
@@ -225,9 +254,7 @@ class Transport:
                         f"cannot {what}: {where(url)} redirects nowhere or too often"
                     )
                 target = urljoin(url, location)
-                if host_port(target) != host_port(url) and headers and "Authorization" in headers:
-                    # A token realm's credentials stay with the realm's host.
-                    headers = {k: v for k, v in headers.items() if k != "Authorization"}
+                _check_redirect(url, target, what)
                 # Parameters belong to the first URL; the Location is complete.
                 url, params = target, None
                 continue
@@ -605,6 +632,21 @@ class _Received:
             self.sink.truncate()
             self.hasher.close()
             self.hasher, self.received = BackgroundHasher(), 0
+
+
+def _check_redirect(url: str, target: str, what: str) -> None:
+    """Refuse a redirect from a host that is not loopback to loopback (a local service
+    the registry has no business pointing at), or to plain HTTP anywhere but the same
+    plain HTTP server."""
+    here, there = urlsplit(url), urlsplit(target)
+    if is_loopback(here.hostname or ""):
+        return
+    same_plain = here.scheme == "http" and host_port(url) == host_port(target)
+    if is_loopback(there.hostname or "") or (there.scheme != "https" and not same_plain):
+        raise RegistryError(
+            f"cannot {what}: {where(url)} redirects to {there.scheme}://{where(target)}, "
+            "which a remote registry may not send this client to"
+        )
 
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:

@@ -76,6 +76,7 @@ def _cert(
     issuer: tuple[str, rsa.RSAPrivateKey] | None = None,
     ca: bool = False,
     ip: str | None = None,
+    dns: str | None = None,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     issuer_name, issuer_key = issuer or (subject, key)
@@ -90,10 +91,9 @@ def _cert(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ip is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-            critical=False,
-        )
+        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip))]
+        names += [x509.DNSName(dns)] if dns else []
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -107,7 +107,7 @@ def _new_key() -> rsa.RSAPrivateKey:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A self-signed certificate for 127.0.0.1 and its key."""
+    """A self-signed certificate for 127.0.0.1 and registry.test, and its key."""
 
     cert: Path
     key: Path
@@ -122,7 +122,9 @@ def make_tls(directory: Path) -> TlsFiles:
     key = _new_key()
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "server.pem", directory / "server.key"
-    cert_path.write_bytes(_pem(_cert("127.0.0.1", key, ca=True, ip="127.0.0.1")))
+    cert_path.write_bytes(
+        _pem(_cert("127.0.0.1", key, ca=True, ip="127.0.0.1", dns="registry.test"))
+    )
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -202,6 +204,7 @@ class TokenServer:
     users: dict[str, tuple[str, set[str]]] = field(default_factory=dict)
     expires_in: int = 300
     requests: list[tuple[str | None, list[str]]] = field(default_factory=list)
+    tls: TlsFiles | None = None
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -217,7 +220,8 @@ class TokenServer:
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}/token"
 
     def issue(self, user: str | None, scopes: list[str]) -> str:
         granted = self.users[user][1] if user else set()
@@ -252,7 +256,7 @@ class TokenServer:
 
     @contextmanager
     def running(self) -> Iterator[TokenServer]:
-        with serve(_TokenHandler, self) as port:
+        with serve(_TokenHandler, self, self.tls) as port:
             self.port = port
             yield self
 
@@ -285,6 +289,7 @@ class RegistryProcess:
 
     directory: Path
     auth: dict[str, Any] | None = None
+    tls: TlsFiles | None = None
     host: str = ""
     process: subprocess.Popen[bytes] | None = None
 
@@ -303,6 +308,11 @@ class RegistryProcess:
         }
         if self.auth is not None:
             config["auth"] = self.auth
+        context = None
+        if self.tls is not None:
+            config["http"]["tls"] = {"certificate": str(self.tls.cert), "key": str(self.tls.key)}
+            context = ssl.create_default_context(cafile=str(self.tls.cert))
+        scheme = "http" if self.tls is None else "https"
         self.directory.mkdir(parents=True, exist_ok=True)
         # JSON is YAML, and needs no YAML library here.
         (self.directory / "config.yml").write_text(json.dumps(config))
@@ -318,7 +328,9 @@ class RegistryProcess:
                     "docker-registry exited: " + (self.directory / "registry.log").read_text()
                 )
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                urllib.request.urlopen(
+                    f"{scheme}://{self.host}/v2/", timeout=1, context=context
+                ).close()
                 return self
             except urllib.error.HTTPError as e:
                 if e.code == 401:
@@ -512,3 +524,50 @@ class _BlobHandler(_Quiet):
             )
             return
         self.answer(200, data)
+
+
+# --- A scripted server that records credentials -------------------------------------------
+
+
+Route = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Scripted:
+    """Answers each path (query left out) as ``routes`` says, 404 otherwise; a path in
+    ``challenges`` first answers 401 with that ``WWW-Authenticate`` to any request without
+    an ``Authorization`` header. ``seen`` records (path, Authorization) of every request:
+    what tests check for credentials that must never arrive."""
+
+    routes: dict[str, Route] = field(default_factory=dict)
+    challenges: dict[str, str] = field(default_factory=dict)
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
+    tls: TlsFiles | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
+
+    def authorizations(self) -> list[str]:
+        """Every Authorization header this server received."""
+        return [auth for _, auth in self.seen if auth is not None]
+
+    @contextmanager
+    def running(self) -> Iterator[Scripted]:
+        with serve(_ScriptedHandler, self, self.tls) as port:
+            self.port = port
+            yield self
+
+
+class _ScriptedHandler(_Quiet):
+    def do_GET(self) -> None:
+        owner: Scripted = self.server.owner  # type: ignore[attr-defined]
+        path = urlsplit(self.path).path
+        authorization = self.headers.get("Authorization")
+        owner.seen.append((path, authorization))
+        if path in owner.challenges and authorization is None:
+            self.answer(401, b"", {"WWW-Authenticate": owner.challenges[path]})
+            return
+        status, headers, body = owner.routes.get(path, (404, {}, b""))
+        self.answer(status, body, headers)

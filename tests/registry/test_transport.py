@@ -196,16 +196,30 @@ def test_a_redirect_to_plain_http_elsewhere_is_refused(tmp_path: Path, no_dns: l
     assert no_dns == []
 
 
-def test_credentials_do_not_follow_a_redirect_to_another_host() -> None:
-    with BlobServer(DATA).running() as target:
-        with BlobServer(DATA, mode=f"redirect:{target.url}").running() as server:
-            response = transport().request(
-                "GET", server.url, what="fetch", headers={"Authorization": "Basic c2VjcmV0"}
-            )
-            response.close()
-        assert response.status_code == 200
-    assert server.requests[0]["Authorization"] == "Basic c2VjcmV0"
-    assert "Authorization" not in target.requests[0]
+@pytest.mark.parametrize(
+    "target", ["https://127.0.0.1:{port}/blob", "http://registry.test:{port}/blob"]
+)
+def test_a_remote_host_may_not_redirect_to_loopback_or_plain_http(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "registry.test" is a server on this machine under a name that is not loopback.
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "registry.test" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    tls = make_tls(tmp_path / "tls")
+    with BlobServer(DATA).running() as local:
+        location = target.format(port=local.port)
+        with BlobServer(DATA, mode=f"redirect:{location}").running(tls) as server:
+            remote = f"https://registry.test:{server.port}/blob"
+            # Even with --plain-http, which allows plain HTTP to the registry itself.
+            with pytest.raises(RegistryError, match="redirects to") as caught:
+                transport(ca_cert=tls.cert, plain_http=True).request("GET", remote, what="fetch")
+    assert len(server.requests) == 1
+    assert local.requests == []
+    assert "\n" not in str(caught.value)
 
 
 def test_ca_cert_verifies_a_private_tls_server(
