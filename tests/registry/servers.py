@@ -571,3 +571,42 @@ class _ScriptedHandler(_Quiet):
             return
         status, headers, body = owner.routes.get(path, (404, {}, b""))
         self.answer(status, body, headers)
+
+
+@dataclass
+class EndlessListing:
+    """An OCI registry whose tag list of ``ns/iris`` links to a next page forever; each
+    page holds ``tags`` tags and ``pad`` bytes of trailing whitespace. ``pages`` counts the pages
+    served."""
+
+    tags: int = 1
+    pad: int = 0
+    pages: int = 0
+    port: int = 0
+
+    @property
+    def ref(self) -> str:
+        return f"oci://127.0.0.1:{self.port}/ns"
+
+    @contextmanager
+    def running(self) -> Iterator[EndlessListing]:
+        with serve(_EndlessListingHandler, self) as port:
+            self.port = port
+            yield self
+
+
+class _EndlessListingHandler(_Quiet):
+    disable_nagle_algorithm = True  # a thousand small answers, without delayed ACKs
+
+    def do_GET(self) -> None:
+        owner: EndlessListing = self.server.owner  # type: ignore[attr-defined]
+        parts = urlsplit(self.path)
+        if parts.path != "/v2/ns/iris/tags/list":
+            self.answer(200 if parts.path == "/v2/" else 404, b"{}")
+            return
+        owner.pages += 1
+        page = int(parse_qs(parts.query).get("last", ["0"])[0])
+        tags = [f"t{page}-{i}" for i in range(owner.tags)]
+        body = json.dumps({"name": "ns/iris", "tags": tags}).encode() + b" " * owner.pad
+        link = f'</v2/ns/iris/tags/list?last={page + 1}>; rel="next"'
+        self.answer(200, body, {"Content-Type": "application/json", "Link": link})

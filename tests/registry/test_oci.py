@@ -25,11 +25,19 @@ from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.registry import open_registry
 from packager.registry.artifact import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
-from packager.registry.oci import OciRegistry, parse_reference, tag_version, version_tag
+from packager.registry.oci import (
+    MAX_LISTED,
+    MAX_LISTING_BYTES,
+    MAX_PAGES,
+    OciRegistry,
+    parse_reference,
+    tag_version,
+    version_tag,
+)
 from packager.registry.options import RegistryOptions, RetryPolicy
 
 from ..conftest import KeyPair
-from .servers import Proxy, ProxyHandler, make_tls, require
+from .servers import EndlessListing, Proxy, ProxyHandler, make_tls, require
 from .test_layout import make_bundle
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -634,3 +642,22 @@ def test_closing_an_oci_registry_closes_its_connections(registry_host: str, name
         pools = [adapter.poolmanager.pools for adapter in session.adapters.values()]
         assert sum(len(p) for p in pools) >= 1
     assert sum(len(p) for p in pools) == 0
+
+
+@pytest.mark.parametrize(
+    ("tags", "pad", "cap", "pages"),
+    [
+        (1, 0, f"{MAX_PAGES} pages", MAX_PAGES),
+        (1000, 0, f"{MAX_LISTED} entries", MAX_LISTED // 1000 + 1),
+        (1, 15 << 20, f"{MAX_LISTING_BYTES} bytes", MAX_LISTING_BYTES // (15 << 20) + 1),
+    ],
+)
+def test_a_listing_that_links_on_forever_is_refused(
+    tags: int, pad: int, cap: str, pages: int
+) -> None:
+    with EndlessListing(tags=tags, pad=pad).running() as server:
+        registry = OciRegistry(server.ref, options=RegistryOptions(retry=FAST))
+        with pytest.raises(RegistryError, match=f"listing runs past {cap}") as caught:
+            registry.versions("iris")
+    assert caught.value.exit_code == 4
+    assert server.pages == pages
