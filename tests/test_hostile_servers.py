@@ -525,11 +525,6 @@ def test_endless_headers_are_refused(
     assert server.sent <= len(server.hits()) * (len(GARBAGE) + SLACK)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the deadline is checked while a body is read, not while headers arrive: "
-    "Transport.request needs a watchdog on the whole exchange",
-)
 def test_trickling_headers_hit_the_deadline(published: Published) -> None:
     timeouts = Timeouts(connect=1, stall=1, deadline=0.5)
     target = "/iris/index.json"

@@ -3,8 +3,11 @@
 What this layer guarantees to the registry clients above it:
 
 - every request has a connect timeout, a stall timeout (the longest wait for the next
-  bytes) and an overall deadline; a request that fails on a connection error, a 5xx or
-  a 429 is retried with exponential backoff (honouring ``Retry-After`` up to a cap);
+  bytes) and an overall deadline, kept while the request is sent and its headers arrive
+  by a watchdog that shuts the connection (see :class:`_Watchdog`), and while its body
+  arrives by checking the clock at each receive; a request that fails on a connection
+  error, a 5xx or a 429 is retried with exponential backoff (honouring ``Retry-After``
+  up to a cap);
 - TLS is verified with the system CA bundle or ``--ca-cert``; plain HTTP is refused,
   before any connection is opened, except to loopback hosts or with ``plain_http``;
 - redirects are followed by hand so that each hop is checked the same way; a redirect
@@ -20,12 +23,14 @@ What this layer guarantees to the registry clients above it:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import os
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -35,8 +40,12 @@ from typing import IO, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 from requests.exceptions import ChunkedEncodingError
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
@@ -175,6 +184,8 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._session = requests.Session()
+        for prefix in ("https://", "http://"):
+            self._session.mount(prefix, _WatchedAdapter())
         # Credentials come from RegistryOptions and Docker's config only: with no session
         # auth, requests would add ~/.netrc credentials to any host, redirect targets too.
         self._session.auth = _no_auth
@@ -235,7 +246,15 @@ class Transport:
             if not (auth is not None and auth.may_send(url, origin=origin)):
                 sent.pop("Authorization", None)
             try:
-                response = self._send(method, url, headers=sent, body=body, params=params)
+                response = self._send(
+                    method,
+                    url,
+                    headers=sent,
+                    body=body,
+                    params=params,
+                    deadline=deadline,
+                    what=what,
+                )
             except NETWORK_ERRORS as e:
                 # A certificate or protocol mismatch is no less wrong a second later.
                 permanent = isinstance(e, requests.exceptions.SSLError)
@@ -525,26 +544,49 @@ class Transport:
         headers: Mapping[str, str],
         body: Body | None,
         params: Mapping[str, str] | None,
+        deadline: float,
+        what: str,
     ) -> requests.Response:
+        """Send one request and receive its headers before ``deadline``.
+
+        Raises:
+            RegistryError: the deadline passed first (the watchdog shut the connection).
+        """
         timeouts = self._options.timeouts
         data = body() if callable(body) else body
         try:
-            return self._session.request(
-                method,
-                url,
-                headers=dict(headers),
-                data=data,
-                params=params,
-                # Always streamed: bodies are read with our caps, never all at once.
-                stream=True,
-                allow_redirects=False,
-                timeout=(timeouts.connect, timeouts.stall),
-                # Per request: a Session.verify would lose to REQUESTS_CA_BUNDLE.
-                verify=str(self._options.ca_cert) if self._options.ca_cert else True,
-            )
+            with _Watchdog(deadline - self._clock()) as watchdog:
+                try:
+                    response = self._session.request(
+                        method,
+                        url,
+                        headers=dict(headers),
+                        data=data,
+                        params=params,
+                        # Always streamed: bodies are read with our caps, never all at once.
+                        stream=True,
+                        allow_redirects=False,
+                        timeout=(timeouts.connect, timeouts.stall),
+                        # Per request: a Session.verify would lose to REQUESTS_CA_BUNDLE.
+                        verify=str(self._options.ca_cert) if self._options.ca_cert else True,
+                    )
+                except NETWORK_ERRORS as e:
+                    if watchdog.fired:
+                        raise self._too_late(what) from e
+                    raise
         finally:
             if data is not None and not isinstance(data, bytes):
                 data.close()
+        if watchdog.fired:
+            response.close()
+            raise self._too_late(what)
+        return response
+
+    def _too_late(self, what: str) -> RegistryError:
+        return RegistryError(
+            f"cannot {what}: not done after {self._options.timeouts.deadline:g} s; "
+            "the connection is too slow or the server trickles"
+        )
 
     def _chunks(
         self, response: requests.Response, limit: int, deadline: float, what: str
@@ -557,10 +599,7 @@ class Transport:
             if not chunk:
                 return
             if self._clock() > deadline:
-                raise RegistryError(
-                    f"cannot {what}: not done after {self._options.timeouts.deadline:g} s; "
-                    "the connection is too slow or the server trickles"
-                )
+                raise self._too_late(what)
             remaining -= len(chunk)
             yield chunk
 
@@ -632,6 +671,119 @@ class _Received:
             self.sink.truncate()
             self.hasher.close()
             self.hasher, self.received = BackgroundHasher(), 0
+
+
+_exchange = threading.local()
+"""``watchdog``: the :class:`_Watchdog` of the request this thread is sending, if any."""
+
+
+class _Watchdog:
+    """Shuts the connection of the request this thread sends once ``seconds`` have passed.
+
+    The connect and stall timeouts bound each wait for bytes, so a server that trickles
+    its status line and headers (within the limits on their length) could keep a request
+    for hours; the deadline must hold there too. The connection registers itself when it
+    connects and sends (see :class:`_WatchedHTTPConnection`); shutting its socket makes
+    the blocked receive return at once, and the caller reads :attr:`fired`.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._connection: urllib3.connection.HTTPConnection | None = None
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        _exchange.watchdog = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        _exchange.watchdog = None
+        with self._lock:
+            self._connection = None
+
+    def watch(self, connection: urllib3.connection.HTTPConnection) -> None:
+        with self._lock:
+            self._connection = connection
+            if self.fired:
+                _shut(connection)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._connection is not None:
+                _shut(self._connection)
+
+
+def _shut(connection: urllib3.connection.HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is not None:
+        # socket.socket's own: SSLSocket.shutdown would drop the TLS state under the
+        # receiving thread's feet. An error means it is closed already.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watched(connection: urllib3.connection.HTTPConnection) -> None:
+    watchdog: _Watchdog | None = getattr(_exchange, "watchdog", None)
+    if watchdog is not None:
+        watchdog.watch(connection)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    """An HTTP connection the watchdog of the current request can shut."""
+
+    def connect(self) -> None:
+        _watched(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    """An HTTPS connection the watchdog of the current request can shut."""
+
+    def connect(self) -> None:
+        _watched(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
+    "http": _WatchedHTTPConnectionPool,
+    "https": _WatchedHTTPSConnectionPool,
+}
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections a :class:`_Watchdog` can shut (also through an
+    HTTP proxy; SOCKS proxies keep their own connections)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is urllib3.ProxyManager:
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
 
 
 def _check_redirect(url: str, target: str, what: str) -> None:

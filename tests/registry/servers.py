@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import http.client
@@ -438,7 +439,8 @@ class BlobServer:
     ``no-range`` (drops like ``drop``, then ignores Range and sends 200 with everything);
     ``shrink`` (drops like ``drop``, then has only a quarter of the bytes);
     ``stall`` (sends a little, then waits ``pause`` seconds); ``trickle`` (one byte every
-    ``pause`` seconds); ``longer``/``shorter``/``corrupt`` (bytes differ from ``data``);
+    ``pause`` seconds); ``header-trickle`` (a header line, one byte every ``pause``
+    seconds); ``longer``/``shorter``/``corrupt`` (bytes differ from ``data``);
     ``fail:N:STATUS`` (N answers STATUS with ``retry_after``, then ok);
     ``redirect:URL`` (302 to URL).
     """
@@ -497,6 +499,15 @@ class _BlobHandler(_Quiet):
             self.wfile.flush()
             time.sleep(owner.pause)
             self.close_connection = True
+            return
+        if mode == "header-trickle":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(200):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                    time.sleep(owner.pause)
             return
         if mode == "trickle":
             self.send_response(200)

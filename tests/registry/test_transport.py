@@ -153,6 +153,20 @@ def test_trickling_server_hits_the_deadline() -> None:
         assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_trickling_headers_hit_the_deadline(scheme: str, tmp_path: Path) -> None:
+    # Each header byte comes well within the stall timeout; only the deadline can stop it.
+    tls = make_tls(tmp_path / "tls")
+    slow = transport(timeouts=Timeouts(connect=1, stall=5, deadline=0.5), ca_cert=tls.cert)
+    server = BlobServer(DATA, mode="header-trickle", pause=0.02)
+    with server.running(tls if scheme == "https" else None):
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match="not done after 0.5 s"):
+            slow.request("GET", server.url.replace("http:", f"{scheme}:"), what="fetch")
+        assert time.monotonic() - started < 0.9
+    assert len(server.requests) == 1  # not retried: the deadline is over
+
+
 def test_connection_refused_is_a_registry_error(tmp_path: Path) -> None:
     with BlobServer(DATA).running() as server:
         url = server.url
