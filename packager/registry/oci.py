@@ -56,6 +56,7 @@ from packager.registry.transport import (
     Body,
     Progress,
     Transport,
+    header_number,
     is_loopback,
     progress_bar,
 )
@@ -421,8 +422,8 @@ class OciStore:
             raise self._transport.http_error(response, what, self._auth)
         response.close()
         location = urljoin(uploads, response.headers["Location"])
-        minimum = response.headers.get("OCI-Chunk-Min-Length", "")
-        chunk = max(self._options.chunk_size, int(minimum) if minimum.isdigit() else 0)
+        minimum = header_number(response.headers.get("OCI-Chunk-Min-Length")) or 0
+        chunk = max(self._options.chunk_size, minimum)
         with progress_bar(
             f"uploading {title}", desc.size, enabled=self._options.progress
         ) as progress:

@@ -27,6 +27,7 @@ import contextlib
 import io
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import sys
@@ -82,6 +83,23 @@ MAX_REDIRECTS = 10
 NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 # Error bodies are only ever quoted in a message.
 MAX_ERROR_BODY = 64 << 10
+
+
+# Up to 10**18 - 1: more than any size, offset or wait a header may state.
+_HEADER_NUMBER_RE = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
+def header_number(value: str | None) -> int | None:
+    """The non-negative integer a header's value states; None when absent or not one.
+
+    ASCII digits only, at most 18 of them, with HTTP's optional spaces or tabs around:
+    ``int()`` alone would also take ``"١٢٣"``, ``"1_000"``, ``"+1"`` or ``" -0 "``, and
+    ``str.isdigit()`` passes ``"²"``, which ``int()`` then refuses.
+    """
+    if value is None:
+        return None
+    match = _HEADER_NUMBER_RE.fullmatch(value.strip(" \t"))
+    return int(match.group()) if match else None
 
 
 class Authenticator(Protocol):
@@ -819,13 +837,16 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
+    """The wait a ``Retry-After`` asks for: seconds, or an HTTP date; None for anything
+    else."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value)
+    seconds = header_number(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return max(0.0, when.timestamp() - time.time())
 
@@ -835,10 +856,12 @@ def _check_content_range(response: requests.Response, start: int, size: int, wha
     # about the blob's size that can be checked right away.
     unit, _, spec = response.headers.get("Content-Range", "").partition(" ")
     first, _, total = spec.partition("/")
-    begin = first.partition("-")[0]
-    if unit != "bytes" or begin != str(start):
-        raise RegistryError(f"cannot {what}: the server resumed at the wrong offset ({spec!r})")
-    if total not in ("*", str(size)):
+    if unit != "bytes" or header_number(first.partition("-")[0]) != start:
+        raise RegistryError(
+            f"cannot {what}: the server resumed at the wrong offset ({_one_line(spec, 80)!r})"
+        )
+    if total != "*" and header_number(total) != size:
+        total = _one_line(total, 40)
         raise TamperedError(
             f"cannot {what}: the server says it has {total} bytes, not the {size} declared"
         )

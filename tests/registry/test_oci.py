@@ -8,6 +8,7 @@ import hashlib
 import json
 import socket
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,37 @@ def test_falls_back_to_one_put_when_patch_is_refused(
         keypair.pub_path,
     )
     assert code == 0, err
+
+
+def chunk_minimum(value: str) -> Callable[[ProxyHandler], bool]:
+    """A proxy hook adding ``OCI-Chunk-Min-Length: value`` to the answers opening uploads."""
+
+    def hook(handler: ProxyHandler) -> bool:
+        if handler.command != "POST":
+            return False
+        response = handler.upstream()
+        body = response.read()
+        response.msg["OCI-Chunk-Min-Length"] = value
+        handler.relay(response, body)
+        return True
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("value", "chunked"),
+    [("1234567", False), ("²", True), ("1_234_567", True), ("+1234567", True), ("9" * 40, True)],
+)
+def test_a_chunk_minimum_is_ascii_digits_or_ignored(
+    value: str, chunked: bool, registry_host: str, namespace: str, bundles: dict[str, Path]
+) -> None:
+    with Proxy(registry_host, hook=chunk_minimum(value)).running() as proxy:
+        publish(registry_at(proxy.host, namespace, chunk_size=1024), bundles["1.0.0"])
+    sizes = [p.stat().st_size for p in bundles["1.0.0"].iterdir()]
+    patches = sum(-(-s // 1024) for s in sizes if s > 1024)
+    assert patches > 2
+    # A minimum the registry states is honoured (one PUT each); anything else is no number.
+    assert proxy.count("PATCH") == (patches if chunked else 0)
 
 
 def test_a_blob_known_in_another_repository_is_mounted(

@@ -15,7 +15,7 @@ import pytest
 from packager.core.digests import Digest
 from packager.errors import RegistryError, TamperedError
 from packager.registry.options import RegistryOptions, RetryPolicy, Timeouts
-from packager.registry.transport import Transport, is_loopback
+from packager.registry.transport import Transport, header_number, is_loopback
 
 from .servers import BlobServer, make_tls
 
@@ -126,6 +126,46 @@ def test_caps_retry_after(tmp_path: Path) -> None:
         started = time.monotonic()
         fetch(transport(), server, tmp_path / "blob")
     assert time.monotonic() - started < FAST.max_wait + 1
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        ("0", 0),
+        ("123", 123),
+        (" 42\t", 42),  # HTTP's optional whitespace
+        ("9" * 18, 10**18 - 1),
+        ("9" * 19, None),  # bounded
+        ("9" * 4000, None),
+        ("١٢٣", None),  # Arabic-Indic digits, which int() takes
+        ("\uff11\uff12\uff13", None),  # fullwidth digits, the same
+        ("²", None),  # isdigit() passes it, int() refuses it
+        ("1_000", None),
+        ("+1", None),
+        ("-1", None),
+        ("1 000", None),
+        ("0x10", None),
+        ("1e3", None),
+        ("1.5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_numbers_in_headers_are_ascii_digits_only(value: str | None, number: int | None) -> None:
+    assert header_number(value) == number
+
+
+# Header bytes arrive as Latin-1: "²" is the one digit int() and isdigit() disagree on
+# that a server can send; the other scripts' digits are the parser's test above.
+@pytest.mark.parametrize("value", ["²", "9" * 40, "1_000", "+5", "5 0"])
+def test_a_retry_after_that_is_no_number_is_ignored(value: str, tmp_path: Path) -> None:
+    # Neither a traceback nor the longest wait allowed: the usual backoff.
+    patient = transport(retry=RetryPolicy(attempts=2, backoff=0.01, max_wait=5))
+    with BlobServer(DATA, mode="fail:1:429", retry_after=value).running() as server:
+        started = time.monotonic()
+        fetch(patient, server, tmp_path / "blob")
+    assert time.monotonic() - started < 2
+    assert len(server.requests) == 2
 
 
 def test_stalled_server_times_out(tmp_path: Path) -> None:
