@@ -256,7 +256,9 @@ class OciStore:
 
         HTTPS unless --plain-http; a loopback host is tried over HTTPS first and over
         plain HTTP if that fails and the HTTP endpoint answers like a registry (local
-        test and cache registries rarely have certificates).
+        test and cache registries rarely have certificates). Credentials never go over
+        that automatic plain HTTP (any local user could be listening on the port): the
+        registry's first challenge is refused with a hint to pass --plain-http.
         """
         with self._lock:
             if self._base is None:
