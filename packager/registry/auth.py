@@ -11,9 +11,12 @@ known; a 401 carries ``WWW-Authenticate``. ``Basic`` means: resend with the cred
 credentials there, if any) and resend with it. Tokens are cached per scope and reused
 until they expire, so a publish or an install asks for one token, not one per request.
 
-Secrets never leave this module except in an ``Authorization`` header to the registry's
-own host or its token realm: not in ``repr``, messages (see :meth:`RegistryAuth.redact`),
-logs or state.
+Secrets never leave this module except in an ``Authorization`` header where
+:func:`~packager.registry.transport.may_send_credentials` allows (the registry's own
+``host:port``, or a token realm it named over TLS; the transport applies that rule to
+every request): not in ``repr``, messages (see :meth:`RegistryAuth.redact`), logs or
+state. Only the registry's own 401s are answered: a challenge from a redirect target or
+from another host a listing links to is an answer like any other.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import requests
 from packager.core.jsonio import Limits, loads, loads_object
 from packager.errors import RegistryError, UsageError
 from packager.registry.options import RegistryOptions
-from packager.registry.transport import Transport, host_port, where
+from packager.registry.transport import Transport, host_port, may_send_credentials, where
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_TOKEN_RESPONSE = 1 << 20
@@ -184,11 +187,21 @@ class RegistryAuth:
         transport: Transport,
         registry_url: str,
         credentials: Credentials | None,
+        plain_http: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``plain_http``: the user asked for plain HTTP to this registry (--plain-http),
+        so that credentials may go to it without TLS."""
         self._transport = transport
+        self._registry = registry_url
         self._endpoint = host_port(registry_url)
         self._credentials = credentials
+        # Anonymous tokens are no one's secret: without credentials, plain HTTP to the
+        # registry carries nothing to protect.
+        self._plain_http = plain_http or credentials is None
+        # Token realms the registry named over TLS; replaced, never changed in place, as
+        # other threads read it without the lock.
+        self._realms: frozenset[str] = frozenset()
         self._clock = clock
         self._lock = threading.Lock()
         self._basic = False
@@ -212,16 +225,43 @@ class RegistryAuth:
                 return {"Authorization": self._credentials.basic}
         return {}
 
+    def may_send(self, url: str, *, origin: str) -> bool:
+        return may_send_credentials(
+            url,
+            origin=origin,
+            registry=self._registry,
+            realms=self._realms,
+            plain_http=self._plain_http,
+        )
+
     def challenge(self, response: requests.Response, scope: str | None) -> bool:
-        """Answer a 401: True when the request should be sent again.
+        """Answer a 401 of the registry's own: True when the request should be sent
+        again. A 401 from any other host is not answered.
 
         Raises:
             RegistryError: the token service refused the credentials or failed.
         """
+        if host_port(response.url) != self._endpoint:
+            return False
+        if self._credentials is not None and not self.may_send(response.url, origin=response.url):
+            raise RegistryError(
+                f"{where(response.url)} asks for credentials over plain HTTP, where anyone "
+                "on the way (or a local user on that port) could read them: use HTTPS, or "
+                "pass --plain-http if you mean it"
+            )
         challenges = dict(parse_challenges(response.headers.get("WWW-Authenticate", "")))
         bearer = challenges.get("bearer")
         with self._lock:
             if bearer is not None and bearer.get("realm"):
+                realm = bearer["realm"]
+                if urlsplit(response.url).scheme == "https":
+                    self._realms |= {realm}
+                if self._credentials is not None and not self.may_send(realm, origin=realm):
+                    raise RegistryError(
+                        f"{where(response.url)} names the token service "
+                        f"{urlsplit(realm).scheme}://{where(realm)}: credentials go only to "
+                        "a token service on HTTPS that the registry names over HTTPS"
+                    )
                 self._tokens[scope or ""] = self._fetch_token(bearer, scope)
                 return True
             if "basic" in challenges and self._credentials is not None and not self._basic:
@@ -247,13 +287,14 @@ class RegistryAuth:
         params = [("scope", s) for s in scopes]
         if bearer.get("service"):
             params.insert(0, ("service", bearer["service"]))
-        headers = {"Accept": "application/json"}
-        if self._credentials is not None:
-            headers["Authorization"] = self._credentials.basic
         what = f"get a registry token from {where(realm)}"
         separator = "&" if urlsplit(realm).query else "?"
         response = self._transport.request(
-            "GET", f"{realm}{separator}{urlencode(params)}", what=what, headers=headers
+            "GET",
+            f"{realm}{separator}{urlencode(params)}",
+            what=what,
+            headers={"Accept": "application/json"},
+            auth=_RealmAuth(self, self._credentials),
         )
         if response.status_code in (401, 403):
             response.close()
@@ -291,3 +332,24 @@ class RegistryAuth:
         # Renew a little early so that a token never expires between check and use.
         lifetime -= min(30.0, lifetime / 10)
         return _Token(value, self._clock() + lifetime)
+
+
+class _RealmAuth:
+    """What a token realm is sent: the Basic credentials, under the rule of the registry's
+    :class:`RegistryAuth`; a realm's own 401 is not answered."""
+
+    def __init__(self, registry: RegistryAuth, credentials: Credentials | None) -> None:
+        self._registry = registry
+        self._credentials = credentials
+
+    def authorize(self, url: str, scope: str | None) -> Mapping[str, str]:
+        return {} if self._credentials is None else {"Authorization": self._credentials.basic}
+
+    def challenge(self, response: requests.Response, scope: str | None) -> bool:
+        return False
+
+    def redact(self, text: str) -> str:
+        return self._registry.redact(text)
+
+    def may_send(self, url: str, *, origin: str) -> bool:
+        return self._registry.may_send(url, origin=origin)

@@ -35,7 +35,7 @@ from packager.registry.base import Descriptor
 from packager.registry.index import INDEX, MAX_INDEX_BYTES, OciIndex, parse_index
 from packager.registry.layout import MAX_MODELS_INDEX_BYTES, MODELS_INDEX, semver_tag
 from packager.registry.options import RegistryOptions
-from packager.registry.transport import Transport, where
+from packager.registry.transport import Transport, header_number, where
 
 # What static servers answer for a file they do not have.
 _MISSING = frozenset({404, 410})
@@ -84,6 +84,7 @@ class HttpStore(IndexedStore):
             transport=self._transport,
             registry_url=self._base,
             credentials=find_credentials(urlsplit(self._base).netloc, options),
+            plain_http=options.plain_http,
         )
 
     @property
@@ -170,8 +171,8 @@ class HttpStore(IndexedStore):
             raise self._transport.http_error(response, what, self._auth)
         # A declared length over the cap is refused before reading any of the body; an
         # undeclared or false one is cut at the cap plus one byte.
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
+        declared = header_number(response.headers.get("Content-Length"))
+        if declared is not None and declared > limit:
             response.close()
             raise _too_large(url, limit, what)
         data = self._transport.read(response, limit=limit, what=what, auth=self._auth)

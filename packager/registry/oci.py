@@ -56,6 +56,7 @@ from packager.registry.transport import (
     Body,
     Progress,
     Transport,
+    header_number,
     is_loopback,
     progress_bar,
 )
@@ -65,9 +66,13 @@ SCHEME = "oci://"
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 _COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
 _HOST_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", re.ASCII)
-# Listings are JSON arrays of short strings; a page this large is not a listing.
+# Listings are JSON arrays of short strings; a page this large is not a listing. A
+# listing's pages together are held to these caps too: a registry whose pages link on
+# forever is refused, not followed.
 MAX_LIST_BYTES = 16 << 20
-MAX_PAGES = 10_000
+MAX_LISTING_BYTES = 64 << 20
+MAX_LISTED = 100_000
+MAX_PAGES = 1_000
 _LIST_LIMITS = Limits(max_bytes=MAX_LIST_BYTES)
 CATALOG_SCOPE = "registry:catalog:*"
 UPLOAD_ACCEPTED = frozenset({201, 202, 204})
@@ -173,10 +178,8 @@ class OciStore:
         prefix = f"{self._namespace}/" if self._namespace else ""
         found: list[str] = []
         what = f"list the repositories of {self._host}"
-        for page in self._pages(f"{self._base_url()}/v2/_catalog?n=1000", CATALOG_SCOPE, what):
-            repositories = page.get("repositories") or []
-            if not isinstance(repositories, list):
-                raise RegistryError(f"cannot {what}: the catalog is not a list of names")
+        url = f"{self._base_url()}/v2/_catalog?n=1000"
+        for repositories in self._pages(url, CATALOG_SCOPE, what, "repositories"):
             for repo in repositories:
                 if isinstance(repo, str) and repo.startswith(prefix):
                     name = repo[len(prefix) :]
@@ -195,10 +198,7 @@ class OciStore:
         what = f"list the tags of {name} in {self.location}"
         url = f"{self._base_url()}/v2/{repo}/tags/list"
         tags: list[str] = []
-        for page in self._pages(url, f"repository:{repo}:pull", what):
-            listed = page.get("tags") or []
-            if not isinstance(listed, list):
-                raise RegistryError(f"cannot {what}: the tag list is not a list")
+        for listed in self._pages(url, f"repository:{repo}:pull", what, "tags"):
             tags += [t for t in listed if isinstance(t, str) and _TAG_RE.fullmatch(t)]
         return tags
 
@@ -256,7 +256,9 @@ class OciStore:
 
         HTTPS unless --plain-http; a loopback host is tried over HTTPS first and over
         plain HTTP if that fails and the HTTP endpoint answers like a registry (local
-        test and cache registries rarely have certificates).
+        test and cache registries rarely have certificates). Credentials never go over
+        that automatic plain HTTP (any local user could be listening on the port): the
+        registry's first challenge is refused with a hint to pass --plain-http.
         """
         with self._lock:
             if self._base is None:
@@ -271,6 +273,7 @@ class OciStore:
                     transport=self._transport,
                     registry_url=self._base,
                     credentials=self._credentials,
+                    plain_http=self._options.plain_http,
                 )
             return self._base
 
@@ -324,13 +327,21 @@ class OciStore:
     def saw(self, digest: Digest, repo: str) -> None:
         self._seen.setdefault(digest, repo)
 
-    def _pages(self, url: str, scope: str, what: str) -> Iterator[dict[str, Any]]:
-        """The JSON objects of a listing and of the pages its ``Link`` headers chain to.
+    def _pages(self, url: str, scope: str, what: str, key: str) -> Iterator[list[Any]]:
+        """The ``key`` lists of a listing's pages, following ``Link: <…>; rel="next"``.
 
         A 404 is an empty listing; a 401/403/404 on the catalog means it is not offered.
+
+        Raises:
+            RegistryError: a page is not a JSON object with a list under ``key``, or the
+                pages together run past :data:`MAX_PAGES`, :data:`MAX_LISTING_BYTES` or
+                :data:`MAX_LISTED` entries.
         """
         visited: set[str] = set()
-        while url not in visited and len(visited) < MAX_PAGES:
+        total = listed = 0
+        while url not in visited:
+            if len(visited) >= MAX_PAGES:
+                raise _endless(what, f"{MAX_PAGES} pages")
             visited.add(url)
             response = self.request("GET", url, what=what, scope=scope)
             status = response.status_code
@@ -349,10 +360,17 @@ class OciStore:
                 raise self._transport.http_error(response, what, self._auth)
             following = response.links.get("next", {}).get("url")
             body = self._transport.read(response, limit=MAX_LIST_BYTES, what=what, auth=self._auth)
+            total += len(body)
+            if total > MAX_LISTING_BYTES:
+                raise _endless(what, f"{MAX_LISTING_BYTES} bytes")
             page = loads(body, what=what, error=_no_listing, limits=_LIST_LIMITS)
-            if not isinstance(page, dict):
+            entries = (page.get(key) or []) if isinstance(page, dict) else None
+            if not isinstance(entries, list):
                 raise _no_listing(f"cannot {what}")
-            yield page
+            listed += len(entries)
+            if listed > MAX_LISTED:
+                raise _endless(what, f"{MAX_LISTED} entries")
+            yield entries
             if not following:
                 return
             url = urljoin(url, following)
@@ -406,8 +424,8 @@ class OciStore:
             raise self._transport.http_error(response, what, self._auth)
         response.close()
         location = urljoin(uploads, response.headers["Location"])
-        minimum = response.headers.get("OCI-Chunk-Min-Length", "")
-        chunk = max(self._options.chunk_size, int(minimum) if minimum.isdigit() else 0)
+        minimum = header_number(response.headers.get("OCI-Chunk-Min-Length")) or 0
+        chunk = max(self._options.chunk_size, minimum)
         with progress_bar(
             f"uploading {title}", desc.size, enabled=self._options.progress
         ) as progress:
@@ -573,7 +591,14 @@ class OciRegistry(VerifiedRegistry):
 
 
 def _no_listing(reason: str) -> RegistryError:
-    return RegistryError(f"{reason}: the registry sent no JSON object")
+    return RegistryError(f"{reason}: the registry sent no JSON object with a list")
+
+
+def _endless(what: str, cap: str) -> RegistryError:
+    return RegistryError(
+        f"cannot {what}: the registry's listing runs past {cap}; it is not a listing "
+        "this client follows"
+    )
 
 
 def _claimed_digest(claimed: str | None, what: str) -> Digest | None:

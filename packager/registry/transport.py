@@ -3,12 +3,16 @@
 What this layer guarantees to the registry clients above it:
 
 - every request has a connect timeout, a stall timeout (the longest wait for the next
-  bytes) and an overall deadline; a request that fails on a connection error, a 5xx or
-  a 429 is retried with exponential backoff (honouring ``Retry-After`` up to a cap);
+  bytes) and an overall deadline, kept while the request is sent and its headers arrive
+  by a watchdog that shuts the connection (see :class:`_Watchdog`), and while its body
+  arrives by checking the clock at each receive; a request that fails on a connection
+  error, a 5xx or a 429 is retried with exponential backoff (honouring ``Retry-After``
+  up to a cap);
 - TLS is verified with the system CA bundle or ``--ca-cert``; plain HTTP is refused,
   before any connection is opened, except to loopback hosts or with ``plain_http``;
-- redirects are followed by hand so that each hop is checked the same way and
-  credentials are sent only to the registry's own host;
+- redirects are followed by hand so that each hop is checked the same way; a redirect
+  from a host that is not loopback to loopback, or from HTTPS to plain HTTP, is refused;
+- an ``Authorization`` header goes out only where :func:`may_send_credentials` allows;
 - downloads are capped at the expected size plus one byte, hashed while they arrive,
   resumed with ``Range`` after a dropped connection, verified as a whole, fsynced, and
   removed on failure;
@@ -19,14 +23,17 @@ What this layer guarantees to the registry clients above it:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -34,8 +41,12 @@ from typing import IO, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 from requests.exceptions import ChunkedEncodingError
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
@@ -75,6 +86,23 @@ NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSErr
 MAX_ERROR_BODY = 64 << 10
 
 
+# Up to 10**18 - 1: more than any size, offset or wait a header may state.
+_HEADER_NUMBER_RE = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
+def header_number(value: str | None) -> int | None:
+    """The non-negative integer a header's value states; None when absent or not one.
+
+    ASCII digits only, at most 18 of them, with HTTP's optional spaces or tabs around:
+    ``int()`` alone would also take ``"١٢٣"``, ``"1_000"``, ``"+1"`` or ``" -0 "``, and
+    ``str.isdigit()`` passes ``"²"``, which ``int()`` then refuses.
+    """
+    if value is None:
+        return None
+    match = _HEADER_NUMBER_RE.fullmatch(value.strip(" \t"))
+    return int(match.group()) if match else None
+
+
 class Authenticator(Protocol):
     """Adds credentials to requests for one registry host and answers its challenges."""
 
@@ -94,6 +122,31 @@ class Authenticator(Protocol):
     def redact(self, text: str) -> str:
         """``text`` with every secret this authenticator knows replaced by ``***``."""
         ...
+
+    def may_send(self, url: str, *, origin: str) -> bool:
+        """Whether a request to ``url`` (first sent to ``origin``) may carry credentials:
+        :func:`may_send_credentials` with what this authenticator knows."""
+        ...
+
+
+def may_send_credentials(
+    url: str, *, origin: str, registry: str, realms: Collection[str], plain_http: bool
+) -> bool:
+    """The one rule for where a registry's credentials (password or token) may go.
+
+    ``url`` must be on the ``host:port`` the request was first sent to (``origin``: never
+    to where a redirect points), and that must be the registry's own (``registry``: its
+    base URL) or a token realm it named over TLS (``realms``). HTTPS, or plain HTTP only
+    to the registry when ``plain_http`` was asked for: never over the automatic plain
+    HTTP to a loopback registry, where any local user could be listening.
+    """
+    target = host_port(url)
+    if target != host_port(origin):
+        return False
+    scheme = urlsplit(url).scheme
+    if target == host_port(registry):
+        return scheme == "https" or (scheme == "http" and plain_http)
+    return scheme == "https" and target in {host_port(realm) for realm in realms}
 
 
 def is_loopback(host: str) -> bool:
@@ -150,6 +203,8 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._session = requests.Session()
+        for prefix in ("https://", "http://"):
+            self._session.mount(prefix, _WatchedAdapter())
         # Credentials come from RegistryOptions and Docker's config only: with no session
         # auth, requests would add ~/.netrc credentials to any host, redirect targets too.
         self._session.auth = _no_auth
@@ -203,11 +258,22 @@ class Transport:
         attempt = 0
         hops = 0
         challenged = False
+        origin = url
         while True:
             self.check_url(url)
             sent = {**(headers or {}), **(auth.authorize(url, scope) if auth else {})}
+            if not (auth is not None and auth.may_send(url, origin=origin)):
+                sent.pop("Authorization", None)
             try:
-                response = self._send(method, url, headers=sent, body=body, params=params)
+                response = self._send(
+                    method,
+                    url,
+                    headers=sent,
+                    body=body,
+                    params=params,
+                    deadline=deadline,
+                    what=what,
+                )
             except NETWORK_ERRORS as e:
                 # A certificate or protocol mismatch is no less wrong a second later.
                 permanent = isinstance(e, requests.exceptions.SSLError)
@@ -226,9 +292,7 @@ class Transport:
                         f"cannot {what}: {where(url)} redirects nowhere or too often"
                     )
                 target = urljoin(url, location)
-                if host_port(target) != host_port(url) and headers and "Authorization" in headers:
-                    # A token realm's credentials stay with the realm's host.
-                    headers = {k: v for k, v in headers.items() if k != "Authorization"}
+                _check_redirect(url, target, what)
                 # Parameters belong to the first URL; the Location is complete.
                 url, params = target, None
                 continue
@@ -499,26 +563,49 @@ class Transport:
         headers: Mapping[str, str],
         body: Body | None,
         params: Mapping[str, str] | None,
+        deadline: float,
+        what: str,
     ) -> requests.Response:
+        """Send one request and receive its headers before ``deadline``.
+
+        Raises:
+            RegistryError: the deadline passed first (the watchdog shut the connection).
+        """
         timeouts = self._options.timeouts
         data = body() if callable(body) else body
         try:
-            return self._session.request(
-                method,
-                url,
-                headers=dict(headers),
-                data=data,
-                params=params,
-                # Always streamed: bodies are read with our caps, never all at once.
-                stream=True,
-                allow_redirects=False,
-                timeout=(timeouts.connect, timeouts.stall),
-                # Per request: a Session.verify would lose to REQUESTS_CA_BUNDLE.
-                verify=str(self._options.ca_cert) if self._options.ca_cert else True,
-            )
+            with _Watchdog(deadline - self._clock()) as watchdog:
+                try:
+                    response = self._session.request(
+                        method,
+                        url,
+                        headers=dict(headers),
+                        data=data,
+                        params=params,
+                        # Always streamed: bodies are read with our caps, never all at once.
+                        stream=True,
+                        allow_redirects=False,
+                        timeout=(timeouts.connect, timeouts.stall),
+                        # Per request: a Session.verify would lose to REQUESTS_CA_BUNDLE.
+                        verify=str(self._options.ca_cert) if self._options.ca_cert else True,
+                    )
+                except NETWORK_ERRORS as e:
+                    if watchdog.fired:
+                        raise self._too_late(what) from e
+                    raise
         finally:
             if data is not None and not isinstance(data, bytes):
                 data.close()
+        if watchdog.fired:
+            response.close()
+            raise self._too_late(what)
+        return response
+
+    def _too_late(self, what: str) -> RegistryError:
+        return RegistryError(
+            f"cannot {what}: not done after {self._options.timeouts.deadline:g} s; "
+            "the connection is too slow or the server trickles"
+        )
 
     def _chunks(
         self, response: requests.Response, limit: int, deadline: float, what: str
@@ -531,10 +618,7 @@ class Transport:
             if not chunk:
                 return
             if self._clock() > deadline:
-                raise RegistryError(
-                    f"cannot {what}: not done after {self._options.timeouts.deadline:g} s; "
-                    "the connection is too slow or the server trickles"
-                )
+                raise self._too_late(what)
             remaining -= len(chunk)
             yield chunk
 
@@ -608,6 +692,134 @@ class _Received:
             self.hasher, self.received = BackgroundHasher(), 0
 
 
+_exchange = threading.local()
+"""``watchdog``: the :class:`_Watchdog` of the request this thread is sending, if any."""
+
+
+class _Watchdog:
+    """Shuts the connection of the request this thread sends once ``seconds`` have passed.
+
+    The connect and stall timeouts bound each wait for bytes, so a server that trickles
+    its status line and headers (within the limits on their length) could keep a request
+    for hours; the deadline must hold there too. The connection registers itself when it
+    connects and sends (see :class:`_WatchedHTTPConnection`); shutting its socket makes
+    the blocked receive return at once, and the caller reads :attr:`fired`.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._connection: urllib3.connection.HTTPConnection | None = None
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        _exchange.watchdog = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        _exchange.watchdog = None
+        with self._lock:
+            self._connection = None
+
+    def watch(self, connection: urllib3.connection.HTTPConnection) -> None:
+        with self._lock:
+            self._connection = connection
+            if self.fired:
+                _shut(connection)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._connection is not None:
+                _shut(self._connection)
+
+
+def _shut(connection: urllib3.connection.HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is not None:
+        # socket.socket's own: SSLSocket.shutdown would drop the TLS state under the
+        # receiving thread's feet. An error means it is closed already.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watched(connection: urllib3.connection.HTTPConnection) -> None:
+    watchdog: _Watchdog | None = getattr(_exchange, "watchdog", None)
+    if watchdog is not None:
+        watchdog.watch(connection)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    """An HTTP connection the watchdog of the current request can shut."""
+
+    def connect(self) -> None:
+        _watched(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    """An HTTPS connection the watchdog of the current request can shut."""
+
+    def connect(self) -> None:
+        _watched(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
+    "http": _WatchedHTTPConnectionPool,
+    "https": _WatchedHTTPSConnectionPool,
+}
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections a :class:`_Watchdog` can shut (also through an
+    HTTP proxy; SOCKS proxies keep their own connections)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is urllib3.ProxyManager:
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+def _check_redirect(url: str, target: str, what: str) -> None:
+    """Refuse a redirect from a host that is not loopback to loopback (a local service
+    the registry has no business pointing at), or to plain HTTP anywhere but the same
+    plain HTTP server."""
+    here, there = urlsplit(url), urlsplit(target)
+    if is_loopback(here.hostname or ""):
+        return
+    same_plain = here.scheme == "http" and host_port(url) == host_port(target)
+    if is_loopback(there.hostname or "") or (there.scheme != "https" and not same_plain):
+        raise RegistryError(
+            f"cannot {what}: {where(url)} redirects to {there.scheme}://{where(target)}, "
+            "which a remote registry may not send this client to"
+        )
+
+
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
@@ -626,13 +838,16 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
+    """The wait a ``Retry-After`` asks for: seconds, or an HTTP date; None for anything
+    else."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value)
+    seconds = header_number(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return max(0.0, when.timestamp() - time.time())
 
@@ -642,10 +857,12 @@ def _check_content_range(response: requests.Response, start: int, size: int, wha
     # about the blob's size that can be checked right away.
     unit, _, spec = response.headers.get("Content-Range", "").partition(" ")
     first, _, total = spec.partition("/")
-    begin = first.partition("-")[0]
-    if unit != "bytes" or begin != str(start):
-        raise RegistryError(f"cannot {what}: the server resumed at the wrong offset ({spec!r})")
-    if total not in ("*", str(size)):
+    if unit != "bytes" or header_number(first.partition("-")[0]) != start:
+        raise RegistryError(
+            f"cannot {what}: the server resumed at the wrong offset ({_one_line(spec, 80)!r})"
+        )
+    if total != "*" and header_number(total) != size:
+        total = _one_line(total, 40)
         raise TamperedError(
             f"cannot {what}: the server says it has {total} bytes, not the {size} declared"
         )

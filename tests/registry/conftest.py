@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import RegistryProcess, TokenServer, htpasswd
+from .servers import RegistryProcess, TokenServer, htpasswd, make_tls
 
 USERS = {"alice": "wonderland-secret", "reader": "read-only-secret"}
 
@@ -25,6 +25,7 @@ USERS = {"alice": "wonderland-secret", "reader": "read-only-secret"}
 class Authenticated:
     host: str
     token_server: TokenServer | None = None
+    ca_cert: Path | None = None
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +53,12 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Authent
 
 @pytest.fixture(scope="session")
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Authenticated]:
-    """A registry in token mode: alice may pull and push, reader may only pull."""
+    """A registry in token mode, both on HTTPS (credentials go only to a token service
+    named over TLS): alice may pull and push, reader may only pull."""
     directory = tmp_path_factory.mktemp("token-registry")
+    tls = make_tls(directory / "tls")
     users = {"alice": (USERS["alice"], {"pull", "push"}), "reader": (USERS["reader"], {"pull"})}
-    with TokenServer(directory, users=users).running() as tokens:
+    with TokenServer(directory, users=users, tls=tls).running() as tokens:
         auth = {
             "token": {
                 "realm": tokens.realm,
@@ -64,8 +67,8 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Authent
                 "rootcertbundle": str(tokens.root_bundle),
             }
         }
-        process = RegistryProcess(directory, auth=auth).start()
-        yield Authenticated(process.host, tokens)
+        process = RegistryProcess(directory, auth=auth, tls=tls).start()
+        yield Authenticated(process.host, tokens, tls.cert)
         process.stop()
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import http.client
@@ -76,6 +77,7 @@ def _cert(
     issuer: tuple[str, rsa.RSAPrivateKey] | None = None,
     ca: bool = False,
     ip: str | None = None,
+    dns: str | None = None,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     issuer_name, issuer_key = issuer or (subject, key)
@@ -90,10 +92,9 @@ def _cert(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if ip is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-            critical=False,
-        )
+        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip))]
+        names += [x509.DNSName(dns)] if dns else []
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -107,7 +108,7 @@ def _new_key() -> rsa.RSAPrivateKey:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A self-signed certificate for 127.0.0.1 and its key."""
+    """A self-signed certificate for 127.0.0.1 and registry.test, and its key."""
 
     cert: Path
     key: Path
@@ -122,7 +123,9 @@ def make_tls(directory: Path) -> TlsFiles:
     key = _new_key()
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "server.pem", directory / "server.key"
-    cert_path.write_bytes(_pem(_cert("127.0.0.1", key, ca=True, ip="127.0.0.1")))
+    cert_path.write_bytes(
+        _pem(_cert("127.0.0.1", key, ca=True, ip="127.0.0.1", dns="registry.test"))
+    )
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -202,6 +205,7 @@ class TokenServer:
     users: dict[str, tuple[str, set[str]]] = field(default_factory=dict)
     expires_in: int = 300
     requests: list[tuple[str | None, list[str]]] = field(default_factory=list)
+    tls: TlsFiles | None = None
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -217,7 +221,8 @@ class TokenServer:
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}/token"
 
     def issue(self, user: str | None, scopes: list[str]) -> str:
         granted = self.users[user][1] if user else set()
@@ -252,7 +257,7 @@ class TokenServer:
 
     @contextmanager
     def running(self) -> Iterator[TokenServer]:
-        with serve(_TokenHandler, self) as port:
+        with serve(_TokenHandler, self, self.tls) as port:
             self.port = port
             yield self
 
@@ -285,6 +290,7 @@ class RegistryProcess:
 
     directory: Path
     auth: dict[str, Any] | None = None
+    tls: TlsFiles | None = None
     host: str = ""
     process: subprocess.Popen[bytes] | None = None
 
@@ -303,6 +309,11 @@ class RegistryProcess:
         }
         if self.auth is not None:
             config["auth"] = self.auth
+        context = None
+        if self.tls is not None:
+            config["http"]["tls"] = {"certificate": str(self.tls.cert), "key": str(self.tls.key)}
+            context = ssl.create_default_context(cafile=str(self.tls.cert))
+        scheme = "http" if self.tls is None else "https"
         self.directory.mkdir(parents=True, exist_ok=True)
         # JSON is YAML, and needs no YAML library here.
         (self.directory / "config.yml").write_text(json.dumps(config))
@@ -318,7 +329,9 @@ class RegistryProcess:
                     "docker-registry exited: " + (self.directory / "registry.log").read_text()
                 )
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                urllib.request.urlopen(
+                    f"{scheme}://{self.host}/v2/", timeout=1, context=context
+                ).close()
                 return self
             except urllib.error.HTTPError as e:
                 if e.code == 401:
@@ -426,7 +439,8 @@ class BlobServer:
     ``no-range`` (drops like ``drop``, then ignores Range and sends 200 with everything);
     ``shrink`` (drops like ``drop``, then has only a quarter of the bytes);
     ``stall`` (sends a little, then waits ``pause`` seconds); ``trickle`` (one byte every
-    ``pause`` seconds); ``longer``/``shorter``/``corrupt`` (bytes differ from ``data``);
+    ``pause`` seconds); ``header-trickle`` (a header line, one byte every ``pause``
+    seconds); ``longer``/``shorter``/``corrupt`` (bytes differ from ``data``);
     ``fail:N:STATUS`` (N answers STATUS with ``retry_after``, then ok);
     ``redirect:URL`` (302 to URL).
     """
@@ -486,6 +500,15 @@ class _BlobHandler(_Quiet):
             time.sleep(owner.pause)
             self.close_connection = True
             return
+        if mode == "header-trickle":
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(200):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                    time.sleep(owner.pause)
+            return
         if mode == "trickle":
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
@@ -512,3 +535,89 @@ class _BlobHandler(_Quiet):
             )
             return
         self.answer(200, data)
+
+
+# --- A scripted server that records credentials -------------------------------------------
+
+
+Route = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Scripted:
+    """Answers each path (query left out) as ``routes`` says, 404 otherwise; a path in
+    ``challenges`` first answers 401 with that ``WWW-Authenticate`` to any request without
+    an ``Authorization`` header. ``seen`` records (path, Authorization) of every request:
+    what tests check for credentials that must never arrive."""
+
+    routes: dict[str, Route] = field(default_factory=dict)
+    challenges: dict[str, str] = field(default_factory=dict)
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
+    tls: TlsFiles | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
+
+    def authorizations(self) -> list[str]:
+        """Every Authorization header this server received."""
+        return [auth for _, auth in self.seen if auth is not None]
+
+    @contextmanager
+    def running(self) -> Iterator[Scripted]:
+        with serve(_ScriptedHandler, self, self.tls) as port:
+            self.port = port
+            yield self
+
+
+class _ScriptedHandler(_Quiet):
+    def do_GET(self) -> None:
+        owner: Scripted = self.server.owner  # type: ignore[attr-defined]
+        path = urlsplit(self.path).path
+        authorization = self.headers.get("Authorization")
+        owner.seen.append((path, authorization))
+        if path in owner.challenges and authorization is None:
+            self.answer(401, b"", {"WWW-Authenticate": owner.challenges[path]})
+            return
+        status, headers, body = owner.routes.get(path, (404, {}, b""))
+        self.answer(status, body, headers)
+
+
+@dataclass
+class EndlessListing:
+    """An OCI registry whose tag list of ``ns/iris`` links to a next page forever; each
+    page holds ``tags`` tags and ``pad`` bytes of trailing whitespace. ``pages`` counts the pages
+    served."""
+
+    tags: int = 1
+    pad: int = 0
+    pages: int = 0
+    port: int = 0
+
+    @property
+    def ref(self) -> str:
+        return f"oci://127.0.0.1:{self.port}/ns"
+
+    @contextmanager
+    def running(self) -> Iterator[EndlessListing]:
+        with serve(_EndlessListingHandler, self) as port:
+            self.port = port
+            yield self
+
+
+class _EndlessListingHandler(_Quiet):
+    disable_nagle_algorithm = True  # a thousand small answers, without delayed ACKs
+
+    def do_GET(self) -> None:
+        owner: EndlessListing = self.server.owner  # type: ignore[attr-defined]
+        parts = urlsplit(self.path)
+        if parts.path != "/v2/ns/iris/tags/list":
+            self.answer(200 if parts.path == "/v2/" else 404, b"{}")
+            return
+        owner.pages += 1
+        page = int(parse_qs(parts.query).get("last", ["0"])[0])
+        tags = [f"t{page}-{i}" for i in range(owner.tags)]
+        body = json.dumps({"name": "ns/iris", "tags": tags}).encode() + b" " * owner.pad
+        link = f'</v2/ns/iris/tags/list?last={page + 1}>; rel="next"'
+        self.answer(200, body, {"Content-Type": "application/json", "Link": link})

@@ -8,7 +8,10 @@ import base64
 import io
 import json
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from packager.registry.options import RegistryOptions, RetryPolicy, options_from
 
 from ..conftest import KeyPair
 from .conftest import USERS, Authenticated
+from .servers import Scripted, make_tls
 from .test_layout import make_bundle
 
 FAST = RetryPolicy(attempts=1, backoff=0.01, max_wait=0.1)
@@ -131,6 +135,7 @@ def test_basic_auth_with_good_and_bad_credentials(
         "--username",
         "alice",
         "--password-stdin",
+        "--plain-http",
         stdin="not-the-password\n",
     )
     assert code == 4
@@ -147,6 +152,7 @@ def test_basic_auth_with_good_and_bad_credentials(
         "--username",
         "alice",
         "--password-stdin",
+        "--plain-http",
         stdin=f"{PASSWORD}\n",
     )
     assert code == 0, err
@@ -155,7 +161,15 @@ def test_basic_auth_with_good_and_bad_credentials(
     monkeypatch.setenv("PACKAGER_REGISTRY_USERNAME", "alice")
     monkeypatch.setenv("PACKAGER_REGISTRY_PASSWORD", "wrong-secret-value")
     code, _, err = cli(
-        capsys, monkeypatch, "install", "iris", "--registry", ref, "--key", keypair.pub_path
+        capsys,
+        monkeypatch,
+        "install",
+        "iris",
+        "--registry",
+        ref,
+        "--plain-http",
+        "--key",
+        keypair.pub_path,
     )
     assert code == 4 and "wrong-secret-value" not in err
     monkeypatch.setenv("PACKAGER_REGISTRY_PASSWORD", PASSWORD)
@@ -166,6 +180,7 @@ def test_basic_auth_with_good_and_bad_credentials(
         "iris",
         "--registry",
         ref,
+        "--plain-http",
         "--key",
         keypair.pub_path,
         "--json",
@@ -197,6 +212,7 @@ def test_docker_config_auths_are_used(
         bundles["1.0.0"],
         "--registry",
         oci(basic_registry, namespace),
+        "--plain-http",
         "--json",
     )
     assert code == 0, err
@@ -214,6 +230,8 @@ def test_token_auth_one_token_per_operation(
     tokens = token_registry.token_server
     assert tokens is not None
     ref = oci(token_registry, namespace)
+    ca_cert = token_registry.ca_cert
+    assert ca_cert is not None
     before = len(tokens.requests)
     code, _, err = cli(
         capsys,
@@ -225,6 +243,8 @@ def test_token_auth_one_token_per_operation(
         "--username",
         "alice",
         "--password-stdin",
+        "--ca-cert",
+        ca_cert,
         stdin=PASSWORD,
     )
     assert code == 0, err
@@ -240,12 +260,16 @@ def test_token_auth_one_token_per_operation(
         "iris",
         "--registry",
         ref,
+        "--ca-cert",
+        ca_cert,
         "--key",
         keypair.pub_path,
     )
     assert code == 0, err
     # The reader may pull but not push: the registry refuses, and says so.
-    code, _, err = cli(capsys, monkeypatch, "publish", bundles["1.1.0"], "--registry", ref)
+    code, _, err = cli(
+        capsys, monkeypatch, "publish", bundles["1.1.0"], "--registry", ref, "--ca-cert", ca_cert
+    )
     assert code == 4
     assert "answered 401" in err and USERS["reader"] not in err
 
@@ -255,7 +279,9 @@ def test_token_is_reused_until_it_expires(
 ) -> None:
     tokens = token_registry.token_server
     assert tokens is not None
-    options = RegistryOptions(username="alice", password=PASSWORD, retry=FAST)
+    options = RegistryOptions(
+        username="alice", password=PASSWORD, retry=FAST, ca_cert=token_registry.ca_cert
+    )
     OciRegistry(oci(token_registry, namespace), options=options).publish(
         *make_bundle(tmp_path, name="iris")
     )
@@ -274,7 +300,9 @@ def test_token_is_reused_until_it_expires(
 
 
 def test_token_service_refusing_credentials(token_registry: Authenticated, namespace: str) -> None:
-    options = RegistryOptions(username="alice", password="bad-password-123", retry=FAST)
+    options = RegistryOptions(
+        username="alice", password="bad-password-123", retry=FAST, ca_cert=token_registry.ca_cert
+    )
     registry = OciRegistry(oci(token_registry, namespace), options=options)
     with pytest.raises(RegistryError, match="refused the credentials") as caught:
         registry.versions("iris")
@@ -285,8 +313,105 @@ def test_token_service_refusing_credentials(token_registry: Authenticated, names
 def test_catalog_with_a_token(
     token_registry: Authenticated, namespace: str, tmp_path: Path
 ) -> None:
-    options = RegistryOptions(username="alice", password=PASSWORD, retry=FAST)
+    options = RegistryOptions(
+        username="alice", password=PASSWORD, retry=FAST, ca_cert=token_registry.ca_cert
+    )
     registry = OciRegistry(oci(token_registry, namespace), options=options)
     registry.publish(*make_bundle(tmp_path / "a", name="alpha"))
     registry.publish(*make_bundle(tmp_path / "b", name="beta"))
     assert registry.names() == ["alpha", "beta"]
+
+
+# --- Where credentials may go: one test per way they could leak -------------------------------
+
+TAGS = "/v2/ns/iris/tags/list"
+LISTING = (200, {"Content-Type": "application/json"}, b'{"name": "ns/iris", "tags": ["1.0.0"]}')
+TOKEN = (200, {"Content-Type": "application/json"}, b'{"token": "registry-token"}')
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[tuple[Scripted, Scripted]]:
+    """The registry on HTTPS, answering /v2/ and asking for Basic credentials on its tag
+    list; and another server on HTTPS (another port: another host) that must never receive
+    them. Both trust tmp_path/tls/server.pem."""
+    tls = make_tls(tmp_path / "tls")
+    registry = Scripted(tls=tls, challenges={TAGS: 'Basic realm="registry"'})
+    registry.routes["/v2/"] = (200, {}, b"{}")
+    with ExitStack() as stack:
+        yield (
+            stack.enter_context(registry.running()),
+            stack.enter_context(Scripted(tls=tls).running()),
+        )
+
+
+def leak_check(registry: Scripted, **options: Any) -> RegistryError:
+    """The error of listing iris's versions with alice's credentials from ``registry``."""
+    registry_options = RegistryOptions(username="alice", password=PASSWORD, retry=FAST, **options)
+    with pytest.raises(RegistryError) as caught:
+        OciRegistry(f"oci://127.0.0.1:{registry.port}/ns", options=registry_options).versions(
+            "iris"
+        )
+    assert PASSWORD not in str(caught.value)
+    return caught.value
+
+
+def test_a_redirect_targets_challenge_gets_no_credentials(
+    servers: tuple[Scripted, Scripted], tmp_path: Path
+) -> None:
+    registry, other = servers
+    # The registry's first answer is the redirect: the 401 that follows is the target's.
+    del registry.challenges[TAGS]
+    registry.routes[TAGS] = (307, {"Location": f"{other.url}/list"}, b"")
+    other.challenges["/list"] = f'Bearer realm="{other.url}/token"'
+    other.routes["/token"] = TOKEN
+    error = leak_check(registry, ca_cert=tmp_path / "tls" / "server.pem")
+    assert "answered 401" in str(error)
+    assert [path for path, _ in other.seen] == ["/list"]
+    assert other.authorizations() == []
+
+
+def test_a_listing_linking_to_another_host_gets_no_credentials(
+    servers: tuple[Scripted, Scripted], tmp_path: Path
+) -> None:
+    registry, other = servers
+    link = f'<{other.url}{TAGS}?last=1.0.0>; rel="next"'
+    registry.routes[TAGS] = (LISTING[0], {**LISTING[1], "Link": link}, LISTING[2])
+    other.challenges[TAGS] = f'Bearer realm="{other.url}/token"'
+    other.routes["/token"] = TOKEN
+    error = leak_check(registry, ca_cert=tmp_path / "tls" / "server.pem")
+    assert "answered 401" in str(error)
+    assert registry.authorizations()
+    assert other.seen and other.authorizations() == []
+
+
+@pytest.mark.parametrize("registry_scheme", ["https", "http"])
+def test_a_token_realm_on_plain_http_or_named_over_it_gets_no_credentials(
+    registry_scheme: str, tmp_path: Path
+) -> None:
+    # Over HTTPS, the registry names a plain HTTP realm on another host; over plain HTTP
+    # (--plain-http given for the registry), it names an HTTPS realm: neither may have them.
+    tls = make_tls(tmp_path / "tls")
+    registry = Scripted(tls=tls if registry_scheme == "https" else None)
+    realm = Scripted(tls=None if registry_scheme == "https" else tls, routes={"/token": TOKEN})
+    with registry.running(), realm.running():
+        registry.routes["/v2/"] = (200, {}, b"{}")
+        registry.challenges[TAGS] = f'Bearer realm="{realm.url}/token",service="registry"'
+        error = leak_check(registry, ca_cert=tls.cert, plain_http=registry_scheme == "http")
+    assert "credentials go only to a token service on HTTPS" in str(error)
+    assert realm.authorizations() == []
+
+
+def test_the_automatic_plain_http_to_loopback_gets_no_credentials() -> None:
+    # No --plain-http: a loopback registry without TLS is reached over plain HTTP, where a
+    # local user could be listening on that port; it gets no credentials.
+    registry = Scripted(challenges={"/v2/": 'Basic realm="r"', TAGS: 'Basic realm="r"'})
+    with registry.running():
+        registry.routes[TAGS] = LISTING
+        error = leak_check(registry)
+        assert "--plain-http" in str(error)
+        assert registry.seen and registry.authorizations() == []
+        # Asked for, they are sent.
+        options = RegistryOptions(username="alice", password=PASSWORD, plain_http=True)
+        oci_registry = OciRegistry(f"oci://127.0.0.1:{registry.port}/ns", options=options)
+        assert oci_registry.versions("iris") == ["1.0.0"]
+    assert registry.authorizations()

@@ -470,7 +470,8 @@ def test_basic_auth_is_answered_only_after_a_challenge(
         code, _, err = cli(capsys, "search", "iris", "--registry", site.url)
         assert code == 4
         assert "answered 401" in err
-        registry = mirror_at(site, username="reader", password="mirror-secret")
+        # Credentials go over plain HTTP only when --plain-http asks for it.
+        registry = mirror_at(site, username="reader", password="mirror-secret", plain_http=True)
         assert registry.versions("iris") == ["1.0.0", "1.1.0", "2.0.0"]
     sent = [auth for _, auth in site.requests]
     assert sent[:2] == [None, None]  # anonymous first, as with any registry

@@ -8,6 +8,7 @@ import hashlib
 import json
 import socket
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,19 @@ from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.registry import open_registry
 from packager.registry.artifact import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE
-from packager.registry.oci import OciRegistry, parse_reference, tag_version, version_tag
+from packager.registry.oci import (
+    MAX_LISTED,
+    MAX_LISTING_BYTES,
+    MAX_PAGES,
+    OciRegistry,
+    parse_reference,
+    tag_version,
+    version_tag,
+)
 from packager.registry.options import RegistryOptions, RetryPolicy
 
 from ..conftest import KeyPair
-from .servers import Proxy, ProxyHandler, make_tls, require
+from .servers import EndlessListing, Proxy, ProxyHandler, make_tls, require
 from .test_layout import make_bundle
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -254,6 +263,37 @@ def test_falls_back_to_one_put_when_patch_is_refused(
         keypair.pub_path,
     )
     assert code == 0, err
+
+
+def chunk_minimum(value: str) -> Callable[[ProxyHandler], bool]:
+    """A proxy hook adding ``OCI-Chunk-Min-Length: value`` to the answers opening uploads."""
+
+    def hook(handler: ProxyHandler) -> bool:
+        if handler.command != "POST":
+            return False
+        response = handler.upstream()
+        body = response.read()
+        response.msg["OCI-Chunk-Min-Length"] = value
+        handler.relay(response, body)
+        return True
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("value", "chunked"),
+    [("1234567", False), ("²", True), ("1_234_567", True), ("+1234567", True), ("9" * 40, True)],
+)
+def test_a_chunk_minimum_is_ascii_digits_or_ignored(
+    value: str, chunked: bool, registry_host: str, namespace: str, bundles: dict[str, Path]
+) -> None:
+    with Proxy(registry_host, hook=chunk_minimum(value)).running() as proxy:
+        publish(registry_at(proxy.host, namespace, chunk_size=1024), bundles["1.0.0"])
+    sizes = [p.stat().st_size for p in bundles["1.0.0"].iterdir()]
+    patches = sum(-(-s // 1024) for s in sizes if s > 1024)
+    assert patches > 2
+    # A minimum the registry states is honoured (one PUT each); anything else is no number.
+    assert proxy.count("PATCH") == (patches if chunked else 0)
 
 
 def test_a_blob_known_in_another_repository_is_mounted(
@@ -634,3 +674,22 @@ def test_closing_an_oci_registry_closes_its_connections(registry_host: str, name
         pools = [adapter.poolmanager.pools for adapter in session.adapters.values()]
         assert sum(len(p) for p in pools) >= 1
     assert sum(len(p) for p in pools) == 0
+
+
+@pytest.mark.parametrize(
+    ("tags", "pad", "cap", "pages"),
+    [
+        (1, 0, f"{MAX_PAGES} pages", MAX_PAGES),
+        (1000, 0, f"{MAX_LISTED} entries", MAX_LISTED // 1000 + 1),
+        (1, 15 << 20, f"{MAX_LISTING_BYTES} bytes", MAX_LISTING_BYTES // (15 << 20) + 1),
+    ],
+)
+def test_a_listing_that_links_on_forever_is_refused(
+    tags: int, pad: int, cap: str, pages: int
+) -> None:
+    with EndlessListing(tags=tags, pad=pad).running() as server:
+        registry = OciRegistry(server.ref, options=RegistryOptions(retry=FAST))
+        with pytest.raises(RegistryError, match=f"listing runs past {cap}") as caught:
+            registry.versions("iris")
+    assert caught.value.exit_code == 4
+    assert server.pages == pages
