@@ -20,6 +20,9 @@ from packager.errors import PackagerError, TamperedError
 
 # Big enough for any document packager reads (16 MiB OCI indexes), small for a server.
 DEFAULT_MAX_BYTES = 16 << 20
+# Integers are refused outside [INT_MIN, INT_MAX]: a signed 64-bit number.
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def loads(
     Refused: more than ``limits.max_bytes``, invalid UTF-8 or JSON, a duplicate key in
     any object, NaN/Infinity or a float that overflows, an integer of more than
     ``limits.max_int_digits`` digits, a string longer than ``limits.max_string``, nesting
-    deeper than ``limits.max_depth``.
+    deeper than ``limits.max_depth``, an integer outside [:data:`INT_MIN`, :data:`INT_MAX`].
 
     Raises:
         PackagerError: made by ``error`` (TamperedError by default) with a one-line
@@ -125,7 +128,10 @@ def _int_parser(max_digits: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if len(text.lstrip("-")) > max_digits:
             raise _Refused(f"integer of {len(text)} digits")
-        return int(text)
+        value = int(text)
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Refused(f"integer {text} does not fit in 64 bits")
+        return value
 
     return parse
 

@@ -34,7 +34,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.core.manifest import NAME_RE, SEMVER_RE
+from packager.core.manifest import NAME_RE, is_version
 from packager.core.signature import key_hint
 from packager.errors import UntrustedError, UsageError
 
@@ -187,7 +187,7 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
     for model, version in _table(doc.get("minimum", {}), f"{source}: [minimum]").items():
         if not NAME_RE.fullmatch(model) or not isinstance(version, str):
             raise UsageError(f'{source}: [minimum] {model!r} must be a model name = "VERSION"')
-        if not SEMVER_RE.fullmatch(version):
+        if not is_version(version):
             raise UsageError(f"{source}: [minimum] {model} = {version!r} is not a SemVer version")
         minimum[model] = version
     return TrustPolicy(keys, tuple(rules), minimum, source)
