@@ -78,3 +78,10 @@ def test_channel_sequences_are_from_1_to_2_63_minus_1() -> None:
 def test_a_channel_with_a_huge_version_is_tampered(version: str) -> None:
     with pytest.raises(TamperedError, match="bad version"):
         parse_channel_payload(payload(version=version))
+
+
+def test_a_runtime_version_of_thousands_of_digits_is_tampered() -> None:
+    doc = json.loads(EXAMPLE.read_text())
+    doc["runtime"]["onnxruntime"] = "9" * 5000 + ".1"
+    with pytest.raises(TamperedError, match="runtime"):
+        parse_manifest(json.dumps(doc).encode())
