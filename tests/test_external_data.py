@@ -239,6 +239,25 @@ def test_external_data_must_fit_the_signed_file(
         install_from(tmp_path / "registry", bundle, keypair, home)
 
 
+@pytest.mark.parametrize("key", ["offset", "length"])
+def test_an_external_data_number_of_thousands_of_digits_is_tampered(
+    torch_bundle: Path, keypair: KeyPair, tmp_path: Path, home: Path, key: str
+) -> None:
+    bundle = writable_copy(torch_bundle, tmp_path)
+    model = onnx.load(str(bundle / "model.onnx"), load_external_data=False)
+    tensor = next(t for t in model.graph.initializer if t.external_data)
+    entries = {entry.key: entry for entry in tensor.external_data}
+    if key in entries:
+        entries[key].value = "9" * 5000
+    else:
+        tensor.external_data.add(key=key, value="9" * 5000)
+    (bundle / "model.onnx").write_bytes(model.SerializeToString())
+    resign(bundle, keypair)
+    with pytest.raises(TamperedError, match="is not a size") as info:
+        install_from(tmp_path / "registry", bundle, keypair, home)
+    assert info.value.exit_code == 3
+
+
 def test_weights_listed_with_another_role_are_refused(
     torch_bundle: Path, keypair: KeyPair, tmp_path: Path
 ) -> None:

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from packager._io.keys import generate_private_key
 from packager.core import signature
+from packager.core.channel import ARTIFACT_TYPE as CHANNEL_TYPE
 from packager.core.digests import Digest
 from packager.core.manifest import parse_manifest
-from packager.core.policy import parse_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy, parse_policy
+from packager.distribution.publish import publish_bundle
 from packager.errors import PackagerError
-from packager.registry.artifact import parse_oci_manifest
+from packager.instance.install import InstallOptions, install
+from packager.instance.store import Store
+from packager.registry import open_registry
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, parse_oci_manifest
+from packager.registry.base import RegistryReader
 from packager.registry.index import parse_index
+from packager.registry.memory import MemoryRegistry, MemorySnapshot
+from packager.registry.options import RegistryOptions, RetryPolicy
+from packager.registry.tarscan import scan_tar
+
+from .conftest import KeyPair
+from .registry.servers import _Quiet, serve
 
 KEY = generate_private_key()
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,3 +229,197 @@ def test_root_of_trust_predicates(predicate: Any) -> None:
     }
     data = sign_envelope(ROOT_PAYLOAD_TYPE, json.dumps(statement).encode(), private_key=KEY)
     only_our_errors(pin_root, data)
+
+
+# --- every registry answer, through the client that reads it ------------------------------
+#
+# A real server on 127.0.0.1 answers each request with the fuzzed bytes; whatever it says,
+# the client must end in a value or in packager's own error, with exit 3 or 4.
+
+# Answers read as JSON: arbitrary bytes, arbitrary JSON, and JSON near the expected shape.
+answers = (
+    st.binary(max_size=1024)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "name": json_values,
+            "tags": st.lists(st.text(max_size=140) | json_values, max_size=4),
+            "manifests": st.lists(json_values, max_size=3),
+            "token": st.text(max_size=40) | json_values,
+            "expires_in": st.integers() | st.floats() | json_values,
+            "errors": st.lists(json_values, max_size=2),
+        },
+    ).map(lambda d: json.dumps(d).encode())
+)
+FAST = RetryPolicy(attempts=1, backoff=0.01, max_wait=0.1)
+FUZZ_NET = settings(FUZZ, max_examples=150)
+
+
+@dataclass
+class Answers:
+    """What every request is answered: ``status`` and ``body``; with ``token`` set, requests
+    without credentials are challenged and the token service answers ``token``."""
+
+    status: int = 200
+    body: bytes = b""
+    token: bytes | None = None
+
+
+class _AnswerHandler(_Quiet):
+    def do_GET(self) -> None:
+        owner: Answers = self.server.owner  # type: ignore[attr-defined]
+        json_type = {"Content-Type": "application/json"}
+        if owner.token is not None and self.path.startswith("/token"):
+            self.answer(200, owner.token, json_type)
+        elif owner.token is not None and "Authorization" not in self.headers:
+            port = self.server.server_address[1]
+            realm = f'Bearer realm="http://127.0.0.1:{port}/token",service="fuzz"'
+            self.answer(401, b"", {"WWW-Authenticate": realm})
+        else:
+            self.answer(owner.status, owner.body, json_type)
+
+    do_HEAD = do_GET
+
+
+def exits_3_or_4(call: Callable[[], object]) -> None:
+    """``call`` returns, or raises a PackagerError whose exit code is 3 or 4."""
+    refusal: PackagerError | None = None
+    try:
+        call()
+    except PackagerError as e:
+        refusal = e
+    assert refusal is None or refusal.exit_code in (3, 4), repr(refusal)
+
+
+@contextlib.contextmanager
+def answering(kind: str) -> Iterator[tuple[Answers, RegistryReader]]:
+    owner = Answers()
+    with serve(_AnswerHandler, owner) as port, tempfile.TemporaryDirectory() as home:
+        url = f"{kind}://127.0.0.1:{port}/fuzz"
+        yield owner, open_registry(url, home=Path(home), options=RegistryOptions(retry=FAST))
+
+
+def test_oci_tag_list_manifest_and_error_answers() -> None:
+    with answering("oci") as (owner, registry):
+
+        @FUZZ_NET
+        @given(answers, st.sampled_from([200, 400, 403, 404]))
+        def run(body: bytes, status: int) -> None:
+            owner.status, owner.body = status, body
+            exits_3_or_4(lambda: registry.versions("iris"))
+            exits_3_or_4(lambda: registry.resolve("iris", "1.0.0"))
+
+        run()
+
+
+def test_token_answers() -> None:
+    with answering("oci") as (owner, registry):
+
+        @FUZZ_NET
+        @given(answers)
+        def run(token: bytes) -> None:
+            owner.token, owner.body = token, b'{"name": "fuzz/iris", "tags": ["1.0.0"]}'
+            exits_3_or_4(lambda: registry.versions("iris"))
+
+        run()
+
+
+def test_mirror_models_json_and_index_answers() -> None:
+    with answering("http") as (owner, registry):
+
+        @FUZZ_NET
+        @given(answers, st.sampled_from([200, 400, 403]))
+        def run(body: bytes, status: int) -> None:
+            owner.status, owner.body = status, body
+            exits_3_or_4(registry.names)
+            exits_3_or_4(lambda: registry.versions("iris"))
+            exits_3_or_4(lambda: registry.resolve("iris", "1.0.0"))
+
+        run()
+
+
+# --- the tar scanner ----------------------------------------------------------------------
+
+
+def _tar_of(names: list[str]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"abc"))
+    return out.getvalue()
+
+
+TAR = _tar_of(["oci-layout", "a" * 150, "index.json"])
+
+
+@FUZZ
+@given(
+    st.binary(max_size=4096)
+    | st.lists(st.tuples(st.integers(0, len(TAR) - 1), st.integers(0, 255)), max_size=8).map(
+        lambda flips: _flipped(TAR, flips)
+    )
+)
+def test_tar_scanner(data: bytes) -> None:
+    def scan() -> None:
+        for _ in scan_tar(io.BytesIO(data), file_size=len(data), where="t.tar", max_headers=50):
+            pass
+
+    exits_3_or_4(scan)
+
+
+def _flipped(data: bytes, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for at, value in flips:
+        out[at] = value
+    return bytes(out)
+
+
+# --- install: every refusal of a fuzzed answer is audited ---------------------------------
+
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def _lie(registry: MemoryRegistry, target: str, data: bytes) -> str:
+    """Make ``registry`` serve ``data`` as ``target``; returns what to install."""
+    if target == "index.json":
+        registry.roll_back(MemorySnapshot({"iris": data}))
+    elif target == "OCI manifest":
+        digest = registry.put_blob(data)
+        entry = {"mediaType": OCI_MANIFEST_MEDIA_TYPE, "digest": str(digest), "size": len(data)}
+        registry.set_tag("iris", "1.0.0", entry)
+    elif target == "signature":
+        registry.serve(registry.resolve("iris", "1.0.0").files["model.sig"].digest, data)
+    else:
+        registry.put_document("iris", "channel.stable", data, artifact_type=CHANNEL_TYPE)
+        return "iris@stable"
+    return "iris@1.0.0"
+
+
+def test_install_audits_the_refusal_of_every_fuzzed_answer(
+    bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    registry = MemoryRegistry()
+    publish_bundle(bundles["1.0.0"], registry=registry, mode=Unverified("fuzz"))
+    honest = registry.snapshot()
+    sig = registry.resolve("iris", "1.0.0").files["model.sig"]
+    honest_sig = registry.read_blob("iris", sig, max_size=sig.size)
+    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])))
+
+    @settings(FUZZ, max_examples=100)
+    @given(st.sampled_from(["index.json", "OCI manifest", "signature", "channel"]), answers)
+    def run(target: str, data: bytes) -> None:
+        registry.roll_back(honest)
+        registry.serve(sig.digest, honest_sig)
+        ref = _lie(registry, target, data)
+        with tempfile.TemporaryDirectory() as home:
+            store = Store(Path(home))
+            with pytest.raises(PackagerError) as info:
+                install(ref, registry=registry, store=store, now=NOW, options=options)
+            assert info.value.exit_code in (3, 4)
+            last = store.audit_log("iris")[-1]
+            assert last.outcome == "refused" and str(info.value) in last.detail
+
+    run()

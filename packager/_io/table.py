@@ -28,7 +28,7 @@ from packager.errors import UsageError
 MAX_TABLE_BYTES = 256 << 20
 # Integers get a few more digits than int64 holds so that the column check, not the
 # parser, says which value does not fit.
-_JSON_LIMITS = Limits(max_bytes=MAX_TABLE_BYTES, max_int_digits=40)
+_JSON_LIMITS = Limits(max_bytes=MAX_TABLE_BYTES, max_int_digits=40, int64=False)
 NUMERIC_DTYPES = frozenset(
     {"float16", "float32", "float64", "int8", "int16", "int32", "int64"}
     | {"uint8", "uint16", "uint32", "uint64", "bool"}

@@ -27,7 +27,8 @@ from packager.errors import ConversionError, SmokeTestError
 MAX_MEMBERS = 1024
 MAX_MEMBER_BYTES = 256 << 20
 MAX_TOTAL_BYTES = 1 << 30
-_MEMBER_RE = re.compile(r"^(inputs|outputs)/(.+)\.npy$", re.DOTALL)
+# Matched against the whole name: with re.match and "$", "outputs/y.npy\n" would read as y.
+_MEMBER_RE = re.compile(r"(inputs|outputs)/(.+)\.npy", re.DOTALL)
 # Kinds that round-trip through .npy without pickle: bool, ints, floats, unicode.
 _STORABLE_KINDS = frozenset("biufU")
 # A regular rw-r--r-- file: Unix mode bits go in the high 16 bits of the attribute.
@@ -61,7 +62,7 @@ def write_testvectors(
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for member, array in members:
-            if not _MEMBER_RE.match(member) or "\0" in member:
+            if not _MEMBER_RE.fullmatch(member) or "\0" in member:
                 # zipfile cuts names at NUL: the name read back would differ.
                 raise ConversionError(f"test vector name {member!r} is empty or holds NUL")
             info = zipfile.ZipInfo(member, date_time=date_time)
@@ -96,7 +97,7 @@ def read_testvectors(
                 raise SmokeTestError(f"{path}: more than {max_members} test vector files")
             seen: set[str] = set()
             for info in infos:
-                match = _MEMBER_RE.match(info.filename)
+                match = _MEMBER_RE.fullmatch(info.filename)
                 if not match or info.is_dir():
                     raise SmokeTestError(
                         f"{path}: unexpected member {info.filename!r}; "

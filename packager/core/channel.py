@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
 from packager.core.jsonio import loads
-from packager.core.manifest import NAME_RE, SEMVER_RE
+from packager.core.manifest import NAME_RE, is_version
 from packager.core.signature import sign_envelope
 from packager.errors import TamperedError, UsageError
 
@@ -146,8 +146,9 @@ def parse_channel_payload(payload: bytes) -> Channel:
         raise TamperedError("channel document: bad model name")
     if not (isinstance(channel, str) and CHANNEL_RE.fullmatch(channel)):
         raise TamperedError("channel document: bad channel name")
-    if not (isinstance(version, str) and SEMVER_RE.fullmatch(version)):
+    if not (isinstance(version, str) and is_version(version)):
         raise TamperedError("channel document: bad version")
+    # The loader refuses integers past 64 bits, so what passes fits state.db.
     if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
         raise TamperedError("channel document: sequence must be a positive integer")
     if not isinstance(doc["manifestDigest"], str):

@@ -99,8 +99,12 @@ def _check_entry(tensor: Any, weights: dict[str, int], model_dir: str, model_pat
         )
 
 
+# More digits than a 64-bit size holds; thousands would make int() raise.
+_MAX_SIZE_DIGITS = 19
+
+
 def _non_negative(value: str, tensor: str, key: str) -> int:
-    if not value.isdigit() or not value.isascii():
+    if not value.isdigit() or not value.isascii() or len(value) > _MAX_SIZE_DIGITS:
         raise TamperedError(f"tensor {tensor!r}: external-data {key} {value[:40]!r} is not a size")
     return int(value)
 

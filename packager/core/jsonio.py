@@ -20,6 +20,9 @@ from packager.errors import PackagerError, TamperedError
 
 # Big enough for any document packager reads (16 MiB OCI indexes), small for a server.
 DEFAULT_MAX_BYTES = 16 << 20
+# Integers are refused outside [INT_MIN, INT_MAX]: a signed 64-bit number.
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Limits:
     # A sequence number or size fits in 20 digits; JSON allows 4,300 before Python refuses.
     max_int_digits: int = 20
     max_string: int = 1 << 20
+    # Integers within [INT_MIN, INT_MAX]; False only where the caller checks ranges itself.
+    int64: bool = True
 
 
 DEFAULT_LIMITS = Limits()
@@ -54,7 +59,8 @@ def loads(
     Refused: more than ``limits.max_bytes``, invalid UTF-8 or JSON, a duplicate key in
     any object, NaN/Infinity or a float that overflows, an integer of more than
     ``limits.max_int_digits`` digits, a string longer than ``limits.max_string``, nesting
-    deeper than ``limits.max_depth``.
+    deeper than ``limits.max_depth``, an integer outside [:data:`INT_MIN`, :data:`INT_MAX`]
+    (unless ``limits.int64`` is False).
 
     Raises:
         PackagerError: made by ``error`` (TamperedError by default) with a one-line
@@ -70,7 +76,7 @@ def loads(
             object_pairs_hook=_refuse_duplicates,
             parse_constant=_refuse_constant,
             parse_float=_finite_float,
-            parse_int=_int_parser(limits.max_int_digits),
+            parse_int=_int_parser(limits),
         )
     except _Refused as e:
         raise error(f"{what} is not acceptable JSON: {e}") from None
@@ -121,11 +127,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _int_parser(max_digits: int) -> Callable[[str], int]:
+def _int_parser(limits: Limits) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if len(text.lstrip("-")) > max_digits:
+        if len(text.lstrip("-")) > limits.max_int_digits:
             raise _Refused(f"integer of {len(text)} digits")
-        return int(text)
+        value = int(text)
+        if limits.int64 and not INT_MIN <= value <= INT_MAX:
+            raise _Refused(f"integer {text} does not fit in 64 bits")
+        return value
 
     return parse
 

@@ -34,6 +34,8 @@ SEMVER_RE = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
     re.ASCII,
 )
+# Longer versions exist only to cost something: digits past a few thousand make int() raise.
+MAX_VERSION_LENGTH = 128
 PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
 MAX_MANIFEST_BYTES = 1 << 20
 SCHEMA_VERSION = 1
@@ -332,9 +334,25 @@ def check_name(name: str) -> str:
     return check_grammar(NAME_RE, name, "model name", rule)
 
 
+def is_version(version: str) -> bool:
+    """True when ``version`` is a Semantic Versioning 2.0.0 string (ASCII, whole string) of
+    at most :data:`MAX_VERSION_LENGTH` characters: the one test of a version's form."""
+    return (
+        len(version) <= MAX_VERSION_LENGTH
+        and version.isascii()
+        and SEMVER_RE.fullmatch(version) is not None
+    )
+
+
 def check_version(version: str) -> str:
-    """Return ``version`` if it is SemVer 2.0, else raise UsageError."""
-    return check_grammar(SEMVER_RE, version, "version", "use Semantic Versioning, e.g. 1.2.0")
+    """Return ``version`` if it is SemVer 2.0 (see :func:`is_version`), else raise UsageError."""
+    if len(version) > MAX_VERSION_LENGTH:
+        raise UsageError(
+            f"invalid version {version[:40]!r}...: longer than {MAX_VERSION_LENGTH} characters"
+        )
+    if not is_version(version):
+        raise UsageError(f"invalid version {version!r}: use Semantic Versioning, e.g. 1.2.0")
+    return version
 
 
 def check_grammar(grammar: re.Pattern[str], value: str, what: str, rule: str) -> str:
@@ -361,8 +379,8 @@ def validate_document(doc: Any) -> None:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         raise TamperedError(f"manifest.json is invalid at {where}: {err.message[:200]}")
-    # JSON Schema's "$" also matches before a final newline: re-check with fullmatch.
-    if not NAME_RE.fullmatch(doc["name"]) or not SEMVER_RE.fullmatch(doc["version"]):
+    # The same rules as the rest of packager, whatever a schema pattern may let through.
+    if not NAME_RE.fullmatch(doc["name"]) or not is_version(doc["version"]):
         raise TamperedError("manifest.json: name or version is malformed")
     paths = [f["path"] for f in doc["files"]]
     for path in [*paths, doc["model"]["path"], doc["validation"]["testvectors"]]:

@@ -41,7 +41,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.core.manifest import NAME_RE, SEMVER_RE
+from packager.core.manifest import NAME_RE, SEMVER_RE, is_version
 from packager.core.signature import SUPPORTED_CURVES, key_hint
 from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UntrustedError, UsageError
@@ -259,7 +259,7 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
     for model, version in _table(doc.get("minimum", {}), f"{source}: [minimum]").items():
         if not NAME_RE.fullmatch(model) or not isinstance(version, str):
             raise UsageError(f'{source}: [minimum] {model!r} must be a model name = "VERSION"')
-        if not SEMVER_RE.fullmatch(version):
+        if not is_version(version):
             raise UsageError(f"{source}: [minimum] {model} = {version!r} is not a SemVer version")
         minimum[model] = version
     return TrustPolicy(keys, tuple(rules), minimum, source, unusable, cas)

@@ -1,15 +1,16 @@
 r"""Semantic Versioning 2.0.0 precedence (§11): which of two versions is higher.
 
-Pure: strings in, comparable keys out. Validity is the manifest's regular expression,
-matched against the whole string and ASCII only: ``re.match`` with ``$`` would accept a
-trailing newline, and ``\d`` would accept non-ASCII digits.
+Pure: strings in, comparable keys out. Validity is :func:`packager.core.manifest.is_version`:
+the manifest's regular expression matched against the whole string, ASCII only and at most
+128 characters (``re.match`` with ``$`` would accept a trailing newline, ``\d`` non-ASCII
+digits, and a version of thousands of digits would make ``int()`` raise).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from packager.core.manifest import SEMVER_RE
+from packager.core.manifest import SEMVER_RE, is_version
 from packager.errors import UsageError
 
 # A pre-release identifier as a key: numeric identifiers sort numerically and below
@@ -27,7 +28,7 @@ def semver_key(version: str) -> SemverKey:
     Raises:
         UsageError: ``version`` is not a Semantic Versioning 2.0.0 string.
     """
-    match = SEMVER_RE.fullmatch(version) if version.isascii() else None
+    match = SEMVER_RE.fullmatch(version) if is_version(version) else None
     if match is None:
         raise UsageError(f"invalid version {version!r}: use Semantic Versioning, e.g. 1.2.0")
     major, minor, patch, prerelease, _build = match.groups()
@@ -41,7 +42,7 @@ def semver_key(version: str) -> SemverKey:
 
 def is_semver(version: str) -> bool:
     """True when ``version`` is a Semantic Versioning 2.0.0 string."""
-    return version.isascii() and SEMVER_RE.fullmatch(version) is not None
+    return is_version(version)
 
 
 def sort_versions(versions: Iterable[str]) -> list[str]:

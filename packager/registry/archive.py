@@ -16,11 +16,13 @@ version. ``<name>:<version>`` is how an image is named together with its tag, a 
 never contains ``:``, and skopeo addresses it as ``oci-archive:models.tar:<name>:<version>``
 (skopeo splits the archive path from the reference at the first colon).
 
-:class:`ArchiveRegistry` reads an archive in place. It scans the tar headers once and
-refuses the whole archive if any member could trick a reader that extracts it (links,
-devices, FIFOs, absolute paths or ``..``, duplicate names); then it reads each blob from
-its offset in the file, refusing a member whose size is not its descriptor's and checking
-the digest while streaming. Nothing is ever extracted.
+:class:`ArchiveRegistry` reads an archive in place. It scans the tar headers once, with
+its own reader (:mod:`packager.registry.tarscan`, never :mod:`tarfile`), and refuses the
+whole archive if any member could trick a reader that extracts it or a reader of the
+headers (links, devices, FIFOs, sparse files, global or chained extension headers,
+control characters in names, absolute paths or ``..``, duplicate names); then it reads
+each blob from its offset in the file, refusing a member whose size is not its
+descriptor's and checking the digest while streaming. Nothing is ever extracted.
 
 :class:`ArchiveWriter` collects blobs (staged files, or members of an existing archive)
 and index entries, then writes the archive through a temporary file and a rename, checking
@@ -80,11 +82,12 @@ from packager.registry.index import (
     render_index,
 )
 from packager.registry.layout import FILE_MODE, semver_tag
+from packager.registry.tarscan import scan_tar
 
 ARCHIVE_SUFFIX = ".tar"
 BLOB_DIR = "blobs/sha256/"
 # Each version holds a handful of blobs; a header count far beyond any real archive is an
-# attempt to exhaust memory while scanning.
+# attempt to exhaust memory or time while scanning.
 MAX_MEMBERS = 100_000
 # oci-layout is one short JSON object.
 MAX_LAYOUT_BYTES = 4096
@@ -387,39 +390,18 @@ def _read_members(f: IO[bytes], path: Path, file_size: int) -> dict[str, _Member
     """Every regular member by normalised name; refuses anything else but directories."""
     files: dict[str, _Member] = {}
     seen: set[str] = set()
-    try:
-        with tarfile.open(fileobj=f, mode="r:") as tar:
-            for count, info in enumerate(iter(tar.next, None), start=1):
-                if count > MAX_MEMBERS:
-                    raise TamperedError(f"{path} has more than {MAX_MEMBERS} members")
-                if info.isdir() and info.name in (".", "./"):
-                    continue  # the root, as `tar -C dir -cf x.tar .` writes it
-                name = _member_name(info.name, path)
-                if name in seen:
-                    raise TamperedError(
-                        f"{path} holds {name!r} twice; tools disagree on which copy counts, "
-                        "so the archive is refused"
-                    )
-                seen.add(name)
-                if info.isdir():
-                    continue
-                if not info.isreg() or info.issparse():
-                    raise TamperedError(
-                        f"{path}: member {info.name!r} is a {_kind(info)}; "
-                        "archives hold regular files only"
-                    )
-                if info.offset_data + info.size > file_size:
-                    raise TamperedError(f"{path} is truncated; copy it again")
-                files[name] = _Member(info.offset_data, info.size)
-            # tarfile stops quietly at a header that is cut short or garbled; only a block
-            # of zeros is a real end of archive.
-            f.seek(tar.offset)
-            if f.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
-                raise TamperedError(f"{path} is truncated or has a damaged header; copy it again")
-    except tarfile.TarError as e:
-        raise TamperedError(
-            f"{path} is damaged or not an uncompressed tar ({e}); copy it again"
-        ) from e
+    for member in scan_tar(f, file_size=file_size, where=str(path), max_headers=MAX_MEMBERS):
+        if member.is_dir and member.name in (".", "./"):
+            continue  # the root, as `tar -C dir -cf x.tar .` writes it
+        name = _member_name(member.name, path)
+        if name in seen:
+            raise TamperedError(
+                f"{path} holds {name!r} twice; tools disagree on which copy counts, "
+                "so the archive is refused"
+            )
+        seen.add(name)
+        if not member.is_dir:
+            files[name] = _Member(member.offset, member.size)
     return files
 
 
@@ -432,18 +414,6 @@ def _member_name(name: str, path: Path) -> str:
             "do not use it"
         )
     return relative
-
-
-def _kind(info: tarfile.TarInfo) -> str:
-    kinds = [
-        (info.issym(), "symbolic link"),
-        (info.islnk(), "hard link"),
-        (info.ischr(), "character device"),
-        (info.isblk(), "block device"),
-        (info.isfifo(), "FIFO"),
-        (info.issparse(), "sparse file"),
-    ]
-    return next((kind for match, kind in kinds if match), f"member of type {info.type!r}")
 
 
 def _is_hex_digest(text: str) -> bool:

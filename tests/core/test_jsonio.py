@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from packager.core.jsonio import Limits, loads, loads_object
+from packager.core.jsonio import INT_MAX, INT_MIN, Limits, loads, loads_object
 from packager.errors import RegistryError, TamperedError
 
 HOSTILE = {
@@ -19,6 +19,8 @@ HOSTILE = {
     "float overflow": b"[1e999]",
     "huge integer": b"[" + b"9" * 5000 + b"]",
     "long integer": b"[" + b"1" * 21 + b"]",
+    "integer past 64 bits": b"[9223372036854775808]",
+    "negative integer past 64 bits": b"[-9223372036854775809]",
     "deep nesting": b"[" * 33 + b"]" * 33,
     "nesting past the stack": b"[" * 200_000,
     "invalid UTF-8": b'["\xff"]',
@@ -61,7 +63,7 @@ def test_depth_at_the_limit_is_accepted() -> None:
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(10**19), max_value=10**19)
+    | st.integers(min_value=INT_MIN, max_value=INT_MAX)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda children: (
