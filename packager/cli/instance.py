@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -22,6 +24,33 @@ from packager.cli.options import (
 )
 from packager.errors import UsageError
 
+if TYPE_CHECKING:
+    from packager.instance.smoke import SmokeLimits
+
+F = TypeVar("F", bound=Callable[..., Any])
+SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+def smoke_options(f: F) -> F:
+    f = click.option(
+        "--smoke-memory",
+        metavar="SIZE",
+        help="Memory cap of the smoke test (e.g. 8G; default 4 x the bundle, at least 2G).",
+    )(f)
+    return click.option(
+        "--smoke-timeout",
+        type=SECONDS,
+        metavar="SECONDS",
+        help="Time limit of the smoke test (default 120 s + 60 s per GiB of bundle).",
+    )(f)
+
+
+def smoke_limits(seconds: float | None, memory: str | None) -> SmokeLimits:
+    from packager.instance.smoke import SmokeLimits
+    from packager.registry.options import parse_size
+
+    return SmokeLimits(seconds, None if memory is None else parse_size(memory))
+
 
 @click.command()
 @click.argument("ref", metavar="NAME[@VERSION|@CHANNEL] | ARCHIVE.tar")
@@ -30,6 +59,7 @@ from packager.errors import UsageError
 @key_option(required=False)
 @trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
+@smoke_options
 @click.option(
     "--insecure-skip-verify",
     is_flag=True,
@@ -44,6 +74,8 @@ def install(
     key_paths: tuple[Path, ...],
     trust_file: Path | None,
     allow_downgrade: bool,
+    smoke_timeout: float | None,
+    smoke_memory: str | None,
     insecure_skip_verify: bool,
     as_json: bool,
 ) -> None:
@@ -81,6 +113,7 @@ def install(
             allow_downgrade=allow_downgrade,
             registry_ref=resolve_registry(registry_ref),
             progress=ctx.say,
+            smoke=smoke_limits(smoke_timeout, smoke_memory),
         ),
     )
     render.show(ctx, render.INSTALLED, result, as_json=as_json)
@@ -151,6 +184,7 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @remote_options
 @key_option(required=False)
 @trust_option
+@smoke_options
 @json_option
 @pass_ctx
 def update(
@@ -158,6 +192,8 @@ def update(
     registry_ref: str | None,
     key_paths: tuple[Path, ...],
     trust_file: Path | None,
+    smoke_timeout: float | None,
+    smoke_memory: str | None,
     as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
@@ -180,7 +216,12 @@ def update(
         # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
         # the embedded one); only --registry overrides what each model recorded.
         open_registry=lambda ref: open_registry_at(ctx, ref),
-        options=InstallOptions(verify=Trusted(policy), registry_ref=registry_ref, progress=ctx.say),
+        options=InstallOptions(
+            verify=Trusted(policy),
+            registry_ref=registry_ref,
+            progress=ctx.say,
+            smoke=smoke_limits(smoke_timeout, smoke_memory),
+        ),
     )
     render.show(ctx, render.UPDATED, report, as_json=as_json)
     report.check()
