@@ -31,6 +31,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 SECONDS = click.FloatRange(min=0, min_open=True)
 
 
+def lock_option(f: F) -> F:
+    return click.option(
+        "--lock-timeout",
+        type=SECONDS,
+        default=600,
+        show_default=True,
+        metavar="SECONDS",
+        help="Wait at most this long for another install, rollback or removal of the model.",
+    )(f)
+
+
 def smoke_options(f: F) -> F:
     f = click.option(
         "--smoke-memory",
@@ -60,6 +71,7 @@ def smoke_limits(seconds: float | None, memory: str | None) -> SmokeLimits:
 @trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
 @smoke_options
+@lock_option
 @click.option(
     "--insecure-skip-verify",
     is_flag=True,
@@ -76,6 +88,7 @@ def install(
     allow_downgrade: bool,
     smoke_timeout: float | None,
     smoke_memory: str | None,
+    lock_timeout: float,
     insecure_skip_verify: bool,
     as_json: bool,
 ) -> None:
@@ -106,7 +119,7 @@ def install(
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        store=Store(ctx.home),
+        store=Store(ctx.home, lock_timeout=lock_timeout),
         now=now(),
         options=InstallOptions(
             verify=mode,
@@ -131,27 +144,29 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 
 @click.command()
 @click.argument("name")
+@lock_option
 @json_option
 @pass_ctx
-def rollback(ctx: Context, name: str, as_json: bool) -> None:
+def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> None:
     """Make the previously active installed version current again."""
     from packager.instance.install import rollback as do_rollback
     from packager.instance.store import Store
 
-    version = do_rollback(name, store=Store(ctx.home), now=now())
+    version = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
     render.show(ctx, render.ROLLED_BACK, render.RolledBack(name, version), as_json=as_json)
 
 
 @click.command()
 @click.argument("ref", metavar="NAME@VERSION")
+@lock_option
 @pass_ctx
-def remove(ctx: Context, ref: str) -> None:
+def remove(ctx: Context, ref: str, lock_timeout: float) -> None:
     """Delete an installed version that is not current."""
     from packager.instance.install import remove as do_remove
     from packager.instance.store import Store
 
     name, version = exact_ref(ref, "remove")
-    do_remove(name, version, store=Store(ctx.home), now=now())
+    do_remove(name, version, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
     render.removed(ctx, name, version)
 
 
@@ -185,6 +200,7 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @key_option(required=False)
 @trust_option
 @smoke_options
+@lock_option
 @json_option
 @pass_ctx
 def update(
@@ -194,6 +210,7 @@ def update(
     trust_file: Path | None,
     smoke_timeout: float | None,
     smoke_memory: str | None,
+    lock_timeout: float,
     as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
@@ -211,7 +228,7 @@ def update(
 
     policy = resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     report = do_update(
-        store=Store(ctx.home),
+        store=Store(ctx.home, lock_timeout=lock_timeout),
         now=now(),
         # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
         # the embedded one); only --registry overrides what each model recorded.
