@@ -134,6 +134,14 @@ def test_code_planted_in_the_working_directory_is_not_run(
     assert not marker.exists()
 
 
+def test_a_relative_bundle_directory_is_found_from_the_childs_working_directory(
+    bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = bundles["1.0.0"]
+    monkeypatch.chdir(bundle.parent)
+    assert run_smoke_test(Path(bundle.name), manifest_of(bundle)).comparison.ok
+
+
 def test_the_child_gets_no_secret_and_runs_in_the_bundle_directory(
     bundles: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

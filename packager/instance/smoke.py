@@ -109,6 +109,8 @@ def run_smoke_test(
     """
     seconds, memory = (limits or SmokeLimits()).resolve(manifest)
     bounds = f"limits {seconds:.0f} s, {memory >> 20} MiB"
+    # The child starts in the bundle's directory: a relative path would name another one.
+    directory = directory.absolute()
     # The child must import this very packager, wherever it was imported from.
     source = str(Path(__file__).resolve().parents[2])
     start = time.monotonic()
