@@ -77,3 +77,9 @@ class ParityError(IncompatibleModelError):
 
 class SmokeTestError(IncompatibleModelError):
     """The installed runtime does not reproduce the bundle's test vectors."""
+
+
+class LockTimeoutError(PackagerError):
+    """Another install, rollback or removal of the model held its lock for too long."""
+
+    exit_code = 4

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +26,44 @@ from packager.cli.options import (
 )
 from packager.errors import UsageError
 
+if TYPE_CHECKING:
+    from packager.instance.smoke import SmokeLimits
+
+F = TypeVar("F", bound=Callable[..., Any])
+SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+def lock_option(f: F) -> F:
+    return click.option(
+        "--lock-timeout",
+        type=SECONDS,
+        default=600,
+        show_default=True,
+        metavar="SECONDS",
+        help="Wait at most this long for another install, rollback or removal of the model.",
+    )(f)
+
+
+def smoke_options(f: F) -> F:
+    f = click.option(
+        "--smoke-memory",
+        metavar="SIZE",
+        help="Memory cap of the smoke test (e.g. 8G; default 4 x the bundle, at least 2G).",
+    )(f)
+    return click.option(
+        "--smoke-timeout",
+        type=SECONDS,
+        metavar="SECONDS",
+        help="Time limit of the smoke test (default 120 s + 60 s per GiB of bundle).",
+    )(f)
+
+
+def smoke_limits(seconds: float | None, memory: str | None) -> SmokeLimits:
+    from packager.instance.smoke import SmokeLimits
+    from packager.registry.options import parse_size
+
+    return SmokeLimits(seconds, None if memory is None else parse_size(memory))
+
 
 @click.command()
 @click.argument("ref", metavar="NAME[@VERSION|@CHANNEL] | ARCHIVE.tar")
@@ -32,6 +72,8 @@ from packager.errors import UsageError
 @key_option(required=False)
 @trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
+@smoke_options
+@lock_option
 @click.option(
     "--insecure-skip-verify",
     is_flag=True,
@@ -46,6 +88,9 @@ def install(
     key_paths: tuple[Path, ...],
     trust_file: Path | None,
     allow_downgrade: bool,
+    smoke_timeout: float | None,
+    smoke_memory: str | None,
+    lock_timeout: float,
     insecure_skip_verify: bool,
     as_json: bool,
 ) -> None:
@@ -79,13 +124,14 @@ def install(
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        store=Store(ctx.home),
+        store=Store(ctx.home, lock_timeout=lock_timeout),
         now=now(),
         options=InstallOptions(
             verify=mode,
             allow_downgrade=allow_downgrade,
             registry_ref=resolve_registry(registry_ref),
             progress=ctx.say,
+            smoke=smoke_limits(smoke_timeout, smoke_memory),
         ),
     )
     render.show(ctx, render.INSTALLED, result, as_json=as_json)
@@ -103,27 +149,29 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 
 @click.command()
 @click.argument("name")
+@lock_option
 @json_option
 @pass_ctx
-def rollback(ctx: Context, name: str, as_json: bool) -> None:
+def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> None:
     """Make the previously active installed version current again."""
     from packager.instance.install import rollback as do_rollback
     from packager.instance.store import Store
 
-    version = do_rollback(name, store=Store(ctx.home), now=now())
+    version = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
     render.show(ctx, render.ROLLED_BACK, render.RolledBack(name, version), as_json=as_json)
 
 
 @click.command()
 @click.argument("ref", metavar="NAME@VERSION")
+@lock_option
 @pass_ctx
-def remove(ctx: Context, ref: str) -> None:
+def remove(ctx: Context, ref: str, lock_timeout: float) -> None:
     """Delete an installed version that is not current."""
     from packager.instance.install import remove as do_remove
     from packager.instance.store import Store
 
     name, version = exact_ref(ref, "remove")
-    do_remove(name, version, store=Store(ctx.home), now=now())
+    do_remove(name, version, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
     render.removed(ctx, name, version)
 
 
@@ -150,6 +198,8 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @remote_options
 @key_option(required=False)
 @trust_option
+@smoke_options
+@lock_option
 @json_option
 @pass_ctx
 def update(
@@ -157,6 +207,9 @@ def update(
     registry_ref: str | None,
     key_paths: tuple[Path, ...],
     trust_file: Path | None,
+    smoke_timeout: float | None,
+    smoke_memory: str | None,
+    lock_timeout: float,
     as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
@@ -175,12 +228,17 @@ def update(
     policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     render.unusable_keys(policy)
     report = do_update(
-        store=Store(ctx.home),
+        store=Store(ctx.home, lock_timeout=lock_timeout),
         now=now(),
         # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
         # the embedded one); only --registry overrides what each model recorded.
         open_registry=lambda ref: open_registry_at(ctx, ref),
-        options=InstallOptions(verify=Trusted(policy), registry_ref=registry_ref, progress=ctx.say),
+        options=InstallOptions(
+            verify=Trusted(policy),
+            registry_ref=registry_ref,
+            progress=ctx.say,
+            smoke=smoke_limits(smoke_timeout, smoke_memory),
+        ),
     )
     render.show(ctx, render.UPDATED, report, as_json=as_json)
     report.check()

@@ -41,7 +41,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.core.manifest import NAME_RE, SEMVER_RE, is_version
+from packager.core.manifest import NAME_RE, is_version
 from packager.core.signature import SUPPORTED_CURVES, key_hint
 from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UntrustedError, UsageError

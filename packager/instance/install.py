@@ -15,7 +15,7 @@ transaction as the install.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.roots import trusted_mode
+from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import ChannelRecord, Following, Store
 from packager.registry.base import RegistryReader
 from packager.registry.verified import fetch_verified, latest_version, read_channel
@@ -44,14 +45,15 @@ class InstallOptions:
     channel). ``allow_downgrade`` installs below the rollback floor (never below the
     policy's minimum). ``registry_ref`` is the reference the user gave (None: the default
     registry): a model installed through a channel records it for ``packager update``,
-    which reads every model from it for one run when it is given there. ``progress``
-    receives a line per step.
+    which reads every model from it for one run when it is given there. ``smoke`` bounds
+    the smoke test's time and memory. ``progress`` receives a line per step.
     """
 
     verify: VerifyMode
     allow_downgrade: bool = False
     registry_ref: str | None = None
     progress: Progress | None = None
+    smoke: SmokeLimits = field(default_factory=SmokeLimits)
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -230,8 +232,6 @@ class _Install:
         self, name: str, version: str, channel: tuple[Channel, ChannelRecord] | None = None
     ) -> InstallResult:
         """Install ``version`` of ``name``; the caller holds the model's lock."""
-        from packager.instance.smoke import run_smoke_test
-
         check_version_allowed(
             name,
             version,
@@ -253,7 +253,7 @@ class _Install:
             manifest = fetched.manifest
 
             # 5. Can this instance run it, and does it still give the recorded answers?
-            smoke = run_smoke_test(staged, manifest)
+            smoke = run_smoke_test(staged, manifest, limits=self.options.smoke)
             comparison = smoke.comparison
             self.options.say(
                 f"smoke test passed: {comparison.rows} test vectors, "

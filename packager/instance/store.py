@@ -11,20 +11,30 @@ Layout under ``$PACKAGER_HOME``::
                                version is PRAGMA user_version, migrated forward on open
     tmp/                       staging, on the same filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
+
+``$PACKAGER_HOME``, ``tmp/`` and ``locks/`` must belong to the account running packager, and
+``tmp/`` and ``locks/`` (and what packager opens in them) must not be symbolic links: another
+account could otherwise point packager's deletions and writes anywhere. A state.db that
+cannot be read is refused with what to do; a new one (state.db deleted) takes each model's
+rollback floor from the highest version installed, and says so in the audit log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import os
 import shutil
 import sqlite3
 import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +43,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
 from packager.core.text import printable
-from packager.errors import NotFoundError, UsageError, WrongModelError
+from packager.errors import LockTimeoutError, NotFoundError, UsageError, WrongModelError
 
 if TYPE_CHECKING:
     from packager.core.channel import Seen
@@ -47,6 +57,9 @@ _TRUST_DOCUMENTS = (
         kind TEXT PRIMARY KEY CHECK (kind IN ('root', 'delegations')),
         version INTEGER NOT NULL, data BLOB NOT NULL, at TEXT NOT NULL)""",
 )
+
+# How long to wait for another install, rollback or removal of the same model (--lock-timeout).
+LOCK_TIMEOUT = 600.0
 # Each step brings state.db from the version before it to its own (PRAGMA user_version).
 # Version 0 is a database from before versioning (or a new, empty one): step 1 creates
 # the tables it may already have, IF NOT EXISTS, and adds the indexes lookups by model use.
@@ -137,33 +150,47 @@ class AuditEntry:
 
 
 class Store:
-    """Installed models and state.db under one PACKAGER_HOME."""
+    """Installed models and state.db under one PACKAGER_HOME.
 
-    def __init__(self, home: Path) -> None:
+    ``lock_timeout`` is how many seconds :meth:`lock` waits for another process.
+    """
+
+    def __init__(self, home: Path, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.home = home
         self.models = home / "models"
         self.tmp = home / "tmp"
+        self.lock_timeout = lock_timeout
 
     # -- state.db -----------------------------------------------------------------
 
     @contextlib.contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:
-        """A connection in one transaction: committed on success, rolled back on error."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.home / STATE_DB, timeout=30)
+        """A connection in one transaction: committed on success, rolled back on error.
+
+        Raises:
+            UsageError: $PACKAGER_HOME is another account's; state.db cannot be used
+                (not a database, damaged, a directory); a new state.db cannot recover a
+                model's rollback floor.
+        """
+        path = _own_directory(self.home, follow=True) / STATE_DB
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            _migrate(conn, self.home / STATE_DB)
+            _migrate(conn, path, self)
             with conn:
                 yield conn
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
         finally:
             conn.close()
 
     def floor(self, name: str) -> str | None:
-        """The highest version ever installed for ``name``: the rollback floor."""
-        if not (self.home / STATE_DB).exists():
-            return None
+        """The highest version ever installed for ``name``: the rollback floor (recovered
+        from the installed versions when state.db is new, see :meth:`db`)."""
         with self.db() as conn:
             row = conn.execute("SELECT version FROM floors WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
@@ -290,15 +317,37 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """Hold the per-model lock: installs, rollbacks and removals of one model serialise."""
-        locks = self.home / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{check_name(name)}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """Hold the per-model lock: installs, rollbacks and removals of one model serialise.
+
+        Waiting for another process says so on stderr, for at most ``lock_timeout`` seconds.
+
+        Raises:
+            UsageError: locks/ or the lock file is a link, not ours, or not what it should be.
+            LockTimeoutError: the lock stayed taken for ``lock_timeout`` seconds.
+        """
+        path = self._own_subdirectory("locks") / f"{check_name(name)}.lock"
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UsageError(
+                    f"{path} is a symbolic link; packager never follows one there: remove it"
+                ) from e
+            raise UsageError(f"cannot open the lock {path}: {e.strerror}") from e
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise UsageError(f"{path} is not a regular file: remove it")
+            _check_owner(path, info)
+            os.fchmod(fd, 0o600)  # older versions made lock files 0644
+            _acquire(fd, name, path, self.lock_timeout)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def staging(self, name: str) -> Iterator[Path]:
@@ -307,11 +356,12 @@ class Store:
         Call it holding :meth:`lock`: leftovers of an install that was killed are then
         known to be stale and are removed first.
         """
-        parent = self.tmp / check_name(name)
-        if parent.exists():
-            for stale in parent.iterdir():
+        parent = _own_directory(self._own_subdirectory("tmp") / check_name(name), follow=False)
+        for stale in parent.iterdir():
+            if stale.is_symlink() or not stale.is_dir():
+                stale.unlink()
+            else:
                 shutil.rmtree(stale, ignore_errors=True)
-        parent.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(dir=parent))
         try:
             yield path
@@ -334,7 +384,8 @@ class Store:
         The move and the switch are each one rename, so a crash leaves either the old
         state or the new one. The rollback floor is raised before the switch, so a crash
         can only leave it higher, never lower. A version already installed with the
-        same manifest is kept as it is.
+        same manifest is kept if its files are the verified ones; otherwise (damaged on
+        disk) it is swapped for the staged copy in one rename, and the audit log says so.
 
         ``channel`` is the channel document the version was installed through: it is
         recorded (last seen, followed) in the same transaction as the install. Without
@@ -346,21 +397,35 @@ class Store:
         root = self.model_dir(name)
         root.mkdir(parents=True, exist_ok=True)
         target = root / version
+        damaged: list[str] = []
         if target.exists():
-            if (target / MANIFEST).read_bytes() != (staged / MANIFEST).read_bytes():
+            installed = target / MANIFEST
+            if installed.is_file() and installed.read_bytes() != (staged / MANIFEST).read_bytes():
                 raise WrongModelError(
                     f"{name}@{version} is installed with different signed content than "
                     f"{source} serves; `packager remove {name}@{version}` first if you trust it"
                 )
+            damaged = _differences(target, staged)
+            if damaged:
+                _seal(staged)
+                _exchange(staged, target)  # the damaged copy leaves with the staging directory
+                fsync_dir(root)
         else:
-            for child in staged.iterdir():
-                child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-                fsync_file(child)
-            staged.chmod(0o755)
-            fsync_dir(staged)
+            _seal(staged)
             os.rename(staged, target)
             fsync_dir(root)
         with self.db() as conn:
+            if damaged:
+                _audit(
+                    conn,
+                    "install",
+                    "repaired",
+                    now,
+                    name,
+                    version,
+                    f"the installed copy differed from its signed manifest "
+                    f"({', '.join(damaged)}): replaced with the copy verified from {source}",
+                )
             conn.execute(
                 "INSERT INTO installs (name, version, manifest_sha256, source, at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -439,23 +504,142 @@ class Store:
                 f"{name}@{version} is the current version; `packager rollback {name}` "
                 "or install another version first"
             )
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self.tmp))
+        doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
         os.rename(directory, doomed / version)
         shutil.rmtree(doomed, ignore_errors=True)
         return directory
+
+    def _own_subdirectory(self, name: str) -> Path:
+        """``$PACKAGER_HOME/name``, created if missing, checked as :func:`_own_directory`."""
+        return _own_directory(_own_directory(self.home, follow=True) / name, follow=False)
+
+
+def _seal(staged: Path) -> None:
+    """Make a verified staging directory's files read-only and durable."""
+    for child in staged.iterdir():
+        child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        fsync_file(child)
+    staged.chmod(0o755)
+    fsync_dir(staged)
+
+
+def _differences(installed: Path, verified: Path) -> list[str]:
+    """The names of the files that differ between an installed version directory and its
+    verified copy: changed, missing, extra or not regular files."""
+    names = {entry.name for entry in os.scandir(installed)}
+    names |= {entry.name for entry in os.scandir(verified)}
+    return sorted(n for n in names if not _same_file(installed / n, verified / n))
+
+
+def _same_file(installed: Path, verified: Path) -> bool:
+    try:
+        if not stat.S_ISREG(os.lstat(installed).st_mode):
+            return False
+        with open(installed, "rb") as a, open(verified, "rb") as b:
+            while True:
+                chunk = a.read(1 << 20)
+                if chunk != b.read(1 << 20):
+                    return False
+                if not chunk:
+                    return True
+    except FileNotFoundError:
+        return False
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories: in one step (renameat2 RENAME_EXCHANGE) where the system can,
+    else in two renames."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is not None:
+        paths = os.fsencode(a), os.fsencode(b)
+        if renameat2(_AT_FDCWD, paths[0], _AT_FDCWD, paths[1], _RENAME_EXCHANGE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS):  # the filesystem cannot: two renames
+            raise OSError(code, os.strerror(code), str(b))
+    aside = a.with_name(a.name + ".old")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
+
+
+def _own_directory(path: Path, *, follow: bool) -> Path:
+    """``path``, created if missing, once it is a directory of this account's;
+    ``follow=False`` (tmp/, locks/: private, 0700) also refuses a symbolic link.
+
+    Raises:
+        UsageError: a link (``follow=False``), not a directory, or another account's.
+    """
+    with contextlib.suppress(FileExistsError):
+        # $PACKAGER_HOME itself stays readable to the services that load its models.
+        path.mkdir(mode=0o777 if follow else 0o700, parents=follow)
+    try:
+        info = os.stat(path, follow_symlinks=follow)
+    except OSError as e:
+        raise UsageError(f"cannot use {path}: {e.strerror}") from e
+    if stat.S_ISLNK(info.st_mode):
+        raise UsageError(f"{path} is a symbolic link; packager never follows one there: remove it")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{path} is not a directory: remove it")
+    _check_owner(path, info)
+    return path
+
+
+def _check_owner(path: Path, info: os.stat_result) -> None:
+    if info.st_uid != os.geteuid():
+        raise UsageError(
+            f"{path} belongs to uid {info.st_uid}, not to this account (uid {os.geteuid()}): "
+            "run packager as its owner, or set PACKAGER_HOME to a directory of your own"
+        )
+
+
+def _acquire(fd: int, name: str, path: Path, timeout: float) -> None:
+    """Take the lock on ``fd``, saying on stderr when another process holds it.
+
+    Raises:
+        LockTimeoutError: still held after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(
+                    f"another install, rollback or removal of {name} still holds {path} "
+                    f"after {timeout:g} s; try again later, or wait longer with --lock-timeout"
+                ) from None
+        if not delay:
+            print(f"waiting for another install of {name} (lock {path})...", file=sys.stderr)
+        delay = min(max(2 * delay, 0.05), 0.5)
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+
+
+def _unusable(path: Path, error: sqlite3.DatabaseError) -> UsageError:
+    return UsageError(
+        f"{path} cannot be used as packager's state database ({error}); restore it from a "
+        "backup, or move it aside: a new one recovers each model's rollback floor from the "
+        "installed versions"
+    )
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _migrate(conn: sqlite3.Connection, path: Path, store: Store) -> None:
     """Bring state.db to :data:`SCHEMA_VERSION` in one transaction, or refuse a newer one.
+    A new, empty database gets the rollback floors :func:`_recover_floors` finds.
 
     Raises:
         UsageError: the database was written by a newer packager: using it could lose
-            what that version records.
+            what that version records; a floor that cannot be recovered.
     """
     if _schema_version(conn) == SCHEMA_VERSION:
         return
@@ -468,15 +652,50 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 f"{path} has schema version {found}, newer than this packager knows "
                 f"({SCHEMA_VERSION}); upgrade packager to use it"
             )
+        new = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
         for version in range(found, SCHEMA_VERSION):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
+        if new:
+            _recover_floors(conn, store)
         # PRAGMA takes no parameters; SCHEMA_VERSION is our own integer.
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.commit()
     except BaseException:
         conn.rollback()
         raise
+
+
+def _recover_floors(conn: sqlite3.Connection, store: Store) -> None:
+    """In a new state.db, set each installed model's rollback floor to its highest installed
+    version: deleting state.db must not reopen the way to older versions.
+
+    Raises:
+        UsageError: a model directory holds no installed version: its floor is unknown.
+    """
+    if not store.models.is_dir():
+        return
+    now = datetime.now(UTC)
+    for root in sorted(store.models.iterdir()):
+        versions = store.versions(root.name)
+        if not versions:
+            raise UsageError(
+                f"{store.home / STATE_DB} is new and the rollback floor of {root.name} cannot "
+                f"be recovered: {root} holds no installed version; restore state.db from a "
+                f"backup, or remove {root}"
+            )
+        floor = versions[-1]
+        conn.execute("INSERT INTO floors (name, version) VALUES (?, ?)", (root.name, floor))
+        _audit(
+            conn,
+            "floor",
+            "recovered",
+            now,
+            root.name,
+            floor,
+            f"state.db was new: rollback floor set to the highest installed version "
+            f"(installed: {', '.join(versions)})",
+        )
 
 
 def _audit(
