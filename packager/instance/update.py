@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from packager.core.records import as_json
 from packager.errors import PackagerError, RegistryError
 from packager.instance.install import InstallOptions, InstallResult, install
 from packager.instance.store import Following, Store
@@ -30,14 +31,8 @@ class Updated:
     error: PackagerError | None = None
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "name": self.name,
-            "channel": self.channel,
-            "registry": self.registry,
-            "status": self.status,
-            "version": self.version,
-            "previous": self.previous,
-        }
+        doc = as_json(self)
+        del doc["error"]
         if self.error is not None:
             doc["error"] = f"{type(self.error).__name__}: {self.error}"
             doc["exitCode"] = self.error.exit_code

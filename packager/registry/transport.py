@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -183,6 +184,19 @@ def progress_bar(label: str, total: int, *, enabled: bool) -> Iterator[Progress 
 
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         yield bar.update
+
+
+@dataclass(frozen=True)
+class BlobRequest:
+    """One blob to download: from ``url``, exactly the bytes ``desc`` describes (its size
+    and sha256); ``what`` names it in messages; ``auth`` and ``scope`` answer the
+    registry's challenges."""
+
+    url: str
+    desc: Descriptor
+    what: str
+    auth: Authenticator | None = None
+    scope: str | None = None
 
 
 class Transport:
@@ -339,19 +353,10 @@ class Transport:
         return sink.getvalue()
 
     def download(
-        self,
-        url: str,
-        sink: IO[bytes],
-        *,
-        size: int,
-        digest: Digest,
-        what: str,
-        auth: Authenticator | None = None,
-        scope: str | None = None,
-        progress: Progress | None = None,
+        self, blob: BlobRequest, sink: IO[bytes], progress: Progress | None = None
     ) -> tuple[Digest, int]:
-        """Stream exactly ``size`` bytes whose sha256 is ``digest`` into ``sink``; returns
-        the digest and size received.
+        """Stream exactly the bytes ``blob.desc`` describes (its size and sha256) into
+        ``sink``; returns the digest and size received.
 
         ``sink`` must be empty, seekable and truncatable. A connection that drops or
         stalls is resumed with ``Range: bytes=N-``: a 206 continues the hash where it
@@ -361,9 +366,10 @@ class Transport:
         by :func:`~packager.registry._verified_read.check_blob`.
 
         Raises:
-            TamperedError: more or fewer than ``size`` bytes, or another digest.
+            TamperedError: more or fewer bytes than ``blob.desc`` declares, or another digest.
             RegistryError: the download failed, stalled or ran past the deadline.
         """
+        url, size, what, auth = blob.url, blob.desc.size, blob.what, blob.auth
         deadline = self._clock() + self._options.timeouts.deadline
         # Hashed on a thread of its own while this one receives and writes.
         state = _Received(sink, progress, size)
@@ -379,7 +385,7 @@ class Transport:
                     what=what,
                     headers=headers,
                     auth=auth,
-                    scope=scope,
+                    scope=blob.scope,
                     deadline=deadline,
                 )
                 before = state.received
@@ -398,7 +404,7 @@ class Transport:
                         continue
                 break
             got = Digest(state.hasher.hexdigest())
-            check_blob(what, Descriptor("", digest, size), state.received, got)
+            check_blob(what, blob.desc, state.received, got)
             return got, state.received
         finally:
             state.hasher.close()
@@ -424,16 +430,7 @@ class Transport:
             raise self.http_error(response, what, auth)
 
     def download_into(
-        self,
-        url: str,
-        out: int,
-        *,
-        size: int,
-        digest: Digest,
-        what: str,
-        auth: Authenticator | None = None,
-        scope: str | None = None,
-        progress: Progress | None = None,
+        self, blob: BlobRequest, out: int, progress: Progress | None = None
     ) -> tuple[Digest, int]:
         """:meth:`download` into the empty file ``out``, written back to disk while the
         bytes arrive (the caller's fsync then waits for the last MiB only).
@@ -443,16 +440,7 @@ class Transport:
             OSError: ``out`` cannot be written.
         """
         with os.fdopen(os.dup(out), "r+b") as sink, flushing(out):
-            received = self.download(
-                url,
-                sink,
-                size=size,
-                digest=digest,
-                what=what,
-                auth=auth,
-                scope=scope,
-                progress=progress,
-            )
+            received = self.download(blob, sink, progress)
             sink.flush()
         return received
 
@@ -467,15 +455,8 @@ class Transport:
         scope: str | None = None,
     ) -> None:
         """:meth:`download` the blob ``desc`` of model ``name`` from ``url`` into ``sink``."""
-        self.download(
-            url,
-            sink,
-            size=desc.size,
-            digest=desc.digest,
-            what=f"fetch blob {desc.digest} of {name}",
-            auth=auth,
-            scope=scope,
-        )
+        what = f"fetch blob {desc.digest} of {name}"
+        self.download(BlobRequest(url, desc, what, auth, scope), sink)
 
     def copy_blob(
         self,
@@ -493,26 +474,12 @@ class Transport:
         with progress_bar(
             f"fetching {title}", desc.size, enabled=self._options.progress
         ) as progress:
-            return self.download_into(
-                url,
-                out,
-                size=desc.size,
-                digest=desc.digest,
-                what=f"fetch {title} ({desc.digest}) of {name}",
-                auth=auth,
-                scope=scope,
-                progress=progress,
-            )
+            what = f"fetch {title} ({desc.digest}) of {name}"
+            blob = BlobRequest(url, desc, what, auth, scope)
+            return self.download_into(blob, out, progress)
 
     def download_file(
-        self,
-        url: str,
-        dest: Path,
-        *,
-        size: int,
-        digest: Digest,
-        what: str,
-        progress: Progress | None = None,
+        self, blob: BlobRequest, dest: Path, progress: Progress | None = None
     ) -> None:
         """:meth:`download_into` the new file ``dest``: created exclusively (never
         through a link planted there), fsynced, and removed on any failure.
@@ -521,8 +488,8 @@ class Transport:
             TamperedError, RegistryError: as :meth:`download`; RegistryError also when
                 ``dest`` exists or cannot be written.
         """
-        with new_file(dest, what) as out:
-            self.download_into(url, out, size=size, digest=digest, what=what, progress=progress)
+        with new_file(dest, blob.what) as out:
+            self.download_into(blob, out, progress)
 
     def close(self) -> None:
         """Close the session's pooled connections."""
@@ -764,16 +731,9 @@ class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    """An HTTPS connection the watchdog of the current request can shut."""
-
-    def connect(self) -> None:
-        _watched(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watched(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, urllib3.connection.HTTPSConnection):
+    """An HTTPS connection the watchdog of the current request can shut: the methods
+    above, then HTTPSConnection's (next in the method resolution order)."""
 
 
 class _WatchedHTTPConnectionPool(HTTPConnectionPool):

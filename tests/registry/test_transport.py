@@ -14,8 +14,9 @@ import pytest
 
 from packager.core.digests import Digest
 from packager.errors import RegistryError, TamperedError
+from packager.registry.base import Descriptor
 from packager.registry.options import RegistryOptions, RetryPolicy, Timeouts
-from packager.registry.transport import Transport, header_number, is_loopback
+from packager.registry.transport import BlobRequest, Transport, header_number, is_loopback
 
 from .servers import BlobServer, make_tls
 
@@ -30,13 +31,11 @@ def transport(**kwargs: Any) -> Transport:
 
 def fetch(t: Transport, server: BlobServer, dest: Path, *, size: int = len(DATA)) -> list[int]:
     steps: list[int] = []
+    digest = Digest(hashlib.sha256(DATA).hexdigest())
     t.download_file(
-        server.url,
+        BlobRequest(server.url, Descriptor("", digest, size), "fetch the test blob"),
         dest,
-        size=size,
-        digest=Digest(hashlib.sha256(DATA).hexdigest()),
-        what="fetch the test blob",
-        progress=steps.append,
+        steps.append,
     )
     return steps
 
@@ -86,7 +85,8 @@ def test_in_memory_download_is_capped_at_size_plus_one() -> None:
         pytest.raises(TamperedError, match="longer"),
     ):
         transport().download(
-            server.url, sink, size=10, digest=Digest.of(DATA[:10]), what="read a small blob"
+            BlobRequest(server.url, Descriptor("", Digest.of(DATA[:10]), 10), "read a small blob"),
+            sink,
         )
     assert len(sink.getvalue()) == 11
 
@@ -188,7 +188,8 @@ def test_trickling_server_hits_the_deadline() -> None:
     with BlobServer(DATA[:200], mode="trickle", pause=0.02).running() as server:
         with pytest.raises(RegistryError, match="not done after 0.5 s"):
             slow.download(
-                server.url, io.BytesIO(), size=200, digest=Digest.of(DATA[:200]), what="fetch"
+                BlobRequest(server.url, Descriptor("", Digest.of(DATA[:200]), 200), "fetch"),
+                io.BytesIO(),
             )
         assert time.monotonic() - started < 2
 
