@@ -12,6 +12,7 @@ from packager.cli.options import (
     Context,
     json_option,
     key_option,
+    keys_option,
     load_public_keys,
     now,
     open_registry_at,
@@ -123,7 +124,7 @@ def pull(
 @click.option(
     "--cert-chain",
     "cert_chain",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="PEM certificate chain for --key (its certificate first, then intermediates).",
 )
 @registry_option
@@ -257,33 +258,23 @@ def root() -> None:
 
 
 @root.command("init")
-@click.option(
-    "--key",
-    "key_paths",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Root signing key at hand: a root key, and it signs now; repeat.",
+@keys_option(
+    "--key", "key_paths", "Root signing key at hand: a root key, and it signs now; repeat."
 )
-@click.option(
-    "--root-key",
-    "root_pubs",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Public root key that signs later (`packager root sign`); repeat.",
+@keys_option(
+    "--root-key", "root_pubs", "Public root key that signs later (`packager root sign`); repeat."
 )
 @click.option("--threshold", type=click.IntRange(min=1), required=True, help="Root keys needed.")
-@click.option(
+@keys_option(
     "--delegation-key",
     "delegation_pubs",
-    multiple=True,
+    "Public key of the online key that signs delegations; repeat.",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Public key of the online key that signs delegations; repeat.",
 )
 @click.option("--delegation-threshold", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--expires", default="365d", show_default=True, metavar="DURATION")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("-o", "--output", type=FILE, required=True)
 @pass_ctx
 def root_init(
     ctx: Context,
@@ -355,20 +346,16 @@ def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json
 
 @click.command()
 @click.argument("models", metavar="NAME-GLOB")
-@click.option(
+@keys_option(
     "--key",
     "key_paths",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Public key that may sign these models (replaces the glob's keys); none removes it.",
+    "Public key that may sign these models (replaces the glob's keys); none removes it.",
 )
-@click.option(
+@keys_option(
     "--delegation-key",
     "delegation_key_paths",
-    multiple=True,
+    "The online delegation key the newest root names; repeat up to its threshold.",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="The online delegation key the newest root names; repeat up to its threshold.",
 )
 @click.option("--expires", default="90d", show_default=True, metavar="DURATION")
 @registry_option

@@ -149,10 +149,15 @@ def _key_option(dest: str, help: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option("--key", dest, type=FILE, help=help, **kwargs)
 
 
+def keys_option(flag: str, dest: str, help: str, *, required: bool = False) -> Callable[[F], F]:
+    """``flag``, repeatable, into ``dest``: key files."""
+    return click.option(flag, dest, type=FILE, help=help, multiple=True, required=required)
+
+
 def key_option(required: bool) -> Callable[[F], F]:
     """``--key``, repeatable (``key_paths``): the public keys to trust."""
     help = "Trusted public key (cosign.pub); repeat for several."
-    return _key_option("key_paths", help, multiple=True, required=required)
+    return keys_option("--key", "key_paths", help, required=required)
 
 
 signing_key_option = _key_option(

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -179,7 +179,7 @@ def pin_root(data: bytes, *, pinned: Root | None = None) -> Root:
         RollbackError: a version below ``pinned``'s.
     """
     root = _parse_root(unverified_payload(_capped(data, "root"), ROOT_PAYLOAD_TYPE))
-    _verify(data, ROOT_PAYLOAD_TYPE, root.role_keys(root.root), root.root, f"root v{root.version}")
+    _verify(data, "root", root, f"root v{root.version}")
     if pinned is not None and root.version < pinned.version:
         raise RollbackError(
             f"root version {root.version} is older than the version {pinned.version} "
@@ -200,13 +200,7 @@ def next_root(trusted: Root, data: bytes) -> Root:
             a skipped one).
     """
     what = f"root v{trusted.version + 1}"
-    payload, _ = _verify(
-        _capped(data, "root"),
-        ROOT_PAYLOAD_TYPE,
-        trusted.role_keys(trusted.root),
-        trusted.root,
-        f"{what} (by the keys of root v{trusted.version})",
-    )
+    payload = _verify(data, "root", trusted, f"{what} (by the keys of root v{trusted.version})")
     root = _parse_root(payload)
     if root.version != trusted.version + 1:
         raise RollbackError(
@@ -214,9 +208,7 @@ def next_root(trusted: Root, data: bytes) -> Root:
             f"{trusted.version + 1} must follow {trusted.version}: roots are accepted one "
             "version at a time"
         )
-    _verify(
-        data, ROOT_PAYLOAD_TYPE, root.role_keys(root.root), root.root, f"{what} (by its own keys)"
-    )
+    _verify(data, "root", root, f"{what} (by its own keys)")
     return root
 
 
@@ -270,12 +262,8 @@ def verify_delegations(root: Root, data: bytes) -> Delegations:
         TamperedError: malformed.
         UntrustedError: the threshold of the delegations keys ``root`` names is not met.
     """
-    payload, _ = _verify(
-        _capped(data, "delegations"),
-        DELEGATIONS_PAYLOAD_TYPE,
-        root.role_keys(root.delegations),
-        root.delegations,
-        f"the delegations (by the keys of root v{root.version})",
+    payload = _verify(
+        data, "delegations", root, f"the delegations (by the keys of root v{root.version})"
     )
     return _parse_delegations(payload)
 
@@ -320,17 +308,17 @@ def _capped(data: bytes, what: str) -> bytes:
     return data
 
 
-def _verify(
-    data: bytes,
-    payload_type: str,
-    keys: Sequence[ec.EllipticCurvePublicKey],
-    role: Role,
-    what: str,
-) -> tuple[bytes, frozenset[str]]:
+def _verify(data: bytes, kind: Literal["root", "delegations"], signer: Root, what: str) -> bytes:
+    """The payload of the ``kind`` document ``data``, signed by the threshold of
+    ``signer``'s role of that name."""
+    role = signer.root if kind == "root" else signer.delegations
+    payload_type = ROOT_PAYLOAD_TYPE if kind == "root" else DELEGATIONS_PAYLOAD_TYPE
+    keys = signer.role_keys(role)
     try:
-        return verify_threshold(
-            data, payload_type, public_keys=keys, threshold=role.threshold, what=what
+        payload, _ = verify_threshold(
+            _capped(data, kind), payload_type, public_keys=keys, threshold=role.threshold, what=what
         )
+        return payload
     except UsageError as e:  # an unsupported curve in a signed document is tampering
         raise TamperedError(f"{what}: {e}") from e
     except TamperedError as e:

@@ -37,6 +37,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -497,22 +498,27 @@ def _get(obj: Mapping[str, object], key: str, where: str) -> object:
     return obj[key]
 
 
-def _object(value: object, where: str) -> Mapping[str, object]:
-    if not isinstance(value, dict):
-        raise _tampered(f"{where} is not a JSON object")
+T = TypeVar("T")
+_KINDS: Mapping[type, str] = {dict: "a JSON object", list: "a JSON array", str: "a string"}
+
+
+def _typed(value: object, kind: type[T], where: str) -> T:
+    """``value`` when it is a ``kind`` (one of :data:`_KINDS`), else tampering."""
+    if not isinstance(value, kind):
+        raise _tampered(f"{where} is not {_KINDS[kind]}")
     return value
+
+
+def _object(value: object, where: str) -> Mapping[str, object]:
+    return _typed(value, dict, where)
 
 
 def _list(value: object, where: str) -> list[object]:
-    if not isinstance(value, list):
-        raise _tampered(f"{where} is not a JSON array")
-    return value
+    return _typed(value, list, where)
 
 
 def _str(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise _tampered(f"{where} is not a string")
-    return value
+    return _typed(value, str, where)
 
 
 def _expect(value: object, expected: str, where: str) -> None:
