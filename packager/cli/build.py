@@ -13,6 +13,7 @@ from packager.cli.options import (
     DIRECTORY,
     FILE,
     Context,
+    cert_chain_option,
     conversion_options,
     json_option,
     key_option,
@@ -108,12 +109,7 @@ def benchmark_cmd(
     help="Sample input rows (.csv with header, .npy, .json): checked and kept as test vectors.",
 )
 @signing_key_option
-@click.option(
-    "--cert-chain",
-    "cert_chain",
-    type=FILE,
-    help="PEM certificate chain for --key (its certificate first, then intermediates).",
-)
+@cert_chain_option
 @output_option(Path("dist"))
 @package_options
 @json_option

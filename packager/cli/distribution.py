@@ -10,6 +10,7 @@ from packager.cli import render
 from packager.cli.options import (
     FILE,
     Context,
+    cert_chain_option,
     json_option,
     key_option,
     keys_option,
@@ -121,12 +122,7 @@ def pull(
     type=click.IntRange(min=1),
     help="Sequence number to sign, when the current document is not this key's.",
 )
-@click.option(
-    "--cert-chain",
-    "cert_chain",
-    type=FILE,
-    help="PEM certificate chain for --key (its certificate first, then intermediates).",
-)
+@cert_chain_option
 @registry_option
 @remote_options
 @json_option

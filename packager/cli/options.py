@@ -163,6 +163,12 @@ def key_option(required: bool) -> Callable[[F], F]:
 signing_key_option = _key_option(
     "key_path", "Signing key: cosign.key, or a PKCS#8 / SEC1 EC PEM key.", required=True
 )
+cert_chain_option = click.option(
+    "--cert-chain",
+    "cert_chain",
+    type=FILE,
+    help="PEM certificate chain for --key (its certificate first, then intermediates).",
+)
 
 
 def trust_option(f: F) -> F:
