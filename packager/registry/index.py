@@ -22,7 +22,7 @@ from packager.core.jsonio import Limits, loads_object
 from packager.core.manifest import dump_json
 from packager.core.text import printable
 from packager.errors import RegistryError, TamperedError
-from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, parse_descriptor
+from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, parse_descriptor
 from packager.registry.base import Descriptor
 
 OCI_LAYOUT = "oci-layout"
@@ -156,3 +156,17 @@ def already_tagged(
             f"{label} already exists with different content in {location}; publish a new version"
         )
     return True
+
+
+def with_version(
+    index: OciIndex, version: str, desc: Descriptor, *, label: str, location: str
+) -> list[Entry] | None:
+    """``index``'s entries with ``version`` tagged as the model OCI manifest ``desc``;
+    None when ``version`` names ``desc`` already.
+
+    Raises:
+        RegistryError: ``version`` names other content (as :func:`already_tagged`).
+    """
+    if already_tagged(index, version, desc, label=label, location=location):
+        return None
+    return [*index.entries, tagged_entry(desc, version, artifact_type=ARTIFACT_TYPE)]

@@ -34,7 +34,7 @@ from packager.core.manifest import NAME_RE, Manifest, check_name, check_version,
 from packager.core.semver import is_semver, semver_key
 from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
-from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, plan_artifact
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
 from packager.registry.document import (
     EMPTY_CONFIG,
@@ -57,6 +57,7 @@ from packager.registry.index import (
     render_index,
     retag,
     tagged_entry,
+    with_version,
 )
 
 INDEX_LOCK = "index.json.lock"
@@ -275,11 +276,11 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
         )
 
     def _tag(self, layout: Path, version: str, desc: Descriptor) -> None:
+        label = f"{layout.name}@{version}"
         with self._index_lock(layout, layout.name) as index:
-            if self._tagged(index, layout.name, version, desc):
-                return
-            entry = tagged_entry(desc, version, artifact_type=ARTIFACT_TYPE)
-            self._write_index(layout, [*index.entries, entry])
+            entries = with_version(index, version, desc, label=label, location=self.location)
+            if entries is not None:
+                self._write_index(layout, entries)
 
     def _write_models_index(self) -> None:
         """Rewrite ``<root>/models.json``: static web servers cannot list directories, so

@@ -25,7 +25,7 @@ from packager.core.jsonio import loads_object
 from packager.core.manifest import Manifest, check_name
 from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
-from packager.registry.artifact import ARTIFACT_TYPE, OCI_MANIFEST_MEDIA_TYPE, plan_artifact
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, plan_artifact
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
 from packager.registry.document import (
     EMPTY_CONFIG,
@@ -38,12 +38,12 @@ from packager.registry.index import (
     REF_NAME_ANNOTATION,
     Entry,
     OciIndex,
-    already_tagged,
     parse_index,
     ref_name,
     render_index,
     retag,
     tagged_entry,
+    with_version,
 )
 from packager.registry.layout import LayoutNaming
 
@@ -121,15 +121,15 @@ class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
         label = f"{plan.name}@{plan.version}"
         with self._memory.lock:
             index = self._memory.index(plan.name) or EMPTY_INDEX
-            if already_tagged(index, plan.version, desc, label=label, location=self.location):
+            entries = with_version(index, plan.version, desc, label=label, location=self.location)
+            if entries is None:
                 return plan.artifact()
             for layer, source in plan.layers:
                 if self._memory.put(source.read_bytes()) != layer.digest:
                     raise TamperedError(f"{source} changed while it was published")
             self._memory.put(plan.config_bytes)
             self._memory.put(plan.manifest_bytes)
-            entry = tagged_entry(desc, plan.version, artifact_type=ARTIFACT_TYPE)
-            self._memory.write_index(plan.name, [*index.entries, entry])
+            self._memory.write_index(plan.name, entries)
         return plan.artifact()
 
     def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
