@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from packager._io.table import Table, from_mapping, refuse_missing, to_feeds
+from packager._io.table import Table, from_mapping, has_nan, refuse_missing, to_feeds
 from packager.core.compare import Comparison, compare_outputs
 from packager.core.compat import check_runtime
 from packager.core.graph import check_graph
@@ -246,13 +246,6 @@ class Model:
         Raises:
             UsageError: as :meth:`predict`.
         """
-        feeds, table = self._feeds(inputs)
-        if self._refuse_missing:
-            refuse_missing(feeds, table.columns if table is not None and table.named else None)
-        return feeds
-
-    def _feeds(self, inputs: Any) -> tuple[dict[str, np.ndarray], Table | None]:
-        """The feeds, and the table they were made from if there was one."""
         direct = self._direct
         if (
             direct is not None
@@ -260,7 +253,18 @@ class Model:
             and inputs.ndim == 2
             and inputs.dtype == direct[1]
         ):
-            return {direct[0]: inputs}, None
+            # The hot path: one row or batch for the model's one numeric input.
+            feeds = {direct[0]: inputs}
+            if self._refuse_missing and inputs.dtype.kind == "f" and has_nan(inputs):
+                refuse_missing(feeds)
+            return feeds
+        feeds, table = self._feeds(inputs)
+        if self._refuse_missing:
+            refuse_missing(feeds, table.columns if table is not None and table.named else None)
+        return feeds
+
+    def _feeds(self, inputs: Any) -> tuple[dict[str, np.ndarray], Table | None]:
+        """The feeds, and the table they were made from if there was one."""
         names = [spec.name for spec in self.inputs]
         if isinstance(inputs, Table):
             return to_feeds(inputs, self.inputs), inputs

@@ -364,3 +364,20 @@ def test_table_module_imports_numpy_only() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("size", [1, 4, 64, 65, 10_000])
+def test_has_nan_finds_a_nan_anywhere_and_nothing_else(size: int) -> None:
+    from packager._io.table import has_nan
+
+    values = np.arange(size, dtype=np.float32).reshape(1, -1)
+    assert not has_nan(values)
+    extremes = values.copy()
+    extremes[0, 0] = np.inf
+    extremes[0, -1] = -np.inf if size > 1 else np.inf
+    assert not has_nan(extremes)
+    assert not has_nan(np.full((1, size), 3e38, dtype=np.float32))
+    for where in {0, size // 2, size - 1}:
+        holed = values.copy()
+        holed[0, where] = np.nan
+        assert has_nan(holed)

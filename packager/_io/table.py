@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,6 +157,23 @@ def to_feeds(table: Table, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray
     return feeds
 
 
+# Up to this many values, a Python loop beats a numpy reduction (see has_nan).
+_FEW = 64
+
+
+def has_nan(array: np.ndarray) -> bool:
+    """Whether the float ``array`` holds a NaN. On the hot path of predict (one row), a
+    few values are checked in Python: a numpy reduction there costs more than the model,
+    and slows the onnxruntime call that follows it as well (measured)."""
+    flat = array.reshape(-1)
+    if flat.size <= _FEW:
+        values = flat.tolist()
+        total = sum(values)
+        # NaN unless every value is a number; inf - inf is NaN too, hence the second look.
+        return total != total and any(value != value for value in values)
+    return bool(np.isnan(flat).any())
+
+
 def refuse_missing(feeds: Mapping[str, np.ndarray], columns: Sequence[str] | None = None) -> None:
     """Refuse a missing value in onnxruntime feeds: NaN in a number input, empty or blank
     text in a text input. For a model that was not packaged as taking them: converted
@@ -170,9 +186,7 @@ def refuse_missing(feeds: Mapping[str, np.ndarray], columns: Sequence[str] | Non
     """
     for name, feed in feeds.items():
         if feed.dtype.kind == "f":
-            # On the hot path: one reduction, to which any NaN propagates (no overflow, as
-            # a sum could have); the position is looked for only when there is one.
-            if not feed.size or not math.isnan(feed.min()):
+            if not has_nan(feed):
                 continue
             missing, what = np.isnan(feed), "NaN"
         elif feed.dtype.kind == "U":
