@@ -531,15 +531,16 @@ def aster(
     )
 
 
-def test_update_continues_past_a_failing_model(
+def follow_two_models(
     registry: LayoutRegistry,
     store: Store,
     trust: TrustPolicy,
     keypair: KeyPair,
     aster: Path,
     tmp_path: Path,
-    home: Path,
-) -> None:
+) -> LayoutRegistry:
+    """aster follows stable in a registry of its own (returned), iris follows stable in
+    ``registry``; iris's channel then names 2.0.0, so an update has work to do."""
     elsewhere = LayoutRegistry(tmp_path / "aster-registry")
     publish_bundle(aster, registry=elsewhere, mode=Trusted(adhoc_policy([keypair.public])))
     promote(
@@ -561,6 +562,19 @@ def test_update_continues_past_a_failing_model(
         private_key=keypair.private,
         now=T0 + HOUR,
     )
+    return elsewhere
+
+
+def test_update_continues_past_a_failing_model(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    aster: Path,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    elsewhere = follow_two_models(registry, store, trust, keypair, aster, tmp_path)
     shutil.rmtree(elsewhere.root)  # aster's registry is gone
 
     report = run_update(store, trust, T0 + 2 * HOUR, home)
@@ -795,27 +809,7 @@ def test_update_continues_past_a_registry_that_breaks_in_any_way(
     tmp_path: Path,
     home: Path,
 ) -> None:
-    elsewhere = LayoutRegistry(tmp_path / "aster-registry")
-    publish_bundle(aster, registry=elsewhere, mode=Trusted(adhoc_policy([keypair.public])))
-    promote(
-        "aster@1.0.0", channel="stable", registry=elsewhere, private_key=keypair.private, now=T0
-    )
-    install(
-        "aster@stable",
-        registry=elsewhere,
-        store=store,
-        now=T0,
-        options=InstallOptions(verify=Trusted(trust), registry_ref=str(elsewhere.root)),
-    )
-    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
-    install_channel(registry, store, trust, T0)
-    promote(
-        "iris@2.0.0",
-        channel="stable",
-        registry=registry,
-        private_key=keypair.private,
-        now=T0 + HOUR,
-    )
+    elsewhere = follow_two_models(registry, store, trust, keypair, aster, tmp_path)
     broken = BrokenRegistry(elsewhere.root)
 
     report = update(
