@@ -13,18 +13,10 @@ imported only when a function needs them.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from packager._version import __version__
-from packager.build.api import package
-from packager.build.options import (
-    ConvertOptions,
-    Metadata,
-    PackageOptions,
-    Provenance,
-    QuantizeOptions,
-    Tolerance,
-)
 from packager.errors import (
     ConversionError,
     ExpiredError,
@@ -50,8 +42,35 @@ if TYPE_CHECKING:
 
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
+    from packager.build.api import package
+    from packager.build.options import (
+        ConvertOptions,
+        Metadata,
+        PackageOptions,
+        Provenance,
+        QuantizeOptions,
+        Tolerance,
+    )
     from packager.core.manifest import Manifest
     from packager.runtime import Model
+
+# Imported on first use: the building side's modules (and through Model numpy and
+# onnxruntime) cost start-up time that an instance's commands and services need not pay.
+_LAZY = {
+    "Model": "packager.runtime",
+    "package": "packager.build.api",
+    **dict.fromkeys(
+        (
+            "ConvertOptions",
+            "Metadata",
+            "PackageOptions",
+            "Provenance",
+            "QuantizeOptions",
+            "Tolerance",
+        ),
+        "packager.build.options",
+    ),
+}
 
 
 def load(name: str, version: str | None = None, *, home: str | Path | None = None) -> Model:
@@ -98,12 +117,16 @@ def verify_bundle(
 
 
 def __getattr__(name: str) -> Any:
-    # Model needs numpy (and onnxruntime to run): imported on first use only.
-    if name == "Model":
-        from packager.runtime import Model
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'packager' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return Model
-    raise AttributeError(f"module 'packager' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

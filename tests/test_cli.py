@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from packager.cli import main
@@ -152,6 +153,35 @@ def test_cli_start_imports_nothing_heavy() -> None:
         "import sys; from packager.cli import main; main(['list']); main(['--help']);"
         "heavy = sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'sklearn', 'jsonschema')"
         " if m in sys.modules); print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_command_is_found_in_the_module_that_defines_it() -> None:
+    """The lazy command table names exactly the commands each CLI module defines."""
+    import importlib
+
+    from packager.cli import COMMAND_MODULES, cli
+
+    defined = {
+        command.name: module
+        for module in sorted(set(COMMAND_MODULES.values()))
+        for command in importlib.import_module(f"packager.cli.{module}").COMMANDS
+    }
+    assert defined == COMMAND_MODULES
+    for name in defined:
+        found = cli.get_command(click.Context(cli), name)
+        assert found is not None and found.name == name
+
+
+def test_list_imports_no_other_side_of_the_cli() -> None:
+    """`packager list` imports neither the build commands nor the build options."""
+    code = (
+        "import sys; from packager.cli import main; main(['list']);"
+        "loaded = sorted(m for m in ('packager.cli.build', 'packager.cli.distribution',"
+        " 'packager.build.options', 'packager.build.api') if m in sys.modules);"
+        " print(loaded); sys.exit(1 if loaded else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

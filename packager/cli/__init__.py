@@ -6,6 +6,7 @@ message on stderr and the exit code documented in the README.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -13,13 +14,42 @@ import click
 
 from packager._io.config import resolve_home
 from packager._version import __version__
-from packager.cli import build, distribution, instance
 from packager.cli.options import Context
 from packager.core.text import printable
 from packager.errors import PackagerError
 
+# The module (under packager.cli) defining each command, in its COMMANDS: a command
+# imports its own module only, so `packager list` does not pay for `package`'s imports.
+COMMAND_MODULES = {
+    **dict.fromkeys(("keygen", "package", "verify", "inspect", "benchmark"), "build"),
+    **dict.fromkeys(
+        ("publish", "search", "pull", "promote", "export", "mirror", "root", "delegate"),
+        "distribution",
+    ),
+    **dict.fromkeys(
+        ("install", "update", "list", "rollback", "remove", "predict", "log", "trust"),
+        "instance",
+    ),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when they are looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is None:
+            return None
+        commands: tuple[click.Command, ...] = importlib.import_module(
+            f"packager.cli.{module}"
+        ).COMMANDS
+        return next(c for c in commands if c.name == cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="packager")
 @click.option(
     "--home",
@@ -36,10 +66,6 @@ def cli(click_ctx: click.Context, home: Path | None, quiet: bool) -> None:
     failure, 4 registry failure, 5 model incompatible or smoke test failed.
     """
     click_ctx.obj = Context(resolve_home(home), quiet)
-
-
-for _command in (*build.COMMANDS, *distribution.COMMANDS, *instance.COMMANDS):
-    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

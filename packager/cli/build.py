@@ -9,16 +9,15 @@ import click
 
 from packager.build.options import ConvertOptions, PackageOptions
 from packager.cli import render
+from packager.cli.build_options import conversion_options, package_options
 from packager.cli.options import (
     DIRECTORY,
     FILE,
     Context,
     cert_chain_option,
-    conversion_options,
     json_option,
     key_option,
     output_option,
-    package_options,
     pass_ctx,
     rows_option,
     signing_key_option,

@@ -12,15 +12,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from packager._io.config import resolve_registry
-from packager.build.options import (
-    BenchmarkData,
-    ConvertOptions,
-    Metadata,
-    PackageOptions,
-    Provenance,
-    QuantizeOptions,
-    Tolerance,
-)
 from packager.core.text import printable
 from packager.errors import UsageError
 
@@ -211,20 +202,6 @@ def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _input_shape(
-    click_ctx: click.Context, param: click.Parameter, value: str | None
-) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        shape = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape):
-        raise click.BadParameter("give positive whole numbers separated by commas, e.g. 1,28,28")
-    return shape
-
-
 def option_group(
     dest: str, make: Callable[..., Any], *options: Callable[[Any], Any]
 ) -> Callable[[F], F]:
@@ -245,142 +222,3 @@ def option_group(
         return cast(F, command)
 
     return decorate
-
-
-conversion_options = option_group(
-    "conversion",
-    ConvertOptions,
-    click.option(
-        "--precision",
-        type=click.Choice(["float32", "float64"]),
-        default="float32",
-        show_default=True,
-        help="float64: a double-precision graph where the converter has one, else a recorded cast.",
-    ),
-    click.option(
-        "--input-shape",
-        callback=_input_shape,
-        metavar="DIMS",
-        help="PyTorch: one row's shape without the batch, e.g. 1,28,28 (default: column count).",
-    ),
-    click.option(
-        "--task",
-        type=click.Choice(["classification", "regression"]),
-        help="PyTorch: classification adds an argmax 'label' output.",
-    ),
-)
-"""How to convert: precision for all models; input shape and task for PyTorch."""
-
-
-def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--param {item!r} must be KEY=VALUE")
-        params[key] = value
-    return params
-
-
-def _provenance(
-    git_commit: str | None, training_data: tuple[Path, ...], params: tuple[str, ...]
-) -> Provenance:
-    return Provenance(
-        git_commit=git_commit, training_data=training_data, hyperparameters=_parse_params(params)
-    )
-
-
-def _metadata(license_id: str | None, description: str | None, readme: Path | None) -> Metadata:
-    return Metadata(license=license_id, description=description, readme=readme)
-
-
-def _quantize(
-    quantize: str | None, quantize_rtol: float | None, quantize_atol: float | None
-) -> QuantizeOptions | None:
-    if quantize is None:
-        return None
-    return QuantizeOptions(quantize, Tolerance(quantize_rtol, quantize_atol))
-
-
-def _benchmark(benchmark_data: Path | None, target: str | None) -> BenchmarkData | None:
-    if benchmark_data is None:
-        if target is not None:
-            raise UsageError("--target names a column of the --benchmark data; give --benchmark")
-        return None
-    from packager._io.table import read_table
-
-    return BenchmarkData(read_table(benchmark_data), target)
-
-
-_PACKAGE_GROUPS = (
-    option_group(
-        "validation",
-        Tolerance,
-        click.option("--rtol", type=float, help="Relative tolerance for the parity check."),
-        click.option("--atol", type=float, help="Absolute tolerance for the parity check."),
-    ),
-    option_group(
-        "provenance",
-        _provenance,
-        click.option(
-            "--git-commit", help="Commit recorded as provenance (default: HEAD here, if any)."
-        ),
-        click.option(
-            "--training-data",
-            multiple=True,
-            type=FILE,
-            help="Training data file whose sha256 is recorded; repeatable.",
-        ),
-        click.option(
-            "--param", "params", multiple=True, help="Hyperparameter KEY=VALUE; repeatable."
-        ),
-    ),
-    option_group(
-        "metadata",
-        _metadata,
-        click.option("--license", "license_id", help="SPDX license identifier, e.g. Apache-2.0."),
-        click.option("--description", help="One-line description."),
-        click.option("--readme", type=EXISTING_FILE),
-    ),
-    conversion_options,
-    option_group(
-        "quantize",
-        _quantize,
-        click.option(
-            "--quantize",
-            type=click.Choice(["dynamic"]),
-            help="Quantize the graph (onnxruntime quantize_dynamic); "
-            "kept only if parity still holds.",
-        ),
-        click.option("--quantize-rtol", type=float, help="Relative tolerance after quantizing."),
-        click.option("--quantize-atol", type=float, help="Absolute tolerance after quantizing."),
-    ),
-    option_group(
-        "benchmark",
-        _benchmark,
-        rows_option(
-            "--benchmark",
-            "benchmark_data",
-            required=False,
-            help="Labelled data (.csv, .npy, .json) to benchmark on; "
-            "figures go to manifest metrics.",
-        ),
-        click.option("--target", help="Column of --benchmark data holding the true answers."),
-    ),
-)
-
-
-_PACKAGE_FIELDS = ("validation", "provenance", "metadata", "conversion", "quantize", "benchmark")
-
-
-def package_options(f: F) -> F:
-    """Every packaging option, handed to the command as one PackageOptions, ``options``."""
-
-    @functools.wraps(f)
-    def command(*args: Any, **kwargs: Any) -> Any:
-        groups = {name: kwargs.pop(name) for name in _PACKAGE_FIELDS}
-        return f(*args, **kwargs, options=PackageOptions(**groups))
-
-    for group in reversed(_PACKAGE_GROUPS):
-        command = group(command)
-    return cast(F, command)
