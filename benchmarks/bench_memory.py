@@ -6,6 +6,9 @@ Each must stay <= 150 MB (MiB here) and must not grow with the bundle's size: th
 figure may exceed the 1 GiB one by at most 8 MiB. The figure is the CLI process's own
 peak (see rss.py): the install's onnxruntime smoke test loads the whole model, so it
 runs in a child process whose peak is reported apart.
+
+Loading the model, in the install's smoke test and in ``packager.load`` followed by one
+prediction (which reads every weight), must peak at <= 1.2 x the size of the weights.
 """
 
 from __future__ import annotations
@@ -15,10 +18,24 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness import MIB, Fixtures, Row, Sample, packager_self_rss, standalone
+from harness import MIB, WIDTH, Fixtures, Row, Sample, packager_self_rss, run, standalone
 
 LIMIT = 150 * MIB
 GROWTH = 8 * MIB
+# A loaded model against the size of its weights.
+LOADED = 1.2
+# In a fresh process: load the installed model, predict one row, report the peak.
+LOAD = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import packager
+model = packager.load(sys.argv[1], home=Path(sys.argv[2]))
+model.predict(np.ones((1, int(sys.argv[3])), dtype=np.float32))
+status = Path("/proc/self/status").read_text().splitlines()
+print(json.dumps({"peakRss": next(
+    int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))}))
+"""
 
 
 def rows(fx: Fixtures, runs: int) -> list[Row]:
@@ -27,6 +44,8 @@ def rows(fx: Fixtures, runs: int) -> list[Row]:
     scratch = fx.root / "memory"
     peaks: dict[tuple[str, str], int] = {}
     smoke: dict[str, int] = {}
+    loaded: dict[str, int] = {}
+    weights: dict[str, int] = {}
     for label, bundle in sizes.items():
         name = bundle.name.rsplit("-", 1)[0]
         commands: dict[str, list[str | Path]] = {
@@ -45,6 +64,10 @@ def rows(fx: Fixtures, runs: int) -> list[Row]:
             peaks[command, label] = max(s.peak_rss for s in samples)
             if command == "install":
                 smoke[label] = max(int(json.loads(s.stdout)["smokeTestPeakRss"]) for s in samples)
+        # The install just made is still there: load it in a process of its own.
+        load = [sys.executable, "-c", LOAD, name, scratch / "home", str(WIDTH)]
+        loaded[label] = int(json.loads(run(load, env=fx.env(scratch / "home")).stdout)["peakRss"])
+        weights[label] = sum(p.stat().st_size for p in bundle.glob("*.data"))
         shutil.rmtree(scratch, ignore_errors=True)
     result = []
     for command in ("verify", "publish", "install"):
@@ -66,6 +89,22 @@ def rows(fx: Fixtures, runs: int) -> list[Row]:
                     LIMIT if label == "1 GiB" else min(LIMIT, small + GROWTH),
                     unit="bytes",
                     note=note,
+                )
+            )
+    for label in sizes:
+        for what, peak in (
+            ("the install's smoke test (child process)", smoke[label]),
+            ("`packager.load` + one `predict`", loaded[label]),
+        ):
+            result.append(
+                Row(
+                    "4 memory",
+                    f"{what}, {label} model, peak RSS",
+                    peak,
+                    LOADED,
+                    reference=weights[label],
+                    reference_what="the size of its weights",
+                    unit="bytes",
                 )
             )
     return result

@@ -9,10 +9,12 @@ Fixtures are made in a temporary directory and removed afterwards (``--keep DIR`
 keeps and reuses them between runs of the scripts):
 
 - ``big-1.0.0``: one model whose 1 GiB initializer is ONNX external data, packaged and
-  signed by ``packager package model.onnx`` like any user's model;
-- ``big4-1.0.0``: the same model with its weights repeated to 4 GiB, and
+  signed by ``packager package model.onnx`` like any user's model: y = x @ W with W a
+  16384 x 16384 float32 matrix, so that every prediction reads every weight;
+- ``big4-1.0.0``: the same model with its weights repeated to 4 GiB (four matrices,
+  y = ((x @ W0 + x @ W1) + (x @ W2 + x @ W3)) / 4, exactly x @ W), and
   ``eight-1.0.0``: its 1 GiB of weights split over eight 128 MiB files (a ``Concat``
-  rebuilds the tensor). ``packager package`` cannot make these two: a model over 2 GiB
+  rebuilds the matrix). ``packager package`` cannot make these two: a model over 2 GiB
   exceeds protobuf's limit in onnx's checker, and packaging writes one data file. So
   they are derived from the first with the library: graph and data files replaced,
   manifest rewritten, signed with packager's signature module. Their answers are the
@@ -51,8 +53,9 @@ RSS = Path(__file__).resolve().parent / "rss.py"
 PASSWORD = "benchmark-password"
 GIB = 1 << 30
 MIB = 1 << 20
-# Rows of 4 float32: 16 bytes each.
-ROW_BYTES = 16
+# The weights: a WIDTH x WIDTH float32 matrix, 1 GiB; one row of it is ROW_BYTES.
+WIDTH = 16384
+ROW_BYTES = 4 * WIDTH
 
 
 @dataclass
@@ -256,9 +259,11 @@ class Fixtures:
         rows = GIB // ROW_BYTES
         _write_weights(source / "model.onnx.data", rows)
         _write_graph(source / "model.onnx", [("model.onnx.data", rows)])
-        rng_rows = [[0.5 + i * 0.01 * j for j in range(4)] for i in range(8)]
+        rng_rows = [[0.5 + ((i * 7 + j) % 13) * 0.01 for j in range(WIDTH)] for i in range(8)]
         (source / "sample.csv").write_text(
-            "a,b,c,d\n" + "".join(",".join(f"{v:.3f}" for v in r) + "\n" for r in rng_rows)
+            ",".join(f"c{j}" for j in range(WIDTH))
+            + "\n"
+            + "".join(",".join(f"{v:.2f}" for v in r) + "\n" for r in rng_rows)
         )
         # onnx refuses to write external data named like a file in the working directory.
         run(
@@ -278,13 +283,13 @@ class Fixtures:
         if bundle.exists():
             return bundle
         base = self.big()
-        rows = 4 * (GIB // ROW_BYTES)
+        rows = GIB // ROW_BYTES
         work = _fresh(self.root / "dist" / ".big4")
         data = work / "model.onnx.data"
         with open(base / "model.onnx.data", "rb") as src, open(data, "wb") as dst:
             for _ in range(4):
                 _copy_range(src.fileno(), dst.fileno(), 0, GIB)
-        _write_graph(work / "model.onnx", [("model.onnx.data", rows)])
+        _write_graph(work / "model.onnx", [("model.onnx.data", rows)], copies=4)
         _derive(base, work, "big4", self.key)
         work.rename(bundle)
         return bundle
@@ -359,11 +364,11 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
 
 
 def _write_weights(path: Path, rows: int) -> None:
-    """``rows`` x 4 float32 in [0, 1): pseudo-random, the same every time."""
+    """``rows`` x WIDTH float32 in [0, 1): pseudo-random, the same every time."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    block = rng.random(4 * (16 * MIB // ROW_BYTES), dtype=np.float32)
+    block = rng.random(16 * MIB // 4, dtype=np.float32)
     with open(path, "wb") as f:
         left = rows * ROW_BYTES
         round_ = 0
@@ -376,35 +381,49 @@ def _write_weights(path: Path, rows: int) -> None:
             round_ += 1
 
 
-def _write_graph(path: Path, parts: Sequence[tuple[str, int]]) -> None:
-    """y = x @ w[[0, n/3, n/2, n-1]] (n: the rows of 1 GiB), where w is float32 [rows, 4]
-    held as external data in ``parts`` (file, rows), concatenated when there are several."""
+def _write_graph(path: Path, parts: Sequence[tuple[str, int]], *, copies: int = 1) -> None:
+    """y = x @ W, where W is float32 [rows, WIDTH] (rows: the rows of 1 GiB) held as
+    external data in ``parts`` (file, rows), concatenated when there are several. With
+    ``copies`` (1, 2 or 4) the one file holds W that many times over, and y is their mean,
+    summed pairwise: exactly x @ W, since every sum doubles and the mean halves exactly."""
     from onnx import TensorProto, helper, save
 
-    names = ["w"] if len(parts) == 1 else [f"w{i}" for i in range(len(parts))]
-    initializers = []
-    for name, (location, count) in zip(names, parts, strict=True):
-        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[count, 4])
+    def weights(name: str, location: str, count: int, offset: int) -> TensorProto:
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[count, WIDTH])
         tensor.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", "0"), ("length", count * 16)):
+        entries = (("location", location), ("offset", offset), ("length", count * ROW_BYTES))
+        for key, value in entries:
             entry = tensor.external_data.add()
             entry.key, entry.value = key, str(value)
-        initializers.append(tensor)
-    base = GIB // ROW_BYTES
-    picked = [0, base // 3, base // 2, base - 1]
-    initializers.append(helper.make_tensor("idx", TensorProto.INT64, [4], picked))
+        return tensor
+
     nodes = []
-    if len(parts) > 1:
-        nodes.append(helper.make_node("Concat", names, ["w"], axis=0))
-    nodes += [
-        helper.make_node("Gather", ["w", "idx"], ["g"], axis=0),
-        helper.make_node("MatMul", ["x", "g"], ["y"]),
-    ]
+    if copies > 1:
+        location, count = parts[0]
+        initializers = [weights(f"w{i}", location, count, i * GIB) for i in range(copies)]
+        terms = [f"w{i}" for i in range(copies)]
+        nodes += [helper.make_node("MatMul", ["x", w], [f"y{w}"]) for w in terms]
+        sums = [f"y{w}" for w in terms]
+        while len(sums) > 1:
+            pairs = list(zip(sums[::2], sums[1::2], strict=True))
+            nodes += [helper.make_node("Add", [a, b], [f"{a}+{b}"]) for a, b in pairs]
+            sums = [f"{a}+{b}" for a, b in pairs]
+        initializers.append(helper.make_tensor("scale", TensorProto.FLOAT, [], [1.0 / copies]))
+        nodes.append(helper.make_node("Mul", [sums[0], "scale"], ["y"]))
+    else:
+        names = ["w"] if len(parts) == 1 else [f"w{i}" for i in range(len(parts))]
+        initializers = [
+            weights(name, location, count, 0)
+            for name, (location, count) in zip(names, parts, strict=True)
+        ]
+        if len(parts) > 1:
+            nodes.append(helper.make_node("Concat", names, ["w"], axis=0))
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
     graph = helper.make_graph(
         nodes,
         "big",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", WIDTH])],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -120,8 +120,18 @@ def check_compatible(manifest: Manifest) -> None:
     )
 
 
-def open_session(model_path: Path, *, threads: int = 0) -> onnxruntime.InferenceSession:
+def open_session(
+    model_path: Path, *, threads: int = 0, keep_weights_mapped: bool = False
+) -> onnxruntime.InferenceSession:
     """Create a CPU inference session; ``threads`` 0 lets onnxruntime choose.
+
+    ``keep_weights_mapped``: for a model whose weights are external data, which
+    onnxruntime maps from their files rather than reading them. Two session steps would
+    make a second copy of them in memory: prepacking (MatMul and Gemm weights copied into
+    packed buffers) and constant folding (whole initializers read in to fold the nodes
+    they feed). Without both the weights stay in the page cache, shared by every process
+    that loads the model, and a session costs little more than the weights' size; batched
+    MatMul/Gemm then packs as it runs, which is slower for large batches.
 
     Raises:
         IncompatibleModelError: onnxruntime cannot load the graph.
@@ -130,9 +140,16 @@ def open_session(model_path: Path, *, threads: int = 0) -> onnxruntime.Inference
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
+    disabled: list[str] | None = None
+    if keep_weights_mapped:
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        disabled = ["ConstantFolding"]
     try:
         return onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model_path),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=disabled,
         )
     except Exception as e:  # onnxruntime raises bare RuntimeError subclasses from C++
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -149,8 +166,15 @@ class Model:
         manifest: the bundle's validated manifest.
     """
 
-    def __init__(self, directory: Path, manifest: Manifest, *, threads: int = 0) -> None:
+    def __init__(
+        self, directory: Path, manifest: Manifest, *, threads: int = 0, prepack: bool = False
+    ) -> None:
         """Check the graph against the manifest, then load it.
+
+        A model with external weights is loaded with its weights left mapped from their
+        files (see :func:`open_session`): memory about the weights' size, shared between
+        processes. ``prepack`` lets onnxruntime prepack them instead: faster large
+        batches through big MatMul/Gemm weights, at twice the memory.
 
         Raises:
             UsageError: the model file cannot be read.
@@ -168,7 +192,8 @@ class Model:
             raise UsageError(f"cannot read {model_path}: {e.strerror}") from e
         # Before onnxruntime sees the graph: it would follow any external-data path.
         check_graph(model_bytes, manifest)
-        self._session = open_session(model_path, threads=threads)
+        mapped = not prepack and any(f.role == "weights" for f in manifest.files)
+        self._session = open_session(model_path, threads=threads, keep_weights_mapped=mapped)
         self._output_names = [o.name for o in self._session.get_outputs()]
         # The input a 2-D array can go to unconverted: the only one, when it is numeric.
         self._direct: tuple[str, np.dtype[Any]] | None = None
@@ -179,7 +204,7 @@ class Model:
         self._refuse_missing = manifest.model.accepts_missing is not True
 
     @classmethod
-    def open(cls, directory: Path, *, threads: int = 0) -> Model:
+    def open(cls, directory: Path, *, threads: int = 0, prepack: bool = False) -> Model:
         """Open a bundle directory that has already been verified (installed models are).
 
         Raises:
@@ -193,7 +218,7 @@ class Model:
             raise UsageError(f"{directory} is not a bundle: {e.strerror}") from e
         manifest = parse_manifest(data)
         check_compatible(manifest)
-        return cls(directory, manifest, threads=threads)
+        return cls(directory, manifest, threads=threads, prepack=prepack)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

@@ -189,6 +189,32 @@ def test_onnx_file_with_external_data_keeps_it(
     np.testing.assert_allclose(load("matmul", home=home).predict(x)["y"], x @ weights)
 
 
+def prepacking_disabled(model: Model) -> bool:
+    options = model._session.get_session_options()
+    try:
+        return options.get_session_config_entry("session.disable_prepacking") == "1"
+    except RuntimeError:  # onnxruntime's answer for an entry never set
+        return False
+
+
+def test_external_weights_stay_mapped_unless_prepacking_is_asked_for(
+    torch_bundle: Path, rows: np.ndarray, tmp_path: Path, keypair: KeyPair, home: Path
+) -> None:
+    """A model with weights files is loaded without a second, prepacked copy of them;
+    prepack=True restores onnxruntime's default, with the same answers."""
+    install_from(tmp_path / "registry", torch_bundle, keypair, home)
+    mapped, packed = load("mlp", home=home), load("mlp", home=home, prepack=True)
+    assert prepacking_disabled(mapped) and not prepacking_disabled(packed)
+    for output, value in mapped.predict(rows).items():
+        np.testing.assert_array_equal(value, packed.predict(rows)[output])
+
+
+def test_models_without_weights_files_keep_the_default_session(bundles: dict[str, Path]) -> None:
+    model = Model.open(bundles["1.0.0"])
+    assert not any(f.role == "weights" for f in model.manifest.files)
+    assert not prepacking_disabled(model)
+
+
 @pytest.mark.parametrize(
     ("location", "message"),
     [

@@ -10,8 +10,11 @@ from packager.instance.store import Store
 from packager.runtime import Model
 
 
-def load(name: str, version: str | None = None, *, home: Path | None = None) -> Model:
+def load(
+    name: str, version: str | None = None, *, home: Path | None = None, prepack: bool = False
+) -> Model:
     """Load an installed model: the ``current`` version, or ``version`` if given.
+    ``prepack``: see :class:`~packager.runtime.Model`.
 
     Raises:
         NotFoundError: the model or version is not installed.
@@ -19,7 +22,7 @@ def load(name: str, version: str | None = None, *, home: Path | None = None) -> 
         IncompatibleModelError: this instance's onnxruntime cannot run it.
     """
     store = Store(resolve_home(home))
-    return Model.open(store.installed_dir(name, version))
+    return Model.open(store.installed_dir(name, version), prepack=prepack)
 
 
 def model_path(ref: str, *, home: Path | None = None) -> Path:
