@@ -42,6 +42,11 @@ from packager.registry.transport import Transport, host_port, may_send_credentia
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_TOKEN_RESPONSE = 1 << 20
+# How to give credentials, in messages.
+GIVE = (
+    "pass --username and --password-stdin, set PACKAGER_REGISTRY_USERNAME and "
+    "PACKAGER_REGISTRY_PASSWORD, or log in with docker login"
+)
 # The token specification's default when a token server does not say.
 DEFAULT_TOKEN_LIFETIME = 60.0
 
@@ -294,6 +299,11 @@ class RegistryAuth:
                 return True
             return False
 
+    def advice(self) -> str:
+        if self._credentials is None:
+            return f"it needs credentials: {GIVE}"
+        return f"check the credentials from {self._credentials.source}"
+
     def redact(self, text: str) -> str:
         """``text`` without the password, its Basic form or any token."""
         secrets = [token.value for token in list(self._tokens.values())]
@@ -324,11 +334,7 @@ class RegistryAuth:
         if response.status_code in (401, 403):
             response.close()
             if self._credentials is None:
-                raise RegistryError(
-                    f"{where(realm)} gives no anonymous access: pass --username and "
-                    "--password-stdin, set PACKAGER_REGISTRY_USERNAME and "
-                    "PACKAGER_REGISTRY_PASSWORD, or log in with docker login"
-                )
+                raise RegistryError(f"{where(realm)} gives no anonymous access: {GIVE}")
             raise RegistryError(
                 f"{where(realm)} refused the credentials from {self._credentials.source}; "
                 "check the username and password (or token)"
@@ -375,6 +381,9 @@ class _RealmAuth:
 
     def redact(self, text: str) -> str:
         return self._registry.redact(text)
+
+    def advice(self) -> str:
+        return self._registry.advice()
 
     def may_send(self, url: str, *, origin: str) -> bool:
         return self._registry.may_send(url, origin=origin)

@@ -126,6 +126,10 @@ class Authenticator(Protocol):
         """``text`` with every secret this authenticator knows replaced by ``***``."""
         ...
 
+    def advice(self) -> str:
+        """What to do about a 401: which credentials to check, or how to give some."""
+        ...
+
     def may_send(self, url: str, *, origin: str) -> bool:
         """Whether a request to ``url`` (first sent to ``origin``) may carry credentials:
         :func:`may_send_credentials` with what this authenticator knows."""
@@ -511,8 +515,7 @@ class Transport:
             pass  # the status alone still says what happened
         status = response.status_code
         hint = {
-            401: "; check the credentials (--username/--password-stdin, "
-            "PACKAGER_REGISTRY_USERNAME/PASSWORD or docker login)",
+            401: f"; {auth.advice()}" if auth else "",
             403: "; the credentials do not allow this",
         }.get(status, "")
         text = f"cannot {what}: {where(response.url)} answered {status}{detail}{hint}"

@@ -107,6 +107,7 @@ def test_creds_store_serves_every_host_and_a_refused_secret_stays_secret(
     code, out, err = publish(capsys, monkeypatch, basic_registry, namespace, bundles["1.1.0"])
     assert code == 4
     assert "wrong-helper-secret" not in out + err
+    assert "check the credentials from docker-credential-store" in err
 
 
 def test_a_helper_without_credentials_for_the_host_means_anonymous(
