@@ -177,6 +177,59 @@ def test_keys_are_required_unless_no_verify(
     assert mirror_mode([], no_verify=True) == Unverified("--no-verify")
 
 
+def test_without_key_the_instance_trust_policy_decides(
+    capsys: pytest.CaptureFixture[str],
+    source: LayoutRegistry,
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+    tmp_path: Path,
+) -> None:
+    """mirror and pull without --key verify with trust.toml (or --trust FILE), as install."""
+    code, _, err = cli(capsys, "pull", "iris@1.0.0", "--registry", source.root, "-o", tmp_path)
+    assert code == 2
+    assert "packager trust add-key" in err and "refusing to pull" in err
+    code, _, err = cli(capsys, "mirror", source.root, tmp_path / "target")
+    assert code == 2
+    assert "packager trust add-key" in err and "--no-verify" in err
+
+    other_policy = tmp_path / "other-trust.toml"
+    assert (
+        main(
+            ["trust", "--trust", str(other_policy), "add-key", "other", str(other_keypair.pub_path)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code, _, err = cli(capsys, "mirror", source.root, tmp_path / "refused", "--trust", other_policy)
+    assert code == 3, err
+    assert not (tmp_path / "refused").exists()
+    code, _, err = cli(
+        capsys,
+        "pull",
+        "iris@1.0.0",
+        "--registry",
+        source.root,
+        "--trust",
+        other_policy,
+        "-o",
+        tmp_path / "refused-pull",
+    )
+    assert code == 3, err
+    assert not (tmp_path / "refused-pull" / "iris-1.0.0").exists()
+
+    assert cli(capsys, "trust", "add-key", "publisher", keypair.pub_path)[0] == 0
+    target = tmp_path / "target"
+    code, out, err = cli(capsys, "mirror", source.root, target, "--json")
+    assert code == 0, err
+    assert json.loads(out)["verified"] is True
+    assert digests(LayoutRegistry(target)) == digests(source)
+    code, out, err = cli(
+        capsys, "pull", "iris@1.1.0", "--registry", source.root, "-o", tmp_path / "pulled", "--json"
+    )
+    assert code == 0, err
+    assert (tmp_path / "pulled" / "iris-1.1.0" / "model.sig").is_file()
+
+
 def test_no_verify_warns_and_still_checks_digests(
     capsys: pytest.CaptureFixture[str], source: LayoutRegistry, tmp_path: Path
 ) -> None:

@@ -20,8 +20,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import nacl.exceptions
-import nacl.secret
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,6 +48,9 @@ _SCRYPT_P = 1
 _ACCEPTED_SCRYPT_N = frozenset({1 << 15, 1 << 16, 1 << 17})
 _SALT_BYTES = 32
 _KEY_BYTES = 32
+# NaCl secretbox's nonce (crypto_secretbox_NONCEBYTES). PyNaCl itself is imported only
+# where a cosign.key is sealed or opened: verifying and installing never load it.
+_NONCE_BYTES = 24
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _ENV_ADVICE = "set PACKAGER_KEY_PASSWORD or COSIGN_PASSWORD"
@@ -77,12 +78,13 @@ def encode_cosign_private_key(
         UsageError: ``salt`` or ``nonce`` has the wrong length.
     """
     salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
-    nonce = secrets.token_bytes(nacl.secret.SecretBox.NONCE_SIZE) if nonce is None else nonce
-    if len(salt) != _SALT_BYTES or len(nonce) != nacl.secret.SecretBox.NONCE_SIZE:
+    nonce = secrets.token_bytes(_NONCE_BYTES) if nonce is None else nonce
+    if len(salt) != _SALT_BYTES or len(nonce) != _NONCE_BYTES:
         raise UsageError(
-            f"cosign.key needs a {_SALT_BYTES}-byte salt and a "
-            f"{nacl.secret.SecretBox.NONCE_SIZE}-byte nonce"
+            f"cosign.key needs a {_SALT_BYTES}-byte salt and a {_NONCE_BYTES}-byte nonce"
         )
+    import nacl.secret
+
     der = key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
@@ -300,8 +302,11 @@ def _decrypt_cosign(path: Path, body: bytes, ask: Callable[[], bytes]) -> object
         raise UsageError(f"{path} uses {names[0]}/{names[1]}; only scrypt/nacl/secretbox is read")
     if n not in _ACCEPTED_SCRYPT_N or r != _SCRYPT_R or p != _SCRYPT_P:
         raise UsageError(f"{path} has unsupported scrypt parameters N={n} r={r} p={p}")
-    if len(nonce) != nacl.secret.SecretBox.NONCE_SIZE or not salt:
+    if len(nonce) != _NONCE_BYTES or not salt:
         raise UsageError(f"{path} is a malformed cosign key (salt or nonce size)")
+    import nacl.exceptions
+    import nacl.secret
+
     box = nacl.secret.SecretBox(_derive_key(ask(), salt, n, r, p))
     try:
         der = box.decrypt(ciphertext, nonce)

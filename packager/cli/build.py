@@ -174,7 +174,13 @@ def verify(
         from packager.core.policy import Trusted
         from packager.instance.trust import resolve_policy
 
-        return Trusted(resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
+        policy = resolve_policy(
+            home=ctx.home,
+            trust_file=trust_file,
+            key_paths=key_paths,
+            refusing="nothing to verify the signature with",
+        )
+        return Trusted(policy)
 
     manifest = verify_bundle(bundle, mode=mode)
     render.show(ctx, render.VERIFIED, manifest, as_json=as_json)

@@ -22,6 +22,7 @@ from packager.cli.options import (
     registry_option,
     remote_options,
     signing_key_option,
+    trust_option,
 )
 
 
@@ -80,7 +81,8 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 @click.argument("ref", metavar="NAME[@VERSION]")
 @registry_option
 @remote_options
-@key_option(required=True)
+@key_option(required=False)
+@trust_option
 @output_option(Path("."), "Directory to write NAME-VERSION/ into.")
 @json_option
 @pass_ctx
@@ -89,17 +91,30 @@ def pull(
     ref: str,
     registry_ref: str | None,
     key_paths: tuple[Path, ...],
+    trust_file: Path | None,
     out_dir: Path,
     as_json: bool,
 ) -> None:
-    """Fetch and verify a model version into a bundle directory, without installing it."""
-    from packager.core.policy import Trusted, adhoc_policy
-    from packager.distribution.pull import pull as do_pull
+    """Fetch and verify a model version into a bundle directory, without installing it.
 
+    Trusted keys and CAs come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
+    else /etc/packager/trust.toml.
+    """
+    from packager.core.policy import Trusted
+    from packager.distribution.pull import pull as do_pull
+    from packager.instance.trust import resolve_policy
+
+    policy = resolve_policy(
+        home=ctx.home,
+        trust_file=trust_file,
+        key_paths=key_paths,
+        refusing="refusing to pull unverified models",
+    )
+    render.unusable_keys(policy)
     bundle = do_pull(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        mode=Trusted(adhoc_policy(load_public_keys(key_paths))),
+        mode=Trusted(policy),
         out_dir=out_dir,
         progress=ctx.say,
     )
@@ -206,6 +221,7 @@ def export_cmd(
 @click.argument("refs", nargs=-1, metavar="[NAME[@VERSION]]...")
 @remote_options
 @key_option(required=False)
+@trust_option
 @click.option(
     "--no-verify",
     is_flag=True,
@@ -219,6 +235,7 @@ def mirror_cmd(
     destination: str,
     refs: tuple[str, ...],
     key_paths: tuple[Path, ...],
+    trust_file: Path | None,
     no_verify: bool,
     as_json: bool,
 ) -> None:
@@ -230,13 +247,27 @@ def mirror_cmd(
     every version of every model is copied; NAME alone copies all its versions. A version
     already in DST with the same content is skipped; one with other content is a conflict:
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
-    rebuilt atomically and keeps what it held.
+    rebuilt atomically and keeps what it held. Trusted keys and CAs come from --key, else
+    --trust FILE, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml.
     """
+    from packager.core.policy import Trusted, VerifyMode
     from packager.distribution.mirror import mirror, mirror_mode
+    from packager.instance.trust import resolve_policy
 
     if no_verify:
         render.warn(render.MIRRORING_UNVERIFIED)
-    mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
+    mode: VerifyMode
+    if no_verify or key_paths:
+        mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
+    else:
+        policy = resolve_policy(
+            home=ctx.home,
+            trust_file=trust_file,
+            refusing="refusing to copy unverified models (--no-verify copies without "
+            "checking signatures)",
+        )
+        render.unusable_keys(policy)
+        mode = Trusted(policy)
     report = mirror(
         open_registry_at(ctx, source),
         open_registry_at(ctx, destination, writing=True),

@@ -209,9 +209,15 @@ class Catalog:
     models: dict[str, list[str]]
 
 
+def _publish_hint(location: str) -> str:
+    if location.startswith(("https://", "http://")):  # a static mirror: read-only
+        return "publish into the registry directory it serves, then copy that again"
+    return f"publish one with `packager publish BUNDLE --registry {location}`"
+
+
 def _catalog_text(ctx: Context, catalog: Catalog) -> None:
     if not any(catalog.models.values()):
-        ctx.say(f"no models in {catalog.location}; publish one with `packager publish BUNDLE`")
+        ctx.say(f"no models in {catalog.location}; {_publish_hint(catalog.location)}")
     for name, versions in catalog.models.items():
         line(f"{name}  {', '.join(versions)}")
 
@@ -341,7 +347,10 @@ UPDATED: Rendering[UpdateReport] = Rendering(json=lambda r: r.to_json(), text=_u
 
 def _listed_text(ctx: Context, installed: Sequence[Installed]) -> None:
     if not installed:
-        ctx.say("no models installed; run `packager install NAME --key cosign.pub`")
+        ctx.say(
+            "no models installed; install one with `packager install NAME --registry REF` "
+            "(trusting the keys of `packager trust add-key`, or --key cosign.pub)"
+        )
     for i in installed:
         line(f"{'*' if i.current else ' '} {i.name}  {i.version}")
 

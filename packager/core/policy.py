@@ -83,6 +83,10 @@ class Rule:
         return fnmatch.fnmatchcase(model, self.models)
 
 
+# The source of the policy ``--key PATH`` makes.
+ADHOC_SOURCE = "--key"
+
+
 @dataclass(frozen=True)
 class TrustPolicy:
     keys: Mapping[str, TrustedKey]
@@ -142,13 +146,25 @@ class TrustPolicy:
         else:
             why = "no rule covers it"
         how = (
-            f"`packager trust add-key NAME cosign.pub --models '{model}'`"
+            self.add_command(f"add-key NAME cosign.pub --models '{model}'")
             if kind == "key"
-            else f"`packager trust add-ca NAME ca.pem --models '{model}'`"
+            else self.add_command(f"add-ca NAME ca.pem --models '{model}'")
         )
         return UntrustedError(
             f"no trusted {kind} for {model} in {self.source} ({why}); add one with {how}"
         )
+
+    def add_command(self, args: str) -> str:
+        """The `packager trust` command line that edits this policy's file."""
+        where = f"--trust {self.source} " if self.source.endswith(".toml") else ""
+        return f"`packager trust {where}{args}`"
+
+    def trust_advice(self, model: str) -> str:
+        """What to do when no key this policy allows for ``model`` made a signature."""
+        if self.source == ADHOC_SOURCE:
+            return "pass --key PATH to the publisher's cosign.pub"
+        add = self.add_command(f"add-key NAME cosign.pub --models '{model}'")
+        return f"add the publisher's key with {add}"
 
     def revoked_hints(self) -> dict[str, str]:
         """Hint -> name of every revoked key (to name it when it signed something)."""
@@ -369,4 +385,4 @@ def adhoc_policy(keys: Sequence[ec.EllipticCurvePublicKey]) -> TrustPolicy:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         trusted[f"key{i}"] = TrustedKey(f"key{i}", pem, key)
-    return TrustPolicy(trusted, (Rule("*", tuple(trusted)),), {}, "--key")
+    return TrustPolicy(trusted, (Rule("*", tuple(trusted)),), {}, ADHOC_SOURCE)

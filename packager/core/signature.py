@@ -239,10 +239,12 @@ def verify_envelope(
     *,
     public_keys: Sequence[ec.EllipticCurvePublicKey],
     what: str,
+    advice: str = _TRUST_ADVICE,
 ) -> tuple[bytes, str]:
     """Verify a bundle made by :func:`sign_envelope`; return (payload, hint of the key).
 
-    ``what`` names the document in messages (e.g. "model.sig").
+    ``what`` names the document in messages (e.g. "model.sig"); ``advice`` says how to
+    trust its signer.
 
     Raises:
         UsageError: no keys, or a key on an unsupported curve.
@@ -272,7 +274,7 @@ def verify_envelope(
     signer = f"key {_short(claimed_hint)}" if claimed_hint else "an unnamed key"
     raise UntrustedError(
         f"{what} was signed by {signer}, which is not one of the trusted keys "
-        f"({', '.join(hint for hint, _, _ in trusted)}); to trust the publisher, {_TRUST_ADVICE}"
+        f"({', '.join(hint for hint, _, _ in trusted)}); to trust the publisher, {advice}"
     )
 
 

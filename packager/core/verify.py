@@ -181,7 +181,11 @@ def _signed_payload(
             return payload, signature.key_hint(leaf_key), signer.describe()
     try:
         payload, hint = signature.verify_envelope(
-            data, payload_type, public_keys=policy.keys_for(name), what=what
+            data,
+            payload_type,
+            public_keys=policy.keys_for(name),
+            what=what,
+            advice=policy.trust_advice(name),
         )
     except UntrustedError:
         if refused is None:

@@ -44,9 +44,14 @@ def read_policy(path: Path) -> TrustPolicy:
 
 
 def resolve_policy(
-    *, home: Path, trust_file: Path | None = None, key_paths: Sequence[Path] = ()
+    *,
+    home: Path,
+    trust_file: Path | None = None,
+    key_paths: Sequence[Path] = (),
+    refusing: str = "refusing to install unverified models",
 ) -> TrustPolicy:
-    """The policy an install uses: ``--key`` files if given, else the trust policy file.
+    """The policy an install (or verify, pull, mirror) uses: ``--key`` files if given,
+    else the trust policy file. ``refusing`` ends the message when there is neither.
 
     Raises:
         UsageError: no key and no policy (fail closed), or an unreadable policy.
@@ -59,7 +64,7 @@ def resolve_policy(
     if path is None:
         raise UsageError(
             "no trusted keys: run `packager trust add-key NAME cosign.pub` "
-            "(or pass --key cosign.pub); refusing to install unverified models"
+            f"(or pass --key cosign.pub); {refusing}"
         )
     return read_policy(path)
 

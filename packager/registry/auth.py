@@ -2,8 +2,9 @@
 
 Credentials come from :class:`~packager.registry.options.RegistryOptions` (a username and
 password given on the command line or in ``PACKAGER_REGISTRY_USERNAME``/``_PASSWORD``),
-or else from the ``auths`` of Docker's ``config.json``. Credential helpers
-(``credsStore``, ``credHelpers``) and identity tokens are not run.
+or else from Docker's ``config.json``: the credential helper it names for the host
+(``credHelpers``, else ``credsStore``; see :mod:`packager.registry.credential_helper`), else
+its ``auths``. Identity tokens are not used.
 
 The flow is the one distribution registries use: a request goes out with whatever is
 known; a 401 carries ``WWW-Authenticate``. ``Basic`` means: resend with the credentials.
@@ -35,11 +36,17 @@ import requests
 
 from packager.core.jsonio import Limits, loads, loads_object
 from packager.errors import RegistryError, UsageError
+from packager.registry.credential_helper import DEFAULT_TIMEOUT, helper_credentials
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import Transport, host_port, may_send_credentials, where
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_TOKEN_RESPONSE = 1 << 20
+# How to give credentials, in messages.
+GIVE = (
+    "pass --username and --password-stdin, set PACKAGER_REGISTRY_USERNAME and "
+    "PACKAGER_REGISTRY_PASSWORD, or log in with docker login"
+)
 # The token specification's default when a token server does not say.
 DEFAULT_TOKEN_LIFETIME = 60.0
 
@@ -80,15 +87,19 @@ def find_credentials(host: str, options: RegistryOptions) -> Credentials | None:
     return docker_credentials(host, options.docker_config)
 
 
-def docker_credentials(host: str, config: Path) -> Credentials | None:
-    """Credentials for ``host`` from the ``auths`` of a Docker ``config.json``; None when
-    the file or the host's entry is missing.
+def docker_credentials(
+    host: str, config: Path, *, helper_timeout: float = DEFAULT_TIMEOUT
+) -> Credentials | None:
+    """Credentials for ``host`` from a Docker ``config.json``, as Docker finds them: the
+    helper ``credHelpers`` names for the host, else the ``credsStore`` helper, else the
+    ``auths`` entry; None when the file, the helper's or the host's entry has none.
 
-    Keys may be ``host[:port]`` or a URL (``https://host/v1/``); an entry holds ``auth``
-    (base64 of ``user:password``) or ``username`` and ``password``.
+    Keys may be ``host[:port]`` or a URL (``https://host/v1/``); an ``auths`` entry holds
+    ``auth`` (base64 of ``user:password``) or ``username`` and ``password``.
 
     Raises:
         UsageError: the file cannot be read, is not JSON, or the entry is malformed.
+        RegistryError: a credential helper is missing, late, fails or answers nonsense.
     """
     try:
         with open(config, "rb") as f:
@@ -109,7 +120,13 @@ def docker_credentials(host: str, config: Path) -> Credentials | None:
         error=invalid,
         limits=Limits(max_bytes=MAX_CONFIG_BYTES),
     )
-    auths = doc.get("auths") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    helper, source = _helper_for(host, doc, config)
+    if helper is not None:
+        found = helper_credentials(helper, host, source=source, timeout=helper_timeout)
+        return None if found is None else Credentials(*found, source=f"docker-credential-{helper}")
+    auths = doc.get("auths")
     if not isinstance(auths, dict):
         return None
     entry = next((v for k, v in auths.items() if _config_host(k) == host.lower()), None)
@@ -129,6 +146,19 @@ def docker_credentials(host: str, config: Path) -> Credentials | None:
     if isinstance(username, str) and isinstance(password, str) and username:
         return Credentials(username, password, source)
     return None
+
+
+def _helper_for(host: str, doc: dict[str, object], config: Path) -> tuple[str | None, str]:
+    """The credential helper Docker would run for ``host`` and the entry naming it."""
+    helpers = doc.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, name in helpers.items():
+            if _config_host(key) == host.lower() and isinstance(name, str) and name:
+                return name, f"{config} (credHelpers.{host})"
+    store = doc.get("credsStore")
+    if isinstance(store, str) and store:
+        return store, f"{config} (credsStore)"
+    return None, ""
 
 
 def merge_scopes(scopes: list[str]) -> list[str]:
@@ -269,6 +299,11 @@ class RegistryAuth:
                 return True
             return False
 
+    def advice(self) -> str:
+        if self._credentials is None:
+            return f"it needs credentials: {GIVE}"
+        return f"check the credentials from {self._credentials.source}"
+
     def redact(self, text: str) -> str:
         """``text`` without the password, its Basic form or any token."""
         secrets = [token.value for token in list(self._tokens.values())]
@@ -299,11 +334,7 @@ class RegistryAuth:
         if response.status_code in (401, 403):
             response.close()
             if self._credentials is None:
-                raise RegistryError(
-                    f"{where(realm)} gives no anonymous access: pass --username and "
-                    "--password-stdin, set PACKAGER_REGISTRY_USERNAME and "
-                    "PACKAGER_REGISTRY_PASSWORD, or log in with docker login"
-                )
+                raise RegistryError(f"{where(realm)} gives no anonymous access: {GIVE}")
             raise RegistryError(
                 f"{where(realm)} refused the credentials from {self._credentials.source}; "
                 "check the username and password (or token)"
@@ -350,6 +381,9 @@ class _RealmAuth:
 
     def redact(self, text: str) -> str:
         return self._registry.redact(text)
+
+    def advice(self) -> str:
+        return self._registry.advice()
 
     def may_send(self, url: str, *, origin: str) -> bool:
         return self._registry.may_send(url, origin=origin)

@@ -122,7 +122,8 @@ class LayoutStore(LayoutNaming, IndexedStore):
     def missing_model(self, name: str) -> NotFoundError:
         return NotFoundError(
             f"model {name!r} not found in {self.location}; publish it with "
-            f"`packager publish BUNDLE --registry {self.location}`"
+            f"`packager publish BUNDLE --registry {self.location}`, or read it from the "
+            "registry that has it with --registry REF"
         )
 
     def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:

@@ -8,8 +8,10 @@ What this layer guarantees to the registry clients above it:
   arrives by checking the clock at each receive; a request that fails on a connection
   error, a 5xx or a 429 is retried with exponential backoff (honouring ``Retry-After``
   up to a cap);
-- TLS is verified with the system CA bundle or ``--ca-cert``; plain HTTP is refused,
-  before any connection is opened, except to loopback hosts or with ``plain_http``;
+- TLS is verified against the operating system's trust store (through ``truststore``,
+  in this transport's own SSL context: nothing global is patched), certifi's bundle and
+  ``--ca-cert``; plain HTTP is refused, before any connection is opened, except to
+  loopback hosts or with ``plain_http``;
 - redirects are followed by hand so that each hop is checked the same way; a redirect
   from a host that is not loopback to loopback, or from HTTPS to plain HTTP, is refused;
 - an ``Authorization`` header goes out only where :func:`may_send_credentials` allows;
@@ -53,7 +55,7 @@ from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
 from packager.core.text import printable
-from packager.errors import RegistryError, TamperedError
+from packager.errors import RegistryError, TamperedError, UsageError
 from packager.registry._verified_read import check_blob, new_file
 from packager.registry.artifact import TITLE_ANNOTATION
 from packager.registry.base import Descriptor
@@ -122,6 +124,10 @@ class Authenticator(Protocol):
 
     def redact(self, text: str) -> str:
         """``text`` with every secret this authenticator knows replaced by ``***``."""
+        ...
+
+    def advice(self) -> str:
+        """What to do about a 401: which credentials to check, or how to give some."""
         ...
 
     def may_send(self, url: str, *, origin: str) -> bool:
@@ -217,8 +223,9 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._session = requests.Session()
+        adapter = _WatchedAdapter(tls_context(options.ca_cert))
         for prefix in ("https://", "http://"):
-            self._session.mount(prefix, _WatchedAdapter())
+            self._session.mount(prefix, adapter)
         # Credentials come from RegistryOptions and Docker's config only: with no session
         # auth, requests would add ~/.netrc credentials to any host, redirect targets too.
         self._session.auth = _no_auth
@@ -508,8 +515,7 @@ class Transport:
             pass  # the status alone still says what happened
         status = response.status_code
         hint = {
-            401: "; check the credentials (--username/--password-stdin, "
-            "PACKAGER_REGISTRY_USERNAME/PASSWORD or docker login)",
+            401: f"; {auth.advice()}" if auth else "",
             403: "; the credentials do not allow this",
         }.get(status, "")
         text = f"cannot {what}: {where(response.url)} answered {status}{detail}{hint}"
@@ -553,8 +559,8 @@ class Transport:
                         stream=True,
                         allow_redirects=False,
                         timeout=(timeouts.connect, timeouts.stall),
-                        # Per request: a Session.verify would lose to REQUESTS_CA_BUNDLE.
-                        verify=str(self._options.ca_cert) if self._options.ca_cert else True,
+                        # The adapter's context holds the CAs; REQUESTS_CA_BUNDLE adds its own.
+                        verify=True,
                     )
                 except NETWORK_ERRORS as e:
                     if watchdog.fired:
@@ -617,8 +623,8 @@ class Transport:
                 return f"stalled: no data for {timeouts.stall:g} s"
             if isinstance(e, ssl.SSLCertVerificationError):
                 return (
-                    f"TLS certificate not trusted ({e.verify_message}); "
-                    "pass --ca-cert FILE for a private CA"
+                    f"TLS certificate not trusted ({e.verify_message}); for a private CA, "
+                    "install it in the system trust store or pass --ca-cert FILE"
                 )
             if isinstance(e, ssl.SSLError):
                 return f"TLS failed ({e.reason or e.strerror})"
@@ -750,15 +756,49 @@ _WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
 }
 
 
+def tls_context(ca_cert: Path | None) -> ssl.SSLContext:
+    """The SSL context HTTPS is verified with: the operating system's trust store (an
+    internal CA installed on the host; on Linux OpenSSL's default locations, which
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` override), certifi's bundle (so that a host
+    without a CA store still reaches public registries) and ``ca_cert``.
+
+    Raises:
+        UsageError: ``ca_cert`` holds no certificate OpenSSL can read.
+    """
+    import certifi
+    import truststore
+
+    context: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=certifi.where())
+    if ca_cert is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_cert))
+        except (ssl.SSLError, OSError) as e:
+            raise UsageError(f"--ca-cert {ca_cert}: no PEM certificate in it ({e})") from e
+    return context
+
+
 class _WatchedAdapter(requests.adapters.HTTPAdapter):
     """requests' adapter, with connections a :class:`_Watchdog` can shut (also through an
-    HTTP proxy; SOCKS proxies keep their own connections)."""
+    HTTP proxy; SOCKS proxies keep their own connections), verified with one SSL context
+    (see :func:`tls_context`)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
+        super().init_poolmanager(*args, **kwargs, ssl_context=self._context)
         self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
 
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+        if verify is True:
+            # Not certifi's bundle again on every connection: the context holds it.
+            conn.ca_certs = conn.ca_cert_dir = None
+
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        proxy_kwargs.setdefault("ssl_context", self._context)
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
         if type(manager) is urllib3.ProxyManager:
             manager.pool_classes_by_scheme = _WATCHED_POOLS

@@ -71,7 +71,8 @@ def read_channel(
     except NotFoundError as e:
         raise NotFoundError(
             f"{registry.location} has no channel {channel} for {name}; the publisher "
-            f"promotes a version with `packager promote {name}@VERSION --channel {channel}`"
+            f"promotes a version with `packager promote {name}@VERSION --channel {channel} "
+            f"--key cosign.key --registry {registry.location}`"
         ) from e
     return accept_channel(data, mode, name=name, channel=channel, now=now, last_seen=last_seen)
 
@@ -89,7 +90,8 @@ def latest_version(registry: RegistryReader, name: str) -> str:
     versions = registry.versions(name)
     if not versions:
         raise NotFoundError(
-            f"no version of {name} in {registry.location}; run `packager search` to list models"
+            f"no version of {name} in {registry.location}; run "
+            f"`packager search --registry {registry.location}` to list models"
         )
     releases = [v for v in versions if "-" not in v.split("+")[0]]
     candidates = releases or versions

@@ -136,6 +136,26 @@ def make_tls(directory: Path) -> TlsFiles:
     return TlsFiles(cert_path, key_path)
 
 
+def make_ca_tls(directory: Path, common: str = "Packager Test Root CA") -> tuple[Path, TlsFiles]:
+    """A CA (its certificate's path) and a server certificate it issued for 127.0.0.1 and
+    registry.test: what an internal CA installed on a host looks like."""
+    ca_key, key = _new_key(), _new_key()
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_path = directory / "ca.pem"
+    ca_path.write_bytes(_pem(_cert(common, ca_key, ca=True)))
+    leaf = _cert("127.0.0.1", key, issuer=(common, ca_key), ip="127.0.0.1", dns="registry.test")
+    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    cert_path.write_bytes(_pem(leaf))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_path, TlsFiles(cert_path, key_path)
+
+
 # --- HTTP servers in threads ---------------------------------------------------------------
 
 

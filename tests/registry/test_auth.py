@@ -95,7 +95,7 @@ def test_docker_config_entries(tmp_path: Path) -> None:
                     "https://other.example/v1/": {"username": "bob", "password": "pw2"},
                     "helper.example": {},
                 },
-                "credHelpers": {"helper.example": "secretservice"},
+                "credHelpers": {"helper.example": "packager-test-absent"},
             }
         )
     )
@@ -103,7 +103,8 @@ def test_docker_config_entries(tmp_path: Path) -> None:
     assert alice is not None and (alice.username, alice.password) == ("alice", "pw:x")
     bob = docker_credentials("other.example", config)
     assert bob is not None and (bob.username, bob.password) == ("bob", "pw2")
-    assert docker_credentials("helper.example", config) is None
+    with pytest.raises(RegistryError, match="docker-credential-packager-test-absent, which"):
+        docker_credentials("helper.example", config)  # the helper, not the empty auths entry
     assert docker_credentials("registry.example", config) is None  # the port is part of it
     assert docker_credentials("x", tmp_path / "missing.json") is None
     config.write_text("{not json")

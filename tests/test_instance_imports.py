@@ -1,0 +1,55 @@
+"""What the instance side loads: PyNaCl (NaCl secretbox, the cipher of an encrypted
+cosign.key) only when a cosign.key is read, never to verify, install or predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from packager.cli import main
+
+from .conftest import KeyPair
+
+# Runs one command in a new interpreter, then reports its exit code and which of PyNaCl's
+# modules it loaded.
+PROBE = """
+import json, sys
+from packager.cli import main
+code = main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m == "nacl" or m.startswith("nacl."))
+print(json.dumps({"code": code, "nacl": loaded}), file=sys.stderr)
+"""
+
+
+def probe(*args: str | Path) -> tuple[int, list[str]]:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, "-q", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, result.stderr
+    return report["code"], report["nacl"]
+
+
+def test_pynacl_is_imported_only_to_read_a_cosign_key(
+    bundles: dict[str, Path], keypair: KeyPair, iris_files: Path
+) -> None:
+    assert main(["-q", "publish", str(bundles["1.0.0"])]) == 0
+    instance_side = [
+        ("verify", bundles["1.0.0"], "--key", keypair.pub_path),
+        ("install", "iris@1.0.0", "--key", keypair.pub_path),
+        ("predict", "iris", "--input", iris_files / "input.csv"),
+        ("list",),
+    ]
+    for command in instance_side:
+        assert probe(*command) == (0, []), command
+
+    # The same probe sees PyNaCl once a cosign.key is opened.
+    promote = ("promote", "iris@1.0.0", "--channel", "stable", "--key", keypair.key_path)
+    _, loaded = probe(*promote)
+    assert "nacl.secret" in loaded
