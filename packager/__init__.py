@@ -30,8 +30,10 @@ from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
     KeyDecryptionError,
+    LocalDiskError,
     LockTimeoutError,
     NotFoundError,
+    NotInstalledError,
     PackagerError,
     ParityError,
     RegistryError,
@@ -59,7 +61,7 @@ def load(name: str, version: str | None = None, *, home: str | Path | None = Non
     ``$PACKAGER_HOME``, else ``~/.local/share/packager``.
 
     Raises:
-        NotFoundError: the model or version is not installed.
+        NotInstalledError: the model or version is not installed (a NotFoundError).
         TamperedError: the graph does not match its manifest.
         IncompatibleModelError: this machine's onnxruntime cannot run it.
     """
@@ -112,10 +114,12 @@ __all__ = [
     "ExpiredError",
     "IncompatibleModelError",
     "KeyDecryptionError",
+    "LocalDiskError",
     "LockTimeoutError",
     "Metadata",
     "Model",
     "NotFoundError",
+    "NotInstalledError",
     "PackageOptions",
     "PackagerError",
     "ParityError",

@@ -61,6 +61,25 @@ class NotFoundError(RegistryError):
     """The model or version is not in the registry."""
 
 
+class NotInstalledError(NotFoundError):
+    """The model or version is not installed here: a usage error (exit 2), not a registry's.
+
+    A :class:`NotFoundError` too, so callers of :func:`packager.load` catch it as before.
+    """
+
+    exit_code = 2
+
+
+class LocalDiskError(PackagerError):
+    """This machine's disk refused a write or read: read-only, full, or permission denied.
+
+    Exit 2 like other local configuration problems: free space, or point ``--home`` (or
+    the file named) at a place this account may write.
+    """
+
+    exit_code = 2
+
+
 class IncompatibleModelError(PackagerError):
     """The model cannot be converted, loaded or run, or gave wrong answers."""
 

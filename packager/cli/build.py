@@ -22,7 +22,6 @@ from packager.cli.options import (
     pass_ctx,
     rows_option,
     signing_key_option,
-    trust_option,
 )
 
 if TYPE_CHECKING:
@@ -153,14 +152,12 @@ def package_cmd(
 @click.command()
 @click.argument("bundle", type=DIRECTORY)
 @key_option(required=False)
-@trust_option
 @json_option
 @pass_ctx
 def verify(
     ctx: Context,
     bundle: Path,
     key_paths: tuple[Path, ...],
-    trust_file: Path | None,
     as_json: bool,
 ) -> None:
     """Verify a bundle directory's signature and every file's digest.
@@ -175,7 +172,9 @@ def verify(
         from packager.core.policy import Trusted
         from packager.instance.trust import resolve_policy
 
-        return Trusted(resolve_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
+        return Trusted(
+            resolve_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
+        )
 
     manifest = verify_bundle(bundle, mode=mode)
     render.show(ctx, render.VERIFIED, manifest, as_json=as_json)

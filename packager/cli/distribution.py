@@ -22,13 +22,14 @@ from packager.cli.options import (
     registry_option,
     remote_options,
     signing_key_option,
+    upload_options,
 )
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @registry_option
-@remote_options
+@upload_options
 @key_option(required=False)
 @json_option
 @pass_ctx
@@ -66,13 +67,12 @@ def publish(
 @json_option
 @pass_ctx
 def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
-    """List the models and versions in a registry."""
-    from packager.core.root import TRUST_REPOSITORY
+    """List the models and versions in a registry (exit 4 when NAME or the registry is not
+    there)."""
+    from packager.distribution.search import catalog as read_catalog
 
     registry = open_registry_at(ctx, registry_ref)
-    # The root of trust's repository holds documents, not models.
-    names = [name] if name else [n for n in registry.names() if n != TRUST_REPOSITORY]
-    catalog = render.Catalog(registry.location, {n: registry.versions(n) for n in names})
+    catalog = render.Catalog(registry.location, read_catalog(registry, name))
     render.show(ctx, render.CATALOG, catalog, as_json=as_json)
 
 
@@ -124,7 +124,7 @@ def pull(
 )
 @cert_chain_option
 @registry_option
-@remote_options
+@upload_options
 @json_option
 @pass_ctx
 def promote(
@@ -204,7 +204,7 @@ def export_cmd(
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
 @click.argument("refs", nargs=-1, metavar="[NAME[@VERSION]]...")
-@remote_options
+@upload_options
 @key_option(required=False)
 @click.option(
     "--no-verify",
@@ -327,7 +327,7 @@ def root_sign(ctx: Context, document: Path, key_path: Path) -> None:
 @root.command("publish")
 @click.argument("document", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @registry_option
-@remote_options
+@upload_options
 @json_option
 @pass_ctx
 def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json: bool) -> None:
@@ -355,7 +355,7 @@ def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json
 )
 @click.option("--expires", default="90d", show_default=True, metavar="DURATION")
 @registry_option
-@remote_options
+@upload_options
 @json_option
 @pass_ctx
 def delegate(

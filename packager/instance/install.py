@@ -25,7 +25,7 @@ from packager.core.compare import Comparison
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
-from packager.errors import NotFoundError, PackagerError, UsageError
+from packager.errors import NotInstalledError, PackagerError, UsageError
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import ChannelRecord, Following, Store
@@ -300,12 +300,12 @@ def rollback(name: str, *, store: Store, now: datetime) -> str:
     stops following its channel, if it followed one.
 
     Raises:
-        NotFoundError: there is no other installed version to go back to.
+        NotInstalledError: there is no other installed version to go back to.
     """
     with store.lock(name):
         target = store.previous_version(name)
         if target is None:
-            raise NotFoundError(f"{name} has no previous installed version to roll back to")
+            raise NotInstalledError(f"{name} has no previous installed version to roll back to")
         current = store.current_version(name)
         store.activate(name, target, now=now)
         # Following a channel would undo the rollback at the next `packager update`.
@@ -325,11 +325,21 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
     """Delete an installed, non-current version.
 
     Raises:
-        NotFoundError, UsageError: see :meth:`Store.remove`.
+        NotInstalledError, UsageError: see :meth:`Store.remove`.
     """
     with store.lock(name):
         store.remove(name, version)
     store.audit(action="remove", outcome="ok", now=now, name=name, version=version)
+
+
+def uninstall(name: str, *, store: Store, now: datetime) -> list[str]:
+    """Delete every installed version of ``name``; returns them (see :meth:`Store.uninstall`).
+
+    Raises:
+        NotInstalledError: nothing of ``name`` is installed.
+    """
+    with store.lock(name):
+        return store.uninstall(name, now=now)
 
 
 def only_model(archive: RegistryReader, location: str) -> str:

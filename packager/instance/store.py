@@ -43,7 +43,14 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
 from packager.core.text import printable
-from packager.errors import LockTimeoutError, NotFoundError, UsageError, WrongModelError
+from packager.errors import (
+    LocalDiskError,
+    LockTimeoutError,
+    NotInstalledError,
+    PackagerError,
+    UsageError,
+    WrongModelError,
+)
 
 if TYPE_CHECKING:
     from packager.core.channel import Seen
@@ -188,6 +195,37 @@ class Store:
         finally:
             conn.close()
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection to an existing state.db, for commands that only read: it
+        writes nothing (no migration, no lock, no journal), so it works on a read-only
+        $PACKAGER_HOME. Rows come as :class:`sqlite3.Row`.
+
+        Raises:
+            UsageError: state.db cannot be read (see :meth:`db`).
+        """
+        path = self.home / STATE_DB
+        try:
+            conn = _open_readonly(path)
+            found = _schema_version(conn)
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        try:
+            if found > SCHEMA_VERSION:
+                raise _newer(path, found)
+            if found < SCHEMA_VERSION:  # to be migrated first, which writes
+                conn.close()
+                with self.db() as conn:
+                    conn.row_factory = sqlite3.Row
+                    yield conn
+                return
+            conn.row_factory = sqlite3.Row
+            yield conn
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        finally:
+            conn.close()
+
     def floor(self, name: str) -> str | None:
         """The highest version ever installed for ``name``: the rollback floor (recovered
         from the installed versions when state.db is new, see :meth:`db`)."""
@@ -259,14 +297,14 @@ class Store:
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
         if not (self.home / STATE_DB).exists():
             return []
-        query = "SELECT at, action, name, version, outcome, detail FROM audit"
+        query = "SELECT * FROM audit"
         args: tuple[str, ...] = ()
         if name is not None:
             query += " WHERE name = ?"
             args = (name,)
-        with self.db() as conn:
+        with self.reader() as conn:
             rows = conn.execute(query + " ORDER BY id", args).fetchall()
-        return [AuditEntry(*row) for row in rows]
+        return [_audit_entry(row) for row in rows]
 
     # -- installed models ------------------------------------------------------------
 
@@ -307,12 +345,12 @@ class Store:
         """The directory of an installed version (``current`` when version is None).
 
         Raises:
-            NotFoundError: not installed.
+            NotInstalledError: not installed.
         """
         version = version or self.current_version(name)
         if version is None or version not in self.versions(name):
             what = f"{name}@{version}" if version else name
-            raise NotFoundError(f"{what} is not installed; run `packager install {what}`")
+            raise NotInstalledError(f"{what} is not installed; run `packager install {what}`")
         return self.model_dir(name) / version
 
     @contextlib.contextmanager
@@ -334,7 +372,8 @@ class Store:
                 raise UsageError(
                     f"{path} is a symbolic link; packager never follows one there: remove it"
                 ) from e
-            raise UsageError(f"cannot open the lock {path}: {e.strerror}") from e
+            error = LocalDiskError if e.errno in _DISK_ERRNOS else UsageError
+            raise error(f"cannot open the lock {path}: {e.strerror}") from e
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -453,7 +492,7 @@ class Store:
         """The sha256 of an installed version's manifest.json.
 
         Raises:
-            NotFoundError: not installed.
+            NotInstalledError: not installed.
         """
         return Digest.of((self.installed_dir(name, version) / MANIFEST).read_bytes())
 
@@ -495,7 +534,7 @@ class Store:
         """Delete an installed version that is not ``current``.
 
         Raises:
-            NotFoundError: not installed.
+            NotInstalledError: not installed.
             UsageError: it is the current version.
         """
         directory = self.installed_dir(name, version)
@@ -508,6 +547,35 @@ class Store:
         os.rename(directory, doomed / version)
         shutil.rmtree(doomed, ignore_errors=True)
         return directory
+
+    def uninstall(self, name: str, *, now: datetime) -> list[str]:
+        """Delete every installed version of ``name`` and its ``current`` link; returns the
+        versions deleted. The model's directory leaves in one rename, and comes back if
+        state.db cannot record it; its rollback floor and audit entries stay, and it stops
+        following its channel.
+
+        Raises:
+            NotInstalledError: nothing of ``name`` is installed.
+        """
+        root = self.model_dir(name)
+        if not os.path.lexists(root):
+            raise NotInstalledError(f"{name} is not installed; `packager list` shows what is")
+        versions = self.versions(name)
+        doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
+        try:
+            os.rename(root, doomed / name)
+            try:
+                with self.db() as conn:
+                    _unfollow(conn, name, now, "uninstalled")
+                    deleted = ", ".join(versions) or "no version"
+                    _audit(conn, "uninstall", "ok", now, name, None, f"deleted {deleted}")
+            except BaseException:
+                os.rename(doomed / name, root)
+                raise
+            fsync_dir(self.models)
+        finally:
+            shutil.rmtree(doomed, ignore_errors=True)
+        return versions
 
     def _own_subdirectory(self, name: str) -> Path:
         """``$PACKAGER_HOME/name``, created if missing, checked as :func:`_own_directory`."""
@@ -621,11 +689,58 @@ def _acquire(fd: int, name: str, path: Path, timeout: float) -> None:
         time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
 
-def _unusable(path: Path, error: sqlite3.DatabaseError) -> UsageError:
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(path.parent, os.W_OK):
+            raise
+    # A read-only directory: SQLite cannot create the WAL index beside state.db, and
+    # nothing can write state.db there either, so it is read as it is on disk.
+    return sqlite3.connect(f"{uri}&immutable=1", uri=True)
+
+
+_DISK_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+_ROOM_NEEDED = 1 << 20
+_DISK_FAILURES = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PERM}
+
+
+def _no_room(directory: Path) -> bool:
+    """Whether ``directory`` cannot be written: read-only, not ours to write, or full."""
+    if not os.access(directory, os.W_OK):
+        return True
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return False
+    # SQLite needs a few pages for its journal: less than that is a full disk.
+    return info.f_bavail * info.f_frsize < _ROOM_NEEDED
+
+
+def _unusable(path: Path, error: sqlite3.DatabaseError) -> PackagerError:
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code in _DISK_FAILURES or (
+        code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR) and _no_room(path.parent)
+    ):
+        return LocalDiskError(
+            f"local disk: cannot write {path} ({error}); free space, or give a --home "
+            "this account may write"
+        )
     return UsageError(
         f"{path} cannot be used as packager's state database ({error}); restore it from a "
         "backup, or move it aside: a new one recovers each model's rollback floor from the "
         "installed versions"
+    )
+
+
+def _newer(path: Path, found: int) -> UsageError:
+    return UsageError(
+        f"{path} has schema version {found}, newer than this packager knows "
+        f"({SCHEMA_VERSION}); upgrade packager to use it"
     )
 
 
@@ -648,10 +763,7 @@ def _migrate(conn: sqlite3.Connection, path: Path, store: Store) -> None:
     try:
         found = _schema_version(conn)
         if found > SCHEMA_VERSION:
-            raise UsageError(
-                f"{path} has schema version {found}, newer than this packager knows "
-                f"({SCHEMA_VERSION}); upgrade packager to use it"
-            )
+            raise _newer(path, found)
         new = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
         for version in range(found, SCHEMA_VERSION):
             for statement in MIGRATIONS[version]:
@@ -710,6 +822,12 @@ def _audit(
     conn.execute(
         "INSERT INTO audit (at, action, name, version, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
         (now.isoformat(), action, name, version, outcome, printable(detail, MAX_AUDIT_DETAIL)),
+    )
+
+
+def _audit_entry(row: sqlite3.Row) -> AuditEntry:
+    return AuditEntry(
+        row["at"], row["action"], row["name"], row["version"], row["outcome"], row["detail"]
     )
 
 
