@@ -8,6 +8,8 @@ what to do about it. Tampering is never a ``ValueError``.
 
 from __future__ import annotations
 
+import errno
+
 
 class PackagerError(Exception):
     """Root of every error packager raises on purpose."""
@@ -78,6 +80,16 @@ class LocalDiskError(PackagerError):
     """
 
     exit_code = 2
+
+
+# What the local disk answers when it refuses: read-only, full, over quota, not permitted.
+DISK_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def disk_or(error: type[PackagerError], message: str, cause: OSError) -> PackagerError:
+    """``LocalDiskError(message)`` when ``cause`` is the local disk refusing (see
+    :data:`DISK_ERRNOS`), else ``error(message)``: a full disk is never a registry failure."""
+    return LocalDiskError(message) if cause.errno in DISK_ERRNOS else error(message)
 
 
 class IncompatibleModelError(PackagerError):

@@ -324,7 +324,7 @@ def snapshot(home: Path) -> dict[str, bytes | str]:
 
 
 def test_commands_that_only_read_work_on_a_read_only_home_and_writes_fail_cleanly(
-    home_copy: Path, registry: Path, rows: Path, keypair: KeyPair
+    home_copy: Path, registry: Path, rows: Path, keypair: KeyPair, bundles: dict[str, Path]
 ) -> None:
     _need_mounts()
     before = snapshot(home_copy)
@@ -348,6 +348,8 @@ def test_commands_that_only_read_work_on_a_read_only_home_and_writes_fail_cleanl
         ("remove", "iris@1.0.0"),
         ("uninstall", "iris", "--yes"),
         ("trust", "add-key", "k", keypair.pub_path),
+        # The embedded registry is on the local disk too: not a registry failure (4).
+        ("publish", bundles["2.0.0"]),
     ):
         result = in_namespace(READ_ONLY, home_copy, *args)
         assert result.returncode == 2, (args, result.stderr)

@@ -7,7 +7,6 @@ documented in the README.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import sys
@@ -18,10 +17,8 @@ import click
 from packager._version import __version__
 from packager.cli import build, distribution, instance, render
 from packager.cli.options import Context, add_global_options
-from packager.errors import LocalDiskError, PackagerError
+from packager.errors import DISK_ERRNOS, LocalDiskError, PackagerError
 
-# A write or read this machine's disk refused: not a bug, not a registry's failure.
-_DISK_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
 # What a shell reports for a process its closed pipe stopped (128 + SIGPIPE).
 CLOSED_PIPE = 141
 
@@ -67,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except PackagerError as e:
         return render.failure(ctx, str(e), e.exit_code)
     except OSError as e:
-        if e.errno not in _DISK_ERRNOS:
+        # The disk refused a write or read: not a bug, not a registry's failure.
+        if e.errno not in DISK_ERRNOS:
             raise
         return render.failure(ctx, str(LocalDiskError(_disk_message(e))), LocalDiskError.exit_code)
     except click.exceptions.Abort as e:

@@ -44,6 +44,7 @@ from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
 from packager.core.text import printable
 from packager.errors import (
+    DISK_ERRNOS,
     LocalDiskError,
     LockTimeoutError,
     NotInstalledError,
@@ -372,7 +373,7 @@ class Store:
                 raise UsageError(
                     f"{path} is a symbolic link; packager never follows one there: remove it"
                 ) from e
-            error = LocalDiskError if e.errno in _DISK_ERRNOS else UsageError
+            error = LocalDiskError if e.errno in DISK_ERRNOS else UsageError
             raise error(f"cannot open the lock {path}: {e.strerror}") from e
         try:
             info = os.fstat(fd)
@@ -704,7 +705,6 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{uri}&immutable=1", uri=True)
 
 
-_DISK_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
 _ROOM_NEEDED = 1 << 20
 _DISK_FAILURES = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PERM}
 
