@@ -4,6 +4,7 @@ registry, Ctrl-C, a closed pipe, options in any place, a read-only or full disk.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 import packager
 from packager.cli import main
@@ -274,6 +276,61 @@ def test_uninstall_asks_on_a_terminal_and_stops_following_the_channel(home_copy:
         assert "iris@1.1.0 is current" in process.stderr.read()
         assert (home_copy / "models/iris").is_dir() == (answer == "n")
     assert store.following() == []
+
+
+def test_log_json_gives_the_facts_of_each_entry_in_fields(
+    capsys: pytest.CaptureFixture[str], home_copy: Path, registry: Path, keypair: KeyPair
+) -> None:
+    assert cli(capsys, "rollback", "iris", "--home", home_copy)[0] == 0
+    out = cli(capsys, "log", "iris", "--home", home_copy, "--json")[1]
+    first, second, back = json.loads(out)
+    hint = keypair.public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for entry, version, previous in ((first, "1.0.0", None), (second, "1.1.0", "1.0.0")):
+        assert entry["action"] == "install" and entry["version"] == version
+        assert entry["key"] == hashlib.sha256(hint).hexdigest()
+        assert entry["source"] == str(registry) and entry["previous"] == previous
+        installed = home_copy / "models/iris" / version / "manifest.json"
+        assert entry["digest"] == f"sha256:{hashlib.sha256(installed.read_bytes()).hexdigest()}"
+        assert entry["channel"] is None and entry["sequence"] is None
+    assert back["action"] == "rollback" and back["version"] == "1.0.0"
+    assert back["previous"] == "1.1.0"
+
+
+def test_log_reads_entries_written_before_their_facts_had_fields(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from packager.instance.store import SCHEMA_VERSION, STATE_DB
+
+    from .test_store import V0_SCHEMA, make_db, user_version
+
+    home = tmp_path / "old"
+    make_db(home / STATE_DB, V0_SCHEMA)
+    expected = {
+        "at": "2026-11-02T00:00:00",
+        "action": "install",
+        "name": "iris",
+        "version": "1.2.0",
+        "outcome": "ok",
+        "detail": "from the old code",
+        "key": None,
+        "digest": None,
+        "source": None,
+        "channel": None,
+        "sequence": None,
+        "previous": None,
+    }
+    _need_mounts()
+    # Read-only: read as it is, not migrated.
+    result = in_namespace(READ_ONLY, home, "log", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [expected]
+    assert user_version(home / STATE_DB) == 0
+    code, out, err = cli(capsys, "log", "--json", "--home", home)
+    assert code == 0, err
+    assert json.loads(out) == [expected]
+    assert user_version(home / STATE_DB) == SCHEMA_VERSION
 
 
 def test_remove_json(capsys: pytest.CaptureFixture[str], home_copy: Path) -> None:

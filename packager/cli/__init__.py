@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         # The disk refused a write or read: not a bug, not a registry's failure.
         if e.errno not in DISK_ERRNOS:
             raise
-        return render.failure(ctx, str(LocalDiskError(_disk_message(e))), LocalDiskError.exit_code)
+        return render.failure(ctx, _disk_message(e), LocalDiskError.exit_code)
     except click.exceptions.Abort as e:
         if isinstance(e.__cause__, KeyboardInterrupt):
             return render.failure(ctx, "interrupted", 130)

@@ -407,8 +407,26 @@ def _log_text(_ctx: Context, entries: Sequence[AuditEntry]) -> None:
         line(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
 
 
+def _log_entry_json(e: AuditEntry) -> dict[str, Any]:
+    facts = e.facts
+    return {
+        "at": e.at,
+        "action": e.action,
+        "name": e.name,
+        "version": e.version,
+        "outcome": e.outcome,
+        "detail": e.detail,
+        "key": facts.key,
+        "digest": facts.digest,
+        "source": facts.source,
+        "channel": facts.channel,
+        "sequence": facts.sequence,
+        "previous": facts.previous,
+    }
+
+
 AUDIT_LOG: Rendering[Sequence[AuditEntry]] = Rendering(
-    json=lambda entries: [e.__dict__ for e in entries], text=_log_text
+    json=lambda entries: [_log_entry_json(e) for e in entries], text=_log_text
 )
 
 

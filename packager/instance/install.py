@@ -28,7 +28,7 @@ from packager.core.verify import check_channel_mode, check_trusted, check_versio
 from packager.errors import NotInstalledError, PackagerError, UsageError
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
-from packager.instance.store import ChannelRecord, Following, Store
+from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.base import RegistryReader
 from packager.registry.verified import fetch_verified, latest_version, read_channel
 
@@ -281,6 +281,14 @@ class _Install:
             version=version,
             detail=f"from {self.registry.location}; manifest {fetched.manifest_digest}; "
             f"{fetched.statement.describe()}; previous {previous or '-'}{via}",
+            facts=AuditFacts(
+                key=fetched.statement.certificate or fetched.statement.signer,
+                digest=str(fetched.manifest_digest),
+                source=self.registry.location,
+                channel=None if doc is None else doc.channel,
+                sequence=None if doc is None else doc.sequence,
+                previous=previous,
+            ),
         )
         return InstallResult(
             name,
@@ -317,6 +325,7 @@ def rollback(name: str, *, store: Store, now: datetime) -> str:
         name=name,
         version=target,
         detail=f"from {current}",
+        facts=AuditFacts(previous=current),
     )
     return target
 

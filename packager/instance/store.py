@@ -66,6 +66,19 @@ _TRUST_DOCUMENTS = (
         version INTEGER NOT NULL, data BLOB NOT NULL, at TEXT NOT NULL)""",
 )
 
+# Audit entries keep their facts in columns of their own (NULL in entries written before).
+_AUDIT_FACTS = tuple(
+    f"ALTER TABLE audit ADD COLUMN {column}"
+    for column in (
+        "key TEXT",
+        "digest TEXT",
+        "source TEXT",
+        "channel TEXT",
+        "sequence INTEGER",
+        "previous TEXT",
+    )
+)
+
 # How long to wait for another install, rollback or removal of the same model (--lock-timeout).
 LOCK_TIMEOUT = 600.0
 # Each step brings state.db from the version before it to its own (PRAGMA user_version).
@@ -93,6 +106,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS audit_by_name ON audit (name, id)",
     ),
     _TRUST_DOCUMENTS,
+    _AUDIT_FACTS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Details quote registries' messages: a hostile one must not grow state.db at every update.
@@ -148,6 +162,23 @@ class ChannelRecord:
 
 
 @dataclass(frozen=True)
+class AuditFacts:
+    """What an audit entry is about, each in a column of its own: the signer (a key's hint,
+    or the certificate), the manifest digest, the registry, the channel and its document's
+    sequence, and the version current before."""
+
+    key: str | None = None
+    digest: str | None = None
+    source: str | None = None
+    channel: str | None = None
+    sequence: int | None = None
+    previous: str | None = None
+
+
+_FACT_COLUMNS = ("key", "digest", "source", "channel", "sequence", "previous")
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     at: str
     action: str
@@ -155,6 +186,7 @@ class AuditEntry:
     version: str | None
     outcome: str
     detail: str
+    facts: AuditFacts = AuditFacts()
 
 
 class Store:
@@ -199,8 +231,9 @@ class Store:
     @contextlib.contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection to an existing state.db, for commands that only read: it
-        writes nothing (no migration, no lock, no journal), so it works on a read-only
-        $PACKAGER_HOME. Rows come as :class:`sqlite3.Row`.
+        takes no lock and migrates nothing where nothing can be written, so it works on a
+        read-only $PACKAGER_HOME (rows of an older schema then lack the newer columns).
+        Rows come as :class:`sqlite3.Row`.
 
         Raises:
             UsageError: state.db cannot be read (see :meth:`db`).
@@ -214,7 +247,9 @@ class Store:
         try:
             if found > SCHEMA_VERSION:
                 raise _newer(path, found)
-            if found < SCHEMA_VERSION:  # to be migrated first, which writes
+            # An older schema is migrated first, which writes; where nothing can be
+            # written, its rows are read as they are.
+            if found < SCHEMA_VERSION and os.access(path.parent, os.W_OK):
                 conn.close()
                 with self.db() as conn:
                     conn.row_factory = sqlite3.Row
@@ -243,8 +278,9 @@ class Store:
         name: str | None = None,
         version: str | None = None,
         detail: str = "",
+        facts: AuditFacts | None = None,
     ) -> None:
-        """Append one entry to the audit log: one row, each field in its own column.
+        """Append one entry to the audit log: one row, each field and fact in its own column.
 
         ``detail`` often quotes what a registry sent; it is stored escaped (see
         :func:`packager.core.text.printable`) and capped at :data:`MAX_AUDIT_DETAIL`
@@ -252,7 +288,7 @@ class Store:
         entry, whatever reads the log.
         """
         with self.db() as conn:
-            _audit(conn, action, outcome, now, name, version, detail)
+            _audit(conn, action, outcome, now, name, version, detail, facts)
 
     # -- channels ---------------------------------------------------------------------
 
@@ -818,16 +854,36 @@ def _audit(
     name: str | None,
     version: str | None,
     detail: str,
+    facts: AuditFacts | None = None,
 ) -> None:
+    facts = facts or AuditFacts()
     conn.execute(
-        "INSERT INTO audit (at, action, name, version, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (now.isoformat(), action, name, version, outcome, printable(detail, MAX_AUDIT_DETAIL)),
+        "INSERT INTO audit (at, action, name, version, outcome, detail, "
+        "key, digest, source, channel, sequence, previous) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            now.isoformat(),
+            action,
+            name,
+            version,
+            outcome,
+            printable(detail, MAX_AUDIT_DETAIL),
+            *(_fact(getattr(facts, column)) for column in _FACT_COLUMNS),
+        ),
     )
 
 
+def _fact(value: str | int | None) -> str | int | None:
+    # Facts quote registries too (a source, a certificate's names): escaped like details.
+    return printable(value, MAX_AUDIT_DETAIL) if isinstance(value, str) else value
+
+
 def _audit_entry(row: sqlite3.Row) -> AuditEntry:
+    """An audit row, of this schema or an older one (without the fact columns)."""
+    present = set(row.keys())
+    facts = AuditFacts(**{c: row[c] for c in _FACT_COLUMNS if c in present})
     return AuditEntry(
-        row["at"], row["action"], row["name"], row["version"], row["outcome"], row["detail"]
+        row["at"], row["action"], row["name"], row["version"], row["outcome"], row["detail"], facts
     )
 
 
@@ -840,7 +896,13 @@ def _record_channel(conn: sqlite3.Connection, record: ChannelRecord, now: dateti
     )
     conn.execute(_RECORD_FOLLOW, (follow.name, follow.channel, follow.registry, at))
     if record.detail is not None:
-        _audit(conn, "channel", "ok", now, follow.name, seen.version, record.detail)
+        facts = AuditFacts(
+            digest=str(seen.manifest_digest),
+            source=follow.registry,
+            channel=follow.channel,
+            sequence=seen.sequence,
+        )
+        _audit(conn, "channel", "ok", now, follow.name, seen.version, record.detail, facts)
 
 
 def _unfollow(conn: sqlite3.Connection, name: str, now: datetime, reason: str) -> str | None:
@@ -850,5 +912,6 @@ def _unfollow(conn: sqlite3.Connection, name: str, now: datetime, reason: str) -
         return None
     conn.execute("DELETE FROM follows WHERE name = ?", (name,))
     channel = str(row[0])
-    _audit(conn, "channel", "unfollow", now, name, None, f"no longer follows {channel}: {reason}")
+    detail = f"no longer follows {channel}: {reason}"
+    _audit(conn, "channel", "unfollow", now, name, None, detail, AuditFacts(channel=channel))
     return channel
