@@ -22,8 +22,10 @@ from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
     KeyDecryptionError,
+    LocalDiskError,
     LockTimeoutError,
     NotFoundError,
+    NotInstalledError,
     PackagerError,
     ParityError,
     RegistryError,
@@ -88,7 +90,7 @@ def load(
     MatMul/Gemm weights into packed form instead: faster large batches, twice the memory.
 
     Raises:
-        NotFoundError: the model or version is not installed.
+        NotInstalledError: the model or version is not installed (a NotFoundError).
         TamperedError: the graph does not match its manifest.
         IncompatibleModelError: this machine's onnxruntime cannot run it.
     """
@@ -145,10 +147,12 @@ __all__ = [
     "ExpiredError",
     "IncompatibleModelError",
     "KeyDecryptionError",
+    "LocalDiskError",
     "LockTimeoutError",
     "Metadata",
     "Model",
     "NotFoundError",
+    "NotInstalledError",
     "PackageOptions",
     "PackagerError",
     "ParityError",

@@ -8,6 +8,8 @@ what to do about it. Tampering is never a ``ValueError``.
 
 from __future__ import annotations
 
+import errno
+
 
 class PackagerError(Exception):
     """Root of every error packager raises on purpose."""
@@ -59,6 +61,35 @@ class RegistryError(PackagerError):
 
 class NotFoundError(RegistryError):
     """The model or version is not in the registry."""
+
+
+class NotInstalledError(NotFoundError):
+    """The model or version is not installed here: a usage error (exit 2), not a registry's.
+
+    A :class:`NotFoundError` too, so callers of :func:`packager.load` catch it as before.
+    """
+
+    exit_code = 2
+
+
+class LocalDiskError(PackagerError):
+    """This machine's disk refused a write or read: read-only, full, or permission denied.
+
+    Exit 2 like other local configuration problems: free space, or point ``--home`` (or
+    the file named) at a place this account may write.
+    """
+
+    exit_code = 2
+
+
+# What the local disk answers when it refuses: read-only, full, over quota, not permitted.
+DISK_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def disk_or(error: type[PackagerError], message: str, cause: OSError) -> PackagerError:
+    """``LocalDiskError(message)`` when ``cause`` is the local disk refusing (see
+    :data:`DISK_ERRNOS`), else ``error(message)``: a full disk is never a registry failure."""
+    return LocalDiskError(message) if cause.errno in DISK_ERRNOS else error(message)
 
 
 class IncompatibleModelError(PackagerError):

@@ -1,22 +1,27 @@
 """The ``packager`` command line: each command parses, calls one library function, prints.
 
 Errors are caught in exactly one place, :func:`main`, and become a one-line
-message on stderr and the exit code documented in the README.
+message on stderr (and a JSON object on stdout with ``--json``) and the exit code
+documented in the README.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import select
 import sys
-from pathlib import Path
+from typing import Any
 
 import click
 
-from packager._io.config import resolve_home
 from packager._version import __version__
-from packager.cli.options import Context
-from packager.core.text import printable
-from packager.errors import PackagerError
+from packager.cli import render
+from packager.cli.options import Context, add_global_options
+from packager.errors import DISK_ERRNOS, LocalDiskError, PackagerError
+
+# What a shell reports for a process its closed pipe stopped (128 + SIGPIPE).
+CLOSED_PIPE = 141
 
 # The module (under packager.cli) defining each command, in its COMMANDS: a command
 # imports its own module only, so `packager list` does not pay for `package`'s imports.
@@ -27,14 +32,19 @@ COMMAND_MODULES = {
         "distribution",
     ),
     **dict.fromkeys(
-        ("install", "update", "list", "rollback", "remove", "predict", "log", "trust"),
+        ("install", "update", "list", "rollback", "remove", "uninstall", "predict", "log", "trust"),
         "instance",
     ),
 }
 
 
+class _OutputClosed(Exception):
+    """Whoever read stdout went away (``packager log | head -1``)."""
+
+
 class LazyGroup(click.Group):
-    """A group whose commands are imported when they are looked up."""
+    """The command group: each command is imported when it is looked up (and given the
+    global options then); a closed stdout ends the command quietly."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMAND_MODULES)
@@ -46,48 +56,94 @@ class LazyGroup(click.Group):
         commands: tuple[click.Command, ...] = importlib.import_module(
             f"packager.cli.{module}"
         ).COMMANDS
-        return next(c for c in commands if c.name == cmd_name)
+        command = next(c for c in commands if c.name == cmd_name)
+        if command not in _GLOBALS_ADDED:
+            add_global_options(command)
+            _GLOBALS_ADDED.add(command)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:
+            # Raised as our own: click would turn it into exit 1.
+            if _stdout_closed():
+                raise _OutputClosed from e
+            raise
+
+
+# The commands that have been given the global options (once each).
+_GLOBALS_ADDED: set[click.Command] = set()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="packager")
-@click.option(
-    "--home",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="PACKAGER_HOME",
-    help="State directory (default ~/.local/share/packager; env PACKAGER_HOME).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
-@click.pass_context
-def cli(click_ctx: click.Context, home: Path | None, quiet: bool) -> None:
+def cli() -> None:
     """Package trained models as signed ONNX bundles, publish, verify, install and run them.
 
-    Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 verification or trust
-    failure, 4 registry failure, 5 model incompatible or smoke test failed.
+    --home, -q and --trust may come before or after the command.
+
+    Exit codes: 0 ok, 1 unexpected error, 2 usage (also: not installed here, or the local
+    disk refused: read-only, full, permission denied), 3 verification or trust failure,
+    4 registry failure, 5 model incompatible or smoke test failed, 130 interrupted.
     """
-    click_ctx.obj = Context(resolve_home(home), quiet)
+
+
+add_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning packager errors into messages and exit codes."""
+    ctx = Context()
     try:
-        cli.main(args=argv, prog_name="packager", standalone_mode=False)
+        cli.main(args=argv, prog_name="packager", standalone_mode=False, obj=ctx)
     except PackagerError as e:
-        # Messages quote what registries sent: shown as data, never as terminal control.
-        click.echo(f"packager: error: {printable(str(e), limit=None)}", err=True)
-        return e.exit_code
-    except click.exceptions.Abort:
-        click.echo("packager: aborted", err=True)
-        return 1
+        return render.failure(ctx, str(e), e.exit_code)
+    except OSError as e:
+        # The disk refused a write or read: not a bug, not a registry's failure.
+        if e.errno not in DISK_ERRNOS:
+            raise
+        return render.failure(ctx, _disk_message(e), LocalDiskError.exit_code)
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            return render.failure(ctx, "interrupted", 130)
+        return render.failure(ctx, "aborted", 1)
     except click.ClickException as e:
-        e.show()
-        return 2 if isinstance(e, click.UsageError) else e.exit_code
+        code = 2 if isinstance(e, click.UsageError) else e.exit_code
+        # A line click could not parse never reached --json's callback.
+        ctx.json_errors |= "--json" in (sys.argv[1:] if argv is None else argv)
+        if ctx.json_errors:
+            render.failure(ctx, e.format_message(), code)
+        else:
+            e.show()
+        return code
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except KeyboardInterrupt:
-        click.echo("packager: interrupted", err=True)
-        return 130
+        return render.failure(ctx, "interrupted", 130)
+    except _OutputClosed:
+        # Later writes (the interpreter's last flush) go nowhere instead of failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
     return 0
+
+
+def _disk_message(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return (
+        f"local disk: {where}{e.strerror}; free space, or give a --home (or file) this "
+        "account may write"
+    )
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe nobody reads any more."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (OSError, ValueError, AttributeError):  # not a file descriptor (captured)
+        return False
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def run() -> None:

@@ -21,7 +21,6 @@ from packager.cli.options import (
     pass_ctx,
     rows_option,
     signing_key_option,
-    trust_option,
 )
 
 if TYPE_CHECKING:
@@ -152,14 +151,12 @@ def package_cmd(
 @click.command()
 @click.argument("bundle", type=DIRECTORY)
 @key_option(required=False)
-@trust_option
 @json_option
 @pass_ctx
 def verify(
     ctx: Context,
     bundle: Path,
     key_paths: tuple[Path, ...],
-    trust_file: Path | None,
     as_json: bool,
 ) -> None:
     """Verify a bundle directory's signature and every file's digest.
@@ -176,7 +173,7 @@ def verify(
 
         policy = resolve_policy(
             home=ctx.home,
-            trust_file=trust_file,
+            trust_file=ctx.trust_file,
             key_paths=key_paths,
             refusing="nothing to verify the signature with",
         )

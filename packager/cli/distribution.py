@@ -22,14 +22,14 @@ from packager.cli.options import (
     registry_option,
     remote_options,
     signing_key_option,
-    trust_option,
+    upload_options,
 )
 
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @registry_option
-@remote_options
+@upload_options
 @key_option(required=False)
 @json_option
 @pass_ctx
@@ -67,13 +67,12 @@ def publish(
 @json_option
 @pass_ctx
 def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
-    """List the models and versions in a registry."""
-    from packager.core.root import TRUST_REPOSITORY
+    """List the models and versions in a registry (exit 4 when NAME or the registry is not
+    there)."""
+    from packager.distribution.search import catalog as read_catalog
 
     registry = open_registry_at(ctx, registry_ref)
-    # The root of trust's repository holds documents, not models.
-    names = [name] if name else [n for n in registry.names() if n != TRUST_REPOSITORY]
-    catalog = render.Catalog(registry.location, {n: registry.versions(n) for n in names})
+    catalog = render.Catalog(registry.location, read_catalog(registry, name))
     render.show(ctx, render.CATALOG, catalog, as_json=as_json)
 
 
@@ -82,7 +81,6 @@ def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bo
 @registry_option
 @remote_options
 @key_option(required=False)
-@trust_option
 @output_option(Path("."), "Directory to write NAME-VERSION/ into.")
 @json_option
 @pass_ctx
@@ -91,7 +89,6 @@ def pull(
     ref: str,
     registry_ref: str | None,
     key_paths: tuple[Path, ...],
-    trust_file: Path | None,
     out_dir: Path,
     as_json: bool,
 ) -> None:
@@ -106,7 +103,7 @@ def pull(
 
     policy = resolve_policy(
         home=ctx.home,
-        trust_file=trust_file,
+        trust_file=ctx.trust_file,
         key_paths=key_paths,
         refusing="refusing to pull unverified models",
     )
@@ -139,7 +136,7 @@ def pull(
 )
 @cert_chain_option
 @registry_option
-@remote_options
+@upload_options
 @json_option
 @pass_ctx
 def promote(
@@ -219,9 +216,8 @@ def export_cmd(
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
 @click.argument("refs", nargs=-1, metavar="[NAME[@VERSION]]...")
-@remote_options
+@upload_options
 @key_option(required=False)
-@trust_option
 @click.option(
     "--no-verify",
     is_flag=True,
@@ -235,7 +231,6 @@ def mirror_cmd(
     destination: str,
     refs: tuple[str, ...],
     key_paths: tuple[Path, ...],
-    trust_file: Path | None,
     no_verify: bool,
     as_json: bool,
 ) -> None:
@@ -262,7 +257,7 @@ def mirror_cmd(
     else:
         policy = resolve_policy(
             home=ctx.home,
-            trust_file=trust_file,
+            trust_file=ctx.trust_file,
             refusing="refusing to copy unverified models (--no-verify copies without "
             "checking signatures)",
         )
@@ -358,7 +353,7 @@ def root_sign(ctx: Context, document: Path, key_path: Path) -> None:
 @root.command("publish")
 @click.argument("document", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @registry_option
-@remote_options
+@upload_options
 @json_option
 @pass_ctx
 def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json: bool) -> None:
@@ -386,7 +381,7 @@ def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json
 )
 @click.option("--expires", default="90d", show_default=True, metavar="DURATION")
 @registry_option
-@remote_options
+@upload_options
 @json_option
 @pass_ctx
 def delegate(

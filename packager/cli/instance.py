@@ -1,4 +1,4 @@
-"""Instance commands: install, update, list, rollback, remove, predict, log, trust."""
+"""Instance commands: install, update, list, rollback, remove, uninstall, predict, log, trust."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from packager.cli.options import (
     registry_option,
     remote_options,
     rows_option,
-    trust_option,
 )
 from packager.errors import UsageError
 
@@ -70,7 +69,6 @@ def smoke_limits(seconds: float | None, memory: str | None) -> SmokeLimits:
 @registry_option
 @remote_options
 @key_option(required=False)
-@trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
 @smoke_options
 @lock_option
@@ -86,7 +84,6 @@ def install(
     ref: str,
     registry_ref: str | None,
     key_paths: tuple[Path, ...],
-    trust_file: Path | None,
     allow_downgrade: bool,
     smoke_timeout: float | None,
     smoke_memory: str | None,
@@ -118,7 +115,7 @@ def install(
         render.warn(render.SKIPPING_VERIFICATION)
         mode: VerifyMode = Unverified("--insecure-skip-verify")
     else:
-        policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+        policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
         render.unusable_keys(policy)
         mode = Trusted(policy)
     result = do_install(
@@ -164,15 +161,51 @@ def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> Non
 @click.command()
 @click.argument("ref", metavar="NAME@VERSION")
 @lock_option
+@json_option
 @pass_ctx
-def remove(ctx: Context, ref: str, lock_timeout: float) -> None:
+def remove(ctx: Context, ref: str, lock_timeout: float, as_json: bool) -> None:
     """Delete an installed version that is not current."""
     from packager.instance.install import remove as do_remove
     from packager.instance.store import Store
 
     name, version = exact_ref(ref, "remove")
     do_remove(name, version, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
-    render.removed(ctx, name, version)
+    render.show(ctx, render.REMOVED, render.Removed(name, (version,)), as_json=as_json)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask, even when the model is in use.")
+@lock_option
+@json_option
+@pass_ctx
+def uninstall(ctx: Context, name: str, yes: bool, lock_timeout: float, as_json: bool) -> None:
+    """Delete every installed version of NAME and its `current` link.
+
+    The audit log and the rollback floor stay: installing NAME again cannot go below
+    the highest version it had. The model stops following its channel. When NAME has a
+    current version (services may be using it), asks first; without a terminal, refuses
+    unless --yes.
+    """
+    from packager.instance.install import uninstall as do_uninstall
+    from packager.instance.store import Store
+
+    store = Store(ctx.home, lock_timeout=lock_timeout)
+    current = store.current_version(name)
+    if current is not None and not yes:
+        _confirm(f"{name}@{current} is current: delete every installed version of {name}?")
+    versions = do_uninstall(name, store=store, now=now())
+    render.show(ctx, render.REMOVED, render.Removed(name, tuple(versions)), as_json=as_json)
+
+
+def _confirm(question: str) -> None:
+    """Ask ``question`` on a terminal; without one, refuse (exit 2) naming --yes."""
+    import sys
+
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question.removesuffix('?')}: not without --yes")
+    if not click.confirm(question, err=True):
+        raise UsageError("nothing deleted")
 
 
 @click.command()
@@ -197,7 +230,6 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @registry_option
 @remote_options
 @key_option(required=False)
-@trust_option
 @smoke_options
 @lock_option
 @json_option
@@ -206,7 +238,6 @@ def update(
     ctx: Context,
     registry_ref: str | None,
     key_paths: tuple[Path, ...],
-    trust_file: Path | None,
     smoke_timeout: float | None,
     smoke_memory: str | None,
     lock_timeout: float,
@@ -225,7 +256,7 @@ def update(
     from packager.instance.store import Store
     from packager.instance.update import update as do_update
 
-    policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+    policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
     render.unusable_keys(policy)
     report = do_update(
         store=Store(ctx.home, lock_timeout=lock_timeout),
@@ -256,24 +287,15 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
 
 
 @click.group()
-@click.option(
-    "--trust",
-    "trust_file",
-    type=FILE,
-    help="Policy file to edit (default $PACKAGER_HOME/trust.toml).",
-)
-@click.pass_context
-def trust(click_ctx: click.Context, trust_file: Path | None) -> None:
-    """Manage the trust policy: which keys and CAs may sign which models."""
-    ctx = click_ctx.find_object(Context)
-    assert ctx is not None
-    click_ctx.obj = ctx
-    click_ctx.meta["trust_file"] = trust_file or ctx.home / "trust.toml"
+def trust() -> None:
+    """Manage the trust policy (--trust FILE, default $PACKAGER_HOME/trust.toml): which keys
+    and CAs may sign which models."""
 
 
 def _trust_file() -> Path:
-    path: Path = click.get_current_context().meta["trust_file"]
-    return path
+    ctx = click.get_current_context().find_object(Context)
+    assert ctx is not None
+    return ctx.trust_file or ctx.home / "trust.toml"
 
 
 @trust.command("add-key")
@@ -366,4 +388,4 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     render.root_pinned(ctx, root.version)
 
 
-COMMANDS = (install, update, list_cmd, rollback, remove, predict, log, trust)
+COMMANDS = (install, update, list_cmd, rollback, remove, uninstall, predict, log, trust)

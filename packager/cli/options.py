@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from packager._io.config import resolve_registry
+from packager._io.config import resolve_home, resolve_registry
 from packager.core.text import printable
 from packager.errors import UsageError
 
@@ -27,17 +27,84 @@ EXISTING_FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 
 
 class Context:
-    def __init__(self, home: Path, quiet: bool) -> None:
-        self.home = home
+    """What every command receives: the global options, wherever on the line they were
+    typed, and whether failures are reported as JSON too (``--json``)."""
+
+    def __init__(
+        self, home: Path | None = None, quiet: bool = False, trust_file: Path | None = None
+    ) -> None:
+        self.home_option = home
         self.quiet = quiet
+        self.trust_file = trust_file
+        self.json_errors = False
+
+    @property
+    def home(self) -> Path:
+        """``--home``, else ``$PACKAGER_HOME``, else ~/.local/share/packager."""
+        return resolve_home(self.home_option)
 
     def say(self, message: str) -> None:
         if not self.quiet:
             click.echo(printable(message, limit=None), err=True)
 
 
+def _set_global(click_ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # Given twice (before and after the command), the later one wins, as it is parsed last.
+    ctx = click_ctx.find_object(Context)
+    if value and ctx is not None and param.name:
+        setattr(ctx, param.name, value)
+    return value
+
+
+_GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--home", "home_option"),
+        {
+            "type": click.Path(path_type=Path, file_okay=False),
+            "help": "State directory (default $PACKAGER_HOME, else ~/.local/share/packager).",
+        },
+    ),
+    (("-q", "--quiet", "quiet"), {"is_flag": True, "help": "No progress messages on stderr."}),
+    (
+        ("--trust", "trust_file"),
+        {
+            "type": FILE,
+            "help": "Trust policy (default $PACKAGER_HOME/trust.toml, then "
+            "/etc/packager/trust.toml; `trust` edits the first).",
+        },
+    ),
+)
+
+
+def add_global_options(command: click.Command) -> None:
+    """Accept ``--home``, ``-q`` and ``--trust`` on ``command`` and every command under it,
+    before or after the command's name; the values land in the :class:`Context`."""
+    for decls, attrs in _GLOBAL_OPTIONS:
+        command.params.append(
+            click.Option(decls, expose_value=False, callback=_set_global, **attrs)
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_global_options(sub)
+
+
+def _json_errors(click_ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx = click_ctx.find_object(Context)
+    if value and ctx is not None:
+        ctx.json_errors = True
+    return value
+
+
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
+    # Eager: a failure while the other options are read is reported as JSON too.
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=_json_errors,
+        help='Print JSON on stdout (failures too: {"error": ..., "exitCode": ...}).',
+    )(f)
 
 
 def output_option(default: Path, help: str | None = None) -> Callable[[F], F]:
@@ -99,17 +166,23 @@ def remote_options(f: F) -> F:
             callback=_remember,
             help="Allow unencrypted HTTP to the registry (always allowed for loopback).",
         ),
-        click.option(
-            "--chunk-size",
-            metavar="SIZE",
-            expose_value=False,
-            callback=_remember,
-            help="Upload blobs larger than SIZE in chunks of SIZE (e.g. 16M; default 64M).",
-        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def upload_options(f: F) -> F:
+    """:func:`remote_options` and what only matters when uploading, for commands that write
+    to a registry."""
+    f = click.option(
+        "--chunk-size",
+        metavar="SIZE",
+        expose_value=False,
+        callback=_remember,
+        help="Upload blobs larger than SIZE in chunks of SIZE (e.g. 16M; default 64M).",
+    )(f)
+    return remote_options(f)
 
 
 def registry_options(ctx: Context) -> RegistryOptions:
@@ -160,15 +233,6 @@ cert_chain_option = click.option(
     type=FILE,
     help="PEM certificate chain for --key (its certificate first, then intermediates).",
 )
-
-
-def trust_option(f: F) -> F:
-    return click.option(
-        "--trust",
-        "trust_file",
-        type=FILE,
-        help="Trust policy (default $PACKAGER_HOME/trust.toml, then /etc/packager/trust.toml).",
-    )(f)
 
 
 def exact_ref(ref: str, command: str) -> tuple[str, str]:

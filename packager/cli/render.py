@@ -376,8 +376,18 @@ ROLLED_BACK: Rendering[RolledBack] = Rendering(
 )
 
 
-def removed(ctx: Context, name: str, version: str) -> None:
-    ctx.say(f"removed {name}@{version}")
+@dataclass(frozen=True)
+class Removed:
+    name: str
+    versions: tuple[str, ...]
+
+
+REMOVED: Rendering[Removed] = Rendering(
+    json=lambda r: {"name": r.name, "removed": list(r.versions)},
+    text=lambda ctx, r: ctx.say(
+        f"removed {', '.join(f'{r.name}@{v}' for v in r.versions) or f'{r.name} (no version)'}"
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -406,8 +416,26 @@ def _log_text(_ctx: Context, entries: Sequence[AuditEntry]) -> None:
         line(f"{e.at}  {e.action:<8} {e.outcome:<8} {what}  {e.detail}")
 
 
+def _log_entry_json(e: AuditEntry) -> dict[str, Any]:
+    facts = e.facts
+    return {
+        "at": e.at,
+        "action": e.action,
+        "name": e.name,
+        "version": e.version,
+        "outcome": e.outcome,
+        "detail": e.detail,
+        "key": facts.key,
+        "digest": facts.digest,
+        "source": facts.source,
+        "channel": facts.channel,
+        "sequence": facts.sequence,
+        "previous": facts.previous,
+    }
+
+
 AUDIT_LOG: Rendering[Sequence[AuditEntry]] = Rendering(
-    json=lambda entries: [e.__dict__ for e in entries], text=_log_text
+    json=lambda entries: [_log_entry_json(e) for e in entries], text=_log_text
 )
 
 
@@ -506,3 +534,14 @@ def root_written(ctx: Context, path: Path, version: int, signatures: int) -> Non
 
 def root_pinned(ctx: Context, version: int) -> None:
     ctx.say(f"root version {version} pinned: installs now follow its delegations")
+
+
+def failure(ctx: Context, message: str, exit_code: int) -> int:
+    """Report a failure: one line on stderr, and with ``--json`` an object on stdout;
+    returns ``exit_code``. Messages quote what registries sent: shown as data, never as
+    terminal control."""
+    text = printable(message, limit=None)
+    click.echo(f"packager: error: {text}", err=True)
+    if ctx.json_errors:
+        emit({"error": text, "exitCode": exit_code})
+    return exit_code

@@ -25,10 +25,10 @@ from packager.core.compare import Comparison
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
-from packager.errors import NotFoundError, PackagerError, UsageError
+from packager.errors import NotInstalledError, PackagerError, UsageError
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
-from packager.instance.store import ChannelRecord, Following, Store
+from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.base import RegistryReader
 from packager.registry.verified import fetch_verified, latest_version, read_channel
 
@@ -281,6 +281,14 @@ class _Install:
             version=version,
             detail=f"from {self.registry.location}; manifest {fetched.manifest_digest}; "
             f"{fetched.statement.describe()}; previous {previous or '-'}{via}",
+            facts=AuditFacts(
+                key=fetched.statement.certificate or fetched.statement.signer,
+                digest=str(fetched.manifest_digest),
+                source=self.registry.location,
+                channel=None if doc is None else doc.channel,
+                sequence=None if doc is None else doc.sequence,
+                previous=previous,
+            ),
         )
         return InstallResult(
             name,
@@ -300,12 +308,12 @@ def rollback(name: str, *, store: Store, now: datetime) -> str:
     stops following its channel, if it followed one.
 
     Raises:
-        NotFoundError: there is no other installed version to go back to.
+        NotInstalledError: there is no other installed version to go back to.
     """
     with store.lock(name):
         target = store.previous_version(name)
         if target is None:
-            raise NotFoundError(f"{name} has no previous installed version to roll back to")
+            raise NotInstalledError(f"{name} has no previous installed version to roll back to")
         current = store.current_version(name)
         store.activate(name, target, now=now)
         # Following a channel would undo the rollback at the next `packager update`.
@@ -317,6 +325,7 @@ def rollback(name: str, *, store: Store, now: datetime) -> str:
         name=name,
         version=target,
         detail=f"from {current}",
+        facts=AuditFacts(previous=current),
     )
     return target
 
@@ -325,11 +334,21 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
     """Delete an installed, non-current version.
 
     Raises:
-        NotFoundError, UsageError: see :meth:`Store.remove`.
+        NotInstalledError, UsageError: see :meth:`Store.remove`.
     """
     with store.lock(name):
         store.remove(name, version)
     store.audit(action="remove", outcome="ok", now=now, name=name, version=version)
+
+
+def uninstall(name: str, *, store: Store, now: datetime) -> list[str]:
+    """Delete every installed version of ``name``; returns them (see :meth:`Store.uninstall`).
+
+    Raises:
+        NotInstalledError: nothing of ``name`` is installed.
+    """
+    with store.lock(name):
+        return store.uninstall(name, now=now)
 
 
 def only_model(archive: RegistryReader, location: str) -> str:

@@ -43,7 +43,15 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, check_name
 from packager.core.semver import semver_key
 from packager.core.text import printable
-from packager.errors import LockTimeoutError, NotFoundError, UsageError, WrongModelError
+from packager.errors import (
+    DISK_ERRNOS,
+    LocalDiskError,
+    LockTimeoutError,
+    NotInstalledError,
+    PackagerError,
+    UsageError,
+    WrongModelError,
+)
 
 if TYPE_CHECKING:
     from packager.core.channel import Seen
@@ -56,6 +64,19 @@ _TRUST_DOCUMENTS = (
     """CREATE TABLE trust_documents (
         kind TEXT PRIMARY KEY CHECK (kind IN ('root', 'delegations')),
         version INTEGER NOT NULL, data BLOB NOT NULL, at TEXT NOT NULL)""",
+)
+
+# Audit entries keep their facts in columns of their own (NULL in entries written before).
+_AUDIT_FACTS = tuple(
+    f"ALTER TABLE audit ADD COLUMN {column}"
+    for column in (
+        "key TEXT",
+        "digest TEXT",
+        "source TEXT",
+        "channel TEXT",
+        "sequence INTEGER",
+        "previous TEXT",
+    )
 )
 
 # How long to wait for another install, rollback or removal of the same model (--lock-timeout).
@@ -85,6 +106,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS audit_by_name ON audit (name, id)",
     ),
     _TRUST_DOCUMENTS,
+    _AUDIT_FACTS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Details quote registries' messages: a hostile one must not grow state.db at every update.
@@ -140,6 +162,23 @@ class ChannelRecord:
 
 
 @dataclass(frozen=True)
+class AuditFacts:
+    """What an audit entry is about, each in a column of its own: the signer (a key's hint,
+    or the certificate), the manifest digest, the registry, the channel and its document's
+    sequence, and the version current before."""
+
+    key: str | None = None
+    digest: str | None = None
+    source: str | None = None
+    channel: str | None = None
+    sequence: int | None = None
+    previous: str | None = None
+
+
+_FACT_COLUMNS = ("key", "digest", "source", "channel", "sequence", "previous")
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     at: str
     action: str
@@ -147,6 +186,7 @@ class AuditEntry:
     version: str | None
     outcome: str
     detail: str
+    facts: AuditFacts = AuditFacts()
 
 
 class Store:
@@ -188,6 +228,40 @@ class Store:
         finally:
             conn.close()
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection to an existing state.db, for commands that only read: it
+        takes no lock and migrates nothing where nothing can be written, so it works on a
+        read-only $PACKAGER_HOME (rows of an older schema then lack the newer columns).
+        Rows come as :class:`sqlite3.Row`.
+
+        Raises:
+            UsageError: state.db cannot be read (see :meth:`db`).
+        """
+        path = self.home / STATE_DB
+        try:
+            conn = _open_readonly(path)
+            found = _schema_version(conn)
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        try:
+            if found > SCHEMA_VERSION:
+                raise _newer(path, found)
+            # An older schema is migrated first, which writes; where nothing can be
+            # written, its rows are read as they are.
+            if found < SCHEMA_VERSION and os.access(path.parent, os.W_OK):
+                conn.close()
+                with self.db() as conn:
+                    conn.row_factory = sqlite3.Row
+                    yield conn
+                return
+            conn.row_factory = sqlite3.Row
+            yield conn
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        finally:
+            conn.close()
+
     def floor(self, name: str) -> str | None:
         """The highest version ever installed for ``name``: the rollback floor (recovered
         from the installed versions when state.db is new, see :meth:`db`)."""
@@ -204,8 +278,9 @@ class Store:
         name: str | None = None,
         version: str | None = None,
         detail: str = "",
+        facts: AuditFacts | None = None,
     ) -> None:
-        """Append one entry to the audit log: one row, each field in its own column.
+        """Append one entry to the audit log: one row, each field and fact in its own column.
 
         ``detail`` often quotes what a registry sent; it is stored escaped (see
         :func:`packager.core.text.printable`) and capped at :data:`MAX_AUDIT_DETAIL`
@@ -213,7 +288,7 @@ class Store:
         entry, whatever reads the log.
         """
         with self.db() as conn:
-            _audit(conn, action, outcome, now, name, version, detail)
+            _audit(conn, action, outcome, now, name, version, detail, facts)
 
     # -- channels ---------------------------------------------------------------------
 
@@ -259,14 +334,14 @@ class Store:
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
         if not (self.home / STATE_DB).exists():
             return []
-        query = "SELECT at, action, name, version, outcome, detail FROM audit"
+        query = "SELECT * FROM audit"
         args: tuple[str, ...] = ()
         if name is not None:
             query += " WHERE name = ?"
             args = (name,)
-        with self.db() as conn:
+        with self.reader() as conn:
             rows = conn.execute(query + " ORDER BY id", args).fetchall()
-        return [AuditEntry(*row) for row in rows]
+        return [_audit_entry(row) for row in rows]
 
     # -- installed models ------------------------------------------------------------
 
@@ -307,12 +382,12 @@ class Store:
         """The directory of an installed version (``current`` when version is None).
 
         Raises:
-            NotFoundError: not installed.
+            NotInstalledError: not installed.
         """
         version = version or self.current_version(name)
         if version is None or version not in self.versions(name):
             what = f"{name}@{version}" if version else name
-            raise NotFoundError(f"{what} is not installed; run `packager install {what}`")
+            raise NotInstalledError(f"{what} is not installed; run `packager install {what}`")
         return self.model_dir(name) / version
 
     @contextlib.contextmanager
@@ -334,7 +409,8 @@ class Store:
                 raise UsageError(
                     f"{path} is a symbolic link; packager never follows one there: remove it"
                 ) from e
-            raise UsageError(f"cannot open the lock {path}: {e.strerror}") from e
+            error = LocalDiskError if e.errno in DISK_ERRNOS else UsageError
+            raise error(f"cannot open the lock {path}: {e.strerror}") from e
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -453,7 +529,7 @@ class Store:
         """The sha256 of an installed version's manifest.json.
 
         Raises:
-            NotFoundError: not installed.
+            NotInstalledError: not installed.
         """
         return Digest.of((self.installed_dir(name, version) / MANIFEST).read_bytes())
 
@@ -495,7 +571,7 @@ class Store:
         """Delete an installed version that is not ``current``.
 
         Raises:
-            NotFoundError: not installed.
+            NotInstalledError: not installed.
             UsageError: it is the current version.
         """
         directory = self.installed_dir(name, version)
@@ -508,6 +584,35 @@ class Store:
         os.rename(directory, doomed / version)
         shutil.rmtree(doomed, ignore_errors=True)
         return directory
+
+    def uninstall(self, name: str, *, now: datetime) -> list[str]:
+        """Delete every installed version of ``name`` and its ``current`` link; returns the
+        versions deleted. The model's directory leaves in one rename, and comes back if
+        state.db cannot record it; its rollback floor and audit entries stay, and it stops
+        following its channel.
+
+        Raises:
+            NotInstalledError: nothing of ``name`` is installed.
+        """
+        root = self.model_dir(name)
+        if not os.path.lexists(root):
+            raise NotInstalledError(f"{name} is not installed; `packager list` shows what is")
+        versions = self.versions(name)
+        doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
+        try:
+            os.rename(root, doomed / name)
+            try:
+                with self.db() as conn:
+                    _unfollow(conn, name, now, "uninstalled")
+                    deleted = ", ".join(versions) or "no version"
+                    _audit(conn, "uninstall", "ok", now, name, None, f"deleted {deleted}")
+            except BaseException:
+                os.rename(doomed / name, root)
+                raise
+            fsync_dir(self.models)
+        finally:
+            shutil.rmtree(doomed, ignore_errors=True)
+        return versions
 
     def _own_subdirectory(self, name: str) -> Path:
         """``$PACKAGER_HOME/name``, created if missing, checked as :func:`_own_directory`."""
@@ -621,11 +726,57 @@ def _acquire(fd: int, name: str, path: Path, timeout: float) -> None:
         time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
 
-def _unusable(path: Path, error: sqlite3.DatabaseError) -> UsageError:
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(path.parent, os.W_OK):
+            raise
+    # A read-only directory: SQLite cannot create the WAL index beside state.db, and
+    # nothing can write state.db there either, so it is read as it is on disk.
+    return sqlite3.connect(f"{uri}&immutable=1", uri=True)
+
+
+_ROOM_NEEDED = 1 << 20
+_DISK_FAILURES = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PERM}
+
+
+def _no_room(directory: Path) -> bool:
+    """Whether ``directory`` cannot be written: read-only, not ours to write, or full."""
+    if not os.access(directory, os.W_OK):
+        return True
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return False
+    # SQLite needs a few pages for its journal: less than that is a full disk.
+    return info.f_bavail * info.f_frsize < _ROOM_NEEDED
+
+
+def _unusable(path: Path, error: sqlite3.DatabaseError) -> PackagerError:
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code in _DISK_FAILURES or (
+        code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR) and _no_room(path.parent)
+    ):
+        return LocalDiskError(
+            f"local disk: cannot write {path} ({error}); free space, or give a --home "
+            "this account may write"
+        )
     return UsageError(
         f"{path} cannot be used as packager's state database ({error}); restore it from a "
         "backup, or move it aside: a new one recovers each model's rollback floor from the "
         "installed versions"
+    )
+
+
+def _newer(path: Path, found: int) -> UsageError:
+    return UsageError(
+        f"{path} has schema version {found}, newer than this packager knows "
+        f"({SCHEMA_VERSION}); upgrade packager to use it"
     )
 
 
@@ -648,10 +799,7 @@ def _migrate(conn: sqlite3.Connection, path: Path, store: Store) -> None:
     try:
         found = _schema_version(conn)
         if found > SCHEMA_VERSION:
-            raise UsageError(
-                f"{path} has schema version {found}, newer than this packager knows "
-                f"({SCHEMA_VERSION}); upgrade packager to use it"
-            )
+            raise _newer(path, found)
         new = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
         for version in range(found, SCHEMA_VERSION):
             for statement in MIGRATIONS[version]:
@@ -706,10 +854,36 @@ def _audit(
     name: str | None,
     version: str | None,
     detail: str,
+    facts: AuditFacts | None = None,
 ) -> None:
+    facts = facts or AuditFacts()
     conn.execute(
-        "INSERT INTO audit (at, action, name, version, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (now.isoformat(), action, name, version, outcome, printable(detail, MAX_AUDIT_DETAIL)),
+        "INSERT INTO audit (at, action, name, version, outcome, detail, "
+        "key, digest, source, channel, sequence, previous) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            now.isoformat(),
+            action,
+            name,
+            version,
+            outcome,
+            printable(detail, MAX_AUDIT_DETAIL),
+            *(_fact(getattr(facts, column)) for column in _FACT_COLUMNS),
+        ),
+    )
+
+
+def _fact(value: str | int | None) -> str | int | None:
+    # Facts quote registries too (a source, a certificate's names): escaped like details.
+    return printable(value, MAX_AUDIT_DETAIL) if isinstance(value, str) else value
+
+
+def _audit_entry(row: sqlite3.Row) -> AuditEntry:
+    """An audit row, of this schema or an older one (without the fact columns)."""
+    present = set(row.keys())
+    facts = AuditFacts(**{c: row[c] for c in _FACT_COLUMNS if c in present})
+    return AuditEntry(
+        row["at"], row["action"], row["name"], row["version"], row["outcome"], row["detail"], facts
     )
 
 
@@ -722,7 +896,13 @@ def _record_channel(conn: sqlite3.Connection, record: ChannelRecord, now: dateti
     )
     conn.execute(_RECORD_FOLLOW, (follow.name, follow.channel, follow.registry, at))
     if record.detail is not None:
-        _audit(conn, "channel", "ok", now, follow.name, seen.version, record.detail)
+        facts = AuditFacts(
+            digest=str(seen.manifest_digest),
+            source=follow.registry,
+            channel=follow.channel,
+            sequence=seen.sequence,
+        )
+        _audit(conn, "channel", "ok", now, follow.name, seen.version, record.detail, facts)
 
 
 def _unfollow(conn: sqlite3.Connection, name: str, now: datetime, reason: str) -> str | None:
@@ -732,5 +912,6 @@ def _unfollow(conn: sqlite3.Connection, name: str, now: datetime, reason: str) -
         return None
     conn.execute("DELETE FROM follows WHERE name = ?", (name,))
     channel = str(row[0])
-    _audit(conn, "channel", "unfollow", now, name, None, f"no longer follows {channel}: {reason}")
+    detail = f"no longer follows {channel}: {reason}"
+    _audit(conn, "channel", "unfollow", now, name, None, detail, AuditFacts(channel=channel))
     return channel

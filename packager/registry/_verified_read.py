@@ -40,7 +40,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import check_version
 from packager.core.semver import sort_versions
 from packager.core.text import printable
-from packager.errors import NotFoundError, RegistryError, TamperedError
+from packager.errors import NotFoundError, RegistryError, TamperedError, disk_or
 from packager.registry.artifact import (
     MAX_OCI_MANIFEST_BYTES,
     OCI_MANIFEST_MEDIA_TYPE,
@@ -211,7 +211,8 @@ def new_file(dest: Path, what: str) -> Iterator[int]:
     try:
         out = os.open(dest, _NEW_FILE_FLAGS, 0o666)
     except OSError as e:
-        raise RegistryError(f"cannot {what}: cannot create {dest}: {e.strerror}") from e
+        message = f"cannot {what}: cannot create {dest}: {e.strerror}"
+        raise disk_or(RegistryError, message, e) from e
     try:
         try:
             yield out
@@ -220,7 +221,8 @@ def new_file(dest: Path, what: str) -> Iterator[int]:
             os.close(out)
     except OSError as e:
         dest.unlink(missing_ok=True)
-        raise RegistryError(f"cannot {what}: cannot write {dest}: {e.strerror}") from e
+        message = f"cannot {what}: cannot write {dest}: {e.strerror}"
+        raise disk_or(RegistryError, message, e) from e
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

@@ -52,7 +52,7 @@ from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
-from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
+from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError, disk_or
 from packager.registry._verified_read import Tagged, VerifiedRegistry
 from packager.registry.artifact import (
     ARTIFACT_TYPE,
@@ -264,7 +264,7 @@ class ArchiveRegistry(VerifiedRegistry):
         try:
             work = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         except OSError as e:
-            raise RegistryError(f"cannot write {self.path}: {e}") from e
+            raise disk_or(RegistryError, f"cannot write {self.path}: {e}", e) from e
         try:
             writer = ArchiveWriter(Path(work), location=self.location)
             if self._archive.exists():
@@ -462,7 +462,7 @@ class ArchiveWriter:
         try:
             self._blob_dir.mkdir()
         except OSError as e:
-            raise RegistryError(f"cannot stage blobs in {work}: {e}") from e
+            raise disk_or(RegistryError, f"cannot stage blobs in {work}: {e}", e) from e
         self._location = location
         self._sources: dict[str, _Source] = {}
         self._entries: dict[bytes, Entry] = {}
@@ -511,7 +511,8 @@ class ArchiveWriter:
                 try:
                     os.replace(files / title, dest)
                 except OSError as e:
-                    raise RegistryError(f"cannot stage {title} of {artifact.ref}: {e}") from e
+                    message = f"cannot stage {title} of {artifact.ref}: {e}"
+                    raise disk_or(RegistryError, message, e) from e
             self._add_source(desc.digest, _Source(dest, 0, desc.size))
         self._add_version(artifact)
 
@@ -572,7 +573,7 @@ class ArchiveWriter:
         try:
             fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
         except OSError as e:
-            raise RegistryError(f"cannot write {out}: {e}") from e
+            raise disk_or(RegistryError, f"cannot write {out}: {e}", e) from e
         try:
             with os.fdopen(fd, "wb") as f:
                 with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -588,7 +589,7 @@ class ArchiveWriter:
             fsync_dir(out.parent)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)
-            raise RegistryError(f"cannot write {out}: {e}") from e
+            raise disk_or(RegistryError, f"cannot write {out}: {e}", e) from e
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -624,7 +625,7 @@ class ArchiveWriter:
         try:
             dest.write_bytes(data)
         except OSError as e:
-            raise RegistryError(f"cannot stage blob {digest}: {e}") from e
+            raise disk_or(RegistryError, f"cannot stage blob {digest}: {e}", e) from e
         self._add_source(digest, _Source(dest, 0, len(data)))
 
     def _stage_file(self, desc: Descriptor, source: Path) -> None:
@@ -637,7 +638,7 @@ class ArchiveWriter:
             except OSError:
                 shutil.copyfile(source, dest)
         except OSError as e:
-            raise RegistryError(f"cannot stage {source}: {e}") from e
+            raise disk_or(RegistryError, f"cannot stage {source}: {e}", e) from e
         self._add_source(desc.digest, _Source(dest, 0, desc.size))
 
     def _add_source(self, digest: Digest, source: _Source) -> None:

@@ -32,7 +32,7 @@ from packager._io.hashing import CHUNK
 from packager.core.digests import Digest
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
-from packager.errors import NotFoundError, RegistryError, TamperedError
+from packager.errors import NotFoundError, RegistryError, TamperedError, disk_or
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, plan_artifact
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
@@ -223,7 +223,9 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
             self._tag(layout, plan.version, manifest_desc)
             self._write_models_index()
         except OSError as e:
-            raise RegistryError(f"cannot publish {plan.name} to {self.location}: {e}") from e
+            raise disk_or(
+                RegistryError, f"cannot publish {plan.name} to {self.location}: {e}", e
+            ) from e
         return plan.artifact()
 
     def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
@@ -255,7 +257,8 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
             with self._index_lock(layout, name) as index:
                 self._write_index(layout, retag(index.entries, entry))
         except OSError as e:
-            raise RegistryError(f"cannot store {name}:{tag} in {self.location}: {e}") from e
+            message = f"cannot store {name}:{tag} in {self.location}: {e}"
+            raise disk_or(RegistryError, message, e) from e
         return manifest_desc.digest
 
     def _layout(self, name: str) -> Path:
