@@ -37,6 +37,7 @@ class Context:
         self.quiet = quiet
         self.trust_file = trust_file
         self.json_errors = False
+        self.json_written = False
 
     @property
     def home(self) -> Path:

@@ -43,6 +43,7 @@ class Rendering(Generic[T]):
 def show(ctx: Context, rendering: Rendering[T], result: T, *, as_json: bool) -> None:
     if as_json:
         emit(rendering.json(result))
+        ctx.json_written = True
     else:
         rendering.text(ctx, result)
 
@@ -542,6 +543,8 @@ def failure(ctx: Context, message: str, exit_code: int) -> int:
     terminal control."""
     text = printable(message, limit=None)
     click.echo(f"packager: error: {text}", err=True)
-    if ctx.json_errors:
+    # A command that printed its JSON result and then failed (mirror's conflicts) has
+    # said it all on stdout already: one JSON document there, never two.
+    if ctx.json_errors and not ctx.json_written:
         emit({"error": text, "exitCode": exit_code})
     return exit_code
