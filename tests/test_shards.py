@@ -167,3 +167,40 @@ def test_unverified_mode_checks_a_sharded_bundle_against_its_manifest(sharded_co
 def test_small_bundles_stay_signed_by_whole_files(bundles: dict[str, Path]) -> None:
     # What the model_signing command line verifies (tests/test_bundle.py runs it).
     assert serialization(bundles["1.0.0"])["method"] == "files"
+
+
+def test_package_shard_size_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, iris_files: Path, keypair: KeyPair
+) -> None:
+    from packager.cli import main
+
+    def package_with(*extra: str) -> tuple[int, str]:
+        code = main(
+            [
+                "package",
+                str(iris_files / "model.joblib"),
+                "--name",
+                "iris",
+                "--version",
+                "1.0.0",
+                "--sample",
+                str(iris_files / "sample.csv"),
+                "--key",
+                str(keypair.key_path),
+                "-o",
+                str(tmp_path / "dist"),
+                *extra,
+            ]
+        )
+        return code, capsys.readouterr().err
+
+    code, err = package_with("--shard-size", "4KiB")
+    assert code == 0, err
+    bundle = tmp_path / "dist" / "iris-1.0.0"
+    assert serialization(bundle)["shard_size"] == 4096
+    assert main(["verify", str(bundle), "--key", str(keypair.pub_path)]) == 0
+
+    for bad in ("12 parsecs", "100"):
+        code, err = package_with("--shard-size", bad)
+        assert code == 2, err
+        assert "size" in err and "Traceback" not in err
