@@ -204,3 +204,29 @@ def test_package_shard_size_option(
         code, err = package_with("--shard-size", bad)
         assert code == 2, err
         assert "size" in err and "Traceback" not in err
+
+
+def test_a_bundle_signed_by_shards_publishes_and_installs(
+    sharded_bundle: Path, keypair: KeyPair, tmp_path: Path, home: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from packager.distribution.publish import publish_bundle
+    from packager.instance.install import InstallOptions, install
+    from packager.instance.store import Store
+    from packager.registry.layout import LayoutRegistry
+
+    registry = LayoutRegistry(tmp_path / "registry")
+    publish_bundle(sharded_bundle, registry=registry, mode=trusted(keypair))
+    result = install(
+        "iris@3.0.0",
+        registry=registry,
+        store=Store(home),
+        now=datetime(2026, 11, 27, tzinfo=UTC),
+        options=InstallOptions(verify=trusted(keypair)),
+    )
+    assert result.smoke_test.ok
+    for path in sharded_bundle.iterdir():
+        assert (result.directory / path.name).read_bytes() == path.read_bytes()
+    # The installed copy verifies by shards as well.
+    assert verify_bundle(result.directory, mode=trusted(keypair)).version == "3.0.0"
