@@ -230,3 +230,41 @@ def test_a_bundle_signed_by_shards_publishes_and_installs(
         assert (result.directory / path.name).read_bytes() == path.read_bytes()
     # The installed copy verifies by shards as well.
     assert verify_bundle(result.directory, mode=trusted(keypair)).version == "3.0.0"
+
+
+def test_the_model_signing_command_line_hashes_whole_files(
+    sharded_copy: Path, keypair: KeyPair
+) -> None:
+    # Why small bundles stay signed by whole files: its command line refuses shards.
+    from .core.test_signature import model_signing
+
+    args = ("verify", "key", sharded_copy, "--signature", sharded_copy / SIGNATURE)
+    refused = model_signing(*args, "--public_key", keypair.pub_path)
+    assert refused.returncode != 0
+
+
+def test_an_empty_file_has_no_shard(
+    tmp_path: Path, iris_model: object, iris: tuple[np.ndarray, np.ndarray], keypair: KeyPair
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_bytes(b"")
+    X, _ = iris
+    bundle = package(
+        iris_model,
+        sample=X[::5],
+        name="iris",
+        version="3.0.1",
+        key=keypair.private,
+        out_dir=tmp_path / "dist",
+        options=PackageOptions(metadata=Metadata(readme=readme), shard_size=SHARD),
+    )
+    sig = json.loads((bundle / SIGNATURE).read_bytes())
+    statement = json.loads(base64.b64decode(sig["dsseEnvelope"]["payload"]))
+    names = [r["name"] for r in statement["predicate"]["resources"]]
+    assert not [n for n in names if n.startswith("README.md")]
+    oms_verify(bundle, keypair.pub_path, SHARD)
+    assert verify_bundle(bundle, mode=trusted(keypair)).version == "3.0.1"
+    (bundle / "README.md").chmod(0o644)
+    (bundle / "README.md").write_bytes(b"x")
+    with pytest.raises(TamperedError, match="README.md"):
+        verify_bundle(bundle, mode=trusted(keypair))
