@@ -71,6 +71,26 @@ def flip(path: Path, offset: int) -> None:
         f.write(bytes([byte[0] ^ 1]))
 
 
+def package_sharded(
+    out: Path, model: object, iris: tuple[np.ndarray, np.ndarray], keypair: KeyPair, version: str
+) -> Path:
+    """iris ``version`` with a README of five 4096-byte shards, signed by shards."""
+    out.mkdir(parents=True, exist_ok=True)
+    readme = out / "README.md"
+    readme.write_bytes(README)
+    X, _ = iris
+    options = PackageOptions(metadata=Metadata(readme=readme), shard_size=SHARD)
+    return package(
+        model,
+        sample=X[::5],
+        name="iris",
+        version=version,
+        key=keypair.private,
+        out_dir=out / "dist",
+        options=options,
+    )
+
+
 @pytest.fixture(scope="module")
 def sharded_bundle(
     tmp_path_factory: pytest.TempPathFactory,
@@ -78,20 +98,7 @@ def sharded_bundle(
     iris: tuple[np.ndarray, np.ndarray],
     keypair: KeyPair,
 ) -> Path:
-    out = tmp_path_factory.mktemp("sharded")
-    readme = out / "README.md"
-    readme.write_bytes(README)
-    X, _ = iris
-    options = PackageOptions(metadata=Metadata(readme=readme), shard_size=SHARD)
-    return package(
-        iris_model,
-        sample=X[::5],
-        name="iris",
-        version="3.0.0",
-        key=keypair.private,
-        out_dir=out / "dist",
-        options=options,
-    )
+    return package_sharded(tmp_path_factory.mktemp("sharded"), iris_model, iris, keypair, "3.0.0")
 
 
 @pytest.fixture

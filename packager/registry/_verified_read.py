@@ -30,7 +30,7 @@ import hashlib
 import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, Self, runtime_checkable
@@ -39,6 +39,7 @@ from packager._io.hashing import hash_range
 from packager.core.digests import Digest
 from packager.core.manifest import check_version
 from packager.core.semver import sort_versions
+from packager.core.shards import Shard
 from packager.core.text import printable
 from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry.artifact import (
@@ -158,6 +159,24 @@ class FileCopier(Protocol):
         (open for reading and writing); returns the sha256 and size of what ``out`` holds.
 
         Raises:
+            OSError, RegistryError: reading or writing failed.
+        """
+        ...
+
+
+@runtime_checkable
+class ShardFetcher(Protocol):
+    """A store that can read a blob one range per shard (a remote registry)."""
+
+    def fetch_shards_into(
+        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
+    ) -> bool:
+        """Fetch the blob into the empty file ``out`` one range per shard, each checked
+        against its shard's digest; False (``out`` left empty) when the server does not
+        serve ranges.
+
+        Raises:
+            TamperedError: a shard differs from its signed digest.
             OSError, RegistryError: reading or writing failed.
         """
         ...
@@ -308,12 +327,27 @@ class VerifiedRegistry:
         check_blob(f"read blob {desc.digest} of {name}", desc, len(data), Digest.of(data))
         return data
 
-    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
-        """Stream a blob into the new file ``dest``; see :class:`RegistryReader`."""
+    def fetch_blob(
+        self, name: str, desc: Descriptor, dest: Path, shards: Sequence[Shard] = ()
+    ) -> None:
+        """Stream a blob into the new file ``dest``; see :class:`RegistryReader`.
+
+        A blob of several signed ``shards`` from a store that reads ranges is judged by
+        its shards: each range is checked against its signed digest as it arrives, and
+        together they cover exactly ``desc.size`` bytes.
+        """
         self._store.check_name(name)
         self._check_stored(name, desc)
         what = f"fetch blob {desc.digest} of {name} into {dest}"
         with new_file(dest, what) as out:
+            if len(shards) > 1 and isinstance(self._store, ShardFetcher):
+                if shards[-1].end != desc.size:
+                    raise TamperedError(
+                        f"cannot {what}: its signed shards end at byte {shards[-1].end}, "
+                        f"not at the {desc.size} bytes declared"
+                    )
+                if self._store.fetch_shards_into(name, desc, out, shards):
+                    return
             if isinstance(self._store, FileCopier):
                 digest, size = self._store.copy_blob_into(name, desc, out)
             else:

@@ -9,7 +9,7 @@ cap and its digest checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +22,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.semver import semver_key
+from packager.core.shards import Shard
 from packager.core.verify import (
     Statement,
     accept_channel,
@@ -183,6 +184,7 @@ def fetch_verified(
         {entry.path: artifact.files[entry.path] for entry in manifest.files},
         dest,
         say,
+        shards=statement.shards,
     )
     (dest / MANIFEST).write_bytes(manifest_bytes)
     if sig is not None:
@@ -200,9 +202,16 @@ def _read_manifest(registry: RegistryReader, name: str, desc: Descriptor) -> byt
 
 
 def _fetch_files(
-    registry: RegistryReader, name: str, files: Mapping[str, Descriptor], dest: Path, say: Progress
+    registry: RegistryReader,
+    name: str,
+    files: Mapping[str, Descriptor],
+    dest: Path,
+    say: Progress,
+    *,
+    shards: Mapping[str, Sequence[Shard]],
 ) -> None:
-    """Fetch ``files`` (path -> descriptor) into ``dest``, several at once.
+    """Fetch ``files`` (path -> descriptor) into ``dest``, several at once; a file signed
+    by several ``shards`` is fetched and checked shard by shard where the registry can.
 
     Each file is fetched (size-capped, digest-checked) by the registry on a thread of its
     own, PARALLEL_FETCHES at a time, so that the transfers, copies and hashing of several
@@ -218,7 +227,7 @@ def _fetch_files(
         max_workers=max(1, min(PARALLEL_FETCHES, len(files))), thread_name_prefix="packager-fetch"
     )
     futures = {
-        pool.submit(registry.fetch_blob, name, desc, dest / path): path
+        pool.submit(registry.fetch_blob, name, desc, dest / path, shards.get(path, ())): path
         for path, desc in files.items()
     }
     try:
