@@ -444,12 +444,17 @@ class GatedRegistry:
         return getattr(self.inner, name)
 
     def fetch_blob(
-        self, name: str, desc: Descriptor, dest: Path, shards: Sequence[Shard] = ()
+        self,
+        name: str,
+        desc: Descriptor,
+        dest: Path,
+        shards: Sequence[Shard] = (),
+        reuse: Path | None = None,
     ) -> None:
         if dest.name == "model.onnx":
             assert self.failed.wait(10)
         try:
-            self.inner.fetch_blob(name, desc, dest, shards)
+            self.inner.fetch_blob(name, desc, dest, shards, reuse)
         except TamperedError:
             self.failed.set()
             raise

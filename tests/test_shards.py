@@ -72,12 +72,17 @@ def flip(path: Path, offset: int) -> None:
 
 
 def package_sharded(
-    out: Path, model: object, iris: tuple[np.ndarray, np.ndarray], keypair: KeyPair, version: str
+    out: Path,
+    model: object,
+    iris: tuple[np.ndarray, np.ndarray],
+    keypair: KeyPair,
+    version: str,
+    text: bytes = README,
 ) -> Path:
-    """iris ``version`` with a README of five 4096-byte shards, signed by shards."""
+    """iris ``version`` with a README (``text``: five 4096-byte shards), signed by shards."""
     out.mkdir(parents=True, exist_ok=True)
     readme = out / "README.md"
-    readme.write_bytes(README)
+    readme.write_bytes(text)
     X, _ = iris
     options = PackageOptions(metadata=Metadata(readme=readme), shard_size=SHARD)
     return package(

@@ -30,7 +30,7 @@ import hashlib
 import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, Self, runtime_checkable
@@ -169,11 +169,16 @@ class ShardFetcher(Protocol):
     """A store that can read a blob one range per shard (a remote registry)."""
 
     def fetch_shards_into(
-        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
+        self,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        shards: Sequence[Shard],
+        have: Collection[int] = (),
     ) -> bool:
-        """Fetch the blob into the empty file ``out`` one range per shard, each checked
-        against its shard's digest; False (``out`` left empty) when the server does not
-        serve ranges.
+        """Fetch the blob into the file ``out`` one range per shard, each checked
+        against its shard's digest, but for the shards ``have`` indexes, in ``out``
+        already; False (``out`` left empty) when the server does not serve ranges.
 
         Raises:
             TamperedError: a shard differs from its signed digest.
@@ -243,6 +248,16 @@ def new_file(dest: Path, what: str) -> Iterator[int]:
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+
+
+def _reused(reuse: Path | None, out: int, desc: Descriptor, shards: Sequence[Shard]) -> set[int]:
+    """The shards copied into ``out`` from ``reuse``, sized to the blob first."""
+    if reuse is None:
+        return set()
+    from packager.registry.shard_reuse import reuse_shards
+
+    os.ftruncate(out, desc.size)
+    return reuse_shards(reuse, out, shards)
 
 
 class VerifiedRegistry:
@@ -328,13 +343,20 @@ class VerifiedRegistry:
         return data
 
     def fetch_blob(
-        self, name: str, desc: Descriptor, dest: Path, shards: Sequence[Shard] = ()
+        self,
+        name: str,
+        desc: Descriptor,
+        dest: Path,
+        shards: Sequence[Shard] = (),
+        reuse: Path | None = None,
     ) -> None:
         """Stream a blob into the new file ``dest``; see :class:`RegistryReader`.
 
         A blob of several signed ``shards`` from a store that reads ranges is judged by
         its shards: each range is checked against its signed digest as it arrives, and
-        together they cover exactly ``desc.size`` bytes.
+        together they cover exactly ``desc.size`` bytes. The shards ``reuse`` (an
+        installed file at the same path) holds with the same digests are copied from it
+        rather than fetched (see :func:`~packager.registry.shard_reuse.reuse_shards`).
         """
         self._store.check_name(name)
         self._check_stored(name, desc)
@@ -346,7 +368,9 @@ class VerifiedRegistry:
                         f"cannot {what}: its signed shards end at byte {shards[-1].end}, "
                         f"not at the {desc.size} bytes declared"
                     )
-                if self._store.fetch_shards_into(name, desc, out, shards):
+                if self._store.fetch_shards_into(
+                    name, desc, out, shards, _reused(reuse, out, desc, shards)
+                ):
                     return
             if isinstance(self._store, FileCopier):
                 digest, size = self._store.copy_blob_into(name, desc, out)

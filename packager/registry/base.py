@@ -130,7 +130,12 @@ class RegistryReader(Protocol):
         ...
 
     def fetch_blob(
-        self, name: str, desc: Descriptor, dest: Path, shards: Sequence[Shard] = ()
+        self,
+        name: str,
+        desc: Descriptor,
+        dest: Path,
+        shards: Sequence[Shard] = (),
+        reuse: Path | None = None,
     ) -> None:
         """Stream a blob into the new file ``dest`` (created, fsynced).
 
@@ -138,7 +143,8 @@ class RegistryReader(Protocol):
         ``dest`` is removed on any failure. ``shards``: the blob's signed shards, in file
         order; a registry that serves ranges is then read one range per shard, several
         at once, each range checked against its shard's digest instead of the whole
-        blob against ``desc.digest``.
+        blob against ``desc.digest``; the shards the installed file ``reuse`` holds at
+        the same offsets are copied from it (and checked) instead of fetched.
 
         Raises:
             TamperedError: the bytes differ from the descriptor.

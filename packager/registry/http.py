@@ -22,7 +22,7 @@ checked here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import IO
 from urllib.parse import urlsplit
 
@@ -149,12 +149,17 @@ class HttpStore(IndexedStore):
         return self._transport.copy_blob(url, name, desc, out, auth=self._auth)
 
     def fetch_shards_into(
-        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
+        self,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        shards: Sequence[Shard],
+        have: Collection[int] = (),
     ) -> bool:
         """One range per shard, a few at once, each checked against its digest."""
         what = f"fetch {desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])} of {name}"
         blob = BlobRequest(self._blob_url(name, desc.digest), desc, what, self._auth)
-        return self._transport.download_shards(blob, out, shards)
+        return self._transport.download_shards(blob, out, shards, have=have)
 
     def index(self, name: str) -> OciIndex | None:
         """``name``'s index.json, or None when the mirror has none."""

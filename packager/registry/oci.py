@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
@@ -245,14 +245,19 @@ class OciStore:
         )
 
     def fetch_shards_into(
-        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
+        self,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        shards: Sequence[Shard],
+        have: Collection[int] = (),
     ) -> bool:
         """One range per shard, a few at once, each checked against its digest."""
         repo = self.repository(name)
         url, scope = self.blob_url(repo, desc.digest), f"repository:{repo}:pull"
         what = f"fetch {desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])} of {name}"
         blob = BlobRequest(url, desc, what, self.authenticator(), scope)
-        return self._transport.download_shards(blob, out, shards)
+        return self._transport.download_shards(blob, out, shards, have=have)
 
     def repository(self, name: str) -> str:
         check_name(name)

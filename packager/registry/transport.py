@@ -512,13 +512,16 @@ class Transport:
         *,
         workers: int = PARALLEL_SHARDS,
         progress: Progress | None = None,
+        have: Collection[int] = (),
     ) -> bool:
         """Fetch the blob into the empty file ``out`` one ``Range`` request per shard,
         ``workers`` at once, each shard's bytes hashed as they arrive and checked against
         its signed digest; ``shards`` (in file order) cover ``blob.desc.size`` bytes.
 
         A shard whose connection drops or stalls is fetched again from its start (the
-        shards before and after it stay). Returns False, with ``out`` emptied, when the
+        shards before and after it stay). The shards whose indexes are in ``have`` are in
+        ``out`` already (checked by the caller) and are not fetched; ``out`` is then
+        already ``blob.desc.size`` bytes long. Returns False, with ``out`` emptied, when the
         server does not answer ranges (200 with the whole blob): the caller downloads
         the blob whole instead.
 
@@ -533,7 +536,8 @@ class Transport:
                 f"cannot {blob.what}: its signed shards do not cover the "
                 f"{blob.desc.size} bytes declared"
             )
-        os.ftruncate(out, blob.desc.size)
+        if not have:
+            os.ftruncate(out, blob.desc.size)
         deadline = self._clock() + self._options.timeouts.deadline
         stop = threading.Event()
 
@@ -552,7 +556,7 @@ class Transport:
         with ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="packager-range"
         ) as pool:
-            futures = [pool.submit(fetch, shard) for shard in shards]
+            futures = [pool.submit(fetch, shard) for i, shard in enumerate(shards) if i not in have]
             outcomes = [future.exception() or future.result() for future in futures]
         for outcome in outcomes:
             if isinstance(outcome, BaseException):

@@ -124,6 +124,7 @@ def fetch_verified(
     dest: Path,
     say: Progress | None = None,
     expected_manifest: Digest | None = None,
+    reuse: Path | None = None,
 ) -> Fetched:
     """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
     empty directory ``dest``, verifying as it goes: the files written are exactly the
@@ -138,7 +139,9 @@ def fetch_verified(
     (model.sig, when served, is still copied along) and the manifest as served stands in
     for it: digests and sizes are still checked. ``expected_manifest`` is the
     manifest.json digest a channel document names: a bundle signed with another one is
-    refused before anything else is fetched.
+    refused before anything else is fetched. ``reuse``: the directory of an installed
+    version of the same model, whose files may hold some of the shards of the files signed
+    by shards (see :func:`~packager.registry.shard_reuse.reuse_shards`).
 
     Raises:
         VerificationError: bad, untrusted or revoked signature, tampered or missing files,
@@ -185,6 +188,7 @@ def fetch_verified(
         dest,
         say,
         shards=statement.shards,
+        reuse=reuse,
     )
     (dest / MANIFEST).write_bytes(manifest_bytes)
     if sig is not None:
@@ -209,9 +213,11 @@ def _fetch_files(
     say: Progress,
     *,
     shards: Mapping[str, Sequence[Shard]],
+    reuse: Path | None = None,
 ) -> None:
     """Fetch ``files`` (path -> descriptor) into ``dest``, several at once; a file signed
-    by several ``shards`` is fetched and checked shard by shard where the registry can.
+    by several ``shards`` is fetched and checked shard by shard where the registry can,
+    its shards found in ``reuse`` (a directory) at the same path copied from there.
 
     Each file is fetched (size-capped, digest-checked) by the registry on a thread of its
     own, PARALLEL_FETCHES at a time, so that the transfers, copies and hashing of several
@@ -227,7 +233,14 @@ def _fetch_files(
         max_workers=max(1, min(PARALLEL_FETCHES, len(files))), thread_name_prefix="packager-fetch"
     )
     futures = {
-        pool.submit(registry.fetch_blob, name, desc, dest / path, shards.get(path, ())): path
+        pool.submit(
+            registry.fetch_blob,
+            name,
+            desc,
+            dest / path,
+            shards.get(path, ()),
+            None if reuse is None else reuse / path,
+        ): path
         for path, desc in files.items()
     }
     try:

@@ -4,6 +4,7 @@ mirror whose server ignores ranges."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from datetime import UTC, datetime
@@ -165,3 +166,54 @@ def test_a_static_mirror_that_ignores_ranges_is_read_whole(
         site.port = port
         installed = install_from(mirror_at(site), keypair, home)
     assert (installed / "README.md").read_bytes() == README
+
+
+def test_shards_an_installed_version_holds_are_copied_not_fetched(
+    registry_host: str,
+    namespace: str,
+    bundle: Path,
+    keypair: KeyPair,
+    home: Path,
+    tmp_path: Path,
+    iris_model: object,
+    iris: tuple[np.ndarray, np.ndarray],
+) -> None:
+    changed = bytearray(README)
+    changed[2 * SHARD + 100] ^= 1  # the third shard only
+    newer = package_sharded(tmp_path, iris_model, iris, keypair, "3.0.1", bytes(changed))
+    registry = registry_at(registry_host, namespace)
+    for each in (bundle, newer):
+        publish_bundle(each, registry=registry, mode=Unverified("publish without --key"))
+    install_from(registry, keypair, home)
+    digest = str(registry.resolve("iris", "3.0.1").files["README.md"].digest)
+    with Proxy(registry_host).running() as proxy:
+        result = install(
+            "iris@3.0.1",
+            registry=registry_at(proxy.host, namespace),
+            store=Store(home),
+            now=NOW,
+            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
+        )
+    assert readme_gets(proxy, digest) == [RANGES[2]]
+    assert (result.directory / "README.md").read_bytes() == bytes(changed)
+
+
+def test_only_shards_whose_copied_bytes_match_are_reused(tmp_path: Path) -> None:
+    from packager.core.digests import Digest
+    from packager.core.shards import Shard, bounds
+    from packager.registry.shard_reuse import reuse_shards
+
+    wanted = README
+    shards = [Shard(s, e, Digest.of(wanted[s:e])) for s, e in bounds(len(wanted), SHARD)]
+    installed = bytearray(wanted[: 4 * SHARD])  # shorter: the last shard is not there
+    installed[SHARD + 1] ^= 1  # and the second one differs
+    (tmp_path / "installed").write_bytes(bytes(installed))
+    fd = os.open(tmp_path / "new", os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        os.ftruncate(fd, len(wanted))
+        assert reuse_shards(tmp_path / "installed", fd, shards) == {0, 2, 3}
+        for i in (0, 2, 3):
+            assert os.pread(fd, SHARD, i * SHARD) == wanted[i * SHARD : (i + 1) * SHARD]
+        assert reuse_shards(tmp_path / "missing", fd, shards) == set()
+    finally:
+        os.close(fd)
