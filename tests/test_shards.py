@@ -280,3 +280,29 @@ def test_an_empty_file_has_no_shard(
     (bundle / "README.md").write_bytes(b"x")
     with pytest.raises(TamperedError, match="README.md"):
         verify_bundle(bundle, mode=trusted(keypair))
+
+
+def test_a_directory_registry_copies_a_blob_by_shards_and_checks_each(
+    sharded_bundle: Path, keypair: KeyPair, tmp_path: Path, home: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from packager.distribution.publish import publish_bundle
+    from packager.instance.install import InstallOptions, install
+    from packager.instance.store import Store
+    from packager.registry.layout import LayoutRegistry
+
+    registry = LayoutRegistry(tmp_path / "registry")
+    artifact = publish_bundle(sharded_bundle, registry=registry, mode=trusted(keypair))
+    blob = registry.root / "iris" / "blobs" / "sha256" / artifact.files["README.md"].digest.hex
+    blob.chmod(0o644)
+    flip(blob, 2 * SHARD + 3)
+    with pytest.raises(TamperedError, match=f"bytes {2 * SHARD}-{3 * SHARD} do not match"):
+        install(
+            "iris@3.0.0",
+            registry=registry,
+            store=Store(home),
+            now=datetime(2026, 11, 27, tzinfo=UTC),
+            options=InstallOptions(verify=trusted(keypair)),
+        )
+    assert not (home / "models" / "iris" / "3.0.0").exists()

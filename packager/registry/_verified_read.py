@@ -188,6 +188,23 @@ class ShardFetcher(Protocol):
 
 
 @runtime_checkable
+class ShardCopier(Protocol):
+    """A local store that copies a blob shard by shard, every shard hashed on its own."""
+
+    def copy_shards_into(
+        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
+    ) -> Shard | None:
+        """Copy the blob's shards into ``out`` (open for reading and writing), each
+        hashed where it landed; the first shard that differs from its signed digest, or
+        None when every one matches.
+
+        Raises:
+            OSError, RegistryError: reading or writing failed.
+        """
+        ...
+
+
+@runtime_checkable
 class SizedStore(Protocol):
     """A store that knows a blob's stored size before reading it."""
 
@@ -248,6 +265,14 @@ def new_file(dest: Path, what: str) -> Iterator[int]:
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+
+
+def _check_shards(what: str, desc: Descriptor, shards: Sequence[Shard]) -> None:
+    if shards[-1].end != desc.size:
+        raise TamperedError(
+            f"cannot {what}: its signed shards end at byte {shards[-1].end}, "
+            f"not at the {desc.size} bytes declared"
+        )
 
 
 def _reused(reuse: Path | None, out: int, desc: Descriptor, shards: Sequence[Shard]) -> set[int]:
@@ -362,21 +387,39 @@ class VerifiedRegistry:
         self._check_stored(name, desc)
         what = f"fetch blob {desc.digest} of {name} into {dest}"
         with new_file(dest, what) as out:
-            if len(shards) > 1 and isinstance(self._store, ShardFetcher):
-                if shards[-1].end != desc.size:
-                    raise TamperedError(
-                        f"cannot {what}: its signed shards end at byte {shards[-1].end}, "
-                        f"not at the {desc.size} bytes declared"
-                    )
-                if self._store.fetch_shards_into(
-                    name, desc, out, shards, _reused(reuse, out, desc, shards)
-                ):
-                    return
+            if len(shards) > 1 and self._by_shards(name, desc, out, shards, reuse, what):
+                return
             if isinstance(self._store, FileCopier):
                 digest, size = self._store.copy_blob_into(name, desc, out)
             else:
                 digest, size = self._stream_into(name, desc, out)
             check_blob(what, desc, size, digest)
+
+    def _by_shards(
+        self,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        shards: Sequence[Shard],
+        reuse: Path | None,
+        what: str,
+    ) -> bool:
+        """Read the blob into ``out`` shard by shard, each checked against its signed
+        digest; False when the store cannot (or its server will not) read by shards."""
+        store = self._store
+        if not isinstance(store, ShardFetcher | ShardCopier):
+            return False
+        _check_shards(what, desc, shards)
+        if isinstance(store, ShardFetcher):
+            have = _reused(reuse, out, desc, shards)
+            return store.fetch_shards_into(name, desc, out, shards, have)
+        bad = store.copy_shards_into(name, desc, out, shards)
+        if bad is not None:
+            raise TamperedError(
+                f"cannot {what}: bytes {bad.start}-{bad.end} do not match their signed "
+                "digest; do not use it"
+            )
+        return True
 
     def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
         """The document tagged ``tag``; see :class:`RegistryReader`."""

@@ -1,9 +1,13 @@
-"""Delta by shards: the shards of a new version's file that an installed version already
-holds, at the same path and offsets, are copied from the installed file, not fetched.
+"""Copying a file by shards, every shard on its own thread and checked where it lands.
 
+Delta by shards: the shards of a new version's file that an installed version already
+holds, at the same path and offsets, are copied from the installed file, not fetched.
 Nothing about the installed file is trusted: each shard is copied into the new file
 first and the bytes that landed there are hashed against the NEW version's signed shard
 digest; a shard that does not match is simply fetched (its bytes are overwritten).
+
+Local registries (a directory) copy a blob signed by shards the same way, all shards at
+once (:func:`copy_shards`): one large file is then hashed on every core.
 """
 
 from __future__ import annotations
@@ -31,21 +35,46 @@ def reuse_shards(source: Path, out: int, shards: Sequence[Shard], *, workers: in
         return set()
     try:
         size = os.fstat(fd).st_size
-        candidates = [i for i, shard in enumerate(shards) if shard.end <= size]
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            placed = pool.map(lambda i: _place(fd, out, shards[i]), candidates)
-            return {i for i, ok in zip(candidates, placed, strict=True) if ok}
+        candidates = [shard for shard in shards if shard.end <= size]
+        placed = place_shards(fd, out, candidates, workers=workers)
+        return {i for i, shard in enumerate(shards) if shard in candidates and placed[shard]}
     finally:
         os.close(fd)
 
 
-def _place(source: int, out: int, shard: Shard) -> bool:
-    """Copy bytes [start, end) of ``source`` into ``out`` at the same offset; True when
-    what ``out`` now holds there has the shard's digest."""
+def copy_shards(source: int, out: int, shards: Sequence[Shard], *, offset: int = 0) -> Shard | None:
+    """Copy every shard from ``source`` (the blob starting at ``offset``) into ``out``,
+    open for reading and writing, each hashed where it landed; returns the first shard
+    whose bytes differ from its signed digest (or could not be read), None when all match.
+    """
+    placed = place_shards(source, out, shards, offset=offset, workers=_cpu_count())
+    return next((shard for shard in shards if not placed[shard]), None)
+
+
+def place_shards(
+    source: int, out: int, shards: Sequence[Shard], *, offset: int = 0, workers: int = 4
+) -> dict[Shard, bool]:
+    """:func:`_place` each shard, ``workers`` at once; whether each one matched."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        placed = pool.map(lambda shard: _place(source, out, shard, offset), shards)
+        return dict(zip(shards, placed, strict=True))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _place(source: int, out: int, shard: Shard, offset: int = 0) -> bool:
+    """Copy bytes [start, end) of ``source`` (from ``offset`` on) into ``out`` at the
+    shard's offset; True when what ``out`` now holds there has the shard's digest."""
     try:
         position = shard.start
         while position < shard.end:
-            moved = os.copy_file_range(source, out, shard.end - position, position, position)
+            count = shard.end - position
+            moved = os.copy_file_range(source, out, count, offset + position, position)
             if moved == 0:
                 return False
             position += moved
