@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from packager._io.hashing import hash_range
+from packager._io.hashing import CHUNK, hash_range
 from packager.core.digests import Digest
 from packager.core.shards import Shard
+from packager.registry.files import NO_KERNEL_COPY
 
 
 def reuse_shards(source: Path, out: int, shards: Sequence[Shard], *, workers: int = 4) -> set[int]:
@@ -38,6 +39,8 @@ def reuse_shards(source: Path, out: int, shards: Sequence[Shard], *, workers: in
         candidates = [shard for shard in shards if shard.end <= size]
         placed = place_shards(fd, out, candidates, workers=workers)
         return {i for i, shard in enumerate(shards) if shard in candidates and placed[shard]}
+    except OSError:
+        return set()  # reusing is an optimisation: the shards are fetched instead
     finally:
         os.close(fd)
 
@@ -45,7 +48,11 @@ def reuse_shards(source: Path, out: int, shards: Sequence[Shard], *, workers: in
 def copy_shards(source: int, out: int, shards: Sequence[Shard], *, offset: int = 0) -> Shard | None:
     """Copy every shard from ``source`` (the blob starting at ``offset``) into ``out``,
     open for reading and writing, each hashed where it landed; returns the first shard
-    whose bytes differ from its signed digest (or could not be read), None when all match.
+    whose bytes differ from its signed digest (or that ``source`` does not hold), None
+    when all match.
+
+    Raises:
+        OSError: reading or writing failed.
     """
     placed = place_shards(source, out, shards, offset=offset, workers=_cpu_count())
     return next((shard for shard in shards if not placed[shard]), None)
@@ -69,17 +76,29 @@ def _cpu_count() -> int:
 
 def _place(source: int, out: int, shard: Shard, offset: int = 0) -> bool:
     """Copy bytes [start, end) of ``source`` (from ``offset`` on) into ``out`` at the
-    shard's offset; True when what ``out`` now holds there has the shard's digest."""
-    try:
-        position = shard.start
-        while position < shard.end:
-            count = shard.end - position
-            moved = os.copy_file_range(source, out, count, offset + position, position)
-            if moved == 0:
-                return False
-            position += moved
-        h = hashlib.sha256()
-        hash_range(out, shard.start, shard.end, h)
-    except OSError:
-        return False
+    shard's offset; True when what ``out`` now holds there has the shard's digest, False
+    when it differs or ``source`` ends before the shard does.
+
+    Raises:
+        OSError: reading or writing failed.
+    """
+    position, kernel = shard.start, True
+    while position < shard.end:
+        count = shard.end - position if kernel else min(CHUNK, shard.end - position)
+        if kernel:
+            try:
+                moved = os.copy_file_range(source, out, count, offset + position, position)
+            except OSError as e:
+                if e.errno not in NO_KERNEL_COPY:
+                    raise
+                kernel = False  # another filesystem, or one without the call: by hand
+                continue
+        else:
+            data = os.pread(source, count, offset + position)
+            moved = os.pwrite(out, data, position) if data else 0
+        if moved == 0:
+            return False
+        position += moved
+    h = hashlib.sha256()
+    hash_range(out, shard.start, shard.end, h)
     return Digest(h.hexdigest()) == shard.digest
