@@ -436,6 +436,7 @@ def _derive(base: Path, work: Path, name: str, key_path: Path) -> None:
     named ``name``, with ``base``'s test vectors and manifest otherwise."""
     from packager._io.hashing import digest_files
     from packager._io.keys import load_private_key
+    from packager.build.bundle import shard_digests
     from packager.core import signature
     from packager.core.digests import Digest
     from packager.core.manifest import (
@@ -461,7 +462,15 @@ def _derive(base: Path, work: Path, name: str, key_path: Path) -> None:
     resources = {f.path: f.digest for f in files}
     resources[MANIFEST] = Digest.of(manifest_bytes)
     key = load_private_key(key_path, password=lambda: PASSWORD.encode())
-    sig = signature.sign(subject_name=f"{name}-1.0.0", resources=resources, private_key=key)
+    # Signed as `packager package` signs: by shards when a file is over the threshold.
+    shard_size, shards = shard_digests(work, resources, None)
+    sig = signature.sign(
+        subject_name=f"{name}-1.0.0",
+        resources=resources,
+        private_key=key,
+        shard_size=shard_size,
+        shards=shards,
+    )
     (work / SIGNATURE).write_bytes(sig)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from packager.core.manifest import MANIFEST, SIGNATURE, parse_manifest
 from packager.core.names import parse_ref
 from packager.core.policy import Trusted, TrustPolicy, Unverified, adhoc_policy
+from packager.core.shards import Shard
 from packager.distribution.publish import publish_bundle
 from packager.errors import (
     NotFoundError,
@@ -441,11 +443,18 @@ class GatedRegistry:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
+    def fetch_blob(
+        self,
+        name: str,
+        desc: Descriptor,
+        dest: Path,
+        shards: Sequence[Shard] = (),
+        reuse: Path | None = None,
+    ) -> None:
         if dest.name == "model.onnx":
             assert self.failed.wait(10)
         try:
-            self.inner.fetch_blob(name, desc, dest)
+            self.inner.fetch_blob(name, desc, dest, shards, reuse)
         except TamperedError:
             self.failed.set()
             raise

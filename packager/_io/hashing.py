@@ -1,10 +1,11 @@
 """Streaming SHA-256 of files and streams, on every core.
 
 SHA-256 of one stream cannot be split across cores, so the speed of hashing one large
-file is that of one core; what can be had is everything around it. :func:`digest_file`
-hashes the page cache in place (no copy into Python buffers); :class:`FileHasher` hashes
-several files at once on as many threads as there are cores, largest first, while the
-caller does other work (checking a signature, say) and can stop it early;
+file whole is that of one core; a file signed by shards (:mod:`packager.core.shards`) has
+each shard hashed on its own, all cores at once. :func:`digest_file` hashes the page cache
+in place (no copy into Python buffers); :class:`FileHasher` hashes several files, or the
+shards of several files, at once on as many threads as there are cores, largest first,
+while the caller does other work (checking a signature, say) and can stop it early;
 :class:`BackgroundHasher` hashes a stream on a thread of its own while the caller
 receives and writes it.
 """
@@ -23,6 +24,7 @@ from types import TracebackType
 from typing import Self
 
 from packager.core.digests import Digest
+from packager.core.shards import Hashed, bounds
 
 CHUNK = 1 << 20
 
@@ -118,7 +120,7 @@ def hash_range(
     fd: int, start: int, end: int, h: hashlib._Hash, *, stop: threading.Event | None = None
 ) -> None:
     """Hash bytes ``[start, end)`` of the open file ``fd`` into ``h``, through read-only
-    memory maps of WINDOW bytes; ``start`` must be a multiple of the page size.
+    memory maps of about WINDOW bytes.
 
     Raises:
         OSError: the file cannot be mapped.
@@ -129,9 +131,33 @@ def hash_range(
         if stop is not None and stop.is_set():
             raise HashingStopped
         length = min(WINDOW, end - position)
-        with mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=position) as window:
-            h.update(window)
+        # Maps start at a multiple of the allocation granularity; shards need not.
+        skip = position % mmap.ALLOCATIONGRANULARITY
+        with mmap.mmap(fd, skip + length, prot=mmap.PROT_READ, offset=position - skip) as window:
+            if skip:
+                with memoryview(window) as view:
+                    h.update(view[skip:])
+            else:
+                h.update(window)
         position += length
+
+
+def digest_range(
+    path: Path, start: int, end: int, *, size: int, stop: threading.Event | None = None
+) -> Digest:
+    """sha256 of bytes ``[start, end)`` of ``path``, a file of ``size`` bytes.
+
+    Raises:
+        OSError: the file cannot be read, or is no longer ``size`` bytes long.
+        HashingStopped: ``stop`` was set.
+    """
+    with open(path, "rb", buffering=0) as f:
+        found = os.fstat(f.fileno()).st_size
+        if found != size:
+            raise OSError(f"{path} changed size while it was hashed ({size} then {found} bytes)")
+        h = hashlib.sha256()
+        hash_range(f.fileno(), start, end, h, stop=stop)
+    return Digest(h.hexdigest())
 
 
 def _cpu_count() -> int:
@@ -148,23 +174,42 @@ def _size(path: Path) -> int:
         return 0  # hashing it will raise the error, in its turn
 
 
+# One piece of work: shard ``index`` of ``path``, bytes [start, end) of a file of ``size``
+# bytes; ``end`` None: the whole file.
+_Task = tuple[Path, int, int, int | None, int]
+
+
 class FileHasher(_Threaded):
     """Hash files in parallel in the background; a context manager.
 
     Hashing starts on construction, on one thread per core (or ``workers``), largest
-    file first so that the threads finish together; hashlib releases the GIL, so the
-    threads hash on separate cores while the caller goes on. Leaving the ``with``
-    block stops whatever is still running (a caller that raised does not wait for the
-    rest of a large file) and waits for the threads.
+    piece first so that the threads finish together; hashlib releases the GIL, so the
+    threads hash on separate cores while the caller goes on. With ``shard_size`` every
+    file larger than one shard is hashed by shards (:func:`packager.core.shards.bounds`),
+    each shard a piece of its own: one large file keeps every core busy. Leaving the
+    ``with`` block stops whatever is still running (a caller that raised does not wait
+    for the rest of a large file) and waits for the threads.
     """
 
-    def __init__(self, paths: Iterable[Path], *, workers: int | None = None) -> None:
+    def __init__(
+        self, paths: Iterable[Path], *, workers: int | None = None, shard_size: int | None = None
+    ) -> None:
         self._paths = list(dict.fromkeys(paths))
-        self._todo = sorted(self._paths, key=_size, reverse=True)
-        self._results: dict[Path, tuple[Digest, int] | BaseException] = {}
+        self._digests: dict[Path, list[Digest | None]] = {}
+        self._sizes: dict[Path, int] = {}
+        self._results: dict[Path, Hashed | BaseException] = {}
+        todo: list[_Task] = []
+        for path in self._paths:
+            size = _size(path)
+            cut = bounds(size, shard_size) if shard_size is not None and size > shard_size else []
+            self._digests[path] = [None] * max(1, len(cut))
+            todo += [(path, index, start, end, size) for index, (start, end) in enumerate(cut)]
+            if not cut:
+                todo.append((path, 0, 0, None, size))
+        self._todo = sorted(todo, key=lambda task: (task[3] or task[4]) - task[2], reverse=True)
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        count = max(1, min(workers or _cpu_count(), len(self._paths)))
+        count = max(1, min(workers or _cpu_count(), len(self._todo)))
         self._workers = [
             threading.Thread(target=self._work, name="packager-hash", daemon=True)
             for _ in range(count)
@@ -173,15 +218,15 @@ class FileHasher(_Threaded):
         for worker in self._workers:
             worker.start()
 
-    def result(self, path: Path) -> tuple[Digest, int]:
-        """(digest, size) of ``path``, waiting for it.
+    def hashed(self, path: Path) -> Hashed:
+        """What hashing ``path`` gave (its shards' digests, or its own), waiting for it.
 
         Raises:
             KeyError: ``path`` was not given to this hasher.
             OSError: it could not be read.
             HashingStopped: the hasher was stopped before the file was done.
         """
-        if path not in self._paths:
+        if path not in self._digests:
             raise KeyError(path)
         with self._changed:
             while path not in self._results:
@@ -193,17 +238,34 @@ class FileHasher(_Threaded):
             raise found
         return found
 
+    def result(self, path: Path) -> tuple[Digest, int]:
+        """(digest, size) of ``path`` hashed whole (no ``shard_size``), waiting for it.
+
+        Raises:
+            KeyError, OSError, HashingStopped: see :meth:`hashed`.
+            ValueError: the file was hashed by shards.
+        """
+        found = self.hashed(path)
+        if found.whole is None:
+            raise ValueError(f"{path} was hashed by shards")
+        return found.whole, found.size
+
     def results(self) -> dict[Path, tuple[Digest, int]]:
         """(digest, size) of every file, waiting for all of them.
 
         Raises:
             OSError: a file could not be read (the first such file in the order given).
             HashingStopped: the hasher was stopped before every file was done.
+            ValueError: a file was hashed by shards.
         """
         return {path: self.result(path) for path in self._paths}
 
+    def all_hashed(self) -> dict[Path, Hashed]:
+        """:meth:`hashed` of every file, waiting for all of them."""
+        return {path: self.hashed(path) for path in self._paths}
+
     def close(self) -> None:
-        """Stop hashing: files not started are dropped, running ones end at their next
+        """Stop hashing: pieces not started are dropped, running ones end at their next
         window; returns once every thread has finished."""
         self._stop.set()
         for worker in self._workers:
@@ -215,19 +277,38 @@ class FileHasher(_Threaded):
                 with self._changed:
                     if not self._todo or self._stop.is_set():
                         return
-                    path = self._todo.pop(0)
-                result: tuple[Digest, int] | BaseException
-                try:
-                    result = digest_file(path, stop=self._stop)
-                except BaseException as e:  # handed to whoever asks for this file
-                    result = e
-                with self._changed:
-                    self._results[path] = result
-                    self._changed.notify_all()
+                    task = self._todo.pop(0)
+                self._record(task, self._hash(task))
         finally:
             with self._changed:
                 self._running -= 1
                 self._changed.notify_all()
+
+    def _hash(self, task: _Task) -> tuple[Digest, int] | BaseException:
+        path, _, start, end, size = task
+        try:
+            if end is None:
+                return digest_file(path, stop=self._stop)
+            return digest_range(path, start, end, size=size, stop=self._stop), size
+        except BaseException as e:  # handed to whoever asks for this file
+            return e
+
+    def _record(self, task: _Task, outcome: tuple[Digest, int] | BaseException) -> None:
+        path, index = task[0], task[1]
+        with self._changed:
+            if path in self._results:
+                return  # another shard of it failed already
+            if isinstance(outcome, BaseException):
+                self._results[path] = outcome
+            else:
+                slots = self._digests[path]
+                slots[index] = outcome[0]
+                self._sizes[path] = outcome[1]
+                if all(slots):
+                    digests = tuple(d for d in slots if d is not None)
+                    size = self._sizes[path]
+                    self._results[path] = Hashed(size, () if size == 0 else digests)
+            self._changed.notify_all()
 
 
 def digest_files(paths: Iterable[Path], *, workers: int | None = None) -> list[tuple[Digest, int]]:

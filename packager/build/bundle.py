@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packager._io.hashing import digest_file, digest_files
+from packager._io.hashing import FileHasher, digest_file, digest_files
 from packager.build.options import PackageOptions, Provenance
 from packager.core.compat import minimum_runtime
 from packager.core.digests import Digest
@@ -37,6 +37,7 @@ from packager.core.manifest import (
     check_version,
     parse_manifest,
 )
+from packager.core.shards import Shard, bounds, choose_shard_size
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
@@ -158,11 +159,14 @@ def package(
         resources = _write_bundle(
             work, conversion, name=name, version=version, options=options, metrics=metrics
         )
+        shard_size, shards = shard_digests(work, resources, options.shard_size)
         sig = signature.sign(
             subject_name=final.name,
             resources=resources,
             private_key=key,
             certificate_chain=certificate_chain,
+            shard_size=shard_size,
+            shards=shards,
         )
         (work / SIGNATURE).write_bytes(sig)
         if final.exists():
@@ -175,6 +179,34 @@ def package(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def shard_digests(
+    bundle: Path, resources: Mapping[str, Digest], requested: int | None
+) -> tuple[int | None, dict[str, tuple[Shard, ...]] | None]:
+    """The shard size to sign the files ``resources`` names in ``bundle`` with (see
+    :func:`~packager.core.shards.choose_shard_size`; ``requested`` None: chosen from their
+    sizes) and every file's shards, hashed on every core; (None, None): whole files.
+
+    Raises:
+        UsageError: ``requested`` is not a valid shard size.
+        OSError: a file cannot be read.
+    """
+    paths = {path: bundle / path for path in resources}
+    shard_size = choose_shard_size((p.stat().st_size for p in paths.values()), requested)
+    if shard_size is None:
+        return None, None
+    with FileHasher(paths.values(), shard_size=shard_size) as hasher:
+        found = hasher.all_hashed()
+    shards = {}
+    for path, source in paths.items():
+        hashed = found[source]
+        cut = bounds(hashed.size, shard_size)
+        shards[path] = tuple(
+            Shard(start, end, digest)
+            for (start, end), digest in zip(cut, hashed.digests, strict=True)
+        )
+    return shard_size, shards
 
 
 def _write_bundle(

@@ -97,6 +97,15 @@ def _quantize(
     return QuantizeOptions(quantize, Tolerance(quantize_rtol, quantize_atol))
 
 
+def _shard_size(shard_size_text: str | None) -> int | None:
+    from packager.core.shards import check_shard_size, parse_size
+
+    if shard_size_text is None:
+        return None
+    size = parse_size(shard_size_text)
+    return size if size == 0 else check_shard_size(size)
+
+
 def _benchmark(benchmark_data: Path | None, target: str | None) -> BenchmarkData | None:
     if benchmark_data is None:
         if target is not None:
@@ -162,10 +171,29 @@ _PACKAGE_GROUPS = (
         ),
         click.option("--target", help="Column of --benchmark data holding the true answers."),
     ),
+    option_group(
+        "shard_size",
+        _shard_size,
+        click.option(
+            "--shard-size",
+            "shard_size_text",
+            metavar="SIZE",
+            help="Sign each file in shards of SIZE (e.g. 256MiB), hashed on every core; 0: "
+            "whole files. Default: 256MiB shards when a file exceeds 1GiB, else whole files.",
+        ),
+    ),
 )
 
 
-_PACKAGE_FIELDS = ("validation", "provenance", "metadata", "conversion", "quantize", "benchmark")
+_PACKAGE_FIELDS = (
+    "validation",
+    "provenance",
+    "metadata",
+    "conversion",
+    "quantize",
+    "benchmark",
+    "shard_size",
+)
 
 
 def package_options(f: F) -> F:

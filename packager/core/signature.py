@@ -21,6 +21,10 @@ signed by other OMS v1.0 signers verify too):
   order), any ``ignore_paths`` and either ``allow_symlinks`` value; the
   caller checks the files on disk against the signed list.
 - a missing or unknown key hint: then every trusted key is tried.
+- the ``shards`` serialization (resources ``path:start:end``, see
+  :mod:`packager.core.shards`) as well as ``files``, with ``shard_size`` an integer or,
+  as model-signing 1.1.1 writes it, an integral float such as ``1000000.0``; every
+  file's shards must be contiguous from byte 0 and cut at multiples of the shard size.
 
 Not accepted: the pre-1.0 predicate ``https://model_signing/Digests/v0.1``.
 It lists files as subjects with no model name, no subject digest over the
@@ -35,7 +39,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -46,6 +50,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads
 from packager.core.manifest import SIGNATURE
+from packager.core.shards import (
+    MIN_SHARD_SIZE,
+    Shard,
+    algorithm_name,
+    shard_name,
+    split_shard_name,
+)
 from packager.errors import TamperedError, UntrustedError, UsageError, VerificationError
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -75,14 +86,21 @@ SUPPORTED_CURVES = frozenset(_HASH_BY_CURVE)
 class SignedStatement:
     """What a verified ``model.sig`` vouches for.
 
-    ``resources`` maps each signed path to its digest, sorted by path and
-    read-only; ``key_hint`` names the trusted key that verified the signature
-    (hex sha256 of its PEM SubjectPublicKeyInfo), not the hint the file claims.
+    ``resources`` maps each signed path whose whole-file sha256 is signed to that
+    digest, sorted by path and read-only; ``key_hint`` names the trusted key that
+    verified the signature (hex sha256 of its PEM SubjectPublicKeyInfo), not the hint
+    the file claims.
+
+    Signed by shards (``shard_size`` set), ``shards`` gives every signed file's shards
+    in file order; a file of one shard is also in ``resources`` (that shard's digest is
+    the file's), an empty file has no shard and is in neither.
     """
 
     subject_name: str
     resources: Mapping[str, Digest]
     key_hint: str
+    shard_size: int | None = None
+    shards: Mapping[str, tuple[Shard, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -99,15 +117,24 @@ def key_hint(public_key: ec.EllipticCurvePublicKey) -> str:
     return hashlib.sha256(pem).hexdigest()
 
 
-def statement_payload(subject_name: str, resources: Mapping[str, Digest]) -> bytes:
+def statement_payload(
+    subject_name: str,
+    resources: Mapping[str, Digest],
+    *,
+    shard_size: int | None = None,
+    shards: Mapping[str, Sequence[Shard]] | None = None,
+) -> bytes:
     """The in-toto Statement v1 that :func:`sign` signs, as canonical JSON bytes.
 
     Keys are sorted, separators compact, text UTF-8; resources are sorted by
-    path and the subject digest is sha256 over their raw digests in that order.
+    name and the subject digest is sha256 over their raw digests in that order.
+    With ``shard_size``, every path of ``resources`` is signed by the shards
+    ``shards`` gives it (cut at multiples of ``shard_size``, as
+    :func:`packager.core.shards.bounds` does), named ``path:start:end``.
 
     Raises:
         UsageError: a path is not a safe relative POSIX path, ``resources`` is
-            empty, or ``subject_name`` is empty.
+            empty, ``subject_name`` is empty, or a file's shards are missing.
     """
     if not subject_name:
         raise UsageError("cannot sign: the subject (bundle) name is empty")
@@ -117,27 +144,54 @@ def statement_payload(subject_name: str, resources: Mapping[str, Digest]) -> byt
         problem = _path_problem(path)
         if problem is not None:
             raise UsageError(f"cannot sign {_short(path)}: {problem}")
-    ordered = sorted(resources.items())
+    listed = (
+        sorted(resources.items())
+        if shard_size is None
+        else _shard_resources(resources, shard_size, shards or {})
+    )
+    serialization: dict[str, object] = {
+        "method": "files" if shard_size is None else "shards",
+        "hash_type": "sha256",
+        "allow_symlinks": False,
+        "ignore_paths": [SIGNATURE],
+    }
+    algorithm = "sha256"
+    if shard_size is not None:
+        serialization["shard_size"] = shard_size
+        algorithm = algorithm_name(shard_size)
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [
-            {"name": subject_name, "digest": {"sha256": _subject_digest(d for _, d in ordered)}}
+            {"name": subject_name, "digest": {"sha256": _subject_digest(d for _, d in listed)}}
         ],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
-            "serialization": {
-                "method": "files",
-                "hash_type": "sha256",
-                "allow_symlinks": False,
-                "ignore_paths": [SIGNATURE],
-            },
+            "serialization": serialization,
             "resources": [
-                {"name": path, "algorithm": digest.algorithm, "digest": digest.hex}
-                for path, digest in ordered
+                {"name": name, "algorithm": algorithm, "digest": digest.hex}
+                for name, digest in listed
             ],
         },
     }
     return _canonical_json(statement)
+
+
+def _shard_resources(
+    resources: Mapping[str, Digest], shard_size: int, shards: Mapping[str, Sequence[Shard]]
+) -> list[tuple[str, Digest]]:
+    """Every shard of every file as (``path:start:end``, digest), in the order
+    model-signing lists them: by path component, then by offset."""
+    listed = []
+    for path in resources:
+        if path not in shards:
+            raise UsageError(f"cannot sign {_short(path)} by shards: its shards were not given")
+        for shard in shards[path]:
+            if shard.start % shard_size or not 0 < shard.end - shard.start <= shard_size:
+                raise UsageError(
+                    f"cannot sign {shard.describe(path)}: not a {shard_size}-byte shard"
+                )
+            listed.append((path.split("/"), shard.start, shard.end, shard.digest))
+    return [(shard_name("/".join(p), start, end), d) for p, start, end, d in sorted(listed)]
 
 
 def sign(
@@ -146,12 +200,15 @@ def sign(
     resources: Mapping[str, Digest],
     private_key: ec.EllipticCurvePrivateKey,
     certificate_chain: Sequence[bytes] = (),
+    shard_size: int | None = None,
+    shards: Mapping[str, Sequence[Shard]] | None = None,
 ) -> bytes:
     """Sign ``resources`` and return the bytes of ``model.sig``.
 
     Deterministic: ECDSA nonces follow RFC 6979, so the same inputs and key give
     the same bytes (bundles are byte-reproducible). ``certificate_chain`` (DER, leaf
-    first): see :func:`sign_envelope`.
+    first): see :func:`sign_envelope`. ``shard_size`` and ``shards``: signed by
+    shards instead of whole files (see :func:`statement_payload`).
 
     Raises:
         UsageError: the key's curve is not P-256, P-384 or P-521, this
@@ -160,7 +217,7 @@ def sign(
     """
     return sign_envelope(
         PAYLOAD_TYPE,
-        statement_payload(subject_name, resources),
+        statement_payload(subject_name, resources, shard_size=shard_size, shards=shards),
         private_key=private_key,
         certificate_chain=certificate_chain,
     )
@@ -608,40 +665,89 @@ def _parse_statement(payload: bytes, *, key_hint: str) -> SignedStatement:
     claimed = _str(_get(subject_digests, "sha256", "subject[0].digest"), "subject[0].digest.sha256")
 
     predicate = _object(_get(statement, "predicate", "the statement"), "predicate")
-    _check_serialization(_get(predicate, "serialization", "predicate"))
+    shard_size = _check_serialization(_get(predicate, "serialization", "predicate"))
     entries = _list(_get(predicate, "resources", "predicate"), "predicate.resources")
     if not entries:
         raise _tampered("predicate.resources is empty")
 
+    algorithms = {"sha256"} if shard_size is None else {"sha256", algorithm_name(shard_size)}
     listed: list[tuple[str, Digest]] = []
     for index, item in enumerate(entries):
         where = f"predicate.resources[{index}]"
         resource = _object(item, where)
-        path = _str(_get(resource, "name", where), f"{where}.name")
-        problem = _path_problem(path)
-        if problem is not None:
-            raise _tampered(f"{where}.name {_short(path)}: {problem}")
-        _expect(_get(resource, "algorithm", where), "sha256", f"{where}.algorithm")
-        listed.append((path, Digest(_str(_get(resource, "digest", where), f"{where}.digest"))))
+        name = _str(_get(resource, "name", where), f"{where}.name")
+        if _get(resource, "algorithm", where) not in algorithms:
+            _expect(resource["algorithm"], " or ".join(sorted(algorithms)), f"{where}.algorithm")
+        listed.append((name, Digest(_str(_get(resource, "digest", where), f"{where}.digest"))))
 
-    resources = dict(listed)
-    if len(resources) != len(listed):
-        raise _tampered("predicate.resources lists a path twice")
+    named = dict(listed)
+    if len(named) != len(listed):
+        raise _tampered("predicate.resources lists a name twice")
     if _subject_digest(d for _, d in listed) != claimed:
         raise _tampered("subject digest does not match the listed resources")
+    if shard_size is None:
+        for name in named:
+            _check_resource_path(name, name)
+        return SignedStatement(
+            subject_name=subject_name,
+            resources=MappingProxyType(dict(sorted(named.items()))),
+            key_hint=key_hint,
+        )
+    shards = _shards_by_file(named, shard_size)
     return SignedStatement(
         subject_name=subject_name,
-        resources=MappingProxyType(dict(sorted(resources.items()))),
+        resources=MappingProxyType(
+            {path: cut[0].digest for path, cut in shards.items() if len(cut) == 1}
+        ),
         key_hint=key_hint,
+        shard_size=shard_size,
+        shards=MappingProxyType(shards),
     )
 
 
-def _check_serialization(value: object) -> None:
+def _check_resource_path(path: str, name: str) -> None:
+    problem = _path_problem(path)
+    if problem is not None:
+        raise _tampered(f"resource {_short(name)}: {problem}")
+
+
+def _shards_by_file(named: Mapping[str, Digest], shard_size: int) -> dict[str, tuple[Shard, ...]]:
+    """Every file's shards, in file order: contiguous from byte 0, cut at multiples of
+    ``shard_size``, each one full but the last."""
+    found: dict[str, list[Shard]] = {}
+    for name, digest in named.items():
+        parts = split_shard_name(name)
+        if parts is None:
+            raise _tampered(f"resource {_short(name)} is not named path:start:end")
+        path, start, end = parts
+        _check_resource_path(path, name)
+        found.setdefault(path, []).append(Shard(start, end, digest))
+    shards = {}
+    for path in sorted(found):
+        cut = sorted(found[path], key=lambda shard: shard.start)
+        position = 0
+        for index, shard in enumerate(cut):
+            last = index == len(cut) - 1
+            length = shard.end - shard.start
+            if shard.start != position or not (
+                0 < length <= shard_size if last else length == shard_size
+            ):
+                raise _tampered(
+                    f"the shards of {_short(path)} are not contiguous {shard_size}-byte "
+                    f"pieces from byte 0 (at {shard.start}-{shard.end})"
+                )
+            position = shard.end
+        shards[path] = tuple(cut)
+    return shards
+
+
+def _check_serialization(value: object) -> int | None:
+    """The shard size a ``shards`` serialization records; None for ``files``."""
     where = "predicate.serialization"
     record = _object(value, where)
-    # Whole-file sha256 digests are the only resources we can check; shard
-    # names ("path:start:end") are not file paths.
-    _expect(_get(record, "method", where), "files", f"{where}.method")
+    method = _get(record, "method", where)
+    if method not in ("files", "shards"):
+        _expect(method, "files' or 'shards", f"{where}.method")
     _expect(_get(record, "hash_type", where), "sha256", f"{where}.hash_type")
     if not isinstance(_get(record, "allow_symlinks", where), bool):
         raise _tampered(f"{where}.allow_symlinks is not a boolean")
@@ -649,3 +755,14 @@ def _check_serialization(value: object) -> None:
         ignore_paths = _list(record["ignore_paths"], f"{where}.ignore_paths")
         for index, path in enumerate(ignore_paths):
             _str(path, f"{where}.ignore_paths[{index}]")
+    if method == "files":
+        return None
+    size = _get(record, "shard_size", where)
+    # model-signing 1.1.1 writes the size as a float (1000000.0): integral values only.
+    if isinstance(size, float) and size.is_integer() and size < 2**53:
+        size = int(size)
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise _tampered(f"{where}.shard_size is not an integer")
+    if size < MIN_SHARD_SIZE:
+        raise _tampered(f"{where}.shard_size {size} is below {MIN_SHARD_SIZE} bytes")
+    return size

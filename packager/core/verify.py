@@ -24,8 +24,9 @@ refuses to follow a channel unverified.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TypeVar
 
 from packager.core import signature, x509
@@ -35,6 +36,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.core.policy import Trusted, TrustPolicy, Unverified, VerifyMode
 from packager.core.semver import semver_key
+from packager.core.shards import EMPTY, Hashed, Shard, mismatch
 from packager.errors import (
     ExpiredError,
     RollbackError,
@@ -57,12 +59,18 @@ class Statement:
     it is None only in an :class:`~packager.core.policy.Unverified` ``mode``, where
     ``resources`` are what manifest.json lists as served. ``certificate`` describes the
     signing certificate and its CA when a trusted CA certified that key.
+
+    A bundle signed by shards has ``shard_size`` set and every signed file's shards in
+    ``shards``; ``resources`` then holds the files of one shard only (whose shard digest
+    is the file's). An empty file has no shard: manifest.json (signed) vouches for it.
     """
 
     resources: Mapping[str, Digest]
     mode: VerifyMode
     signer: str | None = None
     certificate: str | None = None
+    shard_size: int | None = None
+    shards: Mapping[str, tuple[Shard, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def signed(self) -> bool:
@@ -139,7 +147,14 @@ def verify_signature(
         sig, signature.PAYLOAD_TYPE, mode.policy, name=name, now=now, what="model.sig"
     )
     statement = signature.parse_verified_statement(payload, key_hint=hint)
-    return Statement(statement.resources, mode, statement.key_hint, certificate)
+    return Statement(
+        statement.resources,
+        mode,
+        statement.key_hint,
+        certificate,
+        shard_size=statement.shard_size,
+        shards=statement.shards,
+    )
 
 
 def _signed_payload(
@@ -336,17 +351,34 @@ def check_resources(statement: Statement, manifest: Manifest) -> None:
     Raises:
         TamperedError: naming the first file missing, extra or with a different digest.
     """
-    listed = {f.path: f.digest for f in manifest.files}
-    signed = {p: d for p, d in statement.resources.items() if p != MANIFEST}
-    extra = sorted(set(signed) - set(listed))
-    missing = sorted(set(listed) - set(signed))
+    listed = {f.path: f for f in manifest.files}
+    signed = _signed_files(statement) - {MANIFEST}
+    extra = sorted(signed - set(listed))
+    missing = sorted(set(listed) - signed - _empty_files(statement, manifest))
     if extra:
         raise TamperedError(f"the signature covers {extra[0]}, which manifest.json does not list")
     if missing:
         raise TamperedError(f"{missing[0]} is listed in manifest.json but not signed")
-    for path, digest in listed.items():
-        if signed[path] != digest:
+    for path, entry in listed.items():
+        if path in statement.resources and statement.resources[path] != entry.digest:
             raise TamperedError(f"{path}: manifest.json and the signature disagree on its digest")
+        shards = statement.shards.get(path)
+        if shards and shards[-1].end != entry.size:
+            raise TamperedError(
+                f"{path}: manifest.json says {entry.size} bytes, its signed shards {shards[-1].end}"
+            )
+
+
+def _signed_files(statement: Statement) -> set[str]:
+    """Every file the statement signs a digest or shards of."""
+    return set(statement.resources) | set(statement.shards)
+
+
+def _empty_files(statement: Statement, manifest: Manifest) -> set[str]:
+    """Files signed by shards that have none: the empty files manifest.json lists."""
+    if statement.shard_size is None:
+        return set()
+    return {f.path for f in manifest.files if f.size == 0 and f.digest == EMPTY}
 
 
 def check_served(statement: Statement, manifest: Manifest, served: Mapping[str, Described]) -> None:
@@ -357,8 +389,9 @@ def check_served(statement: Statement, manifest: Manifest, served: Mapping[str, 
         TamperedError: another file set, or a file described with another digest or size.
     """
     files = set(served) - {SIGNATURE}
-    if files != set(statement.resources):
-        odd = sorted(files ^ set(statement.resources))[0]
+    signed = _signed_files(statement) | _empty_files(statement, manifest)
+    if files != signed:
+        odd = sorted(files ^ signed)[0]
         than = "was signed" if statement.signed else "manifest.json lists"
         raise TamperedError(
             f"the registry serves a different file set than {than} ({odd}); "
@@ -373,16 +406,20 @@ def check_served(statement: Statement, manifest: Manifest, served: Mapping[str, 
             )
 
 
-def check_files(statement: Statement, manifest: Manifest, present: Mapping[str, Described]) -> None:
-    """Files found (path -> digest and size, model.sig excluded) must be exactly the signed
-    resources, with the signed digests and the manifest's sizes.
+def check_files(
+    statement: Statement, manifest: Manifest, present: Mapping[str, Described | Hashed]
+) -> None:
+    """Files found (path -> digest and size, or what hashing them by shards gave; model.sig
+    excluded) must be exactly the signed resources, with the signed digests (each shard's
+    for a file signed by several) and the manifest's sizes.
 
     Raises:
         TamperedError: a file is missing, extra, or differs from what was signed.
     """
     signed = statement.signed
-    for path in sorted(set(present) | set(statement.resources)):
-        if path not in statement.resources:
+    expected = _signed_files(statement) | _empty_files(statement, manifest)
+    for path in sorted(set(present) | expected):
+        if path not in expected:
             raise TamperedError(
                 f"{path} is not covered by the signature (extra file)"
                 if signed
@@ -394,15 +431,31 @@ def check_files(statement: Statement, manifest: Manifest, present: Mapping[str, 
                 if signed
                 else f"{path} is listed in manifest.json but missing"
             )
-        if present[path][0] != statement.resources[path]:
+        found = _hashed(present[path])
+        problem = _differs(statement, path, found)
+        if problem is not None:
             raise TamperedError(
-                f"{path} was modified after signing (sha256 differs)"
-                if signed
-                else f"{path} differs from manifest.json; re-package the model"
+                problem if signed else f"{path} differs from manifest.json; re-package the model"
             )
     for entry in manifest.files:
-        if present[entry.path][1] != entry.size:
+        if _hashed(present[entry.path]).size != entry.size:
             raise TamperedError(f"{entry.path}: size differs from manifest.json")
+
+
+def _hashed(found: Described | Hashed) -> Hashed:
+    return found if isinstance(found, Hashed) else Hashed(found[1], (found[0],))
+
+
+def _differs(statement: Statement, path: str, found: Hashed) -> str | None:
+    """Why the file ``path``, hashed as ``found``, is not the one signed; None if it is."""
+    shards = statement.shards.get(path, ())
+    if len(shards) > 1:
+        if found.whole is not None:  # hashed whole: only its size can tell
+            return f"{path} was modified after signing (its size or shards differ)"
+        return mismatch(path, shards, found.digests)
+    if found.whole != statement.resources.get(path, EMPTY):
+        return f"{path} was modified after signing (sha256 differs)"
+    return None
 
 
 def check_version_allowed(

@@ -228,6 +228,11 @@ class _Install:
             self.refused(e, "channel", name, version, about=channel)
             raise
 
+    def _installed(self, name: str) -> Path | None:
+        """The current version's directory, whose shards a new version may share."""
+        current = self.store.current_version(name)
+        return None if current is None else self.store.installed_dir(name, current)
+
     def by_version(
         self, name: str, version: str, channel: tuple[Channel, ChannelRecord] | None = None
     ) -> InstallResult:
@@ -249,6 +254,7 @@ class _Install:
                 dest=staged,
                 say=self.options.say,
                 expected_manifest=None if doc is None else doc.manifest_digest,
+                reuse=self._installed(name),
             )
             manifest = fetched.manifest
 

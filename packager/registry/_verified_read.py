@@ -30,7 +30,7 @@ import hashlib
 import io
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, Self, runtime_checkable
@@ -39,6 +39,7 @@ from packager._io.hashing import hash_range
 from packager.core.digests import Digest
 from packager.core.manifest import check_version
 from packager.core.semver import sort_versions
+from packager.core.shards import Shard
 from packager.core.text import printable
 from packager.errors import NotFoundError, RegistryError, TamperedError, disk_or
 from packager.registry.artifact import (
@@ -164,6 +165,46 @@ class FileCopier(Protocol):
 
 
 @runtime_checkable
+class ShardFetcher(Protocol):
+    """A store that can read a blob one range per shard (a remote registry)."""
+
+    def fetch_shards_into(
+        self,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        shards: Sequence[Shard],
+        have: Collection[int] = (),
+    ) -> bool:
+        """Fetch the blob into the file ``out`` one range per shard, each checked
+        against its shard's digest, but for the shards ``have`` indexes, in ``out``
+        already; False (``out`` left empty) when the server does not serve ranges.
+
+        Raises:
+            TamperedError: a shard differs from its signed digest.
+            OSError, RegistryError: reading or writing failed.
+        """
+        ...
+
+
+@runtime_checkable
+class ShardCopier(Protocol):
+    """A local store that copies a blob shard by shard, every shard hashed on its own."""
+
+    def copy_shards_into(
+        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
+    ) -> Shard | None:
+        """Copy the blob's shards into ``out`` (open for reading and writing), each
+        hashed where it landed; the first shard that differs from its signed digest, or
+        None when every one matches.
+
+        Raises:
+            OSError, RegistryError: reading or writing failed.
+        """
+        ...
+
+
+@runtime_checkable
 class SizedStore(Protocol):
     """A store that knows a blob's stored size before reading it."""
 
@@ -226,6 +267,24 @@ def new_file(dest: Path, what: str) -> Iterator[int]:
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+
+
+def _check_shards(what: str, desc: Descriptor, shards: Sequence[Shard]) -> None:
+    if shards[-1].end != desc.size:
+        raise TamperedError(
+            f"cannot {what}: its signed shards end at byte {shards[-1].end}, "
+            f"not at the {desc.size} bytes declared"
+        )
+
+
+def _reused(reuse: Path | None, out: int, desc: Descriptor, shards: Sequence[Shard]) -> set[int]:
+    """The shards copied into ``out`` from ``reuse``, sized to the blob first."""
+    if reuse is None:
+        return set()
+    from packager.registry.shard_reuse import reuse_shards
+
+    os.ftruncate(out, desc.size)
+    return reuse_shards(reuse, out, shards)
 
 
 class VerifiedRegistry:
@@ -310,17 +369,59 @@ class VerifiedRegistry:
         check_blob(f"read blob {desc.digest} of {name}", desc, len(data), Digest.of(data))
         return data
 
-    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
-        """Stream a blob into the new file ``dest``; see :class:`RegistryReader`."""
+    def fetch_blob(
+        self,
+        name: str,
+        desc: Descriptor,
+        dest: Path,
+        shards: Sequence[Shard] = (),
+        reuse: Path | None = None,
+    ) -> None:
+        """Stream a blob into the new file ``dest``; see :class:`RegistryReader`.
+
+        A blob of several signed ``shards`` from a store that reads ranges is judged by
+        its shards: each range is checked against its signed digest as it arrives, and
+        together they cover exactly ``desc.size`` bytes. The shards ``reuse`` (an
+        installed file at the same path) holds with the same digests are copied from it
+        rather than fetched (see :func:`~packager.registry.shard_reuse.reuse_shards`).
+        """
         self._store.check_name(name)
         self._check_stored(name, desc)
         what = f"fetch blob {desc.digest} of {name} into {dest}"
         with new_file(dest, what) as out:
+            if len(shards) > 1 and self._by_shards(name, desc, out, shards, reuse, what):
+                return
             if isinstance(self._store, FileCopier):
                 digest, size = self._store.copy_blob_into(name, desc, out)
             else:
                 digest, size = self._stream_into(name, desc, out)
             check_blob(what, desc, size, digest)
+
+    def _by_shards(
+        self,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        shards: Sequence[Shard],
+        reuse: Path | None,
+        what: str,
+    ) -> bool:
+        """Read the blob into ``out`` shard by shard, each checked against its signed
+        digest; False when the store cannot (or its server will not) read by shards."""
+        store = self._store
+        if not isinstance(store, ShardFetcher | ShardCopier):
+            return False
+        _check_shards(what, desc, shards)
+        if isinstance(store, ShardFetcher):
+            have = _reused(reuse, out, desc, shards)
+            return store.fetch_shards_into(name, desc, out, shards, have)
+        bad = store.copy_shards_into(name, desc, out, shards)
+        if bad is not None:
+            raise TamperedError(
+                f"cannot {what}: bytes {bad.start}-{bad.end} do not match their signed "
+                "digest; do not use it"
+            )
+        return True
 
     def get_document(self, name: str, tag: str, *, artifact_type: str, max_size: int) -> bytes:
         """The document tagged ``tag``; see :class:`RegistryReader`."""

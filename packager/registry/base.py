@@ -8,7 +8,7 @@ guarantees that the bytes it hands out match the size and digest it was asked fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any, Protocol, Self
 
 from packager.core.digests import Digest
 from packager.core.manifest import Manifest
+from packager.core.shards import Shard
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,22 @@ class RegistryReader(Protocol):
         """
         ...
 
-    def fetch_blob(self, name: str, desc: Descriptor, dest: Path) -> None:
+    def fetch_blob(
+        self,
+        name: str,
+        desc: Descriptor,
+        dest: Path,
+        shards: Sequence[Shard] = (),
+        reuse: Path | None = None,
+    ) -> None:
         """Stream a blob into the new file ``dest`` (created, fsynced).
 
         Stops after ``desc.size + 1`` bytes and checks size and sha256 while copying;
-        ``dest`` is removed on any failure.
+        ``dest`` is removed on any failure. ``shards``: the blob's signed shards, in file
+        order; a registry that serves ranges is then read one range per shard, several
+        at once, each range checked against its shard's digest instead of the whole
+        blob against ``desc.digest``; the shards the installed file ``reuse`` holds at
+        the same offsets are copied from it (and checked) instead of fetched.
 
         Raises:
             TamperedError: the bytes differ from the descriptor.

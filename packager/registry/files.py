@@ -34,7 +34,7 @@ THREADED = 2 * STEP
 # How often the flusher starts the write-back of what was written since.
 FLUSH_INTERVAL = 0.05
 # What copy_file_range answers when it cannot copy between these two files.
-_NO_KERNEL_COPY = frozenset(
+NO_KERNEL_COPY = frozenset(
     {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.EPERM}
 )
 
@@ -76,7 +76,7 @@ def _copy(
             try:
                 moved = os.copy_file_range(source, dest, count, offset + copied, copied)
             except OSError as e:
-                if copied or e.errno not in _NO_KERNEL_COPY:
+                if copied or e.errno not in NO_KERNEL_COPY:
                     raise
                 kernel = False  # another filesystem, or one without the call: copy by hand
                 continue

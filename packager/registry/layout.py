@@ -23,7 +23,7 @@ import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,6 +32,7 @@ from packager._io.hashing import CHUNK
 from packager.core.digests import Digest
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
+from packager.core.shards import Shard
 from packager.errors import NotFoundError, RegistryError, TamperedError, disk_or
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, plan_artifact
@@ -141,6 +142,19 @@ class LayoutStore(LayoutNaming, IndexedStore):
         fd = self._open_blob(name, desc)
         try:
             return copy_into(fd, out, limit=desc.size + 1)
+        finally:
+            os.close(fd)
+
+    def copy_shards_into(
+        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
+    ) -> Shard | None:
+        """In the kernel, every shard on its own thread, each hashed where it landed:
+        see :func:`~packager.registry.shard_reuse.copy_shards`."""
+        from packager.registry.shard_reuse import copy_shards
+
+        fd = self._open_blob(name, desc)
+        try:
+            return copy_shards(fd, out, shards)
         finally:
             os.close(fd)
 

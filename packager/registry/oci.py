@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
@@ -35,6 +35,7 @@ from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version
 from packager.core.semver import is_semver
+from packager.core.shards import Shard
 from packager.errors import RegistryError, TamperedError, UsageError
 from packager.registry._verified_read import Tagged, VerifiedRegistry
 from packager.registry.artifact import (
@@ -53,6 +54,7 @@ from packager.registry.document import (
 )
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import (
+    BlobRequest,
     Body,
     Progress,
     Transport,
@@ -241,6 +243,21 @@ class OciStore:
         return self._transport.copy_blob(
             url, name, desc, out, auth=self.authenticator(), scope=scope
         )
+
+    def fetch_shards_into(
+        self,
+        name: str,
+        desc: Descriptor,
+        out: int,
+        shards: Sequence[Shard],
+        have: Collection[int] = (),
+    ) -> bool:
+        """One range per shard, a few at once, each checked against its digest."""
+        repo = self.repository(name)
+        url, scope = self.blob_url(repo, desc.digest), f"repository:{repo}:pull"
+        what = f"fetch {desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])} of {name}"
+        blob = BlobRequest(url, desc, what, self.authenticator(), scope)
+        return self._transport.download_shards(blob, out, shards, have=have)
 
     def repository(self, name: str) -> str:
         check_name(name)

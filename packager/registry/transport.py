@@ -17,7 +17,9 @@ What this layer guarantees to the registry clients above it:
 - an ``Authorization`` header goes out only where :func:`may_send_credentials` allows;
 - downloads are capped at the expected size plus one byte, hashed while they arrive,
   resumed with ``Range`` after a dropped connection, verified as a whole, fsynced, and
-  removed on failure;
+  removed on failure; a blob signed by shards is fetched one ``Range`` per shard, a few
+  at once, each shard checked against its signed digest as it arrives and fetched again
+  from its start after a dropped connection (:meth:`Transport.download_shards`);
 - every foreign exception becomes a one-line :class:`RegistryError` (exit 4) or, when
   the bytes are not the ones asked for, a :class:`TamperedError` (exit 3). Messages name
   the host and path, never a query string or a credential.
@@ -26,6 +28,7 @@ What this layer guarantees to the registry clients above it:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import ipaddress
 import os
@@ -35,7 +38,8 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -54,6 +58,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
+from packager.core.shards import Shard
 from packager.core.text import printable
 from packager.errors import RegistryError, TamperedError, UsageError
 from packager.registry._verified_read import check_blob, new_file
@@ -85,6 +90,8 @@ MAX_REDIRECTS = 10
 # What a request or a body read raises when the network fails (urllib3's own errors come
 # straight through when a body is read from the raw stream).
 NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+# Shards of one blob fetched at once.
+PARALLEL_SHARDS = 4
 # Error bodies are only ever quoted in a message.
 MAX_ERROR_BODY = 64 << 10
 
@@ -502,6 +509,150 @@ class Transport:
         """Close the session's pooled connections."""
         self._session.close()
 
+    # --- blobs signed by shards: one range each ------------------------------------
+
+    def download_shards(
+        self,
+        blob: BlobRequest,
+        out: int,
+        shards: Sequence[Shard],
+        *,
+        workers: int = PARALLEL_SHARDS,
+        progress: Progress | None = None,
+        have: Collection[int] = (),
+    ) -> bool:
+        """Fetch the blob into the empty file ``out`` one ``Range`` request per shard,
+        ``workers`` at once, each shard's bytes hashed as they arrive and checked against
+        its signed digest; ``shards`` (in file order) cover ``blob.desc.size`` bytes.
+
+        A shard whose connection drops or stalls is fetched again from its start (the
+        shards before and after it stay). The shards whose indexes are in ``have`` are in
+        ``out`` already (checked by the caller) and are not fetched; ``out`` is then
+        already ``blob.desc.size`` bytes long. Returns False, with ``out`` emptied, when the
+        server does not answer ranges (200 with the whole blob): the caller downloads
+        the blob whole instead.
+
+        Raises:
+            TamperedError: a shard's bytes differ from its signed digest, or the server
+                states another size for the blob.
+            RegistryError: a shard could not be fetched (retries and deadline spent).
+            OSError: ``out`` cannot be written.
+        """
+        if not shards or shards[-1].end != blob.desc.size:
+            raise TamperedError(
+                f"cannot {blob.what}: its signed shards do not cover the "
+                f"{blob.desc.size} bytes declared"
+            )
+        if not have:
+            os.ftruncate(out, blob.desc.size)
+        deadline = self._clock() + self._options.timeouts.deadline
+        stop = threading.Event()
+
+        def fetch(shard: Shard) -> bool:
+            if stop.is_set():
+                return True
+            try:
+                served = self._fetch_shard(blob, out, shard, deadline, progress)
+            except BaseException:
+                stop.set()
+                raise
+            if not served:
+                stop.set()
+            return served
+
+        with ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="packager-range"
+        ) as pool:
+            futures = [pool.submit(fetch, shard) for i, shard in enumerate(shards) if i not in have]
+            outcomes = [future.exception() or future.result() for future in futures]
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if not all(outcomes):
+            os.ftruncate(out, 0)
+            return False
+        return True
+
+    def _fetch_shard(
+        self,
+        blob: BlobRequest,
+        out: int,
+        shard: Shard,
+        deadline: float,
+        progress: Progress | None,
+    ) -> bool:
+        """One shard into ``out`` at its offset; False when the server ignores ranges."""
+        what = f"{blob.what} (bytes {shard.start}-{shard.end})"
+        failures = 0
+        while True:
+            response = self.request(
+                "GET",
+                blob.url,
+                what=what,
+                headers={
+                    "Accept-Encoding": "identity",
+                    "Range": f"bytes={shard.start}-{shard.end - 1}",
+                },
+                auth=blob.auth,
+                scope=blob.scope,
+                deadline=deadline,
+            )
+            with response:
+                if response.status_code == 200:
+                    return False
+                if response.status_code != 206:
+                    raise self.http_error(response, what, blob.auth)
+                _check_content_range(response, shard.start, blob.desc.size, what)
+                try:
+                    position, digest = self._receive_shard(response, out, shard, deadline, what)
+                except _Dropped as e:
+                    failures += 1
+                    if failures > self._options.retry.attempts:
+                        raise self.network_error(e.cause, what, blob.url, blob.auth) from e.cause
+                    self._wait(failures, None, deadline, what, blob.url)
+                    continue
+            if position > shard.end:
+                raise TamperedError(f"cannot {what}: the server sent more bytes than asked for")
+            if position < shard.end:
+                # The connection closed early: fetch this shard again from its start.
+                failures += 1
+                if failures > self._options.retry.attempts:
+                    raise RegistryError(f"cannot {what}: the connection keeps closing early")
+                self._wait(failures, None, deadline, what, blob.url)
+                continue
+            if digest != shard.digest:
+                raise TamperedError(
+                    f"cannot {what}: the bytes do not match the shard's signed digest; "
+                    "do not use it"
+                )
+            if progress is not None:
+                progress(shard.end - shard.start)
+            return True
+
+    def _receive_shard(
+        self, response: requests.Response, out: int, shard: Shard, deadline: float, what: str
+    ) -> tuple[int, Digest]:
+        """Write the body of a range answer into ``out`` from the shard's start, hashing
+        it; returns where it ended (one byte past the shard at most) and the digest.
+
+        Raises:
+            _Dropped: the connection failed while the body arrived.
+            OSError: ``out`` cannot be written.
+        """
+        h = hashlib.sha256()
+        position = shard.start
+        chunks = self._chunks(response, shard.end - shard.start + 1, deadline, what)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except NETWORK_ERRORS as e:
+                raise _Dropped(e) from e
+            if chunk is None:
+                return position, Digest(h.hexdigest())
+            h.update(chunk)
+            os.pwrite(out, chunk, position)
+            position += len(chunk)
+
     def http_error(
         self, response: requests.Response, what: str, auth: Authenticator | None = None
     ) -> RegistryError:
@@ -635,6 +786,14 @@ class Transport:
             if isinstance(e, OSError) and e.strerror:
                 return e.strerror.lower()
         return type(error).__name__
+
+
+class _Dropped(Exception):
+    """The connection failed while a body arrived (``cause``): worth another attempt."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class _Received:

@@ -9,7 +9,7 @@ cap and its digest checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +22,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.semver import semver_key
+from packager.core.shards import Shard
 from packager.core.verify import (
     Statement,
     accept_channel,
@@ -125,6 +126,7 @@ def fetch_verified(
     dest: Path,
     say: Progress | None = None,
     expected_manifest: Digest | None = None,
+    reuse: Path | None = None,
 ) -> Fetched:
     """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
     empty directory ``dest``, verifying as it goes: the files written are exactly the
@@ -139,7 +141,9 @@ def fetch_verified(
     (model.sig, when served, is still copied along) and the manifest as served stands in
     for it: digests and sizes are still checked. ``expected_manifest`` is the
     manifest.json digest a channel document names: a bundle signed with another one is
-    refused before anything else is fetched.
+    refused before anything else is fetched. ``reuse``: the directory of an installed
+    version of the same model, whose files may hold some of the shards of the files signed
+    by shards (see :func:`~packager.registry.shard_reuse.reuse_shards`).
 
     Raises:
         VerificationError: bad, untrusted or revoked signature, tampered or missing files,
@@ -185,6 +189,8 @@ def fetch_verified(
         {entry.path: artifact.files[entry.path] for entry in manifest.files},
         dest,
         say,
+        shards=statement.shards,
+        reuse=reuse,
     )
     (dest / MANIFEST).write_bytes(manifest_bytes)
     if sig is not None:
@@ -202,9 +208,18 @@ def _read_manifest(registry: RegistryReader, name: str, desc: Descriptor) -> byt
 
 
 def _fetch_files(
-    registry: RegistryReader, name: str, files: Mapping[str, Descriptor], dest: Path, say: Progress
+    registry: RegistryReader,
+    name: str,
+    files: Mapping[str, Descriptor],
+    dest: Path,
+    say: Progress,
+    *,
+    shards: Mapping[str, Sequence[Shard]],
+    reuse: Path | None = None,
 ) -> None:
-    """Fetch ``files`` (path -> descriptor) into ``dest``, several at once.
+    """Fetch ``files`` (path -> descriptor) into ``dest``, several at once; a file signed
+    by several ``shards`` is fetched and checked shard by shard where the registry can,
+    its shards found in ``reuse`` (a directory) at the same path copied from there.
 
     Each file is fetched (size-capped, digest-checked) by the registry on a thread of its
     own, PARALLEL_FETCHES at a time, so that the transfers, copies and hashing of several
@@ -220,7 +235,14 @@ def _fetch_files(
         max_workers=max(1, min(PARALLEL_FETCHES, len(files))), thread_name_prefix="packager-fetch"
     )
     futures = {
-        pool.submit(registry.fetch_blob, name, desc, dest / path): path
+        pool.submit(
+            registry.fetch_blob,
+            name,
+            desc,
+            dest / path,
+            shards.get(path, ()),
+            None if reuse is None else reuse / path,
+        ): path
         for path, desc in files.items()
     }
     try:
