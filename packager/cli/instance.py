@@ -404,6 +404,14 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     help="Inference threads.",
 )
 @click.option(
+    "--poll-interval",
+    type=SECONDS,
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often to look for a new current version (SIGHUP: at once).",
+)
+@click.option(
     "--shutdown-timeout",
     type=SECONDS,
     default=30,
@@ -421,6 +429,7 @@ def serve(
     max_request_size: str,
     max_concurrent: int,
     threads: int,
+    poll_interval: float,
     shutdown_timeout: float,
 ) -> None:
     """Serve installed models over the Open Inference Protocol v2 (KServe, Triton).
@@ -440,6 +449,7 @@ def serve(
         max_request_bytes=parse_size(max_request_size),
         max_concurrent=max_concurrent,
         threads=threads,
+        poll_seconds=poll_interval,
         shutdown_seconds=shutdown_timeout,
     )
     served = server.load(Store(ctx.home), options, render.line_err)

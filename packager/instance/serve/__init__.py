@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import stat
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ class ServeOptions:
     max_request_bytes: int = 16 << 20
     max_concurrent: int = 64
     threads: int = 4
+    poll_seconds: float = 0.5
     shutdown_seconds: float = 30.0
 
 
@@ -108,6 +110,7 @@ def run(
         max_request_bytes=options.max_request_bytes,
         max_concurrent=options.max_concurrent,
         threads=options.threads,
+        poll_seconds=options.poll_seconds,
     )
     config = uvicorn.Config(
         build_app(served, limits, warn=warn),
@@ -117,7 +120,13 @@ def run(
         timeout_graceful_shutdown=math.ceil(options.shutdown_seconds),
         lifespan="on",
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it
+    # found installed: this one makes a graceful stop exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _require_extra() -> None:
