@@ -471,3 +471,19 @@ def test_no_request_fails_while_the_current_version_switches(
     assert {version for _, version, _ in answers} == {"1.0.0", "2.0.0"}
     for row, version, value in answers:
         assert value == pytest.approx(float(expected[version][row]), abs=1e-3), (row, version)
+
+
+def test_a_version_that_cannot_load_leaves_the_one_before_answering(
+    home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:1].astype(np.float32)
+    with running(home, "--poll-interval", "3600") as server:
+        install("lin@2.0.0", keypair)
+        graph = home / "models" / "lin" / "2.0.0" / "model.onnx"
+        graph.chmod(0o644)
+        graph.write_bytes(b"not an onnx graph")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("lin@2.0.0 cannot be served" in line for line in server.stderr))
+        assert lin_version(server, rows) == "1.0.0"
+        assert server.process.poll() is None
