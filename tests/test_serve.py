@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from packager.build.api import package
 from packager.cli import main
 
 from .conftest import KeyPair
-from .serving import Server, running
+from .serving import Server, running, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -283,8 +284,16 @@ def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:
 
 
 def test_models_not_installed_are_refused_before_listening(home: Path) -> None:
-    with pytest.raises(AssertionError, match="iris is not installed"), running(home, "iris"):
-        pass
+    result = subprocess.run(
+        [sys.executable, "-m", "packager", "serve", "iris", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=serve_env(home),
+        timeout=120,
+    )
+    assert result.returncode == 4
+    assert result.stdout == ""
+    assert "iris is not installed" in result.stderr
 
 
 # -- limits and shutdown ----------------------------------------------------------------
@@ -487,3 +496,21 @@ def test_a_version_that_cannot_load_leaves_the_one_before_answering(
         wait_for(lambda: any("lin@2.0.0 cannot be served" in line for line in server.stderr))
         assert lin_version(server, rows) == "1.0.0"
         assert server.process.poll() is None
+
+
+def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
+    """examples/packager-serve.service: its ExecStart is a `packager serve` command line that
+    the command accepts, and it reloads with SIGHUP."""
+    import configparser
+    import shlex
+
+    from packager.cli import cli
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(Path(__file__).resolve().parents[1] / "examples" / "packager-serve.service")
+    argv = shlex.split(unit["Service"]["ExecStart"])
+    assert argv[:2] == ["/usr/local/bin/packager", "serve"]
+    context = cli.commands["serve"].make_context("serve", argv[2:])
+    assert context.params["host"] == "127.0.0.1"
+    assert unit["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert unit["Service"]["KillSignal"] == "SIGTERM"
