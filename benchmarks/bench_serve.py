@@ -44,7 +44,9 @@ from pathlib import Path
 
 from harness import PACKAGER, PASSWORD, Fixtures, Row, run, standalone
 
-MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")
+# MLServer 1.7.1's inference workers call asyncio.get_event_loop() where uvloop 0.22 and
+# later raise: its last uvloop that works is pinned.
+MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0")
 SECONDS = 3
 CLIENTS = (1, 16)
 
@@ -207,7 +209,7 @@ def mlserver_bin() -> Path:
         RuntimeError: it could not be installed.
     """
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "packager-bench"
-    venv = cache / ("mlserver-" + MLSERVER[0].split("==")[1])
+    venv = cache / "_".join(pin.replace("==", "-") for pin in MLSERVER)
     command = venv / "bin" / "mlserver"
     if command.exists():
         return command

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +27,16 @@ from packager._version import __version__
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.serve import protocol
 from packager.instance.serve.served import Loaded, Served
+from packager.runtime import Model
 
 JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data"]
 RETRY = {"Retry-After": "1"}
+# A request whose model answered the last one faster than this runs on the event loop: a
+# hop to a thread and back costs more than such a model (tens of microseconds). Slower
+# models run on the inference threads, where onnxruntime releases the GIL and the event
+# loop goes on reading and answering other requests.
+INLINE_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class _State:
         self.warn = warn
         self.active = 0
         self.limiter = anyio.CapacityLimiter(limits.threads)
+        # How long each model's last request took to parse, run and encode: see INLINE_SECONDS.
+        self.last_seconds: weakref.WeakKeyDictionary[Model, float] = weakref.WeakKeyDictionary()
 
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -163,12 +173,25 @@ async def _infer(state: _State, request: Request) -> Response:
         return _error("Inference-Header-Content-Length must be an integer", 400)
     try:
         loaded = await _loaded(state, request)
-        outputs = await anyio.to_thread.run_sync(
-            _predict, loaded, body, header_length, limiter=state.limiter
-        )
+        if state.last_seconds.get(loaded.model, 0.0) < INLINE_SECONDS:
+            start = time.perf_counter()
+            outputs = _predict(loaded, body, header_length)
+            state.last_seconds[loaded.model] = time.perf_counter() - start
+        else:
+            outputs = await anyio.to_thread.run_sync(
+                _timed_predict, state, loaded, body, header_length, limiter=state.limiter
+            )
     except PackagerError as e:
         return _failure(e)
     return Response(outputs, media_type=JSON)
+
+
+def _timed_predict(state: _State, loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
+    start = time.perf_counter()
+    try:
+        return _predict(loaded, body, header_length)
+    finally:
+        state.last_seconds[loaded.model] = time.perf_counter() - start
 
 
 async def _body(request: Request, limit: int) -> bytes | None:

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,15 @@ DATATYPES = {
     "BYTES": "string",
 }
 _NAMES = {dtype: datatype for datatype, dtype in DATATYPES.items()}
-# The numpy kinds JSON values may have for each kind of tensor (ints are valid floats).
-_JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+# By numpy dtype: ``dtype.name`` is slow enough to show in an answer's cost.
+_BY_DTYPE = {np.dtype(dtype): name for name, dtype in DATATYPES.items() if dtype != "string"}
+# The Python types JSON values may have for each kind of tensor (ints are valid floats).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "f": (float, int),
+    "i": (int,),
+    "u": (int,),
+    "b": (bool,),
+}
 _LENGTH = np.dtype("<u4")
 PLATFORM = "onnxruntime_onnx"
 
@@ -57,7 +65,10 @@ class InferRequest:
 def datatype(dtype: str | np.dtype[Any]) -> str:
     """The protocol's name for a manifest dtype name or a numpy dtype."""
     if isinstance(dtype, np.dtype):
-        return "BYTES" if dtype.kind in "UO" else _NAMES.get(dtype.name, dtype.name.upper())
+        found = _BY_DTYPE.get(dtype)
+        if found is not None:
+            return found
+        return "BYTES" if dtype.kind in "UOS" else dtype.name.upper()
     return _NAMES.get(dtype, dtype.upper())
 
 
@@ -185,37 +196,46 @@ def _binary_size(name: str, parameters: Any) -> int | None:
 def _from_json(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     if not isinstance(data, list):
         raise UsageError(f"input {name!r}: 'data' must be a list")
+    values = _leaves(data)
     if dtype == "string":
-        return _reshape(name, np.array(_texts(name, data), dtype=str), shape)
-    try:
-        values = np.array(data)
-        if values.dtype.kind == "O" and _JSON_KINDS[np.dtype(dtype).kind] == "fiu":
-            values = np.array(data, dtype=np.float64)  # null is a missing value: NaN
-        if values.dtype.kind not in _JSON_KINDS[np.dtype(dtype).kind]:
+        if not all(v is None or type(v) is str for v in values):
+            raise UsageError(f"input {name!r} is BYTES: its values must be strings")
+        return _reshape(name, np.array([v or "" for v in values], dtype=str), shape)
+    kind = _numpy(dtype)
+    allowed = _JSON_TYPES[kind.kind]
+    # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
+    if not all(type(v) in allowed for v in values):
+        if kind.kind == "f" and all(v is None or type(v) in allowed for v in values):
+            values = [math.nan if v is None else v for v in values]  # null: a missing value
+        else:
             raise UsageError(f"input {name!r} is {datatype(dtype)}: its values must be too")
-        array = values.astype(dtype, casting="unsafe" if values.dtype.kind == "f" else "same_kind")
-    except (ValueError, TypeError, OverflowError) as e:
-        raise UsageError(f"input {name!r} is {datatype(dtype)}: its values must be too") from e
-    if values.dtype.kind in "iu" and not np.array_equal(array, values):
-        raise UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}")
+    try:
+        array = np.array(values, dtype=kind)
+    except OverflowError as e:
+        raise UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}") from e
     return _reshape(name, array, shape)
 
 
-def _texts(name: str, data: list[Any]) -> list[str]:
-    """The strings of a (nested) list, row-major; null becomes "" (a missing value)."""
-    flat: list[str] = []
+def _leaves(data: list[Any]) -> list[Any]:
+    """The values of a flat or nested list, row-major."""
+    if not any(type(item) is list for item in data):
+        return data
+    flat: list[Any] = []
     pending = [iter(data)]
     while pending:
         for item in pending[-1]:
-            if isinstance(item, list):
+            if type(item) is list:
                 pending.append(iter(item))
                 break
-            if item is not None and not isinstance(item, str):
-                raise UsageError(f"input {name!r} is BYTES: its values must be strings")
-            flat.append(item or "")
+            flat.append(item)
         else:
             pending.pop()
     return flat
+
+
+@cache
+def _numpy(dtype: str) -> np.dtype[Any]:
+    return np.dtype(dtype)
 
 
 def _from_binary(name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
