@@ -127,7 +127,9 @@ def build_app(served: Served, limits: Limits, *, warn: Callable[[str], None]) ->
 
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
-    routes = [
+    routes = [  # the infer routes first: they are matched on every request that counts
+        Route(f"{model}/infer", infer, methods=["POST"]),
+        Route(f"{versioned}/infer", infer, methods=["POST"]),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
@@ -135,8 +137,6 @@ def build_app(served: Served, limits: Limits, *, warn: Callable[[str], None]) ->
         Route(versioned, model_metadata),
         Route(f"{model}/ready", model_ready),
         Route(f"{versioned}/ready", model_ready),
-        Route(f"{model}/infer", infer, methods=["POST"]),
-        Route(f"{versioned}/infer", infer, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager
