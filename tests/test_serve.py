@@ -281,6 +281,19 @@ def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:
         assert server.url == f"unix:{path}"
         status, body = curl("--unix-socket", str(path), "http://localhost/v2/models/iris/ready")
         assert (status, body) == (200, {"name": "iris", "ready": True})
+        second = subprocess.run(
+            [sys.executable, "-m", "packager", "serve", "--unix-socket", str(path)],
+            capture_output=True,
+            text=True,
+            env=serve_env(iris_home),
+            timeout=120,
+        )
+        assert second.returncode == 2  # the socket of a live server is not taken over
+        assert "cannot listen on" in second.stderr
+        assert curl("--unix-socket", str(path), "http://localhost/v2/health/live")[0] == 200
+    # The socket a stopped server left behind is reused.
+    with running(iris_home, "--unix-socket", path):
+        assert curl("--unix-socket", str(path), "http://localhost/v2/health/live")[0] == 200
 
 
 def test_models_not_installed_are_refused_before_listening(home: Path) -> None:

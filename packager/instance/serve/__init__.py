@@ -65,14 +65,24 @@ def bind(listen: Listen) -> socket.socket:
 
 def _bind_unix(path: Path) -> socket.socket:
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            path.unlink()  # left by a server that stopped; a live one would still hold it
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and not _answers(path):
+            path.unlink()  # left by a server that stopped
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(path))
     sock.listen(2048)
     return sock
+
+
+def _answers(path: Path) -> bool:
+    """Whether a server listens on the Unix socket ``path`` (then it is not taken over)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def address(sock: socket.socket) -> str:
