@@ -3,7 +3,7 @@ Starlette, with the request size and concurrency limits.
 
 Errors answer with the protocol's body, ``{"error": "..."}``: 400 for a request the model
 cannot take, 404 for a model or version not served, 413 for a body over the limit, 503
-when the server is at its concurrency limit (with ``Retry-After``) or a model is not ready.
+(with ``Retry-After``) when the server is at its concurrency limit.
 """
 
 from __future__ import annotations
