@@ -21,8 +21,10 @@ demo: venv
 test: venv
 	$(BIN)/pytest
 
-# Performance against openssl, model_signing, skopeo and raw onnxruntime, measured side by
-# side on this machine: several GiB of fixtures in a temporary directory, about 10 minutes.
+# Performance against openssl, model_signing, skopeo, raw onnxruntime and (packager serve)
+# MLServer and an echo server under wrk (apt-get install wrk), measured side by side on this
+# machine: several GiB of fixtures in a temporary directory, about 15 minutes; MLServer is
+# installed once into a virtual environment of its own under ~/.cache/packager-bench.
 # Writes BENCHMARKS.md and the README's figures. Not part of `make test`.
 bench: venv
 	$(BIN)/python benchmarks/run_all.py --write BENCHMARKS.md --readme README.md

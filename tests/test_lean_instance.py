@@ -101,10 +101,15 @@ def current(bin_dir: Path) -> dict[str, str]:
     return {m["version"]: "*" if m["current"] else "" for m in listed if m["name"] == "iris"}
 
 
+# The HTTP server of `packager serve` (the serve extra).
+SERVE_STACK = ("uvicorn", "starlette", "httptools", "uvloop")
+
+
 def test_training_stack_is_not_installed(lean_bin: Path) -> None:
     code = (
         "import importlib.util, json; "
-        f"print(json.dumps([m for m in {TRAINING_STACK!r} if importlib.util.find_spec(m)]))"
+        f"print(json.dumps([m for m in {TRAINING_STACK + SERVE_STACK!r} "
+        "if importlib.util.find_spec(m)]))"
     )
     result = subprocess.run(
         [str(lean_bin / "python"), "-c", code],
@@ -166,6 +171,10 @@ def test_instance_commands_without_extras(
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
+
+    refused = lean(lean_bin, "serve", "iris")
+    assert refused.returncode == 2, refused.stderr
+    assert "pip install 'onnx-packager[serve]'" in refused.stderr
 
     assert run_json(lean_bin, "rollback", "iris")["current"] == "1.0.0"
     run(lean_bin, "remove", "iris@1.1.0")

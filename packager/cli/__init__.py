@@ -32,7 +32,18 @@ COMMAND_MODULES = {
         "distribution",
     ),
     **dict.fromkeys(
-        ("install", "update", "list", "rollback", "remove", "uninstall", "predict", "log", "trust"),
+        (
+            "install",
+            "update",
+            "list",
+            "rollback",
+            "remove",
+            "uninstall",
+            "predict",
+            "serve",
+            "log",
+            "trust",
+        ),
         "instance",
     ),
 }

@@ -388,4 +388,96 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     render.root_pinned(ctx, root.version)
 
 
-COMMANDS = (install, update, list_cmd, rollback, remove, uninstall, predict, log, trust)
+@click.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="TCP port (0: any free port, printed at start).",
+)
+@click.option(
+    "--unix-socket",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Listen on this Unix socket instead of TCP.",
+)
+@click.option(
+    "--max-request-size",
+    default="16M",
+    show_default=True,
+    metavar="SIZE",
+    help="Larger request bodies are refused (413).",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Inference requests in the server at once (queued for the threads); "
+    "one more is refused (503, Retry-After).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Inference threads.",
+)
+@click.option(
+    "--poll-interval",
+    type=SECONDS,
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often to look for a new current version (SIGHUP: at once).",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=SECONDS,
+    default=30,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM, wait this long at most for requests in flight.",
+)
+@pass_ctx
+def serve(
+    ctx: Context,
+    names: tuple[str, ...],
+    host: str,
+    port: int,
+    unix_socket: Path | None,
+    max_request_size: str,
+    max_concurrent: int,
+    threads: int,
+    poll_interval: float,
+    shutdown_timeout: float,
+) -> None:
+    """Serve installed models over the Open Inference Protocol v2 (KServe, Triton).
+
+    Serves NAME... (default: every installed model) at their current version, and the
+    new current version within a second of an install, update or rollback (at once on
+    SIGHUP), without dropping a request. Needs the serve extra:
+    pip install 'onnx-packager[serve]'.
+    """
+    from packager.instance import serve as server
+    from packager.instance.store import Store
+    from packager.registry.options import parse_size
+
+    options = server.ServeOptions(
+        names=names,
+        listen=server.Listen(host, port, unix_socket),
+        max_request_bytes=parse_size(max_request_size),
+        max_concurrent=max_concurrent,
+        threads=threads,
+        poll_seconds=poll_interval,
+        shutdown_seconds=shutdown_timeout,
+    )
+    served = server.load(Store(ctx.home), options, render.line_err)
+    sock = server.bind(options.listen)
+    render.serving(ctx, server.address(sock), served.loaded())
+    server.run(served, sock, options, render.line_err)
+
+
+COMMANDS = (install, update, list_cmd, rollback, remove, uninstall, predict, serve, log, trust)

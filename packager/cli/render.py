@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from packager.distribution.promote import Promotion
     from packager.distribution.root import Published as TrustPublished
     from packager.instance.install import InstallResult
+    from packager.instance.serve.served import Loaded
     from packager.instance.store import AuditEntry, Installed
     from packager.instance.update import UpdateReport
     from packager.registry.base import Artifact
@@ -56,6 +57,11 @@ def line(text: str, *, err: bool = False) -> None:
     """Print one line of text output: what it quotes from registries, bundles or the audit
     log is shown as data (escaped), never as terminal control or a line break."""
     click.echo(printable(text, limit=None), err=err)
+
+
+def line_err(text: str) -> None:
+    """One line on stderr, even with --quiet (a server's events)."""
+    line(f"packager: {text}", err=True)
 
 
 def warn(message: str) -> None:
@@ -548,3 +554,9 @@ def failure(ctx: Context, message: str, exit_code: int) -> int:
     if ctx.json_errors and not ctx.json_written:
         emit({"error": text, "exitCode": exit_code})
     return exit_code
+
+
+def serving(ctx: Context, address: str, loaded: Sequence[Loaded]) -> None:
+    """The line ``packager serve`` prints once it listens: where, and which versions."""
+    models = ", ".join(f"{m.name}@{m.version}" for m in loaded)
+    line(f"serving {models} on {address}")

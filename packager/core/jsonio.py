@@ -140,19 +140,34 @@ def _int_parser(limits: Limits) -> Callable[[str], int]:
 
 
 def _check_shape(doc: Any, limits: Limits) -> str | None:
-    """Depth and string lengths, walked without recursion."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
+    """Depth and string lengths, walked without recursion.
+
+    Only containers go on the stack, and strings are checked where they are found: on the
+    path of every request ``packager serve`` answers, most values are numbers.
+    """
+    if type(doc) is str:
+        return _long_string(doc, limits.max_string)
+    stack: list[tuple[Any, int]] = [(doc, 1)] if type(doc) in (dict, list) else []
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, str):
-            if len(value) > limits.max_string:
-                return f"a string of {len(value)} characters"
-        elif isinstance(value, dict | list):
-            if depth > limits.max_depth:
-                return f"nested deeper than {limits.max_depth} levels"
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                if isinstance(key, str) and len(key) > limits.max_string:
+        if depth > limits.max_depth:
+            return f"nested deeper than {limits.max_depth} levels"
+        if type(value) is dict:
+            for key in value:
+                if len(key) > limits.max_string:
                     return f"a key of {len(key)} characters"
+            items = value.values()
+        else:
+            items = value
+        for item in items:
+            kind = type(item)
+            if kind is str:
+                if len(item) > limits.max_string:
+                    return f"a string of {len(item)} characters"
+            elif kind is dict or kind is list:
                 stack.append((item, depth + 1))
     return None
+
+
+def _long_string(value: str, max_string: int) -> str | None:
+    return f"a string of {len(value)} characters" if len(value) > max_string else None

@@ -1,0 +1,150 @@
+"""``packager serve``: installed models behind the Open Inference Protocol v2 REST API.
+
+The HTTP stack (uvicorn, Starlette) is the ``serve`` extra; nothing on the way to
+``packager --help`` or any other command imports it (docs/adr/0008-serve-on-uvicorn.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packager.errors import UsageError
+from packager.instance.serve.served import Served
+from packager.instance.store import Store
+
+SERVE_EXTRA = "pip install 'onnx-packager[serve]'"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where to listen: a TCP address (port 0: any free port) or a Unix socket."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    unix_socket: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    names: tuple[str, ...] = ()
+    listen: Listen = field(default_factory=Listen)
+    max_request_bytes: int = 16 << 20
+    max_concurrent: int = 64
+    threads: int = 4
+    poll_seconds: float = 0.5
+    shutdown_seconds: float = 30.0
+
+
+def bind(listen: Listen) -> socket.socket:
+    """A listening socket for ``listen``.
+
+    Raises:
+        UsageError: the address cannot be bound, or the Unix socket path is taken by a
+            file that is not a socket.
+    """
+    try:
+        if listen.unix_socket is not None:
+            return _bind_unix(listen.unix_socket)
+        family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listen.host, listen.port))
+    except OSError as e:
+        where = listen.unix_socket or f"{listen.host}:{listen.port}"
+        raise UsageError(f"cannot listen on {where}: {e.strerror or e}") from e
+    sock.listen(2048)
+    return sock
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and not _answers(path):
+            path.unlink()  # left by a server that stopped
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(2048)
+    return sock
+
+
+def _answers(path: Path) -> bool:
+    """Whether a server listens on the Unix socket ``path`` (then it is not taken over)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def address(sock: socket.socket) -> str:
+    """The URL (or socket path) clients reach ``sock`` at."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    host = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
+    return f"http://{host}:{name[1]}"
+
+
+def load(store: Store, options: ServeOptions, warn: Callable[[str], None]) -> Served:
+    """Load the models to serve (see :class:`Served`); fails before anything listens.
+
+    Raises:
+        UsageError: the ``serve`` extra is not installed.
+        NotFoundError: a model is not installed.
+        PackagerError: a model cannot be loaded.
+    """
+    _require_extra()
+    # One onnxruntime thread per request: requests in parallel use the cores instead.
+    return Served(store, options.names, threads=1, warn=warn)
+
+
+def run(
+    served: Served, sock: socket.socket, options: ServeOptions, warn: Callable[[str], None]
+) -> None:
+    """Answer on ``sock`` until SIGTERM or SIGINT; requests in flight then finish (at most
+    ``options.shutdown_seconds``)."""
+    import uvicorn
+
+    from packager.instance.serve.app import Limits, build_app
+
+    limits = Limits(
+        max_request_bytes=options.max_request_bytes,
+        max_concurrent=options.max_concurrent,
+        threads=options.threads,
+        poll_seconds=options.poll_seconds,
+    )
+    config = uvicorn.Config(
+        build_app(served, limits, warn=warn),
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(options.shutdown_seconds),
+        lifespan="on",
+    )
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it
+    # found installed: this one makes a graceful stop exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _require_extra() -> None:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"`packager serve` needs the serve extra: {SERVE_EXTRA}") from e
+
+
+__all__: Sequence[str] = ("Listen", "ServeOptions", "address", "bind", "load", "run")

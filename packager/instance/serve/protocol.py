@@ -1,0 +1,325 @@
+"""The Open Inference Protocol v2 (KServe, Triton, MLServer) as data: requests in, feeds
+out; outputs in, response documents out. No HTTP here, and only numpy is imported.
+
+A request names each model input once, with its shape, its datatype (the model's own: no
+implicit casts) and its values, either as JSON ``data`` (flat or nested, row-major) or,
+with the binary tensor data extension, as ``parameters.binary_data_size`` bytes after the
+JSON header (``Inference-Header-Content-Length`` bytes long). BYTES tensors carry the
+model's text inputs: JSON strings, or 4-byte little-endian lengths and UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from packager.core.jsonio import Limits, loads
+from packager.core.manifest import Manifest, TensorSpec
+from packager.errors import UsageError
+
+# The protocol's datatype names, and the numpy dtype names manifests use for them.
+DATATYPES = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "string",
+}
+_NAMES = {dtype: datatype for datatype, dtype in DATATYPES.items()}
+# By numpy dtype: ``dtype.name`` is slow enough to show in an answer's cost.
+_BY_DTYPE = {np.dtype(dtype): name for name, dtype in DATATYPES.items() if dtype != "string"}
+# The Python types JSON values may have for each kind of tensor (ints are valid floats).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "f": (float, int),
+    "i": (int,),
+    "u": (int,),
+    "b": (bool,),
+}
+_LENGTH = np.dtype("<u4")
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed inference request; ``outputs`` None asks for every output."""
+
+    id: str | None
+    inputs: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...] | None
+
+
+def datatype(dtype: str | np.dtype[Any]) -> str:
+    """The protocol's name for a manifest dtype name or a numpy dtype."""
+    if isinstance(dtype, np.dtype):
+        found = _BY_DTYPE.get(dtype)
+        if found is not None:
+            return found
+        return "BYTES" if dtype.kind in "UOS" else dtype.name.upper()
+    return _NAMES.get(dtype, dtype.upper())
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    """One input or output as model metadata shows it: variable dimensions are -1."""
+    shape = [-1] if spec.shape is None else [d if isinstance(d, int) else -1 for d in spec.shape]
+    return {"name": spec.name, "datatype": datatype(spec.dtype), "shape": shape}
+
+
+def model_metadata(manifest: Manifest, versions: Sequence[str]) -> dict[str, Any]:
+    """The model metadata response: name, versions, platform, inputs and outputs."""
+    return {
+        "name": manifest.name,
+        "versions": list(versions),
+        "platform": PLATFORM,
+        "inputs": [tensor_metadata(s) for s in manifest.model.inputs],
+        "outputs": [tensor_metadata(s) for s in manifest.model.outputs],
+    }
+
+
+def parse_request(
+    body: bytes, specs: Sequence[TensorSpec], *, header_length: int | None = None
+) -> InferRequest:
+    """Parse an inference request against the model's inputs.
+
+    Raises:
+        UsageError: malformed JSON or tensors; an input missing, unknown or given twice;
+            a datatype other than the model's; a shape the model does not take; values
+            that do not fill the shape or are not of the datatype.
+    """
+    if header_length is not None and not 0 <= header_length <= len(body):
+        raise UsageError(f"Inference-Header-Content-Length {header_length} is out of range")
+    header = body if header_length is None else body[:header_length]
+    limits = Limits(max_bytes=len(header) + 1, max_depth=40, max_string=len(header) + 1)
+    doc = loads(header, what="inference request", error=UsageError, limits=limits)
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise UsageError("an inference request is a JSON object with an 'inputs' list")
+    binary = memoryview(body)[len(header) :]
+    by_name = {spec.name: spec for spec in specs}
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in doc["inputs"]:
+        name, array, used = _input(tensor, by_name, binary)
+        if name in feeds:
+            raise UsageError(f"input {name!r} is given twice")
+        feeds[name] = array
+        binary = binary[used:]
+    if len(binary):
+        raise UsageError(f"{len(binary)} bytes of binary data follow the last input")
+    missing = [name for name in by_name if name not in feeds]
+    if missing:
+        raise UsageError(f"the model's inputs {', '.join(map(repr, missing))} are missing")
+    return InferRequest(_request_id(doc), feeds, _requested_outputs(doc))
+
+
+def _request_id(doc: Mapping[str, Any]) -> str | None:
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise UsageError("'id' must be a string")
+    return request_id
+
+
+def _requested_outputs(doc: Mapping[str, Any]) -> tuple[str, ...] | None:
+    outputs = doc.get("outputs")
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise UsageError("'outputs' must be a list of objects with a 'name'")
+    return tuple(o["name"] for o in outputs)
+
+
+def _input(
+    tensor: Any, specs: Mapping[str, TensorSpec], binary: memoryview
+) -> tuple[str, np.ndarray, int]:
+    """One input tensor as an array of the model's dtype, and the binary bytes it used."""
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise UsageError("each input must be an object with a 'name'")
+    name = tensor["name"]
+    spec = specs.get(name)
+    if spec is None:
+        raise UsageError(f"the model has no input {name!r}; it takes {', '.join(specs)}")
+    shape = _shape(name, tensor.get("shape"), spec)
+    expected = datatype(spec.dtype)
+    if tensor.get("datatype") != expected:
+        raise UsageError(f"input {name!r} is {expected}, not {tensor.get('datatype')!r}")
+    size = _binary_size(name, tensor.get("parameters"))
+    if size is not None:
+        if "data" in tensor:
+            raise UsageError(f"input {name!r} has both 'data' and binary_data_size")
+        if size > len(binary):
+            raise UsageError(f"input {name!r}: {size} bytes of binary data announced, fewer sent")
+        return name, _from_binary(name, bytes(binary[:size]), spec.dtype, shape), size
+    if "data" not in tensor:
+        raise UsageError(f"input {name!r} has no 'data'")
+    return name, _from_json(name, tensor["data"], spec.dtype, shape), 0
+
+
+def _shape(name: str, shape: Any, spec: TensorSpec) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(
+        type(d) is int and d >= 0 for d in shape
+    ):  # bool is an int subclass: type() keeps it out
+        raise UsageError(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if spec.shape is not None:
+        fixed = [d if isinstance(d, int) else None for d in spec.shape]
+        if len(shape) != len(fixed) or any(
+            f is not None and f != d for f, d in zip(fixed, shape, strict=True)
+        ):
+            wanted = [-1 if f is None else f for f in fixed]
+            raise UsageError(f"input {name!r} has shape {wanted} (-1: any), not {shape}")
+    return tuple(shape)
+
+
+def _binary_size(name: str, parameters: Any) -> int | None:
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise UsageError(f"input {name!r}: 'parameters' must be an object")
+    size = parameters.get("binary_data_size")
+    if size is not None and (type(size) is not int or size < 0):
+        raise UsageError(f"input {name!r}: binary_data_size must be a non-negative integer")
+    return size
+
+
+def _from_json(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(data, list):
+        raise UsageError(f"input {name!r}: 'data' must be a list")
+    values = _leaves(data)
+    if dtype == "string":
+        if not all(v is None or type(v) is str for v in values):
+            raise UsageError(f"input {name!r} is BYTES: its values must be strings")
+        return _reshape(name, np.array([v or "" for v in values], dtype=str), shape)
+    kind = _numpy(dtype)
+    allowed = _JSON_TYPES[kind.kind]
+    # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
+    if not all(type(v) in allowed for v in values):
+        if kind.kind == "f" and all(v is None or type(v) in allowed for v in values):
+            values = [math.nan if v is None else v for v in values]  # null: a missing value
+        else:
+            raise UsageError(f"input {name!r} is {datatype(dtype)}: its values must be too")
+    try:
+        array = np.array(values, dtype=kind)
+    except OverflowError as e:
+        raise UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}") from e
+    return _reshape(name, array, shape)
+
+
+def _leaves(data: list[Any]) -> list[Any]:
+    """The values of a flat or nested list, row-major."""
+    if not any(type(item) is list for item in data):
+        return data
+    flat: list[Any] = []
+    pending = [iter(data)]
+    while pending:
+        for item in pending[-1]:
+            if type(item) is list:
+                pending.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            pending.pop()
+    return flat
+
+
+@cache
+def _numpy(dtype: str) -> np.dtype[Any]:
+    return np.dtype(dtype)
+
+
+def _from_binary(name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    if dtype != "string":
+        width = np.dtype(dtype).itemsize
+        if len(data) != math.prod(shape) * width:
+            raise UsageError(f"input {name!r}: {len(data)} bytes do not fill shape {list(shape)}")
+        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    texts: list[str] = []
+    offset = 0
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise UsageError(f"input {name!r}: a BYTES element is cut short")
+        length = int(np.frombuffer(data, _LENGTH, 1, offset)[0])
+        offset += 4
+        if offset + length > len(data):
+            raise UsageError(f"input {name!r}: a BYTES element is cut short")
+        try:
+            texts.append(data[offset : offset + length].decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise UsageError(f"input {name!r}: a BYTES element is not UTF-8 text") from e
+        offset += length
+    return _reshape(name, np.array(texts, dtype=str), shape)
+
+
+def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if array.size != math.prod(shape):
+        raise UsageError(f"input {name!r}: {array.size} values do not fill shape {list(shape)}")
+    return array.reshape(shape)
+
+
+def response(
+    model: str, version: str, request_id: str | None, outputs: Mapping[str, np.ndarray]
+) -> bytes:
+    """The inference response document, as bytes."""
+    doc: dict[str, Any] = {"model_name": model, "model_version": version}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = [
+        {
+            "name": name,
+            "datatype": datatype(array.dtype),
+            "shape": list(array.shape),
+            "data": array.reshape(-1).tolist(),
+        }
+        for name, array in outputs.items()
+    ]
+    return dump(doc)
+
+
+def select(
+    outputs: Mapping[str, np.ndarray], wanted: Sequence[str] | None
+) -> dict[str, np.ndarray]:
+    """The outputs a request asked for (all when ``wanted`` is None).
+
+    Raises:
+        UsageError: the model has no output of a name asked for.
+    """
+    if wanted is None:
+        return dict(outputs)
+    unknown = [w for w in wanted if w not in outputs]
+    if unknown:
+        raise UsageError(f"the model has no output {unknown[0]!r}; it has {', '.join(outputs)}")
+    return {w: outputs[w] for w in wanted}
+
+
+def error(message: str) -> bytes:
+    """The protocol's error body."""
+    return dump({"error": message})
+
+
+def dump(doc: Any) -> bytes:
+    """Compact JSON; a non-finite output number becomes null (JSON has no NaN)."""
+    try:
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        return json.dumps(_finite(doc), separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value

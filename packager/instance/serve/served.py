@@ -1,0 +1,148 @@
+"""The models a server answers for, each with its ``current`` version loaded.
+
+A request takes the :class:`Loaded` entry of its model once and keeps it to the end:
+when ``current`` moves (install, update, rollback), :meth:`Served.refresh` loads the new
+version beside the old and swaps the entry; requests in flight finish on the old session,
+which is freed when the last of them lets go of it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from packager.errors import NotFoundError, PackagerError
+from packager.instance.store import Store
+from packager.runtime import Model
+
+# Versions asked for by number that stay loaded beside the current ones, per model.
+MAX_PINNED = 4
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One model version, ready to answer."""
+
+    name: str
+    version: str
+    model: Model
+
+
+class Served:
+    """The served models: by name (their current version) and by name and version."""
+
+    def __init__(
+        self,
+        store: Store,
+        names: Sequence[str],
+        *,
+        threads: int = 0,
+        warn: Callable[[str], None] = lambda _message: None,
+    ) -> None:
+        """Load the current version of each of ``names`` (every installed model if empty).
+
+        Raises:
+            NotFoundError: a model is not installed, or there is none to serve.
+            PackagerError: a model cannot be loaded (see :meth:`Model.open`).
+        """
+        self._store = store
+        self._threads = threads
+        self._warn = warn
+        self._follow_all = not names
+        self._current: dict[str, Loaded] = {}
+        self._pinned: dict[tuple[str, str], Loaded] = {}
+        # A version that failed to load is not tried again on every poll.
+        self._failed: dict[str, str] = {}
+        self._lock = threading.Lock()
+        wanted = list(names) or sorted({i.name for i in store.installed() if i.current})
+        if not wanted:
+            raise NotFoundError("no model is installed; run `packager install NAME` first")
+        for name in wanted:
+            self._current[name] = self._load(name, None)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._current)
+
+    def loaded(self) -> list[Loaded]:
+        """The current version of every served model."""
+        return [self._current[name] for name in self.names]
+
+    def current(self, name: str) -> Loaded:
+        """The current version of ``name``.
+
+        Raises:
+            NotFoundError: ``name`` is not served.
+        """
+        loaded = self._current.get(name)
+        if loaded is None:
+            raise NotFoundError(f"model {name!r} is not served here")
+        return loaded
+
+    def get(self, name: str, version: str | None) -> Loaded:
+        """``name`` at ``version`` (its current version when None), loading it if need be.
+
+        Raises:
+            NotFoundError: the model is not served or the version is not installed.
+            PackagerError: the version cannot be loaded.
+        """
+        loaded = self.current(name)
+        if version is None or version == loaded.version:
+            return loaded
+        pinned = self._pinned.get((name, version))
+        if pinned is not None:
+            return pinned
+        with self._lock:
+            pinned = self._pinned.get((name, version)) or self._load(name, version)
+            ours = [key for key in self._pinned if key[0] == name]
+            if len(ours) >= MAX_PINNED:
+                del self._pinned[ours[0]]
+            self._pinned[(name, version)] = pinned
+        return pinned
+
+    def versions(self, name: str) -> list[str]:
+        """The installed versions of a served model."""
+        self.current(name)
+        return self._store.versions(name)
+
+    def refresh(self) -> list[Loaded]:
+        """Load the new current version of every model whose ``current`` moved (and, when
+        serving every model, the models installed since); returns what was loaded.
+
+        A version that cannot be loaded is reported through ``warn`` once, and the
+        version before it goes on answering.
+        """
+        switched: list[Loaded] = []
+        with self._lock:
+            names = set(self._current)
+            if self._follow_all:
+                names |= {i.name for i in self._store.installed() if i.current}
+            for name in sorted(names):
+                loaded = self._refresh(name)
+                if loaded is not None:
+                    switched.append(loaded)
+            installed = {(i.name, i.version) for i in self._store.installed()}
+            for key in [k for k in self._pinned if k not in installed]:
+                del self._pinned[key]
+        return switched
+
+    def _refresh(self, name: str) -> Loaded | None:
+        version = self._store.current_version(name)
+        before = self._current.get(name)
+        if version is None or (before is not None and before.version == version):
+            return None
+        if self._failed.get(name) == version:
+            return None
+        try:
+            loaded = self._load(name, version)
+        except PackagerError as e:
+            self._failed[name] = version
+            self._warn(f"{name}@{version} cannot be served, still serving the version before: {e}")
+            return None
+        self._current[name] = loaded
+        return loaded
+
+    def _load(self, name: str, version: str | None) -> Loaded:
+        directory = self._store.installed_dir(name, version)
+        return Loaded(name, directory.name, Model.open(directory, threads=self._threads))

@@ -1,0 +1,173 @@
+"""Open Inference Protocol documents without a server: tritonclient's own encoders make the
+requests (its binary BYTES layout is the judge), and hostile bodies end as UsageError only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tritonclient.http import InferInput
+
+from packager.core.manifest import TensorSpec
+from packager.errors import UsageError
+from packager.instance.serve import protocol
+
+SPECS = (
+    TensorSpec("color", "string", (None, 1)),
+    TensorSpec("size", "float32", (None, 1)),
+    TensorSpec("count", "int64", (None, 1)),
+)
+
+
+def triton_request(
+    arrays: dict[str, tuple[np.ndarray, str]], *, binary: bool
+) -> tuple[bytes, int | None]:
+    """The body (and JSON header length) tritonclient sends for these inputs."""
+    from tritonclient.http._utils import _get_inference_request
+
+    inputs = []
+    for name, (array, datatype) in arrays.items():
+        tensor = InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(tensor)
+    body, header_length = _get_inference_request(
+        inputs=inputs,
+        request_id="",
+        outputs=None,
+        sequence_id=0,
+        sequence_start=False,
+        sequence_end=False,
+        priority=0,
+        timeout=None,
+        custom_parameters=None,
+    )
+    return body, header_length
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_requests_become_feeds(binary: bool) -> None:
+    colors = np.array([["red"], ["blue"], ["grün"]], dtype=object)
+    sizes = np.array([[1.5], [2.0], [-3.25]], dtype=np.float32)
+    counts = np.array([[1], [2], [1 << 40]], dtype=np.int64)
+    body, header_length = triton_request(
+        {"color": (colors, "BYTES"), "size": (sizes, "FP32"), "count": (counts, "INT64")},
+        binary=binary,
+    )
+    request = protocol.parse_request(body, SPECS, header_length=header_length)
+    assert request.inputs["color"].tolist() == [["red"], ["blue"], ["grün"]]
+    assert request.inputs["size"].dtype == np.float32
+    np.testing.assert_array_equal(request.inputs["size"], sizes)
+    np.testing.assert_array_equal(request.inputs["count"], counts)
+    assert request.outputs is None
+
+
+def test_outputs_answer_in_the_datatypes_tritonclient_reads() -> None:
+    from tritonclient.http import InferResult
+
+    outputs = {
+        "label": np.array(["setosa", "virginica"]),
+        "probabilities": np.array([[0.25, 0.75], [1.0, 0.0]], dtype=np.float32),
+        "flag": np.array([True, False]),
+    }
+    body = protocol.response("iris", "1.2.0", "r9", outputs)
+    result = InferResult.from_response_body(body)
+    assert result.get_response()["model_version"] == "1.2.0"
+    assert result.as_numpy("label").tolist() == ["setosa", "virginica"]
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), outputs["probabilities"])
+    assert result.as_numpy("flag").tolist() == [True, False]
+
+
+def json_body(data: Any, *, datatype: str = "INT64", shape: Any = (2, 1)) -> bytes:
+    tensors = [
+        {"name": "color", "shape": [2, 1], "datatype": "BYTES", "data": ["a", "b"]},
+        {"name": "size", "shape": [2, 1], "datatype": "FP32", "data": [1, 2.5]},
+        {"name": "count", "shape": list(shape), "datatype": datatype, "data": data},
+    ]
+    return json.dumps({"inputs": tensors}).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ([1.5, 2], "values must be too"),  # a float for an integer input
+        ([True, 2], "values must be too"),  # a JSON boolean is not a number
+        (["1", 2], "values must be too"),
+        ([None, 2], "values must be too"),  # no missing value in an integer input
+        ([1, 2, 3], "do not fill shape"),
+        ([[1], [{"a": 1}]], "values must be too"),
+    ],
+)
+def test_values_that_are_not_of_the_datatype_are_refused(data: Any, reason: str) -> None:
+    with pytest.raises(UsageError, match=reason):
+        protocol.parse_request(json_body(data), SPECS)
+
+
+def test_nested_and_flat_data_and_null_as_nan() -> None:
+    nested = protocol.parse_request(json_body([[1], [2]]), SPECS)
+    flat = protocol.parse_request(json_body([1, 2]), SPECS)
+    assert nested.inputs["count"].tolist() == flat.inputs["count"].tolist() == [[1], [2]]
+    doc = json.loads(json_body([1, 2]))
+    doc["inputs"][1]["data"] = [None, 2.5]
+    size = protocol.parse_request(json.dumps(doc).encode(), SPECS).inputs["size"]
+    assert np.isnan(size[0, 0]) and size[1, 0] == 2.5
+
+
+def test_binary_data_must_fill_its_tensor() -> None:
+    body, header_length = triton_request(
+        {
+            "color": (np.array([["a"]], dtype=object), "BYTES"),
+            "size": (np.array([[1.0]], dtype=np.float32), "FP32"),
+            "count": (np.array([[1]], dtype=np.int64), "INT64"),
+        },
+        binary=True,
+    )
+    assert header_length is not None
+    with pytest.raises(UsageError, match="fewer sent|cut short|do not fill"):
+        protocol.parse_request(body[:-1], SPECS, header_length=header_length)
+    with pytest.raises(UsageError, match="follow the last input"):
+        protocol.parse_request(body + b"x", SPECS, header_length=header_length)
+    with pytest.raises(UsageError, match="out of range"):
+        protocol.parse_request(body, SPECS, header_length=len(body) + 1)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "inputs",
+                            "name",
+                            "shape",
+                            "datatype",
+                            "data",
+                            "parameters",
+                            "binary_data_size",
+                            "outputs",
+                            "id",
+                            "color",
+                            "size",
+                        ]
+                    ),
+                    children,
+                    max_size=5,
+                )
+            ),
+            max_leaves=30,
+        ).map(lambda doc: json.dumps(doc).encode()),
+    ),
+    header_length=st.none() | st.integers(-5, 400),
+)
+def test_hostile_bodies_end_as_usage_errors(body: bytes, header_length: int | None) -> None:
+    with contextlib.suppress(UsageError):
+        protocol.parse_request(body, SPECS, header_length=header_length)

@@ -1,0 +1,529 @@
+"""`packager serve`: the Open Inference Protocol v2 REST API, judged by tritonclient's HTTP
+client and curl against a real server process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as tritonclient_http
+from tritonclient.utils import InferenceServerException
+
+from packager.build.api import package
+from packager.cli import main
+
+from .conftest import KeyPair
+from .serving import Server, running, serve_env
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+OFFSETS = {"1.0.0": 0.0, "2.0.0": 100.0}
+
+
+def publish(*bundles: Path) -> None:
+    for bundle in bundles:
+        assert main(["-q", "publish", str(bundle)]) == 0
+
+
+def install(ref: str, keypair: KeyPair) -> None:
+    assert main(["-q", "install", ref, "--key", str(keypair.pub_path)]) == 0
+
+
+@pytest.fixture(scope="module")
+def lin_models(iris: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Two linear regressions whose answers differ by 100: which version answered shows."""
+    from sklearn.linear_model import LinearRegression
+
+    X, y = iris
+    return {v: LinearRegression().fit(X, y + offset) for v, offset in OFFSETS.items()}
+
+
+@pytest.fixture(scope="module")
+def lin_bundles(
+    lin_models: dict[str, Any],
+    iris: tuple[np.ndarray, np.ndarray],
+    keypair: KeyPair,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("lin")
+    sample = iris[0][::5]
+    return {
+        v: package(m, sample=sample, name="lin", version=v, key=keypair.private, out_dir=out)
+        for v, m in lin_models.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def shop() -> tuple[Any, Any]:
+    """A DataFrame model: a text column (one-hot encoded) and a number column, two inputs."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"color": rng.choice(["red", "blue"], 60), "size": rng.normal(10, 3, 60)})
+    labels = np.where(frame["size"] + 3 * (frame["color"] == "red") > 11, 1, 0)
+    columns = ColumnTransformer(
+        [
+            ("onehot", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+            ("scale", StandardScaler(), ["size"]),
+        ]
+    )
+    model = Pipeline([("columns", columns), ("classify", LogisticRegression())]).fit(frame, labels)
+    return model, frame
+
+
+@pytest.fixture(scope="module")
+def shop_bundle(
+    shop: tuple[Any, Any], keypair: KeyPair, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    model, frame = shop
+    out = tmp_path_factory.mktemp("shop")
+    return package(
+        model, sample=frame, name="shop", version="1.0.0", key=keypair.private, out_dir=out
+    )
+
+
+@pytest.fixture
+def iris_home(home: Path, bundles: dict[str, Path], keypair: KeyPair) -> Path:
+    """iris 1.0.0 and 1.1.0 installed, 1.1.0 current."""
+    publish(bundles["1.0.0"], bundles["1.1.0"])
+    install("iris@1.0.0", keypair)
+    install("iris@1.1.0", keypair)
+    return home
+
+
+def curl(*args: str) -> tuple[int, Any]:
+    """curl ARGS: the HTTP status and the JSON body."""
+    if shutil.which("curl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("curl is not installed (.ci/run installs it)")
+        pytest.skip("curl is not installed")
+    result = subprocess.run(
+        ["curl", "-sS", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    body, status = result.stdout.rsplit("\n", 1)
+    return int(status), json.loads(body)
+
+
+def infer_doc(name: str, rows: np.ndarray) -> str:
+    return json.dumps(
+        {
+            "id": "r1",
+            "inputs": [
+                {"name": name, "shape": list(rows.shape), "datatype": "FP32", "data": rows.tolist()}
+            ],
+        }
+    )
+
+
+def triton_input(name: str, array: np.ndarray, datatype: str, *, binary: bool) -> Any:
+    tensor = tritonclient_http.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+# -- the protocol, judged by tritonclient ------------------------------------------------
+
+
+def test_tritonclient_reads_health_metadata_and_infers(
+    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    rows = iris[0][[0, 60, 120, 77]].astype(np.float32)
+    with running(iris_home) as server:
+        assert server.first_line.startswith("serving iris@1.1.0 on http://127.0.0.1:")
+        client = tritonclient_http.InferenceServerClient(server.address)
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready("iris")
+        assert client.is_model_ready("iris", "1.0.0")
+        assert not client.is_model_ready("nope")
+        assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+        metadata = client.get_model_metadata("iris")
+        assert metadata["name"] == "iris"
+        assert metadata["versions"] == ["1.0.0", "1.1.0"]
+        assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+        assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [
+            ("label", "INT64"),
+            ("probabilities", "FP32"),
+        ]
+        for binary in (True, False):  # the binary tensor extension, and JSON data
+            result = client.infer("iris", [triton_input("input", rows, "FP32", binary=binary)])
+            assert result.as_numpy("label").tolist() == iris_model.predict(rows).tolist()
+            np.testing.assert_allclose(
+                result.as_numpy("probabilities"), iris_model.predict_proba(rows), atol=1e-5
+            )
+            assert result.get_response()["model_version"] == "1.1.0"
+        wanted = [tritonclient_http.InferRequestedOutput("label", binary_data=False)]
+        older = client.infer(
+            "iris",
+            [triton_input("input", rows, "FP32", binary=True)],
+            model_version="1.0.0",
+            outputs=wanted,
+            request_id="abc",
+        )
+        response = older.get_response()
+        assert (response["model_version"], response["id"]) == ("1.0.0", "abc")
+        assert [o["name"] for o in response["outputs"]] == ["label"]
+
+
+def test_text_and_several_inputs_of_a_dataframe_model(
+    home: Path, shop: tuple[Any, Any], shop_bundle: Path, keypair: KeyPair
+) -> None:
+    model, frame = shop
+    publish(shop_bundle)
+    install("shop@1.0.0", keypair)
+    rows = frame.iloc[:7]
+    colors = rows["color"].to_numpy(dtype=object).reshape(-1, 1)
+    sizes = rows["size"].to_numpy(dtype=np.float32).reshape(-1, 1)
+    expected = model.predict(rows).tolist()
+    with running(home) as server:
+        client = tritonclient_http.InferenceServerClient(server.address)
+        inputs = {i["name"]: i for i in client.get_model_metadata("shop")["inputs"]}
+        assert inputs["color"] == {"name": "color", "datatype": "BYTES", "shape": [-1, 1]}
+        assert inputs["size"]["datatype"] == "FP32"
+        for binary in (True, False):
+            tensors = [
+                triton_input("color", colors, "BYTES", binary=binary),
+                triton_input("size", sizes, "FP32", binary=binary),
+            ]
+            assert client.infer("shop", tensors).as_numpy("label").tolist() == expected
+        blank = colors.copy()
+        blank[2, 0] = ""
+        tensors = [
+            triton_input("color", blank, "BYTES", binary=True),
+            triton_input("size", sizes, "FP32", binary=True),
+        ]
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("shop", tensors)
+        assert refused.value.status() == "400"
+        assert "row 2 is missing (empty)" in refused.value.message()
+
+
+# -- curl, and the protocol's errors ----------------------------------------------------
+
+
+def test_curl_infers_and_errors_have_the_protocol_body(
+    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    rows = iris[0][[0, 100]].astype(np.float32)
+    with running(iris_home) as server:
+        url = server.url
+        status, body = curl(f"{url}/v2/health/ready")
+        assert (status, body) == (200, {"ready": True})
+        status, body = curl(
+            "-X", "POST", "--data", infer_doc("input", rows), f"{url}/v2/models/iris/infer"
+        )
+        assert status == 200
+        assert (body["model_name"], body["model_version"], body["id"]) == ("iris", "1.1.0", "r1")
+        assert body["outputs"][0] == {
+            "name": "label",
+            "datatype": "INT64",
+            "shape": [2],
+            "data": iris_model.predict(rows).tolist(),
+        }
+
+        def post(doc: object, path: str = "/v2/models/iris/infer") -> tuple[int, Any]:
+            data = doc if isinstance(doc, str) else json.dumps(doc)
+            return curl("-X", "POST", "--data-binary", data, url + path)
+
+        good = json.loads(infer_doc("input", rows))["inputs"][0]
+        bad: dict[str, object] = {
+            "not json": "{",
+            "no inputs": {"id": "x"},
+            "a duplicate key": '{"inputs": [], "inputs": []}',
+            "FP64 for an FP32 input": {"inputs": [{**good, "datatype": "FP64"}]},
+            "three columns": {"inputs": [{**good, "shape": [2, 3]}]},
+            "too few values": {"inputs": [{**good, "data": [1.0, 2.0]}]},
+            "text for numbers": {"inputs": [{**good, "data": ["a"] * 8}]},
+            "an unknown input": {"inputs": [good, {**good, "name": "other"}]},
+            "no input at all": {"inputs": []},
+            "a missing value": {"inputs": [{**good, "data": [None] + [1.0] * 7}]},
+            "an unknown output": {"inputs": [good], "outputs": [{"name": "nope"}]},
+            "a bool shape": {"inputs": [{**good, "shape": [True, 4]}]},
+        }
+        for why, doc in bad.items():
+            status, body = post(doc)
+            assert status == 400, why
+            assert set(body) == {"error"} and body["error"], why
+        status, body = post(doc=bad["a missing value"])
+        assert "is missing (NaN)" in body["error"]
+        assert post(good, "/v2/models/nope/infer")[0] == 404
+        assert post({"inputs": [good]}, "/v2/models/iris/versions/9.0.0/infer")[0] == 404
+        assert curl(f"{url}/v2/models/iris/versions/9.0.0")[0] == 404
+        status, body = curl(f"{url}/v2/models/iris/versions/1.0.0")
+        assert (status, body["versions"]) == (200, ["1.0.0"])
+
+
+def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "serve.sock"
+    with running(iris_home, "--unix-socket", path) as server:
+        assert server.url == f"unix:{path}"
+        status, body = curl("--unix-socket", str(path), "http://localhost/v2/models/iris/ready")
+        assert (status, body) == (200, {"name": "iris", "ready": True})
+        second = subprocess.run(
+            [sys.executable, "-m", "packager", "serve", "--unix-socket", str(path)],
+            capture_output=True,
+            text=True,
+            env=serve_env(iris_home),
+            timeout=120,
+        )
+        assert second.returncode == 2  # the socket of a live server is not taken over
+        assert "cannot listen on" in second.stderr
+        assert curl("--unix-socket", str(path), "http://localhost/v2/health/live")[0] == 200
+    # The socket a stopped server left behind is reused.
+    with running(iris_home, "--unix-socket", path):
+        assert curl("--unix-socket", str(path), "http://localhost/v2/health/live")[0] == 200
+
+
+def test_models_not_installed_are_refused_before_listening(home: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "packager", "serve", "iris", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=serve_env(home),
+        timeout=120,
+    )
+    assert result.returncode == 4
+    assert result.stdout == ""
+    assert "iris is not installed" in result.stderr
+
+
+# -- limits and shutdown ----------------------------------------------------------------
+
+
+def raw_request(server: Server, body: bytes, *, send: int) -> socket.socket:
+    """A connection that has sent the headers of an infer request and ``send`` bytes of it."""
+    host, port = server.address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    head = (
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body[:send])
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    reader = sock.makefile("rb")
+    response = http.client.HTTPResponse(sock)
+    response.fp = reader
+    response.begin()
+    body = response.read()
+    return response.status, dict(response.getheaders()), json.loads(body)
+
+
+def test_request_size_limit(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]) -> None:
+    small = infer_doc("input", iris[0][:2].astype(np.float32))
+    large = infer_doc("input", iris[0][:40].astype(np.float32))
+    assert len(small) < 1024 < len(large)
+    with running(iris_home, "--max-request-size", "1K") as server:
+        url = f"{server.url}/v2/models/iris/infer"
+        assert curl("-X", "POST", "--data", small, url)[0] == 200
+        status, body = curl("-X", "POST", "--data", large, url)
+        assert status == 413
+        assert "larger than 1024 bytes" in body["error"]
+        # Without a Content-Length (chunked), the body is cut off as it grows past the limit.
+        chunked = ("-H", "Transfer-Encoding: chunked", "-X", "POST", "--data", large, url)
+        assert curl(*chunked)[0] == 413
+
+
+def test_concurrency_limit_answers_503_with_retry_after(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    body = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    with running(iris_home, "--max-concurrent", "2") as server:
+        held = [raw_request(server, body, send=10) for _ in range(2)]
+        refused: list[tuple[int, dict[str, str], Any]] = []
+
+        def one_more_is_refused() -> bool:
+            # Once both are in the server, waiting for the rest of their bodies.
+            refused.append(read_response(raw_request(server, body, send=len(body))))
+            return refused[-1][0] != 200
+
+        wait_for(one_more_is_refused)
+        status, headers, answer = refused[-1]
+        assert (status, headers.get("retry-after")) == (503, "1")
+        assert "concurrency limit" in answer["error"]
+        for sock in held:
+            sock.sendall(body[10:])
+            assert read_response(sock)[0] == 200
+        again = raw_request(server, body, send=len(body))
+        assert read_response(again)[0] == 200
+
+
+def test_sigterm_lets_requests_in_flight_finish(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    body = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    with running(iris_home) as server:
+        host, port = server.address.rsplit(":", 1)
+        sock = raw_request(server, body, send=10)
+        time.sleep(2)  # the server has read the headers: the request is in flight
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.process.poll() is None  # waiting for the request in flight
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5)
+        sock.sendall(body[10:])
+        status, _, answer = read_response(sock)
+        assert (status, answer["model_version"]) == (200, "1.1.0")
+        assert server.process.wait(60) == 0
+
+
+# -- version switches -------------------------------------------------------------------
+
+
+def lin_home(home: Path, lin_bundles: dict[str, Path], keypair: KeyPair) -> Path:
+    publish(*lin_bundles.values())
+    install("lin@1.0.0", keypair)
+    return home
+
+
+def wait_for(what: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def lin_version(server: Server, rows: np.ndarray) -> str:
+    status, body = curl(
+        "-X", "POST", "--data", infer_doc("input", rows), f"{server.url}/v2/models/lin/infer"
+    )
+    assert status == 200
+    return str(body["model_version"])
+
+
+def test_sighup_switches_at_once(
+    home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:1].astype(np.float32)
+    with running(home, "--poll-interval", "3600") as server:
+        install("lin@2.0.0", keypair)
+        time.sleep(1)
+        assert lin_version(server, rows) == "1.0.0"  # no poll for an hour
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: lin_version(server, rows) == "2.0.0")
+        assert any("serving lin@2.0.0" in line for line in server.stderr)
+
+
+def test_no_request_fails_while_the_current_version_switches(
+    home: Path,
+    lin_bundles: dict[str, Path],
+    lin_models: dict[str, Any],
+    keypair: KeyPair,
+    iris: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """5,000+ requests over 32 connections while `current` switches 5 times: none fails, and
+    each answer is the one of the version it names."""
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][::3].astype(np.float32)
+    expected = {v: m.predict(rows) for v, m in lin_models.items()}
+    bodies = [infer_doc("input", rows[i : i + 1]).encode() for i in range(len(rows))]
+    answers: list[tuple[int, str, float]] = []
+    failures: list[str] = []
+    switching = threading.Event()
+    switching.set()
+
+    with running(home) as server:
+        host, port = server.address.rsplit(":", 1)
+
+        def load(worker: int) -> None:
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            i = worker
+            while switching.is_set() or len(answers) < 5000:
+                row = i % len(bodies)
+                i += 32
+                try:
+                    connection.request("POST", "/v2/models/lin/infer", bodies[row])
+                    response = connection.getresponse()
+                    data = response.read()
+                    if response.status != 200:
+                        failures.append(f"{response.status} {data[:200]!r}")
+                        continue
+                    doc = json.loads(data)
+                    answers.append((row, doc["model_version"], doc["outputs"][0]["data"][0]))
+                except (OSError, http.client.HTTPException) as e:
+                    failures.append(repr(e))
+                    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+
+        workers = [threading.Thread(target=load, args=(w,)) for w in range(32)]
+        for worker in workers:
+            worker.start()
+        try:
+            switches = ["install lin@2.0.0", "rollback", "rollback", "rollback", "rollback"]
+            now = "1.0.0"
+            for switch in switches:
+                wait_for(lambda: len(answers) > 300)
+                seen = len(answers)
+                if switch == "rollback":
+                    assert main(["-q", "rollback", "lin"]) == 0
+                else:
+                    install("lin@2.0.0", keypair)
+                now = "2.0.0" if now == "1.0.0" else "1.0.0"
+                wait_for(lambda now=now, seen=seen: any(a[1] == now for a in answers[seen:]))
+        finally:
+            switching.clear()
+            for worker in workers:
+                worker.join(300)
+    assert failures == []
+    assert len(answers) >= 5000
+    assert {version for _, version, _ in answers} == {"1.0.0", "2.0.0"}
+    for row, version, value in answers:
+        assert value == pytest.approx(float(expected[version][row]), abs=1e-3), (row, version)
+
+
+def test_a_version_that_cannot_load_leaves_the_one_before_answering(
+    home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:1].astype(np.float32)
+    with running(home, "--poll-interval", "3600") as server:
+        install("lin@2.0.0", keypair)
+        graph = home / "models" / "lin" / "2.0.0" / "model.onnx"
+        graph.chmod(0o644)
+        graph.write_bytes(b"not an onnx graph")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("lin@2.0.0 cannot be served" in line for line in server.stderr))
+        assert lin_version(server, rows) == "1.0.0"
+        assert server.process.poll() is None
+
+
+def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
+    """examples/packager-serve.service: its ExecStart is a `packager serve` command line that
+    the command accepts, and it reloads with SIGHUP."""
+    import configparser
+    import shlex
+
+    from packager.cli import cli
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(Path(__file__).resolve().parents[1] / "examples" / "packager-serve.service")
+    argv = shlex.split(unit["Service"]["ExecStart"])
+    assert argv[:2] == ["/usr/local/bin/packager", "serve"]
+    context = cli.commands["serve"].make_context("serve", argv[2:])
+    assert context.params["host"] == "127.0.0.1"
+    assert unit["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert unit["Service"]["KillSignal"] == "SIGTERM"
