@@ -231,7 +231,9 @@ def test_instance_side_benchmark_imports_no_training_library() -> None:
     assert run.stdout.strip() == "[]"
 
 
-def test_latency_is_the_median_and_95th_percentile_in_microseconds() -> None:
+def test_latency_is_percentiles_and_spread_in_microseconds() -> None:
     latency = Latency.of([3_000, 1_000, 2_000, 4_000, 5_000])
     assert (latency.p50_us, latency.p95_us, latency.runs) == (3.0, pytest.approx(4.8), 5)
-    assert latency.to_json() == {"p50Us": 3.0, "p95Us": 4.8, "runs": 5}
+    assert latency.p99_us == pytest.approx(4.96)
+    assert latency.iqr_us == pytest.approx(2.0)  # 4 - 2
+    assert latency.to_json() == {"p50Us": 3.0, "p95Us": 4.8, "p99Us": 5.0, "iqrUs": 2.0, "runs": 5}

@@ -14,10 +14,13 @@ imports more than numpy and onnxruntime. The chart needs matplotlib
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,7 @@ import numpy as np
 from packager._io.table import Table, to_feeds
 from packager.build.convert.base import install_hint
 from packager.build.options import BenchmarkData, ConvertOptions, Settings
+from packager.core.benchstats import Truth, label_text, metrics, summarize
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
 
@@ -36,46 +40,75 @@ if TYPE_CHECKING:
 MIN_RUNS = 10
 MAX_RUNS = 2000
 WARMUP_RUNS = 3
+# Adaptive repetitions: every CHECK_EVERY calls, stop once there are STABLE_RUNS and the
+# median's standard error is within STABLE_MEDIAN of it (else the budget decides).
+CHECK_EVERY = 50
+STABLE_RUNS = 200
+STABLE_MEDIAN = 0.005
 
 
 @dataclass(frozen=True)
 class Latency:
-    """Wall time of one call, in microseconds, over ``runs`` calls."""
+    """Wall time of one call, in microseconds, over ``runs`` calls (warm-up excluded):
+    percentiles and the interquartile range ``iqr_us``. ``durations_us`` keeps every
+    measured call for confidence intervals; it is not part of the JSON."""
 
     p50_us: float
     p95_us: float
     runs: int
+    p99_us: float = 0.0
+    iqr_us: float = 0.0
+    durations_us: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
 
     @classmethod
     def of(cls, durations_ns: Sequence[int]) -> Latency:
-        """The median and 95th percentile of call durations measured in nanoseconds."""
+        """The percentiles and spread of call durations measured in nanoseconds."""
         microseconds = np.asarray(durations_ns, dtype=np.float64) / 1000.0
-        p50, p95 = np.percentile(microseconds, [50, 95])
-        return cls(float(p50), float(p95), len(durations_ns))
+        s = summarize(microseconds)
+        return cls(s.p50_us, s.p95_us, s.runs, s.p99_us, s.iqr_us, microseconds)
 
     def to_json(self) -> dict[str, Any]:
-        return {"p50Us": round(self.p50_us, 1), "p95Us": round(self.p95_us, 1), "runs": self.runs}
+        return {
+            "p50Us": round(self.p50_us, 1),
+            "p95Us": round(self.p95_us, 1),
+            "p99Us": round(self.p99_us, 1),
+            "iqrUs": round(self.iqr_us, 1),
+            "runs": self.runs,
+        }
 
 
 @dataclass(frozen=True)
 class EngineFigures:
     """One engine's figures. ``threads`` is onnxruntime's intra-op thread count (None
-    for the original framework); ``quality`` is empty without a target column."""
+    for the original framework); ``quality`` is empty without a target column.
+    ``load_ms`` is the time to load the model (None when it was loaded elsewhere);
+    ``peak_rss_bytes`` the process's peak resident memory while the engine was measured
+    (None where the system cannot tell); ``throughput`` rows per second at the batch
+    median. ``answers`` holds the predictions and the truth for comparisons (not JSON)."""
 
     engine: str
     threads: int | None
     one_row: Latency
     batch: Latency
     quality: Mapping[str, float]
+    throughput: float = 0.0
+    load_ms: float | None = None
+    peak_rss_bytes: int | None = None
+    answers: Truth | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "engine": self.engine,
             "oneRow": self.one_row.to_json(),
             "batch": self.batch.to_json(),
+            "rowsPerSecond": round(self.throughput, 1),
         }
         if self.threads is not None:
             doc["threads"] = self.threads
+        if self.load_ms is not None:
+            doc["loadMs"] = round(self.load_ms, 2)
+        if self.peak_rss_bytes is not None:
+            doc["peakRssBytes"] = self.peak_rss_bytes
         doc.update({k: float(v) for k, v in self.quality.items()})
         return doc
 
@@ -98,6 +131,7 @@ class Report:
     engines: tuple[EngineFigures, ...]
     sizes: Mapping[str, int]
     agreement: Mapping[str, float] = field(default_factory=dict)
+    machine: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -108,6 +142,8 @@ class Report:
             "engines": [e.to_json() for e in self.engines],
             "sizes": dict(self.sizes),
         }
+        if self.machine:
+            doc["machine"] = dict(self.machine)
         if self.target is not None:
             doc["target"] = self.target
         doc.update({k: float(v) for k, v in self.agreement.items()})
@@ -116,17 +152,21 @@ class Report:
     def table(self) -> str:
         """The report as aligned text lines."""
         quality_keys = sorted({k for e in self.engines for k in e.quality})
-        header = ["engine", "threads", "1 row p50", "1 row p95", "batch p50", "batch p95"]
-        header += quality_keys
+        header = ["engine", "threads", "load", "1 row p50", "p95", "p99", "batch p50", "p95"]
+        header += ["p99", "rows/s", *quality_keys]
         rows = [header]
         for e in self.engines:
             row = [
                 e.engine,
                 "-" if e.threads is None else str(e.threads),
-                _us(e.one_row.p50_us),
+                "-" if e.load_ms is None else f"{e.load_ms:.1f} ms",
+                spread(e.one_row),
                 _us(e.one_row.p95_us),
-                _us(e.batch.p50_us),
+                _us(e.one_row.p99_us),
+                spread(e.batch),
                 _us(e.batch.p95_us),
+                _us(e.batch.p99_us),
+                f"{e.throughput:.4g}",
             ]
             row += [f"{e.quality[k]:.4g}" if k in e.quality else "-" for k in quality_keys]
             rows.append(row)
@@ -142,6 +182,8 @@ class Report:
             for k, v in sorted(self.agreement.items())
         )
         lines.append(f"sizes: {sizes}" + (f"; {extra}" if extra else ""))
+        if self.machine:
+            lines.append(machine_line(self.machine))
         return "\n".join(lines)
 
 
@@ -155,6 +197,7 @@ class Engine:
     prepare: Callable[[Mapping[str, np.ndarray]], Any]
     run: Callable[[Any], Any]
     outputs: Callable[[Any], Mapping[str, np.ndarray]]
+    load_ms: float | None = None
 
 
 def split_target(data: Table, target: str | None) -> tuple[Table, np.ndarray | None]:
@@ -200,8 +243,11 @@ def benchmark_conversion(conversion: Conversion, bench: BenchmarkData) -> Report
         engines.append(
             Engine(original.framework, None, original.prepare, original.predict, original.outputs)
         )
+    start = time.perf_counter()
     session = make_session(conversion.model, threads=settings.threads)
-    engines.append(_onnxruntime_engine(session, str(onnxruntime.__version__), settings.threads))
+    load_ms = (time.perf_counter() - start) * 1000
+    engine = _onnxruntime_engine(session, str(onnxruntime.__version__), settings.threads)
+    engines.append(replace(engine, load_ms=load_ms))
     with tempfile.TemporaryDirectory(prefix="packager-size-") as tmp:
         written = save_onnx(
             conversion.model, Path(tmp), "model.onnx", external_data=conversion.external_data
@@ -224,11 +270,17 @@ def benchmark_conversion(conversion: Conversion, bench: BenchmarkData) -> Report
 
 
 def benchmark_model(
-    model: Model, data: Table, *, target: str | None, settings: Settings | None = None
+    model: Model,
+    data: Table,
+    *,
+    target: str | None,
+    settings: Settings | None = None,
+    load_ms: float | None = None,
 ) -> Report:
     """Benchmark a bundle or installed model with onnxruntime alone (instance side).
 
-    ``model`` should have been opened with ``threads=settings.threads``.
+    ``model`` should have been opened with ``threads=settings.threads``, taking
+    ``load_ms`` milliseconds when the caller measured it.
 
     Raises:
         UsageError: the data does not fit the model, or the target column is
@@ -245,6 +297,7 @@ def benchmark_model(
         dict,
         model.run,
         model.run,
+        load_ms,
     )
     weights = {manifest.model.path} | {f.path for f in manifest.files if f.role == "weights"}
     return run_benchmark(
@@ -304,17 +357,23 @@ def run_benchmark(
     predictions: list[np.ndarray] = []
     kind = task
     for engine in engines:
+        _reset_peak_memory()
         answers = engine.outputs(engine.prepare(feeds))
         kind, predicted = _predictions(answers, task, label_outputs)
         predictions.append(predicted)
-        quality = {} if truth is None else _quality(kind, predicted, truth, target or "")
+        truth_of = None if truth is None else _truth(kind, predicted, answers, truth, target or "")
+        batch_latency = _time(engine.run, engine.prepare(batch), settings.budget_seconds)
         figures.append(
             EngineFigures(
                 engine=engine.name,
                 threads=engine.threads,
                 one_row=_time(engine.run, engine.prepare(one), settings.budget_seconds),
-                batch=_time(engine.run, engine.prepare(batch), settings.budget_seconds),
-                quality=quality,
+                batch=batch_latency,
+                quality={} if truth_of is None else metrics(kind, truth_of),
+                throughput=batch_rows / (batch_latency.p50_us / 1e6),
+                load_ms=engine.load_ms,
+                peak_rss_bytes=_peak_memory(),
+                answers=truth_of,
             )
         )
     return Report(
@@ -326,6 +385,7 @@ def run_benchmark(
         engines=tuple(figures),
         sizes=dict(sizes),
         agreement=_agreement(kind, predictions),
+        machine=machine(settings.threads),
     )
 
 
@@ -336,7 +396,7 @@ def _agreement(kind: str, predictions: Sequence[np.ndarray]) -> dict[str, float]
         return {}
     first, last = predictions[0], predictions[-1]
     if kind == "classification":
-        return {"labelAgreement": float(np.mean(_labels(first) == _labels(last)))}
+        return {"labelAgreement": float(np.mean(label_text(first) == label_text(last)))}
     return {"maxAbsDiff": float(np.max(np.abs(first - last))) if first.size else 0.0}
 
 
@@ -359,29 +419,51 @@ def _predictions(
     return "regression", values.reshape(-1).astype(np.float64)
 
 
-def _labels(values: np.ndarray) -> np.ndarray:
-    """Labels as text, whole numbers without a decimal point, so 1, 1.0 and "1" agree."""
-    values = np.asarray(values)
-    if values.dtype.kind == "f":
-        whole = np.isfinite(values) & (values == np.round(values))
-        if whole.all():
-            return values.astype(np.int64).astype(str)
-    return values.astype(str)
+def _truth(
+    kind: str,
+    predicted: np.ndarray,
+    answers: Mapping[str, np.ndarray],
+    truth: np.ndarray,
+    target: str,
+) -> Truth:
+    """The answers and the truth for the task metrics, class probabilities included when
+    one output holds a score per class whose order the labels establish."""
+    if kind == "regression":
+        if truth.dtype.kind not in "fiu":
+            raise UsageError(f"target column {target!r} holds text; a regression needs numbers")
+        return Truth(predicted, truth.astype(np.float64))
+    scores, classes = _class_scores(predicted, answers, truth)
+    return Truth(predicted, truth, scores, classes)
 
 
-def _quality(kind: str, predicted: np.ndarray, truth: np.ndarray, target: str) -> dict[str, float]:
-    if kind == "classification":
-        return {"accuracy": float(np.mean(_labels(predicted) == _labels(truth)))}
-    if truth.dtype.kind not in "fiu":
-        raise UsageError(f"target column {target!r} holds text; a regression needs numbers")
-    error = predicted - truth.astype(np.float64)
-    return {
-        "mae": float(np.mean(np.abs(error))),
-        "rmse": float(np.sqrt(np.mean(error * error))),
-    }
+def _class_scores(
+    predicted: np.ndarray, answers: Mapping[str, np.ndarray], truth: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(scores, classes) when an output has one score per class and the class order is
+    the sorted order of the labels (as scikit-learn, XGBoost and LightGBM keep it), proven
+    by every predicted label being its row's highest score; else (None, None)."""
+    texts = np.unique(np.concatenate([label_text(predicted), label_text(truth)]))
+    if all(_is_whole(t) for t in texts):
+        texts = np.array(sorted(texts, key=int))
+    for values in answers.values():
+        scores = np.asarray(values)
+        if scores.ndim != 2 or scores.dtype.kind != "f" or scores.shape[1] != len(texts):
+            continue
+        if len(texts) > 1 and np.array_equal(
+            texts[np.argmax(scores, axis=1)], label_text(predicted)
+        ):
+            return scores, texts
+    return None, None
+
+
+def _is_whole(text: str) -> bool:
+    return text.lstrip("-").isdigit()
 
 
 def _time(call: Callable[[Any], Any], argument: Any, budget: float) -> Latency:
+    """Time ``call(argument)`` after :data:`WARMUP_RUNS` untimed calls: at least
+    :data:`MIN_RUNS`, then until the median is stable (:func:`_stable`), the ``budget``
+    seconds are spent, or :data:`MAX_RUNS` calls were made."""
     for _ in range(WARMUP_RUNS):
         call(argument)
     durations: list[int] = []
@@ -392,7 +474,77 @@ def _time(call: Callable[[Any], Any], argument: Any, budget: float) -> Latency:
         start = time.perf_counter_ns()
         call(argument)
         durations.append(time.perf_counter_ns() - start)
+        if len(durations) % CHECK_EVERY == 0 and _stable(durations):
+            break
     return Latency.of(durations)
+
+
+def _stable(durations_ns: Sequence[int]) -> bool:
+    """Whether the median is known to within :data:`STABLE_MEDIAN` of itself: its standard
+    error, estimated from the interquartile range (1.2533 sigma / sqrt(n), sigma = IQR /
+    1.349), is that small, and there are enough calls for a 99th percentile."""
+    if len(durations_ns) < STABLE_RUNS:
+        return False
+    p25, p50, p75 = np.percentile(durations_ns, [25, 50, 75])
+    error = 1.2533 * (p75 - p25) / 1.349 / np.sqrt(len(durations_ns))
+    return bool(error <= STABLE_MEDIAN * p50)
+
+
+def _reset_peak_memory() -> None:
+    """Reset the process's peak resident memory (Linux: /proc/self/clear_refs, 5)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_memory() -> int | None:
+    """The process's peak resident memory in bytes since the last reset (Linux: VmHWM)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """Where figures were measured: CPU model, cores (and those this process may use),
+    onnxruntime's intra-op threads, the onnxruntime, numpy and Python versions, the OS."""
+    import onnxruntime
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count() or 0,
+        "usableCores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0,
+        "threads": threads,
+        "onnxruntime": str(onnxruntime.__version__),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.machine()}",
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_line(m: Mapping[str, Any]) -> str:
+    """The machine as one line of text."""
+    return (
+        f"machine: {m.get('cpu')}, {m.get('usableCores')}/{m.get('cores')} cores, "
+        f"{m.get('threads')} onnxruntime threads, onnxruntime {m.get('onnxruntime')}, "
+        f"{m.get('system')}"
+    )
+
+
+def spread(latency: Latency) -> str:
+    """A median with its interquartile range, e.g. "120 us ±8"."""
+    return f"{_us(latency.p50_us)} ±{_us(latency.iqr_us).split()[0]}"
 
 
 def _us(value: float) -> str:
@@ -510,8 +662,10 @@ def benchmark_reference(
 
         manifest = read_manifest_unverified(path)
         check_compatible(manifest)
+        start = time.perf_counter()
         model = Model(path, manifest, threads=settings.threads)
-        return benchmark_model(model, data, target=target, settings=settings)
+        load_ms = (time.perf_counter() - start) * 1000
+        return benchmark_model(model, data, target=target, settings=settings, load_ms=load_ms)
     if path.is_file():
         from packager.build.convert import Options, convert, load_model_file
 
