@@ -132,6 +132,7 @@ class Report:
     sizes: Mapping[str, int]
     agreement: Mapping[str, float] = field(default_factory=dict)
     machine: Mapping[str, Any] = field(default_factory=dict)
+    slower: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -144,6 +145,8 @@ class Report:
         }
         if self.machine:
             doc["machine"] = dict(self.machine)
+        if self.slower:
+            doc["warnings"] = list(self.slower)
         if self.target is not None:
             doc["target"] = self.target
         doc.update({k: float(v) for k, v in self.agreement.items()})
@@ -161,11 +164,11 @@ class Report:
                 "-" if e.threads is None else str(e.threads),
                 "-" if e.load_ms is None else f"{e.load_ms:.1f} ms",
                 spread(e.one_row),
-                _us(e.one_row.p95_us),
-                _us(e.one_row.p99_us),
+                us_text(e.one_row.p95_us),
+                us_text(e.one_row.p99_us),
                 spread(e.batch),
-                _us(e.batch.p95_us),
-                _us(e.batch.p99_us),
+                us_text(e.batch.p95_us),
+                us_text(e.batch.p99_us),
                 f"{e.throughput:.4g}",
             ]
             row += [f"{e.quality[k]:.4g}" if k in e.quality else "-" for k in quality_keys]
@@ -176,7 +179,7 @@ class Report:
             + (f", target {self.target!r}" if self.target else ", no target column")
         ]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-        sizes = ", ".join(f"{k} {_bytes(v)}" for k, v in sorted(self.sizes.items()))
+        sizes = ", ".join(f"{k} {bytes_text(v)}" for k, v in sorted(self.sizes.items()))
         extra = ", ".join(
             f"{k} {v:.1%}" if k == "labelAgreement" else f"{k} {v:.3g}"
             for k, v in sorted(self.agreement.items())
@@ -544,14 +547,14 @@ def machine_line(m: Mapping[str, Any]) -> str:
 
 def spread(latency: Latency) -> str:
     """A median with its interquartile range, e.g. "120 us ±8"."""
-    return f"{_us(latency.p50_us)} ±{_us(latency.iqr_us).split()[0]}"
+    return f"{us_text(latency.p50_us)} ±{us_text(latency.iqr_us).split()[0]}"
 
 
-def _us(value: float) -> str:
+def us_text(value: float) -> str:
     return f"{value:.0f} us" if value < 10_000 else f"{value / 1000:.1f} ms"
 
 
-def _bytes(value: int) -> str:
+def bytes_text(value: int) -> str:
     if value < 1024:
         return f"{value} B"
     if value < 1 << 20:
@@ -567,7 +570,7 @@ def write_chart(report: Report, path: Path) -> None:
         UsageError: matplotlib is not installed (``pip install 'onnx-packager[plot]'``),
             or the file cannot be written.
     """
-    plt = _pyplot()
+    plt = pyplot()
     quality_keys = sorted({k for e in report.engines for k in e.quality})
     panels = 2 + (1 if quality_keys else 0)
     figure, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
@@ -576,6 +579,15 @@ def write_chart(report: Report, path: Path) -> None:
     if quality_keys:
         _quality_panel(axes[0][2], report, quality_keys)
     figure.suptitle(f"{report.model} — {report.rows} rows", fontsize=10)
+    save_figure(plt, figure, path)
+
+
+def save_figure(plt: Any, figure: Any, path: Path) -> None:
+    """Write ``figure`` as a PNG and close it.
+
+    Raises:
+        UsageError: the file cannot be written.
+    """
     figure.tight_layout()
     try:
         figure.savefig(path, format="png", dpi=100)
@@ -585,7 +597,7 @@ def write_chart(report: Report, path: Path) -> None:
         plt.close(figure)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
 
@@ -635,7 +647,7 @@ def _quality_panel(ax: Any, report: Report, quality_keys: Sequence[str]) -> None
 
 def benchmark_reference(
     ref: str,
-    data: Table,
+    data: Table | None,
     *,
     target: str | None,
     settings: Settings | None = None,
@@ -645,33 +657,118 @@ def benchmark_reference(
     or a bundle directory (onnxruntime only; an installed model is its directory).
 
     A bundle directory's signature is not checked; its graph is still checked
-    against its manifest before onnxruntime loads it.
+    against its manifest before onnxruntime loads it. Without ``data``, a bundle runs
+    on its test vectors; its latency is compared with the figures its manifest
+    recorded at packaging (``Report.slower``).
 
     Raises:
-        UsageError: bad data or target, or ``ref`` names nothing.
+        UsageError: bad data or target, no data for a model file, or ``ref`` names nothing.
         ConversionError, ParityError: a model file cannot be converted faithfully.
         IncompatibleModelError: onnxruntime cannot run the model.
         TamperedError: the bundle's graph does not match its manifest.
+        SmokeTestError: the bundle's test vectors cannot be read.
     """
-    from packager.runtime import Model, check_compatible
-
     settings = settings or Settings()
     path = Path(ref)
     if path.is_dir():
-        from packager._io.bundledir import read_manifest_unverified
-
-        manifest = read_manifest_unverified(path)
-        check_compatible(manifest)
-        start = time.perf_counter()
-        model = Model(path, manifest, threads=settings.threads)
-        load_ms = (time.perf_counter() - start) * 1000
-        return benchmark_model(model, data, target=target, settings=settings, load_ms=load_ms)
+        return _benchmark_bundle(path, data, target, settings)
     if path.is_file():
         from packager.build.convert import Options, convert, load_model_file
 
+        if data is None:
+            raise UsageError(f"{ref} is a model file: give --data to benchmark it on")
         features, _ = split_target(data, target)
         bench = BenchmarkData(data, target, settings, original_size=path.stat().st_size)
         return benchmark_conversion(
             convert(load_model_file(path), features, Options.of(conversion)), bench
         )
     raise UsageError(f"{ref} is neither a model file nor a bundle directory")
+
+
+def _benchmark_bundle(
+    path: Path, data: Table | None, target: str | None, settings: Settings
+) -> Report:
+    from packager._io.bundledir import read_manifest_unverified
+    from packager.runtime import Model, check_compatible
+
+    manifest = read_manifest_unverified(path)
+    check_compatible(manifest)
+    start = time.perf_counter()
+    model = Model(path, manifest, threads=settings.threads)
+    load_ms = (time.perf_counter() - start) * 1000
+    if data is None:
+        data = _vectors_table(path / manifest.validation.testvectors, manifest.model.inputs)
+    report = benchmark_model(model, data, target=target, settings=settings, load_ms=load_ms)
+    recorded = (manifest.metrics or {}).get("benchmark")
+    return replace(report, slower=slower_than_recorded(report, recorded))
+
+
+def _vectors_table(path: Path, inputs: Sequence[TensorSpec]) -> Table:
+    """A bundle's test vector inputs as a table :func:`to_feeds` turns back into them."""
+    from packager._io.testvectors import read_testvectors
+
+    feeds, _ = read_testvectors(path)
+    if len(inputs) == 1 and inputs[0].name in feeds:
+        values = feeds[inputs[0].name]
+        flat = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(-1, 1)
+        columns = tuple(f"x{i}" for i in range(flat.shape[1]))
+        return Table(columns, tuple(_column(flat[:, i]) for i in range(flat.shape[1])), False)
+    names = tuple(spec.name for spec in inputs if spec.name in feeds)
+    return Table(
+        names, tuple(_column(feeds[n].reshape(len(feeds[n]), -1)[:, 0]) for n in names), True
+    )
+
+
+def _column(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f":
+        return values.astype(np.float64)
+    return values.astype(str)
+
+
+# An instance this many times slower than where the model was packaged gets a warning.
+SLOWER_FACTOR = 2.0
+
+
+def slower_than_recorded(report: Report, recorded: Any) -> tuple[str, ...]:
+    """Warnings where ``report``'s onnxruntime medians are more than :data:`SLOWER_FACTOR`
+    times those ``recorded`` at packaging (a manifest's ``metrics.benchmark``): one row
+    always, the batch when it had as many rows. Unreadable records give no warning."""
+    engine = _recorded_onnxruntime(recorded)
+    if engine is None or not report.engines:
+        return ()
+    local = report.engines[-1]
+    shapes = [("one-row", "oneRow", local.one_row)]
+    if recorded.get("batchRows") == report.batch_rows:
+        shapes.append((f"{report.batch_rows}-row batch", "batch", local.batch))
+    warnings = []
+    for label, key, latency in shapes:
+        there = engine.get(key, {}).get("p50Us") if isinstance(engine.get(key), dict) else None
+        if isinstance(there, int | float) and there > 0:
+            factor = latency.p50_us / there
+            if factor > SLOWER_FACTOR:
+                warnings.append(
+                    f"{report.model}: {label} median {us_text(latency.p50_us)} here, "
+                    f"{us_text(there)} where it was packaged ({factor:.1f}x slower; "
+                    f"{local.threads} onnxruntime threads here, {engine.get('threads')} there"
+                    + _where(recorded)
+                    + ")"
+                )
+    return tuple(warnings)
+
+
+def _recorded_onnxruntime(recorded: Any) -> dict[str, Any] | None:
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("engines"), list):
+        return None
+    for engine in recorded["engines"]:
+        if isinstance(engine, dict) and str(engine.get("engine", "")).startswith("onnxruntime"):
+            return engine
+    return None
+
+
+def _where(recorded: dict[str, Any]) -> str:
+    there = recorded.get("machine")
+    if isinstance(there, dict) and isinstance(there.get("cpu"), str):
+        return f"; measured there on {there['cpu']}"
+    return ""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from packager.build.options import ConvertOptions, PackageOptions
+from packager.build.options import DEFAULT_BUDGET_SECONDS, ConvertOptions, PackageOptions
 from packager.cli import render
 from packager.cli.options import (
     DIRECTORY,
@@ -17,15 +20,23 @@ from packager.cli.options import (
     conversion_options,
     json_option,
     key_option,
+    now,
+    open_registry_at,
     output_option,
     package_options,
     pass_ctx,
+    registry_option,
+    remote_options,
     rows_option,
     signing_key_option,
     trust_option,
 )
+from packager.errors import GateFailedError, UsageError
 
 if TYPE_CHECKING:
+    from packager.build.benchmark import Report
+    from packager.build.options import Settings
+    from packager.core.benchstats import Limit
     from packager.core.policy import Trusted
 
 
@@ -47,11 +58,13 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
 
 
 @click.command("benchmark")
-@click.argument("ref", metavar="MODEL_OR_BUNDLE_OR_INSTALLED_NAME")
+@click.argument("refs", nargs=-1, required=True, metavar="MODEL_OR_BUNDLE_OR_NAME...")
 @rows_option(
     "--data",
     "data_path",
-    help="Rows to run (.csv with header, .npy, .json), with --target the true answers.",
+    required=False,
+    help="Rows to run (.csv with header, .npy, .json), with --target the true answers "
+    "(default for a bundle or installed model: its test vectors).",
 )
 @click.option("--target", help="Column holding the true answers (class or value).")
 @click.option(
@@ -62,42 +75,212 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
     help="onnxruntime intra-op threads (0: onnxruntime's default).",
 )
 @click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_BUDGET_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="At most this long per latency figure (fewer calls once the median is stable).",
+)
+@click.option("--baseline", metavar="REF", help="Gate the first model against this one.")
+@click.option(
+    "--max-drop",
+    multiple=True,
+    metavar="METRIC=X",
+    help="Gate: METRIC may worsen by at most X (e.g. accuracy=0.01); repeatable.",
+)
+@click.option(
+    "--max-ratio",
+    multiple=True,
+    metavar="METRIC=X",
+    help="Gate: candidate/baseline at most X (e.g. latency_p95=1.2); repeatable.",
+)
+@click.option("--junit", type=FILE, help="Write the gate as a JUnit XML report.")
+@click.option("--metrics", "metrics_file", type=FILE, help="Write OpenMetrics text.")
+@click.option(
     "--chart",
     type=FILE,
     help="Write a PNG chart (needs onnx-packager[plot]).",
 )
+@registry_option
+@remote_options
+@key_option(required=False)
+@trust_option
 @conversion_options
 @json_option
 @pass_ctx
 def benchmark_cmd(
     ctx: Context,
-    ref: str,
-    data_path: Path,
+    refs: tuple[str, ...],
+    data_path: Path | None,
     target: str | None,
     threads: int,
+    time_budget: float,
+    baseline: str | None,
+    max_drop: tuple[str, ...],
+    max_ratio: tuple[str, ...],
+    junit: Path | None,
+    metrics_file: Path | None,
     chart: Path | None,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
     conversion: ConvertOptions,
     as_json: bool,
 ) -> None:
-    """Accuracy or error, latency and size: the original framework (for a model file)
-    against onnxruntime. A bundle directory or installed model runs on onnxruntime
-    alone; a bundle's signature is not checked here (use `packager verify`)."""
-    from packager._io.table import read_table
-    from packager.build.benchmark import benchmark_reference, write_chart
+    """Quality, latency, memory and size of models on the same rows, side by side.
+
+    Each MODEL is a model file (scikit-learn, XGBoost, LightGBM, PyTorch, .onnx: the
+    original framework is measured against onnxruntime), a bundle directory, or
+    NAME[@VERSION|@CHANNEL]: from --registry when given (fetched and verified, trusted
+    keys as for install), else the installed model. A bundle's signature is not checked
+    here (use `packager verify`).
+
+    With --baseline REF, the first MODEL is gated against REF on --max-drop and
+    --max-ratio limits: exit code 6 when a limit is exceeded beyond the measurement
+    noise (the 95% bootstrap interval lies past it). On an installed model or bundle,
+    latency much slower than the figures recorded at packaging is reported as a warning.
+    """
     from packager.build.options import Settings
+    from packager.core.benchstats import parse_limits
+
+    limits = parse_limits(max_drop, max_ratio)
+    if limits and baseline is None:
+        raise UsageError("--max-drop and --max-ratio need --baseline")
+    settings = Settings(threads=threads, budget_seconds=time_budget)
+    with tempfile.TemporaryDirectory(prefix="packager-bench-") as tmp:
+        locate = _locator(ctx, registry_ref, key_paths, trust_file, Path(tmp))
+        measure = _Measure(data_path, target, settings, conversion)
+        reports = [measure(locate(ref), ref) for ref in refs]
+        base = None if baseline is None else measure(locate(baseline), baseline)
+    for report in (*reports, *([] if base is None else [base])):
+        for slower in report.slower:
+            render.warn(slower)
+    if len(reports) == 1 and base is None and not (junit or metrics_file):
+        _single(ctx, reports[0], chart, as_json)
+        return
+    # On a leaderboard each model is named as it was given.
+    reports = [replace(r, model=ref) for r, ref in zip(reports, refs, strict=True)]
+    if base is not None and baseline is not None:
+        base = replace(base, model=baseline)
+    _board(ctx, reports, base, limits, (chart, junit, metrics_file), as_json)
+
+
+class _Measure:
+    """Benchmark one located model on the command's data and settings."""
+
+    def __init__(
+        self,
+        data_path: Path | None,
+        target: str | None,
+        settings: Settings,
+        conversion: ConvertOptions,
+    ) -> None:
+        from packager._io.table import read_table
+
+        self.data = None if data_path is None else read_table(data_path)
+        self.target, self.settings, self.conversion = target, settings, conversion
+        if data_path is None and target is not None:
+            raise UsageError("--target names a column of --data; give --data")
+
+    def __call__(self, path: Path, ref: str) -> Report:
+        from packager.build.benchmark import benchmark_reference
+
+        return benchmark_reference(
+            str(path),
+            self.data,
+            target=self.target,
+            settings=self.settings,
+            conversion=self.conversion,
+        )
+
+
+def _locator(
+    ctx: Context,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    tmp: Path,
+) -> Callable[[str], Path]:
+    """REF to a path: itself when it exists; else from --registry (verified) when given;
+    else the installed model."""
     from packager.instance.models import model_path
 
-    report = benchmark_reference(
-        str(model_path(ref, home=ctx.home)),
-        read_table(data_path),
-        target=target,
-        settings=Settings(threads=threads),
-        conversion=conversion,
-    )
+    def locate(ref: str) -> Path:
+        if Path(ref).exists() or registry_ref is None:
+            return model_path(ref, home=ctx.home)
+        return _fetch(ctx, ref, registry_ref, key_paths, trust_file, tmp)
+
+    return locate
+
+
+def _fetch(
+    ctx: Context,
+    ref: str,
+    registry_ref: str,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    tmp: Path,
+) -> Path:
+    """Pull NAME[@VERSION|@CHANNEL] from the registry into ``tmp``, verified."""
+    from packager.core.names import parse_target
+    from packager.core.policy import Trusted
+    from packager.distribution.pull import pull
+    from packager.instance.roots import instance_policy
+    from packager.registry.verified import read_channel
+
+    mode = Trusted(instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
+    registry = open_registry_at(ctx, registry_ref)
+    target = parse_target(ref)
+    version = target.version
+    if target.channel is not None:
+        doc, _ = read_channel(
+            registry, target.name, target.channel, mode=mode, now=now(), last_seen=None
+        )
+        version = doc.version
+    wanted = target.name if version is None else f"{target.name}@{version}"
+    out = tmp / str(len(list(tmp.iterdir())))
+    return pull(wanted, registry=registry, mode=mode, out_dir=out, progress=ctx.say)
+
+
+def _single(ctx: Context, report: Report, chart: Path | None, as_json: bool) -> None:
+    from packager.build.benchmark import write_chart
+
     if chart is not None:
         write_chart(report, chart)
         ctx.say(f"wrote {chart}")
     render.show(ctx, render.BENCHMARK, report, as_json=as_json)
+
+
+def _board(
+    ctx: Context,
+    reports: list[Report],
+    base: Report | None,
+    limits: tuple[Limit, ...],
+    files: tuple[Path | None, Path | None, Path | None],
+    as_json: bool,
+) -> None:
+    """The leaderboard: shown, written to the files asked for, then the gate's verdict."""
+    from packager._io.fs import atomic_write
+    from packager.build.benchreport import junit_xml, openmetrics, write_leaderboard_chart
+    from packager.build.leaderboard import leaderboard
+
+    board = leaderboard(reports, baseline=base, limits=limits)
+    chart, junit, metrics_file = files
+    if chart is not None:
+        write_leaderboard_chart(board, chart)
+        ctx.say(f"wrote {chart}")
+    for path, data in ((junit, junit_xml(board)), (metrics_file, openmetrics(board).encode())):
+        if path is not None:
+            try:
+                atomic_write(path, data)
+            except OSError as e:
+                raise UsageError(f"cannot write {path}: {e.strerror}") from e
+            ctx.say(f"wrote {path}")
+    render.show(ctx, render.LEADERBOARD, board, as_json=as_json)
+    if board.failed:
+        failed = "; ".join(v.message for v in board.failed)
+        raise GateFailedError(f"benchmark gate failed: {failed}")
 
 
 @click.command("package")

@@ -19,6 +19,7 @@ from packager.core.text import printable
 
 if TYPE_CHECKING:
     from packager.build.benchmark import Report
+    from packager.build.leaderboard import Leaderboard
     from packager.core.manifest import Manifest, TensorSpec
     from packager.core.policy import TrustedKey, TrustPolicy
     from packager.distribution.mirror import MirrorReport
@@ -170,6 +171,10 @@ MANIFEST: Rendering[Manifest] = Rendering(
 BENCHMARK: Rendering[Report] = Rendering(
     json=lambda report: report.to_json(),
     text=lambda _ctx, report: click.echo(report.table()),
+)
+LEADERBOARD: Rendering[Leaderboard] = Rendering(
+    json=lambda board: board.to_json(),
+    text=lambda _ctx, board: click.echo(board.table()),
 )
 
 
