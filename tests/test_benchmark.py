@@ -15,9 +15,12 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from packager._io.table import Table, from_mapping, read_table
 from packager.build.benchmark import (
+    EngineFigures,
     Latency,
+    Report,
     benchmark_conversion,
     benchmark_reference,
+    slower_than_recorded,
     write_chart,
 )
 from packager.build.bundle import package
@@ -217,6 +220,54 @@ def test_package_benchmark_through_the_api(
     ]
     with pytest.raises(UsageError, match="no column 'label'"):
         benchmark_reference(str(bundle), data, target="label", settings=QUICK)
+
+    # On the instance: the same bundle on its own test vectors, compared with the figures
+    # recorded at packaging; measured here, now, it is not much slower than there.
+    here = benchmark_reference(str(bundle), None, target=None, settings=QUICK)
+    assert here.rows == features.rows and here.slower == ()
+    assert here.engines[0].load_ms is not None and here.engines[0].load_ms > 0
+
+    # Recorded on a machine 10 000 times faster: the instance says how much slower it is.
+    doc = json.loads((bundle / "manifest.json").read_text())
+    (recorded,) = [e for e in doc["metrics"]["benchmark"]["engines"] if "threads" in e]
+    recorded["oneRow"]["p50Us"] = here.engines[0].one_row.p50_us / 10_000
+    doc["metrics"]["benchmark"]["machine"]["cpu"] = "Packaging CPU 9000"
+    (bundle / "manifest.json").chmod(0o644)
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    slower = benchmark_reference(str(bundle), None, target=None, settings=QUICK).slower
+    assert len(slower) == 1
+    assert "iris@1.0.0: one-row median" in slower[0]
+    assert "where it was packaged" in slower[0] and "Packaging CPU 9000" in slower[0]
+    factor = float(slower[0].split("(")[1].split("x slower")[0])
+    assert factor > 1000
+    joblib.dump(iris_model, tmp_path / "model.joblib")
+    with pytest.raises(UsageError, match="give --data"):
+        benchmark_reference(str(tmp_path / "model.joblib"), None, target=None)
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        None,
+        [],
+        {"engines": "x"},
+        {"engines": [{"engine": "onnxruntime", "oneRow": "fast"}]},
+        {"engines": [{"engine": "onnxruntime", "oneRow": {"p50Us": -1}}]},
+    ],
+)
+def test_unreadable_recorded_figures_give_no_warning(recorded: object) -> None:
+    report = Report(
+        model="m@1.0.0",
+        task="regression",
+        rows=1,
+        batch_rows=1,
+        target=None,
+        engines=(
+            EngineFigures("onnxruntime 1", 1, Latency(9e9, 9e9, 1), Latency(9e9, 9e9, 1), {}),
+        ),
+        sizes={},
+    )
+    assert slower_than_recorded(report, recorded) == ()
 
 
 def test_instance_side_benchmark_imports_no_training_library() -> None:

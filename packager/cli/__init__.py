@@ -33,7 +33,8 @@ def cli(click_ctx: click.Context, home: Path | None, quiet: bool) -> None:
     """Package trained models as signed ONNX bundles, publish, verify, install and run them.
 
     Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 verification or trust
-    failure, 4 registry failure, 5 model incompatible or smoke test failed.
+    failure, 4 registry failure, 5 model incompatible or smoke test failed,
+    6 benchmark gate failed.
     """
     click_ctx.obj = Context(resolve_home(home), quiet)
 
