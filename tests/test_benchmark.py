@@ -288,3 +288,40 @@ def test_latency_is_percentiles_and_spread_in_microseconds() -> None:
     assert latency.p99_us == pytest.approx(4.96)
     assert latency.iqr_us == pytest.approx(2.0)  # 4 - 2
     assert latency.to_json() == {"p50Us": 3.0, "p95Us": 4.8, "p99Us": 5.0, "iqrUs": 2.0, "runs": 5}
+
+
+def test_outlier_detector_and_clustering_benchmarks() -> None:
+    """An IsolationForest on rows whose true outliers are known, and a KMeans on three
+    groups: agreement with the original, and figures that fit each kind of model."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+    from sklearn.ensemble import IsolationForest
+    from sklearn.metrics import adjusted_rand_score, recall_score
+
+    x, groups = make_blobs(n_samples=300, centers=3, n_features=4, random_state=0)
+    rng = np.random.default_rng(0)
+    outliers = rng.uniform(-30, 30, size=(20, 4))
+    rows = np.vstack([x, outliers])
+    truth = np.r_[np.ones(len(x), dtype=np.int64), -np.ones(20, dtype=np.int64)]
+    columns = {f"x{i}": rows[:, i] for i in range(4)}
+    features = from_mapping(columns, named=False)
+    forest = IsolationForest(n_estimators=30, random_state=0).fit(x)
+    data = from_mapping({**columns, "outlier": truth}, named=False)
+    report = benchmark_conversion(convert(forest, features), BenchmarkData(data, "outlier", QUICK))
+    assert report.task == "anomaly"
+    assert report.agreement == {"labelAgreement": 1.0}
+    expected = recall_score(truth, forest.predict(rows), pos_label=-1)
+    for engine in report.engines:
+        assert engine.quality["outlierRecall"] == pytest.approx(expected)
+        assert set(engine.quality) >= {"outlierPrecision", "outlierF1", "accuracy"}
+
+    kmeans = KMeans(n_clusters=3, n_init=3, random_state=0).fit(x)
+    columns = {f"x{i}": x[:, i] for i in range(4)}
+    data = from_mapping({**columns, "group": groups}, named=False)
+    report = benchmark_conversion(
+        convert(kmeans, from_mapping(columns, named=False)), BenchmarkData(data, "group", QUICK)
+    )
+    assert report.task == "clustering"
+    assert report.agreement == {"labelAgreement": 1.0}
+    ari = adjusted_rand_score(groups, kmeans.predict(x))
+    assert [e.quality for e in report.engines] == [{"adjustedRand": pytest.approx(ari)}] * 2

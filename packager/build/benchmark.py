@@ -42,7 +42,7 @@ MAX_RUNS = 2000
 WARMUP_RUNS = 3
 # Adaptive repetitions: every CHECK_EVERY calls, stop once there are STABLE_RUNS and the
 # median's standard error is within STABLE_MEDIAN of it (else the budget decides).
-CHECK_EVERY = 50
+CHECK_EVERY = 100
 STABLE_RUNS = 200
 STABLE_MEDIAN = 0.005
 
@@ -398,7 +398,7 @@ def _agreement(kind: str, predictions: Sequence[np.ndarray]) -> dict[str, float]
     if len(predictions) < 2:
         return {}
     first, last = predictions[0], predictions[-1]
-    if kind == "classification":
+    if kind != "regression":
         return {"labelAgreement": float(np.mean(label_text(first) == label_text(last)))}
     return {"maxAbsDiff": float(np.max(np.abs(first - last))) if first.size else 0.0}
 
@@ -406,9 +406,11 @@ def _agreement(kind: str, predictions: Sequence[np.ndarray]) -> dict[str, float]
 def _predictions(
     answers: Mapping[str, np.ndarray], task: str, label_outputs: Sequence[str]
 ) -> tuple[str, np.ndarray]:
-    """(classification|regression, one prediction per row) from a model's outputs."""
+    """(the kind of figures, one prediction per row) from a model's outputs: labels for
+    classification, clustering and anomaly, else values (regression)."""
     if label_outputs and label_outputs[0] in answers:
-        return "classification", np.asarray(answers[label_outputs[0]]).reshape(-1)
+        kind = task if task in ("clustering", "anomaly") else "classification"
+        return kind, np.asarray(answers[label_outputs[0]]).reshape(-1)
     values = np.asarray(next(iter(answers.values())))
     if task == "classification" or (
         task != "regression" and values.ndim == 2 and values.shape[1] > 1
@@ -435,6 +437,8 @@ def _truth(
         if truth.dtype.kind not in "fiu":
             raise UsageError(f"target column {target!r} holds text; a regression needs numbers")
         return Truth(predicted, truth.astype(np.float64))
+    if kind != "classification":
+        return Truth(predicted, truth)
     scores, classes = _class_scores(predicted, answers, truth)
     return Truth(predicted, truth, scores, classes)
 

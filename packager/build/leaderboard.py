@@ -34,7 +34,12 @@ from packager.core.benchstats import (
 )
 from packager.errors import UsageError
 
-PRIMARY = {"classification": "accuracy", "regression": "mae"}
+PRIMARY = {
+    "classification": "accuracy",
+    "regression": "mae",
+    "anomaly": "outlierF1",
+    "clustering": "adjustedRand",
+}
 # Ratio limits: what each measures on an engine's figures.
 _PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 

@@ -128,9 +128,62 @@ def regression_metrics(t: Truth) -> dict[str, float]:
     return figures
 
 
+def anomaly_metrics(t: Truth) -> dict[str, float]:
+    """Outlier detection against true labels in scikit-learn's convention (-1 outlier,
+    1 inlier), at the model's own threshold (its labels): precision, recall and F1 of the
+    outliers, and accuracy.
+
+    Raises:
+        UsageError: the true labels are not -1 and 1.
+    """
+    truth, predicted = label_text(t.truth), label_text(t.predicted)
+    if not set(np.unique(truth)) <= {"-1", "1"}:
+        raise UsageError("an outlier detector's target column holds -1 (outlier) and 1 (inlier)")
+    hit = float(np.sum((predicted == "-1") & (truth == "-1")))
+    called, actual = float(np.sum(predicted == "-1")), float(np.sum(truth == "-1"))
+    precision = hit / called if called else 0.0
+    recall = hit / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "outlierPrecision": precision,
+        "outlierRecall": recall,
+        "outlierF1": f1,
+    }
+
+
+def clustering_metrics(t: Truth) -> dict[str, float]:
+    """Cluster labels against true groups: the adjusted Rand index (1 the same partition,
+    about 0 a random one), whatever the clusters are numbered."""
+    _, a = np.unique(label_text(t.predicted), return_inverse=True)
+    _, b = np.unique(label_text(t.truth), return_inverse=True)
+    table = np.zeros((a.max() + 1, b.max() + 1), dtype=np.float64)
+    np.add.at(table, (a, b), 1.0)
+
+    def pairs(n: np.ndarray) -> float:
+        return float(np.sum(n * (n - 1) / 2))
+
+    index, rows, cols = pairs(table), pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    total = pairs(np.array([float(len(a))]))
+    expected = rows * cols / total if total else 0.0
+    maximum = (rows + cols) / 2
+    if maximum == expected:
+        return {"adjustedRand": 1.0}
+    return {"adjustedRand": (index - expected) / (maximum - expected)}
+
+
+_METRICS = {
+    "classification": classification_metrics,
+    "regression": regression_metrics,
+    "anomaly": anomaly_metrics,
+    "clustering": clustering_metrics,
+}
+
+
 def metrics(kind: str, t: Truth) -> dict[str, float]:
-    """The task metrics of ``kind`` ("classification" or "regression")."""
-    return classification_metrics(t) if kind == "classification" else regression_metrics(t)
+    """The task metrics of ``kind`` ("classification", "regression", "anomaly" or
+    "clustering")."""
+    return _METRICS.get(kind, regression_metrics)(t)
 
 
 @dataclass(frozen=True)

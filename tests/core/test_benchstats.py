@@ -10,7 +10,9 @@ from packager.core.benchstats import (
     Interval,
     Limit,
     Truth,
+    anomaly_metrics,
     classification_metrics,
+    clustering_metrics,
     drop_verdict,
     paired_difference,
     parse_limits,
@@ -121,3 +123,32 @@ def test_limits_parse() -> None:
             parse_limits(bad, [])
     with pytest.raises(UsageError):
         parse_limits([], ["latency_p95=0"])
+
+
+def test_anomaly_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(7)
+    truth = np.where(rng.random(300) < 0.1, -1, 1)
+    predicted = np.where(rng.random(300) < 0.85, truth, -truth)
+    figures = anomaly_metrics(Truth(predicted, truth))
+    assert figures["outlierPrecision"] == pytest.approx(
+        skm.precision_score(truth, predicted, pos_label=-1)
+    )
+    assert figures["outlierRecall"] == pytest.approx(
+        skm.recall_score(truth, predicted, pos_label=-1)
+    )
+    assert figures["outlierF1"] == pytest.approx(skm.f1_score(truth, predicted, pos_label=-1))
+    assert figures["accuracy"] == pytest.approx(skm.accuracy_score(truth, predicted))
+    with pytest.raises(UsageError, match="-1 \\(outlier\\) and 1"):
+        anomaly_metrics(Truth(predicted, np.where(truth == -1, 0, 1)))
+
+
+def test_adjusted_rand_index_matches_scikit_learn() -> None:
+    rng = np.random.default_rng(8)
+    truth = rng.integers(0, 3, 200)
+    # The same partition under other cluster numbers, then with 20% of rows moved.
+    renamed = (truth + 1) % 3
+    assert clustering_metrics(Truth(renamed, truth))["adjustedRand"] == pytest.approx(1.0)
+    moved = np.where(rng.random(200) < 0.2, rng.integers(0, 4, 200), renamed)
+    assert clustering_metrics(Truth(moved, truth))["adjustedRand"] == pytest.approx(
+        skm.adjusted_rand_score(truth, moved)
+    )
