@@ -19,8 +19,10 @@ from packager.core.text import printable
 
 if TYPE_CHECKING:
     from packager.build.benchmark import Report
+    from packager.core.approval import Approval
     from packager.core.manifest import Manifest, TensorSpec
-    from packager.core.policy import TrustedKey, TrustPolicy
+    from packager.core.policy import ApprovalRule, TrustedKey, TrustPolicy
+    from packager.distribution.approve import Approved
     from packager.distribution.mirror import MirrorReport
     from packager.distribution.promote import Promotion
     from packager.distribution.root import Published as TrustPublished
@@ -238,6 +240,49 @@ def _promotion_text(_ctx: Context, promotion: Promotion) -> None:
 PROMOTED: Rendering[Promotion] = Rendering(json=lambda p: p.to_json(), text=_promotion_text)
 
 
+def approval_json(approval: Approval) -> dict[str, Any]:
+    return {
+        "name": approval.name,
+        "version": approval.version,
+        "manifestDigest": str(approval.manifest_digest),
+        "role": approval.role,
+        "issued": approval.issued.isoformat(),
+        "expires": None if approval.expires is None else approval.expires.isoformat(),
+        "note": approval.note,
+    }
+
+
+def _approval_line(approval: Approval) -> str:
+    until = "no expiry" if approval.expires is None else f"expires {approval.expires.isoformat()}"
+    note = f"  note {approval.note!r}" if approval.note else ""
+    return (
+        f"{approval.name}@{approval.version}  {approval.role}  issued "
+        f"{approval.issued.isoformat()}  {until}  {approval.manifest_digest}{note}"
+    )
+
+
+APPROVED: Rendering[Approved] = Rendering(
+    json=lambda a: {
+        **approval_json(a.approval),
+        "key": a.key,
+        "tag": a.tag,
+        "registry": a.location,
+    },
+    text=lambda _ctx, a: line(_approval_line(a.approval)),
+)
+
+
+def _revoked_text(_ctx: Context, withdrawn: Sequence[Approval]) -> None:
+    for approval in withdrawn:
+        line(f"revoked: {_approval_line(approval)}")
+
+
+APPROVALS_REVOKED: Rendering[Sequence[Approval]] = Rendering(
+    json=lambda withdrawn: {"revoked": [approval_json(a) for a in withdrawn]},
+    text=_revoked_text,
+)
+
+
 @dataclass(frozen=True)
 class Exported:
     archive: Path
@@ -416,7 +461,10 @@ def _policy_json(result: Policy) -> dict[str, Any]:
     policy = result.policy
     return {
         "policy": str(result.path),
-        "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in result.keys],
+        "keys": [
+            {"name": k.name, "hint": k.hint, "revoked": k.revoked, "roles": list(k.roles)}
+            for k in result.keys
+        ],
         "unusable": [
             {"name": k.name, "revoked": k.revoked, "reason": k.reason}
             for _, k in sorted(policy.unusable.items())
@@ -435,13 +483,15 @@ def _policy_json(result: Policy) -> dict[str, Any]:
             {"models": r.models, "keys": list(r.keys), "cas": list(r.cas)} for r in policy.rules
         ],
         "minimum": dict(policy.minimum),
+        "approvals": [{"models": r.models, "require": dict(r.require)} for r in policy.approvals],
     }
 
 
 def _policy_text(_ctx: Context, result: Policy) -> None:
     line(f"policy: {result.path}")
     for k in result.keys:
-        line(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
+        roles = f"  roles {', '.join(k.roles)}" if k.roles else ""
+        line(f"key  {k.name:<20} {k.hint[:16]}{roles}{'  REVOKED' if k.revoked else ''}")
     for _, u in sorted(result.policy.unusable.items()):
         line(f"key  {u.name:<20} UNUSABLE{'  REVOKED' if u.revoked else ''}  {u.reason}")
     for ca in sorted(result.policy.cas.values(), key=lambda c: c.name):
@@ -452,6 +502,8 @@ def _policy_text(_ctx: Context, result: Policy) -> None:
         line(f"rule {r.models:<20} {', '.join((*r.keys, *r.cas))}")
     for model, version in sorted(result.policy.minimum.items()):
         line(f"min  {model:<20} {version}")
+    for a in result.policy.approvals:
+        line(f"need {a.models:<20} {', '.join(f'{n} {role}' for role, n in a.require.items())}")
 
 
 POLICY = Rendering(_policy_json, _policy_text)
@@ -463,8 +515,18 @@ def unusable_keys(policy: TrustPolicy) -> None:
         warn(f"key {key.name} is skipped: {key.reason}")
 
 
-def key_trusted(ctx: Context, path: Path, name: str, models: str) -> None:
-    ctx.say(f"{path}: key {name} trusted for models {models!r}")
+def key_trusted(
+    ctx: Context, path: Path, name: str, models: str | None, roles: Sequence[str] = ()
+) -> None:
+    if models is not None:
+        ctx.say(f"{path}: key {name} trusted for models {models!r}")
+    if roles:
+        ctx.say(f"{path}: key {name} may approve as {', '.join(roles)}")
+
+
+def approvals_required(ctx: Context, path: Path, rule: ApprovalRule) -> None:
+    wanted = ", ".join(f"{count} {role}" for role, count in rule.require.items())
+    ctx.say(f"{path}: models {rule.models!r} need approvals: {wanted}")
 
 
 def ca_trusted(ctx: Context, path: Path, name: str, models: str, identities: Sequence[str]) -> None:
