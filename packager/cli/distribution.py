@@ -62,15 +62,31 @@ def publish(
 
 @click.command()
 @click.argument("name", required=False)
+@click.option(
+    "--attachments",
+    is_flag=True,
+    help="Also list the signed documents attached to each version of NAME (approvals...), "
+    "as the registry claims them: installers verify them.",
+)
 @registry_option
 @remote_options
 @json_option
 @pass_ctx
-def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
+def search(
+    ctx: Context, name: str | None, attachments: bool, registry_ref: str | None, as_json: bool
+) -> None:
     """List the models and versions in a registry."""
     from packager.core.root import TRUST_REPOSITORY
 
     registry = open_registry_at(ctx, registry_ref)
+    if attachments:
+        from packager.distribution.approve import list_version_attachments
+
+        if name is None:
+            raise click.UsageError("--attachments lists the documents of one model: name it")
+        listed = render.Attached(registry.location, name, list_version_attachments(registry, name))
+        render.show(ctx, render.ATTACHED, listed, as_json=as_json)
+        return
     # The root of trust's repository holds documents, not models.
     names = [name] if name else [n for n in registry.names() if n != TRUST_REPOSITORY]
     catalog = render.Catalog(registry.location, {n: registry.versions(n) for n in names})

@@ -7,7 +7,7 @@ Only modules needed to print are imported here; result types are for annotations
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from packager.core.approval import Approval
     from packager.core.manifest import Manifest, TensorSpec
     from packager.core.policy import ApprovalRule, TrustedKey, TrustPolicy
-    from packager.distribution.approve import Approved
+    from packager.distribution.approve import Approved, Listed
     from packager.distribution.mirror import MirrorReport
     from packager.distribution.promote import Promotion
     from packager.distribution.root import Published as TrustPublished
@@ -280,6 +280,53 @@ def _revoked_text(_ctx: Context, withdrawn: Sequence[Approval]) -> None:
 APPROVALS_REVOKED: Rendering[Sequence[Approval]] = Rendering(
     json=lambda withdrawn: {"revoked": [approval_json(a) for a in withdrawn]},
     text=_revoked_text,
+)
+
+
+@dataclass(frozen=True)
+class Attached:
+    location: str
+    name: str
+    versions: Mapping[str, Sequence[Listed]]
+
+
+def _listed_json(item: Listed) -> dict[str, Any]:
+    return {
+        "kind": item.kind,
+        "tag": item.tag,
+        "role": item.role,
+        "key": item.key,
+        "issued": None if item.issued is None else item.issued.isoformat(),
+        "expires": None if item.expires is None else item.expires.isoformat(),
+        "problem": item.problem,
+        "verified": False,
+    }
+
+
+def _attached_text(ctx: Context, attached: Attached) -> None:
+    ctx.say(f"documents attached in {attached.location}, as it claims them (not verified)")
+    for version, items in attached.versions.items():
+        line(f"{attached.name}@{version}" + ("" if items else "  (none)"))
+        for item in items:
+            if item.problem is not None:
+                line(f"  {item.kind:<10} unreadable: {item.problem}")
+            elif item.role is not None:
+                until = "no expiry" if item.expires is None else f"expires {item.expires:%Y-%m-%d}"
+                line(
+                    f"  {item.kind:<10} {item.role:<18} key {str(item.key)[:16]}  "
+                    f"issued {item.issued:%Y-%m-%d}  {until}"
+                )
+            else:
+                line(f"  {item.kind:<10} {item.tag}")
+
+
+ATTACHED: Rendering[Attached] = Rendering(
+    json=lambda a: {
+        "registry": a.location,
+        "name": a.name,
+        "versions": {v: [_listed_json(i) for i in items] for v, items in a.versions.items()},
+    },
+    text=_attached_text,
 )
 
 

@@ -32,9 +32,15 @@ from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, pars
 from packager.core.names import parse_target
 from packager.core.signature import key_hint
 from packager.core.verify import check_binding, served_file
-from packager.errors import UntrustedError, UsageError, VerificationError
-from packager.registry.attachments import put_attachment, read_attachments
-from packager.registry.base import Artifact, Registry
+from packager.errors import NotFoundError, UntrustedError, UsageError, VerificationError
+from packager.registry.attachments import (
+    Attachment,
+    attachments_in,
+    get_attachment,
+    put_attachment,
+    read_attachments,
+)
+from packager.registry.base import Artifact, Registry, RegistryReader
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -180,3 +186,49 @@ def _check_version(
         f"this key signed {artifact.ref} itself, so it cannot approve it (separation of "
         "duties): approve with a reviewer's key"
     )
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A document attached to a version, as the registry claims it (UNVERIFIED: for
+    display; installers verify). ``role``/``key``/``issued``/``expires`` are read from
+    approvals only; ``problem`` says why one could not be read."""
+
+    kind: str
+    tag: str
+    role: str | None = None
+    key: str | None = None
+    issued: datetime | None = None
+    expires: datetime | None = None
+    problem: str | None = None
+
+
+def list_version_attachments(registry: RegistryReader, name: str) -> dict[str, list[Listed]]:
+    """Version -> the documents attached to it (unverified), for every version of ``name``.
+
+    Raises:
+        UsageError: a malformed name.
+        NotFoundError: a version listed is gone.
+        RegistryError: the registry cannot be read.
+    """
+    tags = registry.tags(name)
+    listed: dict[str, list[Listed]] = {}
+    for version in registry.versions(name):
+        artifact = registry.resolve(name, version)
+        listed[version] = [
+            _describe(registry, name, found)
+            for found in attachments_in(tags, artifact.manifest_digest)
+        ]
+    return listed
+
+
+def _describe(registry: RegistryReader, name: str, found: Attachment) -> Listed:
+    if found.kind != APPROVAL_KIND:
+        return Listed(found.kind, found.tag)
+    try:
+        data = get_attachment(registry, name, found, max_size=MAX_APPROVAL_BYTES)
+        doc = parse_approval_payload(signature.unverified_payload(data, PAYLOAD_TYPE))
+    except (VerificationError, NotFoundError) as e:
+        return Listed(found.kind, found.tag, problem=str(e))
+    hint = signature.claimed_key_hint_of(data, PAYLOAD_TYPE)
+    return Listed(found.kind, found.tag, doc.role, hint, doc.issued, doc.expires)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from packager.core.digests import Digest
-from packager.errors import UsageError
+from packager.errors import NotFoundError, UsageError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Artifact, Descriptor, Registry, RegistryReader
 
@@ -65,7 +65,7 @@ def put_attachment(registry: Registry, artifact: Artifact, kind: str, data: byte
     """
     tag = attachment_tag(artifact.manifest_digest, kind, data)
     registry.put_document(
-        artifact.name, tag, data, artifact_type=artifact_type(kind), subject=_subject(artifact)
+        artifact.name, tag, data, artifact_type=artifact_type(kind), subject=subject_of(artifact)
     )
     return Attachment(kind, tag)
 
@@ -133,7 +133,11 @@ def copy_attachments(
         TamperedError: a malformed document in ``source``.
         RegistryError: either registry cannot be read, or ``destination`` written.
     """
-    present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in list_attachments(destination, copy)}
+    try:
+        held = list_attachments(destination, copy)
+    except NotFoundError:  # an archive not written yet, a repository not created yet
+        held = []
+    present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
     copied = []
     for found in list_attachments(source, artifact):
         if (found.kind, found.tag.rsplit(".", 1)[1]) in present:
@@ -143,5 +147,21 @@ def copy_attachments(
     return copied
 
 
-def _subject(artifact: Artifact) -> Descriptor:
+def attached_documents(
+    registry: RegistryReader, artifact: Artifact
+) -> list[tuple[Attachment, bytes]]:
+    """Every document attached to the version, with its bytes (each capped).
+
+    Raises:
+        TamperedError: a malformed document.
+        RegistryError: the registry cannot be read.
+    """
+    return [
+        (found, get_attachment(registry, artifact.name, found, max_size=MAX_ATTACHMENT_BYTES))
+        for found in list_attachments(registry, artifact)
+    ]
+
+
+def subject_of(artifact: Artifact) -> Descriptor:
+    """The descriptor of the version's OCI manifest: the ``subject`` of its attachments."""
     return Descriptor(OCI_MANIFEST_MEDIA_TYPE, artifact.manifest_digest, len(artifact.oci_manifest))
