@@ -37,6 +37,7 @@ from packager.core.manifest import (
     check_version,
     parse_manifest,
 )
+from packager.core.spdx import check_expression
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
@@ -245,7 +246,7 @@ def _write_bundle(
         files=files,
         validation=_validation(conversion),
         description=metadata.description or None,
-        license=metadata.license or None,
+        license=check_expression(metadata.license) if metadata.license else None,
         labels=dict(metadata.labels) if metadata.labels else None,
         metrics=dict(metrics) if metrics else None,
         provenance=_provenance_record(options.provenance),
@@ -281,12 +282,21 @@ def _validation(conversion: Conversion) -> Validation:
 def _provenance_record(provenance: Provenance) -> ProvenanceRecord | None:
     """What the manifest records of ``provenance``; None when there is nothing to record."""
     training: list[TrainingData] = []
+    licenses = dict(provenance.training_data_licenses)
     for path in provenance.training_data:
         try:
             digest, _ = digest_file(path)
         except OSError as e:
             raise UsageError(f"cannot read --training-data {path}: {e.strerror}") from e
-        training.append(TrainingData(path.name, digest))
+        license = licenses.pop(path.name, None)
+        training.append(
+            TrainingData(path.name, digest, None if license is None else check_expression(license))
+        )
+    if licenses:
+        raise UsageError(
+            f"--training-data-license names {sorted(licenses)[0]!r}, which is not the name of "
+            "a --training-data file"
+        )
     record = ProvenanceRecord(
         git_commit=provenance.git_commit or None,
         training_data=tuple(training) or None,

@@ -304,6 +304,28 @@ def trust_add_key(
     render.key_trusted(ctx, path, name, models, roles)
 
 
+@trust.command("allow-license")
+@click.argument("models", metavar="GLOB")
+@click.argument("licenses", nargs=-1, required=True, metavar="SPDX-ID...")
+@click.option(
+    "--training-data",
+    is_flag=True,
+    help="Also require every training data file's recorded licence to be allowed.",
+)
+@pass_ctx
+def trust_allow_license(
+    ctx: Context, models: str, licenses: tuple[str, ...], training_data: bool
+) -> None:
+    """Install models matching GLOB only under these licences (an expression's OR needs one
+    allowed, AND all; 'L WITH E' must be listed as such), e.g.
+    `trust allow-license 'security-*' MIT Apache-2.0`."""
+    from packager.instance.trust import allow_licenses
+
+    path = _trust_file()
+    rule = allow_licenses(path, models, licenses, training_data=training_data)
+    render.licenses_allowed(ctx, path, rule)
+
+
 @trust.command("require-approval")
 @click.argument("models", metavar="GLOB")
 @click.argument("requirements", nargs=-1, required=True, metavar="ROLE[=COUNT]...")

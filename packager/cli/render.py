@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from packager.build.benchmark import Report
     from packager.core.approval import Approval
     from packager.core.manifest import Manifest, TensorSpec
-    from packager.core.policy import ApprovalRule, TrustedKey, TrustPolicy
+    from packager.core.policy import ApprovalRule, LicenseRule, TrustedKey, TrustPolicy
     from packager.distribution.approve import Approved, Listed
     from packager.distribution.mirror import MirrorReport
     from packager.distribution.promote import Promotion
@@ -531,6 +531,10 @@ def _policy_json(result: Policy) -> dict[str, Any]:
         ],
         "minimum": dict(policy.minimum),
         "approvals": [{"models": r.models, "require": dict(r.require)} for r in policy.approvals],
+        "licenses": [
+            {"models": r.models, "allow": list(r.allow), "trainingData": r.training_data}
+            for r in policy.licenses
+        ],
     }
 
 
@@ -549,6 +553,9 @@ def _policy_text(_ctx: Context, result: Policy) -> None:
         line(f"rule {r.models:<20} {', '.join((*r.keys, *r.cas))}")
     for model, version in sorted(result.policy.minimum.items()):
         line(f"min  {model:<20} {version}")
+    for lic in result.policy.licenses:
+        data = " (and training data)" if lic.training_data else ""
+        line(f"lic  {lic.models:<20} {', '.join(lic.allow)}{data}")
     for a in result.policy.approvals:
         line(f"need {a.models:<20} {', '.join(f'{n} {role}' for role, n in a.require.items())}")
 
@@ -569,6 +576,11 @@ def key_trusted(
         ctx.say(f"{path}: key {name} trusted for models {models!r}")
     if roles:
         ctx.say(f"{path}: key {name} may approve as {', '.join(roles)}")
+
+
+def licenses_allowed(ctx: Context, path: Path, rule: LicenseRule) -> None:
+    data = " (and training data)" if rule.training_data else ""
+    ctx.say(f"{path}: models {rule.models!r} only under {', '.join(rule.allow)}{data}")
 
 
 def approvals_required(ctx: Context, path: Path, rule: ApprovalRule) -> None:

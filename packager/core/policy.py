@@ -31,6 +31,11 @@ and a revoked key is never trusted, whatever the rules say.
     models = "security-*"
     require = { security-review = 1, legal = 1 }
 
+    [[licenses]]                   # install only bundles whose SPDX licence these allow
+    models = "security-*"
+    allow = ["MIT", "Apache-2.0"]
+    training-data = true           # and the licence recorded for every training data file
+
 Whether to verify at all is one explicit value, a :data:`VerifyMode`: :class:`Trusted`
 (check every signature against a policy) or :class:`Unverified` (check none, only digests;
 made by ``--insecure-skip-verify`` and ``mirror --no-verify``, and always audited with its
@@ -107,6 +112,20 @@ class ApprovalRule:
 
 
 @dataclass(frozen=True)
+class LicenseRule:
+    """Models matching ``models`` must be licensed under an expression ``allow`` allows
+    (see :mod:`packager.core.spdx`); with ``training_data``, so must every training data
+    file the bundle records."""
+
+    models: str
+    allow: tuple[str, ...]
+    training_data: bool = False
+
+    def covers(self, model: str) -> bool:
+        return fnmatch.fnmatchcase(model, self.models)
+
+
+@dataclass(frozen=True)
 class TrustPolicy:
     keys: Mapping[str, TrustedKey]
     rules: tuple[Rule, ...]
@@ -115,6 +134,11 @@ class TrustPolicy:
     unusable: Mapping[str, UnusableKey] = field(default_factory=dict)
     cas: Mapping[str, TrustedCA] = field(default_factory=dict)
     approvals: tuple[ApprovalRule, ...] = ()
+    licenses: tuple[LicenseRule, ...] = ()
+
+    def license_rules(self, model: str) -> list[LicenseRule]:
+        """The licence rules covering ``model`` (a bundle must satisfy each)."""
+        return [rule for rule in self.licenses if rule.covers(model)]
 
     def required_approvals(self, model: str) -> dict[str, int]:
         """Role -> how many approvals ``model`` needs (the highest any covering rule
@@ -271,7 +295,7 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{source} is not valid TOML: {e}") from e
-    unknown = set(doc) - {"keys", "cas", "rules", "minimum", "approvals"}
+    unknown = set(doc) - {"keys", "cas", "rules", "minimum", "approvals", "licenses"}
     if unknown:
         raise UsageError(f"{source}: unknown section {sorted(unknown)[0]!r}")
     keys: dict[str, TrustedKey] = {}
@@ -313,7 +337,34 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         _parse_approval_rule(entry, f"{source}: approvals[{i}]")
         for i, entry in enumerate(_array(doc.get("approvals", []), source, "approvals"))
     )
-    return TrustPolicy(keys, tuple(rules), minimum, source, unusable, cas, approvals)
+    licenses = tuple(
+        _parse_license_rule(entry, f"{source}: licenses[{i}]")
+        for i, entry in enumerate(_array(doc.get("licenses", []), source, "licenses"))
+    )
+    return TrustPolicy(keys, tuple(rules), minimum, source, unusable, cas, approvals, licenses)
+
+
+def _parse_license_rule(entry: Any, where: str) -> LicenseRule:
+    from packager.core.spdx import check_allow_entry  # deferred: reads the SPDX list
+
+    entry = _table(entry, where)
+    models, allow = entry.get("models"), entry.get("allow")
+    data = entry.get("training-data", False)
+    if (
+        set(entry) - {"models", "allow", "training-data"}
+        or not isinstance(models, str)
+        or not _names(allow)
+        or not isinstance(data, bool)
+    ):
+        raise UsageError(
+            f'{where} needs models = "GLOB", allow = ["SPDX-ID", ...] and optionally '
+            "training-data = true|false"
+        )
+    try:
+        normal = tuple(dict.fromkeys(check_allow_entry(item) for item in allow))
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}") from None
+    return LicenseRule(models, normal, data)
 
 
 def _roles(value: Any, where: str) -> tuple[str, ...]:
@@ -428,6 +479,11 @@ def render_policy(policy: TrustPolicy) -> str:
     doc["rules"] = [_render_rule(rule) for rule in policy.rules]
     if policy.minimum:
         doc["minimum"] = dict(sorted(policy.minimum.items()))
+    if policy.licenses:
+        doc["licenses"] = [
+            {"models": r.models, "allow": list(r.allow), "training-data": r.training_data}
+            for r in policy.licenses
+        ]
     if policy.approvals:
         doc["approvals"] = [
             {"models": rule.models, "require": dict(rule.require)} for rule in policy.approvals

@@ -693,3 +693,62 @@ def _judge_approval(
         f", expires {_timestamp(doc.expires)}" if doc.expires is not None else ""
     )
     return ApprovalFinding(True, f"{by} ({key.hint[:16]}), {when}", doc.role, key.name, doc)
+
+
+# --- licences -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LicenseFinding:
+    """One licence checked: of the model or of a training data file (``subject``)."""
+
+    subject: str
+    expression: str | None
+    allowed: bool
+    detail: str
+
+
+def evaluate_licenses(manifest: Manifest, policy: TrustPolicy) -> tuple[LicenseFinding, ...]:
+    """Every licence the policy's rules for the model ask about, each judged against the
+    rule's allow-list (:func:`packager.core.spdx.allowed_by`: OR needs one alternative
+    allowed, AND all, WITH the exact pair); a missing licence is never allowed. Empty when
+    no rule covers the model."""
+    findings: list[LicenseFinding] = []
+    for rule in policy.license_rules(manifest.name):
+        subjects: list[tuple[str, str | None]] = [("the model", manifest.license)]
+        if rule.training_data:
+            records = manifest.provenance.training_data if manifest.provenance else None
+            if not records:
+                findings.append(
+                    LicenseFinding(
+                        "training data", None, False, "the bundle records no training data"
+                    )
+                )
+            subjects += [(f"training data {t.uri}", t.license) for t in records or ()]
+        findings += [_judge_license(s, e, rule.allow) for s, e in subjects]
+    return tuple(findings)
+
+
+def check_licenses(findings: Sequence[LicenseFinding], ref: str) -> None:
+    """Raises UntrustedError naming every licence not allowed (or missing)."""
+    refused = [f"{f.subject}: {f.detail}" for f in findings if not f.allowed]
+    if refused:
+        raise UntrustedError(
+            f"{ref} is refused by the licence policy: {'; '.join(refused)}; ask for a "
+            "bundle under an allowed licence, or change [[licenses]] in the trust policy"
+        )
+
+
+def _judge_license(subject: str, expression: str | None, allow: tuple[str, ...]) -> LicenseFinding:
+    from packager.core.spdx import allowed_by  # deferred: reads the SPDX list
+
+    if expression is None:
+        return LicenseFinding(subject, None, False, "no licence recorded")
+    try:
+        ok, normal = allowed_by(expression, allow)
+    except TamperedError as e:
+        return LicenseFinding(subject, expression, False, str(e))
+    verdict = "allowed" if ok else "not allowed"
+    return LicenseFinding(
+        subject, normal, ok, f"{normal} is {verdict} (allowed: {', '.join(allow) or 'none'})"
+    )

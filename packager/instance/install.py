@@ -23,13 +23,16 @@ from urllib.parse import urlsplit
 from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
 from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
+from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import (
     check_channel_mode,
+    check_licenses,
     check_trusted,
     check_version_allowed,
     evaluate_approvals,
+    evaluate_licenses,
 )
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.roots import trusted_mode
@@ -259,6 +262,7 @@ class _Install:
             )
             manifest = fetched.manifest
             if isinstance(self.options.verify, Trusted):
+                self.check_licenses(manifest, self.options.verify)
                 self.check_approvals(artifact, fetched, self.options.verify)
 
             # 5. Can this instance run it, and does it still give the recorded answers?
@@ -302,6 +306,25 @@ class _Install:
             smoke_seconds=smoke.seconds,
             smoke_peak_rss=smoke.peak_rss,
         )
+
+    def check_licenses(self, manifest: Manifest, mode: Trusted) -> None:
+        """The licences the policy's rules for the model ask about, each written to the audit
+        log.
+
+        Raises:
+            UntrustedError: a licence missing or not allowed.
+        """
+        findings = evaluate_licenses(manifest, mode.policy)
+        for finding in findings:
+            self.store.audit(
+                action="license",
+                outcome="ok" if finding.allowed else "refused",
+                now=self.now,
+                name=manifest.name,
+                version=manifest.version,
+                detail=f"{finding.subject}: {finding.detail}",
+            )
+        check_licenses(findings, manifest.ref)
 
     def check_approvals(self, artifact: Artifact, fetched: Fetched, mode: Trusted) -> None:
         """The approvals the policy requires for the model, read from the registry beside

@@ -10,6 +10,7 @@ from packager._io.fs import atomic_write
 from packager.core.approval import check_role
 from packager.core.policy import (
     ApprovalRule,
+    LicenseRule,
     Rule,
     TrustedKey,
     TrustPolicy,
@@ -182,6 +183,26 @@ def require_approvals(path: Path, models: str, requirements: Sequence[str]) -> A
     policy = _load_or_empty(path)
     kept = tuple(r for r in policy.approvals if r.models != models)
     _write(path, replace(policy, approvals=(*kept, rule)))
+    return rule
+
+
+def allow_licenses(
+    path: Path, models: str, licenses: Sequence[str], *, training_data: bool = False
+) -> LicenseRule:
+    """Install models matching ``models`` only under an SPDX expression ``licenses`` allow
+    (and, with ``training_data``, only with every training data file's licence allowed),
+    replacing an earlier licence rule for the same glob.
+
+    Raises:
+        UsageError: an entry that is not one SPDX licence (or ``LICENCE WITH EXCEPTION``).
+    """
+    from packager.core.spdx import check_allow_entry
+
+    allow = tuple(dict.fromkeys(check_allow_entry(item) for item in licenses))
+    rule = LicenseRule(models, allow, training_data)
+    policy = _load_or_empty(path)
+    kept = tuple(r for r in policy.licenses if r.models != models)
+    _write(path, replace(policy, licenses=(*kept, rule)))
     return rule
 
 
