@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from packager.core.approval import Approval
     from packager.core.manifest import Manifest, TensorSpec
     from packager.core.policy import ApprovalRule, LicenseRule, TrustedKey, TrustPolicy
+    from packager.core.provenance import ProvenanceSummary
     from packager.distribution.approve import Approved, Listed
     from packager.distribution.mirror import MirrorReport
     from packager.distribution.promote import Promotion
@@ -167,6 +168,45 @@ def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
 
 MANIFEST: Rendering[Manifest] = Rendering(
     json=lambda manifest: manifest.to_dict(), text=_manifest_text
+)
+
+
+def _provenance_text(_ctx: Context, summary: ProvenanceSummary) -> None:
+    line("SLSA provenance (provenance.intoto.json)")
+    line(f"  builder      {summary.builder}")
+    if summary.invocation:
+        line(f"  invocation   {summary.invocation}")
+    line(f"  built        {summary.built or '-'}")
+    for name, digest in summary.subjects:
+        line(f"  subject      {name}  {digest}")
+    for key, value in sorted(summary.parameters.items()):
+        line(f"  parameter    {key} = {json.dumps(value, sort_keys=True)}")
+    for name, ref in summary.dependencies:
+        line(f"  depends on   {name}  {ref}")
+    line("CycloneDX ML-BOM (sbom.cdx.json)")
+    for key, value in summary.model:
+        line(f"  {key:<12} {value}")
+    for kind, name, version, licences in summary.components:
+        line(f"  component    {kind:<8} {name} {version}  licence {licences}")
+    for metric, value in summary.metrics:
+        line(f"  metric       {metric} = {value}")
+
+
+PROVENANCE: Rendering[ProvenanceSummary] = Rendering(
+    json=lambda s: {
+        "builder": s.builder,
+        "invocation": s.invocation,
+        "built": s.built,
+        "subjects": dict(s.subjects),
+        "parameters": dict(s.parameters),
+        "dependencies": [{"name": n, "ref": r} for n, r in s.dependencies],
+        "model": dict(s.model),
+        "components": [
+            {"type": t, "name": n, "version": v, "licence": lic} for t, n, v, lic in s.components
+        ],
+        "metrics": dict(s.metrics),
+    },
+    text=_provenance_text,
 )
 
 BENCHMARK: Rendering[Report] = Rendering(
