@@ -302,3 +302,21 @@ require = {{ security-review = 3 }}
 def test_malformed_approval_policies_are_usage_errors(bad: str) -> None:
     with pytest.raises(UsageError):
         parse_policy(bad, source="t")
+
+
+def test_the_documented_schema_accepts_what_is_signed_and_refuses_the_rest() -> None:
+    from pathlib import Path
+
+    import jsonschema
+
+    schema_path = Path(__file__).parents[2] / "manifests" / "approval.v1.schema.json"
+    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    validator.check_schema(validator.schema)
+    for made in (approval(), approval("legal", expires=None, note="")):
+        validator.validate(json.loads(made.payload()))
+    doc = json.loads(approval().payload())
+    doc["predicate"]["role"] = "Legal\n"
+    assert not validator.is_valid(doc)
+    doc = json.loads(approval().payload())
+    doc["subject"][0]["digest"]["sha256"] = D1.hex.upper()
+    assert not validator.is_valid(doc)
