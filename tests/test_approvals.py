@@ -12,15 +12,17 @@ import pytest
 
 from packager.cli import main
 from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES
-from packager.core.policy import Trusted, adhoc_policy
+from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.approve import approve, revoke_approvals
 from packager.distribution.mirror import export
+from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.errors import UntrustedError, UsageError
 from packager.instance.install import InstallOptions, install
 from packager.instance.store import Store
 from packager.instance.trust import add_key, read_policy, require_approvals, revoke_key
-from packager.registry import ArchiveRegistry, LayoutRegistry
+from packager.instance.update import update
+from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
 from packager.registry.attachments import put_attachment, read_attachments
 
 from .conftest import KeyPair, make_keypair
@@ -202,6 +204,44 @@ def test_approvals_travel_in_an_archive(
     out = tmp_path / "models.tar"
     export(["iris@1.0.0"], registry=registry, out=out)
     assert do_install(ArchiveRegistry(out), home, trust_file) == "1.0.0"
+
+
+def test_update_through_a_channel_needs_the_approvals_too(
+    registry: LayoutRegistry,
+    home: Path,
+    trust_file: Path,
+    keypair: KeyPair,
+    reviewers: dict[str, KeyPair],
+) -> None:
+    sign_off(registry, reviewers["alice"], "security-review")
+    sign_off(registry, reviewers["bob"], "legal")
+    promote("iris@1.0.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    options = InstallOptions(
+        verify=Trusted(read_policy(trust_file)), registry_ref=str(registry.root)
+    )
+    store = Store(home)
+    assert (
+        install("iris@stable", registry=registry, store=store, now=T0, options=options).version
+        == "1.0.0"
+    )
+
+    promote("iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private, now=T0)
+    report = update(
+        store=store,
+        now=T0 + DAY,
+        open_registry=lambda ref: open_registry(ref, home=home),
+        options=InstallOptions(verify=Trusted(read_policy(trust_file))),
+    )
+    assert report.exit_code == 3
+    (refused,) = report.models
+    assert "lacks the approvals" in str(refused.error)
+    assert store.current_version("iris") == "1.0.0"
+
+    # Without a trust policy there is nothing to require approvals: audited as insecure.
+    unverified = InstallOptions(verify=Unverified("--insecure-skip-verify"))
+    result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=unverified)
+    assert result.version == "1.1.0"
+    assert store.audit_log("iris")[-1].outcome == "insecure"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
