@@ -366,13 +366,44 @@ def verify(
 
 @click.command()
 @click.argument("bundle", type=DIRECTORY)
+@click.option(
+    "--provenance",
+    "show_provenance",
+    is_flag=True,
+    help="Show the SLSA provenance and the CycloneDX ML-BOM instead of the manifest.",
+)
+@click.option("--sbom-out", type=FILE, help="Write the CycloneDX ML-BOM (JSON) to this file.")
+@click.option(
+    "--provenance-out", type=FILE, help="Write the SLSA provenance statement to this file."
+)
 @json_option
 @pass_ctx
-def inspect(ctx: Context, bundle: Path, as_json: bool) -> None:
-    """Show a bundle's manifest (not a verification: use `packager verify`)."""
-    from packager._io.bundledir import read_manifest_unverified
+def inspect(
+    ctx: Context,
+    bundle: Path,
+    show_provenance: bool,
+    sbom_out: Path | None,
+    provenance_out: Path | None,
+    as_json: bool,
+) -> None:
+    """Show a bundle's manifest, or its provenance (not a verification: use `packager
+    verify`, which checks that model.sig covers every file, these included)."""
+    from packager._io.bundledir import read_manifest_unverified, read_provenance_unverified
 
-    render.show(ctx, render.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
+    if not (show_provenance or sbom_out or provenance_out):
+        render.show(ctx, render.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
+        return
+    from packager._io.fs import atomic_write
+    from packager.core.provenance import summarise
+
+    slsa, sbom = read_provenance_unverified(bundle)
+    summary = summarise(slsa, sbom)
+    for out, data in ((sbom_out, sbom), (provenance_out, slsa)):
+        if out is not None:
+            atomic_write(out, data, mode=0o644)
+            ctx.say(f"wrote {out}")
+    if show_provenance:
+        render.show(ctx, render.PROVENANCE, summary, as_json=as_json)
 
 
 COMMANDS = (keygen, package_cmd, verify, inspect, benchmark_cmd)

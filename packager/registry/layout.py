@@ -225,7 +225,15 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
             raise RegistryError(f"cannot publish {plan.name} to {self.location}: {e}") from e
         return plan.artifact()
 
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+    def put_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
         """Store ``data`` as a document tagged ``tag``; see
         :class:`~packager.registry.base.RegistryWriter`.
 
@@ -238,7 +246,7 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
         """
         layout = self._layout(name)
         check_document_tag(tag)
-        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
         manifest_desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
         try:
             blobs = self._blob_dir(layout)
