@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from packager.build.leaderboard import PRIMARY, Leaderboard
+from packager.core.benchrecord import History
 
 SUITE = "packager benchmark gate"
 
@@ -161,4 +162,25 @@ def write_leaderboard_chart(board: Leaderboard, path: Path) -> None:
     ax.set_title(f"{board.rows} rows: quality against latency")
     values = [e.figures.one_row.p50_us for e in board.entries]
     ax.set_xlim(min(values) / 2, max(values) * 2 if np.isfinite(max(values)) else None)
+    save_figure(plt, figure, path)
+
+
+def write_history_chart(past: History, path: Path) -> None:
+    """Quality and one-row median latency of each verified result, version by version.
+
+    Raises:
+        UsageError: matplotlib is not installed, or the file cannot be written.
+    """
+    from packager.build.benchmark import pyplot, save_figure
+
+    plt = pyplot()
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    labels = [f"{p.version}\n{p.measured:%m-%d %H:%M}" for p in past.points]
+    x = list(range(len(labels)))
+    top.plot(x, [np.nan if p.quality is None else p.quality for p in past.points], "o-")
+    top.set_ylabel(past.metric or "quality")
+    top.set_title(f"{past.name}: benchmark results by version")
+    bottom.plot(x, [np.nan if p.p50_us is None else p.p50_us for p in past.points], "o-")
+    bottom.set_ylabel("one-row median, microseconds")
+    bottom.set_xticks(x, labels, fontsize=7)
     save_figure(plt, figure, path)

@@ -95,6 +95,15 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
     metavar="METRIC=X",
     help="Gate: candidate/baseline at most X (e.g. latency_p95=1.2); repeatable.",
 )
+@click.option(
+    "--publish",
+    "publish_key",
+    type=FILE,
+    metavar="KEY",
+    help="Sign the first model's result with KEY (cosign.key) and attach it to its version "
+    "in --registry.",
+)
+@click.option("--metric", help="history: the quality metric to follow (default the task's).")
 @click.option("--junit", type=FILE, help="Write the gate as a JUnit XML report.")
 @click.option("--metrics", "metrics_file", type=FILE, help="Write OpenMetrics text.")
 @click.option(
@@ -119,6 +128,8 @@ def benchmark_cmd(
     baseline: str | None,
     max_drop: tuple[str, ...],
     max_ratio: tuple[str, ...],
+    publish_key: Path | None,
+    metric: str | None,
     junit: Path | None,
     metrics_file: Path | None,
     chart: Path | None,
@@ -140,9 +151,19 @@ def benchmark_cmd(
     --max-ratio limits: exit code 6 when a limit is exceeded beyond the measurement
     noise (the 95% bootstrap interval lies past it). On an installed model or bundle,
     latency much slower than the figures recorded at packaging is reported as a warning.
+
+    --publish KEY signs the first model's result (an in-toto statement) and attaches it
+    to that version in --registry; `packager benchmark history NAME [--metric M]
+    [--chart PNG]` shows the verified results of every version of NAME there.
     """
     from packager.build.options import Settings
     from packager.core.benchstats import parse_limits
+
+    if refs[0] == "history" and not Path("history").exists():
+        if len(refs) != 2:
+            raise UsageError("usage: packager benchmark history NAME [--metric M] [--chart PNG]")
+        _history(ctx, refs[1], registry_ref, key_paths, trust_file, (metric, chart), as_json)
+        return
 
     limits = parse_limits(max_drop, max_ratio)
     if limits and baseline is None:
@@ -151,8 +172,11 @@ def benchmark_cmd(
     with tempfile.TemporaryDirectory(prefix="packager-bench-") as tmp:
         locate = _locator(ctx, registry_ref, key_paths, trust_file, Path(tmp))
         measure = _Measure(data_path, target, settings, conversion)
-        reports = [measure(locate(ref), ref) for ref in refs]
+        located = [locate(ref) for ref in refs]
+        reports = [measure(path, ref) for path, ref in zip(located, refs, strict=True)]
         base = None if baseline is None else measure(locate(baseline), baseline)
+        if publish_key is not None:
+            _publish(ctx, located[0], reports[0], publish_key, registry_ref)
     for report in (*reports, *([] if base is None else [base])):
         for slower in report.slower:
             render.warn(slower)
@@ -241,6 +265,58 @@ def _fetch(
     wanted = target.name if version is None else f"{target.name}@{version}"
     out = tmp / str(len(list(tmp.iterdir())))
     return pull(wanted, registry=registry, mode=mode, out_dir=out, progress=ctx.say)
+
+
+def _publish(
+    ctx: Context, path: Path, report: Report, key_path: Path, registry_ref: str | None
+) -> None:
+    """Sign ``report`` and attach it to the measured bundle's version in the registry."""
+    from packager._io.bundledir import read_manifest_unverified
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager.core.digests import Digest
+    from packager.core.manifest import MANIFEST
+    from packager.distribution.benchresults import publish_result
+
+    if not path.is_dir():
+        raise UsageError(
+            "--publish attaches a result to a version: benchmark a bundle, an installed "
+            "model or a registry version first"
+        )
+    manifest = read_manifest_unverified(path)
+    published = publish_result(
+        report.to_json(),
+        name=manifest.name,
+        version=manifest.version,
+        manifest_digest=Digest.of((path / MANIFEST).read_bytes()),
+        registry=open_registry_at(ctx, registry_ref, writing=True),
+        private_key=load_private_key(key_path, password=password_from_environment),
+        now=now(),
+    )
+    ctx.say(f"published the result beside {published.ref} in {published.location}")
+
+
+def _history(
+    ctx: Context,
+    name: str,
+    registry_ref: str | None,
+    key_paths: tuple[Path, ...],
+    trust_file: Path | None,
+    view: tuple[str | None, Path | None],
+    as_json: bool,
+) -> None:
+    from packager.build.benchreport import write_history_chart
+    from packager.core.benchrecord import History
+    from packager.distribution.benchresults import history
+    from packager.instance.roots import instance_policy
+
+    policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
+    entries = history(open_registry_at(ctx, registry_ref), name, policy)
+    metric, chart = view
+    past = History.of(name, entries, metric)
+    if chart is not None:
+        write_history_chart(past, chart)
+        ctx.say(f"wrote {chart}")
+    render.show(ctx, render.HISTORY, past, as_json=as_json)
 
 
 def _single(ctx: Context, report: Report, chart: Path | None, as_json: bool) -> None:

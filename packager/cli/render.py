@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from packager.build.benchmark import Report
     from packager.build.leaderboard import Leaderboard
     from packager.core.approval import Approval
+    from packager.core.benchrecord import History
     from packager.core.manifest import Manifest, TensorSpec
     from packager.core.policy import ApprovalRule, LicenseRule, TrustedKey, TrustPolicy
     from packager.core.provenance import ProvenanceSummary
@@ -214,6 +215,14 @@ BENCHMARK: Rendering[Report] = Rendering(
     json=lambda report: report.to_json(),
     text=lambda _ctx, report: click.echo(report.table()),
 )
+
+
+def _lines(_ctx: Context, result: History) -> None:
+    for text in result.table().splitlines():
+        line(text)
+
+
+HISTORY: Rendering[History] = Rendering(json=lambda past: past.to_json(), text=_lines)
 LEADERBOARD: Rendering[Leaderboard] = Rendering(
     json=lambda board: board.to_json(),
     text=lambda _ctx, board: click.echo(board.table()),

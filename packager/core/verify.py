@@ -40,6 +40,8 @@ from packager.core.approval import (
     parse_revocation_payload,
 )
 from packager.core.approval import PAYLOAD_TYPE as APPROVAL_PAYLOAD_TYPE
+from packager.core.benchrecord import MAX_RESULT_BYTES, BenchmarkResult, parse_result_payload
+from packager.core.benchrecord import PAYLOAD_TYPE as BENCHMARK_PAYLOAD_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
 from packager.core.channel import parse_channel_payload as _parse_channel_payload
 from packager.core.digests import Digest
@@ -752,3 +754,36 @@ def _judge_license(subject: str, expression: str | None, allow: tuple[str, ...])
     return LicenseFinding(
         subject, normal, ok, f"{normal} is {verdict} (allowed: {', '.join(allow) or 'none'})"
     )
+
+
+# --- benchmark results ------------------------------------------------------------------
+
+
+def accept_benchmark_result(
+    data: bytes, policy: TrustPolicy, *, name: str, version: str, manifest_digest: Digest
+) -> tuple[BenchmarkResult, str]:
+    """A signed benchmark result of the bundle ``name``@``version`` whose manifest.json has
+    ``manifest_digest``, and the hint of the key that signed it: a key ``policy`` trusts
+    for ``name`` (not revoked).
+
+    Raises:
+        TamperedError: larger than the cap, malformed, or about another bundle.
+        UntrustedError: no key the policy trusts for the model signed it.
+    """
+    if len(data) > MAX_RESULT_BYTES:
+        raise TamperedError(f"benchmark result is larger than {MAX_RESULT_BYTES} bytes")
+    keys = policy.keys_for(name)
+    payload, hint = signature.verify_envelope(
+        data, BENCHMARK_PAYLOAD_TYPE, public_keys=keys, what="benchmark result"
+    )
+    result = parse_result_payload(payload)
+    if (result.name, result.version) != (name, version):
+        raise TamperedError(
+            f"benchmark result is for {result.name}@{result.version}, not {name}@{version}"
+        )
+    if result.manifest_digest != manifest_digest:
+        raise TamperedError(
+            f"benchmark result is for manifest.json {result.manifest_digest}, not the "
+            f"signed {manifest_digest} of {name}@{version}"
+        )
+    return result, hint
