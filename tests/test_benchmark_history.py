@@ -231,3 +231,20 @@ def test_publish_needs_the_measured_bundle_in_the_registry(
         tmp_path / "empty",
     )
     assert code == 4, err
+    # Another bundle of iris 1.0.0 in a second registry: the result is not attached there.
+    other = tmp_path / "other"
+    package = ("package", tmp_path / "model-1.1.0.joblib", "--name", "iris", "--version", "1.0.0")
+    sample = ("--sample", tmp_path / "sample.csv", "--key", keypair.key_path, "-o", other)
+    assert cli(capsys, *package, *sample)[0] == 0
+    assert cli(capsys, "publish", other / "iris-1.0.0", "--registry", other / "registry")[0] == 0
+    code, _, err = cli(
+        capsys,
+        "benchmark",
+        tmp_path / "dist" / "iris-1.0.0",
+        *args,
+        "--registry",
+        other / "registry",
+    )
+    assert code == 3 and "than the bundle measured" in err and "nothing was published" in err
+    layout = LayoutRegistry(other / "registry")
+    assert read_attachments(layout, layout.resolve("iris", "1.0.0"), KIND, max_size=1 << 20) == []
