@@ -28,6 +28,7 @@ from packager.build.options import (
 from packager.errors import (
     ConversionError,
     ExpiredError,
+    GateFailedError,
     IncompatibleModelError,
     KeyDecryptionError,
     LockTimeoutError,
@@ -110,6 +111,7 @@ __all__ = [
     "ConversionError",
     "ConvertOptions",
     "ExpiredError",
+    "GateFailedError",
     "IncompatibleModelError",
     "KeyDecryptionError",
     "LockTimeoutError",

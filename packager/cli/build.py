@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from packager.cli.options import (
     key_option,
     now,
     open_registry_at,
+    option_group,
     output_option,
     package_options,
     pass_ctx,
@@ -57,44 +58,91 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
     render.show(ctx, render.KEYS, render.KeyPair(key, pub), as_json=as_json)
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """What every model runs on, and how it is measured."""
+
+    data_path: Path | None
+    target: str | None
+    threads: int
+    time_budget: float
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """The baseline, the limits and the report files of a gate."""
+
+    baseline: str | None
+    max_drop: tuple[str, ...]
+    max_ratio: tuple[str, ...]
+    junit: Path | None
+    metrics_file: Path | None
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where NAME[@VERSION|@CHANNEL] references come from and which keys to trust."""
+
+    registry_ref: str | None
+    key_paths: tuple[Path, ...]
+    trust_file: Path | None
+
+
+_rows_options = option_group(
+    "rows",
+    _Rows,
+    rows_option(
+        "--data",
+        "data_path",
+        required=False,
+        help="Rows to run (.csv with header, .npy, .json), with --target the true answers "
+        "(default for a bundle or installed model: its test vectors).",
+    ),
+    click.option("--target", help="Column holding the true answers (class or value)."),
+    click.option(
+        "--threads",
+        type=click.IntRange(min=0),
+        default=1,
+        show_default=True,
+        help="onnxruntime intra-op threads (0: onnxruntime's default).",
+    ),
+    click.option(
+        "--time-budget",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_BUDGET_SECONDS,
+        show_default=True,
+        metavar="SECONDS",
+        help="At most this long per latency figure (fewer calls once the median is stable).",
+    ),
+)
+_gate_options = option_group(
+    "gate",
+    _Gate,
+    click.option("--baseline", metavar="REF", help="Gate the first model against this one."),
+    click.option(
+        "--max-drop",
+        multiple=True,
+        metavar="METRIC=X",
+        help="Gate: METRIC may worsen by at most X (e.g. accuracy=0.01); repeatable.",
+    ),
+    click.option(
+        "--max-ratio",
+        multiple=True,
+        metavar="METRIC=X",
+        help="Gate: candidate/baseline at most X (e.g. latency_p95=1.2); repeatable.",
+    ),
+    click.option("--junit", type=FILE, help="Write the gate as a JUnit XML report."),
+    click.option("--metrics", "metrics_file", type=FILE, help="Write OpenMetrics text."),
+)
+_source_options = option_group(
+    "source", _Source, registry_option, key_option(required=False), trust_option
+)
+
+
 @click.command("benchmark")
 @click.argument("refs", nargs=-1, required=True, metavar="MODEL_OR_BUNDLE_OR_NAME...")
-@rows_option(
-    "--data",
-    "data_path",
-    required=False,
-    help="Rows to run (.csv with header, .npy, .json), with --target the true answers "
-    "(default for a bundle or installed model: its test vectors).",
-)
-@click.option("--target", help="Column holding the true answers (class or value).")
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="onnxruntime intra-op threads (0: onnxruntime's default).",
-)
-@click.option(
-    "--time-budget",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_BUDGET_SECONDS,
-    show_default=True,
-    metavar="SECONDS",
-    help="At most this long per latency figure (fewer calls once the median is stable).",
-)
-@click.option("--baseline", metavar="REF", help="Gate the first model against this one.")
-@click.option(
-    "--max-drop",
-    multiple=True,
-    metavar="METRIC=X",
-    help="Gate: METRIC may worsen by at most X (e.g. accuracy=0.01); repeatable.",
-)
-@click.option(
-    "--max-ratio",
-    multiple=True,
-    metavar="METRIC=X",
-    help="Gate: candidate/baseline at most X (e.g. latency_p95=1.2); repeatable.",
-)
+@_rows_options
+@_gate_options
 @click.option(
     "--publish",
     "publish_key",
@@ -104,38 +152,25 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
     "in --registry.",
 )
 @click.option("--metric", help="history: the quality metric to follow (default the task's).")
-@click.option("--junit", type=FILE, help="Write the gate as a JUnit XML report.")
-@click.option("--metrics", "metrics_file", type=FILE, help="Write OpenMetrics text.")
 @click.option(
     "--chart",
     type=FILE,
     help="Write a PNG chart (needs onnx-packager[plot]).",
 )
-@registry_option
+@_source_options
 @remote_options
-@key_option(required=False)
-@trust_option
 @conversion_options
 @json_option
 @pass_ctx
 def benchmark_cmd(
     ctx: Context,
     refs: tuple[str, ...],
-    data_path: Path | None,
-    target: str | None,
-    threads: int,
-    time_budget: float,
-    baseline: str | None,
-    max_drop: tuple[str, ...],
-    max_ratio: tuple[str, ...],
+    rows: _Rows,
+    gate: _Gate,
     publish_key: Path | None,
     metric: str | None,
-    junit: Path | None,
-    metrics_file: Path | None,
     chart: Path | None,
-    registry_ref: str | None,
-    key_paths: tuple[Path, ...],
-    trust_file: Path | None,
+    source: _Source,
     conversion: ConvertOptions,
     as_json: bool,
 ) -> None:
@@ -162,32 +197,32 @@ def benchmark_cmd(
     if refs[0] == "history" and not Path("history").exists():
         if len(refs) != 2:
             raise UsageError("usage: packager benchmark history NAME [--metric M] [--chart PNG]")
-        _history(ctx, refs[1], registry_ref, key_paths, trust_file, (metric, chart), as_json)
+        _history(ctx, refs[1], source, (metric, chart), as_json)
         return
-
-    limits = parse_limits(max_drop, max_ratio)
+    baseline = gate.baseline
+    limits = parse_limits(gate.max_drop, gate.max_ratio)
     if limits and baseline is None:
         raise UsageError("--max-drop and --max-ratio need --baseline")
-    settings = Settings(threads=threads, budget_seconds=time_budget)
+    settings = Settings(threads=rows.threads, budget_seconds=rows.time_budget)
     with tempfile.TemporaryDirectory(prefix="packager-bench-") as tmp:
-        locate = _locator(ctx, registry_ref, key_paths, trust_file, Path(tmp))
-        measure = _Measure(data_path, target, settings, conversion)
+        locate = _locator(ctx, source, Path(tmp))
+        measure = _Measure(rows.data_path, rows.target, settings, conversion)
         located = [locate(ref) for ref in refs]
         reports = [measure(path, ref) for path, ref in zip(located, refs, strict=True)]
         base = None if baseline is None else measure(locate(baseline), baseline)
         if publish_key is not None:
-            _publish(ctx, located[0], reports[0], publish_key, registry_ref)
+            _publish(ctx, located[0], reports[0], publish_key, source.registry_ref)
     for report in (*reports, *([] if base is None else [base])):
         for slower in report.slower:
             render.warn(slower)
-    if len(reports) == 1 and base is None and not (junit or metrics_file):
+    if len(reports) == 1 and base is None and not (gate.junit or gate.metrics_file):
         _single(ctx, reports[0], chart, as_json)
         return
     # On a leaderboard each model is named as it was given.
     reports = [replace(r, model=ref) for r, ref in zip(reports, refs, strict=True)]
     if base is not None and baseline is not None:
         base = replace(base, model=baseline)
-    _board(ctx, reports, base, limits, (chart, junit, metrics_file), as_json)
+    _board(ctx, reports, base, limits, (chart, gate.junit, gate.metrics_file), as_json)
 
 
 class _Measure:
@@ -219,33 +254,20 @@ class _Measure:
         )
 
 
-def _locator(
-    ctx: Context,
-    registry_ref: str | None,
-    key_paths: tuple[Path, ...],
-    trust_file: Path | None,
-    tmp: Path,
-) -> Callable[[str], Path]:
+def _locator(ctx: Context, source: _Source, tmp: Path) -> Callable[[str], Path]:
     """REF to a path: itself when it exists; else from --registry (verified) when given;
     else the installed model."""
     from packager.instance.models import model_path
 
     def locate(ref: str) -> Path:
-        if Path(ref).exists() or registry_ref is None:
+        if Path(ref).exists() or source.registry_ref is None:
             return model_path(ref, home=ctx.home)
-        return _fetch(ctx, ref, registry_ref, key_paths, trust_file, tmp)
+        return _fetch(ctx, ref, source, tmp)
 
     return locate
 
 
-def _fetch(
-    ctx: Context,
-    ref: str,
-    registry_ref: str,
-    key_paths: tuple[Path, ...],
-    trust_file: Path | None,
-    tmp: Path,
-) -> Path:
+def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
     """Pull NAME[@VERSION|@CHANNEL] from the registry into ``tmp``, verified."""
     from packager.core.names import parse_target
     from packager.core.policy import Trusted
@@ -253,8 +275,11 @@ def _fetch(
     from packager.instance.roots import instance_policy
     from packager.registry.verified import read_channel
 
-    mode = Trusted(instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths))
-    registry = open_registry_at(ctx, registry_ref)
+    policy = instance_policy(
+        home=ctx.home, trust_file=source.trust_file, key_paths=source.key_paths
+    )
+    mode = Trusted(policy)
+    registry = open_registry_at(ctx, source.registry_ref)
     target = parse_target(ref)
     version = target.version
     if target.channel is not None:
@@ -298,9 +323,7 @@ def _publish(
 def _history(
     ctx: Context,
     name: str,
-    registry_ref: str | None,
-    key_paths: tuple[Path, ...],
-    trust_file: Path | None,
+    source: _Source,
     view: tuple[str | None, Path | None],
     as_json: bool,
 ) -> None:
@@ -309,8 +332,10 @@ def _history(
     from packager.distribution.benchresults import history
     from packager.instance.roots import instance_policy
 
-    policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
-    entries = history(open_registry_at(ctx, registry_ref), name, policy)
+    policy = instance_policy(
+        home=ctx.home, trust_file=source.trust_file, key_paths=source.key_paths
+    )
+    entries = history(open_registry_at(ctx, source.registry_ref), name, policy)
     metric, chart = view
     past = History.of(name, entries, metric)
     if chart is not None:
