@@ -683,9 +683,12 @@ def benchmark_reference(
             raise UsageError(f"{ref} is a model file: give --data to benchmark it on")
         features, _ = split_target(data, target)
         bench = BenchmarkData(data, target, settings, original_size=path.stat().st_size)
-        return benchmark_conversion(
-            convert(load_model_file(path), features, Options.of(conversion)), bench
-        )
+        model = load_model_file(path)
+        options = Options.of(conversion)
+        if "torch" not in {cls.__module__.partition(".")[0] for cls in type(model).__mro__}:
+            # Side by side with PyTorch modules: their --task and --input-shape are theirs.
+            options = replace(options, task=None, input_shape=None)
+        return benchmark_conversion(convert(model, features, options), bench)
     raise UsageError(f"{ref} is neither a model file nor a bundle directory")
 
 
