@@ -95,6 +95,25 @@ def regressor(make: Callable[[], Any]) -> Callable[[], tuple[Any, Table]]:
     return build
 
 
+def blobs() -> np.ndarray:
+    from sklearn.datasets import make_blobs
+
+    x, _ = make_blobs(n_samples=150, centers=3, n_features=4, random_state=0)
+    return np.asarray(x)
+
+
+def unsupervised(
+    make: Callable[[], Any], data: Callable[[], np.ndarray] = blobs
+) -> Callable[[], tuple[Any, Table]]:
+    """Clustering and outlier detection: fitted on ``data`` (three blobs) without labels."""
+
+    def build() -> tuple[Any, Table]:
+        x = data()
+        return make().fit(x), positional(x[::3])
+
+    return build
+
+
 def _fit(model: Any, x: np.ndarray, y: np.ndarray) -> Any:
     with warnings.catch_warnings():
         # SVC(probability=True) is deprecated in scikit-learn 1.9 but still what users have;
@@ -195,9 +214,10 @@ def torch_data_dependent_branch() -> tuple[Any, Table]:
 
 
 def _sklearn() -> dict[str, Any]:
-    from sklearn import ensemble, linear_model, neighbors, neural_network, svm
+    from sklearn import cluster, ensemble, linear_model, neighbors, neural_network, svm
 
     return {
+        "cluster": cluster,
         "ensemble": ensemble,
         "linear_model": linear_model,
         "neighbors": neighbors,
@@ -324,6 +344,36 @@ SUPPORTED: tuple[Case, ...] = (
         "LogisticRegression",
         column_transformer,
     ),
+    Case(
+        "kmeans",
+        "scikit-learn",
+        "KMeans",
+        unsupervised(_sk("cluster", "KMeans", n_clusters=3, n_init=3, random_state=0)),
+    ),
+    Case(
+        "minibatch-kmeans",
+        "scikit-learn",
+        "MiniBatchKMeans",
+        unsupervised(_sk("cluster", "MiniBatchKMeans", n_clusters=3, n_init=3, random_state=0)),
+    ),
+    Case(
+        "isolation-forest",
+        "scikit-learn",
+        "IsolationForest",
+        unsupervised(_sk("ensemble", "IsolationForest", n_estimators=20, random_state=0)),
+    ),
+    Case(
+        "local-outlier-factor-novelty",
+        "scikit-learn",
+        "LocalOutlierFactor(novelty=True)",
+        unsupervised(_sk("neighbors", "LocalOutlierFactor", novelty=True)),
+    ),
+    Case(
+        "one-class-svm",
+        "scikit-learn",
+        "OneClassSVM",
+        unsupervised(_pipeline(_scaler, _sk("svm", "OneClassSVM", nu=0.1))),
+    ),
     Case("xgboost-classifier", "XGBoost", "XGBClassifier", classifier(_xgb("XGBClassifier"))),
     Case(
         "xgboost-regressor-pipeline",
@@ -355,6 +405,27 @@ SUPPORTED: tuple[Case, ...] = (
 )
 
 LIMITATIONS: tuple[Case, ...] = (
+    Case(
+        "local-outlier-factor-outlier-detection",
+        "scikit-learn",
+        "LocalOutlierFactor() without novelty",
+        unsupervised(_sk("neighbors", "LocalOutlierFactor")),
+        refused="ConversionError",
+        match="novelty=True",
+        note="Without novelty=True it labels only the rows it was fitted on: it has no "
+        "predict for new rows.",
+    ),
+    Case(
+        "local-outlier-factor-duplicates",
+        "scikit-learn",
+        "LocalOutlierFactor(novelty=True) fitted on duplicate rows (iris)",
+        unsupervised(_sk("neighbors", "LocalOutlierFactor", novelty=True), lambda: iris()[0]),
+        refused="ParityError",
+        match="output 'scores'",
+        note="Neighbours at equal distances are ranked differently by the ONNX graph, so the "
+        "scores differ (the labels agree); the parity check refuses it. Deduplicate the "
+        "training rows.",
+    ),
     Case(
         "hist-gradient-boosting-categorical",
         "scikit-learn",

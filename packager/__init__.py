@@ -20,6 +20,7 @@ from packager._version import __version__
 from packager.errors import (
     ConversionError,
     ExpiredError,
+    GateFailedError,
     IncompatibleModelError,
     KeyDecryptionError,
     LocalDiskError,
@@ -145,6 +146,7 @@ __all__ = [
     "ConversionError",
     "ConvertOptions",
     "ExpiredError",
+    "GateFailedError",
     "IncompatibleModelError",
     "KeyDecryptionError",
     "LocalDiskError",

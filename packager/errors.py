@@ -114,3 +114,9 @@ class LockTimeoutError(PackagerError):
     """Another install, rollback or removal of the model held its lock for too long."""
 
     exit_code = 4
+
+
+class GateFailedError(PackagerError):
+    """A benchmark gate limit was exceeded beyond the measurement noise."""
+
+    exit_code = 6

@@ -15,9 +15,12 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from packager._io.table import Table, from_mapping, read_table
 from packager.build.benchmark import (
+    EngineFigures,
     Latency,
+    Report,
     benchmark_conversion,
     benchmark_reference,
+    slower_than_recorded,
     write_chart,
 )
 from packager.build.bundle import package
@@ -218,6 +221,54 @@ def test_package_benchmark_through_the_api(
     with pytest.raises(UsageError, match="no column 'label'"):
         benchmark_reference(str(bundle), data, target="label", settings=QUICK)
 
+    # On the instance: the same bundle on its own test vectors, compared with the figures
+    # recorded at packaging; measured here, now, it is not much slower than there.
+    here = benchmark_reference(str(bundle), None, target=None, settings=QUICK)
+    assert here.rows == features.rows and here.slower == ()
+    assert here.engines[0].load_ms is not None and here.engines[0].load_ms > 0
+
+    # Recorded on a machine 10 000 times faster: the instance says how much slower it is.
+    doc = json.loads((bundle / "manifest.json").read_text())
+    (recorded,) = [e for e in doc["metrics"]["benchmark"]["engines"] if "threads" in e]
+    recorded["oneRow"]["p50Us"] = here.engines[0].one_row.p50_us / 10_000
+    doc["metrics"]["benchmark"]["machine"]["cpu"] = "Packaging CPU 9000"
+    (bundle / "manifest.json").chmod(0o644)
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    slower = benchmark_reference(str(bundle), None, target=None, settings=QUICK).slower
+    assert len(slower) == 1
+    assert "iris@1.0.0: one-row median" in slower[0]
+    assert "where it was packaged" in slower[0] and "Packaging CPU 9000" in slower[0]
+    factor = float(slower[0].split("(")[1].split("x slower")[0])
+    assert factor > 1000
+    joblib.dump(iris_model, tmp_path / "model.joblib")
+    with pytest.raises(UsageError, match="give --data"):
+        benchmark_reference(str(tmp_path / "model.joblib"), None, target=None)
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        None,
+        [],
+        {"engines": "x"},
+        {"engines": [{"engine": "onnxruntime", "oneRow": "fast"}]},
+        {"engines": [{"engine": "onnxruntime", "oneRow": {"p50Us": -1}}]},
+    ],
+)
+def test_unreadable_recorded_figures_give_no_warning(recorded: object) -> None:
+    report = Report(
+        model="m@1.0.0",
+        task="regression",
+        rows=1,
+        batch_rows=1,
+        target=None,
+        engines=(
+            EngineFigures("onnxruntime 1", 1, Latency(9e9, 9e9, 1), Latency(9e9, 9e9, 1), {}),
+        ),
+        sizes={},
+    )
+    assert slower_than_recorded(report, recorded) == ()
+
 
 def test_instance_side_benchmark_imports_no_training_library() -> None:
     code = (
@@ -231,7 +282,46 @@ def test_instance_side_benchmark_imports_no_training_library() -> None:
     assert run.stdout.strip() == "[]"
 
 
-def test_latency_is_the_median_and_95th_percentile_in_microseconds() -> None:
+def test_latency_is_percentiles_and_spread_in_microseconds() -> None:
     latency = Latency.of([3_000, 1_000, 2_000, 4_000, 5_000])
     assert (latency.p50_us, latency.p95_us, latency.runs) == (3.0, pytest.approx(4.8), 5)
-    assert latency.to_json() == {"p50Us": 3.0, "p95Us": 4.8, "runs": 5}
+    assert latency.p99_us == pytest.approx(4.96)
+    assert latency.iqr_us == pytest.approx(2.0)  # 4 - 2
+    assert latency.to_json() == {"p50Us": 3.0, "p95Us": 4.8, "p99Us": 5.0, "iqrUs": 2.0, "runs": 5}
+
+
+def test_outlier_detector_and_clustering_benchmarks() -> None:
+    """An IsolationForest on rows whose true outliers are known, and a KMeans on three
+    groups: agreement with the original, and figures that fit each kind of model."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+    from sklearn.ensemble import IsolationForest
+    from sklearn.metrics import adjusted_rand_score, recall_score
+
+    x, groups = make_blobs(n_samples=300, centers=3, n_features=4, random_state=0)
+    rng = np.random.default_rng(0)
+    outliers = rng.uniform(-30, 30, size=(20, 4))
+    rows = np.vstack([x, outliers])
+    truth = np.r_[np.ones(len(x), dtype=np.int64), -np.ones(20, dtype=np.int64)]
+    columns = {f"x{i}": rows[:, i] for i in range(4)}
+    features = from_mapping(columns, named=False)
+    forest = IsolationForest(n_estimators=30, random_state=0).fit(x)
+    data = from_mapping({**columns, "outlier": truth}, named=False)
+    report = benchmark_conversion(convert(forest, features), BenchmarkData(data, "outlier", QUICK))
+    assert report.task == "anomaly"
+    assert report.agreement == {"labelAgreement": 1.0}
+    expected = recall_score(truth, forest.predict(rows), pos_label=-1)
+    for engine in report.engines:
+        assert engine.quality["outlierRecall"] == pytest.approx(expected)
+        assert set(engine.quality) >= {"outlierPrecision", "outlierF1", "accuracy"}
+
+    kmeans = KMeans(n_clusters=3, n_init=3, random_state=0).fit(x)
+    columns = {f"x{i}": x[:, i] for i in range(4)}
+    data = from_mapping({**columns, "group": groups}, named=False)
+    report = benchmark_conversion(
+        convert(kmeans, from_mapping(columns, named=False)), BenchmarkData(data, "group", QUICK)
+    )
+    assert report.task == "clustering"
+    assert report.agreement == {"labelAgreement": 1.0}
+    ari = adjusted_rand_score(groups, kmeans.predict(x))
+    assert [e.quality for e in report.engines] == [{"adjustedRand": pytest.approx(ari)}] * 2

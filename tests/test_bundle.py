@@ -61,8 +61,13 @@ def test_manifest_contents(bundles: dict[str, Path], keypair: KeyPair) -> None:
     bundle = bundles["1.0.0"]
     manifest = verify_bundle(bundle, mode=Trusted(adhoc_policy([keypair.public])))
     assert bundle.name == "iris-1.0.0"
-    assert [f.path for f in manifest.files] == ["model.onnx", "testvectors.npz"]
-    assert {f.role for f in manifest.files} == {"model", "testvectors"}
+    assert [f.path for f in manifest.files] == [
+        "model.onnx",
+        "provenance.intoto.json",
+        "sbom.cdx.json",
+        "testvectors.npz",
+    ]
+    assert {f.role for f in manifest.files} == {"model", "doc", "testvectors"}
     assert manifest.model.inputs[0].dtype == "float32"
     assert [o.name for o in manifest.model.outputs] == ["label", "probabilities"]
     validation = manifest.validation

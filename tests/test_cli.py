@@ -59,6 +59,8 @@ def test_end_to_end(
         "manifest.json",
         "model.onnx",
         "model.sig",
+        "provenance.intoto.json",
+        "sbom.cdx.json",
         "testvectors.npz",
     ]
     manifest = assert_round_trips((bundle / "manifest.json").read_bytes())

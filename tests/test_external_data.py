@@ -122,6 +122,8 @@ def test_torch_weights_are_bundled_installed_and_loaded(
     assert roles == {
         "model.onnx": "model",
         "model.onnx.data": "weights",
+        "provenance.intoto.json": "doc",
+        "sbom.cdx.json": "doc",
         "testvectors.npz": "testvectors",
     }
     graph = onnx.load(str(torch_bundle / "model.onnx"), load_external_data=False)

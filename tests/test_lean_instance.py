@@ -155,6 +155,22 @@ def test_instance_commands_without_extras(
     assert predicted["model"] == "iris@1.1.0"
     assert predicted["outputs"]["label"] == expected
 
+    # The installed model benchmarked here: on its test vectors, then on labelled rows.
+    bench = run_json(lean_bin, "benchmark", "iris", "--time-budget", "0.05")
+    assert bench["model"] == "iris@1.1.0" and bench["machine"]["onnxruntime"]
+    assert [e["engine"].split()[0] for e in bench["engines"]] == ["onnxruntime"]
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text(
+        header
+        + ",species\n"
+        + "".join(
+            ",".join(map(repr, row.tolist())) + f",{label}\n"
+            for row, label in zip(rows, expected, strict=True)
+        )
+    )
+    data = ("--data", labelled, "--target", "species", "--time-budget", "0.05")
+    assert run_json(lean_bin, "benchmark", "iris", *data)["engines"][0]["accuracy"] == 1.0
+
     code = (
         "import json, sys, numpy, packager; "
         "m = packager.load('iris'); "

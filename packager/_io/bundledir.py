@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from packager._io.hashing import FileHasher, digest_file
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
+from packager.core.provenance import PROVENANCE_FILE, SBOM_FILE
 from packager.core.shards import Hashed, claimed_shard_size
 from packager.errors import TamperedError, UsageError
 
@@ -104,3 +105,20 @@ def read_manifest_unverified(bundle: Path) -> Manifest:
         return parse_manifest((bundle / MANIFEST).read_bytes())
     except OSError as e:
         raise UsageError(f"{bundle} is not a bundle directory: {e.strerror}") from e
+
+
+def read_provenance_unverified(bundle: Path) -> tuple[bytes, bytes]:
+    """The SLSA provenance and the CycloneDX BOM of a bundle directory, NOT
+    signature-checked (for inspect: ``packager verify`` checks them).
+
+    Raises:
+        UsageError: the bundle carries neither (made before they were written) or they
+            cannot be read.
+    """
+    try:
+        return (bundle / PROVENANCE_FILE).read_bytes(), (bundle / SBOM_FILE).read_bytes()
+    except OSError as e:
+        raise UsageError(
+            f"{bundle} carries no {PROVENANCE_FILE} and {SBOM_FILE}: {e.strerror}; bundles "
+            "packaged before provenance was written have none"
+        ) from e

@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from packager._io.hashing import FileHasher, digest_file, digest_files
 from packager.build.options import PackageOptions, Provenance
+from packager.build.provenance import (
+    PROVENANCE_FILE,
+    SBOM_FILE,
+    BuildFacts,
+    cyclonedx_bom,
+    slsa_statement,
+)
 from packager.core.compat import minimum_runtime
 from packager.core.digests import Digest
 from packager.core.graph import check_graph
@@ -38,6 +45,7 @@ from packager.core.manifest import (
     parse_manifest,
 )
 from packager.core.shards import Shard, bounds, choose_shard_size
+from packager.core.spdx import check_expression
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
@@ -247,11 +255,38 @@ def _write_bundle(
             raise UsageError(f"cannot read --readme {readme}: {e.strerror}") from e
         roles[README_FILE] = "doc"
 
-    paths = sorted(roles)
+    license = check_expression(metadata.license) if metadata.license else None
+    record = _provenance_record(options.provenance)
+    model_files = {path: roles[path] for path in (MODEL_FILE, TESTVECTORS_FILE, *data_files)}
+    described = _describe(work, model_files)
+    facts = BuildFacts(
+        name=name,
+        version=version,
+        created=created,
+        files={entry.path: entry.digest for entry in described},
+        model_file=MODEL_FILE,
+        source=Source.from_dict(conversion.source),
+        onnxruntime=runtime_version(),
+        task=conversion.task,
+        inputs=conversion.inputs,
+        outputs=conversion.outputs,
+        parity=_parity(conversion),
+        metrics=metrics,
+        license=license,
+        description=metadata.description or None,
+        record=record,
+        parameters=_external_parameters(name, version, license, options),
+    )
+    (work / PROVENANCE_FILE).write_bytes(slsa_statement(facts, environ=os.environ))
+    (work / SBOM_FILE).write_bytes(cyclonedx_bom(facts))
+    roles.update({PROVENANCE_FILE: "doc", SBOM_FILE: "doc"})
     files = tuple(
-        FileEntry(path, digest, size, roles[path])
-        for path, (digest, size) in zip(
-            paths, digest_files(work / path for path in paths), strict=True
+        sorted(
+            [
+                *described,
+                *_describe(work, {p: r for p, r in roles.items() if p not in model_files}),
+            ],
+            key=lambda entry: entry.path,
         )
     )
     ir_version = int(conversion.model.ir_version)
@@ -277,10 +312,10 @@ def _write_bundle(
         files=files,
         validation=_validation(conversion),
         description=metadata.description or None,
-        license=metadata.license or None,
+        license=license,
         labels=dict(metadata.labels) if metadata.labels else None,
         metrics=dict(metrics) if metrics else None,
-        provenance=_provenance_record(options.provenance),
+        provenance=record,
     )
     manifest_bytes = manifest.to_bytes()
     # The instance will check the graph against the manifest before loading it:
@@ -291,6 +326,49 @@ def _write_bundle(
     resources = {f.path: f.digest for f in files}
     resources[MANIFEST] = Digest.of(manifest_bytes)
     return resources
+
+
+def _describe(work: Path, roles: Mapping[str, str]) -> list[FileEntry]:
+    paths = sorted(roles)
+    return [
+        FileEntry(path, digest, size, roles[path])
+        for path, (digest, size) in zip(
+            paths, digest_files(work / path for path in paths), strict=True
+        )
+    ]
+
+
+def _parity(conversion: Conversion) -> dict[str, float | int | None]:
+    comparison = conversion.comparison
+    return {
+        "rows": comparison.rows,
+        "maxAbsDiff": comparison.max_abs_diff,
+        "maxRelDiff": comparison.max_rel_diff,
+        "labelAgreement": comparison.label_agreement,
+        "rtol": conversion.rtol,
+        "atol": conversion.atol,
+    }
+
+
+def _external_parameters(
+    name: str, version: str, license: str | None, options: PackageOptions
+) -> dict[str, Any]:
+    """The package command's options that shaped the bundle, as SLSA external parameters."""
+    provenance = options.provenance
+    parameters: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "validation": {"rtol": options.validation.rtol, "atol": options.validation.atol},
+        "quantize": None if options.quantize is None else options.quantize.method,
+        "trainingData": [path.name for path in provenance.training_data],
+        "hyperparameters": dict(provenance.hyperparameters),
+        "benchmark": options.benchmark is not None,
+    }
+    if license is not None:
+        parameters["license"] = license
+    if provenance.git_commit:
+        parameters["gitCommit"] = provenance.git_commit
+    return parameters
 
 
 def _validation(conversion: Conversion) -> Validation:
@@ -313,12 +391,21 @@ def _validation(conversion: Conversion) -> Validation:
 def _provenance_record(provenance: Provenance) -> ProvenanceRecord | None:
     """What the manifest records of ``provenance``; None when there is nothing to record."""
     training: list[TrainingData] = []
+    licenses = dict(provenance.training_data_licenses)
     for path in provenance.training_data:
         try:
             digest, _ = digest_file(path)
         except OSError as e:
             raise UsageError(f"cannot read --training-data {path}: {e.strerror}") from e
-        training.append(TrainingData(path.name, digest))
+        license = licenses.pop(path.name, None)
+        training.append(
+            TrainingData(path.name, digest, None if license is None else check_expression(license))
+        )
+    if licenses:
+        raise UsageError(
+            f"--training-data-license names {sorted(licenses)[0]!r}, which is not the name of "
+            "a --training-data file"
+        )
     record = ProvenanceRecord(
         git_commit=provenance.git_commit or None,
         training_data=tuple(training) or None,

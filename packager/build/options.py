@@ -67,6 +67,8 @@ class Provenance:
 
     git_commit: str | None = None
     training_data: Sequence[Path] = ()
+    # SPDX licence expression per training data file, by file name.
+    training_data_licenses: Mapping[str, str] = field(default_factory=dict)
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     built_by: str | None = None
 

@@ -28,7 +28,18 @@ CLOSED_PIPE = 141
 COMMAND_MODULES = {
     **dict.fromkeys(("keygen", "package", "verify", "inspect", "benchmark"), "build"),
     **dict.fromkeys(
-        ("publish", "search", "pull", "promote", "export", "mirror", "root", "delegate"),
+        (
+            "publish",
+            "search",
+            "pull",
+            "promote",
+            "approve",
+            "revoke-approval",
+            "export",
+            "mirror",
+            "root",
+            "delegate",
+        ),
         "distribution",
     ),
     **dict.fromkeys(
@@ -96,7 +107,8 @@ def cli() -> None:
 
     Exit codes: 0 ok, 1 unexpected error, 2 usage (also: not installed here, or the local
     disk refused: read-only, full, permission denied), 3 verification or trust failure,
-    4 registry failure, 5 model incompatible or smoke test failed, 130 interrupted.
+    4 registry failure, 5 model incompatible or smoke test failed, 6 benchmark gate failed,
+    130 interrupted.
     """
 
 

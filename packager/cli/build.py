@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from packager.build.options import ConvertOptions, PackageOptions
+from packager.build.options import DEFAULT_BUDGET_SECONDS, ConvertOptions, PackageOptions
 from packager.cli import render
 from packager.cli.build_options import conversion_options, package_options
 from packager.cli.options import (
@@ -17,13 +20,22 @@ from packager.cli.options import (
     cert_chain_option,
     json_option,
     key_option,
+    now,
+    open_registry_at,
+    option_group,
     output_option,
     pass_ctx,
+    registry_option,
+    remote_options,
     rows_option,
     signing_key_option,
 )
+from packager.errors import GateFailedError, UsageError
 
 if TYPE_CHECKING:
+    from packager.build.benchmark import Report
+    from packager.build.options import Settings
+    from packager.core.benchstats import Limit
     from packager.core.policy import Trusted
 
 
@@ -44,58 +56,323 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
     render.show(ctx, render.KEYS, render.KeyPair(key, pub), as_json=as_json)
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """What every model runs on, and how it is measured."""
+
+    data_path: Path | None
+    target: str | None
+    threads: int
+    time_budget: float
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """The baseline, the limits and the report files of a gate."""
+
+    baseline: str | None
+    max_drop: tuple[str, ...]
+    max_ratio: tuple[str, ...]
+    junit: Path | None
+    metrics_file: Path | None
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where NAME[@VERSION|@CHANNEL] references come from and which keys to trust."""
+
+    registry_ref: str | None
+    key_paths: tuple[Path, ...]
+
+
+_rows_options = option_group(
+    "rows",
+    _Rows,
+    rows_option(
+        "--data",
+        "data_path",
+        required=False,
+        help="Rows to run (.csv with header, .npy, .json), with --target the true answers "
+        "(default for a bundle or installed model: its test vectors).",
+    ),
+    click.option("--target", help="Column holding the true answers (class or value)."),
+    click.option(
+        "--threads",
+        type=click.IntRange(min=0),
+        default=1,
+        show_default=True,
+        help="onnxruntime intra-op threads (0: onnxruntime's default).",
+    ),
+    click.option(
+        "--time-budget",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_BUDGET_SECONDS,
+        show_default=True,
+        metavar="SECONDS",
+        help="At most this long per latency figure (fewer calls once the median is stable).",
+    ),
+)
+_gate_options = option_group(
+    "gate",
+    _Gate,
+    click.option("--baseline", metavar="REF", help="Gate the first model against this one."),
+    click.option(
+        "--max-drop",
+        multiple=True,
+        metavar="METRIC=X",
+        help="Gate: METRIC may worsen by at most X (e.g. accuracy=0.01); repeatable.",
+    ),
+    click.option(
+        "--max-ratio",
+        multiple=True,
+        metavar="METRIC=X",
+        help="Gate: candidate/baseline at most X (e.g. latency_p95=1.2); repeatable.",
+    ),
+    click.option("--junit", type=FILE, help="Write the gate as a JUnit XML report."),
+    click.option("--metrics", "metrics_file", type=FILE, help="Write OpenMetrics text."),
+)
+_source_options = option_group("source", _Source, registry_option, key_option(required=False))
+
+
 @click.command("benchmark")
-@click.argument("ref", metavar="MODEL_OR_BUNDLE_OR_INSTALLED_NAME")
-@rows_option(
-    "--data",
-    "data_path",
-    help="Rows to run (.csv with header, .npy, .json), with --target the true answers.",
-)
-@click.option("--target", help="Column holding the true answers (class or value).")
+@click.argument("refs", nargs=-1, required=True, metavar="MODEL_OR_BUNDLE_OR_NAME...")
+@_rows_options
+@_gate_options
 @click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="onnxruntime intra-op threads (0: onnxruntime's default).",
+    "--publish",
+    "publish_key",
+    type=FILE,
+    metavar="KEY",
+    help="Sign the first model's result with KEY (cosign.key) and attach it to its version "
+    "in --registry.",
 )
+@click.option("--metric", help="history: the quality metric to follow (default the task's).")
 @click.option(
     "--chart",
     type=FILE,
     help="Write a PNG chart (needs onnx-packager[plot]).",
 )
+@_source_options
+@remote_options
 @conversion_options
 @json_option
 @pass_ctx
 def benchmark_cmd(
     ctx: Context,
-    ref: str,
-    data_path: Path,
-    target: str | None,
-    threads: int,
+    refs: tuple[str, ...],
+    rows: _Rows,
+    gate: _Gate,
+    publish_key: Path | None,
+    metric: str | None,
     chart: Path | None,
+    source: _Source,
     conversion: ConvertOptions,
     as_json: bool,
 ) -> None:
-    """Accuracy or error, latency and size: the original framework (for a model file)
-    against onnxruntime. A bundle directory or installed model runs on onnxruntime
-    alone; a bundle's signature is not checked here (use `packager verify`)."""
-    from packager._io.table import read_table
-    from packager.build.benchmark import benchmark_reference, write_chart
+    """Quality, latency, memory and size of models on the same rows, side by side.
+
+    Each MODEL is a model file (scikit-learn, XGBoost, LightGBM, PyTorch, .onnx: the
+    original framework is measured against onnxruntime), a bundle directory, or
+    NAME[@VERSION|@CHANNEL]: from --registry when given (fetched and verified, trusted
+    keys as for install), else the installed model. A bundle's signature is not checked
+    here (use `packager verify`).
+
+    With --baseline REF, the first MODEL is gated against REF on --max-drop and
+    --max-ratio limits: exit code 6 when a limit is exceeded beyond the measurement
+    noise (the 95% bootstrap interval lies past it). On an installed model or bundle,
+    latency much slower than the figures recorded at packaging is reported as a warning.
+
+    --publish KEY signs the first model's result (an in-toto statement) and attaches it
+    to that version in --registry; `packager benchmark history NAME [--metric M]
+    [--chart PNG]` shows the verified results of every version of NAME there.
+    """
     from packager.build.options import Settings
+    from packager.core.benchstats import parse_limits
+
+    if refs[0] == "history" and not Path("history").exists():
+        if len(refs) != 2:
+            raise UsageError("usage: packager benchmark history NAME [--metric M] [--chart PNG]")
+        _history(ctx, refs[1], source, (metric, chart), as_json)
+        return
+    baseline = gate.baseline
+    limits = parse_limits(gate.max_drop, gate.max_ratio)
+    if limits and baseline is None:
+        raise UsageError("--max-drop and --max-ratio need --baseline")
+    settings = Settings(threads=rows.threads, budget_seconds=rows.time_budget)
+    with tempfile.TemporaryDirectory(prefix="packager-bench-") as tmp:
+        locate = _locator(ctx, source, Path(tmp))
+        measure = _Measure(rows.data_path, rows.target, settings, conversion)
+        located = [locate(ref) for ref in refs]
+        reports = [measure(path, ref) for path, ref in zip(located, refs, strict=True)]
+        base = None if baseline is None else measure(locate(baseline), baseline)
+        if publish_key is not None:
+            _publish(ctx, located[0], reports[0], publish_key, source.registry_ref)
+    for report in (*reports, *([] if base is None else [base])):
+        for slower in report.slower:
+            render.warn(slower)
+    if len(reports) == 1 and base is None and not (gate.junit or gate.metrics_file):
+        _single(ctx, reports[0], chart, as_json)
+        return
+    # On a leaderboard each model is named as it was given.
+    reports = [replace(r, model=ref) for r, ref in zip(reports, refs, strict=True)]
+    if base is not None and baseline is not None:
+        base = replace(base, model=baseline)
+    _board(ctx, reports, base, limits, (chart, gate.junit, gate.metrics_file), as_json)
+
+
+class _Measure:
+    """Benchmark one located model on the command's data and settings."""
+
+    def __init__(
+        self,
+        data_path: Path | None,
+        target: str | None,
+        settings: Settings,
+        conversion: ConvertOptions,
+    ) -> None:
+        from packager._io.table import read_table
+
+        self.data = None if data_path is None else read_table(data_path)
+        self.target, self.settings, self.conversion = target, settings, conversion
+        if data_path is None and target is not None:
+            raise UsageError("--target names a column of --data; give --data")
+
+    def __call__(self, path: Path, ref: str) -> Report:
+        from packager.build.benchmark import benchmark_reference
+
+        return benchmark_reference(
+            str(path),
+            self.data,
+            target=self.target,
+            settings=self.settings,
+            conversion=self.conversion,
+        )
+
+
+def _locator(ctx: Context, source: _Source, tmp: Path) -> Callable[[str], Path]:
+    """REF to a path: itself when it exists; else from --registry (verified) when given;
+    else the installed model."""
     from packager.instance.models import model_path
 
-    report = benchmark_reference(
-        str(model_path(ref, home=ctx.home)),
-        read_table(data_path),
-        target=target,
-        settings=Settings(threads=threads),
-        conversion=conversion,
+    def locate(ref: str) -> Path:
+        if Path(ref).exists() or source.registry_ref is None:
+            return model_path(ref, home=ctx.home)
+        return _fetch(ctx, ref, source, tmp)
+
+    return locate
+
+
+def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
+    """Pull NAME[@VERSION|@CHANNEL] from the registry into ``tmp``, verified."""
+    from packager.core.names import parse_target
+    from packager.core.policy import Trusted
+    from packager.distribution.pull import pull
+    from packager.instance.roots import instance_policy
+    from packager.registry.verified import read_channel
+
+    policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
+    mode = Trusted(policy)
+    registry = open_registry_at(ctx, source.registry_ref)
+    target = parse_target(ref)
+    version = target.version
+    if target.channel is not None:
+        doc, _ = read_channel(
+            registry, target.name, target.channel, mode=mode, now=now(), last_seen=None
+        )
+        version = doc.version
+    wanted = target.name if version is None else f"{target.name}@{version}"
+    out = tmp / str(len(list(tmp.iterdir())))
+    return pull(wanted, registry=registry, mode=mode, out_dir=out, progress=ctx.say)
+
+
+def _publish(
+    ctx: Context, path: Path, report: Report, key_path: Path, registry_ref: str | None
+) -> None:
+    """Sign ``report`` and attach it to the measured bundle's version in the registry."""
+    from packager._io.bundledir import read_manifest_unverified
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager.core.digests import Digest
+    from packager.core.manifest import MANIFEST
+    from packager.distribution.benchresults import publish_result
+
+    if not path.is_dir():
+        raise UsageError(
+            "--publish attaches a result to a version: benchmark a bundle, an installed "
+            "model or a registry version first"
+        )
+    manifest = read_manifest_unverified(path)
+    published = publish_result(
+        report.to_json(),
+        name=manifest.name,
+        version=manifest.version,
+        manifest_digest=Digest.of((path / MANIFEST).read_bytes()),
+        registry=open_registry_at(ctx, registry_ref, writing=True),
+        private_key=load_private_key(key_path, password=password_from_environment),
+        now=now(),
     )
+    ctx.say(f"published the result beside {published.ref} in {published.location}")
+
+
+def _history(
+    ctx: Context,
+    name: str,
+    source: _Source,
+    view: tuple[str | None, Path | None],
+    as_json: bool,
+) -> None:
+    from packager.build.benchreport import write_history_chart
+    from packager.core.benchrecord import History
+    from packager.distribution.benchresults import history
+    from packager.instance.roots import instance_policy
+
+    policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
+    entries = history(open_registry_at(ctx, source.registry_ref), name, policy)
+    metric, chart = view
+    past = History.of(name, entries, metric)
+    if chart is not None:
+        write_history_chart(past, chart)
+        ctx.say(f"wrote {chart}")
+    render.show(ctx, render.HISTORY, past, as_json=as_json)
+
+
+def _single(ctx: Context, report: Report, chart: Path | None, as_json: bool) -> None:
+    from packager.build.benchmark import write_chart
+
     if chart is not None:
         write_chart(report, chart)
         ctx.say(f"wrote {chart}")
     render.show(ctx, render.BENCHMARK, report, as_json=as_json)
+
+
+def _board(
+    ctx: Context,
+    reports: list[Report],
+    base: Report | None,
+    limits: tuple[Limit, ...],
+    files: tuple[Path | None, Path | None, Path | None],
+    as_json: bool,
+) -> None:
+    """The leaderboard: shown, written to the files asked for, then the gate's verdict."""
+    from packager._io.fs import atomic_write
+    from packager.build.benchreport import junit_xml, openmetrics, write_leaderboard_chart
+    from packager.build.leaderboard import leaderboard
+
+    board = leaderboard(reports, baseline=base, limits=limits)
+    chart, junit, metrics_file = files
+    if chart is not None:
+        write_leaderboard_chart(board, chart)
+        ctx.say(f"wrote {chart}")
+    for path, data in ((junit, junit_xml(board)), (metrics_file, openmetrics(board).encode())):
+        if path is not None:
+            try:
+                atomic_write(path, data)
+            except OSError as e:
+                raise UsageError(f"cannot write {path}: {e.strerror}") from e
+            ctx.say(f"wrote {path}")
+    render.show(ctx, render.LEADERBOARD, board, as_json=as_json)
+    if board.failed:
+        failed = "; ".join(v.message for v in board.failed)
+        raise GateFailedError(f"benchmark gate failed: {failed}")
 
 
 @click.command("package")
@@ -185,13 +462,44 @@ def verify(
 
 @click.command()
 @click.argument("bundle", type=DIRECTORY)
+@click.option(
+    "--provenance",
+    "show_provenance",
+    is_flag=True,
+    help="Show the SLSA provenance and the CycloneDX ML-BOM instead of the manifest.",
+)
+@click.option("--sbom-out", type=FILE, help="Write the CycloneDX ML-BOM (JSON) to this file.")
+@click.option(
+    "--provenance-out", type=FILE, help="Write the SLSA provenance statement to this file."
+)
 @json_option
 @pass_ctx
-def inspect(ctx: Context, bundle: Path, as_json: bool) -> None:
-    """Show a bundle's manifest (not a verification: use `packager verify`)."""
-    from packager._io.bundledir import read_manifest_unverified
+def inspect(
+    ctx: Context,
+    bundle: Path,
+    show_provenance: bool,
+    sbom_out: Path | None,
+    provenance_out: Path | None,
+    as_json: bool,
+) -> None:
+    """Show a bundle's manifest, or its provenance (not a verification: use `packager
+    verify`, which checks that model.sig covers every file, these included)."""
+    from packager._io.bundledir import read_manifest_unverified, read_provenance_unverified
 
-    render.show(ctx, render.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
+    if not (show_provenance or sbom_out or provenance_out):
+        render.show(ctx, render.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
+        return
+    from packager._io.fs import atomic_write
+    from packager.core.provenance import summarise
+
+    slsa, sbom = read_provenance_unverified(bundle)
+    summary = summarise(slsa, sbom)
+    for out, data in ((sbom_out, sbom), (provenance_out, slsa)):
+        if out is not None:
+            atomic_write(out, data, mode=0o644)
+            ctx.say(f"wrote {out}")
+    if show_provenance:
+        render.show(ctx, render.PROVENANCE, summary, as_json=as_json)
 
 
 COMMANDS = (keygen, package_cmd, verify, inspect, benchmark_cmd)

@@ -78,10 +78,22 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
 
 
 def _provenance(
-    git_commit: str | None, training_data: tuple[Path, ...], params: tuple[str, ...]
+    git_commit: str | None,
+    training_data: tuple[Path, ...],
+    training_data_licenses: tuple[str, ...],
+    params: tuple[str, ...],
 ) -> Provenance:
+    licenses = {}
+    for item in training_data_licenses:
+        name, sep, expression = item.partition("=")
+        if not sep or not name or not expression:
+            raise UsageError(f"--training-data-license {item!r} must be FILE_NAME=EXPRESSION")
+        licenses[name] = expression
     return Provenance(
-        git_commit=git_commit, training_data=training_data, hyperparameters=_parse_params(params)
+        git_commit=git_commit,
+        training_data=training_data,
+        training_data_licenses=licenses,
+        hyperparameters=_parse_params(params),
     )
 
 
@@ -136,13 +148,24 @@ _PACKAGE_GROUPS = (
             help="Training data file whose sha256 is recorded; repeatable.",
         ),
         click.option(
+            "--training-data-license",
+            "training_data_licenses",
+            multiple=True,
+            metavar="FILE_NAME=EXPRESSION",
+            help="SPDX licence expression a --training-data file is used under; repeatable.",
+        ),
+        click.option(
             "--param", "params", multiple=True, help="Hyperparameter KEY=VALUE; repeatable."
         ),
     ),
     option_group(
         "metadata",
         _metadata,
-        click.option("--license", "license_id", help="SPDX license identifier, e.g. Apache-2.0."),
+        click.option(
+            "--license",
+            "license_id",
+            help="SPDX licence expression, e.g. Apache-2.0 or 'MIT OR Apache-2.0' (validated).",
+        ),
         click.option("--description", help="One-line description."),
         click.option("--readme", type=EXISTING_FILE),
     ),

@@ -1,4 +1,5 @@
-"""Distribution commands: publish, promote, mirror, export, pull, search, root, delegate."""
+"""Distribution commands: publish, promote, approve, mirror, export, pull, search, root,
+delegate."""
 
 from __future__ import annotations
 
@@ -62,16 +63,32 @@ def publish(
 
 @click.command()
 @click.argument("name", required=False)
+@click.option(
+    "--attachments",
+    is_flag=True,
+    help="Also list the signed documents attached to each version of NAME (approvals...), "
+    "as the registry claims them: installers verify them.",
+)
 @registry_option
 @remote_options
 @json_option
 @pass_ctx
-def search(ctx: Context, name: str | None, registry_ref: str | None, as_json: bool) -> None:
+def search(
+    ctx: Context, name: str | None, attachments: bool, registry_ref: str | None, as_json: bool
+) -> None:
     """List the models and versions in a registry (exit 4 when NAME or the registry is not
-    there)."""
+    there); with --attachments, the signed documents beside each version of NAME."""
     from packager.distribution.search import catalog as read_catalog
 
     registry = open_registry_at(ctx, registry_ref)
+    if attachments:
+        from packager.distribution.approve import list_version_attachments
+
+        if name is None:
+            raise click.UsageError("--attachments lists the documents of one model: name it")
+        listed = render.Attached(registry.location, name, list_version_attachments(registry, name))
+        render.show(ctx, render.ATTACHED, listed, as_json=as_json)
+        return
     catalog = render.Catalog(registry.location, read_catalog(registry, name))
     render.show(ctx, render.CATALOG, catalog, as_json=as_json)
 
@@ -179,6 +196,95 @@ def promote(
         certificate_chain=chain,
     )
     render.show(ctx, render.PROMOTED, promotion, as_json=as_json)
+
+
+@click.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@click.option("--role", required=True, help="The role you approve in, e.g. security-review.")
+@signing_key_option
+@click.option("--note", default="", help="A short text kept in the signed approval.")
+@click.option(
+    "--expires",
+    metavar="DURATION",
+    help="How long the approval counts (e.g. 90d, 2w); default: until revoked.",
+)
+@cert_chain_option
+@registry_option
+@remote_options
+@json_option
+@pass_ctx
+def approve(
+    ctx: Context,
+    ref: str,
+    role: str,
+    key_path: Path,
+    note: str,
+    expires: str | None,
+    cert_chain: Path | None,
+    registry_ref: str | None,
+    as_json: bool,
+) -> None:
+    """Sign off NAME@VERSION in a ROLE: a signed approval attached to that exact version.
+
+    Instances whose trust policy requires approvals for the model install it only once
+    every required role has approved it with a key holding that role.
+    """
+    from packager._io.keys import (
+        load_certificate_chain,
+        load_private_key,
+        password_from_environment,
+    )
+    from packager.core.channel import parse_duration
+    from packager.distribution.approve import approve as do_approve
+
+    expires_in = None if expires is None else parse_duration(expires)
+    private_key = load_private_key(key_path, password=password_from_environment)
+    chain = (
+        () if cert_chain is None else load_certificate_chain(cert_chain, private_key=private_key)
+    )
+    approved = do_approve(
+        ref,
+        role=role,
+        registry=open_registry_at(ctx, registry_ref, writing=True),
+        private_key=private_key,
+        now=now(),
+        expires_in=expires_in,
+        note=note,
+        certificate_chain=chain,
+        progress=ctx.say,
+    )
+    render.show(ctx, render.APPROVED, approved, as_json=as_json)
+
+
+@click.command("revoke-approval")
+@click.argument("ref", metavar="NAME@VERSION")
+@signing_key_option
+@click.option("--role", help="Withdraw only the approvals in this role.")
+@registry_option
+@remote_options
+@json_option
+@pass_ctx
+def revoke_approval(
+    ctx: Context,
+    ref: str,
+    key_path: Path,
+    role: str | None,
+    registry_ref: str | None,
+    as_json: bool,
+) -> None:
+    """Withdraw the approvals of NAME@VERSION made with --key (a signed revocation)."""
+    from packager._io.keys import load_private_key, password_from_environment
+    from packager.distribution.approve import revoke_approvals
+
+    withdrawn = revoke_approvals(
+        ref,
+        registry=open_registry_at(ctx, registry_ref, writing=True),
+        private_key=load_private_key(key_path, password=password_from_environment),
+        now=now(),
+        role=role,
+        progress=ctx.say,
+    )
+    render.show(ctx, render.APPROVALS_REVOKED, withdrawn, as_json=as_json)
 
 
 @click.command("export")
@@ -412,4 +518,15 @@ def delegate(
     render.show(ctx, render.TRUST_PUBLISHED, published, as_json=as_json)
 
 
-COMMANDS = (publish, search, pull, promote, export_cmd, mirror_cmd, root, delegate)
+COMMANDS = (
+    publish,
+    search,
+    pull,
+    promote,
+    approve,
+    revoke_approval,
+    export_cmd,
+    mirror_cmd,
+    root,
+    delegate,
+)

@@ -301,15 +301,65 @@ def _trust_file() -> Path:
 @trust.command("add-key")
 @click.argument("name")
 @click.argument("pub", type=FILE)
-@click.option("--models", default="*", show_default=True, help="Glob of model names it may sign.")
+@click.option(
+    "--models",
+    help="Glob of model names it may sign (default: '*', or none with --role).",
+)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="A role the key may approve in, e.g. security-review (repeatable).",
+)
 @pass_ctx
-def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
-    """Trust the public key PUB, under NAME, for models matching --models."""
+def trust_add_key(
+    ctx: Context, name: str, pub: Path, models: str | None, roles: tuple[str, ...]
+) -> None:
+    """Trust the public key PUB, under NAME, to sign models matching --models, or to
+    approve them in each --role."""
     from packager.instance.trust import add_key
 
     path = _trust_file()
-    add_key(path, name, pub, models=models)
-    render.key_trusted(ctx, path, name, models)
+    if models is None and not roles:
+        models = "*"
+    add_key(path, name, pub, models=models, roles=roles)
+    render.key_trusted(ctx, path, name, models, roles)
+
+
+@trust.command("allow-license")
+@click.argument("models", metavar="GLOB")
+@click.argument("licenses", nargs=-1, required=True, metavar="SPDX-ID...")
+@click.option(
+    "--training-data",
+    is_flag=True,
+    help="Also require every training data file's recorded licence to be allowed.",
+)
+@pass_ctx
+def trust_allow_license(
+    ctx: Context, models: str, licenses: tuple[str, ...], training_data: bool
+) -> None:
+    """Install models matching GLOB only under these licences (an expression's OR needs one
+    allowed, AND all; 'L WITH E' must be listed as such), e.g.
+    `trust allow-license 'security-*' MIT Apache-2.0`."""
+    from packager.instance.trust import allow_licenses
+
+    path = _trust_file()
+    rule = allow_licenses(path, models, licenses, training_data=training_data)
+    render.licenses_allowed(ctx, path, rule)
+
+
+@trust.command("require-approval")
+@click.argument("models", metavar="GLOB")
+@click.argument("requirements", nargs=-1, required=True, metavar="ROLE[=COUNT]...")
+@pass_ctx
+def trust_require_approval(ctx: Context, models: str, requirements: tuple[str, ...]) -> None:
+    """Install models matching GLOB only with COUNT approvals (default 1) by distinct keys
+    holding each ROLE, e.g. `trust require-approval 'security-*' security-review legal=2`."""
+    from packager.instance.trust import require_approvals
+
+    path = _trust_file()
+    rule = require_approvals(path, models, requirements)
+    render.approvals_required(ctx, path, rule)
 
 
 @trust.command("add-ca")

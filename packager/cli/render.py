@@ -7,7 +7,7 @@ Only modules needed to print are imported here; result types are for annotations
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -19,8 +19,13 @@ from packager.core.text import printable
 
 if TYPE_CHECKING:
     from packager.build.benchmark import Report
+    from packager.build.leaderboard import Leaderboard
+    from packager.core.approval import Approval
+    from packager.core.benchrecord import History
     from packager.core.manifest import Manifest, TensorSpec
-    from packager.core.policy import TrustedKey, TrustPolicy
+    from packager.core.policy import ApprovalRule, LicenseRule, TrustedKey, TrustPolicy
+    from packager.core.provenance import ProvenanceSummary
+    from packager.distribution.approve import Approved, Listed
     from packager.distribution.mirror import MirrorReport
     from packager.distribution.promote import Promotion
     from packager.distribution.root import Published as TrustPublished
@@ -174,9 +179,60 @@ MANIFEST: Rendering[Manifest] = Rendering(
     json=lambda manifest: manifest.to_dict(), text=_manifest_text
 )
 
+
+def _provenance_text(_ctx: Context, summary: ProvenanceSummary) -> None:
+    line("SLSA provenance (provenance.intoto.json)")
+    line(f"  builder      {summary.builder}")
+    if summary.invocation:
+        line(f"  invocation   {summary.invocation}")
+    line(f"  built        {summary.built or '-'}")
+    for name, digest in summary.subjects:
+        line(f"  subject      {name}  {digest}")
+    for key, value in sorted(summary.parameters.items()):
+        line(f"  parameter    {key} = {json.dumps(value, sort_keys=True)}")
+    for name, ref in summary.dependencies:
+        line(f"  depends on   {name}  {ref}")
+    line("CycloneDX ML-BOM (sbom.cdx.json)")
+    for key, value in summary.model:
+        line(f"  {key:<12} {value}")
+    for kind, name, version, licences in summary.components:
+        line(f"  component    {kind:<8} {name} {version}  licence {licences}")
+    for metric, value in summary.metrics:
+        line(f"  metric       {metric} = {value}")
+
+
+PROVENANCE: Rendering[ProvenanceSummary] = Rendering(
+    json=lambda s: {
+        "builder": s.builder,
+        "invocation": s.invocation,
+        "built": s.built,
+        "subjects": dict(s.subjects),
+        "parameters": dict(s.parameters),
+        "dependencies": [{"name": n, "ref": r} for n, r in s.dependencies],
+        "model": dict(s.model),
+        "components": [
+            {"type": t, "name": n, "version": v, "licence": lic} for t, n, v, lic in s.components
+        ],
+        "metrics": dict(s.metrics),
+    },
+    text=_provenance_text,
+)
+
 BENCHMARK: Rendering[Report] = Rendering(
     json=lambda report: report.to_json(),
     text=lambda _ctx, report: click.echo(report.table()),
+)
+
+
+def _lines(_ctx: Context, result: History) -> None:
+    for text in result.table().splitlines():
+        line(text)
+
+
+HISTORY: Rendering[History] = Rendering(json=lambda past: past.to_json(), text=_lines)
+LEADERBOARD: Rendering[Leaderboard] = Rendering(
+    json=lambda board: board.to_json(),
+    text=lambda _ctx, board: click.echo(board.table()),
 )
 
 
@@ -249,6 +305,96 @@ def _promotion_text(_ctx: Context, promotion: Promotion) -> None:
 
 
 PROMOTED: Rendering[Promotion] = Rendering(json=lambda p: p.to_json(), text=_promotion_text)
+
+
+def approval_json(approval: Approval) -> dict[str, Any]:
+    return {
+        "name": approval.name,
+        "version": approval.version,
+        "manifestDigest": str(approval.manifest_digest),
+        "role": approval.role,
+        "issued": approval.issued.isoformat(),
+        "expires": None if approval.expires is None else approval.expires.isoformat(),
+        "note": approval.note,
+    }
+
+
+def _approval_line(approval: Approval) -> str:
+    until = "no expiry" if approval.expires is None else f"expires {approval.expires.isoformat()}"
+    note = f"  note {approval.note!r}" if approval.note else ""
+    return (
+        f"{approval.name}@{approval.version}  {approval.role}  issued "
+        f"{approval.issued.isoformat()}  {until}  {approval.manifest_digest}{note}"
+    )
+
+
+APPROVED: Rendering[Approved] = Rendering(
+    json=lambda a: {
+        **approval_json(a.approval),
+        "key": a.key,
+        "tag": a.tag,
+        "registry": a.location,
+    },
+    text=lambda _ctx, a: line(_approval_line(a.approval)),
+)
+
+
+def _revoked_text(_ctx: Context, withdrawn: Sequence[Approval]) -> None:
+    for approval in withdrawn:
+        line(f"revoked: {_approval_line(approval)}")
+
+
+APPROVALS_REVOKED: Rendering[Sequence[Approval]] = Rendering(
+    json=lambda withdrawn: {"revoked": [approval_json(a) for a in withdrawn]},
+    text=_revoked_text,
+)
+
+
+@dataclass(frozen=True)
+class Attached:
+    location: str
+    name: str
+    versions: Mapping[str, Sequence[Listed]]
+
+
+def _listed_json(item: Listed) -> dict[str, Any]:
+    return {
+        "kind": item.kind,
+        "tag": item.tag,
+        "role": item.role,
+        "key": item.key,
+        "issued": None if item.issued is None else item.issued.isoformat(),
+        "expires": None if item.expires is None else item.expires.isoformat(),
+        "problem": item.problem,
+        "verified": False,
+    }
+
+
+def _attached_text(ctx: Context, attached: Attached) -> None:
+    ctx.say(f"documents attached in {attached.location}, as it claims them (not verified)")
+    for version, items in attached.versions.items():
+        line(f"{attached.name}@{version}" + ("" if items else "  (none)"))
+        for item in items:
+            if item.problem is not None:
+                line(f"  {item.kind:<10} unreadable: {item.problem}")
+            elif item.role is not None:
+                until = "no expiry" if item.expires is None else f"expires {item.expires:%Y-%m-%d}"
+                line(
+                    f"  {item.kind:<10} {item.role:<18} key {str(item.key)[:16]}  "
+                    f"issued {item.issued:%Y-%m-%d}  {until}"
+                )
+            else:
+                line(f"  {item.kind:<10} {item.tag}")
+
+
+ATTACHED: Rendering[Attached] = Rendering(
+    json=lambda a: {
+        "registry": a.location,
+        "name": a.name,
+        "versions": {v: [_listed_json(i) for i in items] for v, items in a.versions.items()},
+    },
+    text=_attached_text,
+)
 
 
 @dataclass(frozen=True)
@@ -460,7 +606,10 @@ def _policy_json(result: Policy) -> dict[str, Any]:
     policy = result.policy
     return {
         "policy": str(result.path),
-        "keys": [{"name": k.name, "hint": k.hint, "revoked": k.revoked} for k in result.keys],
+        "keys": [
+            {"name": k.name, "hint": k.hint, "revoked": k.revoked, "roles": list(k.roles)}
+            for k in result.keys
+        ],
         "unusable": [
             {"name": k.name, "revoked": k.revoked, "reason": k.reason}
             for _, k in sorted(policy.unusable.items())
@@ -479,13 +628,19 @@ def _policy_json(result: Policy) -> dict[str, Any]:
             {"models": r.models, "keys": list(r.keys), "cas": list(r.cas)} for r in policy.rules
         ],
         "minimum": dict(policy.minimum),
+        "approvals": [{"models": r.models, "require": dict(r.require)} for r in policy.approvals],
+        "licenses": [
+            {"models": r.models, "allow": list(r.allow), "trainingData": r.training_data}
+            for r in policy.licenses
+        ],
     }
 
 
 def _policy_text(_ctx: Context, result: Policy) -> None:
     line(f"policy: {result.path}")
     for k in result.keys:
-        line(f"key  {k.name:<20} {k.hint[:16]}{'  REVOKED' if k.revoked else ''}")
+        roles = f"  roles {', '.join(k.roles)}" if k.roles else ""
+        line(f"key  {k.name:<20} {k.hint[:16]}{roles}{'  REVOKED' if k.revoked else ''}")
     for _, u in sorted(result.policy.unusable.items()):
         line(f"key  {u.name:<20} UNUSABLE{'  REVOKED' if u.revoked else ''}  {u.reason}")
     for ca in sorted(result.policy.cas.values(), key=lambda c: c.name):
@@ -496,6 +651,11 @@ def _policy_text(_ctx: Context, result: Policy) -> None:
         line(f"rule {r.models:<20} {', '.join((*r.keys, *r.cas))}")
     for model, version in sorted(result.policy.minimum.items()):
         line(f"min  {model:<20} {version}")
+    for lic in result.policy.licenses:
+        data = " (and training data)" if lic.training_data else ""
+        line(f"lic  {lic.models:<20} {', '.join(lic.allow)}{data}")
+    for a in result.policy.approvals:
+        line(f"need {a.models:<20} {', '.join(f'{n} {role}' for role, n in a.require.items())}")
 
 
 POLICY = Rendering(_policy_json, _policy_text)
@@ -507,8 +667,23 @@ def unusable_keys(policy: TrustPolicy) -> None:
         warn(f"key {key.name} is skipped: {key.reason}")
 
 
-def key_trusted(ctx: Context, path: Path, name: str, models: str) -> None:
-    ctx.say(f"{path}: key {name} trusted for models {models!r}")
+def key_trusted(
+    ctx: Context, path: Path, name: str, models: str | None, roles: Sequence[str] = ()
+) -> None:
+    if models is not None:
+        ctx.say(f"{path}: key {name} trusted for models {models!r}")
+    if roles:
+        ctx.say(f"{path}: key {name} may approve as {', '.join(roles)}")
+
+
+def licenses_allowed(ctx: Context, path: Path, rule: LicenseRule) -> None:
+    data = " (and training data)" if rule.training_data else ""
+    ctx.say(f"{path}: models {rule.models!r} only under {', '.join(rule.allow)}{data}")
+
+
+def approvals_required(ctx: Context, path: Path, rule: ApprovalRule) -> None:
+    wanted = ", ".join(f"{count} {role}" for role, count in rule.require.items())
+    ctx.say(f"{path}: models {rule.models!r} need approvals: {wanted}")
 
 
 def ca_trusted(ctx: Context, path: Path, name: str, models: str, identities: Sequence[str]) -> None:

@@ -181,17 +181,22 @@ class Validation(_FlatPart):
 
 @dataclass(frozen=True)
 class TrainingData:
-    """A training data file, by name and digest (never by path: paths stay private)."""
+    """A training data file, by name and digest (never by path: paths stay private), and
+    the SPDX licence expression it is used under, when recorded."""
 
     uri: str
     digest: Digest
+    license: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"uri": self.uri, "sha256": self.digest.hex}
+        doc = {"uri": self.uri, "sha256": self.digest.hex}
+        if self.license is not None:
+            doc["license"] = self.license
+        return doc
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainingData:
-        return cls(uri=d["uri"], digest=Digest(d["sha256"]))
+        return cls(uri=d["uri"], digest=Digest(d["sha256"]), license=d.get("license"))
 
 
 @dataclass(frozen=True)

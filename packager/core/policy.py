@@ -23,6 +23,19 @@ and a revoked key is never trusted, whatever the rules say.
     [minimum]
     spam-filter = "2.0.0"          # never install below this version
 
+    [keys.alice]                   # a reviewer: may approve, in these roles
+    pem = '''-----BEGIN PUBLIC KEY----- ...'''
+    roles = ["security-review"]
+
+    [[approvals]]                  # install only with these approvals (m of the role's keys)
+    models = "security-*"
+    require = { security-review = 1, legal = 1 }
+
+    [[licenses]]                   # install only bundles whose SPDX licence these allow
+    models = "security-*"
+    allow = ["MIT", "Apache-2.0"]
+    training-data = true           # and the licence recorded for every training data file
+
 Whether to verify at all is one explicit value, a :data:`VerifyMode`: :class:`Trusted`
 (check every signature against a policy) or :class:`Unverified` (check none, only digests;
 made by ``--insecure-skip-verify`` and ``mirror --no-verify``, and always audited with its
@@ -41,6 +54,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from packager.core.approval import check_role
 from packager.core.manifest import NAME_RE, is_version
 from packager.core.signature import SUPPORTED_CURVES, key_hint
 from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
@@ -56,6 +70,7 @@ class TrustedKey:
     pem: bytes
     public_key: ec.EllipticCurvePublicKey = field(repr=False, compare=False)
     revoked: bool = False
+    roles: tuple[str, ...] = ()
 
     @property
     def hint(self) -> str:
@@ -71,6 +86,7 @@ class UnusableKey:
     pem: bytes
     revoked: bool
     reason: str
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,32 @@ ADHOC_SOURCE = "--key"
 
 
 @dataclass(frozen=True)
+class ApprovalRule:
+    """Models matching ``models`` need, per role, that many approvals by distinct keys
+    holding the role."""
+
+    models: str
+    require: Mapping[str, int] = field(hash=False)
+
+    def covers(self, model: str) -> bool:
+        return fnmatch.fnmatchcase(model, self.models)
+
+
+@dataclass(frozen=True)
+class LicenseRule:
+    """Models matching ``models`` must be licensed under an expression ``allow`` allows
+    (see :mod:`packager.core.spdx`); with ``training_data``, so must every training data
+    file the bundle records."""
+
+    models: str
+    allow: tuple[str, ...]
+    training_data: bool = False
+
+    def covers(self, model: str) -> bool:
+        return fnmatch.fnmatchcase(model, self.models)
+
+
+@dataclass(frozen=True)
 class TrustPolicy:
     keys: Mapping[str, TrustedKey]
     rules: tuple[Rule, ...]
@@ -95,6 +137,30 @@ class TrustPolicy:
     source: str = "trust policy"
     unusable: Mapping[str, UnusableKey] = field(default_factory=dict)
     cas: Mapping[str, TrustedCA] = field(default_factory=dict)
+    approvals: tuple[ApprovalRule, ...] = ()
+    licenses: tuple[LicenseRule, ...] = ()
+
+    def license_rules(self, model: str) -> list[LicenseRule]:
+        """The licence rules covering ``model`` (a bundle must satisfy each)."""
+        return [rule for rule in self.licenses if rule.covers(model)]
+
+    def required_approvals(self, model: str) -> dict[str, int]:
+        """Role -> how many approvals ``model`` needs (the highest any covering rule
+        asks); empty when no rule covers it."""
+        needed: dict[str, int] = {}
+        for rule in self.approvals:
+            if rule.covers(model):
+                for role, count in rule.require.items():
+                    needed[role] = max(count, needed.get(role, 0))
+        return dict(sorted(needed.items()))
+
+    def reviewers(self, role: str) -> list[TrustedKey]:
+        """The keys holding ``role`` that are not revoked."""
+        return [k for _, k in sorted(self.keys.items()) if role in k.roles and not k.revoked]
+
+    def key_named_by_hint(self) -> dict[str, str]:
+        """Hint -> name of every usable key."""
+        return {key.hint: key.name for key in self.keys.values()}
 
     def keys_for(self, model: str) -> list[ec.EllipticCurvePublicKey]:
         """Public keys allowed to sign ``model``: named by a covering rule and not revoked.
@@ -245,7 +311,7 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{source} is not valid TOML: {e}") from e
-    unknown = set(doc) - {"keys", "cas", "rules", "minimum"}
+    unknown = set(doc) - {"keys", "cas", "rules", "minimum", "approvals", "licenses"}
     if unknown:
         raise UsageError(f"{source}: unknown section {sorted(unknown)[0]!r}")
     keys: dict[str, TrustedKey] = {}
@@ -254,15 +320,20 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         where = f"{source}: [keys.{name}]"
         check_key_name(name)
         entry = _table(entry, where)
-        if set(entry) - {"pem", "revoked"} or not isinstance(entry.get("pem"), str):
-            raise UsageError(f"{where} needs pem = '''...''' and optionally revoked = true|false")
+        if set(entry) - {"pem", "revoked", "roles"} or not isinstance(entry.get("pem"), str):
+            raise UsageError(
+                f"{where} needs pem = '''...''' and optionally revoked = true|false and "
+                'roles = ["ROLE", ...]'
+            )
         pem = entry["pem"].encode()
         revoked = _revoked(entry, where)
+        roles = _roles(entry.get("roles", []), where)
         try:
-            keys[name] = TrustedKey(name, pem, load_pem_public_key(pem, where=where), revoked)
+            key = load_pem_public_key(pem, where=where)
+            keys[name] = TrustedKey(name, pem, key, revoked, roles)
         except UsageError as e:
             # One key packager cannot verify with must not stop the others: it signs nothing.
-            unusable[name] = UnusableKey(name, pem, revoked, str(e))
+            unusable[name] = UnusableKey(name, pem, revoked, str(e), roles)
     cas = _parse_cas(doc.get("cas", {}), source)
     both = sorted((set(keys) | set(unusable)) & set(cas))
     if both:
@@ -278,7 +349,64 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         if not is_version(version):
             raise UsageError(f"{source}: [minimum] {model} = {version!r} is not a SemVer version")
         minimum[model] = version
-    return TrustPolicy(keys, tuple(rules), minimum, source, unusable, cas)
+    approvals = tuple(
+        _parse_approval_rule(entry, f"{source}: approvals[{i}]")
+        for i, entry in enumerate(_array(doc.get("approvals", []), source, "approvals"))
+    )
+    licenses = tuple(
+        _parse_license_rule(entry, f"{source}: licenses[{i}]")
+        for i, entry in enumerate(_array(doc.get("licenses", []), source, "licenses"))
+    )
+    return TrustPolicy(keys, tuple(rules), minimum, source, unusable, cas, approvals, licenses)
+
+
+def _parse_license_rule(entry: Any, where: str) -> LicenseRule:
+    from packager.core.spdx import check_allow_entry  # deferred: reads the SPDX list
+
+    entry = _table(entry, where)
+    models, allow = entry.get("models"), entry.get("allow")
+    data = entry.get("training-data", False)
+    if (
+        set(entry) - {"models", "allow", "training-data"}
+        or not isinstance(models, str)
+        or not _names(allow)
+        or not isinstance(data, bool)
+    ):
+        raise UsageError(
+            f'{where} needs models = "GLOB", allow = ["SPDX-ID", ...] and optionally '
+            "training-data = true|false"
+        )
+    try:
+        normal = tuple(dict.fromkeys(check_allow_entry(item) for item in allow))
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}") from None
+    return LicenseRule(models, normal, data)
+
+
+def _roles(value: Any, where: str) -> tuple[str, ...]:
+    if not _names(value):
+        raise UsageError(f'{where}: roles must be a list of role names, e.g. ["legal"]')
+    try:
+        return tuple(sorted({check_role(role) for role in value}))
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}") from None
+
+
+def _parse_approval_rule(entry: Any, where: str) -> ApprovalRule:
+    entry = _table(entry, where)
+    models, require = entry.get("models"), entry.get("require")
+    if set(entry) != {"models", "require"} or not isinstance(models, str):
+        raise UsageError(f'{where} needs models = "GLOB" and require = {{ ROLE = COUNT, ... }}')
+    require = _table(require, f"{where}: require")
+    counts: dict[str, int] = {}
+    for role, count in require.items():
+        check_role(role)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 16:
+            raise UsageError(f"{where}: require.{role} must be a count from 1 to 16")
+        counts[role] = count
+    if not counts:
+        raise UsageError(f"{where}: require names no role")
+    return ApprovalRule(models, counts)
 
 
 def _revoked(entry: Mapping[str, Any], where: str) -> bool:
@@ -288,9 +416,9 @@ def _revoked(entry: Mapping[str, Any], where: str) -> bool:
     return revoked
 
 
-def _array(value: Any, source: str) -> list[Any]:
+def _array(value: Any, source: str, section: str = "rules") -> list[Any]:
     if not isinstance(value, list):
-        raise UsageError(f"{source}: rules must be an array of tables ([[rules]])")
+        raise UsageError(f"{source}: {section} must be an array of tables ([[{section}]])")
     return value
 
 
@@ -351,6 +479,7 @@ def render_policy(policy: TrustPolicy) -> str:
     doc: dict[str, Any] = {
         "keys": {
             key.name: {"pem": key.pem.decode().strip() + "\n", "revoked": key.revoked}
+            | ({"roles": list(key.roles)} if key.roles else {})
             for key in sorted(every, key=lambda k: k.name)
         },
     }
@@ -366,6 +495,15 @@ def render_policy(policy: TrustPolicy) -> str:
     doc["rules"] = [_render_rule(rule) for rule in policy.rules]
     if policy.minimum:
         doc["minimum"] = dict(sorted(policy.minimum.items()))
+    if policy.licenses:
+        doc["licenses"] = [
+            {"models": r.models, "allow": list(r.allow), "training-data": r.training_data}
+            for r in policy.licenses
+        ]
+    if policy.approvals:
+        doc["approvals"] = [
+            {"models": rule.models, "require": dict(rule.require)} for rule in policy.approvals
+        ]
     header = "# packager trust policy: which keys and CAs may sign which models.\n\n"
     return header + tomli_w.dumps(doc, multiline_strings=True)
 

@@ -337,8 +337,13 @@ def verify_envelope(
 
 def claimed_key_hint(sig: bytes) -> str | None:
     """The key hint ``model.sig`` claims, UNAUTHENTICATED: for messages, never for trust."""
+    return claimed_key_hint_of(sig, PAYLOAD_TYPE)
+
+
+def claimed_key_hint_of(data: bytes, payload_type: str) -> str | None:
+    """The key hint a signed document claims, UNAUTHENTICATED: for display, never for trust."""
     try:
-        return _parse_bundle(sig, PAYLOAD_TYPE)[0]
+        return _parse_bundle(data, payload_type)[0]
     except VerificationError:
         return None
 

@@ -19,22 +19,35 @@ Fetching, reading files and writing them is the callers' job (:mod:`packager.reg
 Channel documents: :func:`check_channel_document` (signer and name/channel binding) and
 :func:`accept_channel` (also expiry, replay and equivocation); :func:`check_channel_mode`
 refuses to follow a channel unverified.
+
+Approvals: :func:`evaluate_approvals` decides which signed approvals count for one exact
+bundle; :meth:`ApprovalDecision.check` refuses a bundle that lacks one the policy requires.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TypeVar
 
 from packager.core import signature, x509
+from packager.core.approval import (
+    MAX_APPROVAL_BYTES,
+    REVOCATION_PAYLOAD_TYPE,
+    Approval,
+    parse_approval_payload,
+    parse_revocation_payload,
+)
+from packager.core.approval import PAYLOAD_TYPE as APPROVAL_PAYLOAD_TYPE
+from packager.core.benchrecord import MAX_RESULT_BYTES, BenchmarkResult, parse_result_payload
+from packager.core.benchrecord import PAYLOAD_TYPE as BENCHMARK_PAYLOAD_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
 from packager.core.channel import parse_channel_payload as _parse_channel_payload
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
-from packager.core.policy import Trusted, TrustPolicy, Unverified, VerifyMode
+from packager.core.policy import Trusted, TrustedKey, TrustPolicy, Unverified, VerifyMode
 from packager.core.semver import semver_key
 from packager.core.shards import EMPTY, Hashed, Shard, mismatch
 from packager.errors import (
@@ -43,6 +56,7 @@ from packager.errors import (
     TamperedError,
     UntrustedError,
     UsageError,
+    VerificationError,
     WrongModelError,
 )
 
@@ -571,3 +585,262 @@ def accept_channel(
 
 def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- approvals --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalFinding:
+    """What one approval document was found to be: ``accepted`` or refused (``detail``
+    says why). ``key`` is the name the policy gives the signing key, when one verifies it."""
+
+    accepted: bool
+    detail: str
+    role: str | None = None
+    key: str | None = None
+    approval: Approval | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    """The approvals a bundle needs (role -> count), what each document offered was
+    found to be, and what is still missing (role -> how many more)."""
+
+    required: Mapping[str, int]
+    findings: tuple[ApprovalFinding, ...]
+    missing: Mapping[str, int]
+
+    def check(self, ref: str) -> None:
+        """Raises UntrustedError naming every missing approval (and why the documents
+        offered did not count) unless the bundle has every approval it needs."""
+        if not self.missing:
+            return
+        wanted = ", ".join(f"{count} more {role}" for role, count in self.missing.items())
+        refused = "; ".join(f.detail for f in self.findings if not f.accepted)
+        raise UntrustedError(
+            f"{ref} lacks the approvals the trust policy requires: {wanted}"
+            + (f" (refused: {refused})" if refused else "")
+            + f"; a reviewer runs `packager approve {ref} --role ROLE --key KEY`"
+        )
+
+
+def evaluate_approvals(
+    approvals: Sequence[bytes],
+    revocations: Sequence[bytes],
+    policy: TrustPolicy,
+    *,
+    name: str,
+    version: str,
+    manifest_digest: Digest,
+    bundle_signer: str | None,
+    now: datetime,
+) -> ApprovalDecision:
+    """Which of the ``approvals`` count for the bundle ``name``@``version`` whose signed
+    manifest.json has ``manifest_digest`` and which ``bundle_signer`` (a key hint) signed.
+
+    An approval counts when it verifies with a key of ``policy`` that is not revoked and
+    holds the role it names, is for exactly this name, version and manifest digest, is not
+    expired at ``now``, was not signed by ``bundle_signer`` (separation of duties), and no
+    revocation signed by the same key withdraws it. Each key counts once per role.
+    """
+    required = policy.required_approvals(name)
+    withdrawn = _withdrawn(revocations, policy, name, version, manifest_digest)
+    findings = tuple(
+        _judge_approval(
+            data,
+            policy,
+            name=name,
+            version=version,
+            manifest_digest=manifest_digest,
+            bundle_signer=bundle_signer,
+            now=now,
+            withdrawn=withdrawn,
+        )
+        for data in approvals
+    )
+    signers: dict[str, set[str]] = {}
+    for finding in findings:
+        if finding.accepted and finding.role is not None and finding.key is not None:
+            signers.setdefault(finding.role, set()).add(finding.key)
+    missing = {
+        role: count - len(signers.get(role, ()))
+        for role, count in required.items()
+        if len(signers.get(role, ())) < count
+    }
+    return ApprovalDecision(required, findings, missing)
+
+
+def _approval_signer(
+    data: bytes, payload_type: str, policy: TrustPolicy, what: str
+) -> tuple[bytes, TrustedKey]:
+    """The payload of a document and the policy key (revoked or not) that signed it.
+
+    Raises:
+        TamperedError: larger than the cap or malformed.
+        UntrustedError: no key of the policy signed it.
+    """
+    if len(data) > MAX_APPROVAL_BYTES:
+        raise TamperedError(f"{what} is larger than {MAX_APPROVAL_BYTES} bytes")
+    keys = sorted(policy.keys.values(), key=lambda k: k.name)
+    if not keys:
+        raise UntrustedError(f"{what}: the trust policy names no key")
+    payload, hint = signature.verify_envelope(
+        data, payload_type, public_keys=[k.public_key for k in keys], what=what
+    )
+    return payload, next(k for k in keys if k.hint == hint)
+
+
+def _withdrawn(
+    revocations: Sequence[bytes],
+    policy: TrustPolicy,
+    name: str,
+    version: str,
+    manifest_digest: Digest,
+) -> set[tuple[str, Digest]]:
+    """(key hint, approval document digest) of every approval a verified revocation for
+    this bundle withdraws; documents that do not verify withdraw nothing."""
+    withdrawn = set()
+    for data in revocations:
+        try:
+            payload, key = _approval_signer(
+                data, REVOCATION_PAYLOAD_TYPE, policy, "approval revocation"
+            )
+            doc = parse_revocation_payload(payload)
+        except VerificationError:
+            continue
+        if (doc.name, doc.version, doc.manifest_digest) == (name, version, manifest_digest):
+            withdrawn.add((key.hint, doc.approval))
+    return withdrawn
+
+
+def _judge_approval(
+    data: bytes,
+    policy: TrustPolicy,
+    *,
+    name: str,
+    version: str,
+    manifest_digest: Digest,
+    bundle_signer: str | None,
+    now: datetime,
+    withdrawn: set[tuple[str, Digest]],
+) -> ApprovalFinding:
+    try:
+        payload, key = _approval_signer(data, APPROVAL_PAYLOAD_TYPE, policy, "approval")
+        doc = parse_approval_payload(payload)
+    except VerificationError as e:
+        return ApprovalFinding(False, str(e))
+    by = f"{doc.role} approval by key {key.name}"
+    problem = None
+    if (doc.name, doc.version) != (name, version):
+        problem = f"is for {doc.name}@{doc.version}, not {name}@{version}"
+    elif doc.manifest_digest != manifest_digest:
+        problem = f"is for manifest.json {doc.manifest_digest}, not the signed {manifest_digest}"
+    elif key.revoked:
+        problem = "was made with a revoked key"
+    elif doc.role not in key.roles:
+        problem = f"was made with a key that does not hold the role {doc.role}"
+    elif key.hint == bundle_signer:
+        problem = "was made with the key that signed the bundle (separation of duties)"
+    elif doc.expires is not None and now >= doc.expires:
+        problem = f"expired at {_timestamp(doc.expires)}"
+    elif (key.hint, Digest.of(data)) in withdrawn:
+        problem = "was revoked by its signer"
+    if problem is not None:
+        return ApprovalFinding(False, f"{by} {problem}", doc.role, key.name, doc)
+    when = f"issued {_timestamp(doc.issued)}" + (
+        f", expires {_timestamp(doc.expires)}" if doc.expires is not None else ""
+    )
+    return ApprovalFinding(True, f"{by} ({key.hint[:16]}), {when}", doc.role, key.name, doc)
+
+
+# --- licences -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LicenseFinding:
+    """One licence checked: of the model or of a training data file (``subject``)."""
+
+    subject: str
+    expression: str | None
+    allowed: bool
+    detail: str
+
+
+def evaluate_licenses(manifest: Manifest, policy: TrustPolicy) -> tuple[LicenseFinding, ...]:
+    """Every licence the policy's rules for the model ask about, each judged against the
+    rule's allow-list (:func:`packager.core.spdx.allowed_by`: OR needs one alternative
+    allowed, AND all, WITH the exact pair); a missing licence is never allowed. Empty when
+    no rule covers the model."""
+    findings: list[LicenseFinding] = []
+    for rule in policy.license_rules(manifest.name):
+        subjects: list[tuple[str, str | None]] = [("the model", manifest.license)]
+        if rule.training_data:
+            records = manifest.provenance.training_data if manifest.provenance else None
+            if not records:
+                findings.append(
+                    LicenseFinding(
+                        "training data", None, False, "the bundle records no training data"
+                    )
+                )
+            subjects += [(f"training data {t.uri}", t.license) for t in records or ()]
+        findings += [_judge_license(s, e, rule.allow) for s, e in subjects]
+    return tuple(findings)
+
+
+def check_licenses(findings: Sequence[LicenseFinding], ref: str) -> None:
+    """Raises UntrustedError naming every licence not allowed (or missing)."""
+    refused = [f"{f.subject}: {f.detail}" for f in findings if not f.allowed]
+    if refused:
+        raise UntrustedError(
+            f"{ref} is refused by the licence policy: {'; '.join(refused)}; ask for a "
+            "bundle under an allowed licence, or change [[licenses]] in the trust policy"
+        )
+
+
+def _judge_license(subject: str, expression: str | None, allow: tuple[str, ...]) -> LicenseFinding:
+    from packager.core.spdx import allowed_by  # deferred: reads the SPDX list
+
+    if expression is None:
+        return LicenseFinding(subject, None, False, "no licence recorded")
+    try:
+        ok, normal = allowed_by(expression, allow)
+    except TamperedError as e:
+        return LicenseFinding(subject, expression, False, str(e))
+    verdict = "allowed" if ok else "not allowed"
+    return LicenseFinding(
+        subject, normal, ok, f"{normal} is {verdict} (allowed: {', '.join(allow) or 'none'})"
+    )
+
+
+# --- benchmark results ------------------------------------------------------------------
+
+
+def accept_benchmark_result(
+    data: bytes, policy: TrustPolicy, *, name: str, version: str, manifest_digest: Digest
+) -> tuple[BenchmarkResult, str]:
+    """A signed benchmark result of the bundle ``name``@``version`` whose manifest.json has
+    ``manifest_digest``, and the hint of the key that signed it: a key ``policy`` trusts
+    for ``name`` (not revoked).
+
+    Raises:
+        TamperedError: larger than the cap, malformed, or about another bundle.
+        UntrustedError: no key the policy trusts for the model signed it.
+    """
+    if len(data) > MAX_RESULT_BYTES:
+        raise TamperedError(f"benchmark result is larger than {MAX_RESULT_BYTES} bytes")
+    keys = policy.keys_for(name)
+    payload, hint = signature.verify_envelope(
+        data, BENCHMARK_PAYLOAD_TYPE, public_keys=keys, what="benchmark result"
+    )
+    result = parse_result_payload(payload)
+    if (result.name, result.version) != (name, version):
+        raise TamperedError(
+            f"benchmark result is for {result.name}@{result.version}, not {name}@{version}"
+        )
+    if result.manifest_digest != manifest_digest:
+        raise TamperedError(
+            f"benchmark result is for manifest.json {result.manifest_digest}, not the "
+            f"signed {manifest_digest} of {name}@{version}"
+        )
+    return result, hint

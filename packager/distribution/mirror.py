@@ -25,6 +25,11 @@ names and has no document of that channel with a higher sequence; without verify
 copies a document only where the destination has none under that channel (it cannot tell
 which of two is newer). A source that cannot list its tags carries no channels, and says so.
 
+Documents attached to a version (approvals, revocations:
+:mod:`packager.registry.attachments`) go along with it, byte for byte: export carries every
+one, mirror those the destination's copy lacks, re-attached to the copy's OCI manifest.
+They are not judged here: each installer judges them with its own trust policy.
+
 The root of trust's documents (:mod:`packager.registry.roots`) go along too: export carries
 all of them; mirror copies the roots the destination lacks and newer delegations.
 """
@@ -49,6 +54,8 @@ from packager.core.root import TRUST_REPOSITORY
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
+from packager.registry.attachments import artifact_type as attachment_type
+from packager.registry.attachments import attached_documents, copy_attachments, subject_of
 from packager.registry.base import Artifact, Registry, RegistryReader
 from packager.registry.roots import copy_trust_documents, trust_document_type, trust_documents
 from packager.registry.verified import fetch_verified, latest_version
@@ -152,6 +159,15 @@ def export(
         for artifact in artifacts.values():
             writer.add_artifact(registry, artifact, files=None)
             say(f"exported {artifact.ref} ({artifact.manifest_digest})")
+            for found, data in attached_documents(registry, artifact):
+                writer.add_document(
+                    artifact.name,
+                    found.tag,
+                    data,
+                    artifact_type=attachment_type(found.kind),
+                    subject=subject_of(artifact),
+                )
+                say(f"exported {found.kind} {found.tag} of {artifact.ref}")
         for name in dict.fromkeys(name for name, _ in artifacts):
             for tag in _channel_tags(registry, name):
                 writer.add_document(
@@ -234,6 +250,7 @@ def mirror(
                 if _same_content(artifact, present):
                     skipped.append(entry)
                     say(f"skipped {artifact.ref}: already in {destination.location}")
+                    _carry_attachments(source, artifact, destination, present, say)
                 else:
                     conflicts.append(entry)
                     say(
@@ -244,8 +261,10 @@ def mirror(
             bundle = work / f"version-{i}"
             bundle.mkdir()
             fetched = fetch_verified(source, artifact, mode=mode, dest=bundle, say=say)
-            digest = sink.add(source, artifact, bundle, fetched.manifest)
+            copy = sink.add(source, artifact, bundle, fetched.manifest)
+            digest = copy.manifest_digest
             shutil.rmtree(bundle)
+            _carry_attachments(source, artifact, destination, copy, say)
             held[(name, version)] = fetched.manifest_digest
             copied.append(Mirrored(name, version, artifact.manifest_digest, digest))
             say(f"copied {artifact.ref} to {destination.location} ({digest})")
@@ -265,6 +284,15 @@ def mirror(
         conflicts=tuple(conflicts),
         channels=tuple(channels),
     )
+
+
+def _carry_attachments(
+    source: RegistryReader, artifact: Artifact, destination: Registry, copy: Artifact, say: Progress
+) -> None:
+    """Attach to the copy the signed documents of the source version it lacks (approvals
+    and the like are judged by installers, with their own policy)."""
+    for found in copy_attachments(source, artifact, destination, copy):
+        say(f"copied {found.kind} {found.tag} of {artifact.ref}")
 
 
 def _channel_tags(registry: RegistryReader, name: str) -> list[str]:
@@ -387,9 +415,9 @@ class _Sink:
 
     def add(
         self, source: RegistryReader, artifact: Artifact, bundle: Path, manifest: Manifest
-    ) -> Digest:
-        """Store a version fetched into ``bundle``; returns its digest in the destination."""
-        return self._registry.publish(bundle, manifest).manifest_digest
+    ) -> Artifact:
+        """Store a version fetched into ``bundle``; returns it as the destination holds it."""
+        return self._registry.publish(bundle, manifest)
 
     def document(self, name: str, tag: str) -> bytes | None:
         """The destination's channel document under ``tag``, or None."""

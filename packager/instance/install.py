@@ -20,17 +20,27 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
 from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
+from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
-from packager.core.verify import check_channel_mode, check_trusted, check_version_allowed
+from packager.core.verify import (
+    check_channel_mode,
+    check_licenses,
+    check_trusted,
+    check_version_allowed,
+    evaluate_approvals,
+    evaluate_licenses,
+)
 from packager.errors import NotInstalledError, PackagerError, UsageError
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
-from packager.registry.base import RegistryReader
-from packager.registry.verified import fetch_verified, latest_version, read_channel
+from packager.registry.attachments import read_attachments
+from packager.registry.base import Artifact, RegistryReader
+from packager.registry.verified import Fetched, fetch_verified, latest_version, read_channel
 
 Progress = Callable[[str], None]
 
@@ -257,6 +267,9 @@ class _Install:
                 reuse=self._installed(name),
             )
             manifest = fetched.manifest
+            if isinstance(self.options.verify, Trusted):
+                self.check_licenses(manifest, self.options.verify)
+                self.check_approvals(artifact, fetched, self.options.verify)
 
             # 5. Can this instance run it, and does it still give the recorded answers?
             smoke = run_smoke_test(staged, manifest, limits=self.options.smoke)
@@ -307,6 +320,71 @@ class _Install:
             smoke_seconds=smoke.seconds,
             smoke_peak_rss=smoke.peak_rss,
         )
+
+    def check_licenses(self, manifest: Manifest, mode: Trusted) -> None:
+        """The licences the policy's rules for the model ask about, each written to the audit
+        log.
+
+        Raises:
+            UntrustedError: a licence missing or not allowed.
+        """
+        findings = evaluate_licenses(manifest, mode.policy)
+        for finding in findings:
+            self.store.audit(
+                action="license",
+                outcome="ok" if finding.allowed else "refused",
+                now=self.now,
+                name=manifest.name,
+                version=manifest.version,
+                detail=f"{finding.subject}: {finding.detail}",
+            )
+        check_licenses(findings, manifest.ref)
+
+    def check_approvals(self, artifact: Artifact, fetched: Fetched, mode: Trusted) -> None:
+        """The approvals the policy requires for the model, read from the registry beside
+        the version and judged by :func:`packager.core.verify.evaluate_approvals`; every
+        document looked at and every approval missing is written to the audit log.
+
+        Raises:
+            UntrustedError: an approval is missing (the message names the role and count).
+        """
+        name, version = artifact.name, artifact.version
+        if not mode.policy.required_approvals(name):
+            return
+        documents = {
+            kind: read_attachments(self.registry, artifact, kind, max_size=MAX_APPROVAL_BYTES)
+            for kind in (APPROVAL_KIND, REVOCATION_KIND)
+        }
+        decision = evaluate_approvals(
+            documents[APPROVAL_KIND],
+            documents[REVOCATION_KIND],
+            mode.policy,
+            name=name,
+            version=version,
+            manifest_digest=fetched.manifest_digest,
+            bundle_signer=fetched.statement.signer,
+            now=self.now,
+        )
+        for finding in decision.findings:
+            self.store.audit(
+                action="approval",
+                outcome="ok" if finding.accepted else "refused",
+                now=self.now,
+                name=name,
+                version=version,
+                detail=f"role {finding.role or '-'}, key {finding.key or '-'}: {finding.detail}",
+            )
+            self.options.say(("approval: " if finding.accepted else "refused: ") + finding.detail)
+        for role, count in decision.missing.items():
+            self.store.audit(
+                action="approval",
+                outcome="missing",
+                now=self.now,
+                name=name,
+                version=version,
+                detail=f"role {role}, key -: {count} more approval(s) required",
+            )
+        decision.check(artifact.ref)
 
 
 def rollback(name: str, *, store: Store, now: datetime) -> str:

@@ -7,7 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from packager._io.fs import atomic_write
+from packager.core.approval import check_role
 from packager.core.policy import (
+    ApprovalRule,
+    LicenseRule,
     Rule,
     TrustedKey,
     TrustPolicy,
@@ -78,20 +81,28 @@ def _write(path: Path, policy: TrustPolicy) -> None:
     atomic_write(path, render_policy(policy).encode(), mode=0o644)
 
 
-def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPolicy:
-    """Add (or replace) key ``name`` from a PEM public key file, trusted for ``models``.
+def add_key(
+    path: Path, name: str, pub: Path, *, models: str | None = "*", roles: Sequence[str] = ()
+) -> TrustPolicy:
+    """Add (or replace) key ``name`` from a PEM public key file, trusted to sign ``models``
+    (None: none) and to approve in ``roles`` (added to those it holds).
 
     Raises:
-        UsageError: bad name or key file (not a key packager verifies with: the message
-            names its type or curve), or the name is already a different key.
+        UsageError: bad name, role or key file (not a key packager verifies with: the
+            message names its type or curve), or the name is already a different key.
     """
     check_key_name(name)
+    for role in roles:
+        check_role(role)
     try:
         pem = pub.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {pub}: {e.strerror}") from e
-    key = TrustedKey(name, pem, load_pem_public_key(pem, where=str(pub)))
     policy = _load_or_empty(path)
+    held = policy.keys[name].roles if name in policy.keys else ()
+    key = TrustedKey(
+        name, pem, load_pem_public_key(pem, where=str(pub)), roles=tuple(sorted({*held, *roles}))
+    )
     if name in policy.cas:
         raise UsageError(f"{path} already has a CA named {name!r}; pick another name")
     existing = policy.keys.get(name)
@@ -99,7 +110,7 @@ def add_key(path: Path, name: str, pub: Path, *, models: str = "*") -> TrustPoli
         raise UsageError(f"{path} already has a different key named {name!r}; pick another name")
     keys = {**policy.keys, name: key}
     rules = list(policy.rules)
-    if Rule(models, (name,)) not in rules:
+    if models is not None and Rule(models, (name,)) not in rules:
         rules.append(Rule(models, (name,)))
     updated = replace(policy, keys=keys, rules=tuple(rules))
     _write(path, updated)
@@ -157,6 +168,47 @@ def revoke_key(path: Path, name: str) -> TrustPolicy:
         raise UsageError(f"{path} has no key or CA named {name!r}; see `packager trust list`")
     _write(path, updated)
     return updated
+
+
+def require_approvals(path: Path, models: str, requirements: Sequence[str]) -> ApprovalRule:
+    """Require, for models matching ``models``, the approvals ``requirements`` name
+    (``ROLE`` or ``ROLE=COUNT``), replacing an earlier rule for the same glob.
+
+    Raises:
+        UsageError: a malformed role or count.
+    """
+    require: dict[str, int] = {}
+    for text in requirements:
+        role, sep, count = text.partition("=")
+        check_role(role)
+        if sep and not (count.isdigit() and 1 <= int(count) <= 16):
+            raise UsageError(f"invalid count in {text!r}: use ROLE=N with N from 1 to 16")
+        require[role] = int(count) if sep else 1
+    rule = ApprovalRule(models, require)
+    policy = _load_or_empty(path)
+    kept = tuple(r for r in policy.approvals if r.models != models)
+    _write(path, replace(policy, approvals=(*kept, rule)))
+    return rule
+
+
+def allow_licenses(
+    path: Path, models: str, licenses: Sequence[str], *, training_data: bool = False
+) -> LicenseRule:
+    """Install models matching ``models`` only under an SPDX expression ``licenses`` allow
+    (and, with ``training_data``, only with every training data file's licence allowed),
+    replacing an earlier licence rule for the same glob.
+
+    Raises:
+        UsageError: an entry that is not one SPDX licence (or ``LICENCE WITH EXCEPTION``).
+    """
+    from packager.core.spdx import check_allow_entry
+
+    allow = tuple(dict.fromkeys(check_allow_entry(item) for item in licenses))
+    rule = LicenseRule(models, allow, training_data)
+    policy = _load_or_empty(path)
+    kept = tuple(r for r in policy.licenses if r.models != models)
+    _write(path, replace(policy, licenses=(*kept, rule)))
+    return rule
 
 
 def set_minimum(path: Path, model: str, version: str) -> TrustPolicy:

@@ -291,7 +291,15 @@ class ArchiveRegistry(VerifiedRegistry):
             assert self._pending is not None
             return self._pending.add_bundle(bundle, manifest)
 
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+    def put_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
         """Tag the document ``data`` as ``<name>:<tag>`` (replacing the one there), keeping
         everything else the archive holds; an archive that does not exist yet is created.
 
@@ -306,7 +314,9 @@ class ArchiveRegistry(VerifiedRegistry):
         check_document_tag(tag)
         with self.batch():
             assert self._pending is not None
-            return self._pending.add_document(name, tag, data, artifact_type=artifact_type)
+            return self._pending.add_document(
+                name, tag, data, artifact_type=artifact_type, subject=subject
+            )
 
 
 def _identity(st: os.stat_result) -> _Identity:
@@ -537,14 +547,22 @@ class ArchiveWriter:
         self._add_version(artifact)
         return artifact
 
-    def add_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+    def add_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
         """Tag the document ``data`` as ``<name>:<tag>``, replacing whatever that reference
         named; returns its OCI manifest digest.
 
         Raises:
             RegistryError: a blob cannot be staged.
         """
-        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
         digest = Digest.of(manifest)
         for blob, content in ((EMPTY_DESCRIPTOR, EMPTY_CONFIG), (layer, data)):
             self._stage(blob.digest, content)

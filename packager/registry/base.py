@@ -196,13 +196,23 @@ class RegistryWriter(Protocol):
         """
         ...
 
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+    def put_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
         """Tag a small signed document (e.g. a channel) in ``name``'s repository as ``tag``.
 
         Stored as an OCI artifact: an image manifest with ``artifactType``, the empty
         config (application/vnd.oci.empty.v1+json, ``{}``) and exactly one layer of
-        media type application/vnd.dev.sigstore.bundle.v0.3+json holding ``data``. The
-        tag moves to the new document; returns the new OCI manifest's digest.
+        media type application/vnd.dev.sigstore.bundle.v0.3+json holding ``data``, and
+        ``subject`` (a model version's OCI manifest) when the document is attached to a
+        version (:mod:`packager.registry.attachments`). The tag moves to the new document;
+        returns the new OCI manifest's digest.
 
         Raises:
             UsageError: ``tag`` is malformed.

@@ -45,19 +45,24 @@ def check_document_tag(tag: str) -> str:
     return tag
 
 
-def document_manifest(data: bytes, *, artifact_type: str) -> tuple[bytes, Descriptor]:
-    """The OCI manifest (canonical JSON) storing ``data``, and the descriptor of its layer."""
+def document_manifest(
+    data: bytes, *, artifact_type: str, subject: Descriptor | None = None
+) -> tuple[bytes, Descriptor]:
+    """The OCI manifest (canonical JSON) storing ``data``, and the descriptor of its layer.
+
+    ``subject`` (the OCI manifest of a model version) makes the document one of that
+    version's referrers, as the OCI 1.1 ``subject`` field says."""
     layer = Descriptor(LAYER_MEDIA_TYPE, Digest.of(data), len(data))
-    manifest = dump_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-            "artifactType": artifact_type,
-            "config": EMPTY_DESCRIPTOR.to_json(),
-            "layers": [layer.to_json()],
-        }
-    )
-    return manifest, layer
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "artifactType": artifact_type,
+        "config": EMPTY_DESCRIPTOR.to_json(),
+        "layers": [layer.to_json()],
+    }
+    if subject is not None:
+        doc["subject"] = subject.to_json()
+    return dump_json(doc), layer
 
 
 def parse_document_manifest(

@@ -242,7 +242,15 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
             ) from e
         return plan.artifact()
 
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+    def put_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
         """Store ``data`` as a document tagged ``tag``; see
         :class:`~packager.registry.base.RegistryWriter`.
 
@@ -255,7 +263,7 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
         """
         layout = self._layout(name)
         check_document_tag(tag)
-        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
         manifest_desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
         try:
             blobs = self._blob_dir(layout)

@@ -132,12 +132,20 @@ class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
             self._memory.write_index(plan.name, entries)
         return plan.artifact()
 
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+    def put_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
         """Store ``data`` as the document tagged ``tag``; see
         :class:`~packager.registry.base.RegistryWriter`."""
         check_name(name)
         check_document_tag(tag)
-        manifest, _ = document_manifest(data, artifact_type=artifact_type)
+        manifest, _ = document_manifest(data, artifact_type=artifact_type, subject=subject)
         with self._memory.lock:
             for content in (EMPTY_CONFIG, data, manifest):
                 self._memory.put(content)

@@ -585,7 +585,15 @@ class OciRegistry(VerifiedRegistry):
         oci.put_manifest(repo, tag, plan.manifest_bytes, plan.manifest_digest, scope)
         return plan.artifact()
 
-    def put_document(self, name: str, tag: str, data: bytes, *, artifact_type: str) -> Digest:
+    def put_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
         """Upload the empty config and the document's layer (skipping blobs present), then
         PUT its OCI manifest by ``tag``, which moves the tag; see
         :class:`~packager.registry.base.RegistryWriter`.
@@ -599,7 +607,7 @@ class OciRegistry(VerifiedRegistry):
         repo = oci.repository(name)
         check_document_tag(tag)
         scope = f"repository:{repo}:pull,push"
-        manifest, layer = document_manifest(data, artifact_type=artifact_type)
+        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
         oci.push_blob(repo, EMPTY_DESCRIPTOR, EMPTY_CONFIG, scope)
         oci.push_blob(repo, layer, data, scope)
         digest = Digest.of(manifest)

@@ -67,6 +67,11 @@ def test_the_matrix_covers_the_families_users_train() -> None:
         "MLPClassifier",
         "XGBClassifier",
         "LGBMRegressor",
+        "KMeans",
+        "MiniBatchKMeans",
+        "IsolationForest",
+        "LocalOutlierFactor(novelty=True)",
+        "OneClassSVM",
     ):
         assert estimator in covered
     families = {c.family for c in matrix.SUPPORTED}

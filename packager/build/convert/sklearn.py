@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import numbers
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -77,11 +78,15 @@ def convert_sklearn(model: Any, sample: Table, options: Options) -> Conversion:
         _original(model, task, names, graph.outputs, source),
         options,
         task=task,
-        labels=tuple(o.name for o in graph.outputs[:1]) if task == "classification" else (),
+        labels=tuple(o.name for o in graph.outputs[:1]) if task in _LABELLED else (),
         source=source,
-        scaled=task == "regression",
+        scaled=task in ("regression", "clustering", "anomaly"),
         notes=notes,
     )
+
+
+# Tasks whose first output is a label (class, cluster, or inlier 1 / outlier -1).
+_LABELLED = ("classification", "clustering", "anomaly")
 
 
 def _source(
@@ -192,17 +197,36 @@ def _check_fitted(model: Any) -> None:
 
 
 def _task(model: Any) -> str:
-    from sklearn.base import is_classifier, is_regressor
+    from sklearn.base import is_classifier, is_outlier_detector, is_regressor
 
     if is_classifier(model):
         return "classification"
     if is_regressor(model):
         return "regression"
+    if is_outlier_detector(model):
+        if hasattr(model, "decision_function"):
+            return "anomaly"
+        raise ConversionError(  # LocalOutlierFactor with novelty=False
+            f"{describe(model)} only labels the rows it was fitted on; fit it with "
+            "novelty=True to package it for new rows"
+        )
+    if _is_clusterer(model) and hasattr(model, "predict"):
+        return "clustering"
     if hasattr(model, "transform") and not hasattr(model, "predict"):
         return "transform"
     raise ConversionError(
-        f"{describe(model)}: packager converts classifiers, regressors and transformers"
+        f"{describe(model)}: packager converts classifiers, regressors, transformers, "
+        "clustering models that predict (e.g. KMeans) and novelty or outlier detectors "
+        "(e.g. IsolationForest, LocalOutlierFactor(novelty=True), OneClassSVM)"
     )
+
+
+def _is_clusterer(model: Any) -> bool:
+    import sklearn.base
+
+    if hasattr(sklearn.base, "is_clusterer"):  # scikit-learn >= 1.6
+        return bool(sklearn.base.is_clusterer(model))
+    return getattr(model, "_estimator_type", None) == "clusterer"
 
 
 def _feature_names(model: Any) -> tuple[str, ...] | None:
@@ -249,18 +273,30 @@ def _to_onnx(
     functions, shape_calculators = _hist_gradient_boosting_converters()
     functions.update(converters.functions)
     shape_calculators.update(converters.shape_calculators)
-    try:
-        onnx_model = skl2onnx_convert(
+
+    def run(target_opset: dict[str, int] | None) -> Any:
+        return skl2onnx_convert(
             target,
             initial_types=initial_types,
             options={id(c): {"zipmap": False} for c in _final_classifiers(model)} or None,
             # A fixed name and doc string: the default name is a random uuid.
             name=type(model).__name__,
             doc_string="",
-            target_opset=converters.target_opset,
+            target_opset=target_opset,
             custom_conversion_functions=functions,
             custom_shape_calculators=shape_calculators,
         )
+
+    try:
+        try:
+            onnx_model = run(converters.target_opset)
+        except RuntimeError as e:
+            # skl2onnx 1.20's IsolationForest converter emits ai.onnx.ml 4 tree nodes it then
+            # refuses to declare; the ai.onnx.ml version it names gives the same trees.
+            ml = _ML_OPSET_ASKED.search(str(e))
+            if ml is None or converters.target_opset is not None:
+                raise
+            onnx_model = run({"": _latest_opset(), "ai.onnx.ml": int(ml.group(1))})
     except PackagerError:
         raise
     except Exception as e:  # skl2onnx raises many types, all meaning "cannot convert"
@@ -270,6 +306,15 @@ def _to_onnx(
     _rename_inputs(onnx_model.graph, wanted)
     _sort_opsets(onnx_model)
     return onnx_model
+
+
+_ML_OPSET_ASKED = re.compile(r"target_opset=\{'ai\.onnx\.ml': (\d+)\}")
+
+
+def _latest_opset() -> int:
+    from skl2onnx import get_latest_tested_opset_version
+
+    return int(get_latest_tested_opset_version())
 
 
 def _inputs(
@@ -493,9 +538,11 @@ def _expected(
     model: Any, task: str, x: Any, outputs: Sequence[TensorSpec]
 ) -> dict[str, np.ndarray]:
     """The original model's outputs, keyed and shaped like the ONNX outputs."""
-    if not outputs or (task != "classification" and len(outputs) != 1):
+    if not outputs or (task not in _LABELLED and len(outputs) != 1):
         raise ConversionError(f"skl2onnx made {len(outputs)} outputs for a {task} model")
     try:
+        if task in ("clustering", "anomaly"):
+            return _labels_and_scores(model, task, x, outputs)
         if task == "classification":
             label = outputs[0]
             expected = {label.name: _labels(np.asarray(model.predict(x)), label)}
@@ -514,6 +561,19 @@ def _expected(
     if hasattr(result, "toarray"):  # sparse output (e.g. OneHotEncoder's default)
         result = result.toarray()
     return {outputs[0].name: _shaped(np.asarray(result, dtype=np.float64), outputs[0])}
+
+
+def _labels_and_scores(
+    model: Any, task: str, x: Any, outputs: Sequence[TensorSpec]
+) -> dict[str, np.ndarray]:
+    """A clustering model's labels and distances to each centre (``transform``), or a
+    detector's labels (1 inlier, -1 outlier) and scores (``decision_function``)."""
+    label = outputs[0]
+    expected = {label.name: _shaped(_labels(np.asarray(model.predict(x)), label), label)}
+    if len(outputs) > 1:
+        scores = model.transform(x) if task == "clustering" else model.decision_function(x)
+        expected[outputs[1].name] = _shaped(np.asarray(scores, dtype=np.float64), outputs[1])
+    return expected
 
 
 def _labels(labels: np.ndarray, spec: TensorSpec) -> np.ndarray:

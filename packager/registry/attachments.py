@@ -1,0 +1,167 @@
+"""Signed documents attached to one model version (approvals, revocations, and later others).
+
+An attachment is a document (:mod:`packager.registry.document`) whose OCI manifest names
+the version's OCI manifest as its ``subject`` (the OCI 1.1 referrers way), tagged
+``sha256-<hex>.<kind>.<id>``: ``<hex>`` the version's OCI manifest digest, ``<kind>`` what
+the document is (``approval``), ``<id>`` the first 16 hex digits of the document's own
+sha256. Every document of a kind is thus reachable by tag in every registry kind, including
+those with no referrers API (docker-registry, static mirrors, archives), and listing a
+version's attachments is listing the tags that start with ``sha256-<hex>.``. A new
+document never replaces another: several reviewers approve the same version.
+
+The registry only stores and serves bytes: what a document says and whether it counts is
+:mod:`packager.core.verify`'s to decide.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from packager.core.digests import Digest
+from packager.errors import NotFoundError, UsageError
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
+from packager.registry.base import Artifact, Descriptor, Registry, RegistryReader
+
+KIND_RE = re.compile(r"[a-z][a-z0-9-]{0,15}", re.ASCII)
+_TAG_RE = re.compile(r"sha256-([0-9a-f]{64})\.([a-z][a-z0-9-]{0,15})\.([0-9a-f]{16})", re.ASCII)
+# Signed documents are a few kilobytes; the cap keeps a hostile registry from making a
+# reader buffer more.
+MAX_ATTACHMENT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One document attached to a version: its kind and the tag it is stored under."""
+
+    kind: str
+    tag: str
+
+
+def check_kind(kind: str) -> str:
+    """Raises UsageError unless ``kind`` is a short lowercase word like 'approval'."""
+    if not KIND_RE.fullmatch(kind):
+        raise UsageError(f"invalid attachment kind {kind!r}: use a short lowercase word")
+    return kind
+
+
+def artifact_type(kind: str) -> str:
+    """The OCI ``artifactType`` of attachments of ``kind``."""
+    return f"application/vnd.packager.{check_kind(kind)}.v1+json"
+
+
+def attachment_tag(subject: Digest, kind: str, document: bytes) -> str:
+    """The tag of ``document`` of ``kind`` attached to the version whose OCI manifest has
+    digest ``subject``."""
+    return f"sha256-{subject.hex}.{check_kind(kind)}.{Digest.of(document).hex[:16]}"
+
+
+def put_attachment(registry: Registry, artifact: Artifact, kind: str, data: bytes) -> Attachment:
+    """Attach ``data`` (a signed document of ``kind``) to the version ``artifact`` describes.
+
+    Raises:
+        UsageError: a malformed kind.
+        RegistryError: writing failed.
+    """
+    tag = attachment_tag(artifact.manifest_digest, kind, data)
+    registry.put_document(
+        artifact.name, tag, data, artifact_type=artifact_type(kind), subject=subject_of(artifact)
+    )
+    return Attachment(kind, tag)
+
+
+def list_attachments(
+    registry: RegistryReader, artifact: Artifact, kind: str | None = None
+) -> list[Attachment]:
+    """The documents attached to the version ``artifact`` describes (of ``kind`` only,
+    when given), sorted by kind and tag.
+
+    Raises:
+        TamperedError: the registry lists a tag more than once.
+        RegistryError: the registry cannot be read.
+    """
+    return attachments_in(registry.tags(artifact.name), artifact.manifest_digest, kind)
+
+
+def attachments_in(tags: list[str], subject: Digest, kind: str | None = None) -> list[Attachment]:
+    """The attachments of the version with OCI manifest digest ``subject`` among ``tags``."""
+    found = []
+    for tag in tags:
+        match = _TAG_RE.fullmatch(tag)
+        if match is None or match.group(1) != subject.hex:
+            continue
+        if kind is None or match.group(2) == kind:
+            found.append(Attachment(match.group(2), tag))
+    return sorted(found, key=lambda a: (a.kind, a.tag))
+
+
+def get_attachment(
+    registry: RegistryReader, name: str, found: Attachment, *, max_size: int
+) -> bytes:
+    """The bytes of one attachment (capped at ``max_size``).
+
+    Raises:
+        NotFoundError: it is gone.
+        TamperedError: a malformed document artifact, another artifact type, or bytes that
+            differ from their descriptor.
+        RegistryError: the registry cannot be read.
+    """
+    return registry.get_document(
+        name, found.tag, artifact_type=artifact_type(found.kind), max_size=max_size
+    )
+
+
+def read_attachments(
+    registry: RegistryReader, artifact: Artifact, kind: str, *, max_size: int
+) -> list[bytes]:
+    """The bytes of every document of ``kind`` attached to the version (each capped at
+    ``max_size``); see :func:`get_attachment`."""
+    return [
+        get_attachment(registry, artifact.name, found, max_size=max_size)
+        for found in list_attachments(registry, artifact, kind)
+    ]
+
+
+def copy_attachments(
+    source: RegistryReader, artifact: Artifact, destination: Registry, copy: Artifact
+) -> list[Attachment]:
+    """Attach to ``copy`` (the version in ``destination``) every document attached to
+    ``artifact`` in ``source`` that it lacks, byte for byte (they are signed: installers
+    judge them); returns those copied.
+
+    Raises:
+        TamperedError: a malformed document in ``source``.
+        RegistryError: either registry cannot be read, or ``destination`` written.
+    """
+    try:
+        held = list_attachments(destination, copy)
+    except NotFoundError:  # an archive not written yet, a repository not created yet
+        held = []
+    present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
+    copied = []
+    for found in list_attachments(source, artifact):
+        if (found.kind, found.tag.rsplit(".", 1)[1]) in present:
+            continue
+        data = get_attachment(source, artifact.name, found, max_size=MAX_ATTACHMENT_BYTES)
+        copied.append(put_attachment(destination, copy, found.kind, data))
+    return copied
+
+
+def attached_documents(
+    registry: RegistryReader, artifact: Artifact
+) -> list[tuple[Attachment, bytes]]:
+    """Every document attached to the version, with its bytes (each capped).
+
+    Raises:
+        TamperedError: a malformed document.
+        RegistryError: the registry cannot be read.
+    """
+    return [
+        (found, get_attachment(registry, artifact.name, found, max_size=MAX_ATTACHMENT_BYTES))
+        for found in list_attachments(registry, artifact)
+    ]
+
+
+def subject_of(artifact: Artifact) -> Descriptor:
+    """The descriptor of the version's OCI manifest: the ``subject`` of its attachments."""
+    return Descriptor(OCI_MANIFEST_MEDIA_TYPE, artifact.manifest_digest, len(artifact.oci_manifest))

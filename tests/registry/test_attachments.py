@@ -1,0 +1,194 @@
+"""Documents attached to a version in every kind of registry: the embedded directory, the
+in-memory registry, a real docker-registry on 127.0.0.1, archives and static mirrors; each
+an OCI artifact whose ``subject`` is the version's OCI manifest (read back by skopeo, an
+outside OCI implementation), reachable by tag; carried by export and mirror."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from packager.core.digests import Digest
+from packager.core.policy import Unverified
+from packager.distribution.mirror import export, mirror
+from packager.errors import TamperedError, UsageError
+from packager.registry import ArchiveRegistry, LayoutRegistry
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
+from packager.registry.attachments import (
+    Attachment,
+    attachment_tag,
+    get_attachment,
+    list_attachments,
+    put_attachment,
+    read_attachments,
+)
+from packager.registry.base import Registry, RegistryReader
+from packager.registry.http import StaticMirrorRegistry
+from packager.registry.layout import render_models_index
+from packager.registry.memory import MemoryRegistry
+from packager.registry.options import RegistryOptions
+
+from .servers import serve
+from .test_archive import skopeo
+from .test_http_mirror import FAST, Site, _StaticHandler
+from .test_layout import make_bundle
+from .test_oci import registry_at
+
+APPROVAL_1 = b'{"approval": 1}'
+APPROVAL_2 = b'{"approval": 2, "padding": "' + b"x" * 64 + b'"}'
+OTHER = b'{"benchmark": 1}'
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> LayoutRegistry:
+    registry = LayoutRegistry(tmp_path / "registry")
+    for version in ("1.0.0", "1.1.0"):
+        registry.publish(*make_bundle(tmp_path / "bundles", version=version))
+    return registry
+
+
+@pytest.fixture(params=["layout", "memory", "oci", "archive"])
+def registry(
+    request: pytest.FixtureRequest, tmp_path: Path, layout: LayoutRegistry
+) -> Iterator[Registry]:
+    """A writable registry of each kind holding iris 1.0.0 and 1.1.0."""
+    if request.param == "layout":
+        yield layout
+        return
+    if request.param == "archive":
+        out = tmp_path / "models.tar"
+        export(["iris@1.0.0", "iris@1.1.0"], registry=layout, out=out)
+        yield ArchiveRegistry(out)
+        return
+    if request.param == "memory":
+        with MemoryRegistry() as memory:
+            for version in ("1.0.0", "1.1.0"):
+                memory.publish(*make_bundle(tmp_path / "memory", version=version))
+            yield memory
+        return
+    host: str = request.getfixturevalue("registry_host")
+    remote = registry_at(host, request.getfixturevalue("namespace"))
+    for version in ("1.0.0", "1.1.0"):
+        remote.publish(*make_bundle(tmp_path / "remote", version=version))
+    yield remote
+
+
+def attach_three(registry: Registry) -> list[Attachment]:
+    artifact = registry.resolve("iris", "1.0.0")
+    return [
+        put_attachment(registry, artifact, "approval", APPROVAL_1),
+        put_attachment(registry, artifact, "approval", APPROVAL_2),
+        put_attachment(registry, artifact, "benchmark", OTHER),
+    ]
+
+
+def test_documents_are_attached_beside_one_version_and_never_replace_each_other(
+    registry: Registry,
+) -> None:
+    put = attach_three(registry)
+    v1, v11 = registry.resolve("iris", "1.0.0"), registry.resolve("iris", "1.1.0")
+    assert put[0].tag == attachment_tag(v1.manifest_digest, "approval", APPROVAL_1)
+    assert put[0].tag.startswith(f"sha256-{v1.manifest_digest.hex}.approval.")
+    assert list_attachments(registry, v1) == sorted(put, key=lambda a: (a.kind, a.tag))
+    assert sorted(read_attachments(registry, v1, "approval", max_size=4096)) == sorted(
+        [APPROVAL_1, APPROVAL_2]
+    )
+    assert read_attachments(registry, v1, "benchmark", max_size=4096) == [OTHER]
+    # The other version has none, and versions never list attachment tags.
+    assert list_attachments(registry, v11) == []
+    assert registry.versions("iris") == ["1.0.0", "1.1.0"]
+    # Attaching the same bytes again is the same document.
+    assert put_attachment(registry, v1, "approval", APPROVAL_1) == put[0]
+    assert len(list_attachments(registry, v1, "approval")) == 2
+
+
+def test_an_attachment_of_another_kind_or_over_its_cap_is_refused(registry: Registry) -> None:
+    put = attach_three(registry)
+    with pytest.raises(TamperedError, match="artifactType"):
+        get_attachment(registry, "iris", Attachment("benchmark", put[0].tag), max_size=4096)
+    with pytest.raises(TamperedError):
+        get_attachment(registry, "iris", put[1], max_size=10)
+    with pytest.raises(UsageError, match="kind"):
+        put_attachment(registry, registry.resolve("iris", "1.0.0"), "Approval!", APPROVAL_1)
+
+
+def test_docker_registry_stores_the_subject_as_skopeo_reads_it(
+    registry_host: str, namespace: str, tmp_path: Path
+) -> None:
+    remote = registry_at(registry_host, namespace)
+    remote.publish(*make_bundle(tmp_path, version="1.0.0"))
+    artifact = remote.resolve("iris", "1.0.0")
+    found = put_attachment(remote, artifact, "approval", APPROVAL_1)
+    raw = skopeo(
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        f"docker://{registry_host}/{namespace}/iris:{found.tag}",
+    )
+    doc = json.loads(raw)
+    assert doc["artifactType"] == "application/vnd.packager.approval.v1+json"
+    assert doc["subject"] == {
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "digest": str(artifact.manifest_digest),
+        "size": len(artifact.oci_manifest),
+    }
+    assert doc["layers"][0]["digest"] == str(Digest.of(APPROVAL_1))
+
+
+def test_layout_and_archive_attachments_are_oci_artifacts_skopeo_reads(
+    layout: LayoutRegistry, tmp_path: Path
+) -> None:
+    found = attach_three(layout)[0]
+    artifact = layout.resolve("iris", "1.0.0")
+    out = tmp_path / "models.tar"
+    export(["iris@1.0.0"], registry=layout, out=out)
+    for ref in (f"oci:{layout.root / 'iris'}:{found.tag}", f"oci-archive:{out}:iris:{found.tag}"):
+        doc = json.loads(skopeo("inspect", "--raw", ref))
+        assert doc["subject"]["digest"] == str(artifact.manifest_digest), ref
+
+
+def test_export_and_mirror_carry_every_attachment(
+    layout: LayoutRegistry, tmp_path: Path, registry_host: str, namespace: str
+) -> None:
+    attach_three(layout)
+    wanted = sorted([APPROVAL_1, APPROVAL_2])
+    out = tmp_path / "carried.tar"
+    export(["iris@1.0.0"], registry=layout, out=out)
+    archive = ArchiveRegistry(out)
+    assert (
+        sorted(
+            read_attachments(archive, archive.resolve("iris", "1.0.0"), "approval", max_size=4096)
+        )
+        == wanted
+    )
+
+    unverified = Unverified("mirror --no-verify")
+    for destination in (
+        LayoutRegistry(tmp_path / "copy"),
+        registry_at(registry_host, namespace),
+        ArchiveRegistry(tmp_path / "mirrored.tar"),
+    ):
+        mirror(archive, destination, ["iris@1.0.0"], mode=unverified)
+        copy = destination.resolve("iris", "1.0.0")
+        assert sorted(read_attachments(destination, copy, "approval", max_size=4096)) == wanted
+        assert read_attachments(destination, copy, "benchmark", max_size=4096) == [OTHER]
+        # Mirroring again copies nothing twice.
+        mirror(archive, destination, ["iris@1.0.0"], mode=unverified)
+        assert len(list_attachments(destination, destination.resolve("iris", "1.0.0"))) == 3
+
+
+def test_a_static_mirror_serves_attachments(layout: LayoutRegistry, tmp_path: Path) -> None:
+    attach_three(layout)
+    site = Site(tmp_path)
+    (layout.root / "models.json").write_bytes(render_models_index(layout.names()))
+    with serve(_StaticHandler, site) as port:
+        site.port = port
+        static: RegistryReader = StaticMirrorRegistry(site.url, options=RegistryOptions(retry=FAST))
+        artifact = static.resolve("iris", "1.0.0")
+        assert len(list_attachments(static, artifact)) == 3
+        assert sorted(read_attachments(static, artifact, "approval", max_size=4096)) == sorted(
+            [APPROVAL_1, APPROVAL_2]
+        )
