@@ -87,6 +87,7 @@ def test_end_to_end(
             "version": "1.0.0",
             "current": True,
             "path": str(home / "models" / "iris-classifier" / "1.0.0"),
+            "channel": None,
         }
     ]
     code, out, _ = cli(

@@ -72,6 +72,11 @@ def smoke_limits(seconds: float | None, memory: str | None) -> SmokeLimits:
 @key_option(required=False)
 @trust_option
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Install again the version already current (fetch, verify, smoke test, repair).",
+)
 @smoke_options
 @lock_option
 @click.option(
@@ -88,6 +93,7 @@ def install(
     key_paths: tuple[Path, ...],
     trust_file: Path | None,
     allow_downgrade: bool,
+    force: bool,
     smoke_timeout: float | None,
     smoke_memory: str | None,
     lock_timeout: float,
@@ -98,7 +104,8 @@ def install(
 
     NAME@CHANNEL (e.g. iris@stable) installs the version the channel's signed document
     names, and the model then follows the channel (`packager update`); installing by
-    version stops following. Trusted keys come from --key, else --trust FILE, else
+    version (or an archive) stops following. The version already current is not installed
+    again unless --force. Trusted keys come from --key, else --trust FILE, else
     $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none (and no pinned
     root: `packager trust pin-root`), install refuses.
     """
@@ -132,8 +139,10 @@ def install(
             registry_ref=resolve_registry(registry_ref),
             progress=ctx.say,
             smoke=smoke_limits(smoke_timeout, smoke_memory),
+            force=force,
         ),
     )
+    render.unfollowed(result.name, result.unfollowed, result.version)
     render.show(ctx, render.INSTALLED, result, as_json=as_json)
 
 
@@ -141,10 +150,14 @@ def install(
 @json_option
 @pass_ctx
 def list_cmd(ctx: Context, as_json: bool) -> None:
-    """List installed models (* marks the current version)."""
+    """List installed models (* marks the current version) and the channel each follows,
+    with the days left before its document expires."""
     from packager.instance.store import Store
 
-    render.show(ctx, render.LISTED, Store(ctx.home).installed(), as_json=as_json)
+    store = Store(ctx.home)
+    listing = render.Listing(store.installed(), store.followed(), now())
+    render.expiring(listing.followed, listing.now)
+    render.show(ctx, render.LISTED, listing, as_json=as_json)
 
 
 @click.command()
@@ -153,12 +166,14 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> None:
-    """Make the previously active installed version current again."""
+    """Make the previously active installed version current again (the model stops
+    following its channel, if it followed one)."""
     from packager.instance.install import rollback as do_rollback
     from packager.instance.store import Store
 
-    version = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
-    render.show(ctx, render.ROLLED_BACK, render.RolledBack(name, version), as_json=as_json)
+    result = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
+    render.unfollowed(name, result.unfollowed, result.version)
+    render.show(ctx, render.ROLLED_BACK, result, as_json=as_json)
 
 
 @click.command()
@@ -241,6 +256,7 @@ def update(
         ),
     )
     render.show(ctx, render.UPDATED, report, as_json=as_json)
+    render.expiring(Store(ctx.home).followed(), now())
     report.check()
 
 
