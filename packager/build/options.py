@@ -99,7 +99,9 @@ class BenchmarkData:
 class PackageOptions:
     """Everything optional about packaging, grouped: conversion, the parity tolerance
     (``validation``), quantization (None: none), manifest metadata, provenance, and
-    labelled data to benchmark the final model on into ``metrics.benchmark`` (None: none)."""
+    labelled data to benchmark the final model on into ``metrics.benchmark`` (None: none).
+    ``overwrite`` replaces an existing bundle directory (``--force``); without it, one is
+    refused before anything is converted."""
 
     conversion: ConvertOptions = field(default_factory=ConvertOptions)
     validation: Tolerance = field(default_factory=Tolerance)
@@ -107,3 +109,4 @@ class PackageOptions:
     metadata: Metadata = field(default_factory=Metadata)
     provenance: Provenance = field(default_factory=Provenance)
     benchmark: BenchmarkData | None = None
+    overwrite: bool = False
