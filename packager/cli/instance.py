@@ -299,10 +299,11 @@ def _trust_file() -> Path:
 @pass_ctx
 def trust_add_key(ctx: Context, name: str, pub: Path, models: str) -> None:
     """Trust the public key PUB, under NAME, for models matching --models."""
+    from packager.instance.store import Store
     from packager.instance.trust import add_key
 
     path = _trust_file()
-    add_key(path, name, pub, models=models)
+    add_key(path, name, pub, models=models, store=Store(ctx.home))
     render.key_trusted(ctx, path, name, models)
 
 
@@ -322,10 +323,11 @@ def trust_add_ca(
     ctx: Context, name: str, certificate: Path, models: str, identities: tuple[str, ...]
 ) -> None:
     """Trust the CA certificate CERTIFICATE, under NAME, to certify signers of --models."""
+    from packager.instance.store import Store
     from packager.instance.trust import add_ca
 
     path = _trust_file()
-    add_ca(path, name, certificate, models=models, identities=identities)
+    add_ca(path, name, certificate, models=models, identities=identities, store=Store(ctx.home))
     render.ca_trusted(ctx, path, name, models, identities)
 
 
@@ -334,11 +336,26 @@ def trust_add_ca(
 @pass_ctx
 def trust_revoke(ctx: Context, name: str) -> None:
     """Revoke key or CA NAME: refused from now on, even where a rule lists it."""
+    from packager.instance.store import Store
     from packager.instance.trust import revoke_key
 
     path = _trust_file()
-    revoke_key(path, name)
+    revoke_key(path, name, store=Store(ctx.home))
     render.key_revoked(ctx, path, name)
+
+
+@trust.command("unrevoke")
+@click.argument("name")
+@pass_ctx
+def trust_unrevoke(ctx: Context, name: str) -> None:
+    """Trust revoked key or CA NAME again where the rules list it (audited); `add-key`
+    never does."""
+    from packager.instance.store import Store
+    from packager.instance.trust import unrevoke_key
+
+    path = _trust_file()
+    unrevoke_key(path, name, store=Store(ctx.home))
+    render.key_unrevoked(ctx, path, name)
 
 
 @trust.command("minimum")
@@ -346,11 +363,12 @@ def trust_revoke(ctx: Context, name: str) -> None:
 @pass_ctx
 def trust_minimum(ctx: Context, ref: str) -> None:
     """Never install NAME below VERSION on this instance."""
+    from packager.instance.store import Store
     from packager.instance.trust import set_minimum
 
     name, version = exact_ref(ref, "trust minimum")
     path = _trust_file()
-    set_minimum(path, name, version)
+    set_minimum(path, name, version, store=Store(ctx.home))
     render.minimum_set(ctx, path, name, version)
 
 

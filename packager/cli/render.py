@@ -542,6 +542,10 @@ def key_revoked(ctx: Context, path: Path, name: str) -> None:
     ctx.say(f"{path}: {name} revoked")
 
 
+def key_unrevoked(ctx: Context, path: Path, name: str) -> None:
+    ctx.say(f"{name} is trusted again in {path}, where its rules allow")
+
+
 def minimum_set(ctx: Context, path: Path, name: str, version: str) -> None:
     ctx.say(f"{path}: {name} >= {version}")
 
