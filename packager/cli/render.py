@@ -104,6 +104,7 @@ def _packaged_json(result: Packaged) -> dict[str, Any]:
         "version": result.manifest.version,
         "validation": result.manifest.validation.to_dict(),
         "metrics": dict(result.manifest.metrics or {}),
+        "outputs": [t.name for t in result.manifest.model.outputs],
     }
 
 
@@ -113,7 +114,22 @@ def _packaged_text(ctx: Context, result: Packaged) -> None:
         f"packaged {result.manifest.ref} -> {result.bundle} "
         f"(max abs diff {validation.max_abs_diff:.3g}, {validation.rows} test vectors)"
     )
+    if _scores(result.manifest):
+        warn(f"{result.manifest.ref}: {SCORES_NOTE}")
     line(str(result.bundle))
+
+
+# A classifier without predict_proba: what its second output is (packager.build.convert).
+SCORES_NOTE = "output 'scores' holds decision scores, not probabilities"
+
+
+def _scores(manifest: Manifest) -> bool:
+    return any(t.name == "scores" for t in manifest.model.outputs)
+
+
+def bundle_files(manifest: Manifest) -> int:
+    """Files in a bundle directory: those manifest.json lists, itself and model.sig."""
+    return len(manifest.files) + 2
 
 
 PACKAGED = Rendering(_packaged_json, _packaged_text)
@@ -127,7 +143,7 @@ VERIFIED: Rendering[Manifest] = Rendering(
         "files": [f.to_dict() for f in manifest.files],
     },
     text=lambda _ctx, manifest: line(
-        f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)"
+        f"OK: {manifest.ref} verified ({bundle_files(manifest)} files)"
     ),
 )
 
@@ -148,7 +164,11 @@ def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
         ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.model.opsets.items()))),
         ("onnxruntime", f">= {manifest.runtime.onnxruntime}"),
         ("inputs", ", ".join(_tensor(t) for t in manifest.model.inputs)),
-        ("outputs", ", ".join(_tensor(t) for t in manifest.model.outputs)),
+        (
+            "outputs",
+            ", ".join(_tensor(t) for t in manifest.model.outputs)
+            + (f" ({SCORES_NOTE})" if _scores(manifest) else ""),
+        ),
         (
             "validation",
             f"{val.rows} rows, max abs diff {val.max_abs_diff:.3g}, "
@@ -160,7 +180,7 @@ def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         line(f"{k:<{width}}  {v}")
-    line("files:")
+    line(f"files: {bundle_files(manifest)} (manifest.json, model.sig and these)")
     for f in manifest.files:
         line(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
 
