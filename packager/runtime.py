@@ -11,6 +11,7 @@ input's own dtype goes to onnxruntime as it is.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -210,8 +211,10 @@ class Model:
         """Run the model.
 
         ``inputs`` may be: a mapping of ONNX input names to arrays; a mapping of
-        column names to sequences (mapped to inputs as the sample was); a 2-D
-        array or list of rows (for a model with one input); or a
+        column names to sequences (mapped to inputs as the sample was); a list of
+        records (``{column: value}``); a list of rows (for a model of several inputs,
+        the values in the order of :attr:`inputs`); a 2-D array (for a model with one
+        input); a pandas DataFrame (when the caller uses pandas); or a
         :class:`packager._io.table.Table`.
 
         A missing value (NaN, None, empty text) is refused unless the manifest says the
@@ -268,6 +271,9 @@ class Model:
         names = [spec.name for spec in self.inputs]
         if isinstance(inputs, Table):
             return to_feeds(inputs, self.inputs), inputs
+        table = _as_table(inputs, multiple=len(self.inputs) > 1)
+        if table is not None:
+            return to_feeds(table, self.inputs), table
         if isinstance(inputs, Mapping):
             if set(inputs) == set(names) and all(
                 isinstance(v, np.ndarray) and v.ndim >= 2 for v in inputs.values()
@@ -317,6 +323,36 @@ class Model:
                 f"reproduce the test vectors (max abs diff {result.max_abs_diff:.3g}): {detail}"
             )
         return result
+
+
+def _as_table(inputs: Any, *, multiple: bool) -> Table | None:
+    """A pandas DataFrame, a list of records, or (for a model of several inputs) a list of
+    rows as a table; None for every other form.
+
+    Raises:
+        UsageError: records with different keys, or rows of different lengths.
+    """
+    # Only when the caller has imported pandas: the instance never imports it itself.
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(inputs, pandas.DataFrame):
+        return from_mapping({str(c): inputs[c].to_numpy() for c in inputs.columns})
+    if not isinstance(inputs, list | tuple) or not inputs:
+        return None
+    first = inputs[0]
+    if isinstance(first, Mapping):
+        keys = list(first)
+        for i, record in enumerate(inputs):
+            if not isinstance(record, Mapping) or set(record) != set(keys):
+                raise UsageError(f"record {i} has other keys than record 0 ({', '.join(keys)})")
+        return from_mapping({k: [record[k] for record in inputs] for k in keys})
+    if multiple and isinstance(first, list | tuple):
+        width = len(first)
+        for i, row in enumerate(inputs):
+            if not isinstance(row, list | tuple) or len(row) != width:
+                raise UsageError(f"row {i} is not a list of {width} values like row 0")
+        columns = {f"x{j}": [row[j] for row in inputs] for j in range(width)}
+        return from_mapping(columns, named=False)
+    return None
 
 
 def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:

@@ -21,7 +21,6 @@ from packager.cli.options import (
     pass_ctx,
     registry_option,
     remote_options,
-    rows_option,
     trust_option,
 )
 from packager.errors import UsageError
@@ -192,18 +191,34 @@ def remove(ctx: Context, ref: str, lock_timeout: float) -> None:
 
 @click.command()
 @click.argument("ref", metavar="NAME[@VERSION]")
-@rows_option("--input", "input_path", help="Rows to predict (.csv with header, .json, .npy).")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True),
+    help="Rows to predict: .csv with header, .json, .ndjson, .npy; - reads standard input.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "ndjson", "npy"]),
+    help="Format of --input (default: from the file name; for - or another name, sniffed).",
+)
 @json_option
 @pass_ctx
-def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
-    """Run an installed model on the rows of a file."""
-    from packager._io.table import read_table
+def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: bool) -> None:
+    """Run an installed model on rows from a file or standard input.
+
+    Rows are records (a CSV header, JSON objects) or lists of values in the order of the
+    model's inputs (`packager inspect` lists them).
+    """
+    from packager._io.table import read_input
     from packager.core.names import parse_ref
     from packager.instance.models import load
 
     name, version = parse_ref(ref)
     model = load(name, version, home=ctx.home)
-    outputs = model.predict(read_table(input_path))
+    outputs = model.predict(read_input(input_path, fmt))
     prediction = render.Prediction(model.manifest.ref, {k: v.tolist() for k, v in outputs.items()})
     render.show(ctx, render.PREDICTION, prediction, as_json=as_json)
 
