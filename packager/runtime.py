@@ -178,6 +178,7 @@ class Model:
             self._direct = (inputs[0].name, np.dtype(inputs[0].dtype))
         # Unknown (a bundle that does not say) is refused like False.
         self._refuse_missing = manifest.model.accepts_missing is not True
+        self._flat = _flat_output(manifest)
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 0) -> Model:
@@ -220,12 +221,19 @@ class Model:
         A missing value (NaN, None, empty text) is refused unless the manifest says the
         model takes them (``model.acceptsMissing``).
 
+        Returns the outputs by name; a regressor's one output of one value per row is a
+        flat array named by the manifest's ``model.target`` ("prediction" when it has none).
+
         Raises:
             UsageError: the inputs do not match the model's inputs, or hold a missing value
                 the model does not take.
             IncompatibleModelError: onnxruntime failed.
         """
-        return self.run(self.feeds(inputs))
+        results = self.run(self.feeds(inputs))
+        if self._flat is None:
+            return results
+        output, name = self._flat
+        return {name: results[output].reshape(-1)}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on ready onnxruntime feeds (see :meth:`feeds`).
@@ -323,6 +331,21 @@ class Model:
                 f"reproduce the test vectors (max abs diff {result.max_abs_diff:.3g}): {detail}"
             )
         return result
+
+
+# What a regressor's one output is called when the manifest does not name its target.
+PREDICTION = "prediction"
+
+
+def _flat_output(manifest: Manifest) -> tuple[str, str] | None:
+    """(ONNX output, name) of a regressor's one output of shape [N, 1]; None otherwise."""
+    outputs = manifest.model.outputs
+    if manifest.validation.task != "regression" or len(outputs) != 1:
+        return None
+    shape = outputs[0].shape
+    if shape is None or len(shape) != 2 or shape[1] != 1:
+        return None
+    return outputs[0].name, manifest.model.target or PREDICTION
 
 
 def _as_table(inputs: Any, *, multiple: bool) -> Table | None:

@@ -201,6 +201,7 @@ def test_trust_policy_commands_and_fail_closed(
         "refused",
         "ok",
         "refused",
+        "minimum",  # the trust change, logged for the model it concerns
         "refused",
         "insecure",
     ]

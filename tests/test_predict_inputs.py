@@ -145,3 +145,84 @@ def test_predict_reads_csv_json_and_ndjson_from_standard_input(
     empty = packager("predict", "shop", "--input", "-", stdin="")
     assert empty.returncode == 2
     assert "standard input is empty" in empty.stderr
+
+
+@pytest.fixture(scope="module")
+def prices(keypair: KeyPair, tmp_path_factory: Any) -> tuple[Any, Any]:
+    """A regressor trained on a DataFrame, and its sample."""
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"rooms": rng.integers(1, 6, 40) * 1.0, "area": rng.normal(70, 20, 40)})
+    return Ridge().fit(frame, 3 * frame["rooms"] + frame["area"]), frame
+
+
+def test_a_regressor_predicts_a_flat_array_named_by_its_target(
+    prices: tuple[Any, Any], keypair: KeyPair, tmp_path: Path
+) -> None:
+    from packager.build.options import Metadata, PackageOptions
+
+    model, frame = prices
+    named = package(
+        model,
+        sample=frame,
+        name="prices",
+        version="1.0.0",
+        key=keypair.private,
+        out_dir=tmp_path / "named",
+        options=PackageOptions(metadata=Metadata(target="price")),
+    )
+    assert json.loads((named / "manifest.json").read_text())["model"]["target"] == "price"
+    rows = frame.head(3).values.tolist()
+    out = Model.open(named).predict(rows)
+    assert list(out) == ["price"] and out["price"].shape == (3,)
+    np.testing.assert_allclose(out["price"], model.predict(frame.head(3)), rtol=1e-4)
+
+    unnamed = package(
+        model,
+        sample=frame,
+        name="prices",
+        version="1.0.0",
+        key=keypair.private,
+        out_dir=tmp_path / "unnamed",
+    )
+    assert "target" not in json.loads((unnamed / "manifest.json").read_text())["model"]
+    out = Model.open(unnamed).predict(rows)
+    assert list(out) == ["prediction"] and out["prediction"].shape == (3,)
+    # The smoke test still compares the graph's own output, [N, 1] as recorded.
+    assert Model.open(unnamed).smoke_test().ok
+
+
+def test_package_target_name_option_names_the_output(
+    capsys: pytest.CaptureFixture[str], prices: tuple[Any, Any], keypair: KeyPair, tmp_path: Path
+) -> None:
+    import joblib
+
+    from packager.cli import main
+
+    model, frame = prices
+    joblib.dump(model, tmp_path / "prices.joblib")
+    frame.to_csv(tmp_path / "sample.csv", index=False)
+    code = main(
+        [
+            "package",
+            str(tmp_path / "prices.joblib"),
+            "--name",
+            "prices",
+            "--version",
+            "1.0.0",
+            "--sample",
+            str(tmp_path / "sample.csv"),
+            "--key",
+            str(keypair.key_path),
+            "-o",
+            str(tmp_path / "dist"),
+            "--target-name",
+            "price",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    bundle = Path(out.strip())
+    assert list(Model.open(bundle).predict(frame.head(2).to_dict("records"))) == ["price"]

@@ -257,6 +257,7 @@ def _write_bundle(
             outputs=tuple(conversion.outputs),
             source=Source.from_dict(conversion.source),
             accepts_missing=conversion.accepts_missing,
+            target=metadata.target or None,
         ),
         runtime=RuntimeRequirement(onnxruntime),
         files=files,

@@ -52,12 +52,15 @@ class QuantizeOptions:
 
 @dataclass(frozen=True)
 class Metadata:
-    """What the manifest says about the model; every field optional."""
+    """What the manifest says about the model; every field optional. ``target`` names
+    what a regressor predicts: ``predict`` returns its one output as a flat array under
+    that name."""
 
     license: str | None = None
     description: str | None = None
     readme: Path | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
 
 
 @dataclass(frozen=True)
