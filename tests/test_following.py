@@ -269,3 +269,16 @@ def test_cli_update_says_expired_once_then_exits_0(
     code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
     assert code == 0 and "expired" not in err
     assert out == "expired  iris@stable  1.1.0 (stays current)\n"
+
+
+def test_list_still_lists_installed_versions_when_state_db_is_unusable(
+    capsys: pytest.CaptureFixture[str], registry: LayoutRegistry, keypair: KeyPair, home: Path
+) -> None:
+    install = ("install", "iris@1.1.0", "--registry", registry.root, "--key", keypair.pub_path)
+    assert cli(capsys, *install)[0] == 0
+    for suffix in ("", "-wal", "-shm"):
+        (home / f"state.db{suffix}").unlink(missing_ok=True)
+    (home / "state.db").write_bytes(b"not a database" * 100)
+    code, out, err = cli(capsys, "list")
+    assert (code, out) == (0, "* iris  1.1.0\n")
+    assert "WARNING: channels not shown:" in err and "state.db" in err

@@ -154,7 +154,12 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
     from packager.instance.store import Store
 
     store = Store(ctx.home)
-    listing = render.Listing(store.installed(), store.followed(), now())
+    try:
+        followed = store.followed()
+    except UsageError as e:  # state.db unusable: the installed versions are still listed
+        render.warn(f"channels not shown: {e}")
+        followed = {}
+    listing = render.Listing(store.installed(), followed, now())
     render.expiring(listing.followed, listing.now)
     render.show(ctx, render.LISTED, listing, as_json=as_json)
 
