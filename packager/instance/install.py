@@ -128,7 +128,9 @@ def install(
 
     Unverified, the signature is not checked (digests still are) and the audit log says
     so, with the reason. Through a channel, the model then follows it: ``registry_ref``
-    is recorded for ``packager update``. Installing by version stops following. Every
+    is recorded for ``packager update``. Installing by version stops following (the
+    result's ``unfollowed`` says which channel). The version already current is not
+    fetched or smoke-tested again unless ``options.force``. Every
     refusal is written to the audit log before it is raised ("channel" entries for
     installs through a channel).
 
