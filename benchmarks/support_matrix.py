@@ -290,6 +290,12 @@ SUPPORTED: tuple[Case, ...] = (
         classifier(_sk("svm", "SVC", probability=True, random_state=0)),
     ),
     Case(
+        "svc-scores",
+        "scikit-learn",
+        "SVC() without probability: output `scores`",
+        classifier(_sk("svm", "SVC")),
+    ),
+    Case(
         "k-neighbors",
         "scikit-learn",
         "KNeighborsClassifier",
@@ -466,16 +472,6 @@ LIMITATIONS: tuple[Case, ...] = (
         note="XGBoost splits sit exactly on training values; the float32 scaler in ONNX "
         "moves some by one ulp across a split. Put XGBoost behind exact steps (imputers, "
         "encoders) or use float32 features.",
-    ),
-    Case(
-        "svc-without-probability",
-        "scikit-learn",
-        "SVC() without probability",
-        classifier(_sk("svm", "SVC")),
-        refused="labels-only",
-        match="",
-        note="Packaged, but only labels are checked: its 'probabilities' output holds "
-        "decision scores, which scikit-learn's predict_proba cannot give.",
     ),
     Case(
         "torch-data-dependent-branch",

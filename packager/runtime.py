@@ -11,6 +11,7 @@ input's own dtype goes to onnxruntime as it is.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -202,6 +203,7 @@ class Model:
             self._direct = (inputs[0].name, np.dtype(inputs[0].dtype))
         # Unknown (a bundle that does not say) is refused like False.
         self._refuse_missing = manifest.model.accepts_missing is not True
+        self._flat = _flat_output(manifest)
 
     @classmethod
     def open(cls, directory: Path, *, threads: int = 0, prepack: bool = False) -> Model:
@@ -235,19 +237,28 @@ class Model:
         """Run the model.
 
         ``inputs`` may be: a mapping of ONNX input names to arrays; a mapping of
-        column names to sequences (mapped to inputs as the sample was); a 2-D
-        array or list of rows (for a model with one input); or a
+        column names to sequences (mapped to inputs as the sample was); a list of
+        records (``{column: value}``); a list of rows (for a model of several inputs,
+        the values in the order of :attr:`inputs`); a 2-D array (for a model with one
+        input); a pandas DataFrame (when the caller uses pandas); or a
         :class:`packager._io.table.Table`.
 
         A missing value (NaN, None, empty text) is refused unless the manifest says the
         model takes them (``model.acceptsMissing``).
+
+        Returns the outputs by name; a regressor's one output of one value per row is a
+        flat array named by the manifest's ``model.target`` ("prediction" when it has none).
 
         Raises:
             UsageError: the inputs do not match the model's inputs, or hold a missing value
                 the model does not take.
             IncompatibleModelError: onnxruntime failed.
         """
-        return self.run(self.feeds(inputs))
+        results = self.run(self.feeds(inputs))
+        if self._flat is None:
+            return results
+        output, name = self._flat
+        return {name: results[output].reshape(-1)}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on ready onnxruntime feeds (see :meth:`feeds`).
@@ -293,6 +304,9 @@ class Model:
         names = [spec.name for spec in self.inputs]
         if isinstance(inputs, Table):
             return to_feeds(inputs, self.inputs), inputs
+        table = _as_table(inputs, multiple=len(self.inputs) > 1)
+        if table is not None:
+            return to_feeds(table, self.inputs), table
         if isinstance(inputs, Mapping):
             if set(inputs) == set(names) and all(
                 isinstance(v, np.ndarray) and v.ndim >= 2 for v in inputs.values()
@@ -342,6 +356,51 @@ class Model:
                 f"reproduce the test vectors (max abs diff {result.max_abs_diff:.3g}): {detail}"
             )
         return result
+
+
+# What a regressor's one output is called when the manifest does not name its target.
+PREDICTION = "prediction"
+
+
+def _flat_output(manifest: Manifest) -> tuple[str, str] | None:
+    """(ONNX output, name) of a regressor's one output of shape [N, 1]; None otherwise."""
+    outputs = manifest.model.outputs
+    if manifest.validation.task != "regression" or len(outputs) != 1:
+        return None
+    shape = outputs[0].shape
+    if shape is None or len(shape) != 2 or shape[1] != 1:
+        return None
+    return outputs[0].name, manifest.model.target or PREDICTION
+
+
+def _as_table(inputs: Any, *, multiple: bool) -> Table | None:
+    """A pandas DataFrame, a list of records, or (for a model of several inputs) a list of
+    rows as a table; None for every other form.
+
+    Raises:
+        UsageError: records with different keys, or rows of different lengths.
+    """
+    # Only when the caller has imported pandas: the instance never imports it itself.
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(inputs, pandas.DataFrame):
+        return from_mapping({str(c): inputs[c].to_numpy() for c in inputs.columns})
+    if not isinstance(inputs, list | tuple) or not inputs:
+        return None
+    first = inputs[0]
+    if isinstance(first, Mapping):
+        keys = list(first)
+        for i, record in enumerate(inputs):
+            if not isinstance(record, Mapping) or set(record) != set(keys):
+                raise UsageError(f"record {i} has other keys than record 0 ({', '.join(keys)})")
+        return from_mapping({k: [record[k] for record in inputs] for k in keys})
+    if multiple and isinstance(first, list | tuple):
+        width = len(first)
+        for i, row in enumerate(inputs):
+            if not isinstance(row, list | tuple) or len(row) != width:
+                raise UsageError(f"row {i} is not a list of {width} values like row 0")
+        columns = {f"x{j}": [row[j] for row in inputs] for j in range(width)}
+        return from_mapping(columns, named=False)
+    return None
 
 
 def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:

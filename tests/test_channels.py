@@ -220,7 +220,7 @@ def test_installing_by_version_or_rolling_back_stops_following(
     )
     assert install_channel(registry, store, trust, T0 + 3 * HOUR) == "2.0.0"
     # Following would undo the rollback at the next update.
-    assert rollback("iris", store=store, now=T0 + 3 * HOUR) == "1.1.0"
+    assert rollback("iris", store=store, now=T0 + 3 * HOUR).version == "1.1.0"
     assert store.following() == []
     assert run_update(store, trust, T0 + 4 * HOUR, home).models == ()
     assert [outcome for outcome, _ in channel_log(store)] == ["ok", "unfollow", "ok", "unfollow"]

@@ -90,6 +90,7 @@ def test_end_to_end(
             "version": "1.0.0",
             "current": True,
             "path": str(home / "models" / "iris-classifier" / "1.0.0"),
+            "channel": None,
         }
     ]
     code, out, _ = cli(
@@ -232,6 +233,7 @@ def test_trust_policy_commands_and_fail_closed(
         "refused",
         "ok",
         "refused",
+        "minimum",  # the trust change, logged for the model it concerns
         "refused",
         "insecure",
     ]

@@ -118,9 +118,9 @@ def test_install_latest_and_upgrade_then_rollback(
     )
     assert (result.version, result.previous) == ("2.0.0", "1.0.0")
     assert store.versions("iris") == ["1.0.0", "2.0.0"]
-    assert rollback("iris", store=store, now=NOW) == "1.0.0"
+    assert rollback("iris", store=store, now=NOW).version == "1.0.0"
     assert_current_intact(store, home, "1.0.0")
-    assert rollback("iris", store=store, now=NOW) == "2.0.0"
+    assert rollback("iris", store=store, now=NOW).version == "2.0.0"
     with pytest.raises(UsageError):
         remove("iris", "2.0.0", store=store, now=NOW)
     remove("iris", "1.0.0", store=store, now=NOW)

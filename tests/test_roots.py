@@ -302,6 +302,8 @@ def test_rotating_a_signing_key_needs_no_edit_on_the_instance(
     # The instance pins root 1 and has no trust.toml at all.
     assert cli(capsys, "trust", "pin-root", root1)[0] == 0
     assert not (home / "trust.toml").exists()
+    pinned = [e for e in Store(home).audit_log() if e.action == "trust"]
+    assert [(e.outcome, e.detail) for e in pinned] == [("pinned", "root version 1")]
     assert cli(capsys, "install", "iris@1.0.0", "--registry", reg)[0] == 0
 
     # The publisher: a new signing key for 'iris*' (online key only), then a new root

@@ -158,8 +158,10 @@ def registry(tmp_path: Path, bundles: dict[str, Path]) -> LayoutRegistry:
     return registry
 
 
-def install_as(ref: str, registry: LayoutRegistry, home: Path, keypair: KeyPair) -> Path:
-    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])))
+def install_as(
+    ref: str, registry: LayoutRegistry, home: Path, keypair: KeyPair, *, force: bool = False
+) -> Path:
+    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])), force=force)
     return install(ref, registry=registry, store=Store(home), now=NOW, options=options).directory
 
 
@@ -264,7 +266,7 @@ def test_reinstalling_a_damaged_version_repairs_it(
         model.unlink()
     else:
         (directory / "planted.py").write_text("import os\n")
-    assert install_as("iris@1.0.0", registry, home, keypair) == directory
+    assert install_as("iris@1.0.0", registry, home, keypair, force=True) == directory
     assert sorted(p.name for p in directory.iterdir()) == sorted(
         p.name for p in bundles["1.0.0"].iterdir()
     )

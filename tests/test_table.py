@@ -307,11 +307,14 @@ def test_missing_and_extra_columns_are_named() -> None:
         to_feeds(table, inputs)
 
 
-def test_positional_table_cannot_feed_several_inputs() -> None:
-    table = from_mapping({"x0": [1.0], "x1": [2.0]}, named=False)
-    inputs = [TensorSpec("a", "float32", (None, 1)), TensorSpec("b", "float32", (None, 1))]
-    with pytest.raises(UsageError, match="column names"):
-        to_feeds(table, inputs)
+def test_positional_rows_feed_several_inputs_in_their_order_or_nothing() -> None:
+    inputs = [TensorSpec("a", "float32", (None, 1)), TensorSpec("b", "string", (None, 1))]
+    table = from_mapping({"x0": [1.0, 3.0], "x1": ["u", "v"]}, named=False)
+    feeds = to_feeds(table, inputs)
+    assert feeds["a"].tolist() == [[1.0], [3.0]] and feeds["b"].tolist() == [["u"], ["v"]]
+    three = from_mapping({"x0": [1.0], "x1": [2.0], "x2": [3.0]}, named=False)
+    with pytest.raises(UsageError, match="column names, or rows of 2 values in that order"):
+        to_feeds(three, inputs)
 
 
 @pytest.mark.parametrize(

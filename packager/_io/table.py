@@ -52,6 +52,90 @@ class Table:
         return len(self.values[0]) if self.values else 0
 
 
+FORMATS = ("csv", "json", "ndjson", "npy")
+STDIN = Path("<stdin>")
+
+
+def sniff_format(data: bytes) -> str:
+    """The format of table bytes with no file name: .npy by its magic, JSON when the text
+    is one JSON document starting with ``[`` or ``{``, NDJSON when each line is one, else
+    CSV."""
+    if data.startswith(b"\x93NUMPY"):
+        return "npy"
+    text = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text.startswith((b"[", b"{")):
+        return "csv"
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and all(line.lstrip().startswith((b"[", b"{")) for line in lines):
+        try:
+            loads(lines[0], what="line 1", error=UsageError, limits=_JSON_LIMITS)
+        except UsageError:
+            return "json"  # the first line is not a whole document: one document over lines
+        return "ndjson"
+    return "json"
+
+
+def parse_table(data: bytes, fmt: str | None, where: Path) -> Table:
+    """A table from bytes in ``fmt`` (one of :data:`FORMATS`; None: :func:`sniff_format`).
+    NDJSON is one row (a list) or one record (an object) per line.
+
+    Raises:
+        UsageError: as :func:`read_table`, or an unknown format.
+    """
+    fmt = fmt or sniff_format(data)
+    if fmt == "csv":
+        table = _parse_csv(data, where)
+    elif fmt == "npy":
+        table = _parse_npy(data, where)
+    elif fmt == "json":
+        table = _parse_json(data, where)
+    elif fmt == "ndjson":
+        lines = [line for line in data.splitlines() if line.strip()]
+        table = _parse_json(b"[" + b",".join(lines) + b"]", where)
+    else:
+        raise UsageError(f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if table.rows == 0:
+        raise UsageError(f"{where}: the table has no rows")
+    return table
+
+
+def read_stdin(fmt: str | None) -> Table:
+    """The table on standard input (``--input -``), at most :data:`MAX_TABLE_BYTES`.
+
+    Raises:
+        UsageError: too large, empty, or not a table in ``fmt`` (see :func:`parse_table`).
+    """
+    import sys
+
+    data = sys.stdin.buffer.read(MAX_TABLE_BYTES + 1)
+    if len(data) > MAX_TABLE_BYTES:
+        raise UsageError(f"standard input: larger than {MAX_TABLE_BYTES >> 20} MiB")
+    if not data.strip():
+        raise UsageError("standard input is empty: pipe rows in (CSV with a header, JSON, NDJSON)")
+    return parse_table(data, fmt, STDIN)
+
+
+def read_input(path: Path, fmt: str | None) -> Table:
+    """``predict --input``: standard input for ``-``; else the file, in ``fmt`` or as its
+    name says (.csv, .json, .ndjson, .npy), sniffed when neither says.
+
+    Raises:
+        UsageError: as :func:`parse_table`, or the file cannot be read.
+    """
+    if str(path) == "-":
+        return read_stdin(fmt)
+    suffix = path.suffix.lower().lstrip(".")
+    if fmt is None and suffix in ("csv", "json", "npy"):
+        return read_table(path)
+    try:
+        if path.stat().st_size > MAX_TABLE_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_TABLE_BYTES >> 20} MiB")
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from e
+    return parse_table(data, fmt or (suffix if suffix in FORMATS else None), path)
+
+
 def read_table(path: Path) -> Table:
     """Read a .csv (with header), .npy (2-D numeric) or .json table.
 
@@ -143,9 +227,15 @@ def to_feeds(table: Table, inputs: Sequence[TensorSpec]) -> dict[str, np.ndarray
             f"input {spec.name!r} has rank {rank}: a table of {len(table.columns)} "
             "column(s) can feed only inputs of rank 1 or 2"
         )
+    if not table.named and len(table.columns) == len(inputs):
+        # Rows without names give the inputs in the manifest's order.
+        table = Table(tuple(s.name for s in inputs), table.values, named=True)
     if not table.named:
         wanted = ", ".join(repr(s.name) for s in inputs)
-        raise UsageError(f"the model has inputs {wanted}: give a table with column names")
+        raise UsageError(
+            f"the model has inputs {wanted}: give a table with column names, or rows of "
+            f"{len(inputs)} values in that order"
+        )
     check_columns(table, [s.name for s in inputs], "the table does not match the model's inputs")
     feeds = {}
     for spec in inputs:

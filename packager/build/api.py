@@ -90,14 +90,20 @@ def package(
     signs with that chain instead of a bare key.
 
     Raises:
-        UsageError: a bad name, version, sample, key file, certificate chain or option.
+        UsageError: a bad name, version, sample, key file, certificate chain or option;
+            ``out_dir/NAME-VERSION`` exists and ``options.overwrite`` is false.
         KeyDecryptionError: the key's password is wrong.
         ConversionError: the model cannot be converted, or a library it needs is missing.
         ParityError: the ONNX model answers differently from the original beyond tolerance.
     """
+    from packager.build.bundle import check_destination
     from packager.build.bundle import package as build
     from packager.build.convert import load_model_file
 
+    # Before the key's password is asked for and anything is converted.
+    check_destination(
+        Path(out_dir), name, version, overwrite=options is not None and options.overwrite
+    )
     private_key = as_private_key(key)
     chain: tuple[bytes, ...] = ()
     if certificate_chain is not None:

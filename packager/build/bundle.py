@@ -98,6 +98,21 @@ def bundle_dir_name(name: str, version: str) -> str:
     return f"{name}-{version}"
 
 
+def check_destination(out_dir: Path, name: str, version: str, *, overwrite: bool) -> Path:
+    """The bundle directory ``package`` writes; without ``overwrite``, it must not exist.
+
+    Raises:
+        UsageError: it exists (or is a link) and ``overwrite`` is false.
+    """
+    final = out_dir / bundle_dir_name(name, version)
+    if not overwrite and (final.exists() or final.is_symlink()):
+        raise UsageError(
+            f"{final} already exists; pass --force to replace it (in Python: "
+            "PackageOptions(overwrite=True)), or choose another -o directory or version"
+        )
+    return final
+
+
 def package(
     model: Any,
     *,
@@ -124,10 +139,12 @@ def package(
     certifying ``key``) goes into model.sig, as ``model_signing sign certificate``
     writes it. The bundle is built in a temporary directory
     beside its destination and renamed into place, so a failure leaves no
-    partial bundle.
+    partial bundle; an existing bundle directory is replaced in one rename only with
+    ``options.overwrite``.
 
     Raises:
-        UsageError: bad name, version, sample or options.
+        UsageError: bad name, version, sample or options; the bundle directory exists
+            (without ``options.overwrite``).
         ConversionError: the model cannot be converted (or quantized), or a
             library it needs is missing (the message names the extra).
         ParityError: ONNX answers differ from the original beyond tolerance,
@@ -140,6 +157,7 @@ def package(
     say = progress or (lambda _message: None)
     check_name(name)
     check_version(version)
+    final = check_destination(out_dir, name, version, overwrite=options.overwrite)
     conversion = convert(model, sample, Options.of(options.conversion, options.validation))
     for note in conversion.notes:
         say(note)
@@ -161,7 +179,6 @@ def package(
         say(report.table())
         metrics["benchmark"] = report.to_json()
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / bundle_dir_name(name, version)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
         resources = _write_bundle(
@@ -307,6 +324,7 @@ def _write_bundle(
             outputs=tuple(conversion.outputs),
             source=Source.from_dict(conversion.source),
             accepts_missing=conversion.accepts_missing,
+            target=metadata.target or None,
         ),
         runtime=RuntimeRequirement(onnxruntime),
         files=files,

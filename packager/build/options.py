@@ -52,12 +52,15 @@ class QuantizeOptions:
 
 @dataclass(frozen=True)
 class Metadata:
-    """What the manifest says about the model; every field optional."""
+    """What the manifest says about the model; every field optional. ``target`` names
+    what a regressor predicts: ``predict`` returns its one output as a flat array under
+    that name."""
 
     license: str | None = None
     description: str | None = None
     readme: Path | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ class PackageOptions:
     (``validation``), quantization (None: none), manifest metadata, provenance, and
     labelled data to benchmark the final model on into ``metrics.benchmark`` (None: none),
     and the shard size model.sig is signed with (None: chosen from the file sizes, see
-    :func:`packager.core.shards.choose_shard_size`; 0: whole files)."""
+    :func:`packager.core.shards.choose_shard_size`; 0: whole files).
+    ``overwrite`` replaces an existing bundle directory (``--force``); without it, one is
+    refused before anything is converted."""
 
     conversion: ConvertOptions = field(default_factory=ConvertOptions)
     validation: Tolerance = field(default_factory=Tolerance)
@@ -112,3 +117,4 @@ class PackageOptions:
     provenance: Provenance = field(default_factory=Provenance)
     benchmark: BenchmarkData | None = None
     shard_size: int | None = None
+    overwrite: bool = False

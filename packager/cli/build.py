@@ -387,6 +387,7 @@ def _board(
 @cert_chain_option
 @output_option(Path("dist"))
 @package_options
+@click.option("--force", is_flag=True, help="Replace OUTPUT/NAME-VERSION if it exists.")
 @json_option
 @pass_ctx
 def package_cmd(
@@ -399,9 +400,11 @@ def package_cmd(
     cert_chain: Path | None,
     out_dir: Path,
     options: PackageOptions,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Convert MODEL to a signed ONNX bundle.
+    """Convert MODEL to a signed ONNX bundle in OUTPUT/NAME-VERSION (an existing one is
+    refused unless --force).
 
     MODEL: a pickle/joblib scikit-learn, XGBoost or LightGBM model; a PyTorch
     module (.pt/.pth: TorchScript, or torch.save of the whole module, which is
@@ -417,7 +420,7 @@ def package_cmd(
         version=version,
         key=key_path,
         out_dir=out_dir,
-        options=options,
+        options=replace(options, overwrite=force),
         progress=ctx.say,
         certificate_chain=cert_chain,
     )

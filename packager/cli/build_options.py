@@ -97,8 +97,10 @@ def _provenance(
     )
 
 
-def _metadata(license_id: str | None, description: str | None, readme: Path | None) -> Metadata:
-    return Metadata(license=license_id, description=description, readme=readme)
+def _metadata(
+    license_id: str | None, description: str | None, readme: Path | None, target_name: str | None
+) -> Metadata:
+    return Metadata(license=license_id, description=description, readme=readme, target=target_name)
 
 
 def _quantize(
@@ -168,6 +170,11 @@ _PACKAGE_GROUPS = (
         ),
         click.option("--description", help="One-line description."),
         click.option("--readme", type=EXISTING_FILE),
+        click.option(
+            "--target-name",
+            metavar="NAME",
+            help="What a regressor predicts: `predict` names its output so.",
+        ),
     ),
     conversion_options,
     option_group(

@@ -21,7 +21,6 @@ from packager.cli.options import (
     pass_ctx,
     registry_option,
     remote_options,
-    rows_option,
 )
 from packager.errors import UsageError
 
@@ -70,6 +69,11 @@ def smoke_limits(seconds: float | None, memory: str | None) -> SmokeLimits:
 @remote_options
 @key_option(required=False)
 @click.option("--allow-downgrade", is_flag=True, help="Install below the rollback floor.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Install again the version already current (fetch, verify, smoke test, repair).",
+)
 @smoke_options
 @lock_option
 @click.option(
@@ -85,6 +89,7 @@ def install(
     registry_ref: str | None,
     key_paths: tuple[Path, ...],
     allow_downgrade: bool,
+    force: bool,
     smoke_timeout: float | None,
     smoke_memory: str | None,
     lock_timeout: float,
@@ -95,7 +100,8 @@ def install(
 
     NAME@CHANNEL (e.g. iris@stable) installs the version the channel's signed document
     names, and the model then follows the channel (`packager update`); installing by
-    version stops following. Trusted keys come from --key, else --trust FILE, else
+    version (or an archive) stops following. The version already current is not installed
+    again unless --force. Trusted keys come from --key, else --trust FILE, else
     $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none (and no pinned
     root: `packager trust pin-root`), install refuses.
     """
@@ -129,8 +135,10 @@ def install(
             registry_ref=resolve_registry(registry_ref),
             progress=ctx.say,
             smoke=smoke_limits(smoke_timeout, smoke_memory),
+            force=force,
         ),
     )
+    render.unfollowed(result.name, result.unfollowed, result.version)
     render.show(ctx, render.INSTALLED, result, as_json=as_json)
 
 
@@ -138,10 +146,19 @@ def install(
 @json_option
 @pass_ctx
 def list_cmd(ctx: Context, as_json: bool) -> None:
-    """List installed models (* marks the current version)."""
+    """List installed models (* marks the current version) and the channel each follows,
+    with the days left before its document expires."""
     from packager.instance.store import Store
 
-    render.show(ctx, render.LISTED, Store(ctx.home).installed(), as_json=as_json)
+    store = Store(ctx.home)
+    try:
+        followed = store.followed()
+    except UsageError as e:  # state.db unusable: the installed versions are still listed
+        render.warn(f"channels not shown: {e}")
+        followed = {}
+    listing = render.Listing(store.installed(), followed, now())
+    render.expiring(listing.followed, listing.now)
+    render.show(ctx, render.LISTED, listing, as_json=as_json)
 
 
 @click.command()
@@ -150,12 +167,14 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> None:
-    """Make the previously active installed version current again."""
+    """Make the previously active installed version current again (the model stops
+    following its channel, if it followed one)."""
     from packager.instance.install import rollback as do_rollback
     from packager.instance.store import Store
 
-    version = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
-    render.show(ctx, render.ROLLED_BACK, render.RolledBack(name, version), as_json=as_json)
+    result = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
+    render.unfollowed(name, result.unfollowed, result.version)
+    render.show(ctx, render.ROLLED_BACK, result, as_json=as_json)
 
 
 @click.command()
@@ -210,18 +229,34 @@ def _confirm(question: str) -> None:
 
 @click.command()
 @click.argument("ref", metavar="NAME[@VERSION]")
-@rows_option("--input", "input_path", help="Rows to predict (.csv with header, .json, .npy).")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False, allow_dash=True),
+    help="Rows to predict: .csv with header, .json, .ndjson, .npy; - reads standard input.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "ndjson", "npy"]),
+    help="Format of --input (default: from the file name; for - or another name, sniffed).",
+)
 @json_option
 @pass_ctx
-def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
-    """Run an installed model on the rows of a file."""
-    from packager._io.table import read_table
+def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: bool) -> None:
+    """Run an installed model on rows from a file or standard input.
+
+    Rows are records (a CSV header, JSON objects) or lists of values in the order of the
+    model's inputs (`packager inspect` lists them).
+    """
+    from packager._io.table import read_input
     from packager.core.names import parse_ref
     from packager.instance.models import load
 
     name, version = parse_ref(ref)
     model = load(name, version, home=ctx.home)
-    outputs = model.predict(read_table(input_path))
+    outputs = model.predict(read_input(input_path, fmt))
     prediction = render.Prediction(model.manifest.ref, {k: v.tolist() for k, v in outputs.items()})
     render.show(ctx, render.PREDICTION, prediction, as_json=as_json)
 
@@ -272,6 +307,7 @@ def update(
         ),
     )
     render.show(ctx, render.UPDATED, report, as_json=as_json)
+    render.expiring(Store(ctx.home).followed(), now())
     report.check()
 
 
@@ -317,12 +353,13 @@ def trust_add_key(
 ) -> None:
     """Trust the public key PUB, under NAME, to sign models matching --models, or to
     approve them in each --role."""
+    from packager.instance.store import Store
     from packager.instance.trust import add_key
 
     path = _trust_file()
     if models is None and not roles:
         models = "*"
-    add_key(path, name, pub, models=models, roles=roles)
+    add_key(path, name, pub, models=models, roles=roles, store=Store(ctx.home))
     render.key_trusted(ctx, path, name, models, roles)
 
 
@@ -344,7 +381,11 @@ def trust_allow_license(
     from packager.instance.trust import allow_licenses
 
     path = _trust_file()
-    rule = allow_licenses(path, models, licenses, training_data=training_data)
+    from packager.instance.store import Store
+
+    rule = allow_licenses(
+        path, models, licenses, training_data=training_data, store=Store(ctx.home)
+    )
     render.licenses_allowed(ctx, path, rule)
 
 
@@ -358,7 +399,9 @@ def trust_require_approval(ctx: Context, models: str, requirements: tuple[str, .
     from packager.instance.trust import require_approvals
 
     path = _trust_file()
-    rule = require_approvals(path, models, requirements)
+    from packager.instance.store import Store
+
+    rule = require_approvals(path, models, requirements, store=Store(ctx.home))
     render.approvals_required(ctx, path, rule)
 
 
@@ -378,10 +421,11 @@ def trust_add_ca(
     ctx: Context, name: str, certificate: Path, models: str, identities: tuple[str, ...]
 ) -> None:
     """Trust the CA certificate CERTIFICATE, under NAME, to certify signers of --models."""
+    from packager.instance.store import Store
     from packager.instance.trust import add_ca
 
     path = _trust_file()
-    add_ca(path, name, certificate, models=models, identities=identities)
+    add_ca(path, name, certificate, models=models, identities=identities, store=Store(ctx.home))
     render.ca_trusted(ctx, path, name, models, identities)
 
 
@@ -390,11 +434,26 @@ def trust_add_ca(
 @pass_ctx
 def trust_revoke(ctx: Context, name: str) -> None:
     """Revoke key or CA NAME: refused from now on, even where a rule lists it."""
+    from packager.instance.store import Store
     from packager.instance.trust import revoke_key
 
     path = _trust_file()
-    revoke_key(path, name)
+    revoke_key(path, name, store=Store(ctx.home))
     render.key_revoked(ctx, path, name)
+
+
+@trust.command("unrevoke")
+@click.argument("name")
+@pass_ctx
+def trust_unrevoke(ctx: Context, name: str) -> None:
+    """Trust revoked key or CA NAME again where the rules list it (audited); `add-key`
+    never does."""
+    from packager.instance.store import Store
+    from packager.instance.trust import unrevoke_key
+
+    path = _trust_file()
+    unrevoke_key(path, name, store=Store(ctx.home))
+    render.key_unrevoked(ctx, path, name)
 
 
 @trust.command("minimum")
@@ -402,11 +461,12 @@ def trust_revoke(ctx: Context, name: str) -> None:
 @pass_ctx
 def trust_minimum(ctx: Context, ref: str) -> None:
     """Never install NAME below VERSION on this instance."""
+    from packager.instance.store import Store
     from packager.instance.trust import set_minimum
 
     name, version = exact_ref(ref, "trust minimum")
     path = _trust_file()
-    set_minimum(path, name, version)
+    set_minimum(path, name, version, store=Store(ctx.home))
     render.minimum_set(ctx, path, name, version)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import click
 
-from packager.cli.options import Context
+from packager.cli.options import Context, now
+from packager.core.expiry import EXPIRY_WARNING, days_left, expires_soon, expiry_note
 from packager.core.text import printable
 
 if TYPE_CHECKING:
@@ -29,9 +31,9 @@ if TYPE_CHECKING:
     from packager.distribution.mirror import MirrorReport
     from packager.distribution.promote import Promotion
     from packager.distribution.root import Published as TrustPublished
-    from packager.instance.install import InstallResult
+    from packager.instance.install import InstallResult, RolledBack
     from packager.instance.serve.served import Loaded
-    from packager.instance.store import AuditEntry, Installed
+    from packager.instance.store import AuditEntry, Followed, Installed
     from packager.instance.update import UpdateReport
     from packager.registry.base import Artifact
 
@@ -114,6 +116,7 @@ def _packaged_json(result: Packaged) -> dict[str, Any]:
         "version": result.manifest.version,
         "validation": result.manifest.validation.to_dict(),
         "metrics": dict(result.manifest.metrics or {}),
+        "outputs": [t.name for t in result.manifest.model.outputs],
     }
 
 
@@ -123,7 +126,22 @@ def _packaged_text(ctx: Context, result: Packaged) -> None:
         f"packaged {result.manifest.ref} -> {result.bundle} "
         f"(max abs diff {validation.max_abs_diff:.3g}, {validation.rows} test vectors)"
     )
+    if _scores(result.manifest):
+        warn(f"{result.manifest.ref}: {SCORES_NOTE}")
     line(str(result.bundle))
+
+
+# A classifier without predict_proba: what its second output is (packager.build.convert).
+SCORES_NOTE = "output 'scores' holds decision scores, not probabilities"
+
+
+def _scores(manifest: Manifest) -> bool:
+    return any(t.name == "scores" for t in manifest.model.outputs)
+
+
+def bundle_files(manifest: Manifest) -> int:
+    """Files in a bundle directory: those manifest.json lists, itself and model.sig."""
+    return len(manifest.files) + 2
 
 
 PACKAGED = Rendering(_packaged_json, _packaged_text)
@@ -137,7 +155,7 @@ VERIFIED: Rendering[Manifest] = Rendering(
         "files": [f.to_dict() for f in manifest.files],
     },
     text=lambda _ctx, manifest: line(
-        f"OK: {manifest.ref} verified ({len(manifest.files) + 1} files)"
+        f"OK: {manifest.ref} verified ({bundle_files(manifest)} files)"
     ),
 )
 
@@ -158,7 +176,11 @@ def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
         ("opsets", ", ".join(f"{k}={v}" for k, v in sorted(manifest.model.opsets.items()))),
         ("onnxruntime", f">= {manifest.runtime.onnxruntime}"),
         ("inputs", ", ".join(_tensor(t) for t in manifest.model.inputs)),
-        ("outputs", ", ".join(_tensor(t) for t in manifest.model.outputs)),
+        (
+            "outputs",
+            ", ".join(_tensor(t) for t in manifest.model.outputs)
+            + (f" ({SCORES_NOTE})" if _scores(manifest) else ""),
+        ),
         (
             "validation",
             f"{val.rows} rows, max abs diff {val.max_abs_diff:.3g}, "
@@ -170,7 +192,7 @@ def _manifest_text(_ctx: Context, manifest: Manifest) -> None:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         line(f"{k:<{width}}  {v}")
-    line("files:")
+    line(f"files: {bundle_files(manifest)} (manifest.json, model.sig and these)")
     for f in manifest.files:
         line(f"  {f.path:<24} {f.role:<12} {f.size:>12}  sha256:{f.digest.hex[:16]}…")
 
@@ -357,7 +379,7 @@ class Attached:
     versions: Mapping[str, Sequence[Listed]]
 
 
-def _listed_json(item: Listed) -> dict[str, Any]:
+def _attachment_json(item: Listed) -> dict[str, Any]:
     return {
         "kind": item.kind,
         "tag": item.tag,
@@ -391,7 +413,7 @@ ATTACHED: Rendering[Attached] = Rendering(
     json=lambda a: {
         "registry": a.location,
         "name": a.name,
-        "versions": {v: [_listed_json(i) for i in items] for v, items in a.versions.items()},
+        "versions": {v: [_attachment_json(i) for i in items] for v, items in a.versions.items()},
     },
     text=_attached_text,
 )
@@ -450,9 +472,32 @@ MIRRORED: Rendering[MirrorReport] = Rendering(json=lambda r: r.to_json(), text=_
 # Instance side
 
 
+def unfollowed(name: str, channel: str | None, version: str) -> None:
+    """Say that a model installed or rolled back by version no longer follows its channel."""
+    if channel is not None:
+        warn(
+            f"{name} no longer follows channel {channel}: `packager update` keeps {version}; "
+            f"`packager install {name}@{channel}` to follow it again"
+        )
+
+
+def expiring(followed: dict[str, Followed], now: datetime) -> None:
+    """Warn about every followed channel whose document expires within EXPIRY_WARNING
+    (an expired one is shown by `list` and reported once by `update`, not warned about)."""
+    for name, f in followed.items():
+        if f.expires is not None and f.expires > now and expires_soon(f.expires, now):
+            warn(
+                f"channel {name}@{f.channel} {expiry_note(f.expires, now)} "
+                f"({f.expires.isoformat()}; warned {EXPIRY_WARNING.days} days ahead): the "
+                "publisher must promote it again before then, or updates will be refused"
+            )
+
+
 def _installed_json(result: InstallResult) -> dict[str, Any]:
     smoke, channel = result.smoke_test, result.channel
     return {
+        "alreadyCurrent": smoke is None,
+        "unfollowed": result.unfollowed,
         "name": result.name,
         "version": result.version,
         "path": str(result.directory),
@@ -475,7 +520,10 @@ def _installed_json(result: InstallResult) -> dict[str, Any]:
 
 def _installed_text(_ctx: Context, result: InstallResult) -> None:
     if result.smoke_test is None:
-        line(f"{result.name}@{result.version} is already current -> {result.directory}")
+        line(
+            f"{result.name}@{result.version} is already current (nothing installed; --force "
+            f"installs it again) -> {result.directory}"
+        )
     else:
         line(f"installed {result.name}@{result.version} -> {result.directory}")
 
@@ -486,46 +534,84 @@ INSTALLED = Rendering(_installed_json, _installed_text)
 def _updated_text(ctx: Context, report: UpdateReport) -> None:
     if not report.models:
         ctx.say("no model follows a channel; install one with `packager install NAME@CHANNEL`")
+    when = now()
     for m in report.models:
         what = {
             "updated": f"{m.previous or '-'} -> {m.version}",
-            "current": m.version,
+            "current": str(m.version),
             "refused": str(m.error),
+            "expired": f"{m.version} (stays current)",
         }[m.status]
+        if m.expires is not None and m.status in ("updated", "current"):
+            what += f"  ({expiry_note(m.expires, when)})"
         line(f"{m.status:<8} {m.name}@{m.channel}  {what}")
 
 
 UPDATED: Rendering[UpdateReport] = Rendering(json=lambda r: r.to_json(), text=_updated_text)
 
 
-def _listed_text(ctx: Context, installed: Sequence[Installed]) -> None:
-    if not installed:
+@dataclass(frozen=True)
+class Listing:
+    """Installed versions, the channel each model follows, and the time they are shown at."""
+
+    installed: Sequence[Installed]
+    followed: dict[str, Followed]
+    now: datetime
+
+
+def _following(listing: Listing, i: Installed) -> Followed | None:
+    return listing.followed.get(i.name) if i.current else None
+
+
+def _listed_text(ctx: Context, listing: Listing) -> None:
+    if not listing.installed:
         ctx.say(
             "no models installed; install one with `packager install NAME --registry REF` "
             "(trusting the keys of `packager trust add-key`, or --key cosign.pub)"
         )
-    for i in installed:
-        line(f"{'*' if i.current else ' '} {i.name}  {i.version}")
+    for i in listing.installed:
+        text = f"{'*' if i.current else ' '} {i.name}  {i.version}"
+        f = _following(listing, i)
+        if f is not None:
+            text += f"  follows {f.channel}"
+            if f.expires is not None:
+                text += f" ({expiry_note(f.expires, listing.now)})"
+        line(text)
 
 
-LISTED: Rendering[Sequence[Installed]] = Rendering(
-    json=lambda installed: [
-        {"name": i.name, "version": i.version, "current": i.current, "path": str(i.directory)}
-        for i in installed
-    ],
-    text=_listed_text,
-)
+def _listed_json(listing: Listing) -> list[dict[str, Any]]:
+    rows = []
+    for i in listing.installed:
+        f = _following(listing, i)
+        rows.append(
+            {
+                "name": i.name,
+                "version": i.version,
+                "current": i.current,
+                "path": str(i.directory),
+                "channel": None
+                if f is None
+                else {
+                    "channel": f.channel,
+                    "expires": None if f.expires is None else f.expires.isoformat(),
+                    "daysLeft": None if f.expires is None else days_left(f.expires, listing.now),
+                },
+            }
+        )
+    return rows
 
 
-@dataclass(frozen=True)
-class RolledBack:
-    name: str
-    current: str
+LISTED: Rendering[Listing] = Rendering(json=_listed_json, text=_listed_text)
 
 
 ROLLED_BACK: Rendering[RolledBack] = Rendering(
-    json=lambda r: {"name": r.name, "current": r.current},
-    text=lambda _ctx, r: line(f"{r.name} current -> {r.current}"),
+    json=lambda r: {
+        "name": r.name,
+        "current": r.version,
+        "previous": r.previous,
+        "unfollowed": r.unfollowed,
+    },
+    text=lambda _ctx, r: line(f"{r.name} current -> {r.version}"),
 )
 
 
@@ -693,6 +779,10 @@ def ca_trusted(ctx: Context, path: Path, name: str, models: str, identities: Seq
 
 def key_revoked(ctx: Context, path: Path, name: str) -> None:
     ctx.say(f"{path}: {name} revoked")
+
+
+def key_unrevoked(ctx: Context, path: Path, name: str) -> None:
+    ctx.say(f"{name} is trusted again in {path}, where its rules allow")
 
 
 def minimum_set(ctx: Context, path: Path, name: str, version: str) -> None:

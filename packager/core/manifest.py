@@ -93,6 +93,7 @@ class ModelInfo:
     ``accepts_missing`` is whether the original model took missing values (NaN, blank
     text) and the graph answers as it does on them; None (left out: an .onnx file, a
     bundle made before it was recorded) is unknown, and instances treat it as False.
+    ``target`` is the name of what a regressor predicts, when the publisher gave it.
     """
 
     path: str
@@ -102,6 +103,7 @@ class ModelInfo:
     outputs: tuple[TensorSpec, ...]
     source: Source
     accepts_missing: bool | None = None
+    target: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -114,6 +116,8 @@ class ModelInfo:
         }
         if self.accepts_missing is not None:
             doc["acceptsMissing"] = self.accepts_missing
+        if self.target is not None:
+            doc["target"] = self.target
         return doc
 
     @classmethod
@@ -126,6 +130,7 @@ class ModelInfo:
             outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
             source=Source.from_dict(d["source"]),
             accepts_missing=d.get("acceptsMissing"),
+            target=d.get("target"),
         )
 
 

@@ -844,3 +844,24 @@ def accept_benchmark_result(
             f"signed {manifest_digest} of {name}@{version}"
         )
     return result, hint
+
+
+def check_not_revoked(policy: TrustPolicy, *, hint: str = "", fingerprint: str = "") -> None:
+    """Adding a key (by ``hint``) or a CA (by certificate ``fingerprint``) never trusts one
+    the policy has revoked, under whatever name: only ``trust unrevoke NAME`` does.
+
+    Raises:
+        UsageError: it is revoked (the message names it and the command).
+    """
+    revoked = [k.name for k in policy.keys.values() if k.revoked and hint and k.hint == hint]
+    revoked += [
+        c.name
+        for c in policy.cas.values()
+        if c.revoked and fingerprint and c.fingerprint == fingerprint
+    ]
+    if revoked:
+        name = revoked[0]
+        raise UsageError(
+            f"{name!r} is revoked in {policy.source}: adding it again does not trust it; "
+            f"`packager trust unrevoke {name}` if it must be trusted again"
+        )

@@ -34,7 +34,12 @@ from packager.core.verify import (
     evaluate_approvals,
     evaluate_licenses,
 )
-from packager.errors import NotInstalledError, PackagerError, UsageError
+from packager.errors import (
+    ExpiredError,
+    NotInstalledError,
+    PackagerError,
+    UsageError,
+)
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
@@ -56,7 +61,9 @@ class InstallOptions:
     policy's minimum). ``registry_ref`` is the reference the user gave (None: the default
     registry): a model installed through a channel records it for ``packager update``,
     which reads every model from it for one run when it is given there. ``smoke`` bounds
-    the smoke test's time and memory. ``progress`` receives a line per step.
+    the smoke test's time and memory. ``progress`` receives a line per step. ``force``
+    installs again the version already current (verified, smoke-tested, its installed files
+    repaired); without it, that install changes nothing and downloads nothing.
     """
 
     verify: VerifyMode
@@ -64,6 +71,7 @@ class InstallOptions:
     registry_ref: str | None = None
     progress: Progress | None = None
     smoke: SmokeLimits = field(default_factory=SmokeLimits)
+    force: bool = False
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -73,7 +81,9 @@ class InstallOptions:
 @dataclass(frozen=True)
 class InstallResult:
     """What an install did. ``smoke_test`` is None when nothing was installed: the channel
-    named the version already current. ``channel`` is the document installed through.
+    named, or the reference gave, the version already current. ``channel`` is the document
+    installed through. ``unfollowed`` is the channel the model stopped following (installed
+    by version).
     ``smoke_seconds`` and ``smoke_peak_rss`` (bytes) are the smoke test's wall time and the
     peak memory of the child process it ran in (see :mod:`packager.instance.smoke`)."""
 
@@ -86,6 +96,18 @@ class InstallResult:
     channel: Channel | None = None
     smoke_seconds: float | None = None
     smoke_peak_rss: int | None = None
+    unfollowed: str | None = None
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """What a rollback did: ``version`` is current again instead of ``previous``;
+    ``unfollowed`` is the channel the model stopped following, if any."""
+
+    name: str
+    version: str
+    previous: str | None
+    unfollowed: str | None
 
 
 def follow_reference(ref: str | None) -> str | None:
@@ -121,7 +143,9 @@ def install(
 
     Unverified, the signature is not checked (digests still are) and the audit log says
     so, with the reason. Through a channel, the model then follows it: ``registry_ref``
-    is recorded for ``packager update``. Installing by version stops following. Every
+    is recorded for ``packager update``. Installing by version stops following (the
+    result's ``unfollowed`` says which channel). The version already current is not
+    fetched or smoke-tested again unless ``options.force``. Every
     refusal is written to the audit log before it is raised ("channel" entries for
     installs through a channel).
 
@@ -216,10 +240,12 @@ class _Install:
                     )
                     if new
                     else None,
+                    expires=doc.expires,
                 )
                 current = self.store.current_version(name)
                 if (
-                    current == version
+                    not self.options.force
+                    and current == version
                     and self.store.manifest_digest(name, version) == doc.manifest_digest
                 ):
                     self.store.record_channel(record, now=self.now)
@@ -235,7 +261,9 @@ class _Install:
                     )
                 return self.by_version(name, version, channel=(doc, record))
         except PackagerError as e:
-            self.refused(e, "channel", name, version, about=channel)
+            # An expiry `update` has reported once is not audited again at every run.
+            if not (isinstance(e, ExpiredError) and self.store.expiry_reported(name, channel)):
+                self.refused(e, "channel", name, version, about=channel)
             raise
 
     def _installed(self, name: str) -> Path | None:
@@ -255,6 +283,11 @@ class _Install:
             allow_downgrade=self.options.allow_downgrade,
         )
         doc, record = channel if channel is not None else (None, None)
+        followed = None if doc is not None else self.store.followed().get(name)
+        unfollowed = None if followed is None else followed.channel
+        current = self.store.current_version(name)
+        if doc is None and current == version and not self.options.force:
+            return self.already_current(name, version, unfollowed)
         artifact = self.registry.resolve(name, version)
         with self.store.staging(name) as staged:
             fetched = fetch_verified(
@@ -319,6 +352,23 @@ class _Install:
             doc,
             smoke_seconds=smoke.seconds,
             smoke_peak_rss=smoke.peak_rss,
+            unfollowed=unfollowed,
+        )
+
+    def already_current(self, name: str, version: str, unfollowed: str | None) -> InstallResult:
+        """``install NAME@VERSION`` of the current version: nothing is fetched or run; the
+        model still stops following its channel, as any install by version does."""
+        if unfollowed is not None:
+            self.store.unfollow(name, now=self.now, reason=f"installed {version} by version")
+        self.options.say(f"{name}@{version} is already current; --force installs it again")
+        return InstallResult(
+            name,
+            version,
+            self.store.installed_dir(name, version),
+            self.store.manifest_digest(name, version).hex,
+            version,
+            None,
+            unfollowed=unfollowed,
         )
 
     def check_licenses(self, manifest: Manifest, mode: Trusted) -> None:
@@ -387,9 +437,9 @@ class _Install:
         decision.check(artifact.ref)
 
 
-def rollback(name: str, *, store: Store, now: datetime) -> str:
-    """Make the previously active installed version current again; returns it. The model
-    stops following its channel, if it followed one.
+def rollback(name: str, *, store: Store, now: datetime) -> RolledBack:
+    """Make the previously active installed version current again. The model stops
+    following its channel, if it followed one.
 
     Raises:
         NotInstalledError: there is no other installed version to go back to.
@@ -401,7 +451,7 @@ def rollback(name: str, *, store: Store, now: datetime) -> str:
         current = store.current_version(name)
         store.activate(name, target, now=now)
         # Following a channel would undo the rollback at the next `packager update`.
-        store.unfollow(name, now=now, reason=f"rolled back to {target}")
+        unfollowed = store.unfollow(name, now=now, reason=f"rolled back to {target}")
     store.audit(
         action="rollback",
         outcome="ok",
@@ -411,7 +461,7 @@ def rollback(name: str, *, store: Store, now: datetime) -> str:
         detail=f"from {current}",
         facts=AuditFacts(previous=current),
     )
-    return target
+    return RolledBack(name, target, current, unfollowed)
 
 
 def remove(name: str, version: str, *, store: Store, now: datetime) -> None:

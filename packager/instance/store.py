@@ -107,17 +107,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     _TRUST_DOCUMENTS,
     _AUDIT_FACTS,
+    # The accepted document's expiry (`list` and `update` count the days left), and the
+    # sequence whose expiry `update` has already reported (it says so once, not every run).
+    (
+        "ALTER TABLE channels ADD COLUMN expires TEXT",
+        "ALTER TABLE channels ADD COLUMN expiry_reported INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Details quote registries' messages: a hostile one must not grow state.db at every update.
 MAX_AUDIT_DETAIL = 2000
 # A sequence never goes down, whatever a caller passes: the rollback check relies on it.
 _RECORD_SEEN = """
-INSERT INTO channels (name, channel, sequence, version, manifest_sha256, at)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO channels (name, channel, sequence, version, manifest_sha256, at, expires)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (name, channel) DO UPDATE SET
     sequence = excluded.sequence, version = excluded.version,
-    manifest_sha256 = excluded.manifest_sha256, at = excluded.at
+    manifest_sha256 = excluded.manifest_sha256, at = excluded.at, expires = excluded.expires
 WHERE excluded.sequence >= channels.sequence
 """
 _RECORD_FOLLOW = """
@@ -153,12 +159,21 @@ class ChannelRecord:
     """A verified channel document to record together with what it caused.
 
     ``detail`` is the audit line of a promotion not seen before; None records nothing in
-    the audit log (the same document again).
+    the audit log (the same document again). ``expires`` is the document's expiry.
     """
 
     following: Following
     seen: Seen
     detail: str | None
+    expires: datetime
+
+
+@dataclass(frozen=True)
+class Followed:
+    """The channel a model follows and when the document last accepted for it expires."""
+
+    channel: str
+    expires: datetime | None
 
 
 @dataclass(frozen=True)
@@ -314,6 +329,41 @@ class Store:
         with self.db() as conn:
             rows = conn.execute("SELECT name, channel, registry FROM follows ORDER BY name")
             return [Following(str(n), str(c), None if r is None else str(r)) for n, c, r in rows]
+
+    def followed(self) -> dict[str, Followed]:
+        """The channel each model follows, by name, with its accepted document's expiry
+        (None: accepted before expiries were recorded)."""
+        if not (self.home / STATE_DB).exists():
+            return {}
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT f.name, f.channel, c.expires FROM follows f LEFT JOIN channels c "
+                "ON c.name = f.name AND c.channel = f.channel ORDER BY f.name"
+            ).fetchall()
+        return {
+            str(n): Followed(str(c), None if e is None else datetime.fromisoformat(e))
+            for n, c, e in rows
+        }
+
+    def expiry_reported(self, name: str, channel: str) -> bool:
+        """Whether the expiry of the document last accepted for ``name``@``channel`` has
+        been reported (:meth:`report_expiry`); a newer document accepted since resets it."""
+        if not (self.home / STATE_DB).exists():
+            return False
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT expiry_reported = sequence FROM channels WHERE name = ? AND channel = ?",
+                (name, channel),
+            ).fetchone()
+        return row is not None and bool(row[0])
+
+    def report_expiry(self, name: str, channel: str) -> None:
+        """Record that the expiry of the document last accepted has been reported."""
+        with self.db() as conn:
+            conn.execute(
+                "UPDATE channels SET expiry_reported = sequence WHERE name = ? AND channel = ?",
+                (name, channel),
+            )
 
     def record_channel(self, record: ChannelRecord, *, now: datetime) -> None:
         """Record a verified channel document that needed no install (it names the version
@@ -892,7 +942,15 @@ def _record_channel(conn: sqlite3.Connection, record: ChannelRecord, now: dateti
     at = now.isoformat()
     conn.execute(
         _RECORD_SEEN,
-        (follow.name, follow.channel, seen.sequence, seen.version, seen.manifest_digest.hex, at),
+        (
+            follow.name,
+            follow.channel,
+            seen.sequence,
+            seen.version,
+            seen.manifest_digest.hex,
+            at,
+            record.expires.isoformat(),
+        ),
     )
     conn.execute(_RECORD_FOLLOW, (follow.name, follow.channel, follow.registry, at))
     if record.detail is not None:

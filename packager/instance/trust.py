@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives import serialization
 
 from packager._io.fs import atomic_write
 from packager.core.approval import check_role
@@ -14,14 +18,19 @@ from packager.core.policy import (
     Rule,
     TrustedKey,
     TrustPolicy,
+    UnusableKey,
     adhoc_policy,
     check_key_name,
     load_pem_public_key,
     parse_policy,
     render_policy,
 )
+from packager.core.verify import check_not_revoked
 from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UsageError
+
+if TYPE_CHECKING:
+    from packager.instance.store import Store
 
 SYSTEM_POLICY = Path("/etc/packager/trust.toml")
 FILENAME = "trust.toml"
@@ -76,101 +85,174 @@ def _load_or_empty(path: Path) -> TrustPolicy:
     return read_policy(path) if path.exists() else TrustPolicy({}, (), {}, str(path))
 
 
-def _write(path: Path, policy: TrustPolicy) -> None:
+def _write(
+    path: Path, policy: TrustPolicy, change: str, details: dict[str, str], store: Store | None
+) -> None:
+    """Write the policy, then (with a ``store``) record the change in its audit log: the
+    detail is ``field=value`` pairs, the file first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, render_policy(policy).encode(), mode=0o644)
+    if store is not None:
+        fields = {"file": str(path.absolute()), **details}
+        store.audit(
+            action="trust",
+            outcome=change,
+            now=datetime.now(UTC),
+            name=details.get("model"),
+            version=details.get("minimum"),
+            detail=" ".join(f"{k}={v}" for k, v in fields.items()),
+        )
 
 
 def add_key(
-    path: Path, name: str, pub: Path, *, models: str | None = "*", roles: Sequence[str] = ()
+    path: Path,
+    name: str,
+    pub: Path,
+    *,
+    models: str | None = "*",
+    roles: Sequence[str] = (),
+    store: Store | None = None,
 ) -> TrustPolicy:
     """Add (or replace) key ``name`` from a PEM public key file, trusted to sign ``models``
     (None: none) and to approve in ``roles`` (added to those it holds).
 
+    The key is stored as packager serialises the parsed key (PEM SubjectPublicKeyInfo),
+    never as the file's bytes: text around the PEM block does not reach the policy. A
+    revoked key stays revoked. With ``store``, the change is written to its audit log.
+
     Raises:
         UsageError: bad name, role or key file (not a key packager verifies with: the
-            message names its type or curve), or the name is already a different key.
+            message names its type or curve), the name is already a different key, or the
+            key is revoked (under any name).
     """
     check_key_name(name)
     for role in roles:
         check_role(role)
     try:
-        pem = pub.read_bytes()
+        data = pub.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {pub}: {e.strerror}") from e
+    public_key = load_pem_public_key(data, where=str(pub))
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     policy = _load_or_empty(path)
     held = policy.keys[name].roles if name in policy.keys else ()
-    key = TrustedKey(
-        name, pem, load_pem_public_key(pem, where=str(pub)), roles=tuple(sorted({*held, *roles}))
-    )
+    key = TrustedKey(name, pem, public_key, roles=tuple(sorted({*held, *roles})))
     if name in policy.cas:
         raise UsageError(f"{path} already has a CA named {name!r}; pick another name")
     existing = policy.keys.get(name)
     if name in policy.unusable or (existing is not None and existing.hint != key.hint):
         raise UsageError(f"{path} already has a different key named {name!r}; pick another name")
+    check_not_revoked(policy, hint=key.hint)
     keys = {**policy.keys, name: key}
     rules = list(policy.rules)
     if models is not None and Rule(models, (name,)) not in rules:
         rules.append(Rule(models, (name,)))
     updated = replace(policy, keys=keys, rules=tuple(rules))
-    _write(path, updated)
+    _write(
+        path,
+        updated,
+        "add-key",
+        {"key": name, "sha256": key.hint, "models": models or "", "roles": ",".join(key.roles)},
+        store,
+    )
     return updated
 
 
 def add_ca(
-    path: Path, name: str, certificate: Path, *, models: str = "*", identities: Sequence[str] = ()
+    path: Path,
+    name: str,
+    certificate: Path,
+    *,
+    models: str = "*",
+    identities: Sequence[str] = (),
+    store: Store | None = None,
 ) -> TrustPolicy:
     """Add (or replace) CA ``name`` from a PEM CA certificate file, trusted to certify
     signers of ``models`` whose certificate matches one of ``identities`` (none: any).
+    Stored re-serialised from the parsed certificate; a revoked CA stays revoked. With
+    ``store``, the change is written to its audit log.
 
     Raises:
-        UsageError: bad name, certificate file or identity, or the name is already a key
-            or a different CA.
+        UsageError: bad name, certificate file or identity, the name is already a key
+            or a different CA, or the CA is revoked (under any name).
     """
     check_key_name(name)
     try:
-        pem = certificate.read_bytes()
+        data = certificate.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {certificate}: {e.strerror}") from e
     parsed = tuple(Identity.parse(i) for i in identities)
-    ca = TrustedCA(name, pem, load_ca_certificate(pem, where=str(certificate)), parsed)
+    loaded = load_ca_certificate(data, where=str(certificate))
+    pem = loaded.public_bytes(serialization.Encoding.PEM)
+    ca = TrustedCA(name, pem, loaded, parsed)
     policy = _load_or_empty(path)
     if name in policy.keys or name in policy.unusable:
         raise UsageError(f"{path} already has a key named {name!r}; pick another name")
     existing = policy.cas.get(name)
     if existing is not None and existing.fingerprint != ca.fingerprint:
         raise UsageError(f"{path} already has a different CA named {name!r}; pick another name")
+    check_not_revoked(policy, fingerprint=ca.fingerprint)
     rules = list(policy.rules)
     if Rule(models, (), (name,)) not in rules:
         rules.append(Rule(models, (), (name,)))
     updated = replace(policy, cas={**policy.cas, name: ca}, rules=tuple(rules))
-    _write(path, updated)
+    details = {"ca": name, "sha256": ca.fingerprint, "models": models}
+    details.update({"identities": ",".join(identities)} if identities else {})
+    _write(path, updated, "add-ca", details, store)
     return updated
 
 
-def revoke_key(path: Path, name: str) -> TrustPolicy:
+def revoke_key(path: Path, name: str, *, store: Store | None = None) -> TrustPolicy:
     """Mark key or CA ``name`` revoked: it is refused even where a rule lists it.
 
     Raises:
         UsageError: no such key or CA.
     """
+    return _set_revoked(path, name, revoked=True, store=store)
+
+
+def unrevoke_key(path: Path, name: str, *, store: Store | None = None) -> TrustPolicy:
+    """Trust revoked key or CA ``name`` again, where the rules list it.
+
+    Raises:
+        UsageError: no such key or CA, or it is not revoked.
+    """
+    return _set_revoked(path, name, revoked=False, store=store)
+
+
+def _set_revoked(path: Path, name: str, *, revoked: bool, store: Store | None) -> TrustPolicy:
     policy = _load_or_empty(path)
+    entry: TrustedKey | TrustedCA | UnusableKey
     if name in policy.cas:
-        updated = replace(policy, cas={**policy.cas, name: replace(policy.cas[name], revoked=True)})
+        entry, kind = policy.cas[name], "ca"
     elif name in policy.unusable:
-        unusable = {**policy.unusable, name: replace(policy.unusable[name], revoked=True)}
-        updated = replace(policy, unusable=unusable)
+        entry, kind = policy.unusable[name], "key"
     elif name in policy.keys:
-        updated = replace(
-            policy, keys={**policy.keys, name: replace(policy.keys[name], revoked=True)}
-        )
+        entry, kind = policy.keys[name], "key"
     else:
         raise UsageError(f"{path} has no key or CA named {name!r}; see `packager trust list`")
-    _write(path, updated)
+    if not revoked and not entry.revoked:
+        raise UsageError(f"{name!r} is not revoked in {path}; nothing to do")
+    changed = replace(entry, revoked=revoked)
+    if isinstance(changed, TrustedCA):
+        updated = replace(policy, cas={**policy.cas, name: changed})
+        sha256 = changed.fingerprint
+    elif isinstance(changed, UnusableKey):
+        updated = replace(policy, unusable={**policy.unusable, name: changed})
+        sha256 = "-"
+    else:
+        updated = replace(policy, keys={**policy.keys, name: changed})
+        sha256 = changed.hint
+    change = "revoke" if revoked else "unrevoke"
+    _write(path, updated, change, {kind: name, "sha256": sha256}, store)
     return updated
 
 
-def require_approvals(path: Path, models: str, requirements: Sequence[str]) -> ApprovalRule:
+def require_approvals(
+    path: Path, models: str, requirements: Sequence[str], *, store: Store | None = None
+) -> ApprovalRule:
     """Require, for models matching ``models``, the approvals ``requirements`` name
     (``ROLE`` or ``ROLE=COUNT``), replacing an earlier rule for the same glob.
 
@@ -187,12 +269,19 @@ def require_approvals(path: Path, models: str, requirements: Sequence[str]) -> A
     rule = ApprovalRule(models, require)
     policy = _load_or_empty(path)
     kept = tuple(r for r in policy.approvals if r.models != models)
-    _write(path, replace(policy, approvals=(*kept, rule)))
+    required = ",".join(f"{role}={count}" for role, count in require.items())
+    details = {"models": models, "require": required}
+    _write(path, replace(policy, approvals=(*kept, rule)), "require", details, store)
     return rule
 
 
 def allow_licenses(
-    path: Path, models: str, licenses: Sequence[str], *, training_data: bool = False
+    path: Path,
+    models: str,
+    licenses: Sequence[str],
+    *,
+    training_data: bool = False,
+    store: Store | None = None,
 ) -> LicenseRule:
     """Install models matching ``models`` only under an SPDX expression ``licenses`` allow
     (and, with ``training_data``, only with every training data file's licence allowed),
@@ -207,16 +296,19 @@ def allow_licenses(
     rule = LicenseRule(models, allow, training_data)
     policy = _load_or_empty(path)
     kept = tuple(r for r in policy.licenses if r.models != models)
-    _write(path, replace(policy, licenses=(*kept, rule)))
+    details = {"models": models, "allow": ",".join(allow), "trainingData": str(training_data)}
+    _write(path, replace(policy, licenses=(*kept, rule)), "allow-licenses", details, store)
     return rule
 
 
-def set_minimum(path: Path, model: str, version: str) -> TrustPolicy:
+def set_minimum(path: Path, model: str, version: str, *, store: Store | None = None) -> TrustPolicy:
     """Never install ``model`` below ``version`` on this instance."""
     from packager.core.manifest import check_name, check_version
 
     policy = _load_or_empty(path)
     minimum = {**policy.minimum, check_name(model): check_version(version)}
     updated = replace(policy, minimum=minimum)
-    _write(path, updated)
+    previous = policy.minimum.get(model, "-")
+    details = {"model": model, "minimum": version, "previous": previous}
+    _write(path, updated, "minimum", details, store)
     return updated

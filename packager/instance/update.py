@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from packager.core.records import as_json
-from packager.errors import PackagerError, RegistryError
+from packager.errors import ExpiredError, PackagerError, RegistryError
 from packager.instance.install import InstallOptions, InstallResult, install
 from packager.instance.store import Following, Store
 from packager.registry.base import RegistryReader
@@ -20,7 +20,9 @@ EXIT_PRIORITY = (3, 5, 4, 2, 1)
 
 @dataclass(frozen=True)
 class Updated:
-    """What ``update`` did for one model: ``status`` is "updated", "current" or "refused"."""
+    """What ``update`` did for one model: ``status`` is "updated", "current", "refused" or
+    "expired" (the channel's document has expired, which an earlier run reported: the
+    current version stays, quietly). ``expires`` is the accepted document's expiry."""
 
     name: str
     channel: str
@@ -29,10 +31,12 @@ class Updated:
     version: str | None = None
     previous: str | None = None
     error: PackagerError | None = None
+    expires: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc = as_json(self)
         del doc["error"]
+        doc["expires"] = None if self.expires is None else self.expires.isoformat()
         if self.error is not None:
             doc["error"] = f"{type(self.error).__name__}: {self.error}"
             doc["exitCode"] = self.error.exit_code
@@ -89,14 +93,25 @@ def update(
     reported as a RegistryError, exit 4), is reported and audited, and the others are
     still tried: failures of single models are never raised, they are in the report (see
     :attr:`UpdateReport.exit_code`).
+
+    An expired channel document leaves the current version serving. The first run that
+    finds it reports it as refused (ExpiredError, exit 3, audited); later runs, until a
+    newer document is accepted, report the model as "expired" and not as a failure.
     """
     results: list[Updated] = []
     for follow in store.following():
         name, channel = follow.name, follow.channel
+        error: PackagerError
         try:
             result = _update_one(
                 follow, store=store, now=now, open_registry=open_registry, options=options
             )
+        except ExpiredError as e:
+            expired = _expired(follow, e, store=store)
+            if isinstance(expired, Updated):
+                results.append(expired)
+                continue
+            error = expired
         except PackagerError as e:
             error = e
         # The per-model boundary: one model's registry, however broken, never stops the others.
@@ -108,13 +123,43 @@ def update(
             _audit_refusal(store, now, follow, error)
         else:
             status = "current" if result.smoke_test is None else "updated"
+            expires = None if result.channel is None else result.channel.expires
             results.append(
-                Updated(name, channel, follow.registry, status, result.version, result.previous)
+                Updated(
+                    name,
+                    channel,
+                    follow.registry,
+                    status,
+                    result.version,
+                    result.previous,
+                    expires=expires,
+                )
             )
             continue
         results.append(Updated(name, channel, follow.registry, "refused", error=error))
         options.say(f"{name}@{channel}: {error}")
     return UpdateReport(tuple(results))
+
+
+def _expired(follow: Following, error: ExpiredError, *, store: Store) -> Updated | ExpiredError:
+    """An expired channel: the error the first time (recorded as reported), then "expired"."""
+    current = store.current_version(follow.name)
+    expires = store.followed().get(follow.name)
+    status = Updated(
+        follow.name,
+        follow.channel,
+        follow.registry,
+        "expired",
+        current,
+        expires=None if expires is None else expires.expires,
+    )
+    if store.expiry_reported(follow.name, follow.channel):
+        return status
+    store.report_expiry(follow.name, follow.channel)
+    return ExpiredError(
+        f"{error}; {follow.name}@{current or '-'} stays current (reported once: later "
+        "updates say `expired` until the publisher promotes again)"
+    )
 
 
 def _update_one(

@@ -7,8 +7,10 @@ float32 for other numbers (float64 on request, where the model converts in
 double precision). Any other model gets one input ``"input"`` of shape
 ``[None, n_features]``, float32 (string when every column is text).
 
-Outputs: classifiers give ``label`` and ``probabilities`` tensors (ZipMap off),
-regressors and transformers one tensor.
+Outputs: classifiers give ``label`` and ``probabilities`` tensors (ZipMap off); a
+classifier without ``predict_proba`` (SVC without probability=True, LinearSVC,
+RidgeClassifier) gives ``label`` and ``scores``, its decision scores, which are not
+probabilities. Regressors and transformers give one tensor.
 
 The original model runs on exactly the values ONNX sees (the float32 feeds
 widened back to float64), so the comparison measures the conversion, not the
@@ -72,6 +74,8 @@ def convert_sklearn(model: Any, sample: Table, options: Options) -> Conversion:
     table = _prepare(sample, model, names)
     with boosting.registered(model) as converters:
         graph, notes = _graph(model, table, names, converters, precision=options.precision)
+    if _scores_only(model):
+        notes = (*notes, _SCORES_NOTE.format(estimator=describe(_final(model))))
     source = _source(model, converters, sklearn, skl2onnx)
     return check_parity(
         graph,
@@ -304,6 +308,8 @@ def _to_onnx(
             f"skl2onnx cannot convert {describe(model)}: {type(e).__name__}: {first_line(e)}"
         ) from e
     _rename_inputs(onnx_model.graph, wanted)
+    if _scores_only(model):
+        _name_scores(onnx_model.graph)
     _sort_opsets(onnx_model)
     return onnx_model
 
@@ -384,14 +390,57 @@ def _with_column_front(model: Any, table: Table) -> Any:
     return Pipeline([("columns", front), ("model", model)])
 
 
-def _final_classifiers(model: Any) -> list[Any]:
-    """The estimator whose outputs skl2onnx would turn into a ZipMap, if it is a classifier."""
-    from sklearn.base import is_classifier
+def _final(model: Any) -> Any:
+    """The last estimator of a pipeline (of nested pipelines), or the model itself."""
     from sklearn.pipeline import Pipeline
 
     while isinstance(model, Pipeline):
         model = model.steps[-1][1]
-    return [model] if is_classifier(model) else []
+    return model
+
+
+def _final_classifiers(model: Any) -> list[Any]:
+    """The estimator whose outputs skl2onnx would turn into a ZipMap, if it is a classifier
+    whose converter has a ZipMap (LinearSVC's has none: it gives no probabilities)."""
+    from sklearn.base import is_classifier
+
+    final = _final(model)
+    if not is_classifier(final):
+        return []
+    try:
+        from skl2onnx._supported_operators import sklearn_operator_name_map
+        from skl2onnx.common._registration import get_converter
+
+        allowed = get_converter(sklearn_operator_name_map[type(final)]).get_allowed_options()
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return [final]  # a converter registered for this call (XGBoost, LightGBM)
+    return [final] if allowed is None or "zipmap" in allowed else []
+
+
+_SCORES_NOTE = (
+    "{estimator} has no predict_proba: its second output holds decision scores, not "
+    "probabilities, and is named 'scores'"
+)
+SCORES = "scores"
+PROBABILITIES = "probabilities"
+
+
+def _scores_only(model: Any) -> bool:
+    """A classifier whose second output is decision scores: it has no predict_proba."""
+    from sklearn.base import is_classifier
+
+    final = _final(model)
+    return is_classifier(final) and not hasattr(final, "predict_proba")
+
+
+def _name_scores(graph: Any) -> None:
+    """Name a classifier's second output ``scores`` when it holds decision scores."""
+    outputs = [value.name for value in graph.output]
+    if len(outputs) != 2 or outputs[1] != PROBABILITIES:
+        raise ConversionError(f"skl2onnx made outputs {outputs} for a classifier")
+    if SCORES in _tensor_names(graph):
+        raise ConversionError(f"the converted model already has a tensor named {SCORES!r}")
+    _rename(graph, {PROBABILITIES: SCORES})
 
 
 def _hist_gradient_boosting_converters() -> tuple[dict[type, Any], dict[type, Any]]:
@@ -487,6 +536,11 @@ def _rename_inputs(graph: Any, wanted: Sequence[str]) -> None:
             f"column {clash[0]!r} has the name of another tensor in the converted model "
             "(e.g. an output such as 'label'); rename the column and refit"
         )
+    _rename(graph, mapping)
+
+
+def _rename(graph: Any, mapping: Mapping[str, str]) -> None:
+    """Rename tensors everywhere they are used, in every subgraph."""
     for sub in walk_graphs(graph):
         for node in sub.node:
             node.input[:] = [mapping.get(n, n) for n in node.input]
@@ -549,6 +603,13 @@ def _expected(
             if len(outputs) > 1 and hasattr(model, "predict_proba"):
                 probabilities = np.asarray(model.predict_proba(x), dtype=np.float64)
                 expected[outputs[1].name] = _shaped(probabilities, outputs[1])
+            elif len(outputs) > 1 and hasattr(model, "decision_function"):
+                scores = np.asarray(model.decision_function(x), dtype=np.float64)
+                # One score per class is compared; a binary model's one column is laid
+                # out by each converter its own way, and its label is compared anyway.
+                shape = outputs[1].shape
+                if scores.ndim == 2 or (shape is not None and shape[-1] == 1):
+                    expected[outputs[1].name] = _shaped(scores, outputs[1])
             return expected
         result = model.predict(x) if task == "regression" else model.transform(x)
     except PackagerError:
