@@ -255,6 +255,33 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
     render.show(ctx, render.AUDIT_LOG, Store(ctx.home).audit_log(name), as_json=as_json)
 
 
+@click.command()
+@json_option
+@click.option(
+    "--openmetrics",
+    is_flag=True,
+    help="Print OpenMetrics text (for node_exporter's textfile collector).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=FILE,
+    help="Write to this file atomically instead of stdout (e.g. a textfile collector's .prom).",
+)
+@pass_ctx
+def status(ctx: Context, as_json: bool, openmetrics: bool, output: Path | None) -> None:
+    """How each model stands: current version, channel and its expiry, last update and
+    its outcome, last refusal and why, disk used. Reads only this instance's state."""
+    from packager.instance.status import status as gather
+    from packager.instance.store import Store
+
+    if as_json and openmetrics:
+        raise UsageError("give either --json or --openmetrics, not both")
+    result = gather(Store(ctx.home), now=now())
+    render.show_status(ctx, result, as_json=as_json, openmetrics=openmetrics, output=output)
+
+
 @click.group()
 @click.option(
     "--trust",
@@ -366,4 +393,4 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     render.root_pinned(ctx, root.version)
 
 
-COMMANDS = (install, update, list_cmd, rollback, remove, predict, log, trust)
+COMMANDS = (install, update, list_cmd, rollback, remove, predict, log, status, trust)

@@ -206,6 +206,7 @@ class _Install:
                     )
                     if new
                     else None,
+                    expires=doc.expires,
                 )
                 current = self.store.current_version(name)
                 if (

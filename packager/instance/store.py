@@ -85,6 +85,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS audit_by_name ON audit (name, id)",
     ),
     _TRUST_DOCUMENTS,
+    # Fleet operations: when each channel document expires, the last `update` of each
+    # model and its outcome, and the versions pinned against `prune`.
+    (
+        "ALTER TABLE channels ADD COLUMN expires TEXT",
+        """CREATE TABLE attempts (
+            name TEXT PRIMARY KEY, channel TEXT NOT NULL, at TEXT NOT NULL,
+            outcome TEXT NOT NULL, version TEXT, exit_code INTEGER NOT NULL,
+            detail TEXT NOT NULL)""",
+        """CREATE TABLE pins (
+            name TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL,
+            PRIMARY KEY (name, version))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # Details quote registries' messages: a hostile one must not grow state.db at every update.
@@ -131,12 +143,28 @@ class ChannelRecord:
     """A verified channel document to record together with what it caused.
 
     ``detail`` is the audit line of a promotion not seen before; None records nothing in
-    the audit log (the same document again).
+    the audit log (the same document again). ``expires`` is the document's expiry, for
+    ``packager status``.
     """
 
     following: Following
     seen: Seen
     detail: str | None
+    expires: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The last ``packager update`` of one model: ``outcome`` is "updated", "current" or
+    "refused"; ``exit_code`` is 0 or the refusal's."""
+
+    name: str
+    channel: str
+    at: datetime
+    outcome: str
+    version: str | None
+    exit_code: int
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -255,6 +283,95 @@ class Store:
             return None
         with self.db() as conn:
             return _unfollow(conn, name, now, reason)
+
+    def channel_expiry(self, name: str, channel: str) -> datetime | None:
+        """When the last document accepted for ``name``@``channel`` expires, if recorded."""
+        if not (self.home / STATE_DB).exists():
+            return None
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT expires FROM channels WHERE name = ? AND channel = ?", (name, channel)
+            ).fetchone()
+        return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Keep ``attempt`` as the last update of its model (replacing the one before)."""
+        with self.db() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO attempts "
+                "(name, channel, at, outcome, version, exit_code, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    attempt.name,
+                    attempt.channel,
+                    attempt.at.isoformat(),
+                    attempt.outcome,
+                    attempt.version,
+                    attempt.exit_code,
+                    printable(attempt.detail, MAX_AUDIT_DETAIL),
+                ),
+            )
+
+    def attempts(self) -> dict[str, Attempt]:
+        """The last update attempt of every model that had one, by name."""
+        if not (self.home / STATE_DB).exists():
+            return {}
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT name, channel, at, outcome, version, exit_code, detail FROM attempts"
+            ).fetchall()
+        return {
+            str(n): Attempt(str(n), str(c), datetime.fromisoformat(a), str(o), v, int(e), str(d))
+            for n, c, a, o, v, e, d in rows
+        }
+
+    def last_refusals(self) -> dict[str, AuditEntry]:
+        """The latest refusal in the audit log of every model that had one, by name."""
+        if not (self.home / STATE_DB).exists():
+            return {}
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT at, action, name, version, outcome, detail FROM audit WHERE id IN "
+                "(SELECT max(id) FROM audit WHERE outcome = 'refused' AND name IS NOT NULL "
+                "GROUP BY name)"
+            ).fetchall()
+        return {str(row[2]): AuditEntry(*row) for row in rows}
+
+    # -- pins -------------------------------------------------------------------------
+
+    def pin(self, name: str, version: str, *, now: datetime) -> None:
+        """Keep ``name``@``version`` whatever ``prune`` or the retention setting say.
+
+        Raises:
+            NotFoundError: not installed.
+        """
+        self.installed_dir(name, version)
+        with self.db() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO pins (name, version, at) VALUES (?, ?, ?)",
+                (name, version, now.isoformat()),
+            )
+            _audit(conn, "pin", "ok", now, name, version, "kept by prune and retention")
+
+    def unpin(self, name: str, version: str, *, now: datetime) -> bool:
+        """Let ``prune`` remove ``name``@``version`` again; False when it was not pinned."""
+        if not (self.home / STATE_DB).exists():
+            return False
+        with self.db() as conn:
+            gone = conn.execute(
+                "DELETE FROM pins WHERE name = ? AND version = ?", (name, version)
+            ).rowcount
+            if gone:
+                _audit(conn, "unpin", "ok", now, name, version, "prune may remove it")
+        return bool(gone)
+
+    def pinned(self, name: str) -> set[str]:
+        """The pinned versions of ``name`` (installed or not)."""
+        if not (self.home / STATE_DB).exists():
+            return set()
+        with self.db() as conn:
+            rows = conn.execute("SELECT version FROM pins WHERE name = ?", (name,)).fetchall()
+        return {str(v) for (v,) in rows}
 
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
         if not (self.home / STATE_DB).exists():
@@ -721,6 +838,11 @@ def _record_channel(conn: sqlite3.Connection, record: ChannelRecord, now: dateti
         (follow.name, follow.channel, seen.sequence, seen.version, seen.manifest_digest.hex, at),
     )
     conn.execute(_RECORD_FOLLOW, (follow.name, follow.channel, follow.registry, at))
+    if record.expires is not None:
+        conn.execute(
+            "UPDATE channels SET expires = ? WHERE name = ? AND channel = ? AND sequence = ?",
+            (record.expires.isoformat(), follow.name, follow.channel, seen.sequence),
+        )
     if record.detail is not None:
         _audit(conn, "channel", "ok", now, follow.name, seen.version, record.detail)
 

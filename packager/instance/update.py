@@ -10,7 +10,7 @@ from typing import Any
 from packager.core.records import as_json
 from packager.errors import PackagerError, RegistryError
 from packager.instance.install import InstallOptions, InstallResult, install
-from packager.instance.store import Following, Store
+from packager.instance.store import Attempt, Following, Store
 from packager.registry.base import RegistryReader
 
 # Which failure an update reports when several models fail: trust before compatibility
@@ -114,7 +114,19 @@ def update(
             continue
         results.append(Updated(name, channel, follow.registry, "refused", error=error))
         options.say(f"{name}@{channel}: {error}")
+    for done in results:
+        store.record_attempt(_attempt(done, now))
     return UpdateReport(tuple(results))
+
+
+def _attempt(done: Updated, now: datetime) -> Attempt:
+    """What ``packager status`` shows of one model's update."""
+    error = done.error
+    if error is None:
+        detail = f"{done.previous or '-'} -> {done.version}" if done.status == "updated" else ""
+        return Attempt(done.name, done.channel, now, done.status, done.version, 0, detail)
+    detail = f"{type(error).__name__}: {error}"
+    return Attempt(done.name, done.channel, now, done.status, None, error.exit_code, detail)
 
 
 def _update_one(
