@@ -23,6 +23,7 @@ from packager.cli.options import (
     remote_options,
     signing_key_option,
 )
+from packager.errors import UsageError
 
 
 @click.command()
@@ -198,6 +199,30 @@ def export_cmd(
         list(refs), registry=open_registry_at(ctx, registry_ref), out=out, progress=ctx.say
     )
     render.show(ctx, render.EXPORTED, render.Exported(out, artifacts), as_json=as_json)
+
+
+@click.command("gc")
+@registry_option
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@json_option
+@pass_ctx
+def gc_cmd(ctx: Context, registry_ref: str | None, dry_run: bool, as_json: bool) -> None:
+    """Remove the blobs no manifest references from a registry directory.
+
+    Replaced channel documents and what a killed publish left behind go; every tagged
+    version, channel and trust document stays whole. Safe while publishes run: each
+    model is swept under its write lock.
+    """
+    from packager.registry import LayoutRegistry
+
+    registry = open_registry_at(ctx, registry_ref, writing=True)
+    if not isinstance(registry, LayoutRegistry):
+        raise UsageError(
+            f"gc cleans a registry directory; {registry.location} is not one "
+            "(an OCI registry collects its own garbage)"
+        )
+    garbage = registry.collect_garbage(dry_run=dry_run)
+    render.show(ctx, render.COLLECTED, render.Collected(garbage, dry_run), as_json=as_json)
 
 
 @click.command("mirror")
@@ -386,4 +411,4 @@ def delegate(
     render.show(ctx, render.TRUST_PUBLISHED, published, as_json=as_json)
 
 
-COMMANDS = (publish, search, pull, promote, export_cmd, mirror_cmd, root, delegate)
+COMMANDS = (publish, search, pull, promote, export_cmd, gc_cmd, mirror_cmd, root, delegate)

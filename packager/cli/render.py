@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from packager.instance.store import AuditEntry, Installed
     from packager.instance.update import UpdateReport
     from packager.registry.base import Artifact
+    from packager.registry.layout import Garbage
 
 T = TypeVar("T")
 
@@ -291,6 +292,30 @@ def _mirrored_text(ctx: Context, report: MirrorReport) -> None:
 
 
 MIRRORED: Rendering[MirrorReport] = Rendering(json=lambda r: r.to_json(), text=_mirrored_text)
+
+
+@dataclass(frozen=True)
+class Collected:
+    garbage: Sequence[Garbage]
+    dry_run: bool
+
+
+def _collected_text(ctx: Context, result: Collected) -> None:
+    for g in result.garbage:
+        line(f"{g.name}  {g.file}  {g.size}")
+    verb = "would remove" if result.dry_run else "removed"
+    total = sum(g.size for g in result.garbage)
+    ctx.say(f"{verb} {len(result.garbage)} unreferenced blobs ({total} bytes)")
+
+
+COLLECTED: Rendering[Collected] = Rendering(
+    json=lambda r: {
+        "dryRun": r.dry_run,
+        "removed": [{"name": g.name, "file": g.file, "size": g.size} for g in r.garbage],
+        "bytes": sum(g.size for g in r.garbage),
+    },
+    text=_collected_text,
+)
 
 
 # Instance side
