@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from packager._io.config import resolve_registry
+from packager._io.config import read_retention, resolve_registry
 from packager.cli import render
 from packager.cli.options import (
     FILE,
@@ -28,6 +28,7 @@ from packager.errors import UsageError
 
 if TYPE_CHECKING:
     from packager.instance.smoke import SmokeLimits
+    from packager.instance.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 SECONDS = click.FloatRange(min=0, min_open=True)
@@ -108,6 +109,7 @@ def install(
     from packager.instance.roots import instance_policy
     from packager.instance.store import Store
 
+    keep = read_retention(ctx.home)  # a bad setting is refused before anything changes
     if ref.endswith(".tar") and Path(ref).is_file():
         # `packager install ./models.tar`: the archive is the registry; it must hold one model.
         if registry_ref:
@@ -121,10 +123,11 @@ def install(
         policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
         render.unusable_keys(policy)
         mode = Trusted(policy)
+    store = Store(ctx.home, lock_timeout=lock_timeout)
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        store=Store(ctx.home, lock_timeout=lock_timeout),
+        store=store,
         now=now(),
         options=InstallOptions(
             verify=mode,
@@ -135,6 +138,15 @@ def install(
         ),
     )
     render.show(ctx, render.INSTALLED, result, as_json=as_json)
+    if keep is not None and result.smoke_test is not None:
+        retain(ctx, store, [result.name], keep)
+
+
+def retain(ctx: Context, store: Store, names: list[str], keep: int) -> None:
+    """Apply the retention setting to models just installed (notes on stderr)."""
+    from packager.instance.retention import prune
+
+    prune(store, keep=keep, now=now(), names=names, say=ctx.say)
 
 
 @click.command("list")
@@ -173,6 +185,69 @@ def remove(ctx: Context, ref: str, lock_timeout: float) -> None:
     name, version = exact_ref(ref, "remove")
     do_remove(name, version, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
     render.removed(ctx, name, version)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    help="Versions to keep per model, the most recently active first (default: "
+    "[retention] keep in $PACKAGER_HOME/config.toml).",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@lock_option
+@json_option
+@pass_ctx
+def prune(
+    ctx: Context,
+    name: str | None,
+    keep: int | None,
+    dry_run: bool,
+    lock_timeout: float,
+    as_json: bool,
+) -> None:
+    """Remove old installed versions of NAME (default: every model).
+
+    Never the current version, the one `packager rollback` would return to, or a pinned one.
+    """
+    from packager.instance.retention import prune as do_prune
+    from packager.instance.store import Store
+
+    keep = keep or read_retention(ctx.home)
+    if keep is None:
+        raise UsageError(
+            f"give --keep N, or set [retention] keep = N in {ctx.home / 'config.toml'}"
+        )
+    store = Store(ctx.home, lock_timeout=lock_timeout)
+    names = None if name is None else [name]
+    pruned = do_prune(store, keep=keep, now=now(), names=names, dry_run=dry_run)
+    render.show(ctx, render.PRUNED, pruned, as_json=as_json)
+
+
+@click.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def pin(ctx: Context, ref: str) -> None:
+    """Keep an installed version whatever `prune` and the retention setting say."""
+    from packager.instance.store import Store
+
+    name, version = exact_ref(ref, "pin")
+    Store(ctx.home).pin(name, version, now=now())
+    ctx.say(f"pinned {name}@{version}")
+
+
+@click.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def unpin(ctx: Context, ref: str) -> None:
+    """Let `prune` remove a pinned version again."""
+    from packager.instance.store import Store
+
+    name, version = exact_ref(ref, "unpin")
+    if not Store(ctx.home).unpin(name, version, now=now()):
+        raise UsageError(f"{name}@{version} is not pinned")
+    ctx.say(f"unpinned {name}@{version}")
 
 
 @click.command()
@@ -225,10 +300,12 @@ def update(
     from packager.instance.store import Store
     from packager.instance.update import update as do_update
 
+    keep = read_retention(ctx.home)
     policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     render.unusable_keys(policy)
+    store = Store(ctx.home, lock_timeout=lock_timeout)
     report = do_update(
-        store=Store(ctx.home, lock_timeout=lock_timeout),
+        store=store,
         now=now(),
         # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
         # the embedded one); only --registry overrides what each model recorded.
@@ -241,6 +318,8 @@ def update(
         ),
     )
     render.show(ctx, render.UPDATED, report, as_json=as_json)
+    if keep is not None:
+        retain(ctx, store, [m.name for m in report.models if m.status == "updated"], keep)
     report.check()
 
 
@@ -393,4 +472,17 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     render.root_pinned(ctx, root.version)
 
 
-COMMANDS = (install, update, list_cmd, rollback, remove, predict, log, status, trust)
+COMMANDS = (
+    install,
+    update,
+    list_cmd,
+    rollback,
+    remove,
+    prune,
+    pin,
+    unpin,
+    predict,
+    log,
+    status,
+    trust,
+)

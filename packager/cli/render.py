@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from packager.distribution.promote import Promotion
     from packager.distribution.root import Published as TrustPublished
     from packager.instance.install import InstallResult
+    from packager.instance.retention import Pruned
     from packager.instance.status import ModelStatus, Status
     from packager.instance.store import AuditEntry, Installed
     from packager.instance.update import UpdateReport
@@ -538,6 +539,24 @@ _ERROR_KIND = re.compile(r"\b[A-Z][A-Za-z]*Error\b")
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _pruned_text(ctx: Context, pruned: Sequence[Pruned]) -> None:
+    for p in pruned:
+        verb = "would remove" if p.dry_run else "removed"
+        gone = ", ".join(p.removed) or "nothing"
+        line(f"{p.name}  {verb} {gone}; kept {', '.join(p.kept)}")
+    if not pruned:
+        ctx.say("no models installed")
+
+
+PRUNED: Rendering[Sequence[Pruned]] = Rendering(
+    json=lambda pruned: [
+        {"name": p.name, "removed": list(p.removed), "kept": list(p.kept), "dryRun": p.dry_run}
+        for p in pruned
+    ],
+    text=_pruned_text,
+)
 
 
 @dataclass(frozen=True)

@@ -598,6 +598,22 @@ class Store:
                 return str(version)
         return None
 
+    def recent_versions(self, name: str) -> list[str]:
+        """Installed versions of ``name``, the most recently active first (versions never
+        activated since state.db was new come last, highest first)."""
+        installed = self.versions(name)
+        order: list[str] = []
+        if (self.home / STATE_DB).exists():
+            with self.db() as conn:
+                rows = conn.execute(
+                    "SELECT version FROM activations WHERE name = ? ORDER BY id DESC", (name,)
+                ).fetchall()
+            order = [str(v) for (v,) in rows if v in installed]
+        current = self.current_version(name)
+        first = [current] if current in installed else []
+        rest = dict.fromkeys([*first, *order, *reversed(installed)])
+        return list(rest)
+
     def activate(self, name: str, version: str, *, now: datetime) -> None:
         """Make an installed version ``current`` (used by rollback)."""
         self.installed_dir(name, version)
