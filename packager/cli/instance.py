@@ -275,6 +275,12 @@ def predict(ctx: Context, ref: str, input_path: Path, as_json: bool) -> None:
 @trust_option
 @smoke_options
 @lock_option
+@click.option(
+    "--jitter",
+    metavar="DURATION",
+    help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s), so that a fleet "
+    "run by one schedule does not reach the registry at once.",
+)
 @json_option
 @pass_ctx
 def update(
@@ -285,14 +291,15 @@ def update(
     smoke_timeout: float | None,
     smoke_memory: str | None,
     lock_timeout: float,
+    jitter: str | None,
     as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
 
     Each model is read from the registry it was installed from (--registry: from REF,
     for this run only), with every check of `install NAME@CHANNEL`. A failing model does
-    not stop the others; the exit code is then the most important failure's (3, then 5,
-    then 4).
+    not stop the others and keeps serving what it had; the exit code is then the most
+    important failure's (3, then 5, then 4), and `packager status` shows it.
     """
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
@@ -303,6 +310,11 @@ def update(
     keep = read_retention(ctx.home)
     policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     render.unusable_keys(policy)
+    if jitter is not None:
+        from packager.core.channel import parse_duration
+        from packager.instance.update import jitter as sleep_jitter
+
+        sleep_jitter(parse_duration(jitter), say=ctx.say)
     store = Store(ctx.home, lock_timeout=lock_timeout)
     report = do_update(
         store=store,

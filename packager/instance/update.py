@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from packager.core.records import as_json
@@ -127,6 +129,16 @@ def _attempt(done: Updated, now: datetime) -> Attempt:
         return Attempt(done.name, done.channel, now, done.status, done.version, 0, detail)
     detail = f"{type(error).__name__}: {error}"
     return Attempt(done.name, done.channel, now, done.status, None, error.exit_code, detail)
+
+
+def jitter(most: timedelta, *, say: Callable[[str], None] | None = None) -> float:
+    """Sleep a random time up to ``most`` (uniform), so that a fleet started by the same
+    timer does not reach the registry at once; returns the seconds slept."""
+    delay = random.SystemRandom().uniform(0, most.total_seconds())
+    if say is not None:
+        say(f"waiting {delay:.0f} s before updating (jitter: at most {most.total_seconds():g} s)")
+    time.sleep(delay)
+    return delay
 
 
 def _update_one(
