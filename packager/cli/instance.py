@@ -301,20 +301,20 @@ def update(
     not stop the others and keeps serving what it had; the exit code is then the most
     important failure's (3, then 5, then 4), and `packager status` shows it.
     """
+    from packager.core.channel import parse_duration
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
     from packager.instance.roots import instance_policy
     from packager.instance.store import Store
+    from packager.instance.update import jitter as sleep_jitter
     from packager.instance.update import update as do_update
 
+    delay = None if jitter is None else parse_duration(jitter)
     keep = read_retention(ctx.home)
     policy = instance_policy(home=ctx.home, trust_file=trust_file, key_paths=key_paths)
     render.unusable_keys(policy)
-    if jitter is not None:
-        from packager.core.channel import parse_duration
-        from packager.instance.update import jitter as sleep_jitter
-
-        sleep_jitter(parse_duration(jitter), say=ctx.say)
+    if delay is not None:
+        sleep_jitter(delay, say=ctx.say)
     store = Store(ctx.home, lock_timeout=lock_timeout)
     report = do_update(
         store=store,
