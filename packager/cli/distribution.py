@@ -182,21 +182,36 @@ def promote(
     type=FILE,
     help="Archive to write, ending in .tar (replaced if it exists).",
 )
+@click.option(
+    "--base",
+    metavar="NAME@VERSION",
+    help="Leave out the files this version has: a delta for instances that hold it.",
+)
 @json_option
 @pass_ctx
 def export_cmd(
-    ctx: Context, refs: tuple[str, ...], registry_ref: str | None, out: Path, as_json: bool
+    ctx: Context,
+    refs: tuple[str, ...],
+    registry_ref: str | None,
+    out: Path,
+    base: str | None,
+    as_json: bool,
 ) -> None:
     """Write model versions into an archive to carry across an air gap.
 
     The archive is an OCI image layout in a tar; NAME without @VERSION exports the
     latest release. On the other side: `packager install NAME --registry models.tar
-    --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`.
+    --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`. With
+    --base, only what an instance holding the base lacks goes in.
     """
     from packager.distribution.mirror import export
 
     artifacts = export(
-        list(refs), registry=open_registry_at(ctx, registry_ref), out=out, progress=ctx.say
+        list(refs),
+        registry=open_registry_at(ctx, registry_ref),
+        out=out,
+        progress=ctx.say,
+        base=base,
     )
     render.show(ctx, render.EXPORTED, render.Exported(out, artifacts), as_json=as_json)
 

@@ -250,6 +250,7 @@ class _Install:
                 dest=staged,
                 say=self.options.say,
                 expected_manifest=None if doc is None else doc.manifest_digest,
+                local=self.store.installed_files(),
             )
             manifest = fetched.manifest
 

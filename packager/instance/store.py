@@ -40,10 +40,16 @@ from typing import TYPE_CHECKING
 
 from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
-from packager.core.manifest import MANIFEST, check_name
+from packager.core.manifest import MANIFEST, check_name, parse_manifest
 from packager.core.semver import semver_key
 from packager.core.text import printable
-from packager.errors import LockTimeoutError, NotFoundError, UsageError, WrongModelError
+from packager.errors import (
+    LockTimeoutError,
+    NotFoundError,
+    PackagerError,
+    UsageError,
+    WrongModelError,
+)
 
 if TYPE_CHECKING:
     from packager.core.channel import Seen
@@ -419,6 +425,21 @@ class Store:
             for version in self.versions(root.name):
                 result.append(Installed(root.name, version, version == current, root / version))
         return result
+
+    def installed_files(self) -> dict[Digest, Path]:
+        """A file of every digest the installed versions' manifests list (any model): what
+        an install may reuse instead of fetching. A version whose manifest.json cannot be
+        read or parsed offers nothing; the files' bytes are checked by whoever reuses them.
+        """
+        found: dict[Digest, Path] = {}
+        for entry in self.installed():
+            try:
+                manifest = parse_manifest((entry.directory / MANIFEST).read_bytes())
+            except (OSError, PackagerError):
+                continue
+            for file in manifest.files:
+                found.setdefault(file.digest, entry.directory / file.path)
+        return found
 
     def installed_dir(self, name: str, version: str | None = None) -> Path:
         """The directory of an installed version (``current`` when version is None).
