@@ -20,6 +20,7 @@ from packager.core.manifest import MANIFEST, parse_manifest
 from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.instance.install import InstallOptions, install
+from packager.instance.status import status
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
 from packager.registry.archive import ArchiveStore
@@ -86,6 +87,13 @@ def test_unchanged_files_are_not_fetched_from_a_static_mirror(
         a, b = (store.installed_dir("iris", v) / path for v in ("1.0.0", "1.1.0"))
         assert os.stat(a).st_ino == os.stat(b).st_ino
         assert Digest.of(b.read_bytes()) == new[path]
+    # `status` counts a linked file once.
+    sizes = {v: {p.name: p.stat().st_size for p in bundles[v].iterdir()} for v in bundles}
+    expected = sum(sizes["1.0.0"].values()) + sum(
+        size for path, size in sizes["1.1.0"].items() if path not in same
+    )
+    (model,) = status(store, now=T0).models
+    assert model.disk_bytes == expected
 
 
 def test_a_damaged_installed_file_is_fetched_instead(
