@@ -313,6 +313,25 @@ class Fixtures:
         work.rename(bundle)
         return bundle
 
+    def eight_next(self) -> Path:
+        """Version 2.0.0 of ``eight``: one of its eight weight files changed (one the graph
+        does not read, so the test vectors still hold), the seven others the same bytes."""
+        bundle = self.root / "dist" / "eight-2.0.0"
+        if bundle.exists():
+            return bundle
+        base = self.eight()
+        work = _fresh(self.root / "dist" / ".eight-next")
+        for path in bundle_files(base):
+            if path.name.endswith(".data") or path.name == "model.onnx":
+                with open(path, "rb") as src, open(work / path.name, "wb") as dst:
+                    _copy_range(src.fileno(), dst.fileno(), 0, path.stat().st_size)
+        # Rows n/8 .. n/4: none of the rows the graph gathers (0, n/3, n/2, n-1).
+        with open(work / "weights-1.data", "r+b") as f:
+            f.write(b"\x01" * MIB)
+        _derive(base, work, "eight", self.key, version="2.0.0")
+        work.rename(bundle)
+        return bundle
+
     def iris(self) -> Path:
         """PACKAGER_HOME with a scikit-learn iris pipeline installed as ``iris``."""
         home = self.root / "iris-home"
@@ -431,9 +450,9 @@ def _write_graph(path: Path, parts: Sequence[tuple[str, int]], *, copies: int = 
     save(model, str(path))
 
 
-def _derive(base: Path, work: Path, name: str, key_path: Path) -> None:
+def _derive(base: Path, work: Path, name: str, key_path: Path, version: str = "1.0.0") -> None:
     """Complete ``work`` (new graph and data files already there) into a signed bundle
-    named ``name``, with ``base``'s test vectors and manifest otherwise."""
+    ``name``@``version``, with ``base``'s test vectors and manifest otherwise."""
     from packager._io.hashing import digest_files
     from packager._io.keys import load_private_key
     from packager.build.bundle import shard_digests
@@ -455,7 +474,9 @@ def _derive(base: Path, work: Path, name: str, key_path: Path) -> None:
         FileEntry(path, digest, size, roles[path])
         for path, (digest, size) in zip(paths, digest_files(work / p for p in paths), strict=True)
     )
-    manifest = replace(parse_manifest((base / MANIFEST).read_bytes()), name=name, files=files)
+    manifest = replace(
+        parse_manifest((base / MANIFEST).read_bytes()), name=name, version=version, files=files
+    )
     validate_document(manifest.to_dict())
     manifest_bytes = manifest.to_bytes()
     (work / MANIFEST).write_bytes(manifest_bytes)
@@ -465,7 +486,7 @@ def _derive(base: Path, work: Path, name: str, key_path: Path) -> None:
     # Signed as `packager package` signs: by shards when a file is over the threshold.
     shard_size, shards = shard_digests(work, resources, None)
     sig = signature.sign(
-        subject_name=f"{name}-1.0.0",
+        subject_name=f"{name}-{version}",
         resources=resources,
         private_key=key,
         shard_size=shard_size,

@@ -5,9 +5,9 @@
 
 Makes the fixtures once (several GiB, in a temporary directory removed afterwards unless
 --keep), runs bench_verify, bench_install, bench_pull, bench_memory, bench_startup,
-bench_runtime, bench_serve (which needs wrk) and bench_benchmark, prints the table of
-medians and ratios, and with --write writes it to BENCHMARKS.md with the method, the
-machine and, for every target missed, by how much and why; --readme refreshes the
+bench_runtime, bench_serve (which needs wrk), bench_benchmark and bench_delta, prints the
+table of medians and ratios, and with --write writes it to BENCHMARKS.md with the method,
+the machine and, for every target missed, by how much and why; --readme refreshes the
 headline figures between the performance markers of the README. Exit status 1 when a
 benchmark could not run (a tool missing, say); a target missed is reported, not an error.
 """
@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import bench_benchmark
+import bench_delta
 import bench_install
 import bench_memory
 import bench_pull
@@ -45,6 +46,7 @@ BENCHMARKS: list[tuple[str, Callable[[Fixtures, int], list[Row]]]] = [
     ("6 runtime", bench_runtime.rows),
     ("7 serve", bench_serve.rows),
     ("8 benchmark", bench_benchmark.rows),
+    ("9 delta", bench_delta.rows),
 ]
 START = "<!-- performance:start -->"
 END = "<!-- performance:end -->"
@@ -76,6 +78,12 @@ LIMITS = {
     "5 start-up": (
         "`packager` imports click and its own small modules; onnxruntime, numpy, "
         "cryptography, jsonschema and requests are imported by the commands that need them."
+    ),
+    "9 delta": (
+        "The unchanged files are hard-linked from the installed version and hashed again "
+        "where they land, so that every byte installed is verified: the upgrade is bound "
+        "by one core's SHA-256 over all 1 GiB, against copy + hash of 1 GiB for the full "
+        "install; only the changed file crosses the network."
     ),
     "6 runtime": (
         "Output names and input dtypes are worked out at load; a 2-D array of the input's "

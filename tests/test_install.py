@@ -303,20 +303,22 @@ def test_corrupted_blob_in_registry_refused(
 ) -> None:
     from packager._io.hashing import digest_file
 
+    """A corrupted blob the instance must fetch is refused, and nothing changes; one whose
+    bytes an installed version already holds is taken from there (checked) instead."""
     publish_bundle(bundles["1.1.0"], registry=registry, mode=Unverified("publish without --key"))
     digest, _ = digest_file(bundles["1.1.0"] / "model.onnx")
     blob = registry.root / "iris" / "blobs" / "sha256" / digest.hex
     blob.chmod(0o644)
     flip_byte(blob, offset=7)
+    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])))
+    elsewhere = Store(home.parent / "another-home")
     with pytest.raises(TamperedError):
-        install(
-            "iris@1.1.0",
-            registry=registry,
-            store=store,
-            now=NOW,
-            options=InstallOptions(verify=Trusted(adhoc_policy([keypair.public]))),
-        )
+        install("iris@1.1.0", registry=registry, store=elsewhere, now=NOW, options=options)
+    assert elsewhere.installed() == []
     assert_current_intact(store, home, "1.0.0")
+    install("iris@1.1.0", registry=registry, store=store, now=NOW, options=options)
+    installed = store.installed_dir("iris", "1.1.0") / "model.onnx"
+    assert digest_file(installed) == digest_file(bundles["1.1.0"] / "model.onnx")
 
 
 def test_insecure_install_says_why_and_still_checks_digests(
@@ -342,8 +344,11 @@ def test_insecure_install_says_why_and_still_checks_digests(
     blob = registry.root / "iris" / "blobs" / "sha256" / digest.hex
     blob.chmod(0o644)
     flip_byte(blob, offset=7)
+    # Another instance, which holds no copy of model.onnx to take instead of the blob.
+    elsewhere = Store(home.parent / "another-home")
     with pytest.raises(TamperedError):
-        install("iris@1.1.0", registry=registry, store=store, now=NOW, options=insecure)
+        install("iris@1.1.0", registry=registry, store=elsewhere, now=NOW, options=insecure)
+    assert elsewhere.installed() == []
     assert_current_intact(store, home, "1.0.0")
 
 

@@ -121,6 +121,27 @@ def cases(bundles: dict[str, Path], other: KeyPair) -> Iterator[tuple[str, dict[
 Hostile = Callable[[], tuple[Registry, Path | MemoryRegistry]]
 
 
+@pytest.fixture(scope="module")
+def unlike(
+    tmp_path_factory: pytest.TempPathFactory, iris: tuple[Any, Any], keypair: KeyPair
+) -> Path:
+    """iris 1.0.0 from another fit: no file in common with ``bundles``' 1.1.0, so that
+    installing 1.1.0 over it must fetch every file (an install takes the files it already
+    holds from disk, and a registry's lies about those would never be read)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from packager.build.api import package
+
+    X, y = iris
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=500)).fit(X, y)
+    out = tmp_path_factory.mktemp("unlike")
+    return package(
+        model, sample=X[::7], name="iris", version="1.0.0", key=keypair.private, out_dir=out
+    )
+
+
 @pytest.fixture(params=["memory", "layout"])
 def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hostile]:
     """Makes a fresh registry for each case: in memory, or the embedded directory kind;
@@ -142,12 +163,17 @@ def hostile(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hostile]
 
 
 def test_every_tampering_is_refused_and_changes_nothing(
-    home: Path, bundles: dict[str, Path], keypair: KeyPair, other_keypair: KeyPair, hostile: Hostile
+    home: Path,
+    bundles: dict[str, Path],
+    unlike: Path,
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+    hostile: Hostile,
 ) -> None:
     trust = adhoc_policy([keypair.public])
     store = Store(home)
     origin, _ = hostile()
-    publish_bundle(bundles["1.0.0"], registry=origin, mode=UNSIGNED)
+    publish_bundle(unlike, registry=origin, mode=UNSIGNED)
     install("iris@1.0.0", registry=origin, store=store, now=NOW, options=trusted(trust))
     before = snapshot(home)
     count = 0
@@ -229,14 +255,15 @@ def _tag_twice_identically(registry: MemoryRegistry) -> None:
 def test_every_lie_of_a_registry_is_refused_and_changes_nothing(
     home: Path,
     bundles: dict[str, Path],
+    unlike: Path,
     keypair: KeyPair,
     memory_registry: MemoryRegistry,
     lie: Callable[[MemoryRegistry], None],
 ) -> None:
     trust = adhoc_policy([keypair.public])
     store = Store(home)
-    for version in ("1.0.0", "1.1.0"):
-        publish_bundle(bundles[version], registry=memory_registry, mode=UNSIGNED)
+    for bundle in (unlike, bundles["1.1.0"]):
+        publish_bundle(bundle, registry=memory_registry, mode=UNSIGNED)
     install("iris@1.0.0", registry=memory_registry, store=store, now=NOW, options=trusted(trust))
     before = snapshot(home)
     lie(memory_registry)

@@ -25,6 +25,7 @@ from packager.cli.options import (
     signing_key_option,
     upload_options,
 )
+from packager.errors import UsageError
 
 
 @click.command()
@@ -299,23 +300,62 @@ def revoke_approval(
     type=FILE,
     help="Archive to write, ending in .tar (replaced if it exists).",
 )
+@click.option(
+    "--base",
+    metavar="NAME@VERSION",
+    help="Leave out the files this version has: a delta for instances that hold it.",
+)
 @json_option
 @pass_ctx
 def export_cmd(
-    ctx: Context, refs: tuple[str, ...], registry_ref: str | None, out: Path, as_json: bool
+    ctx: Context,
+    refs: tuple[str, ...],
+    registry_ref: str | None,
+    out: Path,
+    base: str | None,
+    as_json: bool,
 ) -> None:
     """Write model versions into an archive to carry across an air gap.
 
     The archive is an OCI image layout in a tar; NAME without @VERSION exports the
     latest release. On the other side: `packager install NAME --registry models.tar
-    --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`.
+    --key cosign.pub`, or `packager mirror models.tar DIR --key cosign.pub`. With
+    --base, only what an instance holding the base lacks goes in.
     """
     from packager.distribution.mirror import export
 
     artifacts = export(
-        list(refs), registry=open_registry_at(ctx, registry_ref), out=out, progress=ctx.say
+        list(refs),
+        registry=open_registry_at(ctx, registry_ref),
+        out=out,
+        progress=ctx.say,
+        base=base,
     )
     render.show(ctx, render.EXPORTED, render.Exported(out, artifacts), as_json=as_json)
+
+
+@click.command("gc")
+@registry_option
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@json_option
+@pass_ctx
+def gc_cmd(ctx: Context, registry_ref: str | None, dry_run: bool, as_json: bool) -> None:
+    """Remove the blobs no manifest references from a registry directory.
+
+    Replaced channel documents and what a killed publish left behind go; every tagged
+    version, channel and trust document stays whole. Safe while publishes run: each
+    model is swept under its write lock.
+    """
+    from packager.registry import LayoutRegistry
+
+    registry = open_registry_at(ctx, registry_ref, writing=True)
+    if not isinstance(registry, LayoutRegistry):
+        raise UsageError(
+            f"gc cleans a registry directory; {registry.location} is not one "
+            "(an OCI registry collects its own garbage)"
+        )
+    garbage = registry.collect_garbage(dry_run=dry_run)
+    render.show(ctx, render.COLLECTED, render.Collected(garbage, dry_run), as_json=as_json)
 
 
 @click.command("mirror")
@@ -526,6 +566,7 @@ COMMANDS = (
     approve,
     revoke_approval,
     export_cmd,
+    gc_cmd,
     mirror_cmd,
     root,
     delegate,

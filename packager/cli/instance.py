@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from packager._io.config import resolve_registry
+from packager._io.config import read_retention, resolve_registry
 from packager.cli import render
 from packager.cli.options import (
     FILE,
@@ -26,6 +26,7 @@ from packager.errors import UsageError
 
 if TYPE_CHECKING:
     from packager.instance.smoke import SmokeLimits
+    from packager.instance.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 SECONDS = click.FloatRange(min=0, min_open=True)
@@ -111,6 +112,7 @@ def install(
     from packager.instance.roots import instance_policy
     from packager.instance.store import Store
 
+    keep = read_retention(ctx.home)  # a bad setting is refused before anything changes
     if ref.endswith(".tar") and Path(ref).is_file():
         # `packager install ./models.tar`: the archive is the registry; it must hold one model.
         if registry_ref:
@@ -124,10 +126,11 @@ def install(
         policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
         render.unusable_keys(policy)
         mode = Trusted(policy)
+    store = Store(ctx.home, lock_timeout=lock_timeout)
     result = do_install(
         ref,
         registry=open_registry_at(ctx, registry_ref),
-        store=Store(ctx.home, lock_timeout=lock_timeout),
+        store=store,
         now=now(),
         options=InstallOptions(
             verify=mode,
@@ -140,6 +143,15 @@ def install(
     )
     render.unfollowed(result.name, result.unfollowed, result.version)
     render.show(ctx, render.INSTALLED, result, as_json=as_json)
+    if keep is not None and result.smoke_test is not None:
+        retain(ctx, store, [result.name], keep)
+
+
+def retain(ctx: Context, store: Store, names: list[str], keep: int) -> None:
+    """Apply the retention setting to models just installed (notes on stderr)."""
+    from packager.instance.retention import prune
+
+    prune(store, keep=keep, now=now(), names=names, say=ctx.say)
 
 
 @click.command("list")
@@ -228,6 +240,69 @@ def _confirm(question: str) -> None:
 
 
 @click.command()
+@click.argument("name", required=False)
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    help="Versions to keep per model, the most recently active first (default: "
+    "[retention] keep in $PACKAGER_HOME/config.toml).",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@lock_option
+@json_option
+@pass_ctx
+def prune(
+    ctx: Context,
+    name: str | None,
+    keep: int | None,
+    dry_run: bool,
+    lock_timeout: float,
+    as_json: bool,
+) -> None:
+    """Remove old installed versions of NAME (default: every model).
+
+    Never the current version, the one `packager rollback` would return to, or a pinned one.
+    """
+    from packager.instance.retention import prune as do_prune
+    from packager.instance.store import Store
+
+    keep = keep or read_retention(ctx.home)
+    if keep is None:
+        raise UsageError(
+            f"give --keep N, or set [retention] keep = N in {ctx.home / 'config.toml'}"
+        )
+    store = Store(ctx.home, lock_timeout=lock_timeout)
+    names = None if name is None else [name]
+    pruned = do_prune(store, keep=keep, now=now(), names=names, dry_run=dry_run)
+    render.show(ctx, render.PRUNED, pruned, as_json=as_json)
+
+
+@click.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def pin(ctx: Context, ref: str) -> None:
+    """Keep an installed version whatever `prune` and the retention setting say."""
+    from packager.instance.store import Store
+
+    name, version = exact_ref(ref, "pin")
+    Store(ctx.home).pin(name, version, now=now())
+    ctx.say(f"pinned {name}@{version}")
+
+
+@click.command()
+@click.argument("ref", metavar="NAME@VERSION")
+@pass_ctx
+def unpin(ctx: Context, ref: str) -> None:
+    """Let `prune` remove a pinned version again."""
+    from packager.instance.store import Store
+
+    name, version = exact_ref(ref, "unpin")
+    if not Store(ctx.home).unpin(name, version, now=now()):
+        raise UsageError(f"{name}@{version} is not pinned")
+    ctx.say(f"unpinned {name}@{version}")
+
+
+@click.command()
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option(
     "--input",
@@ -267,6 +342,12 @@ def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: 
 @key_option(required=False)
 @smoke_options
 @lock_option
+@click.option(
+    "--jitter",
+    metavar="DURATION",
+    help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s), so that a fleet "
+    "run by one schedule does not reach the registry at once.",
+)
 @json_option
 @pass_ctx
 def update(
@@ -276,25 +357,33 @@ def update(
     smoke_timeout: float | None,
     smoke_memory: str | None,
     lock_timeout: float,
+    jitter: str | None,
     as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
 
     Each model is read from the registry it was installed from (--registry: from REF,
     for this run only), with every check of `install NAME@CHANNEL`. A failing model does
-    not stop the others; the exit code is then the most important failure's (3, then 5,
-    then 4).
+    not stop the others and keeps serving what it had; the exit code is then the most
+    important failure's (3, then 5, then 4), and `packager status` shows it.
     """
+    from packager.core.channel import parse_duration
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
     from packager.instance.roots import instance_policy
     from packager.instance.store import Store
+    from packager.instance.update import jitter as sleep_jitter
     from packager.instance.update import update as do_update
 
+    delay = None if jitter is None else parse_duration(jitter)
+    keep = read_retention(ctx.home)
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
     render.unusable_keys(policy)
+    if delay is not None:
+        sleep_jitter(delay, say=ctx.say)
+    store = Store(ctx.home, lock_timeout=lock_timeout)
     report = do_update(
-        store=Store(ctx.home, lock_timeout=lock_timeout),
+        store=store,
         now=now(),
         # A model recorded without a registry uses the default one ($PACKAGER_REGISTRY, else
         # the embedded one); only --registry overrides what each model recorded.
@@ -308,6 +397,8 @@ def update(
     )
     render.show(ctx, render.UPDATED, report, as_json=as_json)
     render.expiring(Store(ctx.home).followed(), now())
+    if keep is not None:
+        retain(ctx, store, [m.name for m in report.models if m.status == "updated"], keep)
     report.check()
 
 
@@ -320,6 +411,33 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
     from packager.instance.store import Store
 
     render.show(ctx, render.AUDIT_LOG, Store(ctx.home).audit_log(name), as_json=as_json)
+
+
+@click.command()
+@json_option
+@click.option(
+    "--openmetrics",
+    is_flag=True,
+    help="Print OpenMetrics text (for node_exporter's textfile collector).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=FILE,
+    help="Write to this file atomically instead of stdout (e.g. a textfile collector's .prom).",
+)
+@pass_ctx
+def status(ctx: Context, as_json: bool, openmetrics: bool, output: Path | None) -> None:
+    """How each model stands: current version, channel and its expiry, last update and
+    its outcome, last refusal and why, disk used. Reads only this instance's state."""
+    from packager.instance.status import status as gather
+    from packager.instance.store import Store
+
+    if as_json and openmetrics:
+        raise UsageError("give either --json or --openmetrics, not both")
+    result = gather(Store(ctx.home), now=now())
+    render.show_status(ctx, result, as_json=as_json, openmetrics=openmetrics, output=output)
 
 
 @click.group()
@@ -590,4 +708,19 @@ def serve(
     server.run(served, sock, options, render.line_err)
 
 
-COMMANDS = (install, update, list_cmd, rollback, remove, uninstall, predict, serve, log, trust)
+COMMANDS = (
+    install,
+    update,
+    list_cmd,
+    rollback,
+    remove,
+    uninstall,
+    prune,
+    pin,
+    unpin,
+    predict,
+    serve,
+    log,
+    status,
+    trust,
+)

@@ -7,6 +7,7 @@ Only modules needed to print are imported here; result types are for annotations
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import click
 
+from packager._io.fs import atomic_write
 from packager.cli.options import Context, now
 from packager.core.expiry import EXPIRY_WARNING, days_left, expires_soon, expiry_note
 from packager.core.text import printable
+from packager.errors import UsageError
 
 if TYPE_CHECKING:
     from packager.build.benchmark import Report
@@ -32,10 +35,13 @@ if TYPE_CHECKING:
     from packager.distribution.promote import Promotion
     from packager.distribution.root import Published as TrustPublished
     from packager.instance.install import InstallResult, RolledBack
+    from packager.instance.retention import Pruned
     from packager.instance.serve.served import Loaded
+    from packager.instance.status import ModelStatus, Status
     from packager.instance.store import AuditEntry, Followed, Installed
     from packager.instance.update import UpdateReport
     from packager.registry.base import Artifact
+    from packager.registry.layout import Garbage
 
 T = TypeVar("T")
 
@@ -469,6 +475,30 @@ def _mirrored_text(ctx: Context, report: MirrorReport) -> None:
 MIRRORED: Rendering[MirrorReport] = Rendering(json=lambda r: r.to_json(), text=_mirrored_text)
 
 
+@dataclass(frozen=True)
+class Collected:
+    garbage: Sequence[Garbage]
+    dry_run: bool
+
+
+def _collected_text(ctx: Context, result: Collected) -> None:
+    for g in result.garbage:
+        line(f"{g.name}  {g.file}  {g.size}")
+    verb = "would remove" if result.dry_run else "removed"
+    total = sum(g.size for g in result.garbage)
+    ctx.say(f"{verb} {len(result.garbage)} unreferenced blobs ({total} bytes)")
+
+
+COLLECTED: Rendering[Collected] = Rendering(
+    json=lambda r: {
+        "dryRun": r.dry_run,
+        "removed": [{"name": g.name, "file": g.file, "size": g.size} for g in r.garbage],
+        "bytes": sum(g.size for g in r.garbage),
+    },
+    text=_collected_text,
+)
+
+
 # Instance side
 
 
@@ -612,6 +642,179 @@ ROLLED_BACK: Rendering[RolledBack] = Rendering(
         "unfollowed": r.unfollowed,
     },
     text=lambda _ctx, r: line(f"{r.name} current -> {r.version}"),
+)
+
+
+def _status_json(status: Status) -> dict[str, Any]:
+    return {"at": status.at.isoformat(), "models": [_model_json(status, m) for m in status.models]}
+
+
+def _model_json(status: Status, m: ModelStatus) -> dict[str, Any]:
+    attempt, refusal = m.last_attempt, m.last_refusal
+    days = status.days_left(m)
+    return {
+        "name": m.name,
+        "current": m.current,
+        "versions": list(m.versions),
+        "pinned": list(m.pinned),
+        "channel": m.channel,
+        "registry": m.registry,
+        "channelExpires": None if m.channel_expires is None else m.channel_expires.isoformat(),
+        "daysUntilExpiry": None if days is None else round(days, 2),
+        "lastUpdate": None
+        if attempt is None
+        else {
+            "at": attempt.at.isoformat(),
+            "outcome": attempt.outcome,
+            "version": attempt.version,
+            "exitCode": attempt.exit_code,
+            "detail": attempt.detail,
+        },
+        "lastRefusal": None
+        if refusal is None
+        else {
+            "at": refusal.at,
+            "action": refusal.action,
+            "version": refusal.version,
+            "reason": refusal.detail,
+        },
+        "diskBytes": m.disk_bytes,
+    }
+
+
+def _status_text(ctx: Context, status: Status) -> None:
+    if not status.models:
+        ctx.say("no models on this instance; run `packager install NAME@CHANNEL --key cosign.pub`")
+    for m in status.models:
+        days = status.days_left(m)
+        follows = "by version" if m.channel is None else f"follows {m.channel}"
+        expiry = "" if days is None else f", expires in {days:.1f} days"
+        line(f"{m.name}  {m.current or '-'}  ({follows}{expiry}; {m.disk_bytes} bytes on disk)")
+        if m.last_attempt is not None:
+            a = m.last_attempt
+            line(f"  last update {a.at.isoformat()}: {a.outcome} {a.detail}".rstrip())
+        if m.last_refusal is not None:
+            r = m.last_refusal
+            line(f"  last refusal {r.at}: {r.action} {r.detail}")
+
+
+STATUS: Rendering[Status] = Rendering(json=_status_json, text=_status_text)
+
+
+def show_status(
+    ctx: Context, status: Status, *, as_json: bool, openmetrics: bool, output: Path | None
+) -> None:
+    """Print ``status``, or write it to ``output`` in one rename (a textfile collector
+    never reads half a file).
+
+    Raises:
+        UsageError: ``output`` cannot be written.
+    """
+    if output is None and not openmetrics:
+        show(ctx, STATUS, status, as_json=as_json)
+        return
+    if openmetrics:
+        text = status_openmetrics(status)
+    elif as_json:
+        text = json.dumps(_status_json(status), indent=2, sort_keys=True) + "\n"
+    else:
+        raise UsageError("--output needs --json or --openmetrics")
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        atomic_write(output, text.encode())
+    except OSError as e:
+        raise UsageError(f"cannot write {output}: {e.strerror}") from e
+    ctx.say(f"wrote {output}")
+
+
+# OpenMetrics text for node_exporter's textfile collector, which reads the Prometheus text
+# format: gauges only (no info or stateset types) so that both parsers accept the file.
+_GAUGES = (
+    ("packager_model_info", "Installed model: its current version and the channel it follows."),
+    ("packager_model_versions", "Versions of the model installed."),
+    ("packager_model_disk_usage_bytes", "Bytes of the model's installed files."),
+    ("packager_channel_expiry_timestamp_seconds", "When the followed channel's document expires."),
+    ("packager_update_last_timestamp_seconds", "When `packager update` last tried the model."),
+    ("packager_update_last_success", "1 when the last update installed or found the version."),
+    ("packager_update_last_exit_code", "Exit code of the last update of the model (0: ok)."),
+    ("packager_refusal_last_timestamp_seconds", "When the model was last refused, and why."),
+)
+
+
+def status_openmetrics(status: Status) -> str:
+    """``status`` as an OpenMetrics exposition (ending in ``# EOF``)."""
+    samples: dict[str, list[str]] = {name: [] for name, _ in _GAUGES}
+    for m in status.models:
+        _model_samples(samples, m)
+    out: list[str] = []
+    for name, help_text in _GAUGES:
+        if not samples[name]:
+            continue
+        out.append(f"# TYPE {name} gauge")
+        if name.endswith(("_bytes", "_seconds")):
+            out.append(f"# UNIT {name} {name.rsplit('_', 1)[1]}")
+        out.append(f"# HELP {name} {help_text}")
+        out.extend(samples[name])
+    out.append("# EOF")
+    return "\n".join(out) + "\n"
+
+
+def _model_samples(samples: dict[str, list[str]], m: ModelStatus) -> None:
+    def add(metric: str, value: float, **labels: str) -> None:
+        text = ",".join(f'{k}="{_label(v)}"' for k, v in {"model": m.name, **labels}.items())
+        samples[metric].append(f"{metric}{{{text}}} {value!r}")
+
+    if m.current is not None:
+        add("packager_model_info", 1, version=m.current, channel=m.channel or "")
+    add("packager_model_versions", len(m.versions))
+    add("packager_model_disk_usage_bytes", m.disk_bytes)
+    if m.channel is not None and m.channel_expires is not None:
+        add(
+            "packager_channel_expiry_timestamp_seconds",
+            m.channel_expires.timestamp(),
+            channel=m.channel,
+        )
+    if m.last_attempt is not None:
+        a = m.last_attempt
+        add("packager_update_last_timestamp_seconds", a.at.timestamp(), outcome=a.outcome)
+        add("packager_update_last_success", int(a.exit_code == 0))
+        add("packager_update_last_exit_code", a.exit_code)
+    if m.last_refusal is not None:
+        r = m.last_refusal
+        # The error's class ("ExpiredError"), not its message: labels must stay few.
+        kind = _ERROR_KIND.search(r.detail)
+        add(
+            "packager_refusal_last_timestamp_seconds",
+            datetime.fromisoformat(r.at).timestamp(),
+            action=r.action,
+            reason=kind.group(0) if kind else "other",
+        )
+
+
+_ERROR_KIND = re.compile(r"\b[A-Z][A-Za-z]*Error\b")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _pruned_text(ctx: Context, pruned: Sequence[Pruned]) -> None:
+    for p in pruned:
+        verb = "would remove" if p.dry_run else "removed"
+        gone = ", ".join(p.removed) or "nothing"
+        line(f"{p.name}  {verb} {gone}; kept {', '.join(p.kept)}")
+    if not pruned:
+        ctx.say("no models installed")
+
+
+PRUNED: Rendering[Sequence[Pruned]] = Rendering(
+    json=lambda pruned: [
+        {"name": p.name, "removed": list(p.removed), "kept": list(p.kept), "dryRun": p.dry_run}
+        for p in pruned
+    ],
+    text=_pruned_text,
 )
 
 

@@ -40,8 +40,8 @@ ARTIFACT_TYPE = "application/vnd.packager.channel.v1+json"
 MAX_CHANNEL_BYTES = 64 << 10
 CHANNEL_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
 TAG_PREFIX = "channel."
-_DURATION_RE = re.compile(r"(\d+)([mhdw])", re.ASCII)
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION_RE = re.compile(r"(\d+)([smhdw])", re.ASCII)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def channel_tag(channel: str) -> str:
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w`` -> timedelta; raises UsageError otherwise."""
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` -> timedelta; raises UsageError otherwise."""
     match = _DURATION_RE.fullmatch(text.strip())
     if match is None or int(match.group(1)) == 0:
         raise UsageError(f"invalid duration {text!r}: use e.g. 30d, 12h, 90m or 2w")

@@ -128,9 +128,13 @@ def export(
     registry: RegistryReader,
     out: Path,
     progress: Progress | None = None,
+    base: str | None = None,
 ) -> list[Artifact]:
     """Write ``name[@version]`` (the latest when no version is given) of each ref into the
     new archive ``out``, replacing any file there; returns the versions exported.
+
+    ``base`` (``name@version``, with one ref of the same model) makes a delta: the files
+    the base version has are left out (see :meth:`ArchiveWriter.add_artifact`).
 
     The OCI manifests are copied as the registry serves them, so every version keeps its
     manifest digest; every blob is checked against its digest on the way. Every channel
@@ -154,10 +158,11 @@ def export(
         version = version or latest_version(registry, name)
         if (name, version) not in artifacts:
             artifacts[(name, version)] = registry.resolve(name, version)
+    delta = None if base is None else _delta_base(base, list(artifacts.values()), registry)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as work:
         writer = ArchiveWriter(Path(work))
         for artifact in artifacts.values():
-            writer.add_artifact(registry, artifact, files=None)
+            writer.add_artifact(registry, artifact, files=None, base=delta)
             say(f"exported {artifact.ref} ({artifact.manifest_digest})")
             for found, data in attached_documents(registry, artifact):
                 writer.add_document(
@@ -182,6 +187,22 @@ def export(
             say(f"exported root of trust document {tag}")
         writer.write(out)
     return list(artifacts.values())
+
+
+def _delta_base(base: str, artifacts: list[Artifact], registry: RegistryReader) -> Artifact:
+    """The base version of a delta export, resolved.
+
+    Raises:
+        UsageError: several versions exported, or a base of another model or without version.
+        NotFoundError: the base is not in the registry.
+    """
+    name, version = parse_ref(base)
+    if len(artifacts) != 1 or version is None or name != artifacts[0].name:
+        raise UsageError(
+            "--base NAME@VERSION makes a delta of one version of the same model: "
+            "`packager export NAME@NEW --base NAME@OLD -o delta.tar`"
+        )
+    return registry.resolve(name, version)
 
 
 def mirror_mode(keys: Sequence[EllipticCurvePublicKey], *, no_verify: bool) -> VerifyMode:

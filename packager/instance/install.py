@@ -298,6 +298,7 @@ class _Install:
                 say=self.options.say,
                 expected_manifest=None if doc is None else doc.manifest_digest,
                 reuse=self._installed(name),
+                local=self.store.installed_files(),
             )
             manifest = fetched.manifest
             if isinstance(self.options.verify, Trusted):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
-from packager.core.manifest import MANIFEST, check_name
+from packager.core.manifest import MANIFEST, check_name, parse_manifest
 from packager.core.semver import semver_key
 from packager.core.text import printable
 from packager.errors import (
@@ -112,6 +112,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE channels ADD COLUMN expires TEXT",
         "ALTER TABLE channels ADD COLUMN expiry_reported INTEGER",
+    ),
+    # Fleet operations: the last `update` of each model and its outcome, and the versions
+    # pinned against `prune`.
+    (
+        """CREATE TABLE attempts (
+            name TEXT PRIMARY KEY, channel TEXT NOT NULL, at TEXT NOT NULL,
+            outcome TEXT NOT NULL, version TEXT, exit_code INTEGER NOT NULL,
+            detail TEXT NOT NULL)""",
+        """CREATE TABLE pins (
+            name TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL,
+            PRIMARY KEY (name, version))""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -191,6 +202,20 @@ class AuditFacts:
 
 
 _FACT_COLUMNS = ("key", "digest", "source", "channel", "sequence", "previous")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The last ``packager update`` of one model: ``outcome`` is "updated", "current" or
+    "refused"; ``exit_code`` is 0 or the refusal's."""
+
+    name: str
+    channel: str
+    at: datetime
+    outcome: str
+    version: str | None
+    exit_code: int
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -381,6 +406,95 @@ class Store:
         with self.db() as conn:
             return _unfollow(conn, name, now, reason)
 
+    def channel_expiry(self, name: str, channel: str) -> datetime | None:
+        """When the last document accepted for ``name``@``channel`` expires, if recorded."""
+        if not (self.home / STATE_DB).exists():
+            return None
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT expires FROM channels WHERE name = ? AND channel = ?", (name, channel)
+            ).fetchone()
+        return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+
+    def record_attempt(self, attempt: Attempt) -> None:
+        """Keep ``attempt`` as the last update of its model (replacing the one before)."""
+        with self.db() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO attempts "
+                "(name, channel, at, outcome, version, exit_code, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    attempt.name,
+                    attempt.channel,
+                    attempt.at.isoformat(),
+                    attempt.outcome,
+                    attempt.version,
+                    attempt.exit_code,
+                    printable(attempt.detail, MAX_AUDIT_DETAIL),
+                ),
+            )
+
+    def attempts(self) -> dict[str, Attempt]:
+        """The last update attempt of every model that had one, by name."""
+        if not (self.home / STATE_DB).exists():
+            return {}
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT name, channel, at, outcome, version, exit_code, detail FROM attempts"
+            ).fetchall()
+        return {
+            str(n): Attempt(str(n), str(c), datetime.fromisoformat(a), str(o), v, int(e), str(d))
+            for n, c, a, o, v, e, d in rows
+        }
+
+    def last_refusals(self) -> dict[str, AuditEntry]:
+        """The latest refusal in the audit log of every model that had one, by name."""
+        if not (self.home / STATE_DB).exists():
+            return {}
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT at, action, name, version, outcome, detail FROM audit WHERE id IN "
+                "(SELECT max(id) FROM audit WHERE outcome = 'refused' AND name IS NOT NULL "
+                "GROUP BY name)"
+            ).fetchall()
+        return {str(row[2]): AuditEntry(*row) for row in rows}
+
+    # -- pins -------------------------------------------------------------------------
+
+    def pin(self, name: str, version: str, *, now: datetime) -> None:
+        """Keep ``name``@``version`` whatever ``prune`` or the retention setting say.
+
+        Raises:
+            NotFoundError: not installed.
+        """
+        self.installed_dir(name, version)
+        with self.db() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO pins (name, version, at) VALUES (?, ?, ?)",
+                (name, version, now.isoformat()),
+            )
+            _audit(conn, "pin", "ok", now, name, version, "kept by prune and retention")
+
+    def unpin(self, name: str, version: str, *, now: datetime) -> bool:
+        """Let ``prune`` remove ``name``@``version`` again; False when it was not pinned."""
+        if not (self.home / STATE_DB).exists():
+            return False
+        with self.db() as conn:
+            gone = conn.execute(
+                "DELETE FROM pins WHERE name = ? AND version = ?", (name, version)
+            ).rowcount
+            if gone:
+                _audit(conn, "unpin", "ok", now, name, version, "prune may remove it")
+        return bool(gone)
+
+    def pinned(self, name: str) -> set[str]:
+        """The pinned versions of ``name`` (installed or not)."""
+        if not (self.home / STATE_DB).exists():
+            return set()
+        with self.db() as conn:
+            rows = conn.execute("SELECT version FROM pins WHERE name = ?", (name,)).fetchall()
+        return {str(v) for (v,) in rows}
+
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
         if not (self.home / STATE_DB).exists():
             return []
@@ -427,6 +541,21 @@ class Store:
             for version in self.versions(root.name):
                 result.append(Installed(root.name, version, version == current, root / version))
         return result
+
+    def installed_files(self) -> dict[Digest, Path]:
+        """A file of every digest the installed versions' manifests list (any model): what
+        an install may reuse instead of fetching. A version whose manifest.json cannot be
+        read or parsed offers nothing; the files' bytes are checked by whoever reuses them.
+        """
+        found: dict[Digest, Path] = {}
+        for entry in self.installed():
+            try:
+                manifest = parse_manifest((entry.directory / MANIFEST).read_bytes())
+            except (OSError, PackagerError):
+                continue
+            for file in manifest.files:
+                found.setdefault(file.digest, entry.directory / file.path)
+        return found
 
     def installed_dir(self, name: str, version: str | None = None) -> Path:
         """The directory of an installed version (``current`` when version is None).
@@ -606,6 +735,22 @@ class Store:
             if version != current and version in installed:
                 return str(version)
         return None
+
+    def recent_versions(self, name: str) -> list[str]:
+        """Installed versions of ``name``, the most recently active first (versions never
+        activated since state.db was new come last, highest first)."""
+        installed = self.versions(name)
+        order: list[str] = []
+        if (self.home / STATE_DB).exists():
+            with self.db() as conn:
+                rows = conn.execute(
+                    "SELECT version FROM activations WHERE name = ? ORDER BY id DESC", (name,)
+                ).fetchall()
+            order = [str(v) for (v,) in rows if v in installed]
+        current = self.current_version(name)
+        first = [current] if current in installed else []
+        rest = dict.fromkeys([*first, *order, *reversed(installed)])
+        return list(rest)
 
     def activate(self, name: str, version: str, *, now: datetime) -> None:
         """Make an installed version ``current`` (used by rollback)."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from packager.core.records import as_json
 from packager.errors import ExpiredError, PackagerError, RegistryError
 from packager.instance.install import InstallOptions, InstallResult, install
-from packager.instance.store import Following, Store
+from packager.instance.store import Attempt, Following, Store
 from packager.registry.base import RegistryReader
 
 # Which failure an update reports when several models fail: trust before compatibility
@@ -138,6 +140,8 @@ def update(
             continue
         results.append(Updated(name, channel, follow.registry, "refused", error=error))
         options.say(f"{name}@{channel}: {error}")
+    for done in results:
+        store.record_attempt(_attempt(done, now))
     return UpdateReport(tuple(results))
 
 
@@ -160,6 +164,26 @@ def _expired(follow: Following, error: ExpiredError, *, store: Store) -> Updated
         f"{error}; {follow.name}@{current or '-'} stays current (reported once: later "
         "updates say `expired` until the publisher promotes again)"
     )
+
+
+def _attempt(done: Updated, now: datetime) -> Attempt:
+    """What ``packager status`` shows of one model's update."""
+    error = done.error
+    if error is None:
+        detail = f"{done.previous or '-'} -> {done.version}" if done.status == "updated" else ""
+        return Attempt(done.name, done.channel, now, done.status, done.version, 0, detail)
+    detail = f"{type(error).__name__}: {error}"
+    return Attempt(done.name, done.channel, now, done.status, None, error.exit_code, detail)
+
+
+def jitter(most: timedelta, *, say: Callable[[str], None] | None = None) -> float:
+    """Sleep a random time up to ``most`` (uniform), so that a fleet started by the same
+    timer does not reach the registry at once; returns the seconds slept."""
+    delay = random.SystemRandom().uniform(0, most.total_seconds())
+    if say is not None:
+        say(f"waiting {delay:.0f} s before updating (jitter: at most {most.total_seconds():g} s)")
+    time.sleep(delay)
+    return delay
 
 
 def _update_one(

@@ -208,8 +208,10 @@ class ShardCopier(Protocol):
 class SizedStore(Protocol):
     """A store that knows a blob's stored size before reading it."""
 
-    def stored_size(self, name: str, desc: Descriptor) -> int:
-        """The size of the bytes the store holds for ``desc``.
+    def stored_size(self, name: str, desc: Descriptor) -> int | None:
+        """The size of the bytes the store holds for ``desc``; None when it knowingly
+        leaves the blob out (a delta archive: the instance may hold it, else fetching it
+        fails, naming what to install first).
 
         Raises:
             RegistryError: the blob is missing.
@@ -467,7 +469,7 @@ class VerifiedRegistry:
         if not isinstance(self._store, SizedStore):
             return
         stored = self._store.stored_size(name, desc)
-        if stored != desc.size:
+        if stored is not None and stored != desc.size:
             raise TamperedError(
                 f"blob {desc.digest} of {name} in {self.location} is {stored} bytes, "
                 f"not the {desc.size} its descriptor declares; do not use it"

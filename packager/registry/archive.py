@@ -95,6 +95,11 @@ MAX_LAYOUT_BYTES = 4096
 MAX_CONFIG_BYTES = 1 << 20
 
 
+# On a version's index entry: the version of the same model whose files the archive left
+# out (`packager export NAME@NEW --base NAME@OLD`).
+DELTA_BASE_ANNOTATION = "dev.packager.delta.base"
+
+
 def archive_ref(name: str, version: str) -> str:
     """The ``org.opencontainers.image.ref.name`` of ``name``@``version`` in an archive."""
     return f"{name}:{version}"
@@ -193,7 +198,9 @@ class ArchiveStore:
         desc = self.contents.index.descriptor(archive_ref(name, tag))
         return None if desc is None else Tagged(descriptor=desc)
 
-    def stored_size(self, name: str, desc: Descriptor) -> int:
+    def stored_size(self, name: str, desc: Descriptor) -> int | None:
+        if desc.digest.hex not in self.contents.blobs and self._delta_bases(name):
+            return None
         return self._locate(name, desc)[0].size
 
     def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
@@ -210,12 +217,29 @@ class ArchiveStore:
         """The member holding ``desc`` and the identity of the file it was found in."""
         contents = self.contents
         member = contents.blobs.get(desc.digest.hex)
+        bases = [] if member is not None else self._delta_bases(name)
+        if member is None and bases:
+            raise RegistryError(
+                f"{self.location} is a delta against {' or '.join(bases)} and lacks blob "
+                f"{desc.digest}, which this instance does not hold either: install "
+                f"{bases[0]} first, or carry a full export (without --base)"
+            )
         if member is None:
             raise RegistryError(
                 f"blob {desc.digest} of {name} is missing from {self.location}; "
                 "the archive is incomplete: export it again"
             )
         return member, contents.identity
+
+    def _delta_bases(self, name: str) -> list[str]:
+        """``name@version`` of each base the archive's versions of ``name`` are deltas of."""
+        return sorted(
+            {
+                f"{key[0]}@{entry['annotations'][DELTA_BASE_ANNOTATION]}"
+                for key, entry in self.contents.versions.items()
+                if key[0] == name and DELTA_BASE_ANNOTATION in entry["annotations"]
+            }
+        )
 
     @contextlib.contextmanager
     def _open(self, member: _Member, identity: _Identity) -> Iterator[tuple[IO[bytes], _Member]]:
@@ -494,11 +518,20 @@ class ArchiveWriter:
             self._versions[key] = Digest.parse(str(entry.get("digest")))
 
     def add_artifact(
-        self, registry: RegistryReader, artifact: Artifact, *, files: Path | None
+        self,
+        registry: RegistryReader,
+        artifact: Artifact,
+        *,
+        files: Path | None,
+        base: Artifact | None = None,
     ) -> None:
         """Add a version: its OCI manifest exactly as served, its config read from
         ``registry``, and its layers moved from ``files`` (a directory holding the bundle's
         files, already fetched and checked) or, when None, fetched from ``registry``.
+
+        With a ``base`` (another version of the model), the layers the base has too are
+        left out and the version is annotated as a delta against it: only an instance
+        holding those files can install it.
 
         Raises:
             RegistryError: the archive already holds the version with another digest, a
@@ -511,8 +544,9 @@ class ArchiveWriter:
         if artifact.config.digest.hex not in self._sources:
             config = registry.read_blob(artifact.name, artifact.config, max_size=MAX_CONFIG_BYTES)
             self._stage(artifact.config.digest, config)
+        omit = set() if base is None else {d.digest for d in base.files.values()}
         for title, desc in artifact.files.items():
-            if desc.digest.hex in self._sources:
+            if desc.digest.hex in self._sources or desc.digest in omit:
                 continue
             dest = self._blob_dir / desc.digest.hex
             if files is None:
@@ -524,7 +558,7 @@ class ArchiveWriter:
                     message = f"cannot stage {title} of {artifact.ref}: {e}"
                     raise disk_or(RegistryError, message, e) from e
             self._add_source(desc.digest, _Source(dest, 0, desc.size))
-        self._add_version(artifact)
+        self._add_version(artifact, base=None if base is None else base.version)
 
     def add_bundle(self, bundle: Path, manifest: Manifest) -> Artifact:
         """Add the bundle directory ``bundle`` as ``manifest.name``@``manifest.version``;
@@ -624,7 +658,7 @@ class ArchiveWriter:
             )
         return True
 
-    def _add_version(self, artifact: Artifact) -> None:
+    def _add_version(self, artifact: Artifact, *, base: str | None = None) -> None:
         desc = Descriptor(
             OCI_MANIFEST_MEDIA_TYPE, artifact.manifest_digest, len(artifact.oci_manifest)
         )
@@ -632,6 +666,8 @@ class ArchiveWriter:
             REF_NAME_ANNOTATION: archive_ref(artifact.name, artifact.version),
             VERSION_ANNOTATION: artifact.version,
         }
+        if base is not None:
+            annotations[DELTA_BASE_ANNOTATION] = base
         self._add_entry(manifest_entry(desc, artifact_type=ARTIFACT_TYPE, annotations=annotations))
         self._versions[(artifact.name, artifact.version)] = artifact.manifest_digest
         self.changed = True

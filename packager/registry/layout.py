@@ -20,22 +20,31 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from packager._io.fs import atomic_write, fsync_dir
 from packager._io.hashing import CHUNK
 from packager.core.digests import Digest
+from packager.core.jsonio import loads_object
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
 from packager.core.shards import Shard
 from packager.errors import NotFoundError, RegistryError, TamperedError, disk_or
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
-from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, plan_artifact
+from packager.registry.artifact import (
+    MAX_OCI_MANIFEST_BYTES,
+    OCI_MANIFEST_MEDIA_TYPE,
+    parse_descriptor,
+    plan_artifact,
+)
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
 from packager.registry.document import (
     EMPTY_CONFIG,
@@ -62,6 +71,28 @@ from packager.registry.index import (
 )
 
 INDEX_LOCK = "index.json.lock"
+# Held shared by every publish from its first blob to its tag, exclusively by gc.
+WRITE_LOCK = "blobs.lock"
+_HEX = re.compile(r"[0-9a-f]{64}")
+_MANIFEST_TYPES = frozenset(
+    {
+        OCI_MANIFEST_MEDIA_TYPE,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """A blob (or a killed write's temporary file) no manifest of ``name`` references."""
+
+    name: str
+    file: str
+    size: int
+
+
 # Registries are read by other users than the publisher (the service, a web server
 # mirroring the directory); mkstemp would leave files readable by the owner only.
 FILE_MODE = 0o644
@@ -223,18 +254,18 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
         if self._tagged(self._layouts.index(plan.name), plan.name, plan.version, manifest_desc):
             return plan.artifact()
         try:
-            blobs = self._blob_dir(layout)
-            for desc, source in plan.layers:
-                if not _has_blob(blobs, desc):
-                    _copy_atomic(blobs, desc, source)
-            for desc, data in (
-                (plan.config, plan.config_bytes),
-                (manifest_desc, plan.manifest_bytes),
-            ):
-                if not _has_blob(blobs, desc):
-                    _write(blobs / desc.digest.hex, data)
-            fsync_dir(blobs)
-            self._tag(layout, plan.version, manifest_desc)
+            with self._writing(layout) as blobs:
+                for desc, source in plan.layers:
+                    if not _has_blob(blobs, desc):
+                        _copy_atomic(blobs, desc, source)
+                for desc, data in (
+                    (plan.config, plan.config_bytes),
+                    (manifest_desc, plan.manifest_bytes),
+                ):
+                    if not _has_blob(blobs, desc):
+                        _write(blobs / desc.digest.hex, data)
+                fsync_dir(blobs)
+                self._tag(layout, plan.version, manifest_desc)
             self._write_models_index()
         except OSError as e:
             raise disk_or(
@@ -266,22 +297,110 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
         manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
         manifest_desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
         try:
-            blobs = self._blob_dir(layout)
-            for desc, content in (
-                (EMPTY_DESCRIPTOR, EMPTY_CONFIG),
-                (layer, data),
-                (manifest_desc, manifest),
-            ):
-                if not _has_blob(blobs, desc):
-                    _write(blobs / desc.digest.hex, content)
-            fsync_dir(blobs)
-            entry = tagged_entry(manifest_desc, tag, artifact_type=artifact_type)
-            with self._index_lock(layout, name) as index:
-                self._write_index(layout, retag(index.entries, entry))
+            with self._writing(layout) as blobs:
+                for desc, content in (
+                    (EMPTY_DESCRIPTOR, EMPTY_CONFIG),
+                    (layer, data),
+                    (manifest_desc, manifest),
+                ):
+                    if not _has_blob(blobs, desc):
+                        _write(blobs / desc.digest.hex, content)
+                fsync_dir(blobs)
+                entry = tagged_entry(manifest_desc, tag, artifact_type=artifact_type)
+                with self._index_lock(layout, name) as index:
+                    self._write_index(layout, retag(index.entries, entry))
         except OSError as e:
             message = f"cannot store {name}:{tag} in {self.location}: {e}"
             raise disk_or(RegistryError, message, e) from e
         return manifest_desc.digest
+
+    def collect_garbage(self, *, dry_run: bool = False) -> list[Garbage]:
+        """Remove the blobs no manifest of any model references (a channel's replaced
+        documents, what a killed publish left); returns what was (or, ``dry_run``, would
+        be) removed.
+
+        Each model's layout is swept holding its write lock exclusively: a publish holds
+        it shared from its first blob to its tag, so a blob being published is never
+        taken for garbage, and a publish waits while its layout is swept.
+
+        Raises:
+            RegistryError: a layout cannot be read, or a manifest it tags is missing or
+                unreadable (nothing of that model is removed: the registry needs repair).
+        """
+        found: list[Garbage] = []
+        for name in sorted(self._layouts.list_names()):
+            layout = self._layout(name)
+            try:
+                with self._writing(layout, exclusive=True) as blobs:
+                    found.extend(self._sweep(name, blobs, dry_run=dry_run))
+            except OSError as e:
+                raise RegistryError(f"cannot clean {name} in {self.location}: {e}") from e
+        return found
+
+    def _sweep(self, name: str, blobs: Path, *, dry_run: bool) -> list[Garbage]:
+        """Remove the unreferenced blobs of one layout (its write lock held exclusively)."""
+        index = self._layouts.index(name) or EMPTY_INDEX
+        needed = self._referenced(
+            name, [parse_descriptor(dict(e), where=INDEX) for e in index.entries]
+        )
+        found = []
+        with os.scandir(blobs) as entries:
+            for entry in entries:
+                stale = entry.name.startswith(".") and entry.name.endswith(".tmp")
+                if entry.name in needed or not (stale or _HEX.fullmatch(entry.name)):
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                found.append(Garbage(name, entry.name, info.st_size))
+                if not dry_run:
+                    os.unlink(entry.path)
+        if found and not dry_run:
+            fsync_dir(blobs)
+        return found
+
+    def _referenced(self, name: str, roots: list[Descriptor]) -> set[str]:
+        """The hex digests of ``roots`` and of every blob their manifests and indexes name."""
+        needed: set[str] = set()
+        pending = list(roots)
+        while pending:
+            desc = pending.pop()
+            if desc.digest.hex in needed:
+                continue
+            needed.add(desc.digest.hex)
+            if desc.media_type in _MANIFEST_TYPES:
+                pending.extend(self._children(name, desc))
+        return needed
+
+    def _children(self, name: str, desc: Descriptor) -> list[Descriptor]:
+        """The descriptors an OCI manifest or index names (config, layers, subject,
+        manifests), read with its size and digest checked."""
+        where = f"manifest {desc.digest} of {name} in {self.location}"
+        if desc.size > MAX_OCI_MANIFEST_BYTES:
+            raise RegistryError(f"{where} is larger than {MAX_OCI_MANIFEST_BYTES} bytes")
+        sink = io.BytesIO()
+        self._layouts.read_blob_into(name, desc, sink)
+        data = sink.getvalue()
+        if len(data) != desc.size or Digest.of(data) != desc.digest:
+            raise RegistryError(f"{where} does not match its digest; nothing was removed")
+        doc = loads_object(data, what=where, error=RegistryError)
+        children: list[object] = [doc.get("config"), doc.get("subject")]
+        for key in ("layers", "manifests", "blobs"):
+            value = doc.get(key)
+            if isinstance(value, list):
+                children.extend(value)
+        return [parse_descriptor(c, where=where) for c in children if c is not None]
+
+    @contextlib.contextmanager
+    def _writing(self, layout: Path, *, exclusive: bool = False) -> Iterator[Path]:
+        """Hold the layout's write lock (shared: publishing; exclusive: collecting
+        garbage) and yield its blob directory."""
+        blobs = self._blob_dir(layout)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        lock = os.open(layout / WRITE_LOCK, flags, FILE_MODE)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield blobs
+        finally:
+            os.close(lock)
 
     def _layout(self, name: str) -> Path:
         check_name(name)

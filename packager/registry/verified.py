@@ -9,12 +9,16 @@ cap and its digest checked.
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from packager._io.hashing import digest_file
 from packager.core import signature
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, Channel, Seen, channel_tag
@@ -127,10 +131,17 @@ def fetch_verified(
     say: Progress | None = None,
     expected_manifest: Digest | None = None,
     reuse: Path | None = None,
+    local: Mapping[Digest, Path] | None = None,
 ) -> Fetched:
     """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
     empty directory ``dest``, verifying as it goes: the files written are exactly the
     bytes verified against ``artifact``'s descriptors.
+
+    ``local`` maps digests to files this machine already holds (an instance's installed
+    files): a file with one of those digests is hard-linked (else copied) from there and
+    hashed again where it lands instead of being fetched; one that no longer matches is
+    fetched after all. Only the files' bytes come from there: the signature and manifest
+    are always the registry's.
 
     Nothing is trusted before the signature over it is checked: the signature first
     (size-capped), then manifest.json against its signed digest, then the file set,
@@ -191,6 +202,7 @@ def fetch_verified(
         say,
         shards=statement.shards,
         reuse=reuse,
+        local=local or {},
     )
     (dest / MANIFEST).write_bytes(manifest_bytes)
     if sig is not None:
@@ -216,10 +228,13 @@ def _fetch_files(
     *,
     shards: Mapping[str, Sequence[Shard]],
     reuse: Path | None = None,
+    local: Mapping[Digest, Path],
 ) -> None:
-    """Fetch ``files`` (path -> descriptor) into ``dest``, several at once; a file signed
-    by several ``shards`` is fetched and checked shard by shard where the registry can,
-    its shards found in ``reuse`` (a directory) at the same path copied from there.
+    """Fetch ``files`` (path -> descriptor) into ``dest``, several at once: each from
+    ``local`` when it holds the digest (see :func:`fetch_verified`), else from the
+    registry; a file signed by several ``shards`` is fetched and checked shard by shard
+    where the registry can, its shards found in ``reuse`` (a directory) at the same path
+    copied from there.
 
     Each file is fetched (size-capped, digest-checked) by the registry on a thread of its
     own, PARALLEL_FETCHES at a time, so that the transfers, copies and hashing of several
@@ -236,10 +251,12 @@ def _fetch_files(
     )
     futures = {
         pool.submit(
-            registry.fetch_blob,
+            _fetch_one,
+            registry,
             name,
             desc,
             dest / path,
+            local.get(desc.digest),
             shards.get(path, ()),
             None if reuse is None else reuse / path,
         ): path
@@ -255,7 +272,8 @@ def _fetch_files(
                 assert error is not None
                 raise error
             path = futures[future]
-            say(f"fetched {path} ({files[path].size} bytes, sha256 ok)")
+            how = "reused" if future.result() else "fetched"
+            say(f"{how} {path} ({files[path].size} bytes, sha256 ok)")
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         for future, path in futures.items():
@@ -265,3 +283,44 @@ def _fetch_files(
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def _fetch_one(
+    registry: RegistryReader,
+    name: str,
+    desc: Descriptor,
+    dest: Path,
+    held: Path | None,
+    shards: Sequence[Shard],
+    reuse: Path | None,
+) -> bool:
+    """Put the blob ``desc`` into the new file ``dest``: from ``held`` when it still has
+    those bytes (True), else from the registry (False), by ``shards`` where it was signed
+    so, those that ``reuse`` holds copied from there.
+
+    Raises:
+        TamperedError, RegistryError: as :meth:`RegistryReader.fetch_blob`.
+    """
+    if held is not None and _reuse(held, desc, dest):
+        return True
+    registry.fetch_blob(name, desc, dest, shards, reuse)
+    return False
+
+
+def _reuse(held: Path, desc: Descriptor, dest: Path) -> bool:
+    """Hard-link (else copy) ``held`` to ``dest`` and hash what ``dest`` then holds: True
+    when it is exactly ``desc``'s bytes; otherwise ``dest`` is removed."""
+    try:
+        try:
+            os.link(held, dest, follow_symlinks=False)
+        except OSError:
+            # Another filesystem, or links not allowed: a copy (not a link to a link).
+            if not stat.S_ISREG(os.lstat(held).st_mode):
+                return False
+            shutil.copyfile(held, dest, follow_symlinks=False)
+        if stat.S_ISREG(os.lstat(dest).st_mode) and digest_file(dest) == (desc.digest, desc.size):
+            return True
+    except OSError:
+        pass
+    dest.unlink(missing_ok=True)
+    return False

@@ -693,3 +693,34 @@ def test_a_listing_that_links_on_forever_is_refused(
             registry.versions("iris")
     assert caught.value.exit_code == 4
     assert server.pages == pages
+
+
+def test_an_upgrade_asks_the_registry_only_for_files_the_instance_lacks(
+    registry_host: str, namespace: str, bundles: dict[str, Path], keypair: KeyPair, home: Path
+) -> None:
+    trusted = Trusted(adhoc_policy([keypair.public]))
+    remote = registry_at(registry_host, namespace)
+    for version in ("1.0.0", "1.1.0"):
+        publish_bundle(bundles[version], registry=remote, mode=trusted)
+    store = Store(home)
+    with Proxy(registry_host).running() as proxy:
+        registry = registry_at(proxy.host, namespace)
+        install("iris@1.0.0", registry=registry, store=store, now=datetime.now(UTC),
+                options=InstallOptions(verify=trusted))  # fmt: skip
+        proxy.seen.clear()
+        install("iris@1.1.0", registry=registry, store=store, now=datetime.now(UTC),
+                options=InstallOptions(verify=trusted))  # fmt: skip
+    old, new = (
+        {
+            f.path: f.digest
+            for f in parse_manifest((bundles[v] / "manifest.json").read_bytes()).files
+        }
+        for v in ("1.0.0", "1.1.0")
+    )
+    assert old["model.onnx"] == new["model.onnx"]
+    blobs = {path.rsplit("/", 1)[1] for m, path, _ in proxy.seen if "/blobs/" in path}
+    assert str(new["model.onnx"]) not in blobs
+    for path, digest in new.items():
+        assert (str(digest) in blobs) == (old.get(path) != digest)
+    installed = store.installed_dir("iris", "1.1.0") / "model.onnx"
+    assert Digest.of(installed.read_bytes()) == new["model.onnx"]

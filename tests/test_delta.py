@@ -1,0 +1,181 @@
+"""Delta upgrades: an install takes the files the instance already holds (same sha256, any
+installed version) from disk instead of the registry, hashing them again where they land;
+`export --base` carries only what the base lacks, and installs offline (`unshare -n`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from packager.cli import main
+from packager.core.digests import Digest
+from packager.core.manifest import MANIFEST, parse_manifest
+from packager.core.policy import Trusted, Unverified, adhoc_policy
+from packager.distribution.publish import publish_bundle
+from packager.instance.install import InstallOptions, install
+from packager.instance.status import status
+from packager.instance.store import Store
+from packager.registry import LayoutRegistry
+from packager.registry.archive import ArchiveStore
+from packager.registry.options import RegistryOptions
+
+from .conftest import KeyPair
+from .registry.servers import serve
+from .registry.test_http_mirror import FAST, Site, StaticMirrorRegistry, _StaticHandler
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+PACKAGER = str(Path(sys.executable).parent / "packager")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def files_of(bundle: Path) -> dict[str, Digest]:
+    return {f.path: f.digest for f in parse_manifest((bundle / MANIFEST).read_bytes()).files}
+
+
+@pytest.fixture
+def registry(tmp_path: Path, bundles: dict[str, Path]) -> LayoutRegistry:
+    registry = LayoutRegistry(tmp_path / "registry")
+    for bundle in bundles.values():
+        publish_bundle(bundle, registry=registry, mode=Unverified("publish without --key"))
+    return registry
+
+
+def test_unchanged_files_are_not_fetched_from_a_static_mirror(
+    tmp_path: Path, registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    old, new = files_of(bundles["1.0.0"]), files_of(bundles["1.1.0"])
+    same = {path for path in new if old.get(path) == new[path]}
+    assert "model.onnx" in same  # one pipeline, two versions
+    site = Site(tmp_path)
+    store, said = Store(tmp_path / "home"), []
+    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])), progress=said.append)
+    with serve(_StaticHandler, site) as port:
+        site.port = port
+        mirror = StaticMirrorRegistry(site.url, options=RegistryOptions(retry=FAST))
+        install("iris@1.0.0", registry=mirror, store=store, now=T0, options=options)
+        fetched_before = {p for p, _ in site.requests}
+        said.clear()
+        install("iris@1.1.0", registry=mirror, store=store, now=T0, options=options)
+    blobs = {p.rsplit("/", 1)[1] for p, _ in site.requests if "/blobs/" in p} - {
+        p.rsplit("/", 1)[1] for p in fetched_before
+    }
+    # Only the new version's OCI manifest, manifest.json and model.sig travelled.
+    artifact = registry.resolve("iris", "1.1.0")
+    assert blobs == {
+        artifact.manifest_digest.hex,
+        artifact.files[MANIFEST].digest.hex,
+        artifact.files["model.sig"].digest.hex,
+        *(digest.hex for path, digest in new.items() if path not in same),
+    }
+    for path in same:
+        size = (bundles["1.1.0"] / path).stat().st_size
+        assert f"reused {path} ({size} bytes, sha256 ok)" in said
+    # Hard-linked from the installed copy, and exactly the signed bytes.
+    for path in same:
+        a, b = (store.installed_dir("iris", v) / path for v in ("1.0.0", "1.1.0"))
+        assert os.stat(a).st_ino == os.stat(b).st_ino
+        assert Digest.of(b.read_bytes()) == new[path]
+    # `status` counts a linked file once.
+    sizes = {v: {p.name: p.stat().st_size for p in bundles[v].iterdir()} for v in bundles}
+    expected = sum(sizes["1.0.0"].values()) + sum(
+        size for path, size in sizes["1.1.0"].items() if path not in same
+    )
+    (model,) = status(store, now=T0).models
+    assert model.disk_bytes == expected
+
+
+def test_a_damaged_installed_file_is_fetched_instead(
+    tmp_path: Path, registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    store, said = Store(tmp_path / "home"), []
+    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])), progress=said.append)
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=options)
+    damaged = store.installed_dir("iris", "1.0.0") / "model.onnx"
+    damaged.chmod(stat.S_IWUSR | stat.S_IRUSR)
+    with open(damaged, "r+b") as f:
+        f.write(b"X")
+    said.clear()
+    install("iris@1.1.0", registry=registry, store=store, now=T0, options=options)
+    assert "fetched model.onnx" in " ".join(said)
+    installed = store.installed_dir("iris", "1.1.0") / "model.onnx"
+    assert installed.read_bytes() == (bundles["1.1.0"] / "model.onnx").read_bytes()
+    assert os.stat(installed).st_ino != os.stat(damaged).st_ino
+
+
+def offline(*command: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run packager with no network: `unshare -n` (a namespace with loopback only)."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-n", "true"]).returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("unshare -n is needed in CI (util-linux, run as root)")
+        pytest.skip("unshare -n is not available here")
+    env = {**os.environ, "PACKAGER_HOME": str(home)}
+    return subprocess.run(
+        [unshare, "-n", PACKAGER, *map(str, command)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_delta_export_installs_offline_only_where_the_base_is(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+) -> None:
+    reg = registry.root
+    full, delta = tmp_path / "full.tar", tmp_path / "delta.tar"
+    code, _, err = cli(capsys, "export", "iris@1.0.0", "--registry", reg, "-o", full)
+    assert code == 0, err
+    code, _, err = cli(
+        capsys, "export", "iris@1.1.0", "--base", "iris@1.0.0", "--registry", reg, "-o", delta
+    )
+    assert code == 0, err
+    held = set(ArchiveStore(delta).contents.blobs)
+    old, new = files_of(bundles["1.0.0"]), files_of(bundles["1.1.0"])
+    changed = {d.hex for path, d in new.items() if old.get(path) != d}
+    artifact = registry.resolve("iris", "1.1.0")
+    # The new version's OCI manifest, config, manifest.json, model.sig and changed files.
+    assert held == {
+        artifact.manifest_digest.hex,
+        artifact.config.digest.hex,
+        artifact.files[MANIFEST].digest.hex,
+        artifact.files["model.sig"].digest.hex,
+        *changed,
+    }
+    assert new["model.onnx"].hex not in held
+
+    with_base, without = tmp_path / "with-base", tmp_path / "without"
+    result = offline("install", full, "--key", keypair.pub_path, home=with_base)
+    assert result.returncode == 0, result.stderr
+    result = offline("install", delta, "--key", keypair.pub_path, home=with_base)
+    assert result.returncode == 0, result.stderr
+    assert "reused model.onnx" in result.stderr
+    result = offline("list", "--json", home=with_base)
+    assert '"version": "1.1.0"' in result.stdout
+
+    result = offline("install", delta, "--key", keypair.pub_path, home=without)
+    assert result.returncode == 4, result.stderr
+    (line,) = result.stderr.splitlines()[-1:]
+    assert "is a delta against iris@1.0.0" in line and "install iris@1.0.0 first" in line
+    assert not (without / "models" / "iris").exists()
+
+    code, _, err = cli(
+        capsys, "export", "iris@1.1.0", "--base", "other@1.0.0", "--registry", reg, "-o", delta
+    )
+    assert code == 2 and "same model" in err

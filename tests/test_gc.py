@@ -1,0 +1,173 @@
+"""``packager gc``: a registry directory loses only the blobs no manifest references, even
+while another process publishes and promotes into it; skopeo reads every version after."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from packager.cli import main
+from packager.core.policy import Trusted, adhoc_policy
+from packager.distribution.promote import promote
+from packager.distribution.publish import publish_bundle
+from packager.errors import RegistryError
+from packager.registry import LayoutRegistry
+from packager.registry.verified import fetch_verified, read_channel
+
+from .conftest import KeyPair
+
+VERSIONS = ("1.0.0", "1.1.0", "2.0.0")
+RACING_PUBLISHER = """
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from packager._io.keys import load_private_key
+from packager.core.policy import Unverified
+from packager.distribution.promote import promote
+from packager.distribution.publish import publish_bundle
+from packager.registry import LayoutRegistry
+
+registry = LayoutRegistry(Path(sys.argv[1]))
+key = load_private_key(Path(sys.argv[2]), password=lambda: b"test-password")
+versions = sys.argv[4:]
+for i in range(int(sys.argv[3])):
+    if i < len(versions):
+        publish_bundle(Path(versions[i]), registry=registry, mode=Unverified("test"))
+    published = versions[: i + 1]
+    version = Path(published[i % len(published)]).name.split("-", 1)[1]
+    promote(f"iris@{version}", channel="stable", registry=registry, private_key=key,
+            now=datetime.now(UTC) + timedelta(seconds=i))
+"""
+
+
+def blobs(registry: LayoutRegistry) -> set[str]:
+    return {p.name for p in (registry.root / "iris" / "blobs" / "sha256").iterdir()}
+
+
+def skopeo(*args: str) -> None:
+    path = shutil.which("skopeo")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("skopeo is required in CI for the gc tests: apt-get install skopeo")
+        pytest.skip("skopeo is not installed: apt-get install skopeo")
+    subprocess.run([path, "--insecure-policy", *args], check=True, capture_output=True)
+
+
+def check_whole(registry: LayoutRegistry, keypair: KeyPair, tmp_path: Path) -> None:
+    """Every version verifies and skopeo copies it (checking every digest); the channel
+    document verifies."""
+    mode = Trusted(adhoc_policy([keypair.public]))
+    for version in VERSIONS:
+        dest = tmp_path / f"fetched-{version}"
+        dest.mkdir()
+        fetch_verified(registry, registry.resolve("iris", version), mode=mode, dest=dest)
+        skopeo("copy", f"oci:{registry.root / 'iris'}:{version}", f"dir:{tmp_path / version}")
+    read_channel(registry, "iris", "stable", mode=mode, now=datetime.now(UTC), last_seen=None)
+
+
+def test_gc_removes_only_unreferenced_blobs(
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    for bundle in bundles.values():
+        publish_bundle(bundle, registry=registry, mode=Trusted(adhoc_policy([keypair.public])))
+    promote(
+        "iris@1.1.0", channel="stable", registry=registry, private_key=keypair.private,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    needed = blobs(registry)
+    promote(
+        "iris@2.0.0", channel="stable", registry=registry, private_key=keypair.private,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    # A killed publish left a blob and a temporary file; the first channel document is replaced.
+    sha = registry.root / "iris" / "blobs" / "sha256"
+    (sha / ("ab" * 32)).write_bytes(b"left behind")
+    (sha / f".{'cd' * 32}.x1y2.tmp").write_bytes(b"half")
+    replaced = blobs(registry) - needed - {"ab" * 32, f".{'cd' * 32}.x1y2.tmp"}
+    # The old document's manifest and its payload layer; the empty config is shared.
+    assert len(replaced) == 2
+    before = blobs(registry)
+
+    code = main(["gc", "--registry", str(registry.root), "--dry-run", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = json.loads(captured.out)
+    assert blobs(registry) == before
+    would = {r["file"] for r in out["removed"]}
+    assert out["dryRun"] and len(would) == 4 and "ab" * 32 in would
+
+    code = main(["gc", "--registry", str(registry.root), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = json.loads(captured.out)
+    assert {r["file"] for r in out["removed"]} == would
+    assert blobs(registry) == before - would
+    check_whole(registry, keypair, tmp_path)
+    # The old channel document's blobs were the garbage, not the new one's.
+    assert len(would & replaced) == 2 - len(replaced & blobs(registry))
+
+    assert main(["gc", "--registry", str(registry.root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == []
+
+
+def test_gc_refuses_a_damaged_layout_and_removes_nothing(
+    tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    trusted = Trusted(adhoc_policy([keypair.public]))
+    publish_bundle(bundles["1.0.0"], registry=registry, mode=trusted)
+    manifest = registry.resolve("iris", "1.0.0").manifest_digest
+    sha = registry.root / "iris" / "blobs" / "sha256"
+    (sha / ("ab" * 32)).write_bytes(b"left behind")
+    (sha / manifest.hex).unlink()
+    before = blobs(registry)
+    with pytest.raises(RegistryError, match="missing"):
+        registry.collect_garbage()
+    assert blobs(registry) == before
+
+
+def test_gc_racing_a_publisher_never_loses_a_blob(
+    tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    rounds = 24
+    publisher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            RACING_PUBLISHER,
+            str(registry.root),
+            str(keypair.key_path),
+            str(rounds),
+            *(str(bundles[v]) for v in VERSIONS),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    removed = 0
+    sweeps = 0
+    while publisher.poll() is None:
+        if (registry.root / "iris").is_dir():
+            removed += len(registry.collect_garbage())
+            sweeps += 1
+    assert publisher.returncode == 0, publisher.stderr.read() if publisher.stderr else ""
+    removed += len(registry.collect_garbage())
+    # Each promotion after the first replaced a document: its manifest and payload went.
+    assert sweeps > 1
+    assert removed == 2 * (rounds - 1)
+    check_whole(registry, keypair, tmp_path)
+
+
+def test_gc_needs_a_registry_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gc", "--registry", str(tmp_path / "x.tar")]) == 2
+    assert "registry directory" in capsys.readouterr().err
