@@ -209,7 +209,6 @@ def promote(
     metavar="DURATION",
     help="How long the approval counts (e.g. 90d, 2w); default: until revoked.",
 )
-@cert_chain_option
 @registry_option
 @remote_options
 @json_option
@@ -221,7 +220,6 @@ def approve(
     key_path: Path,
     note: str,
     expires: str | None,
-    cert_chain: Path | None,
     registry_ref: str | None,
     as_json: bool,
 ) -> None:
@@ -230,19 +228,12 @@ def approve(
     Instances whose trust policy requires approvals for the model install it only once
     every required role has approved it with a key holding that role.
     """
-    from packager._io.keys import (
-        load_certificate_chain,
-        load_private_key,
-        password_from_environment,
-    )
+    from packager._io.keys import load_private_key, password_from_environment
     from packager.core.channel import parse_duration
     from packager.distribution.approve import approve as do_approve
 
     expires_in = None if expires is None else parse_duration(expires)
     private_key = load_private_key(key_path, password=password_from_environment)
-    chain = (
-        () if cert_chain is None else load_certificate_chain(cert_chain, private_key=private_key)
-    )
     approved = do_approve(
         ref,
         role=role,
@@ -251,7 +242,6 @@ def approve(
         now=now(),
         expires_in=expires_in,
         note=note,
-        certificate_chain=chain,
         progress=ctx.say,
     )
     render.show(ctx, render.APPROVED, approved, as_json=as_json)

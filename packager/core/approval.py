@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -98,22 +98,17 @@ class Revocation:
         )
 
 
-def sign_approval(
-    approval: Approval,
-    *,
-    private_key: ec.EllipticCurvePrivateKey,
-    certificate_chain: Sequence[bytes] = (),
-) -> bytes:
-    """The signed approval document's bytes."""
+def sign_approval(approval: Approval, *, private_key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The signed approval document's bytes (the key named by its hint: reviewers are
+    trusted by key, in roles, not through CAs).
+
+    Raises:
+        UsageError: a malformed role or a note over :data:`MAX_NOTE_CHARS`.
+    """
     check_role(approval.role)
     if len(approval.note) > MAX_NOTE_CHARS:
         raise UsageError(f"the note is longer than {MAX_NOTE_CHARS} characters")
-    return sign_envelope(
-        PAYLOAD_TYPE,
-        approval.payload(),
-        private_key=private_key,
-        certificate_chain=certificate_chain,
-    )
+    return sign_envelope(PAYLOAD_TYPE, approval.payload(), private_key=private_key)
 
 
 def sign_revocation(revocation: Revocation, *, private_key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -45,6 +45,9 @@ def _parse(text: str) -> Any:
         parsed = licensing.parse(text, validate=False, strict=True)
     except (ExpressionError, ExpressionParseError) as e:
         raise ValueError(str(e)) from None
+    except Exception:
+        # IndexError or AssertionError ("( )", "( AND x OR )"); the text is untrusted.
+        raise ValueError("it is not a well-formed expression") from None
     if parsed is None:
         raise ValueError("it is empty")
     unknown = [

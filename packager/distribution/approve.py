@@ -9,7 +9,7 @@ the model count it at install (:func:`packager.core.verify.evaluate_approvals`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -67,7 +67,6 @@ def approve(
     now: datetime,
     expires_in: timedelta | None = None,
     note: str = "",
-    certificate_chain: Sequence[bytes] = (),
     progress: Progress | None = None,
 ) -> Approved:
     """Sign an approval of ``ref`` (NAME@VERSION) in ``role`` and attach it to the version.
@@ -96,7 +95,7 @@ def approve(
         None if expires_in is None else issued + expires_in,
         note,
     )
-    data = sign_approval(approval, private_key=private_key, certificate_chain=certificate_chain)
+    data = sign_approval(approval, private_key=private_key)
     attached = put_attachment(registry, artifact, APPROVAL_KIND, data)
     hint = key_hint(private_key.public_key())
     say(f"{name}@{version} approved as {role} by key {hint[:16]} in {registry.location}")

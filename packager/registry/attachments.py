@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from packager.core.digests import Digest
-from packager.errors import NotFoundError, UsageError
+from packager.errors import NotFoundError, TamperedError, UsageError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Artifact, Descriptor, Registry, RegistryReader
 
@@ -28,6 +28,9 @@ _TAG_RE = re.compile(r"sha256-([0-9a-f]{64})\.([a-z][a-z0-9-]{0,15})\.([0-9a-f]{
 # Signed documents are a few kilobytes; the cap keeps a hostile registry from making a
 # reader buffer more.
 MAX_ATTACHMENT_BYTES = 1 << 20
+# Documents of one kind read for one version: each is verified against every trusted key,
+# so a registry listing thousands must not make an install verify thousands.
+MAX_ATTACHMENTS_PER_KIND = 64
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,19 @@ def read_attachments(
     registry: RegistryReader, artifact: Artifact, kind: str, *, max_size: int
 ) -> list[bytes]:
     """The bytes of every document of ``kind`` attached to the version (each capped at
-    ``max_size``); see :func:`get_attachment`."""
-    return [
-        get_attachment(registry, artifact.name, found, max_size=max_size)
-        for found in list_attachments(registry, artifact, kind)
-    ]
+    ``max_size``); see :func:`get_attachment`.
+
+    Raises:
+        TamperedError: more than :data:`MAX_ATTACHMENTS_PER_KIND` of them, or as
+            :func:`get_attachment`.
+    """
+    found = list_attachments(registry, artifact, kind)
+    if len(found) > MAX_ATTACHMENTS_PER_KIND:
+        raise TamperedError(
+            f"{registry.location} lists {len(found)} {kind} documents for {artifact.ref}, more "
+            f"than the {MAX_ATTACHMENTS_PER_KIND} packager reads"
+        )
+    return [get_attachment(registry, artifact.name, f, max_size=max_size) for f in found]
 
 
 def copy_attachments(

@@ -4,11 +4,14 @@ spacing, WITH exceptions, look-alike LicenseRefs, a missing licence)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from packager.core.digests import Digest
 from packager.core.manifest import Manifest, ProvenanceRecord, TrainingData
@@ -150,3 +153,17 @@ training-data = true
         parse_policy('[[licenses]]\nmodels = "x"\nallow = ["MIT OR BSD-3-Clause"]', source="t")
     with pytest.raises(UsageError, match="needs models"):
         parse_policy('[[licenses]]\nmodels = "x"\nallow = "MIT"', source="t")
+
+
+TOKENS = ["MIT", "OR", "AND", "WITH", "(", ")", "LicenseRef-x", "Apache-2.0", "LLVM-exception",
+          "+", "-", "mit", "or", "with", "\u202e", "\n"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=10), st.text(max_size=20))
+def test_any_text_is_judged_or_refused_with_our_errors(tokens: list[str], noise: str) -> None:
+    for text in (" ".join(tokens), "".join(tokens), noise):
+        with contextlib.suppress(TamperedError):
+            allowed_by(text, ALLOW)
+        with contextlib.suppress(UsageError):
+            check_expression(text)

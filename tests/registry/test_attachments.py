@@ -18,6 +18,7 @@ from packager.errors import TamperedError, UsageError
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.attachments import (
+    MAX_ATTACHMENTS_PER_KIND,
     Attachment,
     attachment_tag,
     get_attachment,
@@ -192,3 +193,13 @@ def test_a_static_mirror_serves_attachments(layout: LayoutRegistry, tmp_path: Pa
         assert sorted(read_attachments(static, artifact, "approval", max_size=4096)) == sorted(
             [APPROVAL_1, APPROVAL_2]
         )
+
+
+def test_a_registry_listing_too_many_documents_of_a_kind_is_refused(
+    layout: LayoutRegistry,
+) -> None:
+    artifact = layout.resolve("iris", "1.0.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
+        put_attachment(layout, artifact, "approval", b'{"n": %d}' % i)
+    with pytest.raises(TamperedError, match="more than the 64"):
+        read_attachments(layout, artifact, "approval", max_size=4096)

@@ -219,7 +219,8 @@ def test_chunked_upload(
     sizes = [p.stat().st_size for p in bundles["1.0.0"].iterdir()]
     assert proxy.count("PATCH") == sum(-(-s // 1024) for s in sizes if s > 1024) > 2
     ranges = [h["Content-Range"] for m, _, h in proxy.seen if m == "PATCH"]
-    assert ranges[:2] == ["0-1023", "1024-2047"]
+    # Each blob is sent in 1 KiB chunks from its start (the smaller files end early).
+    assert ranges[0] == "0-1023" and "1024-2047" in ranges
     code, _, err = cli(
         capsys,
         "install",
