@@ -203,6 +203,10 @@ class Model:
             self._direct = (inputs[0].name, np.dtype(inputs[0].dtype))
         # Unknown (a bundle that does not say) is refused like False.
         self._refuse_missing = manifest.model.accepts_missing is not True
+        # Whether an array for the direct input is looked at for NaN.
+        self._direct_nan = (
+            self._refuse_missing and self._direct is not None and self._direct[1].kind == "f"
+        )
         self._flat = _flat_output(manifest)
 
     @classmethod
@@ -254,7 +258,7 @@ class Model:
                 the model does not take.
             IncompatibleModelError: onnxruntime failed.
         """
-        results = self.run(self.feeds(inputs))
+        results = self.run(self._direct_feeds(inputs) or self.feeds(inputs))
         if self._flat is None:
             return results
         output, name = self._flat
@@ -272,9 +276,7 @@ class Model:
             )
         except Exception as e:  # onnxruntime's own exception types are not importable stably
             raise IncompatibleModelError(f"onnxruntime failed to run the model: {e}") from e
-        return {
-            name: np.asarray(value) for name, value in zip(self._output_names, results, strict=True)
-        }
+        return dict(zip(self._output_names, map(np.asarray, results), strict=True))
 
     def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
         """Turn any accepted input form into onnxruntime feeds (see :meth:`predict`).
@@ -282,21 +284,28 @@ class Model:
         Raises:
             UsageError: as :meth:`predict`.
         """
-        direct = self._direct
-        if (
-            direct is not None
-            and type(inputs) is np.ndarray
-            and inputs.ndim == 2
-            and inputs.dtype == direct[1]
-        ):
-            # The hot path: one row or batch for the model's one numeric input.
-            feeds = {direct[0]: inputs}
-            if self._refuse_missing and inputs.dtype.kind == "f" and has_nan(inputs):
-                refuse_missing(feeds)
+        feeds = self._direct_feeds(inputs)
+        if feeds is not None:
             return feeds
         feeds, table = self._feeds(inputs)
         if self._refuse_missing:
             refuse_missing(feeds, table.columns if table is not None and table.named else None)
+        return feeds
+
+    def _direct_feeds(self, inputs: Any) -> dict[str, np.ndarray] | None:
+        """The hot path: feeds for a 2-D array of the dtype of the model's one numeric
+        input, which goes to onnxruntime unconverted; None for any other input."""
+        direct = self._direct
+        if (
+            direct is None
+            or type(inputs) is not np.ndarray
+            or inputs.ndim != 2
+            or inputs.dtype != direct[1]
+        ):
+            return None
+        feeds = {direct[0]: inputs}
+        if self._direct_nan and has_nan(inputs):
+            refuse_missing(feeds)
         return feeds
 
     def _feeds(self, inputs: Any) -> tuple[dict[str, np.ndarray], Table | None]:
