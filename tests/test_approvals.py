@@ -58,14 +58,19 @@ def trust_file(home: Path, keypair: KeyPair, reviewers: dict[str, KeyPair]) -> P
 
 
 def do_install(
-    registry: LayoutRegistry | ArchiveRegistry, home: Path, trust_file: Path, *, now: datetime = T0
+    registry: LayoutRegistry | ArchiveRegistry,
+    home: Path,
+    trust_file: Path,
+    *,
+    now: datetime = T0,
+    force: bool = False,
 ) -> str:
     return install(
         "iris@1.0.0",
         registry=registry,
         store=Store(home),
         now=now,
-        options=InstallOptions(verify=Trusted(read_policy(trust_file))),
+        options=InstallOptions(verify=Trusted(read_policy(trust_file)), force=force),
     ).version
 
 
@@ -161,13 +166,14 @@ def test_expired_and_revoked_approvals_do_not_count(
             role="legal",
         )
 
-    # Within bob's expiry it installs; once the instance revokes bob's key it no longer would.
+    # Within bob's expiry it installs; once the instance revokes bob's key it no longer
+    # would (installed again with force: the version current already is a no-op).
     assert do_install(registry, home, trust_file) == "1.0.0"
     revoke_key(trust_file, "bob")
     with pytest.raises(
         UntrustedError, match="legal approval by key bob was made with a revoked key"
     ):
-        do_install(registry, home, trust_file)
+        do_install(registry, home, trust_file, force=True)
 
 
 def test_the_builder_key_cannot_approve_its_own_bundle(
