@@ -374,5 +374,6 @@ def test_review_before_release_through_the_cli(
         capsys, "revoke-approval", "iris@1.0.0", "--key", bob.key_path, "--registry", reg
     )
     assert code == 0
-    code, _, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg)
+    # Installed again (--force: the current version is otherwise a no-op): refused.
+    code, _, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg, "--force")
     assert code == 3 and "revoked by its signer" in err
