@@ -180,7 +180,8 @@ def test_cli_on_a_model_file_a_bundle_and_an_installed_model(
 
     assert main(["benchmark", "iris", "--data", str(data), "--target", "colour"]) == 2
     assert "no column 'colour'" in capsys.readouterr().err
-    assert main(["benchmark", "nosuchmodel", "--data", str(data)]) == 4
+    # Not installed here (and no such file): a usage error, as for predict.
+    assert main(["benchmark", "nosuchmodel", "--data", str(data)]) == 2
 
 
 def test_chart_needs_the_plot_extra(
