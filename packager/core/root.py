@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
@@ -285,7 +285,9 @@ def delegated_policy(policy: TrustPolicy, doc: Delegations) -> TrustPolicy:
         Rule(d.models, tuple(names[hint] for hint in d.keys)) for d in doc.delegations
     )
     source = f"{policy.source} and delegations v{doc.version}"
-    return TrustPolicy(keys, rules, policy.minimum, source)
+    # Everything else the instance's policy says (CAs, revocations, approvals required,
+    # licence rules, minimums) stands as it is: delegations only add signing keys.
+    return replace(policy, keys=keys, rules=rules, source=source)
 
 
 def claimed_delegations_version(data: bytes) -> int:

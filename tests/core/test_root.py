@@ -14,7 +14,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import generate_private_key
 from packager.core import signature
-from packager.core.policy import Trusted, TrustPolicy, adhoc_policy, parse_policy, render_policy
+from packager.core.policy import (
+    ApprovalRule,
+    LicenseRule,
+    Trusted,
+    TrustPolicy,
+    adhoc_policy,
+    parse_policy,
+    render_policy,
+)
 from packager.core.root import (
     DELEGATIONS_PAYLOAD_TYPE,
     ROOT_PAYLOAD_TYPE,
@@ -219,6 +227,23 @@ def test_delegated_policy_adds_keys_and_local_revocations_win() -> None:
     combined = delegated_policy(revoked, doc)
     with pytest.raises(UntrustedError, match="every key its rules name is revoked"):
         combined.keys_for("iris-classifier")
+
+
+def test_delegations_keep_the_instance_rules_for_approvals_licences_and_minimums() -> None:
+    """Delegations add signing keys; what else the instance requires still holds."""
+    base = TrustPolicy(
+        {},
+        (),
+        {"iris-classifier": "2.0.0"},
+        "trust.toml",
+        approvals=(ApprovalRule("security-*", {"security-review": 1, "legal": 1}),),
+        licenses=(LicenseRule("*", ("MIT",)),),
+    )
+    policy = delegated_policy(base, make_delegations(signers=(SIGNER,)))
+    assert policy.required_approvals("security-scanner") == {"security-review": 1, "legal": 1}
+    assert policy.license_rules("iris-classifier") == [LicenseRule("*", ("MIT",))]
+    assert policy.minimum == {"iris-classifier": "2.0.0"}
+    assert policy.keys_for("iris-classifier") == [SIGNER.public_key()]
 
 
 def test_rotated_signer_is_no_longer_trusted() -> None:
