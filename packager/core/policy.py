@@ -156,7 +156,14 @@ class TrustPolicy:
 
     def reviewers(self, role: str) -> list[TrustedKey]:
         """The keys holding ``role`` that are not revoked."""
-        return [k for _, k in sorted(self.keys.items()) if role in k.roles and not k.revoked]
+        return [
+            k for _, k in sorted(self.keys.items()) if role in k.roles and not self.is_revoked(k)
+        ]
+
+    def is_revoked(self, key: TrustedKey) -> bool:
+        """Whether ``key`` is revoked: a key revoked under one name is revoked under every
+        name the policy gives the same public key."""
+        return key.revoked or key.hint in self.revoked_hints()
 
     def key_named_by_hint(self) -> dict[str, str]:
         """Hint -> name of every usable key."""
@@ -171,7 +178,7 @@ class TrustPolicy:
         """
         names = sorted({k for rule in self.rules if rule.covers(model) for k in rule.keys})
         usable = [self.keys[n] for n in names if n in self.keys]
-        allowed = [key.public_key for key in usable if not key.revoked]
+        allowed = [key.public_key for key in usable if not self.is_revoked(key)]
         if not allowed:
             raise self._none_trusted(model, "key", bool(names))
         return allowed

@@ -160,6 +160,11 @@ def verify_signature(
     payload, hint, certificate = _signed_payload(
         sig, signature.PAYLOAD_TYPE, mode.policy, name=name, now=now, what="model.sig"
     )
+    if hint in revoked:  # the hint it claimed was not the key that verified it
+        raise UntrustedError(
+            f"model.sig was made with the revoked key {revoked[hint]!r}; "
+            "ask the publisher for a version signed with a current key"
+        )
     statement = signature.parse_verified_statement(payload, key_hint=hint)
     return Statement(
         statement.resources,
@@ -736,7 +741,7 @@ def _judge_approval(
         problem = f"is for {doc.name}@{doc.version}, not {name}@{version}"
     elif doc.manifest_digest != manifest_digest:
         problem = f"is for manifest.json {doc.manifest_digest}, not the signed {manifest_digest}"
-    elif key.revoked:
+    elif policy.is_revoked(key):
         problem = "was made with a revoked key"
     elif doc.role not in key.roles:
         problem = f"was made with a key that does not hold the role {doc.role}"

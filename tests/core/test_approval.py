@@ -23,7 +23,14 @@ from packager.core.approval import (
     sign_revocation,
 )
 from packager.core.digests import Digest
-from packager.core.policy import ApprovalRule, TrustedKey, TrustPolicy, parse_policy, render_policy
+from packager.core.policy import (
+    ApprovalRule,
+    Rule,
+    TrustedKey,
+    TrustPolicy,
+    parse_policy,
+    render_policy,
+)
 from packager.core.signature import key_hint, sign, sign_envelope, unverified_payload
 from packager.core.verify import ApprovalDecision, evaluate_approvals
 from packager.errors import TamperedError, UntrustedError, UsageError
@@ -320,3 +327,17 @@ def test_the_documented_schema_accepts_what_is_signed_and_refuses_the_rest() -> 
     doc = json.loads(approval().payload())
     doc["subject"][0]["digest"]["sha256"] = D1.hex.upper()
     assert not validator.is_valid(doc)
+
+
+def test_a_key_revoked_under_one_name_is_revoked_under_every_name() -> None:
+    """The same public key added again under another name does not escape its revocation:
+    neither for approvals nor for signing."""
+    trust = policy(revoked="bob")
+    alias = trusted_key("a-bob", BOB, "legal")
+    trust = replace(trust, keys={**trust.keys, "a-bob": alias}, rules=(Rule("iris*", ("a-bob",)),))
+    decision = decide(signed(ALICE), signed(BOB, "legal"), trust=trust)
+    assert decision.missing == {"legal": 1}
+    assert refusals(decision) == ["legal approval by key a-bob was made with a revoked key"]
+    assert trust.reviewers("legal") == []
+    with pytest.raises(UntrustedError, match="revoked"):
+        trust.keys_for("iris")
