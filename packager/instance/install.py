@@ -269,7 +269,9 @@ class _Install:
     def _installed(self, name: str) -> Path | None:
         """The current version's directory, whose shards a new version may share."""
         current = self.store.current_version(name)
-        return None if current is None else self.store.installed_dir(name, current)
+        if current is None or current not in self.store.versions(name):
+            return None  # none, or a `current` link whose version is gone: nothing to share
+        return self.store.installed_dir(name, current)
 
     def by_version(
         self, name: str, version: str, channel: tuple[Channel, ChannelRecord] | None = None

@@ -176,7 +176,7 @@ class ChannelRecord:
     following: Following
     seen: Seen
     detail: str | None
-    expires: datetime
+    expires: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -360,7 +360,8 @@ class Store:
         (None: accepted before expiries were recorded)."""
         if not (self.home / STATE_DB).exists():
             return {}
-        with self.db() as conn:
+        # Read-only: `list` and `status` work on a read-only home.
+        with self.reader() as conn:
             rows = conn.execute(
                 "SELECT f.name, f.channel, c.expires FROM follows f LEFT JOIN channels c "
                 "ON c.name = f.name AND c.channel = f.channel ORDER BY f.name"
@@ -1094,7 +1095,7 @@ def _record_channel(conn: sqlite3.Connection, record: ChannelRecord, now: dateti
             seen.version,
             seen.manifest_digest.hex,
             at,
-            record.expires.isoformat(),
+            None if record.expires is None else record.expires.isoformat(),
         ),
     )
     conn.execute(_RECORD_FOLLOW, (follow.name, follow.channel, follow.registry, at))
