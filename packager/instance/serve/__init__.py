@@ -99,7 +99,7 @@ def load(store: Store, options: ServeOptions, warn: Callable[[str], None]) -> Se
 
     Raises:
         UsageError: the ``serve`` extra is not installed.
-        NotFoundError: a model is not installed.
+        NotInstalledError: a model is not installed (exit 2).
         PackagerError: a model cannot be loaded.
     """
     _require_extra()
