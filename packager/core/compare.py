@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_WORST = 5
 # Outputs of these kinds are labels, indices or flags: they must match exactly.
@@ -54,6 +56,8 @@ def compare_outputs(
 
     Never raises for bad data; the problems are in the result.
     """
+    import numpy as np  # on first use: the instance's CLI need not load it
+
     structural: list[str] = []
     label_lines: list[str] = []
     numeric: list[tuple[float, str]] = []  # (how far beyond tolerance, line)
@@ -130,6 +134,8 @@ def compare_outputs(
 
 def _exact_agreement(act: np.ndarray, exp: np.ndarray) -> np.ndarray:
     """Elementwise exact equality; text never equals a number, NaN equals NaN."""
+    import numpy as np  # on first use: the instance's CLI need not load it
+
     act_text = act.dtype.kind in "USO"
     exp_text = exp.dtype.kind in "USO"
     if act_text or exp_text:
@@ -144,6 +150,8 @@ def _exact_agreement(act: np.ndarray, exp: np.ndarray) -> np.ndarray:
 
 def _per_row(agree: np.ndarray) -> np.ndarray:
     """Whether each row agrees in every element (a scalar output is one row)."""
+    import numpy as np  # on first use: the instance's CLI need not load it
+
     if agree.ndim == 0:
         return agree.reshape(1)
     width = int(np.prod(agree.shape[1:]))
@@ -151,6 +159,8 @@ def _per_row(agree: np.ndarray) -> np.ndarray:
 
 
 def _row(array: np.ndarray, row: int) -> str:
+    import numpy as np  # on first use: the instance's CLI need not load it
+
     value = array[row] if array.ndim else array
     if isinstance(value, np.ndarray):
         return str(value.tolist())
