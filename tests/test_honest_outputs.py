@@ -112,7 +112,8 @@ def test_package_and_inspect_say_scores_and_inspect_and_verify_count_the_same_fi
     [outputs] = [row for row in out.splitlines() if row.startswith("outputs")]
     assert "scores" in outputs and "(output 'scores' holds decision scores" in outputs
     present = len(list(bundle.iterdir()))
-    assert present == 4
+    # model.onnx, testvectors.npz, provenance and BOM, manifest.json, model.sig
+    assert present == 6
     assert f"files: {present} (manifest.json, model.sig and these)" in out
     code, out, _ = cli(capsys, "verify", bundle, "--key", keypair.pub_path)
     assert code == 0
