@@ -90,7 +90,7 @@ def test_retention_never_removes_what_rollback_needs(ops: list[tuple[str, object
                 model.installed.add(str(arg))
             elif op == "rollback":
                 try:
-                    target = rollback("iris", store=store, now=now)
+                    target = rollback("iris", store=store, now=now).version
                 except NotFoundError:
                     assert model.rollback_target is None
                 else:

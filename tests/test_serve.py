@@ -517,13 +517,17 @@ def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
     import configparser
     import shlex
 
+    import click
+
     from packager.cli import cli
 
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read(Path(__file__).resolve().parents[1] / "examples" / "packager-serve.service")
     argv = shlex.split(unit["Service"]["ExecStart"])
     assert argv[:2] == ["/usr/local/bin/packager", "serve"]
-    context = cli.commands["serve"].make_context("serve", argv[2:])
+    command = cli.get_command(click.Context(cli), "serve")
+    assert command is not None
+    context = command.make_context("serve", argv[2:])
     assert context.params["host"] == "127.0.0.1"
     assert unit["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert unit["Service"]["KillSignal"] == "SIGTERM"
