@@ -154,10 +154,20 @@ def add_key(
         path,
         updated,
         "add-key",
-        {"key": name, "sha256": key.hint, "models": models or "", "roles": ",".join(key.roles)},
+        _key_details(key, models),
         store,
     )
     return updated
+
+
+def _key_details(key: TrustedKey, models: str | None) -> dict[str, str]:
+    """The audit fields of a key added: which, for which models, in which roles."""
+    details = {"key": key.name, "sha256": key.hint}
+    if models is not None:
+        details["models"] = models
+    if key.roles:
+        details["roles"] = ",".join(key.roles)
+    return details
 
 
 def add_ca(
