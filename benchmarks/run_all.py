@@ -204,8 +204,14 @@ def headline(rows: Sequence[Row]) -> str:
         if not found:
             continue
         if all(r.unit == "bytes" for r in found):
-            peak = fmt(max(r.value for r in found), "bytes")
+            peak = fmt(max(r.value for r in found if r.ratio is None), "bytes")
             figures = f"peak RSS at most {peak} (verify, publish, install; 1 and 4 GiB)"
+            loaded = [r.ratio for r in found if r.ratio is not None]
+            if loaded:
+                figures += (
+                    f"; a loaded model at most {max(loaded):.2f} x its weights "
+                    "(smoke test, packager.load; 1 and 4 GiB)"
+                )
         else:
             figures = "; ".join(
                 f"{r.what} {fmt(r.value, r.unit)}"
