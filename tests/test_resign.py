@@ -4,14 +4,18 @@ model_signing library (1.1.1) and by `packager verify` with the new key and the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from packager.build.resign import resign
 from packager.cli import main
 from packager.core.manifest import MANIFEST, SIGNATURE
+from packager.errors import TamperedError
 
 from .conftest import KeyPair
 from .core.test_signature import model_signing
@@ -195,3 +199,29 @@ def test_a_directory_that_is_no_bundle_is_refused(
     code, _, err = cli(capsys, "sign", empty, "--key", keypair.key_path)
     assert code == 3, err
     assert "Traceback" not in err
+
+
+def test_a_file_written_to_while_it_is_signed_leaves_model_sig_as_it_was(
+    bundle_copy: Path, other_keypair: KeyPair
+) -> None:
+    # A writer keeps touching a file (same bytes, new times) for as long as signing runs:
+    # its digest still matches manifest.json, but the file was written to meanwhile.
+    before = (bundle_copy / SIGNATURE).read_bytes()
+    target = bundle_copy / "testvectors.npz"
+    stop = threading.Event()
+
+    def touch() -> None:
+        moment = 1_000_000_000_000_000_000
+        while not stop.is_set():
+            moment += 1
+            os.utime(target, ns=(moment, moment))
+
+    writer = threading.Thread(target=touch)
+    writer.start()
+    try:
+        with pytest.raises(TamperedError, match="changed while it was being signed"):
+            resign(bundle_copy, key=other_keypair.private, shard_size=SHARD)
+    finally:
+        stop.set()
+        writer.join()
+    assert (bundle_copy / SIGNATURE).read_bytes() == before
