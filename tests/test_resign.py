@@ -225,3 +225,28 @@ def test_a_file_written_to_while_it_is_signed_leaves_model_sig_as_it_was(
         stop.set()
         writer.join()
     assert (bundle_copy / SIGNATURE).read_bytes() == before
+
+
+def test_signed_again_with_a_certificate_chain(
+    capsys: pytest.CaptureFixture[str], bundle_copy: Path, keypair: KeyPair, tmp_path: Path
+) -> None:
+    from .certs import EMAIL, make_pki
+
+    pki = make_pki().write(tmp_path / "pki")
+    code, out, err = cli(
+        capsys, "sign", bundle_copy, "--key", pki["leaf.key"], "--certificate", pki["chain.pem"],
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["serialization"] == "files"
+    material = json.loads((bundle_copy / SIGNATURE).read_bytes())["verificationMaterial"]
+    assert len(material["x509CertificateChain"]["certificates"]) == 2
+    oracle = ("verify", "certificate", bundle_copy, "--signature", bundle_copy / SIGNATURE)
+    verified = model_signing(*oracle, "--certificate_chain", pki["root.pem"])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    trust = ("trust", "add-ca", "corp", pki["root.pem"], "--models", "iris*")
+    assert cli(capsys, *trust, "--identity", f"email:{EMAIL}")[0] == 0
+    code, _, err = cli(capsys, "verify", bundle_copy)
+    assert code == 0, err
+    assert verify_code(capsys, bundle_copy, keypair) == 3
