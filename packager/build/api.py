@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
     from packager._io.table import Table
+    from packager.build.resign import Resigned
 
 Progress = Callable[[str], None]
 
@@ -104,12 +105,7 @@ def package(
     check_destination(
         Path(out_dir), name, version, overwrite=options is not None and options.overwrite
     )
-    private_key = as_private_key(key)
-    chain: tuple[bytes, ...] = ()
-    if certificate_chain is not None:
-        from packager._io.keys import load_certificate_chain
-
-        chain = load_certificate_chain(Path(certificate_chain), private_key=private_key)
+    private_key, chain = _signing_material(key, certificate_chain)
     table = as_table(sample)
     options = _with_defaults(options or PackageOptions(), model)
     if progress is not None:
@@ -126,6 +122,44 @@ def package(
         progress=progress,
         certificate_chain=chain,
     )
+
+
+def resign(
+    bundle: str | Path,
+    *,
+    key: str | Path | EllipticCurvePrivateKey,
+    certificate_chain: str | Path | None = None,
+    shard_size: int | None = None,
+) -> Resigned:
+    """Sign the bundle directory ``bundle`` again with ``key`` (as :func:`package` takes
+    it), once every file matches manifest.json; only model.sig changes.
+
+    ``certificate_chain``: a PEM file, as :func:`package` takes it. ``shard_size``: sign
+    by shards of that many bytes; 0: by whole files; None: as :func:`package` chooses.
+
+    Raises:
+        UsageError: a bad key file, certificate chain or shard size; not a bundle directory.
+        KeyDecryptionError: the key's password is wrong.
+        TamperedError: a file is missing, extra or differs from manifest.json (model.sig
+            is then unchanged).
+    """
+    from packager.build.resign import resign as sign_again
+
+    private_key, chain = _signing_material(key, certificate_chain)
+    return sign_again(Path(bundle), key=private_key, certificate_chain=chain, shard_size=shard_size)
+
+
+def _signing_material(
+    key: str | Path | EllipticCurvePrivateKey, certificate_chain: str | Path | None
+) -> tuple[EllipticCurvePrivateKey, tuple[bytes, ...]]:
+    """The private key and the DER certificates (none without ``certificate_chain``) to
+    sign with; raises as :func:`package` says."""
+    private_key = as_private_key(key)
+    if certificate_chain is None:
+        return private_key, ()
+    from packager._io.keys import load_certificate_chain
+
+    return private_key, load_certificate_chain(Path(certificate_chain), private_key=private_key)
 
 
 def _with_defaults(options: PackageOptions, model: Any) -> PackageOptions:

@@ -1,4 +1,4 @@
-"""Build-side commands: keygen, package, verify, inspect, benchmark."""
+"""Build-side commands: keygen, package, sign, verify, inspect, benchmark."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 
 from packager.build.options import DEFAULT_BUDGET_SECONDS, ConvertOptions, PackageOptions
 from packager.cli import render
-from packager.cli.build_options import conversion_options, package_options
+from packager.cli.build_options import conversion_options, package_options, shard_size
 from packager.cli.options import (
     DIRECTORY,
     FILE,
@@ -505,4 +505,53 @@ def inspect(
         render.show(ctx, render.PROVENANCE, summary, as_json=as_json)
 
 
-COMMANDS = (keygen, package_cmd, verify, inspect, benchmark_cmd)
+@click.command("sign")
+@click.argument("bundle", type=DIRECTORY)
+@signing_key_option
+@click.option(
+    "--certificate",
+    "--cert-chain",
+    "cert_chain",
+    type=FILE,
+    metavar="CHAIN",
+    help="PEM certificate chain for --key (its certificate first, then intermediates).",
+)
+@click.option(
+    "--shard-size",
+    "shard_size_text",
+    metavar="SIZE",
+    help="Sign each file in shards of SIZE (e.g. 256MiB). Default: as `package` chooses.",
+)
+@click.option("--whole-files", is_flag=True, help="Sign every file whole.")
+@json_option
+@pass_ctx
+def sign_cmd(
+    ctx: Context,
+    bundle: Path,
+    key_path: Path,
+    cert_chain: Path | None,
+    shard_size_text: str | None,
+    whole_files: bool,
+    as_json: bool,
+) -> None:
+    """Sign BUNDLE again with --key: a new model.sig over the same files, e.g. after a key
+    rotation, or to sign a large model by shards.
+
+    Every file is first checked against manifest.json (size and sha256): a bundle whose
+    files differ is refused (exit 3) and its model.sig left as it was. The old signature
+    is not checked. manifest.json is not changed.
+    """
+    from packager.build.api import resign
+
+    if whole_files and shard_size_text is not None:
+        raise UsageError("--shard-size and --whole-files exclude each other: give one")
+    resigned = resign(
+        bundle,
+        key=key_path,
+        certificate_chain=cert_chain,
+        shard_size=0 if whole_files else shard_size(shard_size_text),
+    )
+    render.show(ctx, render.RESIGNED, resigned, as_json=as_json)
+
+
+COMMANDS = (keygen, package_cmd, sign_cmd, verify, inspect, benchmark_cmd)

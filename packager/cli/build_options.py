@@ -111,7 +111,12 @@ def _quantize(
     return QuantizeOptions(quantize, Tolerance(quantize_rtol, quantize_atol))
 
 
-def _shard_size(shard_size_text: str | None) -> int | None:
+def shard_size(shard_size_text: str | None) -> int | None:
+    """The shard size ``--shard-size`` gives (0: whole files; None: not given).
+
+    Raises:
+        UsageError: not a size, or a size below the smallest shard.
+    """
     from packager.core.shards import check_shard_size, parse_size
 
     if shard_size_text is None:
@@ -203,7 +208,7 @@ _PACKAGE_GROUPS = (
     ),
     option_group(
         "shard_size",
-        _shard_size,
+        shard_size,
         click.option(
             "--shard-size",
             "shard_size_text",

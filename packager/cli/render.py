@@ -25,6 +25,7 @@ from packager.errors import UsageError
 if TYPE_CHECKING:
     from packager.build.benchmark import Report
     from packager.build.leaderboard import Leaderboard
+    from packager.build.resign import Resigned
     from packager.core.approval import Approval
     from packager.core.benchrecord import History
     from packager.core.manifest import Manifest, TensorSpec
@@ -151,6 +152,26 @@ def bundle_files(manifest: Manifest) -> int:
 
 
 PACKAGED = Rendering(_packaged_json, _packaged_text)
+
+
+def _resigned_json(result: Resigned) -> dict[str, Any]:
+    return {
+        "bundle": str(result.bundle),
+        "name": result.manifest.name,
+        "version": result.manifest.version,
+        "signer": result.signer,
+        "serialization": "files" if result.shard_size is None else "shards",
+        "shardSize": result.shard_size,
+    }
+
+
+def _resigned_text(ctx: Context, result: Resigned) -> None:
+    how = "whole files" if result.shard_size is None else f"shards of {result.shard_size} bytes"
+    ctx.say(f"signed {result.manifest.ref} again with key {result.signer[:16]} ({how})")
+    line(str(result.bundle))
+
+
+RESIGNED = Rendering(_resigned_json, _resigned_text)
 
 
 VERIFIED: Rendering[Manifest] = Rendering(

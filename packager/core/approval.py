@@ -13,20 +13,17 @@ Which approvals count is decided in :func:`packager.core.verify.evaluate_approva
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
-from packager.core.jsonio import loads
-from packager.core.manifest import NAME_RE, is_version
-from packager.core.signature import STATEMENT_TYPE, sign_envelope
-from packager.errors import TamperedError, UsageError
+from packager.core.signature import sign_envelope
+from packager.core.statements import Form, parse_statement, statement_payload, timestamp
+from packager.errors import UsageError
 
 PAYLOAD_TYPE = "application/vnd.packager.approval.v1+json"
 REVOCATION_PAYLOAD_TYPE = "application/vnd.packager.approval-revocation.v1+json"
@@ -38,6 +35,8 @@ REVOCATION_KIND = "revocation"
 MAX_APPROVAL_BYTES = 64 << 10
 MAX_NOTE_CHARS = 1000
 ROLE_RE = re.compile(r"[a-z][a-z0-9-]{0,63}", re.ASCII)
+APPROVAL_FORM = Form.statement("approval", PREDICATE_TYPE, {"role", "issued", "note"}, {"expires"})
+REVOCATION_FORM = Form.statement("revocation", REVOCATION_PREDICATE_TYPE, {"approval", "issued"})
 
 
 def check_role(role: str) -> str:
@@ -65,15 +64,15 @@ class Approval:
     def payload(self) -> bytes:
         """The canonical in-toto Statement that is signed."""
         predicate: dict[str, Any] = {
-            "model": self.name,
-            "version": self.version,
             "role": self.role,
-            "issued": _timestamp(self.issued),
+            "issued": timestamp(self.issued),
             "note": self.note,
         }
         if self.expires is not None:
-            predicate["expires"] = _timestamp(self.expires)
-        return _statement(self.name, self.version, self.manifest_digest, PREDICATE_TYPE, predicate)
+            predicate["expires"] = timestamp(self.expires)
+        return statement_payload(
+            self.name, self.version, self.manifest_digest, PREDICATE_TYPE, predicate
+        )
 
 
 @dataclass(frozen=True)
@@ -87,13 +86,8 @@ class Revocation:
     issued: datetime
 
     def payload(self) -> bytes:
-        predicate = {
-            "model": self.name,
-            "version": self.version,
-            "approval": str(self.approval),
-            "issued": _timestamp(self.issued),
-        }
-        return _statement(
+        predicate = {"approval": str(self.approval), "issued": timestamp(self.issued)}
+        return statement_payload(
             self.name, self.version, self.manifest_digest, REVOCATION_PREDICATE_TYPE, predicate
         )
 
@@ -122,21 +116,14 @@ def parse_approval_payload(payload: bytes) -> Approval:
     Raises:
         TamperedError: malformed, or another predicate type.
     """
-    name, version, digest, predicate = _parse_statement(
-        payload, PREDICATE_TYPE, {"model", "version", "role", "issued", "note"}, {"expires"}
-    )
-    role, note = predicate["role"], predicate["note"]
-    if not (isinstance(role, str) and ROLE_RE.fullmatch(role)):
-        raise TamperedError("approval: bad role")
-    if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
-        raise TamperedError("approval: bad note")
-    issued = _parse_time(predicate["issued"], "issued")
-    expires = None
-    if "expires" in predicate:
-        expires = _parse_time(predicate["expires"], "expires")
-        if expires <= issued:
-            raise TamperedError("approval expires before it was issued")
-    return Approval(name, version, digest, role, issued, expires, note)
+    doc = parse_statement(payload, APPROVAL_FORM)
+    role = doc.text("role", pattern=ROLE_RE, problem="bad role")
+    note = doc.text("note", max_chars=MAX_NOTE_CHARS, problem="bad note")
+    if doc.has("expires"):
+        issued, expires = doc.times("issued", "expires")
+    else:
+        issued, expires = doc.time("issued"), None
+    return Approval(doc.name, doc.version, doc.manifest_digest, role, issued, expires, note)
 
 
 def parse_revocation_payload(payload: bytes) -> Revocation:
@@ -145,78 +132,6 @@ def parse_revocation_payload(payload: bytes) -> Revocation:
     Raises:
         TamperedError: malformed, or another predicate type.
     """
-    name, version, digest, predicate = _parse_statement(
-        payload, REVOCATION_PREDICATE_TYPE, {"model", "version", "approval", "issued"}, set()
-    )
-    if not isinstance(predicate["approval"], str):
-        raise TamperedError("revocation: bad approval digest")
-    approval = Digest.parse(predicate["approval"])
-    return Revocation(name, version, digest, approval, _parse_time(predicate["issued"], "issued"))
-
-
-def _statement(
-    name: str, version: str, digest: Digest, predicate_type: str, predicate: Mapping[str, Any]
-) -> bytes:
-    doc = {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": f"{name}@{version}", "digest": {"sha256": digest.hex}}],
-        "predicateType": predicate_type,
-        "predicate": dict(predicate),
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _parse_statement(
-    payload: bytes, predicate_type: str, required: set[str], optional: set[str]
-) -> tuple[str, str, Digest, Mapping[str, Any]]:
-    """(name, version, manifest digest, predicate) of a statement whose subject and
-    predicate agree on the name and version."""
-    what = "approval" if predicate_type == PREDICATE_TYPE else "revocation"
-    doc = loads(payload, what=what)
-    if (
-        not isinstance(doc, dict)
-        or set(doc) != {"_type", "subject", "predicateType", "predicate"}
-        or doc["_type"] != STATEMENT_TYPE
-    ):
-        raise TamperedError(f"{what}: not an in-toto Statement v1")
-    if doc["predicateType"] != predicate_type:
-        raise TamperedError(
-            f"{what}: predicateType is {str(doc['predicateType'])[:80]!r}, not {predicate_type!r}"
-        )
-    subjects, predicate = doc["subject"], doc["predicate"]
-    if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(subjects[0], dict):
-        raise TamperedError(f"{what}: the statement must have exactly one subject")
-    subject = subjects[0]
-    digests = subject.get("digest")
-    if (
-        set(subject) != {"name", "digest"}
-        or not isinstance(digests, dict)
-        or set(digests) != {"sha256"}
-        or not isinstance(digests["sha256"], str)
-    ):
-        raise TamperedError(f"{what}: the subject must be a name and a sha256 digest")
-    keys = set(predicate) if isinstance(predicate, dict) else set()
-    if not isinstance(predicate, dict) or not required <= keys <= required | optional:
-        raise TamperedError(f"{what}: unexpected predicate fields")
-    name, version = predicate["model"], predicate["version"]
-    if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
-        raise TamperedError(f"{what}: bad model name")
-    if not (isinstance(version, str) and is_version(version)):
-        raise TamperedError(f"{what}: bad version")
-    if subject["name"] != f"{name}@{version}":
-        raise TamperedError(f"{what}: the subject does not name {name}@{version}")
-    return name, version, Digest(digests["sha256"]), predicate
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: Any, field: str) -> datetime:
-    if not isinstance(value, str):
-        raise TamperedError(f"approval: {field} is not a timestamp")
-    try:
-        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError as e:
-        raise TamperedError(f"approval: {field} {value[:40]!r} is malformed") from e
-    return moment.replace(tzinfo=UTC)
+    doc = parse_statement(payload, REVOCATION_FORM)
+    approval = doc.digest("approval", problem="bad approval digest")
+    return Revocation(doc.name, doc.version, doc.manifest_digest, approval, doc.time("issued"))

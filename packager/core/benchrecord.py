@@ -17,24 +17,22 @@ counts is decided in :func:`packager.core.verify.accept_benchmark_result`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
-from packager.core.jsonio import loads
-from packager.core.manifest import NAME_RE, is_version
-from packager.core.signature import STATEMENT_TYPE, sign_envelope
-from packager.errors import TamperedError
+from packager.core.signature import sign_envelope
+from packager.core.statements import Form, parse_statement, statement_payload, timestamp
 
 PAYLOAD_TYPE = "application/vnd.packager.benchmark.v1+json"
 PREDICATE_TYPE = "https://packager.dev/benchmark/v1"
 KIND = "benchmark"
 MAX_RESULT_BYTES = 256 << 10
+FORM = Form.statement("benchmark result", PREDICATE_TYPE, {"measured", "result"})
 
 
 @dataclass(frozen=True)
@@ -49,23 +47,10 @@ class BenchmarkResult:
 
     def payload(self) -> bytes:
         """The canonical JSON statement that is signed."""
-        doc = {
-            "_type": STATEMENT_TYPE,
-            "subject": [
-                {
-                    "name": f"{self.name}@{self.version}",
-                    "digest": {"sha256": self.manifest_digest.hex},
-                }
-            ],
-            "predicateType": PREDICATE_TYPE,
-            "predicate": {
-                "model": self.name,
-                "version": self.version,
-                "measured": self.measured.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "result": dict(self.result),
-            },
-        }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        predicate = {"measured": timestamp(self.measured), "result": dict(self.result)}
+        return statement_payload(
+            self.name, self.version, self.manifest_digest, PREDICATE_TYPE, predicate
+        )
 
 
 def sign_result(result: BenchmarkResult, *, private_key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -80,41 +65,9 @@ def parse_result_payload(payload: bytes) -> BenchmarkResult:
         TamperedError: malformed, another predicate type, or a subject that does not
             name the predicate's model and version.
     """
-    doc = loads(payload, what="benchmark result")
-    if (
-        not isinstance(doc, dict)
-        or set(doc) != {"_type", "subject", "predicateType", "predicate"}
-        or doc["_type"] != STATEMENT_TYPE
-        or doc["predicateType"] != PREDICATE_TYPE
-    ):
-        raise TamperedError(f"benchmark result: not an in-toto Statement v1 of {PREDICATE_TYPE}")
-    subjects, predicate = doc["subject"], doc["predicate"]
-    if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(subjects[0], dict):
-        raise TamperedError("benchmark result: the statement must have exactly one subject")
-    digest = subjects[0].get("digest")
-    if not isinstance(digest, dict) or not isinstance(digest.get("sha256"), str):
-        raise TamperedError("benchmark result: the subject must carry a sha256 digest")
-    if not isinstance(predicate, dict) or set(predicate) != {
-        "model",
-        "version",
-        "measured",
-        "result",
-    }:
-        raise TamperedError("benchmark result: unexpected predicate fields")
-    name, version, result = predicate["model"], predicate["version"], predicate["result"]
-    if not (isinstance(name, str) and NAME_RE.fullmatch(name)) or not (
-        isinstance(version, str) and is_version(version)
-    ):
-        raise TamperedError("benchmark result: bad model name or version")
-    if subjects[0].get("name") != f"{name}@{version}" or not isinstance(result, dict):
-        raise TamperedError(f"benchmark result: the subject does not name {name}@{version}")
-    try:
-        measured = datetime.strptime(str(predicate["measured"]), "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError as e:
-        raise TamperedError("benchmark result: bad measured time") from e
-    return BenchmarkResult(
-        name, version, Digest(digest["sha256"]), measured.replace(tzinfo=UTC), result
-    )
+    doc = parse_statement(payload, FORM)
+    result = doc.mapping("result", problem="result is not a JSON object")
+    return BenchmarkResult(doc.name, doc.version, doc.manifest_digest, doc.time("measured"), result)
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,14 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
-from packager.core.jsonio import loads
-from packager.core.manifest import NAME_RE, is_version
 from packager.core.signature import sign_envelope
-from packager.errors import TamperedError, UsageError
+from packager.core.statements import Form, parse_statement, timestamp
+from packager.errors import UsageError
 
 PAYLOAD_TYPE = "application/vnd.packager.channel.v1+json"
 DOCUMENT_TYPE = "https://packager.dev/channel/v1"
@@ -42,6 +40,9 @@ CHANNEL_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
 TAG_PREFIX = "channel."
 _DURATION_RE = re.compile(r"(\d+)([smhdw])", re.ASCII)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+FORM = Form.document(
+    "channel document", DOCUMENT_TYPE, {"channel", "issued", "expires", "sequence"}
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ class Channel:
             "channel": self.channel,
             "version": self.version,
             "manifestDigest": str(self.manifest_digest),
-            "issued": _timestamp(self.issued),
-            "expires": _timestamp(self.expires),
+            "issued": timestamp(self.issued),
+            "expires": timestamp(self.expires),
             "sequence": self.sequence,
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -108,58 +109,18 @@ def sign_channel(
     )
 
 
-def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: Any, field: str) -> datetime:
-    if not isinstance(value, str):
-        raise TamperedError(f"channel document: {field} is not a timestamp")
-    try:
-        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError as e:
-        raise TamperedError(f"channel document: {field} {value[:40]!r} is malformed") from e
-    return moment.replace(tzinfo=UTC)
-
-
 def parse_channel_payload(payload: bytes) -> Channel:
     """Parse a channel payload (already signature-checked, or for display only).
 
     Raises:
         TamperedError: malformed document.
     """
-    doc = loads(payload, what="channel document")
-    fields = {
-        "_type",
-        "name",
-        "channel",
-        "version",
-        "manifestDigest",
-        "issued",
-        "expires",
-        "sequence",
-    }
-    if not isinstance(doc, dict) or set(doc) != fields or doc["_type"] != DOCUMENT_TYPE:
-        raise TamperedError("channel document has unexpected fields or type")
-    name, channel, version, sequence = doc["name"], doc["channel"], doc["version"], doc["sequence"]
-    if not (isinstance(name, str) and NAME_RE.fullmatch(name)):
-        raise TamperedError("channel document: bad model name")
-    if not (isinstance(channel, str) and CHANNEL_RE.fullmatch(channel)):
-        raise TamperedError("channel document: bad channel name")
-    if not (isinstance(version, str) and is_version(version)):
-        raise TamperedError("channel document: bad version")
+    doc = parse_statement(payload, FORM)
+    channel = doc.text("channel", pattern=CHANNEL_RE, problem="bad channel name")
     # The loader refuses integers past 64 bits, so what passes fits state.db.
-    if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
-        raise TamperedError("channel document: sequence must be a positive integer")
-    if not isinstance(doc["manifestDigest"], str):
-        raise TamperedError("channel document: bad manifestDigest")
-    issued = _parse_time(doc["issued"], "issued")
-    expires = _parse_time(doc["expires"], "expires")
-    if expires <= issued:
-        raise TamperedError("channel document expires before it was issued")
-    return Channel(
-        name, channel, version, Digest.parse(doc["manifestDigest"]), issued, expires, sequence
-    )
+    sequence = doc.integer("sequence", minimum=1, problem="sequence must be a positive integer")
+    issued, expires = doc.times("issued", "expires")
+    return Channel(doc.name, channel, doc.version, doc.manifest_digest, issued, expires, sequence)
 
 
 @dataclass(frozen=True)
