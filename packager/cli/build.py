@@ -29,6 +29,7 @@ from packager.cli.options import (
     remote_options,
     rows_option,
     signing_key_option,
+    with_pinned_root,
 )
 from packager.errors import GateFailedError, UsageError
 
@@ -271,9 +272,9 @@ def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
     from packager.registry.verified import read_channel
 
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
-    mode = Trusted(policy)
     registry = open_registry_at(ctx, source.registry_ref)
     target = parse_target(ref)
+    mode = with_pinned_root(ctx, Trusted(policy), registry, target.name)
     version = target.version
     if target.channel is not None:
         doc, _ = read_channel(

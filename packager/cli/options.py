@@ -258,6 +258,22 @@ def open_registry_at(ctx: Context, ref: str | None, *, writing: bool = False):  
     return opener(resolve_registry(ref), home=ctx.home, options=registry_options(ctx))
 
 
+def with_pinned_root(ctx: Context, mode: Any, registry: Any, name: str | None = None) -> Any:
+    """``mode`` with the delegations of the root of trust pinned in ``ctx.home``, read from
+    ``registry``, exactly as install applies them
+    (:func:`packager.instance.roots.trusted_mode`); ``mode`` itself without a pinned root.
+
+    Raises:
+        VerificationError, RegistryError: as :func:`~packager.instance.roots.trusted_mode`.
+    """
+    from packager.instance.roots import trusted_mode
+    from packager.instance.store import Store
+
+    return trusted_mode(
+        mode, registry=registry, store=Store(ctx.home), now=now(), name=name, progress=ctx.say
+    )
+
+
 def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:
     from packager._io.keys import load_public_key
 
