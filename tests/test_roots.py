@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import generate_private_key
 from packager.cli import main
+from packager.core.benchrecord import KIND, BenchmarkResult, sign_result
 from packager.core.policy import Trusted, TrustPolicy, adhoc_policy, parse_policy, render_policy
 from packager.core.root import (
     DELEGATIONS_PAYLOAD_TYPE,
@@ -47,6 +48,7 @@ from packager.instance.roots import instance_policy, pin, trust_state
 from packager.instance.store import Store
 from packager.instance.update import update
 from packager.registry import ArchiveRegistry, LayoutRegistry
+from packager.registry.attachments import put_attachment
 from packager.registry.base import Registry, RegistryReader
 from packager.registry.memory import MemoryRegistry
 from packager.registry.roots import read_trust_document, trust_documents
@@ -454,3 +456,18 @@ def test_pull_and_mirror_refuse_a_key_the_delegations_dropped(
     assert code == 3 and "older than version 2" in err
     refused = [e for e in Store(home).audit_log() if (e.action, e.outcome) == ("trust", "refused")]
     assert len(refused) == 2 and refused[0].name == "iris"
+
+
+def test_benchmark_history_counts_results_a_delegated_key_signed(
+    served: Path, keypair: KeyPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = LayoutRegistry(served)
+    artifact = registry.resolve("iris", "1.0.0")
+    digest = artifact.files["manifest.json"].digest
+    figures = {"task": "classification", "engines": [{"engine": "onnxruntime", "accuracy": 0.9}]}
+    result = BenchmarkResult("iris", "1.0.0", digest, T0, figures)
+    put_attachment(registry, artifact, KIND, sign_result(result, private_key=keypair.private))
+    code, out, err = cli(capsys, "benchmark", "history", "iris", "--registry", served, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["refused"] == [] and [r["version"] for r in doc["results"]] == ["1.0.0"]

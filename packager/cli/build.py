@@ -266,13 +266,12 @@ def _locator(ctx: Context, source: _Source, tmp: Path) -> Callable[[str], Path]:
 def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
     """Pull NAME[@VERSION|@CHANNEL] from the registry into ``tmp``, verified."""
     from packager.core.names import parse_target
-    from packager.core.policy import Trusted
     from packager.distribution.pull import pull_target
     from packager.instance.roots import instance_policy
 
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
     registry = open_registry_at(ctx, source.registry_ref)
-    mode = with_pinned_root(ctx, Trusted(policy), registry, parse_target(ref).name)
+    mode = with_pinned_root(ctx, policy, registry, parse_target(ref).name)
     out = tmp / str(len(list(tmp.iterdir())))
     return pull_target(ref, registry=registry, mode=mode, out_dir=out, now=now(), progress=ctx.say)
 
@@ -318,7 +317,8 @@ def _history(
     from packager.instance.roots import instance_policy
 
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
-    entries = history(open_registry_at(ctx, source.registry_ref), name, policy)
+    registry = open_registry_at(ctx, source.registry_ref)
+    entries = history(registry, name, with_pinned_root(ctx, policy, registry, name).policy)
     metric, chart = view
     past = History.of(name, entries, metric)
     if chart is not None:

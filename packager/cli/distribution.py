@@ -118,7 +118,6 @@ def pull(
     keys the registry's delegations name, as for install.
     """
     from packager.core.names import parse_ref
-    from packager.core.policy import Trusted
     from packager.distribution.pull import pull as do_pull
     from packager.instance.roots import instance_policy
 
@@ -134,7 +133,7 @@ def pull(
     bundle = do_pull(
         ref,
         registry=registry,
-        mode=with_pinned_root(ctx, Trusted(policy), registry, name),
+        mode=with_pinned_root(ctx, policy, registry, name),
         out_dir=out_dir,
         progress=ctx.say,
     )
@@ -406,11 +405,13 @@ def mirror_cmd(
         render.unusable_keys(policy)
         mode = Trusted(policy)
     origin = open_registry_at(ctx, source)
+    if isinstance(mode, Trusted):
+        mode = with_pinned_root(ctx, mode.policy, origin)
     report = mirror(
         origin,
         open_registry_at(ctx, destination, writing=True),
         list(refs),
-        mode=with_pinned_root(ctx, mode, origin),
+        mode=mode,
         progress=ctx.say,
     )
     render.show(ctx, render.MIRRORED, report, as_json=as_json)
