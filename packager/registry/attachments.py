@@ -79,33 +79,40 @@ def list_attachments(
     registry: RegistryReader, artifact: Artifact, kind: str | None = None
 ) -> list[Attachment]:
     """The documents attached to the version ``artifact`` describes (of ``kind`` only,
-    when given), sorted by kind and tag: what every reader of attachments (install,
-    approvals, mirror, export, benchmark history) reads.
+    when given), sorted by kind and tag; see :func:`attachments_in`.
 
     Raises:
         TamperedError: the registry lists a tag more than once, or more than
             :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
         RegistryError: the registry cannot be read.
     """
-    found = attachments_in(registry.tags(artifact.name), artifact.manifest_digest, kind)
-    for listed, count in Counter(a.kind for a in found).items():
-        if count > MAX_ATTACHMENTS_PER_KIND:
-            raise TamperedError(
-                f"{registry.location} lists {count} {listed} documents for {artifact.ref}, "
-                f"more than the {MAX_ATTACHMENTS_PER_KIND} packager reads"
-            )
-    return found
+    tags = registry.tags(artifact.name)
+    return attachments_in(tags, artifact, kind, location=registry.location)
 
 
-def attachments_in(tags: list[str], subject: Digest, kind: str | None = None) -> list[Attachment]:
-    """The attachments of the version with OCI manifest digest ``subject`` among ``tags``."""
+def attachments_in(
+    tags: list[str], artifact: Artifact, kind: str | None = None, *, location: str
+) -> list[Attachment]:
+    """The attachments of the version ``artifact`` describes among ``tags`` (the tags of
+    its model in the registry at ``location``), sorted by kind and tag: what every reader
+    of attachments (install, approvals, search, mirror, export, benchmark history) reads.
+
+    Raises:
+        TamperedError: more than :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
+    """
     found = []
     for tag in tags:
         match = _TAG_RE.fullmatch(tag)
-        if match is None or match.group(1) != subject.hex:
+        if match is None or match.group(1) != artifact.manifest_digest.hex:
             continue
         if kind is None or match.group(2) == kind:
             found.append(Attachment(match.group(2), tag))
+    for listed, count in Counter(a.kind for a in found).items():
+        if count > MAX_ATTACHMENTS_PER_KIND:
+            raise TamperedError(
+                f"{location} lists {count} {listed} documents for {artifact.ref}, "
+                f"more than the {MAX_ATTACHMENTS_PER_KIND} packager reads"
+            )
     return sorted(found, key=lambda a: (a.kind, a.tag))
 
 

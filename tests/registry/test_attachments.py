@@ -210,7 +210,7 @@ def test_a_registry_listing_too_many_documents_of_a_kind_is_refused(
         list_attachments(layout, artifact)
 
 
-def test_mirror_export_and_history_refuse_too_many_documents_of_a_kind(
+def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
     layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str], keypair: KeyPair
 ) -> None:
     """The cap install reads attachments with holds for every reader: each command stops
@@ -223,6 +223,7 @@ def test_mirror_export_and_history_refuse_too_many_documents_of_a_kind(
         ("export", "iris@1.0.0", "--registry", layout.root, "-o", archive),
         ("mirror", layout.root, copy, "iris@1.0.0", "--no-verify"),
         ("benchmark", "history", "iris", "--registry", layout.root, "--key", keypair.pub_path),
+        ("search", "iris", "--attachments", "--registry", layout.root),
     )
     for command in commands:
         code = main(["-q", *map(str, command)])
