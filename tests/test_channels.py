@@ -4,12 +4,14 @@ with fixed clocks through the library and a few real CLI runs for the exit codes
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from packager._io.keys import encode_public_key
@@ -22,6 +24,7 @@ from packager.core.policy import Rule, Trusted, TrustedKey, TrustPolicy, Unverif
 from packager.distribution.mirror import export, mirror
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
+from packager.distribution.pull import pull_target
 from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
@@ -39,7 +42,9 @@ from packager.instance.install import InstallOptions, install, rollback
 from packager.instance.store import Following, Store
 from packager.instance.update import Updated, UpdateReport, update
 from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
+from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Registry
+from packager.registry.memory import MemoryRegistry
 
 from .conftest import KeyPair
 from .hostile import serve_bundle_dir
@@ -357,6 +362,43 @@ def test_mix_and_match_tag_pointing_at_other_content(
     with pytest.raises(TamperedError, match="mix-and-match"):
         install_channel(registry, store, trust, T0 + HOUR)
     assert state(store) == (None, None, [])
+
+
+def test_a_channel_pulled_by_version_is_the_bundle_the_document_names(
+    memory_registry: MemoryRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    iris_model: object,
+    iris: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    """What `benchmark --baseline iris@stable` fetches: the channel read, then the version
+    by its tag; a tag moved in between (here, to another validly signed build of the same
+    version) is refused, not measured."""
+    from packager.build.api import package
+
+    mode = Trusted(adhoc_policy([keypair.public]))
+    empty = memory_registry.snapshot()
+    rebuilt = package(iris_model, sample=iris[0][::7], name="iris", version="1.0.0",
+                      key=keypair.private, out_dir=tmp_path / "rebuilt")  # fmt: skip
+    publish_bundle(rebuilt, registry=memory_registry, mode=mode)
+    moved = memory_registry.resolve("iris", "1.0.0")
+    memory_registry.roll_back(empty)
+    publish_bundle(bundles["1.0.0"], registry=memory_registry, mode=mode)
+    promote("iris@1.0.0", channel="stable", registry=memory_registry,
+            private_key=keypair.private, now=T0)  # fmt: skip
+    pull = functools.partial(pull_target, "iris@stable", registry=memory_registry, mode=mode,
+                             now=T0 + HOUR)  # fmt: skip
+    pulled = pull(out_dir=tmp_path / "first")
+    assert manifest_digest(pulled) == manifest_digest(bundles["1.0.0"])
+
+    entry = {"digest": str(moved.manifest_digest), "size": len(moved.oci_manifest)}
+    memory_registry.set_tag("iris", "1.0.0", {"mediaType": OCI_MANIFEST_MEDIA_TYPE, **entry})
+    assert memory_registry.resolve("iris", "1.0.0").manifest_digest == moved.manifest_digest
+    with pytest.raises(TamperedError, match="mix-and-match") as refused:
+        pull(out_dir=tmp_path / "second")
+    assert refused.value.exit_code == 3
+    assert list((tmp_path / "second").iterdir()) == []
 
 
 def test_a_signer_the_policy_does_not_allow_for_the_model_is_refused(

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import generate_private_key
 from packager.cli import main
+from packager.core.benchrecord import KIND, BenchmarkResult, sign_result
 from packager.core.policy import Trusted, TrustPolicy, adhoc_policy, parse_policy, render_policy
 from packager.core.root import (
     DELEGATIONS_PAYLOAD_TYPE,
@@ -47,7 +48,8 @@ from packager.instance.roots import instance_policy, pin, trust_state
 from packager.instance.store import Store
 from packager.instance.update import update
 from packager.registry import ArchiveRegistry, LayoutRegistry
-from packager.registry.base import RegistryReader
+from packager.registry.attachments import put_attachment
+from packager.registry.base import Registry, RegistryReader
 from packager.registry.memory import MemoryRegistry
 from packager.registry.roots import read_trust_document, trust_documents
 
@@ -98,7 +100,7 @@ def delegations_doc(
     return sign_document(DELEGATIONS_PAYLOAD_TYPE, delegations_payload(doc), [online])
 
 
-def put(registry: MemoryRegistry, tag: str, data: bytes) -> None:
+def put(registry: Registry, tag: str, data: bytes) -> None:
     kind = DELEGATIONS_PAYLOAD_TYPE if tag == DELEGATIONS_TAG else ROOT_PAYLOAD_TYPE
     registry.put_document(TRUST_REPOSITORY, tag, data, artifact_type=kind)
 
@@ -395,3 +397,77 @@ def test_channels_and_update_follow_the_delegations(
         options=InstallOptions(verify=Trusted(EMPTY)),
     )
     assert report.exit_code == 3 and store.current_version("iris") == "1.0.0"
+
+
+LATER = datetime.now(UTC) + timedelta(days=30)
+
+
+@pytest.fixture
+def served(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair, home: Path) -> Path:
+    """A registry directory holding iris 1.0.0 signed by ``keypair``, root 1 and
+    delegations v1 trusting ``keypair`` for iris*; the instance pins root 1 and has no
+    trust.toml, so only the delegations trust the signer."""
+    path = tmp_path / "served"
+    registry = LayoutRegistry(path)
+    mode = Trusted(adhoc_policy([keypair.public]))
+    publish_bundle(bundles["1.0.0"], registry=registry, mode=mode)
+    put(registry, root_tag(1), root_doc(1, expires=LATER))
+    put(registry, DELEGATIONS_TAG, delegations_doc(1, keypair.public, expires=LATER))
+    pin(Store(home), root_doc(1, expires=LATER), now=T0)
+    return path
+
+
+def test_pull_and_mirror_trust_what_the_pinned_root_delegates(
+    served: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert not (home / "trust.toml").exists()
+    code, _, _ = cli(capsys, "pull", "iris@1.0.0", "--registry", served, "-o", tmp_path / "out")
+    assert code == 0 and (tmp_path / "out" / "iris-1.0.0" / "model.onnx").is_file()
+    assert cli(capsys, "mirror", served, tmp_path / "copy", "iris@1.0.0")[0] == 0
+    assert LayoutRegistry(tmp_path / "copy").versions("iris") == ["1.0.0"]
+    state = trust_state(Store(home))
+    assert state is not None and state.delegations_version == 1
+
+
+def test_pull_and_mirror_refuse_a_key_the_delegations_dropped(
+    served: Path,
+    tmp_path: Path,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+) -> None:
+    # The publisher moves iris* to another key: what the old key signed is refused.
+    put(LayoutRegistry(served), DELEGATIONS_TAG,
+        delegations_doc(2, other_keypair.public, expires=LATER))  # fmt: skip
+    code, _, err = cli(capsys, "pull", "iris@1.0.0", "--registry", served, "-o", tmp_path / "out")
+    assert code == 3 and err.splitlines()[-1].startswith("packager: error: ")
+    assert "not one of the trusted keys" in err.splitlines()[-1]
+    assert not (tmp_path / "out" / "iris-1.0.0").exists()
+    code, _, err = cli(capsys, "mirror", served, tmp_path / "copy", "iris@1.0.0")
+    assert code == 3 and "not one of the trusted keys" in err
+    assert LayoutRegistry(tmp_path / "copy").names() == []
+    # A registry that still serves the older delegations cannot bring the key back.
+    put(LayoutRegistry(served), DELEGATIONS_TAG,
+        delegations_doc(1, keypair.public, expires=LATER))  # fmt: skip
+    code, _, err = cli(capsys, "pull", "iris@1.0.0", "--registry", served, "-o", tmp_path / "out")
+    assert code == 3 and "older than version 2" in err
+    code, _, err = cli(capsys, "mirror", served, tmp_path / "copy", "iris@1.0.0")
+    assert code == 3 and "older than version 2" in err
+    refused = [e for e in Store(home).audit_log() if (e.action, e.outcome) == ("trust", "refused")]
+    assert len(refused) == 2 and refused[0].name == "iris"
+
+
+def test_benchmark_history_counts_results_a_delegated_key_signed(
+    served: Path, keypair: KeyPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = LayoutRegistry(served)
+    artifact = registry.resolve("iris", "1.0.0")
+    digest = artifact.files["manifest.json"].digest
+    figures = {"task": "classification", "engines": [{"engine": "onnxruntime", "accuracy": 0.9}]}
+    result = BenchmarkResult("iris", "1.0.0", digest, T0, figures)
+    put_attachment(registry, artifact, KIND, sign_result(result, private_key=keypair.private))
+    code, out, err = cli(capsys, "benchmark", "history", "iris", "--registry", served, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["refused"] == [] and [r["version"] for r in doc["results"]] == ["1.0.0"]

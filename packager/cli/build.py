@@ -29,6 +29,7 @@ from packager.cli.options import (
     remote_options,
     rows_option,
     signing_key_option,
+    with_pinned_root,
 )
 from packager.errors import GateFailedError, UsageError
 
@@ -265,24 +266,14 @@ def _locator(ctx: Context, source: _Source, tmp: Path) -> Callable[[str], Path]:
 def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
     """Pull NAME[@VERSION|@CHANNEL] from the registry into ``tmp``, verified."""
     from packager.core.names import parse_target
-    from packager.core.policy import Trusted
-    from packager.distribution.pull import pull
+    from packager.distribution.pull import pull_target
     from packager.instance.roots import instance_policy
-    from packager.registry.verified import read_channel
 
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
-    mode = Trusted(policy)
     registry = open_registry_at(ctx, source.registry_ref)
-    target = parse_target(ref)
-    version = target.version
-    if target.channel is not None:
-        doc, _ = read_channel(
-            registry, target.name, target.channel, mode=mode, now=now(), last_seen=None
-        )
-        version = doc.version
-    wanted = target.name if version is None else f"{target.name}@{version}"
+    mode = with_pinned_root(ctx, policy, registry, parse_target(ref).name)
     out = tmp / str(len(list(tmp.iterdir())))
-    return pull(wanted, registry=registry, mode=mode, out_dir=out, progress=ctx.say)
+    return pull_target(ref, registry=registry, mode=mode, out_dir=out, now=now(), progress=ctx.say)
 
 
 def _publish(
@@ -326,7 +317,8 @@ def _history(
     from packager.instance.roots import instance_policy
 
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
-    entries = history(open_registry_at(ctx, source.registry_ref), name, policy)
+    registry = open_registry_at(ctx, source.registry_ref)
+    entries = history(registry, name, with_pinned_root(ctx, policy, registry, name).policy)
     metric, chart = view
     past = History.of(name, entries, metric)
     if chart is not None:

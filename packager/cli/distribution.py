@@ -24,6 +24,7 @@ from packager.cli.options import (
     remote_options,
     signing_key_option,
     upload_options,
+    with_pinned_root,
 )
 from packager.errors import UsageError
 
@@ -113,23 +114,26 @@ def pull(
     """Fetch and verify a model version into a bundle directory, without installing it.
 
     Trusted keys and CAs come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
-    else /etc/packager/trust.toml.
+    else /etc/packager/trust.toml; with a pinned root (`packager trust pin-root`), plus the
+    keys the registry's delegations name, as for install.
     """
-    from packager.core.policy import Trusted
+    from packager.core.names import parse_ref
     from packager.distribution.pull import pull as do_pull
-    from packager.instance.trust import resolve_policy
+    from packager.instance.roots import instance_policy
 
-    policy = resolve_policy(
+    name, _ = parse_ref(ref)
+    policy = instance_policy(
         home=ctx.home,
         trust_file=ctx.trust_file,
         key_paths=key_paths,
         refusing="refusing to pull unverified models",
     )
     render.unusable_keys(policy)
+    registry = open_registry_at(ctx, registry_ref)
     bundle = do_pull(
         ref,
-        registry=open_registry_at(ctx, registry_ref),
-        mode=Trusted(policy),
+        registry=registry,
+        mode=with_pinned_root(ctx, policy, registry, name),
         out_dir=out_dir,
         progress=ctx.say,
     )
@@ -379,11 +383,12 @@ def mirror_cmd(
     already in DST with the same content is skipped; one with other content is a conflict:
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
     rebuilt atomically and keeps what it held. Trusted keys and CAs come from --key, else
-    --trust FILE, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml.
+    --trust FILE, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with a
+    pinned root (`packager trust pin-root`), plus the keys SRC's delegations name.
     """
     from packager.core.policy import Trusted, VerifyMode
     from packager.distribution.mirror import mirror, mirror_mode
-    from packager.instance.trust import resolve_policy
+    from packager.instance.roots import instance_policy
 
     if no_verify:
         render.warn(render.MIRRORING_UNVERIFIED)
@@ -391,7 +396,7 @@ def mirror_cmd(
     if no_verify or key_paths:
         mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
     else:
-        policy = resolve_policy(
+        policy = instance_policy(
             home=ctx.home,
             trust_file=ctx.trust_file,
             refusing="refusing to copy unverified models (--no-verify copies without "
@@ -399,8 +404,11 @@ def mirror_cmd(
         )
         render.unusable_keys(policy)
         mode = Trusted(policy)
+    origin = open_registry_at(ctx, source)
+    if isinstance(mode, Trusted):
+        mode = with_pinned_root(ctx, mode.policy, origin)
     report = mirror(
-        open_registry_at(ctx, source),
+        origin,
         open_registry_at(ctx, destination, writing=True),
         list(refs),
         mode=mode,

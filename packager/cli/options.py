@@ -16,6 +16,8 @@ from packager.core.text import printable
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
+    from packager.core.policy import Trusted, TrustPolicy
+    from packager.registry.base import RegistryReader
     from packager.registry.options import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -256,6 +258,32 @@ def open_registry_at(ctx: Context, ref: str | None, *, writing: bool = False):  
 
     opener = open_destination if writing else open_registry
     return opener(resolve_registry(ref), home=ctx.home, options=registry_options(ctx))
+
+
+def with_pinned_root(
+    ctx: Context, policy: TrustPolicy, registry: RegistryReader, name: str | None = None
+) -> Trusted:
+    """``policy`` with the delegations of the root of trust pinned in ``ctx.home``, read
+    from ``registry``, exactly as install applies them
+    (:func:`packager.instance.roots.trusted_mode`); ``policy`` alone without a pinned root.
+
+    Raises:
+        VerificationError, RegistryError: as :func:`~packager.instance.roots.trusted_mode`.
+    """
+    from packager.core.policy import Trusted
+    from packager.instance.roots import trusted_mode
+    from packager.instance.store import Store
+
+    mode = trusted_mode(
+        Trusted(policy),
+        registry=registry,
+        store=Store(ctx.home),
+        now=now(),
+        name=name,
+        progress=ctx.say,
+    )
+    assert isinstance(mode, Trusted)  # a trusted mode stays trusted, with more keys
+    return mode
 
 
 def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:

@@ -208,6 +208,9 @@ def list_version_attachments(registry: RegistryReader, name: str) -> dict[str, l
     Raises:
         UsageError: a malformed name.
         NotFoundError: a version listed is gone.
+        TamperedError: more than
+            :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
+            one kind attached to a version.
         RegistryError: the registry cannot be read.
     """
     tags = registry.tags(name)
@@ -216,7 +219,7 @@ def list_version_attachments(registry: RegistryReader, name: str) -> dict[str, l
         artifact = registry.resolve(name, version)
         listed[version] = [
             _describe(registry, name, found)
-            for found in attachments_in(tags, artifact.manifest_digest)
+            for found in attachments_in(tags, artifact, location=registry.location)
         ]
     return listed
 

@@ -86,6 +86,9 @@ def history(registry: RegistryReader, name: str, policy: TrustPolicy) -> list[En
     Raises:
         UsageError: a malformed name.
         NotFoundError: no such model.
+        TamperedError: more than
+            :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` results
+            attached to a version.
         RegistryError: the registry cannot be read.
     """
     entries = []

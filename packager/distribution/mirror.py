@@ -54,8 +54,14 @@ from packager.core.root import TRUST_REPOSITORY
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
+from packager.registry.attachments import (
+    Attachment,
+    attached_documents,
+    copy_attachments,
+    list_attachments,
+    subject_of,
+)
 from packager.registry.attachments import artifact_type as attachment_type
-from packager.registry.attachments import attached_documents, copy_attachments, subject_of
 from packager.registry.base import Artifact, Registry, RegistryReader
 from packager.registry.roots import copy_trust_documents, trust_document_type, trust_documents
 from packager.registry.verified import fetch_verified, latest_version
@@ -145,7 +151,9 @@ def export(
         UsageError: no refs, a malformed ref, or ``out`` does not end in ``.tar`` or is
             not in an existing directory.
         NotFoundError: a model or version is not in ``registry``.
-        TamperedError: a blob differs from its descriptor.
+        TamperedError: a blob differs from its descriptor; more than
+            :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
+            one kind are attached to a version.
         RegistryError: the registry cannot be read, or the archive cannot be written.
     """
     if not refs:
@@ -245,7 +253,9 @@ def mirror(
         VerificationError: a version or channel document fails verification (bad or
             untrusted signature, tampered or missing files, wrong model); in an unverified
             ``mode``, a blob that differs from its digest, a file set other than the
-            manifest's or a manifest of another model or version.
+            manifest's or a manifest of another model or version; more than
+            :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
+            one kind attached to a version (refused before it is copied).
         RegistryError: a registry cannot be read or written.
     """
     say = progress or (lambda _msg: None)
@@ -264,6 +274,8 @@ def mirror(
         sink = _Sink(destination)
         for i, (name, version) in enumerate(wanted):
             artifact = source.resolve(name, version)
+            # Listed (and capped) before anything is written for this version.
+            attached = list_attachments(source, artifact)
             present = sink.existing(name, version)
             if present is not None:
                 entry = Mirrored(name, version, artifact.manifest_digest, present.manifest_digest)
@@ -271,7 +283,7 @@ def mirror(
                 if _same_content(artifact, present):
                     skipped.append(entry)
                     say(f"skipped {artifact.ref}: already in {destination.location}")
-                    _carry_attachments(source, artifact, destination, present, say)
+                    _carry_attachments(source, artifact, attached, destination, present, say)
                 else:
                     conflicts.append(entry)
                     say(
@@ -285,7 +297,7 @@ def mirror(
             copy = sink.add(source, artifact, bundle, fetched.manifest)
             digest = copy.manifest_digest
             shutil.rmtree(bundle)
-            _carry_attachments(source, artifact, destination, copy, say)
+            _carry_attachments(source, artifact, attached, destination, copy, say)
             held[(name, version)] = fetched.manifest_digest
             copied.append(Mirrored(name, version, artifact.manifest_digest, digest))
             say(f"copied {artifact.ref} to {destination.location} ({digest})")
@@ -308,11 +320,16 @@ def mirror(
 
 
 def _carry_attachments(
-    source: RegistryReader, artifact: Artifact, destination: Registry, copy: Artifact, say: Progress
+    source: RegistryReader,
+    artifact: Artifact,
+    attached: list[Attachment],
+    destination: Registry,
+    copy: Artifact,
+    say: Progress,
 ) -> None:
     """Attach to the copy the signed documents of the source version it lacks (approvals
     and the like are judged by installers, with their own policy)."""
-    for found in copy_attachments(source, artifact, destination, copy):
+    for found in copy_attachments(source, artifact, destination, copy, listed=attached):
         say(f"copied {found.kind} {found.tag} of {artifact.ref}")
 
 

@@ -6,14 +6,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
-from packager.core.names import parse_ref
+from packager.core.digests import Digest
+from packager.core.names import parse_ref, parse_target
 from packager.core.policy import Trusted
 from packager.core.verify import check_trusted
 from packager.errors import UsageError
 from packager.registry.base import RegistryReader
-from packager.registry.verified import fetch_verified, latest_version
+from packager.registry.verified import fetch_verified, latest_version, read_channel
 
 Progress = Callable[[str], None]
 
@@ -25,15 +27,18 @@ def pull(
     mode: Trusted,
     out_dir: Path,
     progress: Progress | None = None,
+    expected_manifest: Digest | None = None,
 ) -> Path:
     """Fetch and verify ``name[@version]`` into ``out_dir/<name>-<version>`` without installing.
 
     The bundle is assembled in a temporary directory beside the destination and
-    renamed into place only once verified.
+    renamed into place only once verified. ``expected_manifest``: the manifest.json
+    digest the bundle must have (a channel document's).
 
     Raises:
         UsageError: bad reference, or the destination exists.
-        VerificationError, RegistryError: as for :func:`fetch_verified`.
+        VerificationError, RegistryError: as for :func:`fetch_verified` (TamperedError:
+            a manifest other than ``expected_manifest``).
     """
     name, version = parse_ref(ref)
     check_trusted(mode, name)
@@ -46,9 +51,50 @@ def pull(
     artifact = registry.resolve(name, version)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
-        fetch_verified(registry, artifact, mode=mode, dest=work, say=progress)
+        fetch_verified(
+            registry,
+            artifact,
+            mode=mode,
+            dest=work,
+            say=progress,
+            expected_manifest=expected_manifest,
+        )
         work.chmod(0o755)
         os.rename(work, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def pull_target(
+    target: str,
+    *,
+    registry: RegistryReader,
+    mode: Trusted,
+    out_dir: Path,
+    now: datetime,
+    progress: Progress | None = None,
+) -> Path:
+    """:func:`pull` ``name[@version|@channel]``. Through a channel, the version its
+    verified document names, and only the bundle whose manifest.json has the digest the
+    document names: a version tag moved after the document was read is refused, as
+    install refuses it.
+
+    Raises:
+        UsageError, VerificationError, RegistryError: as :func:`pull`, and for a channel
+            as :func:`~packager.registry.verified.read_channel`; TamperedError: the
+            version's tag names another bundle than the channel document.
+        NotFoundError: no such version or channel.
+    """
+    parsed = parse_target(target)
+    if parsed.channel is None:
+        return pull(target, registry=registry, mode=mode, out_dir=out_dir, progress=progress)
+    doc, _ = read_channel(registry, parsed.name, parsed.channel, mode=mode, now=now, last_seen=None)
+    return pull(
+        f"{parsed.name}@{doc.version}",
+        registry=registry,
+        mode=mode,
+        out_dir=out_dir,
+        progress=progress,
+        expected_manifest=doc.manifest_digest,
+    )

@@ -117,10 +117,15 @@ def trusted_mode(
 
 
 def instance_policy(
-    *, home: Path, trust_file: Path | None = None, key_paths: Sequence[Path] = ()
+    *,
+    home: Path,
+    trust_file: Path | None = None,
+    key_paths: Sequence[Path] = (),
+    refusing: str = "refusing to install unverified models",
 ) -> TrustPolicy:
     """:func:`packager.instance.trust.resolve_policy`, except that with a pinned root and
-    no policy file the policy starts empty (the delegations fill it).
+    no policy file the policy starts empty (the delegations fill it). ``refusing`` ends
+    the message when there is neither.
 
     Raises:
         UsageError: no key, no policy and no pinned root (fail closed); a bad policy.
@@ -131,7 +136,7 @@ def instance_policy(
         and trust_state(Store(home)) is not None
     ):
         return TrustPolicy({}, (), {}, "pinned root")
-    return resolve_policy(home=home, trust_file=trust_file, key_paths=key_paths)
+    return resolve_policy(home=home, trust_file=trust_file, key_paths=key_paths, refusing=refusing)
 
 
 def _refresh(

@@ -16,6 +16,8 @@ The registry only stores and serves bytes: what a document says and whether it c
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from packager.core.digests import Digest
@@ -77,24 +79,40 @@ def list_attachments(
     registry: RegistryReader, artifact: Artifact, kind: str | None = None
 ) -> list[Attachment]:
     """The documents attached to the version ``artifact`` describes (of ``kind`` only,
-    when given), sorted by kind and tag.
+    when given), sorted by kind and tag; see :func:`attachments_in`.
 
     Raises:
-        TamperedError: the registry lists a tag more than once.
+        TamperedError: the registry lists a tag more than once, or more than
+            :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
         RegistryError: the registry cannot be read.
     """
-    return attachments_in(registry.tags(artifact.name), artifact.manifest_digest, kind)
+    tags = registry.tags(artifact.name)
+    return attachments_in(tags, artifact, kind, location=registry.location)
 
 
-def attachments_in(tags: list[str], subject: Digest, kind: str | None = None) -> list[Attachment]:
-    """The attachments of the version with OCI manifest digest ``subject`` among ``tags``."""
+def attachments_in(
+    tags: list[str], artifact: Artifact, kind: str | None = None, *, location: str
+) -> list[Attachment]:
+    """The attachments of the version ``artifact`` describes among ``tags`` (the tags of
+    its model in the registry at ``location``), sorted by kind and tag: what every reader
+    of attachments (install, approvals, search, mirror, export, benchmark history) reads.
+
+    Raises:
+        TamperedError: more than :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
+    """
     found = []
     for tag in tags:
         match = _TAG_RE.fullmatch(tag)
-        if match is None or match.group(1) != subject.hex:
+        if match is None or match.group(1) != artifact.manifest_digest.hex:
             continue
         if kind is None or match.group(2) == kind:
             found.append(Attachment(match.group(2), tag))
+    for listed, count in Counter(a.kind for a in found).items():
+        if count > MAX_ATTACHMENTS_PER_KIND:
+            raise TamperedError(
+                f"{location} lists {count} {listed} documents for {artifact.ref}, "
+                f"more than the {MAX_ATTACHMENTS_PER_KIND} packager reads"
+            )
     return sorted(found, key=lambda a: (a.kind, a.tag))
 
 
@@ -125,23 +143,25 @@ def read_attachments(
             :func:`get_attachment`.
     """
     found = list_attachments(registry, artifact, kind)
-    if len(found) > MAX_ATTACHMENTS_PER_KIND:
-        raise TamperedError(
-            f"{registry.location} lists {len(found)} {kind} documents for {artifact.ref}, more "
-            f"than the {MAX_ATTACHMENTS_PER_KIND} packager reads"
-        )
     return [get_attachment(registry, artifact.name, f, max_size=max_size) for f in found]
 
 
 def copy_attachments(
-    source: RegistryReader, artifact: Artifact, destination: Registry, copy: Artifact
+    source: RegistryReader,
+    artifact: Artifact,
+    destination: Registry,
+    copy: Artifact,
+    *,
+    listed: Sequence[Attachment],
 ) -> list[Attachment]:
-    """Attach to ``copy`` (the version in ``destination``) every document attached to
-    ``artifact`` in ``source`` that it lacks, byte for byte (they are signed: installers
-    judge them); returns those copied.
+    """Attach to ``copy`` (the version in ``destination``) every document of ``listed``
+    (:func:`list_attachments` of ``artifact`` in ``source``, read before the version was
+    copied) that it lacks, byte for byte (they are signed: installers judge them); returns
+    those copied.
 
     Raises:
-        TamperedError: a malformed document in ``source``.
+        TamperedError: a malformed document in ``source``; more than
+            :data:`MAX_ATTACHMENTS_PER_KIND` of one kind in ``destination``.
         RegistryError: either registry cannot be read, or ``destination`` written.
     """
     try:
@@ -150,7 +170,7 @@ def copy_attachments(
         held = []
     present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
     copied = []
-    for found in list_attachments(source, artifact):
+    for found in listed:
         if (found.kind, found.tag.rsplit(".", 1)[1]) in present:
             continue
         data = get_attachment(source, artifact.name, found, max_size=MAX_ATTACHMENT_BYTES)
@@ -164,7 +184,8 @@ def attached_documents(
     """Every document attached to the version, with its bytes (each capped).
 
     Raises:
-        TamperedError: a malformed document.
+        TamperedError: a malformed document; more than :data:`MAX_ATTACHMENTS_PER_KIND` of
+            one kind.
         RegistryError: the registry cannot be read.
     """
     return [

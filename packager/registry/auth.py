@@ -47,6 +47,11 @@ GIVE = (
     "pass --username and --password-stdin, set PACKAGER_REGISTRY_USERNAME and "
     "PACKAGER_REGISTRY_PASSWORD, or log in with docker login"
 )
+# Docker keeps Docker Hub's credentials (in ``auths``, ``credHelpers`` and the helpers'
+# stores) under the address of its v1 index, whichever name the registry goes by: the
+# docker client's ``registry.IndexServer``.
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 # The token specification's default when a token server does not say.
 DEFAULT_TOKEN_LIFETIME = 60.0
 
@@ -95,7 +100,10 @@ def docker_credentials(
     ``auths`` entry; None when the file, the helper's or the host's entry has none.
 
     Keys may be ``host[:port]`` or a URL (``https://host/v1/``); an ``auths`` entry holds
-    ``auth`` (base64 of ``user:password``) or ``username`` and ``password``.
+    ``auth`` (base64 of ``user:password``) or ``username`` and ``password``. Docker Hub,
+    by any of its names (:data:`DOCKER_HUB_HOSTS`), is found under
+    :data:`DOCKER_HUB_KEY`, and a helper is asked for that address
+    (:func:`docker_config_key`), as the docker client does.
 
     Raises:
         UsageError: the file cannot be read, is not JSON, or the entry is malformed.
@@ -124,12 +132,14 @@ def docker_credentials(
         return None
     helper, source = _helper_for(host, doc, config)
     if helper is not None:
-        found = helper_credentials(helper, host, source=source, timeout=helper_timeout)
+        found = helper_credentials(
+            helper, docker_config_key(host), source=source, timeout=helper_timeout
+        )
         return None if found is None else Credentials(*found, source=f"docker-credential-{helper}")
     auths = doc.get("auths")
     if not isinstance(auths, dict):
         return None
-    entry = next((v for k, v in auths.items() if _config_host(k) == host.lower()), None)
+    entry = next((v for k, v in auths.items() if _config_host(k) == _config_host(host)), None)
     if not isinstance(entry, dict):
         return None
     source = f"{config} (auths.{host})"
@@ -153,7 +163,7 @@ def _helper_for(host: str, doc: dict[str, object], config: Path) -> tuple[str | 
     helpers = doc.get("credHelpers")
     if isinstance(helpers, dict):
         for key, name in helpers.items():
-            if _config_host(key) == host.lower() and isinstance(name, str) and name:
+            if _config_host(key) == _config_host(host) and isinstance(name, str) and name:
                 return name, f"{config} (credHelpers.{host})"
     store = doc.get("credsStore")
     if isinstance(store, str) and store:
@@ -175,11 +185,17 @@ def merge_scopes(scopes: list[str]) -> list[str]:
     return [f"{r}:{','.join(a)}" if a else r for r, a in merged.items()]
 
 
+def docker_config_key(host: str) -> str:
+    """The address Docker keeps the credentials of ``host`` (``name[:port]``) under:
+    :data:`DOCKER_HUB_KEY` for Docker Hub, else ``host`` itself."""
+    return DOCKER_HUB_KEY if host.lower() in DOCKER_HUB_HOSTS else host
+
+
 def _config_host(key: str) -> str:
-    # "https://registry.example:5000/v1/" and "registry.example:5000" name the same host.
-    if "://" in key:
-        return urlsplit(key).netloc.lower()
-    return key.partition("/")[0].lower()
+    # "https://registry.example:5000/v1/" and "registry.example:5000" name the same host;
+    # every name of Docker Hub names Docker Hub.
+    host = (urlsplit(key).netloc if "://" in key else key.partition("/")[0]).lower()
+    return DOCKER_HUB_KEY if host in DOCKER_HUB_HOSTS else host
 
 
 def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:

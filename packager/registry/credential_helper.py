@@ -2,7 +2,9 @@
 
 Docker's ``config.json`` may keep credentials out of the file: ``credHelpers`` names a
 helper per registry host, ``credsStore`` one for every host. A helper is a program on
-``PATH`` that reads the registry's host on stdin and answers
+``PATH`` that reads the address Docker keys the registry by on stdin (its host, and for
+Docker Hub ``https://index.docker.io/v1/``: :func:`packager.registry.auth.docker_config_key`)
+and answers
 ``{"ServerURL": …, "Username": …, "Secret": …}`` on stdout, or exits non-zero with
 ``credentials not found in native keychain``.
 
@@ -48,8 +50,9 @@ def helper_credentials(
     environ: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> tuple[str, str] | None:
-    """(username, secret) that ``docker-credential-<helper> get`` has for ``host``; None
-    when the helper has none. ``source`` names the config entry in messages.
+    """(username, secret) that ``docker-credential-<helper> get`` has for ``host`` (the
+    address Docker keys the registry by); None when the helper has none. ``source`` names
+    the config entry in messages.
 
     Raises:
         RegistryError: the helper's name is not a plain name, it is not on ``PATH``,

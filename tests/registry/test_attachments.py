@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from packager.cli import main
+from packager.core.benchrecord import KIND as BENCHMARK_KIND
 from packager.core.digests import Digest
 from packager.core.policy import Unverified
 from packager.distribution.mirror import export, mirror
@@ -32,6 +34,7 @@ from packager.registry.layout import render_models_index
 from packager.registry.memory import MemoryRegistry
 from packager.registry.options import RegistryOptions
 
+from ..conftest import KeyPair
 from .servers import serve
 from .test_archive import skopeo
 from .test_http_mirror import FAST, Site, _StaticHandler
@@ -203,3 +206,34 @@ def test_a_registry_listing_too_many_documents_of_a_kind_is_refused(
         put_attachment(layout, artifact, "approval", b'{"n": %d}' % i)
     with pytest.raises(TamperedError, match="more than the 64"):
         read_attachments(layout, artifact, "approval", max_size=4096)
+    with pytest.raises(TamperedError, match="lists 65 approval documents"):
+        list_attachments(layout, artifact)
+
+
+def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
+    layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str], keypair: KeyPair
+) -> None:
+    """The cap install reads attachments with holds for every reader: each command stops
+    with one line and exit 3, and writes nothing."""
+    artifact = layout.resolve("iris", "1.0.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
+        put_attachment(layout, artifact, BENCHMARK_KIND, b'{"n": %d}' % i)
+    archive, copy = tmp_path / "out.tar", tmp_path / "copy"
+    commands = (
+        ("export", "iris@1.0.0", "--registry", layout.root, "-o", archive),
+        ("mirror", layout.root, copy, "iris@1.0.0", "--no-verify"),
+        ("benchmark", "history", "iris", "--registry", layout.root, "--key", keypair.pub_path),
+        ("search", "iris", "--attachments", "--registry", layout.root),
+    )
+    for command in commands:
+        code = main(["-q", *map(str, command)])
+        err = capsys.readouterr().err
+        # -q: nothing else on stderr, but --no-verify's warning.
+        refusal = [line for line in err.splitlines() if "WARNING: --no-verify" not in line]
+        assert code == 3, err
+        assert refusal == [
+            f"packager: error: {layout.location} lists 65 benchmark documents for "
+            "iris@1.0.0, more than the 64 packager reads"
+        ]
+    assert not archive.exists()
+    assert not (copy.exists() and LayoutRegistry(copy).names())

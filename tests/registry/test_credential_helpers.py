@@ -3,6 +3,7 @@ way Docker runs them, against docker-registry with htpasswd auth."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -122,6 +123,34 @@ def test_a_helper_without_credentials_for_the_host_means_anonymous(
     config.write_text(json.dumps({"credsStore": "empty"}))
     write_helper(helper_bin, "empty", "echo 'credentials not found in native keychain'\nexit 1\n")
     assert docker_credentials(basic_registry.host, config) is None
+
+
+@pytest.mark.parametrize("host", ["registry-1.docker.io", "docker.io", "index.docker.io"])
+def test_docker_hub_is_found_under_the_key_docker_login_uses(
+    tmp_path: Path, helper_bin: Path, host: str
+) -> None:
+    """`docker login` keys Docker Hub as https://index.docker.io/v1/ (in auths and
+    credHelpers, and in what it hands a helper), whatever name the registry is reached by."""
+    hub = "https://index.docker.io/v1/"
+    config = tmp_path / "config.json"
+    log = recording_helper(helper_bin, "hub", "alice", "hub-secret")
+    config.write_text(json.dumps({"auths": {hub: {}}, "credHelpers": {hub: "hub"}}))
+    found = docker_credentials(host, config)
+    assert found is not None and (found.username, found.password) == ("alice", "hub-secret")
+    assert Path(f"{log}.stdin").read_text() == hub
+
+    store = recording_helper(helper_bin, "store", "bob", "store-secret")
+    config.write_text(json.dumps({"credsStore": "store"}))
+    assert docker_credentials(host, config) is not None
+    assert Path(f"{store}.stdin").read_text() == hub
+    assert docker_credentials("registry.example:5000", config) is not None
+    assert Path(f"{store}.stdin").read_text() == "registry.example:5000"
+
+    token = base64.b64encode(b"carol:file-secret").decode()
+    config.write_text(json.dumps({"auths": {hub: {"auth": token}}}))
+    found = docker_credentials(host, config)
+    assert found is not None and (found.username, found.password) == ("carol", "file-secret")
+    assert docker_credentials("registry.example", config) is None
 
 
 @pytest.mark.parametrize(
