@@ -112,8 +112,9 @@ def pull(
 ) -> None:
     """Fetch and verify a model version into a bundle directory, without installing it.
 
-    Trusted keys and CAs come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
-    else /etc/packager/trust.toml.
+    Trusted keys and CAs come from --trust FILE, else $PACKAGER_HOME/trust.toml, else
+    /etc/packager/trust.toml; --key adds keys to it (its revocations still apply), or is
+    trusted alone when there is none.
     """
     from packager.core.policy import Trusted
     from packager.distribution.pull import pull as do_pull
