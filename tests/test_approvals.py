@@ -63,14 +63,13 @@ def do_install(
     trust_file: Path,
     *,
     now: datetime = T0,
-    force: bool = False,
 ) -> str:
     return install(
         "iris@1.0.0",
         registry=registry,
         store=Store(home),
         now=now,
-        options=InstallOptions(verify=Trusted(read_policy(trust_file)), force=force),
+        options=InstallOptions(verify=Trusted(read_policy(trust_file))),
     ).version
 
 
@@ -167,13 +166,16 @@ def test_expired_and_revoked_approvals_do_not_count(
         )
 
     # Within bob's expiry it installs; once the instance revokes bob's key it no longer
-    # would (installed again with force: the version current already is a no-op).
+    # passes, even as the version already current (checked again, not installed again).
     assert do_install(registry, home, trust_file) == "1.0.0"
+    with pytest.raises(UntrustedError, match="no longer passes.*expired at 2026-11-28T12"):
+        do_install(registry, home, trust_file, now=T0 + 2 * DAY)
     revoke_key(trust_file, "bob")
     with pytest.raises(
         UntrustedError, match="legal approval by key bob was made with a revoked key"
     ):
-        do_install(registry, home, trust_file, force=True)
+        do_install(registry, home, trust_file)
+    assert Store(home).current_version("iris") == "1.0.0"
 
 
 def test_the_builder_key_cannot_approve_its_own_bundle(
@@ -374,6 +376,6 @@ def test_review_before_release_through_the_cli(
         capsys, "revoke-approval", "iris@1.0.0", "--key", bob.key_path, "--registry", reg
     )
     assert code == 0
-    # Installed again (--force: the current version is otherwise a no-op): refused.
-    code, _, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg, "--force")
+    # The version current no longer passes: installing it again is refused.
+    code, _, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg)
     assert code == 3 and "revoked by its signer" in err

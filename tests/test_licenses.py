@@ -101,14 +101,14 @@ def registry(tmp_path: Path, licensed: Path, bundles: dict[str, Path], keypair: 
 
 
 def do_install(registry: Path, home: Path, ref: str = "iris@3.0.0") -> str:
-    # force: the policy changes between installs of the version already current, which
-    # would otherwise be a no-op that checks nothing.
+    # The policy changes between installs of the version already current, which checks it
+    # again each time.
     return install(
         ref,
         registry=LayoutRegistry(registry),
         store=Store(home),
         now=T0,
-        options=InstallOptions(verify=Trusted(read_policy(home / "trust.toml")), force=True),
+        options=InstallOptions(verify=Trusted(read_policy(home / "trust.toml"))),
     ).version
 
 

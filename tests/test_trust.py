@@ -51,8 +51,16 @@ def test_resolve_policy_precedence(
     add_key(explicit, "partner", other_keypair.pub_path)
     chosen = resolve_policy(home=home, trust_file=explicit)
     assert [key_hint(k) for k in chosen.keys_for("x")] == [key_hint(other_keypair.public)]
+    # --key adds to the policy file: both keys are trusted.
     flags = resolve_policy(home=home, trust_file=explicit, key_paths=[keypair.pub_path])
-    assert [key_hint(k) for k in flags.keys_for("x")] == [key_hint(keypair.public)]
+    assert {key_hint(k) for k in flags.keys_for("x")} == {
+        key_hint(keypair.public),
+        key_hint(other_keypair.public),
+    }
+    assert flags.source == str(explicit)
+    # With no policy file, the --key files alone.
+    alone = resolve_policy(home=tmp_path / "fresh", key_paths=[other_keypair.pub_path])
+    assert [key_hint(k) for k in alone.keys_for("x")] == [key_hint(other_keypair.public)]
     with pytest.raises(UsageError, match="cannot read trust policy"):
         resolve_policy(home=home, trust_file=tmp_path / "missing.toml")
 

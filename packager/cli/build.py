@@ -433,8 +433,9 @@ def verify(
 ) -> None:
     """Verify a bundle directory's signature and every file's digest.
 
-    Trusted keys and CAs come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
-    else /etc/packager/trust.toml.
+    Trusted keys and CAs come from --trust FILE, else $PACKAGER_HOME/trust.toml, else
+    /etc/packager/trust.toml; --key adds keys to it (its revocations still apply), or is
+    trusted alone when there is none.
     """
     from packager._io.bundledir import verify_bundle
 

@@ -113,9 +113,10 @@ def pull(
 ) -> None:
     """Fetch and verify a model version into a bundle directory, without installing it.
 
-    Trusted keys and CAs come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
-    else /etc/packager/trust.toml; with a pinned root (`packager trust pin-root`), plus the
-    keys the registry's delegations name, as for install.
+    Trusted keys and CAs come from --trust FILE, else $PACKAGER_HOME/trust.toml, else
+    /etc/packager/trust.toml; --key adds keys to it (its revocations still apply), or is
+    trusted alone when there is none; with a pinned root (`packager trust pin-root`), plus
+    the keys the registry's delegations name, as for install.
     """
     from packager.core.names import parse_ref
     from packager.distribution.pull import pull as do_pull

@@ -102,9 +102,11 @@ def install(
     NAME@CHANNEL (e.g. iris@stable) installs the version the channel's signed document
     names, and the model then follows the channel (`packager update`); installing by
     version (or an archive) stops following. The version already current is not installed
-    again unless --force. Trusted keys come from --key, else --trust FILE, else
-    $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with none (and no pinned
-    root: `packager trust pin-root`), install refuses.
+    again unless --force, only checked again against the trust policy. The trust policy is
+    --trust FILE, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; --key adds
+    keys to it (its revocations, approvals, licences and minimums still apply), or is
+    trusted alone when there is none; with neither (and no pinned root: `packager trust
+    pin-root`), install refuses.
     """
     from packager.core.policy import Trusted, Unverified, VerifyMode
     from packager.instance.install import InstallOptions, only_model

@@ -47,7 +47,7 @@ from __future__ import annotations
 import fnmatch
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -531,3 +531,25 @@ def adhoc_policy(keys: Sequence[ec.EllipticCurvePublicKey]) -> TrustPolicy:
         )
         trusted[f"key{i}"] = TrustedKey(f"key{i}", pem, key)
     return TrustPolicy(trusted, (Rule("*", tuple(trusted)),), {}, ADHOC_SOURCE)
+
+
+def with_keys(policy: TrustPolicy, keys: Sequence[ec.EllipticCurvePublicKey]) -> TrustPolicy:
+    """``policy`` also trusting ``keys`` to sign every model: what ``--key PATH`` adds to
+    a trust policy file. Every other rule of ``policy`` still applies: its revocations (a
+    key it revokes stays revoked whichever name it is given), the approvals and licences it
+    requires, its minimum versions. A key the policy already holds is trusted under its own
+    name, with its roles and its revocation; the others are named ``--key 1``, ``--key 2``
+    (names no policy file can give)."""
+    held = policy.key_named_by_hint()
+    added = dict(policy.keys)
+    names: list[str] = []
+    for key in keys:
+        pem = key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        trusted = TrustedKey(f"{ADHOC_SOURCE} {len(names) + 1}", pem, key)
+        name = held.get(trusted.hint, trusted.name)
+        added.setdefault(name, trusted)
+        names.append(name)
+    rule = Rule("*", tuple(dict.fromkeys(names)))
+    return replace(policy, keys=added, rules=(*policy.rules, rule))

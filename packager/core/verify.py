@@ -14,7 +14,12 @@ Fetching, reading files and writing them is the callers' job (:mod:`packager.reg
    (:func:`check_binding`, the one name/version rule), listing exactly the signed files;
 3. :func:`check_served` (what a registry describes) or :func:`check_files` (what a
    directory holds): every file's digest and size are the signed ones;
-4. :func:`check_version_allowed`: the policy's minimum version and the rollback floor.
+4. :func:`check_version_allowed`: the policy's minimum version (:func:`check_minimum`)
+   and the rollback floor.
+
+The version already current, installed again without being fetched, is re-checked by the
+same rules on its signature, manifest.json and approvals, and :func:`check_installed`
+binds what they vouch for to what is installed.
 
 Channel documents: :func:`check_channel_document` (signer and name/channel binding) and
 :func:`accept_channel` (also expiry, replay and equivocation); :func:`check_channel_mode`
@@ -497,13 +502,19 @@ def check_version_allowed(
     Raises:
         RollbackError: naming the minimum or the floor, and what to do.
     """
-    if isinstance(mode, Trusted):
-        minimum = mode.policy.minimum.get(name)
-        if minimum is not None and semver_key(version) < semver_key(minimum):
-            raise RollbackError(
-                f"{name}@{version} is below the minimum version {minimum} set in "
-                f"{mode.policy.source}"
-            )
+    check_minimum(name, version, mode=mode)
+    check_floor(name, version, floor=floor, allow_downgrade=allow_downgrade)
+
+
+def check_floor(
+    name: str, version: str, *, floor: str | None, allow_downgrade: bool = False
+) -> None:
+    """``version`` must not be below the rollback ``floor`` unless ``allow_downgrade`` (see
+    :func:`check_version_allowed`).
+
+    Raises:
+        RollbackError: naming the floor, and what to do.
+    """
     if floor is None or allow_downgrade or version == floor:
         return
     if semver_key(version) < semver_key(floor):
@@ -517,6 +528,36 @@ def check_version_allowed(
             f"refusing to install {name}@{version}: {floor} was installed before and differs "
             "only in build metadata, which does not say which build is newer (rollback "
             "floor); publish a higher version, or pass --allow-downgrade if you really mean it"
+        )
+
+
+def check_minimum(name: str, version: str, *, mode: VerifyMode) -> None:
+    """``version`` must not be below the trust policy's minimum for ``name``.
+
+    Raises:
+        RollbackError: naming the minimum and the policy that sets it.
+    """
+    if isinstance(mode, Trusted):
+        minimum = mode.policy.minimum.get(name)
+        if minimum is not None and semver_key(version) < semver_key(minimum):
+            raise RollbackError(
+                f"{name}@{version} is below the minimum version {minimum} set in "
+                f"{mode.policy.source}"
+            )
+
+
+def check_installed(signed: Digest, installed: Digest, *, ref: str) -> None:
+    """The version installed here is the one the registry's signature vouches for: the
+    signed manifest.json of ``ref`` has the digest recorded when it was installed.
+
+    Raises:
+        TamperedError: the registry serves ``ref`` signed with another manifest.json, so
+            its signature says nothing of the installed bundle.
+    """
+    if signed != installed:
+        raise TamperedError(
+            f"the registry serves {ref} signed with manifest.json {signed}, but the one "
+            f"installed here is {installed}: its signature does not vouch for what runs here"
         )
 
 

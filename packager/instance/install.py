@@ -23,12 +23,17 @@ from urllib.parse import urlsplit
 from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
 from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
+from packager.core.digests import Digest
 from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import (
+    ApprovalDecision,
     check_channel_mode,
+    check_floor,
+    check_installed,
     check_licenses,
+    check_minimum,
     check_trusted,
     check_version_allowed,
     evaluate_approvals,
@@ -39,13 +44,14 @@ from packager.errors import (
     NotInstalledError,
     PackagerError,
     UsageError,
+    VerificationError,
 )
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.attachments import read_attachments
 from packager.registry.base import Artifact, RegistryReader
-from packager.registry.verified import Fetched, fetch_verified, latest_version, read_channel
+from packager.registry.verified import fetch_verified, latest_version, read_channel, read_signed
 
 Progress = Callable[[str], None]
 
@@ -63,7 +69,8 @@ class InstallOptions:
     which reads every model from it for one run when it is given there. ``smoke`` bounds
     the smoke test's time and memory. ``progress`` receives a line per step. ``force``
     installs again the version already current (verified, smoke-tested, its installed files
-    repaired); without it, that install changes nothing and downloads nothing.
+    repaired); without it, that install changes nothing and fetches none of its files, but
+    its signature, manifest and approvals are checked again against the trust policy.
     """
 
     verify: VerifyMode
@@ -145,7 +152,9 @@ def install(
     so, with the reason. Through a channel, the model then follows it: ``registry_ref``
     is recorded for ``packager update``. Installing by version stops following (the
     result's ``unfollowed`` says which channel). The version already current is not
-    fetched or smoke-tested again unless ``options.force``. Every
+    fetched or smoke-tested again unless ``options.force``, but with a trust policy it must
+    still pass it: its signature, manifest and approvals are read and checked again, and a
+    refusal leaves it installed and current. Every
     refusal is written to the audit log before it is raised ("channel" entries for
     installs through a channel).
 
@@ -153,7 +162,8 @@ def install(
         UsageError: bad reference; an unverified mode for a channel; credentials in
             ``registry_ref``.
         VerificationError: bad or untrusted signature, tampered or missing files, wrong
-            model, a version below the rollback floor or the policy's minimum; for a
+            model, a version below the rollback floor or the policy's minimum, the version
+            already current no longer passing the trust policy; for a
             channel also an untrusted signer, an expired document (ExpiredError), a
             sequence lower than seen (RollbackError), the same sequence naming another
             bundle, or a bundle other than the one the document names (TamperedError);
@@ -227,7 +237,6 @@ class _Install:
                     f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
                     f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
                 )
-                check_version_allowed(name, version, mode=mode)
                 # `update` runs often: a document seen before is not audited again.
                 new = seen is None or doc.sequence > seen.sequence
                 record = ChannelRecord(
@@ -248,6 +257,7 @@ class _Install:
                     and current == version
                     and self.store.manifest_digest(name, version) == doc.manifest_digest
                 ):
+                    self.recheck(name, version)
                     self.store.record_channel(record, now=self.now)
                     self.options.say(f"{name}@{version} is already current")
                     return InstallResult(
@@ -277,19 +287,18 @@ class _Install:
         self, name: str, version: str, channel: tuple[Channel, ChannelRecord] | None = None
     ) -> InstallResult:
         """Install ``version`` of ``name``; the caller holds the model's lock."""
-        check_version_allowed(
-            name,
-            version,
-            mode=self.options.verify,
-            floor=self.store.floor(name),
-            allow_downgrade=self.options.allow_downgrade,
-        )
+        floor, allow_downgrade = self.store.floor(name), self.options.allow_downgrade
         doc, record = channel if channel is not None else (None, None)
         followed = None if doc is not None else self.store.followed().get(name)
         unfollowed = None if followed is None else followed.channel
         current = self.store.current_version(name)
         if doc is None and current == version and not self.options.force:
+            # After a rollback, the version current may be below the floor.
+            check_floor(name, version, floor=floor, allow_downgrade=allow_downgrade)
             return self.already_current(name, version, unfollowed)
+        check_version_allowed(
+            name, version, mode=self.options.verify, floor=floor, allow_downgrade=allow_downgrade
+        )
         artifact = self.registry.resolve(name, version)
         with self.store.staging(name) as staged:
             fetched = fetch_verified(
@@ -305,7 +314,7 @@ class _Install:
             manifest = fetched.manifest
             if isinstance(self.options.verify, Trusted):
                 self.check_licenses(manifest, self.options.verify)
-                self.check_approvals(artifact, fetched, self.options.verify)
+                self.check_approvals(artifact, fetched.manifest_digest, fetched.statement.signer)
 
             # 5. Can this instance run it, and does it still give the recorded answers?
             smoke = run_smoke_test(staged, manifest, limits=self.options.smoke)
@@ -359,8 +368,10 @@ class _Install:
         )
 
     def already_current(self, name: str, version: str, unfollowed: str | None) -> InstallResult:
-        """``install NAME@VERSION`` of the current version: nothing is fetched or run; the
-        model still stops following its channel, as any install by version does."""
+        """``install NAME@VERSION`` of the current version: no file is fetched and nothing
+        run, but it must still pass the trust policy (:meth:`recheck`); the model then stops
+        following its channel, as any install by version does."""
+        self.recheck(name, version)
         if unfollowed is not None:
             self.store.unfollow(name, now=self.now, reason=f"installed {version} by version")
         self.options.say(f"{name}@{version} is already current; --force installs it again")
@@ -373,6 +384,39 @@ class _Install:
             None,
             unfollowed=unfollowed,
         )
+
+    def recheck(self, name: str, version: str) -> None:
+        """The version already current, which is not fetched again, must still pass the
+        trust policy as it is now: its signature, manifest.json and required approvals are
+        read from the registry again (no other file is read) and judged by the rules of a
+        full install (key revoked, licence rules, minimum, approvals revoked or expired),
+        and the manifest.json they vouch for must be the one installed. Nothing is checked
+        in an unverified mode, and nothing is written: the caller audits a refusal.
+
+        Raises:
+            VerificationError: of the kind the rule refusing it raises, its message saying
+                that the current version no longer passes and stays current.
+            RegistryError: the registry cannot be read, or no longer has the version.
+        """
+        mode = self.options.verify
+        if not isinstance(mode, Trusted):
+            return
+        try:
+            check_minimum(name, version, mode=mode)
+            artifact = self.registry.resolve(name, version)
+            signed = read_signed(self.registry, artifact, mode=mode, say=self.options.say)
+            installed = self.store.manifest_digest(name, version)
+            check_installed(signed.manifest_digest, installed, ref=artifact.ref)
+            check_licenses(evaluate_licenses(signed.manifest, mode.policy), artifact.ref)
+            decision = self.approvals(artifact, signed.manifest_digest, signed.statement.signer)
+            if decision is not None:
+                decision.check(artifact.ref)
+        except VerificationError as e:
+            raise type(e)(
+                f"{name}@{version}, the version current here, no longer passes the trust "
+                f"policy: {e}; it stays installed and current, nothing was changed"
+            ) from e
+        self.options.say(f"{name}@{version}: signature, manifest and approvals checked again")
 
     def check_licenses(self, manifest: Manifest, mode: Trusted) -> None:
         """The licences the policy's rules for the model ask about, each written to the audit
@@ -393,31 +437,43 @@ class _Install:
             )
         check_licenses(findings, manifest.ref)
 
-    def check_approvals(self, artifact: Artifact, fetched: Fetched, mode: Trusted) -> None:
+    def approvals(
+        self, artifact: Artifact, manifest_digest: Digest, signer: str | None
+    ) -> ApprovalDecision | None:
         """The approvals the policy requires for the model, read from the registry beside
-        the version and judged by :func:`packager.core.verify.evaluate_approvals`; every
-        document looked at and every approval missing is written to the audit log.
+        the version and judged by :func:`packager.core.verify.evaluate_approvals`; None
+        when it requires none (nothing is read) or in an unverified mode."""
+        mode = self.options.verify
+        if not isinstance(mode, Trusted) or not mode.policy.required_approvals(artifact.name):
+            return None
+        documents = {
+            kind: read_attachments(self.registry, artifact, kind, max_size=MAX_APPROVAL_BYTES)
+            for kind in (APPROVAL_KIND, REVOCATION_KIND)
+        }
+        return evaluate_approvals(
+            documents[APPROVAL_KIND],
+            documents[REVOCATION_KIND],
+            mode.policy,
+            name=artifact.name,
+            version=artifact.version,
+            manifest_digest=manifest_digest,
+            bundle_signer=signer,
+            now=self.now,
+        )
+
+    def check_approvals(
+        self, artifact: Artifact, manifest_digest: Digest, signer: str | None
+    ) -> None:
+        """The approvals the policy requires (:meth:`approvals`); every document looked at
+        and every approval missing is written to the audit log.
 
         Raises:
             UntrustedError: an approval is missing (the message names the role and count).
         """
         name, version = artifact.name, artifact.version
-        if not mode.policy.required_approvals(name):
+        decision = self.approvals(artifact, manifest_digest, signer)
+        if decision is None:
             return
-        documents = {
-            kind: read_attachments(self.registry, artifact, kind, max_size=MAX_APPROVAL_BYTES)
-            for kind in (APPROVAL_KIND, REVOCATION_KIND)
-        }
-        decision = evaluate_approvals(
-            documents[APPROVAL_KIND],
-            documents[REVOCATION_KIND],
-            mode.policy,
-            name=name,
-            version=version,
-            manifest_digest=fetched.manifest_digest,
-            bundle_signer=fetched.statement.signer,
-            now=self.now,
-        )
         for finding in decision.findings:
             self.store.audit(
                 action="approval",

@@ -24,6 +24,7 @@ from packager.core.policy import (
     load_pem_public_key,
     parse_policy,
     render_policy,
+    with_keys,
 )
 from packager.core.verify import check_not_revoked
 from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
@@ -62,23 +63,27 @@ def resolve_policy(
     key_paths: Sequence[Path] = (),
     refusing: str = "refusing to install unverified models",
 ) -> TrustPolicy:
-    """The policy an install (or verify, pull, mirror) uses: ``--key`` files if given,
-    else the trust policy file. ``refusing`` ends the message when there is neither.
+    """The policy an install (or verify, pull, mirror) uses: the trust policy file, with
+    the ``--key`` files added as keys trusted for every model (its revocations, required
+    approvals, licence rules and minimums still apply to them); the keys alone when there
+    is no policy file. ``refusing`` ends the message when there is neither.
 
     Raises:
-        UsageError: no key and no policy (fail closed), or an unreadable policy.
+        UsageError: no key and no policy (fail closed), an unreadable policy or key file.
     """
-    if key_paths:
-        from packager._io.keys import load_public_key
+    from packager._io.keys import load_public_key
 
-        return adhoc_policy([load_public_key(p) for p in key_paths])
+    keys = [load_public_key(p) for p in key_paths]
     path = policy_path(home=home, explicit=trust_file)
     if path is None:
+        if keys:
+            return adhoc_policy(keys)
         raise UsageError(
             "no trusted keys: run `packager trust add-key NAME cosign.pub` "
             f"(or pass --key cosign.pub); {refusing}"
         )
-    return read_policy(path)
+    policy = read_policy(path)
+    return with_keys(policy, keys) if keys else policy
 
 
 def _load_or_empty(path: Path) -> TrustPolicy:

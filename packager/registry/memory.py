@@ -8,7 +8,8 @@ makes it serve meets the real checks. The hooks play a compromised registry:
 :meth:`MemoryRegistry.serve` hands out other bytes for a blob, :meth:`put_blob` and
 :meth:`set_tag` store anything under any tag (an entry may lie about a size or a
 digest), :meth:`duplicate_tag` and :meth:`drop_tag` change the index, and
-:meth:`snapshot` / :meth:`roll_back` put an earlier state back.
+:meth:`snapshot` / :meth:`roll_back` put an earlier state back. :attr:`reads` lists
+every blob read, to tell what an operation fetched.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class MemoryStore(LayoutNaming, IndexedStore):
         self.blobs: dict[str, bytes] = {}
         self.indexes: dict[str, bytes] = {}
         self.served: dict[str, bytes] = {}
+        self.reads: list[Digest] = []
         self.lock = threading.Lock()
 
     @property
@@ -80,6 +82,8 @@ class MemoryStore(LayoutNaming, IndexedStore):
 
     def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
         hexdigest = desc.digest.hex
+        with self.lock:
+            self.reads.append(desc.digest)
         data = self.served.get(hexdigest, self.blobs.get(hexdigest))
         if data is None:
             raise RegistryError(f"blob {desc.digest} of {name} is missing from {self.location}")
@@ -182,6 +186,12 @@ class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
     def serve(self, digest: Digest, data: bytes) -> None:
         """Hand out ``data`` whenever the blob ``digest`` is read."""
         self._memory.served[digest.hex] = data
+
+    @property
+    def reads(self) -> tuple[Digest, ...]:
+        """Every blob read so far, by digest, in the order asked for (repeats included)."""
+        with self._memory.lock:
+            return tuple(self._memory.reads)
 
     def snapshot(self) -> MemorySnapshot:
         """The registry's tags as they are now, for :meth:`roll_back`."""

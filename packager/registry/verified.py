@@ -112,6 +112,20 @@ def latest_version(registry: RegistryReader, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Signed:
+    """A version's signature and manifest.json, read (size-capped) and verified (steps 1-3
+    of the verification order), its files not read: ``statement`` says who vouched for it
+    (a key, or nobody in an unverified mode); ``signature`` is model.sig as served (None
+    when an unverified mode found none)."""
+
+    manifest: Manifest
+    manifest_digest: Digest
+    statement: Statement
+    manifest_bytes: bytes
+    signature: bytes | None
+
+
+@dataclass(frozen=True)
 class Fetched:
     """A bundle fetched into a directory and verified (steps 1-4 of the verification order):
     ``statement`` says who vouched for it (a key, or nobody in an unverified mode)."""
@@ -122,44 +136,27 @@ class Fetched:
     directory: Path
 
 
-def fetch_verified(
+def read_signed(
     registry: RegistryReader,
     artifact: Artifact,
     *,
     mode: VerifyMode,
-    dest: Path,
     say: Progress | None = None,
     expected_manifest: Digest | None = None,
-    reuse: Path | None = None,
-    local: Mapping[Digest, Path] | None = None,
-) -> Fetched:
-    """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
-    empty directory ``dest``, verifying as it goes: the files written are exactly the
-    bytes verified against ``artifact``'s descriptors.
-
-    ``local`` maps digests to files this machine already holds (an instance's installed
-    files): a file with one of those digests is hard-linked (else copied) from there and
-    hashed again where it lands instead of being fetched; one that no longer matches is
-    fetched after all. Only the files' bytes come from there: the signature and manifest
-    are always the registry's.
-
-    Nothing is trusted before the signature over it is checked: the signature first
-    (size-capped), then manifest.json against its signed digest, then the file set,
-    then every file streamed with its signed size as a cap and its digest checked (several
-    files at once: see :func:`_fetch_files`).
+) -> Signed:
+    """Read the version ``artifact`` describes as far as its signed manifest.json, and no
+    further: the signature first (size-capped) and verified, then manifest.json against its
+    signed digest (and ``expected_manifest``, the one a channel document names), for the
+    model and version asked for, listing exactly the signed files, each described by the
+    registry with its signed digest and size. No other file is read.
 
     In an :class:`~packager.core.policy.Unverified` ``mode`` the signature is not checked
-    (model.sig, when served, is still copied along) and the manifest as served stands in
-    for it: digests and sizes are still checked. ``expected_manifest`` is the
-    manifest.json digest a channel document names: a bundle signed with another one is
-    refused before anything else is fetched. ``reuse``: the directory of an installed
-    version of the same model, whose files may hold some of the shards of the files signed
-    by shards (see :func:`~packager.registry.shard_reuse.reuse_shards`).
+    (model.sig, when served, is still read, to be copied along) and the manifest as served
+    stands in for it.
 
     Raises:
-        VerificationError: bad, untrusted or revoked signature, tampered or missing files,
-            wrong model, a manifest other than ``expected_manifest`` (TamperedError:
-            mix-and-match).
+        VerificationError: bad, untrusted or revoked signature, a manifest.json other than
+            the signed one or ``expected_manifest`` (TamperedError), wrong model.
         RegistryError: the registry cannot be read.
     """
     say = say or (lambda _msg: None)
@@ -192,11 +189,58 @@ def fetch_verified(
     check_served(
         statement, manifest, {path: (d.digest, d.size) for path, d in artifact.files.items()}
     )
+    return Signed(manifest, manifest_digest, statement, manifest_bytes, sig)
+
+
+def fetch_verified(
+    registry: RegistryReader,
+    artifact: Artifact,
+    *,
+    mode: VerifyMode,
+    dest: Path,
+    say: Progress | None = None,
+    expected_manifest: Digest | None = None,
+    reuse: Path | None = None,
+    local: Mapping[Digest, Path] | None = None,
+) -> Fetched:
+    """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
+    empty directory ``dest``, verifying as it goes: the files written are exactly the
+    bytes verified against ``artifact``'s descriptors.
+
+    ``local`` maps digests to files this machine already holds (an instance's installed
+    files): a file with one of those digests is hard-linked (else copied) from there and
+    hashed again where it lands instead of being fetched; one that no longer matches is
+    fetched after all. Only the files' bytes come from there: the signature and manifest
+    are always the registry's.
+
+    Nothing is trusted before the signature over it is checked: the signature and
+    manifest.json first (:func:`read_signed`), then every file streamed with its signed
+    size as a cap and its digest checked (several files at once: see :func:`_fetch_files`).
+
+    In an :class:`~packager.core.policy.Unverified` ``mode`` the signature is not checked
+    (model.sig, when served, is still copied along) and the manifest as served stands in
+    for it: digests and sizes are still checked. ``expected_manifest`` is the
+    manifest.json digest a channel document names: a bundle signed with another one is
+    refused before anything else is fetched. ``reuse``: the directory of an installed
+    version of the same model, whose files may hold some of the shards of the files signed
+    by shards (see :func:`~packager.registry.shard_reuse.reuse_shards`).
+
+    Raises:
+        VerificationError: bad, untrusted or revoked signature, tampered or missing files,
+            wrong model, a manifest other than ``expected_manifest`` (TamperedError:
+            mix-and-match).
+        RegistryError: the registry cannot be read.
+    """
+    say = say or (lambda _msg: None)
+    signed = read_signed(
+        registry, artifact, mode=mode, say=say, expected_manifest=expected_manifest
+    )
+    manifest, statement = signed.manifest, signed.statement
 
     # 4. Every file, capped at its signed size and checked against its signed digest.
     _fetch_files(
         registry,
-        name,
+        artifact.name,
         {entry.path: artifact.files[entry.path] for entry in manifest.files},
         dest,
         say,
@@ -204,10 +248,10 @@ def fetch_verified(
         reuse=reuse,
         local=local or {},
     )
-    (dest / MANIFEST).write_bytes(manifest_bytes)
-    if sig is not None:
-        (dest / SIGNATURE).write_bytes(sig)
-    return Fetched(manifest, manifest_digest, statement, dest)
+    (dest / MANIFEST).write_bytes(signed.manifest_bytes)
+    if signed.signature is not None:
+        (dest / SIGNATURE).write_bytes(signed.signature)
+    return Fetched(manifest, signed.manifest_digest, statement, dest)
 
 
 def _read_signature(registry: RegistryReader, artifact: Artifact) -> bytes:

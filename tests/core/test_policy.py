@@ -16,6 +16,7 @@ from packager.core.policy import (
     load_pem_public_key,
     parse_policy,
     render_policy,
+    with_keys,
 )
 from packager.core.signature import key_hint
 from packager.core.verify import check_version_allowed
@@ -72,6 +73,26 @@ def test_rules_globs_and_revocation(
     with pytest.raises(UntrustedError, match="no rule covers"):
         policy.keys_for("iris")
     assert policy.revoked_hints() == {key_hint(bob.public_key()): "bob.old"}
+
+
+def test_with_keys_adds_keys_and_keeps_every_other_rule(
+    alice: ec.EllipticCurvePrivateKey, bob: ec.EllipticCurvePrivateKey
+) -> None:
+    policy = parse_policy(policy_text(alice, bob), source="trust.toml")
+    carol = generate_private_key()
+    added = with_keys(policy, [bob.public_key(), carol.public_key()])
+    # carol is trusted for every model under a name no policy file can give; bob stays
+    # revoked under his own name, whatever --key says.
+    assert hints(added.keys_for("iris")) == [key_hint(carol.public_key())]
+    assert hints(added.keys_for("spam-filter")) == [key_hint(carol.public_key())]
+    assert added.key_named_by_hint()[key_hint(carol.public_key())] == "--key 2"
+    assert added.revoked_hints() == {key_hint(bob.public_key()): "bob.old"}
+    assert (added.minimum, added.source) == (policy.minimum, "trust.toml")
+    assert added.rules[: len(policy.rules)] == policy.rules
+    # alice given again keeps her name; she is now trusted for every model.
+    again = with_keys(policy, [alice.public_key()])
+    assert set(again.keys) == set(policy.keys)
+    assert hints(again.keys_for("iris")) == [key_hint(alice.public_key())]
 
 
 def test_minimum_version(
