@@ -245,6 +245,13 @@ def test_fingerprints_of_removed_versions_are_forgotten(
     store.remove("iris", "1.0.0")
     # The inodes 1.1.0 shares keep their rows; those only 1.0.0 held are gone.
     assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.1.0")
+    # Removing 1.0.0 unlinked the shared inodes (their ctime moved): their records follow,
+    # so the next upgrade still reuses them unhashed.
+    result = install("iris@2.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    old, new = files_of(bundles["1.1.0"]), files_of(bundles["2.0.0"])
+    assert "model.onnx" in result.files(UNCHANGED)
+    assert set(result.files(UNCHANGED)) == {p for p in new if old.get(p) == new[p]}
+    assert not result.files(REHASHED)
     store.uninstall("iris", now=T0)
     assert fingerprint_rows(store.home) == []
 

@@ -810,10 +810,9 @@ class Store:
                 "or install another version first"
             )
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
-        os.rename(directory, doomed / version)
-        shutil.rmtree(doomed, ignore_errors=True)
-        with self.db() as conn:
-            self._forget_fingerprints(conn)
+        with self._unlinking():
+            os.rename(directory, doomed / version)
+            shutil.rmtree(doomed, ignore_errors=True)
         return directory
 
     def uninstall(self, name: str, *, now: datetime) -> list[str]:
@@ -830,22 +829,48 @@ class Store:
             raise NotInstalledError(f"{name} is not installed; `packager list` shows what is")
         versions = self.versions(name)
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
-        try:
-            os.rename(root, doomed / name)
+        with self._unlinking():
             try:
-                with self.db() as conn:
-                    _unfollow(conn, name, now, "uninstalled")
-                    deleted = ", ".join(versions) or "no version"
-                    _audit(conn, "uninstall", "ok", now, name, None, f"deleted {deleted}")
-            except BaseException:
-                os.rename(doomed / name, root)
-                raise
-            fsync_dir(self.models)
-        finally:
-            shutil.rmtree(doomed, ignore_errors=True)
-        with self.db() as conn:
-            self._forget_fingerprints(conn)
+                os.rename(root, doomed / name)
+                try:
+                    with self.db() as conn:
+                        _unfollow(conn, name, now, "uninstalled")
+                        deleted = ", ".join(versions) or "no version"
+                        _audit(conn, "uninstall", "ok", now, name, None, f"deleted {deleted}")
+                except BaseException:
+                    os.rename(doomed / name, root)
+                    raise
+                fsync_dir(self.models)
+            finally:
+                shutil.rmtree(doomed, ignore_errors=True)
         return versions
+
+    @contextlib.contextmanager
+    def _unlinking(self) -> Iterator[None]:
+        """Around a removal: unlinking a file moves the ctime of its inode, which a newer
+        version may share. An inode whose fingerprint was the recorded one before, and
+        still has the same device, inode, size and mtime after (see
+        :func:`~packager.core.verify.still_the_same_inode`), keeps its record with the new
+        ctime; the rows of inodes no installed version holds any more are deleted."""
+        # Deferred: core.verify brings in cryptography, which `packager list` never needs.
+        from packager.core.verify import still_the_same_inode
+
+        recorded = self._fingerprints()
+        before = {
+            (f.dev, f.ino): f
+            for f in self._installed_inodes()
+            if (f.dev, f.ino) in recorded and recorded[f.dev, f.ino][1] == f
+        }
+        yield
+        with self.db() as conn:
+            for f in self._installed_inodes():
+                kept = before.get((f.dev, f.ino))
+                if kept is not None and still_the_same_inode(kept, f):
+                    conn.execute(
+                        "UPDATE fingerprints SET ctime_ns = ? WHERE dev = ? AND ino = ?",
+                        (f.ctime_ns, str(f.dev), str(f.ino)),
+                    )
+            self._forget_fingerprints(conn)
 
     def _forget_fingerprints(self, conn: sqlite3.Connection) -> None:
         """Delete the fingerprints of inodes no installed version holds any more (removed,
