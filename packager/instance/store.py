@@ -7,7 +7,8 @@ Layout under ``$PACKAGER_HOME``::
     state.db                   SQLite (WAL): installs, activations, rollback floors, audit log,
                                the last channel document accepted per model and channel, and
                                the channel (and registry) each model follows, the root
-                               of trust pinned and accepted since; its schema
+                               of trust pinned and accepted since, the fingerprint of
+                               each installed inode when its bytes were verified; its schema
                                version is PRAGMA user_version, migrated forward on open
     tmp/                       staging, on the same filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
