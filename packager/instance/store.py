@@ -910,10 +910,17 @@ def _recorded(
 def _record_fingerprints(conn: sqlite3.Connection, directory: Path) -> None:
     """Record the fingerprint of every file of an installed version, verified, sealed and
     fsynced a moment ago, with the digest its manifest signs (after any link: a link moves
-    the inode's ctime)."""
-    manifest = parse_manifest((directory / MANIFEST).read_bytes())
+    the inode's ctime). Recording is an optimisation: a manifest that cannot be read
+    records nothing, a file that cannot be read is left out (both are hashed next time)."""
+    try:
+        manifest = parse_manifest((directory / MANIFEST).read_bytes())
+    except (OSError, PackagerError):
+        return
     for file in manifest.files:
-        info = os.lstat(directory / file.path)
+        try:
+            info = os.lstat(directory / file.path)
+        except OSError:
+            continue
         if not stat.S_ISREG(info.st_mode):
             continue
         f = Fingerprint.of(info)
