@@ -153,7 +153,15 @@ def _rewrite(path: Path) -> None:
     path.write_bytes(data)
 
 
-@pytest.mark.parametrize("touch", [_utime, _chmod, _rewrite], ids=["utime", "chmod", "rewrite"])
+def _replace(path: Path) -> None:
+    copy = path.with_name(path.name + ".new")
+    copy.write_bytes(path.read_bytes())
+    os.replace(copy, path)
+
+
+@pytest.mark.parametrize(
+    "touch", [_utime, _chmod, _rewrite, _replace], ids=["utime", "chmod", "rewrite", "replace"]
+)
 def test_a_touched_installed_file_is_hashed_again(
     tmp_path: Path,
     registry: LayoutRegistry,

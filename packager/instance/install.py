@@ -87,8 +87,9 @@ class InstallResult:
     ``smoke_seconds`` and ``smoke_peak_rss`` (bytes) are the smoke test's wall time and the
     peak memory of the child process it ran in (see :mod:`packager.instance.smoke`).
     ``sources`` says how each file came (None when nothing was installed): fetched from the
-    registry, or reused from an installed version, unhashed because its inode is the one
-    verified at its install (``reused_unchanged``) or hashed again (``reused_rehashed``)."""
+    registry (FETCHED), or reused from an installed version, unhashed because its inode is
+    the one verified at its install (UNCHANGED) or hashed again (REHASHED): see
+    :mod:`packager.registry.verified` and :meth:`files`."""
 
     name: str
     version: str
