@@ -854,13 +854,13 @@ class Store:
         :func:`~packager.core.verify.still_the_same_inode`), keeps its record with the new
         ctime; the rows of inodes no installed version holds any more are deleted."""
         # Deferred: core.verify brings in cryptography, which `packager list` never needs.
-        from packager.core.verify import still_the_same_inode
+        from packager.core.verify import still_the_same_inode, unchanged_since_verified
 
-        recorded = self._fingerprints()
+        recorded = {key: fingerprint for key, (_, fingerprint) in self._fingerprints().items()}
         before = {
             (f.dev, f.ino): f
             for f in self._installed_inodes()
-            if (f.dev, f.ino) in recorded and recorded[f.dev, f.ino][1] == f
+            if unchanged_since_verified(recorded.get((f.dev, f.ino)), f, signed_size=f.size)
         }
         yield
         with self.db() as conn:
