@@ -1,21 +1,29 @@
-"""Target 7: a delta upgrade. ``eight`` 1.0.0 holds 1 GiB of weights in eight files of
-128 MiB; 2.0.0 changes one of them. Upgrading an instance that has 1.0.0 must transfer at
-most 1/8 of the bytes of a full install of 2.0.0 plus 1 MiB, and take at most 0.25 x its
-time.
+"""Target 9: delta upgrades, by files and by shards.
+
+``eight`` 1.0.0 holds 1 GiB of weights in eight files of 128 MiB; 2.0.0 changes one of
+them. Upgrading an instance that has 1.0.0 must transfer at most 1/8 of the bytes of a full
+install of 2.0.0 plus 1 MiB, and take at most 0.25 x its time.
+
+``sharded`` 1.0.0 holds its 1 GiB of weights in one file signed by shards of 256 MiB;
+2.0.0 changes one shard. Upgrading an instance that has 1.0.0 must transfer at most
+256 MiB + 1 MiB (the shards it holds are copied from the installed file and checked
+against the new signed shard digests).
 
     python benchmarks/bench_delta.py [--runs N] [--keep DIR]
 
 Both versions are served by a static web server on 127.0.0.1 (a static mirror of the
-registry directory), which counts the bytes of every response. The reference is the full
-install of 2.0.0 into an empty PACKAGER_HOME, alternating with the upgrade (1.0.0 current,
-then 2.0.0 installed; between runs 2.0.0 is rolled back and removed, untimed). Both
-figures leave out the onnxruntime smoke test (child process), as target 2 does: it loads
-the same model either way; the whole installs are in the note.
+registry directory, answering single ``Range`` requests as nginx does), which counts the
+bytes of every response. The reference is the full install of 2.0.0 into an empty
+PACKAGER_HOME, alternating with the upgrade (1.0.0 current, then 2.0.0 installed; between
+runs 2.0.0 is rolled back and removed, untimed). Both figures leave out the onnxruntime
+smoke test (child process), as target 2 does: it loads the same model either way; the
+whole installs are in the note.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -27,20 +35,47 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from harness import MIB, PACKAGER, Fixtures, Row, Sample, interleave, run, standalone, warm
+from harness import MIB, PACKAGER, SHARD, Fixtures, Row, Sample, interleave, run, standalone, warm
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 
 
 class _Counting(SimpleHTTPRequestHandler):
-    """Python's static file server, adding up the bytes it sends."""
+    """Python's static file server, adding up the bytes it sends; it answers a single
+    ``Range: bytes=A-B`` with 206 and those bytes, as static web servers do."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def send_head(self) -> Any:
+        found = _RANGE.fullmatch(self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if found is None or not path.is_file():
+            self._range = None
+            return super().send_head()
+        size = path.stat().st_size
+        start, end = int(found[1]), min(int(found[2]), size - 1)
+        if start > end:
+            self.send_error(416)
+            return None
+        source = open(path, "rb")  # noqa: SIM115 (closed by the caller, as send_head's is)
+        source.seek(start)
+        self._range = end + 1 - start
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(self._range))
+        self.end_headers()
+        return source
+
     def copyfile(self, source: Any, outputfile: Any) -> None:
         counter: list[int] = self.server.sent  # type: ignore[attr-defined]
-        while chunk := source.read(MIB):
+        left = self._range
+        while chunk := source.read(MIB if left is None else min(MIB, left)):
             outputfile.write(chunk)
             counter[0] += len(chunk)
+            if left is not None:
+                left -= len(chunk)
 
 
 @contextmanager
@@ -58,31 +93,35 @@ def mirror(root: Path) -> Iterator[tuple[str, list[int]]]:
         server.server_close()
 
 
-def rows(fx: Fixtures, runs: int) -> list[Row]:
-    old, new = fx.eight(), fx.eight_next()
-    site = fx.root / "delta-site"
+def _upgrades(
+    fx: Fixtures, name: str, bundles: tuple[Path, Path], runs: int
+) -> tuple[dict[str, list[Sample]], dict[str, float]]:
+    """Full installs of ``name`` 2.0.0 alternating with upgrades to it from 1.0.0, both from
+    a static mirror of a registry holding ``bundles``: the samples of each and the median
+    bytes the mirror sent for each."""
+    site = fx.root / f"{name}-site"
     registry = site / "registry"
     if not registry.exists():
-        for bundle in (old, new):
+        for bundle in bundles:
             run([PACKAGER, "-q", "publish", bundle, "--registry", registry], env=fx.env())
     warm(registry)
-    full_home, upgrade_home = fx.root / "delta-full", fx.root / "delta-upgrade"
+    full_home, upgrade_home = fx.root / f"{name}-full", fx.root / f"{name}-upgrade"
     shutil.rmtree(upgrade_home, ignore_errors=True)
     sent: dict[str, list[int]] = {"full": [], "upgrade": []}
     with mirror(site) as (url, counter):
         install = [PACKAGER, "-q", "install", "--registry", url, "--key", fx.pub, "--json"]
-        run([*install, "eight@1.0.0"], env=fx.env(upgrade_home))
+        run([*install, f"{name}@1.0.0"], env=fx.env(upgrade_home))
 
         def before(case: str) -> None:
             if case == "full":
                 shutil.rmtree(full_home, ignore_errors=True)
-            elif (upgrade_home / "models" / "eight" / "2.0.0").exists():
-                run([PACKAGER, "-q", "rollback", "eight"], env=fx.env(upgrade_home))
-                run([PACKAGER, "-q", "remove", "eight@2.0.0"], env=fx.env(upgrade_home))
+            elif (upgrade_home / "models" / name / "2.0.0").exists():
+                run([PACKAGER, "-q", "rollback", name], env=fx.env(upgrade_home))
+                run([PACKAGER, "-q", "remove", f"{name}@2.0.0"], env=fx.env(upgrade_home))
             counter[0] = 0
 
         def measured(case: str, home: Path) -> Sample:
-            sample = run([*install, "eight@2.0.0"], env=fx.env(home))
+            sample = run([*install, f"{name}@2.0.0"], env=fx.env(home))
             sent[case].append(counter[0])
             return sample
 
@@ -96,16 +135,25 @@ def rows(fx: Fixtures, runs: int) -> list[Row]:
         )
     shutil.rmtree(full_home, ignore_errors=True)
     shutil.rmtree(upgrade_home, ignore_errors=True)
+    return samples, {case: statistics.median(sent[case][-runs:]) for case in sent}
+
+
+def rows(fx: Fixtures, runs: int) -> list[Row]:
+    return _by_files(fx, runs) + _by_shards(fx, runs)
+
+
+def _by_files(fx: Fixtures, runs: int) -> list[Row]:
+    samples, sent = _upgrades(fx, "eight", (fx.eight(), fx.eight_next()), runs)
     seconds = {case: _without_smoke(s) for case, s in samples.items()}
     whole = {case: statistics.median(s.seconds for s in ss) for case, ss in samples.items()}
-    full_bytes, upgrade_bytes = (statistics.median(sent[c][-runs:]) for c in ("full", "upgrade"))
+    reused = _files(samples["upgrade"][-1])
     return [
         Row(
             "9 delta",
             "bytes sent by the mirror for the upgrade 1.0.0 -> 2.0.0 (1 of 8 files changed)",
-            upgrade_bytes,
-            (full_bytes / 8 + MIB) / full_bytes,
-            full_bytes,
+            sent["upgrade"],
+            (sent["full"] / 8 + MIB) / sent["full"],
+            sent["full"],
             "bytes of a full install of 2.0.0",
             unit="bytes",
             note="limit: 1/8 of the full install's bytes plus 1 MiB",
@@ -119,11 +167,40 @@ def rows(fx: Fixtures, runs: int) -> list[Row]:
             "full install of 2.0.0, without the smoke test",
             note=(
                 f"whole installs, smoke test included: upgrade {whole['upgrade']:.2f} s, "
-                f"full {whole['full']:.2f} s; the 7 unchanged files (896 MiB) are hashed "
-                "again where they are linked"
+                f"full {whole['full']:.2f} s; files of the upgrade reused unhashed (their "
+                f"inodes' fingerprints unchanged since verified): "
+                f"{len(reused['reusedByFingerprint'])}, hashed again: "
+                f"{len(reused['reusedHashed'])}, fetched: {len(reused['fetched'])}"
             ),
         ),
     ]
+
+
+def _by_shards(fx: Fixtures, runs: int) -> list[Row]:
+    samples, sent = _upgrades(fx, "sharded", (fx.sharded(), fx.sharded_next()), runs)
+    seconds = {case: _without_smoke(s) for case, s in samples.items()}
+    return [
+        Row(
+            "9 delta",
+            "bytes sent by the mirror for the upgrade 1.0.0 -> 2.0.0 (1 GiB file signed by "
+            "256 MiB shards, 1 shard changed)",
+            sent["upgrade"],
+            (SHARD + MIB) / sent["full"],
+            sent["full"],
+            "bytes of a full install of 2.0.0",
+            unit="bytes",
+            note=(
+                "limit: 256 MiB + 1 MiB; without the smoke test, upgrade "
+                f"{statistics.median(seconds['upgrade']):.2f} s, full install "
+                f"{statistics.median(seconds['full']):.2f} s"
+            ),
+        ),
+    ]
+
+
+def _files(sample: Sample) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = json.loads(sample.stdout)["files"]
+    return files
 
 
 def _without_smoke(samples: list[Sample]) -> list[float]:

@@ -19,6 +19,9 @@ keeps and reuses them between runs of the scripts):
   they are derived from the first with the library: graph and data files replaced,
   manifest rewritten, signed with packager's signature module. Their answers are the
   first one's, so its test vectors still hold and they install like it;
+- ``sharded-1.0.0``: big's graph and 1 GiB data file, signed by shards of 256 MiB (the
+  size ``packager package`` picks for larger files), and ``sharded-2.0.0``: the same with
+  rows of W swapped within its second shard (answers unchanged, as ``eight-2.0.0``);
 - ``iris-1.0.0``: a scikit-learn pipeline, for the runtime benchmark.
 
 Peak memory is the measured process's own high-water mark (VmHWM), without its children:
@@ -56,6 +59,8 @@ MIB = 1 << 20
 # The weights: a WIDTH x WIDTH float32 matrix, 1 GiB; one row of it is ROW_BYTES.
 WIDTH = 16384
 ROW_BYTES = 4 * WIDTH
+# The shard size ``packager package`` signs files over 1 GiB with.
+SHARD = 256 * MIB
 
 
 @dataclass
@@ -326,14 +331,37 @@ class Fixtures:
             if path.name.endswith(".data") or path.name == "model.onnx":
                 with open(path, "rb") as src, open(work / path.name, "wb") as dst:
                     _copy_range(src.fileno(), dst.fileno(), 0, path.stat().st_size)
-        # Swap the first 13 rows of W this file holds with the 13 after them. The sample's
-        # columns j and j + 13 hold the same values (see big), so x @ W stays the same but
-        # for the order of its sums, within the test vectors' tolerance.
-        with open(work / "weights-1.data", "r+b") as f:
-            first, second = f.read(13 * ROW_BYTES), f.read(13 * ROW_BYTES)
-            f.seek(0)
-            f.write(second + first)
+        _swap_rows(work / "weights-1.data", 0)
         _derive(base, work, "eight", self.key, version="2.0.0")
+        work.rename(bundle)
+        return bundle
+
+    def sharded(self) -> Path:
+        """big's model signed by shards of 256 MiB, as ``sharded`` 1.0.0."""
+        bundle = self.root / "dist" / "sharded-1.0.0"
+        if bundle.exists():
+            return bundle
+        base = self.big()
+        work = _fresh(self.root / "dist" / ".sharded")
+        for name in ("model.onnx", "model.onnx.data"):
+            with open(base / name, "rb") as src, open(work / name, "wb") as dst:
+                _copy_range(src.fileno(), dst.fileno(), 0, (base / name).stat().st_size)
+        _derive(base, work, "sharded", self.key, shard_size=SHARD)
+        work.rename(bundle)
+        return bundle
+
+    def sharded_next(self) -> Path:
+        """``sharded`` 2.0.0: one shard of its 1 GiB file changed, keeping its answers."""
+        bundle = self.root / "dist" / "sharded-2.0.0"
+        if bundle.exists():
+            return bundle
+        base = self.sharded()
+        work = _fresh(self.root / "dist" / ".sharded-next")
+        for name in ("model.onnx", "model.onnx.data"):
+            with open(base / name, "rb") as src, open(work / name, "wb") as dst:
+                _copy_range(src.fileno(), dst.fileno(), 0, (base / name).stat().st_size)
+        _swap_rows(work / "model.onnx.data", SHARD)
+        _derive(base, work, "sharded", self.key, version="2.0.0", shard_size=SHARD)
         work.rename(bundle)
         return bundle
 
@@ -385,6 +413,17 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
         if moved == 0:
             raise OSError("short copy")
         done += moved
+
+
+def _swap_rows(path: Path, offset: int) -> None:
+    """Swap the 13 rows of W from byte ``offset`` of ``path`` with the 13 after them. The
+    sample's columns j and j + 13 hold the same values (see big), so x @ W stays the same
+    but for the order of its sums, within the test vectors' tolerance."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        first, second = f.read(13 * ROW_BYTES), f.read(13 * ROW_BYTES)
+        f.seek(offset)
+        f.write(second + first)
 
 
 def _write_weights(path: Path, rows: int) -> None:
@@ -455,9 +494,17 @@ def _write_graph(path: Path, parts: Sequence[tuple[str, int]], *, copies: int = 
     save(model, str(path))
 
 
-def _derive(base: Path, work: Path, name: str, key_path: Path, version: str = "1.0.0") -> None:
+def _derive(
+    base: Path,
+    work: Path,
+    name: str,
+    key_path: Path,
+    version: str = "1.0.0",
+    shard_size: int | None = None,
+) -> None:
     """Complete ``work`` (new graph and data files already there) into a signed bundle
-    ``name``@``version``, with ``base``'s test vectors and manifest otherwise."""
+    ``name``@``version``, with ``base``'s test vectors and manifest otherwise; signed by
+    shards of ``shard_size`` if given, else as ``packager package`` chooses."""
     from packager._io.hashing import digest_files
     from packager._io.keys import load_private_key
     from packager.build.bundle import shard_digests
@@ -489,12 +536,12 @@ def _derive(base: Path, work: Path, name: str, key_path: Path, version: str = "1
     resources[MANIFEST] = Digest.of(manifest_bytes)
     key = load_private_key(key_path, password=lambda: PASSWORD.encode())
     # Signed as `packager package` signs: by shards when a file is over the threshold.
-    shard_size, shards = shard_digests(work, resources, None)
+    chosen, shards = shard_digests(work, resources, shard_size)
     sig = signature.sign(
         subject_name=f"{name}-{version}",
         resources=resources,
         private_key=key,
-        shard_size=shard_size,
+        shard_size=chosen,
         shards=shards,
     )
     (work / SIGNATURE).write_bytes(sig)

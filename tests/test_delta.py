@@ -1,11 +1,14 @@
 """Delta upgrades: an install takes the files the instance already holds (same sha256, any
-installed version) from disk instead of the registry, hashing them again where they land;
+installed version) from disk instead of the registry: unhashed when their inode still has
+the fingerprint recorded when this instance verified it, else hashed again where they land;
 `export --base` carries only what the base lacks, and installs offline (`unshare -n`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -19,12 +22,14 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, parse_manifest
 from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.publish import publish_bundle
+from packager.errors import TamperedError
 from packager.instance.install import InstallOptions, install
 from packager.instance.status import status
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
 from packager.registry.archive import ArchiveStore
 from packager.registry.options import RegistryOptions
+from packager.registry.verified import FETCHED, REHASHED, UNCHANGED
 
 from .conftest import KeyPair
 from .registry.servers import serve
@@ -67,7 +72,7 @@ def test_unchanged_files_are_not_fetched_from_a_static_mirror(
         install("iris@1.0.0", registry=mirror, store=store, now=T0, options=options)
         fetched_before = {p for p, _ in site.requests}
         said.clear()
-        install("iris@1.1.0", registry=mirror, store=store, now=T0, options=options)
+        result = install("iris@1.1.0", registry=mirror, store=store, now=T0, options=options)
     blobs = {p.rsplit("/", 1)[1] for p, _ in site.requests if "/blobs/" in p} - {
         p.rsplit("/", 1)[1] for p in fetched_before
     }
@@ -79,9 +84,13 @@ def test_unchanged_files_are_not_fetched_from_a_static_mirror(
         artifact.files["model.sig"].digest.hex,
         *(digest.hex for path, digest in new.items() if path not in same),
     }
+    # Verified by this instance at their install and unchanged since: not hashed again.
+    assert set(result.files(UNCHANGED)) == same
+    assert not result.files(REHASHED)
     for path in same:
         size = (bundles["1.1.0"] / path).stat().st_size
-        assert f"reused {path} ({size} bytes, sha256 ok)" in said
+        note = "unchanged since verified at its install, not hashed again"
+        assert f"reused {path} ({size} bytes, {note})" in said
     # Hard-linked from the installed copy, and exactly the signed bytes.
     for path in same:
         a, b = (store.installed_dir("iris", v) / path for v in ("1.0.0", "1.1.0"))
@@ -107,11 +116,175 @@ def test_a_damaged_installed_file_is_fetched_instead(
     with open(damaged, "r+b") as f:
         f.write(b"X")
     said.clear()
-    install("iris@1.1.0", registry=registry, store=store, now=T0, options=options)
+    result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=options)
     assert "fetched model.onnx" in " ".join(said)
+    assert "model.onnx" in result.files(FETCHED)
     installed = store.installed_dir("iris", "1.1.0") / "model.onnx"
     assert installed.read_bytes() == (bundles["1.1.0"] / "model.onnx").read_bytes()
     assert os.stat(installed).st_ino != os.stat(damaged).st_ino
+
+
+def trusted(keypair: KeyPair, *, force: bool = False) -> InstallOptions:
+    return InstallOptions(verify=Trusted(adhoc_policy([keypair.public])), force=force)
+
+
+def shared(bundles: dict[str, Path]) -> set[str]:
+    old, new = files_of(bundles["1.0.0"]), files_of(bundles["1.1.0"])
+    return {path for path in new if old.get(path) == new[path]}
+
+
+def fingerprint_rows(home: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(home / "state.db") as conn:
+        return conn.execute("SELECT dev, ino, digest FROM fingerprints").fetchall()
+
+
+def _utime(path: Path) -> None:
+    info = path.stat()
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+
+
+def _chmod(path: Path) -> None:
+    path.chmod(stat.S_IRUSR)
+
+
+def _rewrite(path: Path) -> None:
+    data = path.read_bytes()
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    path.write_bytes(data)
+
+
+def _replace(path: Path) -> None:
+    copy = path.with_name(path.name + ".new")
+    copy.write_bytes(path.read_bytes())
+    os.replace(copy, path)
+
+
+@pytest.mark.parametrize(
+    "touch", [_utime, _chmod, _rewrite, _replace], ids=["utime", "chmod", "rewrite", "replace"]
+)
+def test_a_touched_installed_file_is_hashed_again(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    touch: object,
+) -> None:
+    store = Store(tmp_path / "home")
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    touched = store.installed_dir("iris", "1.0.0") / "model.onnx"
+    assert callable(touch)
+    touch(touched)
+    result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    # Same bytes: reused, but its fingerprint moved, so hashed where it landed.
+    assert result.files(REHASHED) == ("model.onnx",)
+    assert set(result.files(UNCHANGED)) == shared(bundles) - {"model.onnx"}
+    installed = store.installed_dir("iris", "1.1.0") / "model.onnx"
+    assert installed.read_bytes() == (bundles["1.1.0"] / "model.onnx").read_bytes()
+    # Its fingerprint is recorded anew once hashed: the next upgrade needs no hash.
+    store.remove("iris", "1.0.0")
+    install("iris@2.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    assert os.stat(store.installed_dir("iris", "2.0.0") / "model.onnx").st_ino == (
+        os.stat(installed).st_ino
+    )
+
+
+def _corrupt_silently(store: Store, path: Path) -> None:
+    """Change a file's bytes and record its new fingerprint as if verified: what silent disk
+    corruption of the inode looks like to the fingerprint (the kernel never saw a write)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    path.write_bytes(bytes(data))
+    path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    info = os.lstat(path)
+    with sqlite3.connect(store.home / "state.db") as conn:
+        changed = conn.execute(
+            "UPDATE fingerprints SET mtime_ns = ?, ctime_ns = ? WHERE dev = ? AND ino = ?",
+            (info.st_mtime_ns, info.st_ctime_ns, str(info.st_dev), str(info.st_ino)),
+        ).rowcount
+    assert changed == 1
+
+
+def test_force_hashes_every_reused_file_and_repairs_what_fingerprints_miss(
+    tmp_path: Path, registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    store = Store(tmp_path / "home")
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    installed = store.installed_dir("iris", "1.0.0") / "model.onnx"
+    signed = (bundles["1.0.0"] / "model.onnx").read_bytes()
+    _corrupt_silently(store, installed)
+    # Without --force the fingerprint vouches for the inode, so it is not hashed: the
+    # damaged bytes reach the smoke test, which refuses them (nothing installed). This is
+    # the damage fingerprints do not catch (docs/adr/0011).
+    with pytest.raises(TamperedError, match="not a readable ONNX model"):
+        install("iris@1.1.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    assert store.versions("iris") == ["1.0.0"]
+    # --force hashes every file it reuses: the damaged one is fetched, the copy repaired.
+    force = trusted(keypair, force=True)
+    result = install("iris@1.0.0", registry=registry, store=store, now=T0, options=force)
+    assert result.files(FETCHED) == ("model.onnx",)
+    assert set(result.files(REHASHED)) == set(files_of(bundles["1.0.0"])) - {"model.onnx"}
+    assert not result.files(UNCHANGED)
+    assert installed.read_bytes() == signed
+    result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=force)
+    assert set(result.files(REHASHED)) == shared(bundles)
+    assert not result.files(UNCHANGED)
+    repaired = [e for e in store.audit_log("iris") if e.outcome == "repaired"]
+    assert len(repaired) == 1 and "model.onnx" in repaired[0].detail
+
+
+def test_fingerprints_of_removed_versions_are_forgotten(
+    tmp_path: Path, registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    store = Store(tmp_path / "home")
+    for version in ("1.0.0", "1.1.0"):
+        install(f"iris@{version}", registry=registry, store=store, now=T0, options=trusted(keypair))
+
+    def inodes(*versions: str) -> set[tuple[str, str]]:
+        found = set()
+        for version in versions:
+            for path in store.installed_dir("iris", version).iterdir():
+                if path.name not in (MANIFEST, "model.sig"):
+                    info = os.lstat(path)
+                    found.add((str(info.st_dev), str(info.st_ino)))
+        return found
+
+    assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.0.0", "1.1.0")
+    store.remove("iris", "1.0.0")
+    # The inodes 1.1.0 shares keep their rows; those only 1.0.0 held are gone.
+    assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.1.0")
+    # Removing 1.0.0 unlinked the shared inodes (their ctime moved): their records follow,
+    # so the next upgrade still reuses them unhashed.
+    result = install("iris@2.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    old, new = files_of(bundles["1.1.0"]), files_of(bundles["2.0.0"])
+    assert "model.onnx" in result.files(UNCHANGED)
+    assert set(result.files(UNCHANGED)) == {p for p in new if old.get(p) == new[p]}
+    assert not result.files(REHASHED)
+    store.uninstall("iris", now=T0)
+    assert fingerprint_rows(store.home) == []
+
+
+def test_install_json_says_which_files_were_hashed(
+    capsys: pytest.CaptureFixture[str],
+    home: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+) -> None:
+    reg, key = registry.root, keypair.pub_path
+    code, out, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg, "--key", key, "--json")
+    assert code == 0, err
+    files = json.loads(out)["files"]
+    assert files["fetched"] == list(files_of(bundles["1.0.0"]))
+    assert files["reusedByFingerprint"] == files["reusedHashed"] == []
+    code, out, err = cli(capsys, "install", "iris@1.1.0", "--registry", reg, "--key", key, "--json")
+    assert code == 0, err
+    files = json.loads(out)["files"]
+    assert set(files["reusedByFingerprint"]) == shared(bundles)
+    assert set(files["fetched"]) == set(files_of(bundles["1.1.0"])) - shared(bundles)
+    code, out, err = cli(capsys, "install", "iris@1.1.0", "--registry", reg, "--key", key, "--json")
+    assert code == 0, err
+    assert json.loads(out)["files"] is None  # already current: nothing installed
 
 
 def offline(*command: str | Path, home: Path) -> subprocess.CompletedProcess[str]:

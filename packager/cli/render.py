@@ -545,7 +545,17 @@ def expiring(followed: dict[str, Followed], now: datetime) -> None:
 
 
 def _installed_json(result: InstallResult) -> dict[str, Any]:
+    # Deferred like the types above: loaded by the install that produced ``result``.
+    from packager.registry.verified import FETCHED, REHASHED, UNCHANGED
+
     smoke, channel = result.smoke_test, result.channel
+    files = None
+    if result.sources is not None:
+        files = {
+            "fetched": list(result.files(FETCHED)),
+            "reusedByFingerprint": list(result.files(UNCHANGED)),
+            "reusedHashed": list(result.files(REHASHED)),
+        }
     return {
         "alreadyCurrent": smoke is None,
         "unfollowed": result.unfollowed,
@@ -559,6 +569,7 @@ def _installed_json(result: InstallResult) -> dict[str, Any]:
         "maxAbsDiff": None if smoke is None else smoke.max_abs_diff,
         "smokeTestSeconds": result.smoke_seconds,
         "smokeTestPeakRss": result.smoke_peak_rss,
+        "files": files,
         "channel": None
         if channel is None
         else {

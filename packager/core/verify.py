@@ -21,6 +21,10 @@ The version already current, installed again without being fetched, is re-checke
 same rules on its signature, manifest.json and approvals, and :func:`check_installed`
 binds what they vouch for to what is installed.
 
+A file the instance already holds with a signed digest is reused without hashing only when
+:func:`unchanged_since_verified` says its inode is the one verified and recorded then, and
+:func:`still_the_same_inode` that the link made into staging is that inode.
+
 Channel documents: :func:`check_channel_document` (signer and name/channel binding) and
 :func:`accept_channel` (also expiry, replay and equivocation); :func:`check_channel_mode`
 refuses to follow a channel unverified.
@@ -51,6 +55,7 @@ from packager.core.benchrecord import PAYLOAD_TYPE as BENCHMARK_PAYLOAD_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
 from packager.core.channel import parse_channel_payload as _parse_channel_payload
 from packager.core.digests import Digest
+from packager.core.fingerprint import Fingerprint
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.core.policy import Trusted, TrustedKey, TrustPolicy, Unverified, VerifyMode
 from packager.core.semver import semver_key
@@ -464,6 +469,26 @@ def check_files(
     for entry in manifest.files:
         if _hashed(present[entry.path]).size != entry.size:
             raise TamperedError(f"{entry.path}: size differs from manifest.json")
+
+
+def unchanged_since_verified(
+    recorded: Fingerprint | None, found: Fingerprint, *, signed_size: int
+) -> bool:
+    """Whether a held file may stand for its signed digest without being hashed again:
+    ``recorded`` is the fingerprint its inode had when this instance verified, wrote,
+    fsynced and sealed those bytes (recorded for that digest), ``found`` what ``lstat``
+    says now. Only an identical fingerprint (same device, inode, size, mtime and ctime:
+    no write, chmod or link since, as far as the kernel tracks) of the signed size counts;
+    no record, or anything else, is hashed.
+    """
+    return recorded is not None and found == recorded and found.size == signed_size
+
+
+def still_the_same_inode(before: Fingerprint, linked: Fingerprint) -> bool:
+    """Whether the hard link made into staging is the inode judged by
+    :func:`unchanged_since_verified`, unchanged: same device, inode, size and mtime (the
+    link itself moves ctime and the link count). Otherwise the staged file is hashed."""
+    return before.same_content(linked)
 
 
 def _hashed(found: Described | Hashed) -> Hashed:

@@ -14,7 +14,7 @@ transaction as the install.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -92,7 +92,11 @@ class InstallResult:
     installed through. ``unfollowed`` is the channel the model stopped following (installed
     by version).
     ``smoke_seconds`` and ``smoke_peak_rss`` (bytes) are the smoke test's wall time and the
-    peak memory of the child process it ran in (see :mod:`packager.instance.smoke`)."""
+    peak memory of the child process it ran in (see :mod:`packager.instance.smoke`).
+    ``sources`` says how each file came (None when nothing was installed): fetched from the
+    registry (FETCHED), or reused from an installed version, unhashed because its inode is
+    the one verified at its install (UNCHANGED) or hashed again (REHASHED): see
+    :mod:`packager.registry.verified` and :meth:`files`."""
 
     name: str
     version: str
@@ -104,6 +108,12 @@ class InstallResult:
     smoke_seconds: float | None = None
     smoke_peak_rss: int | None = None
     unfollowed: str | None = None
+    sources: Mapping[str, str] | None = None
+
+    def files(self, source: str) -> tuple[str, ...]:
+        """The files that came from ``source`` (FETCHED, REHASHED or UNCHANGED), in the
+        manifest's order."""
+        return tuple(p for p, how in (self.sources or {}).items() if how == source)
 
 
 @dataclass(frozen=True)
@@ -309,7 +319,8 @@ class _Install:
                 say=self.options.say,
                 expected_manifest=None if doc is None else doc.manifest_digest,
                 reuse=self._installed(name),
-                local=self.store.installed_files(),
+                # --force re-checks: every file reused is hashed, fingerprints or not.
+                local=self.store.installed_files(fingerprints=not self.options.force),
             )
             manifest = fetched.manifest
             if isinstance(self.options.verify, Trusted):
@@ -365,6 +376,7 @@ class _Install:
             smoke_seconds=smoke.seconds,
             smoke_peak_rss=smoke.peak_rss,
             unfollowed=unfollowed,
+            sources=fetched.sources,
         )
 
     def already_current(self, name: str, version: str, unfollowed: str | None) -> InstallResult:

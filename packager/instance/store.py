@@ -7,7 +7,8 @@ Layout under ``$PACKAGER_HOME``::
     state.db                   SQLite (WAL): installs, activations, rollback floors, audit log,
                                the last channel document accepted per model and channel, and
                                the channel (and registry) each model follows, the root
-                               of trust pinned and accepted since; its schema
+                               of trust pinned and accepted since, the fingerprint of
+                               each installed inode when its bytes were verified; its schema
                                version is PRAGMA user_version, migrated forward on open
     tmp/                       staging, on the same filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
+from packager.core.fingerprint import Fingerprint, Held
 from packager.core.manifest import MANIFEST, check_name, parse_manifest
 from packager.core.semver import semver_key
 from packager.core.text import printable
@@ -123,6 +125,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE pins (
             name TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL,
             PRIMARY KEY (name, version))""",
+    ),
+    # The fingerprint of each installed inode when its bytes were verified, with their
+    # digest: an upgrade reuses an unchanged one without hashing it (docs/adr/0011).
+    # Device and inode numbers are unsigned 64-bit: kept as text.
+    (
+        """CREATE TABLE fingerprints (
+            dev TEXT NOT NULL, ino TEXT NOT NULL, digest TEXT NOT NULL,
+            size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+            PRIMARY KEY (dev, ino))""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -543,19 +554,40 @@ class Store:
                 result.append(Installed(root.name, version, version == current, root / version))
         return result
 
-    def installed_files(self) -> dict[Digest, Path]:
+    def installed_files(self, *, fingerprints: bool = True) -> dict[Digest, Held]:
         """A file of every digest the installed versions' manifests list (any model): what
-        an install may reuse instead of fetching. A version whose manifest.json cannot be
-        read or parsed offers nothing; the files' bytes are checked by whoever reuses them.
+        an install may reuse instead of fetching, with the fingerprint recorded for its
+        inode and that digest when it was verified (a file that has one is preferred).
+        ``fingerprints=False`` offers none: every file reused is hashed (``--force``). A
+        version whose manifest.json cannot be read or parsed offers nothing; the files'
+        bytes are checked by whoever reuses them.
         """
-        found: dict[Digest, Path] = {}
+        found: dict[Digest, Held] = {}
+        recorded = self._fingerprints() if fingerprints else {}
         for entry in self.installed():
             try:
                 manifest = parse_manifest((entry.directory / MANIFEST).read_bytes())
             except (OSError, PackagerError):
                 continue
             for file in manifest.files:
-                found.setdefault(file.digest, entry.directory / file.path)
+                held = found.get(file.digest)
+                if held is None or held.recorded is None:
+                    path = entry.directory / file.path
+                    found[file.digest] = Held(path, _recorded(path, file.digest, recorded))
+        return found
+
+    def _fingerprints(self) -> dict[tuple[int, int], tuple[Digest, Fingerprint]]:
+        """Every fingerprint recorded, by device and inode, with the digest verified."""
+        if not (self.home / STATE_DB).exists():
+            return {}
+        with self.db() as conn:
+            rows = conn.execute(
+                "SELECT dev, ino, digest, size, mtime_ns, ctime_ns FROM fingerprints"
+            ).fetchall()
+        found = {}
+        for dev, ino, digest, size, mtime, ctime in rows:
+            fingerprint = Fingerprint(int(dev), int(ino), int(size), int(mtime), int(ctime))
+            found[fingerprint.dev, fingerprint.ino] = Digest(str(digest)), fingerprint
         return found
 
     def installed_dir(self, name: str, version: str | None = None) -> Path:
@@ -702,6 +734,8 @@ class Store:
                 _unfollow(conn, name, now, f"installed {version} by version")
             else:
                 _record_channel(conn, channel, now)
+            _record_fingerprints(conn, target)
+            self._forget_fingerprints(conn)
         self._switch(name, version)
         return target
 
@@ -777,8 +811,9 @@ class Store:
                 "or install another version first"
             )
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
-        os.rename(directory, doomed / version)
-        shutil.rmtree(doomed, ignore_errors=True)
+        with self._unlinking():
+            os.rename(directory, doomed / version)
+            shutil.rmtree(doomed, ignore_errors=True)
         return directory
 
     def uninstall(self, name: str, *, now: datetime) -> list[str]:
@@ -795,24 +830,105 @@ class Store:
             raise NotInstalledError(f"{name} is not installed; `packager list` shows what is")
         versions = self.versions(name)
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
-        try:
-            os.rename(root, doomed / name)
+        with self._unlinking():
             try:
-                with self.db() as conn:
-                    _unfollow(conn, name, now, "uninstalled")
-                    deleted = ", ".join(versions) or "no version"
-                    _audit(conn, "uninstall", "ok", now, name, None, f"deleted {deleted}")
-            except BaseException:
-                os.rename(doomed / name, root)
-                raise
-            fsync_dir(self.models)
-        finally:
-            shutil.rmtree(doomed, ignore_errors=True)
+                os.rename(root, doomed / name)
+                try:
+                    with self.db() as conn:
+                        _unfollow(conn, name, now, "uninstalled")
+                        deleted = ", ".join(versions) or "no version"
+                        _audit(conn, "uninstall", "ok", now, name, None, f"deleted {deleted}")
+                except BaseException:
+                    os.rename(doomed / name, root)
+                    raise
+                fsync_dir(self.models)
+            finally:
+                shutil.rmtree(doomed, ignore_errors=True)
         return versions
+
+    @contextlib.contextmanager
+    def _unlinking(self) -> Iterator[None]:
+        """Around a removal: unlinking a file moves the ctime of its inode, which a newer
+        version may share. An inode whose fingerprint was the recorded one before, and
+        still has the same device, inode, size and mtime after (see
+        :func:`~packager.core.verify.still_the_same_inode`), keeps its record with the new
+        ctime; the rows of inodes no installed version holds any more are deleted."""
+        # Deferred: core.verify brings in cryptography, which `packager list` never needs.
+        from packager.core.verify import still_the_same_inode, unchanged_since_verified
+
+        recorded = {key: fingerprint for key, (_, fingerprint) in self._fingerprints().items()}
+        before = {
+            (f.dev, f.ino): f
+            for f in self._installed_inodes()
+            if unchanged_since_verified(recorded.get((f.dev, f.ino)), f, signed_size=f.size)
+        }
+        yield
+        with self.db() as conn:
+            for f in self._installed_inodes():
+                kept = before.get((f.dev, f.ino))
+                if kept is not None and still_the_same_inode(kept, f):
+                    conn.execute(
+                        "UPDATE fingerprints SET ctime_ns = ? WHERE dev = ? AND ino = ?",
+                        (f.ctime_ns, str(f.dev), str(f.ino)),
+                    )
+            self._forget_fingerprints(conn)
+
+    def _forget_fingerprints(self, conn: sqlite3.Connection) -> None:
+        """Delete the fingerprints of inodes no installed version holds any more (removed,
+        pruned, uninstalled, or repaired away): state.db does not grow with every upgrade.
+        A row left behind would be harmless anyway: a new inode given the same number has
+        another ctime, and a row only vouches for the digest it was recorded with."""
+        held = {(str(f.dev), str(f.ino)) for f in self._installed_inodes()}
+        rows = conn.execute("SELECT dev, ino FROM fingerprints").fetchall()
+        gone = [(dev, ino) for dev, ino in rows if (str(dev), str(ino)) not in held]
+        conn.executemany("DELETE FROM fingerprints WHERE dev = ? AND ino = ?", gone)
+
+    def _installed_inodes(self) -> Iterator[Fingerprint]:
+        for entry in self.installed():
+            with contextlib.suppress(OSError), os.scandir(entry.directory) as files:
+                for file in files:
+                    with contextlib.suppress(OSError):
+                        yield Fingerprint.of(file.stat(follow_symlinks=False))
 
     def _own_subdirectory(self, name: str) -> Path:
         """``$PACKAGER_HOME/name``, created if missing, checked as :func:`_own_directory`."""
         return _own_directory(_own_directory(self.home, follow=True) / name, follow=False)
+
+
+def _recorded(
+    path: Path, digest: Digest, recorded: dict[tuple[int, int], tuple[Digest, Fingerprint]]
+) -> Fingerprint | None:
+    """The fingerprint recorded for the inode at ``path`` when it was verified as ``digest``."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    found = recorded.get((info.st_dev, info.st_ino))
+    return found[1] if found is not None and found[0] == digest else None
+
+
+def _record_fingerprints(conn: sqlite3.Connection, directory: Path) -> None:
+    """Record the fingerprint of every file of an installed version, verified, sealed and
+    fsynced a moment ago, with the digest its manifest signs (after any link: a link moves
+    the inode's ctime). Recording is an optimisation: a manifest that cannot be read
+    records nothing, a file that cannot be read is left out (both are hashed next time)."""
+    try:
+        manifest = parse_manifest((directory / MANIFEST).read_bytes())
+    except (OSError, PackagerError):
+        return
+    for file in manifest.files:
+        try:
+            info = os.lstat(directory / file.path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        f = Fingerprint.of(info)
+        conn.execute(
+            "INSERT OR REPLACE INTO fingerprints (dev, ino, digest, size, mtime_ns, ctime_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (str(f.dev), str(f.ino), file.digest.hex, f.size, f.mtime_ns, f.ctime_ns),
+        )
 
 
 def _seal(staged: Path) -> None:

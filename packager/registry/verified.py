@@ -23,6 +23,7 @@ from packager.core import signature
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, Channel, Seen, channel_tag
 from packager.core.digests import Digest
+from packager.core.fingerprint import Fingerprint, Held
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.semver import semver_key
@@ -34,6 +35,8 @@ from packager.core.verify import (
     check_manifest_digest,
     check_served,
     served_file,
+    still_the_same_inode,
+    unchanged_since_verified,
     unverified_statement,
     verify_signature,
 )
@@ -41,6 +44,11 @@ from packager.errors import NotFoundError, UsageError
 from packager.registry.base import Artifact, Descriptor, RegistryReader
 
 Progress = Callable[[str], None]
+
+# How each file of a bundle came to staging (see :func:`_fetch_one`).
+FETCHED = "fetched"  # from the registry, checked as it arrived
+REHASHED = "rehashed"  # held by the instance, linked or copied, hashed where it landed
+UNCHANGED = "unchanged"  # held by the instance, linked unhashed: its inode is the one verified
 
 
 # Files fetched at once: enough to keep the cores and the network busy with a bundle of
@@ -134,6 +142,8 @@ class Fetched:
     manifest_digest: Digest
     statement: Statement
     directory: Path
+    sources: Mapping[str, str]
+    """How each file came: :data:`FETCHED`, :data:`REHASHED` or :data:`UNCHANGED`."""
 
 
 def read_signed(
@@ -201,15 +211,17 @@ def fetch_verified(
     say: Progress | None = None,
     expected_manifest: Digest | None = None,
     reuse: Path | None = None,
-    local: Mapping[Digest, Path] | None = None,
+    local: Mapping[Digest, Held] | None = None,
 ) -> Fetched:
     """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
     empty directory ``dest``, verifying as it goes: the files written are exactly the
     bytes verified against ``artifact``'s descriptors.
 
     ``local`` maps digests to files this machine already holds (an instance's installed
-    files): a file with one of those digests is hard-linked (else copied) from there and
-    hashed again where it lands instead of being fetched; one that no longer matches is
+    files): a file with one of those digests is hard-linked (else copied) from there
+    instead of being fetched. It is hashed again where it lands unless its inode is,
+    by fingerprint, the one this instance verified and recorded (see
+    :func:`~packager.core.verify.unchanged_since_verified`); one that no longer matches is
     fetched after all. Only the files' bytes come from there: the signature and manifest
     are always the registry's.
 
@@ -238,7 +250,7 @@ def fetch_verified(
     manifest, statement = signed.manifest, signed.statement
 
     # 4. Every file, capped at its signed size and checked against its signed digest.
-    _fetch_files(
+    sources = _fetch_files(
         registry,
         artifact.name,
         {entry.path: artifact.files[entry.path] for entry in manifest.files},
@@ -251,7 +263,8 @@ def fetch_verified(
     (dest / MANIFEST).write_bytes(signed.manifest_bytes)
     if signed.signature is not None:
         (dest / SIGNATURE).write_bytes(signed.signature)
-    return Fetched(manifest, signed.manifest_digest, statement, dest)
+    order = {entry.path: sources[entry.path] for entry in manifest.files}
+    return Fetched(manifest, signed.manifest_digest, statement, dest, order)
 
 
 def _read_signature(registry: RegistryReader, artifact: Artifact) -> bytes:
@@ -272,8 +285,8 @@ def _fetch_files(
     *,
     shards: Mapping[str, Sequence[Shard]],
     reuse: Path | None = None,
-    local: Mapping[Digest, Path],
-) -> None:
+    local: Mapping[Digest, Held],
+) -> dict[str, str]:
     """Fetch ``files`` (path -> descriptor) into ``dest``, several at once: each from
     ``local`` when it holds the digest (see :func:`fetch_verified`), else from the
     registry; a file signed by several ``shards`` is fetched and checked shard by shard
@@ -284,7 +297,8 @@ def _fetch_files(
     own, PARALLEL_FETCHES at a time, so that the transfers, copies and hashing of several
     files overlap. At the first failure the fetches not started are dropped, the running
     ones are waited for, every file fetched is removed, and the failure of the first file
-    (in ``files`` order) that failed is raised.
+    (in ``files`` order) that failed is raised. Returns how each file came (see
+    :func:`_fetch_one`).
 
     Raises:
         TamperedError, RegistryError: as :meth:`RegistryReader.fetch_blob`.
@@ -306,6 +320,7 @@ def _fetch_files(
         ): path
         for path, desc in files.items()
     }
+    sources: dict[str, str] = {}
     try:
         for future in as_completed(futures):
             if future.exception() is not None:
@@ -316,8 +331,9 @@ def _fetch_files(
                 assert error is not None
                 raise error
             path = futures[future]
-            how = "reused" if future.result() else "fetched"
-            say(f"{how} {path} ({files[path].size} bytes, sha256 ok)")
+            sources[path] = future.result()
+            verb, check = _SAID[sources[path]]
+            say(f"{verb} {path} ({files[path].size} bytes, {check})")
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         for future, path in futures.items():
@@ -327,6 +343,15 @@ def _fetch_files(
         raise
     finally:
         pool.shutdown(wait=True)
+    return sources
+
+
+# The progress line of each file: its verb and how its bytes were checked.
+_SAID = {
+    FETCHED: ("fetched", "sha256 ok"),
+    REHASHED: ("reused", "sha256 ok"),
+    UNCHANGED: ("reused", "unchanged since verified at its install, not hashed again"),
+}
 
 
 def _fetch_one(
@@ -334,37 +359,56 @@ def _fetch_one(
     name: str,
     desc: Descriptor,
     dest: Path,
-    held: Path | None,
+    held: Held | None,
     shards: Sequence[Shard],
     reuse: Path | None,
-) -> bool:
+) -> str:
     """Put the blob ``desc`` into the new file ``dest``: from ``held`` when it still has
-    those bytes (True), else from the registry (False), by ``shards`` where it was signed
-    so, those that ``reuse`` holds copied from there.
+    those bytes (:data:`UNCHANGED` or :data:`REHASHED`, see :func:`_reuse`), else from the
+    registry (:data:`FETCHED`), by ``shards`` where it was signed so, those that ``reuse``
+    holds copied from there.
 
     Raises:
         TamperedError, RegistryError: as :meth:`RegistryReader.fetch_blob`.
     """
-    if held is not None and _reuse(held, desc, dest):
-        return True
+    if held is not None:
+        how = _reuse(held, desc, dest)
+        if how is not None:
+            return how
     registry.fetch_blob(name, desc, dest, shards, reuse)
-    return False
+    return FETCHED
 
 
-def _reuse(held: Path, desc: Descriptor, dest: Path) -> bool:
-    """Hard-link (else copy) ``held`` to ``dest`` and hash what ``dest`` then holds: True
-    when it is exactly ``desc``'s bytes; otherwise ``dest`` is removed."""
+def _reuse(held: Held, desc: Descriptor, dest: Path) -> str | None:
+    """Hard-link (else copy) ``held`` to ``dest``: :data:`UNCHANGED` when the held inode
+    still has the fingerprint recorded when it was verified and the link is that inode;
+    else hash what ``dest`` holds: :data:`REHASHED` when it is exactly ``desc``'s bytes.
+    None (``dest`` removed) otherwise."""
     try:
+        before = os.lstat(held.path)
+        if not stat.S_ISREG(before.st_mode):
+            return None
         try:
-            os.link(held, dest, follow_symlinks=False)
+            os.link(held.path, dest, follow_symlinks=False)
+            linked = True
         except OSError:
-            # Another filesystem, or links not allowed: a copy (not a link to a link).
-            if not stat.S_ISREG(os.lstat(held).st_mode):
-                return False
-            shutil.copyfile(held, dest, follow_symlinks=False)
-        if stat.S_ISREG(os.lstat(dest).st_mode) and digest_file(dest) == (desc.digest, desc.size):
-            return True
+            # Another filesystem, or links not allowed: a copy, always hashed.
+            shutil.copyfile(held.path, dest, follow_symlinks=False)
+            linked = False
+        found = os.lstat(dest)
+        if not stat.S_ISREG(found.st_mode):
+            raise OSError(f"{dest} is not a regular file")
+        if (
+            linked
+            and unchanged_since_verified(
+                held.recorded, Fingerprint.of(before), signed_size=desc.size
+            )
+            and still_the_same_inode(Fingerprint.of(before), Fingerprint.of(found))
+        ):
+            return UNCHANGED
+        if digest_file(dest) == (desc.digest, desc.size):
+            return REHASHED
     except OSError:
         pass
     dest.unlink(missing_ok=True)
-    return False
+    return None
