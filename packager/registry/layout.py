@@ -46,12 +46,7 @@ from packager.registry.artifact import (
     plan_artifact,
 )
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
-from packager.registry.document import (
-    EMPTY_CONFIG,
-    EMPTY_DESCRIPTOR,
-    check_document_tag,
-    document_manifest,
-)
+from packager.registry.document import Document, DocumentWriter
 from packager.registry.files import copy_into
 from packager.registry.index import (
     EMPTY_INDEX,
@@ -221,7 +216,7 @@ class LayoutStore(LayoutNaming, IndexedStore):
             raise RegistryError(f"cannot open {where}: {e}") from e
 
 
-class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
+class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
     """A registry in a local directory (the default is ``$PACKAGER_HOME/registry``)."""
 
     def __init__(self, root: Path) -> None:
@@ -273,46 +268,30 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
             ) from e
         return plan.artifact()
 
-    def put_document(
-        self,
-        name: str,
-        tag: str,
-        data: bytes,
-        *,
-        artifact_type: str,
-        subject: Descriptor | None = None,
-    ) -> Digest:
-        """Store ``data`` as a document tagged ``tag``; see
-        :class:`~packager.registry.base.RegistryWriter`.
+    def store_document(self, document: Document) -> None:
+        """Store a checked document; see :class:`~packager.registry.document.DocumentWriter`.
 
-        The blobs are durable before index.json names them; the index entry of ``tag`` is
+        The blobs are durable before index.json names them; the index entry of the tag is
         replaced under the index lock, so a reader sees the old document or the new one.
 
         Raises:
-            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
             RegistryError: writing failed.
         """
+        name, tag = document.name, document.tag
         layout = self._layout(name)
-        check_document_tag(tag)
-        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
-        manifest_desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
+        manifest_desc = document.manifest_descriptor
         try:
             with self._writing(layout) as blobs:
-                for desc, content in (
-                    (EMPTY_DESCRIPTOR, EMPTY_CONFIG),
-                    (layer, data),
-                    (manifest_desc, manifest),
-                ):
+                for desc, content in (*document.blobs, (manifest_desc, document.manifest)):
                     if not _has_blob(blobs, desc):
                         _write(blobs / desc.digest.hex, content)
                 fsync_dir(blobs)
-                entry = tagged_entry(manifest_desc, tag, artifact_type=artifact_type)
+                entry = tagged_entry(manifest_desc, tag, artifact_type=document.artifact_type)
                 with self._index_lock(layout, name) as index:
                     self._write_index(layout, retag(index.entries, entry))
         except OSError as e:
             message = f"cannot store {name}:{tag} in {self.location}: {e}"
             raise disk_or(RegistryError, message, e) from e
-        return manifest_desc.digest
 
     def collect_garbage(self, *, dry_run: bool = False) -> list[Garbage]:
         """Remove the blobs no manifest of any model references (a channel's replaced

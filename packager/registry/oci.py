@@ -46,12 +46,7 @@ from packager.registry.artifact import (
 )
 from packager.registry.auth import RegistryAuth, find_credentials
 from packager.registry.base import Artifact, Descriptor
-from packager.registry.document import (
-    EMPTY_CONFIG,
-    EMPTY_DESCRIPTOR,
-    check_document_tag,
-    document_manifest,
-)
+from packager.registry.document import Document, DocumentWriter
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import (
     BlobRequest,
@@ -528,7 +523,7 @@ class OciStore:
             )
 
 
-class OciRegistry(VerifiedRegistry):
+class OciRegistry(DocumentWriter, VerifiedRegistry):
     """A remote OCI distribution registry, read and written; see the module doc."""
 
     def __init__(self, ref: str, *, options: RegistryOptions) -> None:
@@ -585,34 +580,23 @@ class OciRegistry(VerifiedRegistry):
         oci.put_manifest(repo, tag, plan.manifest_bytes, plan.manifest_digest, scope)
         return plan.artifact()
 
-    def put_document(
-        self,
-        name: str,
-        tag: str,
-        data: bytes,
-        *,
-        artifact_type: str,
-        subject: Descriptor | None = None,
-    ) -> Digest:
+    def store_document(self, document: Document) -> None:
         """Upload the empty config and the document's layer (skipping blobs present), then
-        PUT its OCI manifest by ``tag``, which moves the tag; see
-        :class:`~packager.registry.base.RegistryWriter`.
+        PUT its OCI manifest by its tag, which moves the tag; see
+        :class:`~packager.registry.document.DocumentWriter`.
 
         Raises:
-            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
+            UsageError: the name is not a valid OCI repository name.
             RegistryError: the registry refused an upload or rewrote the manifest, or the
                 network failed.
         """
         oci = self._oci
-        repo = oci.repository(name)
-        check_document_tag(tag)
+        repo = oci.repository(document.name)
         scope = f"repository:{repo}:pull,push"
-        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
-        oci.push_blob(repo, EMPTY_DESCRIPTOR, EMPTY_CONFIG, scope)
-        oci.push_blob(repo, layer, data, scope)
-        digest = Digest.of(manifest)
-        oci.put_manifest(repo, tag, manifest, digest, scope)
-        return digest
+        for desc, content in document.blobs:
+            oci.push_blob(repo, desc, content, scope)
+        digest = document.manifest_descriptor.digest
+        oci.put_manifest(repo, document.tag, document.manifest, digest, scope)
 
 
 def _no_listing(reason: str) -> RegistryError:
