@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -38,7 +38,7 @@ from packager.core.manifest import NAME_RE, Manifest, check_name, check_version,
 from packager.core.semver import is_semver, semver_key
 from packager.core.shards import Shard
 from packager.errors import NotFoundError, RegistryError, TamperedError, disk_or
-from packager.registry._verified_read import IndexedStore, VerifiedRegistry
+from packager.registry._verified_read import IndexedStore, ShardedBlob, VerifiedRegistry
 from packager.registry.artifact import (
     MAX_OCI_MANIFEST_BYTES,
     OCI_MANIFEST_MEDIA_TYPE,
@@ -171,16 +171,14 @@ class LayoutStore(LayoutNaming, IndexedStore):
         finally:
             os.close(fd)
 
-    def copy_shards_into(
-        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
-    ) -> Shard | None:
+    def copy_shards_into(self, blob: ShardedBlob, out: int) -> Shard | None:
         """In the kernel, every shard on its own thread, each hashed where it landed:
         see :func:`~packager.registry.shard_reuse.copy_shards`."""
         from packager.registry.shard_reuse import copy_shards
 
-        fd = self._open_blob(name, desc)
+        fd = self._open_blob(blob.name, blob.desc)
         try:
-            return copy_shards(fd, out, shards)
+            return copy_shards(fd, out, blob.shards)
         finally:
             os.close(fd)
 

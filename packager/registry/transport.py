@@ -62,7 +62,7 @@ from packager.core.jsonio import loads_object
 from packager.core.shards import Shard
 from packager.core.text import printable
 from packager.errors import RegistryError, TamperedError, UsageError
-from packager.registry._verified_read import check_blob, new_file
+from packager.registry._verified_read import ShardedBlob, check_blob, new_file
 from packager.registry.artifact import TITLE_ANNOTATION
 from packager.registry.base import Descriptor
 from packager.registry.files import flushing
@@ -241,17 +241,11 @@ class RemoteBlobs(ABC):
         with progress_bar(f"fetching {title}", desc.size, enabled=transport.progress) as bar:
             return transport.download_into(blob, out, bar)
 
-    def fetch_shards_into(
-        self,
-        name: str,
-        desc: Descriptor,
-        out: int,
-        shards: Sequence[Shard],
-        have: Collection[int] = (),
-    ) -> bool:
+    def fetch_shards_into(self, blob: ShardedBlob, out: int, have: Collection[int]) -> bool:
         """One range per shard, a few at once, each checked against its digest."""
-        blob = self.blob_request(name, desc, f"fetch {_title(desc)} of {name}")
-        return self._transport.download_shards(blob, out, shards, have=have)
+        name, desc = blob.name, blob.desc
+        request = self.blob_request(name, desc, f"fetch {_title(desc)} of {name}")
+        return self._transport.download_shards(request, out, blob.shards, have=have)
 
 
 def _title(desc: Descriptor) -> str:
