@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from packager.build.benchmark import (
     benchmark_conversion,
     benchmark_reference,
     slower_than_recorded,
+    spread,
     write_chart,
 )
 from packager.build.bundle import package
@@ -83,6 +85,12 @@ def test_classifier_on_the_build_side(iris_model: LogisticRegression, tmp_path: 
     assert doc["engines"][0]["accuracy"] == pytest.approx(expected)
     text = report.table()
     assert "accuracy" in text and "onnxruntime" in text and "labelAgreement 100.0%" in text
+    columns = ["engine", "threads", "load", "1 row p50", "p95", "p99", "batch p50", "p95"]
+    columns += ["p99", "rows/s", *sorted(runtime.quality)]
+    header, *rows = text.splitlines()[1:4]
+    assert re.split(r" {2,}", header.strip()) == columns
+    cells = re.split(r" {2,}", rows[1].strip())
+    assert cells[:2] == [runtime.engine, "1"] and cells[3] == spread(runtime.one_row)
 
 
 def features_as_array(features: Table) -> np.ndarray:

@@ -155,19 +155,13 @@ class Report:
     def table(self) -> str:
         """The report as aligned text lines."""
         quality_keys = sorted({k for e in self.engines for k in e.quality})
-        header = ["engine", "threads", "load", "1 row p50", "p95", "p99", "batch p50", "p95"]
-        header += ["p99", "rows/s", *quality_keys]
+        header = ["engine", "threads", *LATENCY_HEADER, "p99", "rows/s", *quality_keys]
         rows = [header]
         for e in self.engines:
             row = [
                 e.engine,
                 "-" if e.threads is None else str(e.threads),
-                "-" if e.load_ms is None else f"{e.load_ms:.1f} ms",
-                spread(e.one_row),
-                us_text(e.one_row.p95_us),
-                us_text(e.one_row.p99_us),
-                spread(e.batch),
-                us_text(e.batch.p95_us),
+                *latency_cells(e),
                 us_text(e.batch.p99_us),
                 f"{e.throughput:.4g}",
             ]
@@ -547,6 +541,23 @@ def machine_line(m: Mapping[str, Any]) -> str:
         f"{m.get('threads')} onnxruntime threads, onnxruntime {m.get('onnxruntime')}, "
         f"{m.get('system')}"
     )
+
+
+LATENCY_HEADER = ("load", "1 row p50", "p95", "p99", "batch p50", "p95")
+"""The columns of :func:`latency_cells`, shared by the benchmark and the leaderboard."""
+
+
+def latency_cells(f: EngineFigures) -> list[str]:
+    """An engine's load time, one-row median (with its spread), p95 and p99, and batch
+    median and p95, as text: the columns of :data:`LATENCY_HEADER`."""
+    return [
+        "-" if f.load_ms is None else f"{f.load_ms:.1f} ms",
+        spread(f.one_row),
+        us_text(f.one_row.p95_us),
+        us_text(f.one_row.p99_us),
+        spread(f.batch),
+        us_text(f.batch.p95_us),
+    ]
 
 
 def spread(latency: Latency) -> str:

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from packager.build.benchmark import (
+    LATENCY_HEADER,
     EngineFigures,
     Report,
     bytes_text,
+    latency_cells,
     machine_line,
-    spread,
-    us_text,
 )
 from packager.core.benchstats import (
     Interval,
@@ -123,8 +123,7 @@ class Leaderboard:
     def table(self) -> str:
         """The leaderboard as aligned text lines, then differences, gate and machine."""
         quality = sorted({k for e in self.entries for k in e.figures.quality})
-        header = ["model", "load", "1 row p50", "p95", "p99", "batch p50", "p95"]
-        header += ["rows/s", "size", "peak RSS", *quality]
+        header = ["model", *LATENCY_HEADER, "rows/s", "size", "peak RSS", *quality]
         rows = [header] + [_row(e, quality) for e in self.entries]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = [
@@ -150,12 +149,7 @@ def _row(e: Entry, quality: Sequence[str]) -> list[str]:
     f = e.figures
     row = [
         e.label,
-        "-" if f.load_ms is None else f"{f.load_ms:.1f} ms",
-        spread(f.one_row),
-        us_text(f.one_row.p95_us),
-        us_text(f.one_row.p99_us),
-        spread(f.batch),
-        us_text(f.batch.p95_us),
+        *latency_cells(f),
         f"{f.throughput:.4g}",
         bytes_text(e.size),
         "-" if f.peak_rss_bytes is None else bytes_text(f.peak_rss_bytes),

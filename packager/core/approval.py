@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
+from packager.core.manifest import check_grammar
 from packager.core.signature import sign_envelope
 from packager.core.statements import Form, parse_statement, statement_payload, timestamp
 from packager.errors import UsageError
@@ -41,12 +42,8 @@ REVOCATION_FORM = Form.statement("revocation", REVOCATION_PREDICATE_TYPE, {"appr
 
 def check_role(role: str) -> str:
     """Raises UsageError unless ``role`` is a lowercase word like 'security-review'."""
-    if not ROLE_RE.fullmatch(role):
-        raise UsageError(
-            f"invalid role {role!r}: use a lowercase word (letters, digits, '-'), "
-            "e.g. security-review"
-        )
-    return role
+    rule = "use a lowercase word (letters, digits, '-'), e.g. security-review"
+    return check_grammar(ROLE_RE, role, "role", rule)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager.core.digests import Digest
+from packager.core.manifest import check_grammar
 from packager.core.signature import sign_envelope
 from packager.core.statements import Form, parse_statement, timestamp
 from packager.errors import UsageError
@@ -72,12 +73,8 @@ class Channel:
 
 def check_channel_name(channel: str) -> str:
     """Raises UsageError unless ``channel`` is a lowercase word like 'stable' or 'canary'."""
-    if not CHANNEL_RE.fullmatch(channel):
-        raise UsageError(
-            f"invalid channel {channel!r}: use a lowercase word (letters, digits, '-', '_'), "
-            "e.g. stable"
-        )
-    return channel
+    rule = "use a lowercase word (letters, digits, '-', '_'), e.g. stable"
+    return check_grammar(CHANNEL_RE, channel, "channel", rule)
 
 
 def channel_tag(channel: str) -> str:

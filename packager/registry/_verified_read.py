@@ -164,18 +164,22 @@ class FileCopier(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ShardedBlob:
+    """A blob of model ``name`` read shard by shard: its descriptor and its signed
+    ``shards``, in file order, which the reader has checked cover exactly ``desc.size``
+    bytes."""
+
+    name: str
+    desc: Descriptor
+    shards: Sequence[Shard]
+
+
 @runtime_checkable
 class ShardFetcher(Protocol):
     """A store that can read a blob one range per shard (a remote registry)."""
 
-    def fetch_shards_into(
-        self,
-        name: str,
-        desc: Descriptor,
-        out: int,
-        shards: Sequence[Shard],
-        have: Collection[int] = (),
-    ) -> bool:
+    def fetch_shards_into(self, blob: ShardedBlob, out: int, have: Collection[int]) -> bool:
         """Fetch the blob into the file ``out`` one range per shard, each checked
         against its shard's digest, but for the shards ``have`` indexes, in ``out``
         already; False (``out`` left empty) when the server does not serve ranges.
@@ -191,9 +195,7 @@ class ShardFetcher(Protocol):
 class ShardCopier(Protocol):
     """A local store that copies a blob shard by shard, every shard hashed on its own."""
 
-    def copy_shards_into(
-        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
-    ) -> Shard | None:
+    def copy_shards_into(self, blob: ShardedBlob, out: int) -> Shard | None:
         """Copy the blob's shards into ``out`` (open for reading and writing), each
         hashed where it landed; the first shard that differs from its signed digest, or
         None when every one matches.
@@ -391,7 +393,8 @@ class VerifiedRegistry:
         self._check_stored(name, desc)
         what = f"fetch blob {desc.digest} of {name} into {dest}"
         with new_file(dest, what) as out:
-            if len(shards) > 1 and self._by_shards(name, desc, out, shards, reuse, what):
+            sharded = ShardedBlob(name, desc, shards)
+            if len(shards) > 1 and self._by_shards(sharded, out, reuse, what):
                 return
             if isinstance(self._store, FileCopier):
                 digest, size = self._store.copy_blob_into(name, desc, out)
@@ -399,25 +402,17 @@ class VerifiedRegistry:
                 digest, size = self._stream_into(name, desc, out)
             check_blob(what, desc, size, digest)
 
-    def _by_shards(
-        self,
-        name: str,
-        desc: Descriptor,
-        out: int,
-        shards: Sequence[Shard],
-        reuse: Path | None,
-        what: str,
-    ) -> bool:
+    def _by_shards(self, blob: ShardedBlob, out: int, reuse: Path | None, what: str) -> bool:
         """Read the blob into ``out`` shard by shard, each checked against its signed
         digest; False when the store cannot (or its server will not) read by shards."""
         store = self._store
         if not isinstance(store, ShardFetcher | ShardCopier):
             return False
-        _check_shards(what, desc, shards)
+        _check_shards(what, blob.desc, blob.shards)
         if isinstance(store, ShardFetcher):
-            have = _reused(reuse, out, desc, shards)
-            return store.fetch_shards_into(name, desc, out, shards, have)
-        bad = store.copy_shards_into(name, desc, out, shards)
+            have = _reused(reuse, out, blob.desc, blob.shards)
+            return store.fetch_shards_into(blob, out, have)
+        bad = store.copy_shards_into(blob, out)
         if bad is not None:
             raise TamperedError(
                 f"cannot {what}: bytes {bad.start}-{bad.end} do not match their signed "

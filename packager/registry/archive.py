@@ -61,12 +61,7 @@ from packager.registry.artifact import (
     plan_artifact,
 )
 from packager.registry.base import Artifact, Descriptor, RegistryReader
-from packager.registry.document import (
-    EMPTY_CONFIG,
-    EMPTY_DESCRIPTOR,
-    check_document_tag,
-    document_manifest,
-)
+from packager.registry.document import Document, DocumentWriter
 from packager.registry.files import copy_into
 from packager.registry.index import (
     INDEX,
@@ -255,7 +250,7 @@ class ArchiveStore:
             raise RegistryError(f"cannot read {self.location}: {e}") from e
 
 
-class ArchiveRegistry(VerifiedRegistry):
+class ArchiveRegistry(DocumentWriter, VerifiedRegistry):
     """A registry in an archive file (a path ending in ``.tar``).
 
     Read in place. Written by rebuilding the whole file: each :meth:`publish` or
@@ -315,32 +310,19 @@ class ArchiveRegistry(VerifiedRegistry):
             assert self._pending is not None
             return self._pending.add_bundle(bundle, manifest)
 
-    def put_document(
-        self,
-        name: str,
-        tag: str,
-        data: bytes,
-        *,
-        artifact_type: str,
-        subject: Descriptor | None = None,
-    ) -> Digest:
-        """Tag the document ``data`` as ``<name>:<tag>`` (replacing the one there), keeping
+    def store_document(self, document: Document) -> None:
+        """Tag a checked document as ``<name>:<tag>`` (replacing the one there), keeping
         everything else the archive holds; an archive that does not exist yet is created.
 
         Raises:
-            UsageError: ``name`` or ``tag`` is malformed, or the archive's directory does
-                not exist.
+            UsageError: the archive's directory does not exist.
             TamperedError: the archive holds a dangerous member or a blob that no longer
                 matches its digest (nothing is written).
             RegistryError: the archive cannot be read or written.
         """
-        check_name(name)
-        check_document_tag(tag)
         with self.batch():
             assert self._pending is not None
-            return self._pending.add_document(
-                name, tag, data, artifact_type=artifact_type, subject=subject
-            )
+            self._pending.store_document(document)
 
 
 def _identity(st: os.stat_result) -> _Identity:
@@ -477,7 +459,7 @@ class _Source:
     size: int
 
 
-class ArchiveWriter:
+class ArchiveWriter(DocumentWriter):
     """Collects versions and blobs, then writes them as one archive with deterministic bytes.
 
     Blobs are staged under ``work`` (a directory the caller owns and removes) or read from
@@ -581,39 +563,29 @@ class ArchiveWriter:
         self._add_version(artifact)
         return artifact
 
-    def add_document(
-        self,
-        name: str,
-        tag: str,
-        data: bytes,
-        *,
-        artifact_type: str,
-        subject: Descriptor | None = None,
-    ) -> Digest:
-        """Tag the document ``data`` as ``<name>:<tag>``, replacing whatever that reference
-        named; returns its OCI manifest digest.
+    def store_document(self, document: Document) -> None:
+        """Stage a checked document and tag it as ``<name>:<tag>``, replacing whatever that
+        reference named.
 
         Raises:
             RegistryError: a blob cannot be staged.
         """
-        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
-        digest = Digest.of(manifest)
-        for blob, content in ((EMPTY_DESCRIPTOR, EMPTY_CONFIG), (layer, data)):
-            self._stage(blob.digest, content)
-        self._stage(digest, manifest)
-        ref = archive_ref(name, tag)
+        manifest_desc = document.manifest_descriptor
+        for desc, content in (*document.blobs, (manifest_desc, document.manifest)):
+            self._stage(desc.digest, content)
+        ref = archive_ref(document.name, document.tag)
         self._entries = {k: e for k, e in self._entries.items() if ref_name(e) != ref}
         self.changed = True
         self._add_entry(
             {
-                "mediaType": OCI_MANIFEST_MEDIA_TYPE,
-                "digest": str(digest),
-                "size": len(manifest),
-                "artifactType": artifact_type,
+                **manifest_desc.to_json(),
+                "artifactType": document.artifact_type,
                 "annotations": {REF_NAME_ANNOTATION: ref},
             }
         )
-        return digest
+
+    # Named like add_artifact and add_bundle for the exporter, which fills an archive.
+    add_document = DocumentWriter.put_document
 
     def write(self, out: Path) -> None:
         """Write the archive to ``out`` through a temporary file beside it and a rename.

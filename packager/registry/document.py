@@ -6,7 +6,8 @@ layer holding the signed bytes. It is tagged with a name that is never a SemVer 
 (``channel.stable``), so :meth:`~packager.registry.base.Registry.versions` never lists it,
 and the tag moves each time a new document is put.
 
-Every registry kind builds the manifest with :func:`document_manifest` and checks what it
+Every registry kind writes documents through :class:`DocumentWriter` (which checks the
+name and tag and builds the manifest with :func:`document_manifest`) and checks what it
 reads back with :func:`parse_document_manifest`; the document's signature is checked by
 the caller.
 """
@@ -14,10 +15,12 @@ the caller.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
-from packager.core.manifest import dump_json
+from packager.core.manifest import check_name, dump_json
 from packager.core.semver import is_semver
 from packager.errors import TamperedError, UsageError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, parse_descriptor
@@ -63,6 +66,63 @@ def document_manifest(
     if subject is not None:
         doc["subject"] = subject.to_json()
     return dump_json(doc), layer
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document ready to store: the bytes, the OCI manifest naming them, and its tag.
+
+    Built by :meth:`DocumentWriter.put_document` once the name and tag are checked."""
+
+    name: str
+    tag: str
+    data: bytes
+    artifact_type: str
+    manifest: bytes
+    layer: Descriptor
+
+    @property
+    def manifest_descriptor(self) -> Descriptor:
+        """The descriptor of :attr:`manifest`, the one the tag names."""
+        return Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(self.manifest), len(self.manifest))
+
+    @property
+    def blobs(self) -> tuple[tuple[Descriptor, bytes], ...]:
+        """What the manifest references, each with its bytes: the empty config, the layer."""
+        return ((EMPTY_DESCRIPTOR, EMPTY_CONFIG), (self.layer, self.data))
+
+
+class DocumentWriter(ABC):
+    """:meth:`~packager.registry.base.RegistryWriter.put_document` for every kind: the
+    checks and the manifest are the same everywhere; a kind only stores the result."""
+
+    def put_document(
+        self,
+        name: str,
+        tag: str,
+        data: bytes,
+        *,
+        artifact_type: str,
+        subject: Descriptor | None = None,
+    ) -> Digest:
+        """Tag ``data`` as ``<name>:<tag>``; see :class:`~packager.registry.base.RegistryWriter`.
+
+        Raises:
+            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version),
+                or the kind cannot hold ``name``.
+            TamperedError, RegistryError: as the kind's :meth:`store_document`.
+        """
+        check_name(name)
+        check_document_tag(tag)
+        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
+        document = Document(name, tag, data, artifact_type, manifest, layer)
+        self.store_document(document)
+        return document.manifest_descriptor.digest
+
+    @abstractmethod
+    def store_document(self, document: Document) -> None:
+        """Write the blobs of ``document`` (skipping those present), then its manifest, then
+        move its tag to it, replacing whatever the tag named."""
 
 
 def parse_document_manifest(

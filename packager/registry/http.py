@@ -22,23 +22,25 @@ checked here.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import IO
 from urllib.parse import urlsplit
 
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads
 from packager.core.manifest import NAME_RE, check_name, check_version
-from packager.core.shards import Shard
 from packager.errors import NotFoundError, RegistryError, UsageError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
-from packager.registry.artifact import TITLE_ANNOTATION
 from packager.registry.auth import RegistryAuth, find_credentials
 from packager.registry.base import Descriptor
 from packager.registry.index import INDEX, MAX_INDEX_BYTES, OciIndex, parse_index
 from packager.registry.layout import MAX_MODELS_INDEX_BYTES, MODELS_INDEX, semver_tag
 from packager.registry.options import RegistryOptions
-from packager.registry.transport import BlobRequest, Transport, header_number, where
+from packager.registry.transport import (
+    BlobRequest,
+    RemoteBlobs,
+    Transport,
+    header_number,
+    where,
+)
 
 # What static servers answer for a file they do not have.
 _MISSING = frozenset({404, 410})
@@ -76,7 +78,7 @@ def mirror_base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
 
 
-class HttpStore(IndexedStore):
+class HttpStore(RemoteBlobs, IndexedStore):
     """The files of a registry directory on a static web server, unchecked."""
 
     def __init__(self, url: str, *, options: RegistryOptions) -> None:
@@ -138,28 +140,8 @@ class HttpStore(IndexedStore):
             f"`packager search --registry {self.location}` to list the models"
         )
 
-    def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
-        self._transport.read_blob(
-            self._blob_url(name, desc.digest), name, desc, sink, auth=self._auth
-        )
-
-    def copy_blob_into(self, name: str, desc: Descriptor, out: int) -> tuple[Digest, int]:
-        """Streamed, resumed after dropped connections, hashed on a thread of its own."""
-        url = self._blob_url(name, desc.digest)
-        return self._transport.copy_blob(url, name, desc, out, auth=self._auth)
-
-    def fetch_shards_into(
-        self,
-        name: str,
-        desc: Descriptor,
-        out: int,
-        shards: Sequence[Shard],
-        have: Collection[int] = (),
-    ) -> bool:
-        """One range per shard, a few at once, each checked against its digest."""
-        what = f"fetch {desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])} of {name}"
-        blob = BlobRequest(self._blob_url(name, desc.digest), desc, what, self._auth)
-        return self._transport.download_shards(blob, out, shards, have=have)
+    def blob_request(self, name: str, desc: Descriptor, what: str) -> BlobRequest:
+        return BlobRequest(self._blob_url(name, desc.digest), desc, what, self._auth)
 
     def index(self, name: str) -> OciIndex | None:
         """``name``'s index.json, or None when the mirror has none."""

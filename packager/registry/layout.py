@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -38,7 +38,7 @@ from packager.core.manifest import NAME_RE, Manifest, check_name, check_version,
 from packager.core.semver import is_semver, semver_key
 from packager.core.shards import Shard
 from packager.errors import NotFoundError, RegistryError, TamperedError, disk_or
-from packager.registry._verified_read import IndexedStore, VerifiedRegistry
+from packager.registry._verified_read import IndexedStore, ShardedBlob, VerifiedRegistry
 from packager.registry.artifact import (
     MAX_OCI_MANIFEST_BYTES,
     OCI_MANIFEST_MEDIA_TYPE,
@@ -46,12 +46,7 @@ from packager.registry.artifact import (
     plan_artifact,
 )
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
-from packager.registry.document import (
-    EMPTY_CONFIG,
-    EMPTY_DESCRIPTOR,
-    check_document_tag,
-    document_manifest,
-)
+from packager.registry.document import Document, DocumentWriter
 from packager.registry.files import copy_into
 from packager.registry.index import (
     EMPTY_INDEX,
@@ -176,16 +171,14 @@ class LayoutStore(LayoutNaming, IndexedStore):
         finally:
             os.close(fd)
 
-    def copy_shards_into(
-        self, name: str, desc: Descriptor, out: int, shards: Sequence[Shard]
-    ) -> Shard | None:
+    def copy_shards_into(self, blob: ShardedBlob, out: int) -> Shard | None:
         """In the kernel, every shard on its own thread, each hashed where it landed:
         see :func:`~packager.registry.shard_reuse.copy_shards`."""
         from packager.registry.shard_reuse import copy_shards
 
-        fd = self._open_blob(name, desc)
+        fd = self._open_blob(blob.name, blob.desc)
         try:
-            return copy_shards(fd, out, shards)
+            return copy_shards(fd, out, blob.shards)
         finally:
             os.close(fd)
 
@@ -221,7 +214,7 @@ class LayoutStore(LayoutNaming, IndexedStore):
             raise RegistryError(f"cannot open {where}: {e}") from e
 
 
-class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
+class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
     """A registry in a local directory (the default is ``$PACKAGER_HOME/registry``)."""
 
     def __init__(self, root: Path) -> None:
@@ -273,46 +266,30 @@ class LayoutRegistry(WritesAsItGoes, VerifiedRegistry):
             ) from e
         return plan.artifact()
 
-    def put_document(
-        self,
-        name: str,
-        tag: str,
-        data: bytes,
-        *,
-        artifact_type: str,
-        subject: Descriptor | None = None,
-    ) -> Digest:
-        """Store ``data`` as a document tagged ``tag``; see
-        :class:`~packager.registry.base.RegistryWriter`.
+    def store_document(self, document: Document) -> None:
+        """Store a checked document; see :class:`~packager.registry.document.DocumentWriter`.
 
-        The blobs are durable before index.json names them; the index entry of ``tag`` is
+        The blobs are durable before index.json names them; the index entry of the tag is
         replaced under the index lock, so a reader sees the old document or the new one.
 
         Raises:
-            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
             RegistryError: writing failed.
         """
+        name, tag = document.name, document.tag
         layout = self._layout(name)
-        check_document_tag(tag)
-        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
-        manifest_desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
+        manifest_desc = document.manifest_descriptor
         try:
             with self._writing(layout) as blobs:
-                for desc, content in (
-                    (EMPTY_DESCRIPTOR, EMPTY_CONFIG),
-                    (layer, data),
-                    (manifest_desc, manifest),
-                ):
+                for desc, content in (*document.blobs, (manifest_desc, document.manifest)):
                     if not _has_blob(blobs, desc):
                         _write(blobs / desc.digest.hex, content)
                 fsync_dir(blobs)
-                entry = tagged_entry(manifest_desc, tag, artifact_type=artifact_type)
+                entry = tagged_entry(manifest_desc, tag, artifact_type=document.artifact_type)
                 with self._index_lock(layout, name) as index:
                     self._write_index(layout, retag(index.entries, entry))
         except OSError as e:
             message = f"cannot store {name}:{tag} in {self.location}: {e}"
             raise disk_or(RegistryError, message, e) from e
-        return manifest_desc.digest
 
     def collect_garbage(self, *, dry_run: bool = False) -> list[Garbage]:
         """Remove the blobs no manifest of any model references (a channel's replaced

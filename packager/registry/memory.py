@@ -23,16 +23,12 @@ from typing import IO, Any
 
 from packager.core.digests import Digest
 from packager.core.jsonio import loads_object
-from packager.core.manifest import Manifest, check_name
+from packager.core.manifest import Manifest
 from packager.errors import NotFoundError, RegistryError, TamperedError
 from packager.registry._verified_read import IndexedStore, VerifiedRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, plan_artifact
 from packager.registry.base import Artifact, Descriptor, WritesAsItGoes
-from packager.registry.document import (
-    EMPTY_CONFIG,
-    check_document_tag,
-    document_manifest,
-)
+from packager.registry.document import Document, DocumentWriter
 from packager.registry.index import (
     EMPTY_INDEX,
     INDEX,
@@ -104,7 +100,7 @@ class MemoryStore(LayoutNaming, IndexedStore):
         self.indexes[name] = render_index(entries, order=lambda e: ref_name(e) or "")
 
 
-class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
+class MemoryRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
     """A registry held in memory; see the module doc."""
 
     def __init__(self, location: str = "memory://registry") -> None:
@@ -136,26 +132,14 @@ class MemoryRegistry(WritesAsItGoes, VerifiedRegistry):
             self._memory.write_index(plan.name, entries)
         return plan.artifact()
 
-    def put_document(
-        self,
-        name: str,
-        tag: str,
-        data: bytes,
-        *,
-        artifact_type: str,
-        subject: Descriptor | None = None,
-    ) -> Digest:
-        """Store ``data`` as the document tagged ``tag``; see
-        :class:`~packager.registry.base.RegistryWriter`."""
-        check_name(name)
-        check_document_tag(tag)
-        manifest, _ = document_manifest(data, artifact_type=artifact_type, subject=subject)
+    def store_document(self, document: Document) -> None:
+        """Store a checked document; see :class:`~packager.registry.document.DocumentWriter`."""
+        desc = document.manifest_descriptor
+        entry = tagged_entry(desc, document.tag, artifact_type=document.artifact_type)
         with self._memory.lock:
-            for content in (EMPTY_CONFIG, data, manifest):
+            for _, content in (*document.blobs, (desc, document.manifest)):
                 self._memory.put(content)
-            desc = Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(manifest), len(manifest))
-            self.set_tag(name, tag, tagged_entry(desc, tag, artifact_type=artifact_type))
-        return desc.digest
+            self.set_tag(document.name, document.tag, entry)
 
     # -- hooks: a compromised registry ----------------------------------------------------
 

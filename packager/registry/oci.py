@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -35,7 +35,6 @@ from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version
 from packager.core.semver import is_semver
-from packager.core.shards import Shard
 from packager.errors import RegistryError, TamperedError, UsageError
 from packager.registry._verified_read import Tagged, VerifiedRegistry
 from packager.registry.artifact import (
@@ -46,17 +45,13 @@ from packager.registry.artifact import (
 )
 from packager.registry.auth import RegistryAuth, find_credentials
 from packager.registry.base import Artifact, Descriptor
-from packager.registry.document import (
-    EMPTY_CONFIG,
-    EMPTY_DESCRIPTOR,
-    check_document_tag,
-    document_manifest,
-)
+from packager.registry.document import Document, DocumentWriter
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import (
     BlobRequest,
     Body,
     Progress,
+    RemoteBlobs,
     Transport,
     header_number,
     is_loopback,
@@ -131,7 +126,7 @@ def parse_reference(ref: str) -> tuple[str, str]:
     return host.lower(), namespace
 
 
-class OciStore:
+class OciStore(RemoteBlobs):
     """The blobs, manifests and tags of an OCI distribution registry, unchecked; and the
     requests that write to it.
 
@@ -231,33 +226,10 @@ class OciStore:
         data = self._transport.read(response, limit=limit, what=what, auth=self._auth)
         return Tagged(data=data, claimed=_claimed_digest(claimed, what))
 
-    def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
+    def blob_request(self, name: str, desc: Descriptor, what: str) -> BlobRequest:
         repo = self.repository(name)
         url, scope = self.blob_url(repo, desc.digest), f"repository:{repo}:pull"
-        self._transport.read_blob(url, name, desc, sink, auth=self.authenticator(), scope=scope)
-
-    def copy_blob_into(self, name: str, desc: Descriptor, out: int) -> tuple[Digest, int]:
-        """Streamed, resumed after dropped connections, hashed on a thread of its own."""
-        repo = self.repository(name)
-        url, scope = self.blob_url(repo, desc.digest), f"repository:{repo}:pull"
-        return self._transport.copy_blob(
-            url, name, desc, out, auth=self.authenticator(), scope=scope
-        )
-
-    def fetch_shards_into(
-        self,
-        name: str,
-        desc: Descriptor,
-        out: int,
-        shards: Sequence[Shard],
-        have: Collection[int] = (),
-    ) -> bool:
-        """One range per shard, a few at once, each checked against its digest."""
-        repo = self.repository(name)
-        url, scope = self.blob_url(repo, desc.digest), f"repository:{repo}:pull"
-        what = f"fetch {desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])} of {name}"
-        blob = BlobRequest(url, desc, what, self.authenticator(), scope)
-        return self._transport.download_shards(blob, out, shards, have=have)
+        return BlobRequest(url, desc, what, self.authenticator(), scope)
 
     def repository(self, name: str) -> str:
         check_name(name)
@@ -528,7 +500,7 @@ class OciStore:
             )
 
 
-class OciRegistry(VerifiedRegistry):
+class OciRegistry(DocumentWriter, VerifiedRegistry):
     """A remote OCI distribution registry, read and written; see the module doc."""
 
     def __init__(self, ref: str, *, options: RegistryOptions) -> None:
@@ -585,34 +557,23 @@ class OciRegistry(VerifiedRegistry):
         oci.put_manifest(repo, tag, plan.manifest_bytes, plan.manifest_digest, scope)
         return plan.artifact()
 
-    def put_document(
-        self,
-        name: str,
-        tag: str,
-        data: bytes,
-        *,
-        artifact_type: str,
-        subject: Descriptor | None = None,
-    ) -> Digest:
+    def store_document(self, document: Document) -> None:
         """Upload the empty config and the document's layer (skipping blobs present), then
-        PUT its OCI manifest by ``tag``, which moves the tag; see
-        :class:`~packager.registry.base.RegistryWriter`.
+        PUT its OCI manifest by its tag, which moves the tag; see
+        :class:`~packager.registry.document.DocumentWriter`.
 
         Raises:
-            UsageError: ``name`` or ``tag`` is malformed (a tag must not read as a version).
+            UsageError: the name is not a valid OCI repository name.
             RegistryError: the registry refused an upload or rewrote the manifest, or the
                 network failed.
         """
         oci = self._oci
-        repo = oci.repository(name)
-        check_document_tag(tag)
+        repo = oci.repository(document.name)
         scope = f"repository:{repo}:pull,push"
-        manifest, layer = document_manifest(data, artifact_type=artifact_type, subject=subject)
-        oci.push_blob(repo, EMPTY_DESCRIPTOR, EMPTY_CONFIG, scope)
-        oci.push_blob(repo, layer, data, scope)
-        digest = Digest.of(manifest)
-        oci.put_manifest(repo, tag, manifest, digest, scope)
-        return digest
+        for desc, content in document.blobs:
+            oci.push_blob(repo, desc, content, scope)
+        digest = document.manifest_descriptor.digest
+        oci.put_manifest(repo, document.tag, document.manifest, digest, scope)
 
 
 def _no_listing(reason: str) -> RegistryError:

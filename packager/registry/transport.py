@@ -38,6 +38,7 @@ import ssl
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -61,7 +62,7 @@ from packager.core.jsonio import loads_object
 from packager.core.shards import Shard
 from packager.core.text import printable
 from packager.errors import RegistryError, TamperedError, UsageError
-from packager.registry._verified_read import check_blob, new_file
+from packager.registry._verified_read import ShardedBlob, check_blob, new_file
 from packager.registry.artifact import TITLE_ANNOTATION
 from packager.registry.base import Descriptor
 from packager.registry.files import flushing
@@ -210,6 +211,46 @@ class BlobRequest:
     what: str
     auth: Authenticator | None = None
     scope: str | None = None
+
+
+class RemoteBlobs(ABC):
+    """The blob reads of a store served over HTTP (a static mirror, an OCI registry): each
+    kind says where a blob is and how to authenticate; the downloads are the same."""
+
+    _transport: Transport
+
+    @abstractmethod
+    def blob_request(self, name: str, desc: Descriptor, what: str) -> BlobRequest:
+        """The download of the blob ``desc`` of model ``name``, named ``what`` in messages.
+
+        Raises:
+            UsageError: ``name`` is not a model name this store can hold.
+        """
+
+    def read_blob_into(self, name: str, desc: Descriptor, sink: IO[bytes]) -> None:
+        """:meth:`Transport.download` the blob into ``sink``."""
+        blob = self.blob_request(name, desc, f"fetch blob {desc.digest} of {name}")
+        self._transport.download(blob, sink)
+
+    def copy_blob_into(self, name: str, desc: Descriptor, out: int) -> tuple[Digest, int]:
+        """Streamed, resumed after dropped connections, hashed on a thread of its own, with
+        a progress bar named after the blob's title when the options ask for one."""
+        title = _title(desc)
+        blob = self.blob_request(name, desc, f"fetch {title} ({desc.digest}) of {name}")
+        transport = self._transport
+        with progress_bar(f"fetching {title}", desc.size, enabled=transport.progress) as bar:
+            return transport.download_into(blob, out, bar)
+
+    def fetch_shards_into(self, blob: ShardedBlob, out: int, have: Collection[int]) -> bool:
+        """One range per shard, a few at once, each checked against its digest."""
+        name, desc = blob.name, blob.desc
+        request = self.blob_request(name, desc, f"fetch {_title(desc)} of {name}")
+        return self._transport.download_shards(request, out, blob.shards, have=have)
+
+
+def _title(desc: Descriptor) -> str:
+    """The blob's file name, or the start of its digest."""
+    return desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
 
 
 class Transport:
@@ -458,40 +499,6 @@ class Transport:
             sink.flush()
         return received
 
-    def read_blob(
-        self,
-        url: str,
-        name: str,
-        desc: Descriptor,
-        sink: IO[bytes],
-        *,
-        auth: Authenticator | None,
-        scope: str | None = None,
-    ) -> None:
-        """:meth:`download` the blob ``desc`` of model ``name`` from ``url`` into ``sink``."""
-        what = f"fetch blob {desc.digest} of {name}"
-        self.download(BlobRequest(url, desc, what, auth, scope), sink)
-
-    def copy_blob(
-        self,
-        url: str,
-        name: str,
-        desc: Descriptor,
-        out: int,
-        *,
-        auth: Authenticator | None,
-        scope: str | None = None,
-    ) -> tuple[Digest, int]:
-        """:meth:`download_into` the blob ``desc`` of model ``name`` from ``url``, with a
-        progress bar named after its title when the options ask for one."""
-        title = desc.annotations.get(TITLE_ANNOTATION, desc.digest.hex[:12])
-        with progress_bar(
-            f"fetching {title}", desc.size, enabled=self._options.progress
-        ) as progress:
-            what = f"fetch {title} ({desc.digest}) of {name}"
-            blob = BlobRequest(url, desc, what, auth, scope)
-            return self.download_into(blob, out, progress)
-
     def download_file(
         self, blob: BlobRequest, dest: Path, progress: Progress | None = None
     ) -> None:
@@ -504,6 +511,11 @@ class Transport:
         """
         with new_file(dest, blob.what) as out:
             self.download_into(blob, out, progress)
+
+    @property
+    def progress(self) -> bool:
+        """Whether downloads show a progress bar (:attr:`RegistryOptions.progress`)."""
+        return self._options.progress
 
     def close(self) -> None:
         """Close the session's pooled connections."""

@@ -18,6 +18,7 @@ from packager.core.approval import (
     PREDICATE_TYPE,
     Approval,
     Revocation,
+    check_role,
     parse_approval_payload,
     sign_approval,
     sign_revocation,
@@ -341,3 +342,10 @@ def test_a_key_revoked_under_one_name_is_revoked_under_every_name() -> None:
     assert trust.reviewers("legal") == []
     with pytest.raises(UntrustedError, match="revoked"):
         trust.keys_for("iris")
+
+
+def test_a_malformed_role_is_refused_with_the_rule() -> None:
+    assert check_role("security-review") == "security-review"
+    rule = r"invalid role 'security_review': use a lowercase word \(letters, digits, '-'\)"
+    with pytest.raises(UsageError, match=rule):
+        check_role("security_review")

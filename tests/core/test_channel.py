@@ -10,6 +10,7 @@ from packager.core.channel import (
     Channel,
     Seen,
     channel_tag,
+    check_channel_name,
     parse_duration,
     sign_channel,
 )
@@ -117,3 +118,10 @@ def test_durations_and_tags() -> None:
     for bad in ("Stable", "1.0.0", "", "a" * 65):
         with pytest.raises(UsageError):
             channel_tag(bad)
+
+
+def test_a_malformed_channel_name_is_refused_with_the_rule() -> None:
+    assert check_channel_name("canary_2") == "canary_2"
+    rule = r"invalid channel 'Stable': use a lowercase word \(letters, digits, '-', '_'\)"
+    with pytest.raises(UsageError, match=rule):
+        check_channel_name("Stable")

@@ -18,8 +18,10 @@ from packager.errors import NotFoundError, TamperedError, UsageError
 from packager.instance.store import Following, Store
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
+from packager.registry.attachments import subject_of
 from packager.registry.base import Registry
 from packager.registry.document import EMPTY_DESCRIPTOR, LAYER_MEDIA_TYPE
+from packager.registry.memory import MemoryRegistry
 from packager.registry.oci import OciRegistry
 from packager.registry.options import RegistryOptions
 
@@ -51,11 +53,16 @@ def layout(tmp_path: Path) -> LayoutRegistry:
     return registry
 
 
-@pytest.fixture(params=["layout", "oci", "archive"])
+@pytest.fixture(params=["layout", "memory", "oci", "archive"])
 def registry(request: pytest.FixtureRequest, tmp_path: Path, layout: LayoutRegistry) -> Registry:
     """A registry of each kind holding iris 1.0.0 and 1.1.0."""
     if request.param == "layout":
         return layout
+    if request.param == "memory":
+        memory = MemoryRegistry()
+        for version in ("1.0.0", "1.1.0"):
+            memory.publish(*make_bundle(tmp_path / "memory", version=version))
+        return memory
     if request.param == "archive":
         out = tmp_path / "models.tar"
         export(["iris@1.0.0", "iris@1.1.0"], registry=layout, out=out)
@@ -76,6 +83,16 @@ def test_round_trip_and_the_tag_moves(registry: Registry) -> None:
     # Putting the old bytes back is possible: refusing replays is the reader's job.
     assert put(registry, DOC_1) == first
     assert get(registry) == DOC_1
+
+
+def test_every_kind_stores_the_same_oci_manifest(registry: Registry) -> None:
+    version = subject_of(registry.resolve("iris", "1.0.0"))
+    reference = MemoryRegistry()
+    for subject in (None, version):
+        stored = registry.put_document("iris", TAG, DOC_1, artifact_type=KIND, subject=subject)
+        expected = reference.put_document("iris", TAG, DOC_1, artifact_type=KIND, subject=subject)
+        assert stored == expected
+        assert get(registry) == DOC_1
 
 
 def test_documents_are_never_versions(registry: Registry) -> None:
