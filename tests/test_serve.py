@@ -511,6 +511,74 @@ def test_a_version_that_cannot_load_leaves_the_one_before_answering(
         assert server.process.poll() is None
 
 
+def status_json(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    doc: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return doc
+
+
+def test_status_shows_what_a_running_server_serves(
+    home: Path,
+    lin_bundles: dict[str, Path],
+    keypair: KeyPair,
+    iris: tuple[np.ndarray, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:1].astype(np.float32)
+    with running(home, "--poll-interval", "0.2") as server:
+        pid = server.process.pid
+        doc = status_json(capsys)
+        assert doc["servers"] == [
+            {"pid": pid, "address": server.url, "models": [{"name": "lin", "version": "1.0.0"}]}
+        ]
+        (lin,) = doc["models"]
+        assert lin["served"] == [{"address": server.url, "pid": pid, "version": "1.0.0"}]
+        assert main(["status"]) == 0
+        assert f"served 1.0.0 at {server.url} (pid {pid})" in capsys.readouterr().out
+
+        install("lin@2.0.0", keypair)
+        wait_for(lambda: status_json(capsys)["servers"][0]["models"][0]["version"] == "2.0.0")
+        assert lin_version(server, rows) == "2.0.0"
+        assert main(["status", "--openmetrics"]) == 0
+        text = capsys.readouterr().out
+        for parse in (parse_om, parse_text):
+            found = [
+                (s.labels, s.value)
+                for family in parse(text)
+                for s in family.samples
+                if s.name == "packager_served_info"
+            ]
+            assert found == [({"model": "lin", "version": "2.0.0", "address": server.url}, 1)]
+        assert server.stop() == 0
+    doc = status_json(capsys)
+    assert doc["servers"] == []
+    assert doc["models"][0]["served"] == []
+    assert list((home / "run").iterdir()) == []
+
+
+def test_status_ignores_and_removes_the_file_of_a_server_that_is_gone(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = home / "run"
+    run.mkdir(parents=True)
+    stale = run / f"serve-{dead.pid}.json"
+    stale.write_text(json.dumps({"pid": dead.pid, "address": "http://127.0.0.1:1", "models": []}))
+    unreadable = run / f"serve-{os.getpid()}.json"
+    unreadable.write_bytes(b'{"pid": 1, "pid": 1}')  # not this process's, and a duplicate key
+    assert status_json(capsys)["servers"] == []
+    assert not stale.exists()
+    assert unreadable.exists()  # its process is alive: not ours to remove
+    assert main(["status", "--openmetrics"]) == 0
+    assert "packager_served_info" not in capsys.readouterr().out
+
+
 def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
     """examples/packager-serve.service: its ExecStart is a `packager serve` command line that
     the command accepts, and it reloads with SIGHUP."""

@@ -58,10 +58,17 @@ class Limits:
 class _State:
     """What the routes share: the models, the limits and the count of requests in flight."""
 
-    def __init__(self, served: Served, limits: Limits, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        served: Served,
+        limits: Limits,
+        warn: Callable[[str], None],
+        on_switch: Callable[[], None],
+    ) -> None:
         self.served = served
         self.limits = limits
         self.warn = warn
+        self.on_switch = on_switch
         self.active = 0
         self.limiter = anyio.CapacityLimiter(limits.threads)
         # How long each model's last request took to parse, run and encode: see INLINE_SECONDS.
@@ -84,10 +91,17 @@ def _failure(e: PackagerError) -> Response:
     return _error(str(e), 500)
 
 
-def build_app(served: Served, limits: Limits, *, warn: Callable[[str], None]) -> Starlette:
+def build_app(
+    served: Served,
+    limits: Limits,
+    *,
+    warn: Callable[[str], None],
+    on_switch: Callable[[], None] = lambda: None,
+) -> Starlette:
     """The ASGI application serving ``served`` within ``limits``; ``warn`` gets one line per
-    model version that starts or fails to answer."""
-    state = _State(served, limits, warn)
+    model version that starts or fails to answer; ``on_switch`` is called (on a thread)
+    after versions switched."""
+    state = _State(served, limits, warn, on_switch)
 
     async def live(_request: Request) -> Response:
         return _json({"live": True})
@@ -226,8 +240,11 @@ async def _follow_current(state: _State) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hup.wait(), state.limits.poll_seconds)
             hup.clear()
-            for loaded in await anyio.to_thread.run_sync(state.served.refresh):
+            switched = await anyio.to_thread.run_sync(state.served.refresh)
+            for loaded in switched:
                 state.warn(f"serving {loaded.name}@{loaded.version}")
+            if switched:
+                await anyio.to_thread.run_sync(state.on_switch)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGHUP)
