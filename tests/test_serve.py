@@ -268,6 +268,10 @@ def test_curl_infers_and_errors_have_the_protocol_body(
             assert set(body) == {"error"} and body["error"], why
         status, body = post(doc=bad["a missing value"])
         assert "is missing (NaN)" in body["error"]
+        status, body = post({"inputs": [{**good, "data": [1e39] + [1.0] * 7}]})
+        assert status == 400 and "out of the range of FP32" in body["error"]
+        status, body = curl(f"{url}/v2/models/iris/infer")  # GET
+        assert status == 405 and set(body) == {"error"}
         assert post(good, "/v2/models/nope/infer")[0] == 404
         assert post({"inputs": [good]}, "/v2/models/iris/versions/9.0.0/infer")[0] == 404
         assert curl(f"{url}/v2/models/iris/versions/9.0.0")[0] == 404

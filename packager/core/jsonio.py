@@ -89,6 +89,26 @@ def loads(
     return doc
 
 
+def loads_checked_by_caller(data: bytes, *, what: str, error: ErrorFactory = TamperedError) -> Any:
+    """:func:`loads` for a caller that bounds the size itself and checks every number it
+    uses: keys must still be unique and NaN/Infinity are refused, but numbers are left to
+    the C parser (an integer of up to Python's 4,300 digits; a float too large for a
+    double becomes infinity), and depth is bounded by the parser's stack only. An
+    inference request is such a document: its numbers become numpy arrays of the model's
+    dtype, which refuse what does not fit, and a hook per number would cost more than the
+    rest of the parse.
+
+    Raises:
+        PackagerError: made by ``error``, as :func:`loads`.
+    """
+    try:
+        return _UNIQUE_KEYS.decode(data.decode("utf-8"))
+    except _Refused as e:
+        raise error(f"{what} is not acceptable JSON: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise error(f"{what} is not valid JSON ({type(e).__name__})") from None
+
+
 def loads_object(
     data: bytes | str,
     *,
@@ -108,16 +128,23 @@ def loads_object(
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Refused(f"duplicate key {key[:64]!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Refused(f"duplicate key {key[:64]!r}")
+            seen.add(key)
     return result
 
 
 def _refuse_constant(name: str) -> Any:
     raise _Refused(f"non-standard number {name}")
+
+
+_UNIQUE_KEYS = json.JSONDecoder(
+    object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+)
 
 
 def _finite_float(text: str) -> float:

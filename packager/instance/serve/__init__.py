@@ -1,6 +1,6 @@
 """``packager serve``: installed models behind the Open Inference Protocol v2 REST API.
 
-The HTTP stack (uvicorn, Starlette) is the ``serve`` extra; nothing on the way to
+The HTTP stack (uvicorn, Starlette, orjson) is the ``serve`` extra; nothing on the way to
 ``packager --help`` or any other command imports it (docs/adr/0008-serve-on-uvicorn.md).
 """
 
@@ -165,6 +165,7 @@ def _note(served: Served, listening: str, warn: Callable[[str], None]) -> None:
 
 def _require_extra() -> None:
     try:
+        import orjson  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:

@@ -6,11 +6,13 @@ implicit casts) and its values, either as JSON ``data`` (flat or nested, row-maj
 with the binary tensor data extension, as ``parameters.binary_data_size`` bytes after the
 JSON header (``Inference-Header-Content-Length`` bytes long). BYTES tensors carry the
 model's text inputs: JSON strings, or 4-byte little-endian lengths and UTF-8 bytes.
+
+Answers are encoded by orjson (the ``serve`` extra), which writes numpy arrays without
+making Python objects of their values.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,8 +20,9 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import orjson
 
-from packager.core.jsonio import Limits, loads
+from packager.core.jsonio import loads_checked_by_caller
 from packager.core.manifest import Manifest, TensorSpec
 from packager.errors import UsageError
 
@@ -43,13 +46,17 @@ _NAMES = {dtype: datatype for datatype, dtype in DATATYPES.items()}
 # By numpy dtype: ``dtype.name`` is slow enough to show in an answer's cost.
 _BY_DTYPE = {np.dtype(dtype): name for name, dtype in DATATYPES.items() if dtype != "string"}
 # The Python types JSON values may have for each kind of tensor (ints are valid floats).
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "f": (float, int),
-    "i": (int,),
-    "u": (int,),
-    "b": (bool,),
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    "f": frozenset((float, int)),
+    "i": frozenset((int,)),
+    "u": frozenset((int,)),
+    "b": frozenset((bool,)),
 }
+_FLOAT_OR_NULL = frozenset((float, int, type(None)))
+_LARGEST = {np.dtype(t): float(np.finfo(t).max) for t in ("float16", "float32", "float64")}
 _LENGTH = np.dtype("<u4")
+# A dimension of a tensor shape: below 2**63, as onnxruntime's shapes are.
+_MAX_DIM = 1 << 63
 PLATFORM = "onnxruntime_onnx"
 
 
@@ -102,8 +109,9 @@ def parse_request(
     if header_length is not None and not 0 <= header_length <= len(body):
         raise UsageError(f"Inference-Header-Content-Length {header_length} is out of range")
     header = body if header_length is None else body[:header_length]
-    limits = Limits(max_bytes=len(header) + 1, max_depth=40, max_string=len(header) + 1)
-    doc = loads(header, what="inference request", error=UsageError, limits=limits)
+    # Its size is bounded by the server; every number it holds that is used is checked
+    # where it is used (shapes here, values by the tensor's dtype).
+    doc = loads_checked_by_caller(header, what="inference request", error=UsageError)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise UsageError("an inference request is a JSON object with an 'inputs' list")
     binary = memoryview(body)[len(header) :]
@@ -169,7 +177,7 @@ def _input(
 
 def _shape(name: str, shape: Any, spec: TensorSpec) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(
-        type(d) is int and d >= 0 for d in shape
+        type(d) is int and 0 <= d < _MAX_DIM for d in shape
     ):  # bool is an int subclass: type() keeps it out
         raise UsageError(f"input {name!r}: 'shape' must be a list of non-negative integers")
     if spec.shape is not None:
@@ -202,18 +210,37 @@ def _from_json(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> np.n
             raise UsageError(f"input {name!r} is BYTES: its values must be strings")
         return _reshape(name, np.array([v or "" for v in values], dtype=str), shape)
     kind = _numpy(dtype)
-    allowed = _JSON_TYPES[kind.kind]
     # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
-    if not all(type(v) in allowed for v in values):
-        if kind.kind == "f" and all(v is None or type(v) in allowed for v in values):
+    types = set(map(type, values))
+    missing = False
+    if not types <= _JSON_TYPES[kind.kind]:
+        if kind.kind == "f" and types <= _FLOAT_OR_NULL:
             values = [math.nan if v is None else v for v in values]  # null: a missing value
+            missing = True
         else:
             raise UsageError(f"input {name!r} is {datatype(dtype)}: its values must be too")
+    if kind.kind == "f" and not missing and values:
+        # A number too large for the dtype (or for a double: the parser made it infinity)
+        # would become infinity; JSON has none. (max() and min() are wrong with NaN in the
+        # list: with missing values the array is looked at instead.)
+        largest = _LARGEST[kind]
+        if max(values) > largest or min(values) < -largest:
+            raise _out_of_range(name, dtype)
     try:
-        array = np.array(values, dtype=kind)
-    except OverflowError as e:
-        raise UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}") from e
+        if missing:
+            with np.errstate(over="raise"):
+                array = np.array(values, dtype=kind)
+            if np.isinf(array).any():
+                raise OverflowError
+        else:
+            array = np.array(values, dtype=kind)
+    except (OverflowError, FloatingPointError) as e:
+        raise _out_of_range(name, dtype) from e
     return _reshape(name, array, shape)
+
+
+def _out_of_range(name: str, dtype: str) -> UsageError:
+    return UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}")
 
 
 def _leaves(data: list[Any]) -> list[Any]:
@@ -279,7 +306,7 @@ def response(
             "name": name,
             "datatype": datatype(array.dtype),
             "shape": list(array.shape),
-            "data": array.reshape(-1).tolist(),
+            "data": array.reshape(-1),
         }
         for name, array in outputs.items()
     ]
@@ -308,18 +335,14 @@ def error(message: str) -> bytes:
 
 
 def dump(doc: Any) -> bytes:
-    """Compact JSON; a non-finite output number becomes null (JSON has no NaN)."""
-    try:
-        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        return json.dumps(_finite(doc), separators=(",", ":")).encode()
+    """Compact JSON; a numpy array is a list of its values, a non-finite number is null
+    (JSON has no NaN), and a float32 value is written as the shortest decimal that reads
+    back as the same float32."""
+    return orjson.dumps(doc, default=_tolist, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
+def _tolist(value: Any) -> Any:
+    """What orjson does not write itself: arrays of text (or objects), as lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
