@@ -53,6 +53,7 @@ _JSON_TYPES: dict[str, frozenset[type]] = {
     "b": frozenset((bool,)),
 }
 _FLOAT_OR_NULL = frozenset((float, int, type(None)))
+_INT = frozenset((int,))
 _LARGEST = {np.dtype(t): float(np.finfo(t).max) for t in ("float16", "float32", "float64")}
 _LENGTH = np.dtype("<u4")
 # A dimension of a tensor shape: below 2**63, as onnxruntime's shapes are.
@@ -115,20 +116,57 @@ def parse_request(
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise UsageError("an inference request is a JSON object with an 'inputs' list")
     binary = memoryview(body)[len(header) :]
-    by_name = {spec.name: spec for spec in specs}
+    plan = _plan(specs)
     feeds: dict[str, np.ndarray] = {}
     for tensor in doc["inputs"]:
-        name, array, used = _input(tensor, by_name, binary)
+        name, array, used = _input(tensor, plan, binary)
         if name in feeds:
             raise UsageError(f"input {name!r} is given twice")
         feeds[name] = array
-        binary = binary[used:]
+        if used:
+            binary = binary[used:]
     if len(binary):
         raise UsageError(f"{len(binary)} bytes of binary data follow the last input")
-    missing = [name for name in by_name if name not in feeds]
-    if missing:
+    if len(feeds) != len(plan):
+        missing = [name for name in plan if name not in feeds]
         raise UsageError(f"the model's inputs {', '.join(map(repr, missing))} are missing")
     return InferRequest(_request_id(doc), feeds, _requested_outputs(doc))
+
+
+@dataclass(frozen=True)
+class _Input:
+    """What a request's tensor is checked against, worked out once per model input:
+    ``fixed`` the (position, size) of each fixed dimension, None for any rank."""
+
+    spec: TensorSpec
+    datatype: str
+    rank: int | None
+    fixed: tuple[tuple[int, int], ...]
+
+
+# The plans of the models' inputs, by the identity of their specs (kept in the entry, so
+# that the identity is not reused while it is there).
+_PLANS: dict[int, tuple[Sequence[TensorSpec], dict[str, _Input]]] = {}
+
+
+def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
+    found = _PLANS.get(id(specs))
+    if found is not None and found[0] is specs:
+        return found[1]
+    plan = {}
+    for spec in specs:
+        shape = spec.shape
+        fixed = (
+            ()
+            if shape is None
+            else tuple((i, d) for i, d in enumerate(shape) if isinstance(d, int))
+        )
+        rank = None if shape is None else len(shape)
+        plan[spec.name] = _Input(spec, datatype(spec.dtype), rank, fixed)
+    if len(_PLANS) >= 64:
+        _PLANS.clear()
+    _PLANS[id(specs)] = (specs, plan)
+    return plan
 
 
 def _request_id(doc: Mapping[str, Any]) -> str | None:
@@ -150,43 +188,45 @@ def _requested_outputs(doc: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def _input(
-    tensor: Any, specs: Mapping[str, TensorSpec], binary: memoryview
+    tensor: Any, plan: Mapping[str, _Input], binary: memoryview
 ) -> tuple[str, np.ndarray, int]:
     """One input tensor as an array of the model's dtype, and the binary bytes it used."""
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+    name = tensor.get("name") if type(tensor) is dict else None
+    if type(name) is not str:
         raise UsageError("each input must be an object with a 'name'")
-    name = tensor["name"]
-    spec = specs.get(name)
-    if spec is None:
-        raise UsageError(f"the model has no input {name!r}; it takes {', '.join(specs)}")
-    shape = _shape(name, tensor.get("shape"), spec)
-    expected = datatype(spec.dtype)
-    if tensor.get("datatype") != expected:
-        raise UsageError(f"input {name!r} is {expected}, not {tensor.get('datatype')!r}")
+    wanted = plan.get(name)
+    if wanted is None:
+        raise UsageError(f"the model has no input {name!r}; it takes {', '.join(plan)}")
+    shape = _shape(name, tensor.get("shape"), wanted)
+    if tensor.get("datatype") != wanted.datatype:
+        raise UsageError(f"input {name!r} is {wanted.datatype}, not {tensor.get('datatype')!r}")
+    dtype = wanted.spec.dtype
     size = _binary_size(name, tensor.get("parameters"))
     if size is not None:
         if "data" in tensor:
             raise UsageError(f"input {name!r} has both 'data' and binary_data_size")
         if size > len(binary):
             raise UsageError(f"input {name!r}: {size} bytes of binary data announced, fewer sent")
-        return name, _from_binary(name, bytes(binary[:size]), spec.dtype, shape), size
+        return name, _from_binary(name, bytes(binary[:size]), dtype, shape), size
     if "data" not in tensor:
         raise UsageError(f"input {name!r} has no 'data'")
-    return name, _from_json(name, tensor["data"], spec.dtype, shape), 0
+    return name, _from_json(name, tensor["data"], dtype, shape), 0
 
 
-def _shape(name: str, shape: Any, spec: TensorSpec) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not all(
-        type(d) is int and 0 <= d < _MAX_DIM for d in shape
-    ):  # bool is an int subclass: type() keeps it out
+def _shape(name: str, shape: Any, wanted: _Input) -> tuple[int, ...]:
+    # type(), not isinstance(): a bool is an int to Python, and not a size to the protocol.
+    if (
+        type(shape) is not list
+        or not set(map(type, shape)) <= _INT
+        or (shape and (min(shape) < 0 or max(shape) >= _MAX_DIM))
+    ):
         raise UsageError(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    if spec.shape is not None:
-        fixed = [d if isinstance(d, int) else None for d in spec.shape]
-        if len(shape) != len(fixed) or any(
-            f is not None and f != d for f, d in zip(fixed, shape, strict=True)
-        ):
-            wanted = [-1 if f is None else f for f in fixed]
-            raise UsageError(f"input {name!r} has shape {wanted} (-1: any), not {shape}")
+    if wanted.rank is not None and (
+        len(shape) != wanted.rank or any(shape[i] != d for i, d in wanted.fixed)
+    ):
+        fixed = dict(wanted.fixed)
+        sizes = [fixed.get(i, -1) for i in range(wanted.rank)]
+        raise UsageError(f"input {name!r} has shape {sizes} (-1: any), not {shape}")
     return tuple(shape)
 
 
