@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.http import InferInput
 
+from packager.core.jsonio import loads_checked_by_caller
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
 from packager.instance.serve import protocol
@@ -229,3 +230,65 @@ def test_binary_data_must_fill_its_tensor() -> None:
 def test_hostile_bodies_end_as_usage_errors(body: bytes, header_length: int | None) -> None:
     with contextlib.suppress(UsageError):
         protocol.parse_request(body, SPECS, header_length=header_length)
+
+
+def render(value: Any) -> str:
+    """JSON text of ``value``, where a tuple of (key, value) pairs is an object that may
+    repeat a key (which no JSON encoder writes)."""
+    if isinstance(value, tuple):
+        return "{" + ", ".join(f"{json.dumps(k)}: {render(v)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(render(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+KEYS = st.sampled_from(["inputs", "name", "data", "parameters", "a:b", "{", "id"])
+TEXTS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["x", "a:b", "{", "}", "ü"]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.lists(st.tuples(KEYS, children), max_size=4).map(tuple)
+    ),
+    max_leaves=25,
+).map(render)
+
+
+def parsed(text: str, fast: Any) -> tuple[str, Any]:
+    try:
+        doc = loads_checked_by_caller(text.encode(), what="request", error=UsageError, fast=fast)
+    except UsageError as e:
+        return "refused", str(e)
+    return "parsed", doc
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=TEXTS)
+def test_the_fast_parse_is_taken_only_when_it_is_the_strict_one(text: str) -> None:
+    """With orjson first, every text is parsed or refused exactly as by the strict parser
+    alone: a key given twice, at any depth, is refused."""
+    import orjson
+
+    assert parsed(text, orjson.loads) == parsed(text, None)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_the_fast_parse_is_taken_for_the_requests_clients_send(binary: bool) -> None:
+    import orjson
+
+    made: list[Any] = []
+
+    def fast(data: bytes) -> Any:
+        made.append(orjson.loads(data))
+        return made[-1]
+
+    array = np.array([[1.5], [2.0]], dtype=np.float32)
+    body, header_length = triton_request({"size": (array, "FP32")}, binary=binary)
+    header = body[:header_length] if header_length is not None else body
+    doc = loads_checked_by_caller(header, what="request", error=UsageError, fast=fast)
+    assert doc is made[-1]
+    # A colon in a string: the count cannot prove it, the strict parser reads it.
+    doc = loads_checked_by_caller(b'{"id": "a:b"}', what="request", error=UsageError, fast=fast)
+    assert doc == {"id": "a:b"} and doc is not made[-1]

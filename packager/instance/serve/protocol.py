@@ -112,7 +112,9 @@ def parse_request(
     header = body if header_length is None else body[:header_length]
     # Its size is bounded by the server; every number it holds that is used is checked
     # where it is used (shapes here, values by the tensor's dtype).
-    doc = loads_checked_by_caller(header, what="inference request", error=UsageError)
+    doc = loads_checked_by_caller(
+        header, what="inference request", error=UsageError, fast=orjson.loads
+    )
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise UsageError("an inference request is a JSON object with an 'inputs' list")
     binary = memoryview(body)[len(header) :]
