@@ -198,21 +198,20 @@ async def _answer(
 ) -> tuple[int, bytes] | None:
     """The status and body answering an inference request; None when the client left."""
     limit = state.limits.max_request_bytes
-    too_large = (413, protocol.error(f"the request is larger than {limit} bytes"))
     length = header = None
     for key, value in scope["headers"]:
         if key == b"content-length" and length is None:
             length = value
         elif key == b"inference-header-content-length" and header is None:
             header = value
-    if length is not None and length.isdigit() and int(length) > limit:
-        return too_large
     try:
-        body = await _body(receive, limit)
+        body = None
+        if length is None or not length.isdigit() or int(length) <= limit:
+            body = await _body(receive, limit)
     except _Disconnected:
         return None
     if body is None:
-        return too_large
+        return 413, protocol.error(f"the request is larger than {limit} bytes")
     try:
         header_length = None if header is None else int(header)
     except ValueError:
