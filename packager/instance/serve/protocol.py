@@ -54,6 +54,7 @@ _JSON_TYPES: dict[str, frozenset[type]] = {
 }
 _FLOAT_OR_NULL = frozenset((float, int, type(None)))
 _INT = frozenset((int,))
+_TEXT = frozenset((str, type(None)))
 _LARGEST = {np.dtype(t): float(np.finfo(t).max) for t in ("float16", "float32", "float64")}
 _LENGTH = np.dtype("<u4")
 # A dimension of a tensor shape: below 2**63, as onnxruntime's shapes are.
@@ -223,13 +224,15 @@ def _shape(name: str, shape: Any, wanted: _Input) -> tuple[int, ...]:
         or (shape and (min(shape) < 0 or max(shape) >= _MAX_DIM))
     ):
         raise UsageError(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    if wanted.rank is not None and (
-        len(shape) != wanted.rank or any(shape[i] != d for i, d in wanted.fixed)
-    ):
+    if wanted.rank is not None and (len(shape) != wanted.rank or _differs(shape, wanted.fixed)):
         fixed = dict(wanted.fixed)
         sizes = [fixed.get(i, -1) for i in range(wanted.rank)]
         raise UsageError(f"input {name!r} has shape {sizes} (-1: any), not {shape}")
     return tuple(shape)
+
+
+def _differs(shape: list[int], fixed: tuple[tuple[int, int], ...]) -> bool:
+    return any(shape[i] != size for i, size in fixed) if fixed else False
 
 
 def _binary_size(name: str, parameters: Any) -> int | None:
@@ -244,16 +247,19 @@ def _binary_size(name: str, parameters: Any) -> int | None:
 
 
 def _from_json(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    if not isinstance(data, list):
+    if type(data) is not list:
         raise UsageError(f"input {name!r}: 'data' must be a list")
-    values = _leaves(data)
+    # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
+    types = set(map(type, data))
+    values = data
+    if list in types:
+        values = _leaves(data)
+        types = set(map(type, values))
     if dtype == "string":
-        if not all(v is None or type(v) is str for v in values):
+        if not types <= _TEXT:
             raise UsageError(f"input {name!r} is BYTES: its values must be strings")
         return _reshape(name, np.array([v or "" for v in values], dtype=str), shape)
     kind = _numpy(dtype)
-    # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
-    types = set(map(type, values))
     missing = False
     if not types <= _JSON_TYPES[kind.kind]:
         if kind.kind == "f" and types <= _FLOAT_OR_NULL:
@@ -286,9 +292,7 @@ def _out_of_range(name: str, dtype: str) -> UsageError:
 
 
 def _leaves(data: list[Any]) -> list[Any]:
-    """The values of a flat or nested list, row-major."""
-    if not any(type(item) is list for item in data):
-        return data
+    """The values of a nested list, row-major."""
     flat: list[Any] = []
     pending = [iter(data)]
     while pending:
