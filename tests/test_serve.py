@@ -376,6 +376,19 @@ def test_concurrency_limit_answers_503_with_retry_after(
         assert read_response(again)[0] == 200
 
 
+def test_a_client_that_leaves_mid_body_frees_its_place(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    body = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    with running(iris_home, "--max-concurrent", "1") as server:
+        for _ in range(3):
+            gone = raw_request(server, body, send=10)
+            gone.close()
+        wait_for(lambda: read_response(raw_request(server, body, send=len(body)))[0] == 200)
+        assert server.process.poll() is None
+        assert not any("Traceback" in line for line in server.stderr)
+
+
 def test_sigterm_lets_requests_in_flight_finish(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
