@@ -1,9 +1,11 @@
-"""The HTTP side of ``packager serve``: the Open Inference Protocol v2 REST routes on
-Starlette, with the request size and concurrency limits.
+"""The HTTP side of ``packager serve``: the Open Inference Protocol v2 REST routes, with
+the request size and concurrency limits. Inference is plain ASGI; Starlette routes the
+rest.
 
 Errors answer with the protocol's body, ``{"error": "..."}``: 400 for a request the model
-cannot take, 404 for a model or version not served, 413 for a body over the limit, 503
-(with ``Retry-After``) when the server is at its concurrency limit.
+cannot take, 404 for a model or version not served, 405 for an inference that is not a
+POST, 413 for a body over the limit, 503 (with ``Retry-After``) when the server is at its
+concurrency limit.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data"]
 # The inference routes, answered without Starlette; {name} and {version} as it reads them.
 _INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
-# A request whose model answered the last one faster than this runs on the event loop: a
-# hop to a thread and back costs more than such a model (tens of microseconds). Slower
+# A request whose model answered the last one in less CPU time than this runs on the event
+# loop: a hop to a thread and back costs more than such a model (tens of microseconds). Slower
 # models run on the inference threads, where onnxruntime releases the GIL and the event
 # loop goes on reading and answering other requests.
 INLINE_SECONDS = 0.002
@@ -78,16 +80,12 @@ class _State:
         self.last_seconds: weakref.WeakKeyDictionary[Model, float] = weakref.WeakKeyDictionary()
 
 
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(protocol.dump(doc), status, headers, media_type=JSON)
-
-
-def _error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(protocol.error(message), status, headers, media_type=JSON)
+def _json(doc: Any) -> Response:
+    return Response(protocol.dump(doc), media_type=JSON)
 
 
 def _failure(e: PackagerError) -> Response:
-    return _error(str(e), _status(e))
+    return Response(protocol.error(str(e)), _status(e), media_type=JSON)
 
 
 def build_app(
