@@ -578,7 +578,7 @@ def test_status_shows_what_a_running_server_serves(
     assert list((home / "run").iterdir()) == []
 
 
-def test_status_ignores_and_removes_the_file_of_a_server_that_is_gone(
+def test_status_ignores_and_removes_the_file_of_a_server_that_is_gone_or_reused(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead = subprocess.Popen(["true"])
@@ -587,10 +587,15 @@ def test_status_ignores_and_removes_the_file_of_a_server_that_is_gone(
     run.mkdir(parents=True)
     stale = run / f"serve-{dead.pid}.json"
     stale.write_text(json.dumps({"pid": dead.pid, "address": "http://127.0.0.1:1", "models": []}))
+    # A live process, but not the one that wrote the file: it started at another time.
+    reused = run / f"serve-{os.getppid()}.json"
+    doc = {"pid": os.getppid(), "started": "1", "address": "http://127.0.0.1:2", "models": []}
+    reused.write_text(json.dumps(doc))
     unreadable = run / f"serve-{os.getpid()}.json"
     unreadable.write_bytes(b'{"pid": 1, "pid": 1}')  # not this process's, and a duplicate key
     assert status_json(capsys)["servers"] == []
     assert not stale.exists()
+    assert not reused.exists()
     assert unreadable.exists()  # its process is alive: not ours to remove
     assert main(["status", "--openmetrics"]) == 0
     assert "packager_served_info" not in capsys.readouterr().out

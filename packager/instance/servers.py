@@ -4,7 +4,8 @@ Each server keeps one file, ``$PACKAGER_HOME/run/serve-<pid>.json``: where it li
 the version of each model it answers with. It writes the file (in one rename) when it
 starts listening and whenever a version switches, and removes it when it stops. A file
 whose process is gone (a server that was killed) is ignored and removed by the next
-reader.
+reader; so is one whose process id now names another process (on Linux, where the
+process's start time is recorded beside its id).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Server:
     pid: int
     address: str
     models: tuple[ServedModel, ...]
+    # When the process started (clock ticks since boot, from /proc); None where unknown.
+    started: str | None = None
 
 
 def record_path(home: Path, pid: int) -> Path:
@@ -56,6 +59,7 @@ def record(home: Path, server: Server) -> None:
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     doc = {
         "pid": server.pid,
+        "started": server.started,
         "address": server.address,
         "models": [{"name": m.name, "version": m.version} for m in server.models],
     }
@@ -69,8 +73,9 @@ def forget(home: Path, pid: int) -> None:
 
 
 def running(home: Path) -> list[Server]:
-    """The servers running now, by pid. Files of processes that are gone are removed;
-    files that cannot be read or parsed are skipped."""
+    """The servers running now, by pid. Files of processes that are gone, or whose id
+    names another process since, are removed; files that cannot be read or parsed are
+    skipped."""
     try:
         entries = sorted(os.scandir(home / RUN_DIR), key=lambda e: e.name)
     except OSError:
@@ -85,9 +90,26 @@ def running(home: Path) -> list[Server]:
             forget(home, pid)
             continue
         server = _read(Path(entry.path), pid)
-        if server is not None:
-            servers.append(server)
+        if server is None:
+            continue  # not readable: skipped, and left to whoever wrote it
+        now = started(pid)
+        if server.started is not None and now is not None and now != server.started:
+            forget(home, pid)  # the id names another process since
+            continue
+        servers.append(server)
     return sorted(servers, key=lambda s: s.pid)
+
+
+def started(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux's /proc); None when
+    that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after the last ")".
+    fields = stat[stat.rfind(b")") + 1 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def _alive(pid: int) -> bool:
@@ -128,7 +150,10 @@ def _server(doc: Any, pid: int) -> Server | None:
         if not isinstance(name, str) or not isinstance(version, str):
             return None
         served.append(ServedModel(name, version))
-    return Server(pid, address, tuple(served))
+    when = doc.get("started")
+    if when is not None and not isinstance(when, str):
+        return None
+    return Server(pid, address, tuple(served), when)
 
 
-__all__: Sequence[str] = ("Server", "ServedModel", "forget", "record", "running")
+__all__: Sequence[str] = ("Server", "ServedModel", "forget", "record", "running", "started")

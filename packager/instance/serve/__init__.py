@@ -158,7 +158,9 @@ def _note(served: Served, listening: str, warn: Callable[[str], None]) -> None:
     """Record where this server listens and what it serves, for `packager status`."""
     models = tuple(servers.ServedModel(m.name, m.version) for m in served.loaded())
     try:
-        servers.record(served.home, servers.Server(os.getpid(), listening, models))
+        pid = os.getpid()
+        record = servers.Server(pid, listening, models, servers.started(pid))
+        servers.record(served.home, record)
     except OSError as e:
         warn(f"cannot record this server for `packager status`: {e.strerror or e}")
 
