@@ -294,8 +294,11 @@ class Model:
 
     def _direct_feeds(self, inputs: Any) -> dict[str, np.ndarray] | None:
         """The hot path: feeds for a 2-D array of the dtype of the model's one numeric
-        input, which goes to onnxruntime unconverted; None for any other input."""
+        input (alone, or as the one value of a dict by the input's name), which goes to
+        onnxruntime unconverted; None for any other input."""
         direct = self._direct
+        if direct is not None and type(inputs) is dict and len(inputs) == 1:
+            inputs = inputs.get(direct[0])
         if (
             direct is None
             or type(inputs) is not np.ndarray

@@ -102,7 +102,7 @@ def current(bin_dir: Path) -> dict[str, str]:
 
 
 # The HTTP server of `packager serve` (the serve extra).
-SERVE_STACK = ("uvicorn", "starlette", "httptools", "uvloop")
+SERVE_STACK = ("uvicorn", "starlette", "httptools", "uvloop", "orjson")
 
 
 def test_training_stack_is_not_installed(lean_bin: Path) -> None:

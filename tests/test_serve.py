@@ -268,6 +268,10 @@ def test_curl_infers_and_errors_have_the_protocol_body(
             assert set(body) == {"error"} and body["error"], why
         status, body = post(doc=bad["a missing value"])
         assert "is missing (NaN)" in body["error"]
+        status, body = post({"inputs": [{**good, "data": [1e39] + [1.0] * 7}]})
+        assert status == 400 and "out of the range of FP32" in body["error"]
+        status, body = curl(f"{url}/v2/models/iris/infer")  # GET
+        assert status == 405 and set(body) == {"error"}
         assert post(good, "/v2/models/nope/infer")[0] == 404
         assert post({"inputs": [good]}, "/v2/models/iris/versions/9.0.0/infer")[0] == 404
         assert curl(f"{url}/v2/models/iris/versions/9.0.0")[0] == 404
@@ -370,6 +374,19 @@ def test_concurrency_limit_answers_503_with_retry_after(
             assert read_response(sock)[0] == 200
         again = raw_request(server, body, send=len(body))
         assert read_response(again)[0] == 200
+
+
+def test_a_client_that_leaves_mid_body_frees_its_place(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    body = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    with running(iris_home, "--max-concurrent", "1") as server:
+        for _ in range(3):
+            gone = raw_request(server, body, send=10)
+            gone.close()
+        wait_for(lambda: read_response(raw_request(server, body, send=len(body)))[0] == 200)
+        assert server.process.poll() is None
+        assert not any("Traceback" in line for line in server.stderr)
 
 
 def test_sigterm_lets_requests_in_flight_finish(
@@ -509,6 +526,79 @@ def test_a_version_that_cannot_load_leaves_the_one_before_answering(
         wait_for(lambda: any("lin@2.0.0 cannot be served" in line for line in server.stderr))
         assert lin_version(server, rows) == "1.0.0"
         assert server.process.poll() is None
+
+
+def status_json(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    doc: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return doc
+
+
+def test_status_shows_what_a_running_server_serves(
+    home: Path,
+    lin_bundles: dict[str, Path],
+    keypair: KeyPair,
+    iris: tuple[np.ndarray, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:1].astype(np.float32)
+    with running(home, "--poll-interval", "0.2") as server:
+        pid = server.process.pid
+        doc = status_json(capsys)
+        assert doc["servers"] == [
+            {"pid": pid, "address": server.url, "models": [{"name": "lin", "version": "1.0.0"}]}
+        ]
+        (lin,) = doc["models"]
+        assert lin["served"] == [{"address": server.url, "pid": pid, "version": "1.0.0"}]
+        assert main(["status"]) == 0
+        assert f"served 1.0.0 at {server.url} (pid {pid})" in capsys.readouterr().out
+
+        install("lin@2.0.0", keypair)
+        wait_for(lambda: status_json(capsys)["servers"][0]["models"][0]["version"] == "2.0.0")
+        assert lin_version(server, rows) == "2.0.0"
+        assert main(["status", "--openmetrics"]) == 0
+        text = capsys.readouterr().out
+        for parse in (parse_om, parse_text):
+            found = [
+                (s.labels, s.value)
+                for family in parse(text)
+                for s in family.samples
+                if s.name == "packager_served_info"
+            ]
+            assert found == [({"model": "lin", "version": "2.0.0", "address": server.url}, 1)]
+        assert server.stop() == 0
+    doc = status_json(capsys)
+    assert doc["servers"] == []
+    assert doc["models"][0]["served"] == []
+    assert list((home / "run").iterdir()) == []
+
+
+def test_status_ignores_and_removes_the_file_of_a_server_that_is_gone_or_reused(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run = home / "run"
+    run.mkdir(parents=True)
+    stale = run / f"serve-{dead.pid}.json"
+    stale.write_text(json.dumps({"pid": dead.pid, "address": "http://127.0.0.1:1", "models": []}))
+    # A live process, but not the one that wrote the file: it started at another time.
+    reused = run / f"serve-{os.getppid()}.json"
+    doc = {"pid": os.getppid(), "started": "1", "address": "http://127.0.0.1:2", "models": []}
+    reused.write_text(json.dumps(doc))
+    unreadable = run / f"serve-{os.getpid()}.json"
+    unreadable.write_bytes(b'{"pid": 1, "pid": 1}')  # not this process's, and a duplicate key
+    assert status_json(capsys)["servers"] == []
+    assert not stale.exists()
+    assert not reused.exists()
+    assert unreadable.exists()  # its process is alive: not ours to remove
+    assert main(["status", "--openmetrics"]) == 0
+    assert "packager_served_info" not in capsys.readouterr().out
 
 
 def test_the_systemd_unit_runs_a_valid_serve_command() -> None:

@@ -706,8 +706,13 @@ def serve(
     )
     served = server.load(Store(ctx.home), options, render.line_err)
     sock = server.bind(options.listen)
-    render.serving(ctx, server.address(sock), served.loaded())
-    server.run(served, sock, options, render.line_err)
+    server.run(
+        served,
+        sock,
+        options,
+        render.line_err,
+        ready=lambda where: render.serving(ctx, where, served.loaded()),
+    )
 
 
 COMMANDS = (

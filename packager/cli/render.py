@@ -678,7 +678,18 @@ ROLLED_BACK: Rendering[RolledBack] = Rendering(
 
 
 def _status_json(status: Status) -> dict[str, Any]:
-    return {"at": status.at.isoformat(), "models": [_model_json(status, m) for m in status.models]}
+    return {
+        "at": status.at.isoformat(),
+        "models": [_model_json(status, m) for m in status.models],
+        "servers": [
+            {
+                "pid": s.pid,
+                "address": s.address,
+                "models": [{"name": m.name, "version": m.version} for m in s.models],
+            }
+            for s in status.servers
+        ],
+    }
 
 
 def _model_json(status: Status, m: ModelStatus) -> dict[str, Any]:
@@ -711,6 +722,9 @@ def _model_json(status: Status, m: ModelStatus) -> dict[str, Any]:
             "reason": refusal.detail,
         },
         "diskBytes": m.disk_bytes,
+        "served": [
+            {"address": s.address, "pid": s.pid, "version": v} for s, v in status.served(m.name)
+        ],
     }
 
 
@@ -728,6 +742,8 @@ def _status_text(ctx: Context, status: Status) -> None:
         if m.last_refusal is not None:
             r = m.last_refusal
             line(f"  last refusal {r.at}: {r.action} {r.detail}")
+        for server, version in status.served(m.name):
+            line(f"  served {version} at {server.address} (pid {server.pid})")
 
 
 STATUS: Rendering[Status] = Rendering(json=_status_json, text=_status_text)
@@ -772,6 +788,7 @@ _GAUGES = (
     ("packager_update_last_success", "1 when the last update installed or found the version."),
     ("packager_update_last_exit_code", "Exit code of the last update of the model (0: ok)."),
     ("packager_refusal_last_timestamp_seconds", "When the model was last refused, and why."),
+    ("packager_served_info", "A running `packager serve`: the model version it answers with."),
 )
 
 
@@ -780,6 +797,11 @@ def status_openmetrics(status: Status) -> str:
     samples: dict[str, list[str]] = {name: [] for name, _ in _GAUGES}
     for m in status.models:
         _model_samples(samples, m)
+    for server in status.servers:
+        for served in server.models:
+            labels = {"model": served.name, "version": served.version, "address": server.address}
+            text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            samples["packager_served_info"].append(f"packager_served_info{{{text}}} 1")
     out: list[str] = []
     for name, help_text in _GAUGES:
         if not samples[name]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from packager.instance.servers import Server, running
 from packager.instance.store import Attempt, AuditEntry, Store
 
 
@@ -36,10 +37,16 @@ class ModelStatus:
 
 @dataclass(frozen=True)
 class Status:
-    """Every model the instance knows of (installed, followed or refused), by name, at ``at``."""
+    """Every model the instance knows of (installed, followed or refused), by name, at ``at``;
+    ``servers``: the ``packager serve`` processes running, by pid."""
 
     at: datetime
     models: tuple[ModelStatus, ...]
+    servers: tuple[Server, ...] = ()
+
+    def served(self, name: str) -> list[tuple[Server, str]]:
+        """Each running server that serves ``name``, with the version it answers with."""
+        return [(s, m.version) for s in self.servers for m in s.models if m.name == name]
 
     def days_left(self, model: ModelStatus) -> float | None:
         """Days until the model's channel document expires (negative: expired)."""
@@ -77,7 +84,7 @@ def status(store: Store, *, now: datetime) -> Status:
                 disk_bytes=disk_usage(store.model_dir(name)),
             )
         )
-    return Status(now, tuple(models))
+    return Status(now, tuple(models), tuple(running(store.home)))
 
 
 def disk_usage(root: Path) -> int:

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.http import InferInput
 
+from packager.core.jsonio import loads_checked_by_caller
 from packager.core.manifest import TensorSpec
 from packager.errors import UsageError
 from packager.instance.serve import protocol
@@ -82,6 +83,26 @@ def test_outputs_answer_in_the_datatypes_tritonclient_reads() -> None:
     assert result.as_numpy("flag").tolist() == [True, False]
 
 
+def test_answers_keep_every_float32_and_write_missing_outputs_as_null() -> None:
+    from tritonclient.http import InferResult
+
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((50, 3)).astype(np.float32) * np.float32(1e30)
+    scores[0, 0] = np.nan
+    outputs = {
+        "scores": scores,
+        "half": np.array([0.1, 65504.0], dtype=np.float16),
+        "wide": np.array([2**62, -3], dtype=np.int64),
+    }
+    body = protocol.response("m", "1.0.0", None, outputs)
+    doc = json.loads(body)
+    assert doc["outputs"][0]["data"][0] is None
+    assert doc["outputs"][2]["data"] == [2**62, -3]
+    result = InferResult.from_response_body(body)
+    np.testing.assert_array_equal(result.as_numpy("scores")[1:], scores[1:])
+    np.testing.assert_array_equal(result.as_numpy("half"), outputs["half"])
+
+
 def json_body(data: Any, *, datatype: str = "INT64", shape: Any = (2, 1)) -> bytes:
     tensors = [
         {"name": "color", "shape": [2, 1], "datatype": "BYTES", "data": ["a", "b"]},
@@ -100,11 +121,49 @@ def json_body(data: Any, *, datatype: str = "INT64", shape: Any = (2, 1)) -> byt
         ([None, 2], "values must be too"),  # no missing value in an integer input
         ([1, 2, 3], "do not fill shape"),
         ([[1], [{"a": 1}]], "values must be too"),
+        ([2**63, 1], "out of the range of INT64"),
     ],
 )
 def test_values_that_are_not_of_the_datatype_are_refused(data: Any, reason: str) -> None:
     with pytest.raises(UsageError, match=reason):
         protocol.parse_request(json_body(data), SPECS)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        "[1e39, 2.5]",  # finite, but not in float32
+        "[-1e39, 2.5]",
+        "[1e999, 2.5]",  # no double: the parser's infinity
+        "[null, 1e39]",  # beside a missing value
+        "[1e999, null]",
+    ],
+)
+def test_numbers_too_large_for_the_datatype_are_refused(values: str) -> None:
+    body = json_body([1, 2]).replace(b"[1, 2.5]", values.encode())
+    with pytest.raises(UsageError, match="out of the range of FP32"):
+        protocol.parse_request(body, SPECS)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": [{"name": "count", "name": "size"}]}',
+        b'{"inputs": [], "id": "a", "id": "b"}',
+        b'{"inputs": [{"parameters": {"binary_data_size": 1, "binary_data_size": 2}}]}',
+        b'{"inputs": [{"name": "size", "shape": [1, 1], "datatype": "FP32", "data": [NaN]}]}',
+        b'{"inputs": [{"name": "size", "shape": [1, 1], "datatype": "FP32", "data": [-Infinity]}]}',
+    ],
+)
+def test_a_key_given_twice_and_non_standard_numbers_are_refused(body: bytes) -> None:
+    with pytest.raises(UsageError, match="not acceptable JSON"):
+        protocol.parse_request(body, SPECS)
+
+
+def test_an_integer_of_more_digits_than_python_reads_is_refused() -> None:
+    body = json_body([1, 2]).replace(b"[1, 2]", b"[" + b"9" * 5000 + b", 2]")
+    with pytest.raises(UsageError, match="not valid JSON"):
+        protocol.parse_request(body, SPECS)
 
 
 def test_nested_and_flat_data_and_null_as_nan() -> None:
@@ -171,3 +230,65 @@ def test_binary_data_must_fill_its_tensor() -> None:
 def test_hostile_bodies_end_as_usage_errors(body: bytes, header_length: int | None) -> None:
     with contextlib.suppress(UsageError):
         protocol.parse_request(body, SPECS, header_length=header_length)
+
+
+def render(value: Any) -> str:
+    """JSON text of ``value``, where a tuple of (key, value) pairs is an object that may
+    repeat a key (which no JSON encoder writes)."""
+    if isinstance(value, tuple):
+        return "{" + ", ".join(f"{json.dumps(k)}: {render(v)}" for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(render(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+KEYS = st.sampled_from(["inputs", "name", "data", "parameters", "a:b", "{", "id"])
+TEXTS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["x", "a:b", "{", "}", "ü"]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.lists(st.tuples(KEYS, children), max_size=4).map(tuple)
+    ),
+    max_leaves=25,
+).map(render)
+
+
+def parsed(text: str, fast: Any) -> tuple[str, Any]:
+    try:
+        doc = loads_checked_by_caller(text.encode(), what="request", error=UsageError, fast=fast)
+    except UsageError as e:
+        return "refused", str(e)
+    return "parsed", doc
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=TEXTS)
+def test_the_fast_parse_is_taken_only_when_it_is_the_strict_one(text: str) -> None:
+    """With orjson first, every text is parsed or refused exactly as by the strict parser
+    alone: a key given twice, at any depth, is refused."""
+    import orjson
+
+    assert parsed(text, orjson.loads) == parsed(text, None)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_the_fast_parse_is_taken_for_the_requests_clients_send(binary: bool) -> None:
+    import orjson
+
+    made: list[Any] = []
+
+    def fast(data: bytes) -> Any:
+        made.append(orjson.loads(data))
+        return made[-1]
+
+    array = np.array([[1.5], [2.0]], dtype=np.float32)
+    body, header_length = triton_request({"size": (array, "FP32")}, binary=binary)
+    header = body[:header_length] if header_length is not None else body
+    doc = loads_checked_by_caller(header, what="request", error=UsageError, fast=fast)
+    assert doc is made[-1]
+    # A colon in a string: the count cannot prove it, the strict parser reads it.
+    doc = loads_checked_by_caller(b'{"id": "a:b"}', what="request", error=UsageError, fast=fast)
+    assert doc == {"id": "a:b"} and doc is not made[-1]

@@ -1,6 +1,6 @@
 """``packager serve``: installed models behind the Open Inference Protocol v2 REST API.
 
-The HTTP stack (uvicorn, Starlette) is the ``serve`` extra; nothing on the way to
+The HTTP stack (uvicorn, Starlette, orjson) is the ``serve`` extra; nothing on the way to
 ``packager --help`` or any other command imports it (docs/adr/0008-serve-on-uvicorn.md).
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packager.errors import UsageError
+from packager.instance import servers
 from packager.instance.serve.served import Served
 from packager.instance.store import Store
 
@@ -108,10 +109,16 @@ def load(store: Store, options: ServeOptions, warn: Callable[[str], None]) -> Se
 
 
 def run(
-    served: Served, sock: socket.socket, options: ServeOptions, warn: Callable[[str], None]
+    served: Served,
+    sock: socket.socket,
+    options: ServeOptions,
+    warn: Callable[[str], None],
+    *,
+    ready: Callable[[str], None] = lambda _address: None,
 ) -> None:
     """Answer on ``sock`` until SIGTERM or SIGINT; requests in flight then finish (at most
-    ``options.shutdown_seconds``)."""
+    ``options.shutdown_seconds``). ``ready`` gets the address once the server is recorded
+    for `packager status` (the record is removed when it stops)."""
     import uvicorn
 
     from packager.instance.serve.app import Limits, build_app
@@ -122,8 +129,13 @@ def run(
         threads=options.threads,
         poll_seconds=options.poll_seconds,
     )
+    listening = address(sock)
+
+    def note() -> None:
+        _note(served, listening, warn)
+
     config = uvicorn.Config(
-        build_app(served, limits, warn=warn),
+        build_app(served, limits, warn=warn, on_switch=note),
         log_level="warning",
         access_log=False,
         server_header=False,
@@ -133,14 +145,29 @@ def run(
     # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it
     # found installed: this one makes a graceful stop exit 0.
     previous = signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
+    note()
     try:
+        ready(listening)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        servers.forget(served.home, os.getpid())
+
+
+def _note(served: Served, listening: str, warn: Callable[[str], None]) -> None:
+    """Record where this server listens and what it serves, for `packager status`."""
+    models = tuple(servers.ServedModel(m.name, m.version) for m in served.loaded())
+    try:
+        pid = os.getpid()
+        record = servers.Server(pid, listening, models, servers.started(pid))
+        servers.record(served.home, record)
+    except OSError as e:
+        warn(f"cannot record this server for `packager status`: {e.strerror or e}")
 
 
 def _require_extra() -> None:
     try:
+        import orjson  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:

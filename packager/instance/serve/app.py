@@ -1,15 +1,18 @@
-"""The HTTP side of ``packager serve``: the Open Inference Protocol v2 REST routes on
-Starlette, with the request size and concurrency limits.
+"""The HTTP side of ``packager serve``: the Open Inference Protocol v2 REST routes, with
+the request size and concurrency limits. Inference is plain ASGI; Starlette routes the
+rest.
 
 Errors answer with the protocol's body, ``{"error": "..."}``: 400 for a request the model
-cannot take, 404 for a model or version not served, 413 for a body over the limit, 503
-(with ``Retry-After``) when the server is at its concurrency limit.
+cannot take, 404 for a model or version not served, 405 for an inference that is not a
+POST, 413 for a body over the limit, 503 (with ``Retry-After``) when the server is at its
+concurrency limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import time
 import weakref
@@ -22,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from packager._version import __version__
 from packager.errors import NotFoundError, PackagerError, UsageError
@@ -31,9 +35,10 @@ from packager.runtime import Model
 
 JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data"]
-RETRY = {"Retry-After": "1"}
-# A request whose model answered the last one faster than this runs on the event loop: a
-# hop to a thread and back costs more than such a model (tens of microseconds). Slower
+# The inference routes, answered without Starlette; {name} and {version} as it reads them.
+_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+# A request whose model answered the last one in less CPU time than this runs on the event
+# loop: a hop to a thread and back costs more than such a model (tens of microseconds). Slower
 # models run on the inference threads, where onnxruntime releases the GIL and the event
 # loop goes on reading and answering other requests.
 INLINE_SECONDS = 0.002
@@ -58,36 +63,42 @@ class Limits:
 class _State:
     """What the routes share: the models, the limits and the count of requests in flight."""
 
-    def __init__(self, served: Served, limits: Limits, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        served: Served,
+        limits: Limits,
+        warn: Callable[[str], None],
+        on_switch: Callable[[], None],
+    ) -> None:
         self.served = served
         self.limits = limits
         self.warn = warn
+        self.on_switch = on_switch
         self.active = 0
         self.limiter = anyio.CapacityLimiter(limits.threads)
-        # How long each model's last request took to parse, run and encode: see INLINE_SECONDS.
+        # The CPU time of the last request of each model (parse, run, encode): INLINE_SECONDS.
         self.last_seconds: weakref.WeakKeyDictionary[Model, float] = weakref.WeakKeyDictionary()
 
 
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(protocol.dump(doc), status, headers, media_type=JSON)
-
-
-def _error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(protocol.error(message), status, headers, media_type=JSON)
+def _json(doc: Any) -> Response:
+    return Response(protocol.dump(doc), media_type=JSON)
 
 
 def _failure(e: PackagerError) -> Response:
-    if isinstance(e, NotFoundError):
-        return _error(str(e), 404)
-    if isinstance(e, UsageError):
-        return _error(str(e), 400)
-    return _error(str(e), 500)
+    return Response(protocol.error(str(e)), _status(e), media_type=JSON)
 
 
-def build_app(served: Served, limits: Limits, *, warn: Callable[[str], None]) -> Starlette:
+def build_app(
+    served: Served,
+    limits: Limits,
+    *,
+    warn: Callable[[str], None],
+    on_switch: Callable[[], None] = lambda: None,
+) -> ASGIApp:
     """The ASGI application serving ``served`` within ``limits``; ``warn`` gets one line per
-    model version that starts or fails to answer."""
-    state = _State(served, limits, warn)
+    model version that starts or fails to answer; ``on_switch`` is called (on a thread)
+    after versions switched."""
+    state = _State(served, limits, warn, on_switch)
 
     async def live(_request: Request) -> Response:
         return _json({"live": True})
@@ -116,20 +127,9 @@ def build_app(served: Served, limits: Limits, *, warn: Callable[[str], None]) ->
         )
         return _json(doc)
 
-    async def infer(request: Request) -> Response:
-        if state.active >= limits.max_concurrent:
-            return _error("the server is at its concurrency limit; retry", 503, RETRY)
-        state.active += 1
-        try:
-            return await _infer(state, request)
-        finally:
-            state.active -= 1
-
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
-    routes = [  # the infer routes first: they are matched on every request that counts
-        Route(f"{model}/infer", infer, methods=["POST"]),
-        Route(f"{versioned}/infer", infer, methods=["POST"]),
+    routes = [
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
@@ -146,64 +146,133 @@ def build_app(served: Served, limits: Limits, *, warn: Callable[[str], None]) ->
             yield
             tasks.cancel_scope.cancel()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        # Inference is plain ASGI: what Starlette would add to it (a Request, routing by
+        # every route in turn, middleware, a Response) costs as much as a small model.
+        if scope["type"] == "http":
+            found = _INFER.fullmatch(scope["path"])
+            if found is not None:
+                await _infer(state, found[1], found[2], scope, receive, send)
+                return
+        await starlette(scope, receive, send)
+
+    return app
 
 
 async def _loaded(state: _State, request: Request) -> Loaded:
-    name = request.path_params["name"]
-    version = request.path_params.get("version")
+    return await _version(state, request.path_params["name"], request.path_params.get("version"))
+
+
+async def _version(state: _State, name: str, version: str | None) -> Loaded:
     loaded = state.served.current(name)
     if version is None or version == loaded.version:
         return loaded
     return await anyio.to_thread.run_sync(state.served.get, name, version)
 
 
-async def _infer(state: _State, request: Request) -> Response:
+async def _infer(
+    state: _State, name: str, version: str | None, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """``POST /v2/models/NAME[/versions/VERSION]/infer``, within the concurrency limit."""
+    if scope["method"] != "POST":
+        await _send(send, 405, protocol.error("inference takes POST"), ((b"allow", b"POST"),))
+    elif state.active >= state.limits.max_concurrent:
+        message = protocol.error("the server is at its concurrency limit; retry")
+        await _send(send, 503, message, ((b"retry-after", b"1"),))
+    else:
+        state.active += 1
+        try:
+            answer = await _answer(state, name, version, scope, receive)
+        finally:
+            state.active -= 1
+        if answer is not None:
+            await _send(send, *answer)
+
+
+async def _answer(
+    state: _State, name: str, version: str | None, scope: Scope, receive: Receive
+) -> tuple[int, bytes] | None:
+    """The status and body answering an inference request; None when the client left."""
     limit = state.limits.max_request_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        return _error(f"the request is larger than {limit} bytes", 413)
-    body = await _body(request, limit)
+    length = header = None
+    for key, value in scope["headers"]:
+        if key == b"content-length" and length is None:
+            length = value
+        elif key == b"inference-header-content-length" and header is None:
+            header = value
+    try:
+        body = None
+        if length is None or not length.isdigit() or int(length) <= limit:
+            body = await _body(receive, limit)
+    except _Disconnected:
+        return None
     if body is None:
-        return _error(f"the request is larger than {limit} bytes", 413)
-    header = request.headers.get("inference-header-content-length")
+        return 413, protocol.error(f"the request is larger than {limit} bytes")
     try:
         header_length = None if header is None else int(header)
     except ValueError:
-        return _error("Inference-Header-Content-Length must be an integer", 400)
+        return 400, protocol.error("Inference-Header-Content-Length must be an integer")
     try:
-        loaded = await _loaded(state, request)
+        loaded = await _version(state, name, version)
         if state.last_seconds.get(loaded.model, 0.0) < INLINE_SECONDS:
-            start = time.perf_counter()
-            outputs = _predict(loaded, body, header_length)
-            state.last_seconds[loaded.model] = time.perf_counter() - start
-        else:
-            outputs = await anyio.to_thread.run_sync(
-                _timed_predict, state, loaded, body, header_length, limiter=state.limiter
-            )
+            return 200, _timed_predict(state, loaded, body, header_length)
+        return 200, await anyio.to_thread.run_sync(
+            _timed_predict, state, loaded, body, header_length, limiter=state.limiter
+        )
     except PackagerError as e:
-        return _failure(e)
-    return Response(outputs, media_type=JSON)
+        return _status(e), protocol.error(str(e))
+
+
+def _status(e: PackagerError) -> int:
+    if isinstance(e, NotFoundError):
+        return 404
+    return 400 if isinstance(e, UsageError) else 500
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    length = (b"content-length", str(len(body)).encode())
+    start = [(b"content-type", b"application/json"), length, *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _timed_predict(state: _State, loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
-    start = time.perf_counter()
+    # The thread's CPU time, not the clock's: a request that waited for a busy machine's
+    # cores did not cost more, and must not send the next ones to the threads.
+    start = time.thread_time()
     try:
         return _predict(loaded, body, header_length)
     finally:
-        state.last_seconds[loaded.model] = time.perf_counter() - start
+        state.last_seconds[loaded.model] = time.thread_time() - start
 
 
-async def _body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None once it grows past ``limit`` (the rest is not read)."""
+class _Disconnected(Exception):
+    """The client went away before its request was read whole."""
+
+
+async def _body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None once it grows past ``limit`` (the rest is not read).
+
+    Raises:
+        _Disconnected: the client went away first.
+    """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return None
+        if not message.get("more_body", False):
+            return b"".join(chunks) + chunk if chunks else chunk
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
@@ -226,8 +295,11 @@ async def _follow_current(state: _State) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hup.wait(), state.limits.poll_seconds)
             hup.clear()
-            for loaded in await anyio.to_thread.run_sync(state.served.refresh):
+            switched = await anyio.to_thread.run_sync(state.served.refresh)
+            for loaded in switched:
                 state.warn(f"serving {loaded.name}@{loaded.version}")
+            if switched:
+                await anyio.to_thread.run_sync(state.on_switch)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGHUP)

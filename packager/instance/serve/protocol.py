@@ -6,11 +6,13 @@ implicit casts) and its values, either as JSON ``data`` (flat or nested, row-maj
 with the binary tensor data extension, as ``parameters.binary_data_size`` bytes after the
 JSON header (``Inference-Header-Content-Length`` bytes long). BYTES tensors carry the
 model's text inputs: JSON strings, or 4-byte little-endian lengths and UTF-8 bytes.
+
+Answers are encoded by orjson (the ``serve`` extra), which writes numpy arrays without
+making Python objects of their values.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,8 +20,9 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import orjson
 
-from packager.core.jsonio import Limits, loads
+from packager.core.jsonio import loads_checked_by_caller
 from packager.core.manifest import Manifest, TensorSpec
 from packager.errors import UsageError
 
@@ -43,13 +46,19 @@ _NAMES = {dtype: datatype for datatype, dtype in DATATYPES.items()}
 # By numpy dtype: ``dtype.name`` is slow enough to show in an answer's cost.
 _BY_DTYPE = {np.dtype(dtype): name for name, dtype in DATATYPES.items() if dtype != "string"}
 # The Python types JSON values may have for each kind of tensor (ints are valid floats).
-_JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "f": (float, int),
-    "i": (int,),
-    "u": (int,),
-    "b": (bool,),
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    "f": frozenset((float, int)),
+    "i": frozenset((int,)),
+    "u": frozenset((int,)),
+    "b": frozenset((bool,)),
 }
+_FLOAT_OR_NULL = frozenset((float, int, type(None)))
+_INT = frozenset((int,))
+_TEXT = frozenset((str, type(None)))
+_LARGEST = {np.dtype(t): float(np.finfo(t).max) for t in ("float16", "float32", "float64")}
 _LENGTH = np.dtype("<u4")
+# A dimension of a tensor shape: below 2**63, as onnxruntime's shapes are.
+_MAX_DIM = 1 << 63
 PLATFORM = "onnxruntime_onnx"
 
 
@@ -102,25 +111,65 @@ def parse_request(
     if header_length is not None and not 0 <= header_length <= len(body):
         raise UsageError(f"Inference-Header-Content-Length {header_length} is out of range")
     header = body if header_length is None else body[:header_length]
-    limits = Limits(max_bytes=len(header) + 1, max_depth=40, max_string=len(header) + 1)
-    doc = loads(header, what="inference request", error=UsageError, limits=limits)
+    # Its size is bounded by the server; every number it holds that is used is checked
+    # where it is used (shapes here, values by the tensor's dtype).
+    doc = loads_checked_by_caller(
+        header, what="inference request", error=UsageError, fast=orjson.loads
+    )
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise UsageError("an inference request is a JSON object with an 'inputs' list")
     binary = memoryview(body)[len(header) :]
-    by_name = {spec.name: spec for spec in specs}
+    plan = _plan(specs)
     feeds: dict[str, np.ndarray] = {}
     for tensor in doc["inputs"]:
-        name, array, used = _input(tensor, by_name, binary)
+        name, array, used = _input(tensor, plan, binary)
         if name in feeds:
             raise UsageError(f"input {name!r} is given twice")
         feeds[name] = array
-        binary = binary[used:]
+        if used:
+            binary = binary[used:]
     if len(binary):
         raise UsageError(f"{len(binary)} bytes of binary data follow the last input")
-    missing = [name for name in by_name if name not in feeds]
-    if missing:
+    if len(feeds) != len(plan):
+        missing = [name for name in plan if name not in feeds]
         raise UsageError(f"the model's inputs {', '.join(map(repr, missing))} are missing")
     return InferRequest(_request_id(doc), feeds, _requested_outputs(doc))
+
+
+@dataclass(frozen=True)
+class _Input:
+    """What a request's tensor is checked against, worked out once per model input:
+    ``fixed`` the (position, size) of each fixed dimension, None for any rank."""
+
+    spec: TensorSpec
+    datatype: str
+    rank: int | None
+    fixed: tuple[tuple[int, int], ...]
+
+
+# The plans of the models' inputs, by the identity of their specs (kept in the entry, so
+# that the identity is not reused while it is there).
+_PLANS: dict[int, tuple[Sequence[TensorSpec], dict[str, _Input]]] = {}
+
+
+def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
+    found = _PLANS.get(id(specs))
+    if found is not None and found[0] is specs:
+        return found[1]
+    plan = {}
+    for spec in specs:
+        shape = spec.shape
+        fixed = (
+            ()
+            if shape is None
+            else tuple((i, d) for i, d in enumerate(shape) if isinstance(d, int))
+        )
+        rank = None if shape is None else len(shape)
+        plan[spec.name] = _Input(spec, datatype(spec.dtype), rank, fixed)
+    if len(_PLANS) >= 64:
+        _PLANS.clear()
+    _PLANS[id(specs)] = (specs, plan)
+    return plan
 
 
 def _request_id(doc: Mapping[str, Any]) -> str | None:
@@ -142,44 +191,48 @@ def _requested_outputs(doc: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 
 def _input(
-    tensor: Any, specs: Mapping[str, TensorSpec], binary: memoryview
+    tensor: Any, plan: Mapping[str, _Input], binary: memoryview
 ) -> tuple[str, np.ndarray, int]:
     """One input tensor as an array of the model's dtype, and the binary bytes it used."""
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+    name = tensor.get("name") if type(tensor) is dict else None
+    if type(name) is not str:
         raise UsageError("each input must be an object with a 'name'")
-    name = tensor["name"]
-    spec = specs.get(name)
-    if spec is None:
-        raise UsageError(f"the model has no input {name!r}; it takes {', '.join(specs)}")
-    shape = _shape(name, tensor.get("shape"), spec)
-    expected = datatype(spec.dtype)
-    if tensor.get("datatype") != expected:
-        raise UsageError(f"input {name!r} is {expected}, not {tensor.get('datatype')!r}")
+    wanted = plan.get(name)
+    if wanted is None:
+        raise UsageError(f"the model has no input {name!r}; it takes {', '.join(plan)}")
+    shape = _shape(name, tensor.get("shape"), wanted)
+    if tensor.get("datatype") != wanted.datatype:
+        raise UsageError(f"input {name!r} is {wanted.datatype}, not {tensor.get('datatype')!r}")
+    dtype = wanted.spec.dtype
     size = _binary_size(name, tensor.get("parameters"))
     if size is not None:
         if "data" in tensor:
             raise UsageError(f"input {name!r} has both 'data' and binary_data_size")
         if size > len(binary):
             raise UsageError(f"input {name!r}: {size} bytes of binary data announced, fewer sent")
-        return name, _from_binary(name, bytes(binary[:size]), spec.dtype, shape), size
+        return name, _from_binary(name, bytes(binary[:size]), dtype, shape), size
     if "data" not in tensor:
         raise UsageError(f"input {name!r} has no 'data'")
-    return name, _from_json(name, tensor["data"], spec.dtype, shape), 0
+    return name, _from_json(name, tensor["data"], dtype, shape), 0
 
 
-def _shape(name: str, shape: Any, spec: TensorSpec) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not all(
-        type(d) is int and d >= 0 for d in shape
-    ):  # bool is an int subclass: type() keeps it out
+def _shape(name: str, shape: Any, wanted: _Input) -> tuple[int, ...]:
+    # type(), not isinstance(): a bool is an int to Python, and not a size to the protocol.
+    if (
+        type(shape) is not list
+        or not set(map(type, shape)) <= _INT
+        or (shape and (min(shape) < 0 or max(shape) >= _MAX_DIM))
+    ):
         raise UsageError(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    if spec.shape is not None:
-        fixed = [d if isinstance(d, int) else None for d in spec.shape]
-        if len(shape) != len(fixed) or any(
-            f is not None and f != d for f, d in zip(fixed, shape, strict=True)
-        ):
-            wanted = [-1 if f is None else f for f in fixed]
-            raise UsageError(f"input {name!r} has shape {wanted} (-1: any), not {shape}")
+    if wanted.rank is not None and (len(shape) != wanted.rank or _differs(shape, wanted.fixed)):
+        fixed = dict(wanted.fixed)
+        sizes = [fixed.get(i, -1) for i in range(wanted.rank)]
+        raise UsageError(f"input {name!r} has shape {sizes} (-1: any), not {shape}")
     return tuple(shape)
+
+
+def _differs(shape: list[int], fixed: tuple[tuple[int, int], ...]) -> bool:
+    return any(shape[i] != size for i, size in fixed) if fixed else False
 
 
 def _binary_size(name: str, parameters: Any) -> int | None:
@@ -194,32 +247,52 @@ def _binary_size(name: str, parameters: Any) -> int | None:
 
 
 def _from_json(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    if not isinstance(data, list):
+    if type(data) is not list:
         raise UsageError(f"input {name!r}: 'data' must be a list")
-    values = _leaves(data)
+    # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
+    types = set(map(type, data))
+    values = data
+    if list in types:
+        values = _leaves(data)
+        types = set(map(type, values))
     if dtype == "string":
-        if not all(v is None or type(v) is str for v in values):
+        if not types <= _TEXT:
             raise UsageError(f"input {name!r} is BYTES: its values must be strings")
         return _reshape(name, np.array([v or "" for v in values], dtype=str), shape)
     kind = _numpy(dtype)
-    allowed = _JSON_TYPES[kind.kind]
-    # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
-    if not all(type(v) in allowed for v in values):
-        if kind.kind == "f" and all(v is None or type(v) in allowed for v in values):
+    missing = False
+    if not types <= _JSON_TYPES[kind.kind]:
+        if kind.kind == "f" and types <= _FLOAT_OR_NULL:
             values = [math.nan if v is None else v for v in values]  # null: a missing value
+            missing = True
         else:
             raise UsageError(f"input {name!r} is {datatype(dtype)}: its values must be too")
+    if kind.kind == "f" and not missing and values:
+        # A number too large for the dtype (or for a double: the parser made it infinity)
+        # would become infinity; JSON has none. (max() and min() are wrong with NaN in the
+        # list: with missing values the array is looked at instead.)
+        largest = _LARGEST[kind]
+        if max(values) > largest or min(values) < -largest:
+            raise _out_of_range(name, dtype)
     try:
-        array = np.array(values, dtype=kind)
-    except OverflowError as e:
-        raise UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}") from e
+        if missing:
+            with np.errstate(over="raise"):
+                array = np.array(values, dtype=kind)
+            if np.isinf(array).any():
+                raise OverflowError
+        else:
+            array = np.array(values, dtype=kind)
+    except (OverflowError, FloatingPointError) as e:
+        raise _out_of_range(name, dtype) from e
     return _reshape(name, array, shape)
 
 
+def _out_of_range(name: str, dtype: str) -> UsageError:
+    return UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}")
+
+
 def _leaves(data: list[Any]) -> list[Any]:
-    """The values of a flat or nested list, row-major."""
-    if not any(type(item) is list for item in data):
-        return data
+    """The values of a nested list, row-major."""
     flat: list[Any] = []
     pending = [iter(data)]
     while pending:
@@ -279,7 +352,7 @@ def response(
             "name": name,
             "datatype": datatype(array.dtype),
             "shape": list(array.shape),
-            "data": array.reshape(-1).tolist(),
+            "data": array.reshape(-1),
         }
         for name, array in outputs.items()
     ]
@@ -308,18 +381,14 @@ def error(message: str) -> bytes:
 
 
 def dump(doc: Any) -> bytes:
-    """Compact JSON; a non-finite output number becomes null (JSON has no NaN)."""
-    try:
-        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError:
-        return json.dumps(_finite(doc), separators=(",", ":")).encode()
+    """Compact JSON; a numpy array is a list of its values, a non-finite number is null
+    (JSON has no NaN), and a float32 value is written as the shortest decimal that reads
+    back as the same float32."""
+    return orjson.dumps(doc, default=_tolist, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
+def _tolist(value: Any) -> Any:
+    """What orjson does not write itself: arrays of text (or objects), as lists."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")

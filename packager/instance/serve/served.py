@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from packager.errors import NotFoundError, PackagerError
 from packager.instance.store import Store
@@ -60,6 +61,11 @@ class Served:
             raise NotFoundError("no model is installed; run `packager install NAME` first")
         for name in wanted:
             self._current[name] = self._load(name, None)
+
+    @property
+    def home(self) -> Path:
+        """The instance's home (``$PACKAGER_HOME``)."""
+        return self._store.home
 
     @property
     def names(self) -> list[str]:
