@@ -22,7 +22,6 @@ rollback floor from the highest version installed, and says so in the audit log.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -854,6 +853,8 @@ _RENAME_EXCHANGE = 2
 def _exchange(a: Path, b: Path) -> None:
     """Swap two directories: in one step (renameat2 RENAME_EXCHANGE) where the system can,
     else in two renames."""
+    import ctypes  # here: `packager list` and the other readers never need it
+
     renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if renameat2 is not None:
         paths = os.fsencode(a), os.fsencode(b)
