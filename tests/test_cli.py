@@ -197,6 +197,7 @@ def test_list_imports_no_other_side_of_the_cli() -> None:
         "tomllib",
         "ctypes",
         "importlib.resources",
+        "tempfile",
     )
     code = (
         "import sys; from packager.cli import main; main(['list']);"

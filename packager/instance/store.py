@@ -25,11 +25,9 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import sqlite3
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -611,6 +609,9 @@ class Store:
         Call it holding :meth:`lock`: leftovers of an install that was killed are then
         known to be stale and are removed first.
         """
+        import shutil  # here, not at every command's start (as in _io.fs)
+        import tempfile
+
         parent = _own_directory(self._own_subdirectory("tmp") / check_name(name), follow=False)
         for stale in parent.iterdir():
             if stale.is_symlink() or not stale.is_dir():
@@ -775,6 +776,9 @@ class Store:
                 f"{name}@{version} is the current version; `packager rollback {name}` "
                 "or install another version first"
             )
+        import shutil
+        import tempfile
+
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
         os.rename(directory, doomed / version)
         shutil.rmtree(doomed, ignore_errors=True)
@@ -793,6 +797,9 @@ class Store:
         if not os.path.lexists(root):
             raise NotInstalledError(f"{name} is not installed; `packager list` shows what is")
         versions = self.versions(name)
+        import shutil
+        import tempfile
+
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
         try:
             os.rename(root, doomed / name)
