@@ -208,6 +208,20 @@ def test_list_imports_no_other_side_of_the_cli() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_verify_imports_no_build_command(bundles: dict[str, Path], keypair: KeyPair) -> None:
+    """`packager verify` starts hashing without importing the build commands and options."""
+    code = (
+        "import sys; from packager.cli import main;"
+        "code = main(['-q', 'verify', sys.argv[1], '--key', sys.argv[2]]);"
+        "loaded = sorted(m for m in ('packager.cli.build', 'packager.cli.build_options',"
+        " 'packager.build') if m in sys.modules);"
+        " print(code, loaded); sys.exit(1 if code or loaded else 0)"
+    )
+    args = [str(bundles["1.0.0"]), str(keypair.pub_path)]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_python_m_packager(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "packager", "install", "x", "--registry", str(tmp_path / "none")],

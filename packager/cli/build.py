@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from packager.build.benchmark import Report
     from packager.build.options import Settings
     from packager.core.benchstats import Limit
-    from packager.core.policy import Trusted
 
 
 @click.command()
@@ -430,41 +429,6 @@ def package_cmd(
 
 @click.command()
 @click.argument("bundle", type=DIRECTORY)
-@key_option(required=False)
-@json_option
-@pass_ctx
-def verify(
-    ctx: Context,
-    bundle: Path,
-    key_paths: tuple[Path, ...],
-    as_json: bool,
-) -> None:
-    """Verify a bundle directory's signature and every file's digest.
-
-    Trusted keys and CAs come from --key, else --trust FILE, else $PACKAGER_HOME/trust.toml,
-    else /etc/packager/trust.toml.
-    """
-    from packager._io.bundledir import verify_bundle
-
-    def mode() -> Trusted:
-        # Imported here: verify_bundle calls this once hashing has started.
-        from packager.core.policy import Trusted
-        from packager.instance.trust import resolve_policy
-
-        policy = resolve_policy(
-            home=ctx.home,
-            trust_file=ctx.trust_file,
-            key_paths=key_paths,
-            refusing="nothing to verify the signature with",
-        )
-        return Trusted(policy)
-
-    manifest = verify_bundle(bundle, mode=mode)
-    render.show(ctx, render_build.VERIFIED, manifest, as_json=as_json)
-
-
-@click.command()
-@click.argument("bundle", type=DIRECTORY)
 @click.option(
     "--provenance",
     "show_provenance",
@@ -505,4 +469,4 @@ def inspect(
         render.show(ctx, render_build.PROVENANCE, summary, as_json=as_json)
 
 
-COMMANDS = (keygen, package_cmd, verify, inspect, benchmark_cmd)
+COMMANDS = (keygen, package_cmd, inspect, benchmark_cmd)
