@@ -179,14 +179,47 @@ def test_every_command_is_found_in_the_module_that_defines_it() -> None:
 
 
 def test_list_imports_no_other_side_of_the_cli() -> None:
-    """`packager list` imports neither the build commands nor the build options."""
+    """`packager list` imports neither the other sides' commands, options and output, nor
+    the modules that check signatures and schemas."""
+    others = (
+        "packager.cli.build",
+        "packager.cli.distribution",
+        "packager.cli.render_build",
+        "packager.cli.render_distribution",
+        "packager.build",
+        "packager.distribution",
+        "packager.registry",
+        "packager.core.verify",
+        "cryptography",
+        "jsonschema",
+        # Loaded by the functions that need them, as each costs every command's start.
+        "hashlib",
+        "tomllib",
+        "ctypes",
+        "importlib.resources",
+        "tempfile",
+    )
     code = (
         "import sys; from packager.cli import main; main(['list']);"
-        "loaded = sorted(m for m in ('packager.cli.build', 'packager.cli.distribution',"
-        " 'packager.build.options', 'packager.build.api') if m in sys.modules);"
+        f"loaded = sorted(m for m in {others!r} if m in sys.modules);"
         " print(loaded); sys.exit(1 if loaded else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_verify_imports_no_build_command(bundles: dict[str, Path], keypair: KeyPair) -> None:
+    """`packager verify` starts hashing without importing the build commands and options,
+    and checks a key's signature without cryptography's X.509 modules."""
+    code = (
+        "import sys; from packager.cli import main;"
+        "code = main(['-q', 'verify', sys.argv[1], '--key', sys.argv[2]]);"
+        "loaded = sorted(m for m in ('packager.cli.build', 'packager.cli.build_options',"
+        " 'packager.build', 'cryptography.x509') if m in sys.modules);"
+        " print(code, loaded); sys.exit(1 if code or loaded else 0)"
+    )
+    args = [str(bundles["1.0.0"]), str(keypair.pub_path)]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

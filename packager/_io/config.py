@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 from packager.errors import UsageError
@@ -34,6 +33,8 @@ def read_retention(home: Path) -> int | None:
         UsageError: the file is not valid TOML, or the setting is not a whole number ≥ 1
             (an unknown key in ``[retention]`` is refused, not ignored).
     """
+    import tomllib  # here: its parser costs every command's start, not only this setting's
+
     path = home / CONFIG_FILE
     try:
         with open(path, "rb") as f:

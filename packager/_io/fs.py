@@ -8,7 +8,6 @@ renamed over the target, and the directory is fsynced so the rename survives a c
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,6 +43,8 @@ def atomic_write(
         OSError: the file cannot be written; ``path`` is then unchanged and no
             temporary file is left behind.
     """
+    import tempfile  # here: with shutil, random and bz2 it costs every command's start
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -16,6 +16,7 @@ import hashlib
 import mmap
 import os
 import queue
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -32,6 +33,39 @@ CHUNK = 1 << 20
 # Files are hashed through memory maps of this size: large enough that mapping costs are
 # noise, small enough that the pages mapped at any time keep the resident set small.
 WINDOW = 8 << 20
+
+
+# How soon the interpreter hands the GIL to a thread that asks for it, while FileHasher's
+# threads run: each needs it back between two windows of hashing, and with the default
+# interval (5 ms, about a window's hashing) a caller busy in Python meanwhile (importing,
+# checking a signature and a schema) leaves the hashing threads idle half the time.
+SWITCH_INTERVAL = 0.0005
+
+
+class _ShortSwitches:
+    """The interpreter's switch interval at most SWITCH_INTERVAL while at least one user
+    has entered and not left; the interval before is restored when the last one leaves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._before = 0.0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._before = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._before, SWITCH_INTERVAL))
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                sys.setswitchinterval(self._before)
+
+
+_SHORT_SWITCHES = _ShortSwitches()
 
 
 class _Threaded(ABC):
@@ -215,6 +249,8 @@ class FileHasher(_Threaded):
             for _ in range(count)
         ]
         self._running = count
+        self._closed = False
+        _SHORT_SWITCHES.enter()
         for worker in self._workers:
             worker.start()
 
@@ -270,6 +306,9 @@ class FileHasher(_Threaded):
         self._stop.set()
         for worker in self._workers:
             worker.join()
+        if not self._closed:
+            self._closed = True
+            _SHORT_SWITCHES.leave()
 
     def _work(self) -> None:
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from packager.build.options import DEFAULT_BUDGET_SECONDS, ConvertOptions, PackageOptions
-from packager.cli import render
+from packager.cli import render, render_build
 from packager.cli.build_options import conversion_options, package_options, shard_size
 from packager.cli.options import (
     DIRECTORY,
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from packager.build.benchmark import Report
     from packager.build.options import Settings
     from packager.core.benchstats import Limit
-    from packager.core.policy import Trusted
 
 
 @click.command()
@@ -54,7 +53,7 @@ def keygen(ctx: Context, out_dir: Path, force: bool, as_json: bool) -> None:
     from packager._io.keys import password_from_environment
 
     key, pub = make_keys(out_dir, password=password_from_environment(confirm=True), force=force)
-    render.show(ctx, render.KEYS, render.KeyPair(key, pub), as_json=as_json)
+    render.show(ctx, render_build.KEYS, render_build.KeyPair(key, pub), as_json=as_json)
 
 
 @dataclass(frozen=True)
@@ -324,7 +323,7 @@ def _history(
     if chart is not None:
         write_history_chart(past, chart)
         ctx.say(f"wrote {chart}")
-    render.show(ctx, render.HISTORY, past, as_json=as_json)
+    render.show(ctx, render_build.HISTORY, past, as_json=as_json)
 
 
 def _single(ctx: Context, report: Report, chart: Path | None, as_json: bool) -> None:
@@ -333,7 +332,7 @@ def _single(ctx: Context, report: Report, chart: Path | None, as_json: bool) -> 
     if chart is not None:
         write_chart(report, chart)
         ctx.say(f"wrote {chart}")
-    render.show(ctx, render.BENCHMARK, report, as_json=as_json)
+    render.show(ctx, render_build.BENCHMARK, report, as_json=as_json)
 
 
 def _board(
@@ -361,7 +360,7 @@ def _board(
             except OSError as e:
                 raise UsageError(f"cannot write {path}: {e.strerror}") from e
             ctx.say(f"wrote {path}")
-    render.show(ctx, render.LEADERBOARD, board, as_json=as_json)
+    render.show(ctx, render_build.LEADERBOARD, board, as_json=as_json)
     if board.failed:
         failed = "; ".join(v.message for v in board.failed)
         raise GateFailedError(f"benchmark gate failed: {failed}")
@@ -416,44 +415,8 @@ def package_cmd(
         progress=ctx.say,
         certificate_chain=cert_chain,
     )
-    packaged = render.Packaged(bundle, read_manifest_unverified(bundle))
-    render.show(ctx, render.PACKAGED, packaged, as_json=as_json)
-
-
-@click.command()
-@click.argument("bundle", type=DIRECTORY)
-@key_option(required=False)
-@json_option
-@pass_ctx
-def verify(
-    ctx: Context,
-    bundle: Path,
-    key_paths: tuple[Path, ...],
-    as_json: bool,
-) -> None:
-    """Verify a bundle directory's signature and every file's digest.
-
-    Trusted keys and CAs come from --trust FILE, else $PACKAGER_HOME/trust.toml, else
-    /etc/packager/trust.toml; --key adds keys to it (its revocations still apply), or is
-    trusted alone when there is none.
-    """
-    from packager._io.bundledir import verify_bundle
-
-    def mode() -> Trusted:
-        # Imported here: verify_bundle calls this once hashing has started.
-        from packager.core.policy import Trusted
-        from packager.instance.trust import resolve_policy
-
-        policy = resolve_policy(
-            home=ctx.home,
-            trust_file=ctx.trust_file,
-            key_paths=key_paths,
-            refusing="nothing to verify the signature with",
-        )
-        return Trusted(policy)
-
-    manifest = verify_bundle(bundle, mode=mode)
-    render.show(ctx, render.VERIFIED, manifest, as_json=as_json)
+    packaged = render_build.Packaged(bundle, read_manifest_unverified(bundle))
+    render.show(ctx, render_build.PACKAGED, packaged, as_json=as_json)
 
 
 @click.command()
@@ -483,7 +446,7 @@ def inspect(
     from packager._io.bundledir import read_manifest_unverified, read_provenance_unverified
 
     if not (show_provenance or sbom_out or provenance_out):
-        render.show(ctx, render.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
+        render.show(ctx, render_build.MANIFEST, read_manifest_unverified(bundle), as_json=as_json)
         return
     from packager._io.fs import atomic_write
     from packager.core.provenance import summarise
@@ -495,7 +458,7 @@ def inspect(
             atomic_write(out, data, mode=0o644)
             ctx.say(f"wrote {out}")
     if show_provenance:
-        render.show(ctx, render.PROVENANCE, summary, as_json=as_json)
+        render.show(ctx, render_build.PROVENANCE, summary, as_json=as_json)
 
 
 @click.command("sign")
@@ -544,7 +507,7 @@ def sign_cmd(
         certificate_chain=cert_chain,
         shard_size=0 if whole_files else shard_size(shard_size_text),
     )
-    render.show(ctx, render.RESIGNED, resigned, as_json=as_json)
+    render.show(ctx, render_build.RESIGNED, resigned, as_json=as_json)
 
 
-COMMANDS = (keygen, package_cmd, sign_cmd, verify, inspect, benchmark_cmd)
+COMMANDS = (keygen, package_cmd, sign_cmd, inspect, benchmark_cmd)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from packager.cli import render
+from packager.cli import render, render_distribution, render_trust
 from packager.cli.options import (
     FILE,
     Context,
@@ -59,7 +59,10 @@ def publish(
         mode=Trusted(adhoc_policy(keys)) if keys else Unverified("publish without --key"),
     )
     render.show(
-        ctx, render.PUBLISHED, render.Published(artifact, registry.location), as_json=as_json
+        ctx,
+        render_distribution.PUBLISHED,
+        render_distribution.Published(artifact, registry.location),
+        as_json=as_json,
     )
 
 
@@ -88,11 +91,13 @@ def search(
 
         if name is None:
             raise click.UsageError("--attachments lists the documents of one model: name it")
-        listed = render.Attached(registry.location, name, list_version_attachments(registry, name))
-        render.show(ctx, render.ATTACHED, listed, as_json=as_json)
+        listed = render_distribution.Attached(
+            registry.location, name, list_version_attachments(registry, name)
+        )
+        render.show(ctx, render_distribution.ATTACHED, listed, as_json=as_json)
         return
-    catalog = render.Catalog(registry.location, read_catalog(registry, name))
-    render.show(ctx, render.CATALOG, catalog, as_json=as_json)
+    catalog = render_distribution.Catalog(registry.location, read_catalog(registry, name))
+    render.show(ctx, render_distribution.CATALOG, catalog, as_json=as_json)
 
 
 @click.command()
@@ -129,7 +134,7 @@ def pull(
         key_paths=key_paths,
         refusing="refusing to pull unverified models",
     )
-    render.unusable_keys(policy)
+    render_trust.unusable_keys(policy)
     registry = open_registry_at(ctx, registry_ref)
     bundle = do_pull(
         ref,
@@ -138,7 +143,7 @@ def pull(
         out_dir=out_dir,
         progress=ctx.say,
     )
-    render.show(ctx, render.PULLED, bundle, as_json=as_json)
+    render.show(ctx, render_distribution.PULLED, bundle, as_json=as_json)
 
 
 @click.command()
@@ -201,7 +206,7 @@ def promote(
         progress=ctx.say,
         certificate_chain=chain,
     )
-    render.show(ctx, render.PROMOTED, promotion, as_json=as_json)
+    render.show(ctx, render_distribution.PROMOTED, promotion, as_json=as_json)
 
 
 @click.command()
@@ -249,7 +254,7 @@ def approve(
         note=note,
         progress=ctx.say,
     )
-    render.show(ctx, render.APPROVED, approved, as_json=as_json)
+    render.show(ctx, render_distribution.APPROVED, approved, as_json=as_json)
 
 
 @click.command("revoke-approval")
@@ -280,7 +285,7 @@ def revoke_approval(
         role=role,
         progress=ctx.say,
     )
-    render.show(ctx, render.APPROVALS_REVOKED, withdrawn, as_json=as_json)
+    render.show(ctx, render_distribution.APPROVALS_REVOKED, withdrawn, as_json=as_json)
 
 
 @click.command("export")
@@ -326,7 +331,12 @@ def export_cmd(
         progress=ctx.say,
         base=base,
     )
-    render.show(ctx, render.EXPORTED, render.Exported(out, artifacts), as_json=as_json)
+    render.show(
+        ctx,
+        render_distribution.EXPORTED,
+        render_distribution.Exported(out, artifacts),
+        as_json=as_json,
+    )
 
 
 @click.command("gc")
@@ -350,7 +360,12 @@ def gc_cmd(ctx: Context, registry_ref: str | None, dry_run: bool, as_json: bool)
             "(an OCI registry collects its own garbage)"
         )
     garbage = registry.collect_garbage(dry_run=dry_run)
-    render.show(ctx, render.COLLECTED, render.Collected(garbage, dry_run), as_json=as_json)
+    render.show(
+        ctx,
+        render_distribution.COLLECTED,
+        render_distribution.Collected(garbage, dry_run),
+        as_json=as_json,
+    )
 
 
 @click.command("mirror")
@@ -392,7 +407,7 @@ def mirror_cmd(
     from packager.instance.roots import instance_policy
 
     if no_verify:
-        render.warn(render.MIRRORING_UNVERIFIED)
+        render.warn(render_distribution.MIRRORING_UNVERIFIED)
     mode: VerifyMode
     if no_verify or key_paths:
         mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
@@ -403,7 +418,7 @@ def mirror_cmd(
             refusing="refusing to copy unverified models (--no-verify copies without "
             "checking signatures)",
         )
-        render.unusable_keys(policy)
+        render_trust.unusable_keys(policy)
         mode = Trusted(policy)
     origin = open_registry_at(ctx, source)
     if isinstance(mode, Trusted):
@@ -415,7 +430,7 @@ def mirror_cmd(
         mode=mode,
         progress=ctx.say,
     )
-    render.show(ctx, render.MIRRORED, report, as_json=as_json)
+    render.show(ctx, render_distribution.MIRRORED, report, as_json=as_json)
     report.check()
 
 
@@ -474,7 +489,7 @@ def root_init(
     )
     data = init_root(spec, now=now(), expires_in=parse_duration(expires))
     atomic_write(output, data, mode=0o644)
-    render.root_written(ctx, output, version, len(key_paths))
+    render_trust.root_written(ctx, output, version, len(key_paths))
 
 
 @root.command("sign")
@@ -508,7 +523,7 @@ def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json
     published = publish_root(
         document.read_bytes(), registry=open_registry_at(ctx, registry_ref, writing=True)
     )
-    render.show(ctx, render.TRUST_PUBLISHED, published, as_json=as_json)
+    render.show(ctx, render_trust.TRUST_PUBLISHED, published, as_json=as_json)
 
 
 @click.command()
@@ -554,7 +569,7 @@ def delegate(
         now=now(),
         expires_in=parse_duration(expires),
     )
-    render.show(ctx, render.TRUST_PUBLISHED, published, as_json=as_json)
+    render.show(ctx, render_trust.TRUST_PUBLISHED, published, as_json=as_json)
 
 
 COMMANDS = (

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from packager._io.config import read_retention, resolve_registry
-from packager.cli import render
+from packager.cli import render, render_instance, render_trust
 from packager.cli.options import (
     FILE,
     Context,
@@ -122,11 +122,11 @@ def install(
         registry_ref = ref
         ref = only_model(open_registry_at(ctx, ref), ref)
     if insecure_skip_verify:
-        render.warn(render.SKIPPING_VERIFICATION)
+        render.warn(render_instance.SKIPPING_VERIFICATION)
         mode: VerifyMode = Unverified("--insecure-skip-verify")
     else:
         policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
-        render.unusable_keys(policy)
+        render_trust.unusable_keys(policy)
         mode = Trusted(policy)
     store = Store(ctx.home, lock_timeout=lock_timeout)
     result = do_install(
@@ -143,8 +143,8 @@ def install(
             force=force,
         ),
     )
-    render.unfollowed(result.name, result.unfollowed, result.version)
-    render.show(ctx, render.INSTALLED, result, as_json=as_json)
+    render_instance.unfollowed(result.name, result.unfollowed, result.version)
+    render.show(ctx, render_instance.INSTALLED, result, as_json=as_json)
     if keep is not None and result.smoke_test is not None:
         retain(ctx, store, [result.name], keep)
 
@@ -170,9 +170,9 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
     except UsageError as e:  # state.db unusable: the installed versions are still listed
         render.warn(f"channels not shown: {e}")
         followed = {}
-    listing = render.Listing(store.installed(), followed, now())
-    render.expiring(listing.followed, listing.now)
-    render.show(ctx, render.LISTED, listing, as_json=as_json)
+    listing = render_instance.Listing(store.installed(), followed, now())
+    render_instance.expiring(listing.followed, listing.now)
+    render.show(ctx, render_instance.LISTED, listing, as_json=as_json)
 
 
 @click.command()
@@ -187,8 +187,8 @@ def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> Non
     from packager.instance.store import Store
 
     result = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
-    render.unfollowed(name, result.unfollowed, result.version)
-    render.show(ctx, render.ROLLED_BACK, result, as_json=as_json)
+    render_instance.unfollowed(name, result.unfollowed, result.version)
+    render.show(ctx, render_instance.ROLLED_BACK, result, as_json=as_json)
 
 
 @click.command()
@@ -203,7 +203,9 @@ def remove(ctx: Context, ref: str, lock_timeout: float, as_json: bool) -> None:
 
     name, version = exact_ref(ref, "remove")
     do_remove(name, version, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
-    render.show(ctx, render.REMOVED, render.Removed(name, (version,)), as_json=as_json)
+    render.show(
+        ctx, render_instance.REMOVED, render_instance.Removed(name, (version,)), as_json=as_json
+    )
 
 
 @click.command()
@@ -228,7 +230,12 @@ def uninstall(ctx: Context, name: str, yes: bool, lock_timeout: float, as_json: 
     if current is not None and not yes:
         _confirm(f"{name}@{current} is current: delete every installed version of {name}?")
     versions = do_uninstall(name, store=store, now=now())
-    render.show(ctx, render.REMOVED, render.Removed(name, tuple(versions)), as_json=as_json)
+    render.show(
+        ctx,
+        render_instance.REMOVED,
+        render_instance.Removed(name, tuple(versions)),
+        as_json=as_json,
+    )
 
 
 def _confirm(question: str) -> None:
@@ -276,7 +283,7 @@ def prune(
     store = Store(ctx.home, lock_timeout=lock_timeout)
     names = None if name is None else [name]
     pruned = do_prune(store, keep=keep, now=now(), names=names, dry_run=dry_run)
-    render.show(ctx, render.PRUNED, pruned, as_json=as_json)
+    render.show(ctx, render_instance.PRUNED, pruned, as_json=as_json)
 
 
 @click.command()
@@ -334,8 +341,10 @@ def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: 
     name, version = parse_ref(ref)
     model = load(name, version, home=ctx.home)
     outputs = model.predict(read_input(input_path, fmt))
-    prediction = render.Prediction(model.manifest.ref, {k: v.tolist() for k, v in outputs.items()})
-    render.show(ctx, render.PREDICTION, prediction, as_json=as_json)
+    prediction = render_instance.Prediction(
+        model.manifest.ref, {k: v.tolist() for k, v in outputs.items()}
+    )
+    render.show(ctx, render_instance.PREDICTION, prediction, as_json=as_json)
 
 
 @click.command()
@@ -380,7 +389,7 @@ def update(
     delay = None if jitter is None else parse_duration(jitter)
     keep = read_retention(ctx.home)
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
-    render.unusable_keys(policy)
+    render_trust.unusable_keys(policy)
     if delay is not None:
         sleep_jitter(delay, say=ctx.say)
     store = Store(ctx.home, lock_timeout=lock_timeout)
@@ -397,8 +406,8 @@ def update(
             smoke=smoke_limits(smoke_timeout, smoke_memory),
         ),
     )
-    render.show(ctx, render.UPDATED, report, as_json=as_json)
-    render.expiring(Store(ctx.home).followed(), now())
+    render.show(ctx, render_instance.UPDATED, report, as_json=as_json)
+    render_instance.expiring(Store(ctx.home).followed(), now())
     if keep is not None:
         retain(ctx, store, [m.name for m in report.models if m.status == "updated"], keep)
     report.check()
@@ -412,7 +421,7 @@ def log(ctx: Context, name: str | None, as_json: bool) -> None:
     """Show the audit log: every install, refusal, rollback, removal and channel event."""
     from packager.instance.store import Store
 
-    render.show(ctx, render.AUDIT_LOG, Store(ctx.home).audit_log(name), as_json=as_json)
+    render.show(ctx, render_instance.AUDIT_LOG, Store(ctx.home).audit_log(name), as_json=as_json)
 
 
 @click.command()
@@ -439,7 +448,9 @@ def status(ctx: Context, as_json: bool, openmetrics: bool, output: Path | None) 
     if as_json and openmetrics:
         raise UsageError("give either --json or --openmetrics, not both")
     result = gather(Store(ctx.home), now=now())
-    render.show_status(ctx, result, as_json=as_json, openmetrics=openmetrics, output=output)
+    render_instance.show_status(
+        ctx, result, as_json=as_json, openmetrics=openmetrics, output=output
+    )
 
 
 @click.group()
@@ -480,7 +491,7 @@ def trust_add_key(
     if models is None and not roles:
         models = "*"
     add_key(path, name, pub, models=models, roles=roles, store=Store(ctx.home))
-    render.key_trusted(ctx, path, name, models, roles)
+    render_trust.key_trusted(ctx, path, name, models, roles)
 
 
 @trust.command("allow-license")
@@ -506,7 +517,7 @@ def trust_allow_license(
     rule = allow_licenses(
         path, models, licenses, training_data=training_data, store=Store(ctx.home)
     )
-    render.licenses_allowed(ctx, path, rule)
+    render_trust.licenses_allowed(ctx, path, rule)
 
 
 @trust.command("require-approval")
@@ -522,7 +533,7 @@ def trust_require_approval(ctx: Context, models: str, requirements: tuple[str, .
     from packager.instance.store import Store
 
     rule = require_approvals(path, models, requirements, store=Store(ctx.home))
-    render.approvals_required(ctx, path, rule)
+    render_trust.approvals_required(ctx, path, rule)
 
 
 @trust.command("add-ca")
@@ -546,7 +557,7 @@ def trust_add_ca(
 
     path = _trust_file()
     add_ca(path, name, certificate, models=models, identities=identities, store=Store(ctx.home))
-    render.ca_trusted(ctx, path, name, models, identities)
+    render_trust.ca_trusted(ctx, path, name, models, identities)
 
 
 @trust.command("revoke")
@@ -559,7 +570,7 @@ def trust_revoke(ctx: Context, name: str) -> None:
 
     path = _trust_file()
     revoke_key(path, name, store=Store(ctx.home))
-    render.key_revoked(ctx, path, name)
+    render_trust.key_revoked(ctx, path, name)
 
 
 @trust.command("unrevoke")
@@ -573,7 +584,7 @@ def trust_unrevoke(ctx: Context, name: str) -> None:
 
     path = _trust_file()
     unrevoke_key(path, name, store=Store(ctx.home))
-    render.key_unrevoked(ctx, path, name)
+    render_trust.key_unrevoked(ctx, path, name)
 
 
 @trust.command("minimum")
@@ -587,7 +598,7 @@ def trust_minimum(ctx: Context, ref: str) -> None:
     name, version = exact_ref(ref, "trust minimum")
     path = _trust_file()
     set_minimum(path, name, version, store=Store(ctx.home))
-    render.minimum_set(ctx, path, name, version)
+    render_trust.minimum_set(ctx, path, name, version)
 
 
 @trust.command("list")
@@ -600,7 +611,9 @@ def trust_list(ctx: Context, as_json: bool) -> None:
     path = _trust_file()
     if not path.exists():
         raise UsageError(f"no trust policy at {path}; add a key with `packager trust add-key`")
-    render.show(ctx, render.POLICY, render.Policy(path, read_policy(path)), as_json=as_json)
+    render.show(
+        ctx, render_trust.POLICY, render_trust.Policy(path, read_policy(path)), as_json=as_json
+    )
 
 
 @trust.command("pin-root")
@@ -615,7 +628,7 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     from packager.instance.store import Store
 
     root = pin(Store(ctx.home), document.read_bytes(), now=now())
-    render.root_pinned(ctx, root.version)
+    render_trust.root_pinned(ctx, root.version)
 
 
 @click.command()
@@ -711,7 +724,7 @@ def serve(
         sock,
         options,
         render.line_err,
-        ready=lambda where: render.serving(ctx, where, served.loaded()),
+        ready=lambda where: render_instance.serving(ctx, where, served.loaded()),
     )
 
 

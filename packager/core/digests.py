@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes) -> Digest:
+        import hashlib  # here: loading OpenSSL costs every command's start, not only hashing
+
         return cls(hashlib.sha256(data).hexdigest())
 
     @property
@@ -43,6 +44,8 @@ class Digest:
 
 def digest_chunks(chunks: Iterable[bytes]) -> tuple[Digest, int]:
     """Hash an iterable of byte chunks; returns (digest, total size)."""
+    import hashlib
+
     h = hashlib.sha256()
     size = 0
     for chunk in chunks:

@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any, Self
 
 from packager.core.digests import Digest
@@ -333,6 +332,8 @@ def dump_json(doc: Any) -> bytes:
 
 @cache
 def schema() -> dict[str, Any]:
+    from importlib import resources  # here: the readers of installed manifests never need it
+
     text = resources.files("packager").joinpath("manifests/manifest.v1.schema.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded

@@ -24,17 +24,21 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import verification
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from packager.core.signature import SUPPORTED_CURVES
 from packager.errors import TamperedError, UntrustedError, UsageError
+
+# cryptography.x509 costs more to import than the rest of what checks a signature: it is
+# imported by the functions that read certificates, not by every verify of a key's
+# signature.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.x509 import verification
 
 # A leaf, its intermediates and the CA: deeper enterprise hierarchies are rare.
 MAX_CHAIN_DEPTH = 8
@@ -42,9 +46,6 @@ MAX_CERTIFICATES = 10
 
 IdentityKind = Literal["email", "uri", "subject"]
 IDENTITY_KINDS: tuple[IdentityKind, ...] = ("email", "uri", "subject")
-_SIGNING_USAGES = frozenset(
-    {ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
-)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Identity:
 
     def matches(self, leaf: x509.Certificate) -> bool:
         """Whether ``leaf`` names this identity (a name that does not parse never does)."""
+        from cryptography import x509
+
         try:
             if self.kind == "subject":
                 return leaf.subject.rfc4514_string() == self.value
@@ -141,6 +144,8 @@ def load_ca_certificate(pem: bytes, *, where: str) -> x509.Certificate:
     Raises:
         UsageError: not exactly one PEM certificate, or not a CA certificate.
     """
+    from cryptography import x509
+
     try:
         certificates = x509.load_pem_x509_certificates(pem)
     except (ValueError, x509.InvalidVersion) as e:
@@ -165,6 +170,8 @@ def parse_chain(ders: Sequence[bytes], *, what: str) -> list[x509.Certificate]:
     Raises:
         TamperedError: no certificate, too many, or one that is not DER X.509.
     """
+    from cryptography import x509
+
     if not ders or len(ders) > MAX_CERTIFICATES:
         raise TamperedError(
             f"{what} carries {len(ders)} certificates; expected 1 to {MAX_CERTIFICATES}"
@@ -195,6 +202,8 @@ def verify_chain(
             wrong key usage, an issuer that is no CA, ...), passes through a revoked CA,
             or its leaf matches none of the CA's identity constraints.
     """
+    from cryptography.x509 import verification
+
     if not cas:
         raise UsageError(f"no trusted CA to verify {what} with")
     leaf, intermediates = chain[0], list(chain[1:])
@@ -225,6 +234,8 @@ def verify_chain(
 
 def describe_leaf(leaf: x509.Certificate) -> str:
     """The leaf's SAN emails and URIs, else its subject DN (for messages)."""
+    from cryptography import x509
+
     try:
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         sans = [f"email:{v}" for v in names.get_values_for_type(x509.RFC822Name)]
@@ -239,6 +250,9 @@ def describe_leaf(leaf: x509.Certificate) -> str:
 
 
 def _verifier(anchors: list[x509.Certificate], now: datetime) -> verification.ClientVerifier:
+    from cryptography import x509
+    from cryptography.x509 import verification
+
     ee = (
         verification.ExtensionPolicy.webpki_defaults_ee()
         .require_present(x509.KeyUsage, verification.Criticality.AGNOSTIC, _check_leaf_usage)
@@ -271,7 +285,10 @@ def _check_leaf_usage(
 def _check_signing_purpose(
     _policy: verification.Policy, _cert: x509.Certificate, usage: x509.ExtendedKeyUsage | None
 ) -> None:
-    if usage is not None and not _SIGNING_USAGES & set(usage):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    signing = {ExtendedKeyUsageOID.CODE_SIGNING, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+    if usage is not None and not signing & set(usage):
         raise ValueError("extendedKeyUsage does not allow codeSigning")
 
 
@@ -283,6 +300,8 @@ def _revoked_refusal(
     what: str,
 ) -> UntrustedError | None:
     """Name the revoked CA a chain leads to, when that is why it is not trusted."""
+    from cryptography.x509 import verification
+
     for ca in revoked:
         try:
             _verifier([ca.certificate], now).verify(leaf, intermediates)

@@ -23,15 +23,12 @@ rollback floor from the highest version installed, and says so in the audit log.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
-import shutil
 import sqlite3
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -644,6 +641,9 @@ class Store:
         Call it holding :meth:`lock`: leftovers of an install that was killed are then
         known to be stale and are removed first.
         """
+        import shutil  # here, not at every command's start (as in _io.fs)
+        import tempfile
+
         parent = _own_directory(self._own_subdirectory("tmp") / check_name(name), follow=False)
         for stale in parent.iterdir():
             if stale.is_symlink() or not stale.is_dir():
@@ -810,6 +810,9 @@ class Store:
                 f"{name}@{version} is the current version; `packager rollback {name}` "
                 "or install another version first"
             )
+        import shutil
+        import tempfile
+
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
         with self._unlinking():
             os.rename(directory, doomed / version)
@@ -829,6 +832,9 @@ class Store:
         if not os.path.lexists(root):
             raise NotInstalledError(f"{name} is not installed; `packager list` shows what is")
         versions = self.versions(name)
+        import shutil
+        import tempfile
+
         doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
         with self._unlinking():
             try:
@@ -970,6 +976,8 @@ _RENAME_EXCHANGE = 2
 def _exchange(a: Path, b: Path) -> None:
     """Swap two directories: in one step (renameat2 RENAME_EXCHANGE) where the system can,
     else in two renames."""
+    import ctypes  # here: `packager list` and the other readers never need it
+
     renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if renameat2 is not None:
         paths = os.fsencode(a), os.fsencode(b)

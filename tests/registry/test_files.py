@@ -122,17 +122,32 @@ def test_a_copy_failing_midway_is_raised_and_ends_the_threads(
 def test_flushing_writes_back_while_the_block_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced = threading.Event()
-    real = os.fdatasync
+    """The flusher queues the write-back with the C library's sync_file_range, which
+    returns at once (fdatasync would wait for the disk and hold up the copy)."""
+    libc = files._sync_file_range()
+    assert libc is not None  # Linux: glibc and musl both have it
+    started = threading.Event()
 
-    def recording(fd: int) -> None:
-        real(fd)
-        synced.set()
+    def recording(fd: int, offset: int, nbytes: int, flags: int) -> int:
+        code = libc(fd, offset, nbytes, flags)
+        assert (code, flags) == (0, files.SYNC_FILE_RANGE_WRITE)
+        started.set()
+        return code
 
-    monkeypatch.setattr(os, "fdatasync", recording)
+    monkeypatch.setattr(files, "_sync_file_range", lambda: recording)
     monkeypatch.setattr(files, "FLUSH_INTERVAL", 0.001)
     with open(tmp_path / "f", "wb") as f, flushing(f.fileno()):
         f.write(b"x" * 1000)
         f.flush()
-        assert synced.wait(5)
+        assert started.wait(5)
     assert not any(t.name == "packager-flush" for t in threading.enumerate())
+
+
+def test_starting_the_write_back_of_a_closed_file_is_an_os_error(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"x" * 4096)
+    files.start_writeback(fd)  # queued, not waited for
+    os.close(fd)
+    with pytest.raises(OSError, match="Bad file descriptor") as raised:
+        files.start_writeback(fd)
+    assert raised.value.errno == errno.EBADF

@@ -1,0 +1,54 @@
+"""``packager verify``: a command of its own module, so that hashing the bundle starts
+before the build commands (and their options) would have been imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from packager.cli import render, render_build
+from packager.cli.options import DIRECTORY, Context, json_option, key_option, pass_ctx
+
+if TYPE_CHECKING:
+    from packager.core.policy import Trusted
+
+
+@click.command()
+@click.argument("bundle", type=DIRECTORY)
+@key_option(required=False)
+@json_option
+@pass_ctx
+def verify(
+    ctx: Context,
+    bundle: Path,
+    key_paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Verify a bundle directory's signature and every file's digest.
+
+    Trusted keys and CAs come from --trust FILE, else $PACKAGER_HOME/trust.toml, else
+    /etc/packager/trust.toml; --key adds keys to it (its revocations still apply), or is
+    trusted alone when there is none.
+    """
+    from packager._io.bundledir import verify_bundle
+
+    def mode() -> Trusted:
+        # Imported here: verify_bundle calls this once hashing has started.
+        from packager.core.policy import Trusted
+        from packager.instance.trust import resolve_policy
+
+        policy = resolve_policy(
+            home=ctx.home,
+            trust_file=ctx.trust_file,
+            key_paths=key_paths,
+            refusing="nothing to verify the signature with",
+        )
+        return Trusted(policy)
+
+    manifest = verify_bundle(bundle, mode=mode)
+    render.show(ctx, render_build.VERIFIED, manifest, as_json=as_json)
+
+
+COMMANDS = (verify,)
