@@ -27,6 +27,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
+from packager.core.statements import Subject
 from packager.core.verify import (
     ApprovalDecision,
     check_channel_mode,
@@ -466,9 +467,7 @@ class _Install:
             documents[APPROVAL_KIND],
             documents[REVOCATION_KIND],
             mode.policy,
-            name=artifact.name,
-            version=artifact.version,
-            manifest_digest=manifest_digest,
+            subject=Subject(artifact.name, artifact.version, manifest_digest),
             bundle_signer=signer,
             now=self.now,
         )
