@@ -47,6 +47,7 @@ from packager.errors import (
     UsageError,
     VerificationError,
 )
+from packager.instance.retention import remove_version
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
@@ -541,8 +542,7 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
         NotInstalledError, UsageError: see :meth:`Store.remove`.
     """
     with store.lock(name):
-        store.remove(name, version)
-    store.audit(action="remove", outcome="ok", now=now, name=name, version=version)
+        remove_version(store, name, version, action="remove", now=now)
 
 
 def uninstall(name: str, *, store: Store, now: datetime) -> list[str]:
