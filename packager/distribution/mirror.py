@@ -64,7 +64,7 @@ from packager.registry.attachments import (
 from packager.registry.attachments import artifact_type as attachment_type
 from packager.registry.base import Artifact, Registry, RegistryReader
 from packager.registry.roots import copy_trust_documents, trust_document_type, trust_documents
-from packager.registry.verified import fetch_verified, latest_version
+from packager.registry.verified import Source, fetch_verified, latest_version
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
@@ -293,7 +293,7 @@ def mirror(
                 continue
             bundle = work / f"version-{i}"
             bundle.mkdir()
-            fetched = fetch_verified(source, artifact, mode=mode, dest=bundle, say=say)
+            fetched = fetch_verified(Source(source, mode, say), artifact, bundle)
             copy = sink.add(source, artifact, bundle, fetched.manifest)
             digest = copy.manifest_digest
             shutil.rmtree(bundle)

@@ -15,7 +15,7 @@ from packager.core.policy import Trusted
 from packager.core.verify import check_trusted
 from packager.errors import UsageError
 from packager.registry.base import RegistryReader
-from packager.registry.verified import fetch_verified, latest_version, read_channel
+from packager.registry.verified import Source, fetch_verified, latest_version, read_channel
 
 Progress = Callable[[str], None]
 
@@ -52,11 +52,9 @@ def pull(
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
         fetch_verified(
-            registry,
+            Source(registry, mode, progress),
             artifact,
-            mode=mode,
-            dest=work,
-            say=progress,
+            work,
             expected_manifest=expected_manifest,
         )
         work.chmod(0o755)

@@ -53,7 +53,14 @@ from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.attachments import read_attachments
 from packager.registry.base import Artifact, RegistryReader
-from packager.registry.verified import fetch_verified, latest_version, read_channel, read_signed
+from packager.registry.verified import (
+    OnHand,
+    Source,
+    fetch_verified,
+    latest_version,
+    read_channel,
+    read_signed,
+)
 
 Progress = Callable[[str], None]
 
@@ -220,6 +227,11 @@ class _Install:
     now: datetime
     options: InstallOptions
 
+    @property
+    def source(self) -> Source:
+        """Where the install reads versions from, verified as its options say."""
+        return Source(self.registry, self.options.verify, self.options.progress)
+
     def refused(
         self, error: PackagerError, action: str, name: str, version: str | None, about: str = ""
     ) -> None:
@@ -314,15 +326,15 @@ class _Install:
         artifact = self.registry.resolve(name, version)
         with self.store.staging(name) as staged:
             fetched = fetch_verified(
-                self.registry,
+                self.source,
                 artifact,
-                mode=self.options.verify,
-                dest=staged,
-                say=self.options.say,
+                staged,
                 expected_manifest=None if doc is None else doc.manifest_digest,
-                reuse=self._installed(name),
-                # --force re-checks: every file reused is hashed, fingerprints or not.
-                local=self.store.installed_files(fingerprints=not self.options.force),
+                on_hand=OnHand(
+                    # --force re-checks: every file reused is hashed, fingerprints or not.
+                    self.store.installed_files(fingerprints=not self.options.force),
+                    self._installed(name),
+                ),
             )
             manifest = fetched.manifest
             if isinstance(self.options.verify, Trusted):
@@ -418,7 +430,7 @@ class _Install:
         try:
             check_minimum(name, version, mode=mode)
             artifact = self.registry.resolve(name, version)
-            signed = read_signed(self.registry, artifact, mode=mode, say=self.options.say)
+            signed = read_signed(self.source, artifact)
             installed = self.store.manifest_digest(name, version)
             check_installed(signed.manifest_digest, installed, ref=artifact.ref)
             check_licenses(evaluate_licenses(signed.manifest, mode.policy), artifact.ref)
