@@ -82,6 +82,9 @@ class OnHand:
     previous: Path | None = None
 
 
+NOTHING_ON_HAND = OnHand()
+
+
 def read_channel(
     registry: RegistryReader,
     name: str,
@@ -229,7 +232,7 @@ def fetch_verified(
     dest: Path,
     *,
     expected_manifest: Digest | None = None,
-    on_hand: OnHand | None = None,
+    on_hand: OnHand = NOTHING_ON_HAND,
 ) -> Fetched:
     """Fetch the version ``artifact`` describes (as ``source.registry`` resolved it, once)
     into the empty directory ``dest``, verifying as it goes: the files written are exactly
@@ -270,7 +273,7 @@ def fetch_verified(
         {entry.path: artifact.files[entry.path] for entry in manifest.files},
         dest,
         shards=statement.shards,
-        on_hand=on_hand or OnHand(),
+        on_hand=on_hand,
     )
     (dest / MANIFEST).write_bytes(signed.manifest_bytes)
     if signed.signature is not None:
