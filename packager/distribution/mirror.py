@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +51,7 @@ from packager.core.names import parse_ref
 from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
 from packager.core.records import JsonRecord
 from packager.core.root import TRUST_REPOSITORY
+from packager.core.text import Progress
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
@@ -68,8 +69,6 @@ from packager.registry.verified import Source, fetch_verified, latest_version
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

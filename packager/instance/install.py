@@ -14,7 +14,7 @@ transaction as the install.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.statements import Subject
+from packager.core.text import Progress
 from packager.core.verify import (
     ApprovalDecision,
     check_channel_mode,
@@ -61,8 +62,6 @@ from packager.registry.verified import (
     read_channel,
     read_signed,
 )
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

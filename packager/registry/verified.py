@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +28,7 @@ from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Mani
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.semver import semver_key
 from packager.core.shards import Shard
+from packager.core.text import Progress
 from packager.core.verify import (
     Statement,
     accept_channel,
@@ -42,8 +43,6 @@ from packager.core.verify import (
 )
 from packager.errors import NotFoundError, UsageError
 from packager.registry.base import Artifact, Descriptor, RegistryReader
-
-Progress = Callable[[str], None]
 
 # How each file of a bundle came to staging (see :func:`_fetch_one`).
 FETCHED = "fetched"  # from the registry, checked as it arrived
