@@ -19,7 +19,7 @@ from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.errors import RegistryError
 from packager.registry import LayoutRegistry
-from packager.registry.verified import fetch_verified, read_channel
+from packager.registry.verified import Source, fetch_verified, read_channel
 
 from .conftest import KeyPair
 
@@ -67,7 +67,7 @@ def check_whole(registry: LayoutRegistry, keypair: KeyPair, tmp_path: Path) -> N
     for version in VERSIONS:
         dest = tmp_path / f"fetched-{version}"
         dest.mkdir()
-        fetch_verified(registry, registry.resolve("iris", version), mode=mode, dest=dest)
+        fetch_verified(Source(registry, mode), registry.resolve("iris", version), dest)
         skopeo("copy", f"oci:{registry.root / 'iris'}:{version}", f"dir:{tmp_path / version}")
     read_channel(registry, "iris", "stable", mode=mode, now=datetime.now(UTC), last_seen=None)
 

@@ -31,7 +31,7 @@ from packager.instance.models import load
 from packager.instance.store import Store
 from packager.registry.base import Descriptor, Registry
 from packager.registry.layout import LayoutRegistry
-from packager.registry.verified import fetch_verified
+from packager.registry.verified import Source, fetch_verified
 
 from .conftest import KeyPair
 from .hostile import serve_bundle_dir
@@ -483,10 +483,9 @@ def test_a_failed_fetch_removes_the_files_fetched_beside_it(
     dest.mkdir()
     with pytest.raises(TamperedError, match=digest.hex):
         fetch_verified(
-            cast(Registry, gated),
+            Source(cast(Registry, gated), Trusted(adhoc_policy([keypair.public]))),
             registry.resolve("iris", "1.1.0"),
-            mode=Trusted(adhoc_policy([keypair.public])),
-            dest=dest,
+            dest,
         )
     # model.onnx completed, after the failure; the tampered file never did.
     assert gated.fetched[-1] == "model.onnx" and "testvectors.npz" not in gated.fetched

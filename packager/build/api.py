@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packager.build.options import PackageOptions
+from packager.core.text import Progress
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
 
     from packager._io.table import Table
     from packager.build.resign import Resigned
-
-Progress = Callable[[str], None]
 
 
 def as_table(sample: Any) -> Table:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ from packager.core.manifest import (
 )
 from packager.core.shards import Shard, bounds, choose_shard_size
 from packager.core.spdx import check_expression
+from packager.core.text import Progress
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from packager._io.table import Table
     from packager.build.convert import Conversion
 
-Progress = Callable[[str], None]
 
 MODEL_FILE = "model.onnx"
 TESTVECTORS_FILE = "testvectors.npz"

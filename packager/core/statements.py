@@ -73,6 +73,32 @@ class Form:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """What a signed document beside a version is about: ``name``@``version`` whose
+    signed manifest.json has ``manifest_digest``."""
+
+    name: str
+    version: str
+    manifest_digest: Digest
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def mismatch(self, said: Subject) -> str | None:
+        """Why a document that ``said`` it is about that version is not about this one
+        (``is for ...``); None when it is."""
+        if (said.name, said.version) != (self.name, self.version):
+            return f"is for {said.ref}, not {self.ref}"
+        if said.manifest_digest != self.manifest_digest:
+            return (
+                f"is for manifest.json {said.manifest_digest}, "
+                f"not the signed {self.manifest_digest} of {self.ref}"
+            )
+        return None
+
+
+@dataclass(frozen=True)
 class VersionStatement:
     """What a document says of ``name``@``version`` (whose manifest.json has
     ``manifest_digest``): its other ``fields``, read through the checking accessors."""

@@ -11,6 +11,11 @@ becomes a visible escape such as ``\x1b``, ``\n`` or ``\u202e``, and the length 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+# What a long operation tells a line of text at each step it takes (the CLI prints it).
+Progress = Callable[[str], None]
+
 # How long one untrusted string may be inside a message.
 LIMIT = 200
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

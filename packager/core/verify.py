@@ -60,6 +60,7 @@ from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.core.policy import Trusted, TrustedKey, TrustPolicy, Unverified, VerifyMode
 from packager.core.semver import semver_key
 from packager.core.shards import EMPTY, Hashed, Shard, mismatch
+from packager.core.statements import Subject
 from packager.errors import (
     ExpiredError,
     RollbackError,
@@ -701,35 +702,23 @@ def evaluate_approvals(
     revocations: Sequence[bytes],
     policy: TrustPolicy,
     *,
-    name: str,
-    version: str,
-    manifest_digest: Digest,
+    subject: Subject,
     bundle_signer: str | None,
     now: datetime,
 ) -> ApprovalDecision:
-    """Which of the ``approvals`` count for the bundle ``name``@``version`` whose signed
-    manifest.json has ``manifest_digest`` and which ``bundle_signer`` (a key hint) signed.
+    """Which of the ``approvals`` count for the bundle ``subject`` (a version and the digest
+    of its signed manifest.json) which ``bundle_signer`` (a key hint) signed.
 
     An approval counts when it verifies with a key of ``policy`` that is not revoked and
     holds the role it names, is for exactly this name, version and manifest digest, is not
     expired at ``now``, was not signed by ``bundle_signer`` (separation of duties), and no
     revocation signed by the same key withdraws it. Each key counts once per role.
     """
-    required = policy.required_approvals(name)
-    withdrawn = _withdrawn(revocations, policy, name, version, manifest_digest)
-    findings = tuple(
-        _judge_approval(
-            data,
-            policy,
-            name=name,
-            version=version,
-            manifest_digest=manifest_digest,
-            bundle_signer=bundle_signer,
-            now=now,
-            withdrawn=withdrawn,
-        )
-        for data in approvals
+    required = policy.required_approvals(subject.name)
+    judge = _ApprovalJudge(
+        policy, subject, bundle_signer, now, _withdrawn(revocations, policy, subject)
     )
+    findings = tuple(judge.finding(data) for data in approvals)
     signers: dict[str, set[str]] = {}
     for finding in findings:
         if finding.accepted and finding.role is not None and finding.key is not None:
@@ -763,11 +752,7 @@ def _approval_signer(
 
 
 def _withdrawn(
-    revocations: Sequence[bytes],
-    policy: TrustPolicy,
-    name: str,
-    version: str,
-    manifest_digest: Digest,
+    revocations: Sequence[bytes], policy: TrustPolicy, subject: Subject
 ) -> set[tuple[str, Digest]]:
     """(key hint, approval document digest) of every approval a verified revocation for
     this bundle withdraws; documents that do not verify withdraw nothing."""
@@ -780,49 +765,53 @@ def _withdrawn(
             doc = parse_revocation_payload(payload)
         except VerificationError:
             continue
-        if (doc.name, doc.version, doc.manifest_digest) == (name, version, manifest_digest):
+        if Subject(doc.name, doc.version, doc.manifest_digest) == subject:
             withdrawn.add((key.hint, doc.approval))
     return withdrawn
 
 
-def _judge_approval(
-    data: bytes,
-    policy: TrustPolicy,
-    *,
-    name: str,
-    version: str,
-    manifest_digest: Digest,
-    bundle_signer: str | None,
-    now: datetime,
-    withdrawn: set[tuple[str, Digest]],
-) -> ApprovalFinding:
-    try:
-        payload, key = _approval_signer(data, APPROVAL_PAYLOAD_TYPE, policy, "approval")
-        doc = parse_approval_payload(payload)
-    except VerificationError as e:
-        return ApprovalFinding(False, str(e))
-    by = f"{doc.role} approval by key {key.name}"
-    problem = None
-    if (doc.name, doc.version) != (name, version):
-        problem = f"is for {doc.name}@{doc.version}, not {name}@{version}"
-    elif doc.manifest_digest != manifest_digest:
-        problem = f"is for manifest.json {doc.manifest_digest}, not the signed {manifest_digest}"
-    elif policy.is_revoked(key):
-        problem = "was made with a revoked key"
-    elif doc.role not in key.roles:
-        problem = f"was made with a key that does not hold the role {doc.role}"
-    elif key.hint == bundle_signer:
-        problem = "was made with the key that signed the bundle (separation of duties)"
-    elif doc.expires is not None and now >= doc.expires:
-        problem = f"expired at {_timestamp(doc.expires)}"
-    elif (key.hint, Digest.of(data)) in withdrawn:
-        problem = "was revoked by its signer"
-    if problem is not None:
-        return ApprovalFinding(False, f"{by} {problem}", doc.role, key.name, doc)
-    when = f"issued {_timestamp(doc.issued)}" + (
-        f", expires {_timestamp(doc.expires)}" if doc.expires is not None else ""
-    )
-    return ApprovalFinding(True, f"{by} ({key.hint[:16]}), {when}", doc.role, key.name, doc)
+@dataclass(frozen=True)
+class _ApprovalJudge:
+    """What one approval of ``subject`` is judged against: the policy, the key hint that
+    signed the bundle, the time and the approvals their signers withdrew."""
+
+    policy: TrustPolicy
+    subject: Subject
+    bundle_signer: str | None
+    now: datetime
+    withdrawn: set[tuple[str, Digest]]
+
+    def finding(self, data: bytes) -> ApprovalFinding:
+        try:
+            payload, key = _approval_signer(data, APPROVAL_PAYLOAD_TYPE, self.policy, "approval")
+            doc = parse_approval_payload(payload)
+        except VerificationError as e:
+            return ApprovalFinding(False, str(e))
+        by = f"{doc.role} approval by key {key.name}"
+        problem = self.problem(data, doc, key)
+        if problem is not None:
+            return ApprovalFinding(False, f"{by} {problem}", doc.role, key.name, doc)
+        when = f"issued {_timestamp(doc.issued)}" + (
+            f", expires {_timestamp(doc.expires)}" if doc.expires is not None else ""
+        )
+        return ApprovalFinding(True, f"{by} ({key.hint[:16]}), {when}", doc.role, key.name, doc)
+
+    def problem(self, data: bytes, doc: Approval, key: TrustedKey) -> str | None:
+        """Why the approval ``doc`` (document ``data``, signed by ``key``) does not count."""
+        problem = self.subject.mismatch(Subject(doc.name, doc.version, doc.manifest_digest))
+        if problem is not None:
+            return problem
+        if self.policy.is_revoked(key):
+            return "was made with a revoked key"
+        if doc.role not in key.roles:
+            return f"was made with a key that does not hold the role {doc.role}"
+        if key.hint == self.bundle_signer:
+            return "was made with the key that signed the bundle (separation of duties)"
+        if doc.expires is not None and self.now >= doc.expires:
+            return f"expired at {_timestamp(doc.expires)}"
+        if (key.hint, Digest.of(data)) in self.withdrawn:
+            return "was revoked by its signer"
+        return None
 
 
 # --- licences -----------------------------------------------------------------------------
@@ -888,11 +877,11 @@ def _judge_license(subject: str, expression: str | None, allow: tuple[str, ...])
 
 
 def accept_benchmark_result(
-    data: bytes, policy: TrustPolicy, *, name: str, version: str, manifest_digest: Digest
+    data: bytes, policy: TrustPolicy, subject: Subject
 ) -> tuple[BenchmarkResult, str]:
-    """A signed benchmark result of the bundle ``name``@``version`` whose manifest.json has
-    ``manifest_digest``, and the hint of the key that signed it: a key ``policy`` trusts
-    for ``name`` (not revoked).
+    """A signed benchmark result of the bundle ``subject`` (a version and the digest of its
+    signed manifest.json), and the hint of the key that signed it: a key ``policy`` trusts
+    for the model (not revoked).
 
     Raises:
         TamperedError: larger than the cap, malformed, or about another bundle.
@@ -900,20 +889,14 @@ def accept_benchmark_result(
     """
     if len(data) > MAX_RESULT_BYTES:
         raise TamperedError(f"benchmark result is larger than {MAX_RESULT_BYTES} bytes")
-    keys = policy.keys_for(name)
+    keys = policy.keys_for(subject.name)
     payload, hint = signature.verify_envelope(
         data, BENCHMARK_PAYLOAD_TYPE, public_keys=keys, what="benchmark result"
     )
     result = parse_result_payload(payload)
-    if (result.name, result.version) != (name, version):
-        raise TamperedError(
-            f"benchmark result is for {result.name}@{result.version}, not {name}@{version}"
-        )
-    if result.manifest_digest != manifest_digest:
-        raise TamperedError(
-            f"benchmark result is for manifest.json {result.manifest_digest}, not the "
-            f"signed {manifest_digest} of {name}@{version}"
-        )
+    problem = subject.mismatch(Subject(result.name, result.version, result.manifest_digest))
+    if problem is not None:
+        raise TamperedError(f"benchmark result {problem}")
     return result, hint
 
 

@@ -9,7 +9,6 @@ the model count it at install (:func:`packager.core.verify.evaluate_approvals`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, parse_manifest
 from packager.core.names import parse_target
 from packager.core.signature import key_hint
+from packager.core.text import Progress
 from packager.core.verify import check_binding, served_file
 from packager.errors import NotFoundError, UntrustedError, UsageError, VerificationError
 from packager.registry.attachments import (
@@ -44,8 +44,6 @@ from packager.registry.base import Artifact, Registry, RegistryReader
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST
 from packager.core.policy import TrustPolicy
 from packager.core.semver import semver_key
+from packager.core.statements import Subject
 from packager.core.verify import accept_benchmark_result, served_file
 from packager.errors import NotFoundError, TamperedError, VerificationError
 from packager.registry.attachments import (
@@ -94,14 +95,12 @@ def history(registry: RegistryReader, name: str, policy: TrustPolicy) -> list[En
     entries = []
     for version in sorted(registry.versions(name), key=semver_key):
         artifact = registry.resolve(name, version)
-        digest = served_file(artifact.files, MANIFEST).digest
+        subject = Subject(name, version, served_file(artifact.files, MANIFEST).digest)
         found = []
         for attached in list_attachments(registry, artifact, KIND):
             try:
                 data = get_attachment(registry, name, attached, max_size=MAX_RESULT_BYTES)
-                result, hint = accept_benchmark_result(
-                    data, policy, name=name, version=version, manifest_digest=digest
-                )
+                result, hint = accept_benchmark_result(data, policy, subject)
                 found.append(Entry(version, attached.tag, result, hint))
             except (VerificationError, NotFoundError) as e:
                 found.append(Entry(version, attached.tag, problem=str(e)))

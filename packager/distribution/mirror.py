@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +51,7 @@ from packager.core.names import parse_ref
 from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
 from packager.core.records import JsonRecord
 from packager.core.root import TRUST_REPOSITORY
+from packager.core.text import Progress
 from packager.core.verify import check_channel_document
 from packager.errors import NotFoundError, RegistryError, UsageError, VerificationError
 from packager.registry.archive import ARCHIVE_SUFFIX, ArchiveWriter
@@ -64,12 +65,10 @@ from packager.registry.attachments import (
 from packager.registry.attachments import artifact_type as attachment_type
 from packager.registry.base import Artifact, Registry, RegistryReader
 from packager.registry.roots import copy_trust_documents, trust_document_type, trust_documents
-from packager.registry.verified import fetch_verified, latest_version
+from packager.registry.verified import Source, fetch_verified, latest_version
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -293,7 +292,7 @@ def mirror(
                 continue
             bundle = work / f"version-{i}"
             bundle.mkdir()
-            fetched = fetch_verified(source, artifact, mode=mode, dest=bundle, say=say)
+            fetched = fetch_verified(Source(source, mode, say), artifact, bundle)
             copy = sink.add(source, artifact, bundle, fetched.manifest)
             digest = copy.manifest_digest
             shutil.rmtree(bundle)

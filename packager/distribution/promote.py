@@ -15,7 +15,7 @@ settles it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, pars
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, adhoc_policy
 from packager.core.signature import key_hint
+from packager.core.text import Progress
 from packager.core.verify import (
     check_binding,
     check_channel_document,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
 
-Progress = Callable[[str], None]
 DEFAULT_EXPIRY = timedelta(days=30)
 
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from packager.core.digests import Digest
 from packager.core.names import parse_ref, parse_target
 from packager.core.policy import Trusted
+from packager.core.text import Progress
 from packager.core.verify import check_trusted
 from packager.errors import UsageError
 from packager.registry.base import RegistryReader
-from packager.registry.verified import fetch_verified, latest_version, read_channel
-
-Progress = Callable[[str], None]
+from packager.registry.verified import Source, fetch_verified, latest_version, read_channel
 
 
 def pull(
@@ -52,11 +50,9 @@ def pull(
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     try:
         fetch_verified(
-            registry,
+            Source(registry, mode, progress),
             artifact,
-            mode=mode,
-            dest=work,
-            say=progress,
+            work,
             expected_manifest=expected_manifest,
         )
         work.chmod(0o755)

@@ -12,7 +12,7 @@ The publisher's chain starts at ``root.1`` in the registry it publishes to.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,7 +51,6 @@ from packager.errors import (
 from packager.registry.base import Registry, RegistryReader
 from packager.registry.roots import read_trust_document, walk_roots
 
-Progress = Callable[[str], None]
 DEFAULT_ROOT_EXPIRY = timedelta(days=365)
 DEFAULT_DELEGATIONS_EXPIRY = timedelta(days=90)
 

@@ -14,7 +14,7 @@ transaction as the install.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,8 @@ from packager.core.digests import Digest
 from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
+from packager.core.statements import Subject
+from packager.core.text import Progress
 from packager.core.verify import (
     ApprovalDecision,
     check_channel_mode,
@@ -46,14 +48,20 @@ from packager.errors import (
     UsageError,
     VerificationError,
 )
+from packager.instance.retention import remove_version
 from packager.instance.roots import trusted_mode
 from packager.instance.smoke import SmokeLimits, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.attachments import read_attachments
 from packager.registry.base import Artifact, RegistryReader
-from packager.registry.verified import fetch_verified, latest_version, read_channel, read_signed
-
-Progress = Callable[[str], None]
+from packager.registry.verified import (
+    OnHand,
+    Source,
+    fetch_verified,
+    latest_version,
+    read_channel,
+    read_signed,
+)
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,11 @@ class _Install:
     now: datetime
     options: InstallOptions
 
+    @property
+    def source(self) -> Source:
+        """Where the install reads versions from, verified as its options say."""
+        return Source(self.registry, self.options.verify, self.options.progress)
+
     def refused(
         self, error: PackagerError, action: str, name: str, version: str | None, about: str = ""
     ) -> None:
@@ -312,15 +325,15 @@ class _Install:
         artifact = self.registry.resolve(name, version)
         with self.store.staging(name) as staged:
             fetched = fetch_verified(
-                self.registry,
+                self.source,
                 artifact,
-                mode=self.options.verify,
-                dest=staged,
-                say=self.options.say,
+                staged,
                 expected_manifest=None if doc is None else doc.manifest_digest,
-                reuse=self._installed(name),
-                # --force re-checks: every file reused is hashed, fingerprints or not.
-                local=self.store.installed_files(fingerprints=not self.options.force),
+                on_hand=OnHand(
+                    # --force re-checks: every file reused is hashed, fingerprints or not.
+                    self.store.installed_files(fingerprints=not self.options.force),
+                    self._installed(name),
+                ),
             )
             manifest = fetched.manifest
             if isinstance(self.options.verify, Trusted):
@@ -416,7 +429,7 @@ class _Install:
         try:
             check_minimum(name, version, mode=mode)
             artifact = self.registry.resolve(name, version)
-            signed = read_signed(self.registry, artifact, mode=mode, say=self.options.say)
+            signed = read_signed(self.source, artifact)
             installed = self.store.manifest_digest(name, version)
             check_installed(signed.manifest_digest, installed, ref=artifact.ref)
             check_licenses(evaluate_licenses(signed.manifest, mode.policy), artifact.ref)
@@ -466,9 +479,7 @@ class _Install:
             documents[APPROVAL_KIND],
             documents[REVOCATION_KIND],
             mode.policy,
-            name=artifact.name,
-            version=artifact.version,
-            manifest_digest=manifest_digest,
+            subject=Subject(artifact.name, artifact.version, manifest_digest),
             bundle_signer=signer,
             now=self.now,
         )
@@ -542,8 +553,7 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
         NotInstalledError, UsageError: see :meth:`Store.remove`.
     """
     with store.lock(name):
-        store.remove(name, version)
-    store.audit(action="remove", outcome="ok", now=now, name=name, version=version)
+        remove_version(store, name, version, action="remove", now=now)
 
 
 def uninstall(name: str, *, store: Store, now: datetime) -> list[str]:

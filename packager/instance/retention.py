@@ -31,6 +31,19 @@ def keep_set(recent: list[str], *, keep: int, protected: set[str]) -> set[str]:
     return set(recent[:keep]) | (protected & set(recent))
 
 
+def remove_version(
+    store: Store, name: str, version: str, *, action: str, now: datetime, detail: str = ""
+) -> None:
+    """Delete an installed, non-current version and write ``action`` to the audit log; the
+    caller holds the model's lock.
+
+    Raises:
+        NotInstalledError, UsageError: see :meth:`Store.remove`.
+    """
+    store.remove(name, version)
+    store.audit(action=action, outcome="ok", now=now, name=name, version=version, detail=detail)
+
+
 def prune(
     store: Store,
     *,
@@ -73,13 +86,6 @@ def _prune_one(store: Store, name: str, *, keep: int, now: datetime, dry_run: bo
     removed = tuple(v for v in store.versions(name) if v not in kept)
     if not dry_run:
         for version in removed:
-            store.remove(name, version)
-            store.audit(
-                action="prune",
-                outcome="ok",
-                now=now,
-                name=name,
-                version=version,
-                detail=f"keeping {keep} (and current, rollback target, pinned)",
-            )
+            detail = f"keeping {keep} (and current, rollback target, pinned)"
+            remove_version(store, name, version, action="prune", now=now, detail=detail)
     return Pruned(name, removed, tuple(v for v in store.versions(name) if v in kept), dry_run)

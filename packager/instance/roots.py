@@ -13,7 +13,7 @@ the delegated keys (:func:`packager.core.root.delegated_policy`). Without a pinn
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,13 +29,13 @@ from packager.core.root import (
     delegations_floor,
     pin_root,
 )
+from packager.core.text import Progress
 from packager.errors import PackagerError
 from packager.instance.store import STATE_DB, Store
 from packager.instance.trust import policy_path, resolve_policy
 from packager.registry.base import RegistryReader
 from packager.registry.roots import read_trust_document, walk_roots
 
-Progress = Callable[[str], None]
 _RECORD = """
 INSERT INTO trust_documents (kind, version, data, at) VALUES (?, ?, ?, ?)
 ON CONFLICT (kind) DO UPDATE SET version = excluded.version, data = excluded.data, at = excluded.at

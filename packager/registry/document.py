@@ -25,6 +25,7 @@ from packager.core.semver import is_semver
 from packager.errors import TamperedError, UsageError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE, parse_descriptor
 from packager.registry.base import Descriptor
+from packager.registry.index import Entry, tagged_entry
 
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
@@ -85,6 +86,12 @@ class Document:
     def manifest_descriptor(self) -> Descriptor:
         """The descriptor of :attr:`manifest`, the one the tag names."""
         return Descriptor(OCI_MANIFEST_MEDIA_TYPE, Digest.of(self.manifest), len(self.manifest))
+
+    @property
+    def index_entry(self) -> Entry:
+        """The OCI image index entry of a registry that keeps its tags in one: the
+        manifest under :attr:`tag`."""
+        return tagged_entry(self.manifest_descriptor, self.tag, artifact_type=self.artifact_type)
 
     @property
     def blobs(self) -> tuple[tuple[Descriptor, bytes], ...]:

@@ -61,7 +61,6 @@ from packager.registry.index import (
     ref_name,
     render_index,
     retag,
-    tagged_entry,
     with_version,
 )
 
@@ -284,9 +283,8 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
                     if not _has_blob(blobs, desc):
                         _write(blobs / desc.digest.hex, content)
                 fsync_dir(blobs)
-                entry = tagged_entry(manifest_desc, tag, artifact_type=document.artifact_type)
                 with self._index_lock(layout, name) as index:
-                    self._write_index(layout, retag(index.entries, entry))
+                    self._write_index(layout, retag(index.entries, document.index_entry))
         except OSError as e:
             message = f"cannot store {name}:{tag} in {self.location}: {e}"
             raise disk_or(RegistryError, message, e) from e

@@ -39,7 +39,6 @@ from packager.registry.index import (
     ref_name,
     render_index,
     retag,
-    tagged_entry,
     with_version,
 )
 from packager.registry.layout import LayoutNaming
@@ -134,12 +133,11 @@ class MemoryRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
 
     def store_document(self, document: Document) -> None:
         """Store a checked document; see :class:`~packager.registry.document.DocumentWriter`."""
-        desc = document.manifest_descriptor
-        entry = tagged_entry(desc, document.tag, artifact_type=document.artifact_type)
         with self._memory.lock:
-            for _, content in (*document.blobs, (desc, document.manifest)):
+            for _, content in document.blobs:
                 self._memory.put(content)
-            self.set_tag(document.name, document.tag, entry)
+            self._memory.put(document.manifest)
+            self.set_tag(document.name, document.tag, document.index_entry)
 
     # -- hooks: a compromised registry ----------------------------------------------------
 

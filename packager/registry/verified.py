@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Mani
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.semver import semver_key
 from packager.core.shards import Shard
+from packager.core.text import Progress
 from packager.core.verify import (
     Statement,
     accept_channel,
@@ -43,8 +44,6 @@ from packager.core.verify import (
 from packager.errors import NotFoundError, UsageError
 from packager.registry.base import Artifact, Descriptor, RegistryReader
 
-Progress = Callable[[str], None]
-
 # How each file of a bundle came to staging (see :func:`_fetch_one`).
 FETCHED = "fetched"  # from the registry, checked as it arrived
 REHASHED = "rehashed"  # held by the instance, linked or copied, hashed where it landed
@@ -54,6 +53,35 @@ UNCHANGED = "unchanged"  # held by the instance, linked unhashed: its inode is t
 # Files fetched at once: enough to keep the cores and the network busy with a bundle of
 # many files, few enough to be a polite client of a shared registry.
 PARALLEL_FETCHES = 4
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where versions are read from and how: the ``registry``, the verification ``mode``
+    (a trust policy, or unverified for a stated reason), and ``progress``, told a line on
+    each step taken (None: nobody is told)."""
+
+    registry: RegistryReader
+    mode: VerifyMode
+    progress: Progress | None = None
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
+
+@dataclass(frozen=True)
+class OnHand:
+    """What this machine already holds that a fetch may take instead of the registry's
+    bytes: ``files`` by signed digest (an instance's installed files), and ``previous``,
+    the directory of an installed version of the same model, whose files may hold some of
+    the shards of the files signed by shards."""
+
+    files: Mapping[Digest, Held] = field(default_factory=dict)
+    previous: Path | None = None
+
+
+NOTHING_ON_HAND = OnHand()
 
 
 def read_channel(
@@ -147,12 +175,7 @@ class Fetched:
 
 
 def read_signed(
-    registry: RegistryReader,
-    artifact: Artifact,
-    *,
-    mode: VerifyMode,
-    say: Progress | None = None,
-    expected_manifest: Digest | None = None,
+    source: Source, artifact: Artifact, *, expected_manifest: Digest | None = None
 ) -> Signed:
     """Read the version ``artifact`` describes as far as its signed manifest.json, and no
     further: the signature first (size-capped) and verified, then manifest.json against its
@@ -160,7 +183,7 @@ def read_signed(
     model and version asked for, listing exactly the signed files, each described by the
     registry with its signed digest and size. No other file is read.
 
-    In an :class:`~packager.core.policy.Unverified` ``mode`` the signature is not checked
+    In an :class:`~packager.core.policy.Unverified` mode the signature is not checked
     (model.sig, when served, is still read, to be copied along) and the manifest as served
     stands in for it.
 
@@ -169,7 +192,7 @@ def read_signed(
             the signed one or ``expected_manifest`` (TamperedError), wrong model.
         RegistryError: the registry cannot be read.
     """
-    say = say or (lambda _msg: None)
+    registry, mode, say = source.registry, source.mode, source.say
     name = artifact.name
     say(f"resolved {artifact.ref} in {registry.location} ({artifact.manifest_digest})")
     manifest_desc = served_file(artifact.files, MANIFEST)
@@ -203,22 +226,19 @@ def read_signed(
 
 
 def fetch_verified(
-    registry: RegistryReader,
+    source: Source,
     artifact: Artifact,
-    *,
-    mode: VerifyMode,
     dest: Path,
-    say: Progress | None = None,
+    *,
     expected_manifest: Digest | None = None,
-    reuse: Path | None = None,
-    local: Mapping[Digest, Held] | None = None,
+    on_hand: OnHand = NOTHING_ON_HAND,
 ) -> Fetched:
-    """Fetch the version ``artifact`` describes (as ``registry`` resolved it, once) into the
-    empty directory ``dest``, verifying as it goes: the files written are exactly the
-    bytes verified against ``artifact``'s descriptors.
+    """Fetch the version ``artifact`` describes (as ``source.registry`` resolved it, once)
+    into the empty directory ``dest``, verifying as it goes: the files written are exactly
+    the bytes verified against ``artifact``'s descriptors.
 
-    ``local`` maps digests to files this machine already holds (an instance's installed
-    files): a file with one of those digests is hard-linked (else copied) from there
+    ``on_hand.files`` maps digests to files this machine already holds (an instance's
+    installed files): a file with one of those digests is hard-linked (else copied) from there
     instead of being fetched. It is hashed again where it lands unless its inode is,
     by fingerprint, the one this instance verified and recorded (see
     :func:`~packager.core.verify.unchanged_since_verified`); one that no longer matches is
@@ -229,13 +249,12 @@ def fetch_verified(
     manifest.json first (:func:`read_signed`), then every file streamed with its signed
     size as a cap and its digest checked (several files at once: see :func:`_fetch_files`).
 
-    In an :class:`~packager.core.policy.Unverified` ``mode`` the signature is not checked
+    In an :class:`~packager.core.policy.Unverified` mode the signature is not checked
     (model.sig, when served, is still copied along) and the manifest as served stands in
     for it: digests and sizes are still checked. ``expected_manifest`` is the
     manifest.json digest a channel document names: a bundle signed with another one is
-    refused before anything else is fetched. ``reuse``: the directory of an installed
-    version of the same model, whose files may hold some of the shards of the files signed
-    by shards (see :func:`~packager.registry.shard_reuse.reuse_shards`).
+    refused before anything else is fetched. The shards of ``on_hand.previous`` are
+    reused as :func:`~packager.registry.shard_reuse.reuse_shards` says.
 
     Raises:
         VerificationError: bad, untrusted or revoked signature, tampered or missing files,
@@ -243,22 +262,17 @@ def fetch_verified(
             mix-and-match).
         RegistryError: the registry cannot be read.
     """
-    say = say or (lambda _msg: None)
-    signed = read_signed(
-        registry, artifact, mode=mode, say=say, expected_manifest=expected_manifest
-    )
+    signed = read_signed(source, artifact, expected_manifest=expected_manifest)
     manifest, statement = signed.manifest, signed.statement
 
     # 4. Every file, capped at its signed size and checked against its signed digest.
     sources = _fetch_files(
-        registry,
+        source,
         artifact.name,
         {entry.path: artifact.files[entry.path] for entry in manifest.files},
         dest,
-        say,
         shards=statement.shards,
-        reuse=reuse,
-        local=local or {},
+        on_hand=on_hand,
     )
     (dest / MANIFEST).write_bytes(signed.manifest_bytes)
     if signed.signature is not None:
@@ -277,20 +291,18 @@ def _read_manifest(registry: RegistryReader, name: str, desc: Descriptor) -> byt
 
 
 def _fetch_files(
-    registry: RegistryReader,
+    source: Source,
     name: str,
     files: Mapping[str, Descriptor],
     dest: Path,
-    say: Progress,
     *,
     shards: Mapping[str, Sequence[Shard]],
-    reuse: Path | None = None,
-    local: Mapping[Digest, Held],
+    on_hand: OnHand,
 ) -> dict[str, str]:
     """Fetch ``files`` (path -> descriptor) into ``dest``, several at once: each from
-    ``local`` when it holds the digest (see :func:`fetch_verified`), else from the
+    ``on_hand.files`` when it holds the digest (see :func:`fetch_verified`), else from the
     registry; a file signed by several ``shards`` is fetched and checked shard by shard
-    where the registry can, its shards found in ``reuse`` (a directory) at the same path
+    where the registry can, its shards found in ``on_hand.previous`` at the same path
     copied from there.
 
     Each file is fetched (size-capped, digest-checked) by the registry on a thread of its
@@ -310,13 +322,13 @@ def _fetch_files(
     futures = {
         pool.submit(
             _fetch_one,
-            registry,
+            source.registry,
             name,
             desc,
             dest / path,
-            local.get(desc.digest),
+            on_hand.files.get(desc.digest),
             shards.get(path, ()),
-            None if reuse is None else reuse / path,
+            None if on_hand.previous is None else on_hand.previous / path,
         ): path
         for path, desc in files.items()
     }
@@ -333,7 +345,7 @@ def _fetch_files(
             path = futures[future]
             sources[path] = future.result()
             verb, check = _SAID[sources[path]]
-            say(f"{verb} {path} ({files[path].size} bytes, {check})")
+            source.say(f"{verb} {path} ({files[path].size} bytes, {check})")
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         for future, path in futures.items():

@@ -33,6 +33,7 @@ from packager.core.policy import (
     render_policy,
 )
 from packager.core.signature import key_hint, sign, sign_envelope, unverified_payload
+from packager.core.statements import Subject
 from packager.core.verify import ApprovalDecision, evaluate_approvals
 from packager.errors import TamperedError, UntrustedError, UsageError
 
@@ -99,9 +100,7 @@ def decide(
         list(documents),
         list(revocations),
         trust or policy(),
-        name="iris",
-        version=version,
-        manifest_digest=digest,
+        subject=Subject("iris", version, digest),
         bundle_signer=key_hint(BUILDER.public_key()),
         now=now,
     )
@@ -133,9 +132,7 @@ def test_models_without_a_rule_need_nothing() -> None:
         [],
         [],
         policy(),
-        name="spam-filter",
-        version="1.0.0",
-        manifest_digest=D1,
+        subject=Subject("spam-filter", "1.0.0", D1),
         bundle_signer=None,
         now=NOW,
     )
