@@ -62,6 +62,7 @@ def test_signed_with_a_chain_verified_by_model_signing_and_installed_with_a_ca(
     assert cli(capsys, *trust, "--identity", f"email:{EMAIL}")[0] == 0
     code, out, err = cli(capsys, "verify", bundle)
     assert code == 0, err
+    assert f"signed by certificate 'email:{EMAIL}, " in out and "issued under CA corp" in out
     assert cli(capsys, "publish", bundle)[0] == 0
     code, out, err = cli(capsys, "install", "iris-classifier", "--json")
     assert code == 0, err

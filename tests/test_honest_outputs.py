@@ -17,6 +17,7 @@ from sklearn.svm import SVC, LinearSVC
 
 import packager
 from packager.cli import main
+from packager.core.signature import key_hint
 from packager.runtime import Model
 
 from .conftest import KeyPair
@@ -117,4 +118,5 @@ def test_package_and_inspect_say_scores_and_inspect_and_verify_count_the_same_fi
     assert f"files: {present} (manifest.json, model.sig and these)" in out
     code, out, _ = cli(capsys, "verify", bundle, "--key", keypair.pub_path)
     assert code == 0
-    assert out == f"OK: svc@1.0.0 verified ({present} files)\n"
+    signer = f"key {keypair.pub_path} ({key_hint(keypair.public)[:16]})"
+    assert out == f"OK: svc@1.0.0 verified ({present} files), signed by {signer}\n"

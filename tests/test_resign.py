@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from packager._io.bundledir import verify_bundle
 from packager.build.resign import resign
 from packager.cli import main
 from packager.core.manifest import MANIFEST, SIGNATURE
+from packager.core.policy import Trusted, adhoc_policy
 from packager.errors import TamperedError
 
 from .conftest import KeyPair
@@ -225,6 +229,55 @@ def test_a_file_written_to_while_it_is_signed_leaves_model_sig_as_it_was(
         stop.set()
         writer.join()
     assert (bundle_copy / SIGNATURE).read_bytes() == before
+
+
+# Flips one byte of a file through a shared memory map, over and over, once it has said
+# "ready": the page stays writable, so after the first write its times no longer change.
+TOGGLER = """
+import mmap, sys
+with open(sys.argv[1], "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+    i = int(sys.argv[2])
+    a = m[i]
+    b = a ^ 1
+    m[i] = b
+    m[i] = a
+    print("ready", flush=True)
+    while True:
+        m[i] = b
+        m[i] = a
+"""
+
+
+def test_what_is_signed_again_is_what_manifest_json_describes_even_under_mmap_writes(
+    sharded: Path, other_keypair: KeyPair
+) -> None:
+    # While a byte flips back and forth unseen by stat(), each signature made is either
+    # refused or over the very bytes manifest.json describes: the files are read once.
+    readme = sharded / "README.md"
+    original = readme.read_bytes()
+    toggler = subprocess.Popen(
+        [sys.executable, "-c", TOGGLER, str(readme), str(2 * SHARD + 1)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    made = []
+    try:
+        assert toggler.stdout is not None and toggler.stdout.readline() == "ready\n"
+        for _ in range(40):
+            try:
+                resign(sharded, key=other_keypair.private, shard_size=SHARD)
+            except TamperedError:
+                continue
+            made.append((sharded / SIGNATURE).read_bytes())
+    finally:
+        toggler.kill()
+        toggler.wait()
+    readme.write_bytes(original)
+    assert made  # some reads saw the bytes manifest.json describes
+    trusted = Trusted(adhoc_policy([other_keypair.public]))
+    for sig in made:
+        (sharded / SIGNATURE).write_bytes(sig)
+        verify_bundle(sharded, mode=trusted)
 
 
 def test_signed_again_with_a_certificate_chain(

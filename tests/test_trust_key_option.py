@@ -1,7 +1,9 @@
 """`--key PUB` adds a trusted key to the trust policy for one command; it does not replace
 the policy: a key the policy revokes stays refused, and the approvals, licence rules and
-minimum versions the policy sets still apply, on install, update, pull and verify. With no
-policy file, the `--key` files alone are trusted, as before."""
+minimum versions the policy sets still apply, on install, update and pull. With no policy
+file, the `--key` files alone are trusted, as before. `verify --key PUB` checks that PUB
+signed the bundle: it trusts exactly the `--key` files, whatever the policy says, and
+names the signer."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 from packager.cli import main
 from packager.core.policy import Trusted, adhoc_policy
+from packager.core.signature import key_hint
 from packager.distribution.approve import approve
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
@@ -97,18 +100,48 @@ def test_a_key_the_policy_revokes_is_refused_when_given_with_key(
     assert len(refused) == 2
 
 
-def test_verify_with_key_still_refuses_a_key_the_policy_revokes(
+def test_verify_with_key_proves_that_key_signed_whatever_the_policy_trusts(
+    capsys: pytest.CaptureFixture[str],
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    other_keypair: KeyPair,
+    policy: Callable[..., None],
+) -> None:
+    policy("add-key", "builder", keypair.pub_path)  # signed iris: trusted for every model
+    bundle = bundles["1.0.0"]
+    code, out, _ = cli(capsys, "verify", bundle)
+    assert code == 0 and out.endswith(f"signed by key builder ({key_hint(keypair.public)[:16]})\n")
+    code, _, err = cli(capsys, "verify", bundle, "--key", other_keypair.pub_path)
+    assert code == 3 and "not one of the trusted keys" in err
+    code, out, _ = cli(capsys, "verify", bundle, "--key", keypair.pub_path, "--json")
+    assert code == 0
+    assert json.loads(out) | {"files": None} == {
+        "verified": True,
+        "name": "iris",
+        "version": "1.0.0",
+        "signer": key_hint(keypair.public),
+        "signerName": str(keypair.pub_path),
+        "certificate": None,
+        "files": None,
+    }
+    code, out, _ = cli(
+        capsys, "verify", bundle, "--key", other_keypair.pub_path, "--key", keypair.pub_path
+    )
+    assert code == 0 and f"signed by key {keypair.pub_path} (" in out
+
+
+def test_verify_with_key_reads_no_policy_not_even_its_revocations(
     capsys: pytest.CaptureFixture[str],
     bundles: dict[str, Path],
     keypair: KeyPair,
     policy: Callable[..., None],
 ) -> None:
-    verify = ("verify", bundles["1.0.0"], "--key", keypair.pub_path)
-    assert cli(capsys, *verify)[0] == 0
     policy("add-key", "builder", keypair.pub_path)
     policy("revoke", "builder")
-    code, _, err = cli(capsys, *verify)
+    code, _, err = cli(capsys, "verify", bundles["1.0.0"])
     assert code == 3 and "made with the revoked key 'builder'" in err
+    code, out, _ = cli(capsys, "verify", bundles["1.0.0"], "--key", keypair.pub_path)
+    assert code == 0 and f"signed by key {keypair.pub_path} (" in out
 
 
 def test_the_policys_minimum_and_licence_rules_apply_with_key(

@@ -15,6 +15,7 @@ from packager.errors import TamperedError, UsageError
 
 if TYPE_CHECKING:
     from packager.core.policy import VerifyMode
+    from packager.core.verify import Statement
 
 
 def read_bundle_files(bundle: Path) -> dict[str, Path]:
@@ -38,7 +39,16 @@ def read_bundle_files(bundle: Path) -> dict[str, Path]:
 
 
 def verify_bundle(bundle: Path, *, mode: VerifyMode | Callable[[], VerifyMode]) -> Manifest:
-    """Verify a bundle directory: signature, manifest, and every file's digest and size.
+    """Verify a bundle directory: signature, manifest, and every file's digest and size
+    (see :func:`verify_bundle_signer`)."""
+    return verify_bundle_signer(bundle, mode=mode)[0]
+
+
+def verify_bundle_signer(
+    bundle: Path, *, mode: VerifyMode | Callable[[], VerifyMode]
+) -> tuple[Manifest, Statement]:
+    """Verify a bundle directory: signature, manifest, and every file's digest and size;
+    its manifest, and the statement saying who signed it.
 
     ``mode`` may be a function returning it, called once hashing has started: loading
     keys (and the cryptography modules that read them) then overlaps the hashing. In an
@@ -91,7 +101,7 @@ def verify_bundle(bundle: Path, *, mode: VerifyMode | Callable[[], VerifyMode]) 
             }
         )
     verify.check_files(statement, manifest, present)
-    return manifest
+    return manifest, statement
 
 
 def _hashed_whole(path: Path) -> Hashed:

@@ -4,7 +4,9 @@ After a key rotation, or to sign a large model by shards (or a sharded one by wh
 files again), ``packager sign`` replaces model.sig and nothing else. The old signature
 is not checked (its key may be gone or distrusted): every file is checked against
 manifest.json instead, as ``verify`` checks digests, so that only the bytes the
-manifest describes are ever signed.
+manifest describes are ever signed. Each file is read once
+(:mod:`packager._io.readonce`): the whole-file digest compared with manifest.json and
+the shard digests signed come from the same bytes, whatever writes to it meanwhile.
 
 manifest.json records nothing of the signature (neither the signer nor the shard size:
 its digests are of whole files), so it stays byte for byte what it was, and what is
@@ -20,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packager._io.bundledir import read_bundle_files, verify_bundle
+from packager._io.bundledir import read_bundle_files
 from packager._io.fs import atomic_write
-from packager.build.bundle import bundle_dir_name, shard_digests
-from packager.core import signature
-from packager.core.digests import Digest
+from packager._io.readonce import read_all_once, read_bytes_once
+from packager.build.bundle import bundle_dir_name
+from packager.core import signature, verify
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest
 from packager.core.policy import Unverified
+from packager.core.shards import Shard, choose_shard_size
+from packager.core.verify import Statement
 from packager.errors import TamperedError
 
 if TYPE_CHECKING:
@@ -72,13 +76,10 @@ def resign(
             then left as it was.
     """
     before = _stats(bundle)
-    manifest = verify_bundle(bundle, mode=CHECK_AGAINST_MANIFEST)
-    resources = {entry.path: entry.digest for entry in manifest.files}
-    resources[MANIFEST] = Digest.of((bundle / MANIFEST).read_bytes())
-    size, shards = shard_digests(bundle, resources, shard_size)
+    manifest, statement, size, shards = _read_checked(bundle, shard_size)
     sig = signature.sign(
         subject_name=bundle_dir_name(manifest.name, manifest.version),
-        resources=resources,
+        resources=statement.resources,
         private_key=key,
         certificate_chain=certificate_chain,
         shard_size=size,
@@ -92,6 +93,36 @@ def resign(
     old = bundle / SIGNATURE
     atomic_write(old, sig, mode=stat.S_IMODE(old.stat().st_mode))
     return Resigned(bundle, manifest, signature.key_hint(key.public_key()), size)
+
+
+def _read_checked(
+    bundle: Path, requested: int | None
+) -> tuple[Manifest, Statement, int | None, dict[str, tuple[Shard, ...]] | None]:
+    """Every file of ``bundle`` read once and checked against manifest.json: its
+    manifest, the statement to sign, the shard size and (by shards) each file's shards.
+
+    Raises:
+        UsageError: not a bundle directory, or a bad shard size.
+        TamperedError: no model.sig, manifest.json invalid, or a file missing, extra or
+            differing from manifest.json.
+    """
+    files = read_bundle_files(bundle)
+    if not (bundle / SIGNATURE).is_file():
+        raise TamperedError(
+            f"{bundle.name} has no {SIGNATURE}: it is unsigned; re-package it with --key"
+        )
+    if MANIFEST not in files:
+        raise TamperedError(f"{bundle.name} has no {MANIFEST}")
+    manifest_bytes = files.pop(MANIFEST).read_bytes()
+    statement = verify.unverified_statement(manifest_bytes, CHECK_AGAINST_MANIFEST)
+    manifest = verify.check_manifest(statement, manifest_bytes)
+    sizes = [len(manifest_bytes), *(path.stat().st_size for path in files.values())]
+    size = choose_shard_size(sizes, requested)
+    read = read_all_once(files, size)
+    read[MANIFEST] = read_bytes_once(manifest_bytes, size)
+    verify.check_files(statement, manifest, {p: (r.whole, r.size) for p, r in read.items()})
+    shards = None if size is None else {path: r.shards for path, r in read.items()}
+    return manifest, statement, size, shards
 
 
 def _stats(bundle: Path) -> dict[str, _Stat]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from packager.core.benchrecord import History
     from packager.core.manifest import Manifest, TensorSpec
     from packager.core.provenance import ProvenanceSummary
+    from packager.core.verify import Statement
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,34 @@ def _resigned_text(ctx: Context, result: Resigned) -> None:
 RESIGNED = Rendering(_resigned_json, _resigned_text)
 
 
-VERIFIED: Rendering[Manifest] = Rendering(
-    json=lambda manifest: {
+@dataclass(frozen=True)
+class Verified:
+    manifest: Manifest
+    statement: Statement
+
+
+def _signed_by(statement: Statement) -> str:
+    """``key NAME (HINT)``, or the certificate that vouches for the key."""
+    if statement.certificate is not None:
+        return statement.certificate
+    hint = (statement.signer or "-")[:16]
+    name = statement.signer_name()
+    return f"key {name} ({hint})" if name is not None else f"key {hint}"
+
+
+VERIFIED: Rendering[Verified] = Rendering(
+    json=lambda result: {
         "verified": True,
-        "name": manifest.name,
-        "version": manifest.version,
-        "files": [f.to_dict() for f in manifest.files],
+        "name": result.manifest.name,
+        "version": result.manifest.version,
+        "signer": result.statement.signer,
+        "signerName": result.statement.signer_name(),
+        "certificate": result.statement.certificate,
+        "files": [f.to_dict() for f in result.manifest.files],
     },
-    text=lambda _ctx, manifest: line(
-        f"OK: {manifest.ref} verified ({bundle_files(manifest)} files)"
+    text=lambda _ctx, result: line(
+        f"OK: {result.manifest.ref} verified ({bundle_files(result.manifest)} files), "
+        f"signed by {_signed_by(result.statement)}"
     ),
 )
 

@@ -28,14 +28,15 @@ def verify(
 ) -> None:
     """Verify a bundle directory's signature and every file's digest.
 
-    Trusted keys and CAs come from --trust FILE, else $PACKAGER_HOME/trust.toml, else
-    /etc/packager/trust.toml; --key adds keys to it (its revocations still apply), or is
-    trusted alone when there is none.
+    With --key, exactly those keys are trusted, and no trust policy is read: it checks
+    that one of them signed the bundle. Without, the trusted keys and CAs come from
+    --trust FILE, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml. Either
+    way it says who signed.
     """
-    from packager._io.bundledir import verify_bundle
+    from packager._io.bundledir import verify_bundle_signer
 
     def mode() -> Trusted:
-        # Imported here: verify_bundle calls this once hashing has started.
+        # Imported here: verify_bundle_signer calls this once hashing has started.
         from packager.core.policy import Trusted
         from packager.instance.trust import resolve_policy
 
@@ -44,11 +45,13 @@ def verify(
             trust_file=ctx.trust_file,
             key_paths=key_paths,
             refusing="nothing to verify the signature with",
+            keys_only=True,
         )
         return Trusted(policy)
 
-    manifest = verify_bundle(bundle, mode=mode)
-    render.show(ctx, render_build.VERIFIED, manifest, as_json=as_json)
+    manifest, statement = verify_bundle_signer(bundle, mode=mode)
+    verified = render_build.Verified(manifest, statement)
+    render.show(ctx, render_build.VERIFIED, verified, as_json=as_json)
 
 
 COMMANDS = (verify,)

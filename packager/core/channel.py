@@ -18,7 +18,6 @@ The installer then refuses a bundle whose manifest digest differs from D
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from packager.core.digests import Digest
 from packager.core.manifest import check_grammar
 from packager.core.signature import sign_envelope
-from packager.core.statements import Form, parse_statement, timestamp
+from packager.core.statements import Form, document_bytes, parse_statement, timestamp
 from packager.errors import UsageError
 
 PAYLOAD_TYPE = "application/vnd.packager.channel.v1+json"
@@ -68,7 +67,7 @@ class Channel:
             "expires": timestamp(self.expires),
             "sequence": self.sequence,
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return document_bytes(doc)
 
 
 def check_channel_name(channel: str) -> str:

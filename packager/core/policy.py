@@ -522,14 +522,19 @@ def _render_rule(rule: Rule) -> dict[str, Any]:
     return rendered
 
 
-def adhoc_policy(keys: Sequence[ec.EllipticCurvePublicKey]) -> TrustPolicy:
-    """A policy trusting ``keys`` for every model: what ``--key PATH`` on the command line means."""
+def adhoc_policy(
+    keys: Sequence[ec.EllipticCurvePublicKey], names: Sequence[str] = ()
+) -> TrustPolicy:
+    """A policy trusting ``keys`` for every model, and nothing else: what ``--key PATH``
+    means with no policy file, and on ``verify``. Each key is called by its entry in
+    ``names`` (the file it was read from), else ``key0``, ``key1``..."""
     trusted = {}
     for i, key in enumerate(keys):
         pem = key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        trusted[f"key{i}"] = TrustedKey(f"key{i}", pem, key)
+        name = names[i] if i < len(names) else f"key{i}"
+        trusted[name] = TrustedKey(name, pem, key)
     return TrustPolicy(trusted, (Rule("*", tuple(trusted)),), {}, ADHOC_SOURCE)
 
 

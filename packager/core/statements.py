@@ -112,6 +112,12 @@ class VersionStatement:
     def has(self, key: str) -> bool:
         return key in self.fields
 
+    def _value(self, key: str) -> Any:
+        """The field ``key``; a document without it is refused, never a KeyError."""
+        if key not in self.fields:
+            raise self.form.tampered(f"no {key}")
+        return self.fields[key]
+
     def text(
         self,
         key: str,
@@ -125,7 +131,7 @@ class VersionStatement:
         Raises:
             TamperedError: ``problem``, when it is not.
         """
-        value = self.fields[key]
+        value = self._value(key)
         if (
             not isinstance(value, str)
             or (pattern is not None and not pattern.fullmatch(value))
@@ -140,7 +146,7 @@ class VersionStatement:
         Raises:
             TamperedError: not a string, or not such a time.
         """
-        value = self.fields[key]
+        value = self._value(key)
         if not isinstance(value, str):
             raise self.form.tampered(f"{key} is not a timestamp")
         try:
@@ -166,7 +172,7 @@ class VersionStatement:
         Raises:
             TamperedError: ``problem``, when it is not.
         """
-        value = self.fields[key]
+        value = self._value(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise self.form.tampered(problem)
         return value
@@ -185,7 +191,7 @@ class VersionStatement:
         Raises:
             TamperedError: ``problem``, when it is not one.
         """
-        value = self.fields[key]
+        value = self._value(key)
         if not isinstance(value, dict):
             raise self.form.tampered(problem)
         return value
@@ -208,7 +214,7 @@ def parse_statement(payload: bytes, form: Form) -> VersionStatement:
         raise form.tampered("bad model name")
     if not (isinstance(version, str) and is_version(version)):
         raise form.tampered("bad version")
-    if subject is not None and subject != f"{name}@{version}":
+    if not form.flat and subject != f"{name}@{version}":
         raise form.tampered(f"the subject does not name {name}@{version}")
     rest = {k: v for k, v in fields.items() if k not in (name_key, "version", "manifestDigest")}
     return VersionStatement(form, name, version, digest, rest)
@@ -230,6 +236,7 @@ def _in_toto(doc: object, form: Form) -> tuple[Mapping[str, Any], str, Digest]:
     digests = subject.get("digest")
     if (
         set(subject) != {"name", "digest"}
+        or not isinstance(subject["name"], str)
         or not isinstance(digests, dict)
         or set(digests) != {"sha256"}
         or not isinstance(digests["sha256"], str)
@@ -270,6 +277,13 @@ def statement_payload(
         "predicateType": predicate_type,
         "predicate": {**predicate, "model": name, "version": version},
     }
+    return document_bytes(doc)
+
+
+def document_bytes(doc: Mapping[str, Any]) -> bytes:
+    """The one canonical form of every document here that is signed: JSON, keys
+    sorted, no spaces, UTF-8. (Every field of a channel document is ASCII, so its
+    bytes are the same as when non-ASCII characters were escaped.)"""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -101,6 +101,13 @@ class Statement:
     def signed(self) -> bool:
         return self.signer is not None
 
+    def signer_name(self) -> str | None:
+        """The name the policy gives the key that signed (None: unverified, or a key
+        only a CA vouches for)."""
+        if self.signer is None or not isinstance(self.mode, Trusted):
+            return None
+        return self.mode.policy.key_named_by_hint().get(self.signer)
+
     def describe(self) -> str:
         """Who vouches for the bundle, for messages and the audit log."""
         if self.certificate is not None:

@@ -62,11 +62,13 @@ def resolve_policy(
     trust_file: Path | None = None,
     key_paths: Sequence[Path] = (),
     refusing: str = "refusing to install unverified models",
+    keys_only: bool = False,
 ) -> TrustPolicy:
     """The policy an install (or verify, pull, mirror) uses: the trust policy file, with
     the ``--key`` files added as keys trusted for every model (its revocations, required
     approvals, licence rules and minimums still apply to them); the keys alone when there
-    is no policy file. ``refusing`` ends the message when there is neither.
+    is no policy file, or with ``keys_only`` (``verify``: did one of these keys sign?).
+    ``refusing`` ends the message when there is neither.
 
     Raises:
         UsageError: no key and no policy (fail closed), an unreadable policy or key file.
@@ -74,10 +76,12 @@ def resolve_policy(
     from packager._io.keys import load_public_key
 
     keys = [load_public_key(p) for p in key_paths]
+    if keys and keys_only:
+        return adhoc_policy(keys, [str(p) for p in key_paths])
     path = policy_path(home=home, explicit=trust_file)
     if path is None:
         if keys:
-            return adhoc_policy(keys)
+            return adhoc_policy(keys, [str(p) for p in key_paths])
         raise UsageError(
             "no trusted keys: run `packager trust add-key NAME cosign.pub` "
             f"(or pass --key cosign.pub); {refusing}"

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import generate_private_key
@@ -125,3 +128,31 @@ def test_a_malformed_channel_name_is_refused_with_the_rule() -> None:
     rule = r"invalid channel 'Stable': use a lowercase word \(letters, digits, '-', '_'\)"
     with pytest.raises(UsageError, match=rule):
         check_channel_name("Stable")
+
+
+# A channel document signed before its payload was written by the shared writer, and
+# the key that signed it: documents already published must keep verifying.
+STORED_KEY = b"""-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE1tHEQlxunbS4IvVGnh6YOv2c4kH4
+Snmyr0pm0B44PpdtaMj8hASeyMWTlVc7nc8vML6LkECvszuJJqMd7pAYYg==
+-----END PUBLIC KEY-----
+"""
+STORED_DOCUMENT = (
+    b'{"dsseEnvelope":{"payload":"eyJfdHlwZSI6Imh0dHBzOi8vcGFja2FnZXIuZGV2L2NoYW5uZWwvdjEiLCJj'
+    b"aGFubmVsIjoic3RhYmxlIiwiZXhwaXJlcyI6IjIwMjYtMTItMDFUMDA6MDA6MDBaIiwiaXNzdWVkIjoiMjAyNi0x"
+    b"MS0wMVQwMDowMDowMFoiLCJtYW5pZmVzdERpZ2VzdCI6InNoYTI1NjpmODlmMmM5MzQzNWY0MmFiNjkyODA0ODNl"
+    b"NDlkNzI0NGVhNGRlOTIwYzZmNjE0NDA2MWMwNTdhYjRlMTc2ZWVmIiwibmFtZSI6ImlyaXMiLCJzZXF1ZW5jZSI6"
+    b'MSwidmVyc2lvbiI6IjEuMC4wIn0=","payloadType":"application/vnd.packager.channel.v1+json",'
+    b'"signatures":[{"keyid":"","sig":"MEUCIQCEdLXvouR3OHHwGR/7UEgMpzQ0nWKrUAHW0AaCtvWE6QIgVyWk'
+    b'o6abDFlJPUVzgNz6MuZCJJm7RvXr9CIZ7Itud88="}]},"mediaType":"application/vnd.dev.sigstore.bu'
+    b'ndle.v0.3+json","verificationMaterial":{"publicKey":{"hint":"5af53ee6e256f35292635c039fbb'
+    b'82a0822ee62f83a3a0a83497948c4340d212"},"tlogEntries":[]}}'
+)
+
+
+def test_a_document_signed_earlier_still_verifies_and_is_written_the_same() -> None:
+    key = serialization.load_pem_public_key(STORED_KEY)
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert check(STORED_DOCUMENT, keys=[key]) == doc()
+    envelope = json.loads(STORED_DOCUMENT)["dsseEnvelope"]
+    assert doc().payload() == base64.b64decode(envelope["payload"])

@@ -13,6 +13,7 @@ import pytest
 
 from packager.core import approval, benchrecord, channel
 from packager.core.digests import Digest
+from packager.core.statements import parse_statement
 from packager.errors import TamperedError
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -83,6 +84,18 @@ SHARED_FAULTS: dict[str, tuple[Callable[[Doc], object], str]] = {
     ),
     "a subject field more": (
         lambda d: d["subject"][0].update(uri="x"),
+        "a name and a sha256 digest",
+    ),
+    "a subject without a name": (
+        lambda d: d["subject"][0].pop("name"),
+        "a name and a sha256 digest",
+    ),
+    "a subject named null": (
+        lambda d: d["subject"][0].update(name=None),
+        "a name and a sha256 digest",
+    ),
+    "a subject named by a number": (
+        lambda d: d["subject"][0].update(name=5),
         "a name and a sha256 digest",
     ),
     "another version's subject": (
@@ -202,3 +215,21 @@ def test_each_statement_checks_its_own_fields(
 def test_an_approval_without_expiry_is_read() -> None:
     lasting = approval.Approval("iris", "1.0.0", D, "legal", T0)
     assert approval.parse_approval_payload(lasting.payload()) == lasting
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda doc: doc.time("expires"),
+        lambda doc: doc.text("expires", problem="bad expires"),
+        lambda doc: doc.integer("expires", minimum=0, problem="bad expires"),
+        lambda doc: doc.digest("expires", problem="bad expires"),
+        lambda doc: doc.mapping("expires", problem="bad expires"),
+    ],
+)
+def test_a_missing_optional_field_is_refused_as_tampering(read: Callable[[Any], object]) -> None:
+    lasting = approval.Approval("iris", "1.0.0", D, "legal", T0)
+    doc = parse_statement(lasting.payload(), approval.APPROVAL_FORM)
+    assert not doc.has("expires")
+    with pytest.raises(TamperedError, match="^approval: no expires$"):
+        read(doc)
