@@ -210,7 +210,7 @@ def list_version_attachments(registry: RegistryReader, name: str) -> dict[str, l
         NotFoundError: a version listed is gone.
         TamperedError: more than
             :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
-            one kind attached to a version.
+            one kind (or too many of any kinds) attached to a version.
         RegistryError: the registry cannot be read.
     """
     tags = registry.tags(name)

@@ -25,9 +25,10 @@ names and has no document of that channel with a higher sequence; without verify
 copies a document only where the destination has none under that channel (it cannot tell
 which of two is newer). A source that cannot list its tags carries no channels, and says so.
 
-Documents attached to a version (approvals, revocations:
-:mod:`packager.registry.attachments`) go along with it, byte for byte: export carries every
-one, mirror those the destination's copy lacks, re-attached to the copy's OCI manifest.
+Documents attached to a version (approvals, revocations, benchmark results: the kinds
+packager knows, :mod:`packager.registry.attachments`) go along with it, byte for byte:
+export carries every one, mirror those the destination's copy lacks, re-attached to the
+copy's OCI manifest; documents of other kinds are skipped.
 They are not judged here: each installer judges them with its own trust policy.
 
 The root of trust's documents (:mod:`packager.registry.roots`) go along too: export carries
@@ -153,7 +154,7 @@ def export(
         NotFoundError: a model or version is not in ``registry``.
         TamperedError: a blob differs from its descriptor; more than
             :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
-            one kind are attached to a version.
+            one kind (or too many of any kinds) are attached to a version.
         RegistryError: the registry cannot be read, or the archive cannot be written.
     """
     if not refs:
@@ -255,7 +256,7 @@ def mirror(
             ``mode``, a blob that differs from its digest, a file set other than the
             manifest's or a manifest of another model or version; more than
             :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
-            one kind attached to a version (refused before it is copied).
+            one kind (or too many of any kinds) attached to a version (refused before it is copied).
         RegistryError: a registry cannot be read or written.
     """
     say = progress or (lambda _msg: None)

@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from packager.core.approval import APPROVAL_KIND, REVOCATION_KIND
+from packager.core.benchrecord import KIND as BENCHMARK_KIND
 from packager.core.digests import Digest
 from packager.errors import NotFoundError, TamperedError, UsageError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
@@ -33,6 +35,12 @@ MAX_ATTACHMENT_BYTES = 1 << 20
 # Documents of one kind read for one version: each is verified against every trusted key,
 # so a registry listing thousands must not make an install verify thousands.
 MAX_ATTACHMENTS_PER_KIND = 64
+# The kinds packager reads. Listing every kind (mirror, export, search) lists these only:
+# a kind is any short word, so carrying unknown kinds would let a registry multiply the
+# per-kind cap by hundreds of kinds.
+KNOWN_KINDS = frozenset({APPROVAL_KIND, REVOCATION_KIND, BENCHMARK_KIND})
+# Tags naming one version, of every kind (unknown ones included): more is refused.
+MAX_ATTACHMENTS_PER_VERSION = 256
 
 
 @dataclass(frozen=True)
@@ -96,24 +104,38 @@ def attachments_in(
     """The attachments of the version ``artifact`` describes among ``tags`` (the tags of
     its model in the registry at ``location``), sorted by kind and tag: what every reader
     of attachments (install, approvals, search, mirror, export, benchmark history) reads.
+    With ``kind`` None, those of :data:`KNOWN_KINDS` only: documents of other kinds are
+    skipped, neither read nor carried.
 
     Raises:
-        TamperedError: more than :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
+        TamperedError: more than :data:`MAX_ATTACHMENTS_PER_VERSION` tags name the
+            version, or more than :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
     """
-    found = []
+    naming = []
     for tag in tags:
         match = _TAG_RE.fullmatch(tag)
-        if match is None or match.group(1) != artifact.manifest_digest.hex:
-            continue
-        if kind is None or match.group(2) == kind:
-            found.append(Attachment(match.group(2), tag))
-    for listed, count in Counter(a.kind for a in found).items():
+        if match is not None and match.group(1) == artifact.manifest_digest.hex:
+            naming.append(Attachment(match.group(2), tag))
+    if len(naming) > MAX_ATTACHMENTS_PER_VERSION:
+        raise TamperedError(
+            f"{location} lists {len(naming)} documents for {artifact.ref}, "
+            f"more than the {MAX_ATTACHMENTS_PER_VERSION} packager reads"
+        )
+    wanted = KNOWN_KINDS if kind is None else {kind}
+    found = [a for a in naming if a.kind in wanted]
+    check_counts(found, location=location, ref=artifact.ref)
+    return sorted(found, key=lambda a: (a.kind, a.tag))
+
+
+def check_counts(found: Sequence[Attachment], *, location: str, ref: str) -> None:
+    """Raises TamperedError if ``found`` (the documents ``location`` holds for ``ref``)
+    has more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind."""
+    for listed, count in sorted(Counter(a.kind for a in found).items()):
         if count > MAX_ATTACHMENTS_PER_KIND:
             raise TamperedError(
-                f"{location} lists {count} {listed} documents for {artifact.ref}, "
+                f"{location} lists {count} {listed} documents for {ref}, "
                 f"more than the {MAX_ATTACHMENTS_PER_KIND} packager reads"
             )
-    return sorted(found, key=lambda a: (a.kind, a.tag))
 
 
 def get_attachment(

@@ -21,8 +21,10 @@ from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.attachments import (
     MAX_ATTACHMENTS_PER_KIND,
+    MAX_ATTACHMENTS_PER_VERSION,
     Attachment,
     attachment_tag,
+    attachments_in,
     get_attachment,
     list_attachments,
     put_attachment,
@@ -237,3 +239,40 @@ def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
         ]
     assert not archive.exists()
     assert not (copy.exists() and LayoutRegistry(copy).names())
+
+
+def test_documents_of_kinds_packager_does_not_know_are_neither_read_nor_carried(
+    layout: LayoutRegistry, tmp_path: Path
+) -> None:
+    """A kind is any short word: 65 kinds of one document each would pass a per-kind cap,
+    so listing every kind lists the known ones only, and export and mirror skip the rest."""
+    attach_three(layout)
+    artifact = layout.resolve("iris", "1.0.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
+        put_attachment(layout, artifact, f"junk{i}", b'{"n": %d}' % i)
+    assert {a.kind for a in list_attachments(layout, artifact)} == {"approval", "benchmark"}
+    assert len(list_attachments(layout, artifact)) == 3
+    # Asked for by name, a kind is still read.
+    assert len(list_attachments(layout, artifact, "junk7")) == 1
+
+    out = tmp_path / "carried.tar"
+    export(["iris@1.0.0"], registry=layout, out=out)
+    copy = LayoutRegistry(tmp_path / "copy")
+    mirror(layout, copy, ["iris@1.0.0"], mode=Unverified("mirror --no-verify"))
+    for destination in (ArchiveRegistry(out), copy):
+        tags = [t for t in destination.tags("iris") if t.startswith("sha256-")]
+        assert sorted(t.split(".")[1] for t in tags) == ["approval", "approval", "benchmark"]
+
+
+def test_a_version_named_by_too_many_documents_of_any_kinds_is_refused(
+    layout: LayoutRegistry, tmp_path: Path
+) -> None:
+    artifact = layout.resolve("iris", "1.0.0")
+    tags = layout.tags("iris")
+    for i in range(MAX_ATTACHMENTS_PER_VERSION + 1):
+        tags.append(attachment_tag(artifact.manifest_digest, f"k{i}", b"%d" % i))
+    with pytest.raises(TamperedError, match=f"lists {MAX_ATTACHMENTS_PER_VERSION + 1} documents"):
+        attachments_in(tags, artifact, location=layout.location)
+    with pytest.raises(TamperedError, match="more than the 256"):
+        attachments_in(tags, artifact, "approval", location=layout.location)
+    assert attachments_in(tags[:-1], artifact, location=layout.location) == []
