@@ -60,6 +60,7 @@ from packager.registry.attachments import (
     attached_documents,
     copy_attachments,
     list_attachments,
+    missing_attachments,
     subject_of,
 )
 from packager.registry.attachments import artifact_type as attachment_type
@@ -256,8 +257,12 @@ def mirror(
             ``mode``, a blob that differs from its digest, a file set other than the
             manifest's or a manifest of another model or version; more than
             :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
-            one kind (or too many of any kinds) attached to a version (refused before it is copied).
-        RegistryError: a registry cannot be read or written.
+            one kind (or too many of any kinds) attached to a version in either registry.
+        RegistryError: a registry cannot be read or written; the documents of a version
+            in both registries together are more than that cap.
+
+    Documents over a cap are refused before anything at all is written: a mirror that
+    left a version without some of its documents might drop a revocation.
     """
     say = progress or (lambda _msg: None)
     wanted = _select(source, refs)
@@ -273,11 +278,11 @@ def mirror(
     ):
         work = Path(tmp)
         sink = _Sink(destination)
-        for i, (name, version) in enumerate(wanted):
-            artifact = source.resolve(name, version)
-            # Listed (and capped) before anything is written for this version.
-            attached = list_attachments(source, artifact)
-            present = sink.existing(name, version)
+        # Every version is resolved and its documents listed and checked against the
+        # destination before anything is written.
+        plans = [_plan(source, destination, sink, name, version) for name, version in wanted]
+        for i, (artifact, attached, present) in enumerate(plans):
+            name, version = artifact.name, artifact.version
             if present is not None:
                 entry = Mirrored(name, version, artifact.manifest_digest, present.manifest_digest)
                 held[(name, version)] = present.files[MANIFEST].digest
@@ -318,6 +323,27 @@ def mirror(
         conflicts=tuple(conflicts),
         channels=tuple(channels),
     )
+
+
+def _plan(
+    source: RegistryReader, destination: RegistryReader, sink: _Sink, name: str, version: str
+) -> tuple[Artifact, list[Attachment], Artifact | None]:
+    """The version in ``source``, the documents attached to it there and the version in
+    the destination (None if absent); refuses a version whose documents the destination
+    could not hold beside its own (installs from it would then refuse the version).
+
+    Raises:
+        TamperedError: too many documents in either registry.
+        RegistryError: too many in both together; a registry cannot be read.
+    """
+    artifact = source.resolve(name, version)
+    attached = list_attachments(source, artifact)
+    present = sink.existing(name, version)
+    if present is None or _same_content(artifact, present):
+        # A new version's copy gets the source's OCI manifest digest when the destination
+        # encodes it alike (publish does, for every bundle packager made).
+        missing_attachments(destination, present or artifact, attached, source=source.location)
+    return artifact, attached, present
 
 
 def _carry_attachments(

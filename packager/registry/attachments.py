@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from packager.core.approval import APPROVAL_KIND, REVOCATION_KIND
 from packager.core.benchrecord import KIND as BENCHMARK_KIND
 from packager.core.digests import Digest
-from packager.errors import NotFoundError, TamperedError, UsageError
+from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Artifact, Descriptor, Registry, RegistryReader
 
@@ -168,6 +168,37 @@ def read_attachments(
     return [get_attachment(registry, artifact.name, f, max_size=max_size) for f in found]
 
 
+def missing_attachments(
+    destination: RegistryReader, copy: Artifact, listed: Sequence[Attachment], *, source: str
+) -> list[Attachment]:
+    """Those of ``listed`` (documents of the version in the registry at ``source``) that
+    ``copy`` (the version in ``destination``) lacks, once it is checked that it can hold
+    them all: more than :data:`MAX_ATTACHMENTS_PER_KIND` of a kind there would make every
+    install from ``destination`` refuse the version.
+
+    Raises:
+        RegistryError: the documents ``destination`` holds and those it lacks are together
+            more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind.
+        TamperedError: ``destination`` already holds too many.
+    """
+    try:
+        held = list_attachments(destination, copy)
+    except NotFoundError:  # an archive not written yet, a repository not created yet
+        held = []
+    present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
+    missing = [f for f in listed if (f.kind, f.tag.rsplit(".", 1)[1]) not in present]
+    held_count, missing_count = Counter(a.kind for a in held), Counter(a.kind for a in missing)
+    for kind in sorted(missing_count):
+        if held_count[kind] + missing_count[kind] > MAX_ATTACHMENTS_PER_KIND:
+            raise RegistryError(
+                f"{destination.location} holds {held_count[kind]} {kind} documents for "
+                f"{copy.ref} and {source} {missing_count[kind]} others: together more than "
+                f"the {MAX_ATTACHMENTS_PER_KIND} packager reads, so installs would refuse "
+                "the version; nothing of it was copied"
+            )
+    return missing
+
+
 def copy_attachments(
     source: RegistryReader,
     artifact: Artifact,
@@ -179,22 +210,18 @@ def copy_attachments(
     """Attach to ``copy`` (the version in ``destination``) every document of ``listed``
     (:func:`list_attachments` of ``artifact`` in ``source``, read before the version was
     copied) that it lacks, byte for byte (they are signed: installers judge them); returns
-    those copied.
+    those copied. Nothing is written unless the copy can hold them all (see
+    :func:`missing_attachments`).
 
     Raises:
         TamperedError: a malformed document in ``source``; more than
             :data:`MAX_ATTACHMENTS_PER_KIND` of one kind in ``destination``.
-        RegistryError: either registry cannot be read, or ``destination`` written.
+        RegistryError: more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind in both
+            together, either registry cannot be read, or ``destination`` written.
     """
-    try:
-        held = list_attachments(destination, copy)
-    except NotFoundError:  # an archive not written yet, a repository not created yet
-        held = []
-    present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
+    missing = missing_attachments(destination, copy, listed, source=source.location)
     copied = []
-    for found in listed:
-        if (found.kind, found.tag.rsplit(".", 1)[1]) in present:
-            continue
+    for found in missing:
         data = get_attachment(source, artifact.name, found, max_size=MAX_ATTACHMENT_BYTES)
         copied.append(put_attachment(destination, copy, found.kind, data))
     return copied

@@ -276,3 +276,31 @@ def test_a_version_named_by_too_many_documents_of_any_kinds_is_refused(
     with pytest.raises(TamperedError, match="more than the 256"):
         attachments_in(tags, artifact, "approval", location=layout.location)
     assert attachments_in(tags[:-1], artifact, location=layout.location) == []
+
+
+def test_mirror_refuses_documents_the_destination_could_not_hold_before_writing_anything(
+    layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each side under the cap, both together over it: installs from the destination would
+    refuse the version, so mirror refuses it (exit 4) before writing any version or
+    document, even those it met first."""
+    copy = LayoutRegistry(tmp_path / "copy")
+    mirror(layout, copy, mode=Unverified("mirror --no-verify"))
+    put_attachment(copy, copy.resolve("iris", "1.1.0"), "approval", APPROVAL_1)
+    source = layout.resolve("iris", "1.1.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND):
+        put_attachment(layout, source, "approval", b'{"n": %d}' % i)
+    layout.publish(*make_bundle(tmp_path / "new", version="1.0.5"))
+    put_attachment(layout, layout.resolve("iris", "1.0.0"), "benchmark", OTHER)
+    before = sorted(copy.tags("iris"))
+
+    code = main(["-q", "mirror", str(layout.root), str(copy.root), "--no-verify"])
+    refusal = [e for e in capsys.readouterr().err.splitlines() if "WARNING" not in e]
+    assert code == 4
+    assert refusal == [
+        f"packager: error: {copy.location} holds 1 approval documents for iris@1.1.0 and "
+        f"{layout.location} 64 others: together more than the 64 packager reads, so "
+        "installs would refuse the version; nothing of it was copied"
+    ]
+    assert sorted(copy.tags("iris")) == before
+    assert copy.versions("iris") == ["1.0.0", "1.1.0"]
