@@ -42,14 +42,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX, Channel
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, Manifest
 from packager.core.names import parse_ref
-from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
+from packager.core.policy import Trusted, TrustPolicy, Unverified, VerifyMode
 from packager.core.records import JsonRecord
 from packager.core.root import TRUST_REPOSITORY
 from packager.core.verify import check_channel_document
@@ -67,9 +66,6 @@ from packager.registry.attachments import artifact_type as attachment_type
 from packager.registry.base import Artifact, Registry, RegistryReader
 from packager.registry.roots import copy_trust_documents, trust_document_type, trust_documents
 from packager.registry.verified import fetch_verified, latest_version
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 Progress = Callable[[str], None]
 
@@ -215,23 +211,21 @@ def _delta_base(base: str, artifacts: list[Artifact], registry: RegistryReader) 
     return registry.resolve(name, version)
 
 
-def mirror_mode(keys: Sequence[EllipticCurvePublicKey], *, no_verify: bool) -> VerifyMode:
-    """The verify mode ``mirror`` runs in, from its options: ``--key`` (repeatable) trusts
-    those keys for every model; ``--no-verify`` checks no signature (digests still are).
+def mirror_mode(
+    policy: Callable[[], TrustPolicy], *, keys_given: bool, no_verify: bool
+) -> VerifyMode:
+    """The verify mode ``mirror`` runs in, from its options: ``--no-verify`` checks no
+    signature (digests still are); otherwise ``policy()`` decides, the trust policy an
+    install would use with the ``--key`` files added (so its revocations still apply).
 
     Raises:
-        UsageError: neither, or both.
+        UsageError: ``--key`` with ``--no-verify``; as ``policy()`` (no key and no policy).
     """
     if no_verify:
-        if keys:
+        if keys_given:
             raise UsageError("--key and --no-verify contradict each other: drop one of them")
         return Unverified("--no-verify")
-    if not keys:
-        raise UsageError(
-            "no trusted key: pass --key PATH to the publisher's cosign.pub "
-            "(or --no-verify to copy without checking signatures)"
-        )
-    return Trusted(adhoc_policy(keys))
+    return Trusted(policy())
 
 
 def mirror(
