@@ -212,10 +212,10 @@ def test_a_registry_listing_too_many_documents_of_a_kind_is_refused(
         list_attachments(layout, artifact)
 
 
-def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
-    layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str], keypair: KeyPair
+def test_mirror_and_export_refuse_too_many_documents_of_a_kind(
+    layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The cap install reads attachments with holds for every reader: each command stops
+    """The cap install reads attachments with holds for every copy: each command stops
     with one line and exit 3, and writes nothing."""
     artifact = layout.resolve("iris", "1.0.0")
     for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
@@ -223,9 +223,7 @@ def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
     archive, copy = tmp_path / "out.tar", tmp_path / "copy"
     commands = (
         ("export", "iris@1.0.0", "--registry", layout.root, "-o", archive),
-        ("mirror", layout.root, copy, "iris@1.0.0", "--no-verify"),
-        ("benchmark", "history", "iris", "--registry", layout.root, "--key", keypair.pub_path),
-        ("search", "iris", "--attachments", "--registry", layout.root),
+        ("mirror", layout.root, copy, "--no-verify"),
     )
     for command in commands:
         code = main(["-q", *map(str, command)])
@@ -233,12 +231,44 @@ def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
         # -q: nothing else on stderr, but --no-verify's warning.
         refusal = [line for line in err.splitlines() if "WARNING: --no-verify" not in line]
         assert code == 3, err
-        assert refusal == [
-            f"packager: error: {layout.location} lists 65 benchmark documents for "
-            "iris@1.0.0, more than the 64 packager reads"
-        ]
+        assert refusal == [f"packager: error: {TOO_MANY.format(layout.location)}"]
     assert not archive.exists()
     assert not (copy.exists() and LayoutRegistry(copy).names())
+
+
+TOO_MANY = "{} lists 65 benchmark documents for iris@1.0.0, more than the 64 packager reads"
+
+
+def test_history_and_search_report_a_version_with_too_many_documents_and_list_the_others(
+    layout: LayoutRegistry, capsys: pytest.CaptureFixture[str], keypair: KeyPair
+) -> None:
+    """Listing commands read none of that version's documents, say why in one line (in
+    the JSON too) and list the other versions, as for any document that does not count:
+    exit 0."""
+    artifact = layout.resolve("iris", "1.0.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
+        put_attachment(layout, artifact, BENCHMARK_KIND, b'{"n": %d}' % i)
+    put_attachment(layout, layout.resolve("iris", "1.1.0"), "approval", APPROVAL_1)
+    too_many = TOO_MANY.format(layout.location)
+    registry = ("--registry", str(layout.root))
+    history = ("benchmark", "history", "iris", *registry, "--key", str(keypair.pub_path))
+    search = ("search", "iris", "--attachments", *registry)
+
+    assert main([*history, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["refused"] == [{"version": "1.0.0", "problem": too_many}]
+    assert main(["-q", *history]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"not counted (1.0.0): {too_many}"
+
+    assert main([*search, "--json"]) == 0
+    versions = json.loads(capsys.readouterr().out)["versions"]
+    assert [(d["kind"], d["problem"]) for d in versions["1.0.0"]] == [("*", too_many)]
+    assert [d["kind"] for d in versions["1.1.0"]] == ["approval"]
+    assert main(["-q", *search]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if too_many in line] == [f"  *          unreadable: {too_many}"]
+    assert "iris@1.1.0" in out and "  approval" in "\n".join(out)
 
 
 def test_documents_of_kinds_packager_does_not_know_are_neither_read_nor_carried(
