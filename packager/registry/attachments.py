@@ -111,11 +111,7 @@ def attachments_in(
         TamperedError: more than :data:`MAX_ATTACHMENTS_PER_VERSION` tags name the
             version, or more than :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
     """
-    naming = []
-    for tag in tags:
-        match = _TAG_RE.fullmatch(tag)
-        if match is not None and match.group(1) == artifact.manifest_digest.hex:
-            naming.append(Attachment(match.group(2), tag))
+    naming = _naming(tags, artifact)
     if len(naming) > MAX_ATTACHMENTS_PER_VERSION:
         raise TamperedError(
             f"{location} lists {len(naming)} documents for {artifact.ref}, "
@@ -123,11 +119,21 @@ def attachments_in(
         )
     wanted = KNOWN_KINDS if kind is None else {kind}
     found = [a for a in naming if a.kind in wanted]
-    check_counts(found, location=location, ref=artifact.ref)
+    _check_counts(found, location=location, ref=artifact.ref)
     return sorted(found, key=lambda a: (a.kind, a.tag))
 
 
-def check_counts(found: Sequence[Attachment], *, location: str, ref: str) -> None:
+def _naming(tags: list[str], artifact: Artifact) -> list[Attachment]:
+    """The attachments among ``tags`` that name the version, of every kind."""
+    found = []
+    for tag in tags:
+        match = _TAG_RE.fullmatch(tag)
+        if match is not None and match.group(1) == artifact.manifest_digest.hex:
+            found.append(Attachment(match.group(2), tag))
+    return found
+
+
+def _check_counts(found: Sequence[Attachment], *, location: str, ref: str) -> None:
     """Raises TamperedError if ``found`` (the documents ``location`` holds for ``ref``)
     has more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind."""
     for listed, count in sorted(Counter(a.kind for a in found).items()):
@@ -178,25 +184,47 @@ def missing_attachments(
 
     Raises:
         RegistryError: the documents ``destination`` holds and those it lacks are together
-            more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind.
+            more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind, or than
+            :data:`MAX_ATTACHMENTS_PER_VERSION`.
         TamperedError: ``destination`` already holds too many.
     """
     try:
-        held = list_attachments(destination, copy)
+        tags = destination.tags(copy.name)
     except NotFoundError:  # an archive not written yet, a repository not created yet
-        held = []
+        tags = []
+    held = attachments_in(tags, copy, location=destination.location)
     present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
     missing = [f for f in listed if (f.kind, f.tag.rsplit(".", 1)[1]) not in present]
-    held_count, missing_count = Counter(a.kind for a in held), Counter(a.kind for a in missing)
-    for kind in sorted(missing_count):
-        if held_count[kind] + missing_count[kind] > MAX_ATTACHMENTS_PER_KIND:
-            raise RegistryError(
-                f"{destination.location} holds {held_count[kind]} {kind} documents for "
-                f"{copy.ref} and {source} {missing_count[kind]} others: together more than "
-                f"the {MAX_ATTACHMENTS_PER_KIND} packager reads, so installs would refuse "
-                "the version; nothing of it was copied"
-            )
+    others = len(_naming(tags, copy)) - len(held)  # of kinds packager does not read
+    _check_room(held, missing, others, where=destination.location, ref=copy.ref, source=source)
     return missing
+
+
+def _check_room(
+    held: list[Attachment],
+    missing: list[Attachment],
+    others: int,
+    *,
+    where: str,
+    ref: str,
+    source: str,
+) -> None:
+    """Raises RegistryError unless the documents ``where`` holds for ``ref`` (``held``, and
+    ``others`` of unknown kinds) and those ``source`` adds (``missing``) stay within the
+    caps together."""
+    held_count, missing_count = Counter(a.kind for a in held), Counter(a.kind for a in missing)
+    checks = [
+        (f"{k} documents", held_count[k], missing_count[k], MAX_ATTACHMENTS_PER_KIND)
+        for k in sorted(missing_count)
+    ]
+    checks.append(("documents", len(held) + others, len(missing), MAX_ATTACHMENTS_PER_VERSION))
+    for what, had, more, cap in checks:
+        if had + more > cap:
+            raise RegistryError(
+                f"{where} holds {had} {what} for {ref} and {source} {more} others: together "
+                f"more than the {cap} packager reads, so installs would refuse the version; "
+                "nothing of it was copied"
+            )
 
 
 def copy_attachments(

@@ -16,7 +16,7 @@ from packager.core.benchrecord import KIND as BENCHMARK_KIND
 from packager.core.digests import Digest
 from packager.core.policy import Unverified
 from packager.distribution.mirror import export, mirror
-from packager.errors import TamperedError, UsageError
+from packager.errors import RegistryError, TamperedError, UsageError
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.attachments import (
@@ -334,3 +334,22 @@ def test_mirror_refuses_documents_the_destination_could_not_hold_before_writing_
     ]
     assert sorted(copy.tags("iris")) == before
     assert copy.versions("iris") == ["1.0.0", "1.1.0"]
+
+
+def test_mirror_counts_the_destinations_documents_of_every_kind_against_the_version_cap(
+    layout: LayoutRegistry,
+) -> None:
+    source = layout.resolve("iris", "1.1.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND):
+        put_attachment(layout, source, "approval", b'{"n": %d}' % i)
+    with MemoryRegistry() as copy:
+        mirror(layout, copy, mode=Unverified("mirror --no-verify"))
+        held = copy.resolve("iris", "1.1.0")
+        assert len(list_attachments(copy, held)) == MAX_ATTACHMENTS_PER_KIND
+        for i in range(MAX_ATTACHMENTS_PER_VERSION - MAX_ATTACHMENTS_PER_KIND):
+            put_attachment(copy, held, f"k{i}", b"%d" % i)
+        put_attachment(layout, source, "benchmark", OTHER)  # one more: 257 there
+        before = sorted(copy.tags("iris"))
+        with pytest.raises(RegistryError, match="holds 256 documents for iris@1.1.0 and"):
+            mirror(layout, copy, mode=Unverified("mirror --no-verify"))
+        assert sorted(copy.tags("iris")) == before
