@@ -874,3 +874,33 @@ def test_update_continues_past_a_registry_that_breaks_in_any_way(
     outcome, detail = channel_log(store, "aster")[-1]
     assert outcome == "refused" and "backend exploded" in detail
     assert not [p for p in store.tmp.rglob("*") if p.is_file()], "staging left behind"
+
+
+def test_benchmark_through_a_channel_refuses_a_document_older_than_the_instance_saw(
+    capsys: pytest.CaptureFixture[str],
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    tmp_path: Path,
+    iris: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """`benchmark NAME@CHANNEL --registry` (and `--baseline NAME@CHANNEL`) holds the channel
+    to the last document the instance accepted, as install does."""
+    old = craft(keypair, version="1.1.0", digest=manifest_digest(bundles["1.1.0"]), sequence=1)
+    put_channel(
+        registry,
+        craft(keypair, version="2.0.0", digest=manifest_digest(bundles["2.0.0"]), sequence=2),
+    )
+    assert install_channel(registry, store, trust, T0 + HOUR) == "2.0.0"
+    put_channel(registry, old)  # the registry replays sequence 1, still unexpired
+    rows = iris[0][:20]
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b,c,d\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    remote = ("--registry", registry.root, "--key", keypair.pub_path, "--data", data)
+    remote += ("--time-budget", "0.1")
+    for refs in (("iris@stable",), (bundles["1.0.0"], "--baseline", "iris@stable")):
+        code, _, err = cli(capsys, "benchmark", *refs, *remote)
+        assert code == 3, err
+        assert "replaying" in err and "Traceback" not in err

@@ -131,7 +131,9 @@ def test_each_version_is_resolved_once_and_copied_as_verified(
     """What is verified is what is copied: no second look at the source in between."""
     counting = CountingRegistry(source)
     target = LayoutRegistry(tmp_path / "target")
-    chosen = mirror_mode([keypair.public] if mode == "trusted" else [], no_verify=mode != "trusted")
+    chosen = mirror_mode(
+        lambda: adhoc_policy([keypair.public]), keys_given=False, no_verify=mode != "trusted"
+    )
     report = mirror(cast(Registry, counting), target, mode=chosen)
     assert report.verified is (mode == "trusted")
     assert counting.resolved == [f"iris@{v}" for v in VERSIONS]
@@ -171,10 +173,10 @@ def test_keys_are_required_unless_no_verify(
     assert code == 2 and "contradict" in err
     assert not (tmp_path / "target").exists()
     with pytest.raises(UsageError, match="contradict"):
-        mirror_mode([keypair.public], no_verify=True)
-    with pytest.raises(UsageError, match="--key"):
-        mirror_mode([], no_verify=False)
-    assert mirror_mode([], no_verify=True) == Unverified("--no-verify")
+        mirror_mode(lambda: adhoc_policy([keypair.public]), keys_given=True, no_verify=True)
+    assert mirror_mode(
+        lambda: adhoc_policy([keypair.public]), keys_given=False, no_verify=True
+    ) == Unverified("--no-verify")
 
 
 def test_without_key_the_instance_trust_policy_decides(

@@ -1,8 +1,8 @@
 """`--key PUB` adds a trusted key to the trust policy for one command; it does not replace
 the policy: a key the policy revokes stays refused, and the approvals, licence rules and
-minimum versions the policy sets still apply, on install, update and pull. With no policy
-file, the `--key` files alone are trusted, as before. `verify --key PUB` checks that PUB
-signed the bundle: it trusts exactly the `--key` files, whatever the policy says, and
+minimum versions the policy sets still apply, on install, update, pull and mirror. With no
+policy file, the `--key` files alone are trusted, as before. `verify --key PUB` checks that
+PUB signed the bundle: it trusts exactly the `--key` files, whatever the policy says, and
 names the signer."""
 
 from __future__ import annotations
@@ -98,6 +98,24 @@ def test_a_key_the_policy_revokes_is_refused_when_given_with_key(
     assert Store(home).current_version("iris") is None
     refused = [e for e in Store(home).audit_log("iris") if e.outcome == "refused"]
     assert len(refused) == 2
+
+
+def test_mirror_with_key_still_refuses_a_key_the_policy_revokes(
+    capsys: pytest.CaptureFixture[str],
+    registry: Path,
+    keypair: KeyPair,
+    tmp_path: Path,
+    policy: Callable[..., None],
+) -> None:
+    mirror = ("mirror", registry, tmp_path / "copy", "iris@1.0.0", "--key", keypair.pub_path)
+    code, _, err = cli(capsys, *mirror)
+    assert code == 0, err  # the policy trusts only x-* models: --key adds the key
+    assert LayoutRegistry(tmp_path / "copy").versions("iris") == ["1.0.0"]
+    policy("add-key", "builder", keypair.pub_path)
+    policy("revoke", "builder")
+    code, _, err = cli(capsys, *mirror[:2], tmp_path / "again", *mirror[3:])
+    assert code == 3 and "made with the revoked key 'builder'" in err
+    assert not (tmp_path / "again").exists()
 
 
 def test_verify_with_key_proves_that_key_signed_whatever_the_policy_trusts(

@@ -267,12 +267,19 @@ def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
     from packager.core.names import parse_target
     from packager.distribution.pull import pull_target
     from packager.instance.roots import instance_policy
+    from packager.instance.store import Store
 
+    target = parse_target(ref)
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=source.key_paths)
     registry = open_registry_at(ctx, source.registry_ref)
-    mode = with_pinned_root(ctx, policy, registry, parse_target(ref).name)
+    mode = with_pinned_root(ctx, policy, registry, target.name)
     out = tmp / str(len(list(tmp.iterdir())))
-    return pull_target(ref, registry=registry, mode=mode, out_dir=out, now=now(), progress=ctx.say)
+    # The instance's last accepted document of the channel: an older one is a replay.
+    channel = target.channel
+    seen = None if channel is None else Store(ctx.home).channel_seen(target.name, channel)
+    return pull_target(
+        ref, registry=registry, mode=mode, out_dir=out, now=now(), progress=ctx.say, last_seen=seen
+    )
 
 
 def _publish(

@@ -398,28 +398,29 @@ def mirror_cmd(
     every version of every model is copied; NAME alone copies all its versions. A version
     already in DST with the same content is skipped; one with other content is a conflict:
     left alone and listed, and the exit code is 4 once the others are copied. A .tar DST is
-    rebuilt atomically and keeps what it held. Trusted keys and CAs come from --key, else
-    --trust FILE, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; with a
-    pinned root (`packager trust pin-root`), plus the keys SRC's delegations name.
+    rebuilt atomically and keeps what it held. Trusted keys and CAs come from --trust FILE,
+    else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml; --key adds keys to it
+    (its revocations still apply), or is trusted alone when there is none; with a pinned
+    root (`packager trust pin-root`), plus the keys SRC's delegations name.
     """
-    from packager.core.policy import Trusted, VerifyMode
+    from packager.core.policy import Trusted, TrustPolicy
     from packager.distribution.mirror import mirror, mirror_mode
     from packager.instance.roots import instance_policy
 
-    if no_verify:
-        render.warn(render_distribution.MIRRORING_UNVERIFIED)
-    mode: VerifyMode
-    if no_verify or key_paths:
-        mode = mirror_mode(load_public_keys(key_paths), no_verify=no_verify)
-    else:
-        policy = instance_policy(
+    def policy() -> TrustPolicy:
+        trusted = instance_policy(
             home=ctx.home,
             trust_file=ctx.trust_file,
+            key_paths=key_paths,
             refusing="refusing to copy unverified models (--no-verify copies without "
             "checking signatures)",
         )
-        render_trust.unusable_keys(policy)
-        mode = Trusted(policy)
+        render_trust.unusable_keys(trusted)
+        return trusted
+
+    if no_verify:
+        render.warn(render_distribution.MIRRORING_UNVERIFIED)
+    mode = mirror_mode(policy, keys_given=bool(key_paths), no_verify=no_verify)
     origin = open_registry_at(ctx, source)
     if isinstance(mode, Trusted):
         mode = with_pinned_root(ctx, mode.policy, origin)

@@ -32,7 +32,13 @@ from packager.core.names import parse_target
 from packager.core.signature import key_hint
 from packager.core.text import Progress
 from packager.core.verify import check_binding, served_file
-from packager.errors import NotFoundError, UntrustedError, UsageError, VerificationError
+from packager.errors import (
+    NotFoundError,
+    TamperedError,
+    UntrustedError,
+    UsageError,
+    VerificationError,
+)
 from packager.registry.attachments import (
     Attachment,
     attachments_in,
@@ -189,7 +195,8 @@ def _check_version(
 class Listed:
     """A document attached to a version, as the registry claims it (UNVERIFIED: for
     display; installers verify). ``role``/``key``/``issued``/``expires`` are read from
-    approvals only; ``problem`` says why one could not be read."""
+    approvals only; ``problem`` says why one could not be read (kind ``*``: why none of
+    the version's documents was)."""
 
     kind: str
     tag: str
@@ -202,23 +209,25 @@ class Listed:
 
 def list_version_attachments(registry: RegistryReader, name: str) -> dict[str, list[Listed]]:
     """Version -> the documents attached to it (unverified), for every version of ``name``.
+    A version with more documents attached than packager reads
+    (:func:`~packager.registry.attachments.attachments_in`) has one entry of kind ``*``
+    whose ``problem`` says so; none of its documents is read.
 
     Raises:
         UsageError: a malformed name.
         NotFoundError: a version listed is gone.
-        TamperedError: more than
-            :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
-            one kind attached to a version.
         RegistryError: the registry cannot be read.
     """
     tags = registry.tags(name)
     listed: dict[str, list[Listed]] = {}
     for version in registry.versions(name):
         artifact = registry.resolve(name, version)
-        listed[version] = [
-            _describe(registry, name, found)
-            for found in attachments_in(tags, artifact, location=registry.location)
-        ]
+        try:
+            found = attachments_in(tags, artifact, location=registry.location)
+        except TamperedError as e:
+            listed[version] = [Listed("*", "", problem=str(e))]
+            continue
+        listed[version] = [_describe(registry, name, f) for f in found]
     return listed
 
 

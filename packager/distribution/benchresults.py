@@ -82,22 +82,26 @@ def publish_result(
 def history(registry: RegistryReader, name: str, policy: TrustPolicy) -> list[Entry]:
     """Every benchmark result attached to every version of ``name``, oldest version first
     and, within a version, in order of measurement; results that do not verify are listed
-    with the reason and carry no figures.
+    with the reason and carry no figures. A version with more documents attached than
+    packager reads (:func:`~packager.registry.attachments.attachments_in`) is one entry
+    with the reason, and none of its results is read.
 
     Raises:
         UsageError: a malformed name.
         NotFoundError: no such model.
-        TamperedError: more than
-            :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` results
-            attached to a version.
         RegistryError: the registry cannot be read.
     """
     entries = []
     for version in sorted(registry.versions(name), key=semver_key):
         artifact = registry.resolve(name, version)
         subject = Subject(name, version, served_file(artifact.files, MANIFEST).digest)
+        try:
+            listed = list_attachments(registry, artifact, KIND)
+        except TamperedError as e:
+            entries.append(Entry(version, "", problem=str(e)))
+            continue
         found = []
-        for attached in list_attachments(registry, artifact, KIND):
+        for attached in listed:
             try:
                 data = get_attachment(registry, name, attached, max_size=MAX_RESULT_BYTES)
                 result, hint = accept_benchmark_result(data, policy, subject)

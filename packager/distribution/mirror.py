@@ -25,9 +25,10 @@ names and has no document of that channel with a higher sequence; without verify
 copies a document only where the destination has none under that channel (it cannot tell
 which of two is newer). A source that cannot list its tags carries no channels, and says so.
 
-Documents attached to a version (approvals, revocations:
-:mod:`packager.registry.attachments`) go along with it, byte for byte: export carries every
-one, mirror those the destination's copy lacks, re-attached to the copy's OCI manifest.
+Documents attached to a version (approvals, revocations, benchmark results: the kinds
+packager knows, :mod:`packager.registry.attachments`) go along with it, byte for byte:
+export carries every one, mirror those the destination's copy lacks, re-attached to the
+copy's OCI manifest; documents of other kinds are skipped.
 They are not judged here: each installer judges them with its own trust policy.
 
 The root of trust's documents (:mod:`packager.registry.roots`) go along too: export carries
@@ -38,17 +39,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, TAG_PREFIX, Channel
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, Manifest
 from packager.core.names import parse_ref
-from packager.core.policy import Trusted, Unverified, VerifyMode, adhoc_policy
+from packager.core.policy import Trusted, TrustPolicy, Unverified, VerifyMode
 from packager.core.records import JsonRecord
 from packager.core.root import TRUST_REPOSITORY
 from packager.core.text import Progress
@@ -60,15 +60,13 @@ from packager.registry.attachments import (
     attached_documents,
     copy_attachments,
     list_attachments,
+    missing_attachments,
     subject_of,
 )
 from packager.registry.attachments import artifact_type as attachment_type
 from packager.registry.base import Artifact, Registry, RegistryReader
 from packager.registry.roots import copy_trust_documents, trust_document_type, trust_documents
 from packager.registry.verified import Source, fetch_verified, latest_version
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,7 @@ def export(
         NotFoundError: a model or version is not in ``registry``.
         TamperedError: a blob differs from its descriptor; more than
             :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
-            one kind are attached to a version.
+            one kind (or too many of any kinds) are attached to a version.
         RegistryError: the registry cannot be read, or the archive cannot be written.
     """
     if not refs:
@@ -212,23 +210,21 @@ def _delta_base(base: str, artifacts: list[Artifact], registry: RegistryReader) 
     return registry.resolve(name, version)
 
 
-def mirror_mode(keys: Sequence[EllipticCurvePublicKey], *, no_verify: bool) -> VerifyMode:
-    """The verify mode ``mirror`` runs in, from its options: ``--key`` (repeatable) trusts
-    those keys for every model; ``--no-verify`` checks no signature (digests still are).
+def mirror_mode(
+    policy: Callable[[], TrustPolicy], *, keys_given: bool, no_verify: bool
+) -> VerifyMode:
+    """The verify mode ``mirror`` runs in, from its options: ``--no-verify`` checks no
+    signature (digests still are); otherwise ``policy()`` decides, the trust policy an
+    install would use with the ``--key`` files added (so its revocations still apply).
 
     Raises:
-        UsageError: neither, or both.
+        UsageError: ``--key`` with ``--no-verify``; as ``policy()`` (no key and no policy).
     """
     if no_verify:
-        if keys:
+        if keys_given:
             raise UsageError("--key and --no-verify contradict each other: drop one of them")
         return Unverified("--no-verify")
-    if not keys:
-        raise UsageError(
-            "no trusted key: pass --key PATH to the publisher's cosign.pub "
-            "(or --no-verify to copy without checking signatures)"
-        )
-    return Trusted(adhoc_policy(keys))
+    return Trusted(policy())
 
 
 def mirror(
@@ -254,8 +250,12 @@ def mirror(
             ``mode``, a blob that differs from its digest, a file set other than the
             manifest's or a manifest of another model or version; more than
             :data:`~packager.registry.attachments.MAX_ATTACHMENTS_PER_KIND` documents of
-            one kind attached to a version (refused before it is copied).
-        RegistryError: a registry cannot be read or written.
+            one kind (or too many of any kinds) attached to a version in either registry.
+        RegistryError: a registry cannot be read or written; the documents of a version
+            in both registries together are more than that cap.
+
+    Documents over a cap are refused before anything at all is written: a mirror that
+    left a version without some of its documents might drop a revocation.
     """
     say = progress or (lambda _msg: None)
     wanted = _select(source, refs)
@@ -271,11 +271,11 @@ def mirror(
     ):
         work = Path(tmp)
         sink = _Sink(destination)
-        for i, (name, version) in enumerate(wanted):
-            artifact = source.resolve(name, version)
-            # Listed (and capped) before anything is written for this version.
-            attached = list_attachments(source, artifact)
-            present = sink.existing(name, version)
+        # Every version is resolved and its documents listed and checked against the
+        # destination before anything is written.
+        plans = [_plan(source, destination, sink, name, version) for name, version in wanted]
+        for i, (artifact, attached, present) in enumerate(plans):
+            name, version = artifact.name, artifact.version
             if present is not None:
                 entry = Mirrored(name, version, artifact.manifest_digest, present.manifest_digest)
                 held[(name, version)] = present.files[MANIFEST].digest
@@ -316,6 +316,27 @@ def mirror(
         conflicts=tuple(conflicts),
         channels=tuple(channels),
     )
+
+
+def _plan(
+    source: RegistryReader, destination: RegistryReader, sink: _Sink, name: str, version: str
+) -> tuple[Artifact, list[Attachment], Artifact | None]:
+    """The version in ``source``, the documents attached to it there and the version in
+    the destination (None if absent); refuses a version whose documents the destination
+    could not hold beside its own (installs from it would then refuse the version).
+
+    Raises:
+        TamperedError: too many documents in either registry.
+        RegistryError: too many in both together; a registry cannot be read.
+    """
+    artifact = source.resolve(name, version)
+    attached = list_attachments(source, artifact)
+    present = sink.existing(name, version)
+    if present is None or _same_content(artifact, present):
+        # A new version's copy gets the source's OCI manifest digest when the destination
+        # encodes it alike (publish does, for every bundle packager made).
+        missing_attachments(destination, present or artifact, attached, source=source.location)
+    return artifact, attached, present
 
 
 def _carry_attachments(

@@ -8,6 +8,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from packager.core.channel import Seen
 from packager.core.digests import Digest
 from packager.core.names import parse_ref, parse_target
 from packager.core.policy import Trusted
@@ -70,11 +71,13 @@ def pull_target(
     out_dir: Path,
     now: datetime,
     progress: Progress | None = None,
+    last_seen: Seen | None = None,
 ) -> Path:
     """:func:`pull` ``name[@version|@channel]``. Through a channel, the version its
     verified document names, and only the bundle whose manifest.json has the digest the
     document names: a version tag moved after the document was read is refused, as
-    install refuses it.
+    install refuses it. ``last_seen`` is the channel document the caller accepted last
+    (an instance's), so an older one replayed is refused as a rollback.
 
     Raises:
         UsageError, VerificationError, RegistryError: as :func:`pull`, and for a channel
@@ -85,7 +88,9 @@ def pull_target(
     parsed = parse_target(target)
     if parsed.channel is None:
         return pull(target, registry=registry, mode=mode, out_dir=out_dir, progress=progress)
-    doc, _ = read_channel(registry, parsed.name, parsed.channel, mode=mode, now=now, last_seen=None)
+    doc, _ = read_channel(
+        registry, parsed.name, parsed.channel, mode=mode, now=now, last_seen=last_seen
+    )
     return pull(
         f"{parsed.name}@{doc.version}",
         registry=registry,

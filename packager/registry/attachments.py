@@ -20,8 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from packager.core.approval import APPROVAL_KIND, REVOCATION_KIND
+from packager.core.benchrecord import KIND as BENCHMARK_KIND
 from packager.core.digests import Digest
-from packager.errors import NotFoundError, TamperedError, UsageError
+from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Artifact, Descriptor, Registry, RegistryReader
 
@@ -33,6 +35,12 @@ MAX_ATTACHMENT_BYTES = 1 << 20
 # Documents of one kind read for one version: each is verified against every trusted key,
 # so a registry listing thousands must not make an install verify thousands.
 MAX_ATTACHMENTS_PER_KIND = 64
+# The kinds packager reads. Listing every kind (mirror, export, search) lists these only:
+# a kind is any short word, so carrying unknown kinds would let a registry multiply the
+# per-kind cap by hundreds of kinds.
+KNOWN_KINDS = frozenset({APPROVAL_KIND, REVOCATION_KIND, BENCHMARK_KIND})
+# Tags naming one version, of every kind (unknown ones included): more is refused.
+MAX_ATTACHMENTS_PER_VERSION = 256
 
 
 @dataclass(frozen=True)
@@ -96,24 +104,44 @@ def attachments_in(
     """The attachments of the version ``artifact`` describes among ``tags`` (the tags of
     its model in the registry at ``location``), sorted by kind and tag: what every reader
     of attachments (install, approvals, search, mirror, export, benchmark history) reads.
+    With ``kind`` None, those of :data:`KNOWN_KINDS` only: documents of other kinds are
+    skipped, neither read nor carried.
 
     Raises:
-        TamperedError: more than :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
+        TamperedError: more than :data:`MAX_ATTACHMENTS_PER_VERSION` tags name the
+            version, or more than :data:`MAX_ATTACHMENTS_PER_KIND` documents of one kind.
     """
+    naming = _naming(tags, artifact)
+    if len(naming) > MAX_ATTACHMENTS_PER_VERSION:
+        raise TamperedError(
+            f"{location} lists {len(naming)} documents for {artifact.ref}, "
+            f"more than the {MAX_ATTACHMENTS_PER_VERSION} packager reads"
+        )
+    wanted = KNOWN_KINDS if kind is None else {kind}
+    found = [a for a in naming if a.kind in wanted]
+    _check_counts(found, location=location, ref=artifact.ref)
+    return sorted(found, key=lambda a: (a.kind, a.tag))
+
+
+def _naming(tags: list[str], artifact: Artifact) -> list[Attachment]:
+    """The attachments among ``tags`` that name the version, of every kind."""
     found = []
     for tag in tags:
         match = _TAG_RE.fullmatch(tag)
-        if match is None or match.group(1) != artifact.manifest_digest.hex:
-            continue
-        if kind is None or match.group(2) == kind:
+        if match is not None and match.group(1) == artifact.manifest_digest.hex:
             found.append(Attachment(match.group(2), tag))
-    for listed, count in Counter(a.kind for a in found).items():
+    return found
+
+
+def _check_counts(found: Sequence[Attachment], *, location: str, ref: str) -> None:
+    """Raises TamperedError if ``found`` (the documents ``location`` holds for ``ref``)
+    has more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind."""
+    for listed, count in sorted(Counter(a.kind for a in found).items()):
         if count > MAX_ATTACHMENTS_PER_KIND:
             raise TamperedError(
-                f"{location} lists {count} {listed} documents for {artifact.ref}, "
+                f"{location} lists {count} {listed} documents for {ref}, "
                 f"more than the {MAX_ATTACHMENTS_PER_KIND} packager reads"
             )
-    return sorted(found, key=lambda a: (a.kind, a.tag))
 
 
 def get_attachment(
@@ -146,6 +174,59 @@ def read_attachments(
     return [get_attachment(registry, artifact.name, f, max_size=max_size) for f in found]
 
 
+def missing_attachments(
+    destination: RegistryReader, copy: Artifact, listed: Sequence[Attachment], *, source: str
+) -> list[Attachment]:
+    """Those of ``listed`` (documents of the version in the registry at ``source``) that
+    ``copy`` (the version in ``destination``) lacks, once it is checked that it can hold
+    them all: more than :data:`MAX_ATTACHMENTS_PER_KIND` of a kind there would make every
+    install from ``destination`` refuse the version.
+
+    Raises:
+        RegistryError: the documents ``destination`` holds and those it lacks are together
+            more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind, or than
+            :data:`MAX_ATTACHMENTS_PER_VERSION`.
+        TamperedError: ``destination`` already holds too many.
+    """
+    try:
+        tags = destination.tags(copy.name)
+    except NotFoundError:  # an archive not written yet, a repository not created yet
+        tags = []
+    held = attachments_in(tags, copy, location=destination.location)
+    present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
+    missing = [f for f in listed if (f.kind, f.tag.rsplit(".", 1)[1]) not in present]
+    others = len(_naming(tags, copy)) - len(held)  # of kinds packager does not read
+    _check_room(held, missing, others, where=destination.location, ref=copy.ref, source=source)
+    return missing
+
+
+def _check_room(
+    held: list[Attachment],
+    missing: list[Attachment],
+    others: int,
+    *,
+    where: str,
+    ref: str,
+    source: str,
+) -> None:
+    """Raises RegistryError unless the documents ``where`` holds for ``ref`` (``held``, and
+    ``others`` of unknown kinds) and those ``source`` adds (``missing``) stay within the
+    caps together."""
+    held_count, missing_count = Counter(a.kind for a in held), Counter(a.kind for a in missing)
+    checks = [
+        (f"{k} documents", held_count[k], missing_count[k], MAX_ATTACHMENTS_PER_KIND)
+        for k in sorted(missing_count)
+    ]
+    checks.append(("documents", len(held) + others, len(missing), MAX_ATTACHMENTS_PER_VERSION))
+    for what, had, more, cap in checks:
+        if had + more > cap:
+            raise RegistryError(
+                f"{where} holds {had} {what} for {ref} and {source} {more} others: together "
+                f"more than the {cap} packager reads, so installs would refuse the version; "
+                "nothing of it was copied"
+            )
+
+
 def copy_attachments(
     source: RegistryReader,
     artifact: Artifact,
@@ -157,22 +238,18 @@ def copy_attachments(
     """Attach to ``copy`` (the version in ``destination``) every document of ``listed``
     (:func:`list_attachments` of ``artifact`` in ``source``, read before the version was
     copied) that it lacks, byte for byte (they are signed: installers judge them); returns
-    those copied.
+    those copied. Nothing is written unless the copy can hold them all (see
+    :func:`missing_attachments`).
 
     Raises:
         TamperedError: a malformed document in ``source``; more than
             :data:`MAX_ATTACHMENTS_PER_KIND` of one kind in ``destination``.
-        RegistryError: either registry cannot be read, or ``destination`` written.
+        RegistryError: more than :data:`MAX_ATTACHMENTS_PER_KIND` of one kind in both
+            together, either registry cannot be read, or ``destination`` written.
     """
-    try:
-        held = list_attachments(destination, copy)
-    except NotFoundError:  # an archive not written yet, a repository not created yet
-        held = []
-    present = {(a.kind, a.tag.rsplit(".", 1)[1]) for a in held}
+    missing = missing_attachments(destination, copy, listed, source=source.location)
     copied = []
-    for found in listed:
-        if (found.kind, found.tag.rsplit(".", 1)[1]) in present:
-            continue
+    for found in missing:
         data = get_attachment(source, artifact.name, found, max_size=MAX_ATTACHMENT_BYTES)
         copied.append(put_attachment(destination, copy, found.kind, data))
     return copied

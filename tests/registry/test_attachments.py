@@ -16,13 +16,15 @@ from packager.core.benchrecord import KIND as BENCHMARK_KIND
 from packager.core.digests import Digest
 from packager.core.policy import Unverified
 from packager.distribution.mirror import export, mirror
-from packager.errors import TamperedError, UsageError
+from packager.errors import RegistryError, TamperedError, UsageError
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.attachments import (
     MAX_ATTACHMENTS_PER_KIND,
+    MAX_ATTACHMENTS_PER_VERSION,
     Attachment,
     attachment_tag,
+    attachments_in,
     get_attachment,
     list_attachments,
     put_attachment,
@@ -210,10 +212,10 @@ def test_a_registry_listing_too_many_documents_of_a_kind_is_refused(
         list_attachments(layout, artifact)
 
 
-def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
-    layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str], keypair: KeyPair
+def test_mirror_and_export_refuse_too_many_documents_of_a_kind(
+    layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The cap install reads attachments with holds for every reader: each command stops
+    """The cap install reads attachments with holds for every copy: each command stops
     with one line and exit 3, and writes nothing."""
     artifact = layout.resolve("iris", "1.0.0")
     for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
@@ -221,9 +223,7 @@ def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
     archive, copy = tmp_path / "out.tar", tmp_path / "copy"
     commands = (
         ("export", "iris@1.0.0", "--registry", layout.root, "-o", archive),
-        ("mirror", layout.root, copy, "iris@1.0.0", "--no-verify"),
-        ("benchmark", "history", "iris", "--registry", layout.root, "--key", keypair.pub_path),
-        ("search", "iris", "--attachments", "--registry", layout.root),
+        ("mirror", layout.root, copy, "--no-verify"),
     )
     for command in commands:
         code = main(["-q", *map(str, command)])
@@ -231,9 +231,125 @@ def test_mirror_export_history_and_search_refuse_too_many_documents_of_a_kind(
         # -q: nothing else on stderr, but --no-verify's warning.
         refusal = [line for line in err.splitlines() if "WARNING: --no-verify" not in line]
         assert code == 3, err
-        assert refusal == [
-            f"packager: error: {layout.location} lists 65 benchmark documents for "
-            "iris@1.0.0, more than the 64 packager reads"
-        ]
+        assert refusal == [f"packager: error: {TOO_MANY.format(layout.location)}"]
     assert not archive.exists()
     assert not (copy.exists() and LayoutRegistry(copy).names())
+
+
+TOO_MANY = "{} lists 65 benchmark documents for iris@1.0.0, more than the 64 packager reads"
+
+
+def test_history_and_search_report_a_version_with_too_many_documents_and_list_the_others(
+    layout: LayoutRegistry, capsys: pytest.CaptureFixture[str], keypair: KeyPair
+) -> None:
+    """Listing commands read none of that version's documents, say why in one line (in
+    the JSON too) and list the other versions, as for any document that does not count:
+    exit 0."""
+    artifact = layout.resolve("iris", "1.0.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
+        put_attachment(layout, artifact, BENCHMARK_KIND, b'{"n": %d}' % i)
+    put_attachment(layout, layout.resolve("iris", "1.1.0"), "approval", APPROVAL_1)
+    too_many = TOO_MANY.format(layout.location)
+    registry = ("--registry", str(layout.root))
+    history = ("benchmark", "history", "iris", *registry, "--key", str(keypair.pub_path))
+    search = ("search", "iris", "--attachments", *registry)
+
+    assert main([*history, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["refused"] == [{"version": "1.0.0", "problem": too_many}]
+    assert main(["-q", *history]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f"not counted (1.0.0): {too_many}"
+
+    assert main([*search, "--json"]) == 0
+    versions = json.loads(capsys.readouterr().out)["versions"]
+    assert [(d["kind"], d["problem"]) for d in versions["1.0.0"]] == [("*", too_many)]
+    assert [d["kind"] for d in versions["1.1.0"]] == ["approval"]
+    assert main(["-q", *search]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if too_many in line] == [f"  *          unreadable: {too_many}"]
+    assert "iris@1.1.0" in out and "  approval" in "\n".join(out)
+
+
+def test_documents_of_kinds_packager_does_not_know_are_neither_read_nor_carried(
+    layout: LayoutRegistry, tmp_path: Path
+) -> None:
+    """A kind is any short word: 65 kinds of one document each would pass a per-kind cap,
+    so listing every kind lists the known ones only, and export and mirror skip the rest."""
+    attach_three(layout)
+    artifact = layout.resolve("iris", "1.0.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND + 1):
+        put_attachment(layout, artifact, f"junk{i}", b'{"n": %d}' % i)
+    assert {a.kind for a in list_attachments(layout, artifact)} == {"approval", "benchmark"}
+    assert len(list_attachments(layout, artifact)) == 3
+    # Asked for by name, a kind is still read.
+    assert len(list_attachments(layout, artifact, "junk7")) == 1
+
+    out = tmp_path / "carried.tar"
+    export(["iris@1.0.0"], registry=layout, out=out)
+    copy = LayoutRegistry(tmp_path / "copy")
+    mirror(layout, copy, ["iris@1.0.0"], mode=Unverified("mirror --no-verify"))
+    for destination in (ArchiveRegistry(out), copy):
+        tags = [t for t in destination.tags("iris") if t.startswith("sha256-")]
+        assert sorted(t.split(".")[1] for t in tags) == ["approval", "approval", "benchmark"]
+
+
+def test_a_version_named_by_too_many_documents_of_any_kinds_is_refused(
+    layout: LayoutRegistry, tmp_path: Path
+) -> None:
+    artifact = layout.resolve("iris", "1.0.0")
+    tags = layout.tags("iris")
+    for i in range(MAX_ATTACHMENTS_PER_VERSION + 1):
+        tags.append(attachment_tag(artifact.manifest_digest, f"k{i}", b"%d" % i))
+    with pytest.raises(TamperedError, match=f"lists {MAX_ATTACHMENTS_PER_VERSION + 1} documents"):
+        attachments_in(tags, artifact, location=layout.location)
+    with pytest.raises(TamperedError, match="more than the 256"):
+        attachments_in(tags, artifact, "approval", location=layout.location)
+    assert attachments_in(tags[:-1], artifact, location=layout.location) == []
+
+
+def test_mirror_refuses_documents_the_destination_could_not_hold_before_writing_anything(
+    layout: LayoutRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each side under the cap, both together over it: installs from the destination would
+    refuse the version, so mirror refuses it (exit 4) before writing any version or
+    document, even those it met first."""
+    copy = LayoutRegistry(tmp_path / "copy")
+    mirror(layout, copy, mode=Unverified("mirror --no-verify"))
+    put_attachment(copy, copy.resolve("iris", "1.1.0"), "approval", APPROVAL_1)
+    source = layout.resolve("iris", "1.1.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND):
+        put_attachment(layout, source, "approval", b'{"n": %d}' % i)
+    layout.publish(*make_bundle(tmp_path / "new", version="1.0.5"))
+    put_attachment(layout, layout.resolve("iris", "1.0.0"), "benchmark", OTHER)
+    before = sorted(copy.tags("iris"))
+
+    code = main(["-q", "mirror", str(layout.root), str(copy.root), "--no-verify"])
+    refusal = [e for e in capsys.readouterr().err.splitlines() if "WARNING" not in e]
+    assert code == 4
+    assert refusal == [
+        f"packager: error: {copy.location} holds 1 approval documents for iris@1.1.0 and "
+        f"{layout.location} 64 others: together more than the 64 packager reads, so "
+        "installs would refuse the version; nothing of it was copied"
+    ]
+    assert sorted(copy.tags("iris")) == before
+    assert copy.versions("iris") == ["1.0.0", "1.1.0"]
+
+
+def test_mirror_counts_the_destinations_documents_of_every_kind_against_the_version_cap(
+    layout: LayoutRegistry,
+) -> None:
+    source = layout.resolve("iris", "1.1.0")
+    for i in range(MAX_ATTACHMENTS_PER_KIND):
+        put_attachment(layout, source, "approval", b'{"n": %d}' % i)
+    with MemoryRegistry() as copy:
+        mirror(layout, copy, mode=Unverified("mirror --no-verify"))
+        held = copy.resolve("iris", "1.1.0")
+        assert len(list_attachments(copy, held)) == MAX_ATTACHMENTS_PER_KIND
+        for i in range(MAX_ATTACHMENTS_PER_VERSION - MAX_ATTACHMENTS_PER_KIND):
+            put_attachment(copy, held, f"k{i}", b"%d" % i)
+        put_attachment(layout, source, "benchmark", OTHER)  # one more: 257 there
+        before = sorted(copy.tags("iris"))
+        with pytest.raises(RegistryError, match="holds 256 documents for iris@1.1.0 and"):
+            mirror(layout, copy, mode=Unverified("mirror --no-verify"))
+        assert sorted(copy.tags("iris")) == before
