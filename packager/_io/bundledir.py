@@ -14,7 +14,9 @@ from packager.core.shards import Hashed, claimed_shard_size
 from packager.errors import TamperedError, UsageError
 
 if TYPE_CHECKING:
-    from packager.core.policy import VerifyMode
+    from packager.core.digests import Digest
+    from packager.core.policy import Trusted, VerifyMode
+    from packager.core.verify import Statement
 
 
 def read_bundle_files(bundle: Path) -> dict[str, Path]:
@@ -92,6 +94,43 @@ def verify_bundle(bundle: Path, *, mode: VerifyMode | Callable[[], VerifyMode]) 
         )
     verify.check_files(statement, manifest, present)
     return manifest
+
+
+def read_signed_manifest(
+    bundle: Path, mode: Trusted, *, name: str, version: str
+) -> tuple[Statement, Manifest, Digest] | None:
+    """An installed bundle's model.sig verified against ``mode``'s policy as it is now (keys
+    revoked included) and its manifest.json checked against it, for ``name``@``version``;
+    both read size-capped, no other file read. None when the directory holds no model.sig
+    (a version installed unverified from an unsigned bundle).
+
+    Raises:
+        VerificationError: an untrusted or revoked signature, a manifest.json other than
+            the signed one, or of another model or version.
+    """
+    from packager.core import verify
+    from packager.core.manifest import MAX_MANIFEST_BYTES
+    from packager.core.signature import MAX_SIGNATURE_BYTES
+
+    sig = _read_capped(bundle / SIGNATURE, MAX_SIGNATURE_BYTES)
+    if sig is None:
+        return None
+    statement = verify.verify_signature(sig, mode, name=name)
+    manifest_bytes = _read_capped(bundle / MANIFEST, MAX_MANIFEST_BYTES) or b""
+    manifest = verify.check_manifest(
+        statement, manifest_bytes, name=name, version=version, source="the installed bundle"
+    )
+    return statement, manifest, verify.signed_digest(statement, MANIFEST)
+
+
+def _read_capped(path: Path, cap: int) -> bytes | None:
+    """At most ``cap`` + 1 bytes of ``path`` (the checks refuse anything larger), or None
+    when there is no such file."""
+    try:
+        with path.open("rb") as f:
+            return f.read(cap + 1)
+    except FileNotFoundError:
+        return None
 
 
 def _hashed_whole(path: Path) -> Hashed:

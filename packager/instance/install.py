@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from packager._io.bundledir import read_signed_manifest
 from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
 from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
@@ -43,6 +44,7 @@ from packager.errors import (
     ExpiredError,
     NotInstalledError,
     PackagerError,
+    RegistryError,
     UsageError,
     VerificationError,
 )
@@ -399,36 +401,61 @@ class _Install:
 
     def recheck(self, name: str, version: str) -> None:
         """The version already current, which is not fetched again, must still pass the
-        trust policy as it is now: its signature, manifest.json and required approvals are
-        read from the registry again (no other file is read) and judged by the rules of a
-        full install (key revoked, licence rules, minimum, approvals revoked or expired),
-        and the manifest.json they vouch for must be the one installed. Nothing is checked
+        trust policy as it is now. Its installed model.sig and manifest.json are judged
+        here, with no registry (key revoked, minimum, licence rules); the registry is read
+        only when the policy requires approvals, which live there (a version installed
+        without model.sig has its signature and manifest.json read from the registry too,
+        and the manifest.json they vouch for must be the one installed). Nothing is checked
         in an unverified mode, and nothing is written: the caller audits a refusal.
 
         Raises:
             VerificationError: of the kind the rule refusing it raises, its message saying
                 that the current version no longer passes and stays current.
-            RegistryError: the registry cannot be read, or no longer has the version.
+            RegistryError: the policy requires approvals (or model.sig is not installed) and
+                the registry cannot be read or no longer has the version.
         """
         mode = self.options.verify
         if not isinstance(mode, Trusted):
             return
         try:
             check_minimum(name, version, mode=mode)
-            artifact = self.registry.resolve(name, version)
-            signed = read_signed(self.registry, artifact, mode=mode, say=self.options.say)
-            installed = self.store.manifest_digest(name, version)
-            check_installed(signed.manifest_digest, installed, ref=artifact.ref)
-            check_licenses(evaluate_licenses(signed.manifest, mode.policy), artifact.ref)
-            decision = self.approvals(artifact, signed.manifest_digest, signed.statement.signer)
-            if decision is not None:
-                decision.check(artifact.ref)
+            manifest, digest, signer, artifact = self.signed_current(name, version, mode)
+            check_licenses(evaluate_licenses(manifest, mode.policy), manifest.ref)
+            if mode.policy.required_approvals(name):
+                artifact = artifact or self.registry.resolve(name, version)
+                decision = self.approvals(artifact, digest, signer)
+                if decision is not None:
+                    decision.check(artifact.ref)
         except VerificationError as e:
             raise type(e)(
                 f"{name}@{version}, the version current here, no longer passes the trust "
                 f"policy: {e}; it stays installed and current, nothing was changed"
             ) from e
+        except RegistryError as e:
+            raise type(e)(
+                f"{name}@{version}, the version current here, cannot be checked again: {e}; "
+                "its approvals are read from the registry; it stays installed and current, "
+                "nothing was changed"
+            ) from e
         self.options.say(f"{name}@{version}: signature, manifest and approvals checked again")
+
+    def signed_current(
+        self, name: str, version: str, mode: Trusted
+    ) -> tuple[Manifest, Digest, str | None, Artifact | None]:
+        """The installed version's signed manifest, its digest and signer: from its installed
+        model.sig and manifest.json (no artifact: the registry is not read), or from the
+        registry when it has no model.sig (installed unverified), then bound to the
+        manifest.json installed."""
+        directory = self.store.installed_dir(name, version)
+        local = read_signed_manifest(directory, mode, name=name, version=version)
+        if local is not None:
+            statement, manifest, digest = local
+            return manifest, digest, statement.signer, None
+        artifact = self.registry.resolve(name, version)
+        signed = read_signed(self.registry, artifact, mode=mode, say=self.options.say)
+        installed = self.store.manifest_digest(name, version)
+        check_installed(signed.manifest_digest, installed, ref=artifact.ref)
+        return signed.manifest, signed.manifest_digest, signed.statement.signer, artifact
 
     def check_licenses(self, manifest: Manifest, mode: Trusted) -> None:
         """The licences the policy's rules for the model ask about, each written to the audit
