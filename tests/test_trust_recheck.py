@@ -369,3 +369,39 @@ def test_required_approvals_need_the_registry(
         assert (last.action, last.outcome) == ("install", "refused")
     assert store.current_version("iris") == "1.0.0"
 
+
+def test_update_records_the_channel_and_audits_the_same_refusal_once(
+    registry: MemoryRegistry, home: Path, trust_file: Path, other_keypair: KeyPair
+) -> None:
+    assert do_install("iris@stable", registry, home, []).version == "1.0.0"
+    store = Store(home)
+    revoke_key(trust_file, "builder")
+
+    def refusals() -> list[str]:
+        return [
+            e.detail
+            for e in store.audit_log("iris")
+            if (e.action, e.outcome) == ("channel", "refused")
+        ]
+
+    for _ in range(3):
+        assert do_update(registry, home).exit_code == 3
+    assert len(refusals()) == 1 and NO_LONGER in refusals()[0]
+    (shown,) = status(store, now=T0 + 3 * HOUR).models
+    assert shown.last_refusal is not None and NO_LONGER in shown.last_refusal.detail
+
+    # A newer document naming the same version is recorded (the replay floor rises)
+    # though the version is refused, and that refusal is audited after it.
+    promote(
+        "iris@1.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=other_keypair.private,
+        now=T0 + HOUR,
+    )
+    assert do_update(registry, home).exit_code == 3
+    seen = store.channel_seen("iris", "stable")
+    assert seen is not None and seen.sequence == 2
+    assert len(refusals()) == 2
+    accepted = [e for e in store.audit_log("iris") if "stable sequence 2" in e.detail]
+    assert [(e.action, e.outcome) for e in accepted] == [("channel", "ok")]

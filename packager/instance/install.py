@@ -221,18 +221,32 @@ class _Install:
     options: InstallOptions
 
     def refused(
-        self, error: PackagerError, action: str, name: str, version: str | None, about: str = ""
+        self,
+        error: PackagerError,
+        action: str,
+        name: str,
+        version: str | None,
+        about: str = "",
+        *,
+        once: bool = False,
     ) -> None:
-        """Write ``error`` to the audit log as a refused ``action`` (its detail after ``about``)."""
+        """Write ``error`` to the audit log as a refused ``action`` (its detail after
+        ``about``); with ``once``, not when the model's newest entry is that same refusal
+        (:meth:`Store.repeats_latest`: `status` still shows it as the last refusal)."""
         detail = f"{type(error).__name__}: {error}"
-        self.store.audit(
-            action=action,
-            outcome="refused",
-            now=self.now,
-            name=name,
-            version=version,
-            detail=f"{about}: {detail}" if about else detail,
+        detail = f"{about}: {detail}" if about else detail
+        repeated = once and self.store.repeats_latest(
+            action=action, outcome="refused", name=name, version=version, detail=detail
         )
+        if not repeated:
+            self.store.audit(
+                action=action,
+                outcome="refused",
+                now=self.now,
+                name=name,
+                version=version,
+                detail=detail,
+            )
 
     def by_channel(self, name: str, channel: str, mode: Trusted) -> InstallResult:
         version: str | None = None
@@ -269,8 +283,10 @@ class _Install:
                     and current == version
                     and self.store.manifest_digest(name, version) == doc.manifest_digest
                 ):
-                    self.recheck(name, version)
+                    # Recorded first: a newer sequence raises the replay floor even when
+                    # the version it names no longer passes the trust policy.
                     self.store.record_channel(record, now=self.now)
+                    self.recheck(name, version)
                     self.options.say(f"{name}@{version} is already current")
                     return InstallResult(
                         name,
@@ -283,9 +299,10 @@ class _Install:
                     )
                 return self.by_version(name, version, channel=(doc, record))
         except PackagerError as e:
-            # An expiry `update` has reported once is not audited again at every run.
+            # An expiry `update` has reported once, or the same refusal as the model's last
+            # audit entry, is not audited again at every run.
             if not (isinstance(e, ExpiredError) and self.store.expiry_reported(name, channel)):
-                self.refused(e, "channel", name, version, about=channel)
+                self.refused(e, "channel", name, version, about=channel, once=True)
             raise
 
     def _installed(self, name: str) -> Path | None:
