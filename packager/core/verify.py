@@ -825,6 +825,71 @@ def _judge_approval(
     return ApprovalFinding(True, f"{by} ({key.hint[:16]}), {when}", doc.role, key.name, doc)
 
 
+# --- the rules beyond the signature ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attached:
+    """The approval and revocation documents read beside a version (each capped)."""
+
+    approvals: Sequence[bytes]
+    revocations: Sequence[bytes]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the trust policy says of a version whose signature verified: every licence the
+    rules ask about, and the approvals decision (None: none read). The caller audits the
+    findings, then :meth:`check` refuses."""
+
+    ref: str
+    licenses: tuple[LicenseFinding, ...]
+    approvals: ApprovalDecision | None
+
+    def check(self) -> None:
+        """Raises UntrustedError: a licence not allowed or missing, or an approval missing."""
+        check_licenses(self.licenses, self.ref)
+        if self.approvals is not None:
+            self.approvals.check(self.ref)
+
+
+def judge(
+    manifest: Manifest,
+    manifest_digest: Digest,
+    signer: str | None,
+    mode: Trusted,
+    *,
+    attached: Attached | None,
+    now: datetime,
+) -> Verdict:
+    """The one list of rules a version whose signature ``mode`` verified (so no revoked
+    key signed it) must pass, on every path that makes it current: a full install, the
+    version already current judged again, a rollback. Not below the policy's minimum
+    (raised at once), every licence rule (:func:`evaluate_licenses`), and the approvals
+    (:func:`evaluate_approvals`) when ``attached`` was read (None: the policy requires none,
+    or, for a rollback, no registry is read).
+
+    Raises:
+        RollbackError: below the policy's minimum.
+    """
+    check_minimum(manifest.name, manifest.version, mode=mode)
+    approvals = (
+        None
+        if attached is None
+        else evaluate_approvals(
+            attached.approvals,
+            attached.revocations,
+            mode.policy,
+            name=manifest.name,
+            version=manifest.version,
+            manifest_digest=manifest_digest,
+            bundle_signer=signer,
+            now=now,
+        )
+    )
+    return Verdict(manifest.ref, evaluate_licenses(manifest, mode.policy), approvals)
+
+
 # --- licences -----------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,16 +30,14 @@ from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
 from packager.core.verify import (
-    ApprovalDecision,
+    Attached,
+    Verdict,
     check_channel_mode,
     check_floor,
     check_installed,
-    check_licenses,
-    check_minimum,
     check_trusted,
     check_version_allowed,
-    evaluate_approvals,
-    evaluate_licenses,
+    judge,
 )
 from packager.errors import (
     ExpiredError,
@@ -49,11 +48,17 @@ from packager.errors import (
     VerificationError,
 )
 from packager.instance.roots import trusted_mode
-from packager.instance.smoke import SmokeLimits, run_smoke_test
+from packager.instance.smoke import SmokeLimits, SmokeTest, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.attachments import read_attachments
 from packager.registry.base import Artifact, RegistryReader
-from packager.registry.verified import fetch_verified, latest_version, read_channel, read_signed
+from packager.registry.verified import (
+    Fetched,
+    fetch_verified,
+    latest_version,
+    read_channel,
+    read_signed,
+)
 
 Progress = Callable[[str], None]
 
@@ -330,31 +335,13 @@ class _Install:
         )
         artifact = self.registry.resolve(name, version)
         with self.store.staging(name) as staged:
-            fetched = fetch_verified(
-                self.registry,
-                artifact,
-                mode=self.options.verify,
-                dest=staged,
-                say=self.options.say,
-                expected_manifest=None if doc is None else doc.manifest_digest,
-                reuse=self._installed(name),
-                # --force re-checks: every file reused is hashed, fingerprints or not.
-                local=self.store.installed_files(fingerprints=not self.options.force),
-            )
-            manifest = fetched.manifest
-            if isinstance(self.options.verify, Trusted):
-                self.check_licenses(manifest, self.options.verify)
-                self.check_approvals(artifact, fetched.manifest_digest, fetched.statement.signer)
-
-            # 5. Can this instance run it, and does it still give the recorded answers?
-            smoke = run_smoke_test(staged, manifest, limits=self.options.smoke)
-            comparison = smoke.comparison
-            self.options.say(
-                f"smoke test passed: {comparison.rows} test vectors, "
-                f"max abs diff {comparison.max_abs_diff:.3g} "
-                f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
-            )
-
+            fetched = self.fetch(artifact, staged, doc)
+            if isinstance(mode := self.options.verify, Trusted):
+                signed = fetched.manifest, fetched.manifest_digest, fetched.statement.signer
+                verdict = self.judge(mode, *signed, artifact)
+                self.audit_verdict(verdict, name, version)
+                verdict.check()
+            smoke = self.smoke_test(staged, fetched.manifest)
             # 6. Only now move it into place.
             previous = self.store.current_version(name)
             directory = self.store.commit(
@@ -366,13 +353,57 @@ class _Install:
                 now=self.now,
                 channel=record,
             )
+        self.audit_install(fetched, doc, previous)
+        return InstallResult(
+            name,
+            version,
+            directory,
+            fetched.manifest_digest.hex,
+            previous,
+            smoke.comparison,
+            doc,
+            smoke_seconds=smoke.seconds,
+            smoke_peak_rss=smoke.peak_rss,
+            unfollowed=unfollowed,
+            sources=fetched.sources,
+        )
+
+    def fetch(self, artifact: Artifact, staged: Path, doc: Channel | None) -> Fetched:
+        """Steps 1-4 of the verification order, into ``staged`` (see
+        :func:`~packager.registry.verified.fetch_verified`)."""
+        return fetch_verified(
+            self.registry,
+            artifact,
+            mode=self.options.verify,
+            dest=staged,
+            say=self.options.say,
+            expected_manifest=None if doc is None else doc.manifest_digest,
+            reuse=self._installed(artifact.name),
+            # --force re-checks: every file reused is hashed, fingerprints or not.
+            local=self.store.installed_files(fingerprints=not self.options.force),
+        )
+
+    def smoke_test(self, staged: Path, manifest: Manifest) -> SmokeTest:
+        """5. Can this instance run it, and does it still give the recorded answers?"""
+        smoke = run_smoke_test(staged, manifest, limits=self.options.smoke)
+        comparison = smoke.comparison
+        self.options.say(
+            f"smoke test passed: {comparison.rows} test vectors, "
+            f"max abs diff {comparison.max_abs_diff:.3g} "
+            f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
+        )
+        return smoke
+
+    def audit_install(self, fetched: Fetched, doc: Channel | None, previous: str | None) -> None:
+        """The audit entry of a version installed."""
+        manifest = fetched.manifest
         via = "" if doc is None else f"; channel {doc.channel} sequence {doc.sequence}"
         self.store.audit(
             action="install",
             outcome="ok" if fetched.statement.signed else "insecure",
             now=self.now,
-            name=name,
-            version=version,
+            name=manifest.name,
+            version=manifest.version,
             detail=f"from {self.registry.location}; manifest {fetched.manifest_digest}; "
             f"{fetched.statement.describe()}; previous {previous or '-'}{via}",
             facts=AuditFacts(
@@ -383,19 +414,6 @@ class _Install:
                 sequence=None if doc is None else doc.sequence,
                 previous=previous,
             ),
-        )
-        return InstallResult(
-            name,
-            version,
-            directory,
-            fetched.manifest_digest.hex,
-            previous,
-            comparison,
-            doc,
-            smoke_seconds=smoke.seconds,
-            smoke_peak_rss=smoke.peak_rss,
-            unfollowed=unfollowed,
-            sources=fetched.sources,
         )
 
     def already_current(self, name: str, version: str, unfollowed: str | None) -> InstallResult:
@@ -435,14 +453,8 @@ class _Install:
         if not isinstance(mode, Trusted):
             return
         try:
-            check_minimum(name, version, mode=mode)
             manifest, digest, signer, artifact = self.signed_current(name, version, mode)
-            check_licenses(evaluate_licenses(manifest, mode.policy), manifest.ref)
-            if mode.policy.required_approvals(name):
-                artifact = artifact or self.registry.resolve(name, version)
-                decision = self.approvals(artifact, digest, signer)
-                if decision is not None:
-                    decision.check(artifact.ref)
+            self.judge(mode, manifest, digest, signer, artifact).check()
         except VerificationError as e:
             raise type(e)(
                 f"{name}@{version}, the version current here, no longer passes the trust "
@@ -474,82 +486,54 @@ class _Install:
         check_installed(signed.manifest_digest, installed, ref=artifact.ref)
         return signed.manifest, signed.manifest_digest, signed.statement.signer, artifact
 
-    def check_licenses(self, manifest: Manifest, mode: Trusted) -> None:
-        """The licences the policy's rules for the model ask about, each written to the audit
-        log.
+    def judge(
+        self,
+        mode: Trusted,
+        manifest: Manifest,
+        digest: Digest,
+        signer: str | None,
+        artifact: Artifact | None,
+    ) -> Verdict:
+        """:func:`packager.core.verify.judge` of a version whose signature verified, with the
+        approvals the policy requires read from the registry beside it (``artifact``, or the
+        version resolved when None); the registry is not read when it requires none.
 
         Raises:
-            UntrustedError: a licence missing or not allowed.
+            RollbackError: below the policy's minimum.
+            RegistryError: approvals required and the registry cannot be read.
         """
-        findings = evaluate_licenses(manifest, mode.policy)
-        for finding in findings:
-            self.store.audit(
-                action="license",
-                outcome="ok" if finding.allowed else "refused",
-                now=self.now,
-                name=manifest.name,
-                version=manifest.version,
-                detail=f"{finding.subject}: {finding.detail}",
+        attached = None
+        if mode.policy.required_approvals(manifest.name):
+            artifact = artifact or self.registry.resolve(manifest.name, manifest.version)
+            attached = Attached(
+                *(
+                    read_attachments(self.registry, artifact, kind, max_size=MAX_APPROVAL_BYTES)
+                    for kind in (APPROVAL_KIND, REVOCATION_KIND)
+                )
             )
-        check_licenses(findings, manifest.ref)
+        return judge(manifest, digest, signer, mode, attached=attached, now=self.now)
 
-    def approvals(
-        self, artifact: Artifact, manifest_digest: Digest, signer: str | None
-    ) -> ApprovalDecision | None:
-        """The approvals the policy requires for the model, read from the registry beside
-        the version and judged by :func:`packager.core.verify.evaluate_approvals`; None
-        when it requires none (nothing is read) or in an unverified mode."""
-        mode = self.options.verify
-        if not isinstance(mode, Trusted) or not mode.policy.required_approvals(artifact.name):
-            return None
-        documents = {
-            kind: read_attachments(self.registry, artifact, kind, max_size=MAX_APPROVAL_BYTES)
-            for kind in (APPROVAL_KIND, REVOCATION_KIND)
-        }
-        return evaluate_approvals(
-            documents[APPROVAL_KIND],
-            documents[REVOCATION_KIND],
-            mode.policy,
-            name=artifact.name,
-            version=artifact.version,
-            manifest_digest=manifest_digest,
-            bundle_signer=signer,
-            now=self.now,
-        )
-
-    def check_approvals(
-        self, artifact: Artifact, manifest_digest: Digest, signer: str | None
-    ) -> None:
-        """The approvals the policy requires (:meth:`approvals`); every document looked at
-        and every approval missing is written to the audit log.
-
-        Raises:
-            UntrustedError: an approval is missing (the message names the role and count).
-        """
-        name, version = artifact.name, artifact.version
-        decision = self.approvals(artifact, manifest_digest, signer)
-        if decision is None:
-            return
-        for finding in decision.findings:
-            self.store.audit(
+    def audit_verdict(self, verdict: Verdict, name: str, version: str) -> None:
+        """Every licence checked, approval document looked at and approval missing, written to
+        the audit log (the refusal, if any, is :meth:`Verdict.check`'s)."""
+        audit = partial(self.store.audit, now=self.now, name=name, version=version)
+        for lic in verdict.licenses:
+            outcome = "ok" if lic.allowed else "refused"
+            audit(action="license", outcome=outcome, detail=f"{lic.subject}: {lic.detail}")
+        decision = verdict.approvals
+        for finding in () if decision is None else decision.findings:
+            audit(
                 action="approval",
                 outcome="ok" if finding.accepted else "refused",
-                now=self.now,
-                name=name,
-                version=version,
                 detail=f"role {finding.role or '-'}, key {finding.key or '-'}: {finding.detail}",
             )
             self.options.say(("approval: " if finding.accepted else "refused: ") + finding.detail)
-        for role, count in decision.missing.items():
-            self.store.audit(
+        for role, count in {} if decision is None else decision.missing.items():
+            audit(
                 action="approval",
                 outcome="missing",
-                now=self.now,
-                name=name,
-                version=version,
                 detail=f"role {role}, key -: {count} more approval(s) required",
             )
-        decision.check(artifact.ref)
 
 
 def rollback(name: str, *, store: Store, now: datetime) -> RolledBack:
