@@ -44,6 +44,7 @@ from packager.errors import (
     NotInstalledError,
     PackagerError,
     RegistryError,
+    UntrustedError,
     UsageError,
     VerificationError,
 )
@@ -536,18 +537,30 @@ class _Install:
             )
 
 
-def rollback(name: str, *, store: Store, now: datetime) -> RolledBack:
+def rollback(
+    name: str, *, store: Store, now: datetime, verify: Trusted | None = None
+) -> RolledBack:
     """Make the previously active installed version current again. The model stops
-    following its channel, if it followed one.
+    following its channel, if it followed one. The rollback floor is not checked (going
+    back is what rollback is for) and stays where it is.
+
+    With a trust policy (``verify``), the version gone back to must pass it as it is now,
+    judged from its installed model.sig and manifest.json with no registry
+    (:func:`packager.core.verify.judge`: a key revoked, the minimum, licence rules; the
+    approvals, which live in the registry, are not read); a refusal is audited and nothing
+    changes.
 
     Raises:
         NotInstalledError: there is no other installed version to go back to.
+        VerificationError: the version gone back to does not pass the trust policy.
     """
     with store.lock(name):
         target = store.previous_version(name)
         if target is None:
             raise NotInstalledError(f"{name} has no previous installed version to roll back to")
         current = store.current_version(name)
+        if verify is not None:
+            _judge_rollback(name, target, current, store=store, mode=verify, now=now)
         store.activate(name, target, now=now)
         # Following a channel would undo the rollback at the next `packager update`.
         unfollowed = store.unfollow(name, now=now, reason=f"rolled back to {target}")
@@ -561,6 +574,33 @@ def rollback(name: str, *, store: Store, now: datetime) -> RolledBack:
         facts=AuditFacts(previous=current),
     )
     return RolledBack(name, target, current, unfollowed)
+
+
+def _judge_rollback(
+    name: str, target: str, current: str | None, *, store: Store, mode: Trusted, now: datetime
+) -> None:
+    """The installed ``target`` judged by ``mode`` offline (see :func:`rollback`); a
+    refusal is audited, then raised naming what stays current."""
+    try:
+        directory = store.installed_dir(name, target)
+        local = read_signed_manifest(directory, mode, name=name, version=target)
+        if local is None:
+            raise UntrustedError(
+                f"{name}@{target} was installed unverified, with no model.sig: the trust "
+                "policy cannot vouch for it"
+            )
+        statement, manifest, digest = local
+        judge(manifest, digest, statement.signer, mode, attached=None, now=now).check()
+    except VerificationError as e:
+        error = type(e)(
+            f"refusing to roll back {name} to {target}: {e}; {current or 'nothing'} stays "
+            "current; install a version the trust policy allows"
+        )
+        detail = f"{type(e).__name__}: {error}"
+        store.audit(
+            action="rollback", outcome="refused", now=now, name=name, version=target, detail=detail
+        )
+        raise error from e
 
 
 def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
