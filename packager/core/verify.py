@@ -160,13 +160,8 @@ def verify_signature(
             revoked key (under a revoked CA: named), or no trusted key or CA vouches for it.
         TamperedError: ``sig`` is too large or malformed.
     """
+    check_claimed_signer(sig, mode.policy)
     revoked = mode.policy.revoked_hints()
-    claimed = signature.claimed_key_hint(sig)
-    if claimed is not None and claimed in revoked:
-        raise UntrustedError(
-            f"model.sig was made with the revoked key {revoked[claimed]!r}; "
-            "ask the publisher for a version signed with a current key"
-        )
     payload, hint, certificate = _signed_payload(
         sig, signature.PAYLOAD_TYPE, mode.policy, name=name, now=now, what="model.sig"
     )
@@ -184,6 +179,24 @@ def verify_signature(
         shard_size=statement.shard_size,
         shards=statement.shards,
     )
+
+
+def check_claimed_signer(sig: bytes, policy: TrustPolicy) -> None:
+    """``model.sig`` must not claim a key ``policy`` revokes. What it claims is not
+    authenticated, so this can only refuse: first of :func:`verify_signature`'s checks,
+    and the only one left for a signature verified at install whose keys came from a
+    pinned root's delegations, which live in the registry.
+
+    Raises:
+        UntrustedError: naming the revoked key.
+    """
+    revoked = policy.revoked_hints()
+    claimed = signature.claimed_key_hint(sig)
+    if claimed is not None and claimed in revoked:
+        raise UntrustedError(
+            f"model.sig was made with the revoked key {revoked[claimed]!r}; "
+            "ask the publisher for a version signed with a current key"
+        )
 
 
 def _signed_payload(

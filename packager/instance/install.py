@@ -48,7 +48,7 @@ from packager.errors import (
     UsageError,
     VerificationError,
 )
-from packager.instance.roots import trusted_mode
+from packager.instance.roots import trust_state, trusted_mode
 from packager.instance.smoke import SmokeLimits, SmokeTest, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.attachments import read_attachments
@@ -479,8 +479,8 @@ class _Install:
         directory = self.store.installed_dir(name, version)
         local = read_signed_manifest(directory, mode, name=name, version=version)
         if local is not None:
-            statement, manifest, digest = local
-            return manifest, digest, statement.signer, None
+            signer, manifest, digest = local
+            return manifest, digest, signer, None
         artifact = self.registry.resolve(name, version)
         signed = read_signed(self.registry, artifact, mode=mode, say=self.options.say)
         installed = self.store.manifest_digest(name, version)
@@ -548,7 +548,9 @@ def rollback(
     judged from its installed model.sig and manifest.json with no registry
     (:func:`packager.core.verify.judge`: a key revoked, the minimum, licence rules; the
     approvals, which live in the registry, are not read); a refusal is audited and nothing
-    changes.
+    changes. With a pinned root, whose delegations (in the registry) may trust keys the
+    policy alone does not, model.sig (verified at install) must only not name a key the
+    policy revokes.
 
     Raises:
         NotInstalledError: there is no other installed version to go back to.
@@ -583,14 +585,15 @@ def _judge_rollback(
     refusal is audited, then raised naming what stays current."""
     try:
         directory = store.installed_dir(name, target)
-        local = read_signed_manifest(directory, mode, name=name, version=target)
+        pinned = trust_state(store) is not None
+        local = read_signed_manifest(directory, mode, name=name, version=target, delegated=pinned)
         if local is None:
             raise UntrustedError(
                 f"{name}@{target} was installed unverified, with no model.sig: the trust "
                 "policy cannot vouch for it"
             )
-        statement, manifest, digest = local
-        judge(manifest, digest, statement.signer, mode, attached=None, now=now).check()
+        signer, manifest, digest = local
+        judge(manifest, digest, signer, mode, attached=None, now=now).check()
     except VerificationError as e:
         error = type(e)(
             f"refusing to roll back {name} to {target}: {e}; {current or 'nothing'} stays "
