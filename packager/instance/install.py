@@ -171,8 +171,9 @@ def install(
     is recorded for ``packager update``. Installing by version stops following (the
     result's ``unfollowed`` says which channel). The version already current is not
     fetched or smoke-tested again unless ``options.force``, but with a trust policy it must
-    still pass it: its signature, manifest and approvals are read and checked again, and a
-    refusal leaves it installed and current. Every
+    still pass it: its installed signature and manifest are judged again (the approvals
+    the policy requires read from the registry), and a refusal leaves it installed and
+    current. Every
     refusal is written to the audit log before it is raised ("channel" entries for
     installs through a channel).
 
@@ -269,40 +270,13 @@ class _Install:
                     f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
                     f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
                 )
-                # `update` runs often: a document seen before is not audited again.
-                new = seen is None or doc.sequence > seen.sequence
-                record = ChannelRecord(
-                    following,
-                    Seen(doc.sequence, doc.version, doc.manifest_digest),
-                    detail=(
-                        f"{channel} sequence {doc.sequence}: {version} ({doc.manifest_digest}), "
-                        f"key {hint}, issued {doc.issued.isoformat()}, expires "
-                        f"{doc.expires.isoformat()}, from {self.registry.location}"
-                    )
-                    if new
-                    else None,
-                    expires=doc.expires,
-                )
-                current = self.store.current_version(name)
+                record = self.channel_record(following, doc, hint, seen)
                 if (
                     not self.options.force
-                    and current == version
+                    and self.store.current_version(name) == version
                     and self.store.manifest_digest(name, version) == doc.manifest_digest
                 ):
-                    # Recorded first: a newer sequence raises the replay floor even when
-                    # the version it names no longer passes the trust policy.
-                    self.store.record_channel(record, now=self.now)
-                    self.recheck(name, version)
-                    self.options.say(f"{name}@{version} is already current")
-                    return InstallResult(
-                        name,
-                        version,
-                        self.store.installed_dir(name, version),
-                        doc.manifest_digest.hex,
-                        current,
-                        None,
-                        doc,
-                    )
+                    return self.channel_current(doc, record)
                 return self.by_version(name, version, channel=(doc, record))
         except PackagerError as e:
             # An expiry `update` has reported once, or the same refusal as the model's last
@@ -310,6 +284,43 @@ class _Install:
             if not (isinstance(e, ExpiredError) and self.store.expiry_reported(name, channel)):
                 self.refused(e, "channel", name, version, about=channel, once=True)
             raise
+
+    def channel_record(
+        self, following: Following, doc: Channel, hint: str, seen: Seen | None
+    ) -> ChannelRecord:
+        """What state.db keeps of an accepted channel document; its audit detail only when
+        it is newer than the one seen (`update` runs often: a document seen before is not
+        audited again)."""
+        new = seen is None or doc.sequence > seen.sequence
+        detail = (
+            f"{doc.channel} sequence {doc.sequence}: {doc.version} ({doc.manifest_digest}), "
+            f"key {hint}, issued {doc.issued.isoformat()}, expires "
+            f"{doc.expires.isoformat()}, from {self.registry.location}"
+        )
+        return ChannelRecord(
+            following,
+            Seen(doc.sequence, doc.version, doc.manifest_digest),
+            detail=detail if new else None,
+            expires=doc.expires,
+        )
+
+    def channel_current(self, doc: Channel, record: ChannelRecord) -> InstallResult:
+        """The channel names the version already current: its document is recorded first
+        (a newer sequence raises the replay floor even when the version no longer passes
+        the trust policy), then the version is judged again (:meth:`recheck`)."""
+        name, version = doc.name, doc.version
+        self.store.record_channel(record, now=self.now)
+        self.recheck(name, version)
+        self.options.say(f"{name}@{version} is already current")
+        return InstallResult(
+            name,
+            version,
+            self.store.installed_dir(name, version),
+            doc.manifest_digest.hex,
+            version,
+            None,
+            doc,
+        )
 
     def _installed(self, name: str) -> Path | None:
         """The current version's directory, whose shards a new version may share."""
