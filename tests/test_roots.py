@@ -43,7 +43,7 @@ from packager.errors import (
     UntrustedError,
     UsageError,
 )
-from packager.instance.install import InstallOptions, install
+from packager.instance.install import InstallOptions, install, rollback
 from packager.instance.roots import instance_policy, pin, trust_state
 from packager.instance.store import Store
 from packager.instance.update import update
@@ -471,3 +471,21 @@ def test_benchmark_history_counts_results_a_delegated_key_signed(
     assert code == 0, err
     doc = json.loads(out)
     assert doc["refused"] == [] and [r["version"] for r in doc["results"]] == ["1.0.0"]
+
+
+def test_rollback_with_a_pinned_root_judges_the_keys_it_knows_offline(
+    registry: MemoryRegistry, store: Store, keypair: KeyPair
+) -> None:
+    """The delegations that trust the signer live in the registry: offline, a rollback
+    refuses a version whose model.sig names a key trust.toml revokes, and only that."""
+    assert install_iris(registry, store) == "1.0.0"
+    assert install_iris(registry, store, "iris@1.1.0") == "1.1.0"
+    assert rollback("iris", store=store, now=NOW, verify=Trusted(EMPTY)).version == "1.0.0"
+    assert install_iris(registry, store, "iris@1.1.0") == "1.1.0"
+    text = render_policy(adhoc_policy([keypair.public])).replace(
+        "revoked = false", "revoked = true"
+    )
+    revoked = Trusted(parse_policy(text, source="trust.toml"))
+    with pytest.raises(UntrustedError, match="refusing to roll back iris to 1.0.0.*revoked key"):
+        rollback("iris", store=store, now=NOW, verify=revoked)
+    assert store.current_version("iris") == "1.1.0"

@@ -1,8 +1,8 @@
 """The version already current is checked again against the trust policy as it is now:
-installing it again, or `packager update` finding the channel names it, reads its
-signature, manifest.json and required approvals (never its other files) and refuses it
-(exit 3, audited, shown by `status`) once it no longer passes; it stays installed and
-current."""
+installing it again, or `packager update` finding the channel names it, judges its installed
+signature and manifest.json with no registry, reads its required approvals (never its
+files) from the registry, and refuses it (exit 3, audited, shown by `status`) once it no
+longer passes; it stays installed and current."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def weights_read(registry: MemoryRegistry, since: int, version: str = "1.0.0") -
     return {p for p, d in files.items() if d in read and p not in (MANIFEST, SIGNATURE)}
 
 
-def test_the_current_version_is_checked_again_without_reading_its_files(
+def test_the_current_version_is_checked_again_without_reading_the_registry(
     registry: MemoryRegistry, home: Path, trust_file: Path
 ) -> None:
     said: list[str] = []
@@ -134,9 +134,8 @@ def test_the_current_version_is_checked_again_without_reading_its_files(
     assert again.smoke_test is None and "iris@1.0.0 is already current" in said
     report = do_update(registry, home)
     assert [(m.status, m.version) for m in report.models] == [("current", "1.0.0")]
-    # The signature and manifest.json were read again; no other file was.
-    assert {files[SIGNATURE], files[MANIFEST]} <= set(registry.reads[before:])
-    assert weights_read(registry, before) == set()
+    # The installed signature and manifest.json were judged: no file of the registry read.
+    assert not set(registry.reads[before:]) & set(files.values())
     assert len(Store(home).audit_log("iris")) == entries
 
 
@@ -224,20 +223,35 @@ def test_an_approval_revoked_in_the_registry_refuses_the_current_version(
     assert_refused_and_unchanged(home, registry, since, UntrustedError, "revoked by its signer")
 
 
-def test_a_registry_serving_another_signed_bundle_for_the_version_is_refused(
-    registry: MemoryRegistry, home: Path, trust_file: Path, bundle_copy: Path, keypair: KeyPair
+def test_approvals_of_another_bundle_of_the_version_do_not_count(
+    registry: MemoryRegistry,
+    home: Path,
+    trust_file: Path,
+    bundle_copy: Path,
+    keypair: KeyPair,
+    tmp_path: Path,
 ) -> None:
-    """A validly signed iris@1.0.0 that is not the one installed says nothing of it."""
+    """A registry serving another validly signed iris@1.0.0, approved, says nothing of the
+    one installed: approvals are judged for the installed manifest.json."""
+    reviewer = make_keypair(tmp_path / "alice")
+    add_key(trust_file, "alice", reviewer.pub_path, models=None, roles=["security-review"])
+    approve(
+        "iris@1.0.0",
+        role="security-review",
+        registry=registry,
+        private_key=reviewer.private,
+        now=T0,
+    )
+    require_approvals(trust_file, "iris*", ["security-review"])
     assert do_install("iris@1.0.0", registry, home, []).version == "1.0.0"
     since = len(registry.reads)
     other = MemoryRegistry("memory://other")
     resign(bundle_copy, keypair, edit=lambda m: replace(m, version="1.0.0"))
-    publish_bundle(
-        bundle_copy,
-        registry=other,
-        mode=Trusted(adhoc_policy([keypair.public])),
+    publish_bundle(bundle_copy, registry=other, mode=Trusted(adhoc_policy([keypair.public])))
+    approve(
+        "iris@1.0.0", role="security-review", registry=other, private_key=reviewer.private, now=T0
     )
-    with pytest.raises(VerificationError, match="the one installed here is sha256:") as refused:
+    with pytest.raises(UntrustedError, match="lacks the approvals") as refused:
         do_install("iris@1.0.0", other, home, [])
     assert NO_LONGER in str(refused.value)
     assert Store(home).current_version("iris") == "1.0.0"
@@ -284,3 +298,110 @@ def test_cli_exit_3_audit_and_status_once_the_key_is_revoked(
     code, out, _ = cli(capsys, "log", "iris", "--json")
     refused = [e for e in json.loads(out) if e["outcome"] == "refused"]
     assert [e["action"] for e in refused] == ["channel", "install"]
+
+
+@pytest.fixture
+def offline(
+    tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair, home: Path, trust_file: Path
+) -> tuple[LayoutRegistry, list[Path]]:
+    """iris 1.0.0 installed from a registry directory; then two registries that cannot
+    vouch for it: a path that does not exist, and an archive of 1.1.0 alone."""
+    layout = LayoutRegistry(tmp_path / "registry")
+    for version in ("1.0.0", "1.1.0"):
+        publish_bundle(
+            bundles[version], registry=layout, mode=Trusted(adhoc_policy([keypair.public]))
+        )
+    assert main(["install", "iris@1.0.0", "--registry", str(layout.root)]) == 0
+    newer = tmp_path / "newer.tar"
+    assert main(["export", "iris@1.1.0", "--registry", str(layout.root), "-o", str(newer)]) == 0
+    return layout, [tmp_path / "no-such-registry", newer]
+
+
+def test_the_current_version_is_judged_without_the_registry(
+    capsys: pytest.CaptureFixture[str],
+    offline: tuple[LayoutRegistry, list[Path]],
+    home: Path,
+    trust_file: Path,
+) -> None:
+    _, registries = offline
+    capsys.readouterr()
+    for reg in registries:
+        code, _, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg)
+        assert code == 0 and "iris@1.0.0 is already current" in err, err
+    set_minimum(trust_file, "iris", "0.9.0")
+    assert all(cli(capsys, "install", "iris@1.0.0", "--registry", r)[0] == 0 for r in registries)
+
+    revoke_key(trust_file, "builder")
+    for reg in registries:
+        code, _, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg)
+        assert code == 3 and NO_LONGER in err and "revoked key 'builder'" in err, err
+    store = Store(home)
+    assert store.current_version("iris") == "1.0.0"
+    last = store.audit_log("iris")[-1]
+    assert (last.action, last.outcome) == ("install", "refused")
+    assert "revoked key 'builder'" in last.detail
+
+
+def test_required_approvals_need_the_registry(
+    capsys: pytest.CaptureFixture[str],
+    offline: tuple[LayoutRegistry, list[Path]],
+    home: Path,
+    trust_file: Path,
+    tmp_path: Path,
+) -> None:
+    """Approvals live in the registry: with a rule requiring them, a registry that cannot
+    be read or no longer has the version refuses (exit 4, audited); the version stays."""
+    layout, registries = offline
+    reviewer = make_keypair(tmp_path / "alice")
+    add_key(trust_file, "alice", reviewer.pub_path, models=None, roles=["security-review"])
+    approve(
+        "iris@1.0.0", role="security-review", registry=layout, private_key=reviewer.private, now=T0
+    )
+    require_approvals(trust_file, "iris*", ["security-review"])
+    capsys.readouterr()
+    assert cli(capsys, "install", "iris@1.0.0", "--registry", layout.root)[0] == 0
+    store = Store(home)
+    for reg in registries:
+        code, _, err = cli(capsys, "install", "iris@1.0.0", "--registry", reg)
+        assert code == 4 and "iris@1.0.0, the version current here, cannot be checked" in err, err
+        assert "approvals are read from the registry" in err
+        last = store.audit_log("iris")[-1]
+        assert (last.action, last.outcome) == ("install", "refused")
+    assert store.current_version("iris") == "1.0.0"
+
+
+def test_update_records_the_channel_and_audits_the_same_refusal_once(
+    registry: MemoryRegistry, home: Path, trust_file: Path, other_keypair: KeyPair
+) -> None:
+    assert do_install("iris@stable", registry, home, []).version == "1.0.0"
+    store = Store(home)
+    revoke_key(trust_file, "builder")
+
+    def refusals() -> list[str]:
+        return [
+            e.detail
+            for e in store.audit_log("iris")
+            if (e.action, e.outcome) == ("channel", "refused")
+        ]
+
+    for _ in range(3):
+        assert do_update(registry, home).exit_code == 3
+    assert len(refusals()) == 1 and NO_LONGER in refusals()[0]
+    (shown,) = status(store, now=T0 + 3 * HOUR).models
+    assert shown.last_refusal is not None and NO_LONGER in shown.last_refusal.detail
+
+    # A newer document naming the same version is recorded (the replay floor rises)
+    # though the version is refused, and that refusal is audited after it.
+    promote(
+        "iris@1.0.0",
+        channel="stable",
+        registry=registry,
+        private_key=other_keypair.private,
+        now=T0 + HOUR,
+    )
+    assert do_update(registry, home).exit_code == 3
+    seen = store.channel_seen("iris", "stable")
+    assert seen is not None and seen.sequence == 2
+    assert len(refusals()) == 2
+    accepted = [e for e in store.audit_log("iris") if "stable sequence 2" in e.detail]
+    assert [(e.action, e.outcome) for e in accepted] == [("channel", "ok")]

@@ -14,7 +14,8 @@ from packager.core.shards import Hashed, claimed_shard_size
 from packager.errors import TamperedError, UsageError
 
 if TYPE_CHECKING:
-    from packager.core.policy import VerifyMode
+    from packager.core.digests import Digest
+    from packager.core.policy import Trusted, VerifyMode
     from packager.core.verify import Statement
 
 
@@ -102,6 +103,55 @@ def verify_bundle_signer(
         )
     verify.check_files(statement, manifest, present)
     return manifest, statement
+
+
+def read_signed_manifest(
+    bundle: Path, mode: Trusted, *, name: str, version: str, delegated: bool = False
+) -> tuple[str | None, Manifest, Digest] | None:
+    """An installed bundle's model.sig verified against ``mode``'s policy as it is now (keys
+    revoked included) and its manifest.json checked against it, for ``name``@``version``;
+    returns the signing key's hint, the manifest and its digest. Both read size-capped, no
+    other file read. None when the directory holds no model.sig (a version installed
+    unverified from an unsigned bundle).
+
+    ``delegated``: a root is pinned, whose delegations (in the registry) may trust keys the
+    policy alone does not. The signature, verified at install, is then only checked not to
+    claim a revoked key, and manifest.json read as installed, for ``name``@``version``.
+
+    Raises:
+        VerificationError: an untrusted or revoked signature, a manifest.json other than
+            the signed one, or of another model or version.
+    """
+    from packager.core import signature, verify
+    from packager.core.manifest import MAX_MANIFEST_BYTES
+    from packager.core.policy import Unverified
+    from packager.core.signature import MAX_SIGNATURE_BYTES
+
+    sig = _read_capped(bundle / SIGNATURE, MAX_SIGNATURE_BYTES)
+    if sig is None:
+        return None
+    manifest_bytes = _read_capped(bundle / MANIFEST, MAX_MANIFEST_BYTES) or b""
+    if delegated:
+        verify.check_claimed_signer(sig, mode.policy)
+        statement = verify.unverified_statement(manifest_bytes, Unverified("verified at install"))
+        signer = signature.claimed_key_hint(sig)
+    else:
+        statement = verify.verify_signature(sig, mode, name=name)
+        signer = statement.signer
+    manifest = verify.check_manifest(
+        statement, manifest_bytes, name=name, version=version, source="the installed bundle"
+    )
+    return signer, manifest, verify.signed_digest(statement, MANIFEST)
+
+
+def _read_capped(path: Path, cap: int) -> bytes | None:
+    """At most ``cap`` + 1 bytes of ``path`` (the checks refuse anything larger), or None
+    when there is no such file."""
+    try:
+        with path.open("rb") as f:
+            return f.read(cap + 1)
+    except FileNotFoundError:
+        return None
 
 
 def _hashed_whole(path: Path) -> Hashed:

@@ -182,11 +182,21 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> None:
     """Make the previously active installed version current again (the model stops
-    following its channel, if it followed one)."""
+    following its channel, if it followed one). With a trust policy file, the version
+    gone back to must still pass it (a key revoked, the minimum, licence rules), judged
+    from its installed signature with no registry."""
+    from packager.core.policy import Trusted
     from packager.instance.install import rollback as do_rollback
     from packager.instance.store import Store
+    from packager.instance.trust import policy_path, resolve_policy
 
-    result = do_rollback(name, store=Store(ctx.home, lock_timeout=lock_timeout), now=now())
+    verify = None
+    if policy_path(home=ctx.home, explicit=ctx.trust_file) is not None:
+        policy = resolve_policy(home=ctx.home, trust_file=ctx.trust_file)
+        render_trust.unusable_keys(policy)
+        verify = Trusted(policy)
+    store = Store(ctx.home, lock_timeout=lock_timeout)
+    result = do_rollback(name, store=store, now=now(), verify=verify)
     render_instance.unfollowed(name, result.unfollowed, result.version)
     render.show(ctx, render_instance.ROLLED_BACK, result, as_json=as_json)
 

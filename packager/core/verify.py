@@ -168,13 +168,8 @@ def verify_signature(
             revoked key (under a revoked CA: named), or no trusted key or CA vouches for it.
         TamperedError: ``sig`` is too large or malformed.
     """
+    check_claimed_signer(sig, mode.policy)
     revoked = mode.policy.revoked_hints()
-    claimed = signature.claimed_key_hint(sig)
-    if claimed is not None and claimed in revoked:
-        raise UntrustedError(
-            f"model.sig was made with the revoked key {revoked[claimed]!r}; "
-            "ask the publisher for a version signed with a current key"
-        )
     payload, hint, certificate = _signed_payload(
         sig, signature.PAYLOAD_TYPE, mode.policy, name=name, now=now, what="model.sig"
     )
@@ -192,6 +187,24 @@ def verify_signature(
         shard_size=statement.shard_size,
         shards=statement.shards,
     )
+
+
+def check_claimed_signer(sig: bytes, policy: TrustPolicy) -> None:
+    """``model.sig`` must not claim a key ``policy`` revokes. What it claims is not
+    authenticated, so this can only refuse: first of :func:`verify_signature`'s checks,
+    and the only one left for a signature verified at install whose keys came from a
+    pinned root's delegations, which live in the registry.
+
+    Raises:
+        UntrustedError: naming the revoked key.
+    """
+    revoked = policy.revoked_hints()
+    claimed = signature.claimed_key_hint(sig)
+    if claimed is not None and claimed in revoked:
+        raise UntrustedError(
+            f"model.sig was made with the revoked key {revoked[claimed]!r}; "
+            "ask the publisher for a version signed with a current key"
+        )
 
 
 def _signed_payload(
@@ -819,6 +832,69 @@ class _ApprovalJudge:
         if (key.hint, Digest.of(data)) in self.withdrawn:
             return "was revoked by its signer"
         return None
+
+
+# --- the rules beyond the signature ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attached:
+    """The approval and revocation documents read beside a version (each capped)."""
+
+    approvals: Sequence[bytes]
+    revocations: Sequence[bytes]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the trust policy says of a version whose signature verified: every licence the
+    rules ask about, and the approvals decision (None: none read). The caller audits the
+    findings, then :meth:`check` refuses."""
+
+    ref: str
+    licenses: tuple[LicenseFinding, ...]
+    approvals: ApprovalDecision | None
+
+    def check(self) -> None:
+        """Raises UntrustedError: a licence not allowed or missing, or an approval missing."""
+        check_licenses(self.licenses, self.ref)
+        if self.approvals is not None:
+            self.approvals.check(self.ref)
+
+
+def judge(
+    manifest: Manifest,
+    manifest_digest: Digest,
+    signer: str | None,
+    mode: Trusted,
+    *,
+    attached: Attached | None,
+    now: datetime,
+) -> Verdict:
+    """The one list of rules a version whose signature ``mode`` verified (so no revoked
+    key signed it) must pass, on every path that makes it current: a full install, the
+    version already current judged again, a rollback. Not below the policy's minimum
+    (raised at once), every licence rule (:func:`evaluate_licenses`), and the approvals
+    (:func:`evaluate_approvals`) when ``attached`` was read (None: the policy requires none,
+    or, for a rollback, no registry is read).
+
+    Raises:
+        RollbackError: below the policy's minimum.
+    """
+    check_minimum(manifest.name, manifest.version, mode=mode)
+    approvals = (
+        None
+        if attached is None
+        else evaluate_approvals(
+            attached.approvals,
+            attached.revocations,
+            mode.policy,
+            subject=Subject(manifest.name, manifest.version, manifest_digest),
+            bundle_signer=signer,
+            now=now,
+        )
+    )
+    return Verdict(manifest.ref, evaluate_licenses(manifest, mode.policy), approvals)
 
 
 # --- licences -----------------------------------------------------------------------------

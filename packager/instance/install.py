@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from packager._io.bundledir import read_signed_manifest
 from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
 from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
@@ -27,34 +29,34 @@ from packager.core.digests import Digest
 from packager.core.manifest import Manifest
 from packager.core.names import parse_target
 from packager.core.policy import Trusted, VerifyMode
-from packager.core.statements import Subject
 from packager.core.text import Progress
 from packager.core.verify import (
-    ApprovalDecision,
+    Attached,
+    Verdict,
     check_channel_mode,
     check_floor,
     check_installed,
-    check_licenses,
-    check_minimum,
     check_trusted,
     check_version_allowed,
-    evaluate_approvals,
-    evaluate_licenses,
+    judge,
 )
 from packager.errors import (
     ExpiredError,
     NotInstalledError,
     PackagerError,
+    RegistryError,
+    UntrustedError,
     UsageError,
     VerificationError,
 )
 from packager.instance.retention import remove_version
-from packager.instance.roots import trusted_mode
-from packager.instance.smoke import SmokeLimits, run_smoke_test
+from packager.instance.roots import trust_state, trusted_mode
+from packager.instance.smoke import SmokeLimits, SmokeTest, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
 from packager.registry.attachments import read_attachments
 from packager.registry.base import Artifact, RegistryReader
 from packager.registry.verified import (
+    Fetched,
     OnHand,
     Source,
     fetch_verified,
@@ -171,8 +173,9 @@ def install(
     is recorded for ``packager update``. Installing by version stops following (the
     result's ``unfollowed`` says which channel). The version already current is not
     fetched or smoke-tested again unless ``options.force``, but with a trust policy it must
-    still pass it: its signature, manifest and approvals are read and checked again, and a
-    refusal leaves it installed and current. Every
+    still pass it: its installed signature and manifest are judged again (the approvals
+    the policy requires read from the registry), and a refusal leaves it installed and
+    current. Every
     refusal is written to the audit log before it is raised ("channel" entries for
     installs through a channel).
 
@@ -232,18 +235,32 @@ class _Install:
         return Source(self.registry, self.options.verify, self.options.progress)
 
     def refused(
-        self, error: PackagerError, action: str, name: str, version: str | None, about: str = ""
+        self,
+        error: PackagerError,
+        action: str,
+        name: str,
+        version: str | None,
+        about: str = "",
+        *,
+        once: bool = False,
     ) -> None:
-        """Write ``error`` to the audit log as a refused ``action`` (its detail after ``about``)."""
+        """Write ``error`` to the audit log as a refused ``action`` (its detail after
+        ``about``); with ``once``, not when the model's newest entry is that same refusal
+        (:meth:`Store.repeats_latest`: `status` still shows it as the last refusal)."""
         detail = f"{type(error).__name__}: {error}"
-        self.store.audit(
-            action=action,
-            outcome="refused",
-            now=self.now,
-            name=name,
-            version=version,
-            detail=f"{about}: {detail}" if about else detail,
+        detail = f"{about}: {detail}" if about else detail
+        repeated = once and self.store.repeats_latest(
+            action=action, outcome="refused", name=name, version=version, detail=detail
         )
+        if not repeated:
+            self.store.audit(
+                action=action,
+                outcome="refused",
+                now=self.now,
+                name=name,
+                version=version,
+                detail=detail,
+            )
 
     def by_channel(self, name: str, channel: str, mode: Trusted) -> InstallResult:
         version: str | None = None
@@ -260,44 +277,57 @@ class _Install:
                     f"channel {name}@{channel}: sequence {doc.sequence} names {version} "
                     f"(key {hint[:16]}, expires {doc.expires.isoformat()})"
                 )
-                # `update` runs often: a document seen before is not audited again.
-                new = seen is None or doc.sequence > seen.sequence
-                record = ChannelRecord(
-                    following,
-                    Seen(doc.sequence, doc.version, doc.manifest_digest),
-                    detail=(
-                        f"{channel} sequence {doc.sequence}: {version} ({doc.manifest_digest}), "
-                        f"key {hint}, issued {doc.issued.isoformat()}, expires "
-                        f"{doc.expires.isoformat()}, from {self.registry.location}"
-                    )
-                    if new
-                    else None,
-                    expires=doc.expires,
-                )
-                current = self.store.current_version(name)
+                record = self.channel_record(following, doc, hint, seen)
                 if (
                     not self.options.force
-                    and current == version
+                    and self.store.current_version(name) == version
                     and self.store.manifest_digest(name, version) == doc.manifest_digest
                 ):
-                    self.recheck(name, version)
-                    self.store.record_channel(record, now=self.now)
-                    self.options.say(f"{name}@{version} is already current")
-                    return InstallResult(
-                        name,
-                        version,
-                        self.store.installed_dir(name, version),
-                        doc.manifest_digest.hex,
-                        current,
-                        None,
-                        doc,
-                    )
+                    return self.channel_current(doc, record)
                 return self.by_version(name, version, channel=(doc, record))
         except PackagerError as e:
-            # An expiry `update` has reported once is not audited again at every run.
+            # An expiry `update` has reported once, or the same refusal as the model's last
+            # audit entry, is not audited again at every run.
             if not (isinstance(e, ExpiredError) and self.store.expiry_reported(name, channel)):
-                self.refused(e, "channel", name, version, about=channel)
+                self.refused(e, "channel", name, version, about=channel, once=True)
             raise
+
+    def channel_record(
+        self, following: Following, doc: Channel, hint: str, seen: Seen | None
+    ) -> ChannelRecord:
+        """What state.db keeps of an accepted channel document; its audit detail only when
+        it is newer than the one seen (`update` runs often: a document seen before is not
+        audited again)."""
+        new = seen is None or doc.sequence > seen.sequence
+        detail = (
+            f"{doc.channel} sequence {doc.sequence}: {doc.version} ({doc.manifest_digest}), "
+            f"key {hint}, issued {doc.issued.isoformat()}, expires "
+            f"{doc.expires.isoformat()}, from {self.registry.location}"
+        )
+        return ChannelRecord(
+            following,
+            Seen(doc.sequence, doc.version, doc.manifest_digest),
+            detail=detail if new else None,
+            expires=doc.expires,
+        )
+
+    def channel_current(self, doc: Channel, record: ChannelRecord) -> InstallResult:
+        """The channel names the version already current: its document is recorded first
+        (a newer sequence raises the replay floor even when the version no longer passes
+        the trust policy), then the version is judged again (:meth:`recheck`)."""
+        name, version = doc.name, doc.version
+        self.store.record_channel(record, now=self.now)
+        self.recheck(name, version)
+        self.options.say(f"{name}@{version} is already current")
+        return InstallResult(
+            name,
+            version,
+            self.store.installed_dir(name, version),
+            doc.manifest_digest.hex,
+            version,
+            None,
+            doc,
+        )
 
     def _installed(self, name: str) -> Path | None:
         """The current version's directory, whose shards a new version may share."""
@@ -324,31 +354,13 @@ class _Install:
         )
         artifact = self.registry.resolve(name, version)
         with self.store.staging(name) as staged:
-            fetched = fetch_verified(
-                self.source,
-                artifact,
-                staged,
-                expected_manifest=None if doc is None else doc.manifest_digest,
-                on_hand=OnHand(
-                    # --force re-checks: every file reused is hashed, fingerprints or not.
-                    self.store.installed_files(fingerprints=not self.options.force),
-                    self._installed(name),
-                ),
-            )
-            manifest = fetched.manifest
-            if isinstance(self.options.verify, Trusted):
-                self.check_licenses(manifest, self.options.verify)
-                self.check_approvals(artifact, fetched.manifest_digest, fetched.statement.signer)
-
-            # 5. Can this instance run it, and does it still give the recorded answers?
-            smoke = run_smoke_test(staged, manifest, limits=self.options.smoke)
-            comparison = smoke.comparison
-            self.options.say(
-                f"smoke test passed: {comparison.rows} test vectors, "
-                f"max abs diff {comparison.max_abs_diff:.3g} "
-                f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
-            )
-
+            fetched = self.fetch(artifact, staged, doc)
+            if isinstance(mode := self.options.verify, Trusted):
+                signed = fetched.manifest, fetched.manifest_digest, fetched.statement.signer
+                verdict = self.judge(mode, *signed, artifact)
+                self.audit_verdict(verdict, name, version)
+                verdict.check()
+            smoke = self.smoke_test(staged, fetched.manifest)
             # 6. Only now move it into place.
             previous = self.store.current_version(name)
             directory = self.store.commit(
@@ -360,13 +372,57 @@ class _Install:
                 now=self.now,
                 channel=record,
             )
+        self.audit_install(fetched, doc, previous)
+        return InstallResult(
+            name,
+            version,
+            directory,
+            fetched.manifest_digest.hex,
+            previous,
+            smoke.comparison,
+            doc,
+            smoke_seconds=smoke.seconds,
+            smoke_peak_rss=smoke.peak_rss,
+            unfollowed=unfollowed,
+            sources=fetched.sources,
+        )
+
+    def fetch(self, artifact: Artifact, staged: Path, doc: Channel | None) -> Fetched:
+        """Steps 1-4 of the verification order, into ``staged`` (see
+        :func:`~packager.registry.verified.fetch_verified`)."""
+        return fetch_verified(
+            self.source,
+            artifact,
+            staged,
+            expected_manifest=None if doc is None else doc.manifest_digest,
+            on_hand=OnHand(
+                # --force re-checks: every file reused is hashed, fingerprints or not.
+                self.store.installed_files(fingerprints=not self.options.force),
+                self._installed(artifact.name),
+            ),
+        )
+
+    def smoke_test(self, staged: Path, manifest: Manifest) -> SmokeTest:
+        """5. Can this instance run it, and does it still give the recorded answers?"""
+        smoke = run_smoke_test(staged, manifest, limits=self.options.smoke)
+        comparison = smoke.comparison
+        self.options.say(
+            f"smoke test passed: {comparison.rows} test vectors, "
+            f"max abs diff {comparison.max_abs_diff:.3g} "
+            f"({smoke.seconds:.2f} s, {smoke.peak_rss / 2**20:.0f} MiB in a child process)"
+        )
+        return smoke
+
+    def audit_install(self, fetched: Fetched, doc: Channel | None, previous: str | None) -> None:
+        """The audit entry of a version installed."""
+        manifest = fetched.manifest
         via = "" if doc is None else f"; channel {doc.channel} sequence {doc.sequence}"
         self.store.audit(
             action="install",
             outcome="ok" if fetched.statement.signed else "insecure",
             now=self.now,
-            name=name,
-            version=version,
+            name=manifest.name,
+            version=manifest.version,
             detail=f"from {self.registry.location}; manifest {fetched.manifest_digest}; "
             f"{fetched.statement.describe()}; previous {previous or '-'}{via}",
             facts=AuditFacts(
@@ -377,19 +433,6 @@ class _Install:
                 sequence=None if doc is None else doc.sequence,
                 previous=previous,
             ),
-        )
-        return InstallResult(
-            name,
-            version,
-            directory,
-            fetched.manifest_digest.hex,
-            previous,
-            comparison,
-            doc,
-            smoke_seconds=smoke.seconds,
-            smoke_peak_rss=smoke.peak_rss,
-            unfollowed=unfollowed,
-            sources=fetched.sources,
         )
 
     def already_current(self, name: str, version: str, unfollowed: str | None) -> InstallResult:
@@ -412,125 +455,132 @@ class _Install:
 
     def recheck(self, name: str, version: str) -> None:
         """The version already current, which is not fetched again, must still pass the
-        trust policy as it is now: its signature, manifest.json and required approvals are
-        read from the registry again (no other file is read) and judged by the rules of a
-        full install (key revoked, licence rules, minimum, approvals revoked or expired),
-        and the manifest.json they vouch for must be the one installed. Nothing is checked
+        trust policy as it is now. Its installed model.sig and manifest.json are judged
+        here, with no registry (key revoked, minimum, licence rules); the registry is read
+        only when the policy requires approvals, which live there (a version installed
+        without model.sig has its signature and manifest.json read from the registry too,
+        and the manifest.json they vouch for must be the one installed). Nothing is checked
         in an unverified mode, and nothing is written: the caller audits a refusal.
 
         Raises:
             VerificationError: of the kind the rule refusing it raises, its message saying
                 that the current version no longer passes and stays current.
-            RegistryError: the registry cannot be read, or no longer has the version.
+            RegistryError: the policy requires approvals (or model.sig is not installed) and
+                the registry cannot be read or no longer has the version.
         """
         mode = self.options.verify
         if not isinstance(mode, Trusted):
             return
         try:
-            check_minimum(name, version, mode=mode)
-            artifact = self.registry.resolve(name, version)
-            signed = read_signed(self.source, artifact)
-            installed = self.store.manifest_digest(name, version)
-            check_installed(signed.manifest_digest, installed, ref=artifact.ref)
-            check_licenses(evaluate_licenses(signed.manifest, mode.policy), artifact.ref)
-            decision = self.approvals(artifact, signed.manifest_digest, signed.statement.signer)
-            if decision is not None:
-                decision.check(artifact.ref)
+            manifest, digest, signer, artifact = self.signed_current(name, version, mode)
+            self.judge(mode, manifest, digest, signer, artifact).check()
         except VerificationError as e:
             raise type(e)(
                 f"{name}@{version}, the version current here, no longer passes the trust "
                 f"policy: {e}; it stays installed and current, nothing was changed"
             ) from e
+        except RegistryError as e:
+            raise type(e)(
+                f"{name}@{version}, the version current here, cannot be checked again: {e}; "
+                "its approvals are read from the registry; it stays installed and current, "
+                "nothing was changed"
+            ) from e
         self.options.say(f"{name}@{version}: signature, manifest and approvals checked again")
 
-    def check_licenses(self, manifest: Manifest, mode: Trusted) -> None:
-        """The licences the policy's rules for the model ask about, each written to the audit
-        log.
+    def signed_current(
+        self, name: str, version: str, mode: Trusted
+    ) -> tuple[Manifest, Digest, str | None, Artifact | None]:
+        """The installed version's signed manifest, its digest and signer: from its installed
+        model.sig and manifest.json (no artifact: the registry is not read), or from the
+        registry when it has no model.sig (installed unverified), then bound to the
+        manifest.json installed."""
+        directory = self.store.installed_dir(name, version)
+        local = read_signed_manifest(directory, mode, name=name, version=version)
+        if local is not None:
+            signer, manifest, digest = local
+            return manifest, digest, signer, None
+        artifact = self.registry.resolve(name, version)
+        signed = read_signed(Source(self.registry, mode, self.options.progress), artifact)
+        installed = self.store.manifest_digest(name, version)
+        check_installed(signed.manifest_digest, installed, ref=artifact.ref)
+        return signed.manifest, signed.manifest_digest, signed.statement.signer, artifact
+
+    def judge(
+        self,
+        mode: Trusted,
+        manifest: Manifest,
+        digest: Digest,
+        signer: str | None,
+        artifact: Artifact | None,
+    ) -> Verdict:
+        """:func:`packager.core.verify.judge` of a version whose signature verified, with the
+        approvals the policy requires read from the registry beside it (``artifact``, or the
+        version resolved when None); the registry is not read when it requires none.
 
         Raises:
-            UntrustedError: a licence missing or not allowed.
+            RollbackError: below the policy's minimum.
+            RegistryError: approvals required and the registry cannot be read.
         """
-        findings = evaluate_licenses(manifest, mode.policy)
-        for finding in findings:
-            self.store.audit(
-                action="license",
-                outcome="ok" if finding.allowed else "refused",
-                now=self.now,
-                name=manifest.name,
-                version=manifest.version,
-                detail=f"{finding.subject}: {finding.detail}",
+        attached = None
+        if mode.policy.required_approvals(manifest.name):
+            artifact = artifact or self.registry.resolve(manifest.name, manifest.version)
+            attached = Attached(
+                *(
+                    read_attachments(self.registry, artifact, kind, max_size=MAX_APPROVAL_BYTES)
+                    for kind in (APPROVAL_KIND, REVOCATION_KIND)
+                )
             )
-        check_licenses(findings, manifest.ref)
+        return judge(manifest, digest, signer, mode, attached=attached, now=self.now)
 
-    def approvals(
-        self, artifact: Artifact, manifest_digest: Digest, signer: str | None
-    ) -> ApprovalDecision | None:
-        """The approvals the policy requires for the model, read from the registry beside
-        the version and judged by :func:`packager.core.verify.evaluate_approvals`; None
-        when it requires none (nothing is read) or in an unverified mode."""
-        mode = self.options.verify
-        if not isinstance(mode, Trusted) or not mode.policy.required_approvals(artifact.name):
-            return None
-        documents = {
-            kind: read_attachments(self.registry, artifact, kind, max_size=MAX_APPROVAL_BYTES)
-            for kind in (APPROVAL_KIND, REVOCATION_KIND)
-        }
-        return evaluate_approvals(
-            documents[APPROVAL_KIND],
-            documents[REVOCATION_KIND],
-            mode.policy,
-            subject=Subject(artifact.name, artifact.version, manifest_digest),
-            bundle_signer=signer,
-            now=self.now,
-        )
-
-    def check_approvals(
-        self, artifact: Artifact, manifest_digest: Digest, signer: str | None
-    ) -> None:
-        """The approvals the policy requires (:meth:`approvals`); every document looked at
-        and every approval missing is written to the audit log.
-
-        Raises:
-            UntrustedError: an approval is missing (the message names the role and count).
-        """
-        name, version = artifact.name, artifact.version
-        decision = self.approvals(artifact, manifest_digest, signer)
-        if decision is None:
-            return
-        for finding in decision.findings:
-            self.store.audit(
+    def audit_verdict(self, verdict: Verdict, name: str, version: str) -> None:
+        """Every licence checked, approval document looked at and approval missing, written to
+        the audit log (the refusal, if any, is :meth:`Verdict.check`'s)."""
+        audit = partial(self.store.audit, now=self.now, name=name, version=version)
+        for lic in verdict.licenses:
+            outcome = "ok" if lic.allowed else "refused"
+            audit(action="license", outcome=outcome, detail=f"{lic.subject}: {lic.detail}")
+        decision = verdict.approvals
+        for finding in () if decision is None else decision.findings:
+            audit(
                 action="approval",
                 outcome="ok" if finding.accepted else "refused",
-                now=self.now,
-                name=name,
-                version=version,
                 detail=f"role {finding.role or '-'}, key {finding.key or '-'}: {finding.detail}",
             )
             self.options.say(("approval: " if finding.accepted else "refused: ") + finding.detail)
-        for role, count in decision.missing.items():
-            self.store.audit(
+        for role, count in {} if decision is None else decision.missing.items():
+            audit(
                 action="approval",
                 outcome="missing",
-                now=self.now,
-                name=name,
-                version=version,
                 detail=f"role {role}, key -: {count} more approval(s) required",
             )
-        decision.check(artifact.ref)
 
 
-def rollback(name: str, *, store: Store, now: datetime) -> RolledBack:
+def rollback(
+    name: str, *, store: Store, now: datetime, verify: Trusted | None = None
+) -> RolledBack:
     """Make the previously active installed version current again. The model stops
-    following its channel, if it followed one.
+    following its channel, if it followed one. The rollback floor is not checked (going
+    back is what rollback is for) and stays where it is.
+
+    With a trust policy (``verify``), the version gone back to must pass it as it is now,
+    judged from its installed model.sig and manifest.json with no registry
+    (:func:`packager.core.verify.judge`: a key revoked, the minimum, licence rules; the
+    approvals, which live in the registry, are not read); a refusal is audited and nothing
+    changes. With a pinned root, whose delegations (in the registry) may trust keys the
+    policy alone does not, model.sig (verified at install) must only not name a key the
+    policy revokes.
 
     Raises:
         NotInstalledError: there is no other installed version to go back to.
+        VerificationError: the version gone back to does not pass the trust policy.
     """
     with store.lock(name):
         target = store.previous_version(name)
         if target is None:
             raise NotInstalledError(f"{name} has no previous installed version to roll back to")
         current = store.current_version(name)
+        if verify is not None:
+            _judge_rollback(name, target, current, store=store, mode=verify, now=now)
         store.activate(name, target, now=now)
         # Following a channel would undo the rollback at the next `packager update`.
         unfollowed = store.unfollow(name, now=now, reason=f"rolled back to {target}")
@@ -544,6 +594,34 @@ def rollback(name: str, *, store: Store, now: datetime) -> RolledBack:
         facts=AuditFacts(previous=current),
     )
     return RolledBack(name, target, current, unfollowed)
+
+
+def _judge_rollback(
+    name: str, target: str, current: str | None, *, store: Store, mode: Trusted, now: datetime
+) -> None:
+    """The installed ``target`` judged by ``mode`` offline (see :func:`rollback`); a
+    refusal is audited, then raised naming what stays current."""
+    try:
+        directory = store.installed_dir(name, target)
+        pinned = trust_state(store) is not None
+        local = read_signed_manifest(directory, mode, name=name, version=target, delegated=pinned)
+        if local is None:
+            raise UntrustedError(
+                f"{name}@{target} was installed unverified, with no model.sig: the trust "
+                "policy cannot vouch for it"
+            )
+        signer, manifest, digest = local
+        judge(manifest, digest, signer, mode, attached=None, now=now).check()
+    except VerificationError as e:
+        error = type(e)(
+            f"refusing to roll back {name} to {target}: {e}; {current or 'nothing'} stays "
+            "current; install a version the trust policy allows"
+        )
+        detail = f"{type(e).__name__}: {error}"
+        store.audit(
+            action="rollback", outcome="refused", now=now, name=name, version=target, detail=detail
+        )
+        raise error from e
 
 
 def remove(name: str, version: str, *, store: Store, now: datetime) -> None:

@@ -468,6 +468,27 @@ class Store:
             ).fetchall()
         return {str(row[2]): AuditEntry(*row) for row in rows}
 
+    def repeats_latest(
+        self, *, action: str, outcome: str, name: str, version: str | None, detail: str
+    ) -> bool:
+        """Whether the newest audit entry of model ``name`` is this one, its detail compared
+        as :meth:`audit` stores it: a refusal ``update`` meets again at every run, with
+        nothing audited for the model in between, is written once."""
+        if not (self.home / STATE_DB).exists():
+            return False
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT action, outcome, version, detail FROM audit WHERE name = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+        return row is not None and tuple(row) == (
+            action,
+            outcome,
+            version,
+            printable(detail, MAX_AUDIT_DETAIL),
+        )
+
     # -- pins -------------------------------------------------------------------------
 
     def pin(self, name: str, version: str, *, now: datetime) -> None:

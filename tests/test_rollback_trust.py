@@ -1,0 +1,96 @@
+"""`packager rollback` judges the version it goes back to by the trust policy as it is now,
+from its installed model.sig and manifest.json with no registry: a key revoked, a minimum
+or a licence rule added since refuses it (exit 3, audited, nothing changed); otherwise it
+goes back, below the rollback floor, which stays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from packager.cli import main
+from packager.core.policy import Trusted, adhoc_policy
+from packager.distribution.publish import publish_bundle
+from packager.instance.store import Store
+from packager.instance.trust import (
+    add_key,
+    allow_licenses,
+    require_approvals,
+    revoke_key,
+    set_minimum,
+)
+from packager.registry import LayoutRegistry
+
+from .conftest import KeyPair
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def upgraded(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    home: Path,
+) -> Path:
+    """iris 1.0.0 then 1.1.0 installed, signed by the key `builder`; the registry then
+    gone. Returns trust.toml."""
+    trust = home / "trust.toml"
+    add_key(trust, "builder", keypair.pub_path)
+    layout = LayoutRegistry(tmp_path / "registry")
+    for version in ("1.0.0", "1.1.0"):
+        publish_bundle(
+            bundles[version], registry=layout, mode=Trusted(adhoc_policy([keypair.public]))
+        )
+        assert cli(capsys, "install", f"iris@{version}", "--registry", layout.root)[0] == 0
+    shutil.rmtree(layout.root)
+    return trust
+
+
+def test_rollback_goes_back_offline_and_keeps_the_floor(
+    capsys: pytest.CaptureFixture[str], upgraded: Path, home: Path
+) -> None:
+    # Approvals live in the registry, which is gone: a rollback does not read them.
+    require_approvals(upgraded, "iris*", ["security-review"])
+    code, out, _ = cli(capsys, "rollback", "iris", "--json")
+    assert code == 0 and json.loads(out)["current"] == "1.0.0"
+    store = Store(home)
+    assert store.current_version("iris") == "1.0.0" and store.floor("iris") == "1.1.0"
+    last = store.audit_log("iris")[-1]
+    assert (last.action, last.outcome) == ("rollback", "ok")
+
+
+CHANGES: list[tuple[Callable[[Path], None], str]] = [
+    (lambda trust: revoke_key(trust, "builder"), "made with the revoked key 'builder'"),
+    (lambda trust: set_minimum(trust, "iris", "1.1.0"), "below the minimum version 1.1.0"),
+    (lambda trust: allow_licenses(trust, "iris*", ["MIT"]), "no licence recorded"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), CHANGES)
+def test_rollback_to_a_version_the_policy_refuses_is_refused(
+    capsys: pytest.CaptureFixture[str],
+    upgraded: Path,
+    home: Path,
+    change: Callable[[Path], None],
+    reason: str,
+) -> None:
+    change(upgraded)
+    code, _, err = cli(capsys, "rollback", "iris")
+    assert code == 3, err
+    assert "refusing to roll back iris to 1.0.0" in err and reason in err
+    assert "1.1.0 stays current" in err
+    store = Store(home)
+    assert store.current_version("iris") == "1.1.0" and store.floor("iris") == "1.1.0"
+    last = store.audit_log("iris")[-1]
+    assert (last.action, last.outcome, last.version) == ("rollback", "refused", "1.0.0")
+    assert reason in last.detail
