@@ -20,6 +20,8 @@ from packager.cli.options import (
     cert_chain_option,
     json_option,
     key_option,
+    labelled_rows_options,
+    load_signing_key,
     now,
     open_registry_at,
     option_group,
@@ -88,14 +90,13 @@ class _Source:
 _rows_options = option_group(
     "rows",
     _Rows,
-    rows_option(
+    *labelled_rows_options(
         "--data",
         "data_path",
-        required=False,
         help="Rows to run (.csv with header, .npy, .json), with --target the true answers "
         "(default for a bundle or installed model: its test vectors).",
+        target_help="Column holding the true answers (class or value).",
     ),
-    click.option("--target", help="Column holding the true answers (class or value)."),
     click.option(
         "--threads",
         type=click.IntRange(min=0),
@@ -287,7 +288,6 @@ def _publish(
 ) -> None:
     """Sign ``report`` and attach it to the measured bundle's version in the registry."""
     from packager._io.bundledir import read_manifest_unverified
-    from packager._io.keys import load_private_key, password_from_environment
     from packager.core.digests import Digest
     from packager.core.manifest import MANIFEST
     from packager.distribution.benchresults import publish_result
@@ -304,7 +304,7 @@ def _publish(
         version=manifest.version,
         manifest_digest=Digest.of((path / MANIFEST).read_bytes()),
         registry=open_registry_at(ctx, registry_ref, writing=True),
-        private_key=load_private_key(key_path, password=password_from_environment),
+        private_key=load_signing_key(key_path),
         now=now(),
     )
     ctx.say(f"published the result beside {published.ref} in {published.location}")

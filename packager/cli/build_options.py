@@ -22,7 +22,12 @@ from packager.build.options import (
     QuantizeOptions,
     Tolerance,
 )
-from packager.cli.options import EXISTING_FILE, FILE, option_group, rows_option
+from packager.cli.options import (
+    EXISTING_FILE,
+    FILE,
+    labelled_rows_options,
+    option_group,
+)
 from packager.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -197,14 +202,13 @@ _PACKAGE_GROUPS = (
     option_group(
         "benchmark",
         _benchmark,
-        rows_option(
+        *labelled_rows_options(
             "--benchmark",
             "benchmark_data",
-            required=False,
             help="Labelled data (.csv, .npy, .json) to benchmark on; "
             "figures go to manifest metrics.",
+            target_help="Column of --benchmark data holding the true answers.",
         ),
-        click.option("--target", help="Column of --benchmark data holding the true answers."),
     ),
     option_group(
         "shard_size",

@@ -16,12 +16,14 @@ from packager.cli.options import (
     key_option,
     keys_option,
     load_public_keys,
+    load_signing_key,
     now,
     open_registry_at,
     output_option,
     pass_ctx,
     registry_option,
     remote_options,
+    signed_write,
     signing_key_option,
     upload_options,
     with_pinned_root,
@@ -182,29 +184,24 @@ def promote(
 
     Instances that installed NAME@CHANNEL move to it at their next `packager update`.
     """
-    from packager._io.keys import (
-        load_certificate_chain,
-        load_private_key,
-        password_from_environment,
-    )
+    from packager._io.keys import load_certificate_chain
     from packager.core.channel import parse_duration
     from packager.distribution.promote import promote as do_promote
 
     expires_in = parse_duration(expires)
-    private_key = load_private_key(key_path, password=password_from_environment)
+    signing = signed_write(ctx, registry_ref, key_path)
     chain = (
-        () if cert_chain is None else load_certificate_chain(cert_chain, private_key=private_key)
+        ()
+        if cert_chain is None
+        else load_certificate_chain(cert_chain, private_key=signing["private_key"])
     )
     promotion = do_promote(
         ref,
         channel=channel,
-        registry=open_registry_at(ctx, registry_ref, writing=True),
-        private_key=private_key,
-        now=now(),
         expires_in=expires_in,
         sequence=sequence,
-        progress=ctx.say,
         certificate_chain=chain,
+        **signing,
     )
     render.show(ctx, render_distribution.PROMOTED, promotion, as_json=as_json)
 
@@ -238,22 +235,12 @@ def approve(
     Instances whose trust policy requires approvals for the model install it only once
     every required role has approved it with a key holding that role.
     """
-    from packager._io.keys import load_private_key, password_from_environment
     from packager.core.channel import parse_duration
     from packager.distribution.approve import approve as do_approve
 
     expires_in = None if expires is None else parse_duration(expires)
-    private_key = load_private_key(key_path, password=password_from_environment)
-    approved = do_approve(
-        ref,
-        role=role,
-        registry=open_registry_at(ctx, registry_ref, writing=True),
-        private_key=private_key,
-        now=now(),
-        expires_in=expires_in,
-        note=note,
-        progress=ctx.say,
-    )
+    signing = signed_write(ctx, registry_ref, key_path)
+    approved = do_approve(ref, role=role, expires_in=expires_in, note=note, **signing)
     render.show(ctx, render_distribution.APPROVED, approved, as_json=as_json)
 
 
@@ -274,17 +261,9 @@ def revoke_approval(
     as_json: bool,
 ) -> None:
     """Withdraw the approvals of NAME@VERSION made with --key (a signed revocation)."""
-    from packager._io.keys import load_private_key, password_from_environment
     from packager.distribution.approve import revoke_approvals
 
-    withdrawn = revoke_approvals(
-        ref,
-        registry=open_registry_at(ctx, registry_ref, writing=True),
-        private_key=load_private_key(key_path, password=password_from_environment),
-        now=now(),
-        role=role,
-        progress=ctx.say,
-    )
+    withdrawn = revoke_approvals(ref, role=role, **signed_write(ctx, registry_ref, key_path))
     render.show(ctx, render_distribution.APPROVALS_REVOKED, withdrawn, as_json=as_json)
 
 
@@ -476,12 +455,11 @@ def root_init(
     root's keys: add their signatures with `packager root sign`.
     """
     from packager._io.fs import atomic_write
-    from packager._io.keys import load_private_key, password_from_environment
     from packager.core.channel import parse_duration
     from packager.distribution.root import RootSpec, init_root
 
     spec = RootSpec(
-        signing_keys=[load_private_key(p, password=password_from_environment) for p in key_paths],
+        signing_keys=[load_signing_key(p) for p in key_paths],
         threshold=threshold,
         delegation_keys=load_public_keys(delegation_pubs),
         other_root_keys=load_public_keys(root_pubs),
@@ -500,13 +478,9 @@ def root_init(
 def root_sign(ctx: Context, document: Path, key_path: Path) -> None:
     """Add a signature by another root key (of this root or of the one before) to DOCUMENT."""
     from packager._io.fs import atomic_write
-    from packager._io.keys import load_private_key, password_from_environment
     from packager.distribution.root import sign_root
 
-    data = sign_root(
-        document.read_bytes(),
-        private_key=load_private_key(key_path, password=password_from_environment),
-    )
+    data = sign_root(document.read_bytes(), private_key=load_signing_key(key_path))
     atomic_write(document, data, mode=0o644)
     ctx.say(f"{document}: signed")
 
@@ -556,16 +530,13 @@ def delegate(
 ) -> None:
     """Let the --key public keys sign models matching NAME-GLOB: signs and stores the next
     delegations version. Instances with a pinned root follow it at their next install."""
-    from packager._io.keys import load_private_key, password_from_environment
     from packager.core.channel import parse_duration
     from packager.distribution.root import delegate as do_delegate
 
     published = do_delegate(
         models,
         signer_keys=load_public_keys(key_paths),
-        delegation_keys=[
-            load_private_key(p, password=password_from_environment) for p in delegation_key_paths
-        ],
+        delegation_keys=[load_signing_key(p) for p in delegation_key_paths],
         registry=open_registry_at(ctx, registry_ref, writing=True),
         now=now(),
         expires_in=parse_duration(expires),

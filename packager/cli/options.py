@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 import click
 
@@ -16,8 +16,11 @@ from packager.core.text import printable
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
     from packager.core.policy import Trusted, TrustPolicy
-    from packager.registry.base import RegistryReader
+    from packager.core.text import Progress
+    from packager.registry.base import Registry, RegistryReader
     from packager.registry.options import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,6 +123,16 @@ def output_option(default: Path, help: str | None = None) -> Callable[[F], F]:
 def rows_option(*names: str, help: str, required: bool = True) -> Callable[[F], F]:
     """An existing file of rows (.csv with header, .npy, .json)."""
     return click.option(*names, required=required, type=EXISTING_FILE, help=help)
+
+
+def labelled_rows_options(
+    flag: str, dest: str, *, help: str, target_help: str
+) -> tuple[Callable[[F], F], Callable[[F], F]]:
+    """``flag``, an optional file of rows (into ``dest``), and ``--target``, the column of
+    those rows holding the true answers (class or value)."""
+    return rows_option(flag, dest, required=False, help=help), click.option(
+        "--target", help=target_help
+    )
 
 
 def registry_option(f: F) -> F:
@@ -284,6 +297,35 @@ def with_pinned_root(
     )
     assert isinstance(mode, Trusted)  # a trusted mode stays trusted, with more keys
     return mode
+
+
+def load_signing_key(path: Path) -> EllipticCurvePrivateKey:
+    """The private key in ``path``, its password (where it has one) from the environment or
+    a prompt (:func:`packager._io.keys.password_from_environment`)."""
+    from packager._io.keys import load_private_key, password_from_environment
+
+    return load_private_key(path, password=password_from_environment)
+
+
+class SignedWrite(TypedDict):
+    """What a command signing a document into a registry hands on: the registry, open for
+    writing, the signing key, the time of signing and where progress goes."""
+
+    registry: Registry
+    private_key: EllipticCurvePrivateKey
+    now: datetime
+    progress: Progress
+
+
+def signed_write(ctx: Context, registry_ref: str | None, key_path: Path) -> SignedWrite:
+    """The registry ``registry_ref`` names (open for writing) and the key in ``key_path``."""
+    private_key = load_signing_key(key_path)
+    return SignedWrite(
+        registry=open_registry_at(ctx, registry_ref, writing=True),
+        private_key=private_key,
+        now=now(),
+        progress=ctx.say,
+    )
 
 
 def load_public_keys(paths: tuple[Path, ...]) -> list[Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -425,21 +425,10 @@ def _log_text(_ctx: Context, entries: Sequence[AuditEntry]) -> None:
 
 
 def _log_entry_json(e: AuditEntry) -> dict[str, Any]:
-    facts = e.facts
-    return {
-        "at": e.at,
-        "action": e.action,
-        "name": e.name,
-        "version": e.version,
-        "outcome": e.outcome,
-        "detail": e.detail,
-        "key": facts.key,
-        "digest": facts.digest,
-        "source": facts.source,
-        "channel": facts.channel,
-        "sequence": facts.sequence,
-        "previous": facts.previous,
-    }
+    """The entry's columns, each of its facts a key of its own beside them."""
+    columns = asdict(e)
+    facts: dict[str, Any] = columns.pop("facts")
+    return columns | facts
 
 
 AUDIT_LOG: Rendering[Sequence[AuditEntry]] = Rendering(

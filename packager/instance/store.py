@@ -31,10 +31,10 @@ import stat
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
@@ -209,7 +209,7 @@ class AuditFacts:
     previous: str | None = None
 
 
-_FACT_COLUMNS = ("key", "digest", "source", "channel", "sequence", "previous")
+_FACT_COLUMNS = tuple(f.name for f in fields(AuditFacts))
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,17 @@ class Store:
         with self.db() as conn:
             _audit(conn, action, outcome, now, name, version, detail, facts)
 
+    def _select(
+        self, query: str, args: tuple[str, ...] = (), *, read_only: bool = False
+    ) -> list[Any]:
+        """The rows ``query`` finds in state.db: none before state.db exists. ``read_only``
+        reads through :meth:`reader` (rows as :class:`sqlite3.Row`), for commands that must
+        work on a read-only home."""
+        if not (self.home / STATE_DB).exists():
+            return []
+        with self.reader() if read_only else self.db() as conn:
+            return list(conn.execute(query, args).fetchall())
+
     # -- channels ---------------------------------------------------------------------
 
     def channel_seen(self, name: str, channel: str) -> Seen | None:
@@ -345,35 +356,27 @@ class Store:
         # Deferred: core.channel brings in cryptography, which `packager list` never needs.
         from packager.core.channel import Seen
 
-        if not (self.home / STATE_DB).exists():
-            return None
-        with self.db() as conn:
-            row = conn.execute(
-                "SELECT sequence, version, manifest_sha256 FROM channels "
-                "WHERE name = ? AND channel = ?",
-                (name, channel),
-            ).fetchone()
-        return None if row is None else Seen(int(row[0]), str(row[1]), Digest(str(row[2])))
+        rows = self._select(
+            "SELECT sequence, version, manifest_sha256 FROM channels "
+            "WHERE name = ? AND channel = ?",
+            (name, channel),
+        )
+        return next((Seen(int(s), str(v), Digest(str(d))) for s, v, d in rows), None)
 
     def following(self) -> list[Following]:
         """Every model that follows a channel, by name."""
-        if not (self.home / STATE_DB).exists():
-            return []
-        with self.db() as conn:
-            rows = conn.execute("SELECT name, channel, registry FROM follows ORDER BY name")
-            return [Following(str(n), str(c), None if r is None else str(r)) for n, c, r in rows]
+        rows = self._select("SELECT name, channel, registry FROM follows ORDER BY name")
+        return [Following(str(n), str(c), None if r is None else str(r)) for n, c, r in rows]
 
     def followed(self) -> dict[str, Followed]:
         """The channel each model follows, by name, with its accepted document's expiry
         (None: accepted before expiries were recorded)."""
-        if not (self.home / STATE_DB).exists():
-            return {}
         # Read-only: `list` and `status` work on a read-only home.
-        with self.reader() as conn:
-            rows = conn.execute(
-                "SELECT f.name, f.channel, c.expires FROM follows f LEFT JOIN channels c "
-                "ON c.name = f.name AND c.channel = f.channel ORDER BY f.name"
-            ).fetchall()
+        rows = self._select(
+            "SELECT f.name, f.channel, c.expires FROM follows f LEFT JOIN channels c "
+            "ON c.name = f.name AND c.channel = f.channel ORDER BY f.name",
+            read_only=True,
+        )
         return {
             str(n): Followed(str(c), None if e is None else datetime.fromisoformat(e))
             for n, c, e in rows
@@ -382,14 +385,11 @@ class Store:
     def expiry_reported(self, name: str, channel: str) -> bool:
         """Whether the expiry of the document last accepted for ``name``@``channel`` has
         been reported (:meth:`report_expiry`); a newer document accepted since resets it."""
-        if not (self.home / STATE_DB).exists():
-            return False
-        with self.db() as conn:
-            row = conn.execute(
-                "SELECT expiry_reported = sequence FROM channels WHERE name = ? AND channel = ?",
-                (name, channel),
-            ).fetchone()
-        return row is not None and bool(row[0])
+        rows = self._select(
+            "SELECT expiry_reported = sequence FROM channels WHERE name = ? AND channel = ?",
+            (name, channel),
+        )
+        return any(bool(reported) for (reported,) in rows)
 
     def report_expiry(self, name: str, channel: str) -> None:
         """Record that the expiry of the document last accepted has been reported."""
@@ -417,13 +417,10 @@ class Store:
 
     def channel_expiry(self, name: str, channel: str) -> datetime | None:
         """When the last document accepted for ``name``@``channel`` expires, if recorded."""
-        if not (self.home / STATE_DB).exists():
-            return None
-        with self.db() as conn:
-            row = conn.execute(
-                "SELECT expires FROM channels WHERE name = ? AND channel = ?", (name, channel)
-            ).fetchone()
-        return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+        rows = self._select(
+            "SELECT expires FROM channels WHERE name = ? AND channel = ?", (name, channel)
+        )
+        return next((datetime.fromisoformat(e) for (e,) in rows if e is not None), None)
 
     def record_attempt(self, attempt: Attempt) -> None:
         """Keep ``attempt`` as the last update of its model (replacing the one before)."""
@@ -445,12 +442,9 @@ class Store:
 
     def attempts(self) -> dict[str, Attempt]:
         """The last update attempt of every model that had one, by name."""
-        if not (self.home / STATE_DB).exists():
-            return {}
-        with self.db() as conn:
-            rows = conn.execute(
-                "SELECT name, channel, at, outcome, version, exit_code, detail FROM attempts"
-            ).fetchall()
+        rows = self._select(
+            "SELECT name, channel, at, outcome, version, exit_code, detail FROM attempts"
+        )
         return {
             str(n): Attempt(str(n), str(c), datetime.fromisoformat(a), str(o), v, int(e), str(d))
             for n, c, a, o, v, e, d in rows
@@ -458,14 +452,11 @@ class Store:
 
     def last_refusals(self) -> dict[str, AuditEntry]:
         """The latest refusal in the audit log of every model that had one, by name."""
-        if not (self.home / STATE_DB).exists():
-            return {}
-        with self.db() as conn:
-            rows = conn.execute(
-                "SELECT at, action, name, version, outcome, detail FROM audit WHERE id IN "
-                "(SELECT max(id) FROM audit WHERE outcome = 'refused' AND name IS NOT NULL "
-                "GROUP BY name)"
-            ).fetchall()
+        rows = self._select(
+            "SELECT at, action, name, version, outcome, detail FROM audit WHERE id IN "
+            "(SELECT max(id) FROM audit WHERE outcome = 'refused' AND name IS NOT NULL "
+            "GROUP BY name)"
+        )
         return {str(row[2]): AuditEntry(*row) for row in rows}
 
     def repeats_latest(
@@ -519,22 +510,16 @@ class Store:
 
     def pinned(self, name: str) -> set[str]:
         """The pinned versions of ``name`` (installed or not)."""
-        if not (self.home / STATE_DB).exists():
-            return set()
-        with self.db() as conn:
-            rows = conn.execute("SELECT version FROM pins WHERE name = ?", (name,)).fetchall()
+        rows = self._select("SELECT version FROM pins WHERE name = ?", (name,))
         return {str(v) for (v,) in rows}
 
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
-        if not (self.home / STATE_DB).exists():
-            return []
-        query = "SELECT * FROM audit"
-        args: tuple[str, ...] = ()
-        if name is not None:
-            query += " WHERE name = ?"
-            args = (name,)
-        with self.reader() as conn:
-            rows = conn.execute(query + " ORDER BY id", args).fetchall()
+        if name is None:
+            rows = self._select("SELECT * FROM audit ORDER BY id", read_only=True)
+        else:
+            rows = self._select(
+                "SELECT * FROM audit WHERE name = ? ORDER BY id", (name,), read_only=True
+            )
         return [_audit_entry(row) for row in rows]
 
     # -- installed models ------------------------------------------------------------
@@ -596,12 +581,7 @@ class Store:
 
     def _fingerprints(self) -> dict[tuple[int, int], tuple[Digest, Fingerprint]]:
         """Every fingerprint recorded, by device and inode, with the digest verified."""
-        if not (self.home / STATE_DB).exists():
-            return {}
-        with self.db() as conn:
-            rows = conn.execute(
-                "SELECT dev, ino, digest, size, mtime_ns, ctime_ns FROM fingerprints"
-            ).fetchall()
+        rows = self._select("SELECT dev, ino, digest, size, mtime_ns, ctime_ns FROM fingerprints")
         found = {}
         for dev, ino, digest, size, mtime, ctime in rows:
             fingerprint = Fingerprint(int(dev), int(ino), int(size), int(mtime), int(ctime))
@@ -781,32 +761,27 @@ class Store:
         """The most recently active installed version other than ``current``."""
         current = self.current_version(name)
         installed = set(self.versions(name))
-        if not (self.home / STATE_DB).exists():
-            return None
-        with self.db() as conn:
-            rows = conn.execute(
-                "SELECT version FROM activations WHERE name = ? ORDER BY id DESC", (name,)
-            ).fetchall()
-        for (version,) in rows:
+        for version in self._activated(name):
             if version != current and version in installed:
-                return str(version)
+                return version
         return None
 
     def recent_versions(self, name: str) -> list[str]:
         """Installed versions of ``name``, the most recently active first (versions never
         activated since state.db was new come last, highest first)."""
         installed = self.versions(name)
-        order: list[str] = []
-        if (self.home / STATE_DB).exists():
-            with self.db() as conn:
-                rows = conn.execute(
-                    "SELECT version FROM activations WHERE name = ? ORDER BY id DESC", (name,)
-                ).fetchall()
-            order = [str(v) for (v,) in rows if v in installed]
+        order = [v for v in self._activated(name) if v in installed]
         current = self.current_version(name)
         first = [current] if current in installed else []
         rest = dict.fromkeys([*first, *order, *reversed(installed)])
         return list(rest)
+
+    def _activated(self, name: str) -> list[str]:
+        """The versions of ``name`` made current, the latest first (repeats kept)."""
+        rows = self._select(
+            "SELECT version FROM activations WHERE name = ? ORDER BY id DESC", (name,)
+        )
+        return [str(v) for (v,) in rows]
 
     def activate(self, name: str, version: str, *, now: datetime) -> None:
         """Make an installed version ``current`` (used by rollback)."""

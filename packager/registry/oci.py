@@ -26,7 +26,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -52,6 +52,7 @@ from packager.registry.transport import (
     Body,
     Progress,
     RemoteBlobs,
+    Sent,
     Transport,
     header_number,
     is_loopback,
@@ -289,25 +290,12 @@ class OciStore(RemoteBlobs):
         return self._auth
 
     def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        what: str,
-        scope: str,
-        headers: dict[str, str] | None = None,
-        body: Body | None = None,
-        params: dict[str, str] | None = None,
+        self, method: str, url: str, *, what: str, scope: str, **sent: Unpack[Sent]
     ) -> requests.Response:
+        """:meth:`Transport.request` answering challenges with this registry's credentials
+        for ``scope``."""
         return self._transport.request(
-            method,
-            url,
-            what=what,
-            headers=headers,
-            body=body,
-            params=params,
-            auth=self.authenticator(),
-            scope=scope,
+            method, url, what=what, auth=self.authenticator(), scope=scope, **sent
         )
 
     def blob_url(self, repo: str, digest: Digest) -> str:

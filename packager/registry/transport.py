@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypedDict
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -83,6 +83,16 @@ class Reader(Protocol):
 
 
 Body = bytes | Callable[[], Reader]
+
+
+class Sent(TypedDict, total=False):
+    """What a request carries besides its method and URL (see :meth:`Transport.request`)."""
+
+    headers: Mapping[str, str] | None
+    body: Body | None
+    params: Mapping[str, str] | None
+
+
 """A request body: bytes, or a factory opening a fresh reader for each attempt."""
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
