@@ -24,7 +24,7 @@ from packager.core.policy import Rule, Trusted, TrustedKey, TrustPolicy, Unverif
 from packager.distribution.mirror import export, mirror
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
-from packager.distribution.pull import pull_target
+from packager.distribution.pull import pull
 from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
@@ -387,16 +387,16 @@ def test_a_channel_pulled_by_version_is_the_bundle_the_document_names(
     publish_bundle(bundles["1.0.0"], registry=memory_registry, mode=mode)
     promote("iris@1.0.0", channel="stable", registry=memory_registry,
             private_key=keypair.private, now=T0)  # fmt: skip
-    pull = functools.partial(pull_target, "iris@stable", registry=memory_registry, mode=mode,
+    pull_stable = functools.partial(pull, "iris@stable", registry=memory_registry, mode=mode,
                              now=T0 + HOUR)  # fmt: skip
-    pulled = pull(out_dir=tmp_path / "first")
+    pulled = pull_stable(out_dir=tmp_path / "first")
     assert manifest_digest(pulled) == manifest_digest(bundles["1.0.0"])
 
     entry = {"digest": str(moved.manifest_digest), "size": len(moved.oci_manifest)}
     memory_registry.set_tag("iris", "1.0.0", {"mediaType": OCI_MANIFEST_MEDIA_TYPE, **entry})
     assert memory_registry.resolve("iris", "1.0.0").manifest_digest == moved.manifest_digest
     with pytest.raises(TamperedError, match="mix-and-match") as refused:
-        pull(out_dir=tmp_path / "second")
+        pull_stable(out_dir=tmp_path / "second")
     assert refused.value.exit_code == 3
     assert list((tmp_path / "second").iterdir()) == []
 
@@ -904,3 +904,33 @@ def test_benchmark_through_a_channel_refuses_a_document_older_than_the_instance_
         code, _, err = cli(capsys, "benchmark", *refs, *remote)
         assert code == 3, err
         assert "replaying" in err and "Traceback" not in err
+
+
+def test_pull_through_a_channel_takes_the_version_it_names_and_refuses_a_replay(
+    capsys: pytest.CaptureFixture[str],
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    tmp_path: Path,
+) -> None:
+    """`packager pull NAME@CHANNEL` writes the bundle the channel names, held to the last
+    document the instance accepted, as install is."""
+    old = craft(keypair, version="1.1.0", digest=manifest_digest(bundles["1.1.0"]), sequence=1)
+    put_channel(registry, old)
+    pull = ("pull", "iris@stable", "--registry", registry.root, "--key", keypair.pub_path)
+    code, out, err = cli(capsys, *pull, "-o", tmp_path / "first")
+    assert code == 0, err
+    assert manifest_digest(tmp_path / "first" / "iris-1.1.0") == manifest_digest(bundles["1.1.0"])
+
+    put_channel(
+        registry,
+        craft(keypair, version="2.0.0", digest=manifest_digest(bundles["2.0.0"]), sequence=2),
+    )
+    assert install_channel(registry, store, trust, T0 + HOUR) == "2.0.0"
+    put_channel(registry, old)  # the registry replays sequence 1, still unexpired
+    code, _, err = cli(capsys, *pull, "-o", tmp_path / "second")
+    assert code == 3, err
+    assert "replaying" in err and "Traceback" not in err
+    assert not (tmp_path / "second").exists() or not any((tmp_path / "second").iterdir())

@@ -266,7 +266,7 @@ def _locator(ctx: Context, source: _Source, tmp: Path) -> Callable[[str], Path]:
 def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
     """Pull NAME[@VERSION|@CHANNEL] from the registry into ``tmp``, verified."""
     from packager.core.names import parse_target
-    from packager.distribution.pull import pull_target
+    from packager.distribution.pull import pull
     from packager.instance.roots import instance_policy
     from packager.instance.store import Store
 
@@ -278,7 +278,7 @@ def _fetch(ctx: Context, ref: str, source: _Source, tmp: Path) -> Path:
     # The instance's last accepted document of the channel: an older one is a replay.
     channel = target.channel
     seen = None if channel is None else Store(ctx.home).channel_seen(target.name, channel)
-    return pull_target(
+    return pull(
         ref, registry=registry, mode=mode, out_dir=out, now=now(), progress=ctx.say, last_seen=seen
     )
 

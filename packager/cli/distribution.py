@@ -103,7 +103,7 @@ def search(
 
 
 @click.command()
-@click.argument("ref", metavar="NAME[@VERSION]")
+@click.argument("ref", metavar="NAME[@VERSION|@CHANNEL]")
 @registry_option
 @remote_options
 @key_option(required=False)
@@ -118,18 +118,20 @@ def pull(
     out_dir: Path,
     as_json: bool,
 ) -> None:
-    """Fetch and verify a model version into a bundle directory, without installing it.
+    """Fetch and verify a model version (NAME@CHANNEL: the one the channel names) into a
+    bundle directory, without installing it.
 
     Trusted keys and CAs come from --trust FILE, else $PACKAGER_HOME/trust.toml, else
     /etc/packager/trust.toml; --key adds keys to it (its revocations still apply), or is
     trusted alone when there is none; with a pinned root (`packager trust pin-root`), plus
     the keys the registry's delegations name, as for install.
     """
-    from packager.core.names import parse_ref
+    from packager.core.names import parse_target
     from packager.distribution.pull import pull as do_pull
     from packager.instance.roots import instance_policy
+    from packager.instance.store import Store
 
-    name, _ = parse_ref(ref)
+    target = parse_target(ref)
     policy = instance_policy(
         home=ctx.home,
         trust_file=ctx.trust_file,
@@ -138,12 +140,17 @@ def pull(
     )
     render_trust.unusable_keys(policy)
     registry = open_registry_at(ctx, registry_ref)
+    # The instance's last accepted document of the channel: an older one is a replay.
+    channel = target.channel
+    seen = None if channel is None else Store(ctx.home).channel_seen(target.name, channel)
     bundle = do_pull(
         ref,
         registry=registry,
-        mode=with_pinned_root(ctx, policy, registry, name),
+        mode=with_pinned_root(ctx, policy, registry, target.name),
         out_dir=out_dir,
+        now=now(),
         progress=ctx.say,
+        last_seen=seen,
     )
     render.show(ctx, render_distribution.PULLED, bundle, as_json=as_json)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from packager.core.channel import Seen
 from packager.core.digests import Digest
-from packager.core.names import parse_ref, parse_target
+from packager.core.names import parse_target
 from packager.core.policy import Trusted
 from packager.core.text import Progress
 from packager.core.verify import check_trusted
@@ -20,50 +20,6 @@ from packager.registry.verified import Source, fetch_verified, latest_version, r
 
 
 def pull(
-    ref: str,
-    *,
-    registry: RegistryReader,
-    mode: Trusted,
-    out_dir: Path,
-    progress: Progress | None = None,
-    expected_manifest: Digest | None = None,
-) -> Path:
-    """Fetch and verify ``name[@version]`` into ``out_dir/<name>-<version>`` without installing.
-
-    The bundle is assembled in a temporary directory beside the destination and
-    renamed into place only once verified. ``expected_manifest``: the manifest.json
-    digest the bundle must have (a channel document's).
-
-    Raises:
-        UsageError: bad reference, or the destination exists.
-        VerificationError, RegistryError: as for :func:`fetch_verified` (TamperedError:
-            a manifest other than ``expected_manifest``).
-    """
-    name, version = parse_ref(ref)
-    check_trusted(mode, name)
-    if version is None:
-        version = latest_version(registry, name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / f"{name}-{version}"
-    if final.exists():
-        raise UsageError(f"{final} already exists; remove it or pull into another directory")
-    artifact = registry.resolve(name, version)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
-    try:
-        fetch_verified(
-            Source(registry, mode, progress),
-            artifact,
-            work,
-            expected_manifest=expected_manifest,
-        )
-        work.chmod(0o755)
-        os.rename(work, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return final
-
-
-def pull_target(
     target: str,
     *,
     registry: RegistryReader,
@@ -73,29 +29,59 @@ def pull_target(
     progress: Progress | None = None,
     last_seen: Seen | None = None,
 ) -> Path:
-    """:func:`pull` ``name[@version|@channel]``. Through a channel, the version its
-    verified document names, and only the bundle whose manifest.json has the digest the
-    document names: a version tag moved after the document was read is refused, as
-    install refuses it. ``last_seen`` is the channel document the caller accepted last
-    (an instance's), so an older one replayed is refused as a rollback.
+    """Fetch and verify ``name[@version|@channel]`` into ``out_dir/<name>-<version>``
+    without installing it (no version: the latest).
+
+    Through a channel, the version its verified document names, and only the bundle
+    whose manifest.json has the digest the document names: a version tag moved after the
+    document was read is refused, as install refuses it. ``last_seen`` is the channel
+    document the caller accepted last (an instance's), so an older one replayed is
+    refused as a rollback.
+
+    The bundle is assembled in a temporary directory beside the destination and renamed
+    into place only once verified.
 
     Raises:
-        UsageError, VerificationError, RegistryError: as :func:`pull`, and for a channel
-            as :func:`~packager.registry.verified.read_channel`; TamperedError: the
-            version's tag names another bundle than the channel document.
+        UsageError: bad reference, or the destination exists.
+        VerificationError, RegistryError: as for :func:`fetch_verified`, and for a
+            channel as :func:`~packager.registry.verified.read_channel`; TamperedError:
+            the version's tag names another bundle than the channel document.
         NotFoundError: no such version or channel.
     """
     parsed = parse_target(target)
+    source = Source(registry, mode, progress)
     if parsed.channel is None:
-        return pull(target, registry=registry, mode=mode, out_dir=out_dir, progress=progress)
+        return _pull_version(source, parsed.name, parsed.version, out_dir)
     doc, _ = read_channel(
         registry, parsed.name, parsed.channel, mode=mode, now=now, last_seen=last_seen
     )
-    return pull(
-        f"{parsed.name}@{doc.version}",
-        registry=registry,
-        mode=mode,
-        out_dir=out_dir,
-        progress=progress,
-        expected_manifest=doc.manifest_digest,
+    return _pull_version(
+        source, parsed.name, doc.version, out_dir, expected_manifest=doc.manifest_digest
     )
+
+
+def _pull_version(
+    source: Source,
+    name: str,
+    version: str | None,
+    out_dir: Path,
+    expected_manifest: Digest | None = None,
+) -> Path:
+    """``name@version`` (None: the latest) into ``out_dir``; see :func:`pull`."""
+    check_trusted(source.mode, name)
+    registry = source.registry
+    if version is None:
+        version = latest_version(registry, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{name}-{version}"
+    if final.exists():
+        raise UsageError(f"{final} already exists; remove it or pull into another directory")
+    artifact = registry.resolve(name, version)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
+    try:
+        fetch_verified(source, artifact, work, expected_manifest=expected_manifest)
+        work.chmod(0o755)
+        os.rename(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final

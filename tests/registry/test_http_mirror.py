@@ -528,6 +528,7 @@ def test_pull_writes_nothing_when_a_blob_is_missing(
             registry=mirror_at(served),
             out_dir=tmp_path / "o",
             mode=Trusted(adhoc_policy([keypair.public])),
+            now=datetime.now(UTC),
         )
     assert caught.value.exit_code == 4
     assert not out.exists() or not any(out.iterdir())
