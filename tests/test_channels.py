@@ -876,6 +876,24 @@ def test_update_continues_past_a_registry_that_breaks_in_any_way(
     assert not [p for p in store.tmp.rglob("*") if p.is_file()], "staging left behind"
 
 
+def replay_after_install(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+) -> None:
+    """The instance installs iris@stable at sequence 2 (2.0.0); the registry then replays
+    sequence 1 (1.1.0), still unexpired."""
+    old = craft(keypair, version="1.1.0", digest=manifest_digest(bundles["1.1.0"]), sequence=1)
+    put_channel(
+        registry,
+        craft(keypair, version="2.0.0", digest=manifest_digest(bundles["2.0.0"]), sequence=2),
+    )
+    assert install_channel(registry, store, trust, T0 + HOUR) == "2.0.0"
+    put_channel(registry, old)
+
+
 def test_benchmark_through_a_channel_refuses_a_document_older_than_the_instance_saw(
     capsys: pytest.CaptureFixture[str],
     registry: LayoutRegistry,
@@ -888,13 +906,7 @@ def test_benchmark_through_a_channel_refuses_a_document_older_than_the_instance_
 ) -> None:
     """`benchmark NAME@CHANNEL --registry` (and `--baseline NAME@CHANNEL`) holds the channel
     to the last document the instance accepted, as install does."""
-    old = craft(keypair, version="1.1.0", digest=manifest_digest(bundles["1.1.0"]), sequence=1)
-    put_channel(
-        registry,
-        craft(keypair, version="2.0.0", digest=manifest_digest(bundles["2.0.0"]), sequence=2),
-    )
-    assert install_channel(registry, store, trust, T0 + HOUR) == "2.0.0"
-    put_channel(registry, old)  # the registry replays sequence 1, still unexpired
+    replay_after_install(registry, store, trust, bundles, keypair)
     rows = iris[0][:20]
     data = tmp_path / "rows.csv"
     data.write_text("a,b,c,d\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
@@ -917,19 +929,17 @@ def test_pull_through_a_channel_takes_the_version_it_names_and_refuses_a_replay(
 ) -> None:
     """`packager pull NAME@CHANNEL` writes the bundle the channel names, held to the last
     document the instance accepted, as install is."""
-    old = craft(keypair, version="1.1.0", digest=manifest_digest(bundles["1.1.0"]), sequence=1)
-    put_channel(registry, old)
+    put_channel(
+        registry,
+        craft(keypair, version="1.1.0", digest=manifest_digest(bundles["1.1.0"]), sequence=1),
+    )
     pull = ("pull", "iris@stable", "--registry", registry.root, "--key", keypair.pub_path)
     code, out, err = cli(capsys, *pull, "-o", tmp_path / "first")
     assert code == 0, err
+    assert "iris-1.1.0" in out
     assert manifest_digest(tmp_path / "first" / "iris-1.1.0") == manifest_digest(bundles["1.1.0"])
 
-    put_channel(
-        registry,
-        craft(keypair, version="2.0.0", digest=manifest_digest(bundles["2.0.0"]), sequence=2),
-    )
-    assert install_channel(registry, store, trust, T0 + HOUR) == "2.0.0"
-    put_channel(registry, old)  # the registry replays sequence 1, still unexpired
+    replay_after_install(registry, store, trust, bundles, keypair)
     code, _, err = cli(capsys, *pull, "-o", tmp_path / "second")
     assert code == 3, err
     assert "replaying" in err and "Traceback" not in err
