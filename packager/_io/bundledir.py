@@ -116,7 +116,8 @@ def read_signed_manifest(
 
     ``delegated``: a root is pinned, whose delegations (in the registry) may trust keys the
     policy alone does not. The signature, verified at install, is then only checked not to
-    claim a revoked key, and manifest.json read as installed, for ``name``@``version``.
+    have been made with a key or under a CA the policy revokes, and manifest.json read as
+    installed, for ``name``@``version``.
 
     Raises:
         VerificationError: an untrusted or revoked signature, a manifest.json other than
@@ -132,7 +133,7 @@ def read_signed_manifest(
         return None
     manifest_bytes = _read_capped(bundle / MANIFEST, MAX_MANIFEST_BYTES) or b""
     if delegated:
-        verify.check_claimed_signer(sig, mode.policy)
+        verify.check_no_revoked_signer(sig, mode.policy)
         statement = verify.unverified_statement(manifest_bytes, Unverified("verified at install"))
         signer = signature.claimed_key_hint(sig)
     else:
