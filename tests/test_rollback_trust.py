@@ -103,6 +103,23 @@ def test_rollback_to_a_version_the_policy_refuses_is_refused(
     assert reason in last.detail
 
 
+def test_an_unreadable_installed_model_sig_refuses_the_rollback_audited(
+    capsys: pytest.CaptureFixture[str], upgraded: Path, home: Path
+) -> None:
+    sig = Store(home).installed_dir("iris", "1.0.0") / "model.sig"
+    sig.unlink()
+    sig.mkdir()  # IsADirectoryError when opened, not FileNotFoundError
+    code, _, err = cli(capsys, "rollback", "iris")
+    assert code == 3, err
+    assert "refusing to roll back iris to 1.0.0" in err and "cannot read the installed" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    store = Store(home)
+    assert store.current_version("iris") == "1.1.0"
+    last = store.audit_log("iris")[-1]
+    assert (last.action, last.outcome, last.version) == ("rollback", "refused", "1.0.0")
+    assert "cannot read the installed model.sig" in last.detail
+
+
 # --- a signature verified at install under a pinned root's delegations ----------------
 # Rollback cannot re-verify it against the delegations (they live in the registry), so
 # what is left is refusing any signature a key or CA revoked in the local policy made.
