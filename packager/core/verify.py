@@ -192,6 +192,12 @@ def verify_signature(
     )
 
 
+def revoked_name(signer: str | None, policy: TrustPolicy) -> str | None:
+    """The name under which ``policy`` revokes the key of hint ``signer`` (a signature
+    verified with keys given outright, which the policy did not choose), else None."""
+    return policy.revoked_hints().get(signer) if signer is not None else None
+
+
 def check_claimed_signer(sig: bytes, policy: TrustPolicy) -> None:
     """``model.sig`` must not claim a key ``policy`` revokes. What it claims is not
     authenticated, so this can only refuse: first of :func:`verify_signature`'s checks,
