@@ -200,9 +200,8 @@ def revoked_name(signer: str | None, policy: TrustPolicy) -> str | None:
 
 def check_claimed_signer(sig: bytes, policy: TrustPolicy) -> None:
     """``model.sig`` must not claim a key ``policy`` revokes. What it claims is not
-    authenticated, so this can only refuse: first of :func:`verify_signature`'s checks,
-    and the only one left for a signature verified at install whose keys came from a
-    pinned root's delegations, which live in the registry.
+    authenticated, so this can only refuse: first of :func:`verify_signature`'s and
+    :func:`check_no_revoked_signer`'s checks, naming the key before any signature check.
 
     Raises:
         UntrustedError: naming the revoked key.
