@@ -140,6 +140,7 @@ def test_verify_with_key_proves_that_key_signed_whatever_the_policy_trusts(
         "signer": key_hint(keypair.public),
         "signerName": str(keypair.pub_path),
         "certificate": None,
+        "revokedInPolicy": False,
         "files": None,
     }
     code, out, _ = cli(
@@ -148,18 +149,26 @@ def test_verify_with_key_proves_that_key_signed_whatever_the_policy_trusts(
     assert code == 0 and f"signed by key {keypair.pub_path} (" in out
 
 
-def test_verify_with_key_reads_no_policy_not_even_its_revocations(
+def test_verify_with_key_trusts_that_key_but_warns_when_the_policy_revokes_it(
     capsys: pytest.CaptureFixture[str],
     bundles: dict[str, Path],
     keypair: KeyPair,
+    home: Path,
     policy: Callable[..., None],
 ) -> None:
     policy("add-key", "builder", keypair.pub_path)
+    policy("revoke", "partner")  # a revoked key that did not sign: no warning
+    code, out, err = cli(capsys, "verify", bundles["1.0.0"], "--key", keypair.pub_path)
+    assert code == 0 and "WARNING" not in err
     policy("revoke", "builder")
     code, _, err = cli(capsys, "verify", bundles["1.0.0"])
     assert code == 3 and "made with the revoked key 'builder'" in err
-    code, out, _ = cli(capsys, "verify", bundles["1.0.0"], "--key", keypair.pub_path)
+    code, out, err = cli(capsys, "verify", bundles["1.0.0"], "--key", keypair.pub_path)
     assert code == 0 and f"signed by key {keypair.pub_path} (" in out
+    assert "WARNING" in err and "is revoked in" in err and "'builder'" in err
+    assert str(home / "trust.toml") in err
+    code, out, err = cli(capsys, "verify", bundles["1.0.0"], "--key", keypair.pub_path, "--json")
+    assert code == 0 and json.loads(out)["revokedInPolicy"] is True and "'builder'" in err
 
 
 def test_the_policys_minimum_and_licence_rules_apply_with_key(

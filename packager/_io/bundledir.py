@@ -11,7 +11,7 @@ from packager._io.hashing import FileHasher, digest_file
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.core.provenance import PROVENANCE_FILE, SBOM_FILE
 from packager.core.shards import Hashed, claimed_shard_size
-from packager.errors import TamperedError, UsageError
+from packager.errors import TamperedError, UsageError, disk_or
 
 if TYPE_CHECKING:
     from packager.core.digests import Digest
@@ -116,11 +116,14 @@ def read_signed_manifest(
 
     ``delegated``: a root is pinned, whose delegations (in the registry) may trust keys the
     policy alone does not. The signature, verified at install, is then only checked not to
-    claim a revoked key, and manifest.json read as installed, for ``name``@``version``.
+    have been made with a key or under a CA the policy revokes, and manifest.json read as
+    installed, for ``name``@``version``.
 
     Raises:
         VerificationError: an untrusted or revoked signature, a manifest.json other than
-            the signed one, or of another model or version.
+            the signed one, or of another model or version; model.sig or manifest.json
+            unreadable (a directory in its place, ...).
+        LocalDiskError: this account may not read them.
     """
     from packager.core import signature, verify
     from packager.core.manifest import MAX_MANIFEST_BYTES
@@ -132,7 +135,7 @@ def read_signed_manifest(
         return None
     manifest_bytes = _read_capped(bundle / MANIFEST, MAX_MANIFEST_BYTES) or b""
     if delegated:
-        verify.check_claimed_signer(sig, mode.policy)
+        verify.check_no_revoked_signer(sig, mode.policy)
         statement = verify.unverified_statement(manifest_bytes, Unverified("verified at install"))
         signer = signature.claimed_key_hint(sig)
     else:
@@ -146,12 +149,20 @@ def read_signed_manifest(
 
 def _read_capped(path: Path, cap: int) -> bytes | None:
     """At most ``cap`` + 1 bytes of ``path`` (the checks refuse anything larger), or None
-    when there is no such file."""
+    when there is no such file.
+
+    Raises:
+        LocalDiskError: this account may not read it.
+        TamperedError: it cannot be read otherwise (a directory in its place, ...).
+    """
     try:
         with path.open("rb") as f:
             return f.read(cap + 1)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        message = f"cannot read the installed {path.name} ({path}): {e.strerror or e}"
+        raise disk_or(TamperedError, message, e) from e
 
 
 def _hashed_whole(path: Path) -> Hashed:

@@ -250,9 +250,23 @@ class FileHasher(_Threaded):
         ]
         self._running = count
         self._closed = False
+        self._start()
+
+    def _start(self) -> None:
+        """Start the threads under a short switch interval; when one cannot start, stop
+        those that did and restore the interval before raising."""
         _SHORT_SWITCHES.enter()
-        for worker in self._workers:
-            worker.start()
+        started: list[threading.Thread] = []
+        try:
+            for worker in self._workers:
+                worker.start()
+                started.append(worker)
+        except BaseException:
+            with self._changed:
+                self._running -= len(self._workers) - len(started)
+            self._workers = started
+            self.close()
+            raise
 
     def hashed(self, path: Path) -> Hashed:
         """What hashing ``path`` gave (its shards' digests, or its own), waiting for it.
@@ -306,8 +320,9 @@ class FileHasher(_Threaded):
         self._stop.set()
         for worker in self._workers:
             worker.join()
-        if not self._closed:
-            self._closed = True
+        with self._changed:
+            leaving, self._closed = not self._closed, True
+        if leaving:
             _SHORT_SWITCHES.leave()
 
     def _work(self) -> None:

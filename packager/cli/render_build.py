@@ -105,6 +105,14 @@ RESIGNED = Rendering(_resigned_json, _resigned_text)
 class Verified:
     manifest: Manifest
     statement: Statement
+    revoked_in_policy: bool = False
+
+
+def revoked_key_warning(name: str, source: str) -> str:
+    return (
+        f"the --key key that signed it is revoked in {source} (as {name!r}): verified "
+        "only because --key trusts exactly the keys given"
+    )
 
 
 def _signed_by(statement: Statement) -> str:
@@ -124,6 +132,7 @@ VERIFIED: Rendering[Verified] = Rendering(
         "signer": result.statement.signer,
         "signerName": result.statement.signer_name(),
         "certificate": result.statement.certificate,
+        "revokedInPolicy": result.revoked_in_policy,
         "files": [f.to_dict() for f in result.manifest.files],
     },
     text=lambda _ctx, result: line(

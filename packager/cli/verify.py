@@ -28,8 +28,9 @@ def verify(
 ) -> None:
     """Verify a bundle directory's signature and every file's digest.
 
-    With --key, exactly those keys are trusted, and no trust policy is read: it checks
-    that one of them signed the bundle. Without, the trusted keys and CAs come from
+    With --key, exactly those keys are trusted, and no trust policy decides: it checks
+    that one of them signed the bundle (with a warning when the trust policy that would
+    otherwise apply revokes the key that did). Without, the trusted keys and CAs come from
     --trust FILE, else $PACKAGER_HOME/trust.toml, else /etc/packager/trust.toml. Either
     way it says who signed.
     """
@@ -50,7 +51,14 @@ def verify(
         return Trusted(policy)
 
     manifest, statement = verify_bundle_signer(bundle, mode=mode)
-    verified = render_build.Verified(manifest, statement)
+    revoked = None
+    if key_paths:
+        from packager.instance.trust import revoked_in_policy
+
+        revoked = revoked_in_policy(statement.signer, home=ctx.home, trust_file=ctx.trust_file)
+    if revoked is not None:
+        render.warn(render_build.revoked_key_warning(*revoked))
+    verified = render_build.Verified(manifest, statement, revoked_in_policy=revoked is not None)
     render.show(ctx, render_build.VERIFIED, verified, as_json=as_json)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from packager.core import signature, x509
 from packager.core.approval import (
@@ -70,6 +70,9 @@ from packager.errors import (
     VerificationError,
     WrongModelError,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 # What a file is described by: its digest and its size in bytes.
 Described = tuple[Digest, int]
@@ -189,11 +192,16 @@ def verify_signature(
     )
 
 
+def revoked_name(signer: str | None, policy: TrustPolicy) -> str | None:
+    """The name under which ``policy`` revokes the key of hint ``signer`` (a signature
+    verified with keys given outright, which the policy did not choose), else None."""
+    return policy.revoked_hints().get(signer) if signer is not None else None
+
+
 def check_claimed_signer(sig: bytes, policy: TrustPolicy) -> None:
     """``model.sig`` must not claim a key ``policy`` revokes. What it claims is not
-    authenticated, so this can only refuse: first of :func:`verify_signature`'s checks,
-    and the only one left for a signature verified at install whose keys came from a
-    pinned root's delegations, which live in the registry.
+    authenticated, so this can only refuse: first of :func:`verify_signature`'s and
+    :func:`check_no_revoked_signer`'s checks, naming the key before any signature check.
 
     Raises:
         UntrustedError: naming the revoked key.
@@ -205,6 +213,43 @@ def check_claimed_signer(sig: bytes, policy: TrustPolicy) -> None:
             f"model.sig was made with the revoked key {revoked[claimed]!r}; "
             "ask the publisher for a version signed with a current key"
         )
+
+
+def check_no_revoked_signer(sig: bytes, policy: TrustPolicy) -> None:
+    """``model.sig``, verified once (at install) against keys ``policy`` alone may not
+    hold, must not have been made with a key or under a CA ``policy`` now revokes. Offline
+    and independent of the unauthenticated key hint: the DSSE signature is checked against
+    every revoked key, and the chain it carries against every revoked CA (at any time: a
+    revoked CA stays revoked once its certificates expire).
+
+    Raises:
+        UntrustedError: naming the revoked key or CA.
+        TamperedError: ``sig`` is malformed.
+    """
+    check_claimed_signer(sig, policy)
+    for key in policy.keys.values():
+        if policy.is_revoked(key) and _verifies_with(sig, key.public_key):
+            raise UntrustedError(
+                f"model.sig was made with the revoked key {key.name!r}; "
+                "ask the publisher for a version signed with a current key"
+            )
+    chain = signature.certificate_chain(sig)
+    if chain is None:
+        return
+    ca = x509.revoked_in_chain(x509.parse_chain(chain, what="model.sig"), policy.revoked_cas())
+    if ca is not None:
+        raise UntrustedError(
+            f"model.sig was signed under the revoked CA {ca.name!r}; ask the publisher for "
+            "a version signed under a current CA"
+        )
+
+
+def _verifies_with(sig: bytes, key: ec.EllipticCurvePublicKey) -> bool:
+    try:
+        signature.verify_envelope(sig, signature.PAYLOAD_TYPE, public_keys=[key], what="model.sig")
+    except UntrustedError:
+        return False
+    return True
 
 
 def _signed_payload(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -230,6 +230,27 @@ def verify_chain(
         f"{what} is signed with certificate {describe_leaf(leaf)}, which CA "
         f"{candidates[0].name} issued but the trust policy accepts only {wanted}"
     )
+
+
+def revoked_in_chain(
+    chain: Sequence[x509.Certificate], revoked: Sequence[TrustedCA]
+) -> TrustedCA | None:
+    """The first of ``revoked`` that a chain (leaf first) holds or that issued one of its
+    certificates, whatever the time: for refusing a signature already verified once."""
+    for ca in revoked:
+        key = _spki(ca.certificate)
+        for certificate in chain:
+            if _spki(certificate) == key or _issued_by(certificate, ca.certificate):
+                return ca
+    return None
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def describe_leaf(leaf: x509.Certificate) -> str:

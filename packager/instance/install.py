@@ -42,6 +42,7 @@ from packager.core.verify import (
 )
 from packager.errors import (
     ExpiredError,
+    LocalDiskError,
     NotInstalledError,
     PackagerError,
     RegistryError,
@@ -612,7 +613,7 @@ def _judge_rollback(
             )
         signer, manifest, digest = local
         judge(manifest, digest, signer, mode, attached=None, now=now).check()
-    except VerificationError as e:
+    except (VerificationError, LocalDiskError) as e:
         error = type(e)(
             f"refusing to roll back {name} to {target}: {e}; {current or 'nothing'} stays "
             "current; install a version the trust policy allows"

@@ -90,6 +90,23 @@ def resolve_policy(
     return with_keys(policy, keys) if keys else policy
 
 
+def revoked_in_policy(
+    signer: str | None, *, home: Path, trust_file: Path | None = None
+) -> tuple[str, str] | None:
+    """(key name, policy file) when the trust policy that applies without ``--key`` revokes
+    the key of hint ``signer``; None when it does not, or there is no readable policy."""
+    from packager.core.verify import revoked_name
+
+    path = policy_path(home=home, explicit=trust_file)
+    if path is None:
+        return None
+    try:
+        name = revoked_name(signer, read_policy(path))
+    except UsageError:
+        return None
+    return (name, str(path)) if name is not None else None
+
+
 def _load_or_empty(path: Path) -> TrustPolicy:
     return read_policy(path) if path.exists() else TrustPolicy({}, (), {}, str(path))
 

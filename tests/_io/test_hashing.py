@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 from packager._io.hashing import SWITCH_INTERVAL, FileHasher
 
@@ -26,3 +29,28 @@ def test_the_switch_interval_is_short_while_files_hash_and_restored_after(
     assert sys.getswitchinterval() == before
     outer.close()  # closing again changes nothing
     assert sys.getswitchinterval() == before
+
+
+def test_a_thread_that_cannot_start_restores_the_switch_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [tmp_path / name for name in "ab"]
+    for path in paths:
+        path.write_bytes(b"x" * 100_000)
+    before = sys.getswitchinterval()
+    real_start = threading.Thread.start
+    starts: list[str] = []
+
+    def start_one_only(thread: threading.Thread) -> None:
+        starts.append(thread.name)
+        if len(starts) > 1:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_one_only)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        FileHasher(paths, workers=2)
+    monkeypatch.undo()
+    assert starts == ["packager-hash", "packager-hash"]
+    assert sys.getswitchinterval() == before
+    assert not [t for t in threading.enumerate() if t.name == "packager-hash"]
