@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -350,6 +351,52 @@ def test_request_size_limit(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
         # Without a Content-Length (chunked), the body is cut off as it grows past the limit.
         chunked = ("-H", "Transfer-Encoding: chunked", "-X", "POST", "--data", large, url)
         assert curl(*chunked)[0] == 413
+
+
+def test_health_is_answered_while_a_large_request_runs(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    small = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    rows = np.tile(iris[0].astype(np.float32), (6500, 1))  # 975,000 rows: 15.6 MB of FP32
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
+            ],
+            "outputs": [{"name": "label"}],
+        }
+    ).encode()
+    large = header + rows.tobytes()
+    with running(iris_home) as server:
+        # A cheap request first: the next one of this model would run on the event loop.
+        assert read_response(raw_request(server, small, send=len(small)))[0] == 200
+        host, port = server.address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=120)
+        head = (
+            "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+            f"Inference-Header-Content-Length: {len(header)}\r\n"
+            f"Content-Length: {len(large)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + large[:-1])
+        health = http.client.HTTPConnection(host, int(port), timeout=120)
+        health.request("GET", "/v2/health/live")
+        assert health.getresponse().read() == b'{"live":true}'
+        time.sleep(0.5)  # the server has read all but the last byte
+        sock.sendall(large[-1:])
+        time.sleep(0.05)  # ... and has that one too: the model is running
+        health.request("GET", "/v2/health/live")
+        assert health.getresponse().status == 200
+        # Answered while the large request is still running: nothing to read from it yet.
+        assert select.select([sock], [], [], 0)[0] == []
+        status, _, answer = read_response(sock)
+        assert status == 200
+        assert answer["outputs"][0]["shape"] == [len(rows)]
+        assert not any("Traceback" in line for line in server.stderr)
 
 
 def test_concurrency_limit_answers_503_with_retry_after(
