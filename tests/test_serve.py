@@ -262,6 +262,7 @@ def test_curl_infers_and_errors_have_the_protocol_body(
             "a missing value": {"inputs": [{**good, "data": [None] + [1.0] * 7}]},
             "an unknown output": {"inputs": [good], "outputs": [{"name": "nope"}]},
             "a bool shape": {"inputs": [{**good, "shape": [True, 4]}]},
+            "an id that is not valid Unicode": {"id": "\ud800", "inputs": [good]},
         }
         for why, doc in bad.items():
             status, body = post(doc)
@@ -278,6 +279,7 @@ def test_curl_infers_and_errors_have_the_protocol_body(
         assert curl(f"{url}/v2/models/iris/versions/9.0.0")[0] == 404
         status, body = curl(f"{url}/v2/models/iris/versions/1.0.0")
         assert (status, body["versions"]) == (200, ["1.0.0"])
+    assert not any("Traceback" in line for line in server.stderr)
 
 
 def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:

@@ -226,6 +226,10 @@ async def _answer(
         )
     except PackagerError as e:
         return _status(e), protocol.error(str(e))
+    except Exception as e:  # a fault of the server's: one line, and the protocol's body
+        reason = " ".join(str(e).split())[:200]
+        state.warn(f"{name}: an inference request failed: {type(e).__name__}: {reason}")
+        return 500, protocol.error("the server failed to answer this request")
 
 
 def _status(e: PackagerError) -> int:
