@@ -650,6 +650,27 @@ def test_status_ignores_and_removes_the_file_of_a_server_that_is_gone_or_reused(
     assert "packager_served_info" not in capsys.readouterr().out
 
 
+def test_status_skips_a_fifo_and_does_not_follow_a_symlink(home: Path, tmp_path: Path) -> None:
+    run = home / "run"
+    run.mkdir(parents=True)
+    # A FIFO in place of a live process's file: opening it to read would wait for a writer.
+    os.mkfifo(run / f"serve-{os.getpid()}.json")
+    # A link to a valid record of a live process: not a file a server wrote there.
+    elsewhere = tmp_path / "record.json"
+    record = {"pid": os.getppid(), "address": "http://127.0.0.1:2", "models": []}
+    elsewhere.write_text(json.dumps(record))
+    (run / f"serve-{os.getppid()}.json").symlink_to(elsewhere)
+    result = subprocess.run(
+        [sys.executable, "-m", "packager", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=serve_env(home),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["servers"] == []
+
+
 def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
     """examples/packager-serve.service: its ExecStart is a `packager serve` command line that
     the command accepts, and it reloads with SIGHUP."""
