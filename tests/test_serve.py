@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -261,6 +262,7 @@ def test_curl_infers_and_errors_have_the_protocol_body(
             "a missing value": {"inputs": [{**good, "data": [None] + [1.0] * 7}]},
             "an unknown output": {"inputs": [good], "outputs": [{"name": "nope"}]},
             "a bool shape": {"inputs": [{**good, "shape": [True, 4]}]},
+            "an id that is not valid Unicode": {"id": "\ud800", "inputs": [good]},
         }
         for why, doc in bad.items():
             status, body = post(doc)
@@ -277,6 +279,7 @@ def test_curl_infers_and_errors_have_the_protocol_body(
         assert curl(f"{url}/v2/models/iris/versions/9.0.0")[0] == 404
         status, body = curl(f"{url}/v2/models/iris/versions/1.0.0")
         assert (status, body["versions"]) == (200, ["1.0.0"])
+    assert not any("Traceback" in line for line in server.stderr)
 
 
 def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:
@@ -350,6 +353,52 @@ def test_request_size_limit(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
         # Without a Content-Length (chunked), the body is cut off as it grows past the limit.
         chunked = ("-H", "Transfer-Encoding: chunked", "-X", "POST", "--data", large, url)
         assert curl(*chunked)[0] == 413
+
+
+def test_health_is_answered_while_a_large_request_runs(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    small = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    rows = np.tile(iris[0].astype(np.float32), (6500, 1))  # 975,000 rows: 15.6 MB of FP32
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
+            ],
+            "outputs": [{"name": "label"}],
+        }
+    ).encode()
+    large = header + rows.tobytes()
+    with running(iris_home) as server:
+        # A cheap request first: the next one of this model would run on the event loop.
+        assert read_response(raw_request(server, small, send=len(small)))[0] == 200
+        host, port = server.address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=120)
+        head = (
+            "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+            f"Inference-Header-Content-Length: {len(header)}\r\n"
+            f"Content-Length: {len(large)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + large[:-1])
+        health = http.client.HTTPConnection(host, int(port), timeout=120)
+        health.request("GET", "/v2/health/live")
+        assert health.getresponse().read() == b'{"live":true}'
+        time.sleep(0.5)  # the server has read all but the last byte
+        sock.sendall(large[-1:])
+        time.sleep(0.05)  # ... and has that one too: the model is running
+        health.request("GET", "/v2/health/live")
+        assert health.getresponse().status == 200
+        # Answered while the large request is still running: nothing to read from it yet.
+        assert select.select([sock], [], [], 0)[0] == []
+        status, _, answer = read_response(sock)
+        assert status == 200
+        assert answer["outputs"][0]["shape"] == [len(rows)]
+        assert not any("Traceback" in line for line in server.stderr)
 
 
 def test_concurrency_limit_answers_503_with_retry_after(
@@ -599,6 +648,27 @@ def test_status_ignores_and_removes_the_file_of_a_server_that_is_gone_or_reused(
     assert unreadable.exists()  # its process is alive: not ours to remove
     assert main(["status", "--openmetrics"]) == 0
     assert "packager_served_info" not in capsys.readouterr().out
+
+
+def test_status_skips_a_fifo_and_does_not_follow_a_symlink(home: Path, tmp_path: Path) -> None:
+    run = home / "run"
+    run.mkdir(parents=True)
+    # A FIFO in place of a live process's file: opening it to read would wait for a writer.
+    os.mkfifo(run / f"serve-{os.getpid()}.json")
+    # A link to a valid record of a live process: not a file a server wrote there.
+    elsewhere = tmp_path / "record.json"
+    record = {"pid": os.getppid(), "address": "http://127.0.0.1:2", "models": []}
+    elsewhere.write_text(json.dumps(record))
+    (run / f"serve-{os.getppid()}.json").symlink_to(elsewhere)
+    result = subprocess.run(
+        [sys.executable, "-m", "packager", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=serve_env(home),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["servers"] == []
 
 
 def test_the_systemd_unit_runs_a_valid_serve_command() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,12 @@ def loads_checked_by_caller(
     ``fast``: a faster parser that keeps the last of duplicate keys and refuses NaN and
     Infinity (orjson's ``loads``). Its document is taken when counting proves that no key
     was dropped (see :func:`_all_keys_kept`); otherwise, or when it refuses the text, the
-    strict parser decides (and words the error).
+    strict parser decides (and words the error). The two read every text alike but for
+    an integer outside [-2**63, 2**64 - 1]: the fast parser makes it a float, the strict
+    one an int. (Looking for such digits first would cost a third of the parse; a caller
+    that needs an integer of a tensor's or a size's range refuses both.) A string or key
+    holding a lone surrogate (``"\\ud800"``), which no UTF-8 writer can echo, is refused
+    by both.
 
     Raises:
         PackagerError: made by ``error``, as :func:`loads`.
@@ -121,11 +127,36 @@ def loads_checked_by_caller(
             if _all_keys_kept(data, doc):
                 return doc
     try:
-        return _UNIQUE_KEYS.decode(data.decode("utf-8"))
+        doc = _UNIQUE_KEYS.decode(data.decode("utf-8"))
     except _Refused as e:
         raise error(f"{what} is not acceptable JSON: {e}") from None
     except (ValueError, RecursionError) as e:
         raise error(f"{what} is not valid JSON ({type(e).__name__})") from None
+    if _SURROGATE_ESCAPE.search(data) and _holds_surrogate(doc):
+        raise error(f"{what} is not acceptable JSON: a string that is not valid Unicode")
+    return doc
+
+
+# A \uD800-\uDFFF escape; the strict parser pairs those that make one character.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _holds_surrogate(doc: Any) -> bool:
+    """Whether a key or string of ``doc`` holds a lone surrogate (no Unicode scalar value:
+    UTF-8 cannot write it), walked without recursion."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if type(value) is str:
+            if _SURROGATES.search(value):
+                return True
+        elif type(value) is dict:
+            stack.extend(value)
+            stack.extend(value.values())
+        elif type(value) is list:
+            stack.extend(value)
+    return False
 
 
 def _all_keys_kept(data: bytes, doc: Any) -> bool:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,8 +128,16 @@ def _alive(pid: int) -> bool:
 
 
 def _read(path: Path, pid: int) -> Server | None:
+    """The server ``path`` records; None unless it is a regular file (a symlink is not
+    followed, a FIFO not waited on) holding a valid record."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             data = f.read(_LIMITS.max_bytes + 1)
         doc = loads(data, what=str(path), error=UsageError, limits=_LIMITS)
     except (OSError, UsageError):

@@ -160,6 +160,45 @@ def test_a_key_given_twice_and_non_standard_numbers_are_refused(body: bytes) -> 
         protocol.parse_request(body, SPECS)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": [], "id": "\\ud800"}',
+        b'{"inputs": [], "id": "a\\udfffb"}',
+        b'{"inputs": [], "\\udc00": 1}',
+        b'{"inputs": [{"name": "size", "parameters": {"x": ["\\ud83d"]}}]}',
+    ],
+)
+def test_a_string_that_is_not_valid_unicode_is_refused(body: bytes) -> None:
+    # orjson refuses it; the strict parser would take it, and the answer could not echo it.
+    with pytest.raises(UsageError, match="not valid Unicode"):
+        protocol.parse_request(body, SPECS)
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_are_read() -> None:
+    doc = loads_checked_by_caller(
+        b'{"a": "\\ud83d\\ude00", "b": "\\\\ud800"}', what="request", error=UsageError
+    )
+    assert doc == {"a": "\U0001f600", "b": "\\ud800"}
+
+
+@pytest.mark.parametrize("number", [b"18446744073709551616", b"-9223372036854775809"])
+@pytest.mark.parametrize("where", ["data", "shape"])
+@pytest.mark.parametrize("strict", [False, True])
+def test_an_integer_past_64_bits_is_refused_by_either_parser(
+    number: bytes, where: str, strict: bool
+) -> None:
+    # orjson reads it as a float, the strict parser as an int: either is refused.
+    if where == "data":
+        body = json_body([1, 2]).replace(b"[1, 2]", b"[" + number + b", 2]")
+    else:
+        body = json_body([1, 2]).replace(b"[2, 1]", b"[" + number + b", 1]", 1)
+    if strict:  # a colon in a string: the fast parse cannot be proven, the strict one is taken
+        body = body.replace(b"{", b'{"id": "a:b", ', 1)
+    with pytest.raises(UsageError):
+        protocol.parse_request(body, SPECS)
+
+
 def test_an_integer_of_more_digits_than_python_reads_is_refused() -> None:
     body = json_body([1, 2]).replace(b"[1, 2]", b"[" + b"9" * 5000 + b", 2]")
     with pytest.raises(UsageError, match="not valid JSON"):
@@ -246,9 +285,10 @@ KEYS = st.sampled_from(["inputs", "name", "data", "parameters", "a:b", "{", "id"
 TEXTS = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(2**70), 2**70)
+    # Outside this range orjson reads an integer as a float; the caller refuses both.
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(["x", "a:b", "{", "}", "ü"]),
+    | st.sampled_from(["x", "a:b", "{", "}", "ü", "\ud800", "\udfff", "\U0001f600", "\\ud800"]),
     lambda children: (
         st.lists(children, max_size=4) | st.lists(st.tuples(KEYS, children), max_size=4).map(tuple)
     ),

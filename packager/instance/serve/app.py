@@ -42,6 +42,9 @@ _INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 # models run on the inference threads, where onnxruntime releases the GIL and the event
 # loop goes on reading and answering other requests.
 INLINE_SECONDS = 0.002
+# ... and only when its body is smaller than this: a large body costs more to parse and run
+# than the last request did, and would hold up every other client on the loop.
+INLINE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -216,13 +219,17 @@ async def _answer(
         return 400, protocol.error("Inference-Header-Content-Length must be an integer")
     try:
         loaded = await _version(state, name, version)
-        if state.last_seconds.get(loaded.model, 0.0) < INLINE_SECONDS:
+        if len(body) < INLINE_BYTES and state.last_seconds.get(loaded.model, 0.0) < INLINE_SECONDS:
             return 200, _timed_predict(state, loaded, body, header_length)
         return 200, await anyio.to_thread.run_sync(
             _timed_predict, state, loaded, body, header_length, limiter=state.limiter
         )
     except PackagerError as e:
         return _status(e), protocol.error(str(e))
+    except Exception as e:  # a fault of the server's: one line, and the protocol's body
+        reason = " ".join(str(e).split())[:200]
+        state.warn(f"{name}: an inference request failed: {type(e).__name__}: {reason}")
+        return 500, protocol.error("the server failed to answer this request")
 
 
 def _status(e: PackagerError) -> int:
