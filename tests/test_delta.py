@@ -250,16 +250,19 @@ def test_fingerprints_of_removed_versions_are_forgotten(
         return found
 
     assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.0.0", "1.1.0")
+    infos = [os.lstat(store.installed_dir("iris", "1.1.0") / p) for p in shared(bundles)]
+    moved = {(str(info.st_dev), str(info.st_ino)) for info in infos}
     store.remove("iris", "1.0.0")
-    # The inodes 1.1.0 shares keep their rows; those only 1.0.0 held are gone.
-    assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.1.0")
-    # Removing 1.0.0 unlinked the shared inodes (their ctime moved): their records follow,
-    # so the next upgrade still reuses them unhashed.
+    # Removing 1.0.0 unlinked the inodes 1.1.0 shares with it (their ctime moved): no
+    # record is carried over; only the rows of the inodes 1.1.0 alone held stay.
+    assert moved and {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.1.0") - moved
+    # So the next upgrade hashes those shared files once, and records them again.
     result = install("iris@2.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
     old, new = files_of(bundles["1.1.0"]), files_of(bundles["2.0.0"])
-    assert "model.onnx" in result.files(UNCHANGED)
-    assert set(result.files(UNCHANGED)) == {p for p in new if old.get(p) == new[p]}
-    assert not result.files(REHASHED)
+    reused = {p for p in new if old.get(p) == new[p]}
+    assert set(result.files(REHASHED)) == reused & shared(bundles)
+    assert set(result.files(UNCHANGED)) == reused - shared(bundles)
+    assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.1.0", "2.0.0")
     store.uninstall("iris", now=T0)
     assert fingerprint_rows(store.home) == []
 
@@ -352,3 +355,40 @@ def test_delta_export_installs_offline_only_where_the_base_is(
         capsys, "export", "iris@1.1.0", "--base", "other@1.0.0", "--registry", reg, "-o", delta
     )
     assert code == 2 and "same model" in err
+
+
+def test_a_write_while_a_version_is_removed_is_not_adopted(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store(tmp_path / "home")
+    for version in ("1.0.0", "1.1.0"):
+        install(f"iris@{version}", registry=registry, store=store, now=T0, options=trusted(keypair))
+    victim = store.installed_dir("iris", "1.1.0") / "model.onnx"
+    assert "model.onnx" in shared(bundles)
+    rmtree = shutil.rmtree
+
+    def rmtree_then_write(path: Path, *args: object, **kwargs: object) -> None:
+        rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+        # Same size, mtime put back: only the ctime tells.
+        info = os.lstat(victim)
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        victim.chmod(stat.S_IRUSR | stat.S_IWUSR)
+        victim.write_bytes(bytes(data))
+        victim.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_then_write)
+    store.remove("iris", "1.0.0")
+    monkeypatch.undo()
+    held = {h.path: h for h in store.installed_files().values()}
+    assert held[victim].recorded is None
+    # The next upgrade hashes it, finds other bytes and fetches the signed ones.
+    result = install("iris@2.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    assert "model.onnx" not in result.files(UNCHANGED)
+    installed = store.installed_dir("iris", "2.0.0") / "model.onnx"
+    assert installed.read_bytes() == (bundles["2.0.0"] / "model.onnx").read_bytes()

@@ -851,29 +851,25 @@ class Store:
     @contextlib.contextmanager
     def _unlinking(self) -> Iterator[None]:
         """Around a removal: unlinking a file moves the ctime of its inode, which a newer
-        version may share. An inode whose fingerprint was the recorded one before, and
-        still has the same device, inode, size and mtime after (see
-        :func:`~packager.core.verify.still_the_same_inode`), keeps its record with the new
-        ctime; the rows of inodes no installed version holds any more are deleted."""
-        # Deferred: core.verify brings in cryptography, which `packager list` never needs.
-        from packager.core.verify import still_the_same_inode, unchanged_since_verified
-
-        recorded = {key: fingerprint for key, (_, fingerprint) in self._fingerprints().items()}
-        before = {
-            (f.dev, f.ino): f
-            for f in self._installed_inodes()
-            if unchanged_since_verified(recorded.get((f.dev, f.ino)), f, signed_size=f.size)
-        }
+        version may share. No record is carried over the removal: the row of an inode whose
+        fingerprint is not the recorded one after it is deleted (the next upgrade hashes
+        that file once, and records it again), and so are the rows of inodes no installed
+        version holds any more."""
         yield
+        moved = self._moved_fingerprints()
         with self.db() as conn:
-            for f in self._installed_inodes():
-                kept = before.get((f.dev, f.ino))
-                if kept is not None and still_the_same_inode(kept, f):
-                    conn.execute(
-                        "UPDATE fingerprints SET ctime_ns = ? WHERE dev = ? AND ino = ?",
-                        (f.ctime_ns, str(f.dev), str(f.ino)),
-                    )
+            conn.executemany("DELETE FROM fingerprints WHERE dev = ? AND ino = ?", moved)
             self._forget_fingerprints(conn)
+
+    def _moved_fingerprints(self) -> list[tuple[str, str]]:
+        """The keys of installed inodes whose fingerprint is no longer the recorded one (a
+        ctime moved by an unlink, a write, a chmod): their rows would never match again."""
+        recorded = {key: fingerprint for key, (_, fingerprint) in self._fingerprints().items()}
+        return [
+            (str(f.dev), str(f.ino))
+            for f in self._installed_inodes()
+            if (f.dev, f.ino) in recorded and recorded[f.dev, f.ino] != f
+        ]
 
     def _forget_fingerprints(self, conn: sqlite3.Connection) -> None:
         """Delete the fingerprints of inodes no installed version holds any more (removed,
