@@ -371,6 +371,7 @@ class _Install:
                 source=self.registry.location,
                 now=self.now,
                 channel=record,
+                fingerprints=fetched.fingerprints,
             )
         self.audit_install(fetched, doc, previous)
         return InstallResult(
@@ -399,6 +400,7 @@ class _Install:
                 # --force re-checks: every file reused is hashed, fingerprints or not.
                 self.store.installed_files(fingerprints=not self.options.force),
                 self._installed(artifact.name),
+                seal=True,
             ),
         )
 
