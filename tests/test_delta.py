@@ -29,8 +29,9 @@ from packager.instance.status import status
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
 from packager.registry.archive import ArchiveStore
+from packager.registry.base import Descriptor
 from packager.registry.options import RegistryOptions
-from packager.registry.verified import FETCHED, REHASHED, UNCHANGED
+from packager.registry.verified import FETCHED, REHASHED, UNCHANGED, _reuse
 
 from .conftest import KeyPair
 from .registry.servers import serve
@@ -480,3 +481,44 @@ def test_a_failed_install_leaves_no_record_to_adopt(
     rows = {(d, i) for d, i, _ in fingerprint_rows(store.home)}
     infos = [os.lstat(store.installed_dir("iris", "1.1.0") / p) for p in files_of(bundles["1.1.0"])]
     assert {(str(info.st_dev), str(info.st_ino)) for info in infos} <= rows
+
+
+def test_the_inode_checked_is_the_inode_linked(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store(tmp_path / "home")
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    path = store.installed_dir("iris", "1.0.0") / "model.onnx"
+    held = {h.path: h for h in store.installed_files().values()}[path]
+    signed = path.read_bytes()
+    assert held.recorded is not None
+    fstat = os.fstat
+    swapped = []
+
+    def fstat_then_swap(fd: int) -> os.stat_result:
+        found = fstat(fd)
+        if not swapped:
+            # Once checked, the path is made to name another file.
+            other = path.with_name("other")
+            other.write_bytes(b"x" * len(signed))
+            os.replace(other, path)
+            swapped.append(True)
+        return found
+
+    monkeypatch.setattr(os, "fstat", fstat_then_swap)
+    digest = files_of(bundles["1.0.0"])["model.onnx"]
+    desc = Descriptor("application/octet-stream", digest, len(signed))
+    how = _reuse(held, desc, tmp_path / "staged")
+    monkeypatch.undo()
+    # Never the file the path names now, unhashed: the inode opened and checked is linked
+    # through /proc/self/fd where the system can (reused unhashed); elsewhere the path is
+    # linked, found to be another inode, hashed, and refused.
+    assert swapped
+    if how == UNCHANGED:
+        assert (tmp_path / "staged").read_bytes() == signed
+    else:
+        assert how is None and not (tmp_path / "staged").exists()

@@ -9,6 +9,7 @@ cap and its digest checked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -431,35 +432,51 @@ def _sealed(dest: Path) -> Fingerprint | None:
 
 
 def _reuse(held: Held, desc: Descriptor, dest: Path) -> str | None:
-    """Hard-link (else copy) ``held`` to ``dest``: :data:`UNCHANGED` when the held inode
-    still has the fingerprint recorded when it was verified and the link is that inode;
-    else hash what ``dest`` holds: :data:`REHASHED` when it is exactly ``desc``'s bytes.
-    None (``dest`` removed) otherwise."""
+    """Hard-link (else copy) ``held`` to ``dest``: :data:`UNCHANGED` when the inode opened
+    (without following a link) still has the fingerprint recorded when it was verified
+    and the link is that inode (:func:`_link_opened`); else hash what ``dest`` holds:
+    :data:`REHASHED` when it is exactly ``desc``'s bytes. None (``dest`` removed)
+    otherwise."""
     try:
-        before = os.lstat(held.path)
-        if not stat.S_ISREG(before.st_mode):
+        fd = os.open(held.path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        before = Fingerprint.of(os.fstat(fd))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        try:
-            os.link(held.path, dest, follow_symlinks=False)
-            linked = True
-        except OSError:
-            # Another filesystem, or links not allowed: a copy, always hashed.
-            shutil.copyfile(held.path, dest, follow_symlinks=False)
-            linked = False
+        linked = _link_opened(fd, held.path, dest)
         found = os.lstat(dest)
         if not stat.S_ISREG(found.st_mode):
             raise OSError(f"{dest} is not a regular file")
         if (
             linked
-            and unchanged_since_verified(
-                held.recorded, Fingerprint.of(before), signed_size=desc.size
-            )
-            and still_the_same_inode(Fingerprint.of(before), Fingerprint.of(found))
+            and unchanged_since_verified(held.recorded, before, signed_size=desc.size)
+            and still_the_same_inode(before, Fingerprint.of(found))
         ):
             return UNCHANGED
         if digest_file(dest) == (desc.digest, desc.size):
             return REHASHED
     except OSError:
         pass
+    finally:
+        os.close(fd)
     dest.unlink(missing_ok=True)
     return None
+
+
+def _link_opened(fd: int, path: Path, dest: Path) -> bool:
+    """Hard-link the inode open as ``fd`` (found at ``path``) to ``dest``: through
+    /proc/self/fd (linkat, the link followed), so that the inode checked is the one linked
+    whatever happens to ``path`` meanwhile; where the system cannot, by ``path`` (the caller
+    then finds whether ``dest`` is that inode). False: copied (another filesystem, links
+    not allowed), to be hashed."""
+    with contextlib.suppress(OSError):
+        os.link(f"/proc/self/fd/{fd}", dest, follow_symlinks=True)
+        return True
+    try:
+        os.link(path, dest, follow_symlinks=False)
+    except OSError:
+        shutil.copyfile(path, dest, follow_symlinks=False)
+        return False
+    return True
