@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from packager._io.fs import filesystem_type
 from packager._io.hashing import digest_file
 from packager.core import signature
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
@@ -36,6 +37,7 @@ from packager.core.verify import (
     check_manifest,
     check_manifest_digest,
     check_served,
+    fingerprints_hold_on,
     served_file,
     still_the_same_inode,
     unchanged_since_verified,
@@ -445,13 +447,15 @@ def _reuse(held: Held, desc: Descriptor, dest: Path) -> str | None:
         before = Fingerprint.of(os.fstat(fd))
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
+        local = fingerprints_hold_on(filesystem_type(before.dev))
+        recorded = held.recorded if local else None
         linked = _link_opened(fd, held.path, dest)
         found = os.lstat(dest)
         if not stat.S_ISREG(found.st_mode):
             raise OSError(f"{dest} is not a regular file")
         if (
             linked
-            and unchanged_since_verified(held.recorded, before, signed_size=desc.size)
+            and unchanged_since_verified(recorded, before, signed_size=desc.size)
             and still_the_same_inode(before, Fingerprint.of(found))
         ):
             return UNCHANGED
