@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from packager.instance.status import status
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
 from packager.registry.archive import ArchiveStore
+from packager.registry.base import Descriptor
 from packager.registry.options import RegistryOptions
-from packager.registry.verified import FETCHED, REHASHED, UNCHANGED
+from packager.registry.verified import FETCHED, REHASHED, UNCHANGED, _reuse
 
 from .conftest import KeyPair
 from .registry.servers import serve
@@ -136,6 +138,23 @@ def shared(bundles: dict[str, Path]) -> set[str]:
 def fingerprint_rows(home: Path) -> list[tuple[str, str, str]]:
     with sqlite3.connect(home / "state.db") as conn:
         return conn.execute("SELECT dev, ino, digest FROM fingerprints").fetchall()
+
+
+def current_rows(store: Store) -> dict[tuple[str, str], bool]:
+    """Each fingerprint row, and whether its inode (looked up among the installed files)
+    still has exactly the recorded fingerprint."""
+    now = {}
+    for version in store.versions("iris"):
+        for path in store.installed_dir("iris", version).iterdir():
+            info = os.lstat(path)
+            now[str(info.st_dev), str(info.st_ino)] = (
+                info.st_size,
+                info.st_mtime_ns,
+                info.st_ctime_ns,
+            )
+    with sqlite3.connect(store.home / "state.db") as conn:
+        rows = conn.execute("SELECT dev, ino, size, mtime_ns, ctime_ns FROM fingerprints")
+        return {(d, i): now.get((d, i)) == (s, m, c) for d, i, s, m, c in rows.fetchall()}
 
 
 def _utime(path: Path) -> None:
@@ -251,15 +270,21 @@ def test_fingerprints_of_removed_versions_are_forgotten(
 
     assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.0.0", "1.1.0")
     store.remove("iris", "1.0.0")
-    # The inodes 1.1.0 shares keep their rows; those only 1.0.0 held are gone.
-    assert {(d, i) for d, i, _ in fingerprint_rows(store.home)} == inodes("1.1.0")
-    # Removing 1.0.0 unlinked the shared inodes (their ctime moved): their records follow,
-    # so the next upgrade still reuses them unhashed.
+    # Removing 1.0.0 unlinked the inodes 1.1.0 shares with it (their ctime moved, unless
+    # within the same tick of the kernel's clock): no record is carried over, the rows
+    # left are exactly those whose inode still has the recorded fingerprint.
+    assert set(current_rows(store)) <= inodes("1.1.0")
+    assert all(current_rows(store).values())
+    # So the next upgrade hashes the files whose rows went once, and records them again.
+    left = set(current_rows(store))
     result = install("iris@2.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
     old, new = files_of(bundles["1.1.0"]), files_of(bundles["2.0.0"])
-    assert "model.onnx" in result.files(UNCHANGED)
-    assert set(result.files(UNCHANGED)) == {p for p in new if old.get(p) == new[p]}
-    assert not result.files(REHASHED)
+    new_dir = store.installed_dir("iris", "2.0.0")
+    for path in {p for p in new if old.get(p) == new[p]}:
+        info = os.lstat(new_dir / path)
+        was_kept = (str(info.st_dev), str(info.st_ino)) in left
+        assert path in result.files(UNCHANGED if was_kept else REHASHED)
+    assert inodes("2.0.0") <= set(current_rows(store)) and all(current_rows(store).values())
     store.uninstall("iris", now=T0)
     assert fingerprint_rows(store.home) == []
 
@@ -352,3 +377,148 @@ def test_delta_export_installs_offline_only_where_the_base_is(
         capsys, "export", "iris@1.1.0", "--base", "other@1.0.0", "--registry", reg, "-o", delta
     )
     assert code == 2 and "same model" in err
+
+
+def test_a_write_while_a_version_is_removed_is_not_adopted(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store(tmp_path / "home")
+    for version in ("1.0.0", "1.1.0"):
+        install(f"iris@{version}", registry=registry, store=store, now=T0, options=trusted(keypair))
+    victim = store.installed_dir("iris", "1.1.0") / "model.onnx"
+    assert "model.onnx" in shared(bundles)
+    rmtree = shutil.rmtree
+
+    def rmtree_then_write(path: Path, *args: object, **kwargs: object) -> None:
+        rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+        time.sleep(0.05)  # past the tick of the kernel's clock the unlink was stamped with
+        # Same size, mtime put back: only the ctime tells.
+        info = os.lstat(victim)
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        victim.chmod(stat.S_IRUSR | stat.S_IWUSR)
+        victim.write_bytes(bytes(data))
+        victim.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_then_write)
+    store.remove("iris", "1.0.0")
+    monkeypatch.undo()
+    held = {h.path: h for h in store.installed_files().values()}
+    assert held[victim].recorded is None
+    # The next upgrade hashes it, finds other bytes and fetches the signed ones.
+    result = install("iris@2.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    assert "model.onnx" not in result.files(UNCHANGED)
+    installed = store.installed_dir("iris", "2.0.0") / "model.onnx"
+    assert installed.read_bytes() == (bundles["2.0.0"] / "model.onnx").read_bytes()
+
+
+def test_a_write_after_the_hash_is_never_recorded_as_verified(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import packager.instance.install as installing
+
+    store = Store(tmp_path / "home")
+    smoke_test = installing.run_smoke_test
+    modes = []
+
+    def smoke_then_write(staged: Path, *args: object, **kwargs: object) -> object:
+        found = smoke_test(staged, *args, **kwargs)  # type: ignore[arg-type]
+        victim = staged / "model.onnx"
+        modes.append(stat.S_IMODE(os.lstat(victim).st_mode))
+        # Even a file made writable again and rewritten with its own bytes.
+        victim.chmod(stat.S_IRUSR | stat.S_IWUSR)
+        victim.write_bytes(victim.read_bytes())
+        return found
+
+    monkeypatch.setattr(installing, "run_smoke_test", smoke_then_write)
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    monkeypatch.undo()
+    # Sealed read-only as soon as it was verified, before the smoke test ran.
+    assert modes == [stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH]
+    victim = store.installed_dir("iris", "1.0.0") / "model.onnx"
+    held = {h.path: h for h in store.installed_files().values()}
+    assert held[victim].recorded is None
+    assert all(h.recorded is not None for p, h in held.items() if p != victim)
+    result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    assert result.files(REHASHED) == ("model.onnx",)
+    assert set(result.files(UNCHANGED)) == shared(bundles) - {"model.onnx"}
+
+
+def test_a_failed_install_leaves_no_record_to_adopt(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import packager.instance.install as installing
+    from packager.errors import IncompatibleModelError
+
+    store = Store(tmp_path / "home")
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+
+    def refused(*args: object, **kwargs: object) -> object:
+        raise IncompatibleModelError("smoke test refused")
+
+    monkeypatch.setattr(installing, "run_smoke_test", refused)
+    with pytest.raises(IncompatibleModelError):
+        install("iris@1.1.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    monkeypatch.undo()
+    # Cleaning up its staging directory unlinked links to the installed inodes: their
+    # ctime moved, so they are hashed once, then recorded again.
+    result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    assert set(result.files(REHASHED)) == shared(bundles)
+    assert not result.files(UNCHANGED)
+    rows = {(d, i) for d, i, _ in fingerprint_rows(store.home)}
+    infos = [os.lstat(store.installed_dir("iris", "1.1.0") / p) for p in files_of(bundles["1.1.0"])]
+    assert {(str(info.st_dev), str(info.st_ino)) for info in infos} <= rows
+
+
+def test_the_inode_checked_is_the_inode_linked(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = Store(tmp_path / "home")
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
+    path = store.installed_dir("iris", "1.0.0") / "model.onnx"
+    held = {h.path: h for h in store.installed_files().values()}[path]
+    signed = path.read_bytes()
+    assert held.recorded is not None
+    fstat = os.fstat
+    swapped = []
+
+    def fstat_then_swap(fd: int) -> os.stat_result:
+        found = fstat(fd)
+        if not swapped:
+            # Once checked, the path is made to name another file.
+            other = path.with_name("other")
+            other.write_bytes(b"x" * len(signed))
+            os.replace(other, path)
+            swapped.append(True)
+        return found
+
+    monkeypatch.setattr(os, "fstat", fstat_then_swap)
+    digest = files_of(bundles["1.0.0"])["model.onnx"]
+    desc = Descriptor("application/octet-stream", digest, len(signed))
+    how = _reuse(held, desc, tmp_path / "staged")
+    monkeypatch.undo()
+    # Never the file the path names now, unhashed: the inode opened and checked is linked
+    # through /proc/self/fd where the system can (reused unhashed); elsewhere the path is
+    # linked, found to be another inode, hashed, and refused.
+    assert swapped
+    if how == UNCHANGED:
+        assert (tmp_path / "staged").read_bytes() == signed
+    else:
+        assert how is None and not (tmp_path / "staged").exists()

@@ -62,3 +62,22 @@ def atomic_write(
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def filesystem_type(dev: int) -> str | None:
+    """The type of the filesystem mounted from device ``dev`` (an ``st_dev``), as
+    /proc/self/mountinfo names it (``ext4``, ``nfs4``, ``fuse.sshfs``...); None where it
+    cannot be told (no /proc, no mount with that device: btrfs subvolumes, for one)."""
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            lines = mounts.read().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and " - " in line:
+            after = line.split(" - ", 1)[1].split()
+            found = after[0] if after else None
+    return found

@@ -550,6 +550,17 @@ def unchanged_since_verified(
     return recorded is not None and found == recorded and found.size == signed_size
 
 
+LOCAL_FILESYSTEMS = frozenset({"ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs"})
+"""Filesystems whose inodes' times the local kernel keeps: network and FUSE filesystems
+(NFS, 9p, FUSE) keep them elsewhere, where a write may not move them."""
+
+
+def fingerprints_hold_on(filesystem: str | None) -> bool:
+    """Whether a fingerprint may vouch for a file on a filesystem of this type (None:
+    unknown): only on :data:`LOCAL_FILESYSTEMS`; elsewhere every file reused is hashed."""
+    return filesystem in LOCAL_FILESYSTEMS
+
+
 def still_the_same_inode(before: Fingerprint, linked: Fingerprint) -> bool:
     """Whether the hard link made into staging is the inode judged by
     :func:`unchanged_since_verified`, unchanged: same device, inode, size and mtime (the

@@ -372,6 +372,7 @@ class _Install:
                 source=self.registry.location,
                 now=self.now,
                 channel=record,
+                fingerprints=fetched.fingerprints,
             )
         self.audit_install(fetched, doc, previous)
         return InstallResult(
@@ -400,6 +401,7 @@ class _Install:
                 # --force re-checks: every file reused is hashed, fingerprints or not.
                 self.store.installed_files(fingerprints=not self.options.force),
                 self._installed(artifact.name),
+                seal=True,
             ),
         )
 

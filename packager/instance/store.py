@@ -30,7 +30,7 @@ import sqlite3
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -667,6 +667,7 @@ class Store:
         source: str,
         now: datetime,
         channel: ChannelRecord | None = None,
+        fingerprints: Mapping[str, Fingerprint] | None = None,
     ) -> Path:
         """Move a verified staging directory into place and make it ``current``.
 
@@ -679,6 +680,10 @@ class Store:
         ``channel`` is the channel document the version was installed through: it is
         recorded (last seen, followed) in the same transaction as the install. Without
         one, the model stops following any channel: it was installed by version.
+
+        ``fingerprints`` are the staged files' fingerprints taken when their bytes were
+        verified (:attr:`~packager.registry.verified.Fetched.fingerprints`): a file that
+        still has its own is recorded (see :func:`_record_fingerprints`).
 
         Raises:
             WrongModelError: the version is installed with a different signed manifest.
@@ -735,7 +740,7 @@ class Store:
                 _unfollow(conn, name, now, f"installed {version} by version")
             else:
                 _record_channel(conn, channel, now)
-            _record_fingerprints(conn, target)
+            _record_fingerprints(conn, target, fingerprints or {})
             self._forget_fingerprints(conn)
         self._switch(name, version)
         return target
@@ -851,29 +856,25 @@ class Store:
     @contextlib.contextmanager
     def _unlinking(self) -> Iterator[None]:
         """Around a removal: unlinking a file moves the ctime of its inode, which a newer
-        version may share. An inode whose fingerprint was the recorded one before, and
-        still has the same device, inode, size and mtime after (see
-        :func:`~packager.core.verify.still_the_same_inode`), keeps its record with the new
-        ctime; the rows of inodes no installed version holds any more are deleted."""
-        # Deferred: core.verify brings in cryptography, which `packager list` never needs.
-        from packager.core.verify import still_the_same_inode, unchanged_since_verified
-
-        recorded = {key: fingerprint for key, (_, fingerprint) in self._fingerprints().items()}
-        before = {
-            (f.dev, f.ino): f
-            for f in self._installed_inodes()
-            if unchanged_since_verified(recorded.get((f.dev, f.ino)), f, signed_size=f.size)
-        }
+        version may share. No record is carried over the removal: the row of an inode whose
+        fingerprint is not the recorded one after it is deleted (the next upgrade hashes
+        that file once, and records it again), and so are the rows of inodes no installed
+        version holds any more."""
         yield
+        moved = self._moved_fingerprints()
         with self.db() as conn:
-            for f in self._installed_inodes():
-                kept = before.get((f.dev, f.ino))
-                if kept is not None and still_the_same_inode(kept, f):
-                    conn.execute(
-                        "UPDATE fingerprints SET ctime_ns = ? WHERE dev = ? AND ino = ?",
-                        (f.ctime_ns, str(f.dev), str(f.ino)),
-                    )
+            conn.executemany("DELETE FROM fingerprints WHERE dev = ? AND ino = ?", moved)
             self._forget_fingerprints(conn)
+
+    def _moved_fingerprints(self) -> list[tuple[str, str]]:
+        """The keys of installed inodes whose fingerprint is no longer the recorded one (a
+        ctime moved by an unlink, a write, a chmod): their rows would never match again."""
+        recorded = {key: fingerprint for key, (_, fingerprint) in self._fingerprints().items()}
+        return [
+            (str(f.dev), str(f.ino))
+            for f in self._installed_inodes()
+            if (f.dev, f.ino) in recorded and recorded[f.dev, f.ino] != f
+        ]
 
     def _forget_fingerprints(self, conn: sqlite3.Connection) -> None:
         """Delete the fingerprints of inodes no installed version holds any more (removed,
@@ -909,23 +910,25 @@ def _recorded(
     return found[1] if found is not None and found[0] == digest else None
 
 
-def _record_fingerprints(conn: sqlite3.Connection, directory: Path) -> None:
-    """Record the fingerprint of every file of an installed version, verified, sealed and
-    fsynced a moment ago, with the digest its manifest signs (after any link: a link moves
-    the inode's ctime). Recording is an optimisation: a manifest that cannot be read
-    records nothing, a file that cannot be read is left out (both are hashed next time)."""
+def _record_fingerprints(
+    conn: sqlite3.Connection, directory: Path, verified: Mapping[str, Fingerprint]
+) -> None:
+    """Record, with the digest its manifest signs, the fingerprint of every file of an
+    installed version that is still exactly the one ``verified`` took when its bytes were
+    verified and it was made read-only (same device, inode, size, mtime and ctime: nothing
+    wrote, chmod-ed or linked it since). Any other file is left out, and hashed by the next
+    upgrade. Recording is an optimisation: a manifest that cannot be read records nothing."""
     try:
         manifest = parse_manifest((directory / MANIFEST).read_bytes())
     except (OSError, PackagerError):
         return
     for file in manifest.files:
         try:
-            info = os.lstat(directory / file.path)
+            f = Fingerprint.of(os.lstat(directory / file.path))
         except OSError:
             continue
-        if not stat.S_ISREG(info.st_mode):
+        if verified.get(file.path) != f:
             continue
-        f = Fingerprint.of(info)
         conn.execute(
             "INSERT OR REPLACE INTO fingerprints (dev, ino, digest, size, mtime_ns, ctime_ns) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -934,9 +937,11 @@ def _record_fingerprints(conn: sqlite3.Connection, directory: Path) -> None:
 
 
 def _seal(staged: Path) -> None:
-    """Make a verified staging directory's files read-only and durable."""
+    """Make a verified staging directory's files read-only and durable (a file already
+    read-only is not chmod-ed again: that would move its ctime)."""
     for child in staged.iterdir():
-        child.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        if stat.S_IMODE(os.lstat(child).st_mode) != _READ_ONLY:
+            child.chmod(_READ_ONLY)
         fsync_file(child)
     staged.chmod(0o755)
     fsync_dir(staged)
@@ -965,6 +970,7 @@ def _same_file(installed: Path, verified: Path) -> bool:
         return False
 
 
+_READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 

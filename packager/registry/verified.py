@@ -9,6 +9,7 @@ cap and its digest checked.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from packager._io.fs import filesystem_type
 from packager._io.hashing import digest_file
 from packager.core import signature
 from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
@@ -35,6 +37,7 @@ from packager.core.verify import (
     check_manifest,
     check_manifest_digest,
     check_served,
+    fingerprints_hold_on,
     served_file,
     still_the_same_inode,
     unchanged_since_verified,
@@ -75,10 +78,13 @@ class OnHand:
     """What this machine already holds that a fetch may take instead of the registry's
     bytes: ``files`` by signed digest (an instance's installed files), and ``previous``,
     the directory of an installed version of the same model, whose files may hold some of
-    the shards of the files signed by shards."""
+    the shards of the files signed by shards. ``seal``: make each file read-only the moment
+    it is verified and take its fingerprint then (an instance's staging, see
+    :attr:`Fetched.fingerprints`)."""
 
     files: Mapping[Digest, Held] = field(default_factory=dict)
     previous: Path | None = None
+    seal: bool = False
 
 
 NOTHING_ON_HAND = OnHand()
@@ -172,6 +178,10 @@ class Fetched:
     directory: Path
     sources: Mapping[str, str]
     """How each file came: :data:`FETCHED`, :data:`REHASHED` or :data:`UNCHANGED`."""
+    fingerprints: Mapping[str, Fingerprint] = field(default_factory=dict)
+    """With ``OnHand.seal``: each file's fingerprint taken right after its bytes were
+    verified and it was made read-only; an install records it only if the file still has
+    it when committed."""
 
 
 def read_signed(
@@ -266,7 +276,7 @@ def fetch_verified(
     manifest, statement = signed.manifest, signed.statement
 
     # 4. Every file, capped at its signed size and checked against its signed digest.
-    sources = _fetch_files(
+    sources, fingerprints = _fetch_files(
         source,
         artifact.name,
         {entry.path: artifact.files[entry.path] for entry in manifest.files},
@@ -278,7 +288,7 @@ def fetch_verified(
     if signed.signature is not None:
         (dest / SIGNATURE).write_bytes(signed.signature)
     order = {entry.path: sources[entry.path] for entry in manifest.files}
-    return Fetched(manifest, signed.manifest_digest, statement, dest, order)
+    return Fetched(manifest, signed.manifest_digest, statement, dest, order, fingerprints)
 
 
 def _read_signature(registry: RegistryReader, artifact: Artifact) -> bytes:
@@ -298,7 +308,7 @@ def _fetch_files(
     *,
     shards: Mapping[str, Sequence[Shard]],
     on_hand: OnHand,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], dict[str, Fingerprint]]:
     """Fetch ``files`` (path -> descriptor) into ``dest``, several at once: each from
     ``on_hand.files`` when it holds the digest (see :func:`fetch_verified`), else from the
     registry; a file signed by several ``shards`` is fetched and checked shard by shard
@@ -310,7 +320,8 @@ def _fetch_files(
     files overlap. At the first failure the fetches not started are dropped, the running
     ones are waited for, every file fetched is removed, and the failure of the first file
     (in ``files`` order) that failed is raised. Returns how each file came (see
-    :func:`_fetch_one`).
+    :func:`_fetch_one`) and, with ``on_hand.seal``, the fingerprints of the files sealed
+    (see :func:`_sealed`).
 
     Raises:
         TamperedError, RegistryError: as :meth:`RegistryReader.fetch_blob`.
@@ -329,10 +340,12 @@ def _fetch_files(
             on_hand.files.get(desc.digest),
             shards.get(path, ()),
             None if on_hand.previous is None else on_hand.previous / path,
+            on_hand.seal,
         ): path
         for path, desc in files.items()
     }
     sources: dict[str, str] = {}
+    fingerprints: dict[str, Fingerprint] = {}
     try:
         for future in as_completed(futures):
             if future.exception() is not None:
@@ -343,7 +356,9 @@ def _fetch_files(
                 assert error is not None
                 raise error
             path = futures[future]
-            sources[path] = future.result()
+            sources[path], sealed = future.result()
+            if sealed is not None:
+                fingerprints[path] = sealed
             verb, check = _SAID[sources[path]]
             source.say(f"{verb} {path} ({files[path].size} bytes, {check})")
     except BaseException:
@@ -355,7 +370,7 @@ def _fetch_files(
         raise
     finally:
         pool.shutdown(wait=True)
-    return sources
+    return sources, fingerprints
 
 
 # The progress line of each file: its verb and how its bytes were checked.
@@ -374,53 +389,98 @@ def _fetch_one(
     held: Held | None,
     shards: Sequence[Shard],
     reuse: Path | None,
-) -> str:
+    seal: bool = False,
+) -> tuple[str, Fingerprint | None]:
     """Put the blob ``desc`` into the new file ``dest``: from ``held`` when it still has
     those bytes (:data:`UNCHANGED` or :data:`REHASHED`, see :func:`_reuse`), else from the
     registry (:data:`FETCHED`), by ``shards`` where it was signed so, those that ``reuse``
-    holds copied from there.
+    holds copied from there. With ``seal``, ``dest`` is then made read-only and its
+    fingerprint returned (:func:`_sealed`).
 
     Raises:
         TamperedError, RegistryError: as :meth:`RegistryReader.fetch_blob`.
     """
-    if held is not None:
-        how = _reuse(held, desc, dest)
-        if how is not None:
-            return how
-    registry.fetch_blob(name, desc, dest, shards, reuse)
-    return FETCHED
+    how = None if held is None else _reuse(held, desc, dest)
+    if how is None:
+        registry.fetch_blob(name, desc, dest, shards, reuse)
+        how = FETCHED
+    return how, _sealed(dest) if seal else None
+
+
+_READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+
+
+def _sealed(dest: Path) -> Fingerprint | None:
+    """Make the file just verified at ``dest`` read-only (unless it already is: a chmod
+    moves the ctime of an installed inode it may be linked to) and return its inode's
+    fingerprint, taken from the same descriptor: what an install may record for it, if the
+    file still has it when committed. None where it cannot be opened (nothing recorded)."""
+    try:
+        fd = os.open(dest, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        if stat.S_IMODE(info.st_mode) != _READ_ONLY:
+            os.fchmod(fd, _READ_ONLY)
+            info = os.fstat(fd)
+        return Fingerprint.of(info)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _reuse(held: Held, desc: Descriptor, dest: Path) -> str | None:
-    """Hard-link (else copy) ``held`` to ``dest``: :data:`UNCHANGED` when the held inode
-    still has the fingerprint recorded when it was verified and the link is that inode;
-    else hash what ``dest`` holds: :data:`REHASHED` when it is exactly ``desc``'s bytes.
-    None (``dest`` removed) otherwise."""
+    """Hard-link (else copy) ``held`` to ``dest``: :data:`UNCHANGED` when the inode opened
+    (without following a link) still has the fingerprint recorded when it was verified
+    and the link is that inode (:func:`_link_opened`); else hash what ``dest`` holds:
+    :data:`REHASHED` when it is exactly ``desc``'s bytes. None (``dest`` removed)
+    otherwise."""
     try:
-        before = os.lstat(held.path)
-        if not stat.S_ISREG(before.st_mode):
+        fd = os.open(held.path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        before = Fingerprint.of(os.fstat(fd))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        try:
-            os.link(held.path, dest, follow_symlinks=False)
-            linked = True
-        except OSError:
-            # Another filesystem, or links not allowed: a copy, always hashed.
-            shutil.copyfile(held.path, dest, follow_symlinks=False)
-            linked = False
+        local = fingerprints_hold_on(filesystem_type(before.dev))
+        recorded = held.recorded if local else None
+        linked = _link_opened(fd, held.path, dest)
         found = os.lstat(dest)
         if not stat.S_ISREG(found.st_mode):
             raise OSError(f"{dest} is not a regular file")
         if (
             linked
-            and unchanged_since_verified(
-                held.recorded, Fingerprint.of(before), signed_size=desc.size
-            )
-            and still_the_same_inode(Fingerprint.of(before), Fingerprint.of(found))
+            and unchanged_since_verified(recorded, before, signed_size=desc.size)
+            and still_the_same_inode(before, Fingerprint.of(found))
         ):
             return UNCHANGED
         if digest_file(dest) == (desc.digest, desc.size):
             return REHASHED
     except OSError:
         pass
+    finally:
+        os.close(fd)
     dest.unlink(missing_ok=True)
     return None
+
+
+def _link_opened(fd: int, path: Path, dest: Path) -> bool:
+    """Hard-link the inode open as ``fd`` (found at ``path``) to ``dest``: through
+    /proc/self/fd (linkat, the link followed), so that the inode checked is the one linked
+    whatever happens to ``path`` meanwhile; where the system cannot, by ``path`` (the caller
+    then finds whether ``dest`` is that inode). False: copied (another filesystem, links
+    not allowed), to be hashed."""
+    with contextlib.suppress(OSError):
+        os.link(f"/proc/self/fd/{fd}", dest, follow_symlinks=True)
+        return True
+    try:
+        os.link(path, dest, follow_symlinks=False)
+    except OSError:
+        shutil.copyfile(path, dest, follow_symlinks=False)
+        return False
+    return True

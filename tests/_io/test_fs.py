@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from packager._io.fs import atomic_write, fsync_dir, fsync_file
+from packager._io.fs import atomic_write, filesystem_type, fsync_dir, fsync_file
 from packager._io.keys import keygen
 from packager._io.testvectors import read_testvectors, write_testvectors
 from packager.instance.trust import add_key
@@ -72,3 +74,18 @@ def test_every_writer_replaces_whole_files_with_their_modes(tmp_path: Path) -> N
     add_key(trust, "k", public)
     assert stat.S_IMODE(trust.stat().st_mode) == 0o644
     assert os.listdir(trust.parent) == ["trust.toml"]
+
+
+@pytest.mark.parametrize("where", ["tmp", "/proc"])
+def test_filesystem_type_is_the_one_findmnt_reports(tmp_path: Path, where: str) -> None:
+    findmnt = shutil.which("findmnt")
+    if findmnt is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("findmnt (util-linux) is missing")
+    path = tmp_path if where == "tmp" else Path(where)
+    expected = subprocess.run(
+        [findmnt, "-n", "-o", "FSTYPE", "--target", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[-1]
+    assert filesystem_type(os.stat(path).st_dev) == expected

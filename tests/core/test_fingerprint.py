@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from packager.core.fingerprint import Fingerprint
-from packager.core.verify import still_the_same_inode, unchanged_since_verified
+from packager.core.verify import (
+    fingerprints_hold_on,
+    still_the_same_inode,
+    unchanged_since_verified,
+)
 
 RECORDED = Fingerprint(dev=64769, ino=2**63 + 5, size=4096, mtime_ns=10**18, ctime_ns=10**18 + 7)
 
@@ -51,3 +55,15 @@ def test_the_kernel_moves_ctime_on_every_change(tmp_path: Path) -> None:
         time.sleep(0.05)
         step()
         assert Fingerprint.of(os.lstat(path)).ctime_ns > before.ctime_ns
+
+
+@pytest.mark.parametrize("filesystem", ["ext4", "xfs", "btrfs", "tmpfs", "zfs"])
+def test_fingerprints_hold_on_local_filesystems(filesystem: str) -> None:
+    assert fingerprints_hold_on(filesystem)
+
+
+@pytest.mark.parametrize("filesystem", ["nfs", "nfs4", "9p", "fuse.sshfs", "cifs", "overlay", None])
+def test_fingerprints_do_not_hold_on_network_fuse_or_unknown_filesystems(
+    filesystem: str | None,
+) -> None:
+    assert not fingerprints_hold_on(filesystem)
