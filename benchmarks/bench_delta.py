@@ -14,8 +14,8 @@ against the new signed shard digests).
 Both versions are served by a static web server on 127.0.0.1 (a static mirror of the
 registry directory, answering single ``Range`` requests as nginx does), which counts the
 bytes of every response. The reference is the full install of 2.0.0 into an empty
-PACKAGER_HOME, alternating with the upgrade (1.0.0 current, then 2.0.0 installed; between
-runs 2.0.0 is rolled back and removed, untimed). Both figures leave out the onnxruntime
+PACKAGER_HOME, alternating with the upgrade (an instance with 1.0.0 installed, made anew
+before each run, untimed, then 2.0.0 installed). Both figures leave out the onnxruntime
 smoke test (child process), as target 2 does: it loads the same model either way; the
 whole installs are in the note.
 """
@@ -110,14 +110,16 @@ def _upgrades(
     sent: dict[str, list[int]] = {"full": [], "upgrade": []}
     with mirror(site) as (url, counter):
         install = [PACKAGER, "-q", "install", "--registry", url, "--key", fx.pub, "--json"]
-        run([*install, f"{name}@1.0.0"], env=fx.env(upgrade_home))
 
         def before(case: str) -> None:
             if case == "full":
                 shutil.rmtree(full_home, ignore_errors=True)
-            elif (upgrade_home / "models" / name / "2.0.0").exists():
-                run([PACKAGER, "-q", "rollback", name], env=fx.env(upgrade_home))
-                run([PACKAGER, "-q", "remove", f"{name}@2.0.0"], env=fx.env(upgrade_home))
+            else:
+                # An instance that runs 1.0.0, as installed (untimed). Removing 2.0.0 instead
+                # would move the ctime of the files it shares with 1.0.0, and the next
+                # upgrade would rightly hash them again (ADR 0011).
+                shutil.rmtree(upgrade_home, ignore_errors=True)
+                run([*install, f"{name}@1.0.0"], env=fx.env(upgrade_home))
             counter[0] = 0
 
         def measured(case: str, home: Path) -> Sample:
