@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -458,21 +459,16 @@ def test_a_failed_install_leaves_no_record_to_adopt(
     registry: LayoutRegistry,
     bundles: dict[str, Path],
     keypair: KeyPair,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import packager.instance.install as installing
     from packager.errors import IncompatibleModelError
+    from packager.instance.smoke import SmokeLimits
 
     store = Store(tmp_path / "home")
     install("iris@1.0.0", registry=registry, store=store, now=T0, options=trusted(keypair))
-
-    def refused(*args: object, **kwargs: object) -> object:
-        raise IncompatibleModelError("smoke test refused")
-
-    monkeypatch.setattr(installing, "run_smoke_test", refused)
+    # A smoke test with no time to run fails the install after the files were staged.
+    starved = replace(trusted(keypair), smoke=SmokeLimits(seconds=0.001))
     with pytest.raises(IncompatibleModelError):
-        install("iris@1.1.0", registry=registry, store=store, now=T0, options=trusted(keypair))
-    monkeypatch.undo()
+        install("iris@1.1.0", registry=registry, store=store, now=T0, options=starved)
     # Cleaning up its staging directory unlinked links to the installed inodes: their
     # ctime moved, so they are hashed once, then recorded again.
     result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=trusted(keypair))
