@@ -14,12 +14,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
 from packager.core.records import as_json, from_json
+from packager.core.text import printable
 from packager.errors import TamperedError, UsageError
+
+if TYPE_CHECKING:
+    from jsonschema_rs import Validator
 
 MANIFEST = "manifest.json"
 SIGNATURE = "model.sig"
@@ -381,15 +385,22 @@ def is_safe_path(path: str) -> bool:
     )
 
 
+@cache
+def _validator() -> Validator:
+    """The manifest schema compiled once per process (jsonschema-rs, Draft 2020-12; see
+    docs/adr/0012-manifest-schema-by-jsonschema-rs.md). ``offline``: nothing is fetched."""
+    from jsonschema_rs import Draft202012Validator  # deferred: not needed for `packager --help`
+
+    return Draft202012Validator(schema(), offline=True)
+
+
 def validate_document(doc: Any) -> None:
     """Validate a manifest document; raises TamperedError naming the first problem."""
-    from jsonschema import Draft202012Validator  # deferred: not needed for `packager --help`
-
-    errors = sorted(Draft202012Validator(schema()).iter_errors(doc), key=lambda e: list(e.path))
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: e.instance_path)
     if errors:
         err = errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise TamperedError(f"manifest.json is invalid at {where}: {err.message[:200]}")
+        where = printable("/".join(str(p) for p in err.instance_path)) or "(top level)"
+        raise TamperedError(f"manifest.json is invalid at {where}: {printable(err.message)}")
     # The same rules as the rest of packager, whatever a schema pattern may let through.
     if not NAME_RE.fullmatch(doc["name"]) or not is_version(doc["version"]):
         raise TamperedError("manifest.json: name or version is malformed")
