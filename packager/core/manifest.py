@@ -23,7 +23,7 @@ from packager.core.text import printable
 from packager.errors import TamperedError, UsageError
 
 if TYPE_CHECKING:
-    from jsonschema_rs import Validator
+    from jsonschema_rs import ValidationError, Validator
 
 MANIFEST = "manifest.json"
 SIGNATURE = "model.sig"
@@ -40,6 +40,7 @@ SEMVER_RE = re.compile(
 # Longer versions exist only to cost something: digits past a few thousand make int() raise.
 MAX_VERSION_LENGTH = 128
 PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 MAX_MANIFEST_BYTES = 1 << 20
 SCHEMA_VERSION = 1
 _MANIFEST_LIMITS = Limits(max_bytes=MAX_MANIFEST_BYTES)
@@ -394,9 +395,29 @@ def _validator() -> Validator:
     return Draft202012Validator(schema(), offline=True)
 
 
+def _schema_errors(doc: Any) -> list[ValidationError]:
+    try:
+        return list(_validator().iter_errors(doc))
+    except UnicodeEncodeError:
+        # JSON's "\ud800" escapes give strings jsonschema-rs cannot take (it reads UTF-8).
+        # Each unpaired surrogate is checked as U+FFFD instead: one code point for another,
+        # and neither is in any of the schema's patterns, enums or constants.
+        return list(_validator().iter_errors(_without_surrogates(doc)))
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def validate_document(doc: Any) -> None:
     """Validate a manifest document; raises TamperedError naming the first problem."""
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: e.instance_path)
+    errors = sorted(_schema_errors(doc), key=lambda e: e.instance_path)
     if errors:
         err = errors[0]
         where = printable("/".join(str(p) for p in err.instance_path)) or "(top level)"
