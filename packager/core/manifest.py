@@ -411,7 +411,10 @@ def _without_surrogates(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_surrogates(v) for v in value]
     if isinstance(value, dict):
-        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+        clean = {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+        if len(clean) != len(value):  # the check would see one of them only
+            raise TamperedError("manifest.json: two keys differ only by unpaired surrogates")
+        return clean
     return value
 
 

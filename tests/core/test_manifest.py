@@ -431,3 +431,14 @@ def test_unpaired_surrogates_are_judged_as_jsonschema_does() -> None:
         parse_manifest(data)
     data = dump_json(example()).replace(b'"Iris species', b'"\\udc00Iris species')
     assert parse_manifest(data).description == "\udc00" + example()["description"]
+
+
+def test_keys_differing_only_by_unpaired_surrogates_are_refused() -> None:
+    """Checked as U+FFFD, two such keys would be one: the value the check does not see
+    (here the integer, where strings are required) is not let through."""
+    doc = example()
+    doc["provenance"]["hyperparameters"] = {"a": 5, "b": "x"}
+    data = dump_json(doc).replace(b'"a"', b'"\\ud800"').replace(b'"b"', b'"\\udc00"')
+    assert not Draft202012Validator(schema()).is_valid(json.loads(data))
+    with pytest.raises(TamperedError, match="differ only by unpaired surrogates"):
+        parse_manifest(data)
