@@ -4,7 +4,7 @@
 
 The installed iris pipeline is benchmarked on 150 labelled rows (one-row and batch
 latency, quality, memory, the machine), in a fresh process each run, the second of two
-benchmarks there (the first imports onnxruntime and jsonschema: a cost of the process,
+benchmarks there (the first imports onnxruntime and jsonschema-rs: a cost of the process,
 not of the benchmark). The figure is the wall time of the whole benchmark (reading the
 manifest, loading the model, the warm-ups, the timing loops, the metrics); the
 reference is the time spent inside the model's own ``run`` calls in that same
@@ -54,7 +54,7 @@ CHILD = textwrap.dedent(
     data = from_mapping({**columns, "species": names[y]}, named=False)
     path = model_path("iris", home=Path(sys.argv[1]))
     settings = Settings(budget_seconds=0.5)
-    # A first benchmark imports what the process needs once (onnxruntime, jsonschema).
+    # A first benchmark imports what the process needs once (onnxruntime, jsonschema-rs).
     benchmark_reference(str(path), data, target="species", settings=settings)
     inside = 0.0
     start = time.perf_counter()

@@ -3,7 +3,7 @@
     python benchmarks/bench_startup.py [--runs N]
 
 Both must take <= 2 x the bare click import: the CLI imports click and its own small
-modules only (no onnxruntime, numpy, scikit-learn, jsonschema, cryptography or requests:
+modules only (no onnxruntime, numpy, scikit-learn, jsonschema-rs, cryptography or requests:
 ``python -X importtime -m packager list`` shows what is imported). ``list`` runs against
 an empty PACKAGER_HOME. Bytecode caches are on, as an installed packager has them.
 """
@@ -16,7 +16,7 @@ import sys
 from harness import PACKAGER, Fixtures, Row, interleave, median, run, standalone
 
 # Modules that must not be imported to start the CLI.
-HEAVY = ("onnxruntime", "numpy", "sklearn", "onnx", "torch", "jsonschema", "cryptography")
+HEAVY = ("onnxruntime", "numpy", "sklearn", "onnx", "torch", "jsonschema_rs", "cryptography")
 
 
 def imported(args: list[str], env: dict[str, str]) -> set[str]:

@@ -57,7 +57,7 @@ LIMITS = {
         "SHA-256 is a chain: one file's digest is computed on one core, whatever the "
         "number of cores, at about 1.3 GiB/s here (openssl's own rate). With several "
         "files packager hashes one per core, starting as soon as Python and click are up "
-        "and the bundle's files are listed; cryptography and jsonschema (which validates "
+        "and the bundle's files are listed; cryptography and jsonschema-rs (which validates "
         "manifest.json) are imported while the files hash, on a 2-core machine busy "
         "hashing, with the GIL handed to the hashing threads within 0.5 ms. Those starts "
         "and imports are what separates 0.5 x (two cores, no overhead) from the figure "
@@ -80,7 +80,7 @@ LIMITS = {
     ),
     "5 start-up": (
         "`packager` imports click and its own small modules; onnxruntime, numpy, "
-        "cryptography, jsonschema and requests are imported by the commands that need them."
+        "cryptography, jsonschema-rs and requests are imported by the commands that need them."
     ),
     "9 delta": (
         "The unchanged files are hard-linked from the installed version and, their inodes' "

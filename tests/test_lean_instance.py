@@ -122,6 +122,31 @@ def test_training_stack_is_not_installed(lean_bin: Path) -> None:
     assert json.loads(result.stdout) == []
 
 
+def test_manifests_are_checked_without_python_jsonschema(lean_bin: Path) -> None:
+    """The schema check of manifest.json needs jsonschema-rs only: the lean instance has no
+    Python `jsonschema`, and a manifest its schema refuses is refused there."""
+    code = (
+        "import importlib.util, json\n"
+        "from packager.core.manifest import parse_manifest\n"
+        "from packager.errors import TamperedError\n"
+        "try:\n"
+        "    parse_manifest(json.dumps({'schemaVersion': 2}).encode())\n"
+        "except TamperedError as e:\n"
+        "    print(json.dumps([importlib.util.find_spec('jsonschema') is None, str(e)]))\n"
+    )
+    result = subprocess.run(
+        [str(lean_bin / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        env=lean_env(),
+        check=True,
+        timeout=120,
+    )
+    absent, refused = json.loads(result.stdout)
+    assert absent
+    assert refused.startswith("manifest.json is invalid at ")
+
+
 def test_instance_commands_without_extras(
     lean_bin: Path,
     bundles: dict[str, Path],

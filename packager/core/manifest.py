@@ -14,12 +14,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
 from packager.core.records import as_json, from_json
+from packager.core.text import printable
 from packager.errors import TamperedError, UsageError
+
+if TYPE_CHECKING:
+    from jsonschema_rs import ValidationError, Validator
 
 MANIFEST = "manifest.json"
 SIGNATURE = "model.sig"
@@ -36,6 +40,7 @@ SEMVER_RE = re.compile(
 # Longer versions exist only to cost something: digits past a few thousand make int() raise.
 MAX_VERSION_LENGTH = 128
 PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 MAX_MANIFEST_BYTES = 1 << 20
 SCHEMA_VERSION = 1
 _MANIFEST_LIMITS = Limits(max_bytes=MAX_MANIFEST_BYTES)
@@ -381,15 +386,45 @@ def is_safe_path(path: str) -> bool:
     )
 
 
+@cache
+def _validator() -> Validator:
+    """The manifest schema compiled once per process (jsonschema-rs, Draft 2020-12; see
+    docs/adr/0012-manifest-schema-by-jsonschema-rs.md). ``offline``: nothing is fetched."""
+    from jsonschema_rs import Draft202012Validator  # deferred: not needed for `packager --help`
+
+    return Draft202012Validator(schema(), offline=True)
+
+
+def _schema_errors(doc: Any) -> list[ValidationError]:
+    try:
+        return list(_validator().iter_errors(doc))
+    except UnicodeEncodeError:
+        # JSON's "\ud800" escapes give strings jsonschema-rs cannot take (it reads UTF-8).
+        # Each unpaired surrogate is checked as U+FFFD instead: one code point for another,
+        # and neither is in any of the schema's patterns, enums or constants.
+        return list(_validator().iter_errors(_without_surrogates(doc)))
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        clean = {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+        if len(clean) != len(value):  # the check would see one of them only
+            raise TamperedError("manifest.json: two keys differ only by unpaired surrogates")
+        return clean
+    return value
+
+
 def validate_document(doc: Any) -> None:
     """Validate a manifest document; raises TamperedError naming the first problem."""
-    from jsonschema import Draft202012Validator  # deferred: not needed for `packager --help`
-
-    errors = sorted(Draft202012Validator(schema()).iter_errors(doc), key=lambda e: list(e.path))
+    errors = sorted(_schema_errors(doc), key=lambda e: e.instance_path)
     if errors:
         err = errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise TamperedError(f"manifest.json is invalid at {where}: {err.message[:200]}")
+        where = printable("/".join(str(p) for p in err.instance_path)) or "(top level)"
+        raise TamperedError(f"manifest.json is invalid at {where}: {printable(err.message)}")
     # The same rules as the rest of packager, whatever a schema pattern may let through.
     if not NAME_RE.fullmatch(doc["name"]) or not is_version(doc["version"]):
         raise TamperedError("manifest.json: name or version is malformed")

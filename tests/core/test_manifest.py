@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,10 @@ from packager.core.manifest import (
     check_version,
     dump_json,
     parse_manifest,
+    schema,
+    validate_document,
 )
+from packager.core.text import printable
 from packager.errors import TamperedError, UsageError
 from packager.registry.artifact import build_config
 
@@ -259,3 +263,182 @@ def test_every_manifest_round_trips(manifest: Manifest) -> None:
     assert Manifest.from_dict(doc) == manifest
     assert Manifest.from_dict(doc).to_dict() == doc
     assert parse_manifest(manifest.to_bytes()) == manifest
+
+
+# --- the schema check agrees with the reference implementation ---------------------------
+# packager checks manifest.json against its schema with jsonschema-rs; the Python
+# `jsonschema` package (Draft 2020-12) is the judge of what the schema accepts.
+
+_KEYS = sorted(
+    {"schemaVersion", "path", "size", "sha256", "role", "shape", "rows", "x", "a\nb", "ai.onnx"}
+)
+_EDGE_STRINGS = [
+    "",
+    "\n",
+    "a\n",
+    "\ud800",
+    "1.0.0",
+    "1.0.0\n",
+    "01.0.0",
+    "1.0.0-rc.1+b.5",
+    "model.onnx",
+    "testvectors.npz",
+    "../model.onnx",
+    "/model.onnx",
+    "a//b",
+    "./a",
+    "a/.",
+    "a/..",
+    "..a",
+    "a" * 255,
+    "a" * 256,
+    "x" * 129,
+    "0" * 64,
+    "0" * 63,
+    "A" * 64,
+    "0" * 64 + "\n",
+    "0" * 40,
+    "0" * 41,
+    "1.20",
+    "1.20.1.4",
+    "float32",
+    "weights",
+    "model",
+    "testvectors",
+    "regression",
+    "original",
+    "2026-01-01T00:00:00Z",
+    "2026-01-01T00:00:00.5+01:00\n",
+    "2026-1-01T00:00:00Z",
+    "float64->float32",
+    "ai.onnx",
+    "\u0661.0.0",
+    "ïris",
+    "Apache-2.0 OR MIT",
+]
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.sampled_from([10**30, -(10**30), 2**63, 2**64, 1.0, 0.0, -0.0, 0.5, -0.5, 1.5, 1e308]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(_EDGE_STRINGS),
+    st.text(max_size=6),
+    st.text(alphabet="az09AZ._-/+\n ", max_size=12),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), inner),
+    max_leaves=4,
+)
+
+
+def _places(doc: Any, at: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Where every value of ``doc`` is, the document itself included (``()``)."""
+    places = [at]
+    items = (
+        doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    )
+    for key, value in items:
+        places += _places(value, (*at, key))
+    return places
+
+
+def _at(doc: Any, place: tuple[str | int, ...]) -> Any:
+    for key in place:
+        doc = doc[key]
+    return doc
+
+
+def _edits(value: Any) -> list[Any]:
+    """Changes near ``value`` that a schema keyword may or may not catch."""
+    if isinstance(value, str):
+        return [value + "\n", "/" + value, value + "/..", value[:-1], value.upper(), value * 2]
+    if isinstance(value, bool):
+        return [not value, int(value)]
+    if isinstance(value, int | float):
+        return [-value, value - 1, value + 0.5, float(value), str(value)]
+    if isinstance(value, list):
+        return [[], value[:-1], [*value, *value[:1]], value[::-1]]
+    if isinstance(value, dict):
+        return [{}, {**value, "x": 1}]
+    return [0, "", False, []]
+
+
+@st.composite
+def mutated_documents(draw: st.DrawFn) -> Any:
+    """A valid manifest document after one to three random changes: a key dropped or added,
+    a value replaced by one of another type or an edge of a keyword (length, pattern, range,
+    enum), or edited (a newline appended, a segment added, a character dropped...)."""
+    doc: Any = draw(manifests()).to_dict()
+    for _ in range(draw(st.integers(1, 3))):
+        place = draw(st.sampled_from(_places(doc)))
+        target = _at(doc, place)
+        how = draw(st.sampled_from(["drop", "add", "replace", "edit"]))
+        if how == "add" and isinstance(target, dict):
+            target[draw(st.sampled_from(_KEYS))] = draw(_VALUES)
+        elif not place:
+            doc = draw(_VALUES) if how == "replace" else doc
+        elif how == "drop":
+            del _at(doc, place[:-1])[place[-1]]
+        elif how == "edit":
+            _at(doc, place[:-1])[place[-1]] = draw(st.sampled_from(_edits(target)))
+        else:
+            _at(doc, place[:-1])[place[-1]] = draw(_VALUES)
+    return doc
+
+
+def _judged_first_error(doc: Any) -> str | None:
+    """Where the reference implementation finds the first problem (by path), or None.
+
+    An unpaired surrogate in a key on that path is named as U+FFFD, as packager checks it."""
+    errors = sorted(Draft202012Validator(schema()).iter_errors(doc), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    return re.sub("[\ud800-\udfff]", "\ufffd", "/".join(map(str, errors[0].path))) or "(top level)"
+
+
+@settings(max_examples=600, deadline=None)
+@given(mutated_documents())
+def test_the_schema_check_agrees_with_jsonschema(doc: Any) -> None:
+    judged = _judged_first_error(doc)
+    try:
+        validate_document(doc)
+        refused = None
+    except TamperedError as e:
+        refused = str(e)
+    if judged is None:
+        # Valid by the schema: only the rules after it (unique paths, ...) may refuse.
+        assert refused is None or " is invalid at " not in refused
+    else:
+        assert refused is not None
+        assert refused.startswith(f"manifest.json is invalid at {printable(judged)}: ")
+        assert refused.isprintable()
+
+
+def test_unpaired_surrogates_are_judged_as_jsonschema_does() -> None:
+    """JSON may escape half of a surrogate pair ("\\ud800"): a string JSON Schema checks by
+    pattern is refused (the surrogate shown as U+FFFD), one it checks by length only is
+    accepted, and neither is a crash."""
+    data = dump_json(example()).replace(b'"iris-classifier"', b'"\\ud800"')
+    with pytest.raises(TamperedError, match='^manifest.json is invalid at name: "\ufffd" does not'):
+        parse_manifest(data)
+    doc = example()
+    doc["provenance"]["hyperparameters"] = {"team": 5}
+    data = dump_json(doc).replace(b'"team"', b'"t\\udfffam"')
+    where = "provenance/hyperparameters/t\ufffdam"
+    with pytest.raises(TamperedError, match=f"^manifest.json is invalid at {where}: 5 is not"):
+        parse_manifest(data)
+    data = dump_json(example()).replace(b'"Iris species', b'"\\udc00Iris species')
+    assert parse_manifest(data).description == "\udc00" + example()["description"]
+
+
+def test_keys_differing_only_by_unpaired_surrogates_are_refused() -> None:
+    """Checked as U+FFFD, two such keys would be one: the value the check does not see
+    (here the integer, where strings are required) is not let through."""
+    doc = example()
+    doc["provenance"]["hyperparameters"] = {"a": 5, "b": "x"}
+    data = dump_json(doc).replace(b'"a"', b'"\\ud800"').replace(b'"b"', b'"\\udc00"')
+    assert not Draft202012Validator(schema()).is_valid(json.loads(data))
+    with pytest.raises(TamperedError, match="differ only by unpaired surrogates"):
+        parse_manifest(data)
