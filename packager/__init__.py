@@ -16,28 +16,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from packager import errors
 from packager._version import __version__
-from packager.errors import (
-    ConversionError,
-    ExpiredError,
-    GateFailedError,
-    IncompatibleModelError,
-    KeyDecryptionError,
-    LocalDiskError,
-    LockTimeoutError,
-    NotFoundError,
-    NotInstalledError,
-    PackagerError,
-    ParityError,
-    RegistryError,
-    RollbackError,
-    SmokeTestError,
-    TamperedError,
-    UntrustedError,
-    UsageError,
-    VerificationError,
-    WrongModelError,
-)
+from packager.errors import *
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -46,34 +27,14 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
     from packager.build.api import package
-    from packager.build.options import (
-        ConvertOptions,
-        Metadata,
-        PackageOptions,
-        Provenance,
-        QuantizeOptions,
-        Tolerance,
-    )
+    from packager.build.options import *
     from packager.core.manifest import Manifest
     from packager.runtime import Model
 
 # Imported on first use: the building side's modules (and through Model numpy and
 # onnxruntime) cost start-up time that an instance's commands and services need not pay.
-_LAZY = {
-    "Model": "packager.runtime",
-    "package": "packager.build.api",
-    **dict.fromkeys(
-        (
-            "ConvertOptions",
-            "Metadata",
-            "PackageOptions",
-            "Provenance",
-            "QuantizeOptions",
-            "Tolerance",
-        ),
-        "packager.build.options",
-    ),
-}
+# Every other name of __all__ not defined here is an options object of packager.build.options.
+_LAZY = {"Model": "packager.runtime", "package": "packager.build.api"}
 
 
 def load(
@@ -123,54 +84,36 @@ def verify_bundle(
     def mode() -> Trusted:
         public = [k if not isinstance(k, (str, Path)) else load_public_key(Path(k)) for k in keys]
         if not public:
-            raise UsageError("verify_bundle needs at least one public key")
+            raise errors.UsageError("verify_bundle needs at least one public key")
         return Trusted(adhoc_policy(public))
 
     return _verify_bundle(Path(bundle), mode=mode)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in __all__:
         raise AttributeError(f"module 'packager' has no attribute {name!r}")
+    module = _LAZY.get(name, "packager.build.options")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [
-    "ConversionError",
     "ConvertOptions",
-    "ExpiredError",
-    "GateFailedError",
-    "IncompatibleModelError",
-    "KeyDecryptionError",
-    "LocalDiskError",
-    "LockTimeoutError",
     "Metadata",
     "Model",
-    "NotFoundError",
-    "NotInstalledError",
     "PackageOptions",
-    "PackagerError",
-    "ParityError",
     "Provenance",
     "QuantizeOptions",
-    "RegistryError",
-    "RollbackError",
-    "SmokeTestError",
-    "TamperedError",
     "Tolerance",
-    "UntrustedError",
-    "UsageError",
-    "VerificationError",
-    "WrongModelError",
     "__version__",
     "load",
     "package",
     "verify_bundle",
 ]
+__all__ += errors.__all__

@@ -120,3 +120,27 @@ class GateFailedError(PackagerError):
     """A benchmark gate limit was exceeded beyond the measurement noise."""
 
     exit_code = 6
+
+
+# Every class here is part of the public API: packager re-exports them all.
+__all__ = [
+    "ConversionError",
+    "ExpiredError",
+    "GateFailedError",
+    "IncompatibleModelError",
+    "KeyDecryptionError",
+    "LocalDiskError",
+    "LockTimeoutError",
+    "NotFoundError",
+    "NotInstalledError",
+    "PackagerError",
+    "ParityError",
+    "RegistryError",
+    "RollbackError",
+    "SmokeTestError",
+    "TamperedError",
+    "UntrustedError",
+    "UsageError",
+    "VerificationError",
+    "WrongModelError",
+]

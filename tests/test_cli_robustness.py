@@ -218,10 +218,29 @@ def test_upload_only_options_are_only_on_commands_that_upload(
         assert "--chunk-size" not in cli(capsys, command, "--help")[1]
         code, _, err = cli(capsys, command, "x", "--chunk-size", "1M")
         assert code == 2 and "No such option" in err
-    for command in (("publish",), ("promote",), ("mirror",), ("delegate",), ("root", "publish")):
+    writers = ("publish", "promote", "approve", "revoke-approval", "mirror", "delegate")
+    for command in (*((c,) for c in writers), ("root", "publish")):
         assert "--chunk-size" in cli(capsys, *command, "--help")[1]
     reg = tmp_path / "reg"
     assert cli(capsys, "publish", bundles["1.0.0"], "--registry", reg, "--chunk-size", "1M")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("promote", "iris@1.0.0", "--channel", "stable", "--key"),
+        ("approve", "iris@1.0.0", "--role", "legal", "--key"),
+        ("delegate", "iris*", "--delegation-key"),
+    ],
+)
+def test_a_malformed_duration_is_refused_before_any_key_is_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    line = (*command, tmp_path / "missing.key", "--registry", tmp_path / "reg", "--expires")
+    code, _, err = cli(capsys, *line, "soon")
+    assert code == 2 and "invalid duration 'soon'" in err and "missing.key" not in err
+    code, out, _ = cli(capsys, *line, "2w", "--json")
+    assert code == 2 and "missing.key" in json.loads(out)["error"]
 
 
 def test_uninstall_removes_every_version_and_keeps_the_floor_and_the_log(

@@ -118,3 +118,15 @@ class PackageOptions:
     benchmark: BenchmarkData | None = None
     shard_size: int | None = None
     overwrite: bool = False
+
+
+# The options objects packager's public API re-exports; the others serve the CLI and
+# the building side only.
+__all__ = [
+    "ConvertOptions",
+    "Metadata",
+    "PackageOptions",
+    "Provenance",
+    "QuantizeOptions",
+    "Tolerance",
+]

@@ -3,14 +3,17 @@ delegate."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from packager.cli import render, render_distribution, render_trust
 from packager.cli.options import (
+    DURATION,
     FILE,
     Context,
+    SignedWrite,
     cert_chain_option,
     json_option,
     key_option,
@@ -23,7 +26,7 @@ from packager.cli.options import (
     pass_ctx,
     registry_option,
     remote_options,
-    signed_write,
+    signed_write_parameters,
     signing_key_option,
     upload_options,
     with_pinned_root,
@@ -156,14 +159,13 @@ def pull(
 
 
 @click.command()
-@click.argument("ref", metavar="NAME@VERSION")
+@signed_write_parameters
 @click.option("--channel", required=True, help="Channel to point at the version, e.g. stable.")
-@signing_key_option
 @click.option(
     "--expires",
+    type=DURATION,
     default="30d",
     show_default=True,
-    metavar="DURATION",
     help="How long installers accept the document (e.g. 30d, 12h, 2w); promote again before.",
 )
 @click.option(
@@ -172,19 +174,16 @@ def pull(
     help="Sequence number to sign, when the current document is not this key's.",
 )
 @cert_chain_option
-@registry_option
-@upload_options
 @json_option
 @pass_ctx
 def promote(
     ctx: Context,
     ref: str,
     channel: str,
-    key_path: Path,
-    expires: str,
+    signing: SignedWrite,
+    expires: timedelta,
     sequence: int | None,
     cert_chain: Path | None,
-    registry_ref: str | None,
     as_json: bool,
 ) -> None:
     """Point CHANNEL of a model at NAME@VERSION with a signed, expiring document.
@@ -192,11 +191,8 @@ def promote(
     Instances that installed NAME@CHANNEL move to it at their next `packager update`.
     """
     from packager._io.keys import load_certificate_chain
-    from packager.core.channel import parse_duration
     from packager.distribution.promote import promote as do_promote
 
-    expires_in = parse_duration(expires)
-    signing = signed_write(ctx, registry_ref, key_path)
     chain = (
         ()
         if cert_chain is None
@@ -205,7 +201,7 @@ def promote(
     promotion = do_promote(
         ref,
         channel=channel,
-        expires_in=expires_in,
+        expires_in=expires,
         sequence=sequence,
         certificate_chain=chain,
         **signing,
@@ -214,27 +210,23 @@ def promote(
 
 
 @click.command()
-@click.argument("ref", metavar="NAME@VERSION")
+@signed_write_parameters
 @click.option("--role", required=True, help="The role you approve in, e.g. security-review.")
-@signing_key_option
 @click.option("--note", default="", help="A short text kept in the signed approval.")
 @click.option(
     "--expires",
-    metavar="DURATION",
+    type=DURATION,
     help="How long the approval counts (e.g. 90d, 2w); default: until revoked.",
 )
-@registry_option
-@remote_options
 @json_option
 @pass_ctx
 def approve(
     ctx: Context,
     ref: str,
     role: str,
-    key_path: Path,
+    signing: SignedWrite,
     note: str,
-    expires: str | None,
-    registry_ref: str | None,
+    expires: timedelta | None,
     as_json: bool,
 ) -> None:
     """Sign off NAME@VERSION in a ROLE: a signed approval attached to that exact version.
@@ -242,35 +234,24 @@ def approve(
     Instances whose trust policy requires approvals for the model install it only once
     every required role has approved it with a key holding that role.
     """
-    from packager.core.channel import parse_duration
     from packager.distribution.approve import approve as do_approve
 
-    expires_in = None if expires is None else parse_duration(expires)
-    signing = signed_write(ctx, registry_ref, key_path)
-    approved = do_approve(ref, role=role, expires_in=expires_in, note=note, **signing)
+    approved = do_approve(ref, role=role, expires_in=expires, note=note, **signing)
     render.show(ctx, render_distribution.APPROVED, approved, as_json=as_json)
 
 
 @click.command("revoke-approval")
-@click.argument("ref", metavar="NAME@VERSION")
-@signing_key_option
+@signed_write_parameters
 @click.option("--role", help="Withdraw only the approvals in this role.")
-@registry_option
-@remote_options
 @json_option
 @pass_ctx
 def revoke_approval(
-    ctx: Context,
-    ref: str,
-    key_path: Path,
-    role: str | None,
-    registry_ref: str | None,
-    as_json: bool,
+    ctx: Context, ref: str, signing: SignedWrite, role: str | None, as_json: bool
 ) -> None:
     """Withdraw the approvals of NAME@VERSION made with --key (a signed revocation)."""
     from packager.distribution.approve import revoke_approvals
 
-    withdrawn = revoke_approvals(ref, role=role, **signed_write(ctx, registry_ref, key_path))
+    withdrawn = revoke_approvals(ref, role=role, **signing)
     render.show(ctx, render_distribution.APPROVALS_REVOKED, withdrawn, as_json=as_json)
 
 
@@ -442,7 +423,7 @@ def root() -> None:
 )
 @click.option("--delegation-threshold", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--expires", default="365d", show_default=True, metavar="DURATION")
+@click.option("--expires", type=DURATION, default="365d", show_default=True)
 @click.option("-o", "--output", type=FILE, required=True)
 @pass_ctx
 def root_init(
@@ -453,7 +434,7 @@ def root_init(
     delegation_pubs: tuple[Path, ...],
     delegation_threshold: int,
     version: int,
-    expires: str,
+    expires: timedelta,
     output: Path,
 ) -> None:
     """Write a root document naming the root keys and the delegation keys.
@@ -462,7 +443,6 @@ def root_init(
     root's keys: add their signatures with `packager root sign`.
     """
     from packager._io.fs import atomic_write
-    from packager.core.channel import parse_duration
     from packager.distribution.root import RootSpec, init_root
 
     spec = RootSpec(
@@ -473,7 +453,7 @@ def root_init(
         delegation_threshold=delegation_threshold,
         version=version,
     )
-    data = init_root(spec, now=now(), expires_in=parse_duration(expires))
+    data = init_root(spec, now=now(), expires_in=expires)
     atomic_write(output, data, mode=0o644)
     render_trust.root_written(ctx, output, version, len(key_paths))
 
@@ -521,7 +501,7 @@ def root_publish(ctx: Context, document: Path, registry_ref: str | None, as_json
     "The online delegation key the newest root names; repeat up to its threshold.",
     required=True,
 )
-@click.option("--expires", default="90d", show_default=True, metavar="DURATION")
+@click.option("--expires", type=DURATION, default="90d", show_default=True)
 @registry_option
 @upload_options
 @json_option
@@ -531,13 +511,12 @@ def delegate(
     models: str,
     key_paths: tuple[Path, ...],
     delegation_key_paths: tuple[Path, ...],
-    expires: str,
+    expires: timedelta,
     registry_ref: str | None,
     as_json: bool,
 ) -> None:
     """Let the --key public keys sign models matching NAME-GLOB: signs and stores the next
     delegations version. Instances with a pinned root follow it at their next install."""
-    from packager.core.channel import parse_duration
     from packager.distribution.root import delegate as do_delegate
 
     published = do_delegate(
@@ -546,7 +525,7 @@ def delegate(
         delegation_keys=[load_signing_key(p) for p in delegation_key_paths],
         registry=open_registry_at(ctx, registry_ref, writing=True),
         now=now(),
-        expires_in=parse_duration(expires),
+        expires_in=expires,
     )
     render.show(ctx, render_trust.TRUST_PUBLISHED, published, as_json=as_json)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -11,6 +12,7 @@ import click
 from packager._io.config import read_retention, resolve_registry
 from packager.cli import render, render_instance, render_trust
 from packager.cli.options import (
+    DURATION,
     FILE,
     Context,
     exact_ref,
@@ -365,7 +367,7 @@ def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: 
 @lock_option
 @click.option(
     "--jitter",
-    metavar="DURATION",
+    type=DURATION,
     help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s), so that a fleet "
     "run by one schedule does not reach the registry at once.",
 )
@@ -378,7 +380,7 @@ def update(
     smoke_timeout: float | None,
     smoke_memory: str | None,
     lock_timeout: float,
-    jitter: str | None,
+    jitter: timedelta | None,
     as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
@@ -388,7 +390,6 @@ def update(
     not stop the others and keeps serving what it had; the exit code is then the most
     important failure's (3, then 5, then 4), and `packager status` shows it.
     """
-    from packager.core.channel import parse_duration
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
     from packager.instance.roots import instance_policy
@@ -396,12 +397,11 @@ def update(
     from packager.instance.update import jitter as sleep_jitter
     from packager.instance.update import update as do_update
 
-    delay = None if jitter is None else parse_duration(jitter)
     keep = read_retention(ctx.home)
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
     render_trust.unusable_keys(policy)
-    if delay is not None:
-        sleep_jitter(delay, say=ctx.say)
+    if jitter is not None:
+        sleep_jitter(jitter, say=ctx.say)
     store = Store(ctx.home, lock_timeout=lock_timeout)
     report = do_update(
         store=store,

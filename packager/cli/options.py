@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
@@ -29,6 +29,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 DIRECTORY = click.Path(path_type=Path, file_okay=False)
 FILE = click.Path(path_type=Path, dir_okay=False)
 EXISTING_FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
+
+
+class _Duration(click.ParamType[timedelta]):
+    """30d, 12h, 90m, 2w or 45s, as a timedelta."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        from packager.core.channel import parse_duration
+
+        try:
+            return parse_duration(value)
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+
+
+DURATION = _Duration()
 
 
 class Context:
@@ -317,8 +338,11 @@ class SignedWrite(TypedDict):
     progress: Progress
 
 
-def signed_write(ctx: Context, registry_ref: str | None, key_path: Path) -> SignedWrite:
+def _signed_write(key_path: Path, registry_ref: str | None) -> SignedWrite:
     """The registry ``registry_ref`` names (open for writing) and the key in ``key_path``."""
+    ctx = click.get_current_context().find_object(Context)
+    if ctx is None:
+        raise RuntimeError("packager commands run with a Context as their object")
     private_key = load_signing_key(key_path)
     return SignedWrite(
         registry=open_registry_at(ctx, registry_ref, writing=True),
@@ -357,3 +381,13 @@ def option_group(
         return cast(F, command)
 
     return decorate
+
+
+def signed_write_parameters(f: F) -> F:
+    """What every command signing a document about one version into a registry takes:
+    NAME@VERSION (``ref``), ``--key`` (the signing key) and ``--registry`` with the
+    options to upload to it. The command gets one :class:`SignedWrite`, ``signing``,
+    instead of the values of ``--key`` and ``--registry`` (the key loaded, the registry
+    open for writing)."""
+    f = option_group("signing", _signed_write, signing_key_option, registry_option)(f)
+    return click.argument("ref", metavar="NAME@VERSION")(upload_options(f))

@@ -383,11 +383,9 @@ class VerifiedRegistry:
     ) -> None:
         """Stream a blob into the new file ``dest``; see :class:`RegistryReader`.
 
-        A blob of several signed ``shards`` from a store that reads ranges is judged by
-        its shards: each range is checked against its signed digest as it arrives, and
-        together they cover exactly ``desc.size`` bytes. The shards ``reuse`` (an
-        installed file at the same path) holds with the same digests are copied from it
-        rather than fetched (see :func:`~packager.registry.shard_reuse.reuse_shards`).
+        Read by ``shards`` where the store reads ranges (:class:`ShardFetcher`,
+        :class:`ShardCopier`), once they are found to end at exactly ``desc.size``; what
+        ``reuse`` holds: :func:`~packager.registry.shard_reuse.reuse_shards`.
         """
         self._store.check_name(name)
         self._check_stored(name, desc)

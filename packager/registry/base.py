@@ -207,9 +207,7 @@ class RegistryWriter(Protocol):
     ) -> Digest:
         """Tag a small signed document (e.g. a channel) in ``name``'s repository as ``tag``.
 
-        Stored as an OCI artifact: an image manifest with ``artifactType``, the empty
-        config (application/vnd.oci.empty.v1+json, ``{}``) and exactly one layer of
-        media type application/vnd.dev.sigstore.bundle.v0.3+json holding ``data``, and
+        Stored as the OCI artifact :mod:`packager.registry.document` describes, with
         ``subject`` (a model version's OCI manifest) when the document is attached to a
         version (:mod:`packager.registry.attachments`). The tag moves to the new document;
         returns the new OCI manifest's digest.

@@ -2,9 +2,10 @@
 
 A document (a channel, for now) is an OCI 1.1 artifact: an image manifest with its own
 ``artifactType``, the empty config (``{}``, application/vnd.oci.empty.v1+json) and one
-layer holding the signed bytes. It is tagged with a name that is never a SemVer version
-(``channel.stable``), so :meth:`~packager.registry.base.Registry.versions` never lists it,
-and the tag moves each time a new document is put.
+layer (application/vnd.dev.sigstore.bundle.v0.3+json) holding the signed bytes. It is
+tagged with a name that is never a SemVer version (``channel.stable``), so
+:meth:`~packager.registry.base.Registry.versions` never lists it, and the tag moves each
+time a new document is put.
 
 Every registry kind writes documents through :class:`DocumentWriter` (which checks the
 name and tag and builds the manifest with :func:`document_manifest`) and checks what it
