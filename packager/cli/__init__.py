@@ -16,7 +16,6 @@ from typing import Any
 import click
 
 from packager._version import __version__
-from packager.cli import render
 from packager.cli.options import Context, add_global_options
 from packager.errors import DISK_ERRNOS, LocalDiskError, PackagerError
 
@@ -127,34 +126,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="packager", standalone_mode=False, obj=ctx)
     except PackagerError as e:
-        return render.failure(ctx, str(e), e.exit_code)
+        return _failure(ctx, str(e), e.exit_code)
     except OSError as e:
         # The disk refused a write or read: not a bug, not a registry's failure.
         if e.errno not in DISK_ERRNOS:
             raise
-        return render.failure(ctx, _disk_message(e), LocalDiskError.exit_code)
+        return _failure(ctx, _disk_message(e), LocalDiskError.exit_code)
     except click.exceptions.Abort as e:
         if isinstance(e.__cause__, KeyboardInterrupt):
-            return render.failure(ctx, "interrupted", 130)
-        return render.failure(ctx, "aborted", 1)
+            return _failure(ctx, "interrupted", 130)
+        return _failure(ctx, "aborted", 1)
     except click.ClickException as e:
         code = 2 if isinstance(e, click.UsageError) else e.exit_code
         # A line click could not parse never reached --json's callback.
         ctx.json_errors |= "--json" in (sys.argv[1:] if argv is None else argv)
         if ctx.json_errors:
-            render.failure(ctx, e.format_message(), code)
+            _failure(ctx, e.format_message(), code)
         else:
             e.show()
         return code
     except click.exceptions.Exit as e:
         return int(e.exit_code)
     except KeyboardInterrupt:
-        return render.failure(ctx, "interrupted", 130)
+        return _failure(ctx, "interrupted", 130)
     except _OutputClosed:
         # Later writes (the interpreter's last flush) go nowhere instead of failing.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return CLOSED_PIPE
     return 0
+
+
+def _failure(ctx: Context, message: str, exit_code: int) -> int:
+    # Imported here: a command that succeeds may not print at all (`packager --help`), or
+    # prints once the work is under way (`packager verify`, once the files hash).
+    from packager.cli import render
+
+    return render.failure(ctx, message, exit_code)
 
 
 def _disk_message(e: OSError) -> str:
