@@ -223,6 +223,84 @@ def test_verify_imports_no_build_command(bundles: dict[str, Path], keypair: KeyP
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Runs `packager verify` in a new interpreter and reports the modules of WAITING loaded when
+# its first thread started, which thread that was, and the modules loaded by the end.
+FIRST_THREAD_PROBE = """
+import json, sys, threading
+from packager.cli import main
+
+WAITING = json.loads(sys.argv[3])
+first = []
+start = threading.Thread.start
+
+def observed_start(thread):
+    if not first:
+        first.append([thread.name, sorted(m for m in WAITING if m in sys.modules)])
+    start(thread)
+
+threading.Thread.start = observed_start
+code = main(["-q", "verify", sys.argv[1], "--key", sys.argv[2]])
+loaded = sorted(m for m in WAITING if m in sys.modules)
+print(json.dumps({"code": code, "first": first[0], "loaded": loaded}))
+"""
+
+
+def test_verify_hashes_before_loading_what_checks_and_shows_it(
+    bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    """`packager verify` starts hashing the files before it loads the manifest's model, the
+    signature's and trust policy's modules (cryptography too) and its output's modules:
+    they load while the files hash."""
+    waiting = [
+        "packager.core.manifest",
+        "packager.core.verify",
+        "packager.core.signature",
+        "packager.core.policy",
+        "packager.instance.trust",
+        "cryptography",
+        "packager.cli.render",
+        "packager.cli.render_build",
+    ]
+    args = [str(bundles["1.0.0"]), str(keypair.pub_path), json.dumps(waiting)]
+    result = subprocess.run(
+        [sys.executable, "-c", FIRST_THREAD_PROBE, *args], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0
+    assert report["first"] == ["packager-hash", []]
+    assert report["loaded"] == sorted(waiting)
+
+
+# Registered before main(), this exit handler runs after those main() registers: it reports
+# how many objects the collector had been told to leave to the system at exit.
+EXIT_PROBE = """
+import atexit, gc, os, sys
+from packager.cli import main
+atexit.register(lambda: os.write(2, f"frozen {gc.get_freeze_count()}".encode()))
+if sys.argv[1] == "own":
+    sys.argv = ["packager", "--version"]
+    code = main()
+else:
+    code = main(["--version"])
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("line", ["own", "given"])
+def test_only_a_process_run_by_main_leaves_its_objects_to_the_system(line: str) -> None:
+    """main() running the process's own command line leaves the objects alive at exit to
+    the system (the collector's last passes skipped); main(argv), as a library call or
+    test makes, does not change how the process ends."""
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE, line], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "packager" in result.stdout
+    frozen = int(result.stderr.rpartition("frozen ")[2])
+    assert (frozen > 0) == (line == "own"), frozen
+
+
 def test_python_m_packager(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "packager", "install", "x", "--registry", str(tmp_path / "none")],

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packager._io.hashing import FileHasher, digest_file
-from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
-from packager.core.provenance import PROVENANCE_FILE, SBOM_FILE
+from packager.core.bundlefiles import MANIFEST, SIGNATURE
 from packager.core.shards import Hashed, claimed_shard_size
 from packager.errors import TamperedError, UsageError, disk_or
 
+# What only reading the manifest needs (its model, the provenance's file names) is
+# imported by the functions that read it: `packager verify` starts hashing without it.
 if TYPE_CHECKING:
     from packager.core.digests import Digest
+    from packager.core.manifest import Manifest
     from packager.core.policy import Trusted, VerifyMode
     from packager.core.verify import Statement
 
@@ -77,6 +79,7 @@ def verify_bundle_signer(
     # chooses how to hash, the verified statement decides what must match.
     with FileHasher(files.values(), shard_size=claimed_shard_size(sig)) as hashing:
         from packager.core import verify
+        from packager.core.manifest import parse_manifest
         from packager.core.policy import Trusted
 
         if MANIFEST not in files:
@@ -172,6 +175,8 @@ def _hashed_whole(path: Path) -> Hashed:
 
 def read_manifest_unverified(bundle: Path) -> Manifest:
     """The manifest of a bundle directory, validated but NOT signature-checked (for inspect)."""
+    from packager.core.manifest import parse_manifest
+
     try:
         return parse_manifest((bundle / MANIFEST).read_bytes())
     except OSError as e:
@@ -186,6 +191,8 @@ def read_provenance_unverified(bundle: Path) -> tuple[bytes, bytes]:
         UsageError: the bundle carries neither (made before they were written) or they
             cannot be read.
     """
+    from packager.core.provenance import PROVENANCE_FILE, SBOM_FILE
+
     try:
         return (bundle / PROVENANCE_FILE).read_bytes(), (bundle / SBOM_FILE).read_bytes()
     except OSError as e:

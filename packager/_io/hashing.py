@@ -15,17 +15,19 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-import queue
 import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from packager.core.digests import Digest
 from packager.core.shards import Hashed, bounds
+
+if TYPE_CHECKING:
+    import queue
 
 CHUNK = 1 << 20
 
@@ -96,6 +98,8 @@ class BackgroundHasher(_Threaded):
     """
 
     def __init__(self, *, depth: int = 8) -> None:
+        import queue  # here: verifying a bundle directory hashes without it
+
         self._hash = hashlib.sha256()
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="packager-sha256", daemon=True)

@@ -3,12 +3,12 @@ before the build commands (and their options) would have been imported."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from packager.cli import render, render_build
 from packager.cli.options import DIRECTORY, Context, json_option, key_option, pass_ctx
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ def verify(
     from packager._io.bundledir import verify_bundle_signer
 
     def mode() -> Trusted:
-        # Imported here: verify_bundle_signer calls this once hashing has started.
+        # verify_bundle_signer calls this once hashing has started: what is imported here,
+        # the output's modules too, loads while the files hash.
+        importlib.import_module("packager.cli.render_build")
         from packager.core.policy import Trusted
         from packager.instance.trust import resolve_policy
 
@@ -51,6 +53,8 @@ def verify(
         return Trusted(policy)
 
     manifest, statement = verify_bundle_signer(bundle, mode=mode)
+    from packager.cli import render, render_build
+
     revoked = None
     if key_paths:
         from packager.instance.trust import revoked_in_policy

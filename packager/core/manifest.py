@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Self
 
+# Re-exported: the modules that read bundles import these names from here.
+from packager.core.bundlefiles import MANIFEST as MANIFEST
+from packager.core.bundlefiles import RESERVED as RESERVED
+from packager.core.bundlefiles import SIGNATURE as SIGNATURE
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
 from packager.core.records import as_json, from_json
@@ -25,9 +29,6 @@ from packager.errors import TamperedError, UsageError
 if TYPE_CHECKING:
     from jsonschema_rs import ValidationError, Validator
 
-MANIFEST = "manifest.json"
-SIGNATURE = "model.sig"
-RESERVED = frozenset({MANIFEST, SIGNATURE})
 ROLES = ("model", "weights", "testvectors", "doc")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}", re.ASCII)
 # Semantic Versioning 2.0.0, the regular expression the specification suggests.
