@@ -430,3 +430,43 @@ def test_a_full_disk_fails_cleanly_and_installs_nothing(
     assert_one_line_error(result.stderr)
     assert "local disk" in result.stderr and "registry" not in result.stderr.split(";")[0]
     assert result.stdout == ""  # no model directory, no staging left behind
+
+
+def test_the_process_ends_with_exit_handlers_run_output_flushed_and_threads_waited_for(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "thread-done"
+    program = (
+        "import atexit, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from packager.cli import run\n"
+        "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+        "sys.stdout.write('still buffered; ')\n"
+        "marker = Path(sys.argv[2])\n"
+        "if sys.argv[1] == 'thread':\n"
+        "    def late() -> None:\n"
+        "        time.sleep(0.5)\n"
+        "        marker.write_text('done')\n"
+        "    threading.Thread(target=late).start()\n"
+        "sys.argv = ['packager', *sys.argv[3:]]\n"
+        "run()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    for threads, args, code in (
+        ("none", ["--version"], 0),
+        ("none", ["list", "--bogus"], 2),
+        ("thread", ["--version"], 0),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", program, threads, str(marker), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        assert done.returncode == code, done.stderr
+        assert done.stdout.startswith("still buffered; ")
+        assert done.stderr.endswith("exit handler ran\n")
+        assert ("packager, version" in done.stdout) == (code == 0)
+    assert marker.read_text() == "done"
