@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pstats
 import shutil
 import signal
 import subprocess
@@ -470,3 +471,17 @@ def test_the_process_ends_with_exit_handlers_run_output_flushed_and_threads_wait
         assert done.stderr.endswith("exit handler ran\n")
         assert ("packager, version" in done.stdout) == (code == 0)
     assert marker.read_text() == "done"
+
+
+def test_a_profiler_around_the_command_still_writes_its_results(tmp_path: Path) -> None:
+    profile = tmp_path / "packager.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "packager", "--version"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "packager, version" in done.stdout
+    assert "packager/cli/__init__.py" in str(pstats.Stats(str(profile)).stats)  # type: ignore[attr-defined]

@@ -187,9 +187,11 @@ def leave(code: int) -> NoReturn:
     the modules an install imports, that alone takes tens of milliseconds of CPU after
     the result is printed, and frees nothing a process that ends needs freed). Files and
     databases are closed by the commands themselves. While a thread other than daemons
-    still runs, or a stream cannot be flushed, the interpreter's own exit does it all."""
+    still runs, a profiler or tracer watches (it writes its results as the interpreter
+    exits), or a stream cannot be flushed, the interpreter's own exit does it all."""
     main_thread = threading.main_thread()
-    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+    others = any(t is not main_thread and not t.daemon for t in threading.enumerate())
+    if others or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     atexit._run_exitfuncs()
     try:
