@@ -277,6 +277,31 @@ class Store:
             conn.close()
 
     @contextlib.contextmanager
+    def held_open(self) -> Iterator[None]:
+        """Keep state.db open across the transactions of one operation (an install: its
+        checks, its commit, its audit entry). Each transaction still reaches the disk when
+        it commits (write-ahead log, synchronous=FULL). What is saved is SQLite's work when
+        the last connection to a database closes: a checkpoint into state.db and the removal
+        of the log, with syncs of their own, then the log made again (its directory synced)
+        by the next transaction. Held open, that happens once, when this ends.
+
+        Raises:
+            UsageError: as :meth:`db`.
+        """
+        path = _own_directory(self.home, follow=True) / STATE_DB
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            yield
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
     def reader(self) -> Iterator[sqlite3.Connection]:
         """A read-only connection to an existing state.db, for commands that only read: it
         takes no lock and migrates nothing where nothing can be written, so it works on a
