@@ -373,6 +373,7 @@ class _Install:
                 now=self.now,
                 channel=record,
                 fingerprints=fetched.fingerprints,
+                files=fetched.manifest.files,
             )
         self.audit_install(fetched, doc, previous)
         return InstallResult(
