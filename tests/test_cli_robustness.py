@@ -433,14 +433,18 @@ def test_a_full_disk_fails_cleanly_and_installs_nothing(
     assert result.stdout == ""  # no model directory, no staging left behind
 
 
-def test_the_process_ends_with_exit_handlers_run_output_flushed_and_threads_waited_for(
+def test_the_process_ends_untorn_once_exit_handlers_ran_output_is_flushed_and_threads_done(
     tmp_path: Path,
 ) -> None:
     marker = tmp_path / "thread-done"
     program = (
-        "import atexit, sys, threading, time\n"
+        "import atexit, os, sys, threading, time\n"
         "from pathlib import Path\n"
         "from packager.cli import run\n"
+        "class Torn:\n"
+        "    def __del__(self, write=os.write) -> None:\n"
+        "        write(2, b'torn down\\n')\n"
+        "torn = Torn()\n"
         "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
         "sys.stdout.write('still buffered; ')\n"
         "marker = Path(sys.argv[2])\n"
@@ -468,8 +472,10 @@ def test_the_process_ends_with_exit_handlers_run_output_flushed_and_threads_wait
         )
         assert done.returncode == code, done.stderr
         assert done.stdout.startswith("still buffered; ")
-        assert done.stderr.endswith("exit handler ran\n")
+        assert "exit handler ran\n" in done.stderr
         assert ("packager, version" in done.stdout) == (code == 0)
+        # Torn down object by object only while another thread ran to the end.
+        assert ("torn down" in done.stderr) == (threads == "thread"), done.stderr
     assert marker.read_text() == "done"
 
 
