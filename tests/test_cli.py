@@ -274,33 +274,6 @@ def test_verify_hashes_before_loading_what_checks_and_shows_it(
 
 # Registered before main(), this exit handler runs after those main() registers: it reports
 # how many objects the collector had been told to leave to the system at exit.
-EXIT_PROBE = """
-import atexit, gc, os, sys
-from packager.cli import main
-atexit.register(lambda: os.write(2, f"frozen {gc.get_freeze_count()}".encode()))
-if sys.argv[1] == "own":
-    sys.argv = ["packager", "--version"]
-    code = main()
-else:
-    code = main(["--version"])
-sys.exit(code)
-"""
-
-
-@pytest.mark.parametrize("line", ["own", "given"])
-def test_only_a_process_run_by_main_leaves_its_objects_to_the_system(line: str) -> None:
-    """main() running the process's own command line leaves the objects alive at exit to
-    the system (the collector's last passes skipped); main(argv), as a library call or
-    test makes, does not change how the process ends."""
-    result = subprocess.run(
-        [sys.executable, "-c", EXIT_PROBE, line], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    assert "packager" in result.stdout
-    frozen = int(result.stderr.rpartition("frozen ")[2])
-    assert (frozen > 0) == (line == "own"), frozen
-
-
 def test_python_m_packager(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "packager", "install", "x", "--registry", str(tmp_path / "none")],

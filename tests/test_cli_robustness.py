@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pstats
 import shutil
 import signal
 import subprocess
@@ -449,3 +450,63 @@ def test_a_full_disk_fails_cleanly_and_installs_nothing(
     assert_one_line_error(result.stderr)
     assert "local disk" in result.stderr and "registry" not in result.stderr.split(";")[0]
     assert result.stdout == ""  # no model directory, no staging left behind
+
+
+def test_the_process_ends_untorn_once_exit_handlers_ran_output_is_flushed_and_threads_done(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "thread-done"
+    program = (
+        "import atexit, os, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from packager.cli import run\n"
+        "class Torn:\n"
+        "    def __del__(self, write=os.write) -> None:\n"
+        "        write(2, b'torn down\\n')\n"
+        "torn = Torn()\n"
+        "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+        "sys.stdout.write('still buffered; ')\n"
+        "marker = Path(sys.argv[2])\n"
+        "if sys.argv[1] == 'thread':\n"
+        "    def late() -> None:\n"
+        "        time.sleep(0.5)\n"
+        "        marker.write_text('done')\n"
+        "    threading.Thread(target=late).start()\n"
+        "sys.argv = ['packager', *sys.argv[3:]]\n"
+        "run()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    for threads, args, code in (
+        ("none", ["--version"], 0),
+        ("none", ["list", "--bogus"], 2),
+        ("thread", ["--version"], 0),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", program, threads, str(marker), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        assert done.returncode == code, done.stderr
+        assert done.stdout.startswith("still buffered; ")
+        assert "exit handler ran\n" in done.stderr
+        assert ("packager, version" in done.stdout) == (code == 0)
+        # Torn down object by object only while another thread ran to the end.
+        assert ("torn down" in done.stderr) == (threads == "thread"), done.stderr
+    assert marker.read_text() == "done"
+
+
+def test_a_profiler_around_the_command_still_writes_its_results(tmp_path: Path) -> None:
+    profile = tmp_path / "packager.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "packager", "--version"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "packager, version" in done.stdout
+    assert "packager/cli/__init__.py" in str(pstats.Stats(str(profile)).stats)  # type: ignore[attr-defined]

@@ -53,3 +53,42 @@ def test_pynacl_is_imported_only_to_read_a_cosign_key(
     promote = ("promote", "iris@1.0.0", "--channel", "stable", "--key", keypair.key_path)
     _, loaded = probe(*promote)
     assert "nacl.secret" in loaded
+
+
+# The same, for any modules: the exit code and which of ``sys.argv[1]`` (comma-separated)
+# the command loaded.
+LOADED = """
+import json, sys
+from packager.cli import main
+watched = sys.argv.pop(1).split(",")
+code = main(sys.argv[1:])
+found = [m for m in watched if m in sys.modules]
+print(json.dumps({"code": code, "loaded": found}), file=sys.stderr)
+"""
+
+
+def loaded(watched: str, *args: str | Path) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED, watched, "-q", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, result.stderr
+    return list(report["loaded"])
+
+
+def test_an_install_loads_no_toml_parser_or_tar_writer_it_does_not_need(
+    bundles: dict[str, Path], keypair: KeyPair, home: Path
+) -> None:
+    for version in ("1.0.0", "1.1.0"):
+        assert main(["-q", "publish", str(bundles[version])]) == 0
+    watched = "tomllib,tarfile"
+    # No config.toml and no trust.toml: nothing to parse as TOML; no archive to write.
+    assert loaded(watched, "install", "iris@1.0.0", "--key", keypair.pub_path) == []
+    (home / "config.toml").write_text("[retention]\nkeep = 2\n")
+    assert loaded(watched, "install", "iris@1.1.0", "--key", keypair.pub_path) == ["tomllib"]
+    export = ("export", "iris@1.1.0", "-o", home.parent / "iris.tar")
+    assert loaded(watched, *export) == ["tarfile"]

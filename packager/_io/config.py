@@ -33,16 +33,21 @@ def read_retention(home: Path) -> int | None:
         UsageError: the file is not valid TOML, or the setting is not a whole number ≥ 1
             (an unknown key in ``[retention]`` is refused, not ignored).
     """
-    import tomllib  # here: its parser costs every command's start, not only this setting's
-
     path = home / CONFIG_FILE
     try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
+        f = open(path, "rb")  # noqa: SIM115 (closed below, once TOML is imported)
     except FileNotFoundError:
         return None
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except OSError as e:
         raise UsageError(f"cannot read {path}: {e}") from e
+    # Here, and only for a file that exists: the parser costs what imports it.
+    import tomllib
+
+    with f:
+        try:
+            doc = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise UsageError(f"cannot read {path}: {e}") from e
     section = doc.get("retention")
     if section is None:
         return None

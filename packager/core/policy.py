@@ -45,7 +45,6 @@ reason), like sigstore's ``UnsafeNoOp``. There is no third spelling (no ``None``
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -314,6 +313,8 @@ def parse_policy(text: str, *, source: str) -> TrustPolicy:
         UsageError: malformed TOML, unknown fields, bad keys or CAs, a name used twice,
             rules naming unknown keys or CAs.
     """
+    import tomllib  # here: an instance trusting --key alone never reads TOML
+
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

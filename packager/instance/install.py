@@ -214,7 +214,7 @@ def install(
         check_trusted(options.verify, name)
         if version is None:
             version = latest_version(registry, name)
-        with store.lock(name):
+        with store.lock(name), store.held_open():
             return job.by_version(name, version)
     except PackagerError as e:
         job.refused(e, "install", name, version)
@@ -268,7 +268,7 @@ class _Install:
         try:
             following = Following(name, channel, follow_reference(self.options.registry_ref))
             check_trusted(mode, name)
-            with self.store.lock(name):
+            with self.store.lock(name), self.store.held_open():
                 seen = self.store.channel_seen(name, channel)
                 doc, hint = read_channel(
                     self.registry, name, channel, mode=mode, now=self.now, last_seen=seen
@@ -373,6 +373,7 @@ class _Install:
                 now=self.now,
                 channel=record,
                 fingerprints=fetched.fingerprints,
+                files=fetched.manifest.files,
             )
         self.audit_install(fetched, doc, previous)
         return InstallResult(

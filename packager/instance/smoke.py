@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from packager import errors
 from packager.core.compare import Comparison
@@ -60,7 +60,7 @@ _SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "CREDENTIAL")
 # site directory and every PYTHON* variable out; packager's own location comes first.
 _CHILD = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from packager.instance.smoke import main; sys.exit(main(sys.argv[2:]))"
+    "from packager.instance.smoke import child; child(sys.argv[2:])"
 )
 _PR_SET_PDEATHSIG = 1
 
@@ -271,6 +271,17 @@ def main(argv: list[str]) -> int:
     with os.fdopen(results, "w") as out:
         json.dump(result, out)
     return 0
+
+
+def child(argv: list[str]) -> NoReturn:
+    """The child's whole life: :func:`main`, then its output flushed and the process ended
+    without tearing the interpreter down (freeing a loaded model and the runtime object by
+    object takes tens of milliseconds, or more for a large model, while the installer waits
+    for the process to end)."""
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

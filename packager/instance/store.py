@@ -30,7 +30,7 @@ import sqlite3
 import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from packager._io.fs import fsync_dir, fsync_file
 from packager.core.digests import Digest
 from packager.core.fingerprint import Fingerprint, Held
-from packager.core.manifest import MANIFEST, check_name, parse_manifest
+from packager.core.manifest import MANIFEST, FileEntry, check_name, parse_manifest
 from packager.core.semver import semver_key
 from packager.core.text import printable
 from packager.errors import (
@@ -271,6 +271,31 @@ class Store:
             _migrate(conn, path, self)
             with conn:
                 yield conn
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def held_open(self) -> Iterator[None]:
+        """Keep state.db open across the transactions of one operation (an install: its
+        checks, its commit, its audit entry). Each transaction still reaches the disk when
+        it commits (write-ahead log, synchronous=FULL). What is saved is SQLite's work when
+        the last connection to a database closes: a checkpoint into state.db and the removal
+        of the log, with syncs of their own, then the log made again (its directory synced)
+        by the next transaction. Held open, that happens once, when this ends.
+
+        Raises:
+            UsageError: as :meth:`db`.
+        """
+        path = _own_directory(self.home, follow=True) / STATE_DB
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            yield
         except sqlite3.DatabaseError as e:
             raise _unusable(path, e) from e
         finally:
@@ -668,6 +693,7 @@ class Store:
         now: datetime,
         channel: ChannelRecord | None = None,
         fingerprints: Mapping[str, Fingerprint] | None = None,
+        files: Sequence[FileEntry] = (),
     ) -> Path:
         """Move a verified staging directory into place and make it ``current``.
 
@@ -682,8 +708,10 @@ class Store:
         one, the model stops following any channel: it was installed by version.
 
         ``fingerprints`` are the staged files' fingerprints taken when their bytes were
-        verified (:attr:`~packager.registry.verified.Fetched.fingerprints`): a file that
-        still has its own is recorded (see :func:`_record_fingerprints`).
+        verified (:attr:`~packager.registry.verified.Fetched.fingerprints`) and ``files``
+        the verified manifest's entries (the digests they were verified against): a file
+        that still has its own fingerprint is recorded with its digest (see
+        :func:`_record_fingerprints`).
 
         Raises:
             WrongModelError: the version is installed with a different signed manifest.
@@ -740,7 +768,7 @@ class Store:
                 _unfollow(conn, name, now, f"installed {version} by version")
             else:
                 _record_channel(conn, channel, now)
-            _record_fingerprints(conn, target, fingerprints or {})
+            _record_fingerprints(conn, target, files, fingerprints or {})
             self._forget_fingerprints(conn)
         self._switch(name, version)
         return target
@@ -911,18 +939,17 @@ def _recorded(
 
 
 def _record_fingerprints(
-    conn: sqlite3.Connection, directory: Path, verified: Mapping[str, Fingerprint]
+    conn: sqlite3.Connection,
+    directory: Path,
+    files: Sequence[FileEntry],
+    verified: Mapping[str, Fingerprint],
 ) -> None:
-    """Record, with the digest its manifest signs, the fingerprint of every file of an
-    installed version that is still exactly the one ``verified`` took when its bytes were
-    verified and it was made read-only (same device, inode, size, mtime and ctime: nothing
-    wrote, chmod-ed or linked it since). Any other file is left out, and hashed by the next
-    upgrade. Recording is an optimisation: a manifest that cannot be read records nothing."""
-    try:
-        manifest = parse_manifest((directory / MANIFEST).read_bytes())
-    except (OSError, PackagerError):
-        return
-    for file in manifest.files:
+    """Record, with the digest its verified manifest entry (in ``files``) signs, the
+    fingerprint of every file of an installed version that is still exactly the one
+    ``verified`` took when its bytes were verified and it was made read-only (same device,
+    inode, size, mtime and ctime: nothing wrote, chmod-ed or linked it since). Any other
+    file is left out, and hashed by the next upgrade."""
+    for file in files:
         try:
             f = Fingerprint.of(os.lstat(directory / file.path))
         except OSError:

@@ -38,13 +38,12 @@ import io
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from packager._io.fs import fsync_dir
 from packager._io.hashing import CHUNK
@@ -78,6 +77,9 @@ from packager.registry.index import (
 )
 from packager.registry.layout import FILE_MODE, semver_tag
 from packager.registry.tarscan import scan_tar
+
+if TYPE_CHECKING:
+    import tarfile
 
 ARCHIVE_SUFFIX = ".tar"
 BLOB_DIR = "blobs/sha256/"
@@ -598,6 +600,8 @@ class ArchiveWriter(DocumentWriter):
             fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
         except OSError as e:
             raise disk_or(RegistryError, f"cannot write {out}: {e}", e) from e
+        import tarfile  # here: reading archives and every other command never need it
+
         try:
             with os.fdopen(fd, "wb") as f:
                 with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -724,6 +728,8 @@ class _Readable(Protocol):
 
 
 def _add_member(tar: tarfile.TarFile, name: str, size: int, reader: _Readable) -> None:
+    import tarfile  # here, as in the writer above: reading an archive never needs it
+
     info = tarfile.TarInfo(name)
     info.size = size
     # Fixed metadata: the same blobs always give the same archive bytes.

@@ -50,6 +50,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.adapters
+import requests.utils
 import urllib3
 import urllib3.connection
 import urllib3.exceptions
@@ -281,7 +282,7 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._session = requests.Session()
-        adapter = _WatchedAdapter(tls_context(options.ca_cert))
+        adapter = _WatchedAdapter(options.ca_cert)
         for prefix in ("https://", "http://"):
             self._session.mount(prefix, adapter)
         # Credentials come from RegistryOptions and Docker's config only: with no session
@@ -962,15 +963,36 @@ def tls_context(ca_cert: Path | None) -> ssl.SSLContext:
 class _WatchedAdapter(requests.adapters.HTTPAdapter):
     """requests' adapter, with connections a :class:`_Watchdog` can shut (also through an
     HTTP proxy; SOCKS proxies keep their own connections), verified with one SSL context
-    (see :func:`tls_context`)."""
+    (see :func:`tls_context`). The context is made before the first request that may need
+    it (an URL other than plain HTTP, or any request through a proxy), not before: loading
+    the trust stores costs tens of milliseconds of CPU that a plain-HTTP registry (a mirror
+    on loopback, ``--plain-http``) never needs. With ``ca_cert`` it is made at once, so that
+    a file holding no certificate is refused before anything is fetched."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context
+    def __init__(self, ca_cert: Path | None) -> None:
+        self._context = None if ca_cert is None else tls_context(ca_cert)
+        self._loading = threading.Lock()
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs, ssl_context=self._context)
         self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        url = request.url or ""
+        proxy = requests.utils.select_proxy(url, kwargs.get("proxies"))
+        if self._context is None and (urlsplit(url).scheme != "http" or proxy):
+            self._load_tls()
+        return super().send(request, *args, **kwargs)
+
+    def _load_tls(self) -> None:
+        """Make the SSL context, once, and give it to every connection pool made from now
+        on (none was made for HTTPS or a proxy before: :meth:`send` comes first)."""
+        with self._loading:
+            if self._context is None:
+                context = tls_context(None)
+                self.poolmanager.connection_pool_kw["ssl_context"] = context
+                self._context = context
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]

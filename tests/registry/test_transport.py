@@ -6,6 +6,8 @@ import hashlib
 import io
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -290,6 +292,47 @@ def test_ca_cert_verifies_a_private_tls_server(
         response = transport(ca_cert=tls.cert).request("GET", url, what="fetch over TLS")
         response.close()
     assert response.status_code == 200
+
+
+def test_plain_http_loads_no_trust_store_and_https_is_verified_all_the_same(
+    tmp_path: Path,
+) -> None:
+    # A fresh interpreter: whether the trust stores were loaded shows in sys.modules.
+    program = (
+        "import sys\n"
+        "from packager.errors import RegistryError\n"
+        "from packager.registry.options import RegistryOptions\n"
+        "from packager.registry.transport import Transport\n"
+        "plain, tls, redirect = sys.argv[1:]\n"
+        "t = Transport(RegistryOptions())\n"
+        "t.request('GET', plain, what='fetch').close()\n"
+        "print('loaded' if 'truststore' in sys.modules else 'not loaded')\n"
+        "for url in (tls, redirect):\n"
+        "    try:\n"
+        "        Transport(RegistryOptions()).request('GET', url, what='fetch').close()\n"
+        "    except RegistryError as e:\n"
+        "        print(e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    tls = make_tls(tmp_path / "tls")
+    with (
+        BlobServer(DATA).running() as plain,
+        BlobServer(DATA).running(tls) as private,
+    ):
+        https = private.url.replace("http://", "https://")
+        with BlobServer(DATA, mode=f"redirect:{https}").running() as redirect:
+            done = subprocess.run(
+                [sys.executable, "-c", program, plain.url, https, redirect.url],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "not loaded"
+    assert len(lines) == 3 and all("TLS certificate not trusted" in line for line in lines[1:])
+    assert len(plain.requests) == 1 and len(redirect.requests) == 1
 
 
 def test_loopback_names() -> None:
