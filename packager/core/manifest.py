@@ -419,8 +419,28 @@ def _without_surrogates(value: Any) -> Any:
     return value
 
 
+_JSON_VALUES = (str, int, float, bool, type(None))
+
+
+def _check_json_values(doc: Any) -> None:
+    """Refuse what no JSON text parses to (a tuple, a set, a key that is not a string...):
+    a document built in Python may hold it, and the schema check reads only JSON's values."""
+    pending = [doc]
+    while pending:
+        value = pending.pop()
+        if type(value) is dict:
+            if not all(type(k) is str for k in value):
+                raise TamperedError("manifest.json: an object key is not a string")
+            pending.extend(value.values())
+        elif type(value) is list:
+            pending.extend(value)
+        elif not isinstance(value, _JSON_VALUES):
+            raise TamperedError(f"manifest.json: a {type(value).__name__} is not a JSON value")
+
+
 def validate_document(doc: Any) -> None:
     """Validate a manifest document; raises TamperedError naming the first problem."""
+    _check_json_values(doc)
     errors = sorted(_schema_errors(doc), key=lambda e: e.instance_path)
     if errors:
         err = errors[0]

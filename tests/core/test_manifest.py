@@ -416,6 +416,23 @@ def test_the_schema_check_agrees_with_jsonschema(doc: Any) -> None:
         assert refused.isprintable()
 
 
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        (lambda d: d.__setitem__("files", tuple(d["files"])), "a tuple is not a JSON value"),
+        (lambda d: d["model"].__setitem__(1, "x"), "an object key is not a string"),
+        (lambda d: d.__setitem__("description", {"a", "b"}), "a set is not a JSON value"),
+    ],
+)
+def test_a_document_holding_what_json_cannot_is_refused(change: Any, refusal: str) -> None:
+    """Built in Python, a document may hold values no JSON text parses to; Python
+    jsonschema refuses a tuple for an array, and no such value reaches the schema check."""
+    doc = example()
+    change(doc)
+    with pytest.raises(TamperedError, match=refusal):
+        Manifest.from_dict(doc)
+
+
 def test_unpaired_surrogates_are_judged_as_jsonschema_does() -> None:
     """JSON may escape half of a surrogate pair ("\\ud800"): a string JSON Schema checks by
     pattern is refused (the surrogate shown as U+FFFD), one it checks by length only is
