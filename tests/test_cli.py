@@ -272,8 +272,6 @@ def test_verify_hashes_before_loading_what_checks_and_shows_it(
     assert report["loaded"] == sorted(waiting)
 
 
-# Registered before main(), this exit handler runs after those main() registers: it reports
-# how many objects the collector had been told to leave to the system at exit.
 def test_python_m_packager(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "packager", "install", "x", "--registry", str(tmp_path / "none")],

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,9 @@ def test_a_malformed_duration_is_refused_before_any_key_is_read(
     line = (*command, tmp_path / "missing.key", "--registry", tmp_path / "reg", "--expires")
     code, _, err = cli(capsys, *line, "soon")
     assert code == 2 and "invalid duration 'soon'" in err and "missing.key" not in err
+    assert_one_line_error(err)
+    code, out, _ = cli(capsys, *line, "soon", "--json")
+    assert code == 2 and "invalid duration 'soon'" in json.loads(out)["error"]
     code, out, _ = cli(capsys, *line, "2w", "--json")
     assert code == 2 and "missing.key" in json.loads(out)["error"]
 
@@ -496,6 +500,32 @@ def test_the_process_ends_untorn_once_exit_handlers_ran_output_is_flushed_and_th
         # Torn down object by object only while another thread ran to the end.
         assert ("torn down" in done.stderr) == (threads == "thread"), done.stderr
     assert marker.read_text() == "done"
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_the_installed_command_ends_through_run_and_a_closed_stream_is_no_failure(
+    tmp_path: Path, closed: str
+) -> None:
+    """The console script runs :func:`packager.cli.run` (the process ends as above), and a
+    stream closed before Python started (cron and service managers do this) is neither a
+    traceback nor a failed exit code, from the script or from ``python -m packager``."""
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "packager"]
+    assert script.value == "packager.cli:run"
+    command = Path(sys.executable).with_name("packager")
+    assert command.is_file(), "the packager console script is not installed beside python"
+    descriptor = 1 if closed == "stdout" else 2
+    for line in ([str(command)], [sys.executable, "-m", "packager"]):
+        done = subprocess.run(
+            ["sh", "-c", f'"$@" {descriptor}>&-', "sh", *line, "--home", str(tmp_path), "list"],
+            capture_output=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if closed == "stderr" else None,
+            stderr=subprocess.PIPE if closed == "stdout" else None,
+            timeout=60,
+        )
+        assert done.returncode == 0, (line, done.stderr, done.stdout)
+        leftover = done.stderr if closed == "stdout" else b""
+        assert b"Traceback" not in leftover, leftover
 
 
 def test_a_profiler_around_the_command_still_writes_its_results(tmp_path: Path) -> None:

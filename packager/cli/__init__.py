@@ -7,16 +7,15 @@ documented in the README.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import os
 import select
 import sys
-import threading
 from typing import Any, NoReturn
 
 import click
 
+from packager._io.process import leave
 from packager._version import __version__
 from packager.cli.options import Context, add_global_options
 from packager.errors import DISK_ERRNOS, LocalDiskError, PackagerError
@@ -128,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="packager", standalone_mode=False, obj=ctx)
     except PackagerError as e:
+        # A value refused while the line was parsed: --json's callback may not have run.
+        ctx.json_errors |= "--json" in (sys.argv[1:] if argv is None else argv)
         return _failure(ctx, str(e), e.exit_code)
     except OSError as e:
         # The disk refused a write or read: not a bug, not a registry's failure.
@@ -184,26 +185,7 @@ def _stdout_closed() -> bool:
     return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
-def run() -> None:
+def run() -> NoReturn:
+    """The console script: :func:`main` on the process's own command line, then the end
+    of the process (:func:`packager._io.process.leave`)."""
     leave(main())
-
-
-def leave(code: int) -> NoReturn:
-    """End the process with ``code`` once its work is done: exit handlers run and stdout
-    and stderr are flushed, but the interpreter is not torn down object by object (with
-    the modules an install imports, that alone takes tens of milliseconds of CPU after
-    the result is printed, and frees nothing a process that ends needs freed). Files and
-    databases are closed by the commands themselves. While a thread other than daemons
-    still runs, a profiler or tracer watches (it writes its results as the interpreter
-    exits), or a stream cannot be flushed, the interpreter's own exit does it all."""
-    main_thread = threading.main_thread()
-    others = any(t is not main_thread and not t.daemon for t in threading.enumerate())
-    if others or sys.getprofile() is not None or sys.gettrace() is not None:
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        sys.exit(code)
-    os._exit(code)

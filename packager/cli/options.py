@@ -43,10 +43,9 @@ class _Duration(click.ParamType[timedelta]):
             return value
         from packager.core.channel import parse_duration
 
-        try:
-            return parse_duration(value)
-        except UsageError as e:
-            self.fail(str(e), param, ctx)
+        # A packager UsageError, not click's: one line and exit 2 from main(), as every
+        # other refused value.
+        return parse_duration(value)
 
 
 DURATION = _Duration()

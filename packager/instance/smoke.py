@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from packager import errors
+from packager._io.process import leave
 from packager.core.compare import Comparison
 from packager.core.jsonio import loads_object
 from packager.core.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
@@ -274,14 +275,11 @@ def main(argv: list[str]) -> int:
 
 
 def child(argv: list[str]) -> NoReturn:
-    """The child's whole life: :func:`main`, then its output flushed and the process ended
-    without tearing the interpreter down (freeing a loaded model and the runtime object by
-    object takes tens of milliseconds, or more for a large model, while the installer waits
-    for the process to end)."""
-    code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """The child's whole life: :func:`main`, then the process ended as the command line's
+    is (exit handlers run, output flushed) without tearing the interpreter down: freeing a
+    loaded model and the runtime object by object takes tens of milliseconds, or more for a
+    large model, while the installer waits for the process to end."""
+    leave(main(argv))
 
 
 if __name__ == "__main__":
