@@ -15,7 +15,6 @@ import contextlib
 import re
 import signal
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,6 @@ from packager._version import __version__
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.serve import protocol
 from packager.instance.serve.served import Loaded, Served
-from packager.runtime import Model
 
 JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data"]
@@ -79,8 +77,6 @@ class _State:
         self.on_switch = on_switch
         self.active = 0
         self.limiter = anyio.CapacityLimiter(limits.threads)
-        # The CPU time of the last request of each model (parse, run, encode): INLINE_SECONDS.
-        self.last_seconds: weakref.WeakKeyDictionary[Model, float] = weakref.WeakKeyDictionary()
 
 
 def _json(doc: Any) -> Response:
@@ -219,10 +215,10 @@ async def _answer(
         return 400, protocol.error("Inference-Header-Content-Length must be an integer")
     try:
         loaded = await _version(state, name, version)
-        if len(body) < INLINE_BYTES and state.last_seconds.get(loaded.model, 0.0) < INLINE_SECONDS:
-            return 200, _timed_predict(state, loaded, body, header_length)
+        if len(body) < INLINE_BYTES and loaded.cost.seconds < INLINE_SECONDS:
+            return 200, _timed_predict(loaded, body, header_length)
         return 200, await anyio.to_thread.run_sync(
-            _timed_predict, state, loaded, body, header_length, limiter=state.limiter
+            _timed_predict, loaded, body, header_length, limiter=state.limiter
         )
     except PackagerError as e:
         return _status(e), protocol.error(str(e))
@@ -247,14 +243,14 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
-def _timed_predict(state: _State, loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
+def _timed_predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
     # The thread's CPU time, not the clock's: a request that waited for a busy machine's
     # cores did not cost more, and must not send the next ones to the threads.
     start = time.thread_time()
     try:
         return _predict(loaded, body, header_length)
     finally:
-        state.last_seconds[loaded.model] = time.thread_time() - start
+        loaded.cost.seconds = time.thread_time() - start
 
 
 class _Disconnected(Exception):
