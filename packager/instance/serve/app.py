@@ -35,6 +35,11 @@ JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data"]
 # The inference routes, answered without Starlette; {name} and {version} as it reads them.
 _INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+# What _INFER made of the paths seen last (None: not an inference), as a regex match costs
+# more than a look-up; bounded, since clients choose the paths.
+_ROUTES: dict[str, tuple[str, str | None] | None] = {}
+_MAX_ROUTES = 1024
+_CONTENT_TYPE = (b"content-type", b"application/json")
 # A request whose model answered the last one in less CPU time than this runs on the event
 # loop: a hop to a thread and back costs more than such a model (tens of microseconds). Slower
 # models run on the inference threads, where onnxruntime releases the GIL and the event
@@ -151,13 +156,27 @@ def build_app(
         # Inference is plain ASGI: what Starlette would add to it (a Request, routing by
         # every route in turn, middleware, a Response) costs as much as a small model.
         if scope["type"] == "http":
-            found = _INFER.fullmatch(scope["path"])
-            if found is not None:
-                await _infer(state, found[1], found[2], scope, receive, send)
+            route = _route(scope["path"])
+            if route is not None:
+                await _infer(state, *route, scope, receive, send)
                 return
         await starlette(scope, receive, send)
 
     return app
+
+
+def _route(path: str) -> tuple[str, str | None] | None:
+    """(name, version or None) of an inference path; None for any other."""
+    try:
+        return _ROUTES[path]
+    except KeyError:
+        pass
+    found = _INFER.fullmatch(path)
+    route = None if found is None else (found[1], found[2])
+    if len(_ROUTES) >= _MAX_ROUTES:
+        _ROUTES.clear()
+    _ROUTES[path] = route
+    return route
 
 
 async def _loaded(state: _State, request: Request) -> Loaded:
@@ -214,7 +233,9 @@ async def _answer(
     except ValueError:
         return 400, protocol.error("Inference-Header-Content-Length must be an integer")
     try:
-        loaded = await _version(state, name, version)
+        loaded = state.served.current(name)
+        if version is not None and version != loaded.version:
+            loaded = await anyio.to_thread.run_sync(state.served.get, name, version)
         if len(body) < INLINE_BYTES and loaded.cost.seconds < INLINE_SECONDS:
             return 200, _timed_predict(loaded, body, header_length)
         return 200, await anyio.to_thread.run_sync(
@@ -237,8 +258,7 @@ def _status(e: PackagerError) -> int:
 async def _send(
     send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    length = (b"content-length", str(len(body)).encode())
-    start = [(b"content-type", b"application/json"), length, *headers]
+    start = [_CONTENT_TYPE, (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
