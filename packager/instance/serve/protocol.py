@@ -365,28 +365,31 @@ def response(
     doc: dict[str, Any] = {"model_name": model, "model_version": version}
     if request_id is not None:
         doc["id"] = request_id
-    doc["outputs"] = [
-        {
-            "name": name,
-            "datatype": datatype(array.dtype),
-            "shape": list(array.shape),
-            "data": array.reshape(-1),
-        }
-        for name, array in outputs.items()
-    ]
+    tensors = []
+    for name, array in outputs.items():
+        dtype = array.dtype
+        tensors.append(
+            {
+                "name": name,
+                "datatype": _BY_DTYPE.get(dtype) or datatype(dtype),
+                "shape": list(array.shape),
+                "data": array if array.ndim == 1 else array.ravel(),
+            }
+        )
+    doc["outputs"] = tensors
     return dump(doc)
 
 
 def select(
     outputs: Mapping[str, np.ndarray], wanted: Sequence[str] | None
-) -> dict[str, np.ndarray]:
-    """The outputs a request asked for (all when ``wanted`` is None).
+) -> Mapping[str, np.ndarray]:
+    """The outputs a request asked for (all when ``wanted`` is None: ``outputs`` itself).
 
     Raises:
         UsageError: the model has no output of a name asked for.
     """
     if wanted is None:
-        return dict(outputs)
+        return outputs
     unknown = [w for w in wanted if w not in outputs]
     if unknown:
         raise UsageError(f"the model has no output {unknown[0]!r}; it has {', '.join(outputs)}")
