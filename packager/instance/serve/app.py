@@ -36,9 +36,10 @@ EXTENSIONS = ["binary_tensor_data"]
 # The inference routes, answered without Starlette; {name} and {version} as it reads them.
 _INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 # What _INFER made of the paths seen last (None: not an inference), as a regex match costs
-# more than a look-up; bounded, since clients choose the paths.
+# more than a look-up; bounded in number and length, since clients choose the paths.
 _ROUTES: dict[str, tuple[str, str | None] | None] = {}
 _MAX_ROUTES = 1024
+_MAX_ROUTE_LENGTH = 256
 _CONTENT_TYPE = (b"content-type", b"application/json")
 # A request whose model answered the last one in less CPU time than this runs on the event
 # loop: a hop to a thread and back costs more than such a model (tens of microseconds). Slower
@@ -173,9 +174,10 @@ def _route(path: str) -> tuple[str, str | None] | None:
         pass
     found = _INFER.fullmatch(path)
     route = None if found is None else (found[1], found[2])
-    if len(_ROUTES) >= _MAX_ROUTES:
-        _ROUTES.clear()
-    _ROUTES[path] = route
+    if len(path) <= _MAX_ROUTE_LENGTH:
+        if len(_ROUTES) >= _MAX_ROUTES:
+            _ROUTES.clear()
+        _ROUTES[path] = route
     return route
 
 
