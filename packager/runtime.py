@@ -195,7 +195,10 @@ class Model:
         check_graph(model_bytes, manifest)
         mapped = not prepack and any(f.role == "weights" for f in manifest.files)
         self._session = open_session(model_path, threads=threads, keep_weights_mapped=mapped)
-        self._output_names = [o.name for o in self._session.get_outputs()]
+        outputs = self._session.get_outputs()
+        self._output_names = [o.name for o in outputs]
+        # Tensors come back from onnxruntime as arrays; other outputs (sequences, maps) not.
+        self._tensors_only = all(o.type.startswith("tensor(") for o in outputs)
         # The input a 2-D array can go to unconverted: the only one, when it is numeric.
         self._direct: tuple[str, np.dtype[Any]] | None = None
         inputs = manifest.model.inputs
@@ -276,6 +279,8 @@ class Model:
             )
         except Exception as e:  # onnxruntime's own exception types are not importable stably
             raise IncompatibleModelError(f"onnxruntime failed to run the model: {e}") from e
+        if self._tensors_only:
+            return dict(zip(self._output_names, results, strict=True))
         return dict(zip(self._output_names, map(np.asarray, results), strict=True))
 
     def feeds(self, inputs: Any) -> dict[str, np.ndarray]:

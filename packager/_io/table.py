@@ -255,13 +255,12 @@ def has_nan(array: np.ndarray) -> bool:
     """Whether the float ``array`` holds a NaN. On the hot path of predict (one row), a
     few values are checked in Python: a numpy reduction there costs more than the model,
     and slows the onnxruntime call that follows it as well (measured)."""
-    flat = array.reshape(-1)
-    if flat.size <= _FEW:
-        values = flat.tolist()
+    if array.size <= _FEW:
+        values = (array if array.ndim == 1 else array.ravel()).tolist()
         total = sum(values)
         # NaN unless every value is a number; inf - inf is NaN too, hence the second look.
         return total != total and any(value != value for value in values)
-    return bool(np.isnan(flat).any())
+    return bool(np.isnan(array).any())
 
 
 def refuse_missing(feeds: Mapping[str, np.ndarray], columns: Sequence[str] | None = None) -> None:

@@ -233,6 +233,14 @@ def test_binary_data_must_fill_its_tensor() -> None:
         protocol.parse_request(body, SPECS, header_length=len(body) + 1)
 
 
+def test_a_shape_of_more_dimensions_than_numpy_makes_is_refused() -> None:
+    any_rank = (TensorSpec("x", "float32", None),)
+    for shape, reason in (([1] * 65, "more dimensions"), ([2] * 65, "do not fill")):
+        doc = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": [1.0]}]}
+        with pytest.raises(UsageError, match=reason):
+            protocol.parse_request(json.dumps(doc).encode(), any_rank)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     body=st.one_of(

@@ -139,6 +139,8 @@ def run(
         log_level="warning",
         access_log=False,
         server_header=False,
+        # Nothing here reads the client's address: X-Forwarded-* are not looked at.
+        proxy_headers=False,
         timeout_graceful_shutdown=math.ceil(options.shutdown_seconds),
         lifespan="on",
     )

@@ -15,7 +15,6 @@ import contextlib
 import re
 import signal
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +30,17 @@ from packager._version import __version__
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.serve import protocol
 from packager.instance.serve.served import Loaded, Served
-from packager.runtime import Model
 
 JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data"]
 # The inference routes, answered without Starlette; {name} and {version} as it reads them.
 _INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+# What _INFER made of the paths seen last (None: not an inference), as a regex match costs
+# more than a look-up; bounded in number and length, since clients choose the paths.
+_ROUTES: dict[str, tuple[str, str | None] | None] = {}
+_MAX_ROUTES = 1024
+_MAX_ROUTE_LENGTH = 256
+_CONTENT_TYPE = (b"content-type", b"application/json")
 # A request whose model answered the last one in less CPU time than this runs on the event
 # loop: a hop to a thread and back costs more than such a model (tens of microseconds). Slower
 # models run on the inference threads, where onnxruntime releases the GIL and the event
@@ -79,8 +83,6 @@ class _State:
         self.on_switch = on_switch
         self.active = 0
         self.limiter = anyio.CapacityLimiter(limits.threads)
-        # The CPU time of the last request of each model (parse, run, encode): INLINE_SECONDS.
-        self.last_seconds: weakref.WeakKeyDictionary[Model, float] = weakref.WeakKeyDictionary()
 
 
 def _json(doc: Any) -> Response:
@@ -155,13 +157,28 @@ def build_app(
         # Inference is plain ASGI: what Starlette would add to it (a Request, routing by
         # every route in turn, middleware, a Response) costs as much as a small model.
         if scope["type"] == "http":
-            found = _INFER.fullmatch(scope["path"])
-            if found is not None:
-                await _infer(state, found[1], found[2], scope, receive, send)
+            route = _route(scope["path"])
+            if route is not None:
+                await _infer(state, *route, scope, receive, send)
                 return
         await starlette(scope, receive, send)
 
     return app
+
+
+def _route(path: str) -> tuple[str, str | None] | None:
+    """(name, version or None) of an inference path; None for any other."""
+    try:
+        return _ROUTES[path]
+    except KeyError:
+        pass
+    found = _INFER.fullmatch(path)
+    route = None if found is None else (found[1], found[2])
+    if len(path) <= _MAX_ROUTE_LENGTH:
+        if len(_ROUTES) >= _MAX_ROUTES:
+            _ROUTES.clear()
+        _ROUTES[path] = route
+    return route
 
 
 async def _loaded(state: _State, request: Request) -> Loaded:
@@ -218,11 +235,13 @@ async def _answer(
     except ValueError:
         return 400, protocol.error("Inference-Header-Content-Length must be an integer")
     try:
-        loaded = await _version(state, name, version)
-        if len(body) < INLINE_BYTES and state.last_seconds.get(loaded.model, 0.0) < INLINE_SECONDS:
-            return 200, _timed_predict(state, loaded, body, header_length)
+        loaded = state.served.current(name)
+        if version is not None and version != loaded.version:
+            loaded = await anyio.to_thread.run_sync(state.served.get, name, version)
+        if len(body) < INLINE_BYTES and loaded.cost.seconds < INLINE_SECONDS:
+            return 200, _timed_predict(loaded, body, header_length)
         return 200, await anyio.to_thread.run_sync(
-            _timed_predict, state, loaded, body, header_length, limiter=state.limiter
+            _timed_predict, loaded, body, header_length, limiter=state.limiter
         )
     except PackagerError as e:
         return _status(e), protocol.error(str(e))
@@ -241,20 +260,21 @@ def _status(e: PackagerError) -> int:
 async def _send(
     send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    length = (b"content-length", str(len(body)).encode())
-    start = [(b"content-type", b"application/json"), length, *headers]
+    start = [_CONTENT_TYPE, (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
 
-def _timed_predict(state: _State, loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
+def _timed_predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
     # The thread's CPU time, not the clock's: a request that waited for a busy machine's
-    # cores did not cost more, and must not send the next ones to the threads.
-    start = time.thread_time()
+    # cores did not cost more, and must not send the next ones to the threads. The clock
+    # bounds it and costs no system call: the CPU time is read again only past the bound.
+    cpu, clock = time.thread_time(), time.perf_counter()
     try:
         return _predict(loaded, body, header_length)
     finally:
-        state.last_seconds[loaded.model] = time.thread_time() - start
+        seconds = time.perf_counter() - clock
+        loaded.cost.seconds = seconds if seconds < INLINE_SECONDS else time.thread_time() - cpu
 
 
 class _Disconnected(Exception):

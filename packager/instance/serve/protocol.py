@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -53,8 +52,8 @@ _JSON_TYPES: dict[str, frozenset[type]] = {
     "b": frozenset((bool,)),
 }
 _FLOAT_OR_NULL = frozenset((float, int, type(None)))
-_INT = frozenset((int,))
-_TEXT = frozenset((str, type(None)))
+_NO_TYPES: frozenset[type] = frozenset()
+_TEXT: frozenset[type] = frozenset((str, type(None)))
 _LARGEST = {np.dtype(t): float(np.finfo(t).max) for t in ("float16", "float32", "float64")}
 _LENGTH = np.dtype("<u4")
 # A dimension of a tensor shape: below 2**63, as onnxruntime's shapes are.
@@ -62,8 +61,7 @@ _MAX_DIM = 1 << 63
 PLATFORM = "onnxruntime_onnx"
 
 
-@dataclass(frozen=True)
-class InferRequest:
+class InferRequest(NamedTuple):
     """A parsed inference request; ``outputs`` None asks for every output."""
 
     id: str | None
@@ -118,7 +116,7 @@ def parse_request(
     )
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise UsageError("an inference request is a JSON object with an 'inputs' list")
-    binary = memoryview(body)[len(header) :]
+    binary = _NO_BYTES if header_length is None else memoryview(body)[header_length:]
     plan = _plan(specs)
     feeds: dict[str, np.ndarray] = {}
     for tensor in doc["inputs"]:
@@ -133,18 +131,30 @@ def parse_request(
     if len(feeds) != len(plan):
         missing = [name for name in plan if name not in feeds]
         raise UsageError(f"the model's inputs {', '.join(map(repr, missing))} are missing")
-    return InferRequest(_request_id(doc), feeds, _requested_outputs(doc))
+    request_id = doc.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise UsageError("'id' must be a string")
+    outputs = doc.get("outputs")
+    return InferRequest(request_id, feeds, None if outputs is None else _requested(outputs))
+
+
+_NO_BYTES = memoryview(b"")
 
 
 @dataclass(frozen=True)
 class _Input:
     """What a request's tensor is checked against, worked out once per model input:
-    ``fixed`` the (position, size) of each fixed dimension, None for any rank."""
+    ``fixed`` the (position, size) of each fixed dimension, ``rank`` None for any rank;
+    ``dtype`` None for text; ``json_types`` the types its JSON values may have;
+    ``largest`` the largest value of a float dtype (None for others)."""
 
     spec: TensorSpec
     datatype: str
     rank: int | None
     fixed: tuple[tuple[int, int], ...]
+    dtype: np.dtype[Any] | None
+    json_types: frozenset[type]
+    largest: float | None
 
 
 # The plans of the models' inputs, by the identity of their specs (kept in the entry, so
@@ -165,24 +175,17 @@ def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
             else tuple((i, d) for i, d in enumerate(shape) if isinstance(d, int))
         )
         rank = None if shape is None else len(shape)
-        plan[spec.name] = _Input(spec, datatype(spec.dtype), rank, fixed)
+        dtype = None if spec.dtype == "string" else np.dtype(spec.dtype)
+        types = _TEXT if dtype is None else _JSON_TYPES.get(dtype.kind, _NO_TYPES)
+        largest = None if dtype is None else _LARGEST.get(dtype)
+        plan[spec.name] = _Input(spec, datatype(spec.dtype), rank, fixed, dtype, types, largest)
     if len(_PLANS) >= 64:
         _PLANS.clear()
     _PLANS[id(specs)] = (specs, plan)
     return plan
 
 
-def _request_id(doc: Mapping[str, Any]) -> str | None:
-    request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise UsageError("'id' must be a string")
-    return request_id
-
-
-def _requested_outputs(doc: Mapping[str, Any]) -> tuple[str, ...] | None:
-    outputs = doc.get("outputs")
-    if outputs is None:
-        return None
+def _requested(outputs: Any) -> tuple[str, ...]:
     if not isinstance(outputs, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
     ):
@@ -203,41 +206,51 @@ def _input(
     shape = _shape(name, tensor.get("shape"), wanted)
     if tensor.get("datatype") != wanted.datatype:
         raise UsageError(f"input {name!r} is {wanted.datatype}, not {tensor.get('datatype')!r}")
-    dtype = wanted.spec.dtype
-    size = _binary_size(name, tensor.get("parameters"))
+    parameters = tensor.get("parameters")
+    size = None if parameters is None else _binary_size(name, parameters)
     if size is not None:
         if "data" in tensor:
             raise UsageError(f"input {name!r} has both 'data' and binary_data_size")
         if size > len(binary):
             raise UsageError(f"input {name!r}: {size} bytes of binary data announced, fewer sent")
-        return name, _from_binary(name, bytes(binary[:size]), dtype, shape), size
-    if "data" not in tensor:
+        return name, _from_binary(name, bytes(binary[:size]), wanted.spec.dtype, shape), size
+    data = tensor.get("data", _NO_DATA)
+    if data is _NO_DATA:
         raise UsageError(f"input {name!r} has no 'data'")
-    return name, _from_json(name, tensor["data"], dtype, shape), 0
+    return name, _from_json(name, data, wanted, shape), 0
+
+
+_NO_DATA = object()
 
 
 def _shape(name: str, shape: Any, wanted: _Input) -> tuple[int, ...]:
-    # type(), not isinstance(): a bool is an int to Python, and not a size to the protocol.
-    if (
-        type(shape) is not list
-        or not set(map(type, shape)) <= _INT
-        or (shape and (min(shape) < 0 or max(shape) >= _MAX_DIM))
-    ):
-        raise UsageError(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    if wanted.rank is not None and (len(shape) != wanted.rank or _differs(shape, wanted.fixed)):
-        fixed = dict(wanted.fixed)
-        sizes = [fixed.get(i, -1) for i in range(wanted.rank)]
-        raise UsageError(f"input {name!r} has shape {sizes} (-1: any), not {shape}")
+    if type(shape) is not list:
+        raise _not_a_shape(name)
+    for size in shape:
+        # type(), not isinstance(): a bool is an int to Python, and not a size to the protocol.
+        if type(size) is not int or not 0 <= size < _MAX_DIM:
+            raise _not_a_shape(name)
+    rank = wanted.rank
+    if rank is not None:
+        if len(shape) != rank:
+            raise _other_shape(name, shape, wanted)
+        for i, size in wanted.fixed:
+            if shape[i] != size:
+                raise _other_shape(name, shape, wanted)
     return tuple(shape)
 
 
-def _differs(shape: list[int], fixed: tuple[tuple[int, int], ...]) -> bool:
-    return any(shape[i] != size for i, size in fixed) if fixed else False
+def _not_a_shape(name: str) -> UsageError:
+    return UsageError(f"input {name!r}: 'shape' must be a list of non-negative integers")
+
+
+def _other_shape(name: str, shape: list[int], wanted: _Input) -> UsageError:
+    fixed = dict(wanted.fixed)
+    sizes = [fixed.get(i, -1) for i in range(wanted.rank or 0)]
+    return UsageError(f"input {name!r} has shape {sizes} (-1: any), not {shape}")
 
 
 def _binary_size(name: str, parameters: Any) -> int | None:
-    if parameters is None:
-        return None
     if not isinstance(parameters, dict):
         raise UsageError(f"input {name!r}: 'parameters' must be an object")
     size = parameters.get("binary_data_size")
@@ -246,7 +259,7 @@ def _binary_size(name: str, parameters: Any) -> int | None:
     return size
 
 
-def _from_json(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+def _from_json(name: str, data: Any, wanted: _Input, shape: tuple[int, ...]) -> np.ndarray:
     if type(data) is not list:
         raise UsageError(f"input {name!r}: 'data' must be a list")
     # type(), not isinstance(): True is an int to Python, and not a number to the protocol.
@@ -255,25 +268,30 @@ def _from_json(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> np.n
     if list in types:
         values = _leaves(data)
         types = set(map(type, values))
-    if dtype == "string":
+    kind = wanted.dtype
+    if kind is None:
         if not types <= _TEXT:
             raise UsageError(f"input {name!r} is BYTES: its values must be strings")
         return _reshape(name, np.array([v or "" for v in values], dtype=str), shape)
-    kind = _numpy(dtype)
+    dtype = wanted.spec.dtype
+    largest = wanted.largest
     missing = False
-    if not types <= _JSON_TYPES[kind.kind]:
-        if kind.kind == "f" and types <= _FLOAT_OR_NULL:
+    if not types <= wanted.json_types:
+        if largest is not None and types <= _FLOAT_OR_NULL:
             values = [math.nan if v is None else v for v in values]  # null: a missing value
             missing = True
         else:
             raise UsageError(f"input {name!r} is {datatype(dtype)}: its values must be too")
-    if kind.kind == "f" and not missing and values:
-        # A number too large for the dtype (or for a double: the parser made it infinity)
-        # would become infinity; JSON has none. (max() and min() are wrong with NaN in the
-        # list: with missing values the array is looked at instead.)
-        largest = _LARGEST[kind]
-        if max(values) > largest or min(values) < -largest:
-            raise _out_of_range(name, dtype)
+    # A number too large for the dtype (or for a double: the parser made it infinity) would
+    # become infinity; JSON has none. (max() and min() are wrong with NaN in the list: with
+    # missing values the array is looked at instead.)
+    if (
+        largest is not None
+        and not missing
+        and values
+        and (max(values) > largest or min(values) < -largest)
+    ):
+        raise _out_of_range(name, dtype)
     try:
         if missing:
             with np.errstate(over="raise"):
@@ -306,11 +324,6 @@ def _leaves(data: list[Any]) -> list[Any]:
     return flat
 
 
-@cache
-def _numpy(dtype: str) -> np.dtype[Any]:
-    return np.dtype(dtype)
-
-
 def _from_binary(name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     if dtype != "string":
         width = np.dtype(dtype).itemsize
@@ -335,9 +348,14 @@ def _from_binary(name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> 
 
 
 def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if array.size != math.prod(shape):
-        raise UsageError(f"input {name!r}: {array.size} values do not fill shape {list(shape)}")
-    return array.reshape(shape)
+    try:
+        return array.reshape(shape)
+    except ValueError:
+        if array.size != math.prod(shape):
+            message = f"{array.size} values do not fill shape {list(shape)}"
+        else:
+            message = f"shape {list(shape)} has more dimensions than this server takes"
+        raise UsageError(f"input {name!r}: {message}") from None
 
 
 def response(
@@ -347,28 +365,31 @@ def response(
     doc: dict[str, Any] = {"model_name": model, "model_version": version}
     if request_id is not None:
         doc["id"] = request_id
-    doc["outputs"] = [
-        {
-            "name": name,
-            "datatype": datatype(array.dtype),
-            "shape": list(array.shape),
-            "data": array.reshape(-1),
-        }
-        for name, array in outputs.items()
-    ]
+    tensors = []
+    for name, array in outputs.items():
+        dtype = array.dtype
+        tensors.append(
+            {
+                "name": name,
+                "datatype": _BY_DTYPE.get(dtype) or datatype(dtype),
+                "shape": list(array.shape),
+                "data": array if array.ndim == 1 else array.ravel(),
+            }
+        )
+    doc["outputs"] = tensors
     return dump(doc)
 
 
 def select(
     outputs: Mapping[str, np.ndarray], wanted: Sequence[str] | None
-) -> dict[str, np.ndarray]:
-    """The outputs a request asked for (all when ``wanted`` is None).
+) -> Mapping[str, np.ndarray]:
+    """The outputs a request asked for (all when ``wanted`` is None: ``outputs`` itself).
 
     Raises:
         UsageError: the model has no output of a name asked for.
     """
     if wanted is None:
-        return dict(outputs)
+        return outputs
     unknown = [w for w in wanted if w not in outputs]
     if unknown:
         raise UsageError(f"the model has no output {unknown[0]!r}; it has {', '.join(outputs)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packager.errors import NotFoundError, PackagerError
@@ -21,6 +21,16 @@ from packager.runtime import Model
 MAX_PINNED = 4
 
 
+class Cost:
+    """The CPU time of a model version's last answer, in seconds: the server runs the
+    next one on its event loop when it is small."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
 @dataclass(frozen=True)
 class Loaded:
     """One model version, ready to answer."""
@@ -28,6 +38,7 @@ class Loaded:
     name: str
     version: str
     model: Model
+    cost: Cost = field(default_factory=Cost, compare=False, repr=False)
 
 
 class Served:
