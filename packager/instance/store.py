@@ -260,13 +260,8 @@ class Store:
                 (not a database, damaged, a directory); a new state.db cannot recover a
                 model's rollback floor.
         """
-        path = _own_directory(self.home, follow=True) / STATE_DB
+        path, conn = self._connect()
         try:
-            conn = sqlite3.connect(path, timeout=30)
-        except sqlite3.DatabaseError as e:
-            raise _unusable(path, e) from e
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             _migrate(conn, path, self)
             with conn:
@@ -275,6 +270,24 @@ class Store:
             raise _unusable(path, e) from e
         finally:
             conn.close()
+
+    def _connect(self) -> tuple[Path, sqlite3.Connection]:
+        """state.db's path and a new connection to it in write-ahead-log mode.
+
+        Raises:
+            UsageError: as :meth:`db`.
+        """
+        path = _own_directory(self.home, follow=True) / STATE_DB
+        try:
+            conn = sqlite3.connect(path, timeout=30)
+        except sqlite3.DatabaseError as e:
+            raise _unusable(path, e) from e
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise _unusable(path, e) from e
+        return path, conn
 
     @contextlib.contextmanager
     def held_open(self) -> Iterator[None]:
@@ -288,13 +301,8 @@ class Store:
         Raises:
             UsageError: as :meth:`db`.
         """
-        path = _own_directory(self.home, follow=True) / STATE_DB
+        path, conn = self._connect()
         try:
-            conn = sqlite3.connect(path, timeout=30)
-        except sqlite3.DatabaseError as e:
-            raise _unusable(path, e) from e
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
             yield
         except sqlite3.DatabaseError as e:
             raise _unusable(path, e) from e
