@@ -17,7 +17,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 def test_hints_name_the_distribution_of_pyproject() -> None:
     assert PYPROJECT["project"]["name"] == DISTRIBUTION == "onnx-packager"
     assert install_hint("sklearn") == "pip install 'onnx-packager[sklearn]'"
-    assert PYPROJECT["project"]["scripts"] == {"packager": "packager.cli:main"}
+    assert PYPROJECT["project"]["scripts"] == {"packager": "packager.cli:run"}
 
 
 def test_extras_refer_to_the_project_by_its_own_name() -> None:
