@@ -19,7 +19,7 @@ def leave(code: int) -> NoReturn:
     exits), or a stream cannot be flushed, the interpreter's own exit does it all."""
     main_thread = threading.main_thread()
     others = any(t is not main_thread and not t.daemon for t in threading.enumerate())
-    if others or sys.getprofile() is not None or sys.gettrace() is not None:
+    if others or _watched():
         sys.exit(code)
     atexit._run_exitfuncs()
     try:
@@ -29,3 +29,15 @@ def leave(code: int) -> NoReturn:
     except Exception:
         sys.exit(code)
     os._exit(code)
+
+
+def _watched() -> bool:
+    """A profiler, tracer or coverage tool is attached: sys.setprofile/settrace, or on
+    Python 3.12 and later a tool registered with sys.monitoring (cProfile and coverage
+    use it there, leaving sys.getprofile() None)."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is None:
+        return False
+    return any(monitoring.get_tool(tool) is not None for tool in range(6))
