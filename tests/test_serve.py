@@ -691,3 +691,25 @@ def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
     assert context.params["host"] == "127.0.0.1"
     assert unit["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert unit["Service"]["KillSignal"] == "SIGTERM"
+
+
+def test_a_refused_request_leaves_the_cost_that_chooses_thread_or_event_loop(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Whether a request runs on the event loop or an inference thread follows what the
+    model's last answer cost: a request refused before inference says nothing of that."""
+    from packager.errors import UsageError
+    from packager.instance.serve import app
+    from packager.instance.serve.served import Served
+    from packager.instance.store import Store
+
+    loaded = Served(Store(iris_home), ["iris"], threads=1).current("iris")
+    (name,) = [spec.name for spec in loaded.model.inputs]
+    slow = 10 * app.INLINE_SECONDS
+    loaded.cost.seconds = slow
+    with pytest.raises(UsageError, match="shape"):
+        app._timed_predict(loaded, infer_doc(name, iris[0][:2, :3]).encode(), None)
+    assert loaded.cost.seconds == slow
+    answer = json.loads(app._timed_predict(loaded, infer_doc(name, iris[0][:2]).encode(), None))
+    assert answer["model_version"] == "1.1.0"
+    assert 0 < loaded.cost.seconds < app.INLINE_SECONDS

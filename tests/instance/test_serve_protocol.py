@@ -340,3 +340,29 @@ def test_the_fast_parse_is_taken_for_the_requests_clients_send(binary: bool) -> 
     # A colon in a string: the count cannot prove it, the strict parser reads it.
     doc = loads_checked_by_caller(b'{"id": "a:b"}', what="request", error=UsageError, fast=fast)
     assert doc == {"id": "a:b"} and doc is not made[-1]
+
+
+def test_binary_data_in_a_shape_numpy_cannot_make_is_refused() -> None:
+    any_rank = (TensorSpec("x", "float32", None),)
+    doc = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [1] * 65,
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 4},
+            }
+        ]
+    }
+    header = json.dumps(doc).encode()
+    with pytest.raises(UsageError, match="more dimensions"):
+        protocol.parse_request(header + b"\0\0\x80?", any_rank, header_length=len(header))
+
+
+def test_an_input_of_a_dtype_numpy_has_no_array_for_is_refused_by_name() -> None:
+    specs = (TensorSpec("x", "bfloat16", (None, 2)),)
+    assert protocol.tensor_metadata(specs[0])["datatype"] == "BF16"
+    for datatype in ("BF16", "FP32"):
+        doc = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": datatype, "data": [1, 2]}]}
+        with pytest.raises(UsageError, match="'x' is BF16, which this server cannot take"):
+            protocol.parse_request(json.dumps(doc).encode(), specs)

@@ -269,12 +269,12 @@ def _timed_predict(loaded: Loaded, body: bytes, header_length: int | None) -> by
     # The thread's CPU time, not the clock's: a request that waited for a busy machine's
     # cores did not cost more, and must not send the next ones to the threads. The clock
     # bounds it and costs no system call: the CPU time is read again only past the bound.
+    # A refused request is not recorded: its cost says nothing of the model's.
     cpu, clock = time.thread_time(), time.perf_counter()
-    try:
-        return _predict(loaded, body, header_length)
-    finally:
-        seconds = time.perf_counter() - clock
-        loaded.cost.seconds = seconds if seconds < INLINE_SECONDS else time.thread_time() - cpu
+    answer = _predict(loaded, body, header_length)
+    seconds = time.perf_counter() - clock
+    loaded.cost.seconds = seconds if seconds < INLINE_SECONDS else time.thread_time() - cpu
+    return answer
 
 
 class _Disconnected(Exception):

@@ -42,6 +42,9 @@ DATATYPES = {
     "BYTES": "string",
 }
 _NAMES = {dtype: datatype for datatype, dtype in DATATYPES.items()}
+# A manifest may name a dtype the protocol has a name for but numpy no array type: it is
+# shown by that name, and an input of it is refused.
+_NAMES_ONLY = {"bfloat16": "BF16"}
 # By numpy dtype: ``dtype.name`` is slow enough to show in an answer's cost.
 _BY_DTYPE = {np.dtype(dtype): name for name, dtype in DATATYPES.items() if dtype != "string"}
 # The Python types JSON values may have for each kind of tensor (ints are valid floats).
@@ -76,7 +79,7 @@ def datatype(dtype: str | np.dtype[Any]) -> str:
         if found is not None:
             return found
         return "BYTES" if dtype.kind in "UOS" else dtype.name.upper()
-    return _NAMES.get(dtype, dtype.upper())
+    return _NAMES.get(dtype) or _NAMES_ONLY.get(dtype, dtype.upper())
 
 
 def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
@@ -146,7 +149,8 @@ class _Input:
     """What a request's tensor is checked against, worked out once per model input:
     ``fixed`` the (position, size) of each fixed dimension, ``rank`` None for any rank;
     ``dtype`` None for text; ``json_types`` the types its JSON values may have;
-    ``largest`` the largest value of a float dtype (None for others)."""
+    ``largest`` the largest value of a float dtype (None for others); ``taken`` False for
+    a dtype this server has no array type for (bfloat16: numpy has none)."""
 
     spec: TensorSpec
     datatype: str
@@ -155,6 +159,7 @@ class _Input:
     dtype: np.dtype[Any] | None
     json_types: frozenset[type]
     largest: float | None
+    taken: bool = True
 
 
 # The plans of the models' inputs, by the identity of their specs (kept in the entry, so
@@ -175,6 +180,11 @@ def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
             else tuple((i, d) for i, d in enumerate(shape) if isinstance(d, int))
         )
         rank = None if shape is None else len(shape)
+        if spec.dtype not in _NAMES:
+            plan[spec.name] = _Input(
+                spec, datatype(spec.dtype), rank, fixed, None, _NO_TYPES, None, taken=False
+            )
+            continue
         dtype = None if spec.dtype == "string" else np.dtype(spec.dtype)
         types = _TEXT if dtype is None else _JSON_TYPES.get(dtype.kind, _NO_TYPES)
         largest = None if dtype is None else _LARGEST.get(dtype)
@@ -203,6 +213,8 @@ def _input(
     wanted = plan.get(name)
     if wanted is None:
         raise UsageError(f"the model has no input {name!r}; it takes {', '.join(plan)}")
+    if not wanted.taken:
+        raise UsageError(f"input {name!r} is {wanted.datatype}, which this server cannot take")
     shape = _shape(name, tensor.get("shape"), wanted)
     if tensor.get("datatype") != wanted.datatype:
         raise UsageError(f"input {name!r} is {wanted.datatype}, not {tensor.get('datatype')!r}")
@@ -329,7 +341,7 @@ def _from_binary(name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> 
         width = np.dtype(dtype).itemsize
         if len(data) != math.prod(shape) * width:
             raise UsageError(f"input {name!r}: {len(data)} bytes do not fill shape {list(shape)}")
-        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+        return _reshape(name, np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")), shape)
     texts: list[str] = []
     offset = 0
     while offset < len(data):
