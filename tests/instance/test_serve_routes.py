@@ -3,7 +3,15 @@ the paths clients chose."""
 
 from __future__ import annotations
 
+import pytest
+
 from packager.instance.serve import app
+
+
+@pytest.fixture(autouse=True)
+def _own_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no path remembered, and leaves the server's memory as it was."""
+    monkeypatch.setattr(app, "_ROUTES", {})
 
 
 def test_inference_paths_are_read_alike_the_first_time_and_after() -> None:
@@ -17,6 +25,7 @@ def test_inference_paths_are_read_alike_the_first_time_and_after() -> None:
     }
     for _ in range(2):
         assert {path: app._route(path) for path in paths} == paths
+    assert set(app._ROUTES) == set(paths)
 
 
 def test_the_paths_remembered_are_bounded_in_number_and_length() -> None:
