@@ -540,3 +540,30 @@ def test_a_profiler_around_the_command_still_writes_its_results(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "packager, version" in done.stdout
     assert "packager/cli/__init__.py" in str(pstats.Stats(str(profile)).stats)  # type: ignore[attr-defined]
+
+
+def test_standard_streams_closed_at_start_are_dev_null_before_any_file_is_opened(
+    tmp_path: Path,
+) -> None:
+    """With descriptors 0, 1 and 2 closed at start, the first file packager opens would
+    take number 0, 1 or 2, and anything written to standard output or error (a C
+    library's log, a child process) would land in it: they are /dev/null instead."""
+    report = tmp_path / "descriptors.json"
+    child = (
+        "import atexit, json, os, sys\n"
+        "sys.argv = ['packager', '--version']\n"
+        "from packager.cli import run\n"
+        "def note():\n"
+        f"    fd = os.open({str(report)!r}, os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "    links = {n: os.readlink(f'/proc/self/fd/{n}') for n in (0, 1, 2) if n != fd}\n"
+        "    os.write(fd, json.dumps({'opened': fd, 'links': links}).encode())\n"
+        "atexit.register(note)\n"
+        "run()\n"
+    )
+    done = subprocess.run(
+        ["sh", "-c", '"$@" 0<&- 1>&- 2>&-', "sh", sys.executable, "-c", child], timeout=60
+    )
+    assert done.returncode == 0
+    found = json.loads(report.read_text())
+    assert found["opened"] > 2
+    assert found["links"] == {str(n): os.devnull for n in (0, 1, 2)}

@@ -9,6 +9,25 @@ import threading
 from typing import NoReturn
 
 
+def fill_closed_standard_streams() -> None:
+    """Open /dev/null on each of descriptors 0, 1 and 2 that was closed when Python started
+    (cron and service managers may start a command so): otherwise the next file opened
+    would take that number, and whatever writes to standard output or error (onnxruntime's
+    log, a child process) would write into that file: state.db, a model being installed."""
+    for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)):
+        if stream is not None:
+            continue  # open when Python started
+        try:
+            os.fstat(fd)
+            continue  # taken since by a file of Python's own: not ours to replace
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+
+
 def leave(code: int) -> NoReturn:
     """End the process with ``code`` once its work is done: exit handlers run and stdout
     and stderr are flushed, but the interpreter is not torn down object by object (with

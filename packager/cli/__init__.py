@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
-from packager._io.process import leave
+from packager._io.process import fill_closed_standard_streams, leave
 from packager._version import __version__
 from packager.cli.options import Context, add_global_options
 from packager.errors import DISK_ERRNOS, LocalDiskError, PackagerError
@@ -187,5 +187,7 @@ def _stdout_closed() -> bool:
 
 def run() -> NoReturn:
     """The console script: :func:`main` on the process's own command line, then the end
-    of the process (:func:`packager._io.process.leave`)."""
+    of the process (:func:`packager._io.process.leave`). A standard stream closed when
+    the process started is /dev/null before anything else is opened."""
+    fill_closed_standard_streams()
     leave(main())
