@@ -697,7 +697,8 @@ def test_a_refused_request_leaves_the_cost_that_chooses_thread_or_event_loop(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
     """Whether a request runs on the event loop or an inference thread follows what the
-    model's last answer cost: a request refused before inference says nothing of that."""
+    model's last answer cost: a request refused before inference says nothing of that,
+    one refused after the model ran cannot hide what the run cost."""
     from packager.errors import UsageError
     from packager.instance.serve import app
     from packager.instance.serve.served import Served
@@ -713,3 +714,9 @@ def test_a_refused_request_leaves_the_cost_that_chooses_thread_or_event_loop(
     answer = json.loads(app._timed_predict(loaded, infer_doc(name, iris[0][:2]).encode(), None))
     assert answer["model_version"] == "1.1.0"
     assert 0 < loaded.cost.seconds < app.INLINE_SECONDS
+    # Refused once the model has run (no such output): what the run cost still counts.
+    loaded.cost.seconds = 0.0
+    unknown = {**json.loads(infer_doc(name, iris[0][:2])), "outputs": [{"name": "nope"}]}
+    with pytest.raises(UsageError, match="no output 'nope'"):
+        app._timed_predict(loaded, json.dumps(unknown).encode(), None)
+    assert loaded.cost.seconds > 0

@@ -269,9 +269,15 @@ def _timed_predict(loaded: Loaded, body: bytes, header_length: int | None) -> by
     # The thread's CPU time, not the clock's: a request that waited for a busy machine's
     # cores did not cost more, and must not send the next ones to the threads. The clock
     # bounds it and costs no system call: the CPU time is read again only past the bound.
-    # A refused request is not recorded: its cost says nothing of the model's.
+    # A request refused before inference says nothing of what the model costs, one refused
+    # after it (an output it does not have, onnxruntime failing) may: a failure can only
+    # raise the cost recorded, never lower it.
     cpu, clock = time.thread_time(), time.perf_counter()
-    answer = _predict(loaded, body, header_length)
+    try:
+        answer = _predict(loaded, body, header_length)
+    except BaseException:
+        loaded.cost.seconds = max(loaded.cost.seconds, time.thread_time() - cpu)
+        raise
     seconds = time.perf_counter() - clock
     loaded.cost.seconds = seconds if seconds < INLINE_SECONDS else time.thread_time() - cpu
     return answer
