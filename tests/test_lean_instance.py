@@ -75,8 +75,17 @@ def lean_env() -> dict[str, str]:
 
 def lean(bin_dir: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run bin_dir/packager ARGS in the lean environment."""
+    return in_lean(bin_dir / "packager", *args)
+
+
+def lean_python(bin_dir: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with the lean environment's Python."""
+    return in_lean(bin_dir / "python", "-c", code)
+
+
+def in_lean(program: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(bin_dir / "packager"), *map(str, args)],
+        [str(program), *map(str, args)],
         capture_output=True,
         text=True,
         env=lean_env(),
@@ -111,14 +120,8 @@ def test_training_stack_is_not_installed(lean_bin: Path) -> None:
         f"print(json.dumps([m for m in {TRAINING_STACK + SERVE_STACK!r} "
         "if importlib.util.find_spec(m)]))"
     )
-    result = subprocess.run(
-        [str(lean_bin / "python"), "-c", code],
-        capture_output=True,
-        text=True,
-        env=lean_env(),
-        check=True,
-        timeout=120,
-    )
+    result = lean_python(lean_bin, code)
+    assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
 
 
@@ -134,14 +137,8 @@ def test_manifests_are_checked_without_python_jsonschema(lean_bin: Path) -> None
         "except TamperedError as e:\n"
         "    print(json.dumps([importlib.util.find_spec('jsonschema') is None, str(e)]))\n"
     )
-    result = subprocess.run(
-        [str(lean_bin / "python"), "-c", code],
-        capture_output=True,
-        text=True,
-        env=lean_env(),
-        check=True,
-        timeout=120,
-    )
+    result = lean_python(lean_bin, code)
+    assert result.returncode == 0, result.stderr
     absent, refused = json.loads(result.stdout)
     assert absent
     assert refused.startswith("manifest.json is invalid at ")
@@ -203,13 +200,7 @@ def test_instance_commands_without_extras(
         "print(json.dumps(out['label'].tolist())); "
         "sys.exit(1 if 'sklearn' in sys.modules else 0)"
     )
-    result = subprocess.run(
-        [str(lean_bin / "python"), "-c", code],
-        capture_output=True,
-        text=True,
-        env=lean_env(),
-        timeout=120,
-    )
+    result = lean_python(lean_bin, code)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
 
