@@ -74,9 +74,9 @@ LIMITS = {
         "several layers download at once. The registry runs on the same two cores."
     ),
     "4 memory": (
-        "Hashing maps 8 MiB of a file at a time; copies go through the kernel; downloads "
-        "keep at most 8 chunks of 1 MiB in flight; the model is loaded only in the smoke "
-        "test's child process."
+        "Hashing reads 1 MiB of a file at a time into one buffer; copies go through the "
+        "kernel; downloads keep at most 8 chunks of 1 MiB in flight; the model is loaded "
+        "only in the smoke test's child process."
     ),
     "5 start-up": (
         "`packager` imports click and its own small modules; onnxruntime, numpy, "

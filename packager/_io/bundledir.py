@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from packager._io.hashing import FileHasher, digest_file
-from packager.core.bundlefiles import MANIFEST, SIGNATURE
+from packager.core.bundlefiles import MANIFEST, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE
 from packager.core.shards import Hashed, claimed_shard_size
-from packager.errors import TamperedError, UsageError, disk_or
+from packager.errors import PackagerError, TamperedError, UsageError, disk_or
 
 # What only reading the manifest needs (its model, the provenance's file names) is
 # imported by the functions that read it: `packager verify` starts hashing without it.
@@ -63,12 +63,11 @@ def verify_bundle_signer(
         VerificationError: unsigned, untrusted, tampered, missing or extra files.
     """
     files = read_bundle_files(bundle)
-    try:
-        sig = (bundle / SIGNATURE).read_bytes()
-    except FileNotFoundError:
+    sig = _read_in_bundle(bundle / SIGNATURE, MAX_SIGNATURE_BYTES)
+    if sig is None:
         raise TamperedError(
             f"{bundle.name} has no {SIGNATURE}: it is unsigned; re-package it with --key"
-        ) from None
+        )
     # Every file is hashed from the start, on every core, while the signature and the
     # manifest are checked (and the modules that check them imported: they cost
     # `packager verify` more than hashing a small bundle does); the digests are compared
@@ -84,7 +83,7 @@ def verify_bundle_signer(
 
         if MANIFEST not in files:
             raise TamperedError(f"{bundle.name} has no {MANIFEST}")
-        manifest_bytes = files[MANIFEST].read_bytes()
+        manifest_bytes = _read_in_bundle(files[MANIFEST], MAX_MANIFEST_BYTES) or b""
         chosen = mode() if callable(mode) else mode
         if isinstance(chosen, Trusted):
             # The name only chooses the keys; check_manifest then binds it to the signature.
@@ -93,17 +92,23 @@ def verify_bundle_signer(
         else:
             statement = verify.unverified_statement(manifest_bytes, chosen)
         manifest = verify.check_manifest(statement, manifest_bytes)
-        hashed = hashing.all_hashed()
+        try:
+            hashed = hashing.all_hashed()
+        except OSError as e:
+            raise _unreadable(bundle, e) from e
     present = {path: hashed[source] for path, source in files.items()}
     if not statement.signed:
         # manifest.json gives whole-file digests: files hashed by shards are hashed again.
-        present.update(
-            {
-                path: _hashed_whole(files[path])
-                for path, found in present.items()
-                if found.whole is None
-            }
-        )
+        try:
+            present.update(
+                {
+                    path: _hashed_whole(files[path])
+                    for path, found in present.items()
+                    if found.whole is None
+                }
+            )
+        except OSError as e:
+            raise _unreadable(bundle, e) from e
     verify.check_files(statement, manifest, present)
     return manifest, statement
 
@@ -166,6 +171,32 @@ def _read_capped(path: Path, cap: int) -> bytes | None:
     except OSError as e:
         message = f"cannot read the installed {path.name} ({path}): {e.strerror or e}"
         raise disk_or(TamperedError, message, e) from e
+
+
+def _read_in_bundle(path: Path, cap: int) -> bytes | None:
+    """At most ``cap`` + 1 bytes of a bundle directory's file (the checks refuse anything
+    larger, without a larger file read into memory first), or None when it is not there.
+
+    Raises:
+        LocalDiskError: this account may not read it.
+        TamperedError: it cannot be read otherwise.
+    """
+    try:
+        with path.open("rb") as f:
+            return f.read(cap + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _unreadable(path.parent, e) from e
+
+
+def _unreadable(bundle: Path, e: OSError) -> PackagerError:
+    """A file of a bundle directory that could not be read whole: the disk refusing, or the
+    bundle changing while it was verified."""
+    where = Path(e.filename).name if e.filename else None
+    reason = e.strerror or str(e)
+    what = f"{bundle.name}/{where}" if where else bundle.name
+    return disk_or(TamperedError, f"cannot verify {what}: {reason}", e)
 
 
 def _hashed_whole(path: Path) -> Hashed:

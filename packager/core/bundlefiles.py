@@ -9,3 +9,6 @@ from __future__ import annotations
 MANIFEST = "manifest.json"
 SIGNATURE = "model.sig"
 RESERVED = frozenset({MANIFEST, SIGNATURE})
+# Neither is read past these sizes (the checks refuse anything larger).
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_SIGNATURE_BYTES = 1 << 20

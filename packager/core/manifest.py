@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 # Re-exported: the modules that read bundles import these names from here.
 from packager.core.bundlefiles import MANIFEST as MANIFEST
+from packager.core.bundlefiles import MAX_MANIFEST_BYTES as MAX_MANIFEST_BYTES
 from packager.core.bundlefiles import RESERVED as RESERVED
 from packager.core.bundlefiles import SIGNATURE as SIGNATURE
 from packager.core.digests import Digest
@@ -42,7 +43,6 @@ SEMVER_RE = re.compile(
 MAX_VERSION_LENGTH = 128
 PATH_RE = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", re.ASCII)
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-MAX_MANIFEST_BYTES = 1 << 20
 SCHEMA_VERSION = 1
 _MANIFEST_LIMITS = Limits(max_bytes=MAX_MANIFEST_BYTES)
 

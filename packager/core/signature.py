@@ -47,6 +47,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from packager.core.bundlefiles import MAX_SIGNATURE_BYTES as MAX_SIGNATURE_BYTES
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads
 from packager.core.manifest import SIGNATURE
@@ -61,7 +62,6 @@ from packager.errors import TamperedError, UntrustedError, UsageError, Verificat
 
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-MAX_SIGNATURE_BYTES = 1 << 20
 # Documents signed by a threshold of keys (roots) carry several signatures; each costs a
 # verification per trusted key, so their number is bounded.
 MAX_DSSE_SIGNATURES = 16

@@ -100,9 +100,7 @@ def _copy(
 def _hash(dest: int, start: int, end: int, h: hashlib._Hash) -> Digest:
     """Hash bytes ``[start, end)`` of ``dest`` into ``h``; returns the digest so far.
 
-    ``start`` is a multiple of STEP, a multiple of the page size, as mappings need. dest
-    is the caller's own new file, so nothing truncates it under the mapping (which would
-    fault rather than read short).
+    ``dest`` is the caller's own new file.
     """
     hash_range(dest, start, end, h)
     return Digest(h.hexdigest())

@@ -100,12 +100,14 @@ def test_stopping_ends_hashing_at_the_next_window(
     real = hashing.hash_range
     calls = 0
 
-    def slow(fd: int, start: int, end: int, h: object, *, stop: threading.Event) -> None:
+    def slow(
+        fd: int, start: int, end: int, h: object, *, stop: threading.Event, name: object = None
+    ) -> None:
         nonlocal calls
         calls += 1
         started.set()
         stop.wait(5)  # still busy with the first window when the caller gives up
-        real(fd, start, end, h, stop=stop)  # type: ignore[arg-type]
+        real(fd, start, end, h, stop=stop, name=name)  # type: ignore[arg-type]
 
     monkeypatch.setattr(hashing, "hash_range", slow)
     hasher = FileHasher(paths, workers=1)
