@@ -221,6 +221,33 @@ def test_text_and_several_inputs_of_a_dataframe_model(
         assert "row 2 is missing (empty)" in refused.value.message()
 
 
+def test_inputs_of_different_rows_are_refused_with_the_protocol_body(
+    home: Path, shop_bundle: Path, keypair: KeyPair
+) -> None:
+    publish(shop_bundle)
+    install("shop@1.0.0", keypair)
+
+    def doc(colors: list[str], sizes: list[float]) -> str:
+        tensors = [
+            {"name": "color", "shape": [len(colors), 1], "datatype": "BYTES", "data": colors},
+            {"name": "size", "shape": [len(sizes), 1], "datatype": "FP32", "data": sizes},
+        ]
+        return json.dumps({"inputs": tensors})
+
+    with running(home) as server:
+        url = f"{server.url}/v2/models/shop/infer"
+        status, body = curl("-X", "POST", "--data-binary", doc(["red"], [10.0]), url)
+        assert status == 200 and body["outputs"][0]["shape"] == [1]
+        # Rows the model fails on (onnxruntime's Concat), and a row without its colour.
+        for colors, sizes in ((["red", "blue"], [10.0, 12.0, 13.0]), ([], [10.0])):
+            status, body = curl("-X", "POST", "--data-binary", doc(colors, sizes), url)
+            assert status == 400, (colors, sizes)
+            assert set(body) == {"error"}
+            rows = f"'color' has {len(colors)}, 'size' has {len(sizes)}"
+            assert rows in body["error"]
+    assert not any("failed" in line for line in server.stderr)
+
+
 # -- curl, and the protocol's errors ----------------------------------------------------
 
 
