@@ -309,6 +309,38 @@ def test_curl_infers_and_errors_have_the_protocol_body(
     assert not any("Traceback" in line for line in server.stderr)
 
 
+def ask(server: Server, method: str, path: str) -> tuple[int, Any, bytes]:
+    """METHOD PATH (a POST with an empty JSON object): status, headers and body, which must
+    be JSON."""
+    host, port = server.address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request(method, path, b"{}" if method == "POST" else None)
+        response = connection.getresponse()
+        answer = (response.status, response.headers, response.read())
+    finally:
+        connection.close()
+    assert answer[1]["content-type"] == "application/json", (method, path[:60])
+    return answer
+
+
+def test_unknown_paths_and_methods_have_the_protocol_body(iris_home: Path) -> None:
+    with running(iris_home) as server:
+        for method, path in [
+            ("GET", "/nope"),
+            ("POST", "/nope"),
+            ("GET", "/v2/models/iris/versions/a%2Fb"),
+            ("POST", "/v2/models/iris/versions/a%2Fb/infer"),
+        ]:
+            status, _headers, body = ask(server, method, path)
+            assert status == 404, (method, path)
+            assert set(json.loads(body)) == {"error"}
+        status, headers, body = ask(server, "POST", "/v2/models/iris/ready")
+        assert status == 405 and set(json.loads(body)) == {"error"}
+        assert "GET" in headers["allow"]
+    assert not any("Traceback" in line for line in server.stderr)
+
+
 def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:
     path = tmp_path / "serve.sock"
     with running(iris_home, "--unix-socket", path) as server:
