@@ -341,6 +341,21 @@ def test_unknown_paths_and_methods_have_the_protocol_body(iris_home: Path) -> No
     assert not any("Traceback" in line for line in server.stderr)
 
 
+def test_a_long_version_or_name_is_repeated_only_so_far(iris_home: Path) -> None:
+    long = "x" * 5000
+    with running(iris_home) as server:
+        for method, path in [
+            ("POST", f"/v2/models/iris/versions/{long}/infer"),
+            ("GET", f"/v2/models/iris/versions/{long}"),
+            ("GET", f"/v2/models/iris/versions/{long}/ready"),
+            ("POST", f"/v2/models/{long}/infer"),
+            ("GET", f"/v2/models/{long}"),
+        ]:
+            status, _headers, body = ask(server, method, path)
+            assert status == 404, (method, path[:40])
+            assert len(body) < 400 and "more characters" in json.loads(body)["error"]
+
+
 def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:
     path = tmp_path / "serve.sock"
     with running(iris_home, "--unix-socket", path) as server:
