@@ -221,6 +221,33 @@ def test_text_and_several_inputs_of_a_dataframe_model(
         assert "row 2 is missing (empty)" in refused.value.message()
 
 
+def test_inputs_of_different_rows_are_refused_with_the_protocol_body(
+    home: Path, shop_bundle: Path, keypair: KeyPair
+) -> None:
+    publish(shop_bundle)
+    install("shop@1.0.0", keypair)
+
+    def doc(colors: list[str], sizes: list[float]) -> str:
+        tensors = [
+            {"name": "color", "shape": [len(colors), 1], "datatype": "BYTES", "data": colors},
+            {"name": "size", "shape": [len(sizes), 1], "datatype": "FP32", "data": sizes},
+        ]
+        return json.dumps({"inputs": tensors})
+
+    with running(home) as server:
+        url = f"{server.url}/v2/models/shop/infer"
+        status, body = curl("-X", "POST", "--data-binary", doc(["red"], [10.0]), url)
+        assert status == 200 and body["outputs"][0]["shape"] == [1]
+        # Rows the model fails on (onnxruntime's Concat), and a row without its colour.
+        for colors, sizes in ((["red", "blue"], [10.0, 12.0, 13.0]), ([], [10.0])):
+            status, body = curl("-X", "POST", "--data-binary", doc(colors, sizes), url)
+            assert status == 400, (colors, sizes)
+            assert set(body) == {"error"}
+            rows = f"'color' has {len(colors)}, 'size' has {len(sizes)}"
+            assert rows in body["error"]
+    assert not any("failed" in line for line in server.stderr)
+
+
 # -- curl, and the protocol's errors ----------------------------------------------------
 
 
@@ -280,6 +307,53 @@ def test_curl_infers_and_errors_have_the_protocol_body(
         status, body = curl(f"{url}/v2/models/iris/versions/1.0.0")
         assert (status, body["versions"]) == (200, ["1.0.0"])
     assert not any("Traceback" in line for line in server.stderr)
+
+
+def ask(server: Server, method: str, path: str) -> tuple[int, Any, bytes]:
+    """METHOD PATH (a POST with an empty JSON object): status, headers and body, which must
+    be JSON."""
+    host, port = server.address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request(method, path, b"{}" if method == "POST" else None)
+        response = connection.getresponse()
+        answer = (response.status, response.headers, response.read())
+    finally:
+        connection.close()
+    assert answer[1]["content-type"] == "application/json", (method, path[:60])
+    return answer
+
+
+def test_unknown_paths_and_methods_have_the_protocol_body(iris_home: Path) -> None:
+    with running(iris_home) as server:
+        for method, path in [
+            ("GET", "/nope"),
+            ("POST", "/nope"),
+            ("GET", "/v2/models/iris/versions/a%2Fb"),
+            ("POST", "/v2/models/iris/versions/a%2Fb/infer"),
+        ]:
+            status, _headers, body = ask(server, method, path)
+            assert status == 404, (method, path)
+            assert set(json.loads(body)) == {"error"}
+        status, headers, body = ask(server, "POST", "/v2/models/iris/ready")
+        assert status == 405 and set(json.loads(body)) == {"error"}
+        assert "GET" in headers["allow"]
+    assert not any("Traceback" in line for line in server.stderr)
+
+
+def test_a_long_version_or_name_is_repeated_only_so_far(iris_home: Path) -> None:
+    long = "x" * 5000
+    with running(iris_home) as server:
+        for method, path in [
+            ("POST", f"/v2/models/iris/versions/{long}/infer"),
+            ("GET", f"/v2/models/iris/versions/{long}"),
+            ("GET", f"/v2/models/iris/versions/{long}/ready"),
+            ("POST", f"/v2/models/{long}/infer"),
+            ("GET", f"/v2/models/{long}"),
+        ]:
+            status, _headers, body = ask(server, method, path)
+            assert status == 404, (method, path[:40])
+            assert len(body) < 400 and "more characters" in json.loads(body)["error"]
 
 
 def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:

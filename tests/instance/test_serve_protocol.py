@@ -366,3 +366,51 @@ def test_an_input_of_a_dtype_numpy_has_no_array_for_is_refused_by_name() -> None
         doc = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": datatype, "data": [1, 2]}]}
         with pytest.raises(UsageError, match="'x' is BF16, which this server cannot take"):
             protocol.parse_request(json.dumps(doc).encode(), specs)
+
+
+def rows_body(**shapes: list[int]) -> bytes:
+    """A request giving each of SPECS' inputs the shape named, filled with values."""
+    datatypes = {"color": ("BYTES", "a"), "size": ("FP32", 1.5), "count": ("INT64", 3)}
+    tensors = []
+    for name, (datatype, value) in datatypes.items():
+        shape = shapes.get(name, [2, 1])
+        data = [value] * int(np.prod(shape))
+        tensors.append({"name": name, "shape": shape, "datatype": datatype, "data": data})
+    return json.dumps({"inputs": tensors}).encode()
+
+
+@pytest.mark.parametrize(
+    ("shapes", "reason"),
+    [
+        ({"size": [3, 1]}, "'color' has 2, 'size' has 3, 'count' has 2"),
+        ({"color": [0, 1], "size": [1, 1], "count": [1, 1]}, "'color' has 0, 'size' has 1"),
+    ],
+)
+def test_inputs_of_different_rows_are_refused(shapes: dict[str, list[int]], reason: str) -> None:
+    with pytest.raises(UsageError, match="first dimensions \\(rows\\) differ") as refused:
+        protocol.parse_request(rows_body(**shapes), SPECS)
+    assert reason in str(refused.value)
+    same = protocol.parse_request(rows_body(color=[3, 1], size=[3, 1], count=[3, 1]), SPECS)
+    assert [a.shape for a in same.inputs.values()] == [(3, 1)] * 3
+
+
+def test_only_variable_first_dimensions_of_a_known_rank_must_agree() -> None:
+    specs = (
+        TensorSpec("rows", "float32", ("batch", 2)),
+        TensorSpec("table", "float32", (3,)),
+        TensorSpec("anything", "float32", None),
+    )
+    tensors = [
+        {"name": "rows", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+        {"name": "table", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]},
+        {"name": "anything", "shape": [], "datatype": "FP32", "data": [1]},
+    ]
+    request = protocol.parse_request(json.dumps({"inputs": tensors}).encode(), specs)
+    assert [a.shape for a in request.inputs.values()] == [(1, 2), (3,), ()]
+    symbols = (TensorSpec("a", "float32", ("n", 1)), TensorSpec("b", "float32", (None, 1)))
+    tensors = [
+        {"name": "a", "shape": [2, 1], "datatype": "FP32", "data": [1, 2]},
+        {"name": "b", "shape": [1, 1], "datatype": "FP32", "data": [1]},
+    ]
+    with pytest.raises(UsageError, match="'a' has 2, 'b' has 1"):
+        protocol.parse_request(json.dumps({"inputs": tensors}).encode(), symbols)

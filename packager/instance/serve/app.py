@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -151,7 +152,23 @@ def build_app(
             yield
             tasks.cancel_scope.cancel()
 
-    starlette = Starlette(routes=routes, lifespan=lifespan)
+    async def not_found(_request: Request, _e: Exception) -> Response:
+        message = "nothing is served at this path; the API is the Open Inference Protocol v2"
+        return Response(protocol.error(message), 404, media_type=JSON)
+
+    async def not_allowed(_request: Request, e: Exception) -> Response:
+        headers = e.headers if isinstance(e, HTTPException) else None
+        allowed = (headers or {}).get("Allow", "GET")
+        message = protocol.error(f"this path takes {allowed}")
+        return Response(message, 405, headers=headers, media_type=JSON)
+
+    # Starlette's own answers (an unknown path, a method a route does not take) are text:
+    # these make them the protocol's JSON body too.
+    starlette = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: not_allowed},
+    )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # Inference is plain ASGI: what Starlette would add to it (a Request, routing by

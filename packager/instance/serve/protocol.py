@@ -134,6 +134,8 @@ def parse_request(
     if len(feeds) != len(plan):
         missing = [name for name in plan if name not in feeds]
         raise UsageError(f"the model's inputs {', '.join(map(repr, missing))} are missing")
+    if len(feeds) > 1:
+        _same_rows(feeds, plan)
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
         raise UsageError("'id' must be a string")
@@ -150,7 +152,9 @@ class _Input:
     ``fixed`` the (position, size) of each fixed dimension, ``rank`` None for any rank;
     ``dtype`` None for text; ``json_types`` the types its JSON values may have;
     ``largest`` the largest value of a float dtype (None for others); ``taken`` False for
-    a dtype this server has no array type for (bfloat16: numpy has none)."""
+    a dtype this server has no array type for (bfloat16: numpy has none); ``batched`` True
+    for a known rank of at least 1 with a variable first dimension (the rows, which every
+    such input of a request must have as many of)."""
 
     spec: TensorSpec
     datatype: str
@@ -160,6 +164,7 @@ class _Input:
     json_types: frozenset[type]
     largest: float | None
     taken: bool = True
+    batched: bool = False
 
 
 # The plans of the models' inputs, by the identity of their specs (kept in the entry, so
@@ -180,6 +185,7 @@ def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
             else tuple((i, d) for i, d in enumerate(shape) if isinstance(d, int))
         )
         rank = None if shape is None else len(shape)
+        batched = shape is not None and len(shape) > 0 and not isinstance(shape[0], int)
         if spec.dtype not in _NAMES:
             plan[spec.name] = _Input(
                 spec, datatype(spec.dtype), rank, fixed, None, _NO_TYPES, None, taken=False
@@ -188,11 +194,22 @@ def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
         dtype = None if spec.dtype == "string" else np.dtype(spec.dtype)
         types = _TEXT if dtype is None else _JSON_TYPES.get(dtype.kind, _NO_TYPES)
         largest = None if dtype is None else _LARGEST.get(dtype)
-        plan[spec.name] = _Input(spec, datatype(spec.dtype), rank, fixed, dtype, types, largest)
+        plan[spec.name] = _Input(
+            spec, datatype(spec.dtype), rank, fixed, dtype, types, largest, batched=batched
+        )
     if len(_PLANS) >= 64:
         _PLANS.clear()
     _PLANS[id(specs)] = (specs, plan)
     return plan
+
+
+def _same_rows(feeds: Mapping[str, np.ndarray], plan: Mapping[str, _Input]) -> None:
+    """Refuse inputs whose variable first dimensions (their rows) differ: the model would
+    fail on them, or answer for rows that are not all there (a row without its colour)."""
+    rows = {name: feeds[name].shape[0] for name, wanted in plan.items() if wanted.batched}
+    if len(set(rows.values())) > 1:
+        sizes = ", ".join(f"{name!r} has {n}" for name, n in rows.items())
+        raise UsageError(f"the inputs' first dimensions (rows) differ: {sizes}")
 
 
 def _requested(outputs: Any) -> tuple[str, ...]:

@@ -13,12 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packager.errors import NotFoundError, PackagerError
+from packager.core.text import printable
+from packager.errors import NotFoundError, NotInstalledError, PackagerError
 from packager.instance.store import Store
 from packager.runtime import Model
 
 # Versions asked for by number that stay loaded beside the current ones, per model.
 MAX_PINNED = 4
+# How much of a model name or version from a request's URL an error message repeats.
+ECHOED = 100
 
 
 class Cost:
@@ -94,7 +97,7 @@ class Served:
         """
         loaded = self._current.get(name)
         if loaded is None:
-            raise NotFoundError(f"model {name!r} is not served here")
+            raise NotFoundError(f"model {printable(name, ECHOED)!r} is not served here")
         return loaded
 
     def get(self, name: str, version: str | None) -> Loaded:
@@ -111,7 +114,12 @@ class Served:
         if pinned is not None:
             return pinned
         with self._lock:
-            pinned = self._pinned.get((name, version)) or self._load(name, version)
+            try:
+                pinned = self._pinned.get((name, version)) or self._load(name, version)
+            except NotInstalledError:
+                # The store's message names the version twice, and it comes from a URL.
+                shown = printable(version, ECHOED)
+                raise NotInstalledError(f"{name}@{shown} is not installed here") from None
             ours = [key for key in self._pinned if key[0] == name]
             if len(ours) >= MAX_PINNED:
                 del self._pinned[ours[0]]
