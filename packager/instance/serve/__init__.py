@@ -41,6 +41,7 @@ class ServeOptions:
     threads: int = 4
     poll_seconds: float = 0.5
     shutdown_seconds: float = 30.0
+    read_seconds: float = 30.0
 
 
 def bind(listen: Listen) -> socket.socket:
@@ -128,6 +129,7 @@ def run(
         max_concurrent=options.max_concurrent,
         threads=options.threads,
         poll_seconds=options.poll_seconds,
+        read_seconds=options.read_seconds,
     )
     listening = address(sock)
 
