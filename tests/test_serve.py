@@ -459,6 +459,76 @@ def test_clients_that_do_not_send_their_body_hold_no_place(
         assert not any("Traceback" in line for line in server.stderr)
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def send_until_closed(sock: socket.socket, head: bytes, chunk: bytes, most: int) -> int | None:
+    """How many bytes of ``chunk`` after ``head`` went out before the server closed the
+    connection; None when all ``most`` did."""
+    sent = 0
+    try:
+        sock.sendall(head)
+        while sent < most:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        return sent
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_endless_headers_are_cut_off(iris_home: Path) -> None:
+    """A connection sending a header line (or header lines) without end is answered 431
+    and closed once its request's head passes 64 KiB, on its first request as on a later
+    one: it neither grows the server nor holds up the event loop."""
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    attacks = {
+        "one line": (b"X-Big: ", b"a" * (64 << 10)),
+        "many lines": (b"", b"X-A: b\r\n" * (8 << 10)),
+    }
+    with running(iris_home) as server:
+        pid = server.process.pid
+        health = connect(server)
+        health.sendall(live)
+        assert read_response(health)[0] == 200
+        before = rss_kib(pid)
+        for start, chunk in attacks.values():
+            for earlier in (0, 1):  # on a new connection, after a request on it
+                sock = connect(server)
+                for _ in range(earlier):
+                    sock.sendall(live)
+                    assert read_response(sock)[0] == 200
+                head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n" + start
+                sent = send_until_closed(sock, head, chunk, 32 << 20)
+                # What the socket buffers took before the server closed the connection.
+                assert sent is not None, "the server took 32 MiB of headers"
+                assert sent < (16 << 20)
+                sock.close()
+                asked = time.monotonic()
+                health.sendall(live)
+                assert read_response(health)[0] == 200
+                assert time.monotonic() - asked < 1
+        assert rss_kib(pid) - before < (4 << 10)
+        assert server.process.poll() is None
+        assert not any("Traceback" in line for line in server.stderr)
+
+
+def test_endless_headers_are_answered_431(iris_home: Path) -> None:
+    with running(iris_home) as server:
+        sock = connect(server)
+        head = b"GET /v2/health/live HTTP/1.1\r\nX-Big: "
+        # One byte over: read whole before the server closes, so the answer is not lost.
+        sock.sendall(head.ljust((64 << 10) + 1, b"a"))
+        status, headers, answer = read_response(sock)
+        assert (status, headers.get("connection")) == (431, "close")
+        assert "larger than 65536 bytes" in answer["error"]
+
+
 def test_a_client_that_leaves_mid_body_frees_its_place(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:

@@ -123,6 +123,7 @@ def run(
     import uvicorn
 
     from packager.instance.serve.app import Limits, build_app
+    from packager.instance.serve.limits import BoundedHttpToolsProtocol
 
     limits = Limits(
         max_request_bytes=options.max_request_bytes,
@@ -138,6 +139,8 @@ def run(
 
     config = uvicorn.Config(
         build_app(served, limits, warn=warn, on_switch=note),
+        # httptools (as uvicorn's "auto" picks), with a bound on each request's headers.
+        http=BoundedHttpToolsProtocol,
         log_level="warning",
         access_log=False,
         server_header=False,
