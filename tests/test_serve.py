@@ -482,7 +482,7 @@ def send_until_closed(sock: socket.socket, head: bytes, chunk: bytes, most: int)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
-def test_endless_headers_are_cut_off(iris_home: Path) -> None:
+def test_endless_headers_are_cut_off(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]) -> None:
     """A connection sending a header line (or header lines) without end is answered 431
     and closed once its request's head passes 64 KiB, on its first request as on a later
     one: it neither grows the server nor holds up the event loop."""
@@ -513,7 +513,11 @@ def test_endless_headers_are_cut_off(iris_home: Path) -> None:
                 health.sendall(live)
                 assert read_response(health)[0] == 200
                 assert time.monotonic() - asked < 1
-        assert rss_kib(pid) - before < (4 << 10)
+        assert rss_kib(pid) - before < (8 << 10)  # KiB: 32 MiB of headers would show
+        # A head that comes with a large body in the same reads is not cut off.
+        sock = connect(server)
+        sock.sendall(binary_request(np.tile(iris[0].astype(np.float32), (2000, 1))))
+        assert read_response(sock)[0] == 200
         assert server.process.poll() is None
         assert not any("Traceback" in line for line in server.stderr)
 
@@ -824,3 +828,70 @@ def test_a_refused_request_leaves_the_cost_that_chooses_thread_or_event_loop(
     with pytest.raises(UsageError, match="no output 'nope'"):
         app._timed_predict(loaded, json.dumps(unknown).encode(), None)
     assert loaded.cost.seconds > 0
+
+
+class _Transport:
+    """What uvicorn's protocol uses of an asyncio transport: it keeps what is written."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 9999)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, _protocol: Any) -> None:
+        pass
+
+
+def test_the_head_bound_counts_only_heads() -> None:
+    """One read with a head and a large body is taken; a head of 64 KiB and more, on the
+    first request or a later one of the connection, is answered 431 and closed."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from packager.instance.serve.limits import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def connection(*reads: bytes) -> _Transport:
+        config = uvicorn.Config(app, http=BoundedHttpToolsProtocol, lifespan="off")
+        config.load()
+        protocol = BoundedHttpToolsProtocol(config, ServerState(), {})
+        transport = _Transport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        for data in reads:
+            protocol.data_received(data)
+            await asyncio.sleep(0.01)  # the app answers
+        return transport
+
+    body = bytes(4 * MAX_HEAD_BYTES)
+    post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    endless = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 200)
+    taken = asyncio.run(connection(post + body, post + body[:10], body[10:]))
+    assert taken.written.count(b"HTTP/1.1 200 OK") == 2 and not taken.closed
+    for reads in ([endless], [post + body, endless[:100], endless[100:]]):
+        refused = asyncio.run(connection(*reads))
+        assert refused.closed
+        assert refused.written.count(b"HTTP/1.1 431 Request Header Fields Too Large") == 1

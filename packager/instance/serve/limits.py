@@ -3,8 +3,8 @@
 httptools and uvicorn keep what they have of a header line or the URL by appending to it as
 it arrives: a client that never ends one grows the server's memory without bound and costs
 CPU quadratic in its length, on the event loop every other client waits for. Here a
-connection may send at most ``MAX_HEAD_BYTES`` before its request's head is complete; past
-that it is answered 431 and closed.
+connection may send at most ``MAX_HEAD_BYTES`` (and what came with the read that passed
+it) before its request's head is complete; past that it is answered 431 and closed.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head = 0
 
     def data_received(self, data: bytes) -> None:
+        # Looked at once the parser has this read: a read may hold a whole head and the
+        # start of its body. So a head is cut off at MAX_HEAD_BYTES and one read.
         self._head += len(data)
+        super().data_received(data)
         if self._head > MAX_HEAD_BYTES:
             self._refuse()
-            return
-        super().data_received(data)
 
     def on_message_begin(self) -> None:
         if self._head < 0:
