@@ -87,6 +87,10 @@ class _State:
         self.warn = warn
         self.on_switch = on_switch
         self.active = 0
+        # Requests reading their bodies, by deadline (the order they came in), and those
+        # cancelled for passing it.
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
         self.limiter = anyio.CapacityLimiter(limits.threads)
 
 
@@ -153,6 +157,7 @@ def build_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_follow_current, state)
+            tasks.start_soon(_expire_reads, state)
             yield
             tasks.cancel_scope.cancel()
 
@@ -215,17 +220,27 @@ async def _infer(
             header = value
     body = None
     if length is None or not length.isdigit() or int(length) <= limit:
+        # The deadline is a line in a table that _expire_reads looks at: a timer per
+        # request would cost more than a small model's inference.
+        task = asyncio.current_task()
+        assert task is not None
+        state.reading[task] = time.monotonic() + limits.read_seconds
         try:
-            with anyio.fail_after(limits.read_seconds):
-                body = await _body(receive, limit)
+            body = await _body(receive, limit)
         except _Disconnected:
             return
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if task not in state.expired:
+                raise
+            state.expired.discard(task)
+            task.uncancel()
             message = protocol.error(
                 f"the request body was not received within {limits.read_seconds:g} seconds"
             )
             await _send(send, 408, message, ((b"connection", b"close"),))
             return
+        finally:
+            state.reading.pop(task, None)
     if body is None:
         await _send(send, 413, protocol.error(f"the request is larger than {limit} bytes"))
     elif state.active >= limits.max_concurrent:
@@ -329,6 +344,24 @@ def _predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
     return protocol.response(
         loaded.name, loaded.version, request.id, protocol.select(outputs, request.outputs)
     )
+
+
+async def _expire_reads(state: _State) -> None:
+    """Cancel the requests whose bodies are not read by their deadline (408), looking a few
+    times per read timeout (at most a second apart)."""
+    tick = min(1.0, state.limits.read_seconds / 4)
+    while True:
+        await asyncio.sleep(tick)
+        now = time.monotonic()
+        late = []
+        for task, deadline in state.reading.items():
+            if deadline > now:
+                break  # the deadlines after it are later
+            late.append(task)
+        for task in late:
+            del state.reading[task]
+            state.expired.add(task)
+            task.cancel()
 
 
 async def _follow_current(state: _State) -> None:
