@@ -429,11 +429,8 @@ def test_request_size_limit(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
         assert curl(*chunked)[0] == 413
 
 
-def test_health_is_answered_while_a_large_request_runs(
-    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
-) -> None:
-    small = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
-    rows = np.tile(iris[0].astype(np.float32), (6500, 1))  # 975,000 rows: 15.6 MB of FP32
+def binary_request(rows: np.ndarray) -> bytes:
+    """An infer request (head and body) of ``rows`` as binary tensor data, asking for labels."""
     header = json.dumps(
         {
             "inputs": [
@@ -447,18 +444,32 @@ def test_health_is_answered_while_a_large_request_runs(
             "outputs": [{"name": "label"}],
         }
     ).encode()
-    large = header + rows.tobytes()
+    body = header + rows.tobytes()
+    head = (
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
+        f"Inference-Header-Content-Length: {len(header)}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def connect(server: Server) -> socket.socket:
+    host, port = server.address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=120)
+
+
+def test_health_is_answered_while_a_large_request_runs(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    small = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    rows = np.tile(iris[0].astype(np.float32), (6500, 1))  # 975,000 rows: 15.6 MB of FP32
+    large = binary_request(rows)
     with running(iris_home) as server:
         # A cheap request first: the next one of this model would run on the event loop.
         assert read_response(raw_request(server, small, send=len(small)))[0] == 200
         host, port = server.address.rsplit(":", 1)
-        sock = socket.create_connection((host, int(port)), timeout=120)
-        head = (
-            "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"
-            f"Inference-Header-Content-Length: {len(header)}\r\n"
-            f"Content-Length: {len(large)}\r\n\r\n"
-        )
-        sock.sendall(head.encode() + large[:-1])
+        sock = connect(server)
+        sock.sendall(large[:-1])
         health = http.client.HTTPConnection(host, int(port), timeout=120)
         health.request("GET", "/v2/health/live")
         assert health.getresponse().read() == b'{"live":true}'
@@ -479,24 +490,121 @@ def test_concurrency_limit_answers_503_with_retry_after(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
     body = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
-    with running(iris_home, "--max-concurrent", "2") as server:
-        held = [raw_request(server, body, send=10) for _ in range(2)]
+    large = binary_request(np.tile(iris[0].astype(np.float32), (3000, 1)))
+    with running(iris_home, "--max-concurrent", "1") as server:
         refused: list[tuple[int, dict[str, str], Any]] = []
-
-        def one_more_is_refused() -> bool:
-            # Once both are in the server, waiting for the rest of their bodies.
-            refused.append(read_response(raw_request(server, body, send=len(body))))
-            return refused[-1][0] != 200
-
-        wait_for(one_more_is_refused)
+        for _ in range(20):
+            # A large request running on an inference thread holds the one place: a small
+            # request sent meanwhile (once the large one's body is read) is refused.
+            running_one = connect(server)
+            running_one.sendall(large)
+            while not refused and select.select([running_one], [], [], 0)[0] == []:
+                answer = read_response(raw_request(server, body, send=len(body)))
+                if answer[0] != 200:
+                    refused.append(answer)
+            assert read_response(running_one)[0] == 200
+            if refused:
+                break
         status, headers, answer = refused[-1]
         assert (status, headers.get("retry-after")) == (503, "1")
         assert "concurrency limit" in answer["error"]
-        for sock in held:
-            sock.sendall(body[10:])
-            assert read_response(sock)[0] == 200
         again = raw_request(server, body, send=len(body))
         assert read_response(again)[0] == 200
+
+
+def test_clients_that_do_not_send_their_body_hold_no_place(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    body = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    with running(iris_home, "--max-concurrent", "2", "--read-timeout", "2") as server:
+        started = time.monotonic()
+        # More clients than places announce a body of 100 bytes and send none of it.
+        stalled = [raw_request(server, bytes(100), send=0) for _ in range(3)]
+        time.sleep(0.5)  # all in the server, waiting for their bodies
+        honest = time.monotonic()
+        assert read_response(raw_request(server, body, send=len(body)))[0] == 200
+        assert time.monotonic() - honest < 1
+        for sock in stalled:
+            status, headers, answer = read_response(sock)
+            assert (status, headers.get("content-type")) == (408, "application/json")
+            assert "not received within 2 seconds" in answer["error"]
+            assert sock.recv(1) == b""  # and the connection is closed
+        assert 1.5 < time.monotonic() - started < 8
+        assert not any("Traceback" in line for line in server.stderr)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def send_until_closed(sock: socket.socket, head: bytes, chunk: bytes, most: int) -> int | None:
+    """How many bytes of ``chunk`` after ``head`` went out before the server closed the
+    connection; None when all ``most`` did."""
+    sent = 0
+    try:
+        sock.sendall(head)
+        while sent < most:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        return sent
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_endless_headers_are_cut_off(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]) -> None:
+    """A connection sending a header line (or header lines) without end is answered 431
+    and closed once its request's head passes 64 KiB, on its first request as on a later
+    one: it neither grows the server nor holds up the event loop."""
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    attacks = {
+        "one line": (b"X-Big: ", b"a" * (64 << 10)),
+        "many lines": (b"", b"X-A: b\r\n" * (8 << 10)),
+    }
+    with running(iris_home) as server:
+        pid = server.process.pid
+        health = connect(server)
+        health.sendall(live)
+        assert read_response(health)[0] == 200
+        before = rss_kib(pid)
+        for start, chunk in attacks.values():
+            for earlier in (0, 1):  # on a new connection, after a request on it
+                sock = connect(server)
+                for _ in range(earlier):
+                    sock.sendall(live)
+                    assert read_response(sock)[0] == 200
+                head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n" + start
+                sent = send_until_closed(sock, head, chunk, 32 << 20)
+                # What the socket buffers took before the server closed the connection.
+                assert sent is not None, "the server took 32 MiB of headers"
+                assert sent < (16 << 20)
+                sock.close()
+                asked = time.monotonic()
+                health.sendall(live)
+                assert read_response(health)[0] == 200
+                assert time.monotonic() - asked < 1
+        assert rss_kib(pid) - before < (8 << 10)  # KiB: 32 MiB of headers would show
+        # A head that comes with a large body in the same reads is not cut off.
+        sock = connect(server)
+        sock.sendall(binary_request(np.tile(iris[0].astype(np.float32), (2000, 1))))
+        assert read_response(sock)[0] == 200
+        assert server.process.poll() is None
+        assert not any("Traceback" in line for line in server.stderr)
+
+
+def test_endless_headers_are_answered_431(iris_home: Path) -> None:
+    with running(iris_home) as server:
+        sock = connect(server)
+        head = b"GET /v2/health/live HTTP/1.1\r\nX-Big: "
+        # One byte over: read whole before the server closes, so the answer is not lost.
+        sock.sendall(head.ljust((64 << 10) + 1, b"a"))
+        status, headers, answer = read_response(sock)
+        assert (status, headers.get("connection")) == (431, "close")
+        assert "larger than 65536 bytes" in answer["error"]
 
 
 def test_a_client_that_leaves_mid_body_frees_its_place(
@@ -794,3 +902,70 @@ def test_a_refused_request_leaves_the_cost_that_chooses_thread_or_event_loop(
     with pytest.raises(UsageError, match="no output 'nope'"):
         app._timed_predict(loaded, json.dumps(unknown).encode(), None)
     assert loaded.cost.seconds > 0
+
+
+class _Transport:
+    """What uvicorn's protocol uses of an asyncio transport: it keeps what is written."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 9999)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, _protocol: Any) -> None:
+        pass
+
+
+def test_the_head_bound_counts_only_heads() -> None:
+    """One read with a head and a large body is taken; a head of 64 KiB and more, on the
+    first request or a later one of the connection, is answered 431 and closed."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from packager.instance.serve.limits import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def connection(*reads: bytes) -> _Transport:
+        config = uvicorn.Config(app, http=BoundedHttpToolsProtocol, lifespan="off")
+        config.load()
+        protocol = BoundedHttpToolsProtocol(config, ServerState(), {})
+        transport = _Transport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        for data in reads:
+            protocol.data_received(data)
+            await asyncio.sleep(0.01)  # the app answers
+        return transport
+
+    body = bytes(4 * MAX_HEAD_BYTES)
+    post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    endless = b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 200)
+    taken = asyncio.run(connection(post + body, post + body[:10], body[10:]))
+    assert taken.written.count(b"HTTP/1.1 200 OK") == 2 and not taken.closed
+    for reads in ([endless], [post + body, endless[:100], endless[100:]]):
+        refused = asyncio.run(connection(*reads))
+        assert refused.closed
+        assert refused.written.count(b"HTTP/1.1 431 Request Header Fields Too Large") == 1

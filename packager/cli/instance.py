@@ -694,6 +694,15 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     metavar="SECONDS",
     help="On SIGTERM, wait this long at most for requests in flight.",
 )
+@click.option(
+    "--read-timeout",
+    type=SECONDS,
+    default=30,
+    show_default=True,
+    metavar="SECONDS",
+    help="An inference request whose body is not received whole within this is refused "
+    "(408); until its body is in, a request does not count against --max-concurrent.",
+)
 @pass_ctx
 def serve(
     ctx: Context,
@@ -706,6 +715,7 @@ def serve(
     threads: int,
     poll_interval: float,
     shutdown_timeout: float,
+    read_timeout: float,
 ) -> None:
     """Serve installed models over the Open Inference Protocol v2 (KServe, Triton).
 
@@ -726,6 +736,7 @@ def serve(
         threads=threads,
         poll_seconds=poll_interval,
         shutdown_seconds=shutdown_timeout,
+        read_seconds=read_timeout,
     )
     served = server.load(Store(ctx.home), options, render.line_err)
     sock = server.bind(options.listen)

@@ -41,6 +41,7 @@ class ServeOptions:
     threads: int = 4
     poll_seconds: float = 0.5
     shutdown_seconds: float = 30.0
+    read_seconds: float = 30.0
 
 
 def bind(listen: Listen) -> socket.socket:
@@ -122,12 +123,14 @@ def run(
     import uvicorn
 
     from packager.instance.serve.app import Limits, build_app
+    from packager.instance.serve.limits import BoundedHttpToolsProtocol
 
     limits = Limits(
         max_request_bytes=options.max_request_bytes,
         max_concurrent=options.max_concurrent,
         threads=options.threads,
         poll_seconds=options.poll_seconds,
+        read_seconds=options.read_seconds,
     )
     listening = address(sock)
 
@@ -136,6 +139,8 @@ def run(
 
     config = uvicorn.Config(
         build_app(served, limits, warn=warn, on_switch=note),
+        # httptools (as uvicorn's "auto" picks), with a bound on each request's headers.
+        http=BoundedHttpToolsProtocol,
         log_level="warning",
         access_log=False,
         server_header=False,

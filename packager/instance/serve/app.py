@@ -4,8 +4,10 @@ rest.
 
 Errors answer with the protocol's body, ``{"error": "..."}``: 400 for a request the model
 cannot take, 404 for a model or version not served, 405 for an inference that is not a
-POST, 413 for a body over the limit, 503 (with ``Retry-After``) when the server is at its
-concurrency limit.
+POST, 408 for a body not received within the read timeout, 413 for a body over the limit,
+503 (with ``Retry-After``) when the server is at its concurrency limit. A request counts
+against that limit only once its body is read: clients that send theirs slowly, or never,
+hold no place.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ class Limits:
     """What one server takes on.
 
     ``max_request_bytes``: a larger body is refused (413) before it is read whole.
-    ``max_concurrent``: inference requests in the server at once, queued for the
-    ``threads`` inference threads; one more is refused (503, ``Retry-After: 1``).
+    ``read_seconds``: a body not read whole by then is refused (408).
+    ``max_concurrent``: inference requests in the server at once (their bodies read),
+    queued for the ``threads`` inference threads; one more is refused (503,
+    ``Retry-After: 1``).
     ``poll_seconds``: how often ``current`` is looked at (SIGHUP: at once).
     """
 
@@ -66,6 +70,7 @@ class Limits:
     max_concurrent: int = 64
     threads: int = 4
     poll_seconds: float = 0.5
+    read_seconds: float = 30.0
 
 
 class _State:
@@ -83,6 +88,10 @@ class _State:
         self.warn = warn
         self.on_switch = on_switch
         self.active = 0
+        # Requests reading their bodies, by deadline (the order they came in), and those
+        # cancelled for passing it.
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
         self.limiter = anyio.CapacityLimiter(limits.threads)
 
 
@@ -149,6 +158,7 @@ def build_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_follow_current, state)
+            tasks.start_soon(_expire_reads, state)
             yield
             tasks.cancel_scope.cancel()
 
@@ -212,41 +222,60 @@ async def _version(state: _State, name: str, version: str | None) -> Loaded:
 async def _infer(
     state: _State, name: str, version: str | None, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    """``POST /v2/models/NAME[/versions/VERSION]/infer``, within the concurrency limit."""
+    """``POST /v2/models/NAME[/versions/VERSION]/infer``: its body read within the read
+    timeout, then run within the concurrency limit."""
     if scope["method"] != "POST":
         await _send(send, 405, protocol.error("inference takes POST"), ((b"allow", b"POST"),))
-    elif state.active >= state.limits.max_concurrent:
-        message = protocol.error("the server is at its concurrency limit; retry")
-        await _send(send, 503, message, ((b"retry-after", b"1"),))
-    else:
-        state.active += 1
-        try:
-            answer = await _answer(state, name, version, scope, receive)
-        finally:
-            state.active -= 1
-        if answer is not None:
-            await _send(send, *answer)
-
-
-async def _answer(
-    state: _State, name: str, version: str | None, scope: Scope, receive: Receive
-) -> tuple[int, bytes] | None:
-    """The status and body answering an inference request; None when the client left."""
-    limit = state.limits.max_request_bytes
+        return
+    limits = state.limits
+    limit = limits.max_request_bytes
     length = header = None
     for key, value in scope["headers"]:
         if key == b"content-length" and length is None:
             length = value
         elif key == b"inference-header-content-length" and header is None:
             header = value
-    try:
-        body = None
-        if length is None or not length.isdigit() or int(length) <= limit:
+    body = None
+    if length is None or not length.isdigit() or int(length) <= limit:
+        # The deadline is a line in a table that _expire_reads looks at: a timer per
+        # request would cost more than a small model's inference.
+        task = asyncio.current_task()
+        assert task is not None
+        state.reading[task] = time.monotonic() + limits.read_seconds
+        try:
             body = await _body(receive, limit)
-    except _Disconnected:
-        return None
+        except _Disconnected:
+            return
+        except asyncio.CancelledError:
+            if task not in state.expired:
+                raise
+            state.expired.discard(task)
+            task.uncancel()
+            message = protocol.error(
+                f"the request body was not received within {limits.read_seconds:g} seconds"
+            )
+            await _send(send, 408, message, ((b"connection", b"close"),))
+            return
+        finally:
+            state.reading.pop(task, None)
     if body is None:
-        return 413, protocol.error(f"the request is larger than {limit} bytes")
+        await _send(send, 413, protocol.error(f"the request is larger than {limit} bytes"))
+    elif state.active >= limits.max_concurrent:
+        message = protocol.error("the server is at its concurrency limit; retry")
+        await _send(send, 503, message, ((b"retry-after", b"1"),))
+    else:
+        state.active += 1
+        try:
+            answer = await _answer(state, name, version, body, header)
+        finally:
+            state.active -= 1
+        await _send(send, *answer)
+
+
+async def _answer(
+    state: _State, name: str, version: str | None, body: bytes, header: bytes | None
+) -> tuple[int, bytes]:
+    """The status and body answering an inference request whose body is read."""
     try:
         header_length = None if header is None else int(header)
     except ValueError:
@@ -332,6 +361,24 @@ def _predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
     return protocol.response(
         loaded.name, loaded.version, request.id, protocol.select(outputs, request.outputs)
     )
+
+
+async def _expire_reads(state: _State) -> None:
+    """Cancel the requests whose bodies are not read by their deadline (408), looking a few
+    times per read timeout (at most a second apart)."""
+    tick = min(1.0, state.limits.read_seconds / 4)
+    while True:
+        await asyncio.sleep(tick)
+        now = time.monotonic()
+        late = []
+        for task, deadline in state.reading.items():
+            if deadline > now:
+                break  # the deadlines after it are later
+            late.append(task)
+        for task in late:
+            del state.reading[task]
+            state.expired.add(task)
+            task.cancel()
 
 
 async def _follow_current(state: _State) -> None:
