@@ -555,7 +555,6 @@ def send_until_closed(sock: socket.socket, head: bytes, chunk: bytes, most: int)
     return None
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_endless_headers_are_cut_off(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]) -> None:
     """A connection sending a header line (or header lines) without end is answered 431
     and closed once its request's head passes 64 KiB, on its first request as on a later

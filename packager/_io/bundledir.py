@@ -156,30 +156,29 @@ def read_signed_manifest(
 
 
 def _read_capped(path: Path, cap: int) -> bytes | None:
-    """At most ``cap`` + 1 bytes of ``path`` (the checks refuse anything larger), or None
-    when there is no such file.
+    """At most ``cap`` + 1 bytes of an installed bundle's file (the checks refuse anything
+    larger), or None when there is no such file; see :func:`_read_up_to`."""
 
-    Raises:
-        LocalDiskError: this account may not read it.
-        TamperedError: it cannot be read otherwise (a directory in its place, ...).
-    """
-    try:
-        with path.open("rb") as f:
-            return f.read(cap + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
+    def refusal(e: OSError) -> PackagerError:
         message = f"cannot read the installed {path.name} ({path}): {e.strerror or e}"
-        raise disk_or(TamperedError, message, e) from e
+        return disk_or(TamperedError, message, e)
+
+    return _read_up_to(path, cap, refusal)
 
 
 def _read_in_bundle(path: Path, cap: int) -> bytes | None:
     """At most ``cap`` + 1 bytes of a bundle directory's file (the checks refuse anything
-    larger, without a larger file read into memory first), or None when it is not there.
+    larger, without a larger file read into memory first), or None when it is not there."""
+    return _read_up_to(path, cap, lambda e: _unreadable(path.parent, e))
+
+
+def _read_up_to(path: Path, cap: int, refusal: Callable[[OSError], PackagerError]) -> bytes | None:
+    """At most ``cap`` + 1 bytes of ``path``, or None when there is no such file.
 
     Raises:
         LocalDiskError: this account may not read it.
-        TamperedError: it cannot be read otherwise.
+        TamperedError: it cannot be read otherwise (a directory in its place, ...);
+            ``refusal`` makes the error raised.
     """
     try:
         with path.open("rb") as f:
@@ -187,7 +186,7 @@ def _read_in_bundle(path: Path, cap: int) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise _unreadable(path.parent, e) from e
+        raise refusal(e) from e
 
 
 def _unreadable(bundle: Path, e: OSError) -> PackagerError:
