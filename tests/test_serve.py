@@ -916,6 +916,9 @@ class _Transport:
     def write(self, data: bytes) -> None:
         self.written += data
 
+    def writelines(self, data: Any) -> None:
+        self.written += b"".join(data)
+
     def close(self) -> None:
         self.closed = True
 
@@ -968,3 +971,64 @@ def test_the_head_bound_counts_only_heads() -> None:
         refused = asyncio.run(connection(*reads))
         assert refused.closed
         assert refused.written.count(b"HTTP/1.1 431 Request Header Fields Too Large") == 1
+
+
+# -- one write per response ----------------------------------------------------------------
+
+# struct tcp_info (linux/tcp.h): tcpi_data_segs_in, the segments received that carried data.
+_DATA_SEGS_IN = 152
+
+
+def data_segments_in(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[_DATA_SEGS_IN : _DATA_SEGS_IN + 4], sys.byteorder)
+
+
+def test_a_response_comes_in_one_segment(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Head and body of an answer leave in one write: the client gets one TCP segment, and
+    is woken once, for each of several requests on one connection."""
+    body = infer_doc("input", iris[0][:1].astype(np.float32)).encode()
+    with running(iris_home) as server:
+        sock = raw_request(server, body, send=len(body))
+        for n in range(1, 4):
+            status, _headers, answer = read_response(sock)
+            assert status == 200 and answer["model_name"] == "iris"
+            assert data_segments_in(sock) == n
+            if n < 3:
+                sock.sendall(b"POST" + raw_head(len(body)).partition(b"POST")[2] + body)
+        sock.close()
+
+
+def raw_head(length: int, extra: str = "") -> bytes:
+    return (
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{extra}Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_head_requests_and_100_continue_are_answered(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """What the single write must not hold back: a HEAD answer (no body follows its head)
+    and the ``100 Continue`` a client waits for before it sends its body."""
+    body = infer_doc("input", iris[0][:1].astype(np.float32)).encode()
+    with running(iris_home) as server:
+        sock = connect(server)
+        sock.sendall(b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = sock.makefile("rb")
+        response = http.client.HTTPResponse(sock, method="HEAD")
+        response.fp = reader
+        response.begin()
+        assert response.status in (200, 405) and response.read() == b""
+        reader = sock.makefile("rb")  # the HEAD answer's reader closed with it
+        sock.sendall(raw_head(len(body), "Expect: 100-continue\r\n"))
+        assert reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert reader.readline() == b"\r\n"
+        sock.sendall(body)
+        response = http.client.HTTPResponse(sock)
+        response.fp = reader
+        response.begin()
+        assert response.status == 200 and json.loads(response.read())["model_name"] == "iris"
+        sock.close()

@@ -5,6 +5,8 @@ it arrives: a client that never ends one grows the server's memory without bound
 CPU quadratic in its length, on the event loop every other client waits for. Here a
 connection may send at most ``MAX_HEAD_BYTES`` (and what came with the read that passed
 it) before its request's head is complete; past that it is answered 431 and closed.
+
+Its request cycles also write each response's head and body at once (see onewrite).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from packager.instance.serve import protocol
+from packager.instance.serve.onewrite import OneWrite
 
 # As common servers allow (nginx's large_client_header_buffers, 4 x 8k ... 64k in all).
 MAX_HEAD_BYTES = 64 << 10
@@ -29,6 +32,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     _head = 0
+    _writer: OneWrite | None = None
 
     def data_received(self, data: bytes) -> None:
         # Looked at once the parser has this read: a read may hold a whole head and the
@@ -46,6 +50,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head = _BODY
         super().on_headers_complete()
+        # The new request's cycle writes its response's head and body at once (onewrite).
+        cycle = self.cycle
+        fresh = cycle is not None and cycle.transport is self.transport
+        if fresh and self.scope["method"] != "HEAD":
+            writer = self._writer
+            if writer is None:
+                writer = self._writer = OneWrite(self.transport)
+            writer.expect(cycle)
+            cycle.transport = writer  # type: ignore[assignment]
 
     def _refuse(self) -> None:
         if self.transport.is_closing():
