@@ -674,10 +674,11 @@ def test_progress_is_reported_on_stderr_when_asked(
 def test_closing_an_oci_registry_closes_its_connections(registry_host: str, namespace: str) -> None:
     with registry_at(registry_host, namespace) as registry:
         assert registry.versions("iris") == []
-        session = registry._oci._transport._session  # type: ignore[attr-defined]
-        pools = [adapter.poolmanager.pools for adapter in session.adapters.values()]
-        assert sum(len(p) for p in pools) >= 1
-    assert sum(len(p) for p in pools) == 0
+        pool = registry._oci._transport._pool  # type: ignore[attr-defined]
+        idle = [c for connections in pool._idle.values() for c in connections]
+        assert len(idle) >= 1
+    assert not pool._idle
+    assert all(connection.sock is None for connection in idle)
 
 
 @pytest.mark.parametrize(
