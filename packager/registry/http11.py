@@ -533,12 +533,17 @@ def _prepare(
         if proxy.authorization:
             sent["Proxy-Authorization"] = proxy.authorization
     for name, value in headers.items():
-        for same in [k for k in sent if k.lower() == name.lower()]:
-            del sent[same]
-        sent[name] = value
+        _put(sent, name, value)
     if body is not None:
-        sent["Content-Length"] = str(len(body))
+        _put(sent, "Content-Length", str(len(body)))
     return target, sent
+
+
+def _put(headers: dict[str, str], name: str, value: str) -> None:
+    """Set header ``name``, replacing it in any case."""
+    for same in [k for k in headers if k.lower() == name.lower()]:
+        del headers[same]
+    headers[name] = value
 
 
 def _transmit(

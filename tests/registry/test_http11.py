@@ -354,7 +354,7 @@ def test_link_headers_as_registries_send_them() -> None:
     assert parse_links('<https://a/2>; rel="next last"')["last"]["url"] == "https://a/2"
     assert parse_links("<https://a/4>")["https://a/4"]["url"] == "https://a/4"
     # The first link of a type wins.
-    assert parse_links('<x>; rel=next, <y>; rel=next')["next"]["url"] == "x"
+    assert parse_links("<x>; rel=next, <y>; rel=next")["next"]["url"] == "x"
 
 
 @pytest.mark.parametrize(
