@@ -425,6 +425,7 @@ class Pool:
         self._watch = watch
         self._lock = threading.Lock()
         self._idle: dict[Key, list[http.client.HTTPConnection]] = {}
+        self._closed = False
 
     def send(
         self,
@@ -461,8 +462,9 @@ class Pool:
         return Response(raw, url, lambda reuse: self._release(key, connection, reuse))
 
     def close(self) -> None:
-        """Close the idle connections (those in use close when their responses do)."""
+        """Close the idle connections; those in use close when their responses do."""
         with self._lock:
+            self._closed = True
             idle = [c for connections in self._idle.values() for c in connections]
             self._idle.clear()
         for connection in idle:
@@ -480,28 +482,36 @@ class Pool:
     def _release(self, key: Key, connection: http.client.HTTPConnection, reuse: bool) -> None:
         if reuse and connection.sock is not None:
             with self._lock:
-                idle = self._idle.setdefault(key, [])
-                if len(idle) < MAX_IDLE:
+                idle = None if self._closed else self._idle.setdefault(key, [])
+                if idle is not None and len(idle) < MAX_IDLE:
                     idle.append(connection)
                     return
         connection.close()
 
     def _open(self, key: Key) -> http.client.HTTPConnection:
+        """A new connection (not connected yet): to the host, or to the proxy; HTTPS
+        through a proxy is tunnelled with CONNECT."""
         scheme, host, port, proxy = key
-        kwargs = {
-            "connect_timeout": self._connect_timeout,
-            "stall_timeout": self._stall_timeout,
-            "watch": self._watch,
-        }
+        to_host, to_port = (host, port) if proxy is None else (proxy.host, proxy.port)
         if scheme == "http":
-            if proxy is None:
-                return _Connection(host, port, **kwargs)  # type: ignore[arg-type]
-            return _Connection(proxy.host, proxy.port, **kwargs)  # type: ignore[arg-type]
-        if proxy is None:
-            return _TLSConnection(host, port, context=self._tls(), **kwargs)  # type: ignore[arg-type]
-        connection = _TLSConnection(proxy.host, proxy.port, context=self._tls(), **kwargs)  # type: ignore[arg-type]
-        tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
-        connection.set_tunnel(host, port, headers=tunnel)
+            return _Connection(
+                to_host,
+                to_port,
+                connect_timeout=self._connect_timeout,
+                stall_timeout=self._stall_timeout,
+                watch=self._watch,
+            )
+        connection = _TLSConnection(
+            to_host,
+            to_port,
+            connect_timeout=self._connect_timeout,
+            stall_timeout=self._stall_timeout,
+            watch=self._watch,
+            context=self._tls(),
+        )
+        if proxy is not None:
+            tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+            connection.set_tunnel(host, port, headers=tunnel)
         return connection
 
 
