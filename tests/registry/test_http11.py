@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,6 +90,9 @@ class _OriginHandler(_Quiet):
             self.end_headers()
             self.wfile.write(b"1000\r\nonly this")
             self.close_connection = True
+        elif self.path.startswith("/then-close"):
+            self.answer(200, b"short")
+            self.close_connection = True  # without saying so: the client pools it
         else:
             self.answer(200, BODY)
 
@@ -121,6 +125,16 @@ def test_a_response_closed_before_its_end_is_not_reused() -> None:
         assert get(t, origin.url("/c")) == BODY
         t.close()
     assert origin.connections() == 2
+
+
+def test_an_idle_connection_the_server_closed_is_not_used() -> None:
+    t = transport(retry=RetryPolicy(attempts=0))  # no retry would hide a broken reuse
+    with Origin().running() as origin:
+        for path in ("/then-close/1", "/then-close/2", "/then-close/3"):
+            assert get(t, origin.url(path)) == b"short"
+            time.sleep(0.2)  # the server's FIN arrives
+        t.close()
+    assert origin.connections() == 3
 
 
 def test_threads_fetch_at_once_on_connections_of_their_own() -> None:
