@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-import requests
-
 from packager.core.jsonio import Limits, loads, loads_object
 from packager.errors import RegistryError, UsageError
 from packager.registry.credential_helper import DEFAULT_TIMEOUT, helper_credentials
+from packager.registry.http11 import Response
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import Transport, host_port, may_send_credentials, where
 
@@ -280,7 +279,7 @@ class RegistryAuth:
             plain_http=self._plain_http,
         )
 
-    def challenge(self, response: requests.Response, scope: str | None) -> bool:
+    def challenge(self, response: Response, scope: str | None) -> bool:
         """Answer a 401 of the registry's own: True when the request should be sent
         again. A 401 from any other host is not answered.
 
@@ -392,7 +391,7 @@ class _RealmAuth:
     def authorize(self, url: str, scope: str | None) -> Mapping[str, str]:
         return {} if self._credentials is None else {"Authorization": self._credentials.basic}
 
-    def challenge(self, response: requests.Response, scope: str | None) -> bool:
+    def challenge(self, response: Response, scope: str | None) -> bool:
         return False
 
     def redact(self, text: str) -> str:

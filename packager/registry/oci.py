@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any, Unpack
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
 from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version
@@ -46,6 +44,7 @@ from packager.registry.artifact import (
 from packager.registry.auth import RegistryAuth, find_credentials
 from packager.registry.base import Artifact, Descriptor
 from packager.registry.document import Document, DocumentWriter
+from packager.registry.http11 import Response
 from packager.registry.options import RegistryOptions
 from packager.registry.transport import (
     BlobRequest,
@@ -291,7 +290,7 @@ class OciStore(RemoteBlobs):
 
     def request(
         self, method: str, url: str, *, what: str, scope: str, **sent: Unpack[Sent]
-    ) -> requests.Response:
+    ) -> Response:
         """:meth:`Transport.request` answering challenges with this registry's credentials
         for ``scope``."""
         return self._transport.request(

@@ -1,4 +1,4 @@
-"""HTTP for every remote registry kind, on requests: timeouts, retries, TLS, downloads.
+"""HTTP for every remote registry kind: timeouts, retries, TLS, proxies, downloads.
 
 What this layer guarantees to the registry clients above it:
 
@@ -23,12 +23,18 @@ What this layer guarantees to the registry clients above it:
 - every foreign exception becomes a one-line :class:`RegistryError` (exit 4) or, when
   the bytes are not the ones asked for, a :class:`TamperedError` (exit 3). Messages name
   the host and path, never a query string or a credential.
+
+Requests go out on the standard library's ``http.client`` through
+:class:`~packager.registry.http11.Pool` (keep-alive connections shared by threads,
+proxies from the environment, ``Accept-Encoding: identity``, no ``~/.netrc``); see
+docs/adr/0013-http-on-the-standard-library.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import io
 import ipaddress
 import os
@@ -46,16 +52,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, TypedDict
-from urllib.parse import urljoin, urlsplit
-
-import requests
-import requests.adapters
-import requests.utils
-import urllib3
-import urllib3.connection
-import urllib3.exceptions
-from requests.exceptions import ChunkedEncodingError
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from packager._io.hashing import CHUNK, BackgroundHasher
 from packager.core.digests import Digest
@@ -67,6 +64,7 @@ from packager.registry._verified_read import ShardedBlob, check_blob, new_file
 from packager.registry.artifact import TITLE_ANNOTATION
 from packager.registry.base import Descriptor
 from packager.registry.files import flushing
+from packager.registry.http11 import ConnectTimeout, Pool, Response, UnsupportedProxy
 from packager.registry.options import RegistryOptions
 
 Progress = Callable[[int], None]
@@ -99,13 +97,16 @@ class Sent(TypedDict, total=False):
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
-# What a request or a body read raises when the network fails (urllib3's own errors come
-# straight through when a body is read from the raw stream).
-NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+# What a request or a body read raises when the network fails: http.client's protocol
+# errors (IncompleteRead, RemoteDisconnected, BadStatusLine, LineTooLong...) and socket,
+# TLS and timeout errors, all OSError (http11's own errors too).
+NETWORK_ERRORS = (http.client.HTTPException, OSError)
 # Shards of one blob fetched at once.
 PARALLEL_SHARDS = 4
 # Error bodies are only ever quoted in a message.
 MAX_ERROR_BODY = 64 << 10
+# A CA bundle added to the trust stores, as requests read it (the first one set).
+_CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 # Up to 10**18 - 1: more than any size, offset or wait a header may state.
@@ -133,7 +134,7 @@ class Authenticator(Protocol):
         host other than the registry's own."""
         ...
 
-    def challenge(self, response: requests.Response, scope: str | None) -> bool:
+    def challenge(self, response: Response, scope: str | None) -> bool:
         """Learn from a 401: True when retrying the request may now succeed.
 
         Raises:
@@ -265,10 +266,16 @@ def _title(desc: Descriptor) -> str:
 
 
 class Transport:
-    """A requests session with the limits of :class:`RegistryOptions`; see the module doc.
+    """HTTP with the limits of :class:`RegistryOptions`; see the module doc.
 
     One transport serves one registry; it may be shared by threads that each hold their
-    own responses (requests sessions pool connections per host).
+    own responses (its pool keeps connections per host and proxy).
+
+    The SSL context (see :func:`tls_context`) is made before the first connection that
+    needs it (HTTPS, or a tunnel through a proxy), not before: loading the trust stores
+    costs tens of milliseconds of CPU that a plain-HTTP registry (a mirror on loopback,
+    ``--plain-http``) never needs. With ``ca_cert`` it is made at once, so that a file
+    holding no certificate is refused before anything is fetched.
     """
 
     def __init__(
@@ -281,15 +288,22 @@ class Transport:
         self._options = options
         self._sleep = sleep
         self._clock = clock
-        self._session = requests.Session()
-        adapter = _WatchedAdapter(options.ca_cert)
-        for prefix in ("https://", "http://"):
-            self._session.mount(prefix, adapter)
-        # Credentials come from RegistryOptions and Docker's config only: with no session
-        # auth, requests would add ~/.netrc credentials to any host, redirect targets too.
-        self._session.auth = _no_auth
-        # requests' own "python-requests/x" is what some registries rate-limit hardest.
-        self._session.headers["User-Agent"] = "packager"
+        self._context = None if options.ca_cert is None else tls_context(options.ca_cert)
+        self._loading = threading.Lock()
+        # Credentials come from RegistryOptions and Docker's config only (never ~/.netrc).
+        self._pool = Pool(
+            connect_timeout=options.timeouts.connect,
+            stall_timeout=options.timeouts.stall,
+            tls=self._tls,
+            watch=_watched,
+        )
+
+    def _tls(self) -> ssl.SSLContext:
+        """The SSL context, made once, by the first connection that needs it."""
+        with self._loading:
+            if self._context is None:
+                self._context = tls_context(None)
+            return self._context
 
     def check_url(self, url: str) -> None:
         """Refuse a URL this transport must never connect to.
@@ -323,7 +337,7 @@ class Transport:
         scope: str | None = None,
         deadline: float | None = None,
         retry: bool = True,
-    ) -> requests.Response:
+    ) -> Response:
         """Send a request and return the streamed response for any final status.
 
         Redirects of GET and HEAD are followed; a 401 is answered once through ``auth``;
@@ -356,7 +370,7 @@ class Transport:
                 )
             except NETWORK_ERRORS as e:
                 # A certificate or protocol mismatch is no less wrong a second later.
-                permanent = isinstance(e, requests.exceptions.SSLError)
+                permanent = isinstance(e, ssl.SSLError)
                 if permanent or not retry or attempt >= policy.attempts:
                     raise self.network_error(e, what, url, auth) from e
                 self._wait(attempt, None, deadline, what, url)
@@ -396,7 +410,7 @@ class Transport:
 
     def read(
         self,
-        response: requests.Response,
+        response: Response,
         *,
         limit: int,
         what: str,
@@ -477,7 +491,7 @@ class Transport:
 
     def _start_part(
         self,
-        response: requests.Response,
+        response: Response,
         state: _Received,
         what: str,
         auth: Authenticator | None,
@@ -529,8 +543,8 @@ class Transport:
         return self._options.progress
 
     def close(self) -> None:
-        """Close the session's pooled connections."""
-        self._session.close()
+        """Close the pooled connections."""
+        self._pool.close()
 
     # --- blobs signed by shards: one range each ------------------------------------
 
@@ -653,7 +667,7 @@ class Transport:
             return True
 
     def _receive_shard(
-        self, response: requests.Response, out: int, shard: Shard, deadline: float, what: str
+        self, response: Response, out: int, shard: Shard, deadline: float, what: str
     ) -> tuple[int, Digest]:
         """Write the body of a range answer into ``out`` from the shard's start, hashing
         it; returns where it ended (one byte past the shard at most) and the digest.
@@ -677,7 +691,7 @@ class Transport:
             position += len(chunk)
 
     def http_error(
-        self, response: requests.Response, what: str, auth: Authenticator | None = None
+        self, response: Response, what: str, auth: Authenticator | None = None
     ) -> RegistryError:
         """A one-line error for an unexpected status, quoting the registry's error code
         and message when it sent the OCI error JSON. Closes the response."""
@@ -712,39 +726,30 @@ class Transport:
         params: Mapping[str, str] | None,
         deadline: float,
         what: str,
-    ) -> requests.Response:
+    ) -> Response:
         """Send one request and receive its headers before ``deadline``.
 
         Raises:
             RegistryError: the deadline passed first (the watchdog shut the connection).
         """
-        timeouts = self._options.timeouts
+        if params:
+            url += ("&" if urlsplit(url).query else "?") + urlencode(params)
         data = body() if callable(body) else body
         try:
             with _Watchdog(deadline - self._clock()) as watchdog:
                 try:
-                    response = self._session.request(
-                        method,
-                        url,
-                        headers=dict(headers),
-                        data=data,
-                        params=params,
-                        # Always streamed: bodies are read with our caps, never all at once.
-                        stream=True,
-                        allow_redirects=False,
-                        timeout=(timeouts.connect, timeouts.stall),
-                        # The adapter's context holds the CAs; REQUESTS_CA_BUNDLE adds its own.
-                        verify=True,
-                    )
+                    response = self._pool.send(method, url, headers=headers, body=data)
                 except NETWORK_ERRORS as e:
                     if watchdog.fired:
                         raise self._too_late(what) from e
                     raise
+                except UnsupportedProxy as e:
+                    raise RegistryError(f"cannot {what}: {e}") from None
         finally:
             if data is not None and not isinstance(data, bytes):
                 data.close()
         if watchdog.fired:
-            response.close()
+            response.abort()
             raise self._too_late(what)
         return response
 
@@ -755,13 +760,13 @@ class Transport:
         )
 
     def _chunks(
-        self, response: requests.Response, limit: int, deadline: float, what: str
+        self, response: Response, limit: int, deadline: float, what: str
     ) -> Iterator[bytes]:
         remaining = limit
         while remaining > 0:
             # read1 returns whatever one receive brings: a trickling server still gets
             # its deadline checked, where read(n) would wait for n bytes.
-            chunk = response.raw.read1(min(CHUNK, remaining), decode_content=True)
+            chunk = response.read1(min(CHUNK, remaining))
             if not chunk:
                 return
             if self._clock() > deadline:
@@ -787,13 +792,9 @@ class Transport:
     def _cause(self, error: BaseException) -> str:
         timeouts = self._options.timeouts
         for e in _causes(error):
-            if isinstance(e, requests.ConnectTimeout) or (
-                # urllib3 derives "could not connect" from its connect timeout.
-                isinstance(e, urllib3.exceptions.ConnectTimeoutError)
-                and not isinstance(e, urllib3.exceptions.NewConnectionError)
-            ):
+            if isinstance(e, ConnectTimeout):
                 return f"no connection within {timeouts.connect:g} s"
-            if isinstance(e, urllib3.exceptions.ReadTimeoutError | requests.ReadTimeout):
+            if isinstance(e, TimeoutError):
                 return f"stalled: no data for {timeouts.stall:g} s"
             if isinstance(e, ssl.SSLCertVerificationError):
                 return (
@@ -804,7 +805,7 @@ class Transport:
                 return f"TLS failed ({e.reason or e.strerror})"
             if isinstance(e, socket.gaierror):
                 return "host name not found"
-            if isinstance(e, urllib3.exceptions.ProtocolError | ChunkedEncodingError):
+            if isinstance(e, http.client.HTTPException | ConnectionResetError | BrokenPipeError):
                 return "the connection broke mid-response"
             if isinstance(e, OSError) and e.strerror:
                 return e.strerror.lower()
@@ -857,14 +858,15 @@ class _Watchdog:
     The connect and stall timeouts bound each wait for bytes, so a server that trickles
     its status line and headers (within the limits on their length) could keep a request
     for hours; the deadline must hold there too. The connection registers itself when it
-    connects and sends (see :class:`_WatchedHTTPConnection`); shutting its socket makes
+    connects and sends (the ``watch`` hook of :class:`~packager.registry.http11.Pool`,
+    :func:`_watched`); shutting its socket makes
     the blocked receive return at once, and the caller reads :attr:`fired`.
     """
 
     def __init__(self, seconds: float) -> None:
         self.fired = False
         self._lock = threading.Lock()
-        self._connection: urllib3.connection.HTTPConnection | None = None
+        self._connection: http.client.HTTPConnection | None = None
         self._timer = threading.Timer(max(0.0, seconds), self._fire)
         self._timer.daemon = True
 
@@ -879,7 +881,7 @@ class _Watchdog:
         with self._lock:
             self._connection = None
 
-    def watch(self, connection: urllib3.connection.HTTPConnection) -> None:
+    def watch(self, connection: http.client.HTTPConnection) -> None:
         with self._lock:
             self._connection = connection
             if self.fired:
@@ -892,7 +894,7 @@ class _Watchdog:
                 _shut(self._connection)
 
 
-def _shut(connection: urllib3.connection.HTTPConnection) -> None:
+def _shut(connection: http.client.HTTPConnection) -> None:
     sock = connection.sock
     if sock is not None:
         # socket.socket's own: SSLSocket.shutdown would drop the TLS state under the
@@ -901,111 +903,43 @@ def _shut(connection: urllib3.connection.HTTPConnection) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _watched(connection: urllib3.connection.HTTPConnection) -> None:
+def _watched(connection: http.client.HTTPConnection) -> None:
     watchdog: _Watchdog | None = getattr(_exchange, "watchdog", None)
     if watchdog is not None:
         watchdog.watch(connection)
-
-
-class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
-    """An HTTP connection the watchdog of the current request can shut."""
-
-    def connect(self) -> None:
-        _watched(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watched(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(_WatchedHTTPConnection, urllib3.connection.HTTPSConnection):
-    """An HTTPS connection the watchdog of the current request can shut: the methods
-    above, then HTTPSConnection's (next in the method resolution order)."""
-
-
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
-    "http": _WatchedHTTPConnectionPool,
-    "https": _WatchedHTTPSConnectionPool,
-}
 
 
 def tls_context(ca_cert: Path | None) -> ssl.SSLContext:
     """The SSL context HTTPS is verified with: the operating system's trust store (an
     internal CA installed on the host; on Linux OpenSSL's default locations, which
     ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` override), certifi's bundle (so that a host
-    without a CA store still reaches public registries) and ``ca_cert``.
+    without a CA store still reaches public registries), the file or directory
+    ``$REQUESTS_CA_BUNDLE`` (or ``$CURL_CA_BUNDLE``) names, and ``ca_cert``.
 
     Raises:
-        UsageError: ``ca_cert`` holds no certificate OpenSSL can read.
+        UsageError: ``ca_cert`` or the bundle variable names no certificate OpenSSL can read.
     """
     import certifi
     import truststore
 
     context: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cafile=certifi.where())
+    variable = next((v for v in _CA_BUNDLE_VARIABLES if os.environ.get(v)), None)
+    if variable is not None:
+        _load_cas(context, Path(os.environ[variable]), f"${variable}")
     if ca_cert is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca_cert))
-        except (ssl.SSLError, OSError) as e:
-            raise UsageError(f"--ca-cert {ca_cert}: no PEM certificate in it ({e})") from e
+        _load_cas(context, ca_cert, "--ca-cert")
     return context
 
 
-class _WatchedAdapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, with connections a :class:`_Watchdog` can shut (also through an
-    HTTP proxy; SOCKS proxies keep their own connections), verified with one SSL context
-    (see :func:`tls_context`). The context is made before the first request that may need
-    it (an URL other than plain HTTP, or any request through a proxy), not before: loading
-    the trust stores costs tens of milliseconds of CPU that a plain-HTTP registry (a mirror
-    on loopback, ``--plain-http``) never needs. With ``ca_cert`` it is made at once, so that
-    a file holding no certificate is refused before anything is fetched."""
-
-    def __init__(self, ca_cert: Path | None) -> None:
-        self._context = None if ca_cert is None else tls_context(ca_cert)
-        self._loading = threading.Lock()
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs, ssl_context=self._context)
-        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        url = request.url or ""
-        proxy = requests.utils.select_proxy(url, kwargs.get("proxies"))
-        if self._context is None and (urlsplit(url).scheme != "http" or proxy):
-            self._load_tls()
-        return super().send(request, *args, **kwargs)
-
-    def _load_tls(self) -> None:
-        """Make the SSL context, once, and give it to every connection pool made from now
-        on (none was made for HTTPS or a proxy before: :meth:`send` comes first)."""
-        with self._loading:
-            if self._context is None:
-                context = tls_context(None)
-                self.poolmanager.connection_pool_kw["ssl_context"] = context
-                self._context = context
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
-        if verify is True:
-            # Not certifi's bundle again on every connection: the context holds it.
-            conn.ca_certs = conn.ca_cert_dir = None
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        proxy_kwargs.setdefault("ssl_context", self._context)
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if type(manager) is urllib3.ProxyManager:
-            manager.pool_classes_by_scheme = _WATCHED_POOLS
-        return manager
+def _load_cas(context: ssl.SSLContext, path: Path, source: str) -> None:
+    try:
+        if path.is_dir():
+            context.load_verify_locations(capath=str(path))
+        else:
+            context.load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, OSError) as e:
+        raise UsageError(f"{source} {path}: no PEM certificate in it ({e})") from e
 
 
 def _check_redirect(url: str, target: str, what: str) -> None:
@@ -1023,12 +957,8 @@ def _check_redirect(url: str, target: str, what: str) -> None:
         )
 
 
-def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    return request
-
-
 def _causes(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and what it wraps (requests and urllib3 wrap through args and .reason)."""
+    """``error`` and what it wraps (through args, ``.reason``, causes and contexts)."""
     seen: set[int] = set()
     todo: list[Any] = [error]
     while todo:
@@ -1055,7 +985,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _check_content_range(response: requests.Response, start: int, size: int, what: str) -> None:
+def _check_content_range(response: Response, start: int, size: int, what: str) -> None:
     # "bytes START-END/TOTAL": the part must start where we stopped, and a total is a claim
     # about the blob's size that can be checked right away.
     unit, _, spec = response.headers.get("Content-Range", "").partition(" ")

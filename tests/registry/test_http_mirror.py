@@ -537,7 +537,8 @@ def test_pull_writes_nothing_when_a_blob_is_missing(
 def test_closing_a_mirror_closes_its_connections(served: Site) -> None:
     with mirror_at(served) as registry:
         assert registry.versions("iris")
-        session = registry._store._transport._session  # type: ignore[attr-defined]
-        pools = session.get_adapter(served.url).poolmanager.pools
-        assert len(pools) == 1
-    assert len(pools) == 0
+        pool = registry._store._transport._pool  # type: ignore[attr-defined]
+        idle = [c for connections in pool._idle.values() for c in connections]
+        assert len(idle) == 1  # one keep-alive connection served every request
+    assert not pool._idle
+    assert all(connection.sock is None for connection in idle)
