@@ -1083,8 +1083,11 @@ def test_the_head_bound_counts_only_heads() -> None:
 @contextlib.contextmanager
 def uvicorn_on_a_thread(read_seconds: float) -> Iterator[tuple[Any, int, threading.Thread]]:
     """The uvicorn server `packager serve` runs, with its protocol and a read timeout of
-    ``read_seconds``, answering each request 200 once its body is read; on 127.0.0.1, on a
-    thread of this process, whose tables can then be looked at."""
+    ``read_seconds``, answering each request 200 once its body is read (``/slow`` after
+    twice the read timeout); on 127.0.0.1, on a thread of this process, whose tables can
+    then be looked at."""
+    import asyncio
+
     import uvicorn
 
     from packager.instance.serve.limits import with_read_timeout
@@ -1092,7 +1095,14 @@ def uvicorn_on_a_thread(read_seconds: float) -> Iterator[tuple[Any, int, threadi
     async def app(scope: Any, receive: Any, send: Any) -> None:
         while (await receive()).get("more_body"):
             pass
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/slow":
+            await asyncio.sleep(2 * read_seconds)
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"2")],
+        }
+        await send(start)
         await send({"type": "http.response.body", "body": b"{}"})
 
     listening = socket.create_server(("127.0.0.1", 0))
@@ -1161,3 +1171,16 @@ def test_the_heads_awaited_are_forgotten_when_connections_close() -> None:
         assert not heads.waiting
         for sock in (*late, idle):
             sock.close()
+
+
+def test_a_response_slower_than_the_read_timeout_is_not_cut() -> None:
+    """The deadline is the head's: a request whose head is in is answered however long it
+    takes, and so is one that came in the same read (pipelined) behind it."""
+    slow = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+    with uvicorn_on_a_thread(0.5) as (_server, port, _thread):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(slow + slow)
+        # Both answered, then nothing more: the connection, idle, is closed.
+        answers = until_closed(sock)
+        assert answers.count(b"HTTP/1.1 200 OK") == 2 and answers.endswith(b"{}")
+        sock.close()
