@@ -11,7 +11,8 @@ A client that sends nothing, or a head a byte at a time, would hold its connecti
 descriptor for as long as it likes (slowloris): uvicorn's keep-alive timeout covers only the
 wait after a response, and the first byte ends it. Here a connection must deliver each
 request's head within the read timeout, counted from its opening or from the end of the
-response before; past it, it is answered 408 and closed.
+response before; past it, it is answered 408 and closed (only closed when it has sent
+nothing since a response, as uvicorn closes a keep-alive connection left idle).
 """
 
 from __future__ import annotations
