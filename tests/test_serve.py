@@ -3,6 +3,7 @@ client and curl against a real server process on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -606,6 +607,115 @@ def test_endless_headers_are_answered_431(iris_home: Path) -> None:
         assert "larger than 65536 bytes" in answer["error"]
 
 
+# -- the head's deadline ----------------------------------------------------------------
+
+LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+# The read timeout of these tests, and what a sweep of the heads awaited may add to it: one
+# tick (a quarter of the timeout), and room for a busy machine.
+READ = 1.0
+LATE = READ / 4 + 0.5
+
+
+def assert_head_408(sock: socket.socket) -> None:
+    status, headers, answer = read_response(sock)
+    assert (status, headers.get("connection")) == (408, "close")
+    assert headers.get("content-type") == "application/json"
+    assert answer == {"error": "the request's head was not received within 1 seconds"}
+    assert sock.recv(1) == b""  # and the connection is closed
+
+
+def trickle(sock: socket.socket, data: bytes) -> None:
+    """Send ``data`` a byte every 0.1 s until the server answers."""
+    for i in range(len(data)):
+        if select.select([sock], [], [], 0.1)[0]:
+            return
+        sock.sendall(data[i : i + 1])
+    raise AssertionError("the server took a head sent a byte every 0.1 s")
+
+
+def test_a_connection_that_sends_no_head_is_answered_408_and_closed(iris_home: Path) -> None:
+    with running(iris_home, "--read-timeout", f"{READ:g}") as server:
+        opened = time.monotonic()
+        idle = [connect(server) for _ in range(3)]
+        for sock in idle:
+            assert_head_408(sock)
+        assert READ <= time.monotonic() - opened < READ + LATE
+        assert not any("Traceback" in line for line in server.stderr)
+        assert server.stderr == []  # nothing logged per connection
+
+
+def test_a_head_trickled_a_byte_at_a_time_is_answered_408_and_closed(iris_home: Path) -> None:
+    """On a new connection the deadline counts from its opening; after a response, from the
+    end of that response."""
+    slow = b"GET /v2/health/live HTTP/1.1\r\nX-Slow: " + b"a" * 200
+    with running(iris_home, "--read-timeout", f"{READ:g}") as server:
+        for earlier in (0, 1):
+            sock = connect(server)
+            started = time.monotonic()
+            for _ in range(earlier):
+                time.sleep(READ / 2)
+                sock.sendall(LIVE)
+                assert read_response(sock)[0] == 200
+                started = time.monotonic()
+            trickle(sock, slow)
+            assert READ <= time.monotonic() - started < READ + LATE
+            assert_head_408(sock)
+
+
+def infer_request(body: bytes) -> bytes:
+    head = (
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_a_keep_alive_connection_has_the_read_timeout_after_each_response(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Requests in a row with pauses shorter than the read timeout, longer than it in all,
+    are answered; a connection idle past it after a response is closed, with nothing sent
+    (a 408 could cross a request sent at that moment)."""
+    infer = infer_request(infer_doc("input", iris[0][:2].astype(np.float32)).encode())
+    with running(iris_home, "--read-timeout", f"{READ:g}") as server:
+        sock = connect(server)
+        opened = time.monotonic()
+        for request in (LIVE, infer, LIVE, infer):
+            time.sleep(0.6 * READ)
+            sock.sendall(request)
+            assert read_response(sock)[0] == 200
+        assert time.monotonic() - opened > 2 * READ
+        # The pause may also fall within a head: the deadline is the whole head's.
+        sock.sendall(infer[:20])
+        time.sleep(0.6 * READ)
+        sock.sendall(infer[20:])
+        assert read_response(sock)[0] == 200
+        answered = time.monotonic()
+        assert sock.recv(1) == b""
+        assert READ <= time.monotonic() - answered < READ + LATE
+
+
+def test_the_body_keeps_its_own_deadline_once_the_head_is_in(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """A head completed before its deadline leaves it: the body then has the read timeout
+    from there (408, the body's message), and the connection is not closed under it."""
+    body = infer_doc("input", iris[0][:2].astype(np.float32)).encode()
+    request = infer_request(body)
+    head = len(request) - len(body)
+    with running(iris_home, "--read-timeout", f"{READ:g}") as server:
+        sock = connect(server)
+        sock.sendall(request[:10])
+        time.sleep(0.7 * READ)
+        sock.sendall(request[10 : head + 10])
+        headed = time.monotonic()
+        status, headers, answer = read_response(sock)
+        assert (status, headers.get("connection")) == (408, "close")
+        assert "request body was not received within 1 seconds" in answer["error"]
+        assert READ <= time.monotonic() - headed < READ + LATE
+        assert not any("Traceback" in line for line in server.stderr)
+
+
 def test_a_client_that_leaves_mid_body_frees_its_place(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -1031,4 +1141,110 @@ def test_head_requests_and_100_continue_are_answered(
         response.fp = reader
         response.begin()
         assert response.status == 200 and json.loads(response.read())["model_name"] == "iris"
+        sock.close()
+
+
+@contextlib.contextmanager
+def uvicorn_on_a_thread(read_seconds: float) -> Iterator[tuple[Any, int, threading.Thread]]:
+    """The uvicorn server `packager serve` runs, with its protocol and a read timeout of
+    ``read_seconds``, answering each request 200 once its body is read (``/slow`` after
+    twice the read timeout); on 127.0.0.1, on a thread of this process, whose tables can
+    then be looked at."""
+    import asyncio
+
+    import uvicorn
+
+    from packager.instance.serve.limits import with_read_timeout
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        if scope["path"] == "/slow":
+            await asyncio.sleep(2 * read_seconds)
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"2")],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, http=with_read_timeout(read_seconds), lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]})
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 10)
+        yield server, listening.getsockname()[1], thread
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listening.close()
+
+
+def until_closed(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(1 << 16):
+        data += chunk
+    return data
+
+
+def test_the_heads_awaited_are_forgotten_when_connections_close() -> None:
+    """No connection stays in the table of heads awaited once it is closed, by the client,
+    by its deadline, or by a graceful shutdown; the sweep stops when nothing waits."""
+    from packager.instance.serve.limits import _HEADS
+
+    post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+    with uvicorn_on_a_thread(30) as (server, port, _thread):
+        fresh, partial, kept, reading = (
+            socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)
+        )
+        partial.sendall(b"GET / HTTP/1.1\r\nX-A: ")
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(1000).startswith(b"HTTP/1.1 200 OK")
+        reading.sendall(post + b"12")  # its head is in: it waits for its body, not a head
+        wait_for(lambda: len(server.server_state.connections) == 4, 10)
+        heads = _HEADS[server.server_state]  # made with the server's first connection
+        wait_for(lambda: len(heads.waiting) == 3, 10)
+        for sock in (fresh, partial, kept, reading):
+            sock.close()
+        # Long before any deadline: connection_lost took them out.
+        wait_for(lambda: not server.server_state.connections and not heads.waiting, 10)
+    with uvicorn_on_a_thread(0.5) as (server, port, thread):
+        late = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(3)]
+        wait_for(lambda: len(server.server_state.connections) == 3, 10)
+        heads = _HEADS[server.server_state]
+        late[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        late[1].sendall(b"GET / HTTP/1.1\r\nX-A: ")
+        sent = [until_closed(sock) for sock in late]
+        # Answered, then idle (closed with nothing sent); a head begun; no head (408).
+        assert sent[0].startswith(b"HTTP/1.1 200 OK") and sent[0].count(b"HTTP/1.1") == 1
+        assert all(s.startswith(b"HTTP/1.1 408 Request Timeout") for s in sent[1:])
+        wait_for(lambda: not heads.waiting and heads.timer is None, 10)
+        # A graceful shutdown closes a connection awaiting a head, and stops.
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        wait_for(lambda: len(heads.waiting) == 1, 10)
+        server.should_exit = True
+        thread.join(10)
+        assert not thread.is_alive()
+        assert idle.recv(1) == b""
+        assert not heads.waiting
+        for sock in (*late, idle):
+            sock.close()
+
+
+def test_a_response_slower_than_the_read_timeout_is_not_cut() -> None:
+    """The deadline is the head's: a request whose head is in is answered however long it
+    takes, and so is one that came in the same read (pipelined) behind it."""
+    slow = b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+    with uvicorn_on_a_thread(0.5) as (_server, port, _thread):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(slow + slow)
+        # Both answered, then nothing more: the connection, idle, is closed.
+        answers = until_closed(sock)
+        assert answers.count(b"HTTP/1.1 200 OK") == 2 and answers.endswith(b"{}")
         sock.close()

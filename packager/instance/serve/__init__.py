@@ -123,7 +123,7 @@ def run(
     import uvicorn
 
     from packager.instance.serve.app import Limits, build_app
-    from packager.instance.serve.limits import BoundedHttpToolsProtocol
+    from packager.instance.serve.limits import with_read_timeout
 
     limits = Limits(
         max_request_bytes=options.max_request_bytes,
@@ -139,8 +139,9 @@ def run(
 
     config = uvicorn.Config(
         build_app(served, limits, warn=warn, on_switch=note),
-        # httptools (as uvicorn's "auto" picks), with a bound on each request's headers.
-        http=BoundedHttpToolsProtocol,
+        # httptools (as uvicorn's "auto" picks), with bounds on each request's headers: in
+        # size, and in time (the read timeout, as for a body).
+        http=with_read_timeout(limits.read_seconds),
         log_level="warning",
         access_log=False,
         server_header=False,

@@ -4,10 +4,10 @@ rest.
 
 Errors answer with the protocol's body, ``{"error": "..."}``: 400 for a request the model
 cannot take, 404 for a model or version not served, 405 for an inference that is not a
-POST, 408 for a body not received within the read timeout, 413 for a body over the limit,
-503 (with ``Retry-After``) when the server is at its concurrency limit. A request counts
-against that limit only once its body is read: clients that send theirs slowly, or never,
-hold no place.
+POST, 408 for a body not received within the read timeout (a request's head has it too:
+limits.py), 413 for a body over the limit, 503 (with ``Retry-After``) when the server is
+at its concurrency limit. A request counts against that limit only once its body is read:
+clients that send theirs slowly, or never, hold no place.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class Limits:
     """What one server takes on.
 
     ``max_request_bytes``: a larger body is refused (413) before it is read whole.
-    ``read_seconds``: a body not read whole by then is refused (408).
+    ``read_seconds``: a body not read whole by then is refused (408); so is a request's
+    head (request line and headers) not read whole by then after the connection opened or
+    the response before ended (limits.py).
     ``max_concurrent``: inference requests in the server at once (their bodies read),
     queued for the ``threads`` inference threads; one more is refused (503,
     ``Retry-After: 1``).

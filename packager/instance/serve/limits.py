@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with a bound on a request's head (request line and headers).
+"""uvicorn's httptools protocol with bounds on a request's head (request line and headers),
+in size and in time.
 
 httptools and uvicorn keep what they have of a header line or the URL by appending to it as
 it arrives: a client that never ends one grows the server's memory without bound and costs
@@ -6,12 +7,24 @@ CPU quadratic in its length, on the event loop every other client waits for. Her
 connection may send at most ``MAX_HEAD_BYTES`` (and what came with the read that passed
 it) before its request's head is complete; past that it is answered 431 and closed.
 
+A client that sends nothing, or a head a byte at a time, would hold its connection and file
+descriptor for as long as it likes (slowloris): uvicorn's keep-alive timeout covers only the
+wait after a response, and the first byte ends it. Here a connection must deliver each
+request's head within the read timeout, counted from its opening or from the end of the
+response before; past it, it is answered 408 and closed (only closed when it has sent
+nothing since a response, as uvicorn closes a keep-alive connection left idle).
+
 Its request cycles also write each response's head and body at once (see onewrite).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+import weakref
+
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from packager.instance.serve import protocol
 from packager.instance.serve.onewrite import OneWrite
@@ -23,16 +36,28 @@ _BODY = -(1 << 62)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """Counts the bytes a connection sends until its request's head is complete.
+    """Counts the bytes a connection sends until its request's head is complete, and keeps
+    the connection in its server's table of heads awaited (:class:`Heads`) until then.
 
     The count starts with the connection and again with each request after the first one
     (the bytes of it that came with the end of the one before are not counted: at most one
     read more); while a body is read it is far below 0. One addition and one comparison
-    per read.
+    per read. A server's read timeout is the class's (:func:`with_read_timeout`).
     """
 
+    read_seconds = 30.0
     _head = 0
     _writer: OneWrite | None = None
+    _heads: Heads
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._heads = Heads.of(self.server_state, self.loop, self.read_seconds)
+        self._heads.wait(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._heads.waiting.pop(self, None)
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         # Looked at once the parser has this read: a read may hold a whole head and the
@@ -40,7 +65,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head += len(data)
         super().data_received(data)
         if self._head > MAX_HEAD_BYTES:
-            self._refuse()
+            message = f"the request's headers are larger than {MAX_HEAD_BYTES} bytes"
+            self._refuse(431, message)
 
     def on_message_begin(self) -> None:
         if self._head < 0:
@@ -49,6 +75,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head = _BODY
+        self._heads.waiting.pop(self, None)
         super().on_headers_complete()
         # The new request's cycle writes its response's head and body at once (onewrite).
         cycle = self.cycle
@@ -60,13 +87,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             writer.expect(cycle)
             cycle.transport = writer  # type: ignore[assignment]
 
-    def _refuse(self) -> None:
+    def on_response_complete(self) -> None:
+        # A request in the pipeline has its head in already: it starts now.
+        idle = not self.pipeline
+        super().on_response_complete()
+        if idle and not self.transport.is_closing():
+            self._heads.wait(self)
+
+    def head_timed_out(self) -> None:
+        """The head did not come by its deadline. A request begun (or a connection that
+        has had none yet) is answered 408; a connection that has sent nothing since its
+        last response is closed as uvicorn's keep-alive timeout closes it: a 408 there
+        could cross a request the client sends at that moment, and be taken as its
+        answer."""
+        if self._head < 0:  # still the count of the last body: no request begun since
+            self.transport.close()
+        else:
+            seconds = f"{self.read_seconds:g}"
+            self._refuse(408, f"the request's head was not received within {seconds} seconds")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with the protocol's error body, and close the connection."""
         if self.transport.is_closing():
             return
-        # Answered only between responses: in the middle of one, a 431 would corrupt it.
+        # Answered only between responses: in the middle of one, an answer would corrupt it.
         if self.cycle is None or self.cycle.response_complete:
-            body = protocol.error(f"the request's headers are larger than {MAX_HEAD_BYTES} bytes")
-            head = [STATUS_LINE[431]]
+            body = protocol.error(message)
+            head = [STATUS_LINE[status]]
             for name, value in self.server_state.default_headers:
                 head += [name, b": ", value, b"\r\n"]
             head += [
@@ -76,3 +123,69 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             ]
             self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+def with_read_timeout(seconds: float) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class for a server whose connections have ``seconds`` for each head.
+
+    uvicorn makes the protocol of each connection from the class it is given, with its
+    own arguments only: what a server sets is a class attribute.
+    """
+
+    class Bounded(BoundedHttpToolsProtocol):
+        read_seconds = seconds
+
+    return Bounded
+
+
+class Heads:
+    """The connections of one server awaiting a request's head, by deadline.
+
+    A dict keeps its entries in the order they were set, which is the order of their
+    deadlines (each is the clock then plus the one read timeout, and an entry is removed
+    before it is set again): a sweep looks at the first ones only, and setting or removing
+    one costs a dict operation. One timer per server, armed while a connection waits,
+    sweeps a few times per read timeout (at most a second apart): a timer per connection
+    or request would cost more than a small model's inference. A timer keeps no event loop
+    running: a server that stops leaves it behind, and its graceful shutdown closes the
+    connections that wait (uvicorn closes those between responses), which leaves the table.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        self.loop = loop
+        self.seconds = seconds
+        self.tick = min(1.0, seconds / 4)
+        self.waiting: dict[BoundedHttpToolsProtocol, float] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, server: ServerState, loop: asyncio.AbstractEventLoop, seconds: float) -> Heads:
+        """The table of ``server`` (one uvicorn server runs on one event loop)."""
+        heads = _HEADS.get(server)
+        if heads is None:
+            heads = _HEADS[server] = cls(loop, seconds)
+        return heads
+
+    def wait(self, connection: BoundedHttpToolsProtocol) -> None:
+        """``connection`` has the read timeout from now to deliver a request's head."""
+        self.waiting[connection] = time.monotonic() + self.seconds
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.tick, self._sweep)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        late = []
+        for connection, deadline in self.waiting.items():
+            if deadline > now:
+                break  # the deadlines after it are later
+            late.append(connection)
+        for connection in late:
+            del self.waiting[connection]
+        # Armed again before the late ones are answered: a failure there stops no sweep.
+        self.timer = self.loop.call_later(self.tick, self._sweep) if self.waiting else None
+        for connection in late:
+            connection.head_timed_out()
+
+
+# Each server's table, for as long as the server is there.
+_HEADS: weakref.WeakKeyDictionary[ServerState, Heads] = weakref.WeakKeyDictionary()
