@@ -3,7 +3,7 @@
     python benchmarks/bench_startup.py [--runs N]
 
 Both must take <= 2 x the bare click import: the CLI imports click and its own small
-modules only (no onnxruntime, numpy, scikit-learn, jsonschema-rs, cryptography or requests:
+modules only (no onnxruntime, numpy, scikit-learn, jsonschema-rs, cryptography or the HTTP client:
 ``python -X importtime -m packager list`` shows what is imported). ``list`` runs against
 an empty PACKAGER_HOME. Bytecode caches are on, as an installed packager has them.
 """

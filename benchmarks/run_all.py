@@ -80,7 +80,8 @@ LIMITS = {
     ),
     "5 start-up": (
         "`packager` imports click and its own small modules; onnxruntime, numpy, "
-        "cryptography, jsonschema-rs and requests are imported by the commands that need them."
+        "cryptography, jsonschema-rs and the HTTP client (http.client, ssl) are imported by "
+        "the commands that need them."
     ),
     "9 delta": (
         "The unchanged files are hard-linked from the installed version and, their inodes' "

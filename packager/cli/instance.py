@@ -700,8 +700,9 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     default=30,
     show_default=True,
     metavar="SECONDS",
-    help="An inference request whose body is not received whole within this is refused "
-    "(408); until its body is in, a request does not count against --max-concurrent.",
+    help="A request whose line and headers, or whose body, are not received whole within "
+    "this is refused (408); until its body is in, a request does not count against "
+    "--max-concurrent.",
 )
 @pass_ctx
 def serve(

@@ -80,7 +80,7 @@ def open_destination(
     text = str(ref)
     scheme = _URL_RE.match(text)
     if text.startswith("oci://"):
-        # Imported here: requests is needed only by remote registries.
+        # Imported here: the HTTP client (http.client, ssl) is needed only by remote registries.
         from packager.registry.oci import OciRegistry
 
         return OciRegistry(text, options=options or RegistryOptions())
