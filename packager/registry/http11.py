@@ -26,10 +26,11 @@ import ipaddress
 import os
 import re
 import select
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 from urllib.parse import quote, unquote, urlsplit
@@ -233,7 +234,8 @@ class Proxy:
 
     host: str
     port: int
-    authorization: str | None = None
+    # Credentials: never in a repr (a traceback's locals, a log of the pool's keys).
+    authorization: str | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return f"http://{_host_text(self.host)}:{self.port}"
@@ -377,6 +379,19 @@ class _Connection(http.client.HTTPConnection):
         super().__init__(host, port, timeout=connect_timeout, **kwargs)  # type: ignore[arg-type]
         self._stall = stall_timeout
         self._watch = watch
+        # While connecting, a duplicate of the TCP socket: during a TLS handshake ``sock``
+        # is a socket ssl has taken the descriptor from, and this one is what a deadline
+        # can shut (shutting either shuts the connection). None before and after.
+        self.shutter: socket.socket | None = None
+        self._create_connection = self._tcp
+
+    def _tcp(
+        self, address: tuple[str, int], timeout: float, source: tuple[str, int] | None = None
+    ) -> socket.socket:
+        sock = socket.create_connection(address, timeout, source)
+        self.shutter = sock.dup()
+        self._watch(self)  # there is something to shut now
+        return sock
 
     def connect(self) -> None:
         self._watch(self)
@@ -391,6 +406,10 @@ class _Connection(http.client.HTTPConnection):
                 reason = str(e).partition(":")[2].strip()
                 raise ProxyRefused(None, f"the proxy refused the tunnel ({reason})") from e
             raise
+        finally:
+            shutter, self.shutter = self.shutter, None
+            if shutter is not None:
+                shutter.close()
         assert self.sock is not None
         self.sock.settimeout(self._stall)
         self._watch(self)
@@ -444,7 +463,10 @@ class Pool:
                 :class:`InvalidRequest`, a socket timeout for a stall...).
         """
         key = _key(url)
-        target, sent = _prepare(url, key, headers, body)
+        try:
+            target, sent = _prepare(url, key, headers, body)
+        except UnicodeError as e:  # a lone surrogate in the path: nothing to send
+            raise InvalidRequest(None, "the URL or a header cannot be sent") from e
         connection = self._take(key) or self._open(key)
         try:
             self._watch(connection)

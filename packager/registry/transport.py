@@ -64,7 +64,14 @@ from packager.registry._verified_read import ShardedBlob, check_blob, new_file
 from packager.registry.artifact import TITLE_ANNOTATION
 from packager.registry.base import Descriptor
 from packager.registry.files import flushing
-from packager.registry.http11 import ConnectTimeout, Pool, Response, UnsupportedProxy
+from packager.registry.http11 import (
+    ConnectTimeout,
+    InvalidRequest,
+    Pool,
+    ProxyRefused,
+    Response,
+    UnsupportedProxy,
+)
 from packager.registry.options import RegistryOptions
 
 Progress = Callable[[int], None]
@@ -369,8 +376,9 @@ class Transport:
                     what=what,
                 )
             except NETWORK_ERRORS as e:
-                # A certificate or protocol mismatch is no less wrong a second later.
-                permanent = isinstance(e, ssl.SSLError)
+                # A certificate or protocol mismatch, a request that cannot be sent or a
+                # proxy that refuses the tunnel is no less wrong a second later.
+                permanent = isinstance(e, _PERMANENT)
                 if permanent or not retry or attempt >= policy.attempts:
                     raise self.network_error(e, what, url, auth) from e
                 self._wait(attempt, None, deadline, what, url)
@@ -805,11 +813,16 @@ class Transport:
                 return f"TLS failed ({e.reason or e.strerror})"
             if isinstance(e, socket.gaierror):
                 return "host name not found"
+            if isinstance(e, http.client.InvalidURL):
+                return "the URL cannot be sent (a control character or space in its host)"
             if isinstance(e, http.client.HTTPException | ConnectionResetError | BrokenPipeError):
                 return "the connection broke mid-response"
             if isinstance(e, OSError) and e.strerror:
                 return e.strerror.lower()
         return type(error).__name__
+
+
+_PERMANENT = (ssl.SSLError, InvalidRequest, ProxyRefused, http.client.InvalidURL)
 
 
 class _Dropped(Exception):
@@ -895,7 +908,8 @@ class _Watchdog:
 
 
 def _shut(connection: http.client.HTTPConnection) -> None:
-    sock = connection.sock
+    # While it connects, the connection's duplicate of its TCP socket (see http11).
+    sock = getattr(connection, "shutter", None) or connection.sock
     if sock is not None:
         # socket.socket's own: SSLSocket.shutdown would drop the TLS state under the
         # receiving thread's feet. An error means it is closed already.

@@ -29,6 +29,7 @@ from packager.registry.http11 import (
     bypasses_proxy,
     environ_proxies,
     parse_links,
+    parse_proxy,
 )
 from packager.registry.options import RegistryOptions, RetryPolicy
 from packager.registry.transport import Transport
@@ -293,6 +294,14 @@ def test_a_proxy_refusing_the_tunnel_is_a_one_line_error(
             get(transport(ca_cert=tls.cert), origin.url("/x", "https"))
     assert "407" in str(caught.value) and "wrong" not in str(caught.value)
     assert origin.seen == []
+    # Refused for good: asked once, not again after a backoff.
+    assert [method for method, _, _ in proxy.seen] == ["CONNECT"]
+
+
+def test_a_proxys_credentials_are_not_in_its_repr() -> None:
+    proxy = parse_proxy("http://user:hunter2@proxy.example:3128")
+    assert proxy.authorization == "Basic " + base64.b64encode(b"user:hunter2").decode()
+    assert "hunter2" not in repr(proxy) and proxy.authorization not in repr(proxy)
 
 
 @pytest.mark.parametrize(
@@ -435,3 +444,36 @@ def test_install_help_loads_no_third_party_http_stack() -> None:
     assert done.returncode == 0, done.stderr
     loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     assert not loaded & {"requests", "urllib3", "charset_normalizer", "idna"}
+
+
+# --- requests that cannot be sent -----------------------------------------------------------
+
+
+class _RedirectHandler(_Quiet):
+    def do_GET(self) -> None:
+        owner: list[str] = self.server.owner  # type: ignore[attr-defined]
+        owner.append(self.path)
+        self.send_response(302)
+        self.send_header("Location", "https://bad host.example/x")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_redirect_to_a_host_that_cannot_be_sent_fails_once_in_one_line() -> None:
+    seen: list[str] = []
+    retrying = transport(retry=RetryPolicy(attempts=3, backoff=0.5, max_wait=0.5))
+    started = time.monotonic()
+    with (
+        serve(_RedirectHandler, seen) as port,
+        pytest.raises(RegistryError, match="cannot be sent") as caught,
+    ):
+        get(retrying, f"http://127.0.0.1:{port}/start")
+    assert time.monotonic() - started < 0.5  # not retried: no backoff waited
+    assert seen == ["/start"]
+    assert "\n" not in str(caught.value)
+
+
+def test_a_url_that_cannot_be_encoded_is_a_one_line_error() -> None:
+    with Origin().running() as origin, pytest.raises(RegistryError, match="cannot be sent"):
+        get(transport(), origin.url("/\udcff"))
+    assert origin.seen == []

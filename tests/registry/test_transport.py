@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,38 @@ def test_trickling_headers_hit_the_deadline(scheme: str, tmp_path: Path) -> None
             slow.request("GET", server.url.replace("http:", f"{scheme}:"), what="fetch")
         assert time.monotonic() - started < 0.9
     assert len(server.requests) == 1  # not retried: the deadline is over
+
+
+def test_a_trickled_tls_handshake_hits_the_deadline() -> None:
+    """A server that answers the ClientHello a byte at a time: ssl bounds the handshake
+    by the connect timeout, and the deadline, shorter here, stops it sooner, while ssl
+    holds the socket."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        give_up = time.monotonic() + 5  # a client the deadline does not stop fails later
+        with conn:
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KiB: waited for
+            while not stop.wait(0.05) and time.monotonic() < give_up:
+                try:
+                    conn.sendall(b"\x02")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    slow = transport(timeouts=Timeouts(connect=3, stall=5, deadline=0.5))
+    started = time.monotonic()
+    try:
+        with pytest.raises(RegistryError, match="not done after 0.5 s"):
+            slow.request("GET", f"https://127.0.0.1:{listener.getsockname()[1]}/", what="fetch")
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
 
 
 def test_connection_refused_is_a_registry_error(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ A client that sends nothing, or a head a byte at a time, would hold its connecti
 descriptor for as long as it likes (slowloris): uvicorn's keep-alive timeout covers only the
 wait after a response, and the first byte ends it. Here a connection must deliver each
 request's head within the read timeout, counted from its opening or from the end of the
-response before; past it, it is answered 408 and closed (only closed when it has sent
-nothing since a response, as uvicorn closes a keep-alive connection left idle).
+response before; past it, it is answered 408 and closed. A connection that has begun no
+request since a response is only closed: one left idle, as uvicorn closes a keep-alive
+connection, and one still sending the body of a request answered without reading it (a
+413), which would otherwise hold the connection as long as it sends.
 
 Its request cycles also write each response's head and body at once (see onewrite).
 """
