@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from packager._version import __version__
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.serve import protocol
+from packager.instance.serve.limits import pop_late
 from packager.instance.serve.served import Loaded, Served
 
 JSON = "application/json"
@@ -371,14 +372,7 @@ async def _expire_reads(state: _State) -> None:
     tick = min(1.0, state.limits.read_seconds / 4)
     while True:
         await asyncio.sleep(tick)
-        now = time.monotonic()
-        late = []
-        for task, deadline in state.reading.items():
-            if deadline > now:
-                break  # the deadlines after it are later
-            late.append(task)
-        for task in late:
-            del state.reading[task]
+        for task in pop_late(state.reading, time.monotonic()):
             state.expired.add(task)
             task.cancel()
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from typing import TypeVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -35,6 +36,7 @@ from packager.instance.serve.onewrite import OneWrite
 MAX_HEAD_BYTES = 64 << 10
 # What the count is while a request's body is read: no body is long enough to reach 0.
 _BODY = -(1 << 62)
+Late = TypeVar("Late")
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -175,18 +177,24 @@ class Heads:
             self.timer = self.loop.call_later(self.tick, self._sweep)
 
     def _sweep(self) -> None:
-        now = time.monotonic()
-        late = []
-        for connection, deadline in self.waiting.items():
-            if deadline > now:
-                break  # the deadlines after it are later
-            late.append(connection)
-        for connection in late:
-            del self.waiting[connection]
+        late = pop_late(self.waiting, time.monotonic())
         # Armed again before the late ones are answered: a failure there stops no sweep.
         self.timer = self.loop.call_later(self.tick, self._sweep) if self.waiting else None
         for connection in late:
             connection.head_timed_out()
+
+
+def pop_late(table: dict[Late, float], now: float) -> list[Late]:
+    """Take out of ``table`` (key -> deadline, in the order of its deadlines) the keys whose
+    deadline is past ``now``: the first ones only are looked at."""
+    late = []
+    for key, deadline in table.items():
+        if deadline > now:
+            break  # the deadlines after it are later
+        late.append(key)
+    for key in late:
+        del table[key]
+    return late
 
 
 # Each server's table, for as long as the server is there.
