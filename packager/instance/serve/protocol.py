@@ -212,6 +212,14 @@ def _same_rows(feeds: Mapping[str, np.ndarray], plan: Mapping[str, _Input]) -> N
         raise UsageError(f"the inputs' first dimensions (rows) differ: {sizes}")
 
 
+def rows(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int | None:
+    """The rows of a parsed request, the first dimension its inputs share; None for a model
+    with an input that has no variable first dimension (or no known rank), or none."""
+    if not feeds or not all(wanted.batched for wanted in _plan(specs).values()):
+        return None
+    return int(next(iter(feeds.values())).shape[0])
+
+
 def _requested(outputs: Any) -> tuple[str, ...]:
     if not isinstance(outputs, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs

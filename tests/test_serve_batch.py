@@ -1,0 +1,227 @@
+"""`packager serve --max-batch-size`: inference requests for one model read in the same turn
+of the event loop run as one batch, and each gets its own rows back.
+
+Whether requests ran together is seen from the outside: a model that adds the sum of all
+its input rows to each row answers a request differently in a batch than alone. The
+application is driven as uvicorn drives it, several requests started in one turn of the
+event loop; a real server under concurrent clients is judged by its answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from packager.build.api import package
+from packager.cli import main
+from packager.instance.serve.app import Limits, build_app
+from packager.instance.serve.served import Served
+from packager.instance.store import Store
+
+from .conftest import KeyPair
+from .serving import running
+
+pytestmark = pytest.mark.slow
+
+
+def summing_model(*, keep_rows: bool) -> Any:
+    """y = x + the sum of x's rows (``keep_rows``: one output row per input row), or
+    y = the sum of x's rows (one row whatever the batch: not by row)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])
+    rows = "N" if keep_rows else 1
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, "M"])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [0])
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["total" if keep_rows else "y"])]
+    if keep_rows:
+        nodes.append(helper.make_node("Add", ["x", "total"], ["y"]))
+    graph = helper.make_graph(nodes, "summing", [x], [y], initializer=[axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def summing_bundles(keypair: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    out = tmp_path_factory.mktemp("summing")
+    sample = np.arange(6, dtype=np.float32).reshape(3, 2)
+    return [
+        package(summing_model(keep_rows=keep), sample=sample, name=name, version="1.0.0",
+                key=keypair.private, out_dir=out)
+        for name, keep in (("rowsum", True), ("total", False))
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def summing_home(home: Path, summing_bundles: list[Path], keypair: KeyPair) -> Path:
+    for bundle in summing_bundles:
+        assert main(["-q", "publish", str(bundle)]) == 0
+    for name in ("rowsum", "total"):
+        assert main(["-q", "install", name, "--key", str(keypair.pub_path)]) == 0
+    return home
+
+
+def body(rows: Sequence[Sequence[float]], *, request_id: str | None = None) -> bytes:
+    array = np.asarray(rows, dtype=np.float32)
+    tensor = {"name": "x", "shape": list(array.shape), "datatype": "FP32", "data": array.tolist()}
+    doc: dict[str, Any] = {"inputs": [tensor]}
+    if request_id is not None:
+        doc["id"] = request_id
+    return json.dumps(doc).encode()
+
+
+def together(home: Path, name: str, bodies: Sequence[bytes], most: int) -> list[Any]:
+    """Answers (status, document) to ``bodies``, all started in one turn of the event loop
+    of an application batching at most ``most`` rows."""
+    app = build_app(Served(Store(home), [name], threads=1), Limits(max_batch_size=most), warn=print)
+
+    async def one(data: bytes) -> tuple[int, Any]:
+        sent: list[Any] = []
+        messages = [{"type": "http.request", "body": data, "more_body": False}]
+
+        async def receive() -> Any:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client says no more: it waits for the answer
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+        scope = {"type": "http", "method": "POST", "path": f"/v2/models/{name}/infer"}
+        await app({**scope, "headers": headers}, receive, send)
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    async def all_of_them() -> list[Any]:
+        return await asyncio.gather(*(one(data) for data in bodies))
+
+    return asyncio.run(all_of_them())
+
+
+def ys(answers: Sequence[tuple[int, Any]]) -> list[list[float]]:
+    assert all(status == 200 for status, _ in answers), answers
+    return [doc["outputs"][0]["data"] for _, doc in answers]
+
+
+def test_requests_read_together_run_as_one_batch_and_get_their_own_rows(
+    summing_home: Path,
+) -> None:
+    rows = [[1, 2], [10, 20], [100, 200]]
+    bodies = [body([row], request_id=f"r{i}") for i, row in enumerate(rows)]
+    # Alone, each row gets its own sum: twice itself.
+    assert ys(together(summing_home, "rowsum", bodies, 1)) == [[2, 4], [20, 40], [200, 400]]
+    # Together, each gets the sum of the three.
+    answers = together(summing_home, "rowsum", bodies, 8)
+    assert ys(answers) == [[112, 224], [121, 242], [211, 422]]
+    assert [doc["id"] for _, doc in answers] == ["r0", "r1", "r2"]
+    assert all(doc["outputs"][0]["shape"] == [1, 2] for _, doc in answers)
+
+
+def test_a_batch_holds_at_most_the_rows_allowed(summing_home: Path) -> None:
+    bodies = [body([[1, 1]]), body([[2, 2], [3, 3]]), body([[4, 4]]), body([[5, 5]])]
+    # 1 + 2 rows fill the first batch; the next two run together.
+    answers = ys(together(summing_home, "rowsum", bodies, 3))
+    assert answers == [[7, 7], [8, 8, 9, 9], [13, 13], [14, 14]]
+    # A request of more rows than a batch holds runs alone.
+    big = [[1, 1], [2, 2], [3, 3], [4, 4]]
+    assert ys(together(summing_home, "rowsum", [body(big), body([[9, 9]])], 3)) == [
+        [11, 11, 12, 12, 13, 13, 14, 14],
+        [18, 18],
+    ]
+
+
+def test_requests_of_other_shapes_run_apart(summing_home: Path) -> None:
+    bodies = [body([[1, 1]]), body([[2, 2]]), body([[1, 1, 1]]), body([[2, 2, 2]])]
+    answers = ys(together(summing_home, "rowsum", bodies, 8))
+    assert answers == [[4, 4], [5, 5], [4, 4, 4], [5, 5, 5]]
+
+
+def test_outputs_not_by_row_are_answered_alone(summing_home: Path) -> None:
+    bodies = [body([[1, 2]]), body([[10, 20], [30, 40]])]
+    assert ys(together(summing_home, "total", bodies, 8)) == [[1, 2], [40, 60]]
+
+
+def test_a_refused_request_leaves_the_others_of_its_batch_answered(
+    summing_home: Path,
+) -> None:
+    missing = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, None]}]}
+    ).encode()
+    unknown_output = json.dumps(
+        {**json.loads(body([[3, 3]])), "outputs": [{"name": "nope"}]}
+    ).encode()
+    answers = together(
+        summing_home, "rowsum", [body([[1, 1]]), missing, unknown_output, body([[2, 2]])], 8
+    )
+    assert [status for status, _ in answers] == [200, 400, 400, 200]
+    assert "missing" in answers[1][1]["error"]
+    assert "no output 'nope'" in answers[2][1]["error"]
+    # The refused one took no part: the model ran on the other rows, each alone.
+    assert answers[0][1]["outputs"][0]["data"] == [2, 2]
+    assert answers[3][1]["outputs"][0]["data"] == [4, 4]
+
+
+def test_a_server_batching_under_concurrent_clients_answers_each_its_rows(
+    summing_home: Path, iris_home_too: None
+) -> None:
+    """16 clients at once against `packager serve --max-batch-size 64`: iris answers every
+    request as it does alone; the summing model shows that requests did run together, and
+    that each answer holds its own row plus the rows of requests of the same moment."""
+    import http.client
+
+    alone = together(summing_home, "iris", [IRIS_BODY], 1)[0][1]["outputs"]
+    failures: list[str] = []
+    batched = []
+    with running(summing_home, "--max-batch-size", "64") as server:
+        host, port = server.address.rsplit(":", 1)
+
+        def client(k: int) -> None:
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            for i in range(40):
+                row = [float(k), float(i)]
+                connection.request("POST", "/v2/models/rowsum/infer", body([row]))
+                answer = connection.getresponse()
+                got = json.loads(answer.read())["outputs"][0]["data"]
+                total = [a - b for a, b in zip(got, row, strict=True)]
+                if total != row:
+                    batched.append(total)
+                if total[0] < row[0] or total[1] < row[1]:
+                    failures.append(f"{row} got {got}")
+                connection.request("POST", "/v2/models/iris/infer", IRIS_BODY)
+                answer = connection.getresponse()
+                if json.loads(answer.read())["outputs"] != alone:
+                    failures.append("an iris answer differs from the one it has alone")
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert not failures, failures[:5]
+    assert batched, "no request ran in a batch with another"
+
+
+IRIS_BODY = json.dumps(
+    {
+        "inputs": [
+            {"name": "input", "shape": [2, 4], "datatype": "FP32",
+             "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}
+        ]
+    }
+).encode()  # fmt: skip
+
+
+@pytest.fixture
+def iris_home_too(summing_home: Path, bundles: dict[str, Path], keypair: KeyPair) -> None:
+    assert main(["-q", "publish", str(bundles["1.1.0"])]) == 0
+    assert main(["-q", "install", "iris@1.1.0", "--key", str(keypair.pub_path)]) == 0
+
+
+def test_the_batch_size_is_at_least_one(home: Path) -> None:
+    assert main(["serve", "--max-batch-size", "0"]) == 2
