@@ -988,28 +988,39 @@ def test_a_refused_request_leaves_the_cost_that_chooses_thread_or_event_loop(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
     """Whether a request runs on the event loop or an inference thread follows what the
-    model's last answer cost: a request refused before inference says nothing of that,
-    one refused after the model ran cannot hide what the run cost."""
+    model's last answer cost per row: a request refused before inference says nothing of
+    that, nor does an answer of no rows; one refused after the model ran cannot hide what
+    the run cost."""
     from packager.errors import UsageError
-    from packager.instance.serve import app
+    from packager.instance.serve import app, batch, protocol
     from packager.instance.serve.served import Served
     from packager.instance.store import Store
 
     loaded = Served(Store(iris_home), ["iris"], threads=1).current("iris")
-    (name,) = [spec.name for spec in loaded.model.inputs]
+    specs = loaded.model.inputs
+    (name,) = [spec.name for spec in specs]
+
+    def request(rows: np.ndarray, **more: Any) -> protocol.InferRequest:
+        doc = {**json.loads(infer_doc(name, rows)), **more}
+        return protocol.parse_request(json.dumps(doc).encode(), specs)
+
     slow = 10 * app.INLINE_SECONDS
     loaded.cost.seconds = slow
-    with pytest.raises(UsageError, match="shape"):
-        app._timed_predict(loaded, infer_doc(name, iris[0][:2, :3]).encode(), None)
+    missing = json.loads(infer_doc(name, iris[0][:2]))
+    missing["inputs"][0]["data"][1][2] = None  # null: a missing value, which iris refuses
+    refused = protocol.parse_request(json.dumps(missing).encode(), specs)
+    with pytest.raises(UsageError, match="missing"):
+        app._timed(loaded, 2, batch.alone, loaded, refused)
     assert loaded.cost.seconds == slow
-    answer = json.loads(app._timed_predict(loaded, infer_doc(name, iris[0][:2]).encode(), None))
+    app._timed(loaded, 0, batch.alone, loaded, request(iris[0][:0]))
+    assert loaded.cost.seconds == slow
+    answer = json.loads(app._timed(loaded, 2, batch.alone, loaded, request(iris[0][:2])))
     assert answer["model_version"] == "1.1.0"
     assert 0 < loaded.cost.seconds < app.INLINE_SECONDS
     # Refused once the model has run (no such output): what the run cost still counts.
     loaded.cost.seconds = 0.0
-    unknown = {**json.loads(infer_doc(name, iris[0][:2])), "outputs": [{"name": "nope"}]}
     with pytest.raises(UsageError, match="no output 'nope'"):
-        app._timed_predict(loaded, json.dumps(unknown).encode(), None)
+        app._timed(loaded, 2, batch.alone, loaded, request(iris[0][:2], outputs=[{"name": "nope"}]))
     assert loaded.cost.seconds > 0
 
 

@@ -67,7 +67,7 @@ def summing_home(home: Path, summing_bundles: list[Path], keypair: KeyPair) -> P
     return home
 
 
-def body(rows: Sequence[Sequence[float]], *, request_id: str | None = None) -> bytes:
+def body(rows: Any, *, request_id: str | None = None) -> bytes:
     array = np.asarray(rows, dtype=np.float32)
     tensor = {"name": "x", "shape": list(array.shape), "datatype": "FP32", "data": array.tolist()}
     doc: dict[str, Any] = {"inputs": [tensor]}
@@ -137,19 +137,25 @@ def test_a_batch_holds_at_most_the_rows_allowed(summing_home: Path) -> None:
 
 
 def test_requests_of_other_shapes_run_apart(summing_home: Path) -> None:
-    bodies = [body([[1, 1]]), body([[2, 2]]), body([[1, 1, 1]]), body([[2, 2, 2]])]
+    bodies = [body([[1, 1]]), body([[1, 1, 1]]), body([[2, 2]]), body([[2, 2, 2]])]
     answers = ys(together(summing_home, "rowsum", bodies, 8))
-    assert answers == [[4, 4], [5, 5], [4, 4, 4], [5, 5, 5]]
+    assert answers == [[4, 4], [4, 4, 4], [5, 5], [5, 5, 5]]
 
 
-def test_outputs_not_by_row_are_answered_alone(summing_home: Path) -> None:
-    bodies = [body([[1, 2]]), body([[10, 20], [30, 40]])]
-    assert ys(together(summing_home, "total", bodies, 8)) == [[1, 2], [40, 60]]
+def test_a_request_of_no_rows_runs_alone(summing_home: Path) -> None:
+    answers = together(
+        summing_home, "rowsum", [body([[1, 1]]), body(np.zeros((0, 2))), body([[2, 2]])], 8
+    )
+    assert ys(answers) == [[4, 4], [], [5, 5]]
+    assert answers[1][1]["outputs"][0]["shape"] == [0, 2]
 
 
-def test_a_refused_request_leaves_the_others_of_its_batch_answered(
-    summing_home: Path,
-) -> None:
+def test_a_model_whose_outputs_are_not_by_row_is_not_batched(summing_home: Path) -> None:
+    bodies = [body([[1, 2]]), body([[10, 20], [30, 40]]), body(np.zeros((0, 2)))]
+    assert ys(together(summing_home, "total", bodies, 8)) == [[1, 2], [40, 60], [0, 0]]
+
+
+def test_a_refused_request_takes_no_part_in_its_batch(summing_home: Path) -> None:
     missing = json.dumps(
         {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, None]}]}
     ).encode()
@@ -162,65 +168,74 @@ def test_a_refused_request_leaves_the_others_of_its_batch_answered(
     assert [status for status, _ in answers] == [200, 400, 400, 200]
     assert "missing" in answers[1][1]["error"]
     assert "no output 'nope'" in answers[2][1]["error"]
-    # The refused one took no part: the model ran on the other rows, each alone.
-    assert answers[0][1]["outputs"][0]["data"] == [2, 2]
-    assert answers[3][1]["outputs"][0]["data"] == [4, 4]
-
-
-def test_a_server_batching_under_concurrent_clients_answers_each_its_rows(
-    summing_home: Path, iris_home_too: None
-) -> None:
-    """16 clients at once against `packager serve --max-batch-size 64`: iris answers every
-    request as it does alone; the summing model shows that requests did run together, and
-    that each answer holds its own row plus the rows of requests of the same moment."""
-    import http.client
-
-    alone = together(summing_home, "iris", [IRIS_BODY], 1)[0][1]["outputs"]
-    failures: list[str] = []
-    batched = []
-    with running(summing_home, "--max-batch-size", "64") as server:
-        host, port = server.address.rsplit(":", 1)
-
-        def client(k: int) -> None:
-            connection = http.client.HTTPConnection(host, int(port), timeout=60)
-            for i in range(40):
-                row = [float(k), float(i)]
-                connection.request("POST", "/v2/models/rowsum/infer", body([row]))
-                answer = connection.getresponse()
-                got = json.loads(answer.read())["outputs"][0]["data"]
-                total = [a - b for a, b in zip(got, row, strict=True)]
-                if total != row:
-                    batched.append(total)
-                if total[0] < row[0] or total[1] < row[1]:
-                    failures.append(f"{row} got {got}")
-                connection.request("POST", "/v2/models/iris/infer", IRIS_BODY)
-                answer = connection.getresponse()
-                if json.loads(answer.read())["outputs"] != alone:
-                    failures.append("an iris answer differs from the one it has alone")
-
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-    assert not failures, failures[:5]
-    assert batched, "no request ran in a batch with another"
-
-
-IRIS_BODY = json.dumps(
-    {
-        "inputs": [
-            {"name": "input", "shape": [2, 4], "datatype": "FP32",
-             "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}
-        ]
-    }
-).encode()  # fmt: skip
+    # The missing value was refused before the batch ran; the unknown output once it had.
+    assert answers[0][1]["outputs"][0]["data"] == [7, 7]
+    assert answers[3][1]["outputs"][0]["data"] == [8, 8]
 
 
 @pytest.fixture
-def iris_home_too(summing_home: Path, bundles: dict[str, Path], keypair: KeyPair) -> None:
+def iris_home_too(summing_home: Path, bundles: dict[str, Path], keypair: KeyPair) -> Path:
     assert main(["-q", "publish", str(bundles["1.1.0"])]) == 0
     assert main(["-q", "install", "iris@1.1.0", "--key", str(keypair.pub_path)]) == 0
+    return summing_home
+
+
+def iris_body(row: Sequence[float], request_id: str) -> bytes:
+    tensor = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": list(row)}
+    return json.dumps({"id": request_id, "inputs": [tensor]}).encode()
+
+
+def hammer(address: str, iris_rows: np.ndarray) -> list[tuple[int, list[float], Any]]:
+    """16 clients at once, 40 requests each to rowsum then iris: (iris row, rowsum's row
+    and the sum it answered with, iris's answer) per request."""
+    import http.client
+
+    host, port = address.rsplit(":", 1)
+    seen: list[tuple[int, list[float], Any]] = []
+
+    def client(k: int) -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        for i in range(40):
+            row = [1000.0 * k + i, 1.0]  # the 1s add up to the rows of its batch
+            connection.request("POST", "/v2/models/rowsum/infer", body([row]))
+            got = json.loads(connection.getresponse().read())["outputs"][0]["data"]
+            index = (40 * k + i) % len(iris_rows)
+            request = iris_body(iris_rows[index].tolist(), f"{k}.{i}")
+            connection.request("POST", "/v2/models/iris/infer", request)
+            answer = json.loads(connection.getresponse().read())
+            assert answer["id"] == f"{k}.{i}"
+            summed = [a - b for a, b in zip(got, row, strict=True)]
+            seen.append((index, [*row, *summed], answer["outputs"]))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(seen) == 16 * 40
+    return seen
+
+
+def test_a_batching_server_under_concurrent_clients_answers_each_its_own_rows(
+    iris_home_too: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """`packager serve --max-batch-size 64` under 16 clients at once: requests ran together
+    (rowsum's sums hold other requests' rows), and each iris answer is that row's answer
+    alone, with its own id; without the option, no request runs with another."""
+    rows = iris[0].astype(np.float32)
+    alone = together(iris_home_too, "iris", [iris_body(r, "a") for r in rows.tolist()], 1)
+    with running(iris_home_too, "--max-batch-size", "64") as server:
+        seen = hammer(server.address, rows)
+    batch_rows = [summed[3] for _, summed, _ in seen]
+    assert max(batch_rows) > 1, "no request ran in a batch with another"
+    for index, (row0, _, sum0, count), outputs in seen:
+        assert count == int(count) >= 1 and sum0 >= row0
+        expected = alone[index][1]["outputs"]
+        assert outputs[0] == expected[0]  # the label
+        assert np.allclose(outputs[1]["data"], expected[1]["data"], rtol=1e-5, atol=1e-7)
+    with running(iris_home_too) as server:
+        seen = hammer(server.address, rows)
+    assert {summed[3] for _, summed, _ in seen} == {1.0}
 
 
 def test_the_batch_size_is_at_least_one(home: Path) -> None:

@@ -32,8 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from packager._version import __version__
 from packager.errors import NotFoundError, PackagerError, UsageError
 from packager.instance.serve import batch, protocol
-from packager.instance.serve.batch import Batch
+from packager.instance.serve.batch import Answer, Batch
 from packager.instance.serve.limits import pop_late
+from packager.instance.serve.protocol import InferRequest
 from packager.instance.serve.served import Loaded, Served
 
 JSON = "application/json"
@@ -101,8 +102,10 @@ class _State:
         self.reading: dict[asyncio.Task[Any], float] = {}
         self.expired: set[asyncio.Task[Any]] = set()
         # The batch each model version gathers in this turn of the event loop, by the
-        # identity of its Loaded entry (which the batch's first request holds meanwhile).
-        self.batches: dict[int, Batch] = {}
+        # identity of its Loaded entry (which the batch's task holds meanwhile) and the
+        # shapes of its requests; the tasks that run batches.
+        self.batches: dict[tuple[int, tuple[Any, ...]], Batch] = {}
+        self.running: set[asyncio.Task[None]] = set()
         self.limiter = anyio.CapacityLimiter(limits.threads)
 
 
@@ -295,63 +298,85 @@ async def _answer(
         loaded = state.served.current(name)
         if version is not None and version != loaded.version:
             loaded = await anyio.to_thread.run_sync(state.served.get, name, version)
-        if state.limits.max_batch_size > 1 and len(body) < INLINE_BYTES:
-            return _http(await _batched(state, loaded, body, header_length))
-        return 200, await _run(state, loaded, len(body), _predict, loaded, body, header_length)
+        if len(body) >= INLINE_BYTES:  # parsed and run on an inference thread, untimed
+            return 200, await anyio.to_thread.run_sync(
+                _predict, loaded, body, header_length, limiter=state.limiter
+            )
+        request = protocol.parse_request(body, loaded.model.inputs, header_length=header_length)
+        return _http(await _parsed(state, loaded, request, len(body)))
     except PackagerError as e:
         return _status(e), protocol.error(str(e))
+    except _BatchFailed:  # said once, by the batch
+        return 500, protocol.error("the server failed to answer this request")
     except Exception as e:  # a fault of the server's: one line, and the protocol's body
         reason = " ".join(str(e).split())[:200]
         state.warn(f"{name}: an inference request failed: {type(e).__name__}: {reason}")
         return 500, protocol.error("the server failed to answer this request")
 
 
-async def _batched(
-    state: _State, loaded: Loaded, body: bytes, header_length: int | None
-) -> batch.Answer:
-    """The answer to a request run in a batch with the others for ``loaded`` read in this
-    turn of the event loop (batch.py).
+async def _parsed(state: _State, loaded: Loaded, request: InferRequest, size: int) -> Answer:
+    """The answer to a parsed request (its body ``size`` bytes): in a batch when the server
+    and the model batch, alone otherwise.
 
     Raises:
-        PackagerError: the request is refused before it joins a batch.
+        PackagerError: the request is refused.
     """
-    specs = loaded.model.inputs
-    request = protocol.parse_request(body, specs, header_length=header_length)
-    key = batch.key(specs, request)
-    if key is None or key[0] > state.limits.max_batch_size:
-        return await _run(state, loaded, len(body), batch.alone, loaded, request)
-    batches = state.batches
-    gathering = batches.get(id(loaded))
-    if gathering is not None:
-        joined = gathering.join(request, key, len(body), state.limits.max_batch_size)
-        if joined is not None:
-            return await joined
-    gathering = batches[id(loaded)] = Batch(request, key, len(body))
+    model = loaded.model
+    rows = protocol.rows(model.inputs, request.inputs)
+    most = state.limits.max_batch_size
+    if rows is None or not 0 < rows <= most or most == 1 or not batch.batched(model):
+        return await _run(state, loaded, 1 if rows is None else rows, size, batch.alone, request)
+    feeds = model.feeds(request.inputs)  # a value the model refuses is refused here, alone
+    key = (id(loaded), batch.shapes(model.inputs, feeds))
+    gathering = state.batches.get(key)
+    if gathering is None or gathering.total + rows > most:
+        gathering = state.batches[key] = Batch()
+        task = asyncio.get_running_loop().create_task(_run_batch(state, loaded, key, gathering))
+        state.running.add(task)
+        task.add_done_callback(state.running.discard)
+    return await gathering.join(request, feeds, rows, size)
+
+
+async def _run_batch(state: _State, loaded: Loaded, key: Any, gathering: Batch) -> None:
+    """Run ``gathering`` once the requests read in the turn it began in have joined: this
+    task starts in the next turn."""
+    if state.batches.get(key) is gathering:
+        del state.batches[key]
     try:
-        try:
-            await asyncio.sleep(0)  # the requests read in this turn join
-        finally:
-            if batches.get(id(loaded)) is gathering:
-                del batches[id(loaded)]
-        answers = await _run(
-            state, loaded, gathering.size, batch.run, loaded, gathering.requests, gathering.rows
+        answers = await _run(state, loaded, gathering.total, gathering.size, batch.run, gathering)
+    except batch.Refused as e:
+        answers = e.answers
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200]
+        state.warn(
+            f"{loaded.name}: a batch of inference requests failed: {type(e).__name__}: {reason}"
         )
-    except BaseException as e:
-        gathering.fail(e if isinstance(e, Exception) else RuntimeError("the batch was cancelled"))
+        gathering.fail(_BatchFailed())
+        return
+    except BaseException:
+        gathering.fail(_BatchFailed())
         raise
-    return gathering.settle(answers)
+    gathering.settle(answers)
 
 
-async def _run(state: _State, loaded: Loaded, size: int, run: Callable[..., T], *args: Any) -> T:
-    """``run(*args)``, timed (:func:`_timed`): on the event loop for a model whose last answer
-    cost little, with a body of ``size`` bytes that is small; on an inference thread
-    otherwise."""
-    if size < INLINE_BYTES and loaded.cost.seconds < INLINE_SECONDS:
-        return _timed(loaded, run, *args)
-    return await anyio.to_thread.run_sync(_timed, loaded, run, *args, limiter=state.limiter)
+class _BatchFailed(Exception):
+    """The batch a request was in failed (it was said once)."""
 
 
-def _http(answer: batch.Answer) -> tuple[int, bytes]:
+async def _run(
+    state: _State, loaded: Loaded, rows: int, size: int, run: Callable[..., T], *args: Any
+) -> T:
+    """``run(loaded, *args)`` for ``rows`` rows from ``size`` bytes of bodies, timed
+    (:func:`_timed`): on the event loop when the model's last answer cost little per row
+    and the bodies are small; on an inference thread otherwise."""
+    if size < INLINE_BYTES and loaded.cost.seconds * rows < INLINE_SECONDS:
+        return _timed(loaded, rows, run, loaded, *args)
+    return await anyio.to_thread.run_sync(
+        _timed, loaded, rows, run, loaded, *args, limiter=state.limiter
+    )
+
+
+def _http(answer: Answer) -> tuple[int, bytes]:
     if isinstance(answer, PackagerError):
         return _status(answer), protocol.error(str(answer))
     return 200, answer
@@ -371,31 +396,26 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
-def _timed_predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
-    """The answer to one request's body, timed (:func:`_timed`)."""
-    return _timed(loaded, _predict, loaded, body, header_length)
-
-
-def _timed(loaded: Loaded, run: Callable[..., T], *args: Any) -> T:
-    """``run(*args)``, its cost recorded as what the model's last answer cost."""
+def _timed(loaded: Loaded, rows: int, run: Callable[..., T], *args: Any) -> T:
+    """``run(*args)`` for ``rows`` rows, its cost per row recorded as what the model's last
+    answer cost."""
     # The thread's CPU time, not the clock's: a request that waited for a busy machine's
     # cores did not cost more, and must not send the next ones to the threads. The clock
     # bounds it and costs no system call: the CPU time is read again only past the bound.
     # A request refused before inference says nothing of what the model costs, one refused
     # after it (an output it does not have, onnxruntime failing) may: a failure can only
-    # raise the cost recorded, never lower it. So can a batch whose requests were all
-    # refused (its answers, batch.run).
+    # raise the cost recorded, never lower it. Nor can an answer of no rows.
+    cost = loaded.cost
     cpu, clock = time.thread_time(), time.perf_counter()
     try:
         answer = run(*args)
     except BaseException:
-        loaded.cost.seconds = max(loaded.cost.seconds, time.thread_time() - cpu)
+        cost.seconds = max(cost.seconds, (time.thread_time() - cpu) / max(rows, 1))
         raise
-    if isinstance(answer, list) and all(isinstance(a, PackagerError) for a in answer):
-        loaded.cost.seconds = max(loaded.cost.seconds, time.thread_time() - cpu)
-        return answer
     seconds = time.perf_counter() - clock
-    loaded.cost.seconds = seconds if seconds < INLINE_SECONDS else time.thread_time() - cpu
+    if seconds >= INLINE_SECONDS:
+        seconds = time.thread_time() - cpu
+    cost.seconds = seconds / rows if rows else max(cost.seconds, seconds)
     return answer
 
 

@@ -4,8 +4,8 @@ their rows one after the other, and each request gets its own rows of the output
 
 On a busy server the model then runs once for many requests: what onnxruntime costs per
 run, which for a small model is most of an answer, is paid once. Nothing waits for a batch
-to fill: a request waits only for the others read in the same turn, so a request that comes
-alone is answered one turn of the event loop later than without batching.
+to fill: a batch runs in the turn after its first request was read, with the requests read
+in the same turn as that one.
 
 It is for models whose rows are independent, each row's outputs depending on that row
 alone, as those of scikit-learn, XGBoost and LightGBM are. A model that looks across the
@@ -14,11 +14,12 @@ batch, so batching is off unless the server is told (as Triton's and MLServer's 
 floating-point outputs of a model whose arithmetic depends on how many rows it runs (matrix
 products) may differ in their last bits from the answer to a request alone.
 
-A request joins a batch when every input of the model has a variable first dimension (its
-rows), its inputs' other dimensions are those of the batch's first request, and the rows
-stay within the maximum. When the model refuses the batch (a missing value in one request,
-onnxruntime failing) or its outputs do not come one row per input row, each request of the
-batch is answered alone, as without batching. No HTTP here.
+The manifest decides which models are batched: every input and every output has a variable
+first dimension (the rows; the same one where both are named). Requests join a batch with
+the same shapes past their rows, within the maximum of rows; a request whose values the
+model refuses (a missing value) is refused before it joins. Should onnxruntime fail on a
+batch, or its outputs not have a row per input row after all, each of its requests is run
+alone, as without batching. No HTTP here.
 """
 
 from __future__ import annotations
@@ -34,95 +35,125 @@ from packager.errors import PackagerError
 from packager.instance.serve import protocol
 from packager.instance.serve.protocol import InferRequest
 from packager.instance.serve.served import Loaded
+from packager.runtime import Model
 
 # An answer: the response body, or why the request is refused.
 Answer = bytes | PackagerError
+# Whether a model is batched, by the identity of its manifest's specs (kept in the entry,
+# so that the identity is not reused while it is there).
+_BATCHED: dict[int, tuple[Any, bool]] = {}
 
 
-def key(specs: Sequence[TensorSpec], request: InferRequest) -> tuple[Any, ...] | None:
-    """What requests must share to run together, their inputs' shapes past the rows, with
-    their rows first; None for a model with an input that has no variable first
-    dimension."""
-    rows = protocol.rows(specs, request.inputs)
-    if rows is None:
-        return None
-    return (rows, *(request.inputs[spec.name].shape[1:] for spec in specs))
+def batched(model: Model) -> bool:
+    """Whether requests for ``model`` may run in batches: its manifest gives each input and
+    each output a variable first dimension, the same one where both are named."""
+    specs = model.manifest.model
+    found = _BATCHED.get(id(specs))
+    if found is not None and found[0] is specs:
+        return found[1]
+    firsts = [_first(spec) for spec in (*specs.inputs, *specs.outputs)]
+    named = {first for first in firsts if isinstance(first, str)}
+    answer = bool(specs.inputs) and all(first != () for first in firsts) and len(named) <= 1
+    if len(_BATCHED) >= 64:
+        _BATCHED.clear()
+    _BATCHED[id(specs)] = (specs, answer)
+    return answer
+
+
+def _first(spec: TensorSpec) -> Any:
+    """The variable first dimension of ``spec`` (its name, or None); () for none."""
+    shape = spec.shape
+    if not shape or isinstance(shape[0], int):
+        return ()
+    return shape[0]
+
+
+def shapes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> tuple[Any, ...]:
+    """What requests must share to run together: their inputs' shapes past the rows."""
+    return tuple(feeds[spec.name].shape[1:] for spec in specs)
 
 
 class Batch:
-    """Requests of one model version waiting to run together. The first one's task runs
-    the batch and hands the others their answers through their futures."""
+    """Requests of one model version waiting to run together, each with the future of its
+    answer; the batch is run by a task of its own (no request's: one that goes away leaves
+    the others answered)."""
 
-    __slots__ = ("futures", "requests", "rows", "shapes", "size", "total")
+    __slots__ = ("feeds", "futures", "requests", "rows", "size", "total")
 
-    def __init__(self, request: InferRequest, key: tuple[Any, ...], size: int) -> None:
-        """A batch of ``request`` (its :func:`key`, and its body of ``size`` bytes)."""
-        self.shapes = key[1:]
-        self.requests = [request]
-        self.rows: list[int] = [key[0]]
-        self.total: int = key[0]
-        self.size = size
+    def __init__(self) -> None:
+        self.requests: list[InferRequest] = []
+        self.feeds: list[Mapping[str, np.ndarray]] = []
+        self.rows: list[int] = []
         self.futures: list[asyncio.Future[Answer]] = []
+        self.total = 0
+        self.size = 0
 
     def join(
-        self, request: InferRequest, key: tuple[Any, ...], size: int, most: int
-    ) -> asyncio.Future[Answer] | None:
-        """The future of ``request``'s answer (its body ``size`` bytes) once it has joined;
-        None when it cannot (other shapes, or more rows than ``most`` in all)."""
-        rows = key[0]
-        if key[1:] != self.shapes or self.total + rows > most:
-            return None
+        self, request: InferRequest, feeds: Mapping[str, np.ndarray], rows: int, size: int
+    ) -> asyncio.Future[Answer]:
+        """The future of the answer to ``request`` (onnxruntime ``feeds`` of ``rows`` rows,
+        from a body of ``size`` bytes)."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self.requests.append(request)
+        self.feeds.append(feeds)
         self.rows.append(rows)
+        self.futures.append(future)
         self.total += rows
         self.size += size
-        self.futures.append(future)
         return future
 
-    def settle(self, answers: Sequence[Answer]) -> Answer:
-        """Hand the joined requests their answers; the first request's is returned."""
-        for future, answer in zip(self.futures, answers[1:], strict=True):
+    def settle(self, answers: Sequence[Answer]) -> None:
+        """Hand each request its answer."""
+        for future, answer in zip(self.futures, answers, strict=True):
             if not future.done():  # a request whose task was cancelled waits for nothing
                 future.set_result(answer)
-        return answers[0]
 
     def fail(self, error: BaseException) -> None:
-        """The batch was not run (cancelled, or the server failed): the joined requests end
-        with ``error``."""
+        """The batch was not run (cancelled, or the server failed): its requests end with
+        ``error``."""
         for future in self.futures:
             if not future.done():
                 future.set_exception(error)
 
 
-def run(loaded: Loaded, requests: Sequence[InferRequest], rows: Sequence[int]) -> list[Answer]:
-    """The answers to ``requests`` (of ``rows`` rows each), run as one batch where the model
-    takes it and each alone where it does not.
+class Refused(Exception):
+    """No request of a batch was answered: what ran says nothing of what the model costs.
+    ``answers`` are the refusals."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        super().__init__("every request of the batch was refused")
+        self.answers = answers
+
+
+def run(loaded: Loaded, batch: Batch) -> list[Answer]:
+    """The answers to the requests of ``batch``: run as one, or each alone should
+    onnxruntime fail on them together.
 
     Raises:
+        Refused: every request was refused.
         Exception: a fault of the server's (not a refusal of a request's).
     """
+    requests = batch.requests
     if len(requests) > 1:
-        model = loaded.model
-        first = requests[0].inputs
-        feeds = {name: np.concatenate([r.inputs[name] for r in requests]) for name in first}
+        first = batch.feeds[0]
+        feeds = {name: np.concatenate([f[name] for f in batch.feeds]) for name in first}
         try:
-            outputs = model.predict(feeds)
+            parts = _split(loaded.model.predict(feeds), batch.rows)
         except PackagerError:
-            outputs = None  # one request is refused, or onnxruntime failed: each alone says
-        parts = None if outputs is None else split(outputs, rows)
+            parts = None  # onnxruntime failed on them: each alone says why, or answers
         if parts is not None:
-            return [respond(loaded, r, part) for r, part in zip(requests, parts, strict=True)]
-    return [_refusal_or(alone, loaded, request) for request in requests]
+            pairs = zip(requests, parts, strict=True)
+            return [_refusal_or(_response, loaded, r, part) for r, part in pairs]
+    answers = [_refusal_or(alone, loaded, request) for request in requests]
+    if all(isinstance(answer, PackagerError) for answer in answers):
+        raise Refused(answers)
+    return answers
 
 
-def split(
-    outputs: Mapping[str, np.ndarray], rows: Sequence[int]
-) -> list[dict[str, np.ndarray]] | None:
-    """Each request's rows of ``outputs``; None when an output does not have one row per
-    input row."""
-    total = sum(rows)
-    if any(array.ndim == 0 or array.shape[0] != total for array in outputs.values()):
+def _split(outputs: Mapping[str, np.ndarray], rows: Sequence[int]) -> list[dict[str, Any]] | None:
+    """Each request's rows of ``outputs``; None when an output does not have a row per
+    input row after all (its manifest says it has)."""
+    if any(array.ndim == 0 or len(array) != sum(rows) for array in outputs.values()):
         return None
     parts = []
     start = 0
@@ -139,11 +170,6 @@ def alone(loaded: Loaded, request: InferRequest) -> bytes:
         PackagerError: the model refuses the request, or has no output it asks for.
     """
     return _response(loaded, request, loaded.model.predict(request.inputs))
-
-
-def respond(loaded: Loaded, request: InferRequest, outputs: Mapping[str, np.ndarray]) -> Answer:
-    """The response to ``request`` with its rows of the batch's ``outputs``."""
-    return _refusal_or(_response, loaded, request, outputs)
 
 
 def _response(loaded: Loaded, request: InferRequest, outputs: Mapping[str, np.ndarray]) -> bytes:

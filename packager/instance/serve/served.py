@@ -25,8 +25,8 @@ ECHOED = 100
 
 
 class Cost:
-    """The CPU time of a model version's last answer, in seconds: the server runs the
-    next one on its event loop when it is small."""
+    """The CPU time of a model version's last answer, in seconds per row of its input: the
+    server runs the next one on its event loop when that times its rows is small."""
 
     __slots__ = ("seconds",)
 
