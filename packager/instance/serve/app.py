@@ -324,7 +324,7 @@ async def _parsed(state: _State, loaded: Loaded, request: InferRequest, size: in
     model = loaded.model
     rows = protocol.rows(model.inputs, request.inputs)
     most = state.limits.max_batch_size
-    if rows is None or not 0 < rows <= most or most == 1 or not batch.batched(model):
+    if most == 1 or rows is None or not 0 < rows <= most or not batch.batched(model):
         return await _run(state, loaded, 1 if rows is None else rows, size, batch.alone, request)
     feeds = model.feeds(request.inputs)  # a value the model refuses is refused here, alone
     key = (id(loaded), batch.shapes(model.inputs, feeds))
