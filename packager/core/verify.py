@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
 
-from packager.core import signature, x509
+from packager.core import signature
 from packager.core.approval import (
     MAX_APPROVAL_BYTES,
     REVOCATION_PAYLOAD_TYPE,
@@ -50,8 +50,6 @@ from packager.core.approval import (
     parse_revocation_payload,
 )
 from packager.core.approval import PAYLOAD_TYPE as APPROVAL_PAYLOAD_TYPE
-from packager.core.benchrecord import MAX_RESULT_BYTES, BenchmarkResult, parse_result_payload
-from packager.core.benchrecord import PAYLOAD_TYPE as BENCHMARK_PAYLOAD_TYPE
 from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
 from packager.core.channel import parse_channel_payload as _parse_channel_payload
 from packager.core.digests import Digest
@@ -73,6 +71,9 @@ from packager.errors import (
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    from packager.core import x509
+    from packager.core.benchrecord import BenchmarkResult
 
 # What a file is described by: its digest and its size in bytes.
 Described = tuple[Digest, int]
@@ -236,6 +237,8 @@ def check_no_revoked_signer(sig: bytes, policy: TrustPolicy) -> None:
     chain = signature.certificate_chain(sig)
     if chain is None:
         return
+    from packager.core import x509  # here: most signatures are by a key, with no chain
+
     ca = x509.revoked_in_chain(x509.parse_chain(chain, what="model.sig"), policy.revoked_cas())
     if ca is not None:
         raise UntrustedError(
@@ -329,6 +332,8 @@ def certified_signer(
         UntrustedError: no CA is trusted for ``name``, or the chain fails any check.
         TamperedError: the certificates are not DER X.509.
     """
+    from packager.core import x509  # here: most signatures are by a key, with no chain
+
     return x509.verify_chain(
         x509.parse_chain(chain, what=what),
         policy.cas_for(name),
@@ -1026,6 +1031,10 @@ def accept_benchmark_result(
         TamperedError: larger than the cap, malformed, or about another bundle.
         UntrustedError: no key the policy trusts for the model signed it.
     """
+    # Imported here: installs and verifications never read benchmark results.
+    from packager.core.benchrecord import MAX_RESULT_BYTES, parse_result_payload
+    from packager.core.benchrecord import PAYLOAD_TYPE as BENCHMARK_PAYLOAD_TYPE
+
     if len(data) > MAX_RESULT_BYTES:
         raise TamperedError(f"benchmark result is larger than {MAX_RESULT_BYTES} bytes")
     keys = policy.keys_for(subject.name)

@@ -54,7 +54,6 @@ from packager.instance.retention import remove_version
 from packager.instance.roots import trust_state, trusted_mode
 from packager.instance.smoke import SmokeLimits, SmokeTest, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
-from packager.registry.attachments import read_attachments
 from packager.registry.base import Artifact, RegistryReader
 from packager.registry.verified import (
     Fetched,
@@ -527,6 +526,9 @@ class _Install:
         """
         attached = None
         if mode.policy.required_approvals(manifest.name):
+            # Imported here: only a policy that requires approvals reads attachments.
+            from packager.registry.attachments import read_attachments
+
             artifact = artifact or self.registry.resolve(manifest.name, manifest.version)
             attached = Attached(
                 *(

@@ -27,10 +27,10 @@ from packager.core.policy import (
     with_keys,
 )
 from packager.core.verify import check_not_revoked
-from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
+    from packager.core.x509 import TrustedCA
     from packager.instance.store import Store
 
 SYSTEM_POLICY = Path("/etc/packager/trust.toml")
@@ -219,6 +219,8 @@ def add_ca(
         data = certificate.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {certificate}: {e.strerror}") from e
+    from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
+
     parsed = tuple(Identity.parse(i) for i in identities)
     loaded = load_ca_certificate(data, where=str(certificate))
     pem = loaded.public_bytes(serialization.Encoding.PEM)
@@ -259,6 +261,8 @@ def unrevoke_key(path: Path, name: str, *, store: Store | None = None) -> TrustP
 
 
 def _set_revoked(path: Path, name: str, *, revoked: bool, store: Store | None) -> TrustPolicy:
+    from packager.core.x509 import TrustedCA  # here: most policies trust keys only
+
     policy = _load_or_empty(path)
     entry: TrustedKey | TrustedCA | UnusableKey
     if name in policy.cas:
