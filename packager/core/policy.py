@@ -53,7 +53,6 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.core.approval import check_role
 from packager.core.manifest import NAME_RE, is_version
 from packager.core.signature import SUPPORTED_CURVES, key_hint
 from packager.errors import UntrustedError, UsageError
@@ -394,6 +393,9 @@ def _parse_license_rule(entry: Any, where: str) -> LicenseRule:
 
 
 def _roles(value: Any, where: str) -> tuple[str, ...]:
+    # Imported here, as below: most policies name no approval role.
+    from packager.core.approval import check_role
+
     if not _names(value):
         raise UsageError(f'{where}: roles must be a list of role names, e.g. ["legal"]')
     try:
@@ -403,6 +405,8 @@ def _roles(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _parse_approval_rule(entry: Any, where: str) -> ApprovalRule:
+    from packager.core.approval import check_role
+
     entry = _table(entry, where)
     models, require = entry.get("models"), entry.get("require")
     if set(entry) != {"models", "require"} or not isinstance(models, str):

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from packager._io.bundledir import read_signed_manifest
-from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
-from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
 from packager.core.digests import Digest
 from packager.core.manifest import Manifest
@@ -64,6 +63,9 @@ from packager.registry.verified import (
     read_channel,
     read_signed,
 )
+
+if TYPE_CHECKING:
+    from packager.core.channel import Channel, Seen
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,8 @@ class _Install:
             f"key {hint}, issued {doc.issued.isoformat()}, expires "
             f"{doc.expires.isoformat()}, from {self.registry.location}"
         )
+        from packager.core.channel import Seen  # here: installing by version reads no channel
+
         return ChannelRecord(
             following,
             Seen(doc.sequence, doc.version, doc.manifest_digest),
@@ -527,6 +531,7 @@ class _Install:
         attached = None
         if mode.policy.required_approvals(manifest.name):
             # Imported here: only a policy that requires approvals reads attachments.
+            from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
             from packager.registry.attachments import read_attachments
 
             artifact = artifact or self.registry.resolve(manifest.name, manifest.version)
