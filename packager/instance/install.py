@@ -49,7 +49,6 @@ from packager.errors import (
     UsageError,
     VerificationError,
 )
-from packager.instance.retention import remove_version
 from packager.instance.roots import trust_state, trusted_mode
 from packager.instance.smoke import SmokeLimits, SmokeTest, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
@@ -641,6 +640,8 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
     Raises:
         NotInstalledError, UsageError: see :meth:`Store.remove`.
     """
+    from packager.instance.retention import remove_version  # here: installs remove nothing
+
     with store.lock(name):
         remove_version(store, name, version, action="remove", now=now)
 
