@@ -96,7 +96,6 @@ def open_destination(
         UsageError: ``ref`` is malformed, names a kind not supported yet, or a registry
             that cannot be written: a static mirror.
     """
-    from packager.registry.archive import ArchiveRegistry, is_archive_ref
     from packager.registry.layout import LayoutRegistry
 
     if ref is None:
@@ -118,6 +117,8 @@ def open_destination(
     if scheme:
         # Only the scheme is echoed: the rest of a URL may carry credentials.
         raise UsageError(f"{scheme.group(0)} registries are not supported yet; use a directory")
+    from packager.registry.archive import ArchiveRegistry, is_archive_ref
+
     if is_archive_ref(text):
         return ArchiveRegistry(Path(text).expanduser())
     return LayoutRegistry(Path(text).expanduser())
