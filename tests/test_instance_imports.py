@@ -70,3 +70,19 @@ def test_an_install_loads_no_toml_parser_or_tar_writer_it_does_not_need(
     assert "tarfile" not in found
     export = ("export", "iris@1.1.0", "-o", home.parent / "iris.tar")
     assert loaded(watched, *export) == ["tarfile"]
+
+
+def test_an_install_by_version_loads_no_reader_it_does_not_need(
+    bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    """Archives, root-of-trust documents, channels, approvals, benchmark results and X.509
+    certificates are read by modules that an install by version with a key never loads: each
+    costs start-up time (their dataclasses are built on import)."""
+    assert main(["-q", "publish", str(bundles["1.0.0"])]) == 0
+    watched = (
+        "packager.registry.archive,packager.registry.tarscan,packager.registry.attachments,"
+        "packager.core.root,packager.core.channel,packager.core.approval,"
+        "packager.core.statements,packager.core.benchrecord,packager.core.x509,"
+        "importlib.resources"
+    )
+    assert loaded(watched, "install", "iris@1.0.0", "--key", keypair.pub_path) == []

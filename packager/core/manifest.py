@@ -338,10 +338,13 @@ def dump_json(doc: Any) -> bytes:
 
 @cache
 def schema() -> dict[str, Any]:
-    from importlib import resources  # here: the readers of installed manifests never need it
+    # The loader reads the package's data file (wherever it is installed, a zip included):
+    # importlib.resources would import its readers and zipfile, on every install's start.
+    import pkgutil
 
-    text = resources.files("packager").joinpath("manifests/manifest.v1.schema.json").read_text()
-    loaded: dict[str, Any] = json.loads(text)
+    data = pkgutil.get_data("packager", "manifests/manifest.v1.schema.json")
+    assert data is not None  # packager's loader reads files
+    loaded: dict[str, Any] = json.loads(data)
     return loaded
 
 

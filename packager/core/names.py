@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from packager.core.channel import CHANNEL_RE
 from packager.core.manifest import check_name, check_version
 from packager.core.semver import is_semver
 from packager.errors import UsageError
@@ -32,6 +31,8 @@ def parse_target(ref: str) -> Target:
         return Target(name)
     if is_semver(rest):
         return Target(name, version=rest)
+    from packager.core.channel import CHANNEL_RE  # here: a version needs no channel's rules
+
     if CHANNEL_RE.fullmatch(rest):
         return Target(name, channel=rest)
     raise UsageError(

@@ -47,17 +47,18 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.core.approval import check_role
 from packager.core.manifest import NAME_RE, is_version
 from packager.core.signature import SUPPORTED_CURVES, key_hint
-from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UntrustedError, UsageError
+
+if TYPE_CHECKING:
+    from packager.core.x509 import TrustedCA
 
 _USE = "use an ECDSA P-256, P-384 or P-521 key (`packager keygen` makes one)"
 KEY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -392,6 +393,9 @@ def _parse_license_rule(entry: Any, where: str) -> LicenseRule:
 
 
 def _roles(value: Any, where: str) -> tuple[str, ...]:
+    # Imported here, as below: most policies name no approval role.
+    from packager.core.approval import check_role
+
     if not _names(value):
         raise UsageError(f'{where}: roles must be a list of role names, e.g. ["legal"]')
     try:
@@ -401,6 +405,8 @@ def _roles(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _parse_approval_rule(entry: Any, where: str) -> ApprovalRule:
+    from packager.core.approval import check_role
+
     entry = _table(entry, where)
     models, require = entry.get("models"), entry.get("require")
     if set(entry) != {"models", "require"} or not isinstance(models, str):
@@ -435,6 +441,9 @@ def _names(value: Any) -> bool:
 
 
 def _parse_cas(section: Any, source: str) -> dict[str, TrustedCA]:
+    # Imported here: most policies trust keys only, and certificates need these.
+    from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
+
     cas: dict[str, TrustedCA] = {}
     for name, entry in _table(section, f"{source}: [cas]").items():
         where = f"{source}: [cas.{name}]"

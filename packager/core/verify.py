@@ -41,26 +41,13 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
 
-from packager.core import signature, x509
-from packager.core.approval import (
-    MAX_APPROVAL_BYTES,
-    REVOCATION_PAYLOAD_TYPE,
-    Approval,
-    parse_approval_payload,
-    parse_revocation_payload,
-)
-from packager.core.approval import PAYLOAD_TYPE as APPROVAL_PAYLOAD_TYPE
-from packager.core.benchrecord import MAX_RESULT_BYTES, BenchmarkResult, parse_result_payload
-from packager.core.benchrecord import PAYLOAD_TYPE as BENCHMARK_PAYLOAD_TYPE
-from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE, Channel, Seen
-from packager.core.channel import parse_channel_payload as _parse_channel_payload
+from packager.core import signature
 from packager.core.digests import Digest
 from packager.core.fingerprint import Fingerprint
 from packager.core.manifest import MANIFEST, SIGNATURE, Manifest, parse_manifest
 from packager.core.policy import Trusted, TrustedKey, TrustPolicy, Unverified, VerifyMode
 from packager.core.semver import semver_key
 from packager.core.shards import EMPTY, Hashed, Shard, mismatch
-from packager.core.statements import Subject
 from packager.errors import (
     ExpiredError,
     RollbackError,
@@ -73,6 +60,12 @@ from packager.errors import (
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    from packager.core import x509
+    from packager.core.approval import Approval
+    from packager.core.benchrecord import BenchmarkResult
+    from packager.core.channel import Channel, Seen
+    from packager.core.statements import Subject
 
 # What a file is described by: its digest and its size in bytes.
 Described = tuple[Digest, int]
@@ -236,6 +229,8 @@ def check_no_revoked_signer(sig: bytes, policy: TrustPolicy) -> None:
     chain = signature.certificate_chain(sig)
     if chain is None:
         return
+    from packager.core import x509  # here: most signatures are by a key, with no chain
+
     ca = x509.revoked_in_chain(x509.parse_chain(chain, what="model.sig"), policy.revoked_cas())
     if ca is not None:
         raise UntrustedError(
@@ -329,6 +324,8 @@ def certified_signer(
         UntrustedError: no CA is trusted for ``name``, or the chain fails any check.
         TamperedError: the certificates are not DER X.509.
     """
+    from packager.core import x509  # here: most signatures are by a key, with no chain
+
     return x509.verify_chain(
         x509.parse_chain(chain, what=what),
         policy.cas_for(name),
@@ -675,6 +672,10 @@ def check_channel_document(
         UntrustedError: no key or CA is trusted for ``name``, or none of them vouches for it.
         WrongModelError: the document of another model or channel.
     """
+    # Imported here, as the approvals' readers below: installing by version reads neither.
+    from packager.core.channel import MAX_CHANNEL_BYTES, PAYLOAD_TYPE
+    from packager.core.channel import parse_channel_payload as _parse_channel_payload
+
     if len(data) > MAX_CHANNEL_BYTES:
         raise TamperedError(f"channel document is larger than {MAX_CHANNEL_BYTES} bytes")
     payload, hint, _ = _signed_payload(
@@ -816,6 +817,8 @@ def _approval_signer(
         TamperedError: larger than the cap or malformed.
         UntrustedError: no key of the policy signed it.
     """
+    from packager.core.approval import MAX_APPROVAL_BYTES
+
     if len(data) > MAX_APPROVAL_BYTES:
         raise TamperedError(f"{what} is larger than {MAX_APPROVAL_BYTES} bytes")
     keys = sorted(policy.keys.values(), key=lambda k: k.name)
@@ -832,6 +835,9 @@ def _withdrawn(
 ) -> set[tuple[str, Digest]]:
     """(key hint, approval document digest) of every approval a verified revocation for
     this bundle withdraws; documents that do not verify withdraw nothing."""
+    from packager.core.approval import REVOCATION_PAYLOAD_TYPE, parse_revocation_payload
+    from packager.core.statements import Subject
+
     withdrawn = set()
     for data in revocations:
         try:
@@ -858,6 +864,9 @@ class _ApprovalJudge:
     withdrawn: set[tuple[str, Digest]]
 
     def finding(self, data: bytes) -> ApprovalFinding:
+        from packager.core.approval import PAYLOAD_TYPE as APPROVAL_PAYLOAD_TYPE
+        from packager.core.approval import parse_approval_payload
+
         try:
             payload, key = _approval_signer(data, APPROVAL_PAYLOAD_TYPE, self.policy, "approval")
             doc = parse_approval_payload(payload)
@@ -874,6 +883,8 @@ class _ApprovalJudge:
 
     def problem(self, data: bytes, doc: Approval, key: TrustedKey) -> str | None:
         """Why the approval ``doc`` (document ``data``, signed by ``key``) does not count."""
+        from packager.core.statements import Subject
+
         problem = self.subject.mismatch(Subject(doc.name, doc.version, doc.manifest_digest))
         if problem is not None:
             return problem
@@ -938,10 +949,12 @@ def judge(
         RollbackError: below the policy's minimum.
     """
     check_minimum(manifest.name, manifest.version, mode=mode)
-    approvals = (
-        None
-        if attached is None
-        else evaluate_approvals(
+    approvals: ApprovalDecision | None = None
+    if attached is not None:
+        # Imported here: a policy that requires no approval reads no statement.
+        from packager.core.statements import Subject
+
+        approvals = evaluate_approvals(
             attached.approvals,
             attached.revocations,
             mode.policy,
@@ -949,7 +962,6 @@ def judge(
             bundle_signer=signer,
             now=now,
         )
-    )
     return Verdict(manifest.ref, evaluate_licenses(manifest, mode.policy), approvals)
 
 
@@ -1026,6 +1038,11 @@ def accept_benchmark_result(
         TamperedError: larger than the cap, malformed, or about another bundle.
         UntrustedError: no key the policy trusts for the model signed it.
     """
+    # Imported here: installs and verifications never read benchmark results.
+    from packager.core.benchrecord import MAX_RESULT_BYTES, parse_result_payload
+    from packager.core.benchrecord import PAYLOAD_TYPE as BENCHMARK_PAYLOAD_TYPE
+    from packager.core.statements import Subject
+
     if len(data) > MAX_RESULT_BYTES:
         raise TamperedError(f"benchmark result is larger than {MAX_RESULT_BYTES} bytes")
     keys = policy.keys_for(subject.name)

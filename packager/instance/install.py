@@ -19,11 +19,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from packager._io.bundledir import read_signed_manifest
-from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
-from packager.core.channel import Channel, Seen
 from packager.core.compare import Comparison
 from packager.core.digests import Digest
 from packager.core.manifest import Manifest
@@ -50,11 +49,9 @@ from packager.errors import (
     UsageError,
     VerificationError,
 )
-from packager.instance.retention import remove_version
 from packager.instance.roots import trust_state, trusted_mode
 from packager.instance.smoke import SmokeLimits, SmokeTest, run_smoke_test
 from packager.instance.store import AuditFacts, ChannelRecord, Following, Store
-from packager.registry.attachments import read_attachments
 from packager.registry.base import Artifact, RegistryReader
 from packager.registry.verified import (
     Fetched,
@@ -65,6 +62,9 @@ from packager.registry.verified import (
     read_channel,
     read_signed,
 )
+
+if TYPE_CHECKING:
+    from packager.core.channel import Channel, Seen
 
 
 @dataclass(frozen=True)
@@ -305,6 +305,8 @@ class _Install:
             f"key {hint}, issued {doc.issued.isoformat()}, expires "
             f"{doc.expires.isoformat()}, from {self.registry.location}"
         )
+        from packager.core.channel import Seen  # here: installing by version reads no channel
+
         return ChannelRecord(
             following,
             Seen(doc.sequence, doc.version, doc.manifest_digest),
@@ -527,6 +529,10 @@ class _Install:
         """
         attached = None
         if mode.policy.required_approvals(manifest.name):
+            # Imported here: only a policy that requires approvals reads attachments.
+            from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES, REVOCATION_KIND
+            from packager.registry.attachments import read_attachments
+
             artifact = artifact or self.registry.resolve(manifest.name, manifest.version)
             attached = Attached(
                 *(
@@ -634,6 +640,8 @@ def remove(name: str, version: str, *, store: Store, now: datetime) -> None:
     Raises:
         NotInstalledError, UsageError: see :meth:`Store.remove`.
     """
+    from packager.instance.retention import remove_version  # here: installs remove nothing
+
     with store.lock(name):
         remove_version(store, name, version, action="remove", now=now)
 

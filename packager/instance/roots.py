@@ -17,24 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packager.core.policy import Trusted, TrustPolicy, VerifyMode
-from packager.core.root import (
-    DELEGATIONS_TAG,
-    Delegations,
-    Root,
-    accept_delegations,
-    check_fresh,
-    delegated_policy,
-    delegations_floor,
-    pin_root,
-)
 from packager.core.text import Progress
 from packager.errors import PackagerError
 from packager.instance.store import STATE_DB, Store
 from packager.instance.trust import policy_path, resolve_policy
 from packager.registry.base import RegistryReader
-from packager.registry.roots import read_trust_document, walk_roots
+
+# packager.core.root and the registry's reader of its documents are imported by the
+# functions that read a pinned root: most instances pin none, and every install asks.
+if TYPE_CHECKING:
+    from packager.core.root import Delegations, Root
 
 _RECORD = """
 INSERT INTO trust_documents (kind, version, data, at) VALUES (?, ?, ?, ?)
@@ -70,6 +65,8 @@ def pin(store: Store, data: bytes, *, now: datetime) -> Root:
         TamperedError: malformed. UntrustedError: its own threshold is not met.
         RollbackError: older than the root trusted here.
     """
+    from packager.core.root import pin_root
+
     with store.db() as conn:
         state = _state(conn)
         root = pin_root(data, pinned=state.root if state else None)
@@ -113,6 +110,8 @@ def trusted_mode(
         progress(f"root of trust: root v{root.version}, {what} from {registry.location}")
     if delegations is None:
         return mode
+    from packager.core.root import delegated_policy
+
     return Trusted(delegated_policy(mode.policy, delegations))
 
 
@@ -142,6 +141,14 @@ def instance_policy(
 def _refresh(
     state: TrustState, registry: RegistryReader, store: Store, now: datetime
 ) -> tuple[Root, Delegations | None]:
+    from packager.core.root import (
+        DELEGATIONS_TAG,
+        accept_delegations,
+        check_fresh,
+        delegations_floor,
+    )
+    from packager.registry.roots import read_trust_document, walk_roots
+
     chain = walk_roots(registry, state.root)
     newest = chain[-1][0] if chain else state.root
     check_fresh(newest, now=now)
@@ -171,6 +178,8 @@ def _state(conn: sqlite3.Connection) -> TrustState | None:
     )
     if "root" not in rows:
         return None
+    from packager.core.root import pin_root
+
     data = rows["root"][1]
     delegations = rows.get("delegations")
     return TrustState(pin_root(data), data, None if delegations is None else delegations[0])

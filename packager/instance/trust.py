@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 
 from packager._io.fs import atomic_write
-from packager.core.approval import check_role
 from packager.core.policy import (
     ApprovalRule,
     LicenseRule,
@@ -27,10 +26,10 @@ from packager.core.policy import (
     with_keys,
 )
 from packager.core.verify import check_not_revoked
-from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
 from packager.errors import UsageError
 
 if TYPE_CHECKING:
+    from packager.core.x509 import TrustedCA
     from packager.instance.store import Store
 
 SYSTEM_POLICY = Path("/etc/packager/trust.toml")
@@ -152,6 +151,8 @@ def add_key(
             key is revoked (under any name).
     """
     check_key_name(name)
+    from packager.core.approval import check_role  # here: most policies name no role
+
     for role in roles:
         check_role(role)
     try:
@@ -219,6 +220,8 @@ def add_ca(
         data = certificate.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {certificate}: {e.strerror}") from e
+    from packager.core.x509 import Identity, TrustedCA, load_ca_certificate
+
     parsed = tuple(Identity.parse(i) for i in identities)
     loaded = load_ca_certificate(data, where=str(certificate))
     pem = loaded.public_bytes(serialization.Encoding.PEM)
@@ -259,6 +262,8 @@ def unrevoke_key(path: Path, name: str, *, store: Store | None = None) -> TrustP
 
 
 def _set_revoked(path: Path, name: str, *, revoked: bool, store: Store | None) -> TrustPolicy:
+    from packager.core.x509 import TrustedCA  # here: most policies trust keys only
+
     policy = _load_or_empty(path)
     entry: TrustedKey | TrustedCA | UnusableKey
     if name in policy.cas:
@@ -295,6 +300,8 @@ def require_approvals(
     Raises:
         UsageError: a malformed role or count.
     """
+    from packager.core.approval import check_role  # here: most policies name no role
+
     require: dict[str, int] = {}
     for text in requirements:
         role, sep, count = text.partition("=")

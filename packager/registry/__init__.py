@@ -8,11 +8,12 @@ nowhere else.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from packager.errors import UsageError
-from packager.registry.archive import ArchiveRegistry, is_archive_ref
 from packager.registry.base import (
     Artifact,
     Descriptor,
@@ -20,8 +21,11 @@ from packager.registry.base import (
     RegistryReader,
     RegistryWriter,
 )
-from packager.registry.layout import LayoutRegistry
 from packager.registry.options import RegistryOptions
+
+if TYPE_CHECKING:
+    from packager.registry.archive import ArchiveRegistry
+    from packager.registry.layout import LayoutRegistry
 
 __all__ = [
     "ArchiveRegistry",
@@ -35,6 +39,23 @@ __all__ = [
     "open_destination",
     "open_registry",
 ]
+
+# Imported on first use: every module of the package imports this one first, and an install
+# from a remote registry needs neither the archive reader (nor its tar scanner) nor, from
+# an OCI registry, the directory layout.
+_LAZY = {
+    "ArchiveRegistry": "packager.registry.archive",
+    "LayoutRegistry": "packager.registry.layout",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'packager.registry' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 # Anything that looks like a URL must never fall through to "a relative directory".
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -75,6 +96,8 @@ def open_destination(
         UsageError: ``ref`` is malformed, names a kind not supported yet, or a registry
             that cannot be written: a static mirror.
     """
+    from packager.registry.layout import LayoutRegistry
+
     if ref is None:
         return LayoutRegistry(home / "registry")
     text = str(ref)
@@ -94,6 +117,8 @@ def open_destination(
     if scheme:
         # Only the scheme is echoed: the rest of a URL may carry credentials.
         raise UsageError(f"{scheme.group(0)} registries are not supported yet; use a directory")
+    from packager.registry.archive import ArchiveRegistry, is_archive_ref
+
     if is_archive_ref(text):
         return ArchiveRegistry(Path(text).expanduser())
     return LayoutRegistry(Path(text).expanduser())

@@ -18,12 +18,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packager._io.fs import filesystem_type
 from packager._io.hashing import digest_file
 from packager.core import signature
-from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
-from packager.core.channel import MAX_CHANNEL_BYTES, Channel, Seen, channel_tag
 from packager.core.digests import Digest
 from packager.core.fingerprint import Fingerprint, Held
 from packager.core.manifest import MANIFEST, MAX_MANIFEST_BYTES, SIGNATURE, Manifest
@@ -46,6 +45,9 @@ from packager.core.verify import (
 )
 from packager.errors import NotFoundError, UsageError
 from packager.registry.base import Artifact, Descriptor, RegistryReader
+
+if TYPE_CHECKING:
+    from packager.core.channel import Channel, Seen
 
 # How each file of a bundle came to staging (see :func:`_fetch_one`).
 FETCHED = "fetched"  # from the registry, checked as it arrived
@@ -108,6 +110,10 @@ def read_channel(
             signer, expired, rollback, equivocation, wrong model or channel, malformed).
         RegistryError: the registry cannot be read.
     """
+    # Imported here: installing by version reads no channel.
+    from packager.core.channel import ARTIFACT_TYPE as CHANNEL_ARTIFACT_TYPE
+    from packager.core.channel import MAX_CHANNEL_BYTES, channel_tag
+
     try:
         data = registry.get_document(
             name,
