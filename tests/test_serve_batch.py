@@ -76,9 +76,12 @@ def body(rows: Any, *, request_id: str | None = None) -> bytes:
     return json.dumps(doc).encode()
 
 
-def together(home: Path, name: str, bodies: Sequence[bytes], most: int) -> list[Any]:
+def together(
+    home: Path, name: str, bodies: Sequence[bytes], most: int, *, cancel_first: bool = False
+) -> list[Any]:
     """Answers (status, document) to ``bodies``, all started in one turn of the event loop
-    of an application batching at most ``most`` rows."""
+    of an application batching at most ``most`` rows (``cancel_first``: the first request's
+    task is cancelled in the next turn, and answers None)."""
     app = build_app(Served(Store(home), [name], threads=1), Limits(max_batch_size=most), warn=print)
 
     async def one(data: bytes) -> tuple[int, Any]:
@@ -99,7 +102,12 @@ def together(home: Path, name: str, bodies: Sequence[bytes], most: int) -> list[
         return sent[0]["status"], json.loads(sent[1]["body"])
 
     async def all_of_them() -> list[Any]:
-        return await asyncio.gather(*(one(data) for data in bodies))
+        tasks = [asyncio.ensure_future(one(data)) for data in bodies]
+        if cancel_first:
+            await asyncio.sleep(0)  # the requests are read, the first began a batch
+            tasks[0].cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        return [None if isinstance(d, asyncio.CancelledError) else d for d in done]
 
     return asyncio.run(all_of_them())
 
@@ -134,6 +142,15 @@ def test_a_batch_holds_at_most_the_rows_allowed(summing_home: Path) -> None:
         [11, 11, 12, 12, 13, 13, 14, 14],
         [18, 18],
     ]
+
+
+def test_when_the_request_that_began_a_batch_goes_away_the_others_run_alone(
+    summing_home: Path,
+) -> None:
+    bodies = [body([[1, 1]]), body([[2, 2]]), body([[3, 3]])]
+    answers = together(summing_home, "rowsum", bodies, 8, cancel_first=True)
+    assert answers[0] is None
+    assert ys(answers[1:]) == [[4, 4], [6, 6]]
 
 
 def test_requests_of_other_shapes_run_apart(summing_home: Path) -> None:

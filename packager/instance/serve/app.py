@@ -102,10 +102,9 @@ class _State:
         self.reading: dict[asyncio.Task[Any], float] = {}
         self.expired: set[asyncio.Task[Any]] = set()
         # The batch each model version gathers in this turn of the event loop, by the
-        # identity of its Loaded entry (which the batch's task holds meanwhile) and the
-        # shapes of its requests; the tasks that run batches.
+        # identity of its Loaded entry (which the batch's first request holds meanwhile) and the
+        # shapes of its requests.
         self.batches: dict[tuple[int, tuple[Any, ...]], Batch] = {}
-        self.running: set[asyncio.Task[None]] = set()
         self.limiter = anyio.CapacityLimiter(limits.threads)
 
 
@@ -329,20 +328,29 @@ async def _parsed(state: _State, loaded: Loaded, request: InferRequest, size: in
     feeds = model.feeds(request.inputs)  # a value the model refuses is refused here, alone
     key = (id(loaded), batch.shapes(model.inputs, feeds))
     gathering = state.batches.get(key)
-    if gathering is None or gathering.total + rows > most:
-        gathering = state.batches[key] = Batch()
-        task = asyncio.get_running_loop().create_task(_run_batch(state, loaded, key, gathering))
-        state.running.add(task)
-        task.add_done_callback(state.running.discard)
-    return await gathering.join(request, feeds, rows, size)
+    if gathering is not None and gathering.total + rows <= most:
+        try:
+            return await gathering.join(request, feeds, rows, size)
+        except _LeaderGone:  # the request that was to run the batch went away first
+            return await _run(state, loaded, rows, size, batch.alone, request)
+    gathering = state.batches[key] = Batch(request, feeds, rows, size)
+    return await _lead(state, loaded, key, gathering)
 
 
-async def _run_batch(state: _State, loaded: Loaded, key: Any, gathering: Batch) -> None:
-    """Run ``gathering`` once the requests read in the turn it began in have joined: this
-    task starts in the next turn."""
-    if state.batches.get(key) is gathering:
-        del state.batches[key]
+async def _lead(state: _State, loaded: Loaded, key: Any, gathering: Batch) -> Answer:
+    """Run ``gathering``, which the caller's request began, once the requests read in the
+    same turn of the event loop have joined it; hand them their answers, and return the
+    caller's.
+
+    Raises:
+        _BatchFailed: a fault of the server's (said once, here).
+    """
     try:
+        try:
+            await asyncio.sleep(0)  # the requests read in this turn join
+        finally:
+            if state.batches.get(key) is gathering:
+                del state.batches[key]
         answers = await _run(state, loaded, gathering.total, gathering.size, batch.run, gathering)
     except batch.Refused as e:
         answers = e.answers
@@ -352,11 +360,15 @@ async def _run_batch(state: _State, loaded: Loaded, key: Any, gathering: Batch) 
             f"{loaded.name}: a batch of inference requests failed: {type(e).__name__}: {reason}"
         )
         gathering.fail(_BatchFailed())
-        return
-    except BaseException:
-        gathering.fail(_BatchFailed())
+        raise _BatchFailed from e
+    except BaseException:  # cancelled: the others run alone
+        gathering.fail(_LeaderGone())
         raise
-    gathering.settle(answers)
+    return gathering.settle(answers)
+
+
+class _LeaderGone(Exception):
+    """The request that began a batch went away before it ran the batch."""
 
 
 class _BatchFailed(Exception):

@@ -74,25 +74,27 @@ def shapes(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> tupl
 
 
 class Batch:
-    """Requests of one model version waiting to run together, each with the future of its
-    answer; the batch is run by a task of its own (no request's: one that goes away leaves
-    the others answered)."""
+    """Requests of one model version waiting to run together. The first one's task runs
+    the batch and hands the others their answers through their futures."""
 
     __slots__ = ("feeds", "futures", "requests", "rows", "size", "total")
 
-    def __init__(self) -> None:
-        self.requests: list[InferRequest] = []
-        self.feeds: list[Mapping[str, np.ndarray]] = []
-        self.rows: list[int] = []
+    def __init__(
+        self, request: InferRequest, feeds: Mapping[str, np.ndarray], rows: int, size: int
+    ) -> None:
+        """A batch begun by ``request`` (onnxruntime ``feeds`` of ``rows`` rows, from a body
+        of ``size`` bytes)."""
+        self.requests = [request]
+        self.feeds = [feeds]
+        self.rows = [rows]
         self.futures: list[asyncio.Future[Answer]] = []
-        self.total = 0
-        self.size = 0
+        self.total = rows
+        self.size = size
 
     def join(
         self, request: InferRequest, feeds: Mapping[str, np.ndarray], rows: int, size: int
     ) -> asyncio.Future[Answer]:
-        """The future of the answer to ``request`` (onnxruntime ``feeds`` of ``rows`` rows,
-        from a body of ``size`` bytes)."""
+        """The future of the answer to ``request`` (as for :meth:`__init__`)."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self.requests.append(request)
         self.feeds.append(feeds)
@@ -102,15 +104,16 @@ class Batch:
         self.size += size
         return future
 
-    def settle(self, answers: Sequence[Answer]) -> None:
-        """Hand each request its answer."""
-        for future, answer in zip(self.futures, answers, strict=True):
+    def settle(self, answers: Sequence[Answer]) -> Answer:
+        """Hand the requests that joined their answers; the first request's is returned."""
+        for future, answer in zip(self.futures, answers[1:], strict=True):
             if not future.done():  # a request whose task was cancelled waits for nothing
                 future.set_result(answer)
+        return answers[0]
 
-    def fail(self, error: BaseException) -> None:
-        """The batch was not run (cancelled, or the server failed): its requests end with
-        ``error``."""
+    def fail(self, error: Exception) -> None:
+        """The batch did not run (the first request went away, or the server failed): the
+        requests that joined end with ``error``."""
         for future in self.futures:
             if not future.done():
                 future.set_exception(error)
