@@ -3,7 +3,7 @@ model version whose bodies are read in the same turn of the event loop run as on
 their rows one after the other, and each request gets its own rows of the outputs back.
 
 On a busy server the model then runs once for many requests: what onnxruntime costs per
-run, which for a small model is most of an answer, is paid once. Nothing waits for a batch
+run, a large part of a small model's answer, is paid once. Nothing waits for a batch
 to fill: a batch runs in the turn after its first request was read, with the requests read
 in the same turn as that one.
 
