@@ -261,7 +261,15 @@ class Model:
                 the model does not take.
             IncompatibleModelError: onnxruntime failed.
         """
-        results = self.run(self._direct_feeds(inputs) or self.feeds(inputs))
+        return self.predict_feeds(self._direct_feeds(inputs) or self.feeds(inputs))
+
+    def predict_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`predict` on feeds :meth:`feeds` made (their values checked already).
+
+        Raises:
+            IncompatibleModelError: onnxruntime failed.
+        """
+        results = self.run(feeds)
         if self._flat is None:
             return results
         output, name = self._flat

@@ -308,8 +308,7 @@ async def _answer(
     except _BatchFailed:  # said once, by the batch
         return 500, protocol.error("the server failed to answer this request")
     except Exception as e:  # a fault of the server's: one line, and the protocol's body
-        reason = " ".join(str(e).split())[:200]
-        state.warn(f"{name}: an inference request failed: {type(e).__name__}: {reason}")
+        state.warn(f"{name}: an inference request failed: {_fault(e)}")
         return 500, protocol.error("the server failed to answer this request")
 
 
@@ -355,10 +354,7 @@ async def _lead(state: _State, loaded: Loaded, key: Any, gathering: Batch) -> An
     except batch.Refused as e:
         answers = e.answers
     except Exception as e:
-        reason = " ".join(str(e).split())[:200]
-        state.warn(
-            f"{loaded.name}: a batch of inference requests failed: {type(e).__name__}: {reason}"
-        )
+        state.warn(f"{loaded.name}: a batch of inference requests failed: {_fault(e)}")
         gathering.fail(_BatchFailed())
         raise _BatchFailed from e
     except BaseException:  # cancelled: the others run alone
@@ -386,6 +382,11 @@ async def _run(
     return await anyio.to_thread.run_sync(
         _timed, loaded, rows, run, loaded, *args, limiter=state.limiter
     )
+
+
+def _fault(e: Exception) -> str:
+    """A fault of the server's in one line: its type and the start of its message."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
 def _http(answer: Answer) -> tuple[int, bytes]:
@@ -457,12 +458,9 @@ async def _body(receive: Receive, limit: int) -> bytes | None:
 
 
 def _predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
-    model = loaded.model
-    request = protocol.parse_request(body, model.inputs, header_length=header_length)
-    outputs = model.predict(request.inputs)
-    return protocol.response(
-        loaded.name, loaded.version, request.id, protocol.select(outputs, request.outputs)
-    )
+    """The response to a request's body, parsed and run alone (a large body, on a thread)."""
+    request = protocol.parse_request(body, loaded.model.inputs, header_length=header_length)
+    return batch.alone(loaded, request)
 
 
 async def _expire_reads(state: _State) -> None:

@@ -141,7 +141,7 @@ def run(loaded: Loaded, batch: Batch) -> list[Answer]:
         first = batch.feeds[0]
         feeds = {name: np.concatenate([f[name] for f in batch.feeds]) for name in first}
         try:
-            parts = _split(loaded.model.predict(feeds), batch.rows)
+            parts = _split(loaded.model.predict_feeds(feeds), batch.rows)
         except PackagerError:
             parts = None  # onnxruntime failed on them: each alone says why, or answers
         if parts is not None:
