@@ -189,6 +189,114 @@ def test_tritonclient_reads_health_metadata_and_infers(
         assert [o["name"] for o in response["outputs"]] == ["label"]
 
 
+def test_outputs_asked_for_as_binary_data_follow_the_json(
+    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    rows = iris[0][[0, 60, 120]].astype(np.float32)
+    labels = iris_model.predict(rows).tolist()
+    probabilities = iris_model.predict_proba(rows)
+    with running(iris_home) as server:
+        client = tritonclient_http.InferenceServerClient(server.address)
+        # Naming no output, tritonclient asks for every one as binary data.
+        result = client.infer("iris", [triton_input("input", rows, "FP32", binary=True)])
+        for name in ("label", "probabilities"):
+            output = result.get_output(name)
+            assert "data" not in output and output["parameters"]["binary_data_size"] > 0
+        assert result.as_numpy("label").tolist() == labels
+        np.testing.assert_allclose(result.as_numpy("probabilities"), probabilities, atol=1e-5)
+        # An output's own choice; the order asked for is the order of the bytes.
+        wanted = [
+            tritonclient_http.InferRequestedOutput("probabilities", binary_data=True),
+            tritonclient_http.InferRequestedOutput("label", binary_data=False),
+        ]
+        mixed = client.infer(
+            "iris", [triton_input("input", rows, "FP32", binary=False)], outputs=wanted
+        )
+        assert [o["name"] for o in mixed.get_response()["outputs"]] == ["probabilities", "label"]
+        assert mixed.get_output("label")["data"] == labels
+        assert mixed.get_output("probabilities")["parameters"] == {"binary_data_size": 36}
+        np.testing.assert_allclose(mixed.as_numpy("probabilities"), probabilities, atol=1e-5)
+
+        # On the wire: the JSON answer, then the bytes, little-endian; the request's
+        # binary_data_output is overridden by an output's own binary_data.
+        doc = json.loads(infer_doc("input", rows))
+        doc["parameters"] = {"binary_data_output": True}
+        doc["outputs"] = [
+            {"name": "label", "parameters": {"binary_data": False}},
+            {"name": "probabilities"},
+        ]
+        host, port = server.address.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        connection.request("POST", "/v2/models/iris/infer", json.dumps(doc))
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        assert response.status == 200
+        assert response.headers["content-type"] == "application/octet-stream"
+        length = int(response.headers["inference-header-content-length"])
+        assert int(response.headers["content-length"]) == len(body) == length + 36
+        head = json.loads(body[:length])
+        assert head["id"] == "r1" and head["outputs"][0]["data"] == labels
+        assert head["outputs"][1] == {
+            "name": "probabilities",
+            "datatype": "FP32",
+            "shape": [3, 3],
+            "parameters": {"binary_data_size": 36},
+        }
+        tail = np.frombuffer(body[length:], dtype="<f4").reshape(3, 3)
+        np.testing.assert_allclose(tail, probabilities, atol=1e-5)
+
+        good = doc["inputs"]
+        for bad in (
+            {"parameters": {"binary_data_output": "yes"}},
+            {"parameters": [True]},
+            {"outputs": [{"name": "label", "parameters": {"binary_data": 1}}]},
+            {"outputs": [{"name": "label", "parameters": "binary"}]},
+        ):
+            status, answer = curl(
+                "-X", "POST", "--data-binary", json.dumps({"inputs": good, **bad}),
+                f"{server.url}/v2/models/iris/infer",
+            )  # fmt: skip
+            assert status == 400 and set(answer) == {"error"}, bad
+    assert not any("Traceback" in line for line in server.stderr)
+
+
+def text_model() -> Any:
+    """y = x, a column of text: a BYTES output."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, ["N", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, ["N", 1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "text", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_text_output_as_binary_data_is_read_by_tritonclient(
+    home: Path, keypair: KeyPair, tmp_path: Path
+) -> None:
+    sample = np.array([["a"], ["b"]], dtype=object)
+    bundle = package(
+        text_model(), sample=sample, name="text", version="1.0.0", key=keypair.private,
+        out_dir=tmp_path,
+    )  # fmt: skip
+    publish(bundle)
+    install("text@1.0.0", keypair)
+    words = np.array([["café"], ["two words"], ["x" * 300]], dtype=object)
+    with running(home) as server:
+        client = tritonclient_http.InferenceServerClient(server.address)
+        for binary in (True, False):
+            wanted = [tritonclient_http.InferRequestedOutput("y", binary_data=binary)]
+            result = client.infer(
+                "text", [triton_input("x", words, "BYTES", binary=True)], outputs=wanted
+            )
+            assert ("data" not in result.get_output("y")) is binary
+            got = result.as_numpy("y")
+            assert got.shape == (3, 1)
+            assert [v.decode() if binary else v for v in got.ravel()] == list(words.ravel())
+
+
 def test_text_and_several_inputs_of_a_dataframe_model(
     home: Path, shop: tuple[Any, Any], shop_bundle: Path, keypair: KeyPair
 ) -> None:

@@ -67,12 +67,14 @@ def summing_home(home: Path, summing_bundles: list[Path], keypair: KeyPair) -> P
     return home
 
 
-def body(rows: Any, *, request_id: str | None = None) -> bytes:
+def body(rows: Any, *, request_id: str | None = None, binary: bool = False) -> bytes:
     array = np.asarray(rows, dtype=np.float32)
     tensor = {"name": "x", "shape": list(array.shape), "datatype": "FP32", "data": array.tolist()}
     doc: dict[str, Any] = {"inputs": [tensor]}
     if request_id is not None:
         doc["id"] = request_id
+    if binary:
+        doc["parameters"] = {"binary_data_output": True}
     return json.dumps(doc).encode()
 
 
@@ -99,7 +101,11 @@ def together(
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
         scope = {"type": "http", "method": "POST", "path": f"/v2/models/{name}/infer"}
         await app({**scope, "headers": headers}, receive, send)
-        return sent[0]["status"], json.loads(sent[1]["body"])
+        status, data = sent[0]["status"], sent[1]["body"]
+        length = dict(sent[0]["headers"]).get(b"inference-header-content-length")
+        if length is None:
+            return status, json.loads(data)
+        return status, {**json.loads(data[: int(length)]), "binary": data[int(length) :]}
 
     async def all_of_them() -> list[Any]:
         tasks = [asyncio.ensure_future(one(data)) for data in bodies]
@@ -129,6 +135,20 @@ def test_requests_read_together_run_as_one_batch_and_get_their_own_rows(
     assert ys(answers) == [[112, 224], [121, 242], [211, 422]]
     assert [doc["id"] for _, doc in answers] == ["r0", "r1", "r2"]
     assert all(doc["outputs"][0]["shape"] == [1, 2] for _, doc in answers)
+
+
+def test_each_request_of_a_batch_gets_its_rows_in_the_form_it_asked_for(
+    summing_home: Path,
+) -> None:
+    bodies = [body([[1, 2]]), body([[10, 20], [30, 40]], binary=True), body([[100, 200]])]
+    (s0, first), (s1, second), (s2, third) = together(summing_home, "rowsum", bodies, 8)
+    assert (s0, s1, s2) == (200, 200, 200)
+    # The sum of the batch's rows, (141, 262), added to each request's own.
+    assert first["outputs"][0]["data"] == [142, 264]
+    assert third["outputs"][0]["data"] == [241, 462]
+    assert second["outputs"][0]["parameters"] == {"binary_data_size": 16}
+    values = np.frombuffer(second["binary"], dtype="<f4").reshape(second["outputs"][0]["shape"])
+    assert values.tolist() == [[151, 282], [171, 302]]
 
 
 def test_a_batch_holds_at_most_the_rows_allowed(summing_home: Path) -> None:

@@ -47,6 +47,9 @@ _ROUTES: dict[str, tuple[str, str | None] | None] = {}
 _MAX_ROUTES = 1024
 _MAX_ROUTE_LENGTH = 256
 _CONTENT_TYPE = (b"content-type", b"application/json")
+# A body with binary tensor data: its JSON header's length goes in a header of its own.
+_BINARY_TYPE = (b"content-type", b"application/octet-stream")
+_HEADER_LENGTH = b"inference-header-content-length"
 # A request whose model answered the last one in less CPU time than this runs on the event
 # loop: a hop to a thread and back costs more than such a model (tens of microseconds). Slower
 # models run on the inference threads, where onnxruntime releases the GIL and the event
@@ -287,7 +290,7 @@ async def _infer(
 
 async def _answer(
     state: _State, name: str, version: str | None, body: bytes, header: bytes | None
-) -> tuple[int, bytes]:
+) -> tuple[int, bytes | protocol.Framed]:
     """The status and body answering an inference request whose body is read."""
     try:
         header_length = None if header is None else int(header)
@@ -389,7 +392,7 @@ def _fault(e: Exception) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
-def _http(answer: Answer) -> tuple[int, bytes]:
+def _http(answer: Answer) -> tuple[int, bytes | protocol.Framed]:
     if isinstance(answer, PackagerError):
         return _status(answer), protocol.error(str(answer))
     return 200, answer
@@ -402,9 +405,16 @@ def _status(e: PackagerError) -> int:
 
 
 async def _send(
-    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+    send: Send,
+    status: int,
+    body: bytes | protocol.Framed,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    start = [_CONTENT_TYPE, (b"content-length", b"%d" % len(body)), *headers]
+    if type(body) is protocol.Framed:
+        kind, body = [_BINARY_TYPE, (_HEADER_LENGTH, b"%d" % body.header_length)], body.body
+    else:
+        kind = [_CONTENT_TYPE]
+    start = [*kind, (b"content-length", b"%d" % len(body)), *headers]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
@@ -457,7 +467,7 @@ async def _body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
 
 
-def _predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes:
+def _predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes | protocol.Framed:
     """The response to a request's body, parsed and run alone (a large body, on a thread)."""
     request = protocol.parse_request(body, loaded.model.inputs, header_length=header_length)
     return batch.alone(loaded, request)

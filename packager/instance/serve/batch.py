@@ -37,8 +37,9 @@ from packager.instance.serve.protocol import InferRequest
 from packager.instance.serve.served import Loaded
 from packager.runtime import Model
 
-# An answer: the response body, or why the request is refused.
-Answer = bytes | PackagerError
+# An answer: the response body (with binary tensor data: Framed), or why the request is
+# refused.
+Answer = bytes | protocol.Framed | PackagerError
 # Whether a model is batched, by the identity of its manifest's specs (kept in the entry,
 # so that the identity is not reused while it is there).
 _BATCHED: dict[int, tuple[Any, bool]] = {}
@@ -166,7 +167,7 @@ def _split(outputs: Mapping[str, np.ndarray], rows: Sequence[int]) -> list[dict[
     return parts
 
 
-def alone(loaded: Loaded, request: InferRequest) -> bytes:
+def alone(loaded: Loaded, request: InferRequest) -> bytes | protocol.Framed:
     """The response to ``request`` run by itself.
 
     Raises:
@@ -175,12 +176,14 @@ def alone(loaded: Loaded, request: InferRequest) -> bytes:
     return _response(loaded, request, loaded.model.predict(request.inputs))
 
 
-def _response(loaded: Loaded, request: InferRequest, outputs: Mapping[str, np.ndarray]) -> bytes:
+def _response(
+    loaded: Loaded, request: InferRequest, outputs: Mapping[str, np.ndarray]
+) -> bytes | protocol.Framed:
     selected = protocol.select(outputs, request.outputs)
-    return protocol.response(loaded.name, loaded.version, request.id, selected)
+    return protocol.response(loaded.name, loaded.version, request, selected)
 
 
-def _refusal_or(answer: Callable[..., bytes], *args: Any) -> Answer:
+def _refusal_or(answer: Callable[..., bytes | protocol.Framed], *args: Any) -> Answer:
     """``answer(*args)``, or the refusal it raised."""
     try:
         return answer(*args)

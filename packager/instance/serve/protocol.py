@@ -8,7 +8,11 @@ JSON header (``Inference-Header-Content-Length`` bytes long). BYTES tensors carr
 model's text inputs: JSON strings, or 4-byte little-endian lengths and UTF-8 bytes.
 
 Answers are encoded by orjson (the ``serve`` extra), which writes numpy arrays without
-making Python objects of their values.
+making Python objects of their values. An output the request asks for as binary data
+(``parameters.binary_data`` on the output, or ``binary_data_output`` on the request, which
+an output's own setting overrides) follows the JSON answer as its bytes, as the extension
+says: little-endian, row-major, 4-byte lengths before the UTF-8 bytes of each BYTES
+element; its JSON has ``parameters.binary_data_size`` instead of ``data``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -65,11 +70,23 @@ PLATFORM = "onnxruntime_onnx"
 
 
 class InferRequest(NamedTuple):
-    """A parsed inference request; ``outputs`` None asks for every output."""
+    """A parsed inference request; ``outputs`` None asks for every output. ``binary``: the
+    outputs asked for as binary data (True) or JSON (False) by name; the others are binary
+    when ``binary_output`` is True."""
 
     id: str | None
     inputs: Mapping[str, np.ndarray]
     outputs: tuple[str, ...] | None
+    binary_output: bool = False
+    binary: Mapping[str, bool] = MappingProxyType({})
+
+
+class Framed(NamedTuple):
+    """A response body with binary tensor data: its JSON object is the first
+    ``header_length`` bytes (the ``Inference-Header-Content-Length`` header)."""
+
+    body: bytes
+    header_length: int
 
 
 def datatype(dtype: str | np.dtype[Any]) -> str:
@@ -139,8 +156,14 @@ def parse_request(
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
         raise UsageError("'id' must be a string")
+    parameters = doc.get("parameters")
+    binary_output = parameters is not None and _flag(
+        "the request", parameters, "binary_data_output"
+    )
     outputs = doc.get("outputs")
-    return InferRequest(request_id, feeds, None if outputs is None else _requested(outputs))
+    if outputs is None:
+        return InferRequest(request_id, feeds, None, binary_output)
+    return InferRequest(request_id, feeds, *_requested(outputs, binary_output))
 
 
 _NO_BYTES = memoryview(b"")
@@ -220,12 +243,37 @@ def rows(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int | 
     return int(next(iter(feeds.values())).shape[0])
 
 
-def _requested(outputs: Any) -> tuple[str, ...]:
+def _requested(
+    outputs: Any, binary_output: bool
+) -> tuple[tuple[str, ...], bool, Mapping[str, bool]]:
+    """The names of the outputs asked for, and how each is to be sent (see InferRequest)."""
     if not isinstance(outputs, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
     ):
         raise UsageError("'outputs' must be a list of objects with a 'name'")
-    return tuple(o["name"] for o in outputs)
+    binary = {}
+    for output in outputs:
+        parameters = output.get("parameters")
+        if parameters is not None:
+            choice = _flag(f"output {output['name']!r}", parameters, "binary_data", None)
+            if choice is not None:
+                binary[output["name"]] = choice
+    return tuple(o["name"] for o in outputs), binary_output, binary
+
+
+def _flag(what: str, parameters: Any, name: str, default: Any = False) -> Any:
+    """The boolean parameter ``name`` of the ``parameters`` of ``what`` (``default`` when
+    not given).
+
+    Raises:
+        UsageError: ``parameters`` is not an object, or the parameter not a boolean.
+    """
+    if type(parameters) is not dict:
+        raise UsageError(f"'parameters' of {what} must be an object")
+    value = parameters.get(name, default)
+    if value is not default and type(value) is not bool:
+        raise UsageError(f"{name} of {what} must be true or false")
+    return value
 
 
 def _input(
@@ -396,25 +444,54 @@ def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
 
 
 def response(
-    model: str, version: str, request_id: str | None, outputs: Mapping[str, np.ndarray]
-) -> bytes:
-    """The inference response document, as bytes."""
+    model: str, version: str, request: InferRequest, outputs: Mapping[str, np.ndarray]
+) -> bytes | Framed:
+    """The response to ``request``: its JSON document, followed by the outputs it asks
+    for as binary data (:class:`Framed`) when it asks for some."""
     doc: dict[str, Any] = {"model_name": model, "model_version": version}
-    if request_id is not None:
-        doc["id"] = request_id
+    if request.id is not None:
+        doc["id"] = request.id
     tensors = []
+    parts: list[bytes] = []
+    binary, default = request.binary, request.binary_output
     for name, array in outputs.items():
         dtype = array.dtype
-        tensors.append(
-            {
-                "name": name,
-                "datatype": _BY_DTYPE.get(dtype) or datatype(dtype),
-                "shape": list(array.shape),
-                "data": array if array.ndim == 1 else array.ravel(),
-            }
-        )
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": _BY_DTYPE.get(dtype) or datatype(dtype),
+            "shape": list(array.shape),
+        }
+        if binary.get(name, default):
+            parts.append(to_binary(name, array))
+            tensor["parameters"] = {"binary_data_size": len(parts[-1])}
+        else:
+            tensor["data"] = array if array.ndim == 1 else array.ravel()
+        tensors.append(tensor)
     doc["outputs"] = tensors
-    return dump(doc)
+    header = dump(doc)
+    if not parts:
+        return header
+    return Framed(b"".join((header, *parts)), len(header))
+
+
+def to_binary(name: str, array: np.ndarray) -> bytes:
+    """The values of output ``name`` as the binary tensor data extension sends them:
+    little-endian, row-major; BOOL one byte each; BYTES (text) as the 4-byte little-endian
+    length and UTF-8 bytes of each element.
+
+    Raises:
+        UsageError: an element of an object output is not text.
+    """
+    if array.dtype.kind not in "UOS":
+        return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    parts: list[bytes] = []
+    for value in array.ravel().tolist():
+        if type(value) is str:
+            value = value.encode("utf-8")
+        elif type(value) is not bytes:
+            raise UsageError(f"output {name!r} is not text: ask for it as JSON")
+        parts += (len(value).to_bytes(4, "little"), value)
+    return b"".join(parts)
 
 
 def select(
