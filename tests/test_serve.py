@@ -973,11 +973,45 @@ def test_a_version_that_cannot_load_leaves_the_one_before_answering(
         install("lin@2.0.0", keypair)
         graph = home / "models" / "lin" / "2.0.0" / "model.onnx"
         graph.chmod(0o644)
+        good = graph.read_bytes()
         graph.write_bytes(b"not an onnx graph")
         server.process.send_signal(signal.SIGHUP)
         wait_for(lambda: any("lin@2.0.0 cannot be served" in line for line in server.stderr))
         assert lin_version(server, rows) == "1.0.0"
         assert server.process.poll() is None
+        # Not tried again at each poll; SIGHUP (`systemctl reload`) tries it again.
+        graph.write_bytes(good)
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: lin_version(server, rows) == "2.0.0")
+
+
+def test_a_store_that_cannot_be_read_is_reported_and_the_server_goes_on(
+    home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """A poll that cannot read the store (here `current` is no link: too many open files
+    does the same) is said once; the server answers with what it has, still answers 408
+    to bodies not sent in time and SIGHUP, and follows `current` once it can read it."""
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:1].astype(np.float32)
+    body = infer_doc("input", rows).encode()
+    current = home / "models" / "lin" / "current"
+    with running(home, "--poll-interval", "0.1", "--read-timeout", "1") as server:
+        current.unlink()
+        current.write_text("1.0.0")
+        wait_for(lambda: any("cannot look at the installed" in line for line in server.stderr))
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert server.process.poll() is None
+        assert lin_version(server, rows) == "1.0.0"
+        assert read_response(raw_request(server, body, send=10))[0] == 408
+        current.unlink()
+        current.symlink_to("1.0.0")
+        install("lin@2.0.0", keypair)
+        wait_for(lambda: lin_version(server, rows) == "2.0.0")
+        said = [line for line in server.stderr if "cannot look at the installed" in line]
+        assert len(said) == 1
+        assert any("can be looked at again" in line for line in server.stderr)
+    assert not any("Traceback" in line for line in server.stderr)
 
 
 def status_json(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:

@@ -485,17 +485,30 @@ async def _expire_reads(state: _State) -> None:
 
 
 async def _follow_current(state: _State) -> None:
-    """Look at every model's ``current`` each poll interval, or at once on SIGHUP."""
+    """Look at every model's ``current`` each poll interval, or at once on SIGHUP (which
+    also tries again the versions that failed to load). A look that fails (the disk, too
+    many open files) is reported once, and the next one tries again: the server goes on
+    answering with the versions it has, and on reading the bodies within their timeout."""
     loop = asyncio.get_running_loop()
     hup = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, hup.set)
+    failing = False
     try:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hup.wait(), state.limits.poll_seconds)
+            again = hup.is_set()
             hup.clear()
-            switched = await anyio.to_thread.run_sync(state.served.refresh)
+            try:
+                switched, error = await anyio.to_thread.run_sync(state.served.refresh, again)
+            except Exception as e:  # a fault of the server's: said, and the next poll tries
+                switched, error = [], e
+            if error is not None and not failing:
+                state.warn(f"cannot look at the installed versions: {_fault(error)}")
+            elif error is None and failing:
+                state.warn("the installed versions can be looked at again")
+            failing = error is not None
             for loaded in switched:
                 state.warn(f"serving {loaded.name}@{loaded.version}")
             if switched:

@@ -131,26 +131,40 @@ class Served:
         self.current(name)
         return self._store.versions(name)
 
-    def refresh(self) -> list[Loaded]:
+    def refresh(self, again: bool = False) -> tuple[list[Loaded], Exception | None]:
         """Load the new current version of every model whose ``current`` moved (and, when
-        serving every model, the models installed since); returns what was loaded.
+        serving every model, the models installed since); returns what was loaded, and the
+        first error met reading the store or a model's files (the disk, too many open
+        files), which leaves what it touched as it was until the next refresh.
 
-        A version that cannot be loaded is reported through ``warn`` once, and the
-        version before it goes on answering.
+        A version that cannot be loaded (its graph refused) is reported through ``warn``
+        once, and the version before it goes on answering; it is not tried again unless
+        ``again``.
         """
         switched: list[Loaded] = []
+        error: Exception | None = None
         with self._lock:
+            if again:
+                self._failed.clear()
             names = set(self._current)
-            if self._follow_all:
-                names |= {i.name for i in self._store.installed() if i.current}
+            try:
+                if self._follow_all:
+                    names |= {i.name for i in self._store.installed() if i.current}
+                installed = {(i.name, i.version) for i in self._store.installed()}
+            except (OSError, PackagerError) as e:
+                error, installed = e, None
             for name in sorted(names):
-                loaded = self._refresh(name)
+                try:
+                    loaded = self._refresh(name)
+                except (OSError, PackagerError) as e:
+                    error = error or e
+                    continue
                 if loaded is not None:
                     switched.append(loaded)
-            installed = {(i.name, i.version) for i in self._store.installed()}
-            for key in [k for k in self._pinned if k not in installed]:
-                del self._pinned[key]
-        return switched
+            if installed is not None:
+                for key in [k for k in self._pinned if k not in installed]:
+                    del self._pinned[key]
+        return switched, error
 
     def _refresh(self, name: str) -> Loaded | None:
         version = self._store.current_version(name)
