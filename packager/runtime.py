@@ -237,6 +237,15 @@ class Model:
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.manifest.model.outputs
 
+    @property
+    def predicted(self) -> tuple[TensorSpec, ...]:
+        """The outputs as :meth:`predict` returns them: a regressor's one output of shape
+        [N, 1] is its target (or "prediction"), of shape [N]."""
+        if self._flat is None:
+            return self.outputs
+        (output,), (_, name) = self.outputs, self._flat
+        return (TensorSpec(name, output.dtype, None if output.shape is None else output.shape[:1]),)
+
     def __repr__(self) -> str:
         return f"Model({self.manifest.ref})"
 

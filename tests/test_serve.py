@@ -884,6 +884,25 @@ def lin_version(server: Server, rows: np.ndarray) -> str:
     return str(body["model_version"])
 
 
+def test_the_metadata_names_the_outputs_inference_answers(
+    home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """A regressor's [N, 1] output is answered as its target, [N]: the metadata says so, and
+    an output asked for by the name it gives is answered."""
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:3].astype(np.float32)
+    with running(home) as server:
+        client = tritonclient_http.InferenceServerClient(server.address)
+        (output,) = client.get_model_metadata("lin")["outputs"]
+        assert (output["name"], output["shape"]) == ("prediction", [-1])
+        wanted = [tritonclient_http.InferRequestedOutput(output["name"], binary_data=False)]
+        result = client.infer(
+            "lin", [triton_input("input", rows, "FP32", binary=True)], outputs=wanted
+        )
+        answered = result.get_output(output["name"])
+        assert (answered["datatype"], answered["shape"]) == (output["datatype"], [3])
+
+
 def test_sighup_switches_at_once(
     home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:

@@ -153,8 +153,11 @@ def build_app(
         except PackagerError as e:
             return _failure(e)
         versions = [loaded.version] if "version" in request.path_params else None
+        answering = loaded.model
         doc = protocol.model_metadata(
-            loaded.model.manifest, versions or state.served.versions(loaded.name)
+            answering.manifest,
+            answering.predicted,
+            versions or state.served.versions(loaded.name),
         )
         return _json(doc)
 

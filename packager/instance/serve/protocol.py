@@ -105,14 +105,17 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": datatype(spec.dtype), "shape": shape}
 
 
-def model_metadata(manifest: Manifest, versions: Sequence[str]) -> dict[str, Any]:
-    """The model metadata response: name, versions, platform, inputs and outputs."""
+def model_metadata(
+    manifest: Manifest, outputs: Sequence[TensorSpec], versions: Sequence[str]
+) -> dict[str, Any]:
+    """The model metadata response: name, versions, platform, inputs and ``outputs`` (as
+    inference answers them)."""
     return {
         "name": manifest.name,
         "versions": list(versions),
         "platform": PLATFORM,
         "inputs": [tensor_metadata(s) for s in manifest.model.inputs],
-        "outputs": [tensor_metadata(s) for s in manifest.model.outputs],
+        "outputs": [tensor_metadata(s) for s in outputs],
     }
 
 
