@@ -439,6 +439,10 @@ def _as_table(inputs: Any, *, multiple: bool) -> Table | None:
 
 def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.dtype == "string":
+        # An array of strings (objects) goes to onnxruntime as it is: as numpy's own string
+        # array every element would take the room of the longest.
+        if array.dtype.kind == "O" and all(type(v) is str for v in array.flat):
+            return array
         return np.asarray(array, dtype=str)
     try:
         return np.asarray(array, dtype=spec.dtype)

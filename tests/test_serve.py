@@ -330,6 +330,48 @@ def test_text_and_several_inputs_of_a_dataframe_model(
         assert "row 2 is missing (empty)" in refused.value.message()
 
 
+def peak_rss(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far, in bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_long_text_among_short_ones_takes_memory_by_its_size(
+    home: Path, shop_bundle: Path, keypair: KeyPair
+) -> None:
+    """Text is kept as the strings it came as: as numpy's own string array every element
+    would take the room of the longest (here 1,000 x 200,000 characters x 4 bytes)."""
+    publish(shop_bundle)
+    install("shop@1.0.0", keypair)
+    colors = ["red" * 66_667] + ["red", "blue"] * 500
+    tensors = [
+        {"name": "color", "shape": [1001, 1], "datatype": "BYTES", "data": colors},
+        {"name": "size", "shape": [1001, 1], "datatype": "FP32", "data": [10.0] * 1001},
+    ]
+    body = json.dumps({"inputs": tensors})
+    with running(home) as server:
+        host, port = server.address.rsplit(":", 1)
+        before = peak_rss(server.process.pid)
+        for binary in (False, True):
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            if binary:
+                client = tritonclient_http.InferenceServerClient(server.address)
+                column = np.array(colors, dtype=object).reshape(-1, 1)
+                sizes = np.full((1001, 1), 10.0, dtype=np.float32)
+                inputs = [
+                    triton_input("color", column, "BYTES", binary=True),
+                    triton_input("size", sizes, "FP32", binary=True),
+                ]
+                assert client.infer("shop", inputs).as_numpy("label").shape == (1001,)
+            else:
+                connection.request("POST", "/v2/models/shop/infer", body)
+                assert connection.getresponse().status == 200
+            connection.close()
+        assert peak_rss(server.process.pid) - before < 100 << 20
+
+
 def test_inputs_of_different_rows_are_refused_with_the_protocol_body(
     home: Path, shop_bundle: Path, keypair: KeyPair
 ) -> None:

@@ -280,6 +280,9 @@ def refuse_missing(feeds: Mapping[str, np.ndarray], columns: Sequence[str] | Non
             missing, what = np.isnan(feed), "NaN"
         elif feed.dtype.kind == "U":
             missing, what = np.char.str_len(np.char.strip(feed)) == 0, "empty"
+        elif feed.dtype.kind == "O":  # strings as objects
+            blank = [type(v) is str and not v.strip() for v in feed.flat]
+            missing, what = np.array(blank, dtype=bool).reshape(feed.shape), "empty"
         else:
             continue
         if missing.any():

@@ -360,7 +360,7 @@ def _from_json(name: str, data: Any, wanted: _Input, shape: tuple[int, ...]) -> 
     if kind is None:
         if not types <= _TEXT:
             raise UsageError(f"input {name!r} is BYTES: its values must be strings")
-        return _reshape(name, np.array([v or "" for v in values], dtype=str), shape)
+        return _reshape(name, _text_array([v or "" for v in values]), shape)
     dtype = wanted.spec.dtype
     largest = wanted.largest
     missing = False
@@ -432,7 +432,16 @@ def _from_binary(name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> 
         except UnicodeDecodeError as e:
             raise UsageError(f"input {name!r}: a BYTES element is not UTF-8 text") from e
         offset += length
-    return _reshape(name, np.array(texts, dtype=str), shape)
+    return _reshape(name, _text_array(texts), shape)
+
+
+def _text_array(texts: list[str]) -> np.ndarray:
+    """The strings ``texts`` as an array of them (objects): a string array of numpy's own
+    would give every element the room of the longest, and a request of one long text and
+    many short ones would take that many times its size in memory."""
+    array = np.empty(len(texts), dtype=object)
+    array[:] = texts
+    return array
 
 
 def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
