@@ -75,10 +75,20 @@ def test_outputs_answer_in_the_datatypes_tritonclient_reads() -> None:
         "probabilities": np.array([[0.25, 0.75], [1.0, 0.0]], dtype=np.float32),
         "flag": np.array([True, False]),
     }
-    body = protocol.response("iris", "1.2.0", "r9", outputs)
+    body = protocol.response("iris", "1.2.0", protocol.InferRequest("r9", {}, None), outputs)
+    assert isinstance(body, bytes)
     result = InferResult.from_response_body(body)
     assert result.get_response()["model_version"] == "1.2.0"
     assert result.as_numpy("label").tolist() == ["setosa", "virginica"]
+    np.testing.assert_array_equal(result.as_numpy("probabilities"), outputs["probabilities"])
+    assert result.as_numpy("flag").tolist() == [True, False]
+    # Asked for as binary data: each after the JSON, as tritonclient reads it.
+    request = protocol.InferRequest("r9", {}, None, binary_output=True)
+    framed = protocol.response("iris", "1.2.0", request, outputs)
+    assert isinstance(framed, protocol.Framed)
+    result = InferResult.from_response_body(framed.body, header_length=framed.header_length)
+    assert all("data" not in result.get_output(name) for name in outputs)
+    assert [v.decode() for v in result.as_numpy("label")] == ["setosa", "virginica"]
     np.testing.assert_array_equal(result.as_numpy("probabilities"), outputs["probabilities"])
     assert result.as_numpy("flag").tolist() == [True, False]
 
@@ -94,7 +104,8 @@ def test_answers_keep_every_float32_and_write_missing_outputs_as_null() -> None:
         "half": np.array([0.1, 65504.0], dtype=np.float16),
         "wide": np.array([2**62, -3], dtype=np.int64),
     }
-    body = protocol.response("m", "1.0.0", None, outputs)
+    body = protocol.response("m", "1.0.0", protocol.InferRequest(None, {}, None), outputs)
+    assert isinstance(body, bytes)
     doc = json.loads(body)
     assert doc["outputs"][0]["data"][0] is None
     assert doc["outputs"][2]["data"] == [2**62, -3]
