@@ -330,14 +330,6 @@ def test_text_and_several_inputs_of_a_dataframe_model(
         assert "row 2 is missing (empty)" in refused.value.message()
 
 
-def peak_rss(pid: int) -> int:
-    """The peak resident memory of process ``pid`` so far, in bytes (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_a_long_text_among_short_ones_takes_memory_by_its_size(
     home: Path, shop_bundle: Path, keypair: KeyPair
 ) -> None:
@@ -353,7 +345,7 @@ def test_a_long_text_among_short_ones_takes_memory_by_its_size(
     body = json.dumps({"inputs": tensors})
     with running(home) as server:
         host, port = server.address.rsplit(":", 1)
-        before = peak_rss(server.process.pid)
+        before = rss_kib(server.process.pid, "VmHWM")
         for binary in (False, True):
             connection = http.client.HTTPConnection(host, int(port), timeout=60)
             if binary:
@@ -369,7 +361,7 @@ def test_a_long_text_among_short_ones_takes_memory_by_its_size(
                 connection.request("POST", "/v2/models/shop/infer", body)
                 assert connection.getresponse().status == 200
             connection.close()
-        assert peak_rss(server.process.pid) - before < 100 << 20
+        assert rss_kib(server.process.pid, "VmHWM") - before < 100 << 10  # KiB
 
 
 def test_inputs_of_different_rows_are_refused_with_the_protocol_body(
@@ -688,12 +680,13 @@ def test_clients_that_do_not_send_their_body_hold_no_place(
         assert not any("Traceback" in line for line in server.stderr)
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Process ``pid``'s resident memory (``VmHWM``: its peak so far), in KiB (Linux)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
 
 
 def send_until_closed(sock: socket.socket, head: bytes, chunk: bytes, most: int) -> int | None:
@@ -708,6 +701,28 @@ def send_until_closed(sock: socket.socket, head: bytes, chunk: bytes, most: int)
     except (BrokenPipeError, ConnectionResetError):
         return sent
     return None
+
+
+def test_what_is_not_http_is_answered_400_with_the_protocol_body_and_not_logged(
+    iris_home: Path,
+) -> None:
+    bad = [
+        b"GARBAGE\r\n\r\n",
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n",
+        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+    ]
+    with running(iris_home) as server:
+        for request in bad * 3:
+            sock = connect(server)
+            sock.sendall(request)
+            status, headers, answer = read_response(sock)
+            assert (status, headers["content-type"]) == (400, "application/json"), request
+            assert answer == {"error": "the request is not valid HTTP/1.1"}
+            assert sock.recv(1) == b""  # closed
+            sock.close()
+        assert server.process.poll() is None
+    assert not any("Invalid HTTP" in line for line in server.stderr), server.stderr
 
 
 def test_endless_headers_are_cut_off(iris_home: Path, iris: tuple[np.ndarray, np.ndarray]) -> None:

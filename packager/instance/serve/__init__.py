@@ -124,7 +124,7 @@ def run(
     import uvicorn
 
     from packager.instance.serve.app import Limits, build_app
-    from packager.instance.serve.limits import with_read_timeout
+    from packager.instance.serve.limits import quiet_client_errors, with_read_timeout
 
     limits = Limits(
         max_request_bytes=options.max_request_bytes,
@@ -152,6 +152,7 @@ def run(
         timeout_graceful_shutdown=math.ceil(options.shutdown_seconds),
         lifespan="on",
     )
+    quiet_client_errors()
     # uvicorn stops gracefully on SIGTERM, then raises the signal again with the handler it
     # found installed: this one makes a graceful stop exit 0.
     previous = signal.signal(signal.SIGTERM, lambda _signal, _frame: None)

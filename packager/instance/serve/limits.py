@@ -22,6 +22,7 @@ Its request cycles also write each response's head and body at once (see onewrit
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from typing import TypeVar
@@ -34,6 +35,11 @@ from packager.instance.serve.onewrite import OneWrite
 
 # As common servers allow (nginx's large_client_header_buffers, 4 x 8k ... 64k in all).
 MAX_HEAD_BYTES = 64 << 10
+# What uvicorn's protocol says of each request a client got wrong (not HTTP, an upgrade it
+# does not take) is a warning per request: any client could fill the server's log with
+# them. Such a request is answered (400) and not logged; the server's own errors are
+# (quiet_client_errors).
+CLIENT_ERRORS = logging.getLogger("uvicorn.error.clients")
 # What the count is while a request's body is read: no body is long enough to reach 0.
 _BODY = -(1 << 62)
 Late = TypeVar("Late")
@@ -55,6 +61,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _heads: Heads
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.logger = CLIENT_ERRORS
         super().connection_made(transport)
         self._heads = Heads.of(self.server_state, self.loop, self.read_seconds)
         self._heads.wait(self)
@@ -98,6 +105,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if idle and not self.transport.is_closing():
             self._heads.wait(self)
 
+    def send_400_response(self, msg: str) -> None:
+        """What is not HTTP/1.1 (a bad request line, header or Content-Length) is answered
+        with the protocol's error body, as every other refusal, and the connection closed."""
+        self._refuse(400, "the request is not valid HTTP/1.1")
+
     def head_timed_out(self) -> None:
         """The head did not come by its deadline. A request begun (or a connection that
         has had none yet) is answered 408; a connection that has sent nothing since its
@@ -127,6 +139,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             ]
             self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+def quiet_client_errors() -> None:
+    """Log only errors through :data:`CLIENT_ERRORS`. Called once uvicorn has set up its
+    logging (uvicorn.Config does), which resets the levels of the loggers under its own."""
+    CLIENT_ERRORS.setLevel(logging.ERROR)
 
 
 def with_read_timeout(seconds: float) -> type[BoundedHttpToolsProtocol]:
