@@ -680,6 +680,32 @@ def test_clients_that_do_not_send_their_body_hold_no_place(
         assert not any("Traceback" in line for line in server.stderr)
 
 
+def test_the_bodies_being_read_are_bounded_in_all(
+    iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Clients sending bodies slowly hold no place, but what they sent so far is bounded
+    in all: a body that would pass --max-reading-size is refused (503, Retry-After) and its
+    connection closed; the others finish, and the room is there again once they have."""
+    rows = np.tile(iris[0].astype(np.float32), (80, 1))  # 12,000 rows
+    body = infer_doc("input", rows).encode()
+    assert 500_000 < len(body) < 1_000_000
+    limits = ("--max-request-size", "1M", "--max-reading-size", f"{2 * len(body) - 1000}")
+    with running(iris_home, *limits) as server:
+        slow = [raw_request(server, body, send=len(body) - 2000) for _ in range(2)]
+        time.sleep(0.5)  # both bodies all but read: the room is nearly taken
+        third = raw_request(server, body, send=len(body))
+        status, headers, answer = read_response(third)
+        assert (status, headers.get("retry-after")) == (503, "1")
+        assert "too many request bodies" in answer["error"]
+        with contextlib.suppress(ConnectionResetError):
+            assert third.recv(1) == b""  # closed: the rest of its body is not read
+        for sock in slow:
+            sock.sendall(body[-2000:])
+            assert read_response(sock)[0] == 200
+        assert read_response(raw_request(server, body, send=len(body)))[0] == 200
+        assert not any("Traceback" in line for line in server.stderr)
+
+
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     """Process ``pid``'s resident memory (``VmHWM``: its peak so far), in KiB (Linux)."""
     with open(f"/proc/{pid}/status") as status:

@@ -664,6 +664,14 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     help="Larger request bodies are refused (413).",
 )
 @click.option(
+    "--max-reading-size",
+    default="256M",
+    show_default=True,
+    metavar="SIZE",
+    help="Request bodies being read, in all: a request whose body would pass it is "
+    "refused (503, Retry-After).",
+)
+@click.option(
     "--max-concurrent",
     type=click.IntRange(1),
     default=64,
@@ -722,6 +730,7 @@ def serve(
     port: int,
     unix_socket: Path | None,
     max_request_size: str,
+    max_reading_size: str,
     max_concurrent: int,
     threads: int,
     poll_interval: float,
@@ -744,6 +753,7 @@ def serve(
         names=names,
         listen=server.Listen(host, port, unix_socket),
         max_request_bytes=parse_size(max_request_size),
+        max_reading_bytes=parse_size(max_reading_size),
         max_concurrent=max_concurrent,
         threads=threads,
         poll_seconds=poll_interval,

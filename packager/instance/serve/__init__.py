@@ -43,6 +43,7 @@ class ServeOptions:
     shutdown_seconds: float = 30.0
     read_seconds: float = 30.0
     max_batch_size: int = 1
+    max_reading_bytes: int = 256 << 20
 
 
 def bind(listen: Listen) -> socket.socket:
@@ -133,6 +134,7 @@ def run(
         poll_seconds=options.poll_seconds,
         read_seconds=options.read_seconds,
         max_batch_size=options.max_batch_size,
+        max_reading_bytes=options.max_reading_bytes,
     )
     listening = address(sock)
 

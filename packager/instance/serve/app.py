@@ -75,6 +75,10 @@ class Limits:
     ``poll_seconds``: how often ``current`` is looked at (SIGHUP: at once).
     ``max_batch_size``: inference requests for one model version read in the same turn of
     the event loop run as one batch of at most this many rows (batch.py); 1: each alone.
+    ``max_reading_bytes``: the bodies being read, in all; a request whose body would take
+    them past it is refused (503, ``Retry-After: 1``). Clients that send their bodies
+    slowly take no place from the others, but the memory their bodies take so far is
+    bounded by this, not by how many connections they open.
     """
 
     max_request_bytes: int = 16 << 20
@@ -83,6 +87,7 @@ class Limits:
     poll_seconds: float = 0.5
     read_seconds: float = 30.0
     max_batch_size: int = 1
+    max_reading_bytes: int = 256 << 20
 
 
 class _State:
@@ -100,6 +105,8 @@ class _State:
         self.warn = warn
         self.on_switch = on_switch
         self.active = 0
+        # The bytes of the bodies being read (at most limits.max_reading_bytes).
+        self.reading_bytes = 0
         # Requests reading their bodies, by deadline (the order they came in), and those
         # cancelled for passing it.
         self.reading: dict[asyncio.Task[Any], float] = {}
@@ -262,8 +269,12 @@ async def _infer(
         assert task is not None
         state.reading[task] = time.monotonic() + limits.read_seconds
         try:
-            body = await _body(receive, limit)
+            body = await _body(receive, limit, state)
         except _Disconnected:
+            return
+        except _Busy:
+            message = protocol.error("the server is reading too many request bodies; retry")
+            await _send(send, 503, message, ((b"retry-after", b"1"), (b"connection", b"close")))
             return
         except asyncio.CancelledError:
             if task not in state.expired:
@@ -449,25 +460,38 @@ class _Disconnected(Exception):
     """The client went away before its request was read whole."""
 
 
-async def _body(receive: Receive, limit: int) -> bytes | None:
+class _Busy(Exception):
+    """The bodies being read would take more than the server reads at once."""
+
+
+async def _body(receive: Receive, limit: int, state: _State) -> bytes | None:
     """The request body, or None once it grows past ``limit`` (the rest is not read).
 
     Raises:
         _Disconnected: the client went away first.
+        _Busy: with this body, the bodies being read would pass
+            ``state.limits.max_reading_bytes``.
     """
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        if not message.get("more_body", False):
-            return b"".join(chunks) + chunk if chunks else chunk
-        chunks.append(chunk)
+    most = state.limits.max_reading_bytes
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk: bytes = message.get("body", b"")
+            if size + len(chunk) > limit:
+                return None
+            if state.reading_bytes + len(chunk) > most:
+                raise _Busy
+            size += len(chunk)
+            state.reading_bytes += len(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks) + chunk if chunks else chunk
+            chunks.append(chunk)
+    finally:
+        state.reading_bytes -= size
 
 
 def _predict(loaded: Loaded, body: bytes, header_length: int | None) -> bytes | protocol.Framed:
