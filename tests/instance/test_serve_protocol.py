@@ -220,6 +220,11 @@ def test_nested_and_flat_data_and_null_as_nan() -> None:
     nested = protocol.parse_request(json_body([[1], [2]]), SPECS)
     flat = protocol.parse_request(json_body([1, 2]), SPECS)
     assert nested.inputs["count"].tolist() == flat.inputs["count"].tolist() == [[1], [2]]
+    # Nested data must nest as its shape says: rows of other lengths, lists mixed with
+    # values, or deeper than the shape are refused.
+    for ragged in ([[1], [2, 3]], [1, [2]], [[1], 2], [[[1]], [[2]]], [[1, 2]]):
+        with pytest.raises(UsageError, match="must nest as shape"):
+            protocol.parse_request(json_body(ragged, shape=(2, 1)), SPECS)
     doc = json.loads(json_body([1, 2]))
     doc["inputs"][1]["data"] = [None, 2.5]
     size = protocol.parse_request(json.dumps(doc).encode(), SPECS).inputs["size"]

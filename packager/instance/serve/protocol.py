@@ -354,7 +354,7 @@ def _from_json(name: str, data: Any, wanted: _Input, shape: tuple[int, ...]) -> 
     types = set(map(type, data))
     values = data
     if list in types:
-        values = _leaves(data)
+        values = _leaves(name, data, shape)
         types = set(map(type, values))
     kind = wanted.dtype
     if kind is None:
@@ -397,19 +397,22 @@ def _out_of_range(name: str, dtype: str) -> UsageError:
     return UsageError(f"input {name!r}: a value is out of the range of {datatype(dtype)}")
 
 
-def _leaves(data: list[Any]) -> list[Any]:
-    """The values of a nested list, row-major."""
-    flat: list[Any] = []
-    pending = [iter(data)]
-    while pending:
-        for item in pending[-1]:
-            if type(item) is list:
-                pending.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            pending.pop()
-    return flat
+def _leaves(name: str, data: list[Any], shape: tuple[int, ...]) -> list[Any]:
+    """The values of nested ``data``, row-major, which must nest as ``shape`` says: a list
+    of shape[0] lists of shape[1] ... values.
+
+    Raises:
+        UsageError: the lists do not nest as the shape says.
+    """
+    level = [data]
+    for size in shape:
+        if any(type(item) is not list or len(item) != size for item in level):
+            break
+        level = [value for item in level for value in item]
+    else:
+        if shape and not any(type(value) is list for value in level):
+            return level
+    raise UsageError(f"input {name!r}: nested 'data' must nest as shape {list(shape)} says")
 
 
 def _from_binary(name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
