@@ -513,11 +513,32 @@ def test_unix_socket(iris_home: Path, tmp_path: Path) -> None:
             timeout=120,
         )
         assert second.returncode == 2  # the socket of a live server is not taken over
-        assert "cannot listen on" in second.stderr
+        assert "another server listens there" in second.stderr
         assert curl("--unix-socket", str(path), "http://localhost/v2/health/live")[0] == 200
-    # The socket a stopped server left behind is reused.
+    assert not path.exists()  # a server that stops removes its socket
+    # The socket a killed server left behind is taken over.
+    with running(iris_home, "--unix-socket", path) as server:
+        server.process.kill()
+        server.process.wait(30)
+    assert path.is_socket()
     with running(iris_home, "--unix-socket", path):
         assert curl("--unix-socket", str(path), "http://localhost/v2/health/live")[0] == 200
+    # Nothing else is: a file, or a link.
+    assert not path.exists()
+    path.write_text("notes")
+    link = tmp_path / "link.sock"
+    link.symlink_to(tmp_path / "elsewhere.sock")
+    for taken in (path, link):
+        refused = subprocess.run(
+            [sys.executable, "-m", "packager", "serve", "--unix-socket", str(taken)],
+            capture_output=True,
+            text=True,
+            env=serve_env(iris_home),
+            timeout=120,
+        )
+        assert refused.returncode == 2
+        assert refused.stderr.strip().endswith("it exists and is not a socket")
+    assert path.read_text() == "notes" and link.is_symlink()
 
 
 def test_models_not_installed_are_refused_before_listening(home: Path) -> None:

@@ -6,6 +6,7 @@ The HTTP stack (uvicorn, Starlette, orjson) is the ``serve`` extra; nothing on t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -68,15 +69,50 @@ def bind(listen: Listen) -> socket.socket:
 
 
 def _bind_unix(path: Path) -> socket.socket:
+    """A Unix socket listening at ``path``; a socket file that no server answers on (one
+    left by a server that was killed) is taken over, nothing else.
+
+    Raises:
+        UsageError: ``path`` is taken: by a live server, or by a file that is not a socket.
+        OSError: the socket cannot be bound.
+    """
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode) and not _answers(path):
-            path.unlink()  # left by a server that stopped
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise UsageError(f"cannot listen on {path}: it exists and is not a socket")
+        if _answers(path):
+            raise UsageError(f"cannot listen on {path}: another server listens there")
+        path.unlink()  # left by a server that stopped
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(path))
     sock.listen(2048)
     return sock
+
+
+def _socket_file(sock: socket.socket) -> tuple[str, int, int] | None:
+    """The path of a Unix socket's file, and its device and inode; None for TCP."""
+    if sock.family != socket.AF_UNIX:
+        return None
+    path = sock.getsockname()
+    try:
+        found = os.lstat(path)
+    except OSError:  # gone already: nothing to remove at the end
+        return None
+    return path, found.st_dev, found.st_ino
+
+
+def _remove_socket_file(own: tuple[str, int, int] | None) -> None:
+    """Remove the socket file the server made, unless another has taken its place."""
+    if own is None:
+        return
+    path, device, inode = own
+    with contextlib.suppress(OSError):
+        found = os.lstat(path)
+        if (found.st_dev, found.st_ino) == (device, inode):
+            os.unlink(path)
 
 
 def _answers(path: Path) -> bool:
@@ -159,12 +195,14 @@ def run(
     # found installed: this one makes a graceful stop exit 0.
     previous = signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
     note()
+    own = _socket_file(sock)
     try:
         ready(listening)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
         servers.forget(served.home, os.getpid())
+        _remove_socket_file(own)
 
 
 def _note(served: Served, listening: str, warn: Callable[[str], None]) -> None:
