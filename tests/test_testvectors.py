@@ -202,3 +202,23 @@ def test_not_a_zip(tmp_path: Path) -> None:
         read_testvectors(path)
     with pytest.raises(SmokeTestError, match="not a readable"):
         read_testvectors(tmp_path / "absent.npz")
+
+
+def test_vectors_an_instance_would_refuse_are_not_written(tmp_path: Path) -> None:
+    """A bundle whose test vectors an instance will not read is refused when it is made,
+    not when it is installed."""
+    path = tmp_path / "tv.npz"
+    x = np.zeros((2, 2), dtype=np.float32)
+    wide = {f"o{i}": np.zeros(1, dtype=np.float32) for i in range(1024)}
+    with pytest.raises(ConversionError, match="more than an instance reads"):
+        write_testvectors(path, inputs={"x": x}, outputs=wide, epoch=0)
+    big = np.zeros((257 << 20) // 4, dtype=np.float32)  # 257 MiB
+    with pytest.raises(ConversionError, match="larger than an instance reads"):
+        write_testvectors(path, inputs={"x": x}, outputs={"y": big}, epoch=0)
+    halves = {f"y{i}": np.zeros((200 << 20) // 4, dtype=np.float32) for i in range(6)}
+    with pytest.raises(ConversionError, match="larger than an instance reads"):
+        write_testvectors(path, inputs={"x": x}, outputs=halves, epoch=0)
+    assert not path.exists()
+    # At the limits, written and read back.
+    write_testvectors(path, inputs={"x": x}, outputs=dict(list(wide.items())[:1023]), epoch=0)
+    assert len(read_testvectors(path)[1]) == 1023

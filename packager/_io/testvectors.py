@@ -52,12 +52,19 @@ def write_testvectors(
 
     Raises:
         ConversionError: an array cannot be stored without pickle (objects
-            other than text, structured or complex values), or a name is empty.
+            other than text, structured or complex values), a name is empty, or the
+            vectors are larger than :func:`read_testvectors` takes (an instance would
+            refuse the bundle).
         OSError: the file cannot be written.
     """
     members = [(f"inputs/{n}.npy", a) for n, a in inputs.items()]
     members += [(f"outputs/{n}.npy", a) for n, a in outputs.items()]
     members.sort(key=lambda m: m[0])
+    if len(members) > MAX_MEMBERS:
+        raise ConversionError(
+            f"{len(members)} test vector arrays, more than an instance reads ({MAX_MEMBERS}): "
+            "a model of that many inputs and outputs cannot be smoke-tested"
+        )
     date_time = _zip_date_time(epoch)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -69,7 +76,14 @@ def write_testvectors(
             info.compress_type = zipfile.ZIP_STORED
             info.external_attr = _EXTERNAL_ATTR
             info.create_system = _UNIX  # ZipInfo defaults to the platform running us
-            zf.writestr(info, _npy_bytes(member, array))
+            data = _npy_bytes(member, array)
+            if len(data) > MAX_MEMBER_BYTES or buffer.tell() + len(data) > MAX_TOTAL_BYTES:
+                raise ConversionError(
+                    f"the test vectors are larger than an instance reads ({member} is "
+                    f"{len(data)} bytes; at most {MAX_MEMBER_BYTES} a member and "
+                    f"{MAX_TOTAL_BYTES} in all): package with fewer sample rows"
+                )
+            zf.writestr(info, data)
     atomic_write(path, buffer.getvalue(), mode=0o644)  # bundle files are world-readable
 
 
