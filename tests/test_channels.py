@@ -802,6 +802,31 @@ def test_cli_promote_install_update_log(
     ]
 
 
+@pytest.mark.parametrize("expires", ["99999999999999999999d", "3000000d", "3651d", "522w"])
+def test_promote_refuses_an_expiry_past_ten_years(
+    capsys: pytest.CaptureFixture[str],
+    registry: LayoutRegistry,
+    keypair: KeyPair,
+    expires: str,
+) -> None:
+    args = ["promote", "iris@1.1.0", "--channel", "stable", "--key", keypair.key_path]
+    code, _, err = cli(capsys, *args, "--registry", registry.root, "--expires", expires)
+    assert code == 2
+    assert err == f"packager: error: duration {expires!r} is too long: at most 3650d\n"
+    assert not [t for t in registry.tags("iris") if t.startswith("channel.")]
+
+
+def test_promote_takes_an_expiry_of_ten_years(
+    capsys: pytest.CaptureFixture[str], registry: LayoutRegistry, keypair: KeyPair
+) -> None:
+    args = ["promote", "iris@1.1.0", "--channel", "stable", "--key", keypair.key_path]
+    code, out, err = cli(capsys, *args, "--registry", registry.root, "--expires", "3650d", "--json")
+    assert code == 0, err
+    promoted = json.loads(out)
+    issued = datetime.fromisoformat(promoted["issued"])
+    assert datetime.fromisoformat(promoted["expires"]) - issued == timedelta(days=3650)
+
+
 def test_cli_exit_codes_for_an_expired_channel_and_a_failing_update(
     capsys: pytest.CaptureFixture[str],
     registry: LayoutRegistry,

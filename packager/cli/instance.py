@@ -12,8 +12,8 @@ import click
 from packager._io.config import read_retention, resolve_registry
 from packager.cli import render, render_instance, render_trust
 from packager.cli.options import (
-    DURATION,
     FILE,
+    JITTER,
     Context,
     exact_ref,
     json_option,
@@ -367,9 +367,9 @@ def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: 
 @lock_option
 @click.option(
     "--jitter",
-    type=DURATION,
-    help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s), so that a fleet "
-    "run by one schedule does not reach the registry at once.",
+    type=JITTER,
+    help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s; at most 1d; 0: "
+    "no wait), so that a fleet run by one schedule does not reach the registry at once.",
 )
 @json_option
 @pass_ctx
@@ -400,7 +400,7 @@ def update(
     keep = read_retention(ctx.home)
     policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
     render_trust.unusable_keys(policy)
-    if jitter is not None:
+    if jitter:  # None or 0: no wait
         sleep_jitter(jitter, say=ctx.say)
     store = Store(ctx.home, lock_timeout=lock_timeout)
     report = do_update(
