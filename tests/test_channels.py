@@ -28,6 +28,7 @@ from packager.distribution.pull import pull
 from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
+    LockTimeoutError,
     NotFoundError,
     PackagerError,
     RegistryError,
@@ -629,6 +630,33 @@ def test_update_continues_past_a_failing_model(
     assert store.current_version("iris") == "2.0.0"
     assert store.current_version("aster") == "1.0.0"
     assert channel_log(store, "aster")[-1][0] == "refused"
+
+
+def test_a_retention_that_fails_after_an_update_keeps_the_other_models_failures(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    aster: Path,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    elsewhere = follow_two_models(registry, store, trust, keypair, aster, tmp_path)
+    shutil.rmtree(elsewhere.root)  # aster's registry is gone: exit 4
+    (home / "config.toml").write_text("[retention]\nkeep = 1\n")
+
+    def lock_held(*_args: object, **_kwargs: object) -> None:
+        raise LockTimeoutError("another install, rollback or removal of iris holds its lock")
+
+    monkeypatch.setattr("packager.instance.retention.prune", lock_held)
+    code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
+    assert code == 4
+    assert "updated  iris@stable  1.1.0 -> 2.0.0" in out
+    assert "WARNING: iris: old versions not pruned (another install" in err
+    assert "1 of 2 models not updated: aster@stable:" in err
+    assert store.current_version("iris") == "2.0.0"
 
 
 def test_update_reports_the_most_important_failure() -> None:

@@ -152,10 +152,37 @@ def install(
 
 
 def retain(ctx: Context, store: Store, names: list[str], keep: int) -> None:
-    """Apply the retention setting to models just installed (notes on stderr)."""
+    """Apply the retention setting to models just installed (notes on stderr).
+
+    The install already succeeded: a model that cannot be pruned now (another process
+    holds its lock) is warned about and audited, and the command keeps its exit code;
+    the next install, update or `prune` removes what it left.
+    """
+    from packager.errors import PackagerError
     from packager.instance.retention import prune
 
-    prune(store, keep=keep, now=now(), names=names, say=ctx.say)
+    for name in names:
+        try:
+            prune(store, keep=keep, now=now(), names=[name], say=ctx.say)
+        except (PackagerError, OSError) as e:
+            render.warn(f"{name}: old versions not pruned ({e}); `packager prune` removes them")
+            _audit_retention_failure(store, name, e)
+
+
+def _audit_retention_failure(store: Store, name: str, error: Exception) -> None:
+    """A retention that failed, in the audit log beside the removals of those that ran."""
+    from packager.errors import PackagerError
+
+    try:
+        store.audit(
+            action="prune",
+            outcome="failed",
+            now=now(),
+            name=name,
+            detail=f"retention after install: {type(error).__name__}: {error}",
+        )
+    except PackagerError as e:  # state.db unusable: the warning above is all there is
+        render.warn(f"{name}: the failed pruning is not in the audit log ({e})")
 
 
 @click.command("list")
