@@ -44,7 +44,7 @@ from packager.instance.store import Following, Store
 from packager.instance.update import Updated, UpdateReport, update
 from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
-from packager.registry.base import Registry
+from packager.registry.base import Registry, RegistryReader
 from packager.registry.memory import MemoryRegistry
 
 from .conftest import KeyPair
@@ -630,6 +630,37 @@ def test_update_continues_past_a_failing_model(
     assert store.current_version("iris") == "2.0.0"
     assert store.current_version("aster") == "1.0.0"
     assert channel_log(store, "aster")[-1][0] == "refused"
+
+
+def test_an_update_killed_halfway_has_recorded_the_models_it_finished(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    aster: Path,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    """aster is done, then the process stops while iris is read (as a SIGKILL would stop
+    it): status still shows aster's update."""
+    follow_two_models(registry, store, trust, keypair, aster, tmp_path)
+
+    def killed_at_iris(ref: str | None) -> RegistryReader:
+        if ref == str(registry.root):
+            raise KeyboardInterrupt
+        return open_registry(ref, home=home)
+
+    with pytest.raises(KeyboardInterrupt):
+        update(
+            store=store,
+            now=T0 + 2 * HOUR,
+            open_registry=killed_at_iris,
+            options=InstallOptions(verify=Trusted(trust)),
+        )
+    attempts = store.attempts()
+    assert list(attempts) == ["aster"]
+    assert (attempts["aster"].outcome, attempts["aster"].exit_code) == ("current", 0)
+    assert attempts["aster"].at == T0 + 2 * HOUR
 
 
 def test_a_retention_that_fails_after_an_update_keeps_the_other_models_failures(

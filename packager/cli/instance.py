@@ -24,7 +24,7 @@ from packager.cli.options import (
     registry_option,
     remote_options,
 )
-from packager.errors import UsageError
+from packager.errors import PackagerError, UsageError
 
 if TYPE_CHECKING:
     from packager.instance.smoke import SmokeLimits
@@ -158,7 +158,6 @@ def retain(ctx: Context, store: Store, names: list[str], keep: int) -> None:
     holds its lock) is warned about and audited, and the command keeps its exit code;
     the next install, update or `prune` removes what it left.
     """
-    from packager.errors import PackagerError
     from packager.instance.retention import prune
 
     for name in names:
@@ -171,7 +170,6 @@ def retain(ctx: Context, store: Store, names: list[str], keep: int) -> None:
 
 def _audit_retention_failure(store: Store, name: str, error: Exception) -> None:
     """A retention that failed, in the audit log beside the removals of those that ran."""
-    from packager.errors import PackagerError
 
     try:
         store.audit(
@@ -415,21 +413,32 @@ def update(
     Each model is read from the registry it was installed from (--registry: from REF,
     for this run only), with every check of `install NAME@CHANNEL`. A failing model does
     not stop the others and keeps serving what it had; the exit code is then the most
-    important failure's (3, then 5, then 4), and `packager status` shows it.
+    important failure's (3, then 5, then 4), and `packager status` shows it. An update
+    that fails before any model (a bad config.toml, no trust policy) shows in `packager
+    status` as every followed model's last update, `failed`.
     """
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
     from packager.instance.roots import instance_policy
     from packager.instance.store import Store
     from packager.instance.update import jitter as sleep_jitter
+    from packager.instance.update import record_failure
     from packager.instance.update import update as do_update
 
-    keep = read_retention(ctx.home)
-    policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
+    store = Store(ctx.home, lock_timeout=lock_timeout)
+    try:
+        keep = read_retention(ctx.home)
+        policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
+    except PackagerError as e:
+        # Monitoring must not go on showing the last run's success.
+        try:
+            record_failure(store, now(), e)
+        except PackagerError as unrecorded:
+            render.warn(f"`packager status` does not show this failure: {unrecorded}")
+        raise
     render_trust.unusable_keys(policy)
     if jitter:  # None or 0: no wait
         sleep_jitter(jitter, say=ctx.say)
-    store = Store(ctx.home, lock_timeout=lock_timeout)
     report = do_update(
         store=store,
         now=now(),

@@ -47,7 +47,7 @@ def unfollowed(name: str, channel: str | None, version: str) -> None:
 
 def expiring(followed: dict[str, Followed], now: datetime) -> None:
     """Warn about every followed channel whose document expires within EXPIRY_WARNING
-    (an expired one is shown by `list` and reported once by `update`, not warned about)."""
+    (an expired one is shown by `list` and refused by `update`, not warned about)."""
     for name, f in followed.items():
         if f.expires is not None and f.expires > now and expires_soon(f.expires, now):
             warn(
