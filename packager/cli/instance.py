@@ -170,7 +170,6 @@ def retain(ctx: Context, store: Store, names: list[str], keep: int) -> None:
 
 def _audit_retention_failure(store: Store, name: str, error: Exception) -> None:
     """A retention that failed, in the audit log beside the removals of those that ran."""
-
     try:
         store.audit(
             action="prune",
