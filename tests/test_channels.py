@@ -28,6 +28,7 @@ from packager.distribution.pull import pull
 from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
+    LockTimeoutError,
     NotFoundError,
     PackagerError,
     RegistryError,
@@ -43,7 +44,7 @@ from packager.instance.store import Following, Store
 from packager.instance.update import Updated, UpdateReport, update
 from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
 from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
-from packager.registry.base import Registry
+from packager.registry.base import Registry, RegistryReader
 from packager.registry.memory import MemoryRegistry
 
 from .conftest import KeyPair
@@ -631,6 +632,64 @@ def test_update_continues_past_a_failing_model(
     assert channel_log(store, "aster")[-1][0] == "refused"
 
 
+def test_an_update_killed_halfway_has_recorded_the_models_it_finished(
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    aster: Path,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    """aster is done, then the process stops while iris is read (as a SIGKILL would stop
+    it): status still shows aster's update."""
+    follow_two_models(registry, store, trust, keypair, aster, tmp_path)
+
+    def killed_at_iris(ref: str | None) -> RegistryReader:
+        if ref == str(registry.root):
+            raise KeyboardInterrupt
+        return open_registry(ref, home=home)
+
+    with pytest.raises(KeyboardInterrupt):
+        update(
+            store=store,
+            now=T0 + 2 * HOUR,
+            open_registry=killed_at_iris,
+            options=InstallOptions(verify=Trusted(trust)),
+        )
+    attempts = store.attempts()
+    assert list(attempts) == ["aster"]
+    assert (attempts["aster"].outcome, attempts["aster"].exit_code) == ("current", 0)
+    assert attempts["aster"].at == T0 + 2 * HOUR
+
+
+def test_a_retention_that_fails_after_an_update_keeps_the_other_models_failures(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    registry: LayoutRegistry,
+    store: Store,
+    trust: TrustPolicy,
+    keypair: KeyPair,
+    aster: Path,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    elsewhere = follow_two_models(registry, store, trust, keypair, aster, tmp_path)
+    shutil.rmtree(elsewhere.root)  # aster's registry is gone: exit 4
+    (home / "config.toml").write_text("[retention]\nkeep = 1\n")
+
+    def lock_held(*_args: object, **_kwargs: object) -> None:
+        raise LockTimeoutError("another install, rollback or removal of iris holds its lock")
+
+    monkeypatch.setattr("packager.instance.retention.prune", lock_held)
+    code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
+    assert code == 4
+    assert "updated  iris@stable  1.1.0 -> 2.0.0" in out
+    assert "WARNING: iris: old versions not pruned (another install" in err
+    assert "1 of 2 models not updated: aster@stable:" in err
+    assert store.current_version("iris") == "2.0.0"
+
+
 def test_update_reports_the_most_important_failure() -> None:
     def refused(error: PackagerError) -> Updated:
         return Updated("m", "stable", None, "refused", error=error)
@@ -800,6 +859,31 @@ def test_cli_promote_install_update_log(
         ["channel", "ok"],
         ["channel", "ok"],
     ]
+
+
+@pytest.mark.parametrize("expires", ["99999999999999999999d", "3000000d", "3651d", "522w"])
+def test_promote_refuses_an_expiry_past_ten_years(
+    capsys: pytest.CaptureFixture[str],
+    registry: LayoutRegistry,
+    keypair: KeyPair,
+    expires: str,
+) -> None:
+    args = ["promote", "iris@1.1.0", "--channel", "stable", "--key", keypair.key_path]
+    code, _, err = cli(capsys, *args, "--registry", registry.root, "--expires", expires)
+    assert code == 2
+    assert err == f"packager: error: duration {expires!r} is too long: at most 3650d\n"
+    assert not [t for t in registry.tags("iris") if t.startswith("channel.")]
+
+
+def test_promote_takes_an_expiry_of_ten_years(
+    capsys: pytest.CaptureFixture[str], registry: LayoutRegistry, keypair: KeyPair
+) -> None:
+    args = ["promote", "iris@1.1.0", "--channel", "stable", "--key", keypair.key_path]
+    code, out, err = cli(capsys, *args, "--registry", registry.root, "--expires", "3650d", "--json")
+    assert code == 0, err
+    promoted = json.loads(out)
+    issued = datetime.fromisoformat(promoted["issued"])
+    assert datetime.fromisoformat(promoted["expires"]) - issued == timedelta(days=3650)
 
 
 def test_cli_exit_codes_for_an_expired_channel_and_a_failing_update(

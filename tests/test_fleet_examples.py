@@ -142,3 +142,36 @@ def test_the_examples_update_and_report_a_failure(
 def test_a_bad_jitter_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["update", "--jitter", "soon"]) == 2
     assert "invalid duration 'soon'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("jitter", ["99999d", "25h", "99999999999999999999d", "9" * 5000 + "s"])
+def test_a_jitter_longer_than_a_day_is_refused(
+    capsys: pytest.CaptureFixture[str], jitter: str
+) -> None:
+    assert main(["update", "--jitter", jitter]) == 2
+    err = capsys.readouterr().err
+    assert "is too long: at most 1d" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+
+
+def test_a_jitter_of_zero_does_not_wait(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, keypair: KeyPair
+) -> None:
+    """A cron line whose jitter is a templated 0 runs the update at once."""
+    import time
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    assert main(["update", "--key", str(keypair.pub_path), "--jitter", "0"]) == 0
+    assert slept == []
+    assert "waiting" not in capsys.readouterr().err
+
+
+def test_a_config_file_that_is_not_utf8_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_bytes(b"\xff")
+    assert main(["prune"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "config.toml" in err and "Traceback" not in err

@@ -177,7 +177,7 @@ def test_list_and_update_show_the_days_left_and_warn_a_week_ahead(
     assert "WARNING: channel iris@stable expires in 6 days" in err
 
 
-def test_update_reports_an_expired_channel_once_and_keeps_serving(
+def test_update_audits_an_expired_channel_once_fails_every_run_and_keeps_serving(
     registry: LayoutRegistry, store: Store, trust: TrustPolicy, keypair: KeyPair, home: Path
 ) -> None:
     promote(
@@ -201,12 +201,8 @@ def test_update_reports_an_expired_channel_once_and_keeps_serving(
     for later in (T0 + 3 * DAY, T0 + 4 * DAY):
         report = run_update(store, trust, later, home)
         [quiet] = report.models
-        assert (quiet.status, quiet.version, quiet.error, report.exit_code) == (
-            "expired",
-            "1.1.0",
-            None,
-            0,
-        )
+        assert (quiet.status, quiet.version, report.exit_code) == ("expired", "1.1.0", 3)
+        assert isinstance(quiet.error, ExpiredError)
         assert quiet.expires == T0 + DAY
     assert refusals() == 1
     assert store.current_version("iris") == "1.1.0"
@@ -226,7 +222,7 @@ def test_update_reports_an_expired_channel_once_and_keeps_serving(
     assert run_update(store, trust, T0 + 7 * DAY, home).models[0].status == "expired"
 
 
-def test_cli_update_says_expired_once_then_exits_0(
+def test_cli_update_exits_3_while_the_channel_is_expired(
     capsys: pytest.CaptureFixture[str], registry: LayoutRegistry, store: Store, keypair: KeyPair
 ) -> None:
     promote(
@@ -268,11 +264,12 @@ def test_cli_update_says_expired_once_then_exits_0(
     assert code == 3, err
     assert "stays current" in out and "expired" in err
     code, out, err = cli(capsys, "update", "--key", keypair.pub_path, "--json")
-    assert code == 0, err
+    assert code == 3, err
     [model] = json.loads(out)["models"]
-    assert (model["status"], model["version"]) == ("expired", "1.1.0")
+    assert (model["status"], model["version"], model["exitCode"]) == ("expired", "1.1.0", 3)
     code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
-    assert code == 0 and "expired" not in err
+    assert code == 3
+    assert "1 of 1 models not updated: iris@stable: " in err and "stays current" in err
     assert out == "expired  iris@stable  1.1.0 (stays current)\n"
 
 

@@ -5,6 +5,7 @@ collector reads)."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.instance.install import InstallOptions, install
+from packager.instance.servers import ServedModel, Server, record
 from packager.instance.store import Store
 from packager.instance.update import update
 from packager.registry import LayoutRegistry, open_registry
@@ -151,3 +153,62 @@ def test_status_of_an_empty_instance_and_bad_options(capsys: pytest.CaptureFixtu
     assert code == 0 and json.loads(out)["models"] == []
     code, _, err = cli(capsys, "status", "--json", "--openmetrics")
     assert code == 2 and "not both" in err
+
+
+def test_a_channel_expired_minutes_ago_is_expired_not_minus_zero_days(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    trust = Trusted(adhoc_policy([keypair.public]))
+    publish_bundle(bundles["1.1.0"], registry=registry, mode=trust)
+    start = datetime.now(UTC) - timedelta(days=2)
+    promote(
+        "iris@1.1.0",
+        channel="stable",
+        registry=registry,
+        private_key=keypair.private,
+        now=start,
+        expires_in=timedelta(days=2, minutes=-5),
+    )
+    options = InstallOptions(verify=trust, registry_ref=str(registry.root))
+    install("iris@stable", registry=registry, store=Store(home), now=start, options=options)
+
+    code, out, err = cli(capsys, "status")
+    assert code == 0, err
+    assert out.splitlines()[0] == (
+        f"iris  1.1.0  (follows stable, expired today; {model_bytes(bundles)} bytes on disk)"
+    )
+    code, out, err = cli(capsys, "status", "--json")
+    assert code == 0, err
+    (model,) = json.loads(out)["models"]
+    assert model["daysUntilExpiry"] == -0.01
+    assert str(model["daysUntilExpiry"]) != "-0.0"
+
+
+def model_bytes(bundles: dict[str, Path]) -> int:
+    return sum(p.stat().st_size for p in bundles["1.1.0"].iterdir())
+
+
+def test_openmetrics_parses_whatever_a_server_address_holds(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    """A unix socket's path may hold a CR, an escape or a line separator: the exposition
+    still parses, with the address shown as escapes."""
+    address = 'unix:/run/a\rb\x1b[2J\u2028c"d\\e\nf'
+    server = Server(os.getpid(), address, (ServedModel("iris", "1.1.0"),))
+    record(home, server)
+    code, out, err = cli(capsys, "status", "--openmetrics")
+    assert code == 0, err
+    ((labels, value),) = samples(out)["packager_served_info"]
+    assert value == 1.0
+    assert labels == {
+        "model": "iris",
+        "version": "1.1.0",
+        "address": 'unix:/run/a\\rb\\x1b[2J\\u2028c"d\\e\\nf',
+    }
+    classic = [s for f in parse_text(out) for s in f.samples]
+    assert [s.labels["address"] for s in classic] == [labels["address"]]

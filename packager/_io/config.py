@@ -30,8 +30,8 @@ def read_retention(home: Path) -> int | None:
     of each model to keep after every install and update (None: no such setting).
 
     Raises:
-        UsageError: the file is not valid TOML, or the setting is not a whole number ≥ 1
-            (an unknown key in ``[retention]`` is refused, not ignored).
+        UsageError: the file is not valid TOML (or not UTF-8), or the setting is not a
+            whole number ≥ 1 (an unknown key in ``[retention]`` is refused, not ignored).
     """
     path = home / CONFIG_FILE
     try:
@@ -46,7 +46,8 @@ def read_retention(home: Path) -> int | None:
     with f:
         try:
             doc = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        # TOML is UTF-8: other bytes fail to decode before they fail to parse.
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise UsageError(f"cannot read {path}: {e}") from e
     section = doc.get("retention")
     if section is None:

@@ -12,8 +12,8 @@ import click
 from packager._io.config import read_retention, resolve_registry
 from packager.cli import render, render_instance, render_trust
 from packager.cli.options import (
-    DURATION,
     FILE,
+    JITTER,
     Context,
     exact_ref,
     json_option,
@@ -24,7 +24,7 @@ from packager.cli.options import (
     registry_option,
     remote_options,
 )
-from packager.errors import UsageError
+from packager.errors import PackagerError, UsageError
 
 if TYPE_CHECKING:
     from packager.instance.smoke import SmokeLimits
@@ -152,10 +152,34 @@ def install(
 
 
 def retain(ctx: Context, store: Store, names: list[str], keep: int) -> None:
-    """Apply the retention setting to models just installed (notes on stderr)."""
+    """Apply the retention setting to models just installed (notes on stderr).
+
+    The install already succeeded: a model that cannot be pruned now (another process
+    holds its lock) is warned about and audited, and the command keeps its exit code;
+    the next install, update or `prune` removes what it left.
+    """
     from packager.instance.retention import prune
 
-    prune(store, keep=keep, now=now(), names=names, say=ctx.say)
+    for name in names:
+        try:
+            prune(store, keep=keep, now=now(), names=[name], say=ctx.say)
+        except (PackagerError, OSError) as e:
+            render.warn(f"{name}: old versions not pruned ({e}); `packager prune` removes them")
+            _audit_retention_failure(store, name, e)
+
+
+def _audit_retention_failure(store: Store, name: str, error: Exception) -> None:
+    """A retention that failed, in the audit log beside the removals of those that ran."""
+    try:
+        store.audit(
+            action="prune",
+            outcome="failed",
+            now=now(),
+            name=name,
+            detail=f"retention after install: {type(error).__name__}: {error}",
+        )
+    except PackagerError as e:  # state.db unusable: the warning above is all there is
+        render.warn(f"{name}: the failed pruning is not in the audit log ({e})")
 
 
 @click.command("list")
@@ -367,9 +391,9 @@ def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: 
 @lock_option
 @click.option(
     "--jitter",
-    type=DURATION,
-    help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s), so that a fleet "
-    "run by one schedule does not reach the registry at once.",
+    type=JITTER,
+    help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s; at most 1d; 0: "
+    "no wait), so that a fleet run by one schedule does not reach the registry at once.",
 )
 @json_option
 @pass_ctx
@@ -388,21 +412,32 @@ def update(
     Each model is read from the registry it was installed from (--registry: from REF,
     for this run only), with every check of `install NAME@CHANNEL`. A failing model does
     not stop the others and keeps serving what it had; the exit code is then the most
-    important failure's (3, then 5, then 4), and `packager status` shows it.
+    important failure's (3, then 5, then 4), and `packager status` shows it. An update
+    that fails before any model (a bad config.toml, no trust policy) shows in `packager
+    status` as every followed model's last update, `failed`.
     """
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
     from packager.instance.roots import instance_policy
     from packager.instance.store import Store
     from packager.instance.update import jitter as sleep_jitter
+    from packager.instance.update import record_failure
     from packager.instance.update import update as do_update
 
-    keep = read_retention(ctx.home)
-    policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
-    render_trust.unusable_keys(policy)
-    if jitter is not None:
-        sleep_jitter(jitter, say=ctx.say)
     store = Store(ctx.home, lock_timeout=lock_timeout)
+    try:
+        keep = read_retention(ctx.home)
+        policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
+    except PackagerError as e:
+        # Monitoring must not go on showing the last run's success.
+        try:
+            record_failure(store, now(), e)
+        except PackagerError as unrecorded:
+            render.warn(f"`packager status` does not show this failure: {unrecorded}")
+        raise
+    render_trust.unusable_keys(policy)
+    if jitter:  # None or 0: no wait
+        sleep_jitter(jitter, say=ctx.say)
     report = do_update(
         store=store,
         now=now(),

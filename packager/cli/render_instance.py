@@ -4,6 +4,7 @@ predict, serve, log, status); the shared helpers are in :mod:`packager.cli.rende
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -46,7 +47,7 @@ def unfollowed(name: str, channel: str | None, version: str) -> None:
 
 def expiring(followed: dict[str, Followed], now: datetime) -> None:
     """Warn about every followed channel whose document expires within EXPIRY_WARNING
-    (an expired one is shown by `list` and reported once by `update`, not warned about)."""
+    (an expired one is shown by `list` and refused by `update`, not warned about)."""
     for name, f in followed.items():
         if f.expires is not None and f.expires > now and expires_soon(f.expires, now):
             warn(
@@ -215,7 +216,7 @@ def _model_json(status: Status, m: ModelStatus) -> dict[str, Any]:
         "channel": m.channel,
         "registry": m.registry,
         "channelExpires": None if m.channel_expires is None else m.channel_expires.isoformat(),
-        "daysUntilExpiry": None if days is None else round(days, 2),
+        "daysUntilExpiry": None if days is None else _days_json(days),
         "lastUpdate": None
         if attempt is None
         else {
@@ -246,7 +247,11 @@ def _status_text(ctx: Context, status: Status) -> None:
     for m in status.models:
         days = status.days_left(m)
         follows = "by version" if m.channel is None else f"follows {m.channel}"
-        expiry = "" if days is None else f", expires in {days:.1f} days"
+        expiry = ""
+        if m.channel_expires is not None and days is not None:
+            # Once expired, as `list` says it ("expired today"), never "in -0.0 days".
+            note = expiry_note(m.channel_expires, status.at)
+            expiry = f", {note}" if days <= 0 else f", expires in {days:.1f} days"
         line(f"{m.name}  {m.current or '-'}  ({follows}{expiry}; {m.disk_bytes} bytes on disk)")
         if m.last_attempt is not None:
             a = m.last_attempt
@@ -259,6 +264,13 @@ def _status_text(ctx: Context, status: Status) -> None:
 
 
 STATUS: Rendering[Status] = Rendering(json=_status_json, text=_status_text)
+
+
+def _days_json(days: float) -> float:
+    """``daysUntilExpiry``: hundredths of a day rounded down, so that it is negative exactly
+    when the document has expired (never -0.0, never 0.0 once expired)."""
+    hundredths = math.floor(days * 100) / 100
+    return hundredths if days > 0 else min(hundredths, -0.01)
 
 
 def show_status(
@@ -363,7 +375,11 @@ _ERROR_KIND = re.compile(r"\b[A-Z][A-Za-z]*Error\b")
 
 
 def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """``value`` as an OpenMetrics label value. The format escapes only a backslash, a quote
+    and a newline, and a parser takes any other line break (a CR in a unix socket's path)
+    as the end of the sample: each character that is not printable is first written as a
+    visible escape (``\\r``, as :func:`printable` shows it everywhere), then escaped."""
+    return printable(value, limit=None).replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _pruned_text(ctx: Context, pruned: Sequence[Pruned]) -> None:

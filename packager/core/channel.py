@@ -39,7 +39,10 @@ MAX_CHANNEL_BYTES = 64 << 10
 CHANNEL_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
 TAG_PREFIX = "channel."
 _DURATION_RE = re.compile(r"(\d+)([smhdw])", re.ASCII)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# The longest duration any option takes: a document, approval or root expiring later than
+# this is a typo, and now + the duration must stay a date the documents can hold.
+MAX_DURATION = timedelta(days=3650)
 FORM = Form.document(
     "channel document", DOCUMENT_TYPE, {"channel", "issued", "expires", "sequence"}
 )
@@ -81,12 +84,35 @@ def channel_tag(channel: str) -> str:
     return TAG_PREFIX + check_channel_name(channel)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` -> timedelta; raises UsageError otherwise."""
-    match = _DURATION_RE.fullmatch(text.strip())
-    if match is None or int(match.group(1)) == 0:
+def parse_duration(
+    text: str, *, most: timedelta = MAX_DURATION, allow_zero: bool = False
+) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` -> timedelta, at most ``most``; zero
+    (``0`` with or without a unit) only if ``allow_zero``. Raises UsageError otherwise."""
+    text = text.strip()
+    match = _DURATION_RE.fullmatch(text)
+    zero = text == "0" or (match is not None and not match.group(1).strip("0"))
+    if zero and allow_zero:
+        return timedelta(0)
+    if match is None or zero:
         raise UsageError(f"invalid duration {text!r}: use e.g. 30d, 12h, 90m or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    digits, unit = match.group(1).lstrip("0"), match.group(2)
+    # Compared as whole seconds before any timedelta exists (99999999999999999999d overflows
+    # it); the count of digits is compared first, so that no huge integer is ever parsed.
+    limit = int(most.total_seconds())
+    if len(digits) > len(str(limit)) or int(digits) * _UNIT_SECONDS[unit] > limit:
+        raise UsageError(f"duration {text!r} is too long: at most {describe_duration(most)}")
+    return timedelta(seconds=int(digits) * _UNIT_SECONDS[unit])
+
+
+def describe_duration(duration: timedelta) -> str:
+    """``duration`` in the largest unit that divides it, as :func:`parse_duration` reads it
+    (``3650d``, ``24h``)."""
+    seconds = int(duration.total_seconds())
+    for unit in "dhm":
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
 
 
 def sign_channel(

@@ -23,8 +23,9 @@ EXIT_PRIORITY = (3, 5, 4, 2, 1)
 @dataclass(frozen=True)
 class Updated:
     """What ``update`` did for one model: ``status`` is "updated", "current", "refused" or
-    "expired" (the channel's document has expired, which an earlier run reported: the
-    current version stays, quietly). ``expires`` is the accepted document's expiry."""
+    "expired" (the channel's document has expired, which an earlier run reported and
+    audited: the current version stays, and ``error`` is still the ExpiredError, exit 3).
+    ``expires`` is the accepted document's expiry."""
 
     name: str
     channel: str
@@ -96,73 +97,101 @@ def update(
     still tried: failures of single models are never raised, they are in the report (see
     :attr:`UpdateReport.exit_code`).
 
-    An expired channel document leaves the current version serving. The first run that
-    finds it reports it as refused (ExpiredError, exit 3, audited); later runs, until a
-    newer document is accepted, report the model as "expired" and not as a failure.
+    An expired channel document leaves the current version serving, and fails every run
+    until a newer document is accepted (ExpiredError, exit 3): the first run that finds it
+    reports it as refused and audits it; later runs report the model as "expired", with
+    no new audit entry.
+
+    Each model's attempt is recorded (for ``packager status``) as soon as it is done, so
+    an update killed halfway still shows the models it finished.
     """
     results: list[Updated] = []
     for follow in store.following():
-        name, channel = follow.name, follow.channel
-        error: PackagerError
-        try:
-            result = _update_one(
-                follow, store=store, now=now, open_registry=open_registry, options=options
-            )
-        except ExpiredError as e:
-            expired = _expired(follow, e, store=store)
-            if isinstance(expired, Updated):
-                results.append(expired)
-                continue
-            error = expired
-        except PackagerError as e:
-            error = e
-        # The per-model boundary: one model's registry, however broken, never stops the others.
-        except Exception as e:
-            error = RegistryError(
-                f"reading {name}@{channel} failed unexpectedly ({type(e).__name__}: {e}); "
-                "the registry may be broken or hostile"
-            )
-            _audit_refusal(store, now, follow, error)
-        else:
-            status = "current" if result.smoke_test is None else "updated"
-            expires = None if result.channel is None else result.channel.expires
-            results.append(
-                Updated(
-                    name,
-                    channel,
-                    follow.registry,
-                    status,
-                    result.version,
-                    result.previous,
-                    expires=expires,
-                )
-            )
-            continue
-        results.append(Updated(name, channel, follow.registry, "refused", error=error))
-        options.say(f"{name}@{channel}: {error}")
-    for done in results:
+        done = _update_follow(
+            follow, store=store, now=now, open_registry=open_registry, options=options
+        )
         store.record_attempt(_attempt(done, now))
+        results.append(done)
     return UpdateReport(tuple(results))
 
 
+def record_failure(store: Store, now: datetime, error: PackagerError) -> None:
+    """Record ``error``, which stopped an update before it reached any model (a bad
+    config.toml, no trust policy), as the last update of every model that follows a
+    channel, outcome "failed": ``packager status`` then shows the update failing, not
+    the success of the run before.
+
+    Raises:
+        UsageError: state.db cannot be used.
+    """
+    detail = f"{type(error).__name__}: {error}"
+    for follow in store.following():
+        store.record_attempt(
+            Attempt(follow.name, follow.channel, now, "failed", None, error.exit_code, detail)
+        )
+
+
+def _update_follow(
+    follow: Following,
+    *,
+    store: Store,
+    now: datetime,
+    open_registry: Callable[[str | None], RegistryReader],
+    options: InstallOptions,
+) -> Updated:
+    """Update one model; whatever fails is in the result, never raised."""
+    name, channel = follow.name, follow.channel
+    error: PackagerError
+    try:
+        result = _update_one(
+            follow, store=store, now=now, open_registry=open_registry, options=options
+        )
+    except ExpiredError as e:
+        expired = _expired(follow, e, store=store)
+        if isinstance(expired, Updated):
+            return expired
+        error = expired
+    except PackagerError as e:
+        error = e
+    # The per-model boundary: one model's registry, however broken, never stops the others.
+    except Exception as e:
+        error = RegistryError(
+            f"reading {name}@{channel} failed unexpectedly ({type(e).__name__}: {e}); "
+            "the registry may be broken or hostile"
+        )
+        _audit_refusal(store, now, follow, error)
+    else:
+        status = "current" if result.smoke_test is None else "updated"
+        expires = None if result.channel is None else result.channel.expires
+        return Updated(
+            name, channel, follow.registry, status, result.version, result.previous, expires=expires
+        )
+    options.say(f"{name}@{channel}: {error}")
+    return Updated(name, channel, follow.registry, "refused", error=error)
+
+
 def _expired(follow: Following, error: ExpiredError, *, store: Store) -> Updated | ExpiredError:
-    """An expired channel: the error the first time (recorded as reported), then "expired"."""
+    """An expired channel: the error the first time (recorded as reported, to be refused
+    and audited), then "expired", still failing with exit 3 but not audited again."""
     current = store.current_version(follow.name)
-    expires = store.followed().get(follow.name)
-    status = Updated(
-        follow.name,
-        follow.channel,
-        follow.registry,
-        "expired",
-        current,
-        expires=None if expires is None else expires.expires,
-    )
     if store.expiry_reported(follow.name, follow.channel):
-        return status
+        expires = store.followed().get(follow.name)
+        return Updated(
+            follow.name,
+            follow.channel,
+            follow.registry,
+            "expired",
+            current,
+            error=ExpiredError(
+                f"{error}; {follow.name}@{current or '-'} stays current until the "
+                "publisher promotes again"
+            ),
+            expires=None if expires is None else expires.expires,
+        )
     store.report_expiry(follow.name, follow.channel)
     return ExpiredError(
-        f"{error}; {follow.name}@{current or '-'} stays current (reported once: later "
-        "updates say `expired` until the publisher promotes again)"
+        f"{error}; {follow.name}@{current or '-'} stays current (audited once: later "
+        "updates say `expired`, exit 3, until the publisher promotes again)"
     )
 
 
@@ -173,7 +202,8 @@ def _attempt(done: Updated, now: datetime) -> Attempt:
         detail = f"{done.previous or '-'} -> {done.version}" if done.status == "updated" else ""
         return Attempt(done.name, done.channel, now, done.status, done.version, 0, detail)
     detail = f"{type(error).__name__}: {error}"
-    return Attempt(done.name, done.channel, now, done.status, None, error.exit_code, detail)
+    # An expired channel's model keeps serving its version: status shows which.
+    return Attempt(done.name, done.channel, now, done.status, done.version, error.exit_code, detail)
 
 
 def jitter(most: timedelta, *, say: Callable[[str], None] | None = None) -> float:
