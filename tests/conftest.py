@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,3 +132,14 @@ def bundle_copy(tmp_path: Path, bundles: dict[str, Path]) -> Path:
     for child in dest.iterdir():
         child.chmod(0o644)
     return dest
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """``path`` cannot be renamed, written or removed, by root neither, until the block
+    ends (chattr +i: a filesystem such as ext4, xfs or btrfs, as CI's is)."""
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

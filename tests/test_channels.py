@@ -28,7 +28,6 @@ from packager.distribution.pull import pull
 from packager.errors import (
     ExpiredError,
     IncompatibleModelError,
-    LockTimeoutError,
     NotFoundError,
     PackagerError,
     RegistryError,
@@ -47,7 +46,7 @@ from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Registry, RegistryReader
 from packager.registry.memory import MemoryRegistry
 
-from .conftest import KeyPair
+from .conftest import KeyPair, immutable
 from .hostile import serve_bundle_dir
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -665,7 +664,6 @@ def test_an_update_killed_halfway_has_recorded_the_models_it_finished(
 
 def test_a_retention_that_fails_after_an_update_keeps_the_other_models_failures(
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     registry: LayoutRegistry,
     store: Store,
     trust: TrustPolicy,
@@ -674,18 +672,17 @@ def test_a_retention_that_fails_after_an_update_keeps_the_other_models_failures(
     tmp_path: Path,
     home: Path,
 ) -> None:
+    options = InstallOptions(verify=Trusted(trust))
+    install("iris@1.0.0", registry=registry, store=store, now=T0, options=options)
     elsewhere = follow_two_models(registry, store, trust, keypair, aster, tmp_path)
     shutil.rmtree(elsewhere.root)  # aster's registry is gone: exit 4
     (home / "config.toml").write_text("[retention]\nkeep = 1\n")
-
-    def lock_held(*_args: object, **_kwargs: object) -> None:
-        raise LockTimeoutError("another install, rollback or removal of iris holds its lock")
-
-    monkeypatch.setattr("packager.instance.retention.prune", lock_held)
-    code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
+    # After 2.0.0, retention would remove 1.0.0, which cannot go.
+    with immutable(home / "models" / "iris" / "1.0.0"):
+        code, out, err = cli(capsys, "update", "--key", keypair.pub_path)
     assert code == 4
     assert "updated  iris@stable  1.1.0 -> 2.0.0" in out
-    assert "WARNING: iris: old versions not pruned (another install" in err
+    assert "WARNING: iris: old versions not pruned (" in err
     assert "1 of 2 models not updated: aster@stable:" in err
     assert store.current_version("iris") == "2.0.0"
 

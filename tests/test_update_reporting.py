@@ -15,10 +15,9 @@ from packager.cli import main
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
-from packager.errors import LockTimeoutError
 from packager.registry import LayoutRegistry
 
-from .conftest import KeyPair
+from .conftest import KeyPair, immutable
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
@@ -43,36 +42,31 @@ def keep_one(home: Path) -> None:
     (home / "config.toml").write_text("[retention]\nkeep = 1\n")
 
 
-def lock_held(*_args: object, **_kwargs: object) -> None:
-    """What retention meets when another process holds the model's lock."""
-    raise LockTimeoutError("another install, rollback or removal of iris holds its lock")
-
-
 def test_an_install_whose_retention_fails_is_still_a_success(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    registry: LayoutRegistry,
-    keypair: KeyPair,
-    home: Path,
+    capsys: pytest.CaptureFixture[str], registry: LayoutRegistry, keypair: KeyPair, home: Path
 ) -> None:
     keep_one(home)
-    monkeypatch.setattr("packager.instance.retention.prune", lock_held)
-    code, out, err = cli(
-        capsys, "install", "iris@1.1.0", "--registry", registry.root, "--key", keypair.pub_path
-    )
-    assert code == 0, err
-    assert out.startswith("installed iris@1.1.0")
-    assert "WARNING: iris: old versions not pruned (another install" in err
-    code, out, err = cli(
-        capsys,
-        *("install", "iris@2.0.0", "--registry", registry.root, "--key", keypair.pub_path),
-        "--json",
-    )
+    for version in ("1.0.0", "1.1.0"):
+        install = ("install", f"iris@{version}", "--registry", registry.root)
+        code, _, err = cli(capsys, *install, "--key", keypair.pub_path)
+        assert code == 0, err
+    # 2.0.0 leaves 1.0.0 to prune (1.1.0 is what rollback returns to), which cannot go.
+    with immutable(home / "models" / "iris" / "1.0.0"):
+        code, out, err = cli(
+            capsys,
+            *("install", "iris@2.0.0", "--registry", registry.root, "--key", keypair.pub_path),
+            "--json",
+        )
     assert code == 0, err
     assert json.loads(out)["installed"] is True
+    assert "WARNING: iris: old versions not pruned (" in err
     code, out, _ = cli(capsys, "log", "iris", "--json")
     failed = [e for e in json.loads(out) if (e["action"], e["outcome"]) == ("prune", "failed")]
-    assert len(failed) == 2 and "LockTimeoutError" in failed[-1]["detail"]
+    assert len(failed) == 1 and "not permitted" in failed[0]["detail"]
+    # What it could not remove is still whole; the next prune removes it.
+    assert (home / "models" / "iris" / "1.0.0" / "manifest.json").is_file()
+    assert cli(capsys, "prune", "iris", "--keep", "1")[0] == 0
+    assert not (home / "models" / "iris" / "1.0.0").exists()
 
 
 def metrics(capsys: pytest.CaptureFixture[str]) -> dict[str, list[tuple[dict[str, str], float]]]:
