@@ -343,7 +343,7 @@ class Model:
             return to_feeds(table, self.inputs), table
         if isinstance(inputs, Mapping):
             if set(inputs) == set(names) and all(
-                isinstance(v, np.ndarray) and v.ndim >= 2 for v in inputs.values()
+                _whole_tensor(inputs[spec.name], spec) for spec in self.inputs
             ):
                 return {spec.name: _cast(inputs[spec.name], spec) for spec in self.inputs}, None
             table = from_mapping(inputs)
@@ -437,14 +437,46 @@ def _as_table(inputs: Any, *, multiple: bool) -> Table | None:
     return None
 
 
+def _whole_tensor(value: Any, spec: TensorSpec) -> bool:
+    """Whether a mapping's ``value`` is the tensor of input ``spec`` itself (an array of
+    two dimensions or more, or of the rank the input has), not a column of a table."""
+    if not isinstance(value, np.ndarray):
+        return False
+    return value.ndim >= 2 or (spec.shape is not None and value.ndim == len(spec.shape))
+
+
 def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.dtype == "string":
-        # An array of strings (objects) goes to onnxruntime as it is: as numpy's own string
-        # array every element would take the room of the longest.
-        if array.dtype.kind == "O" and all(type(v) is str for v in array.flat):
-            return array
-        return np.asarray(array, dtype=str)
+        return _text(array, spec.name)
     try:
         return np.asarray(array, dtype=spec.dtype)
     except (TypeError, ValueError) as e:
         raise UsageError(f"input {spec.name!r} must be {spec.dtype}: {e}") from e
+
+
+def _text(array: np.ndarray, name: str) -> np.ndarray:
+    """A text input as onnxruntime takes it. An array of strings (objects) goes as it is:
+    as numpy's own string array every element would take the room of the longest. In one
+    of objects, None and NaN are missing values (empty: refused unless the model takes
+    them), bytes are UTF-8 text, and numbers are written as text.
+
+    Raises:
+        UsageError: bytes that are not UTF-8.
+    """
+    if array.dtype.kind != "O":
+        return np.asarray(array, dtype=str)
+    if all(type(v) is str for v in array.flat):
+        return array
+    texts = np.empty(array.shape, dtype=object)
+    for index, value in np.ndenumerate(array):
+        if value is None or (isinstance(value, float) and value != value):
+            value = ""
+        elif isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UsageError(f"input {name!r}: a value is bytes that are not UTF-8") from None
+        elif not isinstance(value, str):
+            value = str(value)
+        texts[index] = value
+    return texts

@@ -69,6 +69,28 @@ def test_every_form_of_rows_gives_the_originals_labels(shop: tuple[Any, Path]) -
         assert onnx.predict(rows)["label"].tolist() == expected(model).tolist(), form
 
 
+def test_text_tensors_of_objects_go_as_strings(shop: tuple[Any, Path]) -> None:
+    """Input tensors given whole, text as an array of objects: strings go as they are
+    (never padded to the longest), bytes as UTF-8 text; None and NaN are missing values."""
+    model, bundle = shop
+    onnx = Model.open(bundle)
+    colors = np.array([[c] for c, _ in ROWS], dtype=object)
+    sizes = np.array([[s] for _, s in ROWS], dtype=np.float32)
+    labels = expected(model).tolist()
+    assert onnx.predict({"color": colors, "size": sizes})["label"].tolist() == labels
+    as_bytes = np.array([[c.encode()] for c, _ in ROWS], dtype=object)
+    assert onnx.predict({"color": as_bytes, "size": sizes})["label"].tolist() == labels
+    for missing in (None, float("nan")):
+        holed = colors.copy()
+        holed[1, 0] = missing
+        with pytest.raises(UsageError, match="row 1 is missing"):
+            onnx.predict({"color": holed, "size": sizes})
+    bad = colors.copy()
+    bad[0, 0] = b"\xff"
+    with pytest.raises(UsageError, match="not UTF-8"):
+        onnx.predict({"color": bad, "size": sizes})
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [

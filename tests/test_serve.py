@@ -261,12 +261,12 @@ def test_outputs_asked_for_as_binary_data_follow_the_json(
     assert not any("Traceback" in line for line in server.stderr)
 
 
-def text_model() -> Any:
-    """y = x, a column of text: a BYTES output."""
+def text_model(shape: tuple[str | int, ...] = ("N", 1)) -> Any:
+    """y = x, text of ``shape``: a BYTES output."""
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", TensorProto.STRING, ["N", 1])
-    y = helper.make_tensor_value_info("y", TensorProto.STRING, ["N", 1])
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, list(shape))
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, list(shape))
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "text", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -331,36 +331,41 @@ def test_text_and_several_inputs_of_a_dataframe_model(
 
 
 def test_a_long_text_among_short_ones_takes_memory_by_its_size(
-    home: Path, shop_bundle: Path, keypair: KeyPair
+    home: Path, shop_bundle: Path, keypair: KeyPair, tmp_path: Path
 ) -> None:
     """Text is kept as the strings it came as: as numpy's own string array every element
-    would take the room of the longest (here 1,000 x 200,000 characters x 4 bytes)."""
+    would take the room of the longest (here 1,000 x 200,000 characters x 4 bytes). Two
+    columns of a DataFrame model, and a model of one text input of rank 1."""
     publish(shop_bundle)
+    words = package(
+        text_model(("N",)), sample={"x": np.array(["a", "b"], dtype=object)}, name="words", version="1.0.0",
+        key=keypair.private, out_dir=tmp_path,
+    )  # fmt: skip
+    publish(words)
     install("shop@1.0.0", keypair)
+    install("words@1.0.0", keypair)
     colors = ["red" * 66_667] + ["red", "blue"] * 500
     tensors = [
         {"name": "color", "shape": [1001, 1], "datatype": "BYTES", "data": colors},
         {"name": "size", "shape": [1001, 1], "datatype": "FP32", "data": [10.0] * 1001},
     ]
-    body = json.dumps({"inputs": tensors})
+    flat = [{"name": "x", "shape": [1001], "datatype": "BYTES", "data": colors}]
     with running(home) as server:
         host, port = server.address.rsplit(":", 1)
         before = rss_kib(server.process.pid, "VmHWM")
-        for binary in (False, True):
+        for model, inputs in (("shop", tensors), ("words", flat)):
             connection = http.client.HTTPConnection(host, int(port), timeout=60)
-            if binary:
-                client = tritonclient_http.InferenceServerClient(server.address)
-                column = np.array(colors, dtype=object).reshape(-1, 1)
-                sizes = np.full((1001, 1), 10.0, dtype=np.float32)
-                inputs = [
-                    triton_input("color", column, "BYTES", binary=True),
-                    triton_input("size", sizes, "FP32", binary=True),
-                ]
-                assert client.infer("shop", inputs).as_numpy("label").shape == (1001,)
-            else:
-                connection.request("POST", "/v2/models/shop/infer", body)
-                assert connection.getresponse().status == 200
+            connection.request("POST", f"/v2/models/{model}/infer", json.dumps({"inputs": inputs}))
+            assert connection.getresponse().status == 200, model
             connection.close()
+        client = tritonclient_http.InferenceServerClient(server.address)
+        column = np.array(colors, dtype=object).reshape(-1, 1)
+        sizes = np.full((1001, 1), 10.0, dtype=np.float32)
+        binary = [
+            triton_input("color", column, "BYTES", binary=True),
+            triton_input("size", sizes, "FP32", binary=True),
+        ]
+        assert client.infer("shop", binary).as_numpy("label").shape == (1001,)
         assert rss_kib(server.process.pid, "VmHWM") - before < 100 << 10  # KiB
 
 
@@ -725,6 +730,16 @@ def test_the_bodies_being_read_are_bounded_in_all(
             assert read_response(sock)[0] == 200
         assert read_response(raw_request(server, body, send=len(body)))[0] == 200
         assert not any("Traceback" in line for line in server.stderr)
+    # A body the request size allows must fit: else it would be told to retry for ever.
+    refused = subprocess.run(
+        [sys.executable, "-m", "packager", "serve", "--max-reading-size", "100K"],
+        capture_output=True,
+        text=True,
+        env=serve_env(iris_home),
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert "--max-reading-size must be at least --max-request-size" in refused.stderr
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:

@@ -784,6 +784,11 @@ def serve(
     from packager.instance.store import Store
     from packager.registry.options import parse_size
 
+    if parse_size(max_reading_size) < parse_size(max_request_size):
+        raise UsageError(
+            "--max-reading-size must be at least --max-request-size: a body it allows "
+            "would otherwise be refused for ever"
+        )
     options = server.ServeOptions(
         names=names,
         listen=server.Listen(host, port, unix_socket),

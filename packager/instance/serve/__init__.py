@@ -116,12 +116,23 @@ def _remove_socket_file(own: tuple[str, int, int] | None) -> None:
 
 
 def _answers(path: Path) -> bool:
-    """Whether a server listens on the Unix socket ``path`` (then it is not taken over)."""
+    """Whether a server listens on the Unix socket ``path`` (then it is not taken over):
+    only a refused connection says that none does.
+
+    Raises:
+        UsageError: it cannot be told (the socket is not ours to connect to, or no answer).
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
         try:
             probe.connect(str(path))
-        except OSError:
+        except ConnectionRefusedError:
             return False
+        except OSError as e:
+            raise UsageError(
+                f"cannot listen on {path}: cannot tell whether a server listens there "
+                f"({e.strerror or e})"
+            ) from e
     return True
 
 

@@ -176,6 +176,8 @@ class Served:
         try:
             loaded = self._load(name, version)
         except PackagerError as e:
+            if isinstance(e.__cause__, OSError):
+                raise  # its files could not be read (too many open files): tried again
             self._failed[name] = version
             self._warn(f"{name}@{version} cannot be served, still serving the version before: {e}")
             return None
