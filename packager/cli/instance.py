@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -676,21 +677,38 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
     render_trust.root_pinned(ctx, root.version)
 
 
+def _listen_options(f: Callable[..., None]) -> Callable[..., None]:
+    """--host, --port and --unix-socket, passed on as one ``listen`` (host, port, socket)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, host: str, port: int, unix_socket: Path | None, **kwargs: Any) -> None:
+        f(*args, listen=(host, port, unix_socket), **kwargs)
+
+    options = (
+        click.option(
+            "--host", default="127.0.0.1", show_default=True, help="Address to listen on."
+        ),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=8080,
+            show_default=True,
+            help="TCP port (0: any free port, printed at start).",
+        ),
+        click.option(
+            "--unix-socket",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Listen on this Unix socket instead of TCP.",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.argument("names", nargs=-1, metavar="[NAME]...")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    help="TCP port (0: any free port, printed at start).",
-)
-@click.option(
-    "--unix-socket",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Listen on this Unix socket instead of TCP.",
-)
+@_listen_options
 @click.option(
     "--max-request-size",
     default="16M",
@@ -761,9 +779,7 @@ def trust_pin_root(ctx: Context, document: Path) -> None:
 def serve(
     ctx: Context,
     names: tuple[str, ...],
-    host: str,
-    port: int,
-    unix_socket: Path | None,
+    listen: tuple[str, int, Path | None],
     max_request_size: str,
     max_reading_size: str,
     max_concurrent: int,
@@ -791,7 +807,7 @@ def serve(
         )
     options = server.ServeOptions(
         names=names,
-        listen=server.Listen(host, port, unix_socket),
+        listen=server.Listen(*listen),
         max_request_bytes=parse_size(max_request_size),
         max_reading_bytes=parse_size(max_reading_size),
         max_concurrent=max_concurrent,
