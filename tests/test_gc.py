@@ -171,3 +171,49 @@ def test_gc_racing_a_publisher_never_loses_a_blob(
 def test_gc_needs_a_registry_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gc", "--registry", str(tmp_path / "x.tar")]) == 2
     assert "registry directory" in capsys.readouterr().err
+
+
+def test_gc_leaves_what_is_not_a_regular_file_says_so_and_removes_the_rest(
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+    )
+    sha = registry.root / "iris" / "blobs" / "sha256"
+    needed = blobs(registry)
+    (sha / ("a" * 64)).mkdir()
+    (sha / ("b" * 64)).symlink_to(sha / sorted(needed)[0])
+    for garbage in ("c" * 64, "d" * 64, "e" * 64):
+        (sha / garbage).write_bytes(b"left behind")
+    for dry_run in (["--dry-run"], []):
+        code = main(["gc", "--registry", str(registry.root), "--json", *dry_run])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        removed = json.loads(out)["removed"]
+        assert sorted(r["file"] for r in removed) == ["c" * 64, "d" * 64, "e" * 64]
+        assert f"{sha / ('a' * 64)} is not a regular file (no blob is): left where" in err
+        assert f"{sha / ('b' * 64)} is not a regular file" in err
+    assert blobs(registry) == needed | {"a" * 64, "b" * 64}
+
+
+@pytest.mark.parametrize("where", ["missing", "empty", "file"])
+def test_gc_refuses_what_is_not_a_registry_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    path = tmp_path / "registry"
+    if where == "empty":
+        path.mkdir()
+        (path / "notes.txt").write_text("not a registry")
+    elif where == "file":
+        path.write_text("not a registry")
+    code = main(["gc", "--registry", str(path)])
+    _, err = capsys.readouterr()
+    assert code == 4
+    expected = "is not a registry directory" if where == "empty" else f"no registry at {path}"
+    assert err.startswith("packager: error: ") and expected in err, err
+    assert len(err.splitlines()) == 1
+    assert where != "missing" or not path.exists()

@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -289,47 +289,93 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
             message = f"cannot store {name}:{tag} in {self.location}: {e}"
             raise disk_or(RegistryError, message, e) from e
 
-    def collect_garbage(self, *, dry_run: bool = False) -> list[Garbage]:
+    def collect_garbage(
+        self, *, dry_run: bool = False, warn: Callable[[str], None] | None = None
+    ) -> list[Garbage]:
         """Remove the blobs no manifest of any model references (a channel's replaced
         documents, what a killed publish left); returns what was (or, ``dry_run``, would
         be) removed.
 
         Each model's layout is swept holding its write lock exclusively: a publish holds
         it shared from its first blob to its tag, so a blob being published is never
-        taken for garbage, and a publish waits while its layout is swept.
+        taken for garbage, and a publish waits while its layout is swept. An entry of a
+        blob directory that is not a regular file (packager never writes one), or that
+        cannot be removed, is left where it is and passed to ``warn``: the sweep goes on.
 
         Raises:
+            NotFoundError: the root is missing, or is not a registry directory (no
+                models.json, no model layout begun): a mistyped path is not a success.
             RegistryError: a layout cannot be read, or a manifest it tags is missing or
                 unreadable (nothing of that model is removed: the registry needs repair).
         """
+        if not self.root.is_dir():
+            raise NotFoundError(
+                f"no registry at {self.location}; give the registry directory with --registry REF"
+            )
+        names = sorted(self._layouts.list_names())
+        if not names and not self._started():
+            raise NotFoundError(
+                f"{self.location} is not a registry directory (no model layout in it); "
+                "give the registry directory with --registry REF"
+            )
         found: list[Garbage] = []
-        for name in sorted(self._layouts.list_names()):
+        for name in names:
             layout = self._layout(name)
             try:
                 with self._writing(layout, exclusive=True) as blobs:
-                    found.extend(self._sweep(name, blobs, dry_run=dry_run))
+                    found.extend(self._sweep(name, blobs, dry_run=dry_run, warn=warn))
             except OSError as e:
                 raise RegistryError(f"cannot clean {name} in {self.location}: {e}") from e
         return found
 
-    def _sweep(self, name: str, blobs: Path, *, dry_run: bool) -> list[Garbage]:
+    def _started(self) -> bool:
+        """Whether the root is a registry directory, its first layout perhaps still being
+        written: it holds models.json, or a directory named as a model that is empty or
+        has blobs/ (what a publish makes before its oci-layout file)."""
+        if (self.root / MODELS_INDEX).is_file():
+            return True
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if NAME_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                        held = os.listdir(entry.path)  # once: a publish may be adding to it
+                        if not held or "blobs" in held:
+                            return True
+        except OSError as e:
+            raise RegistryError(f"cannot list registry {self.location}: {e}") from e
+        return False
+
+    def _sweep(
+        self, name: str, blobs: Path, *, dry_run: bool, warn: Callable[[str], None] | None
+    ) -> list[Garbage]:
         """Remove the unreferenced blobs of one layout (its write lock held exclusively)."""
         index = self._layouts.index(name) or EMPTY_INDEX
         needed = self._referenced(
             name, [parse_descriptor(dict(e), where=INDEX) for e in index.entries]
         )
         found = []
+        skipped = []
         with os.scandir(blobs) as entries:
             for entry in entries:
                 stale = entry.name.startswith(".") and entry.name.endswith(".tmp")
                 if entry.name in needed or not (stale or _HEX.fullmatch(entry.name)):
                     continue
                 info = entry.stat(follow_symlinks=False)
-                found.append(Garbage(name, entry.name, info.st_size))
+                if not stat.S_ISREG(info.st_mode):
+                    skipped.append(f"{entry.path} is not a regular file (no blob is)")
+                    continue
                 if not dry_run:
-                    os.unlink(entry.path)
+                    try:
+                        os.unlink(entry.path)
+                    except OSError as e:
+                        skipped.append(f"cannot remove {entry.path} ({e.strerror})")
+                        continue
+                found.append(Garbage(name, entry.name, info.st_size))
         if found and not dry_run:
             fsync_dir(blobs)
+        for message in skipped:
+            if warn is not None:
+                warn(f"{message}: left where it is")
         return found
 
     def _referenced(self, name: str, roots: list[Descriptor]) -> set[str]:
