@@ -543,9 +543,11 @@ class Store:
         return bool(gone)
 
     def pinned(self, name: str) -> set[str]:
-        """The pinned versions of ``name`` (installed or not)."""
+        """The pinned versions of ``name`` that are installed: a pin is dropped with its
+        model by :meth:`uninstall`, and :meth:`remove` refuses a pinned version (a pin
+        state.db kept from before is not shown for a version no longer installed)."""
         rows = self._select("SELECT version FROM pins WHERE name = ?", (name,))
-        return {str(v) for (v,) in rows}
+        return {str(v) for (v,) in rows} & set(self.versions(name))
 
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
         if name is None:
