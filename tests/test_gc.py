@@ -3,11 +3,14 @@ while another process publishes and promotes into it; skopeo reads every version
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -217,3 +220,69 @@ def test_gc_refuses_what_is_not_a_registry_directory(
     assert err.startswith("packager: error: ") and expected in err, err
     assert len(err.splitlines()) == 1
     assert where != "missing" or not path.exists()
+
+
+def test_gc_drops_the_empty_layout_a_killed_first_publish_left(
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+    )
+    # A first publish of wine killed after its oci-layout file and one blob were written.
+    (registry._blob_dir(registry.root / "wine") / ("ab" * 32)).write_bytes(b"left behind")
+    code = main(["search", "--registry", str(registry.root), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["models"]["wine"] == []
+    code = main(["gc", "--registry", str(registry.root), "--dry-run"])
+    assert code == 0 and capsys.readouterr().out == f"wine  {'ab' * 32}  11\n"
+    assert (registry.root / "wine" / "oci-layout").is_file()
+    code = main(["gc", "--registry", str(registry.root), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [(r["name"], r["file"]) for r in json.loads(out)["removed"]] == [("wine", "ab" * 32)]
+    assert sorted(p.name for p in registry.root.iterdir()) == [
+        "iris",
+        "models.json",
+        "models.json.lock",
+    ]
+    code = main(["search", "--registry", str(registry.root), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["models"] == {"iris": ["1.0.0"]}
+    assert json.loads((registry.root / "models.json").read_text()) == ["iris"]
+
+
+def test_a_publish_waiting_while_gc_drops_its_empty_layout_makes_it_again(
+    tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    layout = registry.root / "iris"
+    blobs_dir = registry._blob_dir(layout)
+    mode = Trusted(adhoc_policy([keypair.public]))
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            publish_bundle(bundles["1.0.0"], registry=registry, mode=mode)
+        except BaseException as e:  # reported by the test's thread
+            errors.append(e)
+
+    # Hold the write lock as gc does, while a publish waits for it; drop the layout.
+    lock = os.open(layout / "blobs.lock", os.O_RDWR | os.O_CREAT)
+    publisher = threading.Thread(target=publish, daemon=True)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        publisher.start()
+        time.sleep(0.5)
+        assert publisher.is_alive()
+        assert registry._drop_if_empty(layout, blobs_dir)
+    finally:
+        os.close(lock)
+    publisher.join(timeout=60)
+    assert not publisher.is_alive()
+    assert errors == []
+    assert registry.versions("iris") == ["1.0.0"]
+    dest = tmp_path / "fetched"
+    dest.mkdir()
+    fetch_verified(Source(registry, mode), registry.resolve("iris", "1.0.0"), dest)

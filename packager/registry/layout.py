@@ -67,6 +67,8 @@ from packager.registry.index import (
 INDEX_LOCK = "index.json.lock"
 # Held shared by every publish from its first blob to its tag, exclusively by gc.
 WRITE_LOCK = "blobs.lock"
+# A layout gc dropped is renamed to .<name><_DROPPED> in the root, then deleted.
+_DROPPED = ".dropped"
 _HEX = re.compile(r"[0-9a-f]{64}")
 _MANIFEST_TYPES = frozenset(
     {
@@ -319,14 +321,51 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
                 "give the registry directory with --registry REF"
             )
         found: list[Garbage] = []
+        emptied = False
         for name in names:
             layout = self._layout(name)
             try:
                 with self._writing(layout, exclusive=True) as blobs:
                     found.extend(self._sweep(name, blobs, dry_run=dry_run, warn=warn))
+                    if not dry_run:
+                        emptied |= self._drop_if_empty(layout, blobs)
             except OSError as e:
                 raise RegistryError(f"cannot clean {name} in {self.location}: {e}") from e
+        try:
+            self._forget_dropped()
+            if emptied:
+                self._write_models_index()
+        except OSError as e:
+            raise RegistryError(f"cannot clean {self.location}: {e}") from e
         return found
+
+    def _drop_if_empty(self, layout: Path, blobs: Path) -> bool:
+        """Remove a layout whose index names nothing and whose blobs are all gone (a first
+        publish of a model killed before its tag), holding its write lock exclusively: it
+        leaves the root in one rename, so readers never list a model without versions, and
+        a publish waiting for the lock finds the layout gone and makes it again (see
+        :meth:`_writing`). Returns whether it was removed."""
+        import shutil
+
+        index = self._layouts.index(layout.name)
+        if (index is not None and index.entries) or any(blobs.iterdir()):
+            return False
+        dropped = self.root / f".{layout.name}{_DROPPED}"
+        shutil.rmtree(dropped, ignore_errors=True)
+        os.rename(layout, dropped)
+        fsync_dir(self.root)
+        shutil.rmtree(dropped, ignore_errors=True)
+        return True
+
+    def _forget_dropped(self) -> None:
+        """Delete what a gc killed while deleting a dropped layout left (no writer uses it)."""
+        import shutil
+
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                dropped = entry.name.startswith(".") and entry.name.endswith(_DROPPED)
+                if dropped and entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
     def _started(self) -> bool:
         """Whether the root is a registry directory, its first layout perhaps still being
@@ -413,15 +452,22 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
     @contextlib.contextmanager
     def _writing(self, layout: Path, *, exclusive: bool = False) -> Iterator[Path]:
         """Hold the layout's write lock (shared: publishing; exclusive: collecting
-        garbage) and yield its blob directory."""
-        blobs = self._blob_dir(layout)
+        garbage) and yield its blob directory. A layout gc dropped (:meth:`_drop_if_empty`)
+        while this waited is made again, and its lock taken again."""
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        lock = os.open(layout / WRITE_LOCK, flags, FILE_MODE)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield blobs
-        finally:
-            os.close(lock)
+        while True:
+            blobs = self._blob_dir(layout)
+            try:
+                lock = os.open(layout / WRITE_LOCK, flags, FILE_MODE)
+            except FileNotFoundError:  # the layout left between the two: make it again
+                continue
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                if _same_inode(lock, layout / WRITE_LOCK):
+                    yield blobs
+                    return
+            finally:
+                os.close(lock)
 
     def _layout(self, name: str) -> Path:
         check_name(name)
@@ -564,6 +610,16 @@ def _is_regular(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def _same_inode(fd: int, path: Path) -> bool:
+    """Whether ``path`` is still the file open as ``fd`` (not removed, nor replaced)."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (info.st_dev, info.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _make_dir(path: Path) -> Path:
