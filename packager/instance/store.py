@@ -839,10 +839,16 @@ class Store:
             )
 
     def remove(
-        self, name: str, version: str, *, action: str, now: datetime, detail: str = ""
+        self,
+        name: str,
+        version: str,
+        *,
+        action: str = "remove",
+        now: datetime | None = None,
+        detail: str = "",
     ) -> Path:
         """Delete an installed version that is not ``current``, and write ``action`` to the
-        audit log; the caller holds the model's lock.
+        audit log (at ``now``, default the present); the caller holds the model's lock.
 
         The version leaves models/ in one rename (to tmp/<name>/, see
         :meth:`_recover_removals`), its audit entry is written, and only then are its files
@@ -862,7 +868,7 @@ class Store:
         if version in self.pinned(name):
             raise UsageError(f"{name}@{version} is pinned; `packager unpin {name}@{version}` first")
         with self._unlinking():
-            self._doomed(name, directory, action, detail=detail, now=now)
+            self._doomed(name, directory, action, detail=detail, now=now or datetime.now(UTC))
         return directory
 
     def uninstall(self, name: str, *, now: datetime) -> list[str]:
