@@ -10,7 +10,8 @@ Layout under ``$PACKAGER_HOME``::
                                of trust pinned and accepted since, the fingerprint of
                                each installed inode when its bytes were verified; its schema
                                version is PRAGMA user_version, migrated forward on open
-    tmp/                       staging, on the same filesystem as models/
+    tmp/                       staging, and removals under way (tmp/<name>/), on the same
+                               filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
 
 ``$PACKAGER_HOME``, ``tmp/`` and ``locks/`` must belong to the account running packager, and
@@ -641,6 +642,8 @@ class Store:
         """Hold the per-model lock: installs, rollbacks and removals of one model serialise.
 
         Waiting for another process says so on stderr, for at most ``lock_timeout`` seconds.
+        Once it is held, removals of the model that were killed part-way are finished or
+        undone (:meth:`_recover_removals`).
 
         Raises:
             UsageError: locks/ or the lock file is a link, not ours, or not what it should be.
