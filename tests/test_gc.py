@@ -3,11 +3,14 @@ while another process publishes and promotes into it; skopeo reads every version
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,3 +174,115 @@ def test_gc_racing_a_publisher_never_loses_a_blob(
 def test_gc_needs_a_registry_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gc", "--registry", str(tmp_path / "x.tar")]) == 2
     assert "registry directory" in capsys.readouterr().err
+
+
+def test_gc_leaves_what_is_not_a_regular_file_says_so_and_removes_the_rest(
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+    )
+    sha = registry.root / "iris" / "blobs" / "sha256"
+    needed = blobs(registry)
+    (sha / ("a" * 64)).mkdir()
+    (sha / ("b" * 64)).symlink_to(sha / sorted(needed)[0])
+    for garbage in ("c" * 64, "d" * 64, "e" * 64):
+        (sha / garbage).write_bytes(b"left behind")
+    for dry_run in (["--dry-run"], []):
+        code = main(["gc", "--registry", str(registry.root), "--json", *dry_run])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        removed = json.loads(out)["removed"]
+        assert sorted(r["file"] for r in removed) == ["c" * 64, "d" * 64, "e" * 64]
+        assert f"{sha / ('a' * 64)} is not a regular file (no blob is): left where" in err
+        assert f"{sha / ('b' * 64)} is not a regular file" in err
+    assert blobs(registry) == needed | {"a" * 64, "b" * 64}
+
+
+@pytest.mark.parametrize("where", ["missing", "empty", "file"])
+def test_gc_refuses_what_is_not_a_registry_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    path = tmp_path / "registry"
+    if where == "empty":
+        path.mkdir()
+        (path / "notes.txt").write_text("not a registry")
+    elif where == "file":
+        path.write_text("not a registry")
+    code = main(["gc", "--registry", str(path)])
+    _, err = capsys.readouterr()
+    assert code == 4
+    expected = "is not a registry directory" if where == "empty" else f"no registry at {path}"
+    assert err.startswith("packager: error: ") and expected in err, err
+    assert len(err.splitlines()) == 1
+    assert where != "missing" or not path.exists()
+
+
+def test_gc_drops_the_empty_layout_a_killed_first_publish_left(
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+    )
+    # A first publish of wine killed after its oci-layout file and one blob were written.
+    (registry._blob_dir(registry.root / "wine") / ("ab" * 32)).write_bytes(b"left behind")
+    code = main(["search", "--registry", str(registry.root), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["models"]["wine"] == []
+    code = main(["gc", "--registry", str(registry.root), "--dry-run"])
+    assert code == 0 and capsys.readouterr().out == f"wine  {'ab' * 32}  11\n"
+    assert (registry.root / "wine" / "oci-layout").is_file()
+    code = main(["gc", "--registry", str(registry.root), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [(r["name"], r["file"]) for r in json.loads(out)["removed"]] == [("wine", "ab" * 32)]
+    assert sorted(p.name for p in registry.root.iterdir()) == [
+        "iris",
+        "models.json",
+        "models.json.lock",
+    ]
+    code = main(["search", "--registry", str(registry.root), "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["models"] == {"iris": ["1.0.0"]}
+    assert json.loads((registry.root / "models.json").read_text()) == ["iris"]
+
+
+def test_a_publish_waiting_while_gc_drops_its_empty_layout_makes_it_again(
+    tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    layout = registry.root / "iris"
+    blobs_dir = registry._blob_dir(layout)
+    mode = Trusted(adhoc_policy([keypair.public]))
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            publish_bundle(bundles["1.0.0"], registry=registry, mode=mode)
+        except BaseException as e:  # reported by the test's thread
+            errors.append(e)
+
+    # Hold the write lock as gc does, while a publish waits for it; drop the layout.
+    lock = os.open(layout / "blobs.lock", os.O_RDWR | os.O_CREAT)
+    publisher = threading.Thread(target=publish, daemon=True)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        publisher.start()
+        time.sleep(0.5)
+        assert publisher.is_alive()
+        assert registry._drop_if_empty(layout, blobs_dir)
+    finally:
+        os.close(lock)
+    publisher.join(timeout=60)
+    assert not publisher.is_alive()
+    assert errors == []
+    assert registry.versions("iris") == ["1.0.0"]
+    dest = tmp_path / "fetched"
+    dest.mkdir()
+    fetch_verified(Source(registry, mode), registry.resolve("iris", "1.0.0"), dest)

@@ -188,3 +188,49 @@ def test_cli_pin_prune_and_the_retention_setting(
     home.joinpath("config.toml").write_text("[retention]\nkepe = 2\n")
     code, _, err = cli(capsys, "prune")
     assert code == 2 and "keep = N" in err
+
+
+def test_a_pinned_version_is_not_removed_and_uninstall_drops_the_pins(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    registry = LayoutRegistry(tmp_path / "registry")
+    for bundle in bundles.values():
+        publish_bundle(bundle, registry=registry, mode=Trusted(adhoc_policy([keypair.public])))
+    reg, pub = registry.root, keypair.pub_path
+    for version in ("1.0.0", "1.1.0"):
+        code, _, err = cli(capsys, "install", f"iris@{version}", "--registry", reg, "--key", pub)
+        assert code == 0, err
+    code, _, err = cli(capsys, "pin", "iris@1.0.0")
+    assert code == 0, err
+
+    code, _, err = cli(capsys, "remove", "iris@1.0.0")
+    assert code == 2
+    assert err == ("packager: error: iris@1.0.0 is pinned; `packager unpin iris@1.0.0` first\n")
+    assert (home / "models" / "iris" / "1.0.0").is_dir()
+    code, out, err = cli(capsys, "status", "--json")
+    assert code == 0, err
+    assert json.loads(out)["models"][0]["pinned"] == ["1.0.0"]
+    assert [e.action for e in Store(home).audit_log("iris")][-1] == "pin"
+
+    code, _, err = cli(capsys, "unpin", "iris@1.0.0")
+    assert code == 0, err
+    code, _, err = cli(capsys, "remove", "iris@1.0.0")
+    assert code == 0, err
+    assert not (home / "models" / "iris" / "1.0.0").exists()
+
+    code, _, err = cli(capsys, "pin", "iris@1.1.0")
+    assert code == 0, err
+    code, _, err = cli(capsys, "uninstall", "iris", "--yes")
+    assert code == 0, err
+    assert Store(home).pinned("iris") == set()
+    code, _, err = cli(capsys, "install", "iris@1.1.0", "--registry", reg, "--key", pub)
+    assert code == 0, err
+    code, out, err = cli(capsys, "status", "--json")
+    assert code == 0, err
+    assert json.loads(out)["models"][0]["pinned"] == []
+    code, _, err = cli(capsys, "unpin", "iris@1.1.0")
+    assert code == 2 and "not pinned" in err

@@ -316,7 +316,8 @@ def gc_cmd(ctx: Context, registry_ref: str | None, dry_run: bool, as_json: bool)
 
     Replaced channel documents and what a killed publish left behind go; every tagged
     version, channel and trust document stays whole. Safe while publishes run: each
-    model is swept under its write lock.
+    model is swept under its write lock. What is not a regular file is left, with a
+    warning; a path that is not a registry directory is refused (exit 4).
     """
     from packager.registry import LayoutRegistry
 
@@ -326,7 +327,7 @@ def gc_cmd(ctx: Context, registry_ref: str | None, dry_run: bool, as_json: bool)
             f"gc cleans a registry directory; {registry.location} is not one "
             "(an OCI registry collects its own garbage)"
         )
-    garbage = registry.collect_garbage(dry_run=dry_run)
+    garbage = registry.collect_garbage(dry_run=dry_run, warn=render.warn)
     render.show(
         ctx,
         render_distribution.COLLECTED,

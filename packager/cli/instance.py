@@ -234,7 +234,7 @@ def rollback(ctx: Context, name: str, lock_timeout: float, as_json: bool) -> Non
 @json_option
 @pass_ctx
 def remove(ctx: Context, ref: str, lock_timeout: float, as_json: bool) -> None:
-    """Delete an installed version that is not current."""
+    """Delete an installed version that is not current, nor pinned (`unpin` it first)."""
     from packager.instance.install import remove as do_remove
     from packager.instance.store import Store
 
@@ -255,9 +255,9 @@ def uninstall(ctx: Context, name: str, yes: bool, lock_timeout: float, as_json: 
     """Delete every installed version of NAME and its `current` link.
 
     The audit log and the rollback floor stay: installing NAME again cannot go below
-    the highest version it had. The model stops following its channel. When NAME has a
-    current version (services may be using it), asks first; without a terminal, refuses
-    unless --yes.
+    the highest version it had. The model stops following its channel and its pins go.
+    When NAME has a current version (services may be using it), asks first; without a
+    terminal, refuses unless --yes.
     """
     from packager.instance.install import uninstall as do_uninstall
     from packager.instance.store import Store
@@ -327,7 +327,8 @@ def prune(
 @click.argument("ref", metavar="NAME@VERSION")
 @pass_ctx
 def pin(ctx: Context, ref: str) -> None:
-    """Keep an installed version whatever `prune` and the retention setting say."""
+    """Keep an installed version whatever `prune` and the retention setting say (`remove`
+    refuses it until `unpin`; `uninstall` drops the pins of the model)."""
     from packager.instance.store import Store
 
     name, version = exact_ref(ref, "pin")

@@ -34,14 +34,14 @@ def keep_set(recent: list[str], *, keep: int, protected: set[str]) -> set[str]:
 def remove_version(
     store: Store, name: str, version: str, *, action: str, now: datetime, detail: str = ""
 ) -> None:
-    """Delete an installed, non-current version and write ``action`` to the audit log; the
-    caller holds the model's lock.
+    """Delete an installed, non-current, unpinned version and write ``action`` to the audit
+    log (before its files are deleted: see :meth:`Store.remove`); the caller holds the
+    model's lock.
 
     Raises:
         NotInstalledError, UsageError: see :meth:`Store.remove`.
     """
-    store.remove(name, version)
-    store.audit(action=action, outcome="ok", now=now, name=name, version=version, detail=detail)
+    store.remove(name, version, action=action, now=now, detail=detail)
 
 
 def prune(

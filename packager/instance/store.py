@@ -10,7 +10,8 @@ Layout under ``$PACKAGER_HOME``::
                                of trust pinned and accepted since, the fingerprint of
                                each installed inode when its bytes were verified; its schema
                                version is PRAGMA user_version, migrated forward on open
-    tmp/                       staging, on the same filesystem as models/
+    tmp/                       staging, and removals under way (tmp/<name>/), on the same
+                               filesystem as models/
     locks/<name>.lock          serialises installs, rollbacks and removals of one model
 
 ``$PACKAGER_HOME``, ``tmp/`` and ``locks/`` must belong to the account running packager, and
@@ -26,6 +27,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import sqlite3
 import stat
 import sys
@@ -542,9 +544,11 @@ class Store:
         return bool(gone)
 
     def pinned(self, name: str) -> set[str]:
-        """The pinned versions of ``name`` (installed or not)."""
+        """The pinned versions of ``name`` that are installed: a pin is dropped with its
+        model by :meth:`uninstall`, and :meth:`remove` refuses a pinned version (a pin
+        state.db kept from before is not shown for a version no longer installed)."""
         rows = self._select("SELECT version FROM pins WHERE name = ?", (name,))
-        return {str(v) for (v,) in rows}
+        return {str(v) for (v,) in rows} & set(self.versions(name))
 
     def audit_log(self, name: str | None = None) -> list[AuditEntry]:
         if name is None:
@@ -638,6 +642,8 @@ class Store:
         """Hold the per-model lock: installs, rollbacks and removals of one model serialise.
 
         Waiting for another process says so on stderr, for at most ``lock_timeout`` seconds.
+        Once it is held, removals of the model that were killed part-way are finished or
+        undone (:meth:`_recover_removals`).
 
         Raises:
             UsageError: locks/ or the lock file is a link, not ours, or not what it should be.
@@ -662,6 +668,7 @@ class Store:
             os.fchmod(fd, 0o600)  # older versions made lock files 0644
             _acquire(fd, name, path, self.lock_timeout)
             try:
+                self._recover_removals(name)
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -834,12 +841,26 @@ class Store:
                 (name, version, now.isoformat()),
             )
 
-    def remove(self, name: str, version: str) -> Path:
-        """Delete an installed version that is not ``current``.
+    def remove(
+        self,
+        name: str,
+        version: str,
+        *,
+        action: str = "remove",
+        now: datetime | None = None,
+        detail: str = "",
+    ) -> Path:
+        """Delete an installed version that is not ``current``, and write ``action`` to the
+        audit log (at ``now``, default the present); the caller holds the model's lock.
+
+        The version leaves models/ in one rename (to tmp/<name>/, see
+        :meth:`_recover_removals`), its audit entry is written, and only then are its files
+        deleted: killed before the audit entry, the next command that takes the lock puts
+        the version back; killed after, it deletes what is left.
 
         Raises:
             NotInstalledError: not installed.
-            UsageError: it is the current version.
+            UsageError: it is the current version, or a pinned one.
         """
         directory = self.installed_dir(name, version)
         if self.current_version(name) == version:
@@ -847,20 +868,18 @@ class Store:
                 f"{name}@{version} is the current version; `packager rollback {name}` "
                 "or install another version first"
             )
-        import shutil
-        import tempfile
-
-        doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
+        if version in self.pinned(name):
+            raise UsageError(f"{name}@{version} is pinned; `packager unpin {name}@{version}` first")
         with self._unlinking():
-            os.rename(directory, doomed / version)
-            shutil.rmtree(doomed, ignore_errors=True)
+            self._doomed(name, directory, action, detail=detail, now=now or datetime.now(UTC))
         return directory
 
     def uninstall(self, name: str, *, now: datetime) -> list[str]:
         """Delete every installed version of ``name`` and its ``current`` link; returns the
         versions deleted. The model's directory leaves in one rename, and comes back if
-        state.db cannot record it; its rollback floor and audit entries stay, and it stops
-        following its channel.
+        state.db cannot record it (or, killed before, at the next command that takes its
+        lock: see :meth:`_recover_removals`); its rollback floor and audit entries stay, it
+        stops following its channel and its pins go.
 
         Raises:
             NotInstalledError: nothing of ``name`` is installed.
@@ -869,25 +888,81 @@ class Store:
         if not os.path.lexists(root):
             raise NotInstalledError(f"{name} is not installed; `packager list` shows what is")
         versions = self.versions(name)
+        deleted = ", ".join(versions) or "no version"
+        with self._unlinking():
+            self._doomed(name, root, "uninstall", detail=f"deleted {deleted}", now=now)
+        return versions
+
+    def _doomed(self, name: str, path: Path, action: str, *, detail: str, now: datetime) -> None:
+        """Remove ``path`` (a version directory, or the model's whole directory when
+        ``action`` is "uninstall") and audit it: renamed into
+        tmp/<name>/<action>-<last audit id>-XXXXXXXX/, audited (uninstall also stops following
+        and unpins, in the same transaction), then deleted. The directory's name says what
+        :meth:`_recover_removals` needs to finish it or put it back."""
         import shutil
         import tempfile
 
-        doomed = Path(tempfile.mkdtemp(prefix=f"{name}-rm-", dir=self._own_subdirectory("tmp")))
-        with self._unlinking():
-            try:
-                os.rename(root, doomed / name)
-                try:
-                    with self.db() as conn:
-                        _unfollow(conn, name, now, "uninstalled")
-                        deleted = ", ".join(versions) or "no version"
-                        _audit(conn, "uninstall", "ok", now, name, None, f"deleted {deleted}")
-                except BaseException:
-                    os.rename(doomed / name, root)
-                    raise
-                fsync_dir(self.models)
-            finally:
-                shutil.rmtree(doomed, ignore_errors=True)
-        return versions
+        parent = _own_directory(self._own_subdirectory("tmp") / check_name(name), follow=False)
+        with self.db() as conn:
+            last = int(conn.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0])
+        doomed = Path(tempfile.mkdtemp(prefix=f"{action}-{last}-", dir=parent))
+        os.rename(path, doomed / path.name)
+        fsync_dir(path.parent)
+        fsync_dir(doomed)
+        try:
+            with self.db() as conn:
+                if action == "uninstall":
+                    _unfollow(conn, name, now, "uninstalled")
+                    conn.execute("DELETE FROM pins WHERE name = ?", (name,))
+                    _audit(conn, action, "ok", now, name, None, detail)
+                else:
+                    _audit(conn, action, "ok", now, name, path.name, detail)
+        except BaseException:
+            os.rename(doomed / path.name, path)
+            fsync_dir(path.parent)
+            shutil.rmtree(doomed, ignore_errors=True)
+            raise
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def _recover_removals(self, name: str) -> None:
+        """Finish or undo the removals of ``name`` that were killed (the caller holds its
+        lock, so none is running). One whose audit entry was written (an entry of its action
+        and version after the id its directory names) is deleted; one without is put back
+        where it was, as if it had not started: a removal deletes nothing before its audit
+        entry is written."""
+        import shutil
+
+        parent = self.tmp / check_name(name)
+        if parent.is_symlink() or not parent.is_dir():
+            return
+        for entry in sorted(parent.iterdir()):
+            match = _DOOMED.fullmatch(entry.name)
+            if match is None or entry.is_symlink() or not entry.is_dir():
+                continue
+            action, last = match.group(1), int(match.group(2))
+            whole = action == "uninstall"
+            origin = self.models if whole else self.model_dir(name)
+            for moved in list(entry.iterdir()):
+                back = origin / moved.name
+                if os.path.lexists(back) or self._audited(
+                    name, None if whole else moved.name, action, after=last
+                ):
+                    continue
+                origin.mkdir(parents=True, exist_ok=True)
+                os.rename(moved, back)
+                fsync_dir(origin)
+            with self._unlinking():
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _audited(self, name: str, version: str | None, action: str, *, after: int) -> bool:
+        """Whether the audit log has an entry of ``action`` on ``name``@``version`` (None:
+        the whole model) after the entry of id ``after``."""
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM audit WHERE id > ? AND name = ? AND action = ? AND version IS ?",
+                (after, name, action, version),
+            ).fetchone()
+        return row is not None
 
     @contextlib.contextmanager
     def _unlinking(self) -> Iterator[None]:
@@ -1005,6 +1080,9 @@ def _same_file(installed: Path, verified: Path) -> bool:
         return False
 
 
+# What :meth:`Store._doomed` names a removal's directory under tmp/<name>/: the action and
+# the id of the last audit entry before it (mkdtemp's suffix has no '-').
+_DOOMED = re.compile(r"([a-z]+)-([0-9]+)-[^-]+")
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2

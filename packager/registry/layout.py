@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -67,6 +67,8 @@ from packager.registry.index import (
 INDEX_LOCK = "index.json.lock"
 # Held shared by every publish from its first blob to its tag, exclusively by gc.
 WRITE_LOCK = "blobs.lock"
+# A layout gc dropped is renamed to .<name><_DROPPED> in the root, then deleted.
+_DROPPED = ".dropped"
 _HEX = re.compile(r"[0-9a-f]{64}")
 _MANIFEST_TYPES = frozenset(
     {
@@ -289,47 +291,130 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
             message = f"cannot store {name}:{tag} in {self.location}: {e}"
             raise disk_or(RegistryError, message, e) from e
 
-    def collect_garbage(self, *, dry_run: bool = False) -> list[Garbage]:
+    def collect_garbage(
+        self, *, dry_run: bool = False, warn: Callable[[str], None] | None = None
+    ) -> list[Garbage]:
         """Remove the blobs no manifest of any model references (a channel's replaced
         documents, what a killed publish left); returns what was (or, ``dry_run``, would
         be) removed.
 
         Each model's layout is swept holding its write lock exclusively: a publish holds
         it shared from its first blob to its tag, so a blob being published is never
-        taken for garbage, and a publish waits while its layout is swept.
+        taken for garbage, and a publish waits while its layout is swept. An entry of a
+        blob directory that is not a regular file (packager never writes one), or that
+        cannot be removed, is left where it is and passed to ``warn``: the sweep goes on.
 
         Raises:
+            NotFoundError: the root is missing, or is not a registry directory (no
+                models.json, no model layout begun): a mistyped path is not a success.
             RegistryError: a layout cannot be read, or a manifest it tags is missing or
                 unreadable (nothing of that model is removed: the registry needs repair).
         """
+        if not self.root.is_dir():
+            raise NotFoundError(
+                f"no registry at {self.location}; give the registry directory with --registry REF"
+            )
+        names = sorted(self._layouts.list_names())
+        if not names and not self._started():
+            raise NotFoundError(
+                f"{self.location} is not a registry directory (no model layout in it); "
+                "give the registry directory with --registry REF"
+            )
         found: list[Garbage] = []
-        for name in sorted(self._layouts.list_names()):
+        emptied = False
+        for name in names:
             layout = self._layout(name)
             try:
                 with self._writing(layout, exclusive=True) as blobs:
-                    found.extend(self._sweep(name, blobs, dry_run=dry_run))
+                    found.extend(self._sweep(name, blobs, dry_run=dry_run, warn=warn))
+                    if not dry_run:
+                        emptied |= self._drop_if_empty(layout, blobs)
             except OSError as e:
                 raise RegistryError(f"cannot clean {name} in {self.location}: {e}") from e
+        try:
+            self._forget_dropped()
+            if emptied:
+                self._write_models_index()
+        except OSError as e:
+            raise RegistryError(f"cannot clean {self.location}: {e}") from e
         return found
 
-    def _sweep(self, name: str, blobs: Path, *, dry_run: bool) -> list[Garbage]:
+    def _drop_if_empty(self, layout: Path, blobs: Path) -> bool:
+        """Remove a layout whose index names nothing and whose blobs are all gone (a first
+        publish of a model killed before its tag), holding its write lock exclusively: it
+        leaves the root in one rename, so readers never list a model without versions, and
+        a publish waiting for the lock finds the layout gone and makes it again (see
+        :meth:`_writing`). Returns whether it was removed."""
+        import shutil
+
+        index = self._layouts.index(layout.name)
+        if (index is not None and index.entries) or any(blobs.iterdir()):
+            return False
+        dropped = self.root / f".{layout.name}{_DROPPED}"
+        shutil.rmtree(dropped, ignore_errors=True)
+        os.rename(layout, dropped)
+        fsync_dir(self.root)
+        shutil.rmtree(dropped, ignore_errors=True)
+        return True
+
+    def _forget_dropped(self) -> None:
+        """Delete what a gc killed while deleting a dropped layout left (no writer uses it)."""
+        import shutil
+
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                dropped = entry.name.startswith(".") and entry.name.endswith(_DROPPED)
+                if dropped and entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+    def _started(self) -> bool:
+        """Whether the root is a registry directory, its first layout perhaps still being
+        written: it holds models.json, or a directory named as a model that is empty or
+        has blobs/ (what a publish makes before its oci-layout file)."""
+        if (self.root / MODELS_INDEX).is_file():
+            return True
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if NAME_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                        held = os.listdir(entry.path)  # once: a publish may be adding to it
+                        if not held or "blobs" in held:
+                            return True
+        except OSError as e:
+            raise RegistryError(f"cannot list registry {self.location}: {e}") from e
+        return False
+
+    def _sweep(
+        self, name: str, blobs: Path, *, dry_run: bool, warn: Callable[[str], None] | None
+    ) -> list[Garbage]:
         """Remove the unreferenced blobs of one layout (its write lock held exclusively)."""
         index = self._layouts.index(name) or EMPTY_INDEX
         needed = self._referenced(
             name, [parse_descriptor(dict(e), where=INDEX) for e in index.entries]
         )
         found = []
+        skipped = []
         with os.scandir(blobs) as entries:
             for entry in entries:
                 stale = entry.name.startswith(".") and entry.name.endswith(".tmp")
                 if entry.name in needed or not (stale or _HEX.fullmatch(entry.name)):
                     continue
                 info = entry.stat(follow_symlinks=False)
-                found.append(Garbage(name, entry.name, info.st_size))
+                if not stat.S_ISREG(info.st_mode):
+                    skipped.append(f"{entry.path} is not a regular file (no blob is)")
+                    continue
                 if not dry_run:
-                    os.unlink(entry.path)
+                    try:
+                        os.unlink(entry.path)
+                    except OSError as e:
+                        skipped.append(f"cannot remove {entry.path} ({e.strerror})")
+                        continue
+                found.append(Garbage(name, entry.name, info.st_size))
         if found and not dry_run:
             fsync_dir(blobs)
+        for message in skipped:
+            if warn is not None:
+                warn(f"{message}: left where it is")
         return found
 
     def _referenced(self, name: str, roots: list[Descriptor]) -> set[str]:
@@ -367,15 +452,22 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
     @contextlib.contextmanager
     def _writing(self, layout: Path, *, exclusive: bool = False) -> Iterator[Path]:
         """Hold the layout's write lock (shared: publishing; exclusive: collecting
-        garbage) and yield its blob directory."""
-        blobs = self._blob_dir(layout)
+        garbage) and yield its blob directory. A layout gc dropped (:meth:`_drop_if_empty`)
+        while this waited is made again, and its lock taken again."""
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        lock = os.open(layout / WRITE_LOCK, flags, FILE_MODE)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield blobs
-        finally:
-            os.close(lock)
+        while True:
+            blobs = self._blob_dir(layout)
+            try:
+                lock = os.open(layout / WRITE_LOCK, flags, FILE_MODE)
+            except FileNotFoundError:  # the layout left between the two: make it again
+                continue
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                if _same_inode(lock, layout / WRITE_LOCK):
+                    yield blobs
+                    return
+            finally:
+                os.close(lock)
 
     def _layout(self, name: str) -> Path:
         check_name(name)
@@ -518,6 +610,16 @@ def _is_regular(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def _same_inode(fd: int, path: Path) -> bool:
+    """Whether ``path`` is still the file open as ``fd`` (not removed, nor replaced)."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (info.st_dev, info.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _make_dir(path: Path) -> Path:
