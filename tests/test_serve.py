@@ -337,8 +337,9 @@ def test_a_long_text_among_short_ones_takes_memory_by_its_size(
     would take the room of the longest (here 1,000 x 200,000 characters x 4 bytes). Two
     columns of a DataFrame model, and a model of one text input of rank 1."""
     publish(shop_bundle)
+    sample = {"x": np.array(["a", "b"], dtype=object)}
     words = package(
-        text_model(("N",)), sample={"x": np.array(["a", "b"], dtype=object)}, name="words", version="1.0.0",
+        text_model(("N",)), sample=sample, name="words", version="1.0.0",
         key=keypair.private, out_dir=tmp_path,
     )  # fmt: skip
     publish(words)

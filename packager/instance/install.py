@@ -45,6 +45,7 @@ from packager.errors import (
     NotInstalledError,
     PackagerError,
     RegistryError,
+    TamperedError,
     UntrustedError,
     UsageError,
     VerificationError,
@@ -580,8 +581,13 @@ def rollback(
     policy alone does not, model.sig (verified at install) must only not name a key the
     policy revokes.
 
+    Whatever the trust policy, the version gone back to must still be the bytes verified at
+    its install (:func:`packager.instance.integrity.check_installed`): a file changed since
+    refuses the rollback (audited), and nothing changes.
+
     Raises:
         NotInstalledError: there is no other installed version to go back to.
+        TamperedError: the version gone back to was changed on disk since its install.
         VerificationError: the version gone back to does not pass the trust policy.
     """
     with store.lock(name):
@@ -589,6 +595,7 @@ def rollback(
         if target is None:
             raise NotInstalledError(f"{name} has no previous installed version to roll back to")
         current = store.current_version(name)
+        _check_rollback(name, target, current, store=store, now=now)
         if verify is not None:
             _judge_rollback(name, target, current, store=store, mode=verify, now=now)
         store.activate(name, target, now=now)
@@ -604,6 +611,28 @@ def rollback(
         facts=AuditFacts(previous=current),
     )
     return RolledBack(name, target, current, unfollowed)
+
+
+def _check_rollback(
+    name: str, target: str, current: str | None, *, store: Store, now: datetime
+) -> None:
+    """The installed ``target`` must still be the bytes verified at its install
+    (:func:`packager.instance.integrity.check_installed`); a refusal is audited, then
+    raised naming what stays current and how to have ``target`` again."""
+    from packager.instance.integrity import check_installed  # here: only rollback needs it
+
+    try:
+        check_installed(store, name, target)
+    except TamperedError as e:
+        error = TamperedError(
+            f"refusing to roll back {name} to {target}: {e}; {current or 'nothing'} stays "
+            f"current; install {name}@{target} again from a registry to have it back"
+        )
+        detail = f"TamperedError: {error}"
+        store.audit(
+            action="rollback", outcome="refused", now=now, name=name, version=target, detail=detail
+        )
+        raise error from e
 
 
 def _judge_rollback(

@@ -616,6 +616,21 @@ class Store:
                     found[file.digest] = Held(path, _recorded(path, file.digest, recorded))
         return found
 
+    def installed_manifest(self, name: str, version: str) -> Digest | None:
+        """The sha256 of the manifest.json verified when ``name@version`` was last
+        installed; None when state.db has no record of it (made anew since)."""
+        rows = self._select(
+            "SELECT manifest_sha256 FROM installs WHERE name = ? AND version = ? "
+            "ORDER BY rowid DESC LIMIT 1",
+            (name, version),
+        )
+        return Digest(str(rows[0][0])) if rows else None
+
+    def verified_fingerprints(self) -> dict[tuple[int, int], tuple[Digest, Fingerprint]]:
+        """The fingerprint each installed file's inode had when this instance verified its
+        bytes, by device and inode, with the digest verified."""
+        return self._fingerprints()
+
     def _fingerprints(self) -> dict[tuple[int, int], tuple[Digest, Fingerprint]]:
         """Every fingerprint recorded, by device and inode, with the digest verified."""
         rows = self._select("SELECT dev, ino, digest, size, mtime_ns, ctime_ns FROM fingerprints")
