@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from packager.cli import main
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,12 +57,6 @@ def killed(home: Path, patch: str, *args: str) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 137, done.stderr
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -11,22 +11,15 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from packager.cli import main
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
 from packager.registry import LayoutRegistry
 
-from .conftest import KeyPair, immutable
+from .conftest import KeyPair, cli, immutable
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -148,9 +148,10 @@ class Served:
                 self._failed.clear()
             names = set(self._current)
             try:
+                found = self._store.installed()
                 if self._follow_all:
-                    names |= {i.name for i in self._store.installed() if i.current}
-                installed = {(i.name, i.version) for i in self._store.installed()}
+                    names |= {i.name for i in found if i.current}
+                installed = {(i.name, i.version) for i in found}
             except (OSError, PackagerError) as e:
                 error, installed = e, None
             for name in sorted(names):
