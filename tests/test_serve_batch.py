@@ -1,5 +1,6 @@
 """`packager serve --max-batch-size`: inference requests for one model read in the same turn
-of the event loop run as one batch, and each gets its own rows back.
+of the event loop, or in the next poll of the sockets, run as one batch, and each gets its
+own rows back.
 
 Whether requests ran together is seen from the outside: a model that adds the sum of all
 its input rows to each row answers a request differently in a batch than alone. The
@@ -79,11 +80,18 @@ def body(rows: Any, *, request_id: str | None = None, binary: bool = False) -> b
 
 
 def together(
-    home: Path, name: str, bodies: Sequence[bytes], most: int, *, cancel_first: bool = False
+    home: Path,
+    name: str,
+    bodies: Sequence[bytes],
+    most: int,
+    *,
+    cancel_first: bool = False,
+    later: Sequence[Sequence[bytes]] = (),
 ) -> list[Any]:
     """Answers (status, document) to ``bodies``, all started in one turn of the event loop
     of an application batching at most ``most`` rows (``cancel_first``: the first request's
-    task is cancelled in the next turn, and answers None)."""
+    task is cancelled in the next turn, and answers None), then to each wave of ``later``
+    bodies, started one turn after the wave before (as if read by the next poll)."""
     app = build_app(Served(Store(home), [name], threads=1), Limits(max_batch_size=most), warn=print)
 
     async def one(data: bytes) -> tuple[int, Any]:
@@ -109,6 +117,9 @@ def together(
 
     async def all_of_them() -> list[Any]:
         tasks = [asyncio.ensure_future(one(data)) for data in bodies]
+        for wave in later:
+            await asyncio.sleep(0)
+            tasks += [asyncio.ensure_future(one(data)) for data in wave]
         if cancel_first:
             await asyncio.sleep(0)  # the requests are read, the first began a batch
             tasks[0].cancel()
@@ -135,6 +146,16 @@ def test_requests_read_together_run_as_one_batch_and_get_their_own_rows(
     assert ys(answers) == [[112, 224], [121, 242], [211, 422]]
     assert [doc["id"] for _, doc in answers] == ["r0", "r1", "r2"]
     assert all(doc["outputs"][0]["shape"] == [1, 2] for _, doc in answers)
+
+
+def test_requests_read_by_the_next_poll_join_the_batch_and_later_ones_do_not(
+    summing_home: Path,
+) -> None:
+    first = [body([[1, 1]]), body([[2, 2]])]
+    # [3, 3] comes one turn later (while the batch waits), [4, 4] once it has run.
+    answers = together(summing_home, "rowsum", first, 8, later=[[body([[3, 3]])], [body([[4, 4]])]])
+    # The first three ran together, each plus the sum (6, 6); the last alone, plus itself.
+    assert ys(answers) == [[7, 7], [8, 8], [9, 9], [8, 8]]
 
 
 def test_each_request_of_a_batch_gets_its_rows_in_the_form_it_asked_for(

@@ -74,7 +74,8 @@ class Limits:
     ``Retry-After: 1``).
     ``poll_seconds``: how often ``current`` is looked at (SIGHUP: at once).
     ``max_batch_size``: inference requests for one model version read in the same turn of
-    the event loop run as one batch of at most this many rows (batch.py); 1: each alone.
+    the event loop, or in the next poll of the sockets, run as one batch of at most this
+    many rows (batch.py); 1: each alone.
     ``max_reading_bytes``: the bodies being read, in all; a request whose body would take
     them past it is refused (503, ``Retry-After: 1``). Clients that send their bodies
     slowly take no place from the others, but the memory their bodies take so far is
@@ -111,9 +112,9 @@ class _State:
         # cancelled for passing it.
         self.reading: dict[asyncio.Task[Any], float] = {}
         self.expired: set[asyncio.Task[Any]] = set()
-        # The batch each model version gathers in this turn of the event loop, by the
-        # identity of its Loaded entry (which the batch's first request holds meanwhile) and the
-        # shapes of its requests.
+        # The batch each model version gathers (in this turn of the event loop and the next
+        # poll of the sockets), by the identity of its Loaded entry (which the batch's
+        # first request holds meanwhile) and the shapes of its requests.
         self.batches: dict[tuple[int, tuple[Any, ...]], Batch] = {}
         self.limiter = anyio.CapacityLimiter(limits.threads)
 
@@ -355,15 +356,21 @@ async def _parsed(state: _State, loaded: Loaded, request: InferRequest, size: in
 
 async def _lead(state: _State, loaded: Loaded, key: Any, gathering: Batch) -> Answer:
     """Run ``gathering``, which the caller's request began, once the requests read in the
-    same turn of the event loop have joined it; hand them their answers, and return the
-    caller's.
+    same turn of the event loop, and in the next look at the sockets, have joined it; hand
+    them their answers, and return the caller's.
 
     Raises:
         _BatchFailed: a fault of the server's (said once, here).
     """
     try:
         try:
-            await asyncio.sleep(0)  # the requests read in this turn join
+            # The requests read in this turn join; then those the next poll reads: under
+            # load, the clients the last batch answered have sent their next requests by
+            # then, and they join this batch rather than start the next (at 16 clients,
+            # nearly every client's request in one batch, against a third of them).
+            # Neither waits for more than a look at what is there.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
         finally:
             if state.batches.get(key) is gathering:
                 del state.batches[key]
