@@ -338,7 +338,7 @@ async def _parsed(state: _State, loaded: Loaded, request: InferRequest, size: in
         PackagerError: the request is refused.
     """
     model = loaded.model
-    rows = protocol.rows(model.inputs, request.inputs)
+    rows = request.rows
     most = state.limits.max_batch_size
     if most == 1 or rows is None or not 0 < rows <= most or not batch.batched(model):
         return await _run(state, loaded, 1 if rows is None else rows, size, batch.alone, request)

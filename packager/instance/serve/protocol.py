@@ -72,13 +72,16 @@ PLATFORM = "onnxruntime_onnx"
 class InferRequest(NamedTuple):
     """A parsed inference request; ``outputs`` None asks for every output. ``binary``: the
     outputs asked for as binary data (True) or JSON (False) by name; the others are binary
-    when ``binary_output`` is True."""
+    when ``binary_output`` is True. ``rows``: the first dimension its inputs share; None
+    for a model with an input that has no variable first dimension (or no known rank), or
+    none."""
 
     id: str | None
     inputs: Mapping[str, np.ndarray]
     outputs: tuple[str, ...] | None
     binary_output: bool = False
     binary: Mapping[str, bool] = MappingProxyType({})
+    rows: int | None = None
 
 
 class Framed(NamedTuple):
@@ -140,7 +143,7 @@ def parse_request(
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise UsageError("an inference request is a JSON object with an 'inputs' list")
     binary = _NO_BYTES if header_length is None else memoryview(body)[header_length:]
-    plan = _plan(specs)
+    plan, batched = _plan(specs)
     feeds: dict[str, np.ndarray] = {}
     for tensor in doc["inputs"]:
         name, array, used = _input(tensor, plan, binary)
@@ -156,6 +159,7 @@ def parse_request(
         raise UsageError(f"the model's inputs {', '.join(map(repr, missing))} are missing")
     if len(feeds) > 1:
         _same_rows(feeds, plan)
+    rows = int(next(iter(feeds.values())).shape[0]) if batched else None
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
         raise UsageError("'id' must be a string")
@@ -165,8 +169,8 @@ def parse_request(
     )
     outputs = doc.get("outputs")
     if outputs is None:
-        return InferRequest(request_id, feeds, None, binary_output)
-    return InferRequest(request_id, feeds, *_requested(outputs, binary_output))
+        return InferRequest(request_id, feeds, None, binary_output, rows=rows)
+    return InferRequest(request_id, feeds, *_requested(outputs, binary_output), rows=rows)
 
 
 _NO_BYTES = memoryview(b"")
@@ -195,10 +199,12 @@ class _Input:
 
 # The plans of the models' inputs, by the identity of their specs (kept in the entry, so
 # that the identity is not reused while it is there).
-_PLANS: dict[int, tuple[Sequence[TensorSpec], dict[str, _Input]]] = {}
+_PLANS: dict[int, tuple[Sequence[TensorSpec], tuple[dict[str, _Input], bool]]] = {}
 
 
-def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
+def _plan(specs: Sequence[TensorSpec]) -> tuple[dict[str, _Input], bool]:
+    """What each input is checked against, by name; and whether every input is batched
+    (see :class:`_Input`), so that a request has rows."""
     found = _PLANS.get(id(specs))
     if found is not None and found[0] is specs:
         return found[1]
@@ -223,10 +229,11 @@ def _plan(specs: Sequence[TensorSpec]) -> dict[str, _Input]:
         plan[spec.name] = _Input(
             spec, datatype(spec.dtype), rank, fixed, dtype, types, largest, batched=batched
         )
+    batched = bool(plan) and all(wanted.batched for wanted in plan.values())
     if len(_PLANS) >= 64:
         _PLANS.clear()
-    _PLANS[id(specs)] = (specs, plan)
-    return plan
+    _PLANS[id(specs)] = (specs, (plan, batched))
+    return plan, batched
 
 
 def _same_rows(feeds: Mapping[str, np.ndarray], plan: Mapping[str, _Input]) -> None:
@@ -236,14 +243,6 @@ def _same_rows(feeds: Mapping[str, np.ndarray], plan: Mapping[str, _Input]) -> N
     if len(set(rows.values())) > 1:
         sizes = ", ".join(f"{name!r} has {n}" for name, n in rows.items())
         raise UsageError(f"the inputs' first dimensions (rows) differ: {sizes}")
-
-
-def rows(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int | None:
-    """The rows of a parsed request, the first dimension its inputs share; None for a model
-    with an input that has no variable first dimension (or no known rank), or none."""
-    if not feeds or not all(wanted.batched for wanted in _plan(specs).values()):
-        return None
-    return int(next(iter(feeds.values())).shape[0])
 
 
 def _requested(
