@@ -33,8 +33,10 @@ from packager.core.digests import Digest
 STEP = WINDOW
 # Below this, one thread does everything.
 THREADED = 2 * STEP
-# How often the flusher starts the write-back of what was written since.
-FLUSH_INTERVAL = 0.05
+# How often the flusher starts the write-back of what was written since: what the final
+# fsync waits for is what came in the last interval. At 50 ms, the fsync after a 128 MiB
+# download took about 20 ms; at 10 ms, about 4 ms (the download itself as fast).
+FLUSH_INTERVAL = 0.01
 # sync_file_range(2): start writing the range's dirty pages, wait for none of them.
 SYNC_FILE_RANGE_WRITE = 2
 # What copy_file_range answers when it cannot copy between these two files.
