@@ -42,6 +42,11 @@ def test_every_input_form_gives_the_same_answers(
     np.testing.assert_array_equal(one["label"], expected["label"][:1])
 
 
+def test_a_run_without_a_required_input_is_refused_before_onnxruntime_runs(model: Model) -> None:
+    with pytest.raises(IncompatibleModelError, match=r"required inputs \['input'\] are missing"):
+        model.run({})
+
+
 def test_bad_inputs_are_refused(model: Model) -> None:
     with pytest.raises(UsageError, match="float32"):
         model.predict(np.array([["a", "b", "c", "d"]]))
