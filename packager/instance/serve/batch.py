@@ -5,11 +5,11 @@ gets its own rows of the outputs back.
 
 On a busy server the model then runs once for many requests: what onnxruntime costs per
 run, a large part of a small model's answer, is paid once. Nothing waits for a batch to
-fill: a batch runs two turns after its first request was read, with the requests read in
-the same turn as that one and in the poll of the sockets between. That poll matters under
-load: the clients the last batch answered send their next requests meanwhile, and a batch
-that took only its own turn's requests would leave them to the next one (at 16 clients, a
-third of them a batch, against nearly all).
+fill: a batch runs two turns after its first request was read, with the requests read by
+the same poll of the sockets as that one and by the poll after it. That second poll
+matters under load: the clients the last batch answered send their next requests
+meanwhile, and a batch that took only one poll's requests would leave them to the next
+one (at 16 clients, a third of them a batch, against nearly all).
 
 It is for models whose rows are independent, each row's outputs depending on that row
 alone, as those of scikit-learn, XGBoost and LightGBM are. A model that looks across the
