@@ -158,6 +158,19 @@ def test_requests_read_by_the_next_poll_join_the_batch_and_later_ones_do_not(
     assert ys(answers) == [[7, 7], [8, 8], [9, 9], [8, 8]]
 
 
+def test_when_the_first_request_goes_away_in_its_second_turn_the_others_run_alone(
+    summing_home: Path,
+) -> None:
+    # [3, 3] joins one turn later; the first request is cancelled in the turn after that,
+    # while its batch waits for the second time.
+    answers = together(
+        summing_home, "rowsum", [body([[1, 1]]), body([[2, 2]])], 8,
+        later=[[body([[3, 3]])]], cancel_first=True,
+    )  # fmt: skip
+    assert answers[0] is None
+    assert ys(answers[1:]) == [[4, 4], [6, 6]]
+
+
 def test_each_request_of_a_batch_gets_its_rows_in_the_form_it_asked_for(
     summing_home: Path,
 ) -> None:
