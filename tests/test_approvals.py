@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from packager.cli import main
 from packager.core.approval import APPROVAL_KIND, MAX_APPROVAL_BYTES
 from packager.core.policy import Trusted, Unverified, adhoc_policy
 from packager.distribution.approve import approve, revoke_approvals
@@ -25,7 +24,7 @@ from packager.instance.update import update
 from packager.registry import ArchiveRegistry, LayoutRegistry, open_registry
 from packager.registry.attachments import put_attachment, read_attachments
 
-from .conftest import KeyPair, make_keypair
+from .conftest import KeyPair, cli, make_keypair
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -251,12 +250,6 @@ def test_update_through_a_channel_needs_the_approvals_too(
     result = install("iris@1.1.0", registry=registry, store=store, now=T0, options=unverified)
     assert result.version == "1.1.0"
     assert store.audit_log("iris")[-1].outcome == "insecure"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_review_before_release_through_the_cli(

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from packager._io.keys import encode_public_key
-from packager.cli import main
 from packager.core.channel import ARTIFACT_TYPE, MAX_CHANNEL_BYTES, Channel, Seen, sign_channel
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, parse_manifest
@@ -46,19 +45,13 @@ from packager.registry.artifact import OCI_MANIFEST_MEDIA_TYPE
 from packager.registry.base import Registry, RegistryReader
 from packager.registry.memory import MemoryRegistry
 
-from .conftest import KeyPair, immutable
+from .conftest import KeyPair, cli, immutable
 from .hostile import serve_bundle_dir
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 TAG = "channel.stable"
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

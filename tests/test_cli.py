@@ -10,16 +10,8 @@ from pathlib import Path
 import click
 import pytest
 
-from packager.cli import main
-
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 from .core.test_manifest import assert_round_trips
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_end_to_end(

@@ -11,17 +11,10 @@ import torch
 
 import packager
 from packager.build.options import ConvertOptions, PackageOptions
-from packager.cli import main
 from packager.core.manifest import TensorSpec, parse_manifest
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 from .core.test_manifest import assert_round_trips
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_torch_cnn_file_end_to_end(

@@ -19,20 +19,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import packager
-from packager.cli import main
 from packager.core.policy import Unverified
 from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError
 from packager.instance.store import Store
 from packager.registry.layout import LayoutRegistry
 
-from .conftest import KeyPair
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import KeyPair, cli
 
 
 def packager_process(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:

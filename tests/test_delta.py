@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from packager.cli import main
 from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST, parse_manifest
 from packager.core.policy import Trusted, Unverified, adhoc_policy
@@ -34,18 +33,12 @@ from packager.registry.base import Descriptor
 from packager.registry.options import RegistryOptions
 from packager.registry.verified import FETCHED, REHASHED, UNCHANGED, _reuse
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 from .registry.servers import serve
 from .registry.test_http_mirror import FAST, Site, StaticMirrorRegistry, _StaticHandler
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PACKAGER = str(Path(sys.executable).parent / "packager")
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def files_of(bundle: Path) -> dict[str, Digest]:

@@ -16,17 +16,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 import packager
-from packager.cli import main
 from packager.core.signature import key_hint
 from packager.runtime import Model
 
-from .conftest import KeyPair
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import KeyPair, cli
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ import pytest
 
 from packager.build.api import package
 from packager.build.options import Metadata, PackageOptions, Provenance
-from packager.cli import main
 from packager.core.manifest import MANIFEST, parse_manifest
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.publish import publish_bundle
@@ -23,15 +22,9 @@ from packager.instance.store import Store
 from packager.instance.trust import add_key, allow_licenses, read_policy
 from packager.registry import LayoutRegistry
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

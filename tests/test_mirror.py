@@ -17,15 +17,9 @@ from packager.errors import TamperedError, UntrustedError, UsageError
 from packager.registry import ArchiveRegistry, LayoutRegistry
 from packager.registry.base import Artifact, Registry
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 
 VERSIONS = ("1.0.0", "1.1.0", "2.0.0")
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

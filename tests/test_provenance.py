@@ -20,12 +20,11 @@ from packager._io.bundledir import verify_bundle
 from packager._io.hashing import digest_file
 from packager.build.api import package
 from packager.build.options import Metadata, PackageOptions, Provenance
-from packager.cli import main
 from packager.core.manifest import MANIFEST, parse_manifest
 from packager.core.policy import Trusted, adhoc_policy
 from packager.errors import TamperedError
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 
 GITLAB = {
     "CI_SERVER_URL": "https://gitlab.example.com",
@@ -170,12 +169,6 @@ def test_a_tampered_bom_fails_the_schema(built: Path) -> None:
     bom = json.loads((built / "sbom.cdx.json").read_text())
     bom["metadata"]["component"]["modelCard"]["modelParameters"]["inputs"] = [{"shape": 4}]
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(bom)) is not None
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_inspect_shows_and_writes_out_the_provenance(

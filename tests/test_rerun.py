@@ -9,15 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.cli import main
-
-from .conftest import KeyPair
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import KeyPair, cli
 
 
 def package(

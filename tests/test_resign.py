@@ -16,20 +16,13 @@ import pytest
 
 from packager._io.bundledir import verify_bundle
 from packager.build.resign import resign
-from packager.cli import main
 from packager.core.manifest import MANIFEST, SIGNATURE
 from packager.core.policy import Trusted, adhoc_policy
 from packager.errors import TamperedError
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 from .core.test_signature import model_signing
 from .test_shards import SHARD, flip, oms_verify, package_sharded, serialization
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def verify_code(capsys: pytest.CaptureFixture[str], bundle: Path, keys: KeyPair) -> int:

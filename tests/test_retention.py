@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from packager.cli import main
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, UsageError
@@ -23,7 +22,7 @@ from packager.instance.retention import prune
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
 
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "2.0.0", "2.1.0")
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -129,19 +128,11 @@ def test_prune_refuses_keep_below_one_and_unknown_models(home: Path) -> None:
     assert prune(store, keep=1, now=T0) == []
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_pin_prune_and_the_retention_setting(
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-    bundles: dict[str, Path],
-    keypair: KeyPair,
-    home: Path,
-) -> None:
+def installed_and_pinned(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair
+) -> tuple[Path, Path]:
+    """Every bundle published to a registry, iris 1.0.0 then 1.1.0 installed from it, and
+    1.0.0 pinned; returns the registry and the public key."""
     registry = LayoutRegistry(tmp_path / "registry")
     for bundle in bundles.values():
         publish_bundle(bundle, registry=registry, mode=Trusted(adhoc_policy([keypair.public])))
@@ -151,6 +142,17 @@ def test_cli_pin_prune_and_the_retention_setting(
         assert code == 0, err
     code, _, err = cli(capsys, "pin", "iris@1.0.0")
     assert code == 0, err
+    return reg, pub
+
+
+def test_cli_pin_prune_and_the_retention_setting(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    reg, pub = installed_and_pinned(capsys, tmp_path, bundles, keypair)
 
     # With a setting of 1, installing 2.0.0 keeps 1.1.0 (what rollback returns to) and the
     # pinned 1.0.0.
@@ -197,15 +199,7 @@ def test_a_pinned_version_is_not_removed_and_uninstall_drops_the_pins(
     keypair: KeyPair,
     home: Path,
 ) -> None:
-    registry = LayoutRegistry(tmp_path / "registry")
-    for bundle in bundles.values():
-        publish_bundle(bundle, registry=registry, mode=Trusted(adhoc_policy([keypair.public])))
-    reg, pub = registry.root, keypair.pub_path
-    for version in ("1.0.0", "1.1.0"):
-        code, _, err = cli(capsys, "install", f"iris@{version}", "--registry", reg, "--key", pub)
-        assert code == 0, err
-    code, _, err = cli(capsys, "pin", "iris@1.0.0")
-    assert code == 0, err
+    reg, pub = installed_and_pinned(capsys, tmp_path, bundles, keypair)
 
     code, _, err = cli(capsys, "remove", "iris@1.0.0")
     assert code == 2

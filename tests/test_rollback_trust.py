@@ -15,7 +15,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from packager.cli import main
 from packager.core import signature, verify
 from packager.core.digests import Digest
 from packager.core.policy import Trusted, TrustPolicy, adhoc_policy, parse_policy
@@ -32,13 +31,7 @@ from packager.instance.trust import (
 from packager.registry import LayoutRegistry
 
 from .certs import NOW, issue, make_pki
-from .conftest import KeyPair
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import KeyPair, cli
 
 
 @pytest.fixture

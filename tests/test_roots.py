@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from packager._io.keys import generate_private_key
-from packager.cli import main
 from packager.core.benchrecord import KIND, BenchmarkResult, sign_result
 from packager.core.policy import Trusted, TrustPolicy, adhoc_policy, parse_policy, render_policy
 from packager.core.root import (
@@ -53,7 +52,7 @@ from packager.registry.base import Registry, RegistryReader
 from packager.registry.memory import MemoryRegistry
 from packager.registry.roots import read_trust_document, trust_documents
 
-from .conftest import KeyPair, make_keypair
+from .conftest import KeyPair, cli, make_keypair
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
@@ -265,12 +264,6 @@ def test_instance_policy_needs_a_policy_or_a_pinned_root(home: Path, store: Stor
     assert instance_policy(home=home).rules == ()
     with pytest.raises(UsageError, match="no trusted keys"):
         instance_policy(home=home / "elsewhere")
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_rotating_a_signing_key_needs_no_edit_on_the_instance(

@@ -13,7 +13,6 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from packager.cli import main
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.promote import promote
 from packager.distribution.publish import publish_bundle
@@ -23,13 +22,7 @@ from packager.instance.store import Store
 from packager.instance.update import update
 from packager.registry import LayoutRegistry, open_registry
 
-from .conftest import KeyPair
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import KeyPair, cli
 
 
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:

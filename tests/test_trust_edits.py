@@ -11,12 +11,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from packager.cli import main
 from packager.core.signature import key_hint
 from packager.instance.trust import read_policy
 
 from .certs import make_pki
-from .conftest import KeyPair
+from .conftest import KeyPair, cli
 
 JUNK = b"# exported from the key vault, 2026-12-01\nowner: ml-platform\n"
 
@@ -24,12 +23,6 @@ JUNK = b"# exported from the key vault, 2026-12-01\nowner: ml-platform\n"
 @pytest.fixture
 def pki_files(tmp_path: Path) -> dict[str, Path]:
     return make_pki().write(tmp_path / "pki")
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def trust_log(capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:

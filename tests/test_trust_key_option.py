@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from packager.cli import main
 from packager.core.policy import Trusted, adhoc_policy
 from packager.core.signature import key_hint
 from packager.distribution.approve import approve
@@ -23,15 +22,9 @@ from packager.distribution.publish import publish_bundle
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
 
-from .conftest import KeyPair, make_keypair
+from .conftest import KeyPair, cli, make_keypair
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

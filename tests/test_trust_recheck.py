@@ -37,7 +37,7 @@ from packager.instance.update import UpdateReport, update
 from packager.registry import LayoutRegistry
 from packager.registry.memory import MemoryRegistry
 
-from .conftest import KeyPair, make_keypair
+from .conftest import KeyPair, cli, make_keypair
 from .test_external_data import resign
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -256,12 +256,6 @@ def test_approvals_of_another_bundle_of_the_version_do_not_count(
     assert NO_LONGER in str(refused.value)
     assert Store(home).current_version("iris") == "1.0.0"
     assert weights_read(registry, since) == set()
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_exit_3_audit_and_status_once_the_key_is_revoked(
