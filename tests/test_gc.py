@@ -75,6 +75,15 @@ def check_whole(registry: LayoutRegistry, keypair: KeyPair, tmp_path: Path) -> N
     read_channel(registry, "iris", "stable", mode=mode, now=datetime.now(UTC), last_seen=None)
 
 
+def with_iris(tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair) -> LayoutRegistry:
+    """A registry directory under ``tmp_path`` holding iris 1.0.0."""
+    registry = LayoutRegistry(tmp_path / "registry")
+    publish_bundle(
+        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
+    )
+    return registry
+
+
 def test_gc_removes_only_unreferenced_blobs(
     tmp_path: Path,
     bundles: dict[str, Path],
@@ -127,9 +136,7 @@ def test_gc_removes_only_unreferenced_blobs(
 def test_gc_refuses_a_damaged_layout_and_removes_nothing(
     tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:
-    registry = LayoutRegistry(tmp_path / "registry")
-    trusted = Trusted(adhoc_policy([keypair.public]))
-    publish_bundle(bundles["1.0.0"], registry=registry, mode=trusted)
+    registry = with_iris(tmp_path, bundles, keypair)
     manifest = registry.resolve("iris", "1.0.0").manifest_digest
     sha = registry.root / "iris" / "blobs" / "sha256"
     (sha / ("ab" * 32)).write_bytes(b"left behind")
@@ -182,10 +189,7 @@ def test_gc_leaves_what_is_not_a_regular_file_says_so_and_removes_the_rest(
     keypair: KeyPair,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    registry = LayoutRegistry(tmp_path / "registry")
-    publish_bundle(
-        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
-    )
+    registry = with_iris(tmp_path, bundles, keypair)
     sha = registry.root / "iris" / "blobs" / "sha256"
     needed = blobs(registry)
     (sha / ("a" * 64)).mkdir()
@@ -228,10 +232,7 @@ def test_gc_drops_the_empty_layout_a_killed_first_publish_left(
     keypair: KeyPair,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    registry = LayoutRegistry(tmp_path / "registry")
-    publish_bundle(
-        bundles["1.0.0"], registry=registry, mode=Trusted(adhoc_policy([keypair.public]))
-    )
+    registry = with_iris(tmp_path, bundles, keypair)
     # A first publish of wine killed after its oci-layout file and one blob were written.
     (registry._blob_dir(registry.root / "wine") / ("ab" * 32)).write_bytes(b"left behind")
     code = main(["search", "--registry", str(registry.root), "--json"])
