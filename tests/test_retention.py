@@ -6,18 +6,23 @@ through the command line."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from packager.core.digests import Digest
+from packager.core.manifest import MANIFEST
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.publish import publish_bundle
 from packager.errors import NotFoundError, UsageError
 from packager.instance.install import rollback
+from packager.instance.integrity import check_installed
 from packager.instance.retention import prune
 from packager.instance.store import Store
 from packager.registry import LayoutRegistry
@@ -65,26 +70,69 @@ class Model:
         return kept | {v for v in (self.current, self.rollback_target) if v is not None}
 
 
-def put(store: Store, version: str, now: datetime) -> None:
-    """The last step of an install (move into place, switch ``current``): what retention
-    and rollback see."""
+@pytest.fixture(scope="module")
+def five(
+    tmp_path_factory: pytest.TempPathFactory,
+    iris_model: object,
+    iris: tuple[np.ndarray, np.ndarray],
+    keypair: KeyPair,
+) -> dict[str, Path]:
+    """The iris pipeline packaged as each of VERSIONS (rollback checks what is installed
+    against the manifest verified at its install)."""
+    from packager.build.api import package
+
+    out = tmp_path_factory.mktemp("five")
+    sample = iris[0][::5]
+    return {
+        v: package(
+            iris_model, sample=sample, name="iris", version=v, key=keypair.private, out_dir=out
+        )
+        for v in VERSIONS
+    }
+
+
+def put(store: Store, bundle: Path, version: str, now: datetime) -> None:
+    """The last step of an install (the bundle's files staged, moved into place, ``current``
+    switched, its manifest recorded as the one verified): what retention and rollback see."""
     with store.lock("iris"), store.staging("iris") as staged:
-        (staged / "manifest.json").write_text(f'{{"version": "{version}"}}')
+        for source in bundle.iterdir():
+            shutil.copy(source, staged / source.name)
+        verified = Digest.of((staged / MANIFEST).read_bytes())
         store.commit(
-            staged, name="iris", version=version, manifest_sha256="0" * 64, source="t", now=now
+            staged, name="iris", version=version, manifest_sha256=verified.hex, source="t", now=now
         )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
-def test_retention_never_removes_what_rollback_needs(ops: list[tuple[str, object]]) -> None:
+# Whatever the examples drawn: rollbacks that succeed, before and after prunes.
+@example(ops=[("install", "1.0.0"), ("install", "1.1.0"), ("rollback", ""), ("rollback", "")])
+@example(
+    ops=[
+        ("install", "1.0.0"),
+        ("install", "1.1.0"),
+        ("install", "2.0.0"),
+        ("pin", "1.0.0"),
+        ("prune", 1),
+        ("rollback", ""),
+        ("install", "2.1.0"),
+        ("prune", 1),
+        ("rollback", ""),
+        ("unpin", "1.0.0"),
+        ("prune", 1),
+        ("rollback", ""),
+    ]
+)
+def test_retention_never_removes_what_rollback_needs(
+    five: dict[str, Path], ops: list[tuple[str, object]]
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp))
         model = Model()
         for step, (op, arg) in enumerate(ops):
             now = T0 + timedelta(minutes=step)
             if op == "install":
-                put(store, str(arg), now)
+                put(store, five[str(arg)], str(arg), now)
                 model.history.append(str(arg))
                 model.installed.add(str(arg))
             elif op == "rollback":
@@ -112,8 +160,10 @@ def test_retention_never_removes_what_rollback_needs(ops: list[tuple[str, object
                 (result,) = prune(store, keep=keep, now=now, names=["iris"])
                 assert set(result.removed) == model.installed - expected
                 model.installed = expected
-                # What rollback would return to is still there, and is still the same.
+                # What rollback would return to is still there, the same, and intact.
                 assert store.previous_version("iris") == before == model.rollback_target
+                if before is not None:
+                    check_installed(store, "iris", before)
             assert set(store.versions("iris")) == model.installed
             assert store.current_version("iris") == model.current
             assert model.pins & model.installed <= set(store.versions("iris"))
