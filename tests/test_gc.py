@@ -147,6 +147,28 @@ def test_gc_refuses_a_damaged_layout_and_removes_nothing(
     assert blobs(registry) == before
 
 
+def test_gc_refuses_a_layout_that_lost_its_index_and_removes_nothing(
+    tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = with_iris(tmp_path, bundles, keypair)
+    # A layout begun by a publish has its (empty) index before it is listed.
+    registry._blob_dir(registry.root / "wine")
+    assert (registry.root / "wine" / "index.json").is_file()
+    (registry.root / "iris" / "index.json").unlink()  # a bad restore, an rsync cut short
+    before = blobs(registry)
+    code = main(["gc", "--registry", str(registry.root)])
+    out, err = capsys.readouterr()
+    assert code == 4 and out == ""
+    assert err.strip().endswith(
+        "iris/index.json is missing in " + str(registry.root) + ": "
+        "restore it from a backup (if no version of iris was ever "
+        "published, remove iris/ instead)"
+    )
+    assert len(err.splitlines()) == 1
+    assert blobs(registry) == before
+    assert json.loads((registry.root / "models.json").read_text()) == ["iris"]
+
+
 def test_gc_racing_a_publisher_never_loses_a_blob(
     tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair
 ) -> None:

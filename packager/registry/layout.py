@@ -387,8 +387,17 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
     def _sweep(
         self, name: str, blobs: Path, *, dry_run: bool, warn: Callable[[str], None] | None
     ) -> list[Garbage]:
-        """Remove the unreferenced blobs of one layout (its write lock held exclusively)."""
-        index = self._layouts.index(name) or EMPTY_INDEX
+        """Remove the unreferenced blobs of one layout (its write lock held exclusively).
+
+        Raises:
+            RegistryError: the layout has no index.json: every blob would look unreferenced.
+        """
+        index = self._layouts.index(name)
+        if index is None:
+            raise RegistryError(
+                f"{name}/{INDEX} is missing in {self.location}: restore it from a backup "
+                f"(if no version of {name} was ever published, remove {name}/ instead)"
+            )
         needed = self._referenced(
             name, [parse_descriptor(dict(e), where=INDEX) for e in index.entries]
         )
@@ -474,10 +483,15 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
         return self.root / name
 
     def _blob_dir(self, layout: Path) -> Path:
-        """``layout/blobs/sha256``, created with the layout's oci-layout file if missing."""
+        """``layout/blobs/sha256``, created with the layout's index.json (empty) and then
+        its oci-layout file if missing: a layout listed (it has oci-layout) always has an
+        index, so one without is damaged, never a publish under way (see :meth:`_sweep`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         blobs = _make_dir(_make_dir(_make_dir(layout) / "blobs") / "sha256")
         if not _is_regular(layout / OCI_LAYOUT):
+            with self._index_lock(layout, layout.name):
+                if not (layout / INDEX).exists():
+                    self._write_index(layout, ())
             _write(layout / OCI_LAYOUT, LAYOUT_VERSION)
         return blobs
 
