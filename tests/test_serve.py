@@ -1037,6 +1037,32 @@ def test_sighup_switches_at_once(
         assert any("serving lin@2.0.0" in line for line in server.stderr)
 
 
+def test_an_uninstalled_model_is_no_longer_served_until_installed_again(
+    home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    lin_home(home, lin_bundles, keypair)
+    rows = iris[0][:1].astype(np.float32)
+    with running(home, "lin", "--poll-interval", "3600") as server:
+        assert main(["-q", "uninstall", "--yes", "lin"]) == 0
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("lin was uninstalled" in line for line in server.stderr))
+        for path in (
+            "/v2/models/lin/ready",
+            "/v2/models/lin/versions/1.0.0/ready",
+            "/v2/models/lin",
+        ):
+            status, body = curl(f"{server.url}{path}")
+            assert (status, body) == (404, {"error": "model 'lin' is not served here"}), path
+        doc = infer_doc("input", rows)
+        status, body = curl("-X", "POST", "--data", doc, f"{server.url}/v2/models/lin/infer")
+        assert (status, body) == (404, {"error": "model 'lin' is not served here"})
+        # Asked for by name: served again once installed again.
+        install("lin@2.0.0", keypair)
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("serving lin@2.0.0" in line for line in server.stderr))
+        assert lin_version(server, rows) == "2.0.0"
+
+
 def test_no_request_fails_while_the_current_version_switches(
     home: Path,
     lin_bundles: dict[str, Path],

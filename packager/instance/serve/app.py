@@ -535,9 +535,11 @@ async def _follow_current(state: _State) -> None:
             again = hup.is_set()
             hup.clear()
             try:
-                switched, error = await anyio.to_thread.run_sync(state.served.refresh, again)
+                switched, dropped, error = await anyio.to_thread.run_sync(
+                    state.served.refresh, again
+                )
             except Exception as e:  # a fault of the server's: said, and the next poll tries
-                switched, error = [], e
+                switched, dropped, error = [], [], e
             if error is not None and not failing:
                 state.warn(f"cannot look at the installed versions: {_fault(error)}")
             elif error is None and failing:
@@ -545,7 +547,9 @@ async def _follow_current(state: _State) -> None:
             failing = error is not None
             for loaded in switched:
                 state.warn(f"serving {loaded.name}@{loaded.version}")
-            if switched:
+            for name in dropped:
+                state.warn(f"{name} was uninstalled: no longer served")
+            if switched or dropped:
                 await anyio.to_thread.run_sync(state.on_switch)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):

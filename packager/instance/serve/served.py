@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from packager.core.text import printable
 from packager.errors import NotFoundError, NotInstalledError, PackagerError
@@ -44,6 +45,15 @@ class Loaded:
     cost: Cost = field(default_factory=Cost, compare=False, repr=False)
 
 
+class Refreshed(NamedTuple):
+    """What a :meth:`Served.refresh` changed: the versions loaded, the models no longer
+    served (uninstalled), and the first error met (the rest was looked at)."""
+
+    switched: list[Loaded]
+    dropped: list[str]
+    error: Exception | None
+
+
 class Served:
     """The served models: by name (their current version) and by name and version."""
 
@@ -65,6 +75,7 @@ class Served:
         self._threads = threads
         self._warn = warn
         self._follow_all = not names
+        self._asked = set(names)
         self._current: dict[str, Loaded] = {}
         self._pinned: dict[tuple[str, str], Loaded] = {}
         # A version that failed to load is not tried again on every poll.
@@ -131,22 +142,25 @@ class Served:
         self.current(name)
         return self._store.versions(name)
 
-    def refresh(self, again: bool = False) -> tuple[list[Loaded], Exception | None]:
+    def refresh(self, again: bool = False) -> Refreshed:
         """Load the new current version of every model whose ``current`` moved (and, when
-        serving every model, the models installed since); returns what was loaded, and the
-        first error met reading the store or a model's files (the disk, too many open
-        files), which leaves what it touched as it was until the next refresh.
+        serving every model, the models installed since), and stop serving those that were
+        uninstalled (a model asked for by name comes back when it is installed again);
+        returns what was loaded and dropped, and the first error met reading the store or
+        a model's files (the disk, too many open files), which leaves what it touched as it
+        was until the next refresh.
 
         A version that cannot be loaded (its graph refused) is reported through ``warn``
         once, and the version before it goes on answering; it is not tried again unless
         ``again``.
         """
         switched: list[Loaded] = []
+        dropped: list[str] = []
         error: Exception | None = None
         with self._lock:
             if again:
                 self._failed.clear()
-            names = set(self._current)
+            names = set(self._current) | self._asked
             try:
                 found = self._store.installed()
                 if self._follow_all:
@@ -156,6 +170,10 @@ class Served:
                 error, installed = e, None
             for name in sorted(names):
                 try:
+                    if self._uninstalled(name):
+                        if self._current.pop(name, None) is not None:
+                            dropped.append(name)
+                        continue
                     loaded = self._refresh(name)
                 except (OSError, PackagerError) as e:
                     error = error or e
@@ -165,7 +183,7 @@ class Served:
             if installed is not None:
                 for key in [k for k in self._pinned if k not in installed]:
                     del self._pinned[key]
-        return switched, error
+        return Refreshed(switched, dropped, error)
 
     def _refresh(self, name: str) -> Loaded | None:
         version = self._store.current_version(name)
@@ -184,6 +202,10 @@ class Served:
             return None
         self._current[name] = loaded
         return loaded
+
+    def _uninstalled(self, name: str) -> bool:
+        """Whether ``name`` has no version installed (``packager uninstall``)."""
+        return self._store.current_version(name) is None and not self._store.versions(name)
 
     def _load(self, name: str, version: str | None) -> Loaded:
         directory = self._store.installed_dir(name, version)
