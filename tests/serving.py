@@ -45,13 +45,19 @@ def serve_env(home: Path) -> dict[str, str]:
 
 @contextmanager
 def running(
-    home: Path, *args: str | Path, python: str = sys.executable, ready_timeout: float = 120
+    home: Path,
+    *args: str | Path,
+    python: str = sys.executable,
+    ready_timeout: float = 120,
+    prefix: Sequence[str] = (),
 ) -> Iterator[Server]:
     """``packager serve ARGS --port 0`` until the block ends; ``ARGS`` may name models and set
-    limits. Fails when the server exits before it prints where it listens."""
+    limits; ``prefix`` is a command that runs it (and must exec it: its pid is signalled).
+    Fails when the server exits before it prints where it listens."""
     command: Sequence[str] = [python, "-m", "packager", "serve", *map(str, args)]
     if "--unix-socket" not in command and "--port" not in command:
         command = [*command, "--port", "0"]
+    command = [*prefix, *command]
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

@@ -40,11 +40,12 @@ def need(tool: str) -> str:
 def test_systemd_accepts_the_units(tmp_path: Path) -> None:
     analyze = need("systemd-analyze")
     units = []
-    for name in ("packager-update.service", "packager-update.timer"):
-        text = (EXAMPLES / name).read_text()
+    serve = EXAMPLES.parent / "packager-serve.service"
+    for path in (EXAMPLES / "packager-update.service", EXAMPLES / "packager-update.timer", serve):
+        text = path.read_text()
         # verify checks that the executables exist: point them at this environment's.
-        (tmp_path / name).write_text(text.replace("/usr/local/bin/packager", PACKAGER))
-        units.append(str(tmp_path / name))
+        (tmp_path / path.name).write_text(text.replace("/usr/local/bin/packager", PACKAGER))
+        units.append(str(tmp_path / path.name))
     result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

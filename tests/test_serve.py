@@ -3,11 +3,13 @@ client and curl against a real server process on 127.0.0.1."""
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import http.client
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -1273,18 +1275,21 @@ def test_status_skips_a_fifo_and_does_not_follow_a_symlink(home: Path, tmp_path:
     assert json.loads(result.stdout)["servers"] == []
 
 
+def systemd_unit() -> configparser.ConfigParser:
+    """examples/packager-serve.service, parsed."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(Path(__file__).resolve().parents[1] / "examples" / "packager-serve.service")
+    return unit
+
+
 def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
     """examples/packager-serve.service: its ExecStart is a `packager serve` command line that
     the command accepts, and it reloads with SIGHUP."""
-    import configparser
-    import shlex
-
     import click
 
     from packager.cli import cli
 
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.read(Path(__file__).resolve().parents[1] / "examples" / "packager-serve.service")
+    unit = systemd_unit()
     argv = shlex.split(unit["Service"]["ExecStart"])
     assert argv[:2] == ["/usr/local/bin/packager", "serve"]
     command = cli.get_command(click.Context(cli), "serve")
@@ -1293,6 +1298,52 @@ def test_the_systemd_unit_runs_a_valid_serve_command() -> None:
     assert context.params["host"] == "127.0.0.1"
     assert unit["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert unit["Service"]["KillSignal"] == "SIGTERM"
+
+
+def test_the_systemd_units_sandbox_lets_the_server_record_itself_and_only_that(
+    home: Path,
+    lin_bundles: dict[str, Path],
+    keypair: KeyPair,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """examples/packager-serve.service's paths, with /var/lib/packager this test's home:
+    ExecStartPre makes run/, then the server runs with the home read-only but for run/
+    (what systemd's ReadOnlyPaths and ReadWritePaths make, done here with a mount
+    namespace); `packager status` sees it, and it can write nothing else of the home."""
+    if not (os.geteuid() == 0 and shutil.which("unshare") and shutil.which("mount")):
+        message = "needs root with unshare and mount (util-linux) for a private mount namespace"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    service = systemd_unit()["Service"]
+
+    def here(value: str) -> list[str]:
+        return shlex.split(value.replace("/var/lib/packager", str(home)))
+
+    lin_home(home, lin_bundles, keypair)
+    assert service["ExecStartPre"].startswith("+")  # run outside the sandbox, as root
+    pre = " ".join(here(service["ExecStartPre"][1:]))
+    pre = pre.replace("-o packager -g packager", f"-o {os.getuid()} -g {os.getgid()}")
+    subprocess.run(shlex.split(pre), check=True)
+    writable, read_only = here(service["ReadWritePaths"]), here(service["ReadOnlyPaths"])
+    setup = " && ".join(
+        [
+            *(f"mount --bind {p} {p}" for p in writable),
+            *(f"mount --rbind {p} {p} && mount -o remount,bind,ro {p}" for p in read_only),
+            'exec "$@"',
+        ]
+    )
+    sandbox = ["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh"]
+    with running(home, "lin", prefix=sandbox) as server:
+        pid = server.process.pid
+        assert status_json(capsys)["servers"] == [
+            {"pid": pid, "address": server.url, "models": [{"name": "lin", "version": "1.0.0"}]}
+        ]
+        mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        options = {line.split()[4]: line.split()[5].split(",")[0] for line in mounts}
+        assert options[str(home)] == "ro" and options[str(home / "run")] == "rw"
+        assert server.stop() == 0
+    assert not any("cannot record" in line for line in server.stderr), server.stderr
 
 
 def test_a_refused_request_leaves_the_cost_that_chooses_thread_or_event_loop(
