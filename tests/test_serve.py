@@ -47,6 +47,12 @@ def install(ref: str, keypair: KeyPair) -> None:
     assert main(["-q", "install", ref, "--key", str(keypair.pub_path)]) == 0
 
 
+def promote(ref: str, keypair: KeyPair, channel: str = "stable") -> None:
+    """Point ``channel`` of the default registry at ``ref``, signed by ``keypair``."""
+    command = ["-q", "promote", ref, "--channel", channel, "--key", str(keypair.key_path)]
+    assert main(command) == 0
+
+
 @pytest.fixture(scope="module")
 def lin_models(iris: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Two linear regressions whose answers differ by 100: which version answered shows."""
@@ -1072,13 +1078,17 @@ def test_no_request_fails_while_the_current_version_switches(
     keypair: KeyPair,
     iris: tuple[np.ndarray, np.ndarray],
 ) -> None:
-    """5,000+ requests over 32 connections while `current` switches 5 times: none fails, and
-    each answer is the one of the version it names."""
+    """5,000+ requests over 32 connections while `current` switches 5 times, by `update`,
+    `install` and `rollback`, at least 800 answers apart: none fails, each answer is the
+    one of the version it names, and each new version answers within a second of the
+    command that made it current."""
     lin_home(home, lin_bundles, keypair)
+    promote("lin@1.0.0", keypair)
+    install("lin@stable", keypair)  # follows the channel: `update` switches it
     rows = iris[0][::3].astype(np.float32)
     expected = {v: m.predict(rows) for v, m in lin_models.items()}
     bodies = [infer_doc("input", rows[i : i + 1]).encode() for i in range(len(rows))]
-    answers: list[tuple[int, str, float]] = []
+    answers: list[tuple[int, str, float, float]] = []
     failures: list[str] = []
     switching = threading.Event()
     switching.set()
@@ -1100,35 +1110,50 @@ def test_no_request_fails_while_the_current_version_switches(
                         failures.append(f"{response.status} {data[:200]!r}")
                         continue
                     doc = json.loads(data)
-                    answers.append((row, doc["model_version"], doc["outputs"][0]["data"][0]))
+                    value = doc["outputs"][0]["data"][0]
+                    answers.append((row, doc["model_version"], value, time.monotonic()))
                 except (OSError, http.client.HTTPException) as e:
                     failures.append(repr(e))
                     connection = http.client.HTTPConnection(host, int(port), timeout=60)
 
+        def update() -> None:
+            promote("lin@2.0.0", keypair)
+            assert main(["-q", "update", "--key", str(keypair.pub_path)]) == 0
+
+        def rollback() -> None:
+            assert main(["-q", "rollback", "lin"]) == 0
+
+        switches = [
+            (update, "2.0.0"),
+            (rollback, "1.0.0"),
+            (lambda: install("lin@2.0.0", keypair), "2.0.0"),
+            (rollback, "1.0.0"),
+            (lambda: install("lin@2.0.0", keypair), "2.0.0"),
+        ]
+        delays = []
         workers = [threading.Thread(target=load, args=(w,)) for w in range(32)]
         for worker in workers:
             worker.start()
         try:
-            switches = ["install lin@2.0.0", "rollback", "rollback", "rollback", "rollback"]
-            now = "1.0.0"
-            for switch in switches:
-                wait_for(lambda: len(answers) > 300)
+            seen = 0
+            for switch, now in switches:
+                wait_for(lambda seen=seen: len(answers) >= seen + 800)
                 seen = len(answers)
-                if switch == "rollback":
-                    assert main(["-q", "rollback", "lin"]) == 0
-                else:
-                    install("lin@2.0.0", keypair)
-                now = "2.0.0" if now == "1.0.0" else "1.0.0"
+                switch()
+                done = time.monotonic()
                 wait_for(lambda now=now, seen=seen: any(a[1] == now for a in answers[seen:]))
+                first = next(a[3] for a in answers[seen:] if a[1] == now)
+                delays.append(first - done)
         finally:
             switching.clear()
             for worker in workers:
                 worker.join(300)
     assert failures == []
     assert len(answers) >= 5000
-    assert {version for _, version, _ in answers} == {"1.0.0", "2.0.0"}
-    for row, version, value in answers:
+    assert [v for _, v, _, _ in answers if v != answers[0][1]]  # both versions answered
+    for row, version, value, _ in answers:
         assert value == pytest.approx(float(expected[version][row]), abs=1e-3), (row, version)
+    assert max(delays) < 1.0, delays
 
 
 def test_a_version_that_cannot_load_leaves_the_one_before_answering(
