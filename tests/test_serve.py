@@ -466,6 +466,77 @@ def test_curl_infers_and_errors_have_the_protocol_body(
     assert not any("Traceback" in line for line in server.stderr)
 
 
+# What `curl --http2` and Java's HttpClient send with a request on plain http: an offer to
+# go on in HTTP/2 (h2c), which the server may ignore (RFC 9110 §7.8).
+H2C = (
+    "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
+
+
+def test_curl_offering_http2_is_answered_in_http1_with_its_body_read(
+    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    rows = iris[0][[0, 60, 120]].astype(np.float32)
+    with running(iris_home) as server:
+        url = f"{server.url}/v2/models/iris/infer"
+        assert curl("--http2", f"{server.url}/v2/health/live") == (200, {"live": True})
+        for framing in ((), ("-H", "Transfer-Encoding: chunked")):  # Content-Length, chunked
+            doc = infer_doc("input", rows)
+            status, body = curl("--http2", *framing, "-X", "POST", "--data", doc, url)
+            assert status == 200, (framing, body)
+            assert body["outputs"][0]["data"] == iris_model.predict(rows).tolist()
+    assert not any("Traceback" in line for line in server.stderr)
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, Any]]:
+    """The status and JSON body of the next ``count`` responses on ``sock``, read with one
+    reader: a reader of its own per response could take the start of the next one (and
+    http.client's response closes its reader as it goes)."""
+    reader = sock.makefile("rb")
+    answers = []
+    for _ in range(count):
+        status = int(reader.readline().split()[1])
+        headers = {}
+        while (line := reader.readline()) != b"\r\n":
+            name, _, value = line.partition(b":")
+            headers[name.lower()] = value.strip()
+        answers.append((status, json.loads(reader.read(int(headers[b"content-length"])))))
+    return answers
+
+
+def test_a_request_offering_an_upgrade_keeps_its_body_and_its_connection(
+    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The parser stops at the end of the head of a request that offers an upgrade; its
+    body, chunked or not, is still that request's, and the requests after it on the
+    connection are answered, whether they come in the same read or later ones."""
+    first, second = iris[0][[0, 60]].astype(np.float32), iris[0][[120]].astype(np.float32)
+    body = infer_doc("input", first).encode()
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:])
+    head = (
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{H2C}Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    sized = raw_head(len(body), H2C) + body
+    after = infer_request(infer_doc("input", second).encode())
+    expected = [iris_model.predict(rows).tolist() for rows in (first, first, second)]
+    with running(iris_home) as server:
+        sock = connect(server)
+        sock.sendall(head + chunks + sized + after)  # in one read
+        answers = read_responses(sock, 3)
+        assert [status for status, _ in answers] == [200] * 3, answers
+        assert [answer["outputs"][0]["data"] for _, answer in answers] == expected
+        for parts in ([head, chunks + after], [head, chunks[:12], chunks[12:], after]):
+            for part in parts:  # a read each
+                sock.sendall(part)
+                time.sleep(0.1)
+            answers = read_responses(sock, 2)
+            assert [answer["outputs"][0]["data"] for _, answer in answers] == expected[1:]
+        sock.close()
+    assert not any("Traceback" in line for line in server.stderr)
+
+
 def ask(server: Server, method: str, path: str) -> tuple[int, Any, bytes]:
     """METHOD PATH (a POST with an empty JSON object): status, headers and body, which must
     be JSON."""

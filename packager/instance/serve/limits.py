@@ -16,17 +16,23 @@ request since a response is only closed: one left idle, as uvicorn closes a keep
 connection, and one still sending the body of a request answered without reading it (a
 413), which would otherwise hold the connection as long as it sends.
 
+An upgrade a request offers (``Upgrade: h2c``, as ``curl --http2`` and Java's HttpClient
+send on plain http) is ignored, as RFC 9110 §7.8 lets a server do: the request is answered
+in HTTP/1.1, its body included, and the connection goes on (:class:`AfterUpgrade`).
+
 Its request cycles also write each response's head and body at once (see onewrite).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
 from typing import TypeVar
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -42,6 +48,8 @@ MAX_HEAD_BYTES = 64 << 10
 CLIENT_ERRORS = logging.getLogger("uvicorn.error.clients")
 # What the count is while a request's body is read: no body is long enough to reach 0.
 _BODY = -(1 << 62)
+# The headers that say how long a request's body is, and how it is sent.
+_FRAMING = (b"content-length", b"transfer-encoding")
 Late = TypeVar("Late")
 
 
@@ -74,10 +82,54 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Looked at once the parser has this read: a read may hold a whole head and the
         # start of its body. So a head is cut off at MAX_HEAD_BYTES and one read.
         self._head += len(data)
-        super().data_received(data)
+        self._feed(data)
         if self._head > MAX_HEAD_BYTES:
             message = f"the request's headers are larger than {MAX_HEAD_BYTES} bytes"
             self._refuse(431, message)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, but for an upgrade: the parser stops at the end of
+        the head of a request that offers one, and what follows is read on (the body of
+        that request, then the next requests) rather than dropped."""
+        self._unset_keepalive_if_required()
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserError:
+                message = "Invalid HTTP request received."
+                self.logger.warning(message)
+                self.send_400_response(message)
+                return
+            except httptools.HttpParserUpgrade as stop:
+                data = data[stop.args[0] :]
+                self._ignore_upgrade()
+
+    def _should_upgrade(self) -> bool:
+        """No upgrade is taken, a WebSocket one neither: nothing here answers WebSockets.
+        uvicorn's protocol then answers the request as any other."""
+        return False
+
+    def _ignore_upgrade(self) -> None:
+        """The parser took the request whose head it has read for an upgrade: it ended
+        the request's message with its head, and would read its body as the next request
+        (httptools lets it go on after an upgrade, and reads no body of one).
+
+        A request without a body needs nothing more. One with a body is given it as any
+        other: a new parser is fed the request's framing headers first, then what follows
+        the head, which it reads as the body, then as the next requests
+        (:class:`AfterUpgrade`).
+        """
+        framing = [b"%s: %s\r\n" % header for header in self.headers if header[0] in _FRAMING]
+        if not framing:
+            return
+        cycle = self.cycle
+        cycle.more_body = True  # undone: the body is read from here
+        cycle.message_event.clear()
+        self.parser = parser = httptools.HttpRequestParser(AfterUpgrade(self))
+        with contextlib.suppress(AttributeError):  # as uvicorn sets its parser (httptools 0.6.3)
+            parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        parser.feed_data(b"".join([b"POST / HTTP/1.1\r\n", *framing, b"\r\n"]))
 
     def on_message_begin(self) -> None:
         if self._head < 0:
@@ -139,6 +191,37 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             ]
             self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+class AfterUpgrade:
+    """What a parser reads on a connection after a request that offered an upgrade (with a
+    body) is given to its protocol, but for the head the parser is fed first: the framing
+    headers of that request, so that it reads what follows as that request's body. The
+    protocol has that request's head already; it does not begin another."""
+
+    def __init__(self, protocol: BoundedHttpToolsProtocol) -> None:
+        self.protocol = protocol
+        self.framing = True
+        self.on_body = protocol.on_body
+        self.on_message_complete = protocol.on_message_complete
+
+    def on_message_begin(self) -> None:
+        if not self.framing:
+            self.protocol.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self.framing:
+            self.protocol.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.framing:
+            self.protocol.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.framing:
+            self.framing = False
+        else:
+            self.protocol.on_headers_complete()
 
 
 def quiet_client_errors() -> None:
