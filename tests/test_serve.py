@@ -559,10 +559,16 @@ def test_unknown_paths_and_methods_have_the_protocol_body(iris_home: Path) -> No
             ("POST", "/nope"),
             ("GET", "/v2/models/iris/versions/a%2Fb"),
             ("POST", "/v2/models/iris/versions/a%2Fb/infer"),
+            # A trailing slash is another path: no redirect (to the Host a client sent).
+            ("GET", "/v2/health/live/"),
+            ("GET", "/v2/"),
+            ("GET", "/v2/models/iris/ready/"),
+            ("POST", "/v2/models/iris/infer/"),
         ]:
-            status, _headers, body = ask(server, method, path)
+            status, headers, body = ask(server, method, path)
             assert status == 404, (method, path)
             assert set(json.loads(body)) == {"error"}
+            assert "location" not in headers
         status, headers, body = ask(server, "POST", "/v2/models/iris/ready")
         assert status == 405 and set(json.loads(body)) == {"error"}
         assert "GET" in headers["allow"]

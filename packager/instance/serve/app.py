@@ -3,11 +3,12 @@ the request size and concurrency limits. Inference is plain ASGI; Starlette rout
 rest.
 
 Errors answer with the protocol's body, ``{"error": "..."}``: 400 for a request the model
-cannot take, 404 for a model or version not served, 405 for an inference that is not a
-POST, 408 for a body not received within the read timeout (a request's head has it too:
-limits.py), 413 for a body over the limit, 503 (with ``Retry-After``) when the server is
-at its concurrency limit. A request counts against that limit only once its body is read:
-clients that send theirs slowly, or never, hold no place.
+cannot take, 404 for a model or version not served (or a path not served, a trailing slash
+included: nothing is redirected), 405 for an inference that is not a POST, 408 for a body
+not received within the read timeout (a request's head has it too: limits.py), 413 for a
+body over the limit, 503 (with ``Retry-After``) when the server is at its concurrency
+limit. A request counts against that limit only once its body is read: clients that send
+theirs slowly, or never, hold no place.
 """
 
 from __future__ import annotations
@@ -206,6 +207,9 @@ def build_app(
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: not_allowed},
     )
+    # A path with a slash more or less than a route's is not found, as any other: Starlette
+    # would redirect it, to a URL made of the Host the client sent, with no protocol body.
+    starlette.router.redirect_slashes = False
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # Inference is plain ASGI: what Starlette would add to it (a Request, routing by
