@@ -713,6 +713,41 @@ def connect(server: Server) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=120)
 
 
+def test_the_inference_header_length_is_ascii_digits_only(
+    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Python's int() would read ``+N`` or ``1_0`` as a length; HTTP writes one in digits."""
+    rows = iris[0][:3].astype(np.float32)
+    request = binary_request(rows)
+    named = b"Inference-Header-Content-Length: "
+    length = request.partition(named)[2].partition(b"\r\n")[0]
+    with running(iris_home) as server:
+        for value in (length, b"0" * 40 + length):  # leading zeros are digits too
+            sock = connect(server)
+            sock.sendall(request.replace(named + length, named + value))
+            status, _headers, answer = read_response(sock)
+            assert status == 200, (value, answer)
+            assert answer["outputs"][0]["data"] == iris_model.predict(rows).tolist()
+            sock.close()
+        refused = {
+            b"+" + length: "must be a number of bytes (0-9)",
+            length[:1] + b"_" + length[1:]: "must be a number of bytes (0-9)",
+            length[:1] + b" " + length[1:]: "must be a number of bytes (0-9)",
+            "\u0661\u0662".encode(): "must be a number of bytes (0-9)",  # Arabic-Indic
+            b"9" * 5000: "is out of range",
+        }
+        for value, message in refused.items():
+            sock = connect(server)
+            sock.sendall(request.replace(named + length, named + value))
+            status, _headers, answer = read_response(sock)
+            assert (status, answer) == (
+                400,
+                {"error": f"Inference-Header-Content-Length {message}"},
+            ), value[:20]
+            sock.close()
+    assert not any("Traceback" in line for line in server.stderr)
+
+
 def test_health_is_answered_while_a_large_request_runs(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:

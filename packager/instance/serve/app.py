@@ -312,10 +312,7 @@ async def _answer(
 ) -> tuple[int, bytes | protocol.Framed]:
     """The status and body answering an inference request whose body is read."""
     try:
-        header_length = None if header is None else int(header)
-    except ValueError:
-        return 400, protocol.error("Inference-Header-Content-Length must be an integer")
-    try:
+        header_length = _header_length(header)
         loaded = state.served.current(name)
         if version is not None and version != loaded.version:
             loaded = await anyio.to_thread.run_sync(state.served.get, name, version)
@@ -332,6 +329,24 @@ async def _answer(
     except Exception as e:  # a fault of the server's: one line, and the protocol's body
         state.warn(f"{name}: an inference request failed: {_fault(e)}")
         return 500, protocol.error("the server failed to answer this request")
+
+
+def _header_length(header: bytes | None) -> int | None:
+    """The ``Inference-Header-Content-Length`` of a request: ASCII digits only, as HTTP
+    writes a length. ``int()`` takes more (``1_0``, ``+10``, ``-0``, whitespace within the
+    value), and would read a length the client did not write.
+
+    Raises:
+        UsageError: it is not such a number, or has more digits than any body's length.
+    """
+    if header is None:
+        return None
+    if not header.isdigit():  # bytes: ASCII digits only
+        raise UsageError("Inference-Header-Content-Length must be a number of bytes (0-9)")
+    digits = header.lstrip(b"0")
+    if len(digits) > 18:  # past any body; int() refuses thousands of digits
+        raise UsageError("Inference-Header-Content-Length is out of range")
+    return int(digits or b"0")
 
 
 async def _parsed(state: _State, loaded: Loaded, request: InferRequest, size: int) -> Answer:
