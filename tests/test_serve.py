@@ -445,6 +445,7 @@ def test_curl_infers_and_errors_have_the_protocol_body(
             "no input at all": {"inputs": []},
             "a missing value": {"inputs": [{**good, "data": [None] + [1.0] * 7}]},
             "an unknown output": {"inputs": [good], "outputs": [{"name": "nope"}]},
+            "an output twice": {"inputs": [good], "outputs": [{"name": "label"}] * 2},
             "a bool shape": {"inputs": [{**good, "shape": [True, 4]}]},
             "an id that is not valid Unicode": {"id": "\ud800", "inputs": [good]},
         }
@@ -454,6 +455,8 @@ def test_curl_infers_and_errors_have_the_protocol_body(
             assert set(body) == {"error"} and body["error"], why
         status, body = post(doc=bad["a missing value"])
         assert "is missing (NaN)" in body["error"]
+        status, body = post(doc=bad["an output twice"])
+        assert body == {"error": "output 'label' is given twice"}
         status, body = post({"inputs": [{**good, "data": [1e39] + [1.0] * 7}]})
         assert status == 400 and "out of the range of FP32" in body["error"]
         status, body = curl(f"{url}/v2/models/iris/infer")  # GET

@@ -395,6 +395,25 @@ def rows_body(**shapes: list[int]) -> bytes:
     return json.dumps({"inputs": tensors}).encode()
 
 
+def test_an_input_or_an_output_given_twice_is_refused_by_name() -> None:
+    """Each names one tensor: a second of the same name would be merged with the first
+    (its data, or for an output whether it is sent as binary data), silently."""
+    body = json.loads(rows_body())
+    inputs = body["inputs"]
+    with pytest.raises(UsageError, match="^input 'size' is given twice$"):
+        protocol.parse_request(json.dumps({"inputs": [*inputs, inputs[1]]}).encode(), SPECS)
+    outputs = [
+        {"name": "label"},
+        {"name": "probabilities"},
+        {"name": "label", "parameters": {"binary_data": True}},
+    ]
+    doc = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
+    with pytest.raises(UsageError, match="^output 'label' is given twice$"):
+        protocol.parse_request(doc, SPECS)
+    doc = json.dumps({"inputs": inputs, "outputs": outputs[:2]}).encode()
+    assert protocol.parse_request(doc, SPECS).outputs == ("label", "probabilities")
+
+
 @pytest.mark.parametrize(
     ("shapes", "reason"),
     [

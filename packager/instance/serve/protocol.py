@@ -129,8 +129,8 @@ def parse_request(
 
     Raises:
         UsageError: malformed JSON or tensors; an input missing, unknown or given twice;
-            a datatype other than the model's; a shape the model does not take; values
-            that do not fill the shape or are not of the datatype.
+            an output given twice; a datatype other than the model's; a shape the model
+            does not take; values that do not fill the shape or are not of the datatype.
     """
     if header_length is not None and not 0 <= header_length <= len(body):
         raise UsageError(f"Inference-Header-Content-Length {header_length} is out of range")
@@ -248,19 +248,30 @@ def _same_rows(feeds: Mapping[str, np.ndarray], plan: Mapping[str, _Input]) -> N
 def _requested(
     outputs: Any, binary_output: bool
 ) -> tuple[tuple[str, ...], bool, Mapping[str, bool]]:
-    """The names of the outputs asked for, and how each is to be sent (see InferRequest)."""
+    """The names of the outputs asked for, and how each is to be sent (see InferRequest).
+
+    Raises:
+        UsageError: not a list of named objects; an output given twice, as an input
+            given twice is (the answer has one tensor of a name: it would follow one of
+            the two, silently); a ``binary_data`` that is not a boolean.
+    """
     if not isinstance(outputs, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
     ):
         raise UsageError("'outputs' must be a list of objects with a 'name'")
+    names: dict[str, None] = {}
     binary = {}
     for output in outputs:
+        name = output["name"]
+        if name in names:
+            raise UsageError(f"output {name!r} is given twice")
+        names[name] = None
         parameters = output.get("parameters")
         if parameters is not None:
-            choice = _flag(f"output {output['name']!r}", parameters, "binary_data", None)
+            choice = _flag(f"output {name!r}", parameters, "binary_data", None)
             if choice is not None:
-                binary[output["name"]] = choice
-    return tuple(o["name"] for o in outputs), binary_output, binary
+                binary[name] = choice
+    return tuple(names), binary_output, binary
 
 
 def _flag(what: str, parameters: Any, name: str, default: Any = False) -> Any:
