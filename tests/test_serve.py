@@ -478,17 +478,19 @@ H2C = (
 
 
 def test_curl_offering_http2_is_answered_in_http1_with_its_body_read(
-    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray]
+    iris_home: Path, iris_model: Any, iris: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
-    rows = iris[0][[0, 60, 120]].astype(np.float32)
+    small = iris[0][[0, 60, 120]].astype(np.float32)
+    large = np.tile(iris[0], (20, 1)).astype(np.float32)  # a body of many reads
+    (tmp_path / "large.json").write_text(infer_doc("input", large))
     with running(iris_home) as server:
         url = f"{server.url}/v2/models/iris/infer"
         assert curl("--http2", f"{server.url}/v2/health/live") == (200, {"live": True})
-        for framing in ((), ("-H", "Transfer-Encoding: chunked")):  # Content-Length, chunked
-            doc = infer_doc("input", rows)
-            status, body = curl("--http2", *framing, "-X", "POST", "--data", doc, url)
-            assert status == 200, (framing, body)
-            assert body["outputs"][0]["data"] == iris_model.predict(rows).tolist()
+        for rows, data in ((small, infer_doc("input", small)), (large, f"@{tmp_path}/large.json")):
+            for framing in ((), ("-H", "Transfer-Encoding: chunked")):  # Content-Length, chunked
+                status, body = curl("--http2", *framing, "-X", "POST", "--data-binary", data, url)
+                assert status == 200, (framing, body)
+                assert body["outputs"][0]["data"] == iris_model.predict(rows).tolist()
     assert not any("Traceback" in line for line in server.stderr)
 
 
