@@ -41,10 +41,9 @@ from packager.instance.serve.onewrite import OneWrite
 
 # As common servers allow (nginx's large_client_header_buffers, 4 x 8k ... 64k in all).
 MAX_HEAD_BYTES = 64 << 10
-# What uvicorn's protocol says of each request a client got wrong (not HTTP, an upgrade it
-# does not take) is a warning per request: any client could fill the server's log with
-# them. Such a request is answered (400) and not logged; the server's own errors are
-# (quiet_client_errors).
+# What uvicorn's protocol says of each request a client got wrong (not HTTP) is a warning
+# per request: any client could fill the server's log with them. Such a request is
+# answered (400) and not logged; the server's own errors are (quiet_client_errors).
 CLIENT_ERRORS = logging.getLogger("uvicorn.error.clients")
 # What the count is while a request's body is read: no body is long enough to reach 0.
 _BODY = -(1 << 62)
