@@ -117,13 +117,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         A request without a body needs nothing more. One with a body is given it as any
         other: a new parser is fed the request's framing headers first, then what follows
         the head, which it reads as the body, then as the next requests
-        (:class:`AfterUpgrade`).
+        (:class:`AfterUpgrade`). A new one: the one before may have stopped reading, after
+        a request that closes its connection.
         """
         framing = [b"%s: %s\r\n" % header for header in self.headers if header[0] in _FRAMING]
         if not framing:
             return
         cycle = self.cycle
-        cycle.more_body = True  # undone: the body is read from here
+        cycle.more_body = True  # the end of the message the parser saw is undone
         cycle.message_event.clear()
         self.parser = parser = httptools.HttpRequestParser(AfterUpgrade(self))
         with contextlib.suppress(AttributeError):  # as uvicorn sets its parser (httptools 0.6.3)
