@@ -1148,6 +1148,19 @@ def test_the_metadata_names_the_outputs_inference_answers(
         assert (answered["datatype"], answered["shape"]) == (output["datatype"], [3])
 
 
+def test_signals_sent_as_soon_as_the_server_says_it_serves_are_taken(iris_home: Path) -> None:
+    """Whoever waits for the "serving" line may signal at once: SIGHUP is not fatal then,
+    and SIGTERM not lost (the line comes once both have their handlers)."""
+    with running(iris_home) as server:
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert server.process.poll() is None
+        status, _ = curl(f"{server.url}/v2/health/live")
+        assert status == 200
+    with running(iris_home) as server:
+        assert server.stop(timeout=30) == 0
+
+
 def test_sighup_switches_at_once(
     home: Path, lin_bundles: dict[str, Path], keypair: KeyPair, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:

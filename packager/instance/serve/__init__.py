@@ -189,7 +189,9 @@ def run(
         _note(served, listening, warn)
 
     config = uvicorn.Config(
-        build_app(served, limits, warn=warn, on_switch=note),
+        # "serving ... on ADDRESS" once the server takes SIGTERM and SIGHUP as it should:
+        # a signal sent by whoever waited for that line is not lost, nor fatal.
+        build_app(served, limits, warn=warn, on_switch=note, on_ready=lambda: ready(listening)),
         # httptools (as uvicorn's "auto" picks), with bounds on each request's headers: in
         # size, and in time (the read timeout, as for a body).
         http=with_read_timeout(limits.read_seconds),
@@ -208,7 +210,6 @@ def run(
     note()
     own = _socket_file(sock)
     try:
-        ready(listening)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)

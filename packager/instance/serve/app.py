@@ -134,10 +134,12 @@ def build_app(
     *,
     warn: Callable[[str], None],
     on_switch: Callable[[], None] = lambda: None,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> ASGIApp:
     """The ASGI application serving ``served`` within ``limits``; ``warn`` gets one line per
     model version that starts or fails to answer; ``on_switch`` is called (on a thread)
-    after versions switched."""
+    after versions switched; ``on_ready`` once the application has started, its SIGHUP
+    handler installed (and the server's SIGTERM one: uvicorn installs it first)."""
     state = _State(served, limits, warn, on_switch)
 
     async def live(_request: Request) -> Response:
@@ -184,11 +186,20 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_follow_current, state)
-            tasks.start_soon(_expire_reads, state)
-            yield
-            tasks.cancel_scope.cancel()
+        hup = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, hup.set)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_follow_current, state, hup)
+                tasks.start_soon(_expire_reads, state)
+                on_ready()
+                yield
+                tasks.cancel_scope.cancel()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGHUP)
 
     async def not_found(_request: Request, _e: Exception) -> Response:
         message = "nothing is served at this path; the API is the Open Inference Protocol v2"
@@ -537,39 +548,30 @@ async def _expire_reads(state: _State) -> None:
             task.cancel()
 
 
-async def _follow_current(state: _State) -> None:
-    """Look at every model's ``current`` each poll interval, or at once on SIGHUP (which
-    also tries again the versions that failed to load). A look that fails (the disk, too
-    many open files) is reported once, and the next one tries again: the server goes on
-    answering with the versions it has, and on reading the bodies within their timeout."""
-    loop = asyncio.get_running_loop()
-    hup = asyncio.Event()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, hup.set)
+async def _follow_current(state: _State, hup: asyncio.Event) -> None:
+    """Look at every model's ``current`` each poll interval, or at once when ``hup`` is set
+    (SIGHUP, which also tries again the versions that failed to load). A look that fails
+    (the disk, too many open files) is reported once, and the next one tries again: the
+    server goes on answering with the versions it has, and on reading the bodies within
+    their timeout."""
     failing = False
-    try:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(hup.wait(), state.limits.poll_seconds)
-            again = hup.is_set()
-            hup.clear()
-            try:
-                switched, dropped, error = await anyio.to_thread.run_sync(
-                    state.served.refresh, again
-                )
-            except Exception as e:  # a fault of the server's: said, and the next poll tries
-                switched, dropped, error = [], [], e
-            if error is not None and not failing:
-                state.warn(f"cannot look at the installed versions: {_fault(error)}")
-            elif error is None and failing:
-                state.warn("the installed versions can be looked at again")
-            failing = error is not None
-            for loaded in switched:
-                state.warn(f"serving {loaded.name}@{loaded.version}")
-            for name in dropped:
-                state.warn(f"{name} was uninstalled: no longer served")
-            if switched or dropped:
-                await anyio.to_thread.run_sync(state.on_switch)
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGHUP)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hup.wait(), state.limits.poll_seconds)
+        again = hup.is_set()
+        hup.clear()
+        try:
+            switched, dropped, error = await anyio.to_thread.run_sync(state.served.refresh, again)
+        except Exception as e:  # a fault of the server's: said, and the next poll tries
+            switched, dropped, error = [], [], e
+        if error is not None and not failing:
+            state.warn(f"cannot look at the installed versions: {_fault(error)}")
+        elif error is None and failing:
+            state.warn("the installed versions can be looked at again")
+        failing = error is not None
+        for loaded in switched:
+            state.warn(f"serving {loaded.name}@{loaded.version}")
+        for name in dropped:
+            state.warn(f"{name} was uninstalled: no longer served")
+        if switched or dropped:
+            await anyio.to_thread.run_sync(state.on_switch)
