@@ -156,6 +156,8 @@ def build_app(
             loaded = await _loaded(state, request)
         except PackagerError as e:
             return _failure(e)
+        except _AtLimit:
+            return _at_limit()
         return _json({"name": loaded.name, "ready": True})
 
     async def model_metadata(request: Request) -> Response:
@@ -163,6 +165,8 @@ def build_app(
             loaded = await _loaded(state, request)
         except PackagerError as e:
             return _failure(e)
+        except _AtLimit:
+            return _at_limit()
         versions = [loaded.version] if "version" in request.path_params else None
         answering = loaded.model
         doc = protocol.model_metadata(
@@ -251,14 +255,32 @@ def _route(path: str) -> tuple[str, str | None] | None:
 
 
 async def _loaded(state: _State, request: Request) -> Loaded:
-    return await _version(state, request.path_params["name"], request.path_params.get("version"))
+    """The version a ready or metadata request names. One that is not current may have to
+    be loaded: that counts against the concurrency limit, as an inference does.
 
-
-async def _version(state: _State, name: str, version: str | None) -> Loaded:
+    Raises:
+        _AtLimit: the server is at its concurrency limit.
+    """
+    name, version = request.path_params["name"], request.path_params.get("version")
     loaded = state.served.current(name)
     if version is None or version == loaded.version:
         return loaded
-    return await anyio.to_thread.run_sync(state.served.get, name, version)
+    if state.active >= state.limits.max_concurrent:
+        raise _AtLimit
+    state.active += 1
+    try:
+        return await anyio.to_thread.run_sync(state.served.get, name, version)
+    finally:
+        state.active -= 1
+
+
+class _AtLimit(Exception):
+    """The server is at its concurrency limit."""
+
+
+def _at_limit() -> Response:
+    message = protocol.error("the server is at its concurrency limit; retry")
+    return Response(message, 503, headers={"Retry-After": "1"}, media_type=JSON)
 
 
 async def _infer(

@@ -124,13 +124,16 @@ class Served:
         pinned = self._pinned.get((name, version))
         if pinned is not None:
             return pinned
+        # Loaded without the lock: a switch of ``current`` (refresh) does not wait for it.
+        try:
+            pinned = self._load(name, version)
+        except NotInstalledError:
+            # The store's message names the version twice, and it comes from a URL.
+            shown = printable(version, ECHOED)
+            raise NotInstalledError(f"{name}@{shown} is not installed here") from None
         with self._lock:
-            try:
-                pinned = self._pinned.get((name, version)) or self._load(name, version)
-            except NotInstalledError:
-                # The store's message names the version twice, and it comes from a URL.
-                shown = printable(version, ECHOED)
-                raise NotInstalledError(f"{name}@{shown} is not installed here") from None
+            if (name, version) in self._pinned:  # loaded meanwhile by another request
+                return self._pinned[(name, version)]
             ours = [key for key in self._pinned if key[0] == name]
             if len(ours) >= MAX_PINNED:
                 del self._pinned[ours[0]]
