@@ -20,7 +20,7 @@ from packager.core.digests import Digest
 from packager.core.manifest import MANIFEST
 from packager.core.policy import Trusted, adhoc_policy
 from packager.distribution.publish import publish_bundle
-from packager.errors import NotFoundError, UsageError
+from packager.errors import LockTimeoutError, NotFoundError, UsageError
 from packager.instance.install import rollback
 from packager.instance.integrity import check_installed
 from packager.instance.retention import prune
@@ -167,6 +167,20 @@ def test_retention_never_removes_what_rollback_needs(
             assert set(store.versions("iris")) == model.installed
             assert store.current_version("iris") == model.current
             assert model.pins & model.installed <= set(store.versions("iris"))
+
+
+def test_pin_waits_for_the_models_lock_as_prune_takes_it(
+    five: dict[str, Path], tmp_path: Path
+) -> None:
+    """A prune holding the model's lock may be removing the version: pin waits for it."""
+    store = Store(tmp_path)
+    put(store, five["1.0.0"], "1.0.0", T0)
+    put(store, five["1.1.0"], "1.1.0", T0 + timedelta(minutes=1))
+    with store.lock("iris"), pytest.raises(LockTimeoutError):
+        Store(tmp_path, lock_timeout=0.2).pin("iris", "1.0.0", now=T0)
+    assert store.pinned("iris") == set()
+    store.pin("iris", "1.0.0", now=T0)
+    assert store.pinned("iris") == {"1.0.0"}
 
 
 def test_prune_refuses_keep_below_one_and_unknown_models(home: Path) -> None:

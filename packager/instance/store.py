@@ -518,18 +518,22 @@ class Store:
     # -- pins -------------------------------------------------------------------------
 
     def pin(self, name: str, version: str, *, now: datetime) -> None:
-        """Keep ``name``@``version`` whatever ``prune`` or the retention setting say.
+        """Keep ``name``@``version`` whatever ``prune`` or the retention setting say. Under
+        the model's lock, as prune works: a version is not removed between being found
+        installed and being pinned.
 
         Raises:
             NotFoundError: not installed.
+            LockTimeoutError: the model's lock stayed taken (see :meth:`lock`).
         """
-        self.installed_dir(name, version)
-        with self.db() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO pins (name, version, at) VALUES (?, ?, ?)",
-                (name, version, now.isoformat()),
-            )
-            _audit(conn, "pin", "ok", now, name, version, "kept by prune and retention")
+        with self.lock(name):
+            self.installed_dir(name, version)
+            with self.db() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO pins (name, version, at) VALUES (?, ?, ?)",
+                    (name, version, now.isoformat()),
+                )
+                _audit(conn, "pin", "ok", now, name, version, "kept by prune and retention")
 
     def unpin(self, name: str, version: str, *, now: datetime) -> bool:
         """Let ``prune`` remove ``name``@``version`` again; False when it was not pinned."""
