@@ -306,6 +306,40 @@ def test_install_json_says_which_files_were_hashed(
     assert json.loads(out)["files"] is None  # already current: nothing installed
 
 
+def test_a_delta_naming_a_long_base_is_refused_in_one_short_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    registry: LayoutRegistry,
+    keypair: KeyPair,
+    home: Path,
+) -> None:
+    """The base a delta names is the archive's word (an annotation nothing signs): the
+    refusal repeats it only so far."""
+    import io
+    import tarfile
+
+    delta, hostile = tmp_path / "delta.tar", tmp_path / "hostile.tar"
+    reg = registry.root
+    command = ["export", "iris@1.1.0", "--base", "iris@1.0.0", "--registry", reg, "-o", delta]
+    code, _, err = cli(capsys, *command)
+    assert code == 0, err
+    with (
+        tarfile.open(delta) as source,
+        tarfile.open(hostile, "w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in source.getmembers():
+            data = source.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name.endswith("index.json") and data is not None and b"delta.base" in data:
+                data = data.replace(b'"1.0.0"', b'"1.0.0' + b"\\u0007" * 20000 + b'"')
+                member.size = len(data)
+            out.addfile(member, None if data is None else io.BytesIO(data))
+    code, _, err = cli(capsys, "install", hostile, "--key", keypair.pub_path)
+    assert code == 4, err
+    line = err.splitlines()[-1]
+    assert "is a delta against iris@1.0.0\\x07" in line and "more" in line
+    assert len(line) < 2000  # against 160 kB before
+
+
 def offline(*command: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
     """Run packager with no network: `unshare -n` (a namespace with loopback only)."""
     unshare = shutil.which("unshare")

@@ -51,6 +51,7 @@ from packager.core.digests import Digest
 from packager.core.jsonio import Limits, loads_object
 from packager.core.manifest import NAME_RE, Manifest, check_name, check_version, dump_json
 from packager.core.semver import is_semver, semver_key
+from packager.core.text import printable
 from packager.errors import NotFoundError, RegistryError, TamperedError, UsageError, disk_or
 from packager.registry._verified_read import Tagged, VerifiedRegistry
 from packager.registry.artifact import (
@@ -118,6 +119,10 @@ def is_archive_ref(ref: str) -> bool:
 # st_dev, st_ino, st_size, st_mtime_ns of the archive file: another value means the file
 # was replaced or changed since it was scanned, so the offsets no longer describe it.
 _Identity = tuple[int, int, int, int]
+
+
+# How much of a delta's base version, as the archive names it, an error repeats.
+ECHOED = 100
 
 
 @dataclass(frozen=True)
@@ -229,10 +234,11 @@ class ArchiveStore:
         return member, contents.identity
 
     def _delta_bases(self, name: str) -> list[str]:
-        """``name@version`` of each base the archive's versions of ``name`` are deltas of."""
+        """``name@version`` of each base the archive's versions of ``name`` are deltas of
+        (as the archive says: repeated only so far, and printable)."""
         return sorted(
             {
-                f"{key[0]}@{entry['annotations'][DELTA_BASE_ANNOTATION]}"
+                f"{key[0]}@{printable(entry['annotations'][DELTA_BASE_ANNOTATION], ECHOED)}"
                 for key, entry in self.contents.versions.items()
                 if key[0] == name and DELTA_BASE_ANNOTATION in entry["annotations"]
             }
