@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +100,47 @@ def test_unchanged_files_are_not_fetched_from_a_static_mirror(
     )
     (model,) = status(store, now=T0).models
     assert model.disk_bytes == expected
+
+
+def test_files_of_another_model_are_reused_too(
+    tmp_path: Path,
+    registry: LayoutRegistry,
+    bundles: dict[str, Path],
+    keypair: KeyPair,
+    iris_model: object,
+    iris: tuple[Any, Any],
+) -> None:
+    """The same graph packaged as another model: its files the instance holds for iris
+    are not fetched from the mirror, and are the inodes iris has."""
+    from packager.build.api import package
+
+    other = package(
+        iris_model,
+        sample=iris[0][::5],
+        name="other",
+        version="1.0.0",
+        key=keypair.private,
+        out_dir=tmp_path / "other",
+    )
+    publish_bundle(other, registry=registry, mode=Unverified("publish without --key"))
+    theirs, ours = files_of(bundles["1.0.0"]), files_of(other)
+    same = {path for path in ours if theirs.get(path) == ours[path]}
+    assert "model.onnx" in same
+    site = Site(tmp_path)
+    store, said = Store(tmp_path / "home"), []
+    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])), progress=said.append)
+    with serve(_StaticHandler, site) as port:
+        site.port = port
+        mirror = StaticMirrorRegistry(site.url, options=RegistryOptions(retry=FAST))
+        install("iris@1.0.0", registry=mirror, store=store, now=T0, options=options)
+        before = len(site.requests)
+        result = install("other@1.0.0", registry=mirror, store=store, now=T0, options=options)
+    fetched = {p.rsplit("/", 1)[1] for p, _ in site.requests[before:] if "/blobs/" in p}
+    assert not fetched & {ours[path].hex for path in same}
+    assert set(result.files(UNCHANGED)) == same
+    for path in same:
+        a, b = store.installed_dir("iris", "1.0.0") / path, store.installed_dir("other") / path
+        assert os.stat(a).st_ino == os.stat(b).st_ino
 
 
 def test_a_damaged_installed_file_is_fetched_instead(
