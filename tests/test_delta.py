@@ -54,12 +54,12 @@ def registry(tmp_path: Path, bundles: dict[str, Path]) -> LayoutRegistry:
     return registry
 
 
-def test_unchanged_files_are_not_fetched_from_a_static_mirror(
-    tmp_path: Path, registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair
-) -> None:
-    old, new = files_of(bundles["1.0.0"]), files_of(bundles["1.1.0"])
-    same = {path for path in new if old.get(path) == new[path]}
-    assert "model.onnx" in same  # one pipeline, two versions
+def through_mirror(
+    tmp_path: Path, keypair: KeyPair, then: str
+) -> tuple[Store, list[str], Any, tuple[set[str], set[str]]]:
+    """iris@1.0.0 installed into a new home from a static mirror of ``tmp_path/registry``,
+    then ``then``: the store, what the second install said and its result, and the blobs
+    each install asked the mirror for."""
     site = Site(tmp_path)
     store, said = Store(tmp_path / "home"), []
     options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])), progress=said.append)
@@ -67,12 +67,24 @@ def test_unchanged_files_are_not_fetched_from_a_static_mirror(
         site.port = port
         mirror = StaticMirrorRegistry(site.url, options=RegistryOptions(retry=FAST))
         install("iris@1.0.0", registry=mirror, store=store, now=T0, options=options)
-        fetched_before = {p for p, _ in site.requests}
+        before = len(site.requests)
         said.clear()
-        result = install("iris@1.1.0", registry=mirror, store=store, now=T0, options=options)
-    blobs = {p.rsplit("/", 1)[1] for p, _ in site.requests if "/blobs/" in p} - {
-        p.rsplit("/", 1)[1] for p in fetched_before
-    }
+        result = install(then, registry=mirror, store=store, now=T0, options=options)
+
+    def blobs(requests: list[tuple[str, Any]]) -> set[str]:
+        return {path.rsplit("/", 1)[1] for path, _ in requests if "/blobs/" in path}
+
+    return store, said, result, (blobs(site.requests[:before]), blobs(site.requests[before:]))
+
+
+def test_unchanged_files_are_not_fetched_from_a_static_mirror(
+    tmp_path: Path, registry: LayoutRegistry, bundles: dict[str, Path], keypair: KeyPair
+) -> None:
+    old, new = files_of(bundles["1.0.0"]), files_of(bundles["1.1.0"])
+    same = {path for path in new if old.get(path) == new[path]}
+    assert "model.onnx" in same  # one pipeline, two versions
+    store, said, result, (first, second) = through_mirror(tmp_path, keypair, "iris@1.1.0")
+    blobs = second - first
     # Only the new version's OCI manifest, manifest.json and model.sig travelled.
     artifact = registry.resolve("iris", "1.1.0")
     assert blobs == {
@@ -126,16 +138,7 @@ def test_files_of_another_model_are_reused_too(
     theirs, ours = files_of(bundles["1.0.0"]), files_of(other)
     same = {path for path in ours if theirs.get(path) == ours[path]}
     assert "model.onnx" in same
-    site = Site(tmp_path)
-    store, said = Store(tmp_path / "home"), []
-    options = InstallOptions(verify=Trusted(adhoc_policy([keypair.public])), progress=said.append)
-    with serve(_StaticHandler, site) as port:
-        site.port = port
-        mirror = StaticMirrorRegistry(site.url, options=RegistryOptions(retry=FAST))
-        install("iris@1.0.0", registry=mirror, store=store, now=T0, options=options)
-        before = len(site.requests)
-        result = install("other@1.0.0", registry=mirror, store=store, now=T0, options=options)
-    fetched = {p.rsplit("/", 1)[1] for p, _ in site.requests[before:] if "/blobs/" in p}
+    store, _, result, (_, fetched) = through_mirror(tmp_path, keypair, "other@1.0.0")
     assert not fetched & {ours[path].hex for path in same}
     assert set(result.files(UNCHANGED)) == same
     for path in same:
@@ -362,8 +365,9 @@ def test_a_delta_naming_a_long_base_is_refused_in_one_short_line(
 
     delta, hostile = tmp_path / "delta.tar", tmp_path / "hostile.tar"
     reg = registry.root
-    command = ["export", "iris@1.1.0", "--base", "iris@1.0.0", "--registry", reg, "-o", delta]
-    code, _, err = cli(capsys, *command)
+    code, _, err = cli(
+        capsys, "export", "iris@1.1.0", "--base", "iris@1.0.0", "--registry", reg, "-o", delta
+    )
     assert code == 0, err
     with (
         tarfile.open(delta) as source,
