@@ -97,7 +97,7 @@ def follow_stable(
     assert code == 0, err
 
 
-@pytest.mark.parametrize("breakage", ["config", "trust"])
+@pytest.mark.parametrize("breakage", ["config", "trust", "jitter"])
 def test_an_update_that_fails_before_any_model_shows_in_status(
     capsys: pytest.CaptureFixture[str],
     registry: LayoutRegistry,
@@ -113,6 +113,8 @@ def test_an_update_that_fails_before_any_model_shows_in_status(
     if breakage == "config":
         (home / "config.toml").write_text("[retention]\nkeep = -1\n")
         code, _, err = cli(capsys, "update", "--key", keypair.pub_path)
+    elif breakage == "jitter":
+        code, _, err = cli(capsys, "update", "--key", keypair.pub_path, "--jitter", "30 min")
     else:
         code, _, err = cli(capsys, "update")  # no --key, and no trust policy
     assert code == 2

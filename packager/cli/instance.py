@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -393,7 +392,7 @@ def predict(ctx: Context, ref: str, input_path: Path, fmt: str | None, as_json: 
 @lock_option
 @click.option(
     "--jitter",
-    type=JITTER,
+    metavar="DURATION",
     help="First sleep a random time up to DURATION (e.g. 30m, 2h, 45s; at most 1d; 0: "
     "no wait), so that a fleet run by one schedule does not reach the registry at once.",
 )
@@ -406,7 +405,7 @@ def update(
     smoke_timeout: float | None,
     smoke_memory: str | None,
     lock_timeout: float,
-    jitter: timedelta | None,
+    jitter: str | None,
     as_json: bool,
 ) -> None:
     """Install what their channel names for every model that follows one.
@@ -428,6 +427,8 @@ def update(
 
     store = Store(ctx.home, lock_timeout=lock_timeout)
     try:
+        # Parsed here, not by click: a bad value in a cron line shows in `status` too.
+        wait = None if jitter is None else JITTER.convert(jitter, None, None)
         keep = read_retention(ctx.home)
         policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
     except PackagerError as e:
@@ -438,8 +439,8 @@ def update(
             render.warn(f"`packager status` does not show this failure: {unrecorded}")
         raise
     render_trust.unusable_keys(policy)
-    if jitter:  # None or 0: no wait
-        sleep_jitter(jitter, say=ctx.say)
+    if wait:  # None or 0: no wait
+        sleep_jitter(wait, say=ctx.say)
     report = do_update(
         store=store,
         now=now(),
