@@ -414,8 +414,8 @@ def update(
     for this run only), with every check of `install NAME@CHANNEL`. A failing model does
     not stop the others and keeps serving what it had; the exit code is then the most
     important failure's (3, then 5, then 4), and `packager status` shows it. An update
-    that fails before any model (a bad config.toml, no trust policy) shows in `packager
-    status` as every followed model's last update, `failed`.
+    that fails before any model (a bad config.toml or --jitter, no trust policy) shows in
+    `packager status` as every followed model's last update, `failed`.
     """
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
