@@ -814,35 +814,39 @@ def test_concurrency_limit_answers_503_with_retry_after(
 def test_loading_a_version_that_is_not_current_counts_against_the_limit(
     iris_home: Path, iris: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    """The ready and metadata routes of a version that is not current load it: each
-    client cycling through versions would otherwise load sessions without bound."""
-    large = binary_request(np.tile(iris[0].astype(np.float32), (3000, 1)))
+    """The ready and metadata routes of a version not loaded yet load it, within the
+    concurrency limit (each client cycling through versions would otherwise load sessions
+    without bound); once loaded, it is answered at the limit too."""
+    large = binary_request(np.tile(iris[0].astype(np.float32), (6000, 1)))  # 14 MB
     path = "/v2/models/iris/versions/1.0.0/ready"  # 1.1.0 is current
-    with running(iris_home, "--max-concurrent", "1") as server:
+
+    def while_one_runs(server: Server) -> list[tuple[int, str | None, bytes]]:
+        """GET ``path`` while a large request holds the one place: the answers."""
         host, port = server.address.rsplit(":", 1)
-        refused: list[tuple[int, str | None, bytes]] = []
-        for _ in range(20):
-            running_one = connect(server)
-            running_one.sendall(large)
-            while not refused and select.select([running_one], [], [], 0)[0] == []:
-                connection = http.client.HTTPConnection(host, int(port), timeout=60)
-                connection.request("GET", path)
-                response = connection.getresponse()
-                if response.status != 200:
-                    refused.append(
-                        (response.status, response.getheader("retry-after"), response.read())
-                    )
-                connection.close()
-            assert read_response(running_one)[0] == 200
-            if refused:
-                break
-        assert refused[-1] == (
-            503,
-            "1",
-            b'{"error":"the server is at its concurrency limit; retry"}',
-        )
-        status, body = curl(f"{server.url}{path}")
-        assert (status, body) == (200, {"name": "iris", "ready": True})
+        answers = []
+        running_one = connect(server)
+        running_one.sendall(large)
+        time.sleep(0.02)  # its body read: it holds the place
+        while select.select([running_one], [], [], 0)[0] == []:
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            answers.append((response.status, response.getheader("retry-after"), response.read()))
+            connection.close()
+        assert read_response(running_one)[0] == 200
+        return answers
+
+    refused = (503, "1", b'{"error":"the server is at its concurrency limit; retry"}')
+    for _ in range(10):  # until a GET came while the place was held, before any loaded it
+        with running(iris_home, "--max-concurrent", "1") as server:
+            answers = while_one_runs(server)
+            if answers and answers[0] == refused:
+                status, body = curl(f"{server.url}{path}")  # loads it
+                assert (status, body) == (200, {"name": "iris", "ready": True})
+                loaded = while_one_runs(server)
+                assert loaded and {a[0] for a in loaded} == {200}
+                return
+    pytest.fail("no GET came while the large request held the place")
 
 
 def test_clients_that_do_not_send_their_body_hold_no_place(

@@ -40,6 +40,8 @@ from packager.instance.serve.served import Loaded, Served
 
 JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data"]
+# What a request refused at the concurrency limit is answered (503, Retry-After: 1).
+AT_LIMIT = protocol.error("the server is at its concurrency limit; retry")
 # The inference routes, answered without Starlette; {name} and {version} as it reads them.
 _INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 # What _INFER made of the paths seen last (None: not an inference), as a regex match costs
@@ -152,29 +154,12 @@ def build_app(
         return _json({"name": "packager", "version": __version__, "extensions": EXTENSIONS})
 
     async def model_ready(request: Request) -> Response:
-        try:
-            loaded = await _loaded(state, request)
-        except PackagerError as e:
-            return _failure(e)
-        except _AtLimit:
-            return _at_limit()
-        return _json({"name": loaded.name, "ready": True})
+        return await _with_loaded(
+            state, request, lambda loaded: _json({"name": loaded.name, "ready": True})
+        )
 
     async def model_metadata(request: Request) -> Response:
-        try:
-            loaded = await _loaded(state, request)
-        except PackagerError as e:
-            return _failure(e)
-        except _AtLimit:
-            return _at_limit()
-        versions = [loaded.version] if "version" in request.path_params else None
-        answering = loaded.model
-        doc = protocol.model_metadata(
-            answering.manifest,
-            answering.predicted,
-            versions or state.served.versions(loaded.name),
-        )
-        return _json(doc)
+        return await _with_loaded(state, request, lambda loaded: _metadata(state, request, loaded))
 
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
@@ -254,16 +239,40 @@ def _route(path: str) -> tuple[str, str | None] | None:
     return route
 
 
+def _metadata(state: _State, request: Request, loaded: Loaded) -> Response:
+    """The model metadata of ``loaded``: every installed version, or the one the path names."""
+    versions = [loaded.version] if "version" in request.path_params else None
+    answering = loaded.model
+    doc = protocol.model_metadata(
+        answering.manifest,
+        answering.predicted,
+        versions or state.served.versions(loaded.name),
+    )
+    return _json(doc)
+
+
+async def _with_loaded(
+    state: _State, request: Request, answer: Callable[[Loaded], Response]
+) -> Response:
+    """``answer`` for the version the request names, or the protocol's error."""
+    try:
+        return answer(await _loaded(state, request))
+    except PackagerError as e:  # the model gone, the version not installed or unloadable
+        return _failure(e)
+    except _AtLimit:
+        return _at_limit()
+
+
 async def _loaded(state: _State, request: Request) -> Loaded:
-    """The version a ready or metadata request names. One that is not current may have to
-    be loaded: that counts against the concurrency limit, as an inference does.
+    """The version a ready or metadata request names. One that is not loaded yet is
+    loaded, and that counts against the concurrency limit, as an inference does.
 
     Raises:
         _AtLimit: the server is at its concurrency limit.
     """
     name, version = request.path_params["name"], request.path_params.get("version")
-    loaded = state.served.current(name)
-    if version is None or version == loaded.version:
+    loaded = state.served.cached(name, version)
+    if loaded is not None:
         return loaded
     if state.active >= state.limits.max_concurrent:
         raise _AtLimit
@@ -279,8 +288,7 @@ class _AtLimit(Exception):
 
 
 def _at_limit() -> Response:
-    message = protocol.error("the server is at its concurrency limit; retry")
-    return Response(message, 503, headers={"Retry-After": "1"}, media_type=JSON)
+    return Response(AT_LIMIT, 503, headers={"Retry-After": "1"}, media_type=JSON)
 
 
 async def _infer(
@@ -329,8 +337,7 @@ async def _infer(
     if body is None:
         await _send(send, 413, protocol.error(f"the request is larger than {limit} bytes"))
     elif state.active >= limits.max_concurrent:
-        message = protocol.error("the server is at its concurrency limit; retry")
-        await _send(send, 503, message, ((b"retry-after", b"1"),))
+        await _send(send, 503, AT_LIMIT, ((b"retry-after", b"1"),))
     else:
         state.active += 1
         try:

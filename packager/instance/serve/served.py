@@ -81,6 +81,7 @@ class Served:
         # A version that failed to load is not tried again on every poll.
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._loading = threading.Lock()  # loads of versions that are not current
         wanted = list(names) or sorted({i.name for i in store.installed() if i.current})
         if not wanted:
             raise NotFoundError("no model is installed; run `packager install NAME` first")
@@ -111,33 +112,46 @@ class Served:
             raise NotFoundError(f"model {printable(name, ECHOED)!r} is not served here")
         return loaded
 
+    def cached(self, name: str, version: str | None) -> Loaded | None:
+        """``name`` at ``version`` if it is loaded (current, or kept from an earlier
+        request), else None.
+
+        Raises:
+            NotFoundError: the model is not served.
+        """
+        loaded = self.current(name)
+        if version is None or version == loaded.version:
+            return loaded
+        return self._pinned.get((name, version))
+
     def get(self, name: str, version: str | None) -> Loaded:
-        """``name`` at ``version`` (its current version when None), loading it if need be.
+        """``name`` at ``version`` (its current version when None), loading it if need be:
+        one load at a time, so requests naming versions at once load each once, and
+        without the lock a switch of ``current`` (:meth:`refresh`) takes.
 
         Raises:
             NotFoundError: the model is not served or the version is not installed.
             PackagerError: the version cannot be loaded.
         """
-        loaded = self.current(name)
-        if version is None or version == loaded.version:
-            return loaded
-        pinned = self._pinned.get((name, version))
-        if pinned is not None:
-            return pinned
-        # Loaded without the lock: a switch of ``current`` (refresh) does not wait for it.
-        try:
-            pinned = self._load(name, version)
-        except NotInstalledError:
-            # The store's message names the version twice, and it comes from a URL.
-            shown = printable(version, ECHOED)
-            raise NotInstalledError(f"{name}@{shown} is not installed here") from None
-        with self._lock:
-            if (name, version) in self._pinned:  # loaded meanwhile by another request
-                return self._pinned[(name, version)]
-            ours = [key for key in self._pinned if key[0] == name]
-            if len(ours) >= MAX_PINNED:
-                del self._pinned[ours[0]]
-            self._pinned[(name, version)] = pinned
+        found = self.cached(name, version)
+        if found is not None:
+            return found
+        assert version is not None
+        with self._loading:
+            pinned = self._pinned.get((name, version))
+            if pinned is not None:  # loaded while this request waited
+                return pinned
+            try:
+                pinned = self._load(name, version)
+            except NotInstalledError:
+                # The store's message names the version twice, and it comes from a URL.
+                shown = printable(version, ECHOED)
+                raise NotInstalledError(f"{name}@{shown} is not installed here") from None
+            with self._lock:
+                ours = [key for key in self._pinned if key[0] == name]
+                if len(ours) >= MAX_PINNED:
+                    del self._pinned[ours[0]]
+                self._pinned[(name, version)] = pinned
         return pinned
 
     def versions(self, name: str) -> list[str]:
