@@ -151,20 +151,24 @@ def test_gc_refuses_a_layout_that_lost_its_index_and_removes_nothing(
     tmp_path: Path, bundles: dict[str, Path], keypair: KeyPair, capsys: pytest.CaptureFixture[str]
 ) -> None:
     registry = with_iris(tmp_path, bundles, keypair)
-    # A layout begun by a publish has its (empty) index before it is listed.
-    registry._blob_dir(registry.root / "wine")
+    # A layout begun by a publish has its (empty) index before it is listed; this one's
+    # first publish was killed after a blob.
+    (registry._blob_dir(registry.root / "wine") / ("ab" * 32)).write_bytes(b"left behind")
     assert (registry.root / "wine" / "index.json").is_file()
     (registry.root / "iris" / "index.json").unlink()  # a bad restore, an rsync cut short
     before = blobs(registry)
     code = main(["gc", "--registry", str(registry.root)])
     out, err = capsys.readouterr()
-    assert code == 4 and out == ""
+    # iris is left whole; wine, after it, is swept all the same.
+    assert code == 4 and out == f"wine  {'ab' * 32}  11\n"
+    assert not (registry.root / "wine").exists()
     assert err.strip().endswith(
         "iris/index.json is missing in " + str(registry.root) + ": "
         "restore it from a backup (if no version of iris was ever "
         "published, remove iris/ instead)"
     )
-    assert len(err.splitlines()) == 1
+    assert err.splitlines()[0] == "removed 1 unreferenced blobs (11 bytes)"
+    assert len(err.splitlines()) == 2
     assert blobs(registry) == before
     assert json.loads((registry.root / "models.json").read_text()) == ["iris"]
 

@@ -31,7 +31,7 @@ from packager.cli.options import (
     upload_options,
     with_pinned_root,
 )
-from packager.errors import UsageError
+from packager.errors import RegistryError, UsageError
 
 
 @click.command()
@@ -317,7 +317,9 @@ def gc_cmd(ctx: Context, registry_ref: str | None, dry_run: bool, as_json: bool)
     Replaced channel documents and what a killed publish left behind go; every tagged
     version, channel and trust document stays whole. Safe while publishes run: each
     model is swept under its write lock. What is not a regular file is left, with a
-    warning; a path that is not a registry directory is refused (exit 4).
+    warning; a path that is not a registry directory is refused (exit 4), and so is a
+    model whose index.json or a manifest it tags is missing or unreadable: nothing of it
+    is removed, and the other models are swept.
     """
     from packager.registry import LayoutRegistry
 
@@ -327,13 +329,18 @@ def gc_cmd(ctx: Context, registry_ref: str | None, dry_run: bool, as_json: bool)
             f"gc cleans a registry directory; {registry.location} is not one "
             "(an OCI registry collects its own garbage)"
         )
-    garbage = registry.collect_garbage(dry_run=dry_run, warn=render.warn)
+    refused: list[RegistryError] = []
+    garbage = registry.collect_garbage(dry_run=dry_run, warn=render.warn, refused=refused.append)
     render.show(
         ctx,
         render_distribution.COLLECTED,
         render_distribution.Collected(garbage, dry_run),
         as_json=as_json,
     )
+    for error in refused[1:]:
+        render.warn(str(error))
+    if refused:  # the models that need repair were left whole: exit 4
+        raise refused[0]
 
 
 @click.command("mirror")

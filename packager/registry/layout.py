@@ -292,7 +292,11 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
             raise disk_or(RegistryError, message, e) from e
 
     def collect_garbage(
-        self, *, dry_run: bool = False, warn: Callable[[str], None] | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        warn: Callable[[str], None] | None = None,
+        refused: Callable[[RegistryError], None] | None = None,
     ) -> list[Garbage]:
         """Remove the blobs no manifest of any model references (a channel's replaced
         documents, what a killed publish left); returns what was (or, ``dry_run``, would
@@ -303,6 +307,8 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
         taken for garbage, and a publish waits while its layout is swept. An entry of a
         blob directory that is not a regular file (packager never writes one), or that
         cannot be removed, is left where it is and passed to ``warn``: the sweep goes on.
+        A model whose layout needs repair (below) is passed to ``refused``, if given, and
+        the other models are swept; without ``refused`` the error is raised at once.
 
         Raises:
             NotFoundError: the root is missing, or is not a registry directory (no
@@ -331,6 +337,10 @@ class LayoutRegistry(WritesAsItGoes, DocumentWriter, VerifiedRegistry):
                         emptied |= self._drop_if_empty(layout, blobs)
             except OSError as e:
                 raise RegistryError(f"cannot clean {name} in {self.location}: {e}") from e
+            except RegistryError as e:
+                if refused is None:
+                    raise
+                refused(e)  # nothing of this model was removed; the next one is swept
         try:
             self._forget_dropped()
             if emptied:
