@@ -1502,8 +1502,10 @@ def test_the_systemd_units_sandbox_lets_the_server_record_itself_and_only_that(
     """examples/packager-serve.service's paths, with /var/lib/packager this test's home:
     ExecStartPre makes run/, then the server runs with the home read-only but for run/
     (what systemd's ReadOnlyPaths and ReadWritePaths make, done here with a mount
-    namespace); `packager status` sees it, and it can write nothing else of the home."""
-    if not (os.geteuid() == 0 and shutil.which("unshare") and shutil.which("mount")):
+    namespace); `packager status` sees it, and the rest of the home is mounted read-only
+    for it."""
+    usable = os.geteuid() == 0 and shutil.which("unshare") and shutil.which("mount")
+    if not usable or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
         message = "needs root with unshare and mount (util-linux) for a private mount namespace"
         if os.environ.get("CI"):
             pytest.fail(message)
