@@ -353,8 +353,8 @@ async def _answer(
     """The status and body answering an inference request whose body is read."""
     try:
         header_length = _header_length(header)
-        loaded = state.served.current(name)
-        if version is not None and version != loaded.version:
+        loaded = state.served.cached(name, version)
+        if loaded is None:  # a version not loaded yet: on a thread
             loaded = await anyio.to_thread.run_sync(state.served.get, name, version)
         if len(body) >= INLINE_BYTES:  # parsed and run on an inference thread, untimed
             return 200, await anyio.to_thread.run_sync(

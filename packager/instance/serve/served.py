@@ -185,12 +185,13 @@ class Served:
                 installed = {(i.name, i.version) for i in found}
             except (OSError, PackagerError) as e:
                 error, installed = e, None
+            held = None if installed is None else {name for name, _ in installed}
             for name in sorted(names):
+                if held is not None and name not in held:  # uninstalled
+                    if self._current.pop(name, None) is not None:
+                        dropped.append(name)
+                    continue
                 try:
-                    if self._uninstalled(name):
-                        if self._current.pop(name, None) is not None:
-                            dropped.append(name)
-                        continue
                     loaded = self._refresh(name)
                 except (OSError, PackagerError) as e:
                     error = error or e
@@ -219,10 +220,6 @@ class Served:
             return None
         self._current[name] = loaded
         return loaded
-
-    def _uninstalled(self, name: str) -> bool:
-        """Whether ``name`` has no version installed (``packager uninstall``)."""
-        return self._store.current_version(name) is None and not self._store.versions(name)
 
     def _load(self, name: str, version: str | None) -> Loaded:
         directory = self._store.installed_dir(name, version)
