@@ -13,7 +13,7 @@ from packager._io.config import read_retention, resolve_registry
 from packager.cli import render, render_instance, render_trust
 from packager.cli.options import (
     FILE,
-    JITTER,
+    MAX_JITTER,
     Context,
     exact_ref,
     json_option,
@@ -417,6 +417,7 @@ def update(
     that fails before any model (a bad config.toml or --jitter, no trust policy) shows in
     `packager status` as every followed model's last update, `failed`.
     """
+    from packager.core.channel import parse_duration
     from packager.core.policy import Trusted
     from packager.instance.install import InstallOptions
     from packager.instance.roots import instance_policy
@@ -428,7 +429,7 @@ def update(
     store = Store(ctx.home, lock_timeout=lock_timeout)
     try:
         # Parsed here, not by click: a bad value in a cron line shows in `status` too.
-        wait = None if jitter is None else JITTER.convert(jitter, None, None)
+        wait = None if jitter is None else parse_duration(jitter, most=MAX_JITTER, allow_zero=True)
         keep = read_retention(ctx.home)
         policy = instance_policy(home=ctx.home, trust_file=ctx.trust_file, key_paths=key_paths)
     except PackagerError as e:

@@ -32,34 +32,27 @@ EXISTING_FILE = click.Path(path_type=Path, dir_okay=False, exists=True)
 
 
 class _Duration(click.ParamType[timedelta]):
-    """30d, 12h, 90m, 2w or 45s, as a timedelta of at most ``most`` (None: the longest
-    any option takes, :data:`packager.core.channel.MAX_DURATION`), zero only if
-    ``allow_zero``."""
+    """30d, 12h, 90m, 2w or 45s, as a timedelta of at most the longest any option takes
+    (:data:`packager.core.channel.MAX_DURATION`)."""
 
     name = "duration"
-
-    def __init__(self, *, most: timedelta | None = None, allow_zero: bool = False) -> None:
-        self.most = most
-        self.allow_zero = allow_zero
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> timedelta:
         if isinstance(value, timedelta):
             return value
-        from packager.core.channel import MAX_DURATION, parse_duration
+        from packager.core.channel import parse_duration
 
         # A packager UsageError, not click's: one line and exit 2 from main(), as every
         # other refused value.
-        most = MAX_DURATION if self.most is None else self.most
-        return parse_duration(value, most=most, allow_zero=self.allow_zero)
+        return parse_duration(value)
 
 
 DURATION = _Duration()
 # `update --jitter`: 0 (a templated value) waits not at all; a spread longer than a day
 # would leave instances days behind their channel.
 MAX_JITTER = timedelta(hours=24)
-JITTER = _Duration(most=MAX_JITTER, allow_zero=True)
 
 
 class Context:

@@ -238,7 +238,7 @@ class ArchiveStore:
         (as the archive says: repeated only so far, and printable)."""
         return sorted(
             {
-                f"{key[0]}@{printable(str(entry['annotations'][DELTA_BASE_ANNOTATION]), ECHOED)}"
+                f"{key[0]}@{printable(entry['annotations'][DELTA_BASE_ANNOTATION], ECHOED)}"
                 for key, entry in self.contents.versions.items()
                 if key[0] == name and DELTA_BASE_ANNOTATION in entry["annotations"]
             }
